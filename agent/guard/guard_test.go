@@ -1,0 +1,160 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func TestCheckTarget(t *testing.T) {
+	g := New(Config{})
+	lab := New(Config{AllowSpecialRanges: true})
+	tests := []struct {
+		name    string
+		target  string
+		wantErr error
+		labOK   bool
+	}{
+		{"public v4", "8.8.8.8", nil, true},
+		{"public v6", "2a00:1450::1", nil, true},
+		{"loopback", "127.0.0.1", ErrSpecialRange, true},
+		{"loopback v6", "::1", ErrSpecialRange, true},
+		{"rfc1918 10", "10.1.2.3", ErrSpecialRange, true},
+		{"rfc1918 172", "172.31.0.1", ErrSpecialRange, true},
+		{"rfc1918 192", "192.168.1.1", ErrSpecialRange, true},
+		{"cgnat", "100.64.0.1", ErrSpecialRange, true},
+		{"link-local", "169.254.1.1", ErrSpecialRange, true},
+		{"multicast", "224.0.0.1", ErrSpecialRange, true},
+		{"test-net-1", "192.0.2.1", ErrSpecialRange, true},
+		{"test-net-2", "198.51.100.7", ErrSpecialRange, true},
+		{"test-net-3", "203.0.113.9", ErrSpecialRange, true},
+		{"benchmark", "198.19.255.255", ErrSpecialRange, true},
+		{"broadcast", "255.255.255.255", ErrSpecialRange, true},
+		{"doc v6", "2001:db8::1", ErrSpecialRange, true},
+		{"ula", "fd00::1", ErrSpecialRange, true},
+		{"link-local v6", "fe80::1", ErrSpecialRange, true},
+		{"multicast v6", "ff02::1", ErrSpecialRange, true},
+		{"v4-mapped loopback", "::ffff:127.0.0.1", ErrSpecialRange, true},
+		{"name not ip", "example.com", ErrInvalid, false},
+		{"zoned", "fe80::1%eth0", ErrInvalid, false},
+		{"empty", "", ErrInvalid, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := g.CheckTarget(tc.target)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("CheckTarget(%q) = %v, want %v", tc.target, err, tc.wantErr)
+			}
+			_, err = lab.CheckTarget(tc.target)
+			if (err == nil) != tc.labOK {
+				t.Fatalf("lab CheckTarget(%q) = %v, want ok=%v", tc.target, err, tc.labOK)
+			}
+		})
+	}
+}
+
+func TestCheckTask(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	g := New(Config{Now: func() time.Time { return now }})
+	icmp := func(payload uint32) *vantagev1.Task {
+		return &vantagev1.Task{Id: "c/icmp/8.8.8.8", Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "8.8.8.8",
+			Spec: &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{PayloadBytes: payload}}}
+	}
+	expired := icmp(16)
+	expired.ExpiresAt = timestamppb.New(now.Add(-time.Second))
+	tests := []struct {
+		name    string
+		task    *vantagev1.Task
+		wantErr error
+		wantMsg string
+	}{
+		{"ok", icmp(16), nil, ""},
+		{"payload too big", icmp(1401), ErrLimit, "task.icmp.payload_bytes 1401 > 1400: exceeds agent limit"},
+		{"expired", expired, ErrExpired, "task.expires_at 2025-12-31T23:59:59Z: expired"},
+		{"no id", &vantagev1.Task{Target: "8.8.8.8"}, ErrInvalid, "task.id: empty: invalid"},
+		{"special target", &vantagev1.Task{Id: "x", Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "10.0.0.1"}, ErrSpecialRange, ""},
+		{"tcp no port", &vantagev1.Task{Id: "x", Kind: vantagev1.ProbeKind_PROBE_KIND_TCP, Target: "8.8.8.8"}, ErrInvalid, "task.tcp.port 0: must be 1..65535: invalid"},
+		{"trace ttl", &vantagev1.Task{Id: "x", Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: "8.8.8.8",
+			Spec: &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{MaxTtl: 65}}}, ErrLimit, ""},
+		{"unknown kind", &vantagev1.Task{Id: "x", Target: "8.8.8.8"}, ErrInvalid, "task.kind PROBE_KIND_UNSPECIFIED: unknown: invalid"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := g.CheckTask(tc.task)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("CheckTask = %v, want %v", err, tc.wantErr)
+			}
+			if tc.wantMsg != "" && err.Error() != tc.wantMsg {
+				t.Fatalf("CheckTask message = %q, want %q", err.Error(), tc.wantMsg)
+			}
+		})
+	}
+}
+
+func TestAssignmentVersions(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	g := New(Config{Now: func() time.Time { return now }})
+	future := timestamppb.New(now.Add(time.Hour))
+	steps := []struct {
+		name    string
+		a       *vantagev1.Assignment
+		wantErr error
+	}{
+		{"first", &vantagev1.Assignment{Version: 3, ExpiresAt: future}, nil},
+		{"same version replayed", &vantagev1.Assignment{Version: 3, ExpiresAt: future}, ErrStale},
+		{"older", &vantagev1.Assignment{Version: 2, ExpiresAt: future}, ErrStale},
+		{"expired", &vantagev1.Assignment{Version: 9, ExpiresAt: timestamppb.New(now)}, ErrExpired},
+		{"newer", &vantagev1.Assignment{Version: 4}, nil},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			err := g.CheckAssignment(s.a)
+			if !errors.Is(err, s.wantErr) {
+				t.Fatalf("CheckAssignment = %v, want %v", err, s.wantErr)
+			}
+			if err == nil {
+				g.CommitAssignment(s.a.GetVersion())
+			}
+		})
+	}
+	if v := g.AssignmentVersion(); v != 4 {
+		t.Fatalf("AssignmentVersion = %d, want 4", v)
+	}
+}
+
+func TestTriggerReplay(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	g := New(Config{Now: func() time.Time { return now }})
+	tr := &vantagev1.Trigger{Id: "t1", ExpiresAt: timestamppb.New(now.Add(time.Minute))}
+	if err := g.CheckTrigger(tr); err != nil {
+		t.Fatalf("first CheckTrigger: %v", err)
+	}
+	if err := g.CheckTrigger(tr); !errors.Is(err, ErrStale) {
+		t.Fatalf("replayed CheckTrigger = %v, want ErrStale", err)
+	}
+	old := &vantagev1.Trigger{Id: "t2", ExpiresAt: timestamppb.New(now.Add(-time.Minute))}
+	if err := g.CheckTrigger(old); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired CheckTrigger = %v, want ErrExpired", err)
+	}
+}
+
+func TestWaitCapsRate(t *testing.T) {
+	g := New(Config{MaxPPS: 50})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	n := 0
+	for g.Wait(ctx) == nil {
+		n++
+	}
+	// 5 burst + 50/s * 0.2s = 15; allow slack for slow machines, never a flood.
+	if n > 20 {
+		t.Fatalf("limiter let %d packets through in 200ms at 50 pps", n)
+	}
+	if got := g.ProbesSent(); got != uint64(n) {
+		t.Fatalf("ProbesSent = %d, want %d", got, n)
+	}
+}
