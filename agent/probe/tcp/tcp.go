@@ -1,0 +1,137 @@
+// Package tcp probes one TCP port with connect(2). It needs no privilege.
+// A completed handshake and a refused connection (an RST) both prove the
+// host is up, which is why TCP evidence still counts when ICMP is filtered.
+//
+// Raw SYN probing (TcpMode SYN) is not implemented yet: such tasks run with
+// connect and say so in ProbeResult.error.
+package tcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Engine is the name reported in ProbeResult.engine.
+const Engine = "tcp/connect"
+
+// DefaultTimeout applies when TcpSpec.timeout_ms is zero.
+const DefaultTimeout = 2 * time.Second
+
+// SynFallbackNote is the ProbeResult.error text for SYN tasks run with connect.
+const SynFallbackNote = "tcp mode syn is not implemented in this agent yet (a later issue); used connect"
+
+// Limiter paces probe packets (the agent's guard).
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// Prober runs connect probes.
+type Prober struct {
+	lim  Limiter
+	dial func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// New returns a Prober. lim may be nil (no pacing; tests only).
+func New(lim Limiter) *Prober {
+	var d net.Dialer
+	return &Prober{lim: lim, dial: d.DialContext}
+}
+
+// Fallback reports the engine a task runs with when it differs from the
+// one asked for, and why.
+func (p *Prober) Fallback(t *vantagev1.Task) (engine, reason string, ok bool) {
+	if t.GetTcp().GetMode() == vantagev1.TcpMode_TCP_MODE_SYN {
+		return Engine, SynFallbackNote, true
+	}
+	return "", "", false
+}
+
+// Probe connects to t.Target on TcpSpec.port once.
+func (p *Prober) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResult {
+	spec := t.GetTcp()
+	res := &vantagev1.ProbeResult{
+		Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TCP,
+		Port: spec.GetPort(), Engine: Engine,
+	}
+	if _, _, ok := p.Fallback(t); ok {
+		res.Error = SynFallbackNote
+	}
+	addr, err := netip.ParseAddr(t.GetTarget())
+	if err != nil {
+		return fail(res, fmt.Errorf("target %q: not an IP address", t.GetTarget()))
+	}
+	if spec.GetPort() == 0 || spec.GetPort() > 65535 {
+		return fail(res, fmt.Errorf("tcp.port %d: must be 1..65535", spec.GetPort()))
+	}
+	timeout := time.Duration(spec.GetTimeoutMs()) * time.Millisecond
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if p.lim != nil {
+		if err := p.lim.Wait(ctx); err != nil {
+			return fail(res, err)
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	res.SentAt = timestamppb.New(start)
+	res.Attempts = 1
+	conn, err := p.dial(dctx, "tcp", netip.AddrPortFrom(addr.Unmap(), uint16(spec.GetPort())).String())
+	rtt := time.Since(start)
+	if err == nil {
+		_ = conn.Close()
+	}
+	classify(ctx, res, err, rtt)
+	return res
+}
+
+// classify fills res from a dial's outcome.
+func classify(parent context.Context, res *vantagev1.ProbeResult, err error, rtt time.Duration) {
+	rttUs := uint32(min(rtt.Microseconds(), 1<<32-1))
+	switch {
+	case err == nil:
+		res.Outcome = vantagev1.Outcome_OUTCOME_TCP_SYNACK
+		res.RttUs, res.ReplyFrom = rttUs, res.Target
+	case errors.Is(err, syscall.ECONNREFUSED):
+		res.Outcome = vantagev1.Outcome_OUTCOME_TCP_RST
+		res.RttUs, res.ReplyFrom = rttUs, res.Target
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		res.Outcome = vantagev1.Outcome_OUTCOME_UNREACHABLE
+		res.UnreachableCode = 1 // host unreachable; the kernel hides the exact ICMP code
+	case errors.Is(err, syscall.ENETUNREACH):
+		res.Outcome = vantagev1.Outcome_OUTCOME_UNREACHABLE
+		res.UnreachableCode = 0 // net unreachable
+	case parent.Err() != nil:
+		fail(res, fmt.Errorf("tcp probe: %w", parent.Err()))
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
+		res.Outcome = vantagev1.Outcome_OUTCOME_TIMEOUT
+	default:
+		fail(res, fmt.Errorf("tcp probe: %w", err))
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func fail(res *vantagev1.ProbeResult, err error) *vantagev1.ProbeResult {
+	res.Outcome = vantagev1.Outcome_OUTCOME_ERROR
+	if res.Error != "" {
+		res.Error = err.Error() + "; " + res.Error
+	} else {
+		res.Error = err.Error()
+	}
+	return res
+}
