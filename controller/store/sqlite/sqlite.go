@@ -1,0 +1,660 @@
+// Package sqlite is the embedded Store: one SQLite file (modernc.org/sqlite,
+// pure Go, WAL mode) in the controller's data directory, so a controller
+// needs nothing installed. Writes go through one connection (SQLite has one
+// writer anyway, and this keeps BEGIN IMMEDIATE from spinning on
+// SQLITE_BUSY); reads use a separate pool so long QueryResults streams never
+// hold up ingest.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/vantage-net/vantage/controller/store"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// FileName is the database file inside the data directory.
+const FileName = "vantage.db"
+
+// migrations are applied in order; PRAGMA user_version records how many ran.
+// Append only: never edit an entry once released.
+var migrations = []string{
+	`CREATE TABLE agents (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		labels TEXT NOT NULL DEFAULT '{}',
+		state INTEGER NOT NULL,
+		enrolled_at INTEGER NOT NULL,
+		cert_serial TEXT NOT NULL DEFAULT '',
+		state_reason TEXT NOT NULL DEFAULT '',
+		last_seen INTEGER NOT NULL DEFAULT 0,
+		remote_addr TEXT NOT NULL DEFAULT '',
+		agent_version TEXT NOT NULL DEFAULT '',
+		capabilities BLOB,
+		spool BLOB,
+		epoch INTEGER NOT NULL DEFAULT 0,
+		results_stored INTEGER NOT NULL DEFAULT 0,
+		duplicates_dropped INTEGER NOT NULL DEFAULT 0,
+		gaps INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE TABLE task_status (
+		agent_id TEXT NOT NULL,
+		task_id TEXT NOT NULL,
+		refused INTEGER NOT NULL,
+		reason TEXT NOT NULL,
+		engine TEXT NOT NULL,
+		at INTEGER NOT NULL,
+		PRIMARY KEY (agent_id, task_id)
+	);
+	CREATE TABLE join_tokens (
+		hash TEXT PRIMARY KEY,
+		expires_at INTEGER NOT NULL,
+		max_uses INTEGER NOT NULL,
+		uses INTEGER NOT NULL DEFAULT 0,
+		labels TEXT NOT NULL DEFAULT '{}',
+		created_by TEXT NOT NULL,
+		created_at INTEGER NOT NULL
+	);
+	CREATE TABLE operator_tokens (
+		hash TEXT PRIMARY KEY,
+		name TEXT NOT NULL UNIQUE,
+		role INTEGER NOT NULL,
+		created_at INTEGER NOT NULL
+	);
+	CREATE TABLE campaigns (
+		name TEXT PRIMARY KEY,
+		spec_yaml TEXT NOT NULL,
+		state INTEGER NOT NULL,
+		version INTEGER NOT NULL,
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE TABLE results (
+		id INTEGER PRIMARY KEY,
+		agent_id TEXT NOT NULL,
+		epoch INTEGER NOT NULL,
+		seq INTEGER NOT NULL,
+		campaign TEXT NOT NULL,
+		task_id TEXT NOT NULL,
+		target TEXT NOT NULL,
+		round INTEGER NOT NULL,
+		sent_at INTEGER NOT NULL,
+		outcome INTEGER NOT NULL,
+		received_at INTEGER NOT NULL,
+		body BLOB NOT NULL,
+		UNIQUE (agent_id, epoch, seq)
+	);
+	CREATE INDEX results_campaign_round ON results (campaign, round);
+	CREATE INDEX results_campaign_target_round ON results (campaign, target, round);
+	CREATE INDEX results_sent_at ON results (sent_at);
+	CREATE TABLE gaps (
+		agent_id TEXT NOT NULL,
+		epoch INTEGER NOT NULL,
+		first_seq INTEGER NOT NULL,
+		last_seq INTEGER NOT NULL,
+		reason TEXT NOT NULL,
+		received_at INTEGER NOT NULL,
+		UNIQUE (agent_id, epoch, first_seq)
+	);
+	CREATE TABLE transitions (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		campaign TEXT NOT NULL,
+		level INTEGER NOT NULL,
+		verdict_id TEXT NOT NULL,
+		detected_at INTEGER NOT NULL,
+		body BLOB NOT NULL
+	);
+	CREATE INDEX transitions_campaign_detected ON transitions (campaign, detected_at);
+	CREATE TABLE audit (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		at INTEGER NOT NULL,
+		actor TEXT NOT NULL,
+		action TEXT NOT NULL,
+		subject TEXT NOT NULL,
+		detail TEXT NOT NULL
+	);`,
+}
+
+// DB is the SQLite Store.
+type DB struct {
+	w *sql.DB // one connection: all writes
+	r *sql.DB // read pool
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open opens (creating if needed) <dir>/vantage.db and migrates its schema.
+func Open(ctx context.Context, dir string) (*DB, error) {
+	path := filepath.Join(dir, FileName)
+	dsn := func(txlock string) string {
+		q := url.Values{}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Add("_pragma", "foreign_keys(1)")
+		q.Set("_txlock", txlock)
+		return "file:" + path + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn("immediate"))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	r, err := sql.Open("sqlite", dsn("deferred"))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	db := &DB{w: w, r: r}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	var v int
+	if err := db.w.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this controller (%d)", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		err := db.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	return errors.Join(db.r.Close(), db.w.Close())
+}
+
+func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func labelsJSON(m map[string]string) string {
+	if len(m) == 0 {
+		return "{}"
+	}
+	b, _ := json.Marshal(m) // a map[string]string always marshals
+	return string(b)
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	m := map[string]string{}
+	if s == "" {
+		return m, nil
+	}
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("labels: %w", err)
+	}
+	return m, nil
+}
+
+func marshalOpt(m proto.Message) ([]byte, error) {
+	if m == nil {
+		return nil, nil
+	}
+	return proto.Marshal(m)
+}
+
+func insertAudit(ctx context.Context, tx *sql.Tx, e store.AuditEntry) error {
+	if e.Action == "" {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)`,
+		nanos(e.At), e.Actor, e.Action, e.Subject, e.Detail)
+	if err != nil {
+		return fmt.Errorf("insert audit: %w", err)
+	}
+	return nil
+}
+
+// AddAudit appends one entry.
+func (db *DB) AddAudit(ctx context.Context, e store.AuditEntry) error {
+	return db.tx(ctx, func(tx *sql.Tx) error { return insertAudit(ctx, tx, e) })
+}
+
+// ListAudit returns the newest limit entries, newest first.
+func (db *DB) ListAudit(ctx context.Context, limit int) ([]store.AuditEntry, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT id, at, actor, action, subject, detail FROM audit ORDER BY id DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	var out []store.AuditEntry
+	for rows.Next() {
+		var e store.AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Subject, &e.Detail); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		e.At = fromNanos(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// ---- agents ----
+
+const agentCols = `id, name, labels, state, enrolled_at, cert_serial, state_reason, last_seen, remote_addr,
+	agent_version, capabilities, spool, epoch, results_stored, duplicates_dropped, gaps`
+
+type scanner interface{ Scan(...any) error }
+
+func scanAgent(s scanner) (store.Agent, error) {
+	var a store.Agent
+	var labels string
+	var state int32
+	var enrolled, seen int64
+	var caps, spool []byte
+	err := s.Scan(&a.ID, &a.Name, &labels, &state, &enrolled, &a.CertSerial, &a.StateReason, &seen, &a.RemoteAddr,
+		&a.AgentVersion, &caps, &spool, &a.Epoch, &a.ResultsStored, &a.DuplicatesDropped, &a.Gaps)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, store.ErrNotFound
+	}
+	if err != nil {
+		return a, err
+	}
+	a.State = vantagev1.AgentState(state)
+	a.EnrolledAt, a.LastSeen = fromNanos(enrolled), fromNanos(seen)
+	if a.Labels, err = parseLabels(labels); err != nil {
+		return a, err
+	}
+	if len(caps) > 0 {
+		a.Capabilities = &vantagev1.Capabilities{}
+		if err := proto.Unmarshal(caps, a.Capabilities); err != nil {
+			return a, fmt.Errorf("capabilities: %w", err)
+		}
+	}
+	if len(spool) > 0 {
+		a.Spool = &vantagev1.SpoolState{}
+		if err := proto.Unmarshal(spool, a.Spool); err != nil {
+			return a, fmt.Errorf("spool: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// EnrollAgent consumes one use of the join token and inserts the agent in
+// one transaction. The token's labels are merged over the agent's.
+func (db *DB) EnrollAgent(ctx context.Context, tokenHash string, now time.Time, a store.Agent) (store.Agent, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var expires int64
+		var maxUses, uses uint32
+		var labels string
+		err := tx.QueryRowContext(ctx, `SELECT expires_at, max_uses, uses, labels FROM join_tokens WHERE hash = ?`, tokenHash).
+			Scan(&expires, &maxUses, &uses, &labels)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrTokenInvalid
+		}
+		if err != nil {
+			return fmt.Errorf("read join token: %w", err)
+		}
+		if !now.Before(fromNanos(expires)) || (maxUses > 0 && uses >= maxUses) {
+			return store.ErrTokenInvalid
+		}
+		tl, err := parseLabels(labels)
+		if err != nil {
+			return err
+		}
+		if a.Labels == nil {
+			a.Labels = map[string]string{}
+		}
+		for k, v := range tl {
+			a.Labels[k] = v
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE join_tokens SET uses = uses + 1 WHERE hash = ?`, tokenHash); err != nil {
+			return fmt.Errorf("use join token: %w", err)
+		}
+		a.EnrolledAt = now
+		_, err = tx.ExecContext(ctx, `INSERT INTO agents (id, name, labels, state, enrolled_at, cert_serial) VALUES (?, ?, ?, ?, ?, ?)`,
+			a.ID, a.Name, labelsJSON(a.Labels), int32(a.State), nanos(now), a.CertSerial)
+		if err != nil {
+			if strings.Contains(err.Error(), "UNIQUE") {
+				return fmt.Errorf("agent %s: %w", a.ID, store.ErrExists)
+			}
+			return fmt.Errorf("insert agent: %w", err)
+		}
+		return insertAudit(ctx, tx, store.AuditEntry{At: now, Actor: "agent:" + a.ID, Action: "agent.enroll",
+			Subject: a.ID, Detail: "name=" + a.Name + " state=" + a.State.String()})
+	})
+	return a, err
+}
+
+// GetAgent returns one agent or ErrNotFound.
+func (db *DB) GetAgent(ctx context.Context, id string) (store.Agent, error) {
+	a, err := scanAgent(db.r.QueryRowContext(ctx, `SELECT `+agentCols+` FROM agents WHERE id = ?`, id))
+	if err != nil {
+		return a, fmt.Errorf("agent %q: %w", id, err)
+	}
+	return a, nil
+}
+
+// ListAgents returns every agent, ordered by name then id.
+func (db *DB) ListAgents(ctx context.Context) ([]store.Agent, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+agentCols+` FROM agents ORDER BY name, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list agents: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// SetAgentState changes an agent's state (approve, revoke) with its audit entry.
+func (db *DB) SetAgentState(ctx context.Context, id string, state vantagev1.AgentState, reason string, audit store.AuditEntry) (store.Agent, error) {
+	var a store.Agent
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET state = ?, state_reason = ? WHERE id = ?`, int32(state), reason, id)
+		if err != nil {
+			return fmt.Errorf("update agent: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("agent %q: %w", id, store.ErrNotFound)
+		}
+		if err := insertAudit(ctx, tx, audit); err != nil {
+			return err
+		}
+		a, err = scanAgent(tx.QueryRowContext(ctx, `SELECT `+agentCols+` FROM agents WHERE id = ?`, id))
+		return err
+	})
+	return a, err
+}
+
+// UpdateAgentHello records what a Hello said.
+func (db *DB) UpdateAgentHello(ctx context.Context, id string, h store.AgentHello) error {
+	caps, err := marshalOpt(h.Capabilities)
+	if err != nil {
+		return fmt.Errorf("capabilities: %w", err)
+	}
+	spool, err := marshalOpt(h.Spool)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET last_seen = ?, remote_addr = ?, agent_version = ?,
+			capabilities = ?, labels = ?, spool = ?, epoch = ? WHERE id = ?`,
+			nanos(h.At), h.RemoteAddr, h.AgentVersion, caps, labelsJSON(h.Labels), spool, h.Epoch, id)
+		if err != nil {
+			return fmt.Errorf("update agent hello: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("agent %q: %w", id, store.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// UpdateAgentSeen records a heartbeat.
+func (db *DB) UpdateAgentSeen(ctx context.Context, id string, at time.Time, spool *vantagev1.SpoolState) error {
+	sp, err := marshalOpt(spool)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if sp == nil {
+			_, err = tx.ExecContext(ctx, `UPDATE agents SET last_seen = ? WHERE id = ?`, nanos(at), id)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE agents SET last_seen = ?, spool = ? WHERE id = ?`, nanos(at), sp, id)
+		}
+		if err != nil {
+			return fmt.Errorf("update agent seen: %w", err)
+		}
+		return nil
+	})
+}
+
+// SetTaskStatus keeps the latest status per (agent, task).
+func (db *DB) SetTaskStatus(ctx context.Context, st store.TaskStatus) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO task_status (agent_id, task_id, refused, reason, engine, at) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (agent_id, task_id) DO UPDATE SET refused = excluded.refused, reason = excluded.reason,
+			engine = excluded.engine, at = excluded.at`,
+			st.AgentID, st.TaskID, st.Refused, st.Reason, st.Engine, nanos(st.At))
+		if err != nil {
+			return fmt.Errorf("set task status: %w", err)
+		}
+		return nil
+	})
+}
+
+// TaskStatuses returns an agent's task statuses ordered by task id.
+func (db *DB) TaskStatuses(ctx context.Context, agentID string) ([]store.TaskStatus, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT agent_id, task_id, refused, reason, engine, at FROM task_status WHERE agent_id = ? ORDER BY task_id`, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("task statuses: %w", err)
+	}
+	defer rows.Close()
+	var out []store.TaskStatus
+	for rows.Next() {
+		var st store.TaskStatus
+		var at int64
+		if err := rows.Scan(&st.AgentID, &st.TaskID, &st.Refused, &st.Reason, &st.Engine, &at); err != nil {
+			return nil, fmt.Errorf("task statuses: %w", err)
+		}
+		st.At = fromNanos(at)
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// ---- tokens ----
+
+// CreateJoinToken stores a (hashed) join token with its audit entry.
+func (db *DB) CreateJoinToken(ctx context.Context, t store.JoinToken, audit store.AuditEntry) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO join_tokens (hash, expires_at, max_uses, uses, labels, created_by, created_at)
+			VALUES (?, ?, ?, 0, ?, ?, ?)`, t.Hash, nanos(t.ExpiresAt), t.MaxUses, labelsJSON(t.Labels), t.CreatedBy, nanos(t.CreatedAt))
+		if err != nil {
+			return fmt.Errorf("insert join token: %w", err)
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+}
+
+// PutOperatorToken stores an operator token; a name already used by another
+// token gives ErrExists.
+func (db *DB) PutOperatorToken(ctx context.Context, t store.OperatorToken) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO operator_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (hash) DO UPDATE SET name = excluded.name, role = excluded.role`,
+			t.Hash, t.Name, int(t.Role), nanos(t.CreatedAt))
+		if err != nil {
+			if strings.Contains(err.Error(), "UNIQUE") {
+				return fmt.Errorf("operator token name %q: %w", t.Name, store.ErrExists)
+			}
+			return fmt.Errorf("insert operator token: %w", err)
+		}
+		return insertAudit(ctx, tx, store.AuditEntry{At: t.CreatedAt, Actor: "controller", Action: "token.operator.create",
+			Subject: t.Name, Detail: "role=" + t.Role.String()})
+	})
+}
+
+// OperatorTokenByHash finds an operator token by the SHA-256 of its secret.
+func (db *DB) OperatorTokenByHash(ctx context.Context, hash string) (store.OperatorToken, error) {
+	t := store.OperatorToken{Hash: hash}
+	var role int
+	var created int64
+	err := db.r.QueryRowContext(ctx, `SELECT name, role, created_at FROM operator_tokens WHERE hash = ?`, hash).Scan(&t.Name, &role, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, store.ErrNotFound
+	}
+	if err != nil {
+		return t, fmt.Errorf("operator token: %w", err)
+	}
+	t.Role, t.CreatedAt = store.Role(role), fromNanos(created)
+	return t, nil
+}
+
+// ---- campaigns ----
+
+func scanCampaign(s scanner) (store.Campaign, error) {
+	var c store.Campaign
+	var state int32
+	var created, updated int64
+	err := s.Scan(&c.Name, &c.SpecYAML, &state, &c.Version, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, store.ErrNotFound
+	}
+	c.State, c.CreatedAt, c.UpdatedAt = vantagev1.CampaignState(state), fromNanos(created), fromNanos(updated)
+	return c, err
+}
+
+const campaignCols = `name, spec_yaml, state, version, created_at, updated_at`
+
+// PutCampaign inserts a campaign (ACTIVE, version 1) or replaces its spec,
+// bumping the version when the YAML differs. The state is kept on update.
+func (db *DB) PutCampaign(ctx context.Context, name, specYAML string, now time.Time, audit store.AuditEntry) (store.Campaign, bool, error) {
+	var c store.Campaign
+	changed := false
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		old, err := scanCampaign(tx.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE name = ?`, name))
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			c = store.Campaign{Name: name, SpecYAML: specYAML, State: vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE,
+				Version: 1, CreatedAt: now, UpdatedAt: now}
+			changed = true
+			_, err = tx.ExecContext(ctx, `INSERT INTO campaigns (`+campaignCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+				c.Name, c.SpecYAML, int32(c.State), c.Version, nanos(now), nanos(now))
+		case err != nil:
+			return fmt.Errorf("read campaign: %w", err)
+		case old.SpecYAML == specYAML:
+			c = old
+			return nil // unchanged: no write, no audit
+		default:
+			c = old
+			c.SpecYAML, c.Version, c.UpdatedAt = specYAML, old.Version+1, now
+			changed = true
+			_, err = tx.ExecContext(ctx, `UPDATE campaigns SET spec_yaml = ?, version = ?, updated_at = ? WHERE name = ?`,
+				c.SpecYAML, c.Version, nanos(now), name)
+		}
+		if err != nil {
+			return fmt.Errorf("write campaign: %w", err)
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+	return c, changed, err
+}
+
+// SetCampaignState pauses or resumes a campaign.
+func (db *DB) SetCampaignState(ctx context.Context, name string, state vantagev1.CampaignState, now time.Time, audit store.AuditEntry) (store.Campaign, error) {
+	var c store.Campaign
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE campaigns SET state = ?, updated_at = ? WHERE name = ?`, int32(state), nanos(now), name)
+		if err != nil {
+			return fmt.Errorf("update campaign: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("campaign %q: %w", name, store.ErrNotFound)
+		}
+		if err := insertAudit(ctx, tx, audit); err != nil {
+			return err
+		}
+		c, err = scanCampaign(tx.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE name = ?`, name))
+		return err
+	})
+	return c, err
+}
+
+// DeleteCampaign removes a campaign; its results and transitions are kept.
+func (db *DB) DeleteCampaign(ctx context.Context, name string, audit store.AuditEntry) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM campaigns WHERE name = ?`, name)
+		if err != nil {
+			return fmt.Errorf("delete campaign: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("campaign %q: %w", name, store.ErrNotFound)
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+}
+
+// GetCampaign returns one campaign or ErrNotFound.
+func (db *DB) GetCampaign(ctx context.Context, name string) (store.Campaign, error) {
+	c, err := scanCampaign(db.r.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE name = ?`, name))
+	if err != nil {
+		return c, fmt.Errorf("campaign %q: %w", name, err)
+	}
+	return c, nil
+}
+
+// ListCampaigns returns every campaign by name.
+func (db *DB) ListCampaigns(ctx context.Context) ([]store.Campaign, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+campaignCols+` FROM campaigns ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list campaigns: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Campaign
+	for rows.Next() {
+		c, err := scanCampaign(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list campaigns: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

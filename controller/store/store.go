@@ -1,0 +1,227 @@
+// Package store defines what the controller keeps durably: agents, join and
+// operator tokens, campaigns, probe results, verdict transitions and the
+// audit log. It exists so that the fleet, ingest, engine and api packages
+// depend on one small interface rather than on SQL; store/sqlite is the
+// embedded implementation (a PostgreSQL one can sit beside it).
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Sentinel errors. Callers test them with errors.Is; the api package maps
+// them to gRPC codes in one table.
+var (
+	// ErrNotFound: no such agent, campaign or token.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a row with that key already exists.
+	ErrExists = errors.New("already exists")
+	// ErrTokenInvalid: the join token is unknown, expired or used up.
+	ErrTokenInvalid = errors.New("join token unknown, expired or used up")
+)
+
+// Role is an operator token's privilege: viewer < operator < admin.
+type Role int
+
+// Roles, ordered so that a higher role includes the lower ones.
+const (
+	RoleNone Role = iota
+	RoleViewer
+	RoleOperator
+	RoleAdmin
+)
+
+// String returns the role's name as used in flags and audit entries.
+func (r Role) String() string {
+	switch r {
+	case RoleViewer:
+		return "viewer"
+	case RoleOperator:
+		return "operator"
+	case RoleAdmin:
+		return "admin"
+	default:
+		return "none"
+	}
+}
+
+// ParseRole is the inverse of Role.String.
+func ParseRole(s string) (Role, error) {
+	switch s {
+	case "viewer":
+		return RoleViewer, nil
+	case "operator":
+		return RoleOperator, nil
+	case "admin":
+		return RoleAdmin, nil
+	}
+	return RoleNone, errors.New("role: want viewer, operator or admin, got " + s)
+}
+
+// Agent is one enrolled vantage as stored.
+type Agent struct {
+	ID           string
+	Name         string
+	Labels       map[string]string
+	State        vantagev1.AgentState
+	EnrolledAt   time.Time
+	CertSerial   string
+	StateReason  string
+	LastSeen     time.Time
+	RemoteAddr   string
+	AgentVersion string
+	Capabilities *vantagev1.Capabilities
+	Spool        *vantagev1.SpoolState
+	Epoch        uint64
+	// Counters maintained by CommitBatch.
+	ResultsStored     uint64
+	DuplicatesDropped uint64
+	Gaps              uint64
+}
+
+// AgentHello is what a Hello (or a reconnect) updates.
+type AgentHello struct {
+	At           time.Time
+	RemoteAddr   string
+	AgentVersion string
+	Capabilities *vantagev1.Capabilities
+	Labels       map[string]string
+	Spool        *vantagev1.SpoolState
+	Epoch        uint64
+}
+
+// TaskStatus is an agent's last word about one task (refused or fallback).
+type TaskStatus struct {
+	AgentID string
+	TaskID  string
+	Refused bool
+	Reason  string
+	Engine  string
+	At      time.Time
+}
+
+// JoinToken is a stored join token. Only the SHA-256 of the secret is kept.
+type JoinToken struct {
+	Hash      string
+	ExpiresAt time.Time
+	// MaxUses 0 means unlimited until expiry.
+	MaxUses   uint32
+	Uses      uint32
+	Labels    map[string]string
+	CreatedBy string
+	CreatedAt time.Time
+}
+
+// OperatorToken is a stored operator bearer token (hashed).
+type OperatorToken struct {
+	Name      string
+	Hash      string
+	Role      Role
+	CreatedAt time.Time
+}
+
+// Campaign is a stored campaign: the YAML as applied plus bookkeeping. The
+// expansion (targets, tasks) is recomputed from the YAML by the campaign
+// package, so it can never disagree with it.
+type Campaign struct {
+	Name      string
+	SpecYAML  string
+	State     vantagev1.CampaignState
+	Version   uint64
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// StoredResult is one result with its delivery metadata.
+type StoredResult struct {
+	AgentID    string
+	Epoch      uint64
+	Result     *vantagev1.ProbeResult
+	ReceivedAt time.Time
+}
+
+// ResultQuery selects results; zero fields do not filter. Results come
+// oldest first (by sent_at, then agent, epoch, seq).
+type ResultQuery struct {
+	Campaign string
+	AgentID  string
+	// Target filters on one address; Targets on any of several.
+	Target  string
+	Targets []string
+	From    time.Time
+	To      time.Time
+	// MinRound filters on round >= MinRound when HasMinRound is set.
+	MinRound    int64
+	HasMinRound bool
+	Limit       int
+}
+
+// TimelineQuery selects stored transitions, oldest first.
+type TimelineQuery struct {
+	Campaign string
+	Level    vantagev1.Level
+	From     time.Time
+	To       time.Time
+	Limit    int
+}
+
+// AuditEntry is one line of the audit log.
+type AuditEntry struct {
+	ID      int64
+	At      time.Time
+	Actor   string
+	Action  string
+	Subject string
+	Detail  string
+}
+
+// Store is the controller's durable state. Every method is safe for
+// concurrent use. Methods that change state and take an AuditEntry write it
+// in the same transaction.
+type Store interface {
+	// Agents.
+	EnrollAgent(ctx context.Context, joinTokenHash string, now time.Time, a Agent) (Agent, error)
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	ListAgents(ctx context.Context) ([]Agent, error)
+	SetAgentState(ctx context.Context, id string, state vantagev1.AgentState, reason string, audit AuditEntry) (Agent, error)
+	UpdateAgentHello(ctx context.Context, id string, h AgentHello) error
+	UpdateAgentSeen(ctx context.Context, id string, at time.Time, spool *vantagev1.SpoolState) error
+	SetTaskStatus(ctx context.Context, st TaskStatus) error
+	TaskStatuses(ctx context.Context, agentID string) ([]TaskStatus, error)
+
+	// Tokens.
+	CreateJoinToken(ctx context.Context, t JoinToken, audit AuditEntry) error
+	PutOperatorToken(ctx context.Context, t OperatorToken) error
+	OperatorTokenByHash(ctx context.Context, hash string) (OperatorToken, error)
+
+	// Campaigns. PutCampaign inserts or replaces the spec; the version
+	// increases only when the YAML changed. changed reports that.
+	PutCampaign(ctx context.Context, name, specYAML string, now time.Time, audit AuditEntry) (c Campaign, changed bool, err error)
+	SetCampaignState(ctx context.Context, name string, state vantagev1.CampaignState, now time.Time, audit AuditEntry) (Campaign, error)
+	DeleteCampaign(ctx context.Context, name string, audit AuditEntry) error
+	GetCampaign(ctx context.Context, name string) (Campaign, error)
+	ListCampaigns(ctx context.Context) ([]Campaign, error)
+
+	// Results. CommitBatch stores results and gaps in one transaction,
+	// ignoring results already stored under (agent, epoch, seq).
+	CommitBatch(ctx context.Context, agentID string, epoch uint64, results []*vantagev1.ProbeResult, gaps []*vantagev1.Gap) (stored, duplicates int, err error)
+	// CommitBatchFresh is CommitBatch reporting, per result, whether it was
+	// newly stored (false: a duplicate).
+	CommitBatchFresh(ctx context.Context, agentID string, epoch uint64, results []*vantagev1.ProbeResult, gaps []*vantagev1.Gap) (fresh []bool, err error)
+	QueryResults(ctx context.Context, q ResultQuery, fn func(StoredResult) error) error
+
+	// Transitions. AddTransitions assigns each transition its id.
+	AddTransitions(ctx context.Context, ts []*vantagev1.Transition) error
+	Timeline(ctx context.Context, q TimelineQuery) ([]*vantagev1.Transition, error)
+
+	// Audit.
+	AddAudit(ctx context.Context, e AuditEntry) error
+	// ListAudit returns the newest limit entries, newest first.
+	ListAudit(ctx context.Context, limit int) ([]AuditEntry, error)
+
+	Close() error
+}
