@@ -1,0 +1,417 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests build real namespaces, so they need root (or CAP_SYS_ADMIN
+// and CAP_NET_ADMIN) plus ip, nft, ping and traceroute. Every packet they
+// send stays inside namespaces they create.
+
+func needLab(t *testing.T) {
+	t.Helper()
+	if err := checkCaps(); err != nil {
+		t.Skip("needs root (or CAP_SYS_ADMIN+CAP_NET_ADMIN) to create network namespaces: ", err)
+	}
+	for _, tool := range []string{"ip", "nft", "ping", "traceroute", "bash", "timeout"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s in PATH", tool)
+		}
+	}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func upLab(t *testing.T, prefix string, opts Options) *Lab {
+	t.Helper()
+	topo, err := DefaultTopology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Prefix = prefix
+	opts.Logger = testLogger(t)
+	start := time.Now()
+	l, err := Up(context.Background(), topo, opts)
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	t.Logf("Up took %v", time.Since(start))
+	t.Cleanup(func() {
+		start := time.Now()
+		if err := l.Down(); err != nil {
+			t.Errorf("Down: %v", err)
+		}
+		t.Logf("Down took %v", time.Since(start))
+		if left := namespacesWithPrefix(t, prefix); len(left) > 0 {
+			t.Errorf("namespaces left after Down: %v", left)
+		}
+	})
+	return l
+}
+
+func namespacesWithPrefix(t *testing.T, prefix string) []string {
+	t.Helper()
+	es, err := os.ReadDir(netnsDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// ping sends one echo request from node and returns its output and whether
+// a reply came back.
+func ping(t *testing.T, l *Lab, node, addr string) (string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := l.Command(ctx, node, "ping", "-n", "-c1", "-W1", addr).CombinedOutput()
+	return string(out), err == nil
+}
+
+func wantPing(t *testing.T, l *Lab, node, addr string, want bool) string {
+	t.Helper()
+	out, ok := ping(t, l, node, addr)
+	if ok != want {
+		t.Errorf("ping %s from %s: reply=%v, want %v\n%s", addr, node, ok, want, out)
+	}
+	return out
+}
+
+// tcpBanner connects from node to addr:80 with bash's /dev/tcp and returns
+// the banner.
+func tcpBanner(t *testing.T, l *Lab, node, addr string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := l.Command(ctx, node, "timeout", "2", "bash", "-c",
+		`exec 3<>/dev/tcp/`+addr+`/80 && head -n1 <&3`).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// dialFrom opens a TCP connection from inside node's namespace.
+func dialFrom(l *Lab, node, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := l.Dial(ctx, node, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func traceHops(t *testing.T, l *Lab, node, addr string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := l.Command(ctx, node, "traceroute", "-n", "-I", "-q", "1", "-w", "1", "-m", "10", addr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("traceroute %s: %v\n%s", addr, err, out)
+	}
+	var hops []string
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] == "traceroute" {
+			continue
+		}
+		hops = append(hops, f[1])
+	}
+	return hops
+}
+
+func TestRealLab(t *testing.T) {
+	needLab(t)
+	l := upLab(t, "vlt1", Options{})
+	const (
+		host0 = "198.18.0.10"
+		host1 = "198.18.1.10"
+		host3 = "198.18.3.13"
+	)
+
+	t.Run("addresses", func(t *testing.T) {
+		if got := l.Addr("controller"); got != netip.MustParseAddr("198.51.100.34") {
+			t.Errorf("Addr(controller) = %v", got)
+		}
+		if got := l.Vantages(); !slices.Equal(got, []string{"vantage-a", "vantage-b", "vantage-c"}) {
+			t.Errorf("Vantages() = %v", got)
+		}
+		if got := l.Namespace("ix"); got != "vlt1-ix" {
+			t.Errorf("Namespace(ix) = %q", got)
+		}
+	})
+
+	t.Run("ping", func(t *testing.T) {
+		for _, tc := range []struct{ node, addr string }{
+			{"vantage-a", host0},
+			{"vantage-a", host3},
+			{"vantage-b", "198.18.2.12"},
+			{"vantage-c", "198.51.100.42"}, // upstream
+			{"vantage-c", "198.51.100.50"}, // border
+			{"vantage-a", "198.51.100.34"}, // controller
+			{"vantage-a", "2001:db8:18:0::10"},
+			{"vantage-c", "2001:db8:18:3::13"},
+			{"vantage-b", "2001:db8:5::34"},
+		} {
+			t.Run(tc.node+"->"+tc.addr, func(t *testing.T) { wantPing(t, l, tc.node, tc.addr, true) })
+		}
+	})
+
+	t.Run("traceroute", func(t *testing.T) {
+		for _, tc := range []struct {
+			addr string
+			want []string
+		}{
+			{host3, []string{"198.51.100.1", "198.51.100.26", "198.51.100.42", "198.51.100.50", host3}},
+			{"2001:db8:18:1::11", []string{"2001:db8:1::1", "2001:db8:4::26", "2001:db8:6::42", "2001:db8:7::50", "2001:db8:18:1::11"}},
+		} {
+			t.Run(tc.addr, func(t *testing.T) {
+				if got := traceHops(t, l, "vantage-a", tc.addr); !slices.Equal(got, tc.want) {
+					t.Errorf("hops = %v, want %v", got, tc.want)
+				}
+			})
+		}
+	})
+
+	t.Run("tcp", func(t *testing.T) {
+		for _, tc := range []struct{ addr, want string }{
+			{host1, "vantage-lab net1"},
+			{"198.18.3.11", "vantage-lab net3"},
+			{"2001:db8:18:2::10", "vantage-lab net2"},
+		} {
+			t.Run(tc.addr, func(t *testing.T) {
+				if got, err := tcpBanner(t, l, "vantage-a", tc.addr); err != nil || got != tc.want {
+					t.Errorf("banner %q, err %v; want %q", got, err, tc.want)
+				}
+			})
+		}
+		if err := dialFrom(l, "vantage-c", "[2001:db8:18:2::13]:80"); err != nil {
+			t.Errorf("Dial: %v", err)
+		}
+	})
+
+	t.Run("blackout", func(t *testing.T) {
+		if err := l.Blackout("net0"); err != nil {
+			t.Fatal(err)
+		}
+		out := wantPing(t, l, "vantage-a", host0, false)
+		if !strings.Contains(out, "From 198.51.100.1") || !strings.Contains(out, "Unreachable") {
+			t.Errorf("want an explicit unreachable from ix, got\n%s", out)
+		}
+		wantPing(t, l, "vantage-a", "2001:db8:18:0::10", false)
+		wantPing(t, l, "vantage-a", host1, true)
+		faults, err := l.Faults(context.Background())
+		if err != nil || !slices.Contains(faults, "blackout net0") {
+			t.Errorf("Faults() = %v, %v; want blackout net0", faults, err)
+		}
+		if err := l.Restore("net0"); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-a", host0, true)
+		wantPing(t, l, "vantage-a", "2001:db8:18:0::10", true)
+
+		// Everything down, then a partial restoration.
+		if err := l.Blackout(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Blackout(); err != nil {
+			t.Fatalf("second Blackout must be idempotent: %v", err)
+		}
+		if err := l.Restore("net1", "net2"); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-b", host0, false)
+		wantPing(t, l, "vantage-b", host1, true)
+		wantPing(t, l, "vantage-b", "198.18.2.10", true)
+		wantPing(t, l, "vantage-b", host3, false)
+		if err := l.Restore(); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-b", host3, true)
+		if err := l.Blackout("nope"); !errors.Is(err, ErrUnknownNode) {
+			t.Errorf("Blackout(nope) = %v, want ErrUnknownNode", err)
+		}
+	})
+
+	t.Run("loss", func(t *testing.T) {
+		if err := l.Loss("upstream", 100); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-a", host0, false)
+		wantPing(t, l, "vantage-a", "2001:db8:18:0::10", false)
+		wantPing(t, l, "vantage-a", "198.51.100.50", true) // not in the target space
+		if err := l.Loss("upstream", 0); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-a", host0, true)
+		if err := l.Loss("upstream", 101); err == nil {
+			t.Error("Loss 101% accepted")
+		}
+		if err := l.Loss("vantage-a", 10); !errors.Is(err, ErrUnknownNode) {
+			t.Errorf("Loss on a vantage = %v, want ErrUnknownNode", err)
+		}
+	})
+
+	t.Run("isolate", func(t *testing.T) {
+		ln, err := l.Listen("controller", "tcp", "198.51.100.34:7443")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go acceptAll(ln)
+		if err := l.Isolate("vantage-b"); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-b", host0, false)
+		wantPing(t, l, "vantage-b", "2001:db8:18:0::10", false)
+		if err := dialFrom(l, "vantage-b", "198.51.100.34:7443"); err != nil {
+			t.Errorf("isolated vantage must still reach the controller: %v", err)
+		}
+		wantPing(t, l, "vantage-a", host0, true)
+		if err := l.Unisolate("vantage-b"); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-b", host0, true)
+
+		if err := l.CutUplink("vantage-b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := dialFrom(l, "vantage-b", "198.51.100.34:7443"); err == nil {
+			t.Error("vantage-b reached the controller through a cut uplink")
+		}
+		wantPing(t, l, "vantage-b", "2001:db8:5::34", false)
+		wantPing(t, l, "vantage-b", host0, true)
+		if err := dialFrom(l, "vantage-a", "198.51.100.34:7443"); err != nil {
+			t.Errorf("vantage-a lost the controller: %v", err)
+		}
+		if err := l.RestoreUplink("vantage-b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := dialFrom(l, "vantage-b", "198.51.100.34:7443"); err != nil {
+			t.Errorf("after RestoreUplink: %v", err)
+		}
+	})
+
+	t.Run("filter-icmp", func(t *testing.T) {
+		if err := l.FilterICMP("border"); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-a", host1, false)
+		wantPing(t, l, "vantage-a", "2001:db8:18:1::10", false)
+		if got, err := tcpBanner(t, l, "vantage-a", host1); err != nil || got != "vantage-lab net1" {
+			t.Errorf("TCP through the ICMP filter: %q, %v", got, err)
+		}
+		if err := l.UnfilterICMP("border"); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "vantage-a", host1, true)
+	})
+
+	t.Run("flap", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- l.Flap(ctx, 300*time.Millisecond, "net2") }()
+		time.Sleep(100 * time.Millisecond) // inside the first blackout half
+		wantPing(t, l, "vantage-c", "198.18.2.10", false)
+		time.Sleep(400 * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Flap: %v", err)
+		}
+		wantPing(t, l, "vantage-c", "198.18.2.10", true)
+		if faults, err := l.Faults(context.Background()); err != nil || len(faults) != 0 {
+			t.Errorf("faults left after the tests: %v, %v", faults, err)
+		}
+	})
+}
+
+func acceptAll(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_ = c.Close()
+	}
+}
+
+// TestRealLabCrashRecovery leaves a lab behind as a crashed process would,
+// then checks that Open attaches to it, that Up with the same prefix
+// replaces it and that Down removes everything.
+func TestRealLabCrashRecovery(t *testing.T) {
+	needLab(t)
+	const prefix = "vlt2"
+	topo, err := DefaultTopology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed, err := Up(context.Background(), topo, Options{Prefix: prefix, NoServices: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed.closeHandles() // "crash": no Down
+	t.Cleanup(func() { _ = Cleanup(prefix) })
+
+	saved, err := SavedTopology(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, err := Open(saved, Options{Prefix: prefix})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if err := opened.Blackout("net3"); err != nil {
+		t.Fatal(err)
+	}
+	wantPing(t, opened, "vantage-a", "198.18.3.10", false)
+	faults, err := opened.Faults(context.Background())
+	if err != nil || !slices.Equal(faults, []string{"blackout net3"}) {
+		t.Errorf("Faults() = %v, %v", faults, err)
+	}
+
+	l := upLab(t, prefix, Options{})
+	wantPing(t, l, "vantage-a", "198.18.3.10", true) // a fresh lab, no blackout
+	if got, err := tcpBanner(t, l, "vantage-b", "198.18.0.12"); err != nil || got != "vantage-lab net0" {
+		t.Errorf("tcp after re-Up: %q, %v", got, err)
+	}
+	if err := l.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Down(); err != nil {
+		t.Errorf("second Down: %v", err)
+	}
+	if left := namespacesWithPrefix(t, prefix); len(left) > 0 {
+		t.Errorf("namespaces left: %v", left)
+	}
+	if _, err := Open(topo, Options{Prefix: prefix}); !errors.Is(err, ErrNotUp) {
+		t.Errorf("Open after Down = %v, want ErrNotUp", err)
+	}
+	if err := l.Blackout("net0"); !errors.Is(err, ErrNotUp) {
+		t.Errorf("Blackout after Down = %v, want ErrNotUp", err)
+	}
+}
