@@ -1,0 +1,654 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// maxCampaignBytes bounds a campaign file; the controller's gRPC limit is of
+// the same order.
+const maxCampaignBytes = 4 << 20
+
+// maxTokenTTL mirrors the controller's limit on join tokens.
+const maxTokenTTL = 30 * 24 * time.Hour
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "vantagectl",
+		Short: "Operate a vantage measurement fleet",
+		Long: `vantagectl talks to a vantage controller's OperatorService over TLS 1.3.
+
+Connection settings come from flags or the environment (flags win):
+  --controller  VANTAGE_CONTROLLER  host[:port], default 127.0.0.1:7443
+  --token       VANTAGE_TOKEN       bearer token (or --token-file <data>/admin.token)
+  --ca          VANTAGE_CA          the controller's ca.pem
+
+Errors print as "vantagectl: <code>: <message>" and exit 1; usage errors exit 2.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			// cobra checks required flags only after this hook; check them
+			// here so that they count as usage errors like the rest.
+			if err := cmd.ValidateRequiredFlags(); err != nil {
+				return &usageError{msg: err.Error()}
+			}
+			if err := cmd.ValidateFlagGroups(); err != nil {
+				return &usageError{msg: err.Error()}
+			}
+			a.started = true
+			return a.resolve(cmd)
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.controller, "controller", defaultController, "controller address host[:port] (env "+envController+")")
+	pf.StringVar(&a.token, "token", "", "bearer token (env "+envToken+")")
+	pf.StringVar(&a.tokenFile, "token-file", "", "read the bearer token from this file, e.g. <data>/admin.token")
+	pf.StringVar(&a.caPath, "ca", "", "the controller's CA certificate, ca.pem (env "+envCA+")")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each unary call")
+	root.AddCommand(a.agentsCmd(), a.tokenCmd(), a.campaignCmd(), a.verdictsCmd(), a.timelineCmd(),
+		a.explainCmd(), a.resultsCmd(), a.auditCmd())
+	return root
+}
+
+// group is a command that only holds subcommands; run bare or with an
+// unknown subcommand it is a usage error.
+func group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
+			}
+			var subs []string
+			for _, sc := range cmd.Commands() {
+				if sc.IsAvailableCommand() {
+					subs = append(subs, sc.Name())
+				}
+			}
+			return usageErrorf("%s: missing subcommand, one of: %s", cmd.Name(), strings.Join(subs, ", "))
+		},
+	}
+	c.AddCommand(subs...)
+	return c
+}
+
+func (a *app) agentsCmd() *cobra.Command {
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List agents with their state, health and spool",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.ListAgents(ctx, &vantagev1.ListAgentsRequest{})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, resp, true)
+			}
+			return a.printer().agents(a.env.stdout, resp.GetAgents())
+		},
+	}
+	approve := &cobra.Command{
+		Use:   "approve ID",
+		Short: "Approve a pending agent so it receives work",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			info, err := c.ApproveAgent(ctx, &vantagev1.ApproveAgentRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.showAgent(info)
+		},
+	}
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an agent: its certificate stops working at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			info, err := c.RevokeAgent(ctx, &vantagev1.RevokeAgentRequest{Id: args[0], Reason: reason})
+			if err != nil {
+				return err
+			}
+			return a.showAgent(info)
+		},
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
+	return group("agents", "Manage the agents (vantages) of the fleet", list, approve, revoke)
+}
+
+func (a *app) showAgent(info *vantagev1.AgentInfo) error {
+	if a.json() {
+		return writeJSON(a.env.stdout, info, true)
+	}
+	return a.printer().agentChanged(a.env.stdout, info)
+}
+
+func (a *app) tokenCmd() *cobra.Command {
+	var (
+		ttl     time.Duration
+		maxUses uint32
+		labels  []string
+	)
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a join token for enrolling agents",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ttl <= 0 || ttl > maxTokenTTL {
+				return usageErrorf("--ttl: must be between 1s and %s, got %s", maxTokenTTL, ttl)
+			}
+			lm, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.CreateJoinToken(ctx, &vantagev1.CreateJoinTokenRequest{
+				TtlS:    uint32(math.Ceil(ttl.Seconds())),
+				MaxUses: maxUses,
+				Labels:  lm,
+			})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, resp, true)
+			}
+			return a.printer().joinToken(a.env.stdout, resp, a.controller)
+		},
+	}
+	f := create.Flags()
+	f.DurationVar(&ttl, "ttl", time.Hour, "lifetime of the token (at most 720h)")
+	f.Uint32Var(&maxUses, "max-uses", 0, "enrolments allowed; 0 means unlimited until expiry")
+	f.StringArrayVar(&labels, "label", nil, "label k=v every agent enrolled with this token receives (repeatable)")
+	return group("token", "Manage join tokens", create)
+}
+
+// parseLabels turns repeated --label k=v into a map.
+func parseLabels(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usageErrorf("--label: want key=value, got %q", kv)
+		}
+		if _, dup := m[k]; dup {
+			return nil, usageErrorf("--label: key %q given twice", k)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func (a *app) campaignCmd() *cobra.Command {
+	var (
+		file   string
+		dryRun bool
+	)
+	apply := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Validate and store a campaign file (FILE - reads stdin)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			spec, err := a.readCampaign(file)
+			if err != nil {
+				return err
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			camp, err := c.ApplyCampaign(ctx, &vantagev1.ApplyCampaignRequest{SpecYaml: spec, DryRun: dryRun})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, camp, true)
+			}
+			return a.printer().campaignApplied(a.env.stdout, camp, dryRun)
+		},
+	}
+	apply.Flags().StringVarP(&file, "filename", "f", "", "campaign file (YAML); - for stdin")
+	apply.Flags().BoolVar(&dryRun, "dry-run", false, "validate only; store nothing")
+	_ = apply.MarkFlagRequired("filename")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List campaigns",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.ListCampaigns(ctx, &vantagev1.ListCampaignsRequest{})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, resp, true)
+			}
+			return a.printer().campaigns(a.env.stdout, resp.GetCampaigns())
+		},
+	}
+	get := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show a campaign and its spec",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			camp, err := c.GetCampaign(ctx, &vantagev1.GetCampaignRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, camp, true)
+			}
+			return a.printer().campaign(a.env.stdout, camp)
+		},
+	}
+	pause := &cobra.Command{
+		Use:   "pause NAME",
+		Short: "Stop scheduling a campaign",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			camp, err := c.PauseCampaign(ctx, &vantagev1.PauseCampaignRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.showCampaignState(camp)
+		},
+	}
+	resume := &cobra.Command{
+		Use:   "resume NAME",
+		Short: "Schedule a paused campaign again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			camp, err := c.ResumeCampaign(ctx, &vantagev1.ResumeCampaignRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.showCampaignState(camp)
+		},
+	}
+	del := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a campaign",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.DeleteCampaign(ctx, &vantagev1.DeleteCampaignRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, resp, true)
+			}
+			_, err = fmt.Fprintf(a.env.stdout, "campaign %s deleted\n", clean(args[0]))
+			return err
+		},
+	}
+	return group("campaign", "Manage measurement campaigns", apply, list, get, pause, resume, del)
+}
+
+func (a *app) showCampaignState(c *vantagev1.Campaign) error {
+	if a.json() {
+		return writeJSON(a.env.stdout, c, true)
+	}
+	return a.printer().campaignState(a.env.stdout, c)
+}
+
+// readCampaign reads a campaign file, or stdin for "-".
+func (a *app) readCampaign(path string) (string, error) {
+	var r io.Reader
+	if path == "-" {
+		r = a.env.stdin
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", fmt.Errorf("campaign file: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxCampaignBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("campaign file %s: %w", path, err)
+	}
+	if len(b) > maxCampaignBytes {
+		return "", fmt.Errorf("campaign file %s: larger than %d bytes", path, maxCampaignBytes)
+	}
+	if strings.TrimSpace(string(b)) == "" {
+		return "", fmt.Errorf("campaign file %s: empty", path)
+	}
+	return string(b), nil
+}
+
+// parseLevel reads --level; empty means every level.
+func parseLevel(s string) (vantagev1.Level, error) {
+	switch strings.ToLower(s) {
+	case "":
+		return vantagev1.Level_LEVEL_UNSPECIFIED, nil
+	case "scope":
+		return vantagev1.Level_LEVEL_SCOPE, nil
+	case "network":
+		return vantagev1.Level_LEVEL_NETWORK, nil
+	case "target":
+		return vantagev1.Level_LEVEL_TARGET, nil
+	}
+	return 0, usageErrorf("--level: want scope, network or target, got %q", s)
+}
+
+// parseSince reads a relative age ("90m", "2d") or an RFC 3339 instant;
+// empty means no bound.
+func parseSince(flag, s string, now time.Time) (*timestamppb.Timestamp, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d <= 0 {
+			return nil, usageErrorf("--%s: duration must be positive, got %q", flag, s)
+		}
+		return timestamppb.New(now.Add(-d)), nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n > 0 {
+			return timestamppb.New(now.Add(-time.Duration(n) * 24 * time.Hour)), nil
+		}
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return timestamppb.New(t), nil
+	}
+	return nil, usageErrorf("--%s: want a duration such as 90m or 2d, or an RFC 3339 time, got %q", flag, s)
+}
+
+func (a *app) verdictsCmd() *cobra.Command {
+	var (
+		campaign, level string
+		watch, noRetry  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "verdicts",
+		Short: "Show current verdicts; --watch follows transitions until Ctrl-C",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lvl, err := parseLevel(level)
+			if err != nil {
+				return err
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			if watch {
+				w := watcher{app: a, client: c, reconnect: !noRetry,
+					req: &vantagev1.WatchVerdictsRequest{Campaign: campaign, Level: lvl}}
+				return w.run(cmd.Context())
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.GetVerdicts(ctx, &vantagev1.GetVerdictsRequest{Campaign: campaign, Level: lvl})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, resp, true)
+			}
+			return a.printer().verdicts(a.env.stdout, resp.GetVerdicts())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&level, "level", "", "only this level: scope, network or target")
+	f.BoolVarP(&watch, "watch", "w", false, "print the current verdicts, then every transition as it happens")
+	f.BoolVar(&noRetry, "no-reconnect", false, "with --watch: exit when the stream breaks instead of reconnecting")
+	return cmd
+}
+
+func (a *app) timelineCmd() *cobra.Command {
+	var (
+		campaign, level, since, until string
+		limit                         uint32
+	)
+	cmd := &cobra.Command{
+		Use:   "timeline",
+		Short: "Show stored verdict transitions, oldest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lvl, err := parseLevel(level)
+			if err != nil {
+				return err
+			}
+			now := a.env.now()
+			from, err := parseSince("since", since, now)
+			if err != nil {
+				return err
+			}
+			to, err := parseSince("until", until, now)
+			if err != nil {
+				return err
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.GetTimeline(ctx, &vantagev1.GetTimelineRequest{
+				Campaign: campaign, Level: lvl, From: from, To: to, Limit: limit,
+			})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, resp, true)
+			}
+			return a.printer().timeline(a.env.stdout, resp.GetTransitions())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&level, "level", "", "only this level: scope, network or target")
+	f.StringVar(&since, "since", "", "only transitions after this: a duration back from now (90m, 2d) or an RFC 3339 time")
+	f.StringVar(&until, "until", "", "only transitions before this; same forms as --since")
+	f.Uint32Var(&limit, "limit", 0, "at most this many transitions (0: the controller's default)")
+	return cmd
+}
+
+func (a *app) explainCmd() *cobra.Command {
+	var rounds uint32
+	cmd := &cobra.Command{
+		Use:   "explain VERDICT_ID",
+		Short: "Show a verdict with each vantage's view and the raw results behind it",
+		Long:  "Show a verdict with each vantage's view and the raw results behind it.\nVerdict ids look like <campaign>/<level>/<subject>, e.g. kp/scope/KP.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.Explain(ctx, &vantagev1.ExplainRequest{VerdictId: args[0], Rounds: rounds})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, resp, true)
+			}
+			return a.printer().explain(a.env.stdout, resp)
+		},
+	}
+	cmd.Flags().Uint32Var(&rounds, "rounds", 3, "how many rounds of results to show")
+	return cmd
+}
+
+func (a *app) resultsCmd() *cobra.Command {
+	var (
+		campaign, agent, target, since, until string
+		limit                                 uint32
+	)
+	cmd := &cobra.Command{
+		Use:   "results",
+		Short: "Stream stored raw results, oldest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			now := a.env.now()
+			from, err := parseSince("since", since, now)
+			if err != nil {
+				return err
+			}
+			to, err := parseSince("until", until, now)
+			if err != nil {
+				return err
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			// A result stream has no deadline: it ends when the controller
+			// has sent everything, or at Ctrl-C.
+			stream, err := c.QueryResults(cmd.Context(), &vantagev1.QueryResultsRequest{
+				Campaign: campaign, AgentId: agent, Target: target, From: from, To: to, Limit: limit,
+			})
+			if err != nil {
+				return err
+			}
+			var rt *resultTable
+			if !a.json() {
+				rt = a.printer().newResultTable(a.env.stdout)
+			}
+			n := 0
+			for {
+				res, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					if rt != nil && n > 0 {
+						_ = rt.flush()
+					}
+					return err
+				}
+				n++
+				if rt != nil {
+					rt.add(res)
+					continue
+				}
+				if err := writeJSON(a.env.stdout, res, false); err != nil {
+					return err
+				}
+			}
+			if rt == nil {
+				return nil
+			}
+			if n == 0 {
+				_, err := fmt.Fprintln(a.env.stdout, "No results.")
+				return err
+			}
+			return rt.flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&agent, "agent", "", "only this agent id")
+	f.StringVar(&target, "target", "", "only this target address")
+	f.StringVar(&since, "since", "", "only results after this: a duration back from now (90m, 2d) or an RFC 3339 time")
+	f.StringVar(&until, "until", "", "only results before this; same forms as --since")
+	f.Uint32Var(&limit, "limit", 0, "at most this many results (0: the controller's default, 1000)")
+	return cmd
+}
+
+func (a *app) auditCmd() *cobra.Command {
+	var limit uint32
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Show the audit log of changes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.ListAudit(ctx, &vantagev1.ListAuditRequest{Limit: limit})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, resp, true)
+			}
+			return a.printer().audit(a.env.stdout, resp.GetEntries())
+		},
+	}
+	cmd.Flags().Uint32Var(&limit, "limit", 0, "at most this many entries (0: the controller's default)")
+	return cmd
+}
