@@ -1,0 +1,320 @@
+// Package schedule runs the agent's current assignment. Every task runs once
+// per round (round n covers [schedule_start + n*round_ms, +round_ms)) at the
+// round's start plus a random jitter, which spreads the agent's probes over
+// the round and de-synchronises vantages. Results are stamped with the round
+// so the controller can line up vantages without trusting their clocks to
+// the second.
+//
+// An assignment replaces the previous one as a whole: tasks that are
+// unchanged keep running undisturbed, changed and removed ones stop, new ones
+// start. Everything stops when the assignment or a task expires. Triggers run
+// their tasks once, immediately.
+package schedule
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Prober runs one probe (probe.Registry in the agent).
+type Prober interface {
+	Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResult
+}
+
+// Guard is the part of the agent's guard the scheduler consults.
+type Guard interface {
+	CheckAssignment(a *vantagev1.Assignment) error
+	CommitAssignment(version uint64)
+	AssignmentVersion() uint64
+	CheckTask(t *vantagev1.Task) error
+	CheckSchedule(t *vantagev1.Task) error
+	CheckTrigger(tr *vantagev1.Trigger) error
+}
+
+// Fallbacker optionally tells which tasks run with another engine than asked.
+type Fallbacker interface {
+	Fallback(t *vantagev1.Task) (engine, reason string, ok bool)
+}
+
+// Config wires a Scheduler.
+type Config struct {
+	Prober Prober
+	Guard  Guard
+	// Emit receives every result; it must not block for long.
+	Emit func(*vantagev1.ProbeResult)
+	// Status receives task refusals and fallbacks; it must not block for long.
+	Status func(*vantagev1.TaskStatus)
+	Logger *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Jitter picks a delay in [0, n); rand.N when nil.
+	Jitter func(n time.Duration) time.Duration
+}
+
+type running struct {
+	task   *vantagev1.Task
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Scheduler owns one goroutine per running task and per trigger task; Run
+// is their owner and waits for them.
+type Scheduler struct {
+	cfg      Config
+	applyCh  chan *vantagev1.Assignment
+	trigCh   chan *vantagev1.Trigger
+	tasks    map[string]*running // owned by Run
+	oneShots sync.WaitGroup
+}
+
+// New returns a Scheduler; call Run to start it.
+func New(cfg Config) *Scheduler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = func(n time.Duration) time.Duration {
+			if n <= 0 {
+				return 0
+			}
+			return rand.N(n)
+		}
+	}
+	if cfg.Status == nil {
+		cfg.Status = func(*vantagev1.TaskStatus) {}
+	}
+	return &Scheduler{
+		cfg:     cfg,
+		applyCh: make(chan *vantagev1.Assignment),
+		trigCh:  make(chan *vantagev1.Trigger, 16),
+		tasks:   make(map[string]*running),
+	}
+}
+
+// AssignmentVersion is the version of the assignment in force (0 for none).
+func (s *Scheduler) AssignmentVersion() uint64 { return s.cfg.Guard.AssignmentVersion() }
+
+// Apply validates a and hands it to Run, which replaces the current task
+// set. An error means the whole assignment was refused; tasks refused one by
+// one are reported through Config.Status instead. Apply blocks until Run
+// takes the assignment or ctx ends.
+func (s *Scheduler) Apply(ctx context.Context, a *vantagev1.Assignment) error {
+	if err := s.cfg.Guard.CheckAssignment(a); err != nil {
+		return fmt.Errorf("schedule: %w", err)
+	}
+	select {
+	case s.applyCh <- a:
+		s.cfg.Guard.CommitAssignment(a.GetVersion())
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Trigger validates tr and runs its tasks once, now. Refused tasks become
+// ERROR results carrying the trigger id and the reason.
+func (s *Scheduler) Trigger(ctx context.Context, tr *vantagev1.Trigger) error {
+	if err := s.cfg.Guard.CheckTrigger(tr); err != nil {
+		return fmt.Errorf("schedule: %w", err)
+	}
+	select {
+	case s.trigCh <- tr:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run runs assignments and triggers until ctx ends, then stops every task
+// and waits for them. Results of probes cut short by the stop are dropped.
+func (s *Scheduler) Run(ctx context.Context) error {
+	expiry := time.NewTimer(time.Hour)
+	expiry.Stop()
+	defer func() {
+		expiry.Stop()
+		s.stopAll()
+		s.oneShots.Wait()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case a := <-s.applyCh:
+			s.apply(ctx, a)
+			expiry.Stop()
+			if a.GetExpiresAt() != nil {
+				expiry.Reset(max(a.GetExpiresAt().AsTime().Sub(s.cfg.Now()), 0))
+			}
+		case <-expiry.C:
+			s.cfg.Logger.Warn("assignment expired; stopping all tasks", slog.Uint64("version", s.cfg.Guard.AssignmentVersion()))
+			s.stopAll()
+		case tr := <-s.trigCh:
+			s.trigger(ctx, tr)
+		}
+	}
+}
+
+func (s *Scheduler) apply(ctx context.Context, a *vantagev1.Assignment) {
+	want := make(map[string]*vantagev1.Task, len(a.GetTasks()))
+	for _, t := range a.GetTasks() {
+		err := s.cfg.Guard.CheckTask(t)
+		if err == nil {
+			err = s.cfg.Guard.CheckSchedule(t)
+		}
+		if err == nil && want[t.GetId()] != nil {
+			err = fmt.Errorf("task.id %s: duplicate in assignment %d", t.GetId(), a.GetVersion())
+		}
+		if err != nil {
+			s.cfg.Logger.Warn("task refused", slog.String("task_id", t.GetId()), slog.String("reason", err.Error()))
+			s.cfg.Status(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: err.Error()})
+			continue
+		}
+		want[t.GetId()] = t
+	}
+	for id, r := range s.tasks {
+		if t, ok := want[id]; ok && proto.Equal(t, r.task) {
+			delete(want, id) // unchanged: keep running
+			continue
+		}
+		r.cancel()
+		<-r.done
+		delete(s.tasks, id)
+	}
+	for id, t := range want {
+		if fb, ok := s.cfg.Prober.(Fallbacker); ok {
+			if engine, reason, ok := fb.Fallback(t); ok {
+				s.cfg.Status(&vantagev1.TaskStatus{TaskId: id, Engine: engine, Reason: reason})
+			}
+		}
+		tctx, cancel := context.WithCancel(ctx)
+		r := &running{task: t, cancel: cancel, done: make(chan struct{})}
+		s.tasks[id] = r
+		go func() {
+			defer close(r.done)
+			s.runTask(tctx, t)
+		}()
+	}
+	s.cfg.Logger.Info("assignment applied", slog.Uint64("version", a.GetVersion()), slog.Int("tasks", len(s.tasks)))
+}
+
+func (s *Scheduler) stopAll() {
+	for id, r := range s.tasks {
+		r.cancel()
+		<-r.done
+		delete(s.tasks, id)
+	}
+}
+
+// RoundAt is the round containing instant now (0 before the schedule starts).
+func RoundAt(start time.Time, round time.Duration, now time.Time) int64 {
+	if round <= 0 || now.Before(start) {
+		return 0
+	}
+	return int64(now.Sub(start) / round)
+}
+
+func scheduleStart(t *vantagev1.Task) time.Time {
+	if t.GetScheduleStart() != nil {
+		return t.GetScheduleStart().AsTime()
+	}
+	return time.Unix(0, 0) // rounds aligned to the epoch
+}
+
+// runTask fires t once per eligible round until ctx ends or t expires.
+func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
+	start := scheduleStart(t)
+	round := time.Duration(t.GetRoundMs()) * time.Millisecond
+	every := int64(max(t.GetEveryRounds(), 1))
+	jitter := time.Duration(t.GetJitterMs()) * time.Millisecond
+	var expires time.Time
+	if t.GetExpiresAt() != nil {
+		expires = t.GetExpiresAt().AsTime()
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	n := RoundAt(start, round, s.cfg.Now())
+	for {
+		if rem := n % every; rem != 0 {
+			n += every - rem
+		}
+		roundStart := start.Add(time.Duration(n) * round)
+		fire := roundStart.Add(s.cfg.Jitter(jitter))
+		now := s.cfg.Now()
+		if fire.Before(now) {
+			if !now.Before(roundStart.Add(round)) {
+				n++ // this round is over
+				continue
+			}
+			fire = now // joined mid-round: run now, still in round n
+		}
+		if !expires.IsZero() && !fire.Before(expires) {
+			s.cfg.Logger.Debug("task expired", slog.String("task_id", t.GetId()))
+			return
+		}
+		timer.Reset(fire.Sub(now))
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		s.runOnce(ctx, t, n, fire, "")
+		n = max(n+1, RoundAt(start, round, s.cfg.Now()))
+	}
+}
+
+// runOnce runs t and emits the stamped result, unless ctx ended meanwhile.
+func (s *Scheduler) runOnce(ctx context.Context, t *vantagev1.Task, n int64, fired time.Time, triggerID string) {
+	res := s.cfg.Prober.Probe(ctx, t)
+	if ctx.Err() != nil {
+		return
+	}
+	stamp(res, t, n, fired, triggerID)
+	s.cfg.Emit(res)
+}
+
+func stamp(res *vantagev1.ProbeResult, t *vantagev1.Task, n int64, fired time.Time, triggerID string) {
+	res.TaskId = t.GetId()
+	res.Campaign = t.GetCampaign()
+	res.Round = n
+	res.TriggerId = triggerID
+	if res.Target == "" {
+		res.Target = t.GetTarget()
+	}
+	if res.Kind == vantagev1.ProbeKind_PROBE_KIND_UNSPECIFIED {
+		res.Kind = t.GetKind()
+	}
+	if res.SentAt == nil {
+		res.SentAt = timestamppb.New(fired)
+	}
+}
+
+func (s *Scheduler) trigger(ctx context.Context, tr *vantagev1.Trigger) {
+	s.cfg.Logger.Info("trigger", slog.String("trigger_id", tr.GetId()), slog.Int("tasks", len(tr.GetTasks())), slog.String("reason", tr.GetReason()))
+	for _, t := range tr.GetTasks() {
+		now := s.cfg.Now()
+		var n int64
+		if t.GetRoundMs() > 0 {
+			n = RoundAt(scheduleStart(t), time.Duration(t.GetRoundMs())*time.Millisecond, now)
+		}
+		if err := s.cfg.Guard.CheckTask(t); err != nil {
+			res := &vantagev1.ProbeResult{Outcome: vantagev1.Outcome_OUTCOME_ERROR, Error: "refused by agent guard: " + err.Error()}
+			stamp(res, t, n, now, tr.GetId())
+			s.cfg.Emit(res)
+			continue
+		}
+		s.oneShots.Add(1)
+		go func() {
+			defer s.oneShots.Done()
+			s.runOnce(ctx, t, n, now, tr.GetId())
+		}()
+	}
+}
