@@ -307,8 +307,13 @@ func (r route) netlink() *netlink.Route {
 	return nr
 }
 
-func unreachableRoute(dst netip.Prefix) *netlink.Route {
-	nr := &netlink.Route{Dst: ipNet(dst.Masked()), Type: unix.RTN_UNREACHABLE, Family: unix.AF_INET6}
+// withdrawnRoute is what a blacked-out prefix gets at the edge: a "throw"
+// route. It ends the lookup in the main table without a match, so the
+// kernel answers with ICMP net unreachable (ICMPv6 no route), as a
+// default-free router does, even if the edge had a default route. (An
+// "unreachable" route would answer host unreachable.)
+func withdrawnRoute(dst netip.Prefix) *netlink.Route {
+	nr := &netlink.Route{Dst: ipNet(dst.Masked()), Type: unix.RTN_THROW, Family: unix.AF_INET6}
 	if dst.Addr().Is4() {
 		nr.Family = unix.AF_INET
 	}

@@ -33,8 +33,8 @@ func (l *Lab) resolveNetworks(nets []string) ([]string, error) {
 
 // Blackout withdraws the networks' routes everywhere (upstream, transit and
 // the exchange in the default topology, like a BGP withdrawal propagating)
-// and puts unreachable routes at the edge, so probes get an explicit ICMP
-// destination unreachable from there. No names means every network.
+// and puts "throw" routes at the edge, so probes get an explicit ICMP net
+// unreachable (ICMPv6 no route) from there. No names means every network.
 func (l *Lab) Blackout(networks ...string) error {
 	nets, err := l.resolveNetworks(networks)
 	if err != nil {
@@ -86,7 +86,7 @@ func (l *Lab) setWithdrawn(network string, withdraw bool) error {
 				var err error
 				switch {
 				case withdraw && name == edge:
-					continue // replaced by the unreachable route below
+					continue // replaced by the throw route below
 				case withdraw:
 					err = h.RouteDel(r.netlink())
 					if isNoSuchRoute(err) {
@@ -105,15 +105,15 @@ func (l *Lab) setWithdrawn(network string, withdraw bool) error {
 			for _, p := range prefixes {
 				var err error
 				if withdraw {
-					err = h.RouteReplace(unreachableRoute(p))
+					err = h.RouteReplace(withdrawnRoute(p))
 				} else if !slices.ContainsFunc(rs, func(r route) bool { return r.dst == p }) {
-					err = h.RouteDel(unreachableRoute(p))
+					err = h.RouteDel(withdrawnRoute(p))
 					if isNoSuchRoute(err) {
 						err = nil
 					}
 				}
 				if err != nil {
-					return fmt.Errorf("%s unreachable route %s: %w", name, p, err)
+					return fmt.Errorf("%s throw route %s: %w", name, p, err)
 				}
 			}
 			return nil
@@ -398,7 +398,7 @@ func (l *Lab) Faults(ctx context.Context) ([]string, error) {
 					return fmt.Errorf("list routes at %s: %w", edge, err)
 				}
 				for _, r := range rs {
-					if r.Type == unix.RTN_UNREACHABLE {
+					if r.Type == unix.RTN_THROW {
 						withdrawn = true
 					}
 				}

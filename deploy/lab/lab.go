@@ -120,7 +120,7 @@ func Up(ctx context.Context, topo *Topology, opts Options) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkHost(); err != nil {
+	if err := CheckHost(); err != nil {
 		return nil, err
 	}
 	if topo == nil || topo.byName == nil {
@@ -165,7 +165,7 @@ func Open(topo *Topology, opts Options) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkHost(); err != nil {
+	if err := CheckHost(); err != nil {
 		return nil, err
 	}
 	if topo == nil || topo.byName == nil {
@@ -315,11 +315,11 @@ func stopServe(prefix string) error {
 		}
 		return fmt.Errorf("stop serve process %d: %w", pid, err)
 	}
-	for range 50 {
+	for range 300 {
 		if !alive(pid) {
 			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("kill serve process %d: %w", pid, err)
@@ -370,8 +370,9 @@ func ServeRunning(prefix string) int {
 	return pid
 }
 
-// checkHost verifies capabilities and tools.
-func checkHost() error {
+// CheckHost reports whether this process can build and drive a lab: it needs
+// the capabilities (ErrPrivilege) and the ip and nft tools (ErrMissingTool).
+func CheckHost() error {
 	if err := checkCaps(); err != nil {
 		return err
 	}

@@ -220,10 +220,13 @@ func TestRealLab(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := wantPing(t, l, "vantage-a", host0, false)
-		if !strings.Contains(out, "From 198.51.100.1") || !strings.Contains(out, "Unreachable") {
-			t.Errorf("want an explicit unreachable from ix, got\n%s", out)
+		if !strings.Contains(out, "From 198.51.100.1 icmp_seq=1 Destination Net Unreachable") {
+			t.Errorf("want an explicit net unreachable from ix, got\n%s", out)
 		}
-		wantPing(t, l, "vantage-a", "2001:db8:18:0::10", false)
+		out = wantPing(t, l, "vantage-a", "2001:db8:18:0::10", false)
+		if !strings.Contains(out, "From 2001:db8:1::1 icmp_seq=1 Destination unreachable: No route") {
+			t.Errorf("want an explicit no-route from ix, got\n%s", out)
+		}
 		wantPing(t, l, "vantage-a", host1, true)
 		faults, err := l.Faults(context.Background())
 		if err != nil || !slices.Contains(faults, "blackout net0") {

@@ -1,0 +1,200 @@
+package lab
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestLoadTopologyErrors(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want string
+	}{
+		{"bad_unknown_field.yaml", "invalid topology: yaml: unmarshal errors:\n  line 4: field colour not found in type lab.Node"},
+		{"bad_bad_role.yaml", `invalid topology: nodes[2].role: "switch" must be one of vantage, router, controller, network`},
+		{"bad_bad_name.yaml", `invalid topology: nodes[2].name: "R1" must be 1-40 chars of [a-z0-9-], starting with a letter or digit`},
+		{"bad_duplicate_node.yaml", `invalid topology: nodes[2].name: "v" defined twice`},
+		{"bad_hosts_on_router.yaml", `invalid topology: nodes[2].hosts: only nodes with role network have hosts`},
+		{"bad_bad_host.yaml", `invalid topology: nodes[3].hosts[0]: "192.0.2.300/24" is not an address/length: netip.ParsePrefix("192.0.2.300/24"): ParseAddr("192.0.2.300"): IPv4 field has value >255`},
+		{"bad_bad_via.yaml", `invalid topology: nodes[0].routes[0].via: "ten" is not an IP address`},
+		{"bad_bad_to.yaml", `invalid topology: nodes[1].routes[0].to: "somewhere" is neither "default" nor a prefix`},
+		{"bad_to_host_bits.yaml", `invalid topology: nodes[1].routes[0].to: "10.5.0.1/16" has host bits set (want 10.5.0.0/16)`},
+		{"bad_family_mismatch.yaml", `invalid topology: nodes[1].routes[0]: to 10.5.0.0/16 and via 2001:db8::1 are different address families`},
+		{"bad_no_controller.yaml", `invalid topology: nodes: want exactly one node with role controller, have 0`},
+		{"bad_unknown_link_node.yaml", `invalid topology: links[1].b: unknown node "ctrl"`},
+		{"bad_self_link.yaml", `invalid topology: links[1]: a and b are both "c"`},
+		{"bad_bad_link_addr.yaml", `invalid topology: links[0].b_addrs[0]: "10.0.0.2" is not an address/length: netip.ParsePrefix("10.0.0.2"): no '/'`},
+		{"bad_network_two_links.yaml", `invalid topology: nodes[3]: network "n" must have exactly one link, has 2`},
+		{"bad_unlinked_node.yaml", `invalid topology: nodes[3]: node "lonely" has no links`},
+		{"bad_edge_unknown.yaml", `invalid topology: faults.edge: unknown node "x"`},
+		{"bad_edge_not_router.yaml", `invalid topology: faults.edge: "v" has role vantage, want router`},
+		{"bad_vantage_off_edge.yaml", `invalid topology: faults.edge: vantage "v" is not linked to edge "r"`},
+		{"bad_no_target_space.yaml", `invalid topology: faults.target_space: at least one prefix is required`},
+		{"bad_target_host_bits.yaml", `invalid topology: faults.target_space[0]: 192.0.2.1/24 has host bits set (want 192.0.2.0/24)`},
+		{"bad_two_documents.yaml", `invalid topology: more than one YAML document`},
+		{"bad_empty.yaml", `invalid topology: empty document`},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			path := filepath.Join("testdata", tc.file)
+			_, err := LoadTopology(path)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, ErrTopology) {
+				t.Errorf("error %v does not wrap ErrTopology", err)
+			}
+			if got, want := err.Error(), path+": "+tc.want; got != want {
+				t.Errorf("error\n got: %s\nwant: %s", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadTopologyMissingFile(t *testing.T) {
+	if _, err := LoadTopology(filepath.Join(t.TempDir(), "nope.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("err = %v, want ErrNotExist", err)
+	}
+}
+
+func TestMinimalTopology(t *testing.T) {
+	topo, err := LoadTopology("testdata/good_minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := offlineLab(t, topo, "x")
+	if got := l.Hosts("n"); !slices.Equal(got, []netip.Addr{netip.MustParseAddr("192.0.2.10")}) {
+		t.Errorf("Hosts(n) = %v", got)
+	}
+	if got := topo.networkPrefixes("n"); !slices.Equal(got, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}) {
+		t.Errorf("networkPrefixes(n) = %v", got)
+	}
+}
+
+// TestDefaultTopologyPlan pins the fixed address plan others depend on.
+func TestDefaultTopologyPlan(t *testing.T) {
+	topo, err := DefaultTopology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := offlineLab(t, topo, DefaultPrefix)
+	addr := netip.MustParseAddr
+	for _, tc := range []struct {
+		node   string
+		v4, v6 netip.Addr
+	}{
+		{"vantage-a", addr("198.51.100.2"), addr("2001:db8:1::2")},
+		{"vantage-b", addr("198.51.100.10"), addr("2001:db8:2::10")},
+		{"vantage-c", addr("198.51.100.18"), addr("2001:db8:3::18")},
+		{"ix", addr("198.51.100.1"), addr("2001:db8:1::1")},
+		{"transit", addr("198.51.100.26"), addr("2001:db8:4::26")},
+		{"controller", addr("198.51.100.34"), addr("2001:db8:5::34")},
+		{"upstream", addr("198.51.100.42"), addr("2001:db8:6::42")},
+		{"border", addr("198.51.100.50"), addr("2001:db8:7::50")},
+		{"net2", addr("198.18.2.10"), addr("2001:db8:18:2::10")},
+		{"nope", netip.Addr{}, netip.Addr{}},
+	} {
+		t.Run(tc.node, func(t *testing.T) {
+			if got := l.Addr(tc.node); got != tc.v4 {
+				t.Errorf("Addr = %v, want %v", got, tc.v4)
+			}
+			if got := l.Addr6(tc.node); got != tc.v6 {
+				t.Errorf("Addr6 = %v, want %v", got, tc.v6)
+			}
+		})
+	}
+	if got, want := l.Networks(), []string{"net0", "net1", "net2", "net3"}; !slices.Equal(got, want) {
+		t.Errorf("Networks() = %v", got)
+	}
+	if got, want := l.Vantages(), []string{"vantage-a", "vantage-b", "vantage-c"}; !slices.Equal(got, want) {
+		t.Errorf("Vantages() = %v", got)
+	}
+	var hosts []string
+	for _, a := range l.Hosts("net3") {
+		hosts = append(hosts, a.String())
+	}
+	if got := strings.Join(hosts, " "); got != "198.18.3.10 198.18.3.11 198.18.3.12 198.18.3.13" {
+		t.Errorf("Hosts(net3) = %s", got)
+	}
+	if got := l.Hosts6("net0"); len(got) != 4 || got[0] != addr("2001:db8:18::10") {
+		t.Errorf("Hosts6(net0) = %v", got)
+	}
+	if l.Hosts("ix") != nil {
+		t.Error("Hosts(ix) should be nil")
+	}
+	if got := l.Namespace("border"); got != "vl-border" {
+		t.Errorf("Namespace(border) = %q", got)
+	}
+	// Blackout of net1 withdraws exactly the three transit-chain routes per family.
+	n := 0
+	for _, name := range topo.order {
+		for _, r := range topo.byName[name].routes {
+			if slices.Contains(topo.networkPrefixes("net1"), r.dst) {
+				n++
+			}
+		}
+	}
+	if n != 6 {
+		t.Errorf("routes to net1 = %d, want 6 (ix, transit, upstream x v4, v6)", n)
+	}
+}
+
+func TestOptionsPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		ok     bool
+	}{
+		{"", true}, {"vl", true}, {"vlt1", true}, {"abcdefghij", true},
+		{"abcdefghijk", false}, {"1vl", false}, {"v-l", false}, {"VL", false},
+	} {
+		t.Run(tc.prefix, func(t *testing.T) {
+			_, err := Options{Prefix: tc.prefix}.normalize()
+			if (err == nil) != tc.ok {
+				t.Errorf("normalize(%q) err = %v, want ok=%v", tc.prefix, err, tc.ok)
+			}
+		})
+	}
+}
+
+// offlineLab is a Lab over a topology without namespaces, for the
+// accessors.
+func offlineLab(t *testing.T, topo *Topology, prefix string) *Lab {
+	t.Helper()
+	o, err := Options{Prefix: prefix}.normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newLab(topo, o)
+}
+
+// FuzzParseTopology checks that no input makes the decoder or validator
+// panic: topology files are input like any other.
+func FuzzParseTopology(f *testing.F) {
+	f.Add(defaultTopology)
+	files, _ := filepath.Glob("testdata/*.yaml")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		topo, err := ParseTopology(b)
+		if err != nil {
+			return
+		}
+		l := offlineLab(t, topo, "f")
+		for _, n := range l.Networks() {
+			_ = l.Hosts(n)
+			_ = topo.networkPrefixes(n)
+		}
+		for _, v := range l.Vantages() {
+			_, _, _ = l.vantageIface(v)
+		}
+	})
+}
