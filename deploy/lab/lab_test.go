@@ -24,7 +24,7 @@ func needLab(t *testing.T) {
 	if err := checkCaps(); err != nil {
 		t.Skip("needs root (or CAP_SYS_ADMIN+CAP_NET_ADMIN) to create network namespaces: ", err)
 	}
-	for _, tool := range []string{"ip", "nft", "ping", "traceroute", "bash", "timeout"} {
+	for _, tool := range []string{"ip", "nft", "ping", "traceroute", "bash", "timeout", "sysctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s in PATH", tool)
 		}
@@ -163,6 +163,22 @@ func TestRealLab(t *testing.T) {
 		}
 		if got := l.Namespace("ix"); got != "vlt1-ix" {
 			t.Errorf("Namespace(ix) = %q", got)
+		}
+	})
+
+	t.Run("sysctls", func(t *testing.T) {
+		for _, tc := range []struct{ node, key, want string }{
+			{"ix", "net.ipv4.ip_forward", "1"},
+			{"border", "net.ipv6.conf.all.forwarding", "1"},
+			{"vantage-a", "net.ipv4.ip_forward", "0"},
+			{"upstream", "net.ipv4.icmp_ratelimit", "0"},
+			{"upstream", "net.ipv6.icmp.ratelimit", "0"},
+			{"transit", "net.ipv4.conf.vlt1-3b.rp_filter", "0"},
+			{"net0", "net.ipv6.conf.vlt1-7b.accept_dad", "0"},
+		} {
+			if got := sysctl(t, l, tc.node, tc.key); got != tc.want {
+				t.Errorf("%s %s = %q, want %q", tc.node, tc.key, got, tc.want)
+			}
 		}
 	})
 
@@ -353,6 +369,15 @@ func TestRealLab(t *testing.T) {
 	})
 }
 
+func sysctl(t *testing.T, l *Lab, node, key string) string {
+	t.Helper()
+	out, err := l.Command(context.Background(), node, "sysctl", "-n", key).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sysctl %s in %s: %v: %s", key, node, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 func acceptAll(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
@@ -373,9 +398,12 @@ func TestRealLabCrashRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crashed, err := Up(context.Background(), topo, Options{Prefix: prefix, NoServices: true, Logger: testLogger(t)})
+	crashed, err := Up(context.Background(), topo, Options{Prefix: prefix, NoServices: true, ICMPRateLimit: true, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := sysctl(t, crashed, "ix", "net.ipv4.icmp_ratelimit"); got != "1000" {
+		t.Errorf("with ICMPRateLimit, icmp_ratelimit = %q, want the kernel default 1000", got)
 	}
 	crashed.closeHandles() // "crash": no Down
 	t.Cleanup(func() { _ = Cleanup(prefix) })
