@@ -68,7 +68,15 @@ func (l *Lab) Restore(networks ...string) error {
 func (l *Lab) setWithdrawn(network string, withdraw bool) error {
 	prefixes := l.topo.networkPrefixes(network)
 	edge := l.topo.Faults.Edge
-	touched := 0
+	routed := false
+	for _, name := range l.topo.order {
+		for _, r := range l.topo.byName[name].routes {
+			routed = routed || slices.Contains(prefixes, r.dst)
+		}
+	}
+	if !routed {
+		return fmt.Errorf("network %s: no route in the topology leads to %v, nothing to withdraw", network, prefixes)
+	}
 	for _, name := range l.topo.order {
 		node := l.topo.byName[name]
 		var rs []route
@@ -80,7 +88,6 @@ func (l *Lab) setWithdrawn(network string, withdraw bool) error {
 		if len(rs) == 0 && name != edge {
 			continue
 		}
-		touched += len(rs)
 		if err := l.withNetlink(name, func(h *netlink.Handle) error {
 			for _, r := range rs {
 				var err error
@@ -120,9 +127,6 @@ func (l *Lab) setWithdrawn(network string, withdraw bool) error {
 		}); err != nil {
 			return err
 		}
-	}
-	if touched == 0 {
-		return fmt.Errorf("network %s: no route in the topology leads to %v, nothing to withdraw", network, prefixes)
 	}
 	return nil
 }

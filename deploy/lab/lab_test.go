@@ -446,3 +446,61 @@ func TestRealLabCrashRecovery(t *testing.T) {
 		t.Errorf("Blackout after Down = %v, want ErrNotUp", err)
 	}
 }
+
+// TestRealLabUpFailureCleansUp builds a topology the kernel rejects (a
+// gateway on no link) and checks that Up leaves nothing behind.
+func TestRealLabUpFailureCleansUp(t *testing.T) {
+	needLab(t)
+	const prefix = "vlt4"
+	topo, err := LoadTopology("testdata/unroutable_gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Cleanup(prefix) })
+	_, err = Up(context.Background(), topo, Options{Prefix: prefix})
+	if err == nil || !strings.Contains(err.Error(), "node c: route 0.0.0.0/0 via 10.99.0.1") {
+		t.Fatalf("Up = %v, want the route error", err)
+	}
+	if left := namespacesWithPrefix(t, prefix); len(left) > 0 {
+		t.Errorf("namespaces left after a failed Up: %v", left)
+	}
+	if _, err := SavedTopology(prefix); !errors.Is(err, ErrNotUp) {
+		t.Errorf("state left after a failed Up: %v", err)
+	}
+}
+
+// TestRealLabCustomTopology builds a small IPv4-only topology from a file,
+// to check that nothing depends on the default plan.
+func TestRealLabCustomTopology(t *testing.T) {
+	needLab(t)
+	topo, err := LoadTopology("testdata/good_minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Up(context.Background(), topo, Options{Prefix: "vlt5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(); err != nil {
+			t.Error(err)
+		}
+	})
+	wantPing(t, l, "v", "192.0.2.10", true)
+	if got, err := tcpBanner(t, l, "v", "192.0.2.10"); err != nil || got != "vantage-lab n" {
+		t.Errorf("banner %q, %v", got, err)
+	}
+	if err := l.Isolate("v"); err != nil {
+		t.Fatal(err)
+	}
+	wantPing(t, l, "v", "192.0.2.10", false)
+	wantPing(t, l, "v", "10.0.1.2", true) // the controller
+	if err := l.Unisolate("v"); err != nil {
+		t.Fatal(err)
+	}
+	// The edge is directly connected to n: no route to withdraw.
+	if err := l.Blackout("n"); err == nil || !strings.Contains(err.Error(), "nothing to withdraw") {
+		t.Errorf("Blackout(n) = %v, want nothing to withdraw", err)
+	}
+	wantPing(t, l, "v", "192.0.2.10", true) // and nothing was touched
+}
