@@ -1,0 +1,356 @@
+package demo
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// binDir holds the binaries TestMain builds for the end-to-end test.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() != 0 || testing.Short() {
+			return m.Run() // the e2e test skips itself with the reason
+		}
+		dir, err := os.MkdirTemp("", "vantage-e2e-bin-")
+		if err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(dir)
+		build := exec.Command("go", "build", "-o", dir+"/",
+			"github.com/vantage-net/vantage/agent/cmd/vantage-agent",
+			"github.com/vantage-net/vantage/controller/cmd/vantage-controller",
+			"github.com/fullstorydev/grpcurl/cmd/grpcurl")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			panic("building binaries for the e2e test: " + err.Error())
+		}
+		binDir = dir
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// TestE2ELab runs the whole system in the namespace lab: real controller and
+// agent processes, real sockets, real routes withdrawn. It asserts what the
+// demo shows.
+func TestE2ELab(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces, veth links and nftables rules, and agents use raw ICMP sockets")
+	}
+	if testing.Short() {
+		t.Skip("end-to-end lab test skipped in -short mode")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s on PATH (iproute2, nftables): %v", tool, err)
+		}
+	}
+	spec, err := os.ReadFile("../examples/country.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	h, err := Start(ctx, Config{BinDir: binDir, Prefix: "ve", WorkDir: work, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("close harness: %v", err)
+		}
+		if t.Failed() {
+			for _, f := range []string{"controller", "vantage-a", "vantage-b", "vantage-c"} {
+				b, _ := os.ReadFile(filepath.Join(work, f+".log"))
+				t.Logf("---- %s.log (tail) ----\n%s", f, tail(string(b), 4000))
+			}
+		}
+	})
+
+	camp, err := h.Operator.ApplyCampaign(h.Authed(ctx), &vantagev1.ApplyCampaignRequest{SpecYaml: string(spec)})
+	if err != nil {
+		t.Fatalf("apply campaign: %v", err)
+	}
+	name := camp.GetName()
+	round := time.Duration(camp.GetRoundMs()) * time.Millisecond
+	scopeID := name + "/scope/" + camp.GetScope()
+	waitScope := func(t *testing.T, rounds int, ok func(*vantagev1.Verdict) bool) *vantagev1.Verdict {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, time.Duration(rounds)*round)
+		defer cancel()
+		v, err := h.WaitVerdict(wctx, name, scopeID, ok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	reachable3 := func(v *vantagev1.Verdict) bool {
+		return v.GetState() == vantagev1.State_STATE_REACHABLE && v.GetHealthyVantages() == 3
+	}
+	waitScope(t, 20, reachable3)
+
+	// firstScopeTransition returns the first scope transition into want
+	// detected at or after since.
+	firstScopeTransition := func(t *testing.T, since time.Time, want vantagev1.State) *vantagev1.Transition {
+		t.Helper()
+		tl, err := h.Timeline(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range tl {
+			if tr.GetLevel() == vantagev1.Level_LEVEL_SCOPE && tr.GetTo() == want && !tr.GetDetectedAt().AsTime().Before(since) {
+				return tr
+			}
+		}
+		t.Fatalf("no scope transition to %s after %s in a timeline of %d", want, since.Format(time.TimeOnly), len(tl))
+		return nil
+	}
+
+	t.Run("grpcurl lists OperatorService through reflection", func(t *testing.T) {
+		caFile := filepath.Join(h.DataDir(), "ca.pem")
+		out, err := h.Lab.Command(ctx, "controller", filepath.Join(binDir, "grpcurl"),
+			"-cacert", caFile, h.ControllerAddr(), "list").CombinedOutput()
+		if err != nil {
+			t.Fatalf("grpcurl list: %v\n%s", err, out)
+		}
+		for _, svc := range []string{"vantage.v1.OperatorService", "vantage.v1.AgentService", "grpc.health.v1.Health"} {
+			if !strings.Contains(string(out), svc) {
+				t.Errorf("grpcurl list lacks %s:\n%s", svc, out)
+			}
+		}
+	})
+
+	t.Run("isolating one vantage does not make the country unreachable", func(t *testing.T) {
+		if err := h.Lab.Isolate("vantage-b"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		seen := map[vantagev1.State]int{}
+		for time.Since(start) < 5*round {
+			resp, err := h.Operator.GetVerdicts(h.Authed(ctx), &vantagev1.GetVerdictsRequest{Campaign: name, Level: vantagev1.Level_LEVEL_SCOPE})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range resp.GetVerdicts() {
+				seen[v.GetState()]++
+				if v.GetState() == vantagev1.State_STATE_UNREACHABLE || v.GetState() == vantagev1.State_STATE_UNKNOWN {
+					t.Fatalf("scope went %s with only vantage-b isolated: %v", v.GetState(), describe(v))
+				}
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		t.Logf("scope states seen while vantage-b was isolated for %s: %v", 5*round, seen)
+		if err := h.Lab.Unisolate("vantage-b"); err != nil {
+			t.Fatal(err)
+		}
+		waitScope(t, 10, reachable3)
+	})
+
+	t.Run("blackout is UNREACHABLE within 3 rounds", func(t *testing.T) {
+		at := time.Now()
+		if err := h.Lab.Blackout(); err != nil {
+			t.Fatal(err)
+		}
+		waitScope(t, 6, func(v *vantagev1.Verdict) bool { return v.GetState() == vantagev1.State_STATE_UNREACHABLE })
+		tr := firstScopeTransition(t, at, vantagev1.State_STATE_UNREACHABLE)
+		lat := tr.GetDetectedAt().AsTime().Sub(at)
+		t.Logf("blackout detected after %s = %.2f rounds (onset window %s .. %s)", lat.Round(time.Millisecond),
+			lat.Seconds()/round.Seconds(), tr.GetOnsetEarliest().AsTime().Format(time.TimeOnly), tr.GetOnsetLatest().AsTime().Format(time.TimeOnly))
+		if lat > 3*round {
+			t.Errorf("blackout detected after %s, more than 3 rounds of %s", lat, round)
+		}
+		if !tr.GetOnsetEarliest().AsTime().Before(tr.GetOnsetLatest().AsTime()) {
+			t.Errorf("onset window is empty: %s .. %s", tr.GetOnsetEarliest().AsTime(), tr.GetOnsetLatest().AsTime())
+		}
+	})
+
+	t.Run("partial restoration is DEGRADED with net0 and net1 up", func(t *testing.T) {
+		at := time.Now()
+		if err := h.Lab.Restore("net0", "net1"); err != nil {
+			t.Fatal(err)
+		}
+		v := waitScope(t, 6, func(v *vantagev1.Verdict) bool { return v.GetState() == vantagev1.State_STATE_DEGRADED })
+		up, down := slices.Sorted(slices.Values(v.GetUpChildren())), slices.Sorted(slices.Values(v.GetDownChildren()))
+		if !slices.Equal(up, []string{"net0", "net1"}) || !slices.Equal(down, []string{"net2", "net3"}) {
+			t.Errorf("partial restoration: up=%v down=%v, want up=[net0 net1] down=[net2 net3]", up, down)
+		}
+		resp, err := h.Operator.GetVerdicts(h.Authed(ctx), &vantagev1.GetVerdictsRequest{Campaign: name, Level: vantagev1.Level_LEVEL_NETWORK})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, nv := range resp.GetVerdicts() {
+			want := vantagev1.State_STATE_UNREACHABLE
+			if nv.GetSubject() == "net0" || nv.GetSubject() == "net1" {
+				want = vantagev1.State_STATE_REACHABLE
+			}
+			if nv.GetState() != want {
+				t.Errorf("network %s is %s, want %s", nv.GetSubject(), nv.GetState(), want)
+			}
+		}
+		tr := firstScopeTransition(t, at, vantagev1.State_STATE_DEGRADED)
+		t.Logf("partial restoration detected after %.2f rounds", tr.GetDetectedAt().AsTime().Sub(at).Seconds()/round.Seconds())
+	})
+
+	t.Run("full restoration is REACHABLE", func(t *testing.T) {
+		at := time.Now()
+		if err := h.Lab.Restore(); err != nil {
+			t.Fatal(err)
+		}
+		waitScope(t, 6, reachable3)
+		tr := firstScopeTransition(t, at, vantagev1.State_STATE_REACHABLE)
+		lat := tr.GetDetectedAt().AsTime().Sub(at)
+		t.Logf("restoration detected after %s = %.2f rounds", lat.Round(time.Millisecond), lat.Seconds()/round.Seconds())
+		if lat > 3*round {
+			t.Errorf("restoration detected after %s, more than 3 rounds of %s", lat, round)
+		}
+	})
+
+	t.Run("a replayed batch is stored once", func(t *testing.T) {
+		testReplayedBatch(ctx, t, h, name)
+	})
+}
+
+// testReplayedBatch enrols one more agent over the real AgentService, sends
+// the same ResultBatch twice on its session, and checks both are acked and the
+// results are stored once.
+func testReplayedBatch(ctx context.Context, t *testing.T, h *Harness, campaign string) {
+	tok, err := h.Operator.CreateJoinToken(h.Authed(ctx), &vantagev1.CreateJoinTokenRequest{TtlS: 600, MaxUses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "replayer"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enr, err := h.Agent.Enroll(ctx, &vantagev1.EnrollRequest{
+		JoinToken: tok.GetToken(), CsrDer: csr, Name: "replayer", Labels: map[string]string{"role": "vps", "provider": "lab-test"},
+	})
+	if err != nil {
+		t.Fatalf("enroll: %v", err)
+	}
+	block := enr.GetCertificatePem()
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(block, pemEncode("EC PRIVATE KEY", keyDER))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg := h.TLSConfig()
+	tlsCfg.Certificates = []tls.Certificate{cert}
+	conn, err := h.Dial(tlsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	stream, err := vantagev1.NewAgentServiceClient(conn).Session(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{
+		AgentVersion: "e2e-replayer", Epoch: 1, Labels: map[string]string{"role": "vps"},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	var tasks []*vantagev1.Task
+	for tasks == nil {
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("waiting for an assignment: %v", err)
+		}
+		if a := msg.GetAssignment(); a != nil && len(a.GetTasks()) > 0 {
+			tasks = a.GetTasks()
+		}
+	}
+	const n = 5
+	batch := &vantagev1.ResultBatch{Epoch: 1, FirstSeq: 1, LastSeq: n}
+	now := time.Now()
+	for i := range n {
+		task := tasks[i%len(tasks)]
+		batch.Results = append(batch.Results, &vantagev1.ProbeResult{
+			Seq: uint64(i + 1), TaskId: task.GetId(), Campaign: task.GetCampaign(), Target: task.GetTarget(),
+			Kind: task.GetKind(), Round: now.Sub(task.GetScheduleStart().AsTime()).Milliseconds() / int64(task.GetRoundMs()),
+			SentAt: timestamppb.New(now), Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 100, Port: task.GetTcp().GetPort(),
+		})
+	}
+	for attempt := 1; attempt <= 2; attempt++ {
+		if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: batch}}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("waiting for ack %d: %v", attempt, err)
+			}
+			if ack := msg.GetAck(); ack != nil {
+				if ack.GetEpoch() != 1 || ack.GetUpToSeq() != n {
+					t.Fatalf("ack %d = epoch %d up to %d, want epoch 1 up to %d", attempt, ack.GetEpoch(), ack.GetUpToSeq(), n)
+				}
+				break
+			}
+		}
+	}
+	rs, err := h.Operator.QueryResults(h.Authed(ctx), &vantagev1.QueryResultsRequest{AgentId: enr.GetAgentId(), Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored int
+	for {
+		_, err := rs.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored++
+	}
+	t.Logf("batch of %d results sent twice, both acked; %d stored", n, stored)
+	if stored != n {
+		t.Errorf("stored %d results, want %d (the replay must not be stored again)", stored, n)
+	}
+}
+
+func pemEncode(kind string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der})
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}

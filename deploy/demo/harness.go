@@ -1,0 +1,308 @@
+// Package demo runs vantage for real inside the namespace lab: it builds a
+// small internet (deploy/lab), starts a controller and one agent per vantage
+// namespace as separate processes, and talks to the controller over gRPC the
+// way an operator would. `make demo` and the end-to-end tests share it, so
+// the story the demo tells is the one the tests assert.
+package demo
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/vantage-net/vantage/deploy/lab"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// ControllerPort is where the controller listens inside its namespace.
+const ControllerPort = 7443
+
+// Config says where the binaries are and how to name things.
+type Config struct {
+	// BinDir holds vantage-controller and vantage-agent.
+	BinDir string
+	// Prefix names the lab's namespaces; distinct prefixes never clash.
+	Prefix string
+	// WorkDir receives the controller data dir, agent state dirs and logs.
+	WorkDir string
+	Logger  *slog.Logger
+}
+
+// Harness is a running lab with a controller and agents.
+type Harness struct {
+	Lab      *lab.Lab
+	Operator vantagev1.OperatorServiceClient
+	Agent    vantagev1.AgentServiceClient
+
+	cfg     Config
+	log     *slog.Logger
+	conn    *grpc.ClientConn
+	token   string
+	caPEM   []byte
+	caHash  string
+	join    string
+	dataDir string
+
+	mu    sync.Mutex
+	procs map[string]*exec.Cmd // node -> process
+}
+
+// Start brings up the lab, the controller and an agent in every vantage
+// namespace. On error everything already started is torn down.
+func Start(ctx context.Context, cfg Config) (h *Harness, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for _, bin := range []string{"vantage-controller", "vantage-agent"} {
+		if _, err := os.Stat(filepath.Join(cfg.BinDir, bin)); err != nil {
+			return nil, fmt.Errorf("binary %s: %w (run `make build`)", bin, err)
+		}
+	}
+	topo, err := lab.DefaultTopology()
+	if err != nil {
+		return nil, fmt.Errorf("load lab topology: %w", err)
+	}
+	l, err := lab.Up(ctx, topo, lab.Options{Prefix: cfg.Prefix, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("lab up: %w", err)
+	}
+	h = &Harness{
+		Lab:     l,
+		cfg:     cfg,
+		log:     cfg.Logger,
+		dataDir: filepath.Join(cfg.WorkDir, "controller"),
+		procs:   map[string]*exec.Cmd{},
+	}
+	defer func() {
+		if err != nil {
+			h.Close()
+			h = nil
+		}
+	}()
+	if err := h.startController(ctx); err != nil {
+		return nil, err
+	}
+	if err := h.connect(ctx); err != nil {
+		return nil, err
+	}
+	tok, err := h.Operator.CreateJoinToken(h.ctx(ctx), &vantagev1.CreateJoinTokenRequest{TtlS: 3600})
+	if err != nil {
+		return nil, fmt.Errorf("create join token: %w", err)
+	}
+	h.join, h.caHash = tok.GetToken(), tok.GetCaHash()
+	for _, v := range l.Vantages() {
+		if err := h.StartAgent(ctx, v); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// ControllerAddr is the controller's address as agents dial it.
+func (h *Harness) ControllerAddr() string {
+	return fmt.Sprintf("%s:%d", h.Lab.Addr("controller"), ControllerPort)
+}
+
+// DataDir is the controller's data directory.
+func (h *Harness) DataDir() string { return h.dataDir }
+
+// CAPEM is the controller's CA certificate.
+func (h *Harness) CAPEM() []byte { return h.caPEM }
+
+// Dial opens another gRPC connection to the controller from inside the
+// lab, with the given extra options (for example client certificates).
+func (h *Harness) Dial(tlsCfg *tls.Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	opts = append([]grpc.DialOption{
+		grpc.WithContextDialer(namespaceDialer(h.Lab.Namespace("controller"))),
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+	}, opts...)
+	return grpc.NewClient("passthrough:///"+h.ControllerAddr(), opts...)
+}
+
+// TLSConfig trusts the controller's CA.
+func (h *Harness) TLSConfig() *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(h.caPEM)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+}
+
+// ctx adds the admin bearer token to an outgoing call.
+func (h *Harness) ctx(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+h.token)
+}
+
+// Authed is ctx with the admin token attached, for callers of Operator.
+func (h *Harness) Authed(ctx context.Context) context.Context { return h.ctx(ctx) }
+
+func (h *Harness) startController(ctx context.Context) error {
+	if err := os.MkdirAll(h.dataDir, 0o700); err != nil {
+		return fmt.Errorf("controller data dir: %w", err)
+	}
+	args := []string{
+		"--data", h.dataDir,
+		"--listen", h.ControllerAddr(),
+		"--evaluate-every", "250ms",
+	}
+	if err := h.startProcess(ctx, "controller", filepath.Join(h.cfg.BinDir, "vantage-controller"), args...); err != nil {
+		return err
+	}
+	// The controller writes its CA and admin token at first start.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ca, errCA := os.ReadFile(filepath.Join(h.dataDir, "ca.pem"))
+		tok, errTok := os.ReadFile(filepath.Join(h.dataDir, "admin.token"))
+		if errCA == nil && errTok == nil && len(ca) > 0 && len(tok) > 0 {
+			h.caPEM, h.token = ca, strings.TrimSpace(string(tok))
+			return nil
+		}
+		if err := h.exited("controller"); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errors.New("controller did not write ca.pem and admin.token within 20s (see controller.log)")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (h *Harness) connect(ctx context.Context) error {
+	conn, err := h.Dial(h.TLSConfig())
+	if err != nil {
+		return fmt.Errorf("dial controller: %w", err)
+	}
+	h.conn = conn
+	h.Operator = vantagev1.NewOperatorServiceClient(conn)
+	h.Agent = vantagev1.NewAgentServiceClient(conn)
+	health := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := health.Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		if perr := h.exited("controller"); perr != nil {
+			return perr
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("controller not serving after 20s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// StartAgent starts (or restarts) the agent in a vantage namespace. Its state
+// directory survives restarts, so a restarted agent reuses its certificate.
+func (h *Harness) StartAgent(ctx context.Context, vantage string) error {
+	args := []string{
+		"--controller", h.ControllerAddr(),
+		"--state", filepath.Join(h.cfg.WorkDir, "agent-"+vantage),
+		"--join-token", h.join,
+		"--ca-hash", h.caHash,
+		"--name", vantage,
+		"--label", "role=vps",
+		"--label", "provider=lab-" + strings.TrimPrefix(vantage, "vantage-"),
+		"--allow-special-ranges",
+	}
+	return h.startProcess(ctx, vantage, filepath.Join(h.cfg.BinDir, "vantage-agent"), args...)
+}
+
+// StopAgent stops one agent with SIGTERM.
+func (h *Harness) StopAgent(vantage string) error { return h.stopProcess(vantage) }
+
+func (h *Harness) startProcess(ctx context.Context, node, bin string, args ...string) error {
+	logPath := filepath.Join(h.cfg.WorkDir, node+".log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("log file for %s: %w", node, err)
+	}
+	// Not tied to ctx: processes are stopped by Close, gracefully.
+	cmd := h.Lab.Command(context.WithoutCancel(ctx), node, bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Pdeathsig: if the harness dies, its children die with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", node, err)
+	}
+	logFile.Close()
+	h.log.Debug("process started", "node", node, "pid", cmd.Process.Pid, "log", logPath)
+	h.mu.Lock()
+	h.procs[node] = cmd
+	h.mu.Unlock()
+	go func() {
+		// Reaps the process; ProcessState is then visible to exited().
+		_ = cmd.Wait()
+	}()
+	return nil
+}
+
+// exited reports an error if the node's process has already died.
+func (h *Harness) exited(node string) error {
+	h.mu.Lock()
+	cmd := h.procs[node]
+	h.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return nil
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		return fmt.Errorf("%s exited early (see %s)", node, filepath.Join(h.cfg.WorkDir, node+".log"))
+	}
+	return nil
+}
+
+func (h *Harness) stopProcess(node string) error {
+	h.mu.Lock()
+	cmd := h.procs[node]
+	delete(h.procs, node)
+	h.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return nil
+	}
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(-pgid, 0) != nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	return fmt.Errorf("%s ignored SIGTERM for 10s; killed", node)
+}
+
+// Close stops agents, then the controller, then removes the lab.
+func (h *Harness) Close() error {
+	var errs []error
+	if h.Lab != nil {
+		for _, v := range h.Lab.Vantages() {
+			errs = append(errs, h.stopProcess(v))
+		}
+	}
+	if h.conn != nil {
+		errs = append(errs, h.conn.Close())
+	}
+	errs = append(errs, h.stopProcess("controller"))
+	if h.Lab != nil {
+		errs = append(errs, h.Lab.Down())
+	}
+	return errors.Join(errs...)
+}
