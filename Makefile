@@ -1,16 +1,46 @@
-# vantage: see README.md. Every target works on a fresh machine with Go.
+# vantage: see README.md. Every target works on a fresh Debian machine with Go;
+# the lab targets need root and install iproute2 and nftables if missing.
 GO      ?= go
 BIN     := bin
 PROTO   := proto/vantage/v1
 
-.PHONY: all build proto proto-check test test-unit test-e2e vet demo lab-up lab-down clean
+.PHONY: all build deps proto proto-check test test-unit test-e2e vet fmt-check demo lab-up lab-down clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./agent/cmd/... ./controller/cmd/... ./deploy/lab/cmd/...
+	$(GO) build -o $(BIN)/ ./agent/cmd/... ./controller/cmd/... ./deploy/lab/cmd/... ./deploy/demo/cmd/...
 
-# Regenerate the checked-in protobuf code with the generators pinned in go.mod.
+# System tools the lab needs (iproute2, nftables, ping, traceroute). Installs
+# only what is missing, and only as root on a Debian-like system.
+deps:
+	@bash deploy/install-deps.sh
+
+# The main job: the 2014 story in the namespace lab, about two minutes.
+demo: build
+	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
+	$(BIN)/vantage-demo -bin $(BIN) -campaign deploy/examples/country.yaml
+
+# Unit tests with the race detector (lab tests run here too when root), then
+# the end-to-end test in the lab (skips clearly without root).
+test: test-unit test-e2e
+
+test-unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /deploy/demo$$)
+
+test-e2e:
+	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
+	$(GO) test -count=1 -v -timeout 15m ./deploy/demo/
+
+lab-up: build
+	@bash deploy/install-deps.sh
+	$(BIN)/vantage-lab up
+
+lab-down: build
+	$(BIN)/vantage-lab down
+
+# Regenerate the checked-in protobuf code with the generators pinned in go.mod
+# (protoc itself comes from Debian's protobuf-compiler).
 proto:
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
@@ -28,6 +58,10 @@ proto-check: proto
 
 vet:
 	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 clean:
 	rm -rf $(BIN)
