@@ -178,20 +178,22 @@ func levelRank(l vantagev1.Level) int {
 	return 3
 }
 
-// short renders a duration compactly: "45s", "12m", "5h", "3d".
+// short renders a duration compactly, rounded to its unit: "45s", "12m",
+// "5h", "3d".
 func short(d time.Duration) string {
 	if d < 0 {
 		d = -d
 	}
+	in := func(unit time.Duration) string { return strconv.FormatInt(int64((d+unit/2)/unit), 10) }
 	switch {
 	case d < 2*time.Minute:
-		return strconv.Itoa(int(d/time.Second)) + "s"
+		return in(time.Second) + "s"
 	case d < 2*time.Hour:
-		return strconv.Itoa(int(d/time.Minute)) + "m"
+		return in(time.Minute) + "m"
 	case d < 48*time.Hour:
-		return strconv.Itoa(int(d/time.Hour)) + "h"
+		return in(time.Hour) + "h"
 	}
-	return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	return in(24*time.Hour) + "d"
 }
 
 // exact renders a duration without trailing zero units: "30s", "1m", "1m30s",

@@ -745,7 +745,26 @@ func TestWatch(t *testing.T) {
 				"2026-01-01T00:40:00Z  scope  kp/KP  UNREACHABLE -> REACHABLE",
 			},
 			absent:     []string{"verdict  scope  kp/KP"},
-			wantStderr: "vantagectl: watch: stream lost (Unavailable: controller shutting down); reconnecting in 10ms\nvantagectl: watch: stream lost (watch: the controller ended the stream); reconnecting in 20ms\n",
+			wantStderr: "vantagectl: watch: stream lost (Unavailable: controller shutting down); reconnecting in 10ms\nvantagectl: watch: stream lost (watch: the controller ended the stream); reconnecting in 20ms\nvantagectl: watch: reconnected\n",
+		},
+		{
+			name: "reconnects after an empty stream that had stayed open",
+			args: []string{"verdicts", "--watch"},
+			watch: func(attempt int, _ *vantagev1.WatchVerdictsRequest, s grpc.ServerStreamingServer[vantagev1.VerdictUpdate]) error {
+				if attempt == 0 {
+					// Longer than the settle time: the stream worked.
+					time.Sleep(500 * time.Millisecond)
+					return status.Error(codes.Unavailable, "verdict worker shutting down")
+				}
+				if err := sendTransition(s, scopeDown); err != nil {
+					return err
+				}
+				<-s.Context().Done()
+				return nil
+			},
+			waitFor:    "kp/KP  REACHABLE -> UNREACHABLE",
+			contains:   []string{"No verdicts yet; waiting for transitions.\n2026-01-01T00:05:02Z  scope  kp/KP"},
+			wantStderr: "vantagectl: watch: stream lost (Unavailable: verdict worker shutting down); reconnecting in 10ms\nvantagectl: watch: reconnected\n",
 		},
 		{
 			name: "stream end without reconnect is an error",

@@ -17,10 +17,11 @@ import (
 // its shutdown.
 var errStreamEnded = errors.New("watch: the controller ended the stream")
 
-// watcher follows WatchVerdicts until Ctrl-C. Once a stream has worked, a
-// broken one is reopened with exponential backoff and a notice on stderr; a
-// first connection that fails is an error at once, since retrying a wrong
-// address, CA or token forever helps nobody.
+// watcher follows WatchVerdicts until Ctrl-C. Once a stream has worked (it
+// delivered something, or stayed open for the settle time), a broken one is
+// reopened with exponential backoff and a notice on stderr; a first
+// connection that fails is an error at once, since retrying a wrong address,
+// CA or token forever helps nobody.
 type watcher struct {
 	app       *app
 	client    vantagev1.OperatorServiceClient
@@ -32,6 +33,8 @@ type watcher struct {
 	known        map[string]vantagev1.State
 	tablePrinted bool
 	connected    bool
+	// lost is set while reconnecting, until a stream works again.
+	lost bool
 }
 
 func (w *watcher) run(ctx context.Context) error {
@@ -48,6 +51,7 @@ func (w *watcher) run(ctx context.Context) error {
 		if !w.reconnect || !w.connected || !retryable(err) {
 			return err
 		}
+		w.lost = true
 		fmt.Fprintf(w.app.env.stderr, "vantagectl: watch: stream lost (%s); reconnecting in %s\n", describe(err), exact(delay))
 		t := time.NewTimer(delay)
 		select {
@@ -123,7 +127,7 @@ func (w *watcher) once(ctx context.Context) (got bool, err error) {
 	settle := time.NewTimer(w.app.env.settle)
 	defer settle.Stop()
 	settleC := settle.C
-	if !buffering {
+	if !buffering && w.connected && !w.lost {
 		settle.Stop()
 		settleC = nil
 	}
@@ -144,8 +148,15 @@ func (w *watcher) once(ctx context.Context) (got bool, err error) {
 		case <-ctx.Done():
 			return got, ctx.Err()
 		case <-settleC:
-			if err := flush(); err != nil {
-				return got, err
+			// The stream has stayed open: the address, CA and token work,
+			// so a later break is worth reconnecting even if there were no
+			// verdicts to send.
+			w.up()
+			settleC = nil
+			if buffering {
+				if err := flush(); err != nil {
+					return got, err
+				}
 			}
 		case r := <-ch:
 			if r.err != nil {
@@ -160,7 +171,8 @@ func (w *watcher) once(ctx context.Context) (got bool, err error) {
 				}
 				return got, r.err
 			}
-			got, w.connected = true, true
+			got = true
+			w.up()
 			p = w.app.printer() // ages are relative to now, which moves on
 			if w.app.json() {
 				w.remember(r.u)
@@ -175,6 +187,7 @@ func (w *watcher) once(ctx context.Context) (got bool, err error) {
 					w.remember(r.u)
 					pending = append(pending, u.Verdict)
 					settle.Reset(w.app.env.settle)
+					settleC = settle.C
 					continue
 				}
 				if old, ok := w.known[u.Verdict.GetId()]; ok && old == u.Verdict.GetState() {
@@ -196,6 +209,15 @@ func (w *watcher) once(ctx context.Context) (got bool, err error) {
 				}
 			}
 		}
+	}
+}
+
+// up notes that a stream works, and says so after a reconnect.
+func (w *watcher) up() {
+	w.connected = true
+	if w.lost {
+		w.lost = false
+		fmt.Fprintln(w.app.env.stderr, "vantagectl: watch: reconnected")
 	}
 }
 
