@@ -1,0 +1,464 @@
+// Package uplink is the agent's only connection to the controller. The agent
+// only dials out. It enrols once (a join token and a CSR over TLS pinned by
+// the controller's CA hash, as kubeadm join does), then keeps one long-lived
+// mTLS Session stream: Hello first, then numbered result batches and
+// heartbeats up; assignments, acks, triggers and throttles down.
+//
+// Delivery is at-least-once: every result gets the next sequence number of
+// the agent's epoch and stays in the spool until the controller acks it, so
+// results survive a broken stream and are re-sent after reconnecting. The
+// controller dedupes on (agent, epoch, seq). The agent never names itself
+// in a message: the controller takes its id from the client certificate.
+//
+// The stream is served by a send loop and a receive loop joined by an
+// errgroup, as etcd's watch stream is; a failure of either ends the session,
+// and Run reconnects with exponential backoff and jitter.
+package uplink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vantage-net/vantage/agent/spool"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Handler receives what the controller sends down. The scheduler
+// implements it in the agent.
+type Handler interface {
+	// Apply puts an assignment in force; an error refuses all of it.
+	Apply(ctx context.Context, a *vantagev1.Assignment) error
+	// Trigger runs one-off probes; an error refuses all of it.
+	Trigger(ctx context.Context, tr *vantagev1.Trigger) error
+	// AssignmentVersion is the version in force (0 for none), for Hello.
+	AssignmentVersion() uint64
+}
+
+// Counters are agent-wide totals reported in heartbeats.
+type Counters interface {
+	ProbesSent() uint64
+	PacketsIgnored() uint64
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultBatchInterval     = 500 * time.Millisecond
+	DefaultBatchMax          = 500
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultBackoffMin        = 250 * time.Millisecond
+	DefaultBackoffMax        = 10 * time.Second
+	DefaultSpoolCapacity     = 200_000
+	// flushTimeout bounds the final flush on shutdown.
+	flushTimeout = 3 * time.Second
+	// statusQueue bounds TaskStatus messages waiting for the send loop.
+	statusQueue = 1024
+)
+
+// Config wires a Client.
+type Config struct {
+	// Controller is host:port.
+	Controller   string
+	Identity     *Identity
+	AgentVersion string
+	Labels       map[string]string
+	Capabilities *vantagev1.Capabilities
+	Handler      Handler
+	// Counters may be nil.
+	Counters Counters
+	// Spool defaults to an in-memory spool of DefaultSpoolCapacity.
+	Spool  spool.Spool
+	Logger *slog.Logger
+
+	BatchInterval     time.Duration
+	BatchMax          int
+	HeartbeatInterval time.Duration
+	BackoffMin        time.Duration
+	BackoffMax        time.Duration
+}
+
+// Client is the agent's uplink. Submit and ReportStatus may be called from
+// any goroutine; Run owns the connection.
+type Client struct {
+	cfg   Config
+	conn  *grpc.ClientConn
+	api   vantagev1.AgentServiceClient
+	log   *slog.Logger
+	spool spool.Spool
+
+	seqMu sync.Mutex
+	seq   uint64
+
+	wake     chan struct{} // a full batch is waiting
+	statuses chan *vantagev1.TaskStatus
+	acked    chan struct{} // an Ack arrived
+	ackedUp  atomic.Uint64
+	throttle atomic.Int64 // unix nanos before which no batch is sent
+	sessions atomic.Uint64
+}
+
+// New builds a Client; it does not connect until Run.
+func New(cfg Config) (*Client, error) {
+	if cfg.Identity == nil {
+		return nil, fmt.Errorf("uplink: identity: missing: %w", ErrNotEnrolled)
+	}
+	host, _, err := net.SplitHostPort(cfg.Controller)
+	if err != nil {
+		return nil, fmt.Errorf("uplink: --controller %q: want host:port: %w", cfg.Controller, ErrBadFlag)
+	}
+	if cfg.Handler == nil {
+		return nil, errors.New("uplink: handler: missing")
+	}
+	if cfg.BatchInterval <= 0 {
+		cfg.BatchInterval = DefaultBatchInterval
+	}
+	if cfg.BatchMax <= 0 {
+		cfg.BatchMax = DefaultBatchMax
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	if cfg.Spool == nil {
+		cfg.Spool = spool.NewMemory(cfg.Identity.Epoch, DefaultSpoolCapacity)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	tlsCfg := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		ServerName:   host,
+		Certificates: []tls.Certificate{cfg.Identity.Cert},
+		RootCAs:      cfg.Identity.CAs,
+	}
+	conn, err := grpc.NewClient(cfg.Controller,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		// The controller enforces a keepalive MinTime of 10s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("uplink: dial %s: %w", cfg.Controller, err)
+	}
+	return &Client{
+		cfg: cfg, conn: conn, api: vantagev1.NewAgentServiceClient(conn),
+		log:      cfg.Logger.With(slog.String("agent_id", cfg.Identity.AgentID), slog.Uint64("epoch", cfg.Identity.Epoch)),
+		spool:    cfg.Spool,
+		wake:     make(chan struct{}, 1),
+		statuses: make(chan *vantagev1.TaskStatus, statusQueue),
+		acked:    make(chan struct{}, 1),
+	}, nil
+}
+
+// Submit numbers r with the epoch's next sequence number and spools it.
+// It never blocks on the network.
+func (c *Client) Submit(r *vantagev1.ProbeResult) {
+	c.seqMu.Lock()
+	c.seq++
+	r.Seq = c.seq
+	err := c.spool.Append(r)
+	pending := c.seq - c.ackedUp.Load()
+	c.seqMu.Unlock()
+	if err != nil {
+		c.log.Error("spool append failed", slog.String("error", err.Error()))
+		return
+	}
+	if pending >= uint64(c.cfg.BatchMax) {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ReportStatus queues a TaskStatus (refusal or fallback) for the controller.
+// Statuses are not spooled: when the queue is full the newest is dropped.
+func (c *Client) ReportStatus(s *vantagev1.TaskStatus) {
+	select {
+	case c.statuses <- s:
+	default:
+		c.log.Warn("task status dropped: queue full", slog.String("task_id", s.GetTaskId()))
+	}
+}
+
+// Sessions is how many sessions have been opened (Hello sent) since start.
+func (c *Client) Sessions() uint64 { return c.sessions.Load() }
+
+// Run keeps a session open until ctx ends, reconnecting with backoff. On
+// shutdown it flushes what it can and waits briefly for the acks.
+func (c *Client) Run(ctx context.Context) error {
+	defer c.conn.Close()
+	b := newBackoff(c.cfg.BackoffMin, c.cfg.BackoffMax)
+	for {
+		start := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 2*c.cfg.BackoffMax {
+			b.reset() // the session was healthy for a while
+		}
+		d := b.next()
+		c.log.Warn("session ended; reconnecting", slog.String("error", errString(err)), slog.Duration("retry_in", d))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+var errSessionClosed = errors.New("controller closed the session")
+
+// session runs one Session stream until it fails or ctx ends.
+func (c *Client) session(ctx context.Context) error {
+	// The stream outlives ctx by the final flush; it is cancelled when the
+	// send loop returns, or by ctx until Hello is out.
+	sctx, cancelStream := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelStream()
+	stopEarly := context.AfterFunc(ctx, cancelStream)
+	stream, err := c.api.Session(sctx)
+	if err != nil {
+		stopEarly()
+		return fmt.Errorf("open session: %w", err)
+	}
+	hello := &vantagev1.Hello{
+		AgentVersion:      c.cfg.AgentVersion,
+		Capabilities:      c.cfg.Capabilities,
+		Labels:            c.cfg.Labels,
+		Epoch:             c.cfg.Identity.Epoch,
+		Spool:             c.spool.State(),
+		AssignmentVersion: c.cfg.Handler.AssignmentVersion(),
+	}
+	if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: hello}}); err != nil {
+		stopEarly()
+		return fmt.Errorf("send hello: %w", err)
+	}
+	if !stopEarly() {
+		return ctx.Err()
+	}
+	c.sessions.Add(1)
+	c.log.Info("session open", slog.Uint64("pending", hello.GetSpool().GetPendingResults()))
+
+	g, gctx := errgroup.WithContext(sctx)
+	g.Go(func() error { return c.recvLoop(gctx, stream) })
+	g.Go(func() error {
+		defer cancelStream()
+		return c.sendLoop(ctx, gctx, stream)
+	})
+	return g.Wait()
+}
+
+// recvLoop handles everything the controller sends.
+func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_SessionClient) error {
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return errSessionClosed
+		}
+		if err != nil {
+			return fmt.Errorf("recv: %w", err)
+		}
+		switch m := msg.GetMsg().(type) {
+		case *vantagev1.ControllerMessage_Ack:
+			c.ack(m.Ack)
+		case *vantagev1.ControllerMessage_Assignment:
+			if err := c.cfg.Handler.Apply(ctx, m.Assignment); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				c.log.Warn("assignment refused", slog.Uint64("version", m.Assignment.GetVersion()), slog.String("reason", err.Error()))
+				c.ReportStatus(&vantagev1.TaskStatus{Refused: true, Reason: fmt.Sprintf("assignment version %d refused: %v", m.Assignment.GetVersion(), err)})
+			}
+		case *vantagev1.ControllerMessage_Trigger:
+			if err := c.cfg.Handler.Trigger(ctx, m.Trigger); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				c.log.Warn("trigger refused", slog.String("trigger_id", m.Trigger.GetId()), slog.String("reason", err.Error()))
+				for _, t := range m.Trigger.GetTasks() {
+					c.ReportStatus(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: fmt.Sprintf("trigger %s refused: %v", m.Trigger.GetId(), err)})
+				}
+			}
+		case *vantagev1.ControllerMessage_Throttle:
+			d := time.Duration(m.Throttle.GetRetryAfterMs()) * time.Millisecond
+			c.throttle.Store(time.Now().Add(d).UnixNano())
+			c.log.Info("throttled by controller", slog.Duration("retry_after", d), slog.String("reason", m.Throttle.GetReason()))
+		default:
+			c.log.Debug("unknown controller message ignored")
+		}
+	}
+}
+
+func (c *Client) ack(a *vantagev1.Ack) {
+	if a.GetEpoch() != c.cfg.Identity.Epoch {
+		c.log.Warn("ack for another epoch ignored", slog.Uint64("ack_epoch", a.GetEpoch()))
+		return
+	}
+	c.seqMu.Lock()
+	upTo := min(a.GetUpToSeq(), c.seq) // never trust an ack beyond what exists
+	c.seqMu.Unlock()
+	if upTo <= c.ackedUp.Load() {
+		return
+	}
+	c.spool.Ack(upTo)
+	c.ackedUp.Store(upTo)
+	select {
+	case c.acked <- struct{}{}:
+	default:
+	}
+}
+
+// sender is the per-stream state of the send loop.
+type sender struct {
+	c        *Client
+	stream   vantagev1.AgentService_SessionClient
+	cursor   uint64            // highest seq sent on this stream
+	gapsSent map[uint64]uint64 // first_seq -> last_seq of gaps sent on this stream
+}
+
+// sendLoop is the only goroutine that sends on the stream.
+func (c *Client) sendLoop(parent, ctx context.Context, stream vantagev1.AgentService_SessionClient) error {
+	s := &sender{c: c, stream: stream, gapsSent: make(map[uint64]uint64)}
+	batch := time.NewTicker(c.cfg.BatchInterval)
+	defer batch.Stop()
+	hb := time.NewTicker(c.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	for {
+		select {
+		case <-parent.Done():
+			return s.final(ctx)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-batch.C:
+			if err := s.flush(false); err != nil {
+				return err
+			}
+		case <-c.wake:
+			if err := s.flush(false); err != nil {
+				return err
+			}
+		case st := <-c.statuses:
+			if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_TaskStatus{TaskStatus: st}}); err != nil {
+				return fmt.Errorf("send task status: %w", err)
+			}
+		case <-hb.C:
+			if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Heartbeat{Heartbeat: c.heartbeat()}}); err != nil {
+				return fmt.Errorf("send heartbeat: %w", err)
+			}
+		}
+	}
+}
+
+func (c *Client) heartbeat() *vantagev1.Heartbeat {
+	h := &vantagev1.Heartbeat{SentAt: timestamppb.Now(), Spool: c.spool.State()}
+	if c.cfg.Counters != nil {
+		h.ProbesSent = c.cfg.Counters.ProbesSent()
+		h.PacketsIgnored = c.cfg.Counters.PacketsIgnored()
+	}
+	return h
+}
+
+// flush sends everything spooled beyond the cursor, in batches of at most
+// BatchMax contiguous results, unless the controller asked to wait.
+func (s *sender) flush(ignoreThrottle bool) error {
+	c := s.c
+	for {
+		if !ignoreThrottle && time.Now().UnixNano() < c.throttle.Load() {
+			return nil
+		}
+		// Never re-send what is already acked (an ack may arrive before the
+		// send of a later batch on a new stream).
+		after := max(s.cursor, c.ackedUp.Load())
+		rs, gaps := c.spool.Read(after, c.cfg.BatchMax)
+		b := &vantagev1.ResultBatch{Epoch: c.cfg.Identity.Epoch, Results: rs}
+		for _, g := range gaps {
+			if last, ok := s.gapsSent[g.GetFirstSeq()]; !ok || last != g.GetLastSeq() {
+				b.Gaps = append(b.Gaps, g)
+			}
+		}
+		if len(rs) == 0 && len(b.Gaps) == 0 {
+			return nil
+		}
+		if len(rs) > 0 {
+			b.FirstSeq, b.LastSeq = rs[0].GetSeq(), rs[len(rs)-1].GetSeq()
+		}
+		if err := s.stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
+			return fmt.Errorf("send results: %w", err)
+		}
+		for _, g := range b.Gaps {
+			s.gapsSent[g.GetFirstSeq()] = g.GetLastSeq()
+		}
+		if len(rs) > 0 {
+			s.cursor = b.LastSeq
+		}
+		if len(rs) < c.cfg.BatchMax {
+			return nil
+		}
+	}
+}
+
+// final flushes on shutdown, half-closes the stream and waits a little for
+// the acks of what was sent.
+func (s *sender) final(ctx context.Context) error {
+	if err := s.flush(true); err != nil {
+		return err
+	}
+	_ = s.stream.CloseSend()
+	timer := time.NewTimer(flushTimeout)
+	defer timer.Stop()
+	for s.c.ackedUp.Load() < s.cursor {
+		select {
+		case <-s.c.acked:
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+			s.c.log.Warn("shutdown before all results were acknowledged",
+				slog.Uint64("acked", s.c.ackedUp.Load()), slog.Uint64("sent", s.cursor))
+			return nil
+		}
+	}
+	return nil
+}
+
+// backoff is exponential with full jitter in [d/2, d).
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(lo, hi time.Duration) *backoff { return &backoff{min: lo, max: hi, cur: lo} }
+
+func (b *backoff) reset() { b.cur = b.min }
+
+func (b *backoff) next() time.Duration {
+	d := b.cur
+	b.cur = min(b.cur*2, b.max)
+	half := d / 2
+	return half + rand.N(half+1)
+}
