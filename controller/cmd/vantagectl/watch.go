@@ -146,6 +146,9 @@ func (w *watcher) once(ctx context.Context) (got bool, err error) {
 	for {
 		select {
 		case <-ctx.Done():
+			if buffering && len(pending) > 0 {
+				_ = flush() // Ctrl-C before the table: still show it
+			}
 			return got, ctx.Err()
 		case <-settleC:
 			// The stream has stayed open: the address, CA and token work,
