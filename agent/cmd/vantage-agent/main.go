@@ -1,0 +1,152 @@
+// Command vantage-agent is the vantage measurement agent: it enrols with a
+// controller, receives its assignment, probes, and streams the results back.
+// This file only parses flags, handles signals and wires the packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vantage-net/vantage/agent/guard"
+	"github.com/vantage-net/vantage/agent/probe"
+	"github.com/vantage-net/vantage/agent/schedule"
+	"github.com/vantage-net/vantage/agent/uplink"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type options struct {
+	controller         string
+	stateDir           string
+	joinToken          string
+	caHash             string
+	name               string
+	labels             []string
+	allowSpecialRanges bool
+	maxPPS             int
+	logLevel           string
+}
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+// newRootCmd builds the command tree. The root command runs the daemon;
+// one-shot subcommands (e.g. a future `probe`) attach here.
+func newRootCmd() *cobra.Command {
+	var o options
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:           "vantage-agent",
+		Short:         "vantage measurement agent: probes targets and streams results to a controller",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: false,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.controller, "controller", "127.0.0.1:7443", "controller address host:port")
+	f.StringVar(&o.stateDir, "state", "/var/lib/vantage-agent", "state directory (key, certificates, epoch)")
+	f.StringVar(&o.joinToken, "join-token", "", "join token for the first enrolment")
+	f.StringVar(&o.caHash, "ca-hash", "", "controller CA pin sha256:<hex> for the first enrolment")
+	f.StringVar(&o.name, "name", host, "name of this vantage (1..64 chars [a-zA-Z0-9._-])")
+	f.StringArrayVar(&o.labels, "label", nil, "label k=v (repeatable)")
+	f.BoolVar(&o.allowSpecialRanges, "allow-special-ranges", false, "allow probing loopback, RFC 1918 and other special-purpose ranges (labs only)")
+	f.IntVar(&o.maxPPS, "max-pps", guard.DefaultMaxPPS, "cap on probe packets per second")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func parseLabels(kvs []string) (map[string]string, error) {
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// counters joins the agent-wide totals for heartbeats.
+type counters struct {
+	g *guard.Guard
+	r *probe.Registry
+}
+
+func (c counters) ProbesSent() uint64     { return c.g.ProbesSent() }
+func (c counters) PacketsIgnored() uint64 { return c.r.PacketsIgnored() }
+
+func run(ctx context.Context, o options) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: %w", o.logLevel, err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	labels, err := parseLabels(o.labels)
+	if err != nil {
+		return err
+	}
+	if o.maxPPS <= 0 {
+		return fmt.Errorf("--max-pps %d: must be positive", o.maxPPS)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	g := guard.New(guard.Config{AllowSpecialRanges: o.allowSpecialRanges, MaxPPS: o.maxPPS})
+	if o.allowSpecialRanges {
+		log.Warn("special-purpose ranges allowed: use only in a lab")
+	}
+	reg := probe.NewRegistry(log, g)
+
+	id, err := uplink.EnsureIdentity(ctx, uplink.EnrollConfig{
+		Controller: o.controller, StateDir: o.stateDir, JoinToken: o.joinToken, CAHash: o.caHash,
+		Name: o.name, Labels: labels, Logger: log,
+	})
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+	log = log.With(slog.String("agent_id", id.AgentID))
+	log.Info("agent starting", slog.String("version", version), slog.Uint64("epoch", id.Epoch), slog.String("controller", o.controller))
+
+	var client *uplink.Client
+	sched := schedule.New(schedule.Config{
+		Prober: reg, Guard: g, Logger: log,
+		Emit:   func(r *vantagev1.ProbeResult) { client.Submit(r) },
+		Status: func(s *vantagev1.TaskStatus) { client.ReportStatus(s) },
+	})
+	client, err = uplink.New(uplink.Config{
+		Controller: o.controller, Identity: id, AgentVersion: version, Labels: labels,
+		Capabilities: reg.Capabilities(), Handler: sched, Counters: counters{g: g, r: reg}, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return sched.Run(ctx) })
+	eg.Go(func() error { return client.Run(ctx) })
+	err = eg.Wait()
+	log.Info("agent stopped")
+	return err
+}
