@@ -1,0 +1,214 @@
+package verdict
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+func ts(ns int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(0, ns).UTC()) }
+
+// children lists the up and down children of s: target addresses for a
+// network, network names for the scope, agent ids for a target.
+func (e *Engine) children(s *subject) (up, down []string) {
+	switch s.level {
+	case vantagev1.Level_LEVEL_TARGET:
+		for _, a := range e.sortedAgents() {
+			if a.status != stHealthy || a.view == nil {
+				continue
+			}
+			f := a.view.flags[s.target]
+			switch {
+			case f&fUp != 0:
+				up = append(up, a.id)
+			case f&fSeen != 0:
+				down = append(down, a.id)
+			}
+		}
+		return up, down
+	case vantagev1.Level_LEVEL_NETWORK:
+		for _, c := range s.children {
+			up, down = classify(e.targets[c], up, down)
+		}
+	default:
+		for _, c := range s.children {
+			up, down = classify(e.networks[c], up, down)
+		}
+	}
+	return up, down
+}
+
+// classify files a child by its pending state (equal to its state once
+// settled; parents settle first so transitions list scope first).
+func classify(c *subject, up, down []string) ([]string, []string) {
+	switch c.pending {
+	case vantagev1.State_STATE_REACHABLE, vantagev1.State_STATE_DEGRADED:
+		up = append(up, c.name)
+	case vantagev1.State_STATE_UNREACHABLE:
+		down = append(down, c.name)
+	}
+	return up, down
+}
+
+const ruleNote = " (first rule: upstream targets only; traceroute localisation is later work)"
+
+// notes explains the current state of s in words.
+func (e *Engine) notes(s *subject) []string {
+	var out []string
+	switch {
+	case s.state == vantagev1.State_STATE_UNKNOWN && s.unknownGlobal:
+		out = append(out, fmt.Sprintf("unknown: %d healthy vantages with fresh data, quorum is %d", e.healthy, e.cfg.Quorum))
+	case s.state == vantagev1.State_STATE_UNKNOWN && s.level == vantagev1.Level_LEVEL_TARGET:
+		out = append(out, fmt.Sprintf("unknown: %d healthy vantages have results for this target, quorum is %d", s.total, e.cfg.Quorum))
+	case s.state == vantagev1.State_STATE_UNKNOWN:
+		out = append(out, "unknown: no child has a verdict")
+	}
+	switch s.location {
+	case vantagev1.Location_LOCATION_FILTERED:
+		if s.level == vantagev1.Level_LEVEL_TARGET {
+			out = append(out, "ICMP filtered: echo requests go unanswered while TCP answers")
+		} else {
+			out = append(out, fmt.Sprintf("ICMP filtered on every reachable child (%d): echo unanswered while TCP answers", s.filtered))
+		}
+	case vantagev1.Location_LOCATION_PATH_SPECIFIC:
+		out = append(out, fmt.Sprintf("vantages disagree: %d of %d see it up", s.up, s.total))
+	case vantagev1.Location_LOCATION_TARGET_NETWORK:
+		out = append(out, "location TARGET_NETWORK: upstream targets still answer, so paths die past the upstream"+ruleNote)
+	case vantagev1.Location_LOCATION_UPSTREAM:
+		if s.role == vantagev1.TargetRole_TARGET_ROLE_UPSTREAM || s.role == vantagev1.TargetRole_TARGET_ROLE_BORDER {
+			out = append(out, "location UPSTREAM: this upstream target does not answer"+ruleNote)
+		} else {
+			out = append(out, "location UPSTREAM: upstream targets are down too, so paths die at or before the upstream"+ruleNote)
+		}
+	case vantagev1.Location_LOCATION_UNSPECIFIED:
+		if s.state == vantagev1.State_STATE_UNREACHABLE || (s.state == vantagev1.State_STATE_DEGRADED && s.level != vantagev1.Level_LEVEL_TARGET) {
+			out = append(out, "location unknown: no upstream target has a verdict"+ruleNote)
+		}
+	}
+	if s.level != vantagev1.Level_LEVEL_TARGET && s.filtered > 0 && s.location != vantagev1.Location_LOCATION_FILTERED {
+		out = append(out, fmt.Sprintf("ICMP filtered on %d children", s.filtered))
+	}
+	return out
+}
+
+// sortedAgents returns the agents ordered by id. Callers must not modify
+// the slice.
+func (e *Engine) sortedAgents() []*agent {
+	if len(e.sorted) != len(e.agents) {
+		e.sorted = slices.Clone(e.agents)
+		slices.SortFunc(e.sorted, func(a, b *agent) int { return strings.Compare(a.id, b.id) })
+	}
+	return e.sorted
+}
+
+// Verdicts returns the current verdicts of every subject: the scope, then
+// the networks and the targets in configuration order. Before the first
+// round closes their state is UNSPECIFIED.
+func (e *Engine) Verdicts() []*vantagev1.Verdict {
+	agents := e.sortedAgents()
+	out := make([]*vantagev1.Verdict, 0, 1+len(e.networks)+len(e.targets))
+	out = append(out, e.verdict(e.scope, agents))
+	for _, s := range e.networks {
+		out = append(out, e.verdict(s, agents))
+	}
+	for _, s := range e.targets {
+		out = append(out, e.verdict(s, agents))
+	}
+	return out
+}
+
+// Verdict returns the current verdict with this id
+// ("<campaign>/<level>/<subject>").
+func (e *Engine) Verdict(id string) (*vantagev1.Verdict, bool) {
+	s, ok := e.byID[id]
+	if !ok {
+		return nil, false
+	}
+	return e.verdict(s, e.sortedAgents()), true
+}
+
+func (e *Engine) verdict(s *subject, agents []*agent) *vantagev1.Verdict {
+	v := &vantagev1.Verdict{
+		Id:              s.id,
+		Campaign:        e.cfg.Campaign,
+		Level:           s.level,
+		Subject:         s.name,
+		State:           s.state,
+		Round:           e.lastClosed,
+		HealthyVantages: uint32(e.healthy),
+		TotalVantages:   uint32(len(e.agents)),
+		Quorum:          uint32(e.cfg.Quorum),
+		Up:              uint32(s.up),
+		Total:           uint32(s.total),
+		Location:        s.location,
+		Network:         s.network,
+	}
+	if s.state == vantagev1.State_STATE_UNSPECIFIED {
+		return v
+	}
+	v.Since = ts(e.roundStart(s.stateRound))
+	v.OnsetEarliest = ts(s.onsetEarliest)
+	v.OnsetLatest = ts(s.onsetLatest)
+	v.EvaluatedAt = ts(e.evalAt)
+	v.UpChildren, v.DownChildren = e.children(s)
+	v.Notes = e.notes(s)
+	for _, a := range agents {
+		v.Evidence = append(v.Evidence, e.evidence(s, a))
+	}
+	return v
+}
+
+// evidence is one vantage's view of s, from its latest reported round.
+func (e *Engine) evidence(s *subject, a *agent) *vantagev1.VantageEvidence {
+	ev := &vantagev1.VantageEvidence{
+		AgentId:   a.id,
+		Healthy:   a.status == stHealthy,
+		Reason:    a.reason,
+		LastRound: a.lastRound,
+		State:     vantagev1.State_STATE_UNKNOWN,
+	}
+	if a.lastResultAt != 0 {
+		ev.LastResultAt = ts(a.lastResultAt)
+	}
+	if a.view == nil {
+		return ev
+	}
+	var up, seen int
+	count := func(t int) {
+		if f := a.view.flags[t]; f&fSeen != 0 {
+			seen++
+			if f&fUp != 0 {
+				up++
+			}
+		}
+	}
+	switch s.level {
+	case vantagev1.Level_LEVEL_TARGET:
+		count(s.target)
+		if seen == 0 && ev.Healthy {
+			ev.Reason = "no result for this target"
+		}
+	case vantagev1.Level_LEVEL_NETWORK:
+		for _, t := range s.children {
+			count(t)
+		}
+	default:
+		up, seen = a.view.hostUp, a.view.hostSeen
+	}
+	ev.TargetsUp, ev.TargetsDown = uint32(up), uint32(seen-up)
+	switch {
+	case seen == 0:
+	case up == seen:
+		ev.State = vantagev1.State_STATE_REACHABLE
+	case up == 0:
+		ev.State = vantagev1.State_STATE_UNREACHABLE
+	default:
+		ev.State = vantagev1.State_STATE_DEGRADED
+	}
+	return ev
+}
