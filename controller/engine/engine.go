@@ -1,0 +1,439 @@
+// Package engine is the controller's verdict worker. It owns one pure
+// verdict.Engine per ACTIVE campaign, feeds it the results ingest commits
+// and the agents' session state, evaluates all of them on a ticker, stores
+// each transition and fans it out to watchers. It exists so that the pure
+// verdict logic stays free of I/O, clocks and goroutines, and so that ingest
+// never waits for verdicts: feeding is a short locked call, and a slow
+// watcher is dropped rather than allowed to block anything.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/verdict"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Defaults for Options.
+const (
+	DefaultEvaluateEvery = 250 * time.Millisecond
+	DefaultGrace         = 3 * time.Second
+	DefaultFreshRounds   = 3
+	DefaultRefeedRounds  = 5
+	DefaultWatcherBuffer = 256
+)
+
+// Options configures a Worker. Zero fields take the defaults above.
+type Options struct {
+	Store store.Store
+	Log   *slog.Logger
+	// EvaluateEvery is the ticker period.
+	EvaluateEvery time.Duration
+	// Grace is how long after a round ends its results are awaited.
+	Grace time.Duration
+	// FreshRounds: data older than this many rounds is stale.
+	FreshRounds int
+	// RefeedRounds: how many past rounds of stored results a new engine is fed.
+	RefeedRounds int
+	// WatcherBuffer is each watcher's channel capacity.
+	WatcherBuffer int
+	// Now is the clock; time.Now when nil. Tests inject a fake.
+	Now func() time.Time
+	// OnTransitions, if set, is called with every stored batch of
+	// transitions (ids assigned), e.g. to trigger localisation traces. It
+	// runs on the ticker goroutine and must not block.
+	OnTransitions func(ts []*vantagev1.Transition)
+}
+
+type running struct {
+	mu      sync.Mutex // guards eng
+	eng     *verdict.Engine
+	spec    *campaign.Spec
+	stored  store.Campaign
+	version uint64
+}
+
+type agentConn struct {
+	labels    map[string]string
+	connected bool
+	at        time.Time
+}
+
+// Worker runs the verdict engines.
+type Worker struct {
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu        sync.Mutex // guards campaigns, agents, watchers
+	campaigns map[string]*running
+	agents    map[string]agentConn
+	watchers  map[*Watcher]struct{}
+	reload    sync.Mutex // serialises Reload
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a Worker; call Reload to load the campaigns and Start to run
+// the ticker.
+func New(opts Options) *Worker {
+	if opts.EvaluateEvery <= 0 {
+		opts.EvaluateEvery = DefaultEvaluateEvery
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.FreshRounds <= 0 {
+		opts.FreshRounds = DefaultFreshRounds
+	}
+	if opts.RefeedRounds <= 0 {
+		opts.RefeedRounds = DefaultRefeedRounds
+	}
+	if opts.WatcherBuffer <= 0 {
+		opts.WatcherBuffer = DefaultWatcherBuffer
+	}
+	w := &Worker{opts: opts, log: opts.Log, now: opts.Now,
+		campaigns: map[string]*running{}, agents: map[string]agentConn{}, watchers: map[*Watcher]struct{}{}}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	if w.now == nil {
+		w.now = time.Now
+	}
+	return w
+}
+
+// Start runs the evaluation ticker until ctx ends or Close is called.
+func (w *Worker) Start(ctx context.Context) {
+	ctx, w.cancel = context.WithCancel(ctx)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		t := time.NewTicker(w.opts.EvaluateEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := w.Evaluate(ctx); err != nil && ctx.Err() == nil {
+					w.log.Warn("verdict evaluation failed", "err", err)
+				}
+			}
+		}
+	}()
+}
+
+// Close stops the ticker, waits for it and drops every watcher.
+func (w *Worker) Close() error {
+	if w.cancel != nil {
+		w.cancel()
+	}
+	w.wg.Wait()
+	w.mu.Lock()
+	for wa := range w.watchers {
+		wa.drop(ErrWorkerClosed)
+	}
+	clear(w.watchers)
+	w.mu.Unlock()
+	return nil
+}
+
+// ConfigFor turns a campaign into the verdict engine's configuration.
+func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdict.Config {
+	var targets []verdict.Target
+	for _, t := range spec.Targets() {
+		targets = append(targets, verdict.Target{Addr: t.Addr.String(), Network: t.Network, Role: t.Role})
+	}
+	return verdict.Config{
+		Campaign: spec.Name(), Scope: spec.ScopeName(), Start: spec.Start(), Round: spec.Round(),
+		Grace: grace, Quorum: spec.Quorum(), FreshRounds: freshRounds, Targets: targets, Networks: spec.NetworkNames(),
+	}
+}
+
+// Reload makes the set of engines match the store's ACTIVE campaigns:
+// new or changed campaigns get a fresh engine fed with the last
+// RefeedRounds rounds of stored results; paused and deleted ones are
+// dropped. Unchanged campaigns keep their engine and state.
+func (w *Worker) Reload(ctx context.Context) error {
+	w.reload.Lock()
+	defer w.reload.Unlock()
+	all, err := w.opts.Store.ListCampaigns(ctx)
+	if err != nil {
+		return fmt.Errorf("reload campaigns: %w", err)
+	}
+	active := map[string]store.Campaign{}
+	for _, c := range all {
+		if c.State == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE {
+			active[c.Name] = c
+		}
+	}
+	w.mu.Lock()
+	for name, r := range w.campaigns {
+		if c, ok := active[name]; !ok || c.Version != r.version {
+			delete(w.campaigns, name)
+			w.log.Info("verdict engine stopped", "campaign", name)
+		} else {
+			r.stored = c
+		}
+	}
+	var build []store.Campaign
+	for name, c := range active {
+		if _, ok := w.campaigns[name]; !ok {
+			build = append(build, c)
+		}
+	}
+	w.mu.Unlock()
+
+	var errs []error
+	for _, c := range build {
+		r, err := w.build(ctx, c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("campaign %s: %w", c.Name, err))
+			continue
+		}
+		w.mu.Lock()
+		w.campaigns[c.Name] = r
+		w.mu.Unlock()
+		w.log.Info("verdict engine started", "campaign", c.Name, "version", c.Version)
+	}
+	return errors.Join(errs...)
+}
+
+func (w *Worker) build(ctx context.Context, c store.Campaign) (*running, error) {
+	spec, err := campaign.Parse([]byte(c.SpecYAML))
+	if err != nil {
+		return nil, fmt.Errorf("parse stored spec: %w", err)
+	}
+	eng, err := verdict.NewEngine(ConfigFor(spec, w.opts.Grace, w.opts.FreshRounds))
+	if err != nil {
+		return nil, fmt.Errorf("verdict engine: %w", err)
+	}
+	r := &running{eng: eng, spec: spec, stored: c, version: c.Version}
+	now := w.now()
+	// Re-feed recent history so a restart or an edit does not start blind.
+	q := store.ResultQuery{Campaign: c.Name}
+	if round := spec.Round(); round > 0 && now.After(spec.Start()) {
+		cur := int64(now.Sub(spec.Start()) / round)
+		q.HasMinRound, q.MinRound = true, cur-int64(w.opts.RefeedRounds)
+	}
+	seen := map[string]bool{}
+	err = w.opts.Store.QueryResults(ctx, q, func(sr store.StoredResult) error {
+		eng.Observe(observation(sr.AgentID, sr.Result))
+		seen[sr.AgentID] = true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("re-feed results: %w", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, a := range w.agents {
+		if spec.SelectsAgent(a.labels) {
+			eng.SetAgentConnected(id, a.connected, a.at)
+			delete(seen, id)
+		}
+	}
+	for id := range seen { // agents with history but no session now
+		eng.SetAgentConnected(id, false, now)
+	}
+	return r, nil
+}
+
+func observation(agentID string, r *vantagev1.ProbeResult) verdict.Observation {
+	return verdict.Observation{
+		Agent: agentID, Target: r.GetTarget(), Round: r.GetRound(), SentAt: r.GetSentAt().AsTime(),
+		Kind: r.GetKind(), Outcome: r.GetOutcome(), RTT: time.Duration(r.GetRttUs()) * time.Microsecond,
+	}
+}
+
+func (w *Worker) get(name string) *running {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.campaigns[name]
+}
+
+func (w *Worker) all() []*running {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]*running, 0, len(w.campaigns))
+	for _, r := range w.campaigns {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].stored.Name < out[j].stored.Name })
+	return out
+}
+
+// Feed gives freshly stored results of one agent to their campaigns'
+// engines. Results of campaigns without an engine are ignored.
+func (w *Worker) Feed(agentID string, results []*vantagev1.ProbeResult) {
+	var cur *running
+	curName := ""
+	for _, res := range results {
+		if res.GetCampaign() != curName || cur == nil {
+			curName = res.GetCampaign()
+			cur = w.get(curName)
+		}
+		if cur == nil {
+			continue
+		}
+		cur.mu.Lock()
+		cur.eng.Observe(observation(agentID, res))
+		cur.mu.Unlock()
+	}
+}
+
+// SetAgentConnected records an agent's session state and tells every engine
+// whose campaign selects the agent.
+func (w *Worker) SetAgentConnected(agentID string, labels map[string]string, connected bool, at time.Time) {
+	w.mu.Lock()
+	w.agents[agentID] = agentConn{labels: maps.Clone(labels), connected: connected, at: at}
+	rs := make([]*running, 0, len(w.campaigns))
+	for _, r := range w.campaigns {
+		rs = append(rs, r)
+	}
+	w.mu.Unlock()
+	for _, r := range rs {
+		if !r.spec.SelectsAgent(labels) {
+			continue
+		}
+		r.mu.Lock()
+		r.eng.SetAgentConnected(agentID, connected, at)
+		r.mu.Unlock()
+	}
+}
+
+// Evaluate runs every engine once at the current time, stores the
+// transitions (the store assigns their ids) and broadcasts them.
+func (w *Worker) Evaluate(ctx context.Context) error {
+	now := w.now()
+	var ts []*vantagev1.Transition
+	for _, r := range w.all() {
+		r.mu.Lock()
+		ts = append(ts, r.eng.Evaluate(now)...)
+		r.mu.Unlock()
+	}
+	if len(ts) == 0 {
+		return nil
+	}
+	if err := w.opts.Store.AddTransitions(ctx, ts); err != nil {
+		return fmt.Errorf("store transitions: %w", err)
+	}
+	for _, t := range ts {
+		w.log.Info("verdict transition", "verdict", t.GetVerdictId(), "from", t.GetFrom().String(), "to", t.GetTo().String(),
+			"round", t.GetRound(), "location", t.GetLocation().String())
+	}
+	w.broadcast(ts)
+	if w.opts.OnTransitions != nil {
+		w.opts.OnTransitions(ts)
+	}
+	return nil
+}
+
+// Active returns the parsed specs of the ACTIVE campaigns, by name.
+func (w *Worker) Active() []*campaign.Spec {
+	rs := w.all()
+	out := make([]*campaign.Spec, len(rs))
+	for i, r := range rs {
+		out[i] = r.spec
+	}
+	return out
+}
+
+// Running reports whether campaign has an engine.
+func (w *Worker) Running(name string) bool { return w.get(name) != nil }
+
+func levelMatches(want, got vantagev1.Level) bool {
+	return want == vantagev1.Level_LEVEL_UNSPECIFIED || want == got
+}
+
+// Verdicts returns the current verdicts of one campaign ("" for all) at
+// one level (UNSPECIFIED for all).
+func (w *Worker) Verdicts(campaignName string, level vantagev1.Level) []*vantagev1.Verdict {
+	var out []*vantagev1.Verdict
+	for _, r := range w.all() {
+		if campaignName != "" && r.stored.Name != campaignName {
+			continue
+		}
+		r.mu.Lock()
+		vs := r.eng.Verdicts()
+		r.mu.Unlock()
+		for _, v := range vs {
+			if levelMatches(level, v.GetLevel()) {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// Verdict returns one current verdict by id ("<campaign>/<level>/<subject>").
+func (w *Worker) Verdict(id string) (*vantagev1.Verdict, bool) {
+	name, _, ok := strings.Cut(id, "/")
+	if !ok {
+		return nil, false
+	}
+	r := w.get(name)
+	if r == nil {
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eng.Verdict(id)
+}
+
+// ClosedRound returns the last round the campaign's engine has closed.
+func (w *Worker) ClosedRound(name string) (int64, bool) {
+	r := w.get(name)
+	if r == nil {
+		return 0, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eng.ClosedRound(), true
+}
+
+// Spec returns the parsed spec of an ACTIVE campaign.
+func (w *Worker) Spec(name string) (*campaign.Spec, bool) {
+	r := w.get(name)
+	if r == nil {
+		return nil, false
+	}
+	return r.spec, true
+}
+
+// AgentHealth summarises the evidence about one agent in the current
+// scope verdicts: healthy when every campaign counts it, otherwise the
+// first reason given. known is false when no verdict mentions the agent.
+func (w *Worker) AgentHealth(agentID string) (healthy bool, reason string, known bool) {
+	healthy = true
+	var reasons []string
+	for _, v := range w.Verdicts("", vantagev1.Level_LEVEL_SCOPE) {
+		for _, ev := range v.GetEvidence() {
+			if ev.GetAgentId() != agentID {
+				continue
+			}
+			known = true
+			if !ev.GetHealthy() {
+				healthy = false
+				if ev.GetReason() != "" {
+					reasons = append(reasons, v.GetCampaign()+": "+ev.GetReason())
+				}
+			}
+		}
+	}
+	slices.Sort(reasons)
+	return healthy && known, strings.Join(slices.Compact(reasons), "; "), known
+}

@@ -1,0 +1,229 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/store/sqlite"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+const specA = `name: a
+scope: {country: KP}
+targets:
+  networks:
+    - {name: net0, prefix: 198.18.0.0/24}
+  hosts: {per_network: 2}
+probes:
+  - icmp: {}
+schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
+`
+
+const specB = `name: b
+scope: {country: KP}
+targets:
+  networks:
+    - {name: net0, prefix: 198.18.1.0/24}
+  hosts: {per_network: 1}
+probes:
+  - icmp: {}
+schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
+`
+
+// fakeClock is the injected clock; only these unit tests use one.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func setup(t *testing.T) (*Worker, store.Store, *fakeClock) {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clk := &fakeClock{t: start}
+	w := New(Options{Store: db, Now: clk.Now, WatcherBuffer: 64})
+	t.Cleanup(func() { w.Close() })
+	return w, db, clk
+}
+
+func TestReloadFollowsCampaignState(t *testing.T) {
+	ctx := context.Background()
+	w, db, _ := setup(t)
+	au := store.AuditEntry{}
+	db.PutCampaign(ctx, "a", specA, start, au)
+	db.PutCampaign(ctx, "b", specB, start, au)
+	steps := []struct {
+		name string
+		do   func()
+		want []string
+	}{
+		{"both active", func() {}, []string{"a", "b"}},
+		{"pause b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_PAUSED, start, au) }, []string{"a"}},
+		{"resume b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, start, au) }, []string{"a", "b"}},
+		{"delete a", func() { db.DeleteCampaign(ctx, "a", au) }, []string{"b"}},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.do()
+			if err := w.Reload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, sp := range w.Active() {
+				got = append(got, sp.Name())
+			}
+			if len(got) != len(s.want) {
+				t.Fatalf("active = %v; want %v", got, s.want)
+			}
+			for i := range got {
+				if got[i] != s.want[i] {
+					t.Fatalf("active = %v; want %v", got, s.want)
+				}
+			}
+		})
+	}
+}
+
+func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
+	ctx := context.Background()
+	w, db, clk := setup(t)
+	db.PutCampaign(ctx, "a", specA, start, store.AuditEntry{})
+	if err := w.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wa := w.Watch("a", vantagev1.Level_LEVEL_UNSPECIFIED)
+	defer wa.Close()
+	other := w.Watch("b", vantagev1.Level_LEVEL_UNSPECIFIED)
+	defer other.Close()
+
+	sp, _ := w.Spec("a")
+	agents := []string{"agt-00000000000000a1", "agt-00000000000000a2"}
+	for _, id := range agents {
+		w.SetAgentConnected(id, nil, true, start)
+	}
+	for round := int64(0); round < 6; round++ {
+		roundStart := start.Add(time.Duration(round) * sp.Round())
+		for _, id := range agents {
+			var rs []*vantagev1.ProbeResult
+			for _, tg := range sp.Targets() {
+				rs = append(rs, &vantagev1.ProbeResult{Campaign: "a", Target: tg.Addr.String(), Round: round,
+					Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.New(roundStart.Add(time.Second)),
+					Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 2000})
+			}
+			w.Feed(id, rs)
+		}
+		clk.Set(roundStart.Add(sp.Round() + DefaultGrace + time.Second))
+		if err := w.Evaluate(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored, err := db.Timeline(ctx, store.TimelineQuery{Campaign: "a"})
+	if err != nil || len(stored) == 0 {
+		t.Fatalf("Timeline = %d transitions, %v; want some", len(stored), err)
+	}
+	for i, st := range stored {
+		select {
+		case got := <-wa.C:
+			if got.GetId() != st.GetId() || got.GetId() == 0 {
+				t.Fatalf("watcher transition %d id %d; stored id %d", i, got.GetId(), st.GetId())
+			}
+		default:
+			t.Fatalf("watcher missed transition %d", i)
+		}
+	}
+	select {
+	case tr := <-other.C:
+		t.Fatalf("watcher of campaign b got %v", tr)
+	default:
+	}
+	if len(w.Verdicts("a", vantagev1.Level_LEVEL_SCOPE)) == 0 {
+		t.Fatal("no scope verdict for campaign a")
+	}
+}
+
+func TestSlowWatcherIsDropped(t *testing.T) {
+	w, _, _ := setup(t)
+	w.opts.WatcherBuffer = 1
+	slow := w.Watch("", vantagev1.Level_LEVEL_UNSPECIFIED)
+	tr := &vantagev1.Transition{Campaign: "a", Level: vantagev1.Level_LEVEL_SCOPE}
+	done := make(chan struct{})
+	go func() { // never blocks, however slow the watcher
+		w.broadcast([]*vantagev1.Transition{tr, tr, tr})
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("broadcast blocked on a slow watcher")
+	}
+	select {
+	case <-slow.Done():
+	default:
+		t.Fatal("slow watcher not dropped")
+	}
+	if !errors.Is(slow.Err(), ErrWatcherTooSlow) {
+		t.Fatalf("Err = %v; want ErrWatcherTooSlow", slow.Err())
+	}
+	w.mu.Lock()
+	n := len(w.watchers)
+	w.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d watchers registered; want 0", n)
+	}
+	fresh := w.Watch("", vantagev1.Level_LEVEL_UNSPECIFIED)
+	w.Close()
+	if !errors.Is(fresh.Err(), ErrWorkerClosed) {
+		t.Fatalf("after Close Err = %v; want ErrWorkerClosed", fresh.Err())
+	}
+}
+
+func TestRefeedOnRestart(t *testing.T) {
+	ctx := context.Background()
+	_, db, clk := setup(t)
+	db.PutCampaign(ctx, "a", specA, start, store.AuditEntry{})
+	// Results stored before a "restart"; a fresh worker must see them.
+	tok := store.JoinToken{Hash: "h", ExpiresAt: start.Add(time.Hour), CreatedAt: start}
+	db.CreateJoinToken(ctx, tok, store.AuditEntry{})
+	db.EnrollAgent(ctx, "h", start, store.Agent{ID: "agt-00000000000000a1", Name: "a1", State: vantagev1.AgentState_AGENT_STATE_ACTIVE})
+	var rs []*vantagev1.ProbeResult
+	for i := range 3 {
+		rs = append(rs, &vantagev1.ProbeResult{Seq: uint64(i + 1), Campaign: "a", Target: "198.18.0.10", Round: int64(i),
+			SentAt: timestamppb.New(start.Add(time.Duration(i) * 10 * time.Second)), Outcome: vantagev1.Outcome_OUTCOME_REPLY})
+	}
+	if _, _, err := db.CommitBatch(ctx, "agt-00000000000000a1", 1, rs, nil); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(start.Add(35 * time.Second))
+	w2 := New(Options{Store: db, Now: clk.Now})
+	defer w2.Close()
+	if err := w2.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Evaluate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range w2.Verdicts("a", vantagev1.Level_LEVEL_UNSPECIFIED) {
+		for _, ev := range v.GetEvidence() {
+			found = found || ev.GetAgentId() == "agt-00000000000000a1"
+		}
+		found = found || v.GetState() == vantagev1.State_STATE_REACHABLE
+	}
+	if !found {
+		t.Fatal("re-fed results left no trace in the verdicts")
+	}
+}
