@@ -1,0 +1,543 @@
+// Package api implements OperatorService, what vantagectl, grpcurl and the
+// dashboard call. It exists to keep the operator surface thin and uniform:
+// one interceptor checks the bearer token and the role per method from one
+// table, every error is translated by one table (rpcerr), and every change
+// writes an audit entry. The work itself is done by store, fleet, engine and
+// ingest.
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vantage-net/vantage/controller/api/rpcerr"
+	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/engine"
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/ingest"
+	"github.com/vantage-net/vantage/controller/store"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Limits of the query methods.
+const (
+	DefaultResultLimit   = 1000
+	MaxResultLimit       = 100000
+	DefaultTimelineLimit = 1000
+	MaxTimelineLimit     = 10000
+	DefaultAuditLimit    = 100
+	MaxAuditLimit        = 10000
+	DefaultExplainRounds = 3
+	MaxExplainRounds     = 100
+	maxExplainResults    = 10000
+)
+
+// Config wires a Server.
+type Config struct {
+	Store    store.Store
+	Fleet    *fleet.Fleet
+	Engine   *engine.Worker
+	Sessions *ingest.Server
+	Log      *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Server implements vantagev1.OperatorServiceServer.
+type Server struct {
+	vantagev1.UnimplementedOperatorServiceServer
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+}
+
+// New returns a Server. Register its interceptors with the gRPC server.
+func New(cfg Config) *Server {
+	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+func (s *Server) fail(method string, err error) error { return rpcerr.Status(s.log, method, err) }
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func (s *Server) audit(ctx context.Context, action, subject, detail string) store.AuditEntry {
+	return store.AuditEntry{At: s.now(), Actor: actor(ctx), Action: action, Subject: subject, Detail: detail}
+}
+
+// ---- agents ----
+
+func (s *Server) agentInfo(ctx context.Context, a store.Agent) (*vantagev1.AgentInfo, error) {
+	info := &vantagev1.AgentInfo{
+		Id: a.ID, Name: a.Name, Labels: a.Labels, State: a.State, EnrolledAt: ts(a.EnrolledAt), LastSeen: ts(a.LastSeen),
+		RemoteAddr: a.RemoteAddr, AgentVersion: a.AgentVersion, Capabilities: a.Capabilities, Spool: a.Spool, Epoch: a.Epoch,
+		ResultsStored: a.ResultsStored, DuplicatesDropped: a.DuplicatesDropped, Gaps: a.Gaps,
+	}
+	var reasons []string
+	if si, ok := s.cfg.Sessions.Connected(a.ID); ok {
+		info.Connected = true
+		info.RemoteAddr = si.RemoteAddr
+		info.AssignmentVersion = si.AssignmentVersion
+		info.Tasks = uint32(si.Tasks)
+		healthy, reason, known := s.cfg.Engine.AgentHealth(a.ID)
+		switch {
+		case known:
+			info.Healthy = healthy
+			if reason != "" {
+				reasons = append(reasons, reason)
+			}
+		case si.Tasks == 0:
+			info.Healthy = true
+			reasons = append(reasons, "no campaign selects this agent")
+		default:
+			reasons = append(reasons, "no verdict evidence yet")
+		}
+	} else {
+		switch a.State {
+		case vantagev1.AgentState_AGENT_STATE_REVOKED:
+			reasons = append(reasons, "revoked: "+a.StateReason)
+		case vantagev1.AgentState_AGENT_STATE_PENDING:
+			reasons = append(reasons, "awaiting approval")
+		default:
+			reasons = append(reasons, "session down")
+		}
+	}
+	sts, err := s.cfg.Store.TaskStatuses(ctx, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range sts {
+		if st.TaskID == "" {
+			st.TaskID = "(assignment)"
+		}
+		switch {
+		case st.Refused:
+			reasons = append(reasons, fmt.Sprintf("task %s refused: %s", st.TaskID, st.Reason))
+		case st.Reason != "" || st.Engine != "":
+			reasons = append(reasons, fmt.Sprintf("task %s: %s (engine %s)", st.TaskID, st.Reason, st.Engine))
+		}
+	}
+	info.HealthReason = strings.Join(reasons, "; ")
+	return info, nil
+}
+
+// ListAgents returns every agent with its live session and health.
+func (s *Server) ListAgents(ctx context.Context, _ *vantagev1.ListAgentsRequest) (*vantagev1.ListAgentsResponse, error) {
+	as, err := s.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return nil, s.fail("ListAgents", err)
+	}
+	out := &vantagev1.ListAgentsResponse{}
+	for _, a := range as {
+		info, err := s.agentInfo(ctx, a)
+		if err != nil {
+			return nil, s.fail("ListAgents", err)
+		}
+		out.Agents = append(out.Agents, info)
+	}
+	return out, nil
+}
+
+// ApproveAgent activates a PENDING agent.
+func (s *Server) ApproveAgent(ctx context.Context, req *vantagev1.ApproveAgentRequest) (*vantagev1.AgentInfo, error) {
+	a, err := s.cfg.Store.GetAgent(ctx, req.GetId())
+	if err != nil {
+		return nil, s.fail("ApproveAgent", err)
+	}
+	if a.State == vantagev1.AgentState_AGENT_STATE_REVOKED {
+		return nil, s.fail("ApproveAgent", fmt.Errorf("%w: agent %s is revoked; enrol it again", rpcerr.ErrFailedPrecondition, a.ID))
+	}
+	if a.State != vantagev1.AgentState_AGENT_STATE_ACTIVE {
+		a, err = s.cfg.Store.SetAgentState(ctx, a.ID, vantagev1.AgentState_AGENT_STATE_ACTIVE, "",
+			s.audit(ctx, "agent.approve", a.ID, "name="+a.Name))
+		if err != nil {
+			return nil, s.fail("ApproveAgent", err)
+		}
+	}
+	info, err := s.agentInfo(ctx, a)
+	if err != nil {
+		return nil, s.fail("ApproveAgent", err)
+	}
+	return info, nil
+}
+
+// RevokeAgent revokes an agent and closes its live session at once.
+func (s *Server) RevokeAgent(ctx context.Context, req *vantagev1.RevokeAgentRequest) (*vantagev1.AgentInfo, error) {
+	if len(req.GetReason()) > 1024 {
+		return nil, s.fail("RevokeAgent", fmt.Errorf("%w: reason: longer than 1024", rpcerr.ErrInvalid))
+	}
+	a, err := s.cfg.Store.SetAgentState(ctx, req.GetId(), vantagev1.AgentState_AGENT_STATE_REVOKED, req.GetReason(),
+		s.audit(ctx, "agent.revoke", req.GetId(), req.GetReason()))
+	if err != nil {
+		return nil, s.fail("RevokeAgent", err)
+	}
+	s.cfg.Sessions.Disconnect(a.ID, s.fail("Session", fmt.Errorf("%w: %s", fleet.ErrAgentRevoked, a.ID)))
+	info, err := s.agentInfo(ctx, a)
+	if err != nil {
+		return nil, s.fail("RevokeAgent", err)
+	}
+	return info, nil
+}
+
+// CreateJoinToken makes a join token and returns it with the CA pin.
+func (s *Server) CreateJoinToken(ctx context.Context, req *vantagev1.CreateJoinTokenRequest) (*vantagev1.CreateJoinTokenResponse, error) {
+	tok, exp, err := s.cfg.Fleet.CreateJoinToken(ctx, fleet.JoinTokenRequest{TTL: time.Duration(req.GetTtlS()) * time.Second,
+		MaxUses: req.GetMaxUses(), Labels: req.GetLabels(), Actor: actor(ctx)})
+	if err != nil {
+		return nil, s.fail("CreateJoinToken", err)
+	}
+	return &vantagev1.CreateJoinTokenResponse{Token: tok, ExpiresAt: timestamppb.New(exp), CaHash: s.cfg.Fleet.CA().Hash()}, nil
+}
+
+// ---- campaigns ----
+
+func (s *Server) campaignProto(ctx context.Context, c store.Campaign) (*vantagev1.Campaign, error) {
+	spec, err := campaign.Parse([]byte(c.SpecYAML))
+	if err != nil {
+		return nil, fmt.Errorf("stored campaign %s no longer parses: %w", c.Name, err)
+	}
+	p := spec.Proto()
+	p.State, p.SpecYaml, p.Version = c.State, c.SpecYAML, c.Version
+	p.CreatedAt, p.UpdatedAt = ts(c.CreatedAt), ts(c.UpdatedAt)
+	if c.State == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE {
+		p.AgentIds = s.assignedAgents(ctx, spec)
+	}
+	return p, nil
+}
+
+// assignedAgents lists connected agents the campaign selects.
+func (s *Server) assignedAgents(ctx context.Context, spec *campaign.Spec) []string {
+	as, err := s.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range as {
+		if _, ok := s.cfg.Sessions.Connected(a.ID); ok && a.State == vantagev1.AgentState_AGENT_STATE_ACTIVE && spec.SelectsAgent(a.Labels) {
+			out = append(out, a.ID)
+		}
+	}
+	return out
+}
+
+// campaignsChanged rebuilds the engines and re-sends assignments. The
+// change is stored already, so a reload failure is logged, not returned.
+func (s *Server) campaignsChanged(ctx context.Context) {
+	if err := s.cfg.Engine.Reload(ctx); err != nil {
+		s.log.Warn("campaign reload failed", "err", err)
+	}
+	s.cfg.Sessions.Reassign()
+}
+
+// ApplyCampaign validates a campaign file and stores it (unless dry_run).
+func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaignRequest) (*vantagev1.Campaign, error) {
+	if len(req.GetSpecYaml()) > campaign.MaxFileBytes {
+		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: spec_yaml: larger than %d bytes", rpcerr.ErrInvalid, campaign.MaxFileBytes))
+	}
+	spec, err := campaign.Parse([]byte(req.GetSpecYaml()))
+	if err != nil {
+		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
+	}
+	if req.GetDryRun() {
+		p := spec.Proto()
+		p.SpecYaml = req.GetSpecYaml()
+		p.State = vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE
+		return p, nil
+	}
+	name := spec.Name()
+	c, changed, err := s.cfg.Store.PutCampaign(ctx, name, req.GetSpecYaml(), s.now(),
+		s.audit(ctx, "campaign.apply", name, fmt.Sprintf("targets=%d round=%s", len(spec.Targets()), spec.Round())))
+	if err != nil {
+		return nil, s.fail("ApplyCampaign", err)
+	}
+	if changed {
+		s.log.Info("campaign applied", "campaign", name, "version", c.Version, "actor", actor(ctx))
+		s.campaignsChanged(ctx)
+	}
+	p, err := s.campaignProto(ctx, c)
+	if err != nil {
+		return nil, s.fail("ApplyCampaign", err)
+	}
+	return p, nil
+}
+
+// ListCampaigns returns every stored campaign.
+func (s *Server) ListCampaigns(ctx context.Context, _ *vantagev1.ListCampaignsRequest) (*vantagev1.ListCampaignsResponse, error) {
+	cs, err := s.cfg.Store.ListCampaigns(ctx)
+	if err != nil {
+		return nil, s.fail("ListCampaigns", err)
+	}
+	out := &vantagev1.ListCampaignsResponse{}
+	for _, c := range cs {
+		p, err := s.campaignProto(ctx, c)
+		if err != nil {
+			return nil, s.fail("ListCampaigns", err)
+		}
+		out.Campaigns = append(out.Campaigns, p)
+	}
+	return out, nil
+}
+
+// GetCampaign returns one campaign.
+func (s *Server) GetCampaign(ctx context.Context, req *vantagev1.GetCampaignRequest) (*vantagev1.Campaign, error) {
+	c, err := s.cfg.Store.GetCampaign(ctx, req.GetName())
+	if err != nil {
+		return nil, s.fail("GetCampaign", err)
+	}
+	p, err := s.campaignProto(ctx, c)
+	if err != nil {
+		return nil, s.fail("GetCampaign", err)
+	}
+	return p, nil
+}
+
+func (s *Server) setState(ctx context.Context, method, name string, state vantagev1.CampaignState, action string) (*vantagev1.Campaign, error) {
+	c, err := s.cfg.Store.SetCampaignState(ctx, name, state, s.now(), s.audit(ctx, action, name, ""))
+	if err != nil {
+		return nil, s.fail(method, err)
+	}
+	s.campaignsChanged(ctx)
+	p, err := s.campaignProto(ctx, c)
+	if err != nil {
+		return nil, s.fail(method, err)
+	}
+	return p, nil
+}
+
+// PauseCampaign stops scheduling a campaign; its data is kept.
+func (s *Server) PauseCampaign(ctx context.Context, req *vantagev1.PauseCampaignRequest) (*vantagev1.Campaign, error) {
+	return s.setState(ctx, "PauseCampaign", req.GetName(), vantagev1.CampaignState_CAMPAIGN_STATE_PAUSED, "campaign.pause")
+}
+
+// ResumeCampaign schedules a paused campaign again.
+func (s *Server) ResumeCampaign(ctx context.Context, req *vantagev1.ResumeCampaignRequest) (*vantagev1.Campaign, error) {
+	return s.setState(ctx, "ResumeCampaign", req.GetName(), vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, "campaign.resume")
+}
+
+// DeleteCampaign removes a campaign; stored results and transitions stay.
+func (s *Server) DeleteCampaign(ctx context.Context, req *vantagev1.DeleteCampaignRequest) (*vantagev1.DeleteCampaignResponse, error) {
+	if err := s.cfg.Store.DeleteCampaign(ctx, req.GetName(), s.audit(ctx, "campaign.delete", req.GetName(), "")); err != nil {
+		return nil, s.fail("DeleteCampaign", err)
+	}
+	s.campaignsChanged(ctx)
+	return &vantagev1.DeleteCampaignResponse{}, nil
+}
+
+// ---- results and verdicts ----
+
+func boundedLimit(field string, got uint32, def, most int) (int, error) {
+	if got == 0 {
+		return def, nil
+	}
+	if int(got) > most {
+		return 0, fmt.Errorf("%w: %s: %d is more than %d", rpcerr.ErrInvalid, field, got, most)
+	}
+	return int(got), nil
+}
+
+func toStored(sr store.StoredResult) *vantagev1.StoredResult {
+	return &vantagev1.StoredResult{AgentId: sr.AgentID, Epoch: sr.Epoch, Result: sr.Result, ReceivedAt: ts(sr.ReceivedAt)}
+}
+
+// QueryResults streams stored results, oldest first.
+func (s *Server) QueryResults(req *vantagev1.QueryResultsRequest, stream vantagev1.OperatorService_QueryResultsServer) error {
+	limit, err := boundedLimit("limit", req.GetLimit(), DefaultResultLimit, MaxResultLimit)
+	if err != nil {
+		return s.fail("QueryResults", err)
+	}
+	if t := req.GetTarget(); t != "" {
+		if _, err := netip.ParseAddr(t); err != nil {
+			return s.fail("QueryResults", fmt.Errorf("%w: target: %q is not an IP address", rpcerr.ErrInvalid, t))
+		}
+	}
+	q := store.ResultQuery{Campaign: req.GetCampaign(), AgentID: req.GetAgentId(), Target: req.GetTarget(), Limit: limit}
+	if req.GetFrom() != nil {
+		q.From = req.GetFrom().AsTime()
+	}
+	if req.GetTo() != nil {
+		q.To = req.GetTo().AsTime()
+	}
+	err = s.cfg.Store.QueryResults(stream.Context(), q, func(sr store.StoredResult) error {
+		return stream.Send(toStored(sr))
+	})
+	return s.fail("QueryResults", err)
+}
+
+// withNames fills evidence agent names from the store.
+func (s *Server) withNames(ctx context.Context, vs []*vantagev1.Verdict) {
+	as, err := s.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return
+	}
+	names := make(map[string]string, len(as))
+	for _, a := range as {
+		names[a.ID] = a.Name
+	}
+	for _, v := range vs {
+		for _, ev := range v.GetEvidence() {
+			if ev.GetAgentName() == "" {
+				ev.AgentName = names[ev.GetAgentId()]
+			}
+		}
+	}
+}
+
+func (s *Server) checkCampaign(ctx context.Context, name string) error {
+	if name == "" {
+		return nil
+	}
+	_, err := s.cfg.Store.GetCampaign(ctx, name)
+	return err
+}
+
+// GetVerdicts returns the current verdicts.
+func (s *Server) GetVerdicts(ctx context.Context, req *vantagev1.GetVerdictsRequest) (*vantagev1.GetVerdictsResponse, error) {
+	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
+		return nil, s.fail("GetVerdicts", err)
+	}
+	vs := s.cfg.Engine.Verdicts(req.GetCampaign(), req.GetLevel())
+	s.withNames(ctx, vs)
+	return &vantagev1.GetVerdictsResponse{Verdicts: vs}, nil
+}
+
+// WatchVerdicts sends the current verdicts, then transitions as they are
+// stored. A watcher that falls behind is ended with ResourceExhausted.
+func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vantagev1.OperatorService_WatchVerdictsServer) error {
+	ctx := stream.Context()
+	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
+		return s.fail("WatchVerdicts", err)
+	}
+	w := s.cfg.Engine.Watch(req.GetCampaign(), req.GetLevel()) // before the snapshot: nothing missed
+	defer w.Close()
+	vs := s.cfg.Engine.Verdicts(req.GetCampaign(), req.GetLevel())
+	s.withNames(ctx, vs)
+	for _, v := range vs {
+		if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Verdict{Verdict: v}}); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case t := <-w.C:
+			if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Transition{Transition: t}}); err != nil {
+				return err
+			}
+		case <-w.Done():
+			// Drain what was buffered before the drop, then tell the client.
+			for {
+				select {
+				case t := <-w.C:
+					if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Transition{Transition: t}}); err != nil {
+						return err
+					}
+				default:
+					return s.fail("WatchVerdicts", w.Err())
+				}
+			}
+		}
+	}
+}
+
+// GetTimeline returns stored transitions, oldest first.
+func (s *Server) GetTimeline(ctx context.Context, req *vantagev1.GetTimelineRequest) (*vantagev1.GetTimelineResponse, error) {
+	limit, err := boundedLimit("limit", req.GetLimit(), DefaultTimelineLimit, MaxTimelineLimit)
+	if err != nil {
+		return nil, s.fail("GetTimeline", err)
+	}
+	q := store.TimelineQuery{Campaign: req.GetCampaign(), Level: req.GetLevel(), Limit: limit}
+	if req.GetFrom() != nil {
+		q.From = req.GetFrom().AsTime()
+	}
+	if req.GetTo() != nil {
+		q.To = req.GetTo().AsTime()
+	}
+	out, err := s.cfg.Store.Timeline(ctx, q)
+	if err != nil {
+		return nil, s.fail("GetTimeline", err)
+	}
+	return &vantagev1.GetTimelineResponse{Transitions: out}, nil
+}
+
+// Explain returns a verdict and the stored results of its subject for the
+// last N rounds.
+func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*vantagev1.ExplainResponse, error) {
+	rounds, err := boundedLimit("rounds", req.GetRounds(), DefaultExplainRounds, MaxExplainRounds)
+	if err != nil {
+		return nil, s.fail("Explain", err)
+	}
+	v, ok := s.cfg.Engine.Verdict(req.GetVerdictId())
+	if !ok {
+		return nil, s.fail("Explain", fmt.Errorf("verdict_id %q: %w", req.GetVerdictId(), store.ErrNotFound))
+	}
+	spec, ok := s.cfg.Engine.Spec(v.GetCampaign())
+	if !ok {
+		return nil, s.fail("Explain", fmt.Errorf("campaign %q: %w", v.GetCampaign(), store.ErrNotFound))
+	}
+	q := store.ResultQuery{Campaign: v.GetCampaign(), Limit: maxExplainResults, HasMinRound: true,
+		MinRound: v.GetRound() - int64(rounds) + 1}
+	switch v.GetLevel() {
+	case vantagev1.Level_LEVEL_TARGET:
+		q.Target = v.GetSubject()
+	case vantagev1.Level_LEVEL_NETWORK:
+		for _, t := range spec.Targets() {
+			if t.Network == v.GetSubject() {
+				q.Targets = append(q.Targets, t.Addr.String())
+			}
+		}
+		if len(q.Targets) == 0 {
+			return &vantagev1.ExplainResponse{Verdict: v}, nil
+		}
+	}
+	out := &vantagev1.ExplainResponse{Verdict: v}
+	err = s.cfg.Store.QueryResults(ctx, q, func(sr store.StoredResult) error {
+		out.Results = append(out.Results, toStored(sr))
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail("Explain", err)
+	}
+	s.withNames(ctx, []*vantagev1.Verdict{v})
+	return out, nil
+}
+
+// Replay is not implemented yet.
+func (s *Server) Replay(context.Context, *vantagev1.ReplayRequest) (*vantagev1.ReplayResponse, error) {
+	return nil, s.fail("Replay", fmt.Errorf("%w: Replay (recompute a timeline from stored results) is not implemented yet", rpcerr.ErrUnimplemented))
+}
+
+// ListAudit returns the newest audit entries, newest first.
+func (s *Server) ListAudit(ctx context.Context, req *vantagev1.ListAuditRequest) (*vantagev1.ListAuditResponse, error) {
+	limit, err := boundedLimit("limit", req.GetLimit(), DefaultAuditLimit, MaxAuditLimit)
+	if err != nil {
+		return nil, s.fail("ListAudit", err)
+	}
+	es, err := s.cfg.Store.ListAudit(ctx, limit)
+	if err != nil {
+		return nil, s.fail("ListAudit", err)
+	}
+	out := &vantagev1.ListAuditResponse{}
+	for _, e := range es {
+		out.Entries = append(out.Entries, &vantagev1.AuditEntry{Id: e.ID, At: ts(e.At), Actor: e.Actor, Action: e.Action,
+			Subject: e.Subject, Detail: e.Detail})
+	}
+	return out, nil
+}

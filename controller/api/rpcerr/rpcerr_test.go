@@ -1,0 +1,39 @@
+package rpcerr
+
+import (
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vantage-net/vantage/controller/engine"
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/store"
+)
+
+func TestStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		code codes.Code
+		msg  string
+	}{
+		{"bad join token", fmt.Errorf("enroll: %w", store.ErrTokenInvalid), codes.Unauthenticated, "enroll: join token unknown, expired or used up"},
+		{"bad csr", fmt.Errorf("%w: csr_der: x", fleet.ErrBadCSR), codes.InvalidArgument, "invalid argument: bad csr: csr_der: x"},
+		{"revoked", fleet.ErrAgentRevoked, codes.PermissionDenied, "agent revoked"},
+		{"pending", fleet.ErrAgentPending, codes.FailedPrecondition, "agent awaiting approval"},
+		{"not found", fmt.Errorf("campaign %q: %w", "kp", store.ErrNotFound), codes.NotFound, `campaign "kp": not found`},
+		{"slow watcher", engine.ErrWatcherTooSlow, codes.ResourceExhausted, engine.ErrWatcherTooSlow.Error()},
+		{"already a status", status.Error(codes.Aborted, "x"), codes.Aborted, "x"},
+		{"unexpected", fmt.Errorf("disk on fire"), codes.Internal, "internal error"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := status.Convert(Status(nil, "M", tc.err))
+			if st.Code() != tc.code || st.Message() != tc.msg {
+				t.Fatalf("Status = %v %q; want %v %q", st.Code(), st.Message(), tc.code, tc.msg)
+			}
+		})
+	}
+}

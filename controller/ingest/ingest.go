@@ -1,0 +1,533 @@
+// Package ingest implements AgentService: enrolment, and the one long-lived
+// Session per agent over which assignments go down and results come up.
+// It exists to make the delivery promise hold: every batch is validated,
+// committed to the store in one transaction, and only then acknowledged;
+// duplicates (re-sent after a lost ack) are acknowledged again but never
+// counted twice. Each session is a send loop and a recv loop joined as in
+// etcd's watch server, so a slow agent never blocks anyone else.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vantage-net/vantage/controller/api/rpcerr"
+	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/store"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Limits and periods.
+const (
+	MaxBatchResults    = 10000
+	AssignmentLifetime = 10 * time.Minute
+	AssignmentRenew    = 5 * time.Minute
+	MaxVersionLen      = 64
+	sendQueue          = 64
+)
+
+// Campaigns gives the parsed ACTIVE campaigns (engine.Worker implements it).
+type Campaigns interface {
+	Active() []*campaign.Spec
+}
+
+// Observer is told about fresh results and session state (engine.Worker).
+type Observer interface {
+	Feed(agentID string, results []*vantagev1.ProbeResult)
+	SetAgentConnected(agentID string, labels map[string]string, connected bool, at time.Time)
+}
+
+// Config wires a Server.
+type Config struct {
+	Store     store.Store
+	Fleet     *fleet.Fleet
+	Campaigns Campaigns
+	Observer  Observer
+	Log       *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// AssignmentRenew overrides the renewal period (tests).
+	AssignmentRenew time.Duration
+}
+
+// SessionInfo is what ListAgents shows about a live session.
+type SessionInfo struct {
+	ConnectedAt       time.Time
+	RemoteAddr        string
+	AssignmentVersion uint64
+	Tasks             int
+}
+
+// Server implements vantagev1.AgentServiceServer.
+type Server struct {
+	vantagev1.UnimplementedAgentServiceServer
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	version atomic.Uint64
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	known    map[string]map[string]bool // agent -> task ids ever assigned
+	wg       sync.WaitGroup             // recv loops outliving their handler
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, sessions: map[string]*session{}, known: map[string]map[string]bool{}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.cfg.AssignmentRenew <= 0 {
+		s.cfg.AssignmentRenew = AssignmentRenew
+	}
+	// Versions must increase across controller restarts too; the agent
+	// also reports the version it holds, see nextVersion.
+	s.version.Store(uint64(time.Now().UnixMicro()))
+	return s
+}
+
+// Wait waits for every session goroutine to finish; call it after the gRPC
+// server has stopped.
+func (s *Server) Wait() { s.wg.Wait() }
+
+// Enroll exchanges a join token and a CSR for a client certificate.
+func (s *Server) Enroll(ctx context.Context, req *vantagev1.EnrollRequest) (*vantagev1.EnrollResponse, error) {
+	e, err := s.cfg.Fleet.Enroll(ctx, fleet.EnrollRequest{JoinToken: req.GetJoinToken(), CSRDER: req.GetCsrDer(),
+		Name: req.GetName(), Labels: req.GetLabels()})
+	if err != nil {
+		if errors.Is(err, store.ErrTokenInvalid) {
+			s.log.Info("enrolment refused", "reason", "bad join token", "name", req.GetName())
+		}
+		return nil, rpcerr.Status(s.log, "Enroll", err)
+	}
+	return &vantagev1.EnrollResponse{AgentId: e.AgentID, CertificatePem: e.CertificatePEM,
+		CaBundlePem: e.CABundlePEM, ApprovalPending: e.ApprovalPending}, nil
+}
+
+// Connected returns the live session of an agent.
+func (s *Server) Connected(agentID string) (SessionInfo, bool) {
+	s.mu.Lock()
+	sess := s.sessions[agentID]
+	s.mu.Unlock()
+	if sess == nil {
+		return SessionInfo{}, false
+	}
+	return sess.info(), true
+}
+
+// Reassign makes every live session send a fresh Assignment (campaigns
+// changed).
+func (s *Server) Reassign() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.sessions {
+		select {
+		case sess.reassign <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+}
+
+// CloseAll ends every live session with Unavailable (shutdown).
+func (s *Server) CloseAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.sessions {
+		sess.kill(status.Error(codes.Unavailable, "controller shutting down"))
+	}
+}
+
+// Disconnect ends an agent's live session at once with err (e.g. revoked).
+func (s *Server) Disconnect(agentID string, err error) bool {
+	s.mu.Lock()
+	sess := s.sessions[agentID]
+	s.mu.Unlock()
+	if sess == nil {
+		return false
+	}
+	sess.kill(err)
+	return true
+}
+
+type session struct {
+	s        *Server
+	agent    store.Agent
+	labels   map[string]string
+	stream   vantagev1.AgentService_SessionServer
+	out      chan *vantagev1.ControllerMessage
+	reassign chan struct{}
+	done     chan struct{} // closed when the handler returns
+	killc    chan struct{}
+	killOnce sync.Once
+	killErr  error
+
+	mu          sync.Mutex
+	connectedAt time.Time
+	remote      string
+	version     uint64
+	tasks       map[string]*vantagev1.Task
+	triggers    map[string]bool
+}
+
+func (ss *session) info() SessionInfo {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return SessionInfo{ConnectedAt: ss.connectedAt, RemoteAddr: ss.remote, AssignmentVersion: ss.version, Tasks: len(ss.tasks)}
+}
+
+func (ss *session) kill(err error) {
+	ss.killOnce.Do(func() {
+		ss.killErr = err
+		close(ss.killc)
+	})
+}
+
+// Session is the agent's long-lived stream.
+func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
+	ctx := stream.Context()
+	agent, err := s.cfg.Fleet.AgentFromPeer(ctx)
+	if err != nil {
+		return rpcerr.Status(s.log, "Session", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "msg: the first message must be hello")
+	}
+	if err := validateHello(hello); err != nil {
+		return rpcerr.Status(s.log, "Session", err)
+	}
+	now := s.now()
+	labels := maps.Clone(hello.GetLabels())
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, agent.Labels) // enrolment (and join token) labels win
+	remote := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		remote = p.Addr.String()
+	}
+	err = s.cfg.Store.UpdateAgentHello(ctx, agent.ID, store.AgentHello{At: now, RemoteAddr: remote,
+		AgentVersion: hello.GetAgentVersion(), Capabilities: hello.GetCapabilities(), Labels: labels,
+		Spool: hello.GetSpool(), Epoch: hello.GetEpoch()})
+	if err != nil {
+		return rpcerr.Status(s.log, "Session", fmt.Errorf("record hello: %w: %w", rpcerr.ErrUnavailable, err))
+	}
+	ss := &session{s: s, agent: agent, labels: labels, stream: stream,
+		out: make(chan *vantagev1.ControllerMessage, sendQueue), reassign: make(chan struct{}, 1),
+		done: make(chan struct{}), killc: make(chan struct{}), connectedAt: now, remote: remote,
+		version: hello.GetAssignmentVersion(), triggers: map[string]bool{}}
+
+	s.mu.Lock()
+	if old := s.sessions[agent.ID]; old != nil {
+		old.kill(status.Error(codes.Aborted, "replaced by a newer session of the same agent"))
+	}
+	s.sessions[agent.ID] = ss
+	s.mu.Unlock()
+	// A revoke between the identity check and the registration above would
+	// have found no session to close: check again now that it is visible.
+	if cur, err := s.cfg.Store.GetAgent(ctx, agent.ID); err == nil && cur.State != vantagev1.AgentState_AGENT_STATE_ACTIVE {
+		ss.kill(status.Error(codes.PermissionDenied, "agent "+agent.ID+" is "+cur.State.String()))
+	}
+	log := s.log.With("agent", agent.ID)
+	log.Info("agent session started", "remote", remote, "epoch", hello.GetEpoch(), "version", hello.GetAgentVersion())
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.SetAgentConnected(agent.ID, labels, true, now)
+	}
+	defer func() {
+		close(ss.done)
+		s.mu.Lock()
+		if s.sessions[agent.ID] == ss {
+			delete(s.sessions, agent.ID)
+		}
+		s.mu.Unlock()
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.SetAgentConnected(agent.ID, labels, false, s.now())
+		}
+		log.Info("agent session ended")
+	}()
+
+	// The send loop is the only caller of stream.Send. The recv loop runs
+	// in its own goroutine because Recv only returns once the handler has
+	// returned; s.wg waits for it.
+	errc := make(chan error, 2)
+	stopSend := make(chan struct{})
+	var sendWG sync.WaitGroup
+	sendWG.Add(1)
+	go func() {
+		defer sendWG.Done()
+		errc <- ss.sendLoop(ctx, stopSend)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		errc <- ss.recvLoop(ctx)
+	}()
+
+	select {
+	case err = <-errc:
+	case <-ss.killc:
+		err = ss.killErr
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	close(stopSend)
+	sendWG.Wait()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil && status.Code(err) != codes.Canceled && !errors.Is(err, context.Canceled) {
+		log.Warn("agent session failed", "err", err)
+	}
+	return err
+}
+
+func validateHello(h *vantagev1.Hello) error {
+	if h.GetEpoch() == 0 {
+		return fmt.Errorf("%w: hello.epoch: must be > 0", rpcerr.ErrInvalid)
+	}
+	if len(h.GetAgentVersion()) > MaxVersionLen {
+		return fmt.Errorf("%w: hello.agent_version: longer than %d", rpcerr.ErrInvalid, MaxVersionLen)
+	}
+	if err := fleet.ValidateLabels("hello.labels", h.GetLabels()); err != nil {
+		return err
+	}
+	if n := len(h.GetCapabilities().GetEngines()); n > 32 {
+		return fmt.Errorf("%w: hello.capabilities.engines: %d entries, at most 32", rpcerr.ErrInvalid, n)
+	}
+	return nil
+}
+
+// nextAssignment builds the agent's full task set with a fresh version.
+func (ss *session) nextAssignment() *vantagev1.Assignment {
+	now := ss.s.now()
+	expires := now.Add(AssignmentLifetime)
+	var tasks []*vantagev1.Task
+	if ss.s.cfg.Campaigns != nil {
+		for _, spec := range ss.s.cfg.Campaigns.Active() {
+			if spec.SelectsAgent(ss.labels) {
+				tasks = append(tasks, spec.Tasks(expires)...)
+			}
+		}
+	}
+	ss.mu.Lock()
+	v := max(ss.s.version.Add(1), ss.version+1)
+	ss.version = v
+	ss.tasks = make(map[string]*vantagev1.Task, len(tasks))
+	for _, t := range tasks {
+		ss.tasks[t.GetId()] = t
+	}
+	ss.mu.Unlock()
+	ss.s.mu.Lock()
+	k := ss.s.known[ss.agent.ID]
+	if k == nil {
+		k = map[string]bool{}
+		ss.s.known[ss.agent.ID] = k
+	}
+	for _, t := range tasks {
+		k[t.GetId()] = true
+	}
+	ss.s.mu.Unlock()
+	return &vantagev1.Assignment{Version: v, IssuedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(expires), Tasks: tasks}
+}
+
+func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}) error {
+	renew := time.NewTicker(ss.s.cfg.AssignmentRenew)
+	defer renew.Stop()
+	sendAssignment := func() error {
+		a := ss.nextAssignment()
+		ss.s.log.Debug("assignment sent", "agent", ss.agent.ID, "version", a.GetVersion(), "tasks", len(a.GetTasks()))
+		return ss.stream.Send(&vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Assignment{Assignment: a}})
+	}
+	if err := sendAssignment(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stop:
+			return nil
+		case m := <-ss.out:
+			if err := ss.stream.Send(m); err != nil {
+				return err
+			}
+		case <-renew.C:
+			if err := sendAssignment(); err != nil {
+				return err
+			}
+		case <-ss.reassign:
+			if err := sendAssignment(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// enqueue hands a message to the send loop; false when the session is over.
+func (ss *session) enqueue(ctx context.Context, m *vantagev1.ControllerMessage) bool {
+	select {
+	case ss.out <- m:
+		return true
+	case <-ss.done:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (ss *session) recvLoop(ctx context.Context) error {
+	for {
+		m, err := ss.stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch msg := m.GetMsg().(type) {
+		case *vantagev1.AgentMessage_Results:
+			if err := ss.handleBatch(ctx, msg.Results); err != nil {
+				return err
+			}
+		case *vantagev1.AgentMessage_Heartbeat:
+			if err := ss.s.cfg.Store.UpdateAgentSeen(ctx, ss.agent.ID, ss.s.now(), msg.Heartbeat.GetSpool()); err != nil {
+				return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: heartbeat: %w", rpcerr.ErrUnavailable, err))
+			}
+		case *vantagev1.AgentMessage_TaskStatus:
+			if err := ss.handleTaskStatus(ctx, msg.TaskStatus); err != nil {
+				return err
+			}
+		case *vantagev1.AgentMessage_Hello:
+			return status.Error(codes.InvalidArgument, "msg: hello sent twice in one session")
+		default:
+			return status.Error(codes.InvalidArgument, "msg: empty or unknown agent message")
+		}
+	}
+}
+
+func (ss *session) handleTaskStatus(ctx context.Context, ts *vantagev1.TaskStatus) error {
+	// An empty task_id is about the whole assignment (e.g. refused by the
+	// agent's guard).
+	if len(ts.GetTaskId()) > 256 {
+		return status.Error(codes.InvalidArgument, "task_status.task_id: longer than 256")
+	}
+	if len(ts.GetReason()) > 1024 || len(ts.GetEngine()) > 64 {
+		return status.Error(codes.InvalidArgument, "task_status: reason longer than 1024 or engine longer than 64")
+	}
+	ss.s.log.Info("agent task status", "agent", ss.agent.ID, "task", ts.GetTaskId(), "refused", ts.GetRefused(),
+		"reason", ts.GetReason(), "engine", ts.GetEngine())
+	err := ss.s.cfg.Store.SetTaskStatus(ctx, store.TaskStatus{AgentID: ss.agent.ID, TaskID: ts.GetTaskId(),
+		Refused: ts.GetRefused(), Reason: ts.GetReason(), Engine: ts.GetEngine(), At: ss.s.now()})
+	if err != nil {
+		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: task status: %w", rpcerr.ErrUnavailable, err))
+	}
+	return nil
+}
+
+// taskFor finds a task this agent was given (in this session, earlier in
+// this controller's life, or by a currently active campaign).
+func (ss *session) taskKnown(r *vantagev1.ProbeResult) bool {
+	id := r.GetTaskId()
+	ss.mu.Lock()
+	t, ok := ss.tasks[id]
+	trig := r.GetTriggerId() != "" && ss.triggers[r.GetTriggerId()]
+	ss.mu.Unlock()
+	if ok {
+		return t.GetCampaign() == r.GetCampaign() && t.GetTarget() == r.GetTarget()
+	}
+	if trig {
+		return true
+	}
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	return ss.s.known[ss.agent.ID][id]
+}
+
+// ValidateBatch checks a ResultBatch's framing and every result's shape.
+func ValidateBatch(b *vantagev1.ResultBatch) error {
+	if b.GetEpoch() == 0 {
+		return fmt.Errorf("%w: results.epoch: must be > 0", rpcerr.ErrInvalid)
+	}
+	first, last := b.GetFirstSeq(), b.GetLastSeq()
+	if first == 0 || first > last {
+		return fmt.Errorf("%w: results.first_seq %d, last_seq %d: want 1 <= first_seq <= last_seq", rpcerr.ErrInvalid, first, last)
+	}
+	n := len(b.GetResults())
+	if n > MaxBatchResults {
+		return fmt.Errorf("%w: results.results: %d results, at most %d", rpcerr.ErrInvalid, n, MaxBatchResults)
+	}
+	if uint64(n) != last-first+1 {
+		return fmt.Errorf("%w: results.results: %d results for seq %d..%d", rpcerr.ErrInvalid, n, first, last)
+	}
+	for i, r := range b.GetResults() {
+		if r.GetSeq() != first+uint64(i) {
+			return fmt.Errorf("%w: results.results[%d].seq: %d, want %d (contiguous)", rpcerr.ErrInvalid, i, r.GetSeq(), first+uint64(i))
+		}
+		if _, err := netip.ParseAddr(r.GetTarget()); err != nil {
+			return fmt.Errorf("%w: results.results[%d].target: %.64q is not an IP address", rpcerr.ErrInvalid, i, r.GetTarget())
+		}
+		if r.GetSentAt() == nil || !r.GetSentAt().IsValid() {
+			return fmt.Errorf("%w: results.results[%d].sent_at: missing or invalid", rpcerr.ErrInvalid, i)
+		}
+		if len(r.GetHops()) > 255 {
+			return fmt.Errorf("%w: results.results[%d].hops: %d hops, at most 255", rpcerr.ErrInvalid, i, len(r.GetHops()))
+		}
+	}
+	for i, g := range b.GetGaps() {
+		if g.GetEpoch() == 0 || g.GetFirstSeq() == 0 || g.GetFirstSeq() > g.GetLastSeq() {
+			return fmt.Errorf("%w: results.gaps[%d]: want epoch > 0 and 1 <= first_seq <= last_seq", rpcerr.ErrInvalid, i)
+		}
+	}
+	return nil
+}
+
+func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) error {
+	if err := ValidateBatch(b); err != nil {
+		return rpcerr.Status(ss.s.log, "Session", err)
+	}
+	for i, r := range b.GetResults() {
+		if !ss.taskKnown(r) {
+			return status.Errorf(codes.InvalidArgument, "results.results[%d].task_id: %.128q is not a task of this agent (or does not match its campaign and target)", i, r.GetTaskId())
+		}
+	}
+	fresh, err := ss.s.cfg.Store.CommitBatchFresh(ctx, ss.agent.ID, b.GetEpoch(), b.GetResults(), b.GetGaps())
+	if err != nil {
+		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
+	}
+	// The commit returned: only now may the agent forget these results.
+	ack := &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Ack{Ack: &vantagev1.Ack{Epoch: b.GetEpoch(), UpToSeq: b.GetLastSeq()}}}
+	if !ss.enqueue(ctx, ack) {
+		return ctx.Err()
+	}
+	if ss.s.cfg.Observer != nil {
+		var feed []*vantagev1.ProbeResult
+		for i, r := range b.GetResults() {
+			if fresh[i] {
+				feed = append(feed, r)
+			}
+		}
+		if len(feed) > 0 {
+			ss.s.cfg.Observer.Feed(ss.agent.ID, feed)
+		}
+	}
+	return nil
+}

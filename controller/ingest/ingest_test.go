@@ -1,0 +1,226 @@
+package ingest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/store/sqlite"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+func result(seq uint64, target string) *vantagev1.ProbeResult {
+	return &vantagev1.ProbeResult{Seq: seq, TaskId: "c/icmp/" + target, Campaign: "c", Target: target, SentAt: timestamppb.Now()}
+}
+
+func TestValidateBatch(t *testing.T) {
+	ok := func() *vantagev1.ResultBatch {
+		return &vantagev1.ResultBatch{Epoch: 1, FirstSeq: 5, LastSeq: 6, Results: []*vantagev1.ProbeResult{result(5, "192.0.2.1"), result(6, "2001:db8::1")}}
+	}
+	tests := []struct {
+		name  string
+		edit  func(b *vantagev1.ResultBatch)
+		field string // "" means valid
+	}{
+		{"valid", func(*vantagev1.ResultBatch) {}, ""},
+		{"epoch zero", func(b *vantagev1.ResultBatch) { b.Epoch = 0 }, "results.epoch"},
+		{"first after last", func(b *vantagev1.ResultBatch) { b.FirstSeq = 7 }, "results.first_seq"},
+		{"first zero", func(b *vantagev1.ResultBatch) { b.FirstSeq = 0 }, "results.first_seq"},
+		{"count mismatch", func(b *vantagev1.ResultBatch) { b.LastSeq = 7 }, "results.results"},
+		{"not contiguous", func(b *vantagev1.ResultBatch) { b.Results[1].Seq = 9 }, "results.results[1].seq"},
+		{"target not an IP", func(b *vantagev1.ResultBatch) { b.Results[0].Target = "example.com" }, "results.results[0].target"},
+		{"no sent_at", func(b *vantagev1.ResultBatch) { b.Results[0].SentAt = nil }, "results.results[0].sent_at"},
+		{"bad gap", func(b *vantagev1.ResultBatch) { b.Gaps = []*vantagev1.Gap{{Epoch: 1, FirstSeq: 3, LastSeq: 2}} }, "results.gaps[0]"},
+		{"too many", func(b *vantagev1.ResultBatch) {
+			b.FirstSeq, b.LastSeq, b.Results = 1, MaxBatchResults+1, nil
+			for i := range MaxBatchResults + 1 {
+				b.Results = append(b.Results, result(uint64(i+1), "192.0.2.1"))
+			}
+		}, "results.results"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := ok()
+			tc.edit(b)
+			err := ValidateBatch(b)
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("ValidateBatch = %v; want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("ValidateBatch = %v; want an error naming %s", err, tc.field)
+			}
+		})
+	}
+}
+
+// gatedStore holds CommitBatchFresh until release is closed.
+type gatedStore struct {
+	store.Store
+	entered   chan struct{}
+	release   chan struct{}
+	committed atomic.Bool
+}
+
+func (g *gatedStore) CommitBatchFresh(ctx context.Context, agentID string, epoch uint64, rs []*vantagev1.ProbeResult, gaps []*vantagev1.Gap) ([]bool, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	fresh, err := g.Store.CommitBatchFresh(ctx, agentID, epoch, rs, gaps)
+	g.committed.Store(err == nil)
+	return fresh, err
+}
+
+type specs []*campaign.Spec
+
+func (s specs) Active() []*campaign.Spec { return s }
+
+const spec = `name: c
+scope: {country: KP}
+targets:
+  networks:
+    - {name: net0, prefix: 198.18.0.0/24}
+  hosts: {per_network: 1}
+probes:
+  - icmp: {}
+schedule: {round: 5s}
+`
+
+func TestAckOnlyAfterCommit(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlite.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ca, _, err := fleet.LoadOrCreateCA(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := &gatedStore{Store: db, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	fl := fleet.New(gs, ca, fleet.Options{})
+	sp, err := campaign.Parse([]byte(spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvImpl := New(Config{Store: gs, Fleet: fl, Campaigns: specs{sp}})
+
+	// Real TLS on loopback, as in production.
+	cert, err := ca.IssueServerCert([]string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()})))
+	vantagev1.RegisterAgentServiceServer(srv, srvImpl)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer func() { srv.Stop(); srvImpl.Wait() }()
+
+	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "a"}}, key)
+	e, err := fl.Enroll(ctx, fleet.EnrollRequest{JoinToken: tok, CSRDER: csr, Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	clientCert, err := tls.X509KeyPair(e.CertificatePEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: ca.Pool(), Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS13})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := vantagev1.NewAgentServiceClient(conn).Session(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{Epoch: 3}}})
+	m, err := s.Recv()
+	if err != nil || m.GetAssignment() == nil || len(m.GetAssignment().GetTasks()) != 1 {
+		t.Fatalf("first message = %v, %v; want an assignment with 1 task", m, err)
+	}
+	task := m.GetAssignment().GetTasks()[0]
+
+	r := &vantagev1.ProbeResult{Seq: 1, TaskId: task.GetId(), Campaign: "c", Target: task.GetTarget(), SentAt: timestamppb.Now()}
+	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: &vantagev1.ResultBatch{
+		Epoch: 3, FirstSeq: 1, LastSeq: 1, Results: []*vantagev1.ProbeResult{r}}}})
+	<-gs.entered // the commit is in progress and held
+
+	acks := make(chan *vantagev1.Ack, 1)
+	var endErr error
+	go func() {
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				endErr = err
+				close(acks)
+				return
+			}
+			if a := m.GetAck(); a != nil {
+				acks <- a
+			}
+		}
+	}()
+	select {
+	case a := <-acks:
+		t.Fatalf("ack %v arrived while the commit was held", a)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(gs.release)
+	a, ok := <-acks
+	if !ok || a.GetUpToSeq() != 1 || a.GetEpoch() != 3 {
+		t.Fatalf("ack = %v; want epoch 3 up to 1", a)
+	}
+	if !gs.committed.Load() {
+		t.Fatal("ack arrived before the commit returned")
+	}
+
+	// A result for a task this agent was never given is refused.
+	r2 := &vantagev1.ProbeResult{Seq: 2, TaskId: "other/icmp/192.0.2.9", Campaign: "other", Target: "192.0.2.9", SentAt: timestamppb.Now()}
+	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: &vantagev1.ResultBatch{
+		Epoch: 3, FirstSeq: 2, LastSeq: 2, Results: []*vantagev1.ProbeResult{r2}}}})
+	for range acks {
+	}
+	if status.Code(endErr) != codes.InvalidArgument || !strings.Contains(endErr.Error(), "task_id") {
+		t.Fatalf("stream ended with %v; want InvalidArgument naming task_id", endErr)
+	}
+	n := 0
+	db.QueryResults(ctx, store.ResultQuery{}, func(store.StoredResult) error { n++; return nil })
+	if n != 1 {
+		t.Fatalf("stored %d results; want 1 (the unknown task's result refused)", n)
+	}
+}
