@@ -1,0 +1,99 @@
+// Command vantage-controller is the vantage controller: it enrols agents,
+// assigns them campaign tasks, stores their results in SQLite, runs the
+// verdict engines and answers operators, all on one TLS port. This file is
+// flags, signals and wiring only; the work is in controller/*.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/store/sqlite"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level: want debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}
+
+func newRootCmd() *cobra.Command {
+	var cfg Config
+	var logLevel string
+	root := &cobra.Command{
+		Use:           "vantage-controller",
+		Short:         "The vantage controller: agents, campaigns, results, verdicts, operators",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lvl, err := parseLevel(logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return Run(ctx, cfg)
+		},
+	}
+	f := root.Flags()
+	f.StringVar(&cfg.DataDir, "data", "/var/lib/vantage", "data directory (created 0700): ca.pem, ca-key.pem, admin.token, vantage.db")
+	f.StringVar(&cfg.Listen, "listen", ":7443", "TLS listen address for agents, operators, health and reflection")
+	f.StringSliceVar(&cfg.TLSSANs, "tls-san", nil, "extra DNS name or IP for the server certificate (repeatable)")
+	f.BoolVar(&cfg.ApproveAgents, "approve-agents", false, "new agents stay PENDING until an admin approves them (vantagectl agents approve)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&cfg.EvaluateEvery, "evaluate-every", 250*time.Millisecond, "how often the verdict engines are evaluated")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "graceful stop deadline before connections are cut")
+	root.AddCommand(newTokenCmd())
+	return root
+}
+
+// newTokenCmd creates operator tokens offline, straight in the database
+// (OperatorService has no RPC for them; the admin token comes first).
+func newTokenCmd() *cobra.Command {
+	var dataDir, name, role string
+	cmd := &cobra.Command{
+		Use:   "operator-token",
+		Short: "Create an operator bearer token (viewer, operator or admin) and print it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := store.ParseRole(role)
+			if err != nil {
+				return fmt.Errorf("--role: %w", err)
+			}
+			st, err := sqlite.Open(cmd.Context(), dataDir)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			tok, err := fleet.New(st, nil, fleet.Options{}).CreateOperatorToken(cmd.Context(), name, r)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "/var/lib/vantage", "the controller's data directory")
+	cmd.Flags().StringVar(&name, "name", "", "token name, shown in the audit log as operator:<name>")
+	cmd.Flags().StringVar(&role, "role", "viewer", "viewer, operator or admin")
+	cmd.MarkFlagRequired("name")
+	return cmd
+}

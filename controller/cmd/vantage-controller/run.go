@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/vantage-net/vantage/controller/api"
+	"github.com/vantage-net/vantage/controller/engine"
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/ingest"
+	"github.com/vantage-net/vantage/controller/store/sqlite"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Server-side transport limits.
+const (
+	MaxRecvMsgSize = 4 << 20
+	// KeepaliveMinTime: clients pinging more often than this are cut off
+	// (GOAWAY too_many_pings). Agents should ping every >= 15s.
+	KeepaliveMinTime = 10 * time.Second
+)
+
+// Config is everything the flags set.
+type Config struct {
+	DataDir         string
+	Listen          string
+	TLSSANs         []string
+	ApproveAgents   bool
+	EvaluateEvery   time.Duration
+	ShutdownTimeout time.Duration
+	Log             *slog.Logger
+	// Ready, if set, receives the bound listen address once serving (tests).
+	Ready func(addr net.Addr)
+}
+
+// Run starts the controller and serves until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("--data: %w", err)
+	}
+	st, err := sqlite.Open(ctx, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	now := time.Now()
+	ca, created, err := fleet.LoadOrCreateCA(cfg.DataDir, now)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("controller CA created", "dir", cfg.DataDir)
+	}
+	fl := fleet.New(st, ca, fleet.Options{ApproveAgents: cfg.ApproveAgents, Log: log})
+	adminPath, adminCreated, err := fl.EnsureAdminToken(ctx, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.IssueServerCert(fleet.HostSANs(cfg.TLSSANs), now)
+	if err != nil {
+		return err
+	}
+
+	var ing *ingest.Server
+	worker := engine.New(engine.Options{Store: st, Log: log, EvaluateEvery: cfg.EvaluateEvery,
+		OnTransitions: func(ts []*vantagev1.Transition) { ing.Localise(ts) }})
+	if err := worker.Reload(ctx); err != nil {
+		log.Warn("some campaigns could not be loaded", "err", err)
+	}
+	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: worker, Log: log})
+	worker.Start(ctx)
+	defer worker.Close()
+	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Log: log})
+
+	tlsCfg := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    ca.Pool(),
+	}
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(ops.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(ops.StreamInterceptor()),
+	)
+	vantagev1.RegisterAgentServiceServer(srv, ing)
+	vantagev1.RegisterOperatorServiceServer(srv, ops)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	for _, name := range []string{"", vantagev1.AgentService_ServiceDesc.ServiceName, vantagev1.OperatorService_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	reflection.Register(srv)
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	log.Info("controller listening", "addr", lis.Addr().String(), "ca_hash", ca.Hash(), "admin_token", adminPath,
+		"admin_token_created", adminCreated, "data", cfg.DataDir, "approve_agents", cfg.ApproveAgents)
+	if cfg.Ready != nil {
+		cfg.Ready(lis.Addr())
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+
+	select {
+	case err := <-serveErr:
+		hs.Shutdown()
+		ing.CloseAll()
+		ing.Wait()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("controller stopping")
+	hs.Shutdown()
+	ing.CloseAll()
+	worker.Close() // ends verdict watchers with Unavailable
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	timeout := cfg.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	select {
+	case <-stopped:
+	case <-time.After(timeout):
+		log.Warn("graceful stop timed out; closing connections", "timeout", timeout)
+		srv.Stop()
+		<-stopped
+	}
+	ing.Wait()
+	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("controller stopped")
+	return nil
+}
