@@ -13,8 +13,10 @@
 // results still in flight can arrive. Rounds close strictly in order; an
 // observation for a closed round is dropped ("too old"), as is one for a
 // negative round or for a round more than two rounds ahead of the latest
-// now the engine has seen ("too new"). Before the first Evaluate, at most
-// MaxOpenRounds distinct rounds are buffered. The first Evaluate starts the
+// now the engine has seen ("too new"), so the owner should call Evaluate
+// (or SetAgentConnected) at least once per round. At most
+// ceil(Grace/Round)+4 rounds (never more than MaxOpenRounds) are open at
+// once, before the first Evaluate too. The first Evaluate starts the
 // timeline at the earliest buffered plausible round, or at the current
 // round. Stretches where no vantage has fresh data are fast-forwarded in
 // O(1) after one UNKNOWN round, so a long gap costs nothing.
