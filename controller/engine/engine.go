@@ -57,8 +57,11 @@ type Options struct {
 }
 
 type running struct {
-	mu      sync.Mutex // guards eng
-	eng     *verdict.Engine
+	mu  sync.Mutex // guards eng and last
+	eng *verdict.Engine
+	// last is the newest stored state per verdict id, so a rebuilt engine
+	// (restart, re-apply) does not log "UNSPECIFIED -> same state" again.
+	last    map[string]vantagev1.State
 	spec    *campaign.Spec
 	stored  store.Campaign
 	version uint64
@@ -221,7 +224,14 @@ func (w *Worker) build(ctx context.Context, c store.Campaign) (*running, error) 
 	if err != nil {
 		return nil, fmt.Errorf("verdict engine: %w", err)
 	}
-	r := &running{eng: eng, spec: spec, stored: c, version: c.Version}
+	r := &running{eng: eng, spec: spec, stored: c, version: c.Version, last: map[string]vantagev1.State{}}
+	prev, err := w.opts.Store.Timeline(ctx, store.TimelineQuery{Campaign: c.Name, Limit: 10000})
+	if err != nil {
+		return nil, fmt.Errorf("last states: %w", err)
+	}
+	for _, t := range prev {
+		r.last[t.GetVerdictId()] = t.GetTo()
+	}
 	now := w.now()
 	// Re-feed recent history so a restart or an edit does not start blind.
 	q := store.ResultQuery{Campaign: c.Name}
@@ -322,7 +332,13 @@ func (w *Worker) Evaluate(ctx context.Context) error {
 	var ts []*vantagev1.Transition
 	for _, r := range w.all() {
 		r.mu.Lock()
-		ts = append(ts, r.eng.Evaluate(now)...)
+		for _, t := range r.eng.Evaluate(now) {
+			if t.GetFrom() == vantagev1.State_STATE_UNSPECIFIED && r.last[t.GetVerdictId()] == t.GetTo() {
+				continue // a rebuilt engine rediscovering the stored state
+			}
+			r.last[t.GetVerdictId()] = t.GetTo()
+			ts = append(ts, t)
+		}
 		r.mu.Unlock()
 	}
 	if len(ts) == 0 {

@@ -115,14 +115,19 @@ func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
 	for _, id := range agents {
 		w.SetAgentConnected(id, nil, true, start)
 	}
+	seq := map[string]uint64{}
 	for round := int64(0); round < 6; round++ {
 		roundStart := start.Add(time.Duration(round) * sp.Round())
 		for _, id := range agents {
 			var rs []*vantagev1.ProbeResult
 			for _, tg := range sp.Targets() {
-				rs = append(rs, &vantagev1.ProbeResult{Campaign: "a", Target: tg.Addr.String(), Round: round,
+				seq[id]++
+				rs = append(rs, &vantagev1.ProbeResult{Seq: seq[id], Campaign: "a", Target: tg.Addr.String(), Round: round,
 					Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.New(roundStart.Add(time.Second)),
 					Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 2000})
+			}
+			if _, _, err := db.CommitBatch(ctx, id, 1, rs, nil); err != nil {
+				t.Fatal(err)
 			}
 			w.Feed(id, rs)
 		}
@@ -152,6 +157,28 @@ func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
 	}
 	if len(w.Verdicts("a", vantagev1.Level_LEVEL_SCOPE)) == 0 {
 		t.Fatal("no scope verdict for campaign a")
+	}
+
+	// A rebuilt engine (restart) that finds the same states logs nothing new.
+	w2 := New(Options{Store: db, Now: clk.Now})
+	defer w2.Close()
+	if err := w2.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range agents {
+		w2.SetAgentConnected(id, nil, true, start)
+	}
+	if err := w2.Evaluate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again, err := db.Timeline(ctx, store.TimelineQuery{Campaign: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range again[len(stored):] {
+		if tr.GetFrom() == vantagev1.State_STATE_UNSPECIFIED {
+			t.Errorf("restart re-logged %s -> %s for %s", tr.GetFrom(), tr.GetTo(), tr.GetVerdictId())
+		}
 	}
 }
 

@@ -285,19 +285,24 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 		errc <- ss.recvLoop(ctx)
 	}()
 
+	killed := false
 	select {
 	case err = <-errc:
 	case <-ss.killc:
-		err = ss.killErr
+		err, killed = ss.killErr, true
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	close(stopSend)
 	sendWG.Wait()
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, io.EOF):
 		return nil
-	}
-	if err != nil && status.Code(err) != codes.Canceled && !errors.Is(err, context.Canceled) {
+	case killed: // revoked, replaced or shutting down: expected
+		log.Info("agent session closed by controller", "reason", status.Convert(err).Message())
+	case status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled):
+		log.Debug("agent session cancelled")
+	case err != nil:
 		log.Warn("agent session failed", "err", err)
 	}
 	return err
