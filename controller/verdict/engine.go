@@ -16,7 +16,10 @@
 // now the engine has seen ("too new"), so the owner should call Evaluate
 // (or SetAgentConnected) at least once per round. At most
 // ceil(Grace/Round)+4 rounds (never more than MaxOpenRounds) are open at
-// once, before the first Evaluate too. The first Evaluate starts the
+// once. Before the first Evaluate (while history is re-fed) up to
+// MaxOpenRounds rounds are kept, the oldest evicted first. The first
+// Evaluate drops buffered rounds more than MaxOpenRounds behind or
+// futureRounds ahead of now, and starts the
 // timeline at the earliest buffered plausible round, or at the current
 // round. Stretches where no vantage has fresh data are fast-forwarded in
 // O(1) after one UNKNOWN round, so a long gap costs nothing.
@@ -72,6 +75,7 @@
 package verdict
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -162,6 +166,7 @@ type roundBuf struct {
 	n                int64
 	rows             []*row  // by agent index; nil: no report
 	minSent, maxSent []int64 // per target, Unix ns; 0: none
+	obs              uint64  // observations accepted
 }
 
 type status uint8
@@ -482,6 +487,7 @@ func (e *Engine) Observe(o Observation) {
 			}
 		}
 	}
+	rb.obs++
 	e.stats.Accepted++
 }
 
@@ -507,7 +513,19 @@ func (e *Engine) buffer(n int64) *roundBuf {
 			return rb
 		}
 	}
-	if len(e.open) >= e.maxOpen() {
+	if !e.started && len(e.open) >= MaxOpenRounds {
+		// Re-feeding history before the first Evaluate: keep the newest
+		// rounds, they are the ones about to close.
+		oldest := slices.MinFunc(e.open, func(a, b *roundBuf) int { return cmp.Compare(a.n, b.n) })
+		if oldest.n > n {
+			e.stats.TooOld++
+			return nil
+		}
+		e.take(oldest.n)
+		e.stats.TooOld += oldest.obs
+		e.drop(oldest)
+	}
+	if e.started && len(e.open) >= e.maxOpen() {
 		e.stats.TooNew++
 		return nil
 	}
@@ -573,9 +591,9 @@ func (e *Engine) Evaluate(now time.Time) []*vantagev1.Transition {
 		for _, rb := range e.open {
 			if rb.n > cur+futureRounds || rb.n < cur-MaxOpenRounds {
 				if rb.n > cur {
-					e.stats.TooNew++
+					e.stats.TooNew += rb.obs
 				} else {
-					e.stats.TooOld++
+					e.stats.TooOld += rb.obs
 				}
 				e.drop(rb)
 				continue

@@ -671,3 +671,22 @@ func FuzzObserve(f *testing.F) {
 		}
 	})
 }
+
+// TestRefeedBeforeFirstEvaluate: a new engine is fed the last rounds of
+// stored history before it knows the time; the newest rounds must survive.
+func TestRefeedBeforeFirstEvaluate(t *testing.T) {
+	cfg := labConfig()
+	e := newEngine(t, cfg)
+	for n := int64(0); n < MaxOpenRounds+4; n++ {
+		feed(e, cfg, n, agents3, allUp)
+	}
+	want := uint64(4 * 3 * 18) // the 4 oldest rounds were evicted
+	if got := e.Stats().TooOld; got != want {
+		t.Errorf("TooOld %d, want %d", got, want)
+	}
+	last := int64(MaxOpenRounds + 3)
+	trs := e.Evaluate(closeAt(last))
+	if e.ClosedRound() != last || len(trs) != 23 || trs[0].GetRound() != 4 {
+		t.Errorf("ClosedRound %d, %d transitions, first in round %d", e.ClosedRound(), len(trs), trs[0].GetRound())
+	}
+}
