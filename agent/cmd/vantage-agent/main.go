@@ -126,8 +126,8 @@ func run(ctx context.Context, o options) error {
 		}
 		return err
 	}
-	log = log.With(slog.String("agent_id", id.AgentID))
-	log.Info("agent starting", slog.String("version", version), slog.Uint64("epoch", id.Epoch), slog.String("controller", o.controller))
+	log.Info("agent starting", slog.String("agent_id", id.AgentID), slog.String("version", version),
+		slog.Uint64("epoch", id.Epoch), slog.String("controller", o.controller))
 
 	var client *uplink.Client
 	sched := schedule.New(schedule.Config{
