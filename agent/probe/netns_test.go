@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/vantage-net/vantage/agent/probe/icmp"
+
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -165,4 +167,19 @@ func TestRealNamespacePath(t *testing.T) {
 			}
 		})
 	}
+	t.Run("icmp over a datagram socket", func(t *testing.T) {
+		var res *vantagev1.ProbeResult
+		inNS(t, "vat-h", func() {
+			// Datagram ICMP sockets allowed for every group, in vat-h only
+			// (/proc/sys/net follows the calling thread's namespace).
+			if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0o644); err != nil {
+				t.Fatalf("ping_group_range in vat-h: %v", err)
+			}
+			res = icmp.New(icmp.Support{Dgram4: true}, nil).Probe(context.Background(),
+				&vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "10.99.2.2"})
+		})
+		if res.GetOutcome() != vantagev1.Outcome_OUTCOME_REPLY || res.GetEngine() != icmp.EngineUDP {
+			t.Fatalf("outcome/engine = %v/%q (error %q), want REPLY/%q", res.GetOutcome(), res.GetEngine(), res.GetError(), icmp.EngineUDP)
+		}
+	})
 }
