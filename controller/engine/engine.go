@@ -28,7 +28,6 @@ import (
 // Defaults for Options.
 const (
 	DefaultEvaluateEvery = 250 * time.Millisecond
-	DefaultGrace         = 3 * time.Second
 	DefaultFreshRounds   = 3
 	DefaultRefeedRounds  = 5
 	DefaultWatcherBuffer = 256
@@ -40,7 +39,8 @@ type Options struct {
 	Log   *slog.Logger
 	// EvaluateEvery is the ticker period.
 	EvaluateEvery time.Duration
-	// Grace is how long after a round ends its results are awaited.
+	// Grace is how long after a round ends its results are awaited; zero
+	// means GraceFor(the campaign's round).
 	Grace time.Duration
 	// FreshRounds: data older than this many rounds is stale.
 	FreshRounds int
@@ -94,9 +94,6 @@ type Worker struct {
 func New(opts Options) *Worker {
 	if opts.EvaluateEvery <= 0 {
 		opts.EvaluateEvery = DefaultEvaluateEvery
-	}
-	if opts.Grace <= 0 {
-		opts.Grace = DefaultGrace
 	}
 	if opts.FreshRounds <= 0 {
 		opts.FreshRounds = DefaultFreshRounds
@@ -154,8 +151,22 @@ func (w *Worker) Close() error {
 	return nil
 }
 
-// ConfigFor turns a campaign into the verdict engine's configuration.
+// GraceFor is how long after a round ends the engine waits for that round's
+// results when no grace is configured: a third of the round, at least 1s and
+// at most 30s. Campaign validation guarantees that a round's probes (jitter,
+// timeouts and retries) end before the round does, so what is left to wait
+// for is the agent's batching (500ms) and clock skew. A longer grace only
+// delays every verdict.
+func GraceFor(round time.Duration) time.Duration {
+	return min(max(round/3, time.Second), 30*time.Second)
+}
+
+// ConfigFor turns a campaign into the verdict engine's configuration. A
+// grace of zero means GraceFor(spec.Round()).
 func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdict.Config {
+	if grace <= 0 {
+		grace = GraceFor(spec.Round())
+	}
 	var targets []verdict.Target
 	for _, t := range spec.Targets() {
 		targets = append(targets, verdict.Target{Addr: t.Addr.String(), Network: t.Network, Role: t.Role})

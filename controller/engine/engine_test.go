@@ -131,7 +131,7 @@ func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
 			}
 			w.Feed(id, rs)
 		}
-		clk.Set(roundStart.Add(sp.Round() + DefaultGrace + time.Second))
+		clk.Set(roundStart.Add(sp.Round() + GraceFor(sp.Round()) + time.Second))
 		if err := w.Evaluate(ctx); err != nil {
 			t.Fatal(err)
 		}
