@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"flag"
 	"io"
 	"log/slog"
 	"os"
@@ -28,6 +29,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	code := func() int {
 		if os.Geteuid() != 0 || testing.Short() {
 			return m.Run() // the e2e test skips itself with the reason
@@ -166,6 +168,18 @@ func TestE2ELab(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 		t.Logf("scope states seen while vantage-b was isolated for %s: %v", 5*round, seen)
+		agents, err := h.Operator.ListAgents(h.Authed(ctx), &vantagev1.ListAgentsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range agents.GetAgents() {
+			if a.GetName() == "vantage-b" {
+				t.Logf("vantage-b: healthy=%v reason=%q", a.GetHealthy(), a.GetHealthReason())
+				if a.GetHealthy() {
+					t.Errorf("isolated vantage-b is listed as healthy")
+				}
+			}
+		}
 		if err := h.Lab.Unisolate("vantage-b"); err != nil {
 			t.Fatal(err)
 		}
@@ -195,23 +209,35 @@ func TestE2ELab(t *testing.T) {
 		if err := h.Lab.Restore("net0", "net1"); err != nil {
 			t.Fatal(err)
 		}
-		v := waitScope(t, 6, func(v *vantagev1.Verdict) bool { return v.GetState() == vantagev1.State_STATE_DEGRADED })
+		// The round in which routes come back may be half good; wait until
+		// the networks settle, then check all four.
+		wantNet := map[string]vantagev1.State{
+			"net0": vantagev1.State_STATE_REACHABLE, "net1": vantagev1.State_STATE_REACHABLE,
+			"net2": vantagev1.State_STATE_UNREACHABLE, "net3": vantagev1.State_STATE_UNREACHABLE,
+		}
+		var nets []*vantagev1.Verdict
+		settled := func() bool {
+			resp, err := h.Operator.GetVerdicts(h.Authed(ctx), &vantagev1.GetVerdictsRequest{Campaign: name, Level: vantagev1.Level_LEVEL_NETWORK})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nets = resp.GetVerdicts()
+			for _, nv := range nets {
+				if nv.GetState() != wantNet[nv.GetSubject()] {
+					return false
+				}
+			}
+			return len(nets) == len(wantNet)
+		}
+		v := waitScope(t, 6, func(v *vantagev1.Verdict) bool {
+			return v.GetState() == vantagev1.State_STATE_DEGRADED && settled()
+		})
 		up, down := slices.Sorted(slices.Values(v.GetUpChildren())), slices.Sorted(slices.Values(v.GetDownChildren()))
 		if !slices.Equal(up, []string{"net0", "net1"}) || !slices.Equal(down, []string{"net2", "net3"}) {
 			t.Errorf("partial restoration: up=%v down=%v, want up=[net0 net1] down=[net2 net3]", up, down)
 		}
-		resp, err := h.Operator.GetVerdicts(h.Authed(ctx), &vantagev1.GetVerdictsRequest{Campaign: name, Level: vantagev1.Level_LEVEL_NETWORK})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, nv := range resp.GetVerdicts() {
-			want := vantagev1.State_STATE_UNREACHABLE
-			if nv.GetSubject() == "net0" || nv.GetSubject() == "net1" {
-				want = vantagev1.State_STATE_REACHABLE
-			}
-			if nv.GetState() != want {
-				t.Errorf("network %s is %s, want %s", nv.GetSubject(), nv.GetState(), want)
-			}
+		for _, nv := range nets {
+			t.Logf("network %s: %s", nv.GetSubject(), shortState(nv.GetState()))
 		}
 		tr := firstScopeTransition(t, at, vantagev1.State_STATE_DEGRADED)
 		t.Logf("partial restoration detected after %.2f rounds", tr.GetDetectedAt().AsTime().Sub(at).Seconds()/round.Seconds())
