@@ -170,14 +170,14 @@ func shortState(s vantagev1.State) string {
 
 // WriteTimeline prints the scope and network transitions relative to t0.
 func WriteTimeline(w io.Writer, t0 time.Time, timeline []*vantagev1.Transition) {
-	fmt.Fprintf(w, "%-9s %-8s %-8s %-12s %-26s %-17s %s\n", "T+", "LEVEL", "SUBJECT", "STATE", "ONSET WINDOW (T+)", "LOCATION", "DOWN")
+	fmt.Fprintf(w, "%-7s %-8s %-8s %-25s %-17s %-15s %s\n", "T+", "LEVEL", "SUBJECT", "TRANSITION", "ONSET WINDOW (T+)", "LOCATION", "DOWN")
 	for _, tr := range timeline {
 		if tr.GetLevel() == vantagev1.Level_LEVEL_TARGET {
 			continue
 		}
 		rel := func(t time.Time) string { return fmt.Sprintf("%.1fs", t.Sub(t0).Seconds()) }
-		onset := rel(tr.GetOnsetEarliest().AsTime()) + " .. " + rel(tr.GetOnsetLatest().AsTime())
-		fmt.Fprintf(w, "%-9s %-8s %-8s %-12s %-26s %-17s %s\n",
+		onset := rel(tr.GetOnsetEarliest().AsTime()) + ".." + rel(tr.GetOnsetLatest().AsTime())
+		fmt.Fprintf(w, "%-7s %-8s %-8s %-25s %-17s %-15s %s\n",
 			rel(tr.GetDetectedAt().AsTime()),
 			strings.TrimPrefix(tr.GetLevel().String(), "LEVEL_"),
 			tr.GetSubject(),

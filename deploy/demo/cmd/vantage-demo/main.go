@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -146,6 +147,15 @@ func play(ctx context.Context, cfg demo.Config, spec []byte, out io.Writer) (err
 	demo.WriteTimeline(out, t0, timeline)
 	fmt.Fprintln(out, "\ndetection latency (fault injected -> controller's transition):")
 	demo.WriteDetections(out, records, round)
+	fmt.Fprintln(out, "\nthe same scope timeline through the operator CLI (vantagectl timeline --level scope):")
+	ctl := h.Lab.Command(ctx, "controller", filepath.Join(cfg.BinDir, "vantagectl"),
+		"--controller", h.ControllerAddr(), "--ca", filepath.Join(h.DataDir(), "ca.pem"),
+		"--token-file", filepath.Join(h.DataDir(), "admin.token"),
+		"timeline", "--campaign", camp.GetName(), "--level", "scope")
+	ctl.Stdout, ctl.Stderr = out, out
+	if err := ctl.Run(); err != nil {
+		return fmt.Errorf("vantagectl timeline: %w", err)
+	}
 	var missing []string
 	for _, r := range records {
 		if r.Phase.Expect != vantagev1.State_STATE_UNSPECIFIED && r.Detected == nil {
