@@ -37,6 +37,9 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := l.addRoutes(ctx); err != nil {
 		return err
 	}
+	if err := l.installAnyIPs(ctx); err != nil {
+		return err
+	}
 	if err := l.installNftables(ctx); err != nil {
 		return err
 	}

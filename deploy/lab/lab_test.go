@@ -504,3 +504,50 @@ func TestRealLabCustomTopology(t *testing.T) {
 	}
 	wantPing(t, l, "v", "192.0.2.10", true) // and nothing was touched
 }
+
+// TestRealLabAnyIP builds good_anyip.yaml and checks that arbitrary
+// addresses of the AnyIP prefixes answer ICMP echo (IPv4 and IPv6) and TCP
+// from inside the network, that a traceroute reaches them through the
+// routers, and that AddAnyIP does the same on a running lab.
+func TestRealLabAnyIP(t *testing.T) {
+	needLab(t)
+	topo, err := LoadTopology("testdata/good_anyip.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Up(context.Background(), topo, Options{Prefix: "vbt1", Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, addr := range []string{"198.19.0.0", "198.19.0.1", "198.19.123.45", "198.19.255.255", "2001:db8:ffff::1", "2001:db8:ffff::beef"} {
+		t.Run("ping "+addr, func(t *testing.T) { wantPing(t, l, "v", addr, true) })
+	}
+	t.Run("tcp", func(t *testing.T) {
+		if got, err := tcpBanner(t, l, "v", "198.19.77.3"); err != nil || got != "vantage-lab n" {
+			t.Errorf("banner %q, %v", got, err)
+		}
+	})
+	t.Run("traceroute", func(t *testing.T) {
+		if got, want := traceHops(t, l, "v", "198.19.200.9"), []string{"10.0.0.1", "10.0.2.2", "198.19.200.9"}; !slices.Equal(got, want) {
+			t.Errorf("hops %v, want %v", got, want)
+		}
+	})
+	t.Run("outside", func(t *testing.T) { wantPing(t, l, "v", "198.20.0.1", false) })
+	t.Run("AddAnyIP", func(t *testing.T) {
+		if err := l.AddAnyIP("n", netip.MustParsePrefix("198.20.0.0/24")); err != nil {
+			t.Fatal(err)
+		}
+		wantPing(t, l, "v", "198.20.0.1", true)
+		if err := l.AddAnyIP("n", netip.MustParsePrefix("192.0.2.0/25")); err == nil || !strings.Contains(err.Error(), "overlaps") {
+			t.Errorf("AddAnyIP over the network's own prefix = %v, want an overlap error", err)
+		}
+		if err := l.AddAnyIP("r", netip.MustParsePrefix("198.21.0.0/24")); !errors.Is(err, ErrUnknownNode) {
+			t.Errorf("AddAnyIP on a router = %v, want ErrUnknownNode", err)
+		}
+	})
+}

@@ -46,9 +46,13 @@ type Topology struct {
 
 // Node is one namespace.
 type Node struct {
-	Name   string   `yaml:"name"`
-	Role   Role     `yaml:"role"`
-	Hosts  []string `yaml:"hosts"`
+	Name  string   `yaml:"name"`
+	Role  Role     `yaml:"role"`
+	Hosts []string `yaml:"hosts"`
+	// AnyIP (network only): prefixes every address of which answers from
+	// inside the network (a "local" route on lo), routed along the
+	// network's own path. See anyip.go.
+	AnyIP  []string `yaml:"anyip"`
 	Routes []Route  `yaml:"routes"`
 }
 
@@ -80,6 +84,7 @@ type nodeInfo struct {
 	role   Role
 	addrs  []netip.Prefix // every address, in file order (hosts first)
 	hosts  []netip.Prefix
+	anyip  []netip.Prefix
 	routes []route
 	ifaces []iface
 }
@@ -184,7 +189,14 @@ func (t *Topology) validate() error {
 		if err != nil {
 			return err
 		}
-		info := &nodeInfo{name: n.Name, role: n.Role, hosts: hosts, addrs: slices.Clone(hosts)}
+		if len(n.AnyIP) > 0 && n.Role != RoleNetwork {
+			return fmt.Errorf("%s.anyip: only nodes with role network answer on AnyIP prefixes", f)
+		}
+		anyip, err := parsePrefixes(f+".anyip", n.AnyIP)
+		if err != nil {
+			return err
+		}
+		info := &nodeInfo{name: n.Name, role: n.Role, hosts: hosts, anyip: anyip, addrs: slices.Clone(hosts)}
 		for j, r := range n.Routes {
 			rf := fmt.Sprintf("%s.routes[%d]", f, j)
 			via, err := netip.ParseAddr(r.Via)
@@ -250,6 +262,13 @@ func (t *Topology) validate() error {
 		}
 		if len(info.ifaces) == 0 {
 			return fmt.Errorf("nodes[%d]: node %q has no links", i, n.Name)
+		}
+	}
+	for i, n := range t.Nodes {
+		for j, p := range t.byName[n.Name].anyip {
+			if err := t.checkAnyIP(n.Name, p); err != nil {
+				return fmt.Errorf("nodes[%d].anyip[%d]: %w", i, j, err)
+			}
 		}
 	}
 	edge, ok := t.byName[t.Faults.Edge]

@@ -198,3 +198,65 @@ func FuzzParseTopology(f *testing.F) {
 		}
 	})
 }
+
+func TestAnyIPTopologyErrors(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want string
+	}{
+		{"bad_anyip_on_router.yaml", `invalid topology: nodes[3].anyip: only nodes with role network answer on AnyIP prefixes`},
+		{"bad_anyip_host_bits.yaml", `invalid topology: nodes[4].anyip[0]: 198.19.0.1/16 has host bits set (want 198.19.0.0/16)`},
+		{"bad_anyip_overlap.yaml", `invalid topology: nodes[4].anyip[0]: 192.0.0.0/8 overlaps 192.0.2.1/24 of node "b"`},
+		{"bad_anyip_overlap_anyip.yaml", `invalid topology: nodes[4].anyip[0]: 198.19.0.0/16 overlaps AnyIP prefix 198.19.128.0/17 of node "n"`},
+		{"bad_anyip_no_host.yaml", `invalid topology: nodes[4].anyip[1]: network "n" has no IPv6 host to route 2001:db8:ffff::/112 to`},
+		{"bad_anyip_bad_prefix.yaml", `invalid topology: nodes[4].anyip[0]: "198.19.0.0/66" is not an address/length: netip.ParsePrefix("198.19.0.0/66"): prefix length out of range`},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			path := filepath.Join("testdata", tc.file)
+			_, err := LoadTopology(path)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, ErrTopology) {
+				t.Errorf("error %v does not wrap ErrTopology", err)
+			}
+			if got, want := err.Error(), path+": "+tc.want; got != want {
+				t.Errorf("error\n got: %s\nwant: %s", got, want)
+			}
+		})
+	}
+}
+
+// TestAnyIPRoutes checks that an AnyIP prefix is routed along the network's
+// own path: like the network's prefix where a router has a route for it, via
+// the network's first host at the router it hangs off.
+func TestAnyIPRoutes(t *testing.T) {
+	topo, err := LoadTopology("testdata/good_anyip.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := offlineLab(t, topo, "x")
+	if got, want := l.AnyIP("n"), []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16"), netip.MustParsePrefix("2001:db8:ffff::/112")}; !slices.Equal(got, want) {
+		t.Errorf("AnyIP(n) = %v, want %v", got, want)
+	}
+	if got := l.AnyIP("r"); len(got) != 0 {
+		t.Errorf("AnyIP(r) = %v, want none", got)
+	}
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"198.19.0.0/16", []string{"r 198.19.0.0/16 via 10.0.2.2", "b 198.19.0.0/16 via 192.0.2.10"}},
+		{"2001:db8:ffff::/112", []string{"r 2001:db8:ffff::/112 via 2001:db8:2::2", "b 2001:db8:ffff::/112 via 2001:db8:18::10"}},
+	} {
+		t.Run(tc.prefix, func(t *testing.T) {
+			var got []string
+			for _, nr := range topo.anyIPRoutes("n", netip.MustParsePrefix(tc.prefix)) {
+				got = append(got, nr.node+" "+nr.r.dst.String()+" via "+nr.r.via.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("routes\n got: %q\nwant: %q", got, tc.want)
+			}
+		})
+	}
+}
