@@ -28,6 +28,7 @@
 //	  hosts: {per_network: 4}      # for networks without hosts (see below); discover: true is not supported yet
 //	  upstreams: [198.51.100.42]   # role UPSTREAM; "auto" is not supported yet
 //	  controls: [192.0.2.1]        # role CONTROL, outside every network
+//	  rir: {file: PATH, country: KP} # client side only: vantagectl expands it into networks (rirexpand.go)
 //	probes:                        # >= 1, each exactly one of icmp, tcp, trace; each kind at most once
 //	  - icmp: {retries: 0, timeout: 2s, payload_bytes: 16}           # retries 0..5
 //	  - tcp: {ports: [80, 443], mode: connect, timeout: 2s}           # mode connect (default) | syn
@@ -299,6 +300,10 @@ func (s *Spec) decodeTargets(path string, n *yaml.Node) error {
 			return decodeAddrList(p, v, MaxTargets, &t.upstreams)
 		}},
 		{"controls", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &t.controls) }},
+		{"rir", func(p string, v *yaml.Node) error {
+			return fieldErr(p, "must be expanded before the campaign reaches the controller: `vantagectl campaign apply` "+
+				"reads the file and lists the country's networks instead (see ExpandRIR); the controller never opens files")
+		}},
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/campaign"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -388,7 +390,39 @@ func (a *app) readCampaign(path string) (string, error) {
 	if strings.TrimSpace(string(b)) == "" {
 		return "", fmt.Errorf("campaign file %s: empty", path)
 	}
-	return string(b), nil
+	// targets.rir names a file on this machine: expand it here, so the
+	// controller never opens paths (campaign.ExpandRIR). Relative paths are
+	// relative to the campaign file (to the working directory for stdin).
+	dir := "."
+	if path != "-" {
+		dir = filepath.Dir(path)
+	}
+	out, _, err := campaign.ExpandRIR(b, func(p string) ([]byte, error) {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		return readLimited(p, campaign.MaxRIRBytes)
+	})
+	if err != nil {
+		return "", fmt.Errorf("campaign file %s: %w", path, err)
+	}
+	return string(out), nil
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
+	}
+	return b, nil
 }
 
 // parseLevel reads --level; empty means every level.

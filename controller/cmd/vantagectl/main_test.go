@@ -333,6 +333,16 @@ func TestCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// targets.rir is expanded on the client, relative to the campaign file.
+	rirDir := t.TempDir()
+	rirCampaign := filepath.Join(rirDir, "kp.yaml")
+	if err := os.WriteFile(rirCampaign, []byte("name: kp\nscope: {country: KP}\ntargets: {rir: {file: delegated.txt}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rirDir, "delegated.txt"), []byte("apnic|KP|ipv4|198.18.0.0|256|20091104|allocated\napnic|KP|ipv4|198.18.1.0|lots|20091104|allocated\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	tests := []struct {
 		name       string
 		run        cliRun
@@ -554,6 +564,12 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 			run:        cliRun{args: []string{"campaign", "apply", "-f", "/nonexistent/kp.yaml"}, env: goodEnv},
 			wantCode:   exitError,
 			wantStderr: "vantagectl: campaign file: open /nonexistent/kp.yaml: no such file or directory\n",
+		},
+		{
+			name:       "campaign rir file with a broken line is refused before sending",
+			run:        cliRun{args: []string{"campaign", "apply", "-f", rirCampaign}, env: goodEnv},
+			wantCode:   exitError,
+			wantStderr: "targets.rir.file: delegated.txt: line 2: field value: \"lots\" is not a positive integer\n",
 		},
 	}
 	for _, tt := range tests {
