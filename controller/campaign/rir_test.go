@@ -178,3 +178,49 @@ func TestExpandRIR(t *testing.T) {
 		}
 	})
 }
+
+func TestCheckQuorum(t *testing.T) {
+	base := "name: q\nscope: {country: KP}\ntargets:\n  networks: [{name: n, prefix: 198.18.0.0/24, hosts: [198.18.0.10]}]\n" +
+		"  upstreams: [198.51.100.42]\n  borders: [198.51.100.50]\nprobes: [{icmp: {}}]\nschedule: {round: 10s}\n"
+	vps := map[string]string{"role": "vps"}
+	other := map[string]string{"role": "lab"}
+	cases := []struct {
+		name, vantages string
+		agents         []map[string]string
+		want           string
+	}{
+		{"enough", "vantages: {select: {role: vps}, quorum: 2}\n", []map[string]string{vps, vps, other}, ""},
+		{"too few matching", "vantages: {select: {role: vps}, quorum: 3}\n", []map[string]string{vps, vps, other},
+			"vantages.quorum: 3 is more than the 2 enrolled active agent(s) matching vantages.select {role=vps}; every verdict would be UNKNOWN"},
+		{"no agents", "vantages: {quorum: 1}\n", nil,
+			"vantages.quorum: 1 is more than the 0 enrolled active agent(s) matching any agent; every verdict would be UNKNOWN"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := Parse([]byte(base + c.vantages))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = s.CheckQuorum(c.agents)
+			if c.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || err.Error() != c.want || !errors.Is(err, ErrInvalid) {
+				t.Errorf("got  %v\nwant %s", err, c.want)
+			}
+		})
+	}
+	t.Run("borders get role BORDER", func(t *testing.T) {
+		s, err := Parse([]byte(base))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := s.Targets()
+		if last := ts[len(ts)-1]; last.Addr.String() != "198.51.100.50" || last.Role.String() != "TARGET_ROLE_BORDER" {
+			t.Errorf("last target %+v", last)
+		}
+	})
+}

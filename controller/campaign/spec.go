@@ -26,7 +26,8 @@
 //	  networks:                    # required, >= 1, names unique, prefixes canonical and non-overlapping
 //	    - {name: net0, prefix: 198.18.0.0/24, hosts: [198.18.0.10]}  # hosts optional, inside prefix
 //	  hosts: {per_network: 4}      # for networks without hosts (see below); discover: true is not supported yet
-//	  upstreams: [198.51.100.42]   # role UPSTREAM; "auto" is not supported yet
+//	  upstreams: [198.51.100.42]   # role UPSTREAM: the router just before the country's border; "auto" is not supported yet
+//	  borders: [198.51.100.50]     # role BORDER: the country's own border router (the hop just before the prefixes)
 //	  controls: [192.0.2.1]        # role CONTROL, outside every network
 //	  rir: {file: PATH, country: KP} # client side only: vantagectl expands it into networks (rirexpand.go)
 //	probes:                        # >= 1, each exactly one of icmp, tcp, trace; each kind at most once
@@ -136,6 +137,7 @@ type targetsSpec struct {
 	discover      bool
 	upstreams     []netip.Addr
 	upstreamsAuto bool
+	borders       []netip.Addr
 	controls      []netip.Addr
 }
 
@@ -299,6 +301,7 @@ func (s *Spec) decodeTargets(path string, n *yaml.Node) error {
 			}
 			return decodeAddrList(p, v, MaxTargets, &t.upstreams)
 		}},
+		{"borders", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &t.borders) }},
 		{"controls", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &t.controls) }},
 		{"rir", func(p string, v *yaml.Node) error {
 			return fieldErr(p, "must be expanded before the campaign reaches the controller: `vantagectl campaign apply` "+
@@ -642,7 +645,7 @@ func (s *Spec) expandTargets() ([]Target, error) {
 	}
 	// Names, prefixes and the size of the expansion, before allocating it.
 	names := map[string]int{}
-	total := len(t.upstreams) + len(t.controls)
+	total := len(t.upstreams) + len(t.borders) + len(t.controls)
 	for i, nw := range t.networks {
 		path := index("targets.networks", i)
 		switch {
@@ -710,6 +713,11 @@ func (s *Spec) expandTargets() ([]Target, error) {
 	}
 	for i, a := range t.upstreams {
 		if err := add(index("targets.upstreams", i), a, "", vantagev1.TargetRole_TARGET_ROLE_UPSTREAM); err != nil {
+			return nil, err
+		}
+	}
+	for i, a := range t.borders {
+		if err := add(index("targets.borders", i), a, "", vantagev1.TargetRole_TARGET_ROLE_BORDER); err != nil {
 			return nil, err
 		}
 	}
@@ -833,7 +841,7 @@ func (s *Spec) SelectsAgent(labels map[string]string) bool {
 }
 
 // Targets returns hosts (network by network, in file order), then
-// upstreams, then controls. The slice is a copy.
+// upstreams, then borders, then controls. The slice is a copy.
 func (s *Spec) Targets() []Target { return slices.Clone(s.expanded) }
 
 // ms converts a validated duration to whole milliseconds.
