@@ -1,0 +1,41 @@
+package icmp
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+func newTestBulk(t *testing.T, cfg BulkConfig) *Bulk {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: raw ICMP sockets")
+	}
+	b, err := NewBulk(cfg)
+	if err != nil {
+		t.Fatalf("NewBulk: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func TestRealBulkLoopback(t *testing.T) {
+	b := newTestBulk(t, BulkConfig{})
+	for _, target := range []string{"127.0.0.1", "::1", "127.0.0.2"} {
+		t.Run(target, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			res := b.Probe(ctx, &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: target,
+				Spec: &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{TimeoutMs: 1000}}})
+			if res.GetOutcome() != vantagev1.Outcome_OUTCOME_REPLY || res.GetEngine() != EngineBulk || res.GetReplyFrom() != target {
+				t.Fatalf("result = %v, want REPLY from %s by %s", res, target, EngineBulk)
+			}
+			if res.GetAttempts() != 1 || res.GetSentAt() == nil || res.GetReplyTtl() != 64 {
+				t.Fatalf("result = %v, want 1 attempt, sent_at set, reply ttl 64", res)
+			}
+		})
+	}
+}

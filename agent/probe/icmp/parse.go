@@ -1,0 +1,194 @@
+package icmp
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/vantage-net/vantage/agent/probe/internal/bulk"
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// idRange is the block of echo ids one engine owns: ids [base, base+n).
+// A probe's slot is (id-base)<<16 | seq, so in-flight probes never share
+// an (id, seq) pair.
+type idRange struct{ base, n uint16 }
+
+func (r idRange) slot(id, seq uint16) (uint32, bool) {
+	if id < r.base || id-r.base >= r.n {
+		return 0, false
+	}
+	return uint32(id-r.base)<<16 | uint32(seq), true
+}
+
+func (r idRange) idSeq(slot uint32) (uint16, uint16) {
+	return r.base + uint16(slot>>16), uint16(slot)
+}
+
+// ICMP types used here.
+const (
+	v4EchoReply    = 0
+	v4Unreachable  = 3
+	v4EchoRequest  = 8
+	v4TimeExceeded = 11
+	v6Unreachable  = 1
+	v6TimeExceeded = 3
+	v6EchoRequest  = 128
+	v6EchoReply    = 129
+	protoICMP      = 1
+	protoICMPv6    = 58
+	cookieBytes    = 8
+)
+
+const noteTimeExceeded = "icmp time exceeded in transit (the echo request's TTL ran out before the target)"
+
+// decode4 parses a packet from the raw ICMPv4 socket (IP header first):
+// an echo reply carrying one of our ids, or an ICMP error quoting one of
+// our echo requests. It never panics and never allocates.
+func decode4(ids idRange, pkt []byte, m *bulk.Match) bulk.Verdict {
+	ihl, ok := ipv4Header(pkt)
+	if !ok || pkt[9] != protoICMP {
+		return bulk.Malformed
+	}
+	m.From = netip.AddrFrom4([4]byte(pkt[12:16]))
+	m.TTL = int(pkt[8])
+	b := pkt[ihl:]
+	if len(b) < 8 {
+		return bulk.Malformed
+	}
+	switch b[0] {
+	case v4EchoReply:
+		id, seq := binary.BigEndian.Uint16(b[4:6]), binary.BigEndian.Uint16(b[6:8])
+		slot, ok := ids.slot(id, seq)
+		if !ok {
+			return bulk.Foreign
+		}
+		if len(b) < 8+cookieBytes {
+			return bulk.Malformed
+		}
+		m.Slot, m.Dst = slot, m.From
+		m.Cookie, m.CookieMask = binary.BigEndian.Uint64(b[8:16]), ^uint64(0)
+		m.Outcome = vantagev1.Outcome_OUTCOME_REPLY
+		return bulk.Ours
+	case v4Unreachable, v4TimeExceeded:
+		q := b[8:]
+		qihl, ok := ipv4Header(q)
+		if !ok {
+			return bulk.Malformed
+		}
+		if q[9] != protoICMP {
+			return bulk.Foreign
+		}
+		qi := q[qihl:]
+		if len(qi) < 8 {
+			return bulk.Malformed
+		}
+		if qi[0] != v4EchoRequest {
+			return bulk.Foreign
+		}
+		slot, ok := ids.slot(binary.BigEndian.Uint16(qi[4:6]), binary.BigEndian.Uint16(qi[6:8]))
+		if !ok {
+			return bulk.Foreign
+		}
+		m.Slot, m.Dst = slot, netip.AddrFrom4([4]byte(q[16:20]))
+		if len(qi) >= 8+cookieBytes {
+			m.Cookie, m.CookieMask = binary.BigEndian.Uint64(qi[8:16]), ^uint64(0)
+		}
+		m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(b[1])
+		if b[0] == v4TimeExceeded {
+			m.Note = noteTimeExceeded
+		}
+		return bulk.Ours
+	default:
+		return bulk.Foreign
+	}
+}
+
+// ipv4Header checks that b starts with a plausible IPv4 header and returns
+// its length. A quoted header may come with a truncated datagram.
+func ipv4Header(b []byte) (int, bool) {
+	if len(b) < 20 || b[0]>>4 != 4 {
+		return 0, false
+	}
+	ihl := int(b[0]&0x0f) * 4
+	if ihl < 20 || ihl > len(b) {
+		return 0, false
+	}
+	return ihl, true
+}
+
+// decode6 parses a packet from the raw ICMPv6 socket (ICMPv6 header first;
+// the source and hop limit come from the socket).
+func decode6(ids idRange, pkt []byte, from netip.Addr, hop int, m *bulk.Match) bulk.Verdict {
+	if len(pkt) < 8 {
+		return bulk.Malformed
+	}
+	m.From, m.TTL = from, hop
+	switch pkt[0] {
+	case v6EchoReply:
+		slot, ok := ids.slot(binary.BigEndian.Uint16(pkt[4:6]), binary.BigEndian.Uint16(pkt[6:8]))
+		if !ok {
+			return bulk.Foreign
+		}
+		if len(pkt) < 8+cookieBytes {
+			return bulk.Malformed
+		}
+		m.Slot, m.Dst = slot, from
+		m.Cookie, m.CookieMask = binary.BigEndian.Uint64(pkt[8:16]), ^uint64(0)
+		m.Outcome = vantagev1.Outcome_OUTCOME_REPLY
+		return bulk.Ours
+	case v6Unreachable, v6TimeExceeded:
+		q := pkt[8:]
+		if len(q) < 40 || q[0]>>4 != 6 {
+			return bulk.Malformed
+		}
+		if q[6] != protoICMPv6 {
+			return bulk.Foreign // extension headers are not walked: not ours
+		}
+		qi := q[40:]
+		if len(qi) < 8 {
+			return bulk.Malformed
+		}
+		if qi[0] != v6EchoRequest {
+			return bulk.Foreign
+		}
+		slot, ok := ids.slot(binary.BigEndian.Uint16(qi[4:6]), binary.BigEndian.Uint16(qi[6:8]))
+		if !ok {
+			return bulk.Foreign
+		}
+		m.Slot, m.Dst = slot, netip.AddrFrom16([16]byte(q[24:40]))
+		if len(qi) >= 8+cookieBytes {
+			m.Cookie, m.CookieMask = binary.BigEndian.Uint64(qi[8:16]), ^uint64(0)
+		}
+		m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(pkt[1])
+		if pkt[0] == v6TimeExceeded {
+			m.Note = noteTimeExceeded
+		}
+		return bulk.Ours
+	default:
+		return bulk.Foreign
+	}
+}
+
+// encodeEcho writes an echo request: the cookie in the first payload
+// bytes, then zeros up to size payload bytes. The ICMPv6 checksum is left
+// to the kernel; the ICMPv4 one is computed here.
+func encodeEcho(b []byte, v6 bool, id, seq uint16, cookie uint64, size int) int {
+	n := 8 + size
+	if n > len(b) {
+		n = len(b)
+	}
+	clear(b[:n])
+	if v6 {
+		b[0] = v6EchoRequest
+	} else {
+		b[0] = v4EchoRequest
+	}
+	binary.BigEndian.PutUint16(b[4:6], id)
+	binary.BigEndian.PutUint16(b[6:8], seq)
+	binary.BigEndian.PutUint64(b[8:16], cookie)
+	if !v6 {
+		binary.BigEndian.PutUint16(b[2:4], rawsock.Checksum(0, b[:n]))
+	}
+	return n
+}

@@ -1,0 +1,760 @@
+// Package bulk is the engine core shared by the raw-socket probe kinds
+// (ICMP echo and TCP SYN). It exists because what makes a prober scale is
+// the same for every kind: one socket per address family for every task,
+// probe identity encoded in the packet (a slot number plus a keyed cookie)
+// instead of a socket or goroutine per probe, batched system calls, kernel
+// receive timestamps, token-bucket pacing in small bursts, and an in-flight
+// table whose size bounds memory.
+//
+// A kind supplies an Encode function (the probe packet for a slot) and one
+// Decode function per receive socket (packet -> Match). The core owns the
+// slots, deadlines, retries, pacing and counters. It never starts a
+// goroutine per probe: one sender, one reader per socket and one timer loop.
+package bulk
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// ErrClosed is returned for probes submitted to, or pending in, a closed
+// engine.
+var ErrClosed = errors.New("bulk engine closed")
+
+// Limiter paces probe packets (the agent's guard); Wait is called once per
+// packet on top of the engine's own rate.
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// Conn is the socket seam: rawsock.Conn in production, a fake in tests.
+type Conn interface {
+	ReadBatch(ms []rawsock.Message) (int, error)
+	WriteBatch(ms []rawsock.Message) (int, error)
+	Close() error
+}
+
+// Verdict is what a Decode function made of a packet.
+type Verdict uint8
+
+// Decode verdicts. Everything but Ours is counted as ignored.
+const (
+	Ours      Verdict = iota // a reply or error that names one of our slots
+	Malformed                // truncated or inconsistent
+	Foreign                  // well formed but not a probe of ours
+)
+
+// Match is a decoded answer.
+type Match struct {
+	Slot uint32
+	// Dst is the address the probe was sent to: the reply's source, or the
+	// destination quoted in an ICMP error. Port is the probe's destination
+	// port (TCP), 0 otherwise.
+	Dst  netip.Addr
+	Port uint16
+	// Cookie holds the probe cookie as carried by the answer; CookieMask
+	// says which bits it carried (0 when an ICMP error quoted too little).
+	Cookie, CookieMask uint64
+	Outcome            vantagev1.Outcome
+	Code               uint32 // ICMP code for UNREACHABLE
+	Note               string // constant text for ProbeResult.error, e.g. time exceeded
+	From               netip.Addr
+	TTL                int
+}
+
+// Receiver is one receive socket and its parser.
+type Receiver struct {
+	Conn   Conn
+	Decode func(pkt []byte, from netip.Addr, hopLimit int, m *Match) Verdict
+}
+
+// Job is one task in the engine.
+type Job struct {
+	Addr         netip.Addr
+	Port         uint16
+	PayloadBytes int
+	Timeout      time.Duration
+	Retries      int
+
+	res      *vantagev1.ProbeResult
+	done     func(*vantagev1.ProbeResult)
+	lastSent time.Time
+}
+
+// Config describes a kind to the core.
+type Config struct {
+	Engine string
+	Kind   vantagev1.ProbeKind
+	// Send4 and Send6 carry probes; nil means that family is unsupported.
+	Send4, Send6 Conn
+	Recv         []Receiver
+	// Encode writes j's probe for slot (with its cookie) into b.
+	Encode func(b []byte, j *Job, slot uint32, cookie uint64) (int, error)
+	// Slots bounds probes in flight (and so memory); at most MaxSlots.
+	Slots, MaxSlots int
+	// Rate is the engine's own packets per second; 0 means unlimited.
+	Rate float64
+	// Limiter, when set, is waited on once per packet as well.
+	Limiter Limiter
+	// MinGap is the per-target budget: retries of one task are at least
+	// this far apart (they are always at least the timeout apart).
+	MinGap time.Duration
+	Logger *slog.Logger
+}
+
+// Stats are the engine's counters since it started.
+type Stats struct {
+	Sent, Answered, TimedOut          uint64
+	Malformed, Foreign, Spoofed, Late uint64
+}
+
+// Ignored is the total of received packets the engine could not use.
+func (s Stats) Ignored() uint64 { return s.Malformed + s.Foreign + s.Spoofed + s.Late }
+
+const (
+	batchSize = 32  // packets per sendmmsg/recvmmsg
+	rxBufSize = 576 // enough for an ICMP error's quoted headers
+	txBufSize = 1500
+)
+
+type slot struct {
+	job    *Job
+	cookie uint64
+	sent   time.Time
+	busy   bool
+}
+
+// Engine is a running core. It is safe for concurrent use.
+type Engine struct {
+	cfg   Config
+	key   rawsock.Key
+	queue chan *Job
+	wake  chan struct{} // a slot was freed or a retry queued
+	tmo   chan struct{} // an earlier deadline was pushed
+	lim   *rate.Limiter
+	burst int
+	stop  context.CancelFunc
+	eg    *errgroup.Group
+
+	mu     sync.Mutex
+	slots  []slot
+	free   []uint32
+	dl     deadlines
+	retry  []*Job
+	ctr    uint64
+	closed bool
+
+	sent, answered, timedOut          atomic.Uint64
+	malformed, foreign, spoofed, late atomic.Uint64
+}
+
+// New starts an engine; Close stops it.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Send4 == nil && cfg.Send6 == nil {
+		return nil, fmt.Errorf("bulk %s: no send socket", cfg.Engine)
+	}
+	if cfg.MaxSlots <= 0 {
+		cfg.MaxSlots = 1 << 16
+	}
+	if cfg.Slots <= 0 || cfg.Slots > cfg.MaxSlots {
+		cfg.Slots = cfg.MaxSlots
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{
+		cfg:   cfg,
+		key:   rawsock.NewKey(),
+		queue: make(chan *Job, batchSize*8),
+		wake:  make(chan struct{}, 1),
+		tmo:   make(chan struct{}, 1),
+		slots: make([]slot, cfg.Slots),
+		free:  make([]uint32, cfg.Slots),
+		burst: batchSize,
+	}
+	for i := range e.free {
+		e.free[i] = uint32(len(e.free) - 1 - i) // slot 0 first
+	}
+	if cfg.Rate > 0 {
+		// Small bursts: about a millisecond's worth, at least one packet.
+		e.burst = min(max(int(cfg.Rate/1000), 1), batchSize)
+		e.lim = rate.NewLimiter(rate.Limit(cfg.Rate), e.burst)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	e.stop = stop
+	e.eg, ctx = errgroup.WithContext(ctx)
+	e.eg.Go(func() error { return e.sendLoop(ctx) })
+	e.eg.Go(func() error { return e.timerLoop(ctx) })
+	for _, r := range cfg.Recv {
+		e.eg.Go(func() error { return e.readLoop(ctx, r) })
+	}
+	return e, nil
+}
+
+// Key is the engine's cookie key (for tests that forge answers).
+func (e *Engine) Key() rawsock.Key { return e.key }
+
+// Supports reports whether the engine can send to addr's family.
+func (e *Engine) Supports(addr netip.Addr) bool {
+	if addr.Unmap().Is4() {
+		return e.cfg.Send4 != nil
+	}
+	return e.cfg.Send6 != nil
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats {
+	return Stats{
+		Sent: e.sent.Load(), Answered: e.answered.Load(), TimedOut: e.timedOut.Load(),
+		Malformed: e.malformed.Load(), Foreign: e.foreign.Load(), Spoofed: e.spoofed.Load(), Late: e.late.Load(),
+	}
+}
+
+// Close stops the loops, closes the sockets and fails every pending job.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.stop()
+	for _, c := range []Conn{e.cfg.Send4, e.cfg.Send6} {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+	for _, r := range e.cfg.Recv {
+		_ = r.Conn.Close()
+	}
+	err := e.eg.Wait()
+	// Fail what is left: in flight, waiting for a retry, or queued.
+	e.mu.Lock()
+	var left []*Job
+	for i := range e.slots {
+		if s := &e.slots[i]; s.busy {
+			left = append(left, s.job)
+			*s = slot{}
+		}
+	}
+	left = append(left, e.retry...)
+	e.retry = nil
+	e.mu.Unlock()
+	for {
+		select {
+		case j := <-e.queue:
+			left = append(left, j)
+			continue
+		default:
+		}
+		break
+	}
+	for _, j := range left {
+		e.finishErr(j, ErrClosed)
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// NewJob prepares a job; done receives its result exactly once.
+func (e *Engine) NewJob(res *vantagev1.ProbeResult, addr netip.Addr, done func(*vantagev1.ProbeResult)) *Job {
+	res.Engine = e.cfg.Engine
+	res.Kind = e.cfg.Kind
+	return &Job{Addr: addr.Unmap(), res: res, done: done}
+}
+
+// SetDone sets the function that receives j's result exactly once.
+func (j *Job) SetDone(done func(*vantagev1.ProbeResult)) { j.done = done }
+
+// Submit queues j; it blocks while the queue is full.
+func (e *Engine) Submit(ctx context.Context, j *Job) error {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	select {
+	case e.queue <- j:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *Engine) finishErr(j *Job, err error) {
+	j.res.Outcome = vantagev1.Outcome_OUTCOME_ERROR
+	if j.res.Error != "" {
+		j.res.Error = err.Error() + "; " + j.res.Error
+	} else {
+		j.res.Error = err.Error()
+	}
+	j.done(j.res)
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// sendLoop takes jobs (retries first), gives each a slot and a cookie,
+// and writes them in batches paced by the token bucket.
+func (e *Engine) sendLoop(ctx context.Context) error {
+	type family struct {
+		conn Conn
+		msgs []rawsock.Message
+		jobs []*Job
+		idx  []uint32
+	}
+	fams := [2]*family{}
+	for i, c := range []Conn{e.cfg.Send4, e.cfg.Send6} {
+		if c == nil {
+			continue
+		}
+		f := &family{conn: c, msgs: make([]rawsock.Message, batchSize), jobs: make([]*Job, 0, batchSize), idx: make([]uint32, 0, batchSize)}
+		for k := range f.msgs {
+			f.msgs[k].Buffers = [][]byte{make([]byte, txBufSize)}
+			f.msgs[k].Addr = &net.IPAddr{IP: make(net.IP, 16)}
+		}
+		fams[i] = f
+	}
+	pending := 0
+	var held *Job
+	flush := func() error {
+		if pending == 0 {
+			return nil
+		}
+		if err := e.pace(ctx, pending); err != nil {
+			return err
+		}
+		now := time.Now() // send time: right before the write
+		e.mu.Lock()
+		for _, f := range fams {
+			if f == nil {
+				continue
+			}
+			for k, j := range f.jobs {
+				s := &e.slots[f.idx[k]]
+				s.sent = now
+				j.lastSent = now
+				j.res.Attempts++
+				if j.res.SentAt == nil {
+					j.res.SentAt = timestamppb.New(now)
+				}
+				e.pushDeadline(now.Add(j.Timeout), f.idx[k], s.cookie, false)
+			}
+		}
+		e.mu.Unlock()
+		for _, f := range fams {
+			if f == nil || len(f.jobs) == 0 {
+				continue
+			}
+			ms := f.msgs[:len(f.jobs)]
+			for off := 0; off < len(ms); {
+				n, err := f.conn.WriteBatch(ms[off:])
+				e.sent.Add(uint64(max(n, 0)))
+				off += max(n, 0)
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					// The packet at off failed (e.g. no route): that probe
+					// ends in ERROR; the rest of the batch goes on.
+					e.release(f.idx[off], f.jobs[off], fmt.Errorf("send to %s: %w", f.jobs[off].Addr, err))
+					off++
+				}
+			}
+			f.jobs, f.idx = f.jobs[:0], f.idx[:0]
+		}
+		pending = 0
+		return nil
+	}
+	for {
+		j := held
+		held = nil
+		if j == nil {
+			j = e.takeRetry()
+		}
+		if j == nil && pending > 0 {
+			select {
+			case j = <-e.queue:
+			default:
+				if err := flush(); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if j == nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case j = <-e.queue:
+			case <-e.wake:
+				continue
+			}
+		}
+		fi := 0
+		if !j.Addr.Is4() {
+			fi = 1
+		}
+		f := fams[fi]
+		if f == nil {
+			e.finishErr(j, fmt.Errorf("target %s: %s has no socket for this address family", j.Addr, e.cfg.Engine))
+			continue
+		}
+		idx, cookie, ok := e.alloc(j)
+		if !ok {
+			// Table full: send what we have, then wait for a free slot.
+			if err := flush(); err != nil {
+				return err
+			}
+			held = j
+			select {
+			case <-ctx.Done():
+				e.finishErr(j, ErrClosed)
+				return ctx.Err()
+			case <-e.wake:
+			}
+			continue
+		}
+		m := &f.msgs[len(f.jobs)]
+		buf := m.Buffers[0][:cap(m.Buffers[0])]
+		n, err := e.cfg.Encode(buf, j, idx, cookie)
+		if err != nil {
+			e.release(idx, j, err)
+			continue
+		}
+		m.Buffers[0] = buf[:n]
+		ip := m.Addr.(*net.IPAddr)
+		if j.Addr.Is4() {
+			a := j.Addr.As4()
+			ip.IP = append(ip.IP[:0], a[:]...)
+		} else {
+			a := j.Addr.As16()
+			ip.IP = append(ip.IP[:0], a[:]...)
+		}
+		f.jobs = append(f.jobs, j)
+		f.idx = append(f.idx, idx)
+		pending++
+		if pending >= e.burst || len(f.jobs) == batchSize {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (e *Engine) pace(ctx context.Context, n int) error {
+	if e.lim != nil {
+		if err := e.lim.WaitN(ctx, n); err != nil {
+			return err
+		}
+	}
+	if e.cfg.Limiter != nil {
+		for range n {
+			if err := e.cfg.Limiter.Wait(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (e *Engine) takeRetry() *Job {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.retry) == 0 {
+		return nil
+	}
+	j := e.retry[0]
+	e.retry[0] = nil
+	e.retry = e.retry[1:]
+	if len(e.retry) == 0 {
+		e.retry = nil // let the backing array go
+	}
+	return j
+}
+
+// alloc takes a free slot for j and draws its cookie.
+func (e *Engine) alloc(j *Job) (uint32, uint64, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.free) == 0 {
+		return 0, 0, false
+	}
+	idx := e.free[len(e.free)-1]
+	e.free = e.free[:len(e.free)-1]
+	e.ctr++
+	c := e.key.Cookie(j.Addr, j.Port, idx, e.ctr)
+	e.slots[idx] = slot{job: j, cookie: c, busy: true}
+	return idx, c, true
+}
+
+// release frees a slot whose probe failed locally and ends the job.
+func (e *Engine) release(idx uint32, j *Job, err error) {
+	e.mu.Lock()
+	e.slots[idx] = slot{}
+	e.free = append(e.free, idx)
+	e.mu.Unlock()
+	signal(e.wake)
+	e.finishErr(j, err)
+}
+
+// readLoop drains one receive socket in batches.
+func (e *Engine) readLoop(ctx context.Context, r Receiver) error {
+	msgs := make([]rawsock.Message, batchSize)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, rxBufSize)}
+		msgs[i].OOB = make([]byte, rawsock.OOBSize)
+	}
+	var m Match
+	for {
+		n, err := r.Conn.ReadBatch(msgs)
+		if err != nil {
+			if ctx.Err() != nil || rawsock.IsClosed(err) {
+				return nil
+			}
+			e.cfg.Logger.Warn("raw socket read failed", slog.String("engine", e.cfg.Engine), slog.Any("error", err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		now := time.Now()
+		for i := range n {
+			msg := &msgs[i]
+			ts, hop := rawsock.ParseOOB(msg.OOB[:msg.NN])
+			if ts.IsZero() {
+				ts = now
+			}
+			m = Match{}
+			switch r.Decode(msg.Buffers[0][:msg.N], rawsock.AddrOf(msg.Addr), hop, &m) {
+			case Malformed:
+				e.malformed.Add(1)
+			case Foreign:
+				e.foreign.Add(1)
+			default:
+				e.deliver(&m, ts)
+			}
+		}
+	}
+}
+
+// deliver matches an answer to its slot and ends the job.
+func (e *Engine) deliver(m *Match, ts time.Time) {
+	e.mu.Lock()
+	if int(m.Slot) >= len(e.slots) {
+		e.mu.Unlock()
+		e.foreign.Add(1)
+		return
+	}
+	s := &e.slots[m.Slot]
+	switch {
+	case !s.busy || s.sent.IsZero():
+		e.mu.Unlock()
+		e.late.Add(1) // timed out already, or the slot was never used
+		return
+	case s.job.Addr != m.Dst || s.job.Port != m.Port:
+		e.mu.Unlock()
+		e.foreign.Add(1)
+		return
+	case (s.cookie^m.Cookie)&m.CookieMask != 0:
+		e.mu.Unlock()
+		e.spoofed.Add(1) // forged, or an answer to an earlier use of the slot
+		return
+	}
+	j, sent := s.job, s.sent
+	*s = slot{}
+	e.free = append(e.free, m.Slot)
+	e.mu.Unlock()
+	signal(e.wake)
+	e.answered.Add(1)
+	res := j.res
+	res.Outcome = m.Outcome
+	res.UnreachableCode = m.Code
+	if m.Note != "" {
+		res.Error = m.Note
+	}
+	rtt := max(ts.Sub(sent), 0)
+	res.RttUs = uint32(min(rtt.Microseconds(), 1<<32-1))
+	res.ReplyFrom = m.From.String()
+	res.ReplyTtl = uint32(max(m.TTL, 0))
+	j.done(res)
+}
+
+// timerLoop expires deadlines: a miss is retried (within the task's
+// retries and budget) or ends the job with TIMEOUT.
+func (e *Engine) timerLoop(ctx context.Context) error {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		var done []*Job
+		e.mu.Lock()
+		for e.dl.Len() > 0 && !e.dl[0].at.After(now) {
+			d := heap.Pop(&e.dl).(deadline)
+			s := &e.slots[d.slot]
+			if d.retry {
+				e.retry = append(e.retry, s.job)
+				*s = slot{}
+				e.free = append(e.free, d.slot)
+				signal(e.wake)
+				continue
+			}
+			if !s.busy || s.cookie != d.cookie {
+				continue // answered meanwhile
+			}
+			j := s.job
+			if int(j.res.Attempts) <= j.Retries {
+				e.timedOut.Add(1)
+				if gap := j.lastSent.Add(e.cfg.MinGap); gap.After(now) {
+					// Per-target budget: keep the slot until the retry may go.
+					s.cookie = 0
+					s.sent = time.Time{}
+					e.pushDeadline(gap, d.slot, 0, true)
+					continue
+				}
+				e.retry = append(e.retry, j)
+			} else {
+				e.timedOut.Add(1)
+				j.res.Outcome = vantagev1.Outcome_OUTCOME_TIMEOUT
+				done = append(done, j)
+			}
+			*s = slot{}
+			e.free = append(e.free, d.slot)
+			signal(e.wake)
+		}
+		next := time.Hour
+		if e.dl.Len() > 0 {
+			next = e.dl[0].at.Sub(now)
+		}
+		e.mu.Unlock()
+		for _, j := range done {
+			j.done(j.res)
+		}
+		t.Reset(next)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-e.tmo:
+		}
+	}
+}
+
+// pushDeadline adds a deadline; e.mu is held.
+func (e *Engine) pushDeadline(at time.Time, idx uint32, cookie uint64, retry bool) {
+	heap.Push(&e.dl, deadline{at: at, slot: idx, cookie: cookie, retry: retry})
+	if e.dl[0].slot == idx && e.dl[0].at.Equal(at) {
+		signal(e.tmo)
+	}
+}
+
+type deadline struct {
+	at     time.Time
+	slot   uint32
+	cookie uint64
+	retry  bool
+}
+
+type deadlines []deadline
+
+func (d deadlines) Len() int           { return len(d) }
+func (d deadlines) Less(i, j int) bool { return d[i].at.Before(d[j].at) }
+func (d deadlines) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
+func (d *deadlines) Push(x any)        { *d = append(*d, x.(deadline)) }
+func (d *deadlines) Pop() any {
+	old := *d
+	x := old[len(old)-1]
+	*d = old[:len(old)-1]
+	return x
+}
+
+// Run is the Batch API: it submits every task from tasks (after prepare
+// turns it into a job, or reports why it cannot run) and calls emit once
+// per task, from the caller's goroutine. It returns when tasks is closed
+// and every result is out, or when ctx ends.
+func (e *Engine) Run(ctx context.Context, tasks <-chan *vantagev1.Task,
+	prepare func(t *vantagev1.Task, res *vantagev1.ProbeResult) (*Job, error),
+	emit func(*vantagev1.ProbeResult)) error {
+	results := make(chan *vantagev1.ProbeResult, batchSize*8)
+	var inflight atomic.Int64
+	fed := make(chan struct{})
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Jobs still in the engine when Run gives up end into the void.
+	done := func(r *vantagev1.ProbeResult) {
+		select {
+		case results <- r:
+		case <-fctx.Done():
+		}
+	}
+	var eg errgroup.Group
+	eg.Go(func() error {
+		defer close(fed)
+		for {
+			var t *vantagev1.Task
+			var ok bool
+			select {
+			case <-fctx.Done():
+				return nil
+			case t, ok = <-tasks:
+			}
+			if !ok {
+				return nil
+			}
+			inflight.Add(1)
+			res := &vantagev1.ProbeResult{Target: t.GetTarget(), Kind: t.GetKind(), Engine: e.cfg.Engine}
+			j, err := prepare(t, res)
+			if err != nil {
+				res.Outcome = vantagev1.Outcome_OUTCOME_ERROR
+				res.Error = err.Error()
+				done(res)
+				continue
+			}
+			j.done = done
+			if err := e.Submit(fctx, j); err != nil {
+				e.finishErr(j, err)
+			}
+		}
+	})
+	defer func() { cancel(); _ = eg.Wait() }()
+	fedDone := fed
+	for {
+		if fedDone == nil && inflight.Load() == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case r := <-results:
+			inflight.Add(-1)
+			emit(r)
+		case <-fedDone:
+			fedDone = nil
+		}
+	}
+}

@@ -1,0 +1,60 @@
+package rawsock
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func sockopts(fd, rcvbuf int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fmt.Errorf("SO_TIMESTAMPNS: %w", err)
+	}
+	if rcvbuf > 0 {
+		// FORCE passes the rmem_max cap with CAP_NET_ADMIN; otherwise the
+		// plain option gives what the cap allows.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf); err != nil {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf); err != nil {
+				return fmt.Errorf("SO_RCVBUF: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// ParseOOB reads the kernel receive timestamp (SCM_TIMESTAMPNS) and the
+// IPv6 hop limit (IPV6_HOPLIMIT) from a control-message buffer without
+// allocating. Missing values are zero; a malformed buffer yields zeros.
+func ParseOOB(oob []byte) (ts time.Time, hopLimit int) {
+	const hdr = unix.SizeofCmsghdr
+	for len(oob) >= hdr {
+		var l int
+		if hdr == 16 {
+			l = int(binary.NativeEndian.Uint64(oob[0:8]))
+		} else {
+			l = int(binary.NativeEndian.Uint32(oob[0:4]))
+		}
+		level := int32(binary.NativeEndian.Uint32(oob[hdr-8 : hdr-4]))
+		typ := int32(binary.NativeEndian.Uint32(oob[hdr-4 : hdr]))
+		if l < hdr || l > len(oob) {
+			return ts, hopLimit
+		}
+		data := oob[hdr:l]
+		switch {
+		case level == unix.SOL_SOCKET && typ == unix.SCM_TIMESTAMPNS && len(data) >= 16 && hdr == 16:
+			sec := int64(binary.NativeEndian.Uint64(data[0:8]))
+			nsec := int64(binary.NativeEndian.Uint64(data[8:16]))
+			ts = time.Unix(sec, nsec)
+		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_HOPLIMIT && len(data) >= 4:
+			hopLimit = int(int32(binary.NativeEndian.Uint32(data[0:4])))
+		}
+		next := (l + hdr/2 - 1) &^ (hdr/2 - 1) // CMSG_ALIGN to the word size
+		if next >= len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return ts, hopLimit
+}
