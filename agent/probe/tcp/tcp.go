@@ -1,9 +1,11 @@
-// Package tcp probes one TCP port with connect(2). It needs no privilege.
-// A completed handshake and a refused connection (an RST) both prove the
-// host is up, which is why TCP evidence still counts when ICMP is filtered.
+// Package tcp probes TCP ports. A completed handshake (SYN-ACK) and a
+// refused connection (an RST) both prove the host is up, which is why TCP
+// evidence still counts when ICMP is filtered.
 //
-// Raw SYN probing (TcpMode SYN) is not implemented yet: such tasks run with
-// connect and say so in ProbeResult.error.
+// Two engines: Syn sends raw SYNs from one shared socket per family and
+// needs CAP_NET_RAW; Prober uses connect(2) and needs no privilege. A task
+// asking for SYN on a host without raw sockets runs with connect and says
+// so (Fallback, and ProbeResult.error).
 package tcp
 
 import (
@@ -28,7 +30,7 @@ const Engine = "tcp/connect"
 const DefaultTimeout = 2 * time.Second
 
 // SynFallbackNote is the ProbeResult.error text for SYN tasks run with connect.
-const SynFallbackNote = "tcp mode syn is not implemented in this agent yet (a later issue); used connect"
+const SynFallbackNote = "tcp mode syn needs raw sockets (CAP_NET_RAW), which this agent lacks; used connect"
 
 // Limiter paces probe packets (the agent's guard).
 type Limiter interface {
