@@ -1,0 +1,302 @@
+// Package discovery decides which addresses a campaign should watch when the
+// operator does not list them: `targets.hosts.discover` (sweep the
+// networks once, keep the hosts that answer most reliably) and
+// `targets.upstreams: auto` (the routers just before the target prefixes,
+// read off traceroutes).
+//
+// It exists because a small country is only a few /24s - IODA ignores
+// entities with fewer than about 20 responsive /24s, vantage must work with
+// one /24 and a handful of hosts - so which handful is watched decides
+// whether a verdict can be trusted, and that choice must be made from
+// evidence (which hosts answer, from how many vantages, how reliably), not
+// guessed. The package is pure: it builds the probe tasks of a sweep and
+// of the upstream traces, and turns their results into a host set and
+// labelled routers. Sending the tasks (as Triggers) and storing the outcome
+// is the controller's job.
+package discovery
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// MaxSweep is the most addresses one sweep probes (a /16). Larger or IPv6
+// networks cannot be swept address by address: list their hosts.
+const MaxSweep = 1 << 16
+
+// ErrInvalid is wrapped by errors about the request itself.
+var ErrInvalid = errors.New("discovery: invalid request")
+
+// Network is one target prefix.
+type Network struct {
+	Name   string
+	Prefix netip.Prefix
+}
+
+// SweepAddrs lists every address of the networks that a sweep probes: for
+// IPv4 all but the network and broadcast addresses of prefixes up to /30
+// (/31 and /32 keep every address). IPv6 prefixes shorter than /112 are
+// refused: 2^64 addresses cannot be swept.
+func SweepAddrs(nets []Network) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for i, n := range nets {
+		p := n.Prefix.Masked()
+		host := p.Addr().BitLen() - p.Bits()
+		if p.Addr().Is6() && host > 16 {
+			return nil, fmt.Errorf("%w: networks[%d] %s (%s): an IPv6 /%d cannot be swept; list its hosts", ErrInvalid, i, n.Name, p, p.Bits())
+		}
+		size := 1 << host
+		if len(out)+size > MaxSweep {
+			return nil, fmt.Errorf("%w: networks[%d] %s (%s): the sweep would probe more than %d addresses", ErrInvalid, i, n.Name, p, MaxSweep)
+		}
+		a := p.Addr()
+		for j := 0; j < size; j, a = j+1, a.Next() {
+			if p.Addr().Is4() && host >= 2 && (j == 0 || j == size-1) {
+				continue
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// SweepTasks turns addresses into one-off ICMP echo tasks for Triggers (ids
+// "<campaign>/icmp/<addr>", the shared convention).
+func SweepTasks(campaign string, addrs []netip.Addr, timeoutMs, retries uint32, expires *timestamppb.Timestamp) []*vantagev1.Task {
+	out := make([]*vantagev1.Task, 0, len(addrs))
+	for _, a := range addrs {
+		s := a.String()
+		out = append(out, &vantagev1.Task{
+			Id: campaign + "/icmp/" + s, Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO,
+			Target: s, Role: vantagev1.TargetRole_TARGET_ROLE_HOST, EveryRounds: 1, ExpiresAt: expires,
+			Spec: &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{Retries: retries, TimeoutMs: timeoutMs, PayloadBytes: 16}},
+		})
+	}
+	return out
+}
+
+// Batches paces a sweep by the campaign budget: each batch is at most what
+// one agent may send in one round (agentPPS x round packets, 1+retries per
+// address), so sending one batch per round as a Trigger keeps every agent
+// within budget.agent_pps. perTarget limits are met because a sweep probes
+// each address once.
+func Batches(tasks []*vantagev1.Task, retries uint32, agentPPS, roundSeconds float64) [][]*vantagev1.Task {
+	per := max(int(agentPPS*roundSeconds)/int(1+retries), 1)
+	var out [][]*vantagev1.Task
+	for len(tasks) > 0 {
+		n := min(per, len(tasks))
+		out = append(out, tasks[:n:n])
+		tasks = tasks[n:]
+	}
+	return out
+}
+
+// Probe is one sweep result as discovery needs it.
+type Probe struct {
+	Agent  string
+	Target netip.Addr
+	// Up: an echo reply (or any answer proving the host is there).
+	Up bool
+}
+
+// HostScore is what the sweep saw of one host.
+type HostScore struct {
+	Addr    netip.Addr
+	Network string
+	// Vantages that saw it answer at least once.
+	Vantages int
+	// Probes sent to it and answered, over all vantages.
+	Sent, Answered int
+}
+
+// Loss is the fraction of probes to the host that got no answer.
+func (h HostScore) Loss() float64 {
+	if h.Sent == 0 {
+		return 1
+	}
+	return 1 - float64(h.Answered)/float64(h.Sent)
+}
+
+// SelectHosts keeps, per network, the perNetwork hosts that answered most
+// reliably: seen by the most vantages, then the lowest loss, then the
+// lowest address (so the choice is deterministic). Hosts that never
+// answered are never kept. The result has one entry per network that has
+// at least one answering host, in network order; a network with none is
+// listed in silent.
+func SelectHosts(nets []Network, probes []Probe, perNetwork int) (kept map[string][]HostScore, silent []string) {
+	scores := map[netip.Addr]*HostScore{}
+	seen := map[netip.Addr]map[string]bool{}
+	networkOf := func(a netip.Addr) string {
+		for _, n := range nets {
+			if n.Prefix.Contains(a) {
+				return n.Name
+			}
+		}
+		return ""
+	}
+	for _, p := range probes {
+		nw := networkOf(p.Target)
+		if nw == "" {
+			continue // not ours: ignore rather than trust
+		}
+		h := scores[p.Target]
+		if h == nil {
+			h = &HostScore{Addr: p.Target, Network: nw}
+			scores[p.Target] = h
+			seen[p.Target] = map[string]bool{}
+		}
+		h.Sent++
+		if p.Up {
+			h.Answered++
+			if !seen[p.Target][p.Agent] {
+				seen[p.Target][p.Agent] = true
+				h.Vantages++
+			}
+		}
+	}
+	by := map[string][]HostScore{}
+	for _, h := range scores {
+		if h.Answered > 0 {
+			by[h.Network] = append(by[h.Network], *h)
+		}
+	}
+	kept = map[string][]HostScore{}
+	for _, n := range nets {
+		hs := by[n.Name]
+		if len(hs) == 0 {
+			silent = append(silent, n.Name)
+			continue
+		}
+		slices.SortFunc(hs, func(a, b HostScore) int {
+			return cmp.Or(b.Vantages-a.Vantages, cmp.Compare(a.Loss(), b.Loss()), a.Addr.Compare(b.Addr))
+		})
+		kept[n.Name] = hs[:min(perNetwork, len(hs))]
+	}
+	return kept, silent
+}
+
+// TraceTasks builds one-off Paris ICMP traceroutes (ids
+// "<campaign>/trace/<addr>") to the given hosts, for upstream discovery.
+func TraceTasks(campaign string, hosts []netip.Addr, maxTTL, timeoutMs uint32, expires *timestamppb.Timestamp) []*vantagev1.Task {
+	out := make([]*vantagev1.Task, 0, len(hosts))
+	for _, a := range hosts {
+		s := a.String()
+		out = append(out, &vantagev1.Task{
+			Id: campaign + "/trace/" + s, Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: s,
+			Role: vantagev1.TargetRole_TARGET_ROLE_HOST, EveryRounds: 1, ExpiresAt: expires,
+			Spec: &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{Protocol: vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP,
+				Paris: true, MaxTtl: maxTTL, GapLimit: 3, TimeoutMs: timeoutMs}},
+		})
+	}
+	return out
+}
+
+// Router is a discovered router with its role and how many traces put it
+// there.
+type Router struct {
+	Addr   netip.Addr
+	Role   vantagev1.TargetRole // UPSTREAM or BORDER
+	Traces int
+}
+
+// Upstreams reads traceroutes toward hosts inside prefixes and labels the
+// routers before them: on each trace that entered the prefixes (a hop, or
+// the destination's reply, inside them), the responsive hop immediately
+// before the first hop inside is the BORDER, and the responsive hop
+// immediately before the border is the UPSTREAM. "Immediately": a silent
+// TTL in between makes the label unknown for that trace rather than
+// pinning it on an earlier router. Traces that never entered the prefixes
+// say nothing. A router labelled both ways by different traces keeps the
+// label most traces gave it (BORDER on a tie: it is the nearer one).
+// Results are ordered by role (UPSTREAM first), then traces, then address.
+func Upstreams(prefixes []netip.Prefix, traces [][]*vantagev1.Hop) []Router {
+	inside := func(a netip.Addr) bool {
+		return slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(a) })
+	}
+	votes := map[netip.Addr]map[vantagev1.TargetRole]int{}
+	vote := func(a netip.Addr, r vantagev1.TargetRole) {
+		if votes[a] == nil {
+			votes[a] = map[vantagev1.TargetRole]int{}
+		}
+		votes[a][r]++
+	}
+	for _, hops := range traces {
+		byTTL := map[uint32]netip.Addr{}
+		entry := uint32(0)
+		for _, h := range hops {
+			a, err := netip.ParseAddr(h.GetAddr())
+			if err != nil || h.GetTtl() == 0 {
+				continue
+			}
+			a = a.Unmap()
+			byTTL[h.GetTtl()] = a
+			if inside(a) && (entry == 0 || h.GetTtl() < entry) {
+				entry = h.GetTtl()
+			}
+		}
+		if entry < 2 {
+			continue
+		}
+		border, ok := byTTL[entry-1]
+		if !ok || inside(border) {
+			continue
+		}
+		vote(border, vantagev1.TargetRole_TARGET_ROLE_BORDER)
+		if entry < 3 {
+			continue
+		}
+		if up, ok := byTTL[entry-2]; ok && !inside(up) && up != border {
+			vote(up, vantagev1.TargetRole_TARGET_ROLE_UPSTREAM)
+		}
+	}
+	var out []Router
+	for a, v := range votes {
+		b, u := v[vantagev1.TargetRole_TARGET_ROLE_BORDER], v[vantagev1.TargetRole_TARGET_ROLE_UPSTREAM]
+		if b >= u {
+			out = append(out, Router{Addr: a, Role: vantagev1.TargetRole_TARGET_ROLE_BORDER, Traces: b})
+		} else {
+			out = append(out, Router{Addr: a, Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, Traces: u})
+		}
+	}
+	slices.SortFunc(out, func(x, y Router) int {
+		return cmp.Or(cmp.Compare(x.Role, y.Role), y.Traces-x.Traces, x.Addr.Compare(y.Addr))
+	})
+	return out
+}
+
+// PickTraceHosts chooses up to n hosts per network to trace toward: the
+// best-scored ones from a sweep when there is one, otherwise the network's
+// listed hosts.
+func PickTraceHosts(kept map[string][]HostScore, nets []Network, n int) []netip.Addr {
+	var out []netip.Addr
+	for _, nw := range nets {
+		for i, h := range kept[nw.Name] {
+			if i == n {
+				break
+			}
+			out = append(out, h.Addr)
+		}
+	}
+	return out
+}
+
+// Describe is a one-line summary for logs and campaign status.
+func Describe(kept map[string][]HostScore, silent []string) string {
+	n := 0
+	for _, hs := range kept {
+		n += len(hs)
+	}
+	s := strconv.Itoa(n) + " hosts in " + strconv.Itoa(len(kept)) + " networks"
+	if len(silent) > 0 {
+		s += fmt.Sprintf("; no host answered in %v", silent)
+	}
+	return s
+}

@@ -1,0 +1,167 @@
+package discovery
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+func nw(name, p string) Network { return Network{Name: name, Prefix: netip.MustParsePrefix(p)} }
+
+func TestSweepAddrs(t *testing.T) {
+	cases := []struct {
+		name      string
+		nets      []Network
+		n         int
+		first     string
+		last      string
+		wantError string
+	}{
+		{"one /24 skips network and broadcast", []Network{nw("a", "198.18.0.0/24")}, 254, "198.18.0.1", "198.18.0.254", ""},
+		{"a /31 keeps both", []Network{nw("a", "198.18.0.0/31")}, 2, "198.18.0.0", "198.18.0.1", ""},
+		{"a /32", []Network{nw("a", "198.18.0.7/32")}, 1, "198.18.0.7", "198.18.0.7", ""},
+		{"two networks", []Network{nw("a", "198.18.0.0/30"), nw("b", "198.18.1.0/30")}, 4, "198.18.0.1", "198.18.1.2", ""},
+		{"small IPv6", []Network{nw("v6", "2001:db8::/126")}, 4, "2001:db8::", "2001:db8::3", ""},
+		{"IPv6 /64 refused", []Network{nw("v6", "2001:db8::/64")}, 0, "", "",
+			"discovery: invalid request: networks[0] v6 (2001:db8::/64): an IPv6 /64 cannot be swept; list its hosts"},
+		{"too big", []Network{nw("big", "10.0.0.0/15")}, 0, "", "",
+			"discovery: invalid request: networks[0] big (10.0.0.0/15): the sweep would probe more than 65536 addresses"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := SweepAddrs(c.nets)
+			if c.wantError != "" {
+				if err == nil || err.Error() != c.wantError || !errors.Is(err, ErrInvalid) {
+					t.Fatalf("got %v, want %s", err, c.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != c.n || got[0].String() != c.first || got[len(got)-1].String() != c.last {
+				t.Errorf("got %d addrs %v..%v, want %d %s..%s", len(got), got[0], got[len(got)-1], c.n, c.first, c.last)
+			}
+		})
+	}
+}
+
+func TestBatches(t *testing.T) {
+	addrs, _ := SweepAddrs([]Network{nw("a", "198.18.0.0/24")})
+	tasks := SweepTasks("kp", addrs, 1000, 1, nil)
+	if tasks[0].GetId() != "kp/icmp/198.18.0.1" || tasks[0].GetIcmp().GetRetries() != 1 {
+		t.Errorf("task %v", tasks[0])
+	}
+	// 100 pps x 2s = 200 packets per round, 2 per address: 100 addresses.
+	bs := Batches(tasks, 1, 100, 2)
+	if len(bs) != 3 || len(bs[0]) != 100 || len(bs[2]) != 54 {
+		t.Errorf("batches %d: %d..%d", len(bs), len(bs[0]), len(bs[len(bs)-1]))
+	}
+}
+
+func TestSelectHosts(t *testing.T) {
+	nets := []Network{nw("net0", "198.18.0.0/24"), nw("net1", "198.18.1.0/24"), nw("dark", "198.18.2.0/24")}
+	a := netip.MustParseAddr
+	var probes []Probe
+	add := func(agent, addr string, up ...bool) {
+		for _, u := range up {
+			probes = append(probes, Probe{Agent: agent, Target: a(addr), Up: u})
+		}
+	}
+	// .10 answers everyone always; .11 answers all three but loses one;
+	// .12 answers only vantage a; .13 never; .14 answers two always.
+	for _, ag := range []string{"a", "b", "c"} {
+		add(ag, "198.18.0.10", true, true)
+		add(ag, "198.18.0.13", false, false)
+		add(ag, "198.18.2.10", false)
+	}
+	add("a", "198.18.0.11", true, false)
+	add("b", "198.18.0.11", true, true)
+	add("c", "198.18.0.11", true, true)
+	add("a", "198.18.0.12", true, true)
+	add("a", "198.18.0.14", true, true)
+	add("b", "198.18.0.14", true, true)
+	add("a", "198.18.1.50", true)
+	add("a", "203.0.113.1", true) // outside every network: ignored
+
+	kept, silent := SelectHosts(nets, probes, 3)
+	var got []string
+	for _, h := range kept["net0"] {
+		got = append(got, h.Addr.String())
+	}
+	if want := []string{"198.18.0.10", "198.18.0.11", "198.18.0.14"}; !slices.Equal(got, want) {
+		t.Errorf("net0 kept %v, want %v", got, want)
+	}
+	if len(kept["net1"]) != 1 || kept["net1"][0].Vantages != 1 {
+		t.Errorf("net1 kept %v", kept["net1"])
+	}
+	if !slices.Equal(silent, []string{"dark"}) {
+		t.Errorf("silent %v, want [dark]", silent)
+	}
+	if h := kept["net0"][1]; h.Vantages != 3 || h.Sent != 6 || h.Answered != 5 {
+		t.Errorf(".11 score %+v", h)
+	}
+	if d := Describe(kept, silent); d != "4 hosts in 2 networks; no host answered in [dark]" {
+		t.Errorf("describe: %s", d)
+	}
+	// A single /24 with a couple of hosts is enough (no IODA-style minimum).
+	kept, _ = SelectHosts(nets[:1], probes, 8)
+	if len(kept["net0"]) != 4 {
+		t.Errorf("per_network 8 on 4 answering hosts kept %d", len(kept["net0"]))
+	}
+}
+
+func hops(addrs ...string) []*vantagev1.Hop {
+	var out []*vantagev1.Hop
+	for i, a := range addrs {
+		out = append(out, &vantagev1.Hop{Ttl: uint32(i + 1), Addr: a})
+	}
+	return out
+}
+
+func TestUpstreams(t *testing.T) {
+	lab := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")}
+	cases := []struct {
+		name   string
+		traces [][]*vantagev1.Hop
+		want   []string // "role addr traces"
+	}{
+		{"the lab path from three vantages", [][]*vantagev1.Hop{
+			hops("198.51.100.1", "198.51.100.26", "198.51.100.42", "198.51.100.50", "198.18.0.10"),
+			hops("198.51.100.9", "198.51.100.26", "198.51.100.42", "198.51.100.50", "198.18.1.10"),
+			hops("198.51.100.17", "198.51.100.26", "198.51.100.42", "198.51.100.50", "198.18.2.10"),
+		}, []string{"UPSTREAM 198.51.100.42 3", "BORDER 198.51.100.50 3"}},
+		{"a silent hop before the prefix labels nothing", [][]*vantagev1.Hop{
+			hops("198.51.100.1", "198.51.100.26", "198.51.100.42", "", "198.18.0.10"),
+		}, nil},
+		{"a silent hop before the border labels only the border", [][]*vantagev1.Hop{
+			hops("198.51.100.1", "198.51.100.26", "", "198.51.100.50", "198.18.0.10"),
+		}, []string{"BORDER 198.51.100.50 1"}},
+		{"a trace that never entered says nothing", [][]*vantagev1.Hop{
+			hops("198.51.100.1", "198.51.100.26", "198.51.100.42", "", ""),
+		}, nil},
+		{"the first hop inside counts, not the destination", [][]*vantagev1.Hop{
+			hops("198.51.100.1", "198.51.100.42", "198.51.100.50", "198.18.0.1", "198.18.0.10"),
+		}, []string{"UPSTREAM 198.51.100.42 1", "BORDER 198.51.100.50 1"}},
+		{"two borders (multi-homed), majority label wins", [][]*vantagev1.Hop{
+			hops("198.51.100.1", "198.51.100.42", "198.51.100.50", "198.18.0.10"),
+			hops("198.51.100.9", "198.51.100.42", "198.51.100.58", "198.18.1.10"),
+			hops("198.51.100.17", "198.51.100.42", "198.51.100.58", "198.18.1.11"),
+		}, []string{"UPSTREAM 198.51.100.42 3", "BORDER 198.51.100.58 2", "BORDER 198.51.100.50 1"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got []string
+			for _, r := range Upstreams(lab, c.traces) {
+				role := map[vantagev1.TargetRole]string{vantagev1.TargetRole_TARGET_ROLE_UPSTREAM: "UPSTREAM", vantagev1.TargetRole_TARGET_ROLE_BORDER: "BORDER"}[r.Role]
+				got = append(got, role+" "+r.Addr.String()+" "+string(rune('0'+r.Traces)))
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("got %v, want %v", got, c.want)
+			}
+		})
+	}
+}
