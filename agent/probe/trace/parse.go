@@ -6,153 +6,333 @@ import (
 	"net/netip"
 )
 
-// Reasons a received packet is ignored. All of them are counted.
+// Reasons a received packet is dropped. All of them are counted.
 var (
 	errTruncated = errors.New("truncated")
 	errGarbage   = errors.New("malformed")
-	errNotOurs   = errors.New("not a reply to an echo request")
+	errNotOurs   = errors.New("not an answer to a trace probe")
 )
 
-type replyKind uint8
-
-const (
-	kindEchoReply replyKind = iota + 1
-	kindTimeExceeded
-	kindUnreachable
-)
-
-// ICMP types the tracer understands.
+// ICMP types and protocol numbers the tracer understands.
 const (
 	v4EchoReply    = 0
 	v4Unreachable  = 3
 	v4EchoRequest  = 8
 	v4TimeExceeded = 11
+	v4PortUnreach  = 3
 
 	v6Unreachable  = 1
 	v6TimeExceeded = 3
 	v6EchoRequest  = 128
 	v6EchoReply    = 129
+	v6PortUnreach  = 4
 
 	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
 	protoICMPv6 = 58
 )
 
-// reply is what the parser extracts from one ICMP message. For errors (time
-// exceeded, unreachable) id and seq come from the quoted echo request.
-type reply struct {
-	kind      replyKind
-	icmpType  uint8
-	icmpCode  uint8
-	id, seq   uint16
-	quotedTTL uint8      // 0 when not quoted
-	quotedDst netip.Addr // destination of the quoted probe (errors only)
+type replyKind uint8
+
+const (
+	kindEchoReply    replyKind = iota + 1 // the destination answered an echo
+	kindTimeExceeded                      // a router on the way
+	kindUnreachable                       // destination unreachable (any code)
+	kindTCP                               // SYN-ACK or RST from the destination
+)
+
+// maxLabels bounds the MPLS label stack kept per hop (RFC 4950 allows any
+// number; real stacks are a few labels deep).
+const maxLabels = 8
+
+type mplsEntry struct {
+	label uint32
+	exp   uint8
+	s     bool
+	ttl   uint8
 }
 
-// parseReply parses an ICMP (v6 false) or ICMPv6 message without its IP
-// header. It never panics; anything it cannot use is an error.
-func parseReply(v6 bool, msg []byte) (reply, error) {
+// reply is what the parsers extract from one received packet. It holds no
+// slices into the packet and fixed-size arrays only, so parsing allocates
+// nothing and a reply can be copied freely.
+type reply struct {
+	kind     replyKind
+	icmpType uint8
+	icmpCode uint8
+	src      netip.Addr // sender of the reply (v4: from the IP header)
+	replyTTL uint8      // v4 only; v6 hop limit comes from a control message
+
+	// The quoted probe (time exceeded, unreachable) or, for echo replies and
+	// TCP answers, the fields of our probe they echo.
+	proto     uint8
+	quotedTTL uint8
+	quotedDst netip.Addr
+	sport     uint16 // UDP/TCP source port; ICMP echo id
+	dport     uint16 // UDP/TCP destination port
+	tag       uint16 // ICMP echo seq; UDP checksum; low 16 bits of TCP seq
+	hiSeq     uint16 // high 16 bits of TCP seq (the cookie)
+	tcpFlags  uint8
+	payload   [8]byte // first bytes after the quoted (or echoed) 8-byte header, when present
+	payloadN  uint8
+
+	nLabels uint8
+	labels  [maxLabels]mplsEntry
+}
+
+// parseICMP4 parses a whole IPv4 packet carrying ICMP, as a raw IPv4 socket
+// delivers it. It never panics and never allocates.
+func parseICMP4(pkt []byte) (reply, error) {
+	var r reply
+	ihl, err := ipv4Header(pkt)
+	if err != nil {
+		return r, err
+	}
+	if pkt[9] != protoICMP {
+		return r, errNotOurs
+	}
+	r.src = netip.AddrFrom4([4]byte(pkt[12:16]))
+	r.replyTTL = pkt[8]
+	end := min(len(pkt), int(binary.BigEndian.Uint16(pkt[2:4])))
+	if end < ihl {
+		end = len(pkt) // some stacks report the length in host order; trust the read
+	}
+	msg := pkt[ihl:end]
 	if len(msg) < 8 {
-		return reply{}, errTruncated
+		return r, errTruncated
 	}
-	r := reply{icmpType: msg[0], icmpCode: msg[1]}
-	if !v6 && checksum(msg) != 0 {
-		// The kernel does not verify ICMPv4 checksums on raw sockets;
-		// ICMPv6 ones it does.
-		return reply{}, errGarbage
+	// The kernel does not verify ICMPv4 checksums for raw sockets.
+	if checksum(msg) != 0 {
+		return r, errGarbage
 	}
-	echoReply, timeExceeded, unreachable := uint8(v4EchoReply), uint8(v4TimeExceeded), uint8(v4Unreachable)
-	if v6 {
-		echoReply, timeExceeded, unreachable = v6EchoReply, v6TimeExceeded, v6Unreachable
-	}
+	r.icmpType, r.icmpCode = msg[0], msg[1]
 	switch r.icmpType {
-	case echoReply:
-		if r.icmpCode != 0 {
-			return reply{}, errGarbage
-		}
+	case v4EchoReply:
 		r.kind = kindEchoReply
-		r.id = binary.BigEndian.Uint16(msg[4:6])
-		r.seq = binary.BigEndian.Uint16(msg[6:8])
+		r.proto = protoICMP
+		r.sport = binary.BigEndian.Uint16(msg[4:6])
+		r.tag = binary.BigEndian.Uint16(msg[6:8])
+		r.payloadN = uint8(copy(r.payload[:], msg[8:]))
 		return r, nil
-	case timeExceeded:
+	case v4TimeExceeded:
 		r.kind = kindTimeExceeded
-	case unreachable:
+	case v4Unreachable:
 		r.kind = kindUnreachable
 	default:
-		return reply{}, errNotOurs
+		return r, errNotOurs
 	}
-	var err error
-	if v6 {
-		err = parseQuoted6(&r, msg[8:])
-	} else {
-		err = parseQuoted4(&r, msg[8:])
+	body := msg[8:]
+	if err := parseQuoted4(&r, body); err != nil {
+		return r, err
 	}
-	if err != nil {
-		return reply{}, err
-	}
+	// RFC 4884: byte 5 is the length of the original datagram in 32-bit
+	// words; extensions follow it.
+	parseExtensions(&r, body, int(msg[5])*4)
 	return r, nil
 }
 
-// parseQuoted4 reads the IPv4 header and first 8 bytes of ICMP quoted in an
-// error message (RFC 792; RFC 4884 extensions follow and are skipped).
-func parseQuoted4(r *reply, q []byte) error {
-	if len(q) < 20 {
-		return errTruncated
+// ipv4Header validates an IPv4 header and returns its length.
+func ipv4Header(b []byte) (int, error) {
+	if len(b) < 20 {
+		return 0, errTruncated
 	}
-	if q[0]>>4 != 4 {
-		return errGarbage
+	if b[0]>>4 != 4 {
+		return 0, errGarbage
 	}
-	ihl := int(q[0]&0x0f) * 4
+	ihl := int(b[0]&0x0f) * 4
 	if ihl < 20 {
-		return errGarbage
+		return 0, errGarbage
 	}
-	if q[9] != protoICMP {
-		return errNotOurs
+	if len(b) < ihl {
+		return 0, errTruncated
 	}
-	if len(q) < ihl+8 {
-		return errTruncated
-	}
-	icmp := q[ihl:]
-	if icmp[0] != v4EchoRequest {
-		return errNotOurs
+	return ihl, nil
+}
+
+// parseQuoted4 reads the IPv4 header and the first bytes of the transport
+// header of our probe, quoted in an ICMP error (RFC 792 guarantees 8).
+func parseQuoted4(r *reply, q []byte) error {
+	ihl, err := ipv4Header(q)
+	if err != nil {
+		return err
 	}
 	r.quotedTTL = q[8]
 	r.quotedDst = netip.AddrFrom4([4]byte(q[16:20]))
-	r.id = binary.BigEndian.Uint16(icmp[4:6])
-	r.seq = binary.BigEndian.Uint16(icmp[6:8])
+	return parseQuotedL4(r, q[9], q[ihl:], v4EchoRequest)
+}
+
+// parseQuotedL4 reads the first 8 bytes of the quoted transport header.
+func parseQuotedL4(r *reply, proto uint8, l4 []byte, echoRequest uint8) error {
+	if len(l4) < 8 {
+		return errTruncated
+	}
+	r.proto = proto
+	switch proto {
+	case protoICMP, protoICMPv6:
+		if l4[0] != echoRequest || l4[1] != 0 {
+			return errNotOurs
+		}
+		r.sport = binary.BigEndian.Uint16(l4[4:6])
+		r.tag = binary.BigEndian.Uint16(l4[6:8])
+	case protoUDP:
+		r.sport = binary.BigEndian.Uint16(l4[0:2])
+		r.dport = binary.BigEndian.Uint16(l4[2:4])
+		r.tag = binary.BigEndian.Uint16(l4[6:8])
+	case protoTCP:
+		r.sport = binary.BigEndian.Uint16(l4[0:2])
+		r.dport = binary.BigEndian.Uint16(l4[2:4])
+		r.hiSeq = binary.BigEndian.Uint16(l4[4:6])
+		r.tag = binary.BigEndian.Uint16(l4[6:8])
+		return nil // the TCP header is 20 bytes: no payload follows in 8
+	default:
+		return errNotOurs
+	}
+	r.payloadN = uint8(copy(r.payload[:], l4[8:]))
 	return nil
 }
 
-// parseQuoted6 reads the IPv6 header and first 8 bytes of ICMPv6 quoted in
-// an error message. Probes never carry extension headers, so a quoted
-// packet with one is not ours.
-func parseQuoted6(r *reply, q []byte) error {
+// parseICMP6 parses an ICMPv6 message as a raw ICMPv6 socket delivers it
+// (no IPv6 header; the kernel has verified the checksum). src is the
+// sender, from the socket address.
+func parseICMP6(msg []byte, src netip.Addr) (reply, error) {
+	var r reply
+	r.src = src
+	if len(msg) < 8 {
+		return r, errTruncated
+	}
+	r.icmpType, r.icmpCode = msg[0], msg[1]
+	switch r.icmpType {
+	case v6EchoReply:
+		r.kind = kindEchoReply
+		r.proto = protoICMPv6
+		r.sport = binary.BigEndian.Uint16(msg[4:6])
+		r.tag = binary.BigEndian.Uint16(msg[6:8])
+		r.payloadN = uint8(copy(r.payload[:], msg[8:]))
+		return r, nil
+	case v6TimeExceeded:
+		r.kind = kindTimeExceeded
+	case v6Unreachable:
+		r.kind = kindUnreachable
+	default:
+		return r, errNotOurs
+	}
+	q := msg[8:]
 	if len(q) < 40 {
-		return errTruncated
+		return r, errTruncated
 	}
 	if q[0]>>4 != 6 {
-		return errGarbage
-	}
-	if q[6] != protoICMPv6 {
-		return errNotOurs
-	}
-	if len(q) < 48 {
-		return errTruncated
-	}
-	icmp := q[40:]
-	if icmp[0] != v6EchoRequest {
-		return errNotOurs
+		return r, errGarbage
 	}
 	r.quotedTTL = q[7]
 	r.quotedDst = netip.AddrFrom16([16]byte(q[24:40]))
-	r.id = binary.BigEndian.Uint16(icmp[4:6])
-	r.seq = binary.BigEndian.Uint16(icmp[6:8])
+	// Probes never carry extension headers: a quote with one is not ours.
+	if err := parseQuotedL4(&r, q[6], q[40:], v6EchoRequest); err != nil {
+		return r, err
+	}
+	// RFC 4884 for ICMPv6: byte 4 is the length in 64-bit words.
+	parseExtensions(&r, q, int(msg[4])*8)
+	return r, nil
+}
+
+// parseTCP4 parses a whole IPv4 packet carrying TCP (raw TCP socket).
+func parseTCP4(pkt []byte) (reply, error) {
+	var r reply
+	ihl, err := ipv4Header(pkt)
+	if err != nil {
+		return r, err
+	}
+	if pkt[9] != protoTCP {
+		return r, errNotOurs
+	}
+	r.src = netip.AddrFrom4([4]byte(pkt[12:16]))
+	r.replyTTL = pkt[8]
+	return r, parseTCPSeg(&r, pkt[ihl:])
+}
+
+// parseTCP6 parses a TCP segment from a raw IPv6 TCP socket (no header).
+func parseTCP6(seg []byte, src netip.Addr) (reply, error) {
+	r := reply{src: src}
+	return r, parseTCPSeg(&r, seg)
+}
+
+// parseTCPSeg keeps SYN-ACKs and RSTs that answer a SYN: their ports are
+// ours swapped and their ack is our seq + 1.
+func parseTCPSeg(r *reply, seg []byte) error {
+	if len(seg) < 20 {
+		return errTruncated
+	}
+	const (
+		finSyn = 0x03
+		syn    = 0x02
+		rst    = 0x04
+		ack    = 0x10
+	)
+	flags := seg[13]
+	isSynAck := flags&(syn|ack|rst) == syn|ack
+	isRst := flags&(rst|ack) == rst|ack && flags&finSyn == 0
+	if !isSynAck && !isRst {
+		return errNotOurs
+	}
+	r.kind = kindTCP
+	r.proto = protoTCP
+	r.tcpFlags = flags
+	// Swap back to our probe's point of view.
+	r.sport = binary.BigEndian.Uint16(seg[2:4])
+	r.dport = binary.BigEndian.Uint16(seg[0:2])
+	seq := binary.BigEndian.Uint32(seg[8:12]) - 1
+	r.hiSeq, r.tag = uint16(seq>>16), uint16(seq)
+	r.quotedDst = r.src
 	return nil
+}
+
+// parseExtensions reads RFC 4884 extensions after an ICMP error's original
+// datagram (body starts after the 8-byte ICMP header) and keeps an RFC 4950
+// MPLS label stack. origLen is the RFC 4884 length field in bytes; 0 means a
+// pre-RFC 4884 sender, which puts extensions at offset 128 (RFC 4884 §5).
+// Malformed extensions are ignored: the hop itself is still good.
+func parseExtensions(r *reply, body []byte, origLen int) {
+	off := origLen
+	if off == 0 {
+		off = 128
+	} else if off < 128 {
+		return // RFC 4884: the original datagram is padded to at least 128 bytes
+	}
+	if off+4 > len(body) {
+		return
+	}
+	ext := body[off:]
+	if ext[0]>>4 != 2 {
+		return
+	}
+	if binary.BigEndian.Uint16(ext[2:4]) != 0 && checksum(ext) != 0 {
+		return
+	}
+	objs := ext[4:]
+	for len(objs) >= 4 {
+		n := int(binary.BigEndian.Uint16(objs[0:2]))
+		if n < 4 || n > len(objs) {
+			return
+		}
+		class, ctype := objs[2], objs[3]
+		if class == 1 && ctype == 1 { // MPLS label stack (RFC 4950)
+			for e := objs[4:n]; len(e) >= 4 && int(r.nLabels) < maxLabels; e = e[4:] {
+				v := binary.BigEndian.Uint32(e)
+				r.labels[r.nLabels] = mplsEntry{label: v >> 12, exp: uint8(v>>9) & 7, s: v&0x100 != 0, ttl: uint8(v)}
+				r.nLabels++
+			}
+		}
+		objs = objs[n:]
+	}
 }
 
 // checksum is the Internet checksum (RFC 1071) of b; 0 for a valid message
 // that includes its checksum field.
 func checksum(b []byte) uint16 {
-	var sum uint32
+	return ^fold(sum16(0, b))
+}
+
+// sum16 adds b to a running one's-complement sum (unfolded).
+func sum16(sum uint32, b []byte) uint32 {
 	for len(b) >= 2 {
 		sum += uint32(b[0])<<8 | uint32(b[1])
 		b = b[2:]
@@ -160,39 +340,12 @@ func checksum(b []byte) uint16 {
 	if len(b) == 1 {
 		sum += uint32(b[0]) << 8
 	}
+	return sum
+}
+
+func fold(sum uint32) uint16 {
 	for sum>>16 != 0 {
 		sum = sum&0xffff + sum>>16
 	}
-	return ^uint16(sum)
-}
-
-// payloadBytes is the echo payload size of trace probes.
-const payloadBytes = 16
-
-// marker identifies vantage trace probes in packet captures.
-var marker = [6]byte{'v', 'a', 'n', 't', 'g', 't'}
-
-// buildEcho makes an echo request. With paris set, the first two payload
-// bytes compensate seq so that the ICMP checksum is the same for every seq:
-// per-flow load balancers hash on the first bytes of the ICMP header (type,
-// code, checksum), so the whole trace follows one path. For ICMPv6 the
-// kernel fills the checksum, but the pseudo-header is constant within a
-// trace, so the same compensation keeps it constant.
-func buildEcho(v6, paris bool, id, seq uint16) []byte {
-	msg := make([]byte, 8+payloadBytes)
-	msg[0] = v4EchoRequest
-	if v6 {
-		msg[0] = v6EchoRequest
-	}
-	binary.BigEndian.PutUint16(msg[4:6], id)
-	binary.BigEndian.PutUint16(msg[6:8], seq)
-	if paris {
-		// seq + ^seq = 0xffff in one's-complement arithmetic, whatever seq.
-		binary.BigEndian.PutUint16(msg[8:10], ^seq)
-	}
-	copy(msg[10:], marker[:])
-	if !v6 {
-		binary.BigEndian.PutUint16(msg[2:4], checksum(msg))
-	}
-	return msg
+	return uint16(sum)
 }

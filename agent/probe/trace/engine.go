@@ -1,0 +1,1002 @@
+package trace
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Config configures an Engine. Zero values take the defaults below.
+type Config struct {
+	Log *slog.Logger
+	// Limiter is the agent's guard; it is waited on once per probe packet.
+	Limiter Limiter
+	// PPS and Burst are the engine-wide probe rate. Default 2000 and 64.
+	PPS   float64
+	Burst int
+	// RouterPPS and RouterBurst pace probes per router (the address that
+	// will answer, as predicted from earlier traces, else per next hop and
+	// TTL), so routers' ICMP rate limits are respected. Default 100 and 20.
+	RouterPPS   float64
+	RouterBurst int
+	// MaxTraces is how many traces run at once; more wait. Default 4096,
+	// at most 16384.
+	MaxTraces int
+
+	open openFunc // seam: nil opens raw sockets
+}
+
+// Defaults and caps.
+const (
+	DefaultPPS         = 2000
+	DefaultBurst       = 64
+	DefaultRouterPPS   = 100
+	DefaultRouterBurst = 20
+	DefaultMaxTraces   = 4096
+	maxTracesCap       = 16384
+	batchSize          = 64
+	pathCacheCap       = 1 << 16
+)
+
+// Engine runs many traceroutes at once over one shared raw socket per
+// address family (plus a receive-only raw TCP socket for TCP traces). One
+// goroutine paces and sends every probe; one per receive socket matches
+// answers statelessly from what they quote.
+type Engine struct {
+	cfg  Config
+	log  *slog.Logger
+	fam  [2]*family // [0] IPv4, [1] IPv6; nil when unavailable
+	seed maphash.Seed
+
+	slotSem chan struct{} // one token per free slot
+
+	mu    sync.Mutex // slots, free, traces' answers, path cache
+	slots []slot
+	free  []uint16 // FIFO, so a slot's generation changes slowly
+	path  map[pathKey]netip.Addr
+	plen  map[netip.Prefix]uint8 // TTL at which a prefix's destinations answered
+
+	qmu     sync.Mutex // the send queues
+	queues  map[routerKey]*routerQ
+	active  []*routerQ
+	global  *rate.Limiter
+	wake    chan struct{}
+	stop    chan struct{}
+	ctx     context.Context // cancelled by Close; for the guard's Wait
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closing sync.Once
+
+	ignored atomic.Uint64 // malformed, foreign or spoofed packets
+	late    atomic.Uint64 // valid answers for traces already finished
+	dups    atomic.Uint64
+	matched atomic.Uint64 // answers recorded as hops
+	sendErr atomic.Uint64
+}
+
+type slot struct {
+	gen     uint8
+	tr      *traceState // nil when free
+	lastDst netip.Addr  // of the last trace in this slot, to tell late answers
+}
+
+type pathKey struct {
+	prefix netip.Prefix
+	ttl    uint8
+}
+
+// routerKey names a pacing bucket: a router address, or while the router
+// is unknown, (destination prefix, TTL); TTL 1 is the first hop for all.
+type routerKey struct {
+	addr netip.Addr
+	ttl  uint8
+}
+
+type routerQ struct {
+	key    routerKey
+	lim    *rate.Limiter
+	items  []pending
+	head   int
+	queued bool // in Engine.active
+}
+
+type pending struct {
+	tr  *traceState
+	ttl uint8
+}
+
+type answer struct {
+	final uint8 // 0 hop, finalDest, finalUnreach
+	hop   *vantagev1.Hop
+}
+
+const (
+	finalDest    = 1
+	finalUnreach = 2
+)
+
+// traceState is one running trace. Guarded by Engine.mu.
+type traceState struct {
+	id       probeID
+	maxTTL   int
+	gapLimit int
+	timeout  time.Duration
+	sent     [maxTTLCap + 1]time.Time
+	ans      [maxTTLCap + 1]answer
+	nsent    int
+	nDone    int // sent or dropped
+	lastSent time.Time
+	sendErr  error
+	finished bool
+	allSent  chan struct{}
+	done     chan struct{}
+	doneSet  bool
+}
+
+// NewEngine opens the shared sockets (IPv4 and IPv6, whichever the host
+// allows; an error if neither) and starts the sender and reader goroutines.
+// Close stops and waits for them.
+func NewEngine(cfg Config) (*Engine, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PPS <= 0 {
+		cfg.PPS = DefaultPPS
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if cfg.RouterPPS <= 0 {
+		cfg.RouterPPS = DefaultRouterPPS
+	}
+	if cfg.RouterBurst <= 0 {
+		cfg.RouterBurst = DefaultRouterBurst
+	}
+	if cfg.MaxTraces <= 0 {
+		cfg.MaxTraces = DefaultMaxTraces
+	}
+	cfg.MaxTraces = min(cfg.MaxTraces, maxTracesCap)
+	if cfg.open == nil {
+		cfg.open = openRaw
+	}
+	e := &Engine{
+		cfg: cfg, log: cfg.Log, seed: maphash.MakeSeed(),
+		slotSem: make(chan struct{}, cfg.MaxTraces),
+		slots:   make([]slot, cfg.MaxTraces),
+		free:    make([]uint16, 0, cfg.MaxTraces),
+		path:    make(map[pathKey]netip.Addr),
+		plen:    make(map[netip.Prefix]uint8),
+		queues:  make(map[routerKey]*routerQ),
+		global:  rate.NewLimiter(rate.Limit(cfg.PPS), cfg.Burst),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	for i := range cfg.MaxTraces {
+		e.free = append(e.free, uint16(i))
+		e.slotSem <- struct{}{}
+	}
+	var errs []error
+	for i, v6 := range []bool{false, true} {
+		f, err := cfg.open(v6, cfg.MaxTraces)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e.fam[i] = f
+	}
+	if e.fam[0] == nil && e.fam[1] == nil {
+		e.cancel()
+		return nil, fmt.Errorf("trace engine needs raw sockets (root or CAP_NET_RAW): %w", errors.Join(errs...))
+	}
+	for i, f := range e.fam {
+		if f == nil {
+			continue
+		}
+		kinds := [2]rxKind{rxICMP4, rxTCP4}
+		if i == 1 {
+			kinds = [2]rxKind{rxICMP6, rxTCP6}
+		}
+		e.wg.Add(1)
+		go e.readLoop(f.icmp, kinds[0])
+		if f.tcp != nil {
+			e.wg.Add(1)
+			go e.readLoop(f.tcp, kinds[1])
+		}
+	}
+	e.wg.Add(1)
+	go e.sendLoop()
+	return e, nil
+}
+
+// Close stops the engine's goroutines, waits for them and closes the
+// sockets. Running traces end with an error.
+func (e *Engine) Close() error {
+	var errs []error
+	e.closing.Do(func() {
+		close(e.stop)
+		e.cancel()
+		for _, f := range e.fam {
+			if f == nil {
+				continue
+			}
+			errs = append(errs, f.icmp.Close())
+			if f.tcp != nil {
+				errs = append(errs, f.tcp.Close())
+			}
+			if f.close != nil {
+				errs = append(errs, f.close())
+			}
+		}
+		e.wg.Wait()
+	})
+	return errors.Join(errs...)
+}
+
+// PacketsIgnored counts received packets that were malformed, truncated,
+// foreign, spoofed or duplicates, since start. Answers that come after their
+// trace finished (typically the destination answering TTLs beyond its own
+// distance) are counted by PacketsLate instead.
+func (e *Engine) PacketsIgnored() uint64 { return e.ignored.Load() + e.dups.Load() }
+
+// PacketsLate counts valid answers that arrived after their trace ended.
+func (e *Engine) PacketsLate() uint64 { return e.late.Load() }
+
+// Protocols lists the trace protocols this engine can run.
+func (e *Engine) Protocols() []vantagev1.TraceProtocol {
+	return []vantagev1.TraceProtocol{vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP,
+		vantagev1.TraceProtocol_TRACE_PROTOCOL_UDP, vantagev1.TraceProtocol_TRACE_PROTOCOL_TCP_SYN}
+}
+
+// HasFamily reports whether the engine has sockets for IPv6 (true) or IPv4.
+func (e *Engine) HasFamily(v6 bool) bool { return e.fam[b2i(v6)] != nil }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Run runs every task received on tasks concurrently (at most MaxTraces at
+// a time) and calls emit with each result, never concurrently. It returns
+// when tasks is closed and every trace has finished, or when ctx ends.
+func (e *Engine) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
+	var wg sync.WaitGroup
+	var emu sync.Mutex
+	sem := make(chan struct{}, e.cfg.MaxTraces)
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case t, ok := <-tasks:
+			if !ok {
+				wg.Wait()
+				return ctx.Err()
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				res := e.Probe(ctx, t)
+				emu.Lock()
+				defer emu.Unlock()
+				emit(res)
+			}()
+		}
+	}
+}
+
+// traceParams validates a task into the probe template of a trace.
+func (e *Engine) traceParams(t *vantagev1.Task) (probeID, *vantagev1.TraceSpec, error) {
+	spec := t.GetTrace()
+	var id probeID
+	switch spec.GetProtocol() {
+	case vantagev1.TraceProtocol_TRACE_PROTOCOL_UNSPECIFIED, vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP:
+		id.proto = protoICMP
+	case vantagev1.TraceProtocol_TRACE_PROTOCOL_UDP:
+		id.proto, id.port = protoUDP, DefaultUDPPort
+	case vantagev1.TraceProtocol_TRACE_PROTOCOL_TCP_SYN:
+		id.proto, id.port = protoTCP, DefaultTCPPort
+	default:
+		return id, nil, fmt.Errorf("trace.protocol %v: unknown protocol", spec.GetProtocol())
+	}
+	if p := spec.GetPort(); p != 0 {
+		if p > 65535 {
+			return id, nil, fmt.Errorf("trace.port %d: must be at most 65535", p)
+		}
+		if id.proto == protoICMP {
+			return id, nil, fmt.Errorf("trace.port %d: ICMP traces have no port", p)
+		}
+		id.port = uint16(p)
+	}
+	dst, err := netip.ParseAddr(t.GetTarget())
+	if err != nil {
+		return id, nil, fmt.Errorf("target %q: not an IP address", t.GetTarget())
+	}
+	id.dst = dst.Unmap()
+	if id.dst.Zone() != "" {
+		return id, nil, fmt.Errorf("target %q: zones are not supported", t.GetTarget())
+	}
+	if id.proto == protoICMP && id.dst.Is6() {
+		id.proto = protoICMPv6
+	}
+	id.paris = spec.GetParis()
+	return id, spec, nil
+}
+
+// Probe traces the path to t.Target and returns when the trace ends.
+func (e *Engine) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResult {
+	res := &vantagev1.ProbeResult{Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE}
+	id, spec, err := e.traceParams(t)
+	res.Engine = engineName(id.proto, id.paris)
+	if err != nil {
+		return fail(res, err)
+	}
+	if id.proto == protoTCP {
+		res.Port = uint32(id.port)
+	}
+	f := e.fam[b2i(id.dst.Is6())]
+	if f == nil {
+		return fail(res, fmt.Errorf("target %s: no raw socket for this address family", id.dst))
+	}
+	if id.proto == protoTCP && f.tcp == nil {
+		return fail(res, errors.New("trace.protocol TCP_SYN: no raw TCP receive socket on this host"))
+	}
+	id.src, err = f.srcFor(id.dst)
+	if err != nil {
+		return fail(res, err)
+	}
+	maxTTL := int(spec.GetMaxTtl())
+	if maxTTL == 0 {
+		maxTTL = DefaultMaxTTL
+	}
+	maxTTL = min(maxTTL, maxTTLCap)
+	gapLimit := int(spec.GetGapLimit())
+	if gapLimit == 0 {
+		gapLimit = DefaultGapLimit
+	}
+	timeout := time.Duration(min(spec.GetTimeoutMs(), maxTimeoutMs)) * time.Millisecond
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+
+	select {
+	case <-e.slotSem:
+	case <-ctx.Done():
+		return fail(res, fmt.Errorf("waiting for a free trace slot: %w", ctx.Err()))
+	case <-e.stop:
+		return fail(res, errEngineClosed)
+	}
+	tr := &traceState{id: id, maxTTL: maxTTL, gapLimit: gapLimit, timeout: timeout,
+		allSent: make(chan struct{}), done: make(chan struct{})}
+	e.start(tr)
+	defer e.release(tr)
+
+	allSent := tr.allSent
+	var deadline <-chan time.Time
+	var why vantagev1.TraceStopReason
+	var runErr error
+wait:
+	for {
+		select {
+		case <-tr.done:
+			break wait
+		case <-allSent:
+			allSent = nil
+			e.mu.Lock()
+			last, serr := tr.lastSent, tr.sendErr
+			e.mu.Unlock()
+			if serr != nil && last.IsZero() {
+				why, runErr = vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR, serr
+				break wait
+			}
+			tm := time.NewTimer(time.Until(last.Add(timeout)))
+			defer tm.Stop()
+			deadline = tm.C
+		case <-deadline:
+			break wait
+		case <-ctx.Done():
+			why, runErr = vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR, ctx.Err()
+			break wait
+		case <-e.stop:
+			why, runErr = vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR, errEngineClosed
+			break wait
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	tr.finished = true
+	for ttl := 1; ttl <= maxTTL; ttl++ {
+		if !tr.sent[ttl].IsZero() {
+			res.Attempts++
+			if res.SentAt == nil || tr.sent[ttl].Before(res.SentAt.AsTime()) {
+				res.SentAt = timestamppb.New(tr.sent[ttl])
+			}
+		}
+	}
+	if why == vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR {
+		tr.hops(res)
+		return finish(res, why, runErr)
+	}
+	return finish(res, tr.hops(res), nil)
+}
+
+var errEngineClosed = errors.New("trace engine closed")
+
+const maxTimeoutMs = 30000
+
+func engineName(proto uint8, paris bool) string {
+	n := "trace/icmp"
+	switch proto {
+	case protoUDP:
+		n = "trace/udp"
+	case protoTCP:
+		n = "trace/tcp-syn"
+	}
+	if paris {
+		n += "-paris"
+	}
+	return n
+}
+
+// hops fills res.Hops from TTL 1 and says why the trace stops: at the
+// destination, at an unreachable, after gap_limit silent TTLs, or at max_ttl.
+func (tr *traceState) hops(res *vantagev1.ProbeResult) vantagev1.TraceStopReason {
+	gap := 0
+	for ttl := 1; ttl <= tr.maxTTL; ttl++ {
+		a := tr.ans[ttl]
+		if a.hop == nil {
+			res.Hops = append(res.Hops, &vantagev1.Hop{Ttl: uint32(ttl)})
+			gap++
+			if gap >= tr.gapLimit {
+				return vantagev1.TraceStopReason_TRACE_STOP_REASON_GAP_LIMIT
+			}
+			continue
+		}
+		gap = 0
+		res.Hops = append(res.Hops, a.hop)
+		switch a.final {
+		case finalDest:
+			return vantagev1.TraceStopReason_TRACE_STOP_REASON_COMPLETED
+		case finalUnreach:
+			return vantagev1.TraceStopReason_TRACE_STOP_REASON_UNREACHABLE
+		}
+	}
+	return vantagev1.TraceStopReason_TRACE_STOP_REASON_MAX_TTL
+}
+
+// start gives tr a slot and queues its probes, every TTL at once; pacing
+// decides when each leaves.
+func (e *Engine) start(tr *traceState) {
+	e.mu.Lock()
+	idx := e.free[0]
+	e.free = e.free[1:]
+	s := &e.slots[idx]
+	s.gen++
+	s.tr, s.lastDst = tr, tr.id.dst
+	tr.id.slot, tr.id.gen = idx, s.gen
+	tr.id.cookie = e.cookie(&tr.id)
+	keys := make([]routerKey, tr.maxTTL+1)
+	for ttl := 1; ttl <= tr.maxTTL; ttl++ {
+		keys[ttl] = e.routerFor(tr.id.dst, uint8(ttl))
+	}
+	e.mu.Unlock()
+
+	e.qmu.Lock()
+	for ttl := 1; ttl <= tr.maxTTL; ttl++ {
+		q := e.queues[keys[ttl]]
+		if q == nil {
+			q = &routerQ{key: keys[ttl], lim: rate.NewLimiter(rate.Limit(e.cfg.RouterPPS), e.cfg.RouterBurst)}
+			e.queues[keys[ttl]] = q
+		}
+		q.items = append(q.items, pending{tr: tr, ttl: uint8(ttl)})
+		if !q.queued {
+			q.queued = true
+			e.active = append(e.active, q)
+		}
+	}
+	e.qmu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// release frees tr's slot. Probes still queued are dropped by the sender.
+func (e *Engine) release(tr *traceState) {
+	e.mu.Lock()
+	tr.finished = true
+	e.slots[tr.id.slot].tr = nil
+	e.free = append(e.free, tr.id.slot)
+	e.mu.Unlock()
+	e.slotSem <- struct{}{}
+}
+
+// cookie is a keyed hash of the probe's identity with the engine secret.
+func (e *Engine) cookie(id *probeID) uint32 {
+	var b [24]byte
+	binary.BigEndian.PutUint16(b[0:2], id.slot)
+	b[2], b[3] = id.gen, id.proto
+	a := id.dst.As16()
+	copy(b[4:20], a[:])
+	binary.BigEndian.PutUint16(b[20:22], id.port)
+	return uint32(maphash.Bytes(e.seed, b[:]))
+}
+
+func prefixOf(a netip.Addr) netip.Prefix {
+	bits := 24
+	if a.Is6() {
+		bits = 48
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// routerFor predicts the pacing bucket of the probe to dst with ttl: the
+// router seen at that TTL towards dst's prefix, the destination itself at or
+// beyond its known distance, else (prefix, TTL). TTL 1 is the first-hop
+// router for every destination of a family. Called with e.mu held.
+func (e *Engine) routerFor(dst netip.Addr, ttl uint8) routerKey {
+	p := prefixOf(dst)
+	if n, ok := e.plen[p]; ok && ttl >= n {
+		return routerKey{addr: dst}
+	}
+	if a, ok := e.path[pathKey{p, ttl}]; ok {
+		return routerKey{addr: a}
+	}
+	if ttl == 1 {
+		if dst.Is6() {
+			return routerKey{addr: netip.IPv6Unspecified(), ttl: 1}
+		}
+		return routerKey{addr: netip.IPv4Unspecified(), ttl: 1}
+	}
+	return routerKey{addr: p.Addr(), ttl: ttl}
+}
+
+// learn remembers who answered at ttl towards dst. Called with e.mu held.
+func (e *Engine) learn(dst netip.Addr, ttl uint8, from netip.Addr, final uint8) {
+	if len(e.path) >= pathCacheCap {
+		clear(e.path)
+	}
+	if len(e.plen) >= pathCacheCap {
+		clear(e.plen)
+	}
+	p := prefixOf(dst)
+	if final == finalDest {
+		if n, ok := e.plen[p]; !ok || ttl < n {
+			e.plen[p] = ttl
+		}
+		return
+	}
+	e.path[pathKey{p, ttl}] = from
+}
+
+// sendLoop is the only sender: it releases queued probes as the global and
+// per-router buckets allow, in batches.
+func (e *Engine) sendLoop() {
+	defer e.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var bufs [2][batchSize][hdr6 + 64]byte
+	var out [2][]outPacket
+	var trs [2][]pending
+	for {
+		wait := e.sendReady(&bufs, &out, &trs)
+		if wait < 0 {
+			select {
+			case <-e.wake:
+			case <-e.stop:
+				return
+			}
+			continue
+		}
+		timer.Reset(wait)
+		select {
+		case <-e.wake:
+		case <-timer.C:
+		case <-e.stop:
+			return
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// sendReady sends every probe the buckets allow now and returns how long
+// until the next one may go (-1: nothing queued).
+func (e *Engine) sendReady(bufs *[2][batchSize][hdr6 + 64]byte, out *[2][]outPacket, trs *[2][]pending) time.Duration {
+	for {
+		now := time.Now()
+		var batch []pending
+		wait := time.Duration(-1)
+		e.qmu.Lock()
+		keep := e.active[:0]
+		for i, q := range e.active {
+			for q.head < len(q.items) && len(batch) < batchSize {
+				p := q.items[q.head]
+				if e.isFinished(p.tr) {
+					q.items[q.head] = pending{}
+					q.head++
+					e.dropped(p.tr)
+					continue
+				}
+				if q.lim.TokensAt(now) < 1 {
+					d := time.Duration((1 - q.lim.TokensAt(now)) / float64(q.lim.Limit()) * float64(time.Second))
+					wait = minWait(wait, d)
+					break
+				}
+				if e.global.TokensAt(now) < 1 {
+					d := time.Duration((1 - e.global.TokensAt(now)) / float64(e.global.Limit()) * float64(time.Second))
+					wait = minWait(wait, d)
+					break
+				}
+				q.lim.AllowN(now, 1)
+				e.global.AllowN(now, 1)
+				q.items[q.head] = pending{}
+				q.head++
+				batch = append(batch, p)
+			}
+			if q.head < len(q.items) {
+				if len(batch) >= batchSize {
+					wait = 0
+				}
+				keep = append(keep, q)
+				continue
+			}
+			q.items, q.head, q.queued = q.items[:0], 0, false
+			if q.lim.TokensAt(now) >= float64(q.lim.Burst()) {
+				delete(e.queues, q.key) // idle and full: forget it
+			}
+			_ = i
+		}
+		clear(e.active[len(keep):])
+		e.active = keep
+		// Rotate so no router's queue always goes first.
+		if len(e.active) > 1 {
+			first := e.active[0]
+			copy(e.active, e.active[1:])
+			e.active[len(e.active)-1] = first
+		}
+		e.qmu.Unlock()
+		if len(batch) == 0 {
+			return wait
+		}
+		e.write(batch, bufs, out, trs)
+		if wait != 0 {
+			return wait
+		}
+	}
+}
+
+func minWait(a, b time.Duration) time.Duration {
+	b = max(b, time.Microsecond)
+	if a < 0 || b < a {
+		return b
+	}
+	return a
+}
+
+func (e *Engine) isFinished(tr *traceState) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return tr.finished
+}
+
+// dropped accounts a queued probe that will not be sent.
+func (e *Engine) dropped(tr *traceState) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.noteDone(tr)
+}
+
+// noteDone counts a probe of tr as sent or dropped. Called with e.mu held.
+func (e *Engine) noteDone(tr *traceState) {
+	tr.nDone++
+	if tr.nDone == tr.maxTTL {
+		close(tr.allSent)
+	}
+}
+
+// write builds and sends a batch, per family. The send time is taken right
+// before the write and recorded before it, so even an answer faster than
+// the bookkeeping finds it.
+func (e *Engine) write(batch []pending, bufs *[2][batchSize][hdr6 + 64]byte, out *[2][]outPacket, trs *[2][]pending) {
+	out[0], out[1] = out[0][:0], out[1][:0]
+	trs[0], trs[1] = trs[0][:0], trs[1][:0]
+	for _, p := range batch {
+		if e.cfg.Limiter != nil {
+			if err := e.cfg.Limiter.Wait(e.ctx); err != nil {
+				e.mu.Lock()
+				if p.tr.sendErr == nil {
+					p.tr.sendErr = fmt.Errorf("pacing: %w", err)
+				}
+				e.noteDone(p.tr)
+				e.mu.Unlock()
+				continue
+			}
+		}
+		f := b2i(p.tr.id.dst.Is6())
+		id := p.tr.id
+		id.ttl = p.ttl
+		b := bufs[f][len(out[f])][:]
+		n := buildProbe(b, &id)
+		out[f] = append(out[f], outPacket{b: b[:n], dst: id.dst})
+		trs[f] = append(trs[f], p)
+	}
+	for f := range 2 {
+		pk := out[f]
+		if len(pk) == 0 {
+			continue
+		}
+		now := time.Now()
+		e.mu.Lock()
+		for _, p := range trs[f] {
+			p.tr.sent[p.ttl] = now
+			p.tr.lastSent = now
+		}
+		e.mu.Unlock()
+		sent := 0
+		var failed []int
+		for sent < len(pk) {
+			n, err := e.fam[f].icmp.WriteBatch(pk[sent:])
+			sent += n
+			if err != nil {
+				// The packet at sent failed (e.g. no route); go on after it.
+				e.sendErr.Add(1)
+				failed = append(failed, sent)
+				e.mu.Lock()
+				tr := trs[f][sent].tr
+				tr.sent[trs[f][sent].ttl] = time.Time{}
+				if tr.sendErr == nil {
+					tr.sendErr = fmt.Errorf("send ttl %d: %w", trs[f][sent].ttl, err)
+				}
+				e.mu.Unlock()
+				sent++
+			}
+		}
+		e.mu.Lock()
+		for _, p := range trs[f] {
+			e.noteDone(p.tr)
+		}
+		e.mu.Unlock()
+		if len(failed) > 0 {
+			e.log.Debug("trace probe send failed", slog.Int("packets", len(failed)))
+		}
+	}
+}
+
+// readLoop reads one receive socket until it is closed.
+func (e *Engine) readLoop(c rawConn, kind rxKind) {
+	defer e.wg.Done()
+	in := make([]inPacket, 32)
+	for i := range in {
+		in[i].buf = make([]byte, 1600)
+	}
+	for {
+		n, err := c.ReadBatch(in)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			select {
+			case <-e.stop:
+				return
+			default:
+			}
+			e.log.Warn("trace socket read failed", slog.Any("error", err))
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-e.stop:
+				return
+			}
+			continue
+		}
+		for i := range n {
+			e.handle(kind, &in[i])
+		}
+	}
+}
+
+// handle parses one received packet and matches it to its trace and TTL,
+// or counts it.
+func (e *Engine) handle(kind rxKind, p *inPacket) {
+	b := p.buf[:min(p.n, len(p.buf))]
+	var r reply
+	var err error
+	hl := p.hopLimit
+	switch kind {
+	case rxICMP4:
+		r, err = parseICMP4(b)
+		hl = int(r.replyTTL)
+	case rxICMP6:
+		r, err = parseICMP6(b, p.src)
+	case rxTCP4:
+		r, err = parseTCP4(b)
+		hl = int(r.replyTTL)
+	case rxTCP6:
+		r, err = parseTCP6(b, p.src)
+	}
+	if err != nil {
+		e.ignored.Add(1)
+		return
+	}
+	e.match(&r, hl, p.at)
+}
+
+// match finds the trace and TTL an answer belongs to from the answer alone.
+func (e *Engine) match(r *reply, hopLimit int, at time.Time) {
+	var idx uint16
+	switch r.proto {
+	case protoICMP, protoICMPv6:
+		idx = r.sport
+	case protoUDP, protoTCP:
+		if r.sport < portBase {
+			e.ignored.Add(1)
+			return
+		}
+		idx = r.sport - portBase
+	default:
+		e.ignored.Add(1)
+		return
+	}
+	gen, ttl := uint8(r.tag>>8), r.tag&0xff
+	dst := r.quotedDst
+	if r.kind == kindEchoReply {
+		dst = r.src
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if int(idx) >= len(e.slots) {
+		e.ignored.Add(1)
+		return
+	}
+	s := &e.slots[idx]
+	tr := s.tr
+	if tr != nil && r.proto == protoUDP && !tr.id.paris {
+		// Classic UDP: the destination port names the TTL; the
+		// checksum is not ours to read.
+		ttl, gen = r.dport-tr.id.port, tr.id.gen
+	}
+	if tr == nil || tr.finished || s.gen != gen || tr.id.dst != dst || tr.id.proto != r.proto {
+		if s.gen == gen && s.lastDst == dst {
+			e.late.Add(1)
+		} else {
+			e.ignored.Add(1)
+		}
+		return
+	}
+	id := &tr.id
+	switch r.proto {
+	case protoTCP:
+		if r.hiSeq != uint16(id.cookie) || r.dport != id.port {
+			e.ignored.Add(1)
+			return
+		}
+	case protoUDP:
+		if (id.paris && r.dport != id.port) || (r.payloadN >= 6 && binary.BigEndian.Uint32(r.payload[2:6]) != id.cookie) {
+			e.ignored.Add(1)
+			return
+		}
+	default:
+		if r.payloadN >= 6 && binary.BigEndian.Uint32(r.payload[2:6]) != id.cookie {
+			e.ignored.Add(1)
+			return
+		}
+	}
+	if ttl < 1 || int(ttl) > tr.maxTTL || tr.sent[ttl].IsZero() {
+		e.ignored.Add(1)
+		return
+	}
+	if tr.ans[ttl].hop != nil {
+		e.dups.Add(1)
+		return
+	}
+	var final uint8
+	switch r.kind {
+	case kindEchoReply, kindTCP:
+		final = finalDest
+	case kindUnreachable:
+		final = finalUnreach
+		if r.src == id.dst && r.proto == protoUDP &&
+			((id.dst.Is4() && r.icmpCode == v4PortUnreach) || (id.dst.Is6() && r.icmpCode == v6PortUnreach)) {
+			final = finalDest // the destination's own port unreachable
+		}
+	}
+	rtt := max(at.Sub(tr.sent[ttl]), 0)
+	hop := &vantagev1.Hop{
+		Ttl:       uint32(ttl),
+		Addr:      r.src.String(),
+		RttUs:     uint32(min(rtt.Microseconds(), 1<<32-1)),
+		IcmpType:  uint32(r.icmpType),
+		IcmpCode:  uint32(r.icmpCode),
+		QuotedTtl: uint32(r.quotedTTL),
+		ReplyTtl:  uint32(max(hopLimit, 0)),
+	}
+	if r.kind == kindTCP {
+		hop.IcmpType, hop.IcmpCode = 0, 0
+	}
+	if r.kind == kindEchoReply || r.kind == kindTCP {
+		hop.QuotedTtl = 0
+	}
+	for _, l := range r.labels[:r.nLabels] {
+		hop.Mpls = append(hop.Mpls, &vantagev1.MplsLabel{Label: l.label, Exp: uint32(l.exp), BottomOfStack: l.s, Ttl: uint32(l.ttl)})
+	}
+	tr.ans[ttl] = answer{final: final, hop: hop}
+	e.matched.Add(1)
+	e.learn(id.dst, uint8(ttl), r.src, final)
+	if !tr.doneSet && tr.complete() {
+		tr.doneSet = true
+		close(tr.done)
+	}
+}
+
+// complete reports whether the answers decide the trace already: a final
+// answer with every TTL below it answered.
+func (tr *traceState) complete() bool {
+	for ttl := 1; ttl <= tr.maxTTL; ttl++ {
+		a := tr.ans[ttl]
+		if a.hop == nil {
+			return false
+		}
+		if a.final != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// finish fills the summary fields of res from its last hop.
+func finish(res *vantagev1.ProbeResult, why vantagev1.TraceStopReason, err error) *vantagev1.ProbeResult {
+	res.StopReason = why
+	var last *vantagev1.Hop
+	if n := len(res.Hops); n > 0 {
+		last = res.Hops[n-1]
+	}
+	switch why {
+	case vantagev1.TraceStopReason_TRACE_STOP_REASON_COMPLETED:
+		res.Outcome = vantagev1.Outcome_OUTCOME_REPLY
+	case vantagev1.TraceStopReason_TRACE_STOP_REASON_UNREACHABLE:
+		res.Outcome = vantagev1.Outcome_OUTCOME_UNREACHABLE
+		res.UnreachableCode = last.GetIcmpCode()
+	case vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR:
+		res.Outcome = vantagev1.Outcome_OUTCOME_ERROR
+		res.Error = err.Error()
+		return res
+	default:
+		res.Outcome = vantagev1.Outcome_OUTCOME_TIMEOUT
+		return res
+	}
+	res.RttUs, res.ReplyFrom, res.ReplyTtl = last.GetRttUs(), last.GetAddr(), last.GetReplyTtl()
+	return res
+}
+
+func fail(res *vantagev1.ProbeResult, err error) *vantagev1.ProbeResult {
+	res.Outcome = vantagev1.Outcome_OUTCOME_ERROR
+	res.StopReason = vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR
+	res.Error = err.Error()
+	return res
+}
