@@ -103,7 +103,10 @@ func TestRealNamespacePath(t *testing.T) {
 			t.Fatalf("namespace setup: %v", err)
 		}
 	}
-	r := NewRegistry(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	// The registry opens its shared raw sockets where it is built: in vat-h.
+	var r *Registry
+	inNS(t, "vat-h", func() { r = NewRegistry(slog.New(slog.NewTextHandler(io.Discard, nil)), nil) })
+	t.Cleanup(func() { _ = r.Close() })
 	trace := func(target string) *vantagev1.Task {
 		return &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: target,
 			Spec: &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{Paris: true, MaxTtl: 6, GapLimit: 3, TimeoutMs: 500}}}

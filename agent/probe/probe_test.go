@@ -39,7 +39,7 @@ func TestRegistryDispatch(t *testing.T) {
 		want   vantagev1.Outcome
 		engine string
 	}{
-		{"icmp", &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "127.0.0.1"}, vantagev1.Outcome_OUTCOME_REPLY, "pro-bing/raw"},
+		{"icmp", &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "127.0.0.1"}, vantagev1.Outcome_OUTCOME_REPLY, "icmp/bulk-raw"},
 		{"tcp", &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_TCP, Target: "127.0.0.1",
 			Spec: &vantagev1.Task_Tcp{Tcp: &vantagev1.TcpSpec{Port: uint32(ln.Addr().(*net.TCPAddr).Port)}}}, vantagev1.Outcome_OUTCOME_TCP_SYNACK, "tcp/connect"},
 		{"trace", &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: "127.0.0.1"}, vantagev1.Outcome_OUTCOME_REPLY, "trace/icmp"},

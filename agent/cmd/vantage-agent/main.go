@@ -45,7 +45,7 @@ func main() {
 }
 
 // newRootCmd builds the command tree. The root command runs the daemon;
-// one-shot subcommands (e.g. a future `probe`) attach here.
+// the one-shot `probe` subcommand (oneshot.go) attaches here.
 func newRootCmd() *cobra.Command {
 	var o options
 	host, _ := os.Hostname()
@@ -60,6 +60,7 @@ func newRootCmd() *cobra.Command {
 			return run(cmd.Context(), o)
 		},
 	}
+	cmd.AddCommand(newProbeCmd())
 	f := cmd.Flags()
 	f.StringVar(&o.controller, "controller", "127.0.0.1:7443", "controller address host:port")
 	f.StringVar(&o.stateDir, "state", "/var/lib/vantage-agent", "state directory (key, certificates, epoch)")
@@ -115,6 +116,7 @@ func run(ctx context.Context, o options) error {
 		log.Warn("special-purpose ranges allowed: use only in a lab")
 	}
 	reg := probe.NewRegistry(log, g)
+	defer func() { _ = reg.Close() }()
 
 	id, err := uplink.EnsureIdentity(ctx, uplink.EnrollConfig{
 		Controller: o.controller, StateDir: o.stateDir, JoinToken: o.joinToken, CAHash: o.caHash,

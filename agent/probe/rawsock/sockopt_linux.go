@@ -58,3 +58,36 @@ func ParseOOB(oob []byte) (ts time.Time, hopLimit int) {
 	}
 	return ts, hopLimit
 }
+
+// RouteSource finds the source address the kernel would use towards a
+// destination: connect(2) on a UDP socket opened once (so in the network
+// namespace the engine was built in) and getsockname(2). No packet is sent.
+type RouteSource struct{ fd int }
+
+// NewRouteSource opens the IPv4 lookup socket.
+func NewRouteSource() (*RouteSource, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("rawsock: route lookup socket: %w", err)
+	}
+	return &RouteSource{fd: fd}, nil
+}
+
+// Lookup returns the source for dst (IPv4). Not safe for concurrent use.
+func (r *RouteSource) Lookup(dst [4]byte) ([4]byte, error) {
+	if err := unix.Connect(r.fd, &unix.SockaddrInet4{Port: 9, Addr: dst}); err != nil {
+		return [4]byte{}, fmt.Errorf("rawsock: route to %v: %w", dst, err)
+	}
+	sa, err := unix.Getsockname(r.fd)
+	if err != nil {
+		return [4]byte{}, fmt.Errorf("rawsock: getsockname: %w", err)
+	}
+	in4, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return [4]byte{}, fmt.Errorf("rawsock: getsockname: %w", ErrUnsupported)
+	}
+	return in4.Addr, nil
+}
+
+// Close closes the lookup socket.
+func (r *RouteSource) Close() error { return unix.Close(r.fd) }

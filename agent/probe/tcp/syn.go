@@ -2,9 +2,9 @@ package tcp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -48,8 +48,9 @@ type Syn struct {
 	e     *bulk.Engine
 	ports portRange
 
-	mu  sync.Mutex
-	src map[netip.Addr]netip.Addr // IPv4 route source per destination
+	mu    sync.Mutex
+	route *rawsock.RouteSource
+	src   map[netip.Addr]netip.Addr // IPv4 route source per destination
 }
 
 // NewSyn opens the raw sockets and starts the engine. IPv4 must work;
@@ -71,12 +72,19 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 		}
 		return c, err
 	}
+	route, err := rawsock.NewRouteSource()
+	if err != nil {
+		return nil, fmt.Errorf("tcp syn engine: %w", err)
+	}
+	s.route = route
 	t4, err := open(false, rawsock.TCP, rawsock.Options{Filter: filterTCP(true, ports)})
 	if err != nil {
+		_ = route.Close()
 		return nil, fmt.Errorf("tcp syn engine: %w", err)
 	}
 	i4, err := open(false, rawsock.ICMP, rawsock.Options{Filter: filterICMP4()})
 	if err != nil {
+		_ = route.Close()
 		closeAll()
 		return nil, fmt.Errorf("tcp syn engine: %w", err)
 	}
@@ -109,6 +117,7 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 	}
 	s.e, err = bulk.New(bc)
 	if err != nil {
+		_ = route.Close()
 		closeAll()
 		return nil, fmt.Errorf("tcp syn engine: %w", err)
 	}
@@ -116,7 +125,12 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 }
 
 // Close stops the engine; pending probes end in ERROR.
-func (s *Syn) Close() error { return s.e.Close() }
+func (s *Syn) Close() error {
+	err := s.e.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(err, s.route.Close())
+}
 
 // PacketsIgnored counts malformed, foreign, spoofed and late packets.
 func (s *Syn) PacketsIgnored() uint64 { return s.e.Stats().Ignored() }
@@ -187,26 +201,23 @@ func (s *Syn) encode(b []byte, j *bulk.Job, slot uint32, cookie uint64) (int, er
 }
 
 // source is the address the kernel would send from to reach dst (needed
-// for the IPv4 checksum), found by connecting a UDP socket and cached.
+// for the IPv4 checksum), from a route lookup in the engine's namespace,
+// cached.
 func (s *Syn) source(dst netip.Addr) (netip.Addr, error) {
 	s.mu.Lock()
-	src, ok := s.src[dst]
-	s.mu.Unlock()
-	if ok {
+	defer s.mu.Unlock()
+	if src, ok := s.src[dst]; ok {
 		return src, nil
 	}
-	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9)))
+	a, err := s.route.Lookup(dst.As4())
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("route to %s: %w", dst, err)
+		return netip.Addr{}, err
 	}
-	src = c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	_ = c.Close()
-	s.mu.Lock()
+	src := netip.AddrFrom4(a)
 	if len(s.src) >= 4096 {
 		clear(s.src) // bounded: a sweep touches each address once anyway
 	}
 	s.src[dst] = src
-	s.mu.Unlock()
 	return src, nil
 }
 
