@@ -32,6 +32,19 @@ test-e2e:
 	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
 	$(GO) test -count=1 -v -timeout 15m ./deploy/demo/
 
+# vantage's probe engines side by side with fping, zmap and scamper in the lab
+# (deploy/bench): prints the table of docs/BENCHMARKS.md with each target
+# PASS or FAIL. Needs root (runs through sudo otherwise); installs the peers if
+# missing; about 5 minutes, 3.5 of them the idle agent. Options go in
+# BENCH_FLAGS, e.g. make bench-probe BENCH_FLAGS="-idle 0 -keep".
+.PHONY: bench-probe
+bench-probe: build
+	$(GO) build -o $(BIN)/ ./deploy/bench/cmd/vantage-bench
+	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh && bash deploy/bench/install-peers.sh; \
+	else sudo bash deploy/install-deps.sh && sudo bash deploy/bench/install-peers.sh; fi
+	@if [ "$$(id -u)" = 0 ]; then $(BIN)/vantage-bench -bin $(BIN) $(BENCH_FLAGS); \
+	else sudo $(BIN)/vantage-bench -bin $(BIN) $(BENCH_FLAGS); fi
+
 lab-up: build
 	@bash deploy/install-deps.sh
 	$(BIN)/vantage-lab up

@@ -159,3 +159,34 @@ func (l *Lab) installAnyIP(network string, p netip.Prefix) error {
 	l.log.Debug("anyip", "network", network, "prefix", p)
 	return nil
 }
+
+// Uplink returns the interface of a single-link node (a vantage, a network)
+// inside its namespace and the MAC address of the router end of that link,
+// which tools that write their own Ethernet frames (zmap -i/-G) need.
+func (l *Lab) Uplink(node string) (ifname, gatewayMAC string, err error) {
+	n, ok := l.topo.byName[node]
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q", ErrUnknownNode, node)
+	}
+	if len(n.ifaces) != 1 {
+		return "", "", fmt.Errorf("node %s has %d links, want exactly one", node, len(n.ifaces))
+	}
+	f := n.ifaces[0]
+	peerSide := byte('a')
+	if f.side == 'a' {
+		peerSide = 'b'
+	}
+	peerIf := ifName(l.prefix, f.link, peerSide)
+	err = l.withNetlink(f.peer, func(h *netlink.Handle) error {
+		lk, err := h.LinkByName(peerIf)
+		if err != nil {
+			return fmt.Errorf("find %s in %s: %w", peerIf, f.peer, err)
+		}
+		gatewayMAC = lk.Attrs().HardwareAddr.String()
+		return nil
+	})
+	if err != nil {
+		return "", "", err
+	}
+	return ifName(l.prefix, f.link, f.side), gatewayMAC, nil
+}

@@ -538,6 +538,30 @@ func TestRealLabAnyIP(t *testing.T) {
 		}
 	})
 	t.Run("outside", func(t *testing.T) { wantPing(t, l, "v", "198.20.0.1", false) })
+	t.Run("Run", func(t *testing.T) {
+		if err := l.Run("v", exec.Command("ping", "-n", "-c1", "-W1", "198.19.9.9")); err != nil {
+			t.Errorf("ping run in v: %v", err)
+		}
+		if err := l.Run("v", exec.Command("ping", "-n", "-c1", "-W1", "198.20.9.9")); err == nil {
+			t.Error("ping of an unrouted address run in v: no error")
+		}
+	})
+	t.Run("Uplink", func(t *testing.T) {
+		ifc, mac, err := l.Uplink("v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := l.Command(context.Background(), "r", "cat", "/sys/class/net/vbt1-0a/address").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := strings.TrimSpace(string(out)); ifc != "vbt1-0b" || mac != want {
+			t.Errorf("Uplink(v) = %s, %s; want vbt1-0b, %s", ifc, mac, want)
+		}
+		if _, _, err := l.Uplink("r"); err == nil {
+			t.Error("Uplink(r) of a router with three links: no error")
+		}
+	})
 	t.Run("AddAnyIP", func(t *testing.T) {
 		if err := l.AddAnyIP("n", netip.MustParsePrefix("198.20.0.0/24")); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,520 @@
+// Package bench measures vantage's probe engines against the tools they
+// must beat, fping, zmap and scamper, side by side, in one run, inside the
+// namespace lab (deploy/lab), so the figures in docs/BENCHMARKS.md come
+// from a command anyone can rerun rather than from hopes.
+//
+// The lab gives the vantage a /16 behind four routers whose every address
+// answers (an AnyIP local route, see topology.yaml), so a sweep has 65,536
+// live hosts and a traceroute has real hops with real TTL expiries. Each
+// tool runs as a child process inside the vantage's namespace; its cost is
+// the kernel's accounting of that child (wait4 rusage: wall, user+system
+// CPU, peak RSS). Nothing leaves the lab: zmap is confined by an allowlist
+// holding only the swept prefix and runs with an empty blocklist and
+// config of our own, inside the namespace.
+//
+// The idle cost is measured on the real agent under the real controller
+// (deploy/demo's harness) with a generated campaign of 1,000 hosts, from
+// /proc/<pid>/stat.
+package bench
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vantage-net/vantage/deploy/lab"
+)
+
+//go:embed topology.yaml
+var defaultTopology []byte
+
+// DefaultTopology is the bench lab (topology.yaml, embedded).
+func DefaultTopology() (*lab.Topology, error) { return lab.ParseTopology(defaultTopology) }
+
+// The nodes of the bench topology the bench relies on.
+const (
+	VantageNode = "vantage-a"
+	BenchNode   = "bench"
+)
+
+// Tool names as they appear in the table and in Config.Skip.
+const (
+	ToolVantage = "vantage"
+	ToolFping   = "fping"
+	ToolZmap    = "zmap"
+	ToolScamper = "scamper"
+)
+
+// Config says what to run. The zero value is not usable; see the defaults
+// in cmd/vantage-bench.
+type Config struct {
+	// BinDir holds vantage-agent (and vantage-controller for the idle run).
+	BinDir string
+	// WorkDir receives target lists, every tool's raw output and logs.
+	WorkDir string
+	// Prefix is the lab's namespace prefix; the idle run uses Prefix+"i".
+	Prefix string
+	// Topology is the bench lab; nil means DefaultTopology.
+	Topology *lab.Topology
+	// Sweep is the prefix to sweep; invalid means the bench network's
+	// first IPv4 AnyIP prefix.
+	Sweep netip.Prefix
+	// Rate is the packet rate (pps) given to vantage and zmap; scamper gets
+	// min(Rate, 10000), its maximum; fping runs with -i 0 (as fast as it
+	// can), as the targets demand.
+	Rate int
+	// Traces is how many Paris traceroutes to compare (0 skips them).
+	Traces int
+	// RTTTargets is how many targets the RTT comparison pings (0 skips),
+	// at RTTRate pps.
+	RTTTargets int
+	RTTRate    int
+	// Idle is how long to measure the idle agent (0 skips); IdleTargets is
+	// its campaign's size and IdleWarmup the wait before measuring.
+	Idle        time.Duration
+	IdleTargets int
+	IdleWarmup  time.Duration
+	// ICMPRateLimit keeps the routers' ICMP rate limits (realistic; slows
+	// traceroutes); off by default.
+	ICMPRateLimit bool
+	// Skip names tools not to run.
+	Skip []string
+	// Timeout bounds each tool run.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// Row is one tool's run.
+type Row struct {
+	Tool    string
+	Measure Measure
+	Count   Count
+	// Skipped says why the tool did not run; Err why its run does not count.
+	Skipped string
+	Err     error
+}
+
+// OK reports whether the row has figures.
+func (r Row) OK() bool { return r.Skipped == "" && r.Err == nil }
+
+// Report is everything one bench run measured.
+type Report struct {
+	Machine Machine
+	Start   time.Time
+	Sweep   netip.Prefix
+	Rate    int
+	Sweeps  []Row
+
+	Traces        []Row
+	TraceTargets  int
+	TraceSame     int
+	TraceCompared bool
+	TraceDiffs    []string
+
+	RTT          []Row
+	RTTCommon    int
+	RTTVantageUs float64
+	RTTScamperUs float64
+
+	Idle        *IdleResult
+	IdleSkipped string
+}
+
+// Run builds the bench lab, runs every measurement, tears the lab down
+// (also when ctx is cancelled) and returns the report. Individual tool
+// failures are recorded in their rows; Run fails only when the lab or the
+// vantage binary cannot be set up.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Minute
+	}
+	if cfg.Rate <= 0 {
+		return nil, errors.New("rate: must be positive")
+	}
+	agent := filepath.Join(cfg.BinDir, "vantage-agent")
+	if _, err := os.Stat(agent); err != nil {
+		return nil, fmt.Errorf("vantage-agent: %w (run `make build`)", err)
+	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+		return nil, fmt.Errorf("work dir: %w", err)
+	}
+	topo := cfg.Topology
+	if topo == nil {
+		var err error
+		if topo, err = DefaultTopology(); err != nil {
+			return nil, err
+		}
+	}
+	rep := &Report{Machine: ReadMachine(), Start: time.Now(), Rate: cfg.Rate}
+	l, err := lab.Up(ctx, topo, lab.Options{Prefix: cfg.Prefix, ICMPRateLimit: cfg.ICMPRateLimit, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("bench lab: %w", err)
+	}
+	defer func() {
+		if err := l.Down(); err != nil {
+			cfg.Logger.Warn("lab down", "err", err)
+		}
+	}()
+	if !cfg.Sweep.IsValid() {
+		for _, p := range l.AnyIP(BenchNode) {
+			if p.Addr().Is4() {
+				cfg.Sweep = p
+				break
+			}
+		}
+		if !cfg.Sweep.IsValid() {
+			return nil, fmt.Errorf("topology: node %q has no IPv4 anyip prefix to sweep", BenchNode)
+		}
+	}
+	rep.Sweep = cfg.Sweep
+	b := &runner{cfg: cfg, lab: l, agent: agent, log: cfg.Logger}
+	rep.Sweeps = b.sweeps(ctx)
+	if ctx.Err() == nil && cfg.Traces > 0 {
+		b.traces(ctx, rep)
+	}
+	if ctx.Err() == nil && cfg.RTTTargets > 0 {
+		b.rtt(ctx, rep)
+	}
+	if err := l.Down(); err != nil {
+		cfg.Logger.Warn("lab down", "err", err)
+	}
+	if ctx.Err() == nil && cfg.Idle > 0 {
+		rep.Idle, err = measureIdle(ctx, cfg)
+		if err != nil {
+			rep.IdleSkipped = err.Error()
+		}
+	} else if cfg.Idle <= 0 {
+		rep.IdleSkipped = "not requested"
+	}
+	return rep, ctx.Err()
+}
+
+type runner struct {
+	cfg   Config
+	lab   *lab.Lab
+	agent string
+	log   *slog.Logger
+}
+
+func (b *runner) skipped(tool string) string {
+	for _, s := range b.cfg.Skip {
+		if s == tool {
+			return "skipped by request"
+		}
+	}
+	if _, err := os.Stat(GNUTime); err != nil {
+		return "GNU time (" + GNUTime + ") is not installed (apt-get install time)"
+	}
+	if tool == ToolVantage {
+		return ""
+	}
+	if _, err := exec.LookPath(tool); err != nil {
+		return tool + " is not installed (apt-get install " + tool + ")"
+	}
+	return ""
+}
+
+// exec runs one tool in the vantage namespace with outputs in the work
+// dir under name.
+func (b *runner) exec(ctx context.Context, name, bin string, args ...string) (Measure, string, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	base := filepath.Join(b.cfg.WorkDir, name)
+	b.log.Info("run", "name", name, "cmd", bin+" "+strings.Join(args, " "))
+	m, err := run(ctx, func(c *exec.Cmd) error { return b.lab.Run(VantageNode, c) }, base, bin, args...)
+	b.log.Info("done", "name", name, "wall", m.Wall, "cpu", m.CPU(), "maxrss", m.MaxRSS, "err", err)
+	return m, base + ".out", base + ".err", err
+}
+
+// writeTargets writes one address per line and returns the file.
+func (b *runner) writeTargets(name string, addrs []netip.Addr) (string, error) {
+	var sb strings.Builder
+	for _, a := range addrs {
+		sb.WriteString(a.String())
+		sb.WriteByte('\n')
+	}
+	p := filepath.Join(b.cfg.WorkDir, name)
+	if err := os.WriteFile(p, []byte(sb.String()), 0o644); err != nil {
+		return "", fmt.Errorf("write targets: %w", err)
+	}
+	return p, nil
+}
+
+// allAddrs lists every address of p (IPv4, at most a /8).
+func allAddrs(p netip.Prefix) []netip.Addr {
+	n := prefixSize(p)
+	out := make([]netip.Addr, 0, n)
+	a := p.Masked().Addr()
+	for range n {
+		out = append(out, a)
+		a = a.Next()
+	}
+	return out
+}
+
+// spread picks n addresses evenly spread over p, none of them the first
+// or last (network and broadcast look-alikes).
+func spread(p netip.Prefix, n int) []netip.Addr {
+	all := allAddrs(p)
+	if len(all) > 2 {
+		all = all[1 : len(all)-1]
+	}
+	if n >= len(all) {
+		return all
+	}
+	out := make([]netip.Addr, 0, n)
+	step := float64(len(all)) / float64(n)
+	for i := range n {
+		out = append(out, all[int(float64(i)*step+step/2)])
+	}
+	return out
+}
+
+func (b *runner) sweeps(ctx context.Context) []Row {
+	p := b.cfg.Sweep
+	var rows []Row
+	for _, tool := range []string{ToolVantage, ToolFping, ToolZmap, ToolScamper} {
+		if ctx.Err() != nil {
+			break
+		}
+		row := Row{Tool: tool, Skipped: b.skipped(tool)}
+		if row.Skipped == "" {
+			row.Measure, row.Count, row.Err = b.sweep(ctx, tool, p)
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func (b *runner) sweep(ctx context.Context, tool string, p netip.Prefix) (Measure, Count, error) {
+	name := "sweep-" + tool
+	switch tool {
+	case ToolVantage:
+		m, out, _, err := b.exec(ctx, name, b.agent, "probe", "icmp", "--targets", p.String(),
+			"--rate", strconv.Itoa(b.cfg.Rate), "--timeout", "1s", "--retries", "0",
+			"--allow-special-ranges", "-o", "json")
+		if err != nil {
+			return m, Count{}, err
+		}
+		c, err := vantageFile(out)
+		return m, c, err
+	case ToolFping:
+		// -i 0: no wait between pings; -r 0: no retries; -q -s: only the
+		// summary. Exit 1 means some hosts were unreachable: a finding.
+		m, _, errf, err := b.exec(ctx, name, "fping", "-g", p.String(), "-i", "0", "-r", "0", "-q", "-s")
+		if err != nil && exitCode(err) != 1 {
+			return m, Count{}, err
+		}
+		s, rerr := os.ReadFile(errf)
+		if rerr != nil {
+			return m, Count{}, rerr
+		}
+		c, err := ParseFping(s)
+		return m, c, err
+	case ToolZmap:
+		return b.zmap(ctx, name, p)
+	case ToolScamper:
+		tf, err := b.writeTargets("sweep-targets.txt", allAddrs(p))
+		if err != nil {
+			return Measure{}, Count{}, err
+		}
+		m, out, _, err := b.exec(ctx, name, "scamper", "-O", "json", "-p", strconv.Itoa(min(b.cfg.Rate, 10000)),
+			"-c", "ping -c 1", "-f", tf)
+		if err != nil {
+			return m, Count{}, err
+		}
+		c, err := scamperPingFile(out)
+		return m, c, err
+	}
+	return Measure{}, Count{}, fmt.Errorf("unknown tool %q", tool)
+}
+
+// zmap runs confined: an allowlist with only p, an empty blocklist and an
+// empty config (Debian's /etc/zmap blocks 198.18.0.0/15 and would be read
+// otherwise), the vantage's interface, source address and gateway MAC.
+func (b *runner) zmap(ctx context.Context, name string, p netip.Prefix) (Measure, Count, error) {
+	empty := filepath.Join(b.cfg.WorkDir, "zmap-empty.conf")
+	allow := filepath.Join(b.cfg.WorkDir, "zmap-allowlist.txt")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		return Measure{}, Count{}, fmt.Errorf("zmap config: %w", err)
+	}
+	if err := os.WriteFile(allow, []byte(p.String()+"\n"), 0o644); err != nil {
+		return Measure{}, Count{}, fmt.Errorf("zmap allowlist: %w", err)
+	}
+	ifc, gwMAC, err := b.lab.Uplink(VantageNode)
+	if err != nil {
+		return Measure{}, Count{}, err
+	}
+	m, out, _, err := b.exec(ctx, name, "zmap", "-C", empty, "--probe-module=icmp_echoscan",
+		"-i", ifc, "-G", gwMAC, "-S", b.lab.Addr(VantageNode).String(),
+		"-b", empty, "-w", allow, "-r", strconv.Itoa(b.cfg.Rate), "-c", "1",
+		"-q", "-o", "-", "-f", "saddr")
+	if err != nil {
+		return m, Count{}, err
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return m, Count{}, err
+	}
+	defer f.Close()
+	c, err := ParseZmap(f, p)
+	return m, c, err
+}
+
+func vantageFile(path string) (Count, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Count{}, err
+	}
+	defer f.Close()
+	rs, err := ParseVantage(f)
+	if err != nil {
+		return Count{}, err
+	}
+	return VantageCount(rs), nil
+}
+
+func scamperPingFile(path string) (Count, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Count{}, err
+	}
+	defer f.Close()
+	return ParseScamperPing(f)
+}
+
+func (b *runner) traces(ctx context.Context, rep *Report) {
+	targets := spread(b.cfg.Sweep, b.cfg.Traces)
+	rep.TraceTargets = len(targets)
+	tf, err := b.writeTargets("trace-targets.txt", targets)
+	if err != nil {
+		rep.Traces = []Row{{Tool: ToolVantage, Err: err}}
+		return
+	}
+	var vp, sp map[string]Path
+	row := Row{Tool: ToolVantage, Skipped: b.skipped(ToolVantage)}
+	if row.Skipped == "" {
+		var out string
+		row.Measure, out, _, row.Err = b.exec(ctx, "trace-vantage", b.agent, "probe", "trace", "--targets", tf,
+			"--protocol", "icmp", "--paris", "--rate", strconv.Itoa(b.cfg.Rate),
+			"--allow-special-ranges", "-o", "json")
+		if row.Err == nil {
+			vp, row.Count, row.Err = vantageTraceFile(out)
+		}
+	}
+	rep.Traces = append(rep.Traces, row)
+	row = Row{Tool: ToolScamper, Skipped: b.skipped(ToolScamper)}
+	if row.Skipped == "" && ctx.Err() == nil {
+		var out string
+		row.Measure, out, _, row.Err = b.exec(ctx, "trace-scamper", "scamper", "-O", "json", "-p", "10000",
+			"-c", "trace -P icmp-paris", "-f", tf)
+		if row.Err == nil {
+			sp, row.Count, row.Err = scamperTraceFile(out, b.cfg.Sweep)
+		}
+	}
+	rep.Traces = append(rep.Traces, row)
+	if vp != nil && sp != nil {
+		strs := make([]string, len(targets))
+		for i, a := range targets {
+			strs[i] = a.String()
+		}
+		rep.TraceCompared = true
+		rep.TraceSame, rep.TraceDiffs = ComparePaths(strs, vp, sp, 5)
+	}
+}
+
+// reached counts paths whose last hop is the target.
+func reached(paths map[string]Path) int {
+	n := 0
+	for t, p := range paths {
+		if len(p) > 0 && p[len(p)-1] == t {
+			n++
+		}
+	}
+	return n
+}
+
+func vantageTraceFile(path string) (map[string]Path, Count, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, Count{}, err
+	}
+	defer f.Close()
+	rs, err := ParseVantage(f)
+	if err != nil {
+		return nil, Count{}, err
+	}
+	ps, err := VantagePaths(rs)
+	if err != nil {
+		return nil, Count{}, err
+	}
+	return ps, Count{Targets: len(rs), Replies: reached(ps)}, nil
+}
+
+func scamperTraceFile(path string, _ netip.Prefix) (map[string]Path, Count, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, Count{}, err
+	}
+	defer f.Close()
+	ps, err := ParseScamperTrace(f)
+	if err != nil {
+		return nil, Count{}, err
+	}
+	return ps, Count{Targets: len(ps), Replies: reached(ps)}, nil
+}
+
+// rtt pings the same targets with vantage and scamper at a modest rate, so
+// queueing does not dominate, and compares the medians over the targets
+// both got a reply from.
+func (b *runner) rtt(ctx context.Context, rep *Report) {
+	targets := spread(b.cfg.Sweep, b.cfg.RTTTargets)
+	tf, err := b.writeTargets("rtt-targets.txt", targets)
+	if err != nil {
+		rep.RTT = []Row{{Tool: ToolVantage, Err: err}}
+		return
+	}
+	rate := strconv.Itoa(b.cfg.RTTRate)
+	row := Row{Tool: ToolVantage, Skipped: b.skipped(ToolVantage)}
+	if row.Skipped == "" {
+		var out string
+		row.Measure, out, _, row.Err = b.exec(ctx, "rtt-vantage", b.agent, "probe", "icmp", "--targets", tf,
+			"--rate", rate, "--timeout", "1s", "--retries", "0", "--allow-special-ranges", "-o", "json")
+		if row.Err == nil {
+			row.Count, row.Err = vantageFile(out)
+		}
+	}
+	rep.RTT = append(rep.RTT, row)
+	row = Row{Tool: ToolScamper, Skipped: b.skipped(ToolScamper)}
+	if row.Skipped == "" && ctx.Err() == nil {
+		var out string
+		row.Measure, out, _, row.Err = b.exec(ctx, "rtt-scamper", "scamper", "-O", "json", "-p", rate,
+			"-c", "ping -c 1", "-f", tf)
+		if row.Err == nil {
+			row.Count, row.Err = scamperPingFile(out)
+		}
+	}
+	rep.RTT = append(rep.RTT, row)
+	if rep.RTT[0].OK() && rep.RTT[1].OK() {
+		va, sa := map[string]float64{}, map[string]float64{}
+		for t, v := range rep.RTT[0].Count.RTTus {
+			if s, ok := rep.RTT[1].Count.RTTus[t]; ok {
+				va[t], sa[t] = v, s
+			}
+		}
+		rep.RTTCommon = len(va)
+		rep.RTTVantageUs, rep.RTTScamperUs = Median(va), Median(sa)
+	}
+}

@@ -1,0 +1,114 @@
+// Command vantage-bench runs vantage's probe engines side by side with
+// fping, zmap and scamper in the namespace lab and prints the table of
+// docs/BENCHMARKS.md with the issue's targets marked PASS or FAIL.
+// It needs root. `make bench-probe` builds, installs the peers and runs it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vantage-net/vantage/deploy/bench"
+	"github.com/vantage-net/vantage/deploy/lab"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "vantage-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		cfg      bench.Config
+		sweep    string
+		topo     string
+		skip     string
+		verbose  bool
+		keep     bool
+		failExit bool
+	)
+	flag.StringVar(&cfg.BinDir, "bin", "bin", "directory holding vantage-agent and vantage-controller")
+	flag.StringVar(&cfg.WorkDir, "work", "", "directory for target lists and raw tool output (default: a temporary one, removed unless -keep)")
+	flag.StringVar(&cfg.Prefix, "prefix", "vb", "lab namespace prefix (the idle run uses <prefix>i)")
+	flag.StringVar(&topo, "topology", "", "bench lab topology file (default: the embedded deploy/bench/topology.yaml)")
+	flag.StringVar(&sweep, "sweep", "", "prefix to sweep (default: the bench network's IPv4 AnyIP prefix, 198.19.0.0/16)")
+	flag.IntVar(&cfg.Rate, "rate", 100000, "packets per second for vantage and zmap (scamper: at most 10000)")
+	flag.IntVar(&cfg.Traces, "traces", 2000, "Paris traceroutes to compare (0 skips)")
+	flag.IntVar(&cfg.RTTTargets, "rtt-targets", 2000, "targets of the RTT comparison (0 skips)")
+	flag.IntVar(&cfg.RTTRate, "rtt-rate", 1000, "packets per second of the RTT comparison")
+	flag.DurationVar(&cfg.Idle, "idle", 3*time.Minute, "how long to measure the idle agent (0 skips)")
+	flag.DurationVar(&cfg.IdleWarmup, "idle-warmup", 30*time.Second, "wait between applying the idle campaign and measuring")
+	flag.IntVar(&cfg.IdleTargets, "idle-targets", 1000, "targets of the idle agent's campaign")
+	flag.BoolVar(&cfg.ICMPRateLimit, "icmp-ratelimit", false, "keep the routers' ICMP rate limits (realistic; off for the sweep)")
+	flag.StringVar(&skip, "skip", "", "comma-separated tools not to run: vantage,fping,zmap,scamper")
+	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "bound on each tool run")
+	flag.BoolVar(&verbose, "v", false, "log every command")
+	flag.BoolVar(&keep, "keep", false, "keep the work directory")
+	flag.BoolVar(&failExit, "fail", false, "exit 2 when a target fails")
+	flag.Parse()
+
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelInfo
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if sweep != "" {
+		p, err := netip.ParsePrefix(sweep)
+		if err != nil || p != p.Masked() || !p.Addr().Is4() || p.Bits() < 8 {
+			return fmt.Errorf("-sweep: %q must be a canonical IPv4 prefix of /8 or longer", sweep)
+		}
+		cfg.Sweep = p
+	}
+	if skip != "" {
+		cfg.Skip = strings.Split(skip, ",")
+	}
+	if topo != "" {
+		t, err := lab.LoadTopology(topo)
+		if err != nil {
+			return err
+		}
+		cfg.Topology = t
+	}
+	if cfg.WorkDir == "" {
+		d, err := os.MkdirTemp("", "vantage-bench-")
+		if err != nil {
+			return err
+		}
+		cfg.WorkDir = d
+		if !keep {
+			defer os.RemoveAll(d)
+		}
+	}
+	if keep {
+		fmt.Fprintf(os.Stderr, "raw output in %s\n", cfg.WorkDir)
+	}
+	// Ctrl-C or SIGTERM cancels: children are killed and the labs torn
+	// down by Run's deferred cleanup before we return.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, cfg)
+	if rep != nil {
+		rep.Print(os.Stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if failExit {
+		for _, c := range rep.Checks() {
+			if c.Status == "FAIL" {
+				os.Exit(2)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,236 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+)
+
+// Check is one target from issue 3 / DESIGN §9 with its verdict.
+type Check struct {
+	Name   string
+	Target string
+	Got    string
+	// Status is PASS, FAIL or SKIP.
+	Status string
+}
+
+func pass(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+// row returns the named tool's row.
+func row(rows []Row, tool string) (Row, bool) {
+	for _, r := range rows {
+		if r.Tool == tool {
+			return r, true
+		}
+	}
+	return Row{}, false
+}
+
+// why says why a row has no figures.
+func why(r Row, found bool) string {
+	switch {
+	case !found:
+		return "not run"
+	case r.Skipped != "":
+		return r.Skipped
+	case r.Err != nil:
+		return r.Err.Error()
+	}
+	return ""
+}
+
+// Checks evaluates the targets against the report.
+func (rep *Report) Checks() []Check {
+	var cs []Check
+	v, vok := row(rep.Sweeps, ToolVantage)
+	peer := func(name, target, tool string, f func(v, p Row) (string, bool)) {
+		c := Check{Name: name, Target: target}
+		p, pok := row(rep.Sweeps, tool)
+		switch {
+		case !vok || !v.OK():
+			c.Status, c.Got = "FAIL", "vantage: "+why(v, vok)
+		case !pok || !p.OK():
+			c.Status, c.Got = "SKIP", tool+": "+why(p, pok)
+		default:
+			var ok bool
+			c.Got, ok = f(v, p)
+			c.Status = pass(ok)
+		}
+		cs = append(cs, c)
+	}
+	peer("sweep wall", "<= fping", ToolFping, func(v, p Row) (string, bool) {
+		return fmt.Sprintf("%.2fs vs %.2fs", v.Measure.Wall.Seconds(), p.Measure.Wall.Seconds()), v.Measure.Wall <= p.Measure.Wall
+	})
+	peer("sweep CPU", "<= 1.5x zmap", ToolZmap, func(v, p Row) (string, bool) {
+		return fmt.Sprintf("%.2fs vs %.2fs (%.2fx)", v.Measure.CPU().Seconds(), p.Measure.CPU().Seconds(),
+			ratio(v.Measure.CPU().Seconds(), p.Measure.CPU().Seconds())), v.Measure.CPU().Seconds() <= 1.5*p.Measure.CPU().Seconds()
+	})
+	self := func(name, target string, f func(v Row) (string, bool)) {
+		c := Check{Name: name, Target: target}
+		if !vok || !v.OK() {
+			c.Status, c.Got = "FAIL", "vantage: "+why(v, vok)
+		} else {
+			var ok bool
+			c.Got, ok = f(v)
+			c.Status = pass(ok)
+		}
+		cs = append(cs, c)
+	}
+	size := prefixSize(rep.Sweep)
+	self("sweep replies", ">= 99.9%", func(v Row) (string, bool) {
+		pct := 100 * float64(v.Count.Replies) / float64(size)
+		return fmt.Sprintf("%d/%d = %.3f%%", v.Count.Replies, size, pct), pct >= 99.9
+	})
+	self("sweep RSS", "<= 40 MB", func(v Row) (string, bool) {
+		return fmt.Sprintf("%.1f MB", mb(v.Measure.MaxRSS)), v.Measure.MaxRSS <= 40<<20
+	})
+
+	c := Check{Name: "trace wall", Target: "<= 0.5x scamper"}
+	tv, tvok := row(rep.Traces, ToolVantage)
+	ts, tsok := row(rep.Traces, ToolScamper)
+	switch {
+	case len(rep.Traces) == 0:
+		c.Status, c.Got = "SKIP", "traces not run"
+	case !tvok || !tv.OK():
+		c.Status, c.Got = "FAIL", "vantage: "+why(tv, tvok)
+	case !tsok || !ts.OK():
+		c.Status, c.Got = "SKIP", "scamper: "+why(ts, tsok)
+	default:
+		r := ratio(tv.Measure.Wall.Seconds(), ts.Measure.Wall.Seconds())
+		c.Got, c.Status = fmt.Sprintf("%.2fs vs %.2fs (%.2fx)", tv.Measure.Wall.Seconds(), ts.Measure.Wall.Seconds(), r), pass(r <= 0.5)
+	}
+	cs = append(cs, c)
+	c = Check{Name: "trace hops identical", Target: "100%"}
+	if !rep.TraceCompared {
+		c.Status, c.Got = "FAIL", "no comparison (a trace run failed)"
+		if len(rep.Traces) == 0 {
+			c.Status, c.Got = "SKIP", "traces not run"
+		}
+	} else {
+		c.Got = fmt.Sprintf("%d/%d = %.2f%%", rep.TraceSame, rep.TraceTargets, 100*float64(rep.TraceSame)/float64(max(rep.TraceTargets, 1)))
+		c.Status = pass(rep.TraceSame == rep.TraceTargets && rep.TraceTargets > 0)
+	}
+	cs = append(cs, c)
+
+	c = Check{Name: "RTT median", Target: "within 50 µs of scamper"}
+	rv, rvok := row(rep.RTT, ToolVantage)
+	rs, rsok := row(rep.RTT, ToolScamper)
+	switch {
+	case len(rep.RTT) == 0:
+		c.Status, c.Got = "SKIP", "RTT not run"
+	case !rvok || !rv.OK():
+		c.Status, c.Got = "FAIL", "vantage: "+why(rv, rvok)
+	case !rsok || !rs.OK():
+		c.Status, c.Got = "SKIP", "scamper: "+why(rs, rsok)
+	case rep.RTTCommon == 0:
+		c.Status, c.Got = "FAIL", "no target answered both"
+	default:
+		d := rep.RTTVantageUs - rep.RTTScamperUs
+		c.Got = fmt.Sprintf("%.1f µs vs %.1f µs (%+.1f µs, %d targets)", rep.RTTVantageUs, rep.RTTScamperUs, d, rep.RTTCommon)
+		c.Status = pass(math.Abs(d) <= 50)
+	}
+	cs = append(cs, c)
+
+	c = Check{Name: "idle agent CPU", Target: "< 1% of a core"}
+	switch {
+	case rep.Idle == nil:
+		c.Status, c.Got = "SKIP", rep.IdleSkipped
+		if rep.IdleSkipped != "not requested" {
+			c.Status = "FAIL"
+		}
+	default:
+		i := rep.Idle
+		c.Got = fmt.Sprintf("%.2f%% (%.2fs CPU in %s, %d targets, %d results)", i.Percent(), i.CPU.Seconds(), i.Window.Round(1e9), i.Targets, i.Results)
+		c.Status = pass(i.Percent() < 1 && i.Results > 0)
+	}
+	cs = append(cs, c)
+	return cs
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return math.Inf(1)
+	}
+	return a / b
+}
+
+// Print writes the machine, the tables and the checks.
+func (rep *Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "machine: %s\n", rep.Machine)
+	fmt.Fprintf(w, "run:     %s\n\n", rep.Start.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "ICMP sweep of %s (%d addresses, every one live), from vantage-a; vantage and zmap at %d pps, scamper at %d pps, fping -i 0\n",
+		rep.Sweep, prefixSize(rep.Sweep), rep.Rate, min(rep.Rate, 10000))
+	printRows(w, rep.Sweeps, true)
+	if len(rep.Traces) > 0 {
+		fmt.Fprintf(w, "\nParis traceroutes (ICMP) to %d addresses of %s; replies = paths reaching the target\n", rep.TraceTargets, rep.Sweep)
+		printRows(w, rep.Traces, false)
+		if rep.TraceCompared {
+			fmt.Fprintf(w, "identical hop lists: %d/%d\n", rep.TraceSame, rep.TraceTargets)
+			for _, d := range rep.TraceDiffs {
+				fmt.Fprintf(w, "  differs: %s\n", d)
+			}
+		}
+	}
+	if len(rep.RTT) > 0 {
+		fmt.Fprintf(w, "\nRTT: one echo to each of the same targets\n")
+		printRows(w, rep.RTT, false)
+		if rep.RTTCommon > 0 {
+			fmt.Fprintf(w, "median RTT over %d targets both answered: vantage %.1f µs, scamper %.1f µs\n", rep.RTTCommon, rep.RTTVantageUs, rep.RTTScamperUs)
+		}
+	}
+	if rep.Idle != nil {
+		i := rep.Idle
+		fmt.Fprintf(w, "\nidle: agent with %d targets, one ICMP echo each per %s round: %.2fs CPU in %s = %.2f%% of a core, RSS %.1f MB, %d results stored in the window\n",
+			i.Targets, i.Round, i.CPU.Seconds(), i.Window.Round(1e9), i.Percent(), mb(i.RSS), i.Results)
+	}
+	fmt.Fprintf(w, "\ntargets\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range rep.Checks() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Status, c.Name, c.Target, c.Got)
+	}
+	tw.Flush()
+}
+
+// fmtRatio prints a/b, or "-" when b is zero (GNU time's 10 ms CPU
+// resolution gives zeros on tiny runs).
+func fmtRatio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+func printRows(w io.Writer, rows []Row, ratios bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	hdr := "tool\twall s\tCPU s\tRSS MB\ttargets\treplies\treply %\t"
+	if ratios {
+		hdr += "vantage/tool: wall\tCPU\tRSS\t"
+	}
+	fmt.Fprintln(tw, hdr)
+	v, vok := row(rows, ToolVantage)
+	for _, r := range rows {
+		if !r.OK() {
+			fmt.Fprintf(tw, "%s\t%s\t\n", r.Tool, strings.ReplaceAll(why(r, true), "\t", " "))
+			continue
+		}
+		m := r.Measure
+		pct := 100 * float64(r.Count.Replies) / float64(max(r.Count.Targets, 1))
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.1f\t%d\t%d\t%.2f\t", r.Tool, m.Wall.Seconds(), m.CPU().Seconds(), mb(m.MaxRSS), r.Count.Targets, r.Count.Replies, pct)
+		if ratios && vok && v.OK() {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t", fmtRatio(v.Measure.Wall.Seconds(), m.Wall.Seconds()),
+				fmtRatio(v.Measure.CPU().Seconds(), m.CPU().Seconds()), fmtRatio(float64(v.Measure.MaxRSS), float64(m.MaxRSS)))
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+}
