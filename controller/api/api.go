@@ -8,6 +8,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -507,21 +508,78 @@ func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*v
 			return &vantagev1.ExplainResponse{Verdict: v}, nil
 		}
 	}
+	if v.GetLevel() != vantagev1.Level_LEVEL_SCOPE {
+		// The upstream and border routers decide the location.
+		for _, t := range spec.Targets() {
+			if t.Role == vantagev1.TargetRole_TARGET_ROLE_UPSTREAM || t.Role == vantagev1.TargetRole_TARGET_ROLE_BORDER {
+				q.Targets = append(q.Targets, t.Addr.String())
+			}
+		}
+		if q.Target != "" {
+			q.Targets, q.Target = append(q.Targets, q.Target), ""
+		}
+	}
 	out := &vantagev1.ExplainResponse{Verdict: v}
-	err = s.cfg.Store.QueryResults(ctx, q, func(sr store.StoredResult) error {
+	add := func(sr store.StoredResult) error {
 		out.Results = append(out.Results, toStored(sr))
 		return nil
-	})
-	if err != nil {
+	}
+	// Traces taken since the round before the state began (those the
+	// location uses) even when older than the window.
+	if since := v.GetSince(); since != nil && spec.Round() > 0 {
+		from := int64(since.AsTime().Sub(spec.Start())/spec.Round()) - 1
+		if from < q.MinRound {
+			tq := q
+			tq.MinRound, tq.To = from, spec.Start().Add(time.Duration(q.MinRound)*spec.Round())
+			err = s.cfg.Store.QueryResults(ctx, tq, func(sr store.StoredResult) error {
+				if sr.Result.GetKind() == vantagev1.ProbeKind_PROBE_KIND_TRACE {
+					return add(sr)
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, s.fail("Explain", err)
+			}
+		}
+	}
+	if err := s.cfg.Store.QueryResults(ctx, q, add); err != nil {
 		return nil, s.fail("Explain", err)
 	}
 	s.withNames(ctx, []*vantagev1.Verdict{v})
 	return out, nil
 }
 
-// Replay is not implemented yet.
-func (s *Server) Replay(context.Context, *vantagev1.ReplayRequest) (*vantagev1.ReplayResponse, error) {
-	return nil, s.fail("Replay", fmt.Errorf("%w: Replay (recompute a timeline from stored results) is not implemented yet", rpcerr.ErrUnimplemented))
+// Replay recomputes a campaign's timeline from stored results with other
+// verdict parameters; the live timeline is not touched.
+func (s *Server) Replay(ctx context.Context, req *vantagev1.ReplayRequest) (*vantagev1.ReplayResponse, error) {
+	if req.GetCampaign() == "" {
+		return nil, s.fail("Replay", fmt.Errorf("%w: campaign: required", rpcerr.ErrInvalid))
+	}
+	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
+		return nil, s.fail("Replay", err)
+	}
+	var from, to time.Time
+	for _, f := range []struct {
+		name string
+		ts   *timestamppb.Timestamp
+		dst  *time.Time
+	}{{"from", req.GetFrom(), &from}, {"to", req.GetTo(), &to}} {
+		if f.ts == nil {
+			return nil, s.fail("Replay", fmt.Errorf("%w: %s: required", rpcerr.ErrInvalid, f.name))
+		}
+		if err := f.ts.CheckValid(); err != nil {
+			return nil, s.fail("Replay", fmt.Errorf("%w: %s: %w", rpcerr.ErrInvalid, f.name, err))
+		}
+		*f.dst = f.ts.AsTime()
+	}
+	ts, err := s.cfg.Engine.Replay(ctx, req.GetCampaign(), from, to, req.GetParams())
+	if errors.Is(err, engine.ErrReplay) {
+		err = fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err)
+	}
+	if err != nil {
+		return nil, s.fail("Replay", err)
+	}
+	return &vantagev1.ReplayResponse{Transitions: ts}, nil
 }
 
 // ListAudit returns the newest audit entries, newest first.

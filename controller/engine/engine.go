@@ -50,6 +50,9 @@ type Options struct {
 	WatcherBuffer int
 	// Now is the clock; time.Now when nil. Tests inject a fake.
 	Now func() time.Time
+	// QuorumLabel groups vantages for the quorum (verdict.Config); empty
+	// means verdict.DefaultQuorumLabel ("provider").
+	QuorumLabel string
 	// OnTransitions, if set, is called with every stored batch of
 	// transitions (ids assigned), e.g. to trigger localisation traces. It
 	// runs on the ticker goroutine and must not block.
@@ -162,7 +165,9 @@ func GraceFor(round time.Duration) time.Duration {
 }
 
 // ConfigFor turns a campaign into the verdict engine's configuration. A
-// grace of zero means GraceFor(spec.Round()).
+// grace of zero means GraceFor(spec.Round()). ResultsPerRound is the
+// number of scheduled ICMP and TCP tasks every selected vantage runs each
+// round, so a round closes as soon as every vantage has reported them all.
 func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdict.Config {
 	if grace <= 0 {
 		grace = GraceFor(spec.Round())
@@ -171,10 +176,24 @@ func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdic
 	for _, t := range spec.Targets() {
 		targets = append(targets, verdict.Target{Addr: t.Addr.String(), Network: t.Network, Role: t.Role})
 	}
+	perRound := 0
+	for _, tk := range spec.Tasks(spec.Start()) {
+		if tk.GetKind() != vantagev1.ProbeKind_PROBE_KIND_TRACE && tk.GetEveryRounds() <= 1 {
+			perRound++
+		}
+	}
 	return verdict.Config{
 		Campaign: spec.Name(), Scope: spec.ScopeName(), Start: spec.Start(), Round: spec.Round(),
 		Grace: grace, Quorum: spec.Quorum(), FreshRounds: freshRounds, Targets: targets, Networks: spec.NetworkNames(),
+		ResultsPerRound: perRound,
 	}
+}
+
+// configFor is ConfigFor with the worker's options.
+func (w *Worker) configFor(spec *campaign.Spec) verdict.Config {
+	cfg := ConfigFor(spec, w.opts.Grace, w.opts.FreshRounds)
+	cfg.QuorumLabel = w.opts.QuorumLabel
+	return cfg
 }
 
 // Reload makes the set of engines match the store's ACTIVE campaigns:
@@ -231,7 +250,7 @@ func (w *Worker) build(ctx context.Context, c store.Campaign) (*running, error) 
 	if err != nil {
 		return nil, fmt.Errorf("parse stored spec: %w", err)
 	}
-	eng, err := verdict.NewEngine(ConfigFor(spec, w.opts.Grace, w.opts.FreshRounds))
+	eng, err := verdict.NewEngine(w.configFor(spec))
 	if err != nil {
 		return nil, fmt.Errorf("verdict engine: %w", err)
 	}
@@ -259,10 +278,22 @@ func (w *Worker) build(ctx context.Context, c store.Campaign) (*running, error) 
 	if err != nil {
 		return nil, fmt.Errorf("re-feed results: %w", err)
 	}
+	if len(seen) > 0 {
+		stored, err := w.opts.Store.ListAgents(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("agent labels: %w", err)
+		}
+		for _, a := range stored {
+			if seen[a.ID] {
+				eng.SetAgentLabels(a.ID, a.Labels)
+			}
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for id, a := range w.agents {
 		if spec.SelectsAgent(a.labels) {
+			eng.SetAgentLabels(id, a.labels)
 			eng.SetAgentConnected(id, a.connected, a.at)
 			delete(seen, id)
 		}
@@ -274,10 +305,18 @@ func (w *Worker) build(ctx context.Context, c store.Campaign) (*running, error) 
 }
 
 func observation(agentID string, r *vantagev1.ProbeResult) verdict.Observation {
-	return verdict.Observation{
+	o := verdict.Observation{
 		Agent: agentID, Target: r.GetTarget(), Round: r.GetRound(), SentAt: r.GetSentAt().AsTime(),
 		Kind: r.GetKind(), Outcome: r.GetOutcome(), RTT: time.Duration(r.GetRttUs()) * time.Microsecond,
+		Attempts: r.GetAttempts(), StopReason: r.GetStopReason(), TriggerID: r.GetTriggerId(),
 	}
+	if hs := r.GetHops(); len(hs) > 0 {
+		o.Hops = make([]verdict.Hop, len(hs))
+		for i, h := range hs {
+			o.Hops[i] = verdict.Hop{TTL: h.GetTtl(), Addr: h.GetAddr()}
+		}
+	}
+	return o
 }
 
 func (w *Worker) get(name string) *running {
@@ -331,6 +370,7 @@ func (w *Worker) SetAgentConnected(agentID string, labels map[string]string, con
 			continue
 		}
 		r.mu.Lock()
+		r.eng.SetAgentLabels(agentID, labels)
 		r.eng.SetAgentConnected(agentID, connected, at)
 		r.mu.Unlock()
 	}

@@ -4,7 +4,7 @@
 //   - issue 4: Config gains QuorumLabel, BeliefUp, BeliefDown,
 //     MinAvailability, UnstableWindow, UnstableFlips, UnstableCalm and
 //     ResultsPerRound (zero = default). Observation gains Attempts, Hops,
-//     StopReason and TriggerID. New: Engine.SetAgentLabels, Engine.Config,
+//     StopReason and TriggerID. New: Engine.SetAgentLabels, Engine.Config, Engine.Healthy,
 //     Hop, PathEvidence, Classify, Update (belief math), WithParams,
 //     ParamNames, ErrParam, Replayer, Stats.Traces. Trace results are no
 //     longer reachability evidence; they only localise.
@@ -26,9 +26,10 @@
 // Evaluate is called with now >= its end + Grace (default Round/2; the
 // controller uses max(Round/3, 1s) capped at 30s), or earlier, once the
 // round has started, when it is complete: ResultsPerRound > 0 and every
-// vantage expected in it (session up, reported in one of the FreshRounds
-// rounds before it) and every vantage that reported in it has sent at least
-// ResultsPerRound results for it. Rounds close strictly in order; an
+// known vantage whose session is up (SetAgentConnected; a vantage first
+// seen in an observation counts as up) and every vantage that reported in
+// it has sent at least ResultsPerRound results for it. A connected but
+// silent vantage therefore keeps the round open until Grace. Rounds close strictly in order; an
 // observation for a closed round is dropped ("too old"), as is one for a
 // negative round or for a round more than two rounds ahead of the latest now
 // the engine has seen ("too new"). At most ceil(Grace/Round)+4 rounds (never

@@ -721,9 +721,10 @@ func (e *Engine) Evaluate(now time.Time) []*vantagev1.Transition {
 	return out
 }
 
-// complete reports whether every vantage expected in round n (session up,
-// reported within FreshRounds before n) has sent ResultsPerRound results
-// for it, and at least one has.
+// complete reports whether every vantage whose session is up, and every
+// vantage that reported in round n, has sent ResultsPerRound results for
+// it, and at least one has. A vantage that is connected but silent keeps
+// the round open until Grace, so its results are never cut off.
 func (e *Engine) complete(n int64) bool {
 	if e.cfg.ResultsPerRound <= 0 {
 		return false
@@ -744,7 +745,7 @@ func (e *Engine) complete(n int64) bool {
 		if ai < len(rb.rows) {
 			r = rb.rows[ai]
 		}
-		expected := a.connected && a.view != nil && a.lastRound >= n-int64(e.cfg.FreshRounds)
+		expected := a.connected
 		if r != nil && r.results >= want {
 			got++
 			continue

@@ -192,12 +192,6 @@ func checkTransition(t *testing.T, trs []*vantagev1.Transition, w transWant, det
 	}
 }
 
-
-
-
-
-
-
 func TestStaleVantage(t *testing.T) {
 	cfg := labConfig()
 	e := newEngine(t, cfg)
@@ -209,9 +203,6 @@ func TestStaleVantage(t *testing.T) {
 		t.Errorf("scope %s healthy %d, agt-c evidence %v", v.GetState(), v.GetHealthyVantages(), ev)
 	}
 }
-
-
-
 
 func TestGarbageIgnored(t *testing.T) {
 	cfg := labConfig()

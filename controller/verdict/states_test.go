@@ -392,7 +392,7 @@ func TestEarlyClose(t *testing.T) {
 	cfg.ResultsPerRound = len(cfg.Targets)
 	e := newEngine(t, cfg)
 	feed(e, cfg, 0, agents3, allUp)
-	if e.Evaluate(t0.Add(2*time.Second)); e.ClosedRound() != 0 {
+	if e.Evaluate(t0.Add(2 * time.Second)); e.ClosedRound() != 0 {
 		t.Fatalf("complete round 0 not closed early: closed %d", e.ClosedRound())
 	}
 	feed(e, cfg, 1, []string{"agt-a", "agt-b"}, allUp) // agt-c is late

@@ -95,6 +95,18 @@ func (e *Engine) sortedAgents() []*agent {
 	return e.sorted
 }
 
+// Healthy returns the ids of the vantages counted in the last closed round
+// (healthy, fresh, session up), sorted.
+func (e *Engine) Healthy() []string {
+	var out []string
+	for _, a := range e.sortedAgents() {
+		if a.status == stHealthy {
+			out = append(out, a.id)
+		}
+	}
+	return out
+}
+
 // Verdicts returns the current verdicts of every subject: the scope, then
 // the networks and the targets in configuration order. Before the first
 // round closes their state is UNSPECIFIED.

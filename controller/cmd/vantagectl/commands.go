@@ -61,7 +61,7 @@ Errors print as "vantagectl: <code>: <message>" and exit 1; usage errors exit 2.
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each unary call")
 	root.AddCommand(a.agentsCmd(), a.tokenCmd(), a.campaignCmd(), a.verdictsCmd(), a.timelineCmd(),
-		a.explainCmd(), a.resultsCmd(), a.auditCmd())
+		a.explainCmd(), a.replayCmd(), a.resultsCmd(), a.auditCmd())
 	return root
 }
 
@@ -581,6 +581,82 @@ func (a *app) explainCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().Uint32Var(&rounds, "rounds", 3, "how many rounds of results to show")
+	return cmd
+}
+
+func (a *app) replayCmd() *cobra.Command {
+	var (
+		campaign, from, to, level string
+		params                    []string
+	)
+	cmd := &cobra.Command{
+		Use:   "replay --campaign NAME --from T1 --to T2 [--param k=v]...",
+		Short: "Recompute a timeline from stored results with other verdict parameters",
+		Long: "Recompute a campaign's timeline over [from, to) from its stored results with other verdict\n" +
+			"parameters. The live verdicts and timeline are not touched.\n" +
+			"Parameters: quorum, grace (e.g. 1.5s), fresh_rounds, quorum_label (or - for none),\n" +
+			"belief_up, belief_down, min_availability, unstable_window, unstable_flips,\n" +
+			"unstable_calm, results_per_round.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if campaign == "" {
+				return usageErrorf("--campaign: required")
+			}
+			if from == "" || to == "" {
+				return usageErrorf("--from and --to: required")
+			}
+			lvl, err := parseLevel(level)
+			if err != nil {
+				return err
+			}
+			now := a.env.now()
+			f, err := parseSince("from", from, now)
+			if err != nil {
+				return err
+			}
+			t, err := parseSince("to", to, now)
+			if err != nil {
+				return err
+			}
+			req := &vantagev1.ReplayRequest{Campaign: campaign, From: f, To: t}
+			for _, p := range params {
+				k, v, ok := strings.Cut(p, "=")
+				if !ok || k == "" {
+					return usageErrorf("--param: want key=value, got %q", p)
+				}
+				if req.Params == nil {
+					req.Params = map[string]string{}
+				}
+				req.Params[k] = v
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.unary(cmd.Context())
+			defer cancel()
+			resp, err := c.Replay(ctx, req)
+			if err != nil {
+				return err
+			}
+			var ts []*vantagev1.Transition
+			for _, tr := range resp.GetTransitions() {
+				if lvl == vantagev1.Level_LEVEL_UNSPECIFIED || tr.GetLevel() == lvl {
+					ts = append(ts, tr)
+				}
+			}
+			if a.json() {
+				return writeJSON(a.env.stdout, &vantagev1.ReplayResponse{Transitions: ts}, true)
+			}
+			return a.printer().timeline(a.env.stdout, ts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&campaign, "campaign", "", "the campaign to replay (required)")
+	fl.StringVar(&from, "from", "", "start: a duration back from now (90m, 2d) or an RFC 3339 time (required)")
+	fl.StringVar(&to, "to", "", "end (exclusive); same forms as --from (required)")
+	fl.StringVar(&level, "level", "", "only print this level: scope, network or target")
+	fl.StringArrayVar(&params, "param", nil, "override a verdict parameter, key=value (repeatable)")
 	return cmd
 }
 

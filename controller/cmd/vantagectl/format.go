@@ -607,14 +607,39 @@ func (p printer) explain(w io.Writer, r *vantagev1.ExplainResponse) error {
 			return err
 		}
 	}
-	if _, err := fmt.Fprintf(w, "\n%d results:\n", len(r.GetResults())); err != nil {
+	var traces, others []*vantagev1.StoredResult
+	for _, res := range r.GetResults() {
+		if res.GetResult().GetKind() == vantagev1.ProbeKind_PROBE_KIND_TRACE {
+			traces = append(traces, res)
+		} else {
+			others = append(others, res)
+		}
+	}
+	if len(traces) > 0 {
+		if _, err := fmt.Fprintf(w, "\n%d traces (localisation evidence):\n", len(traces)); err != nil {
+			return err
+		}
+		t := newTable(w, "SENT", "AGENT", "ROUND", "TARGET", "TRIGGER", "PATH")
+		for _, s := range traces {
+			res := s.GetResult()
+			trig := res.GetTriggerId()
+			if trig == "" {
+				trig = "scheduled"
+			}
+			t.row(p.at(res.GetSentAt()), s.GetAgentId(), strconv.FormatInt(res.GetRound(), 10), res.GetTarget(), trig, resultDetail(res))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Fprintf(w, "\n%d results:\n", len(others)); err != nil {
 		return err
 	}
-	if len(r.GetResults()) == 0 {
+	if len(others) == 0 {
 		return nil
 	}
 	rt := p.newResultTable(w)
-	for _, res := range r.GetResults() {
+	for _, res := range others {
 		rt.add(res)
 	}
 	return rt.flush()

@@ -225,11 +225,14 @@ AGENT  NAME  HEALTHY  STATE        UP  DOWN  LAST-ROUND  LAST-RESULT  REASON
 agt-1  a     yes      UNREACHABLE  0   8     56          5s ago       -
 agt-2  b     no       UNKNOWN      0   0     40          16m ago      no fresh data
 
-3 results:
-SENT                  AGENT  ROUND  KIND   TARGET          OUTCOME      RTT     FROM      DETAIL
-2026-01-01T00:59:01Z  agt-1  56     icmp   198.18.0.1      timeout      -       -         -
-2026-01-01T00:59:02Z  agt-1  56     tcp    198.18.0.1:443  unreachable  1.25ms  10.0.0.1  code 1
-2026-01-01T00:59:03Z  agt-1  56     trace  198.18.0.1      timeout      -       -         10.9.0.1 > 10.0.0.1 > * > * [gap-limit]
+1 traces (localisation evidence):
+SENT                  AGENT  ROUND  TARGET      TRIGGER  PATH
+2026-01-01T00:59:03Z  agt-1  56     198.18.0.1  trg-1    10.9.0.1 > 10.0.0.1 > * > * [gap-limit]
+
+2 results:
+SENT                  AGENT  ROUND  KIND  TARGET          OUTCOME      RTT     FROM      DETAIL
+2026-01-01T00:59:01Z  agt-1  56     icmp  198.18.0.1      timeout      -       -         -
+2026-01-01T00:59:02Z  agt-1  56     tcp   198.18.0.1:443  unreachable  1.25ms  10.0.0.1  code 1
 `,
 		},
 		{
@@ -295,7 +298,7 @@ func fixtureExplain() *vantagev1.ExplainResponse {
 			{AgentId: "agt-1", Epoch: 1, Result: &vantagev1.ProbeResult{Seq: 2, Target: "198.18.0.1", Port: 443, Kind: vantagev1.ProbeKind_PROBE_KIND_TCP, Round: 56, SentAt: tsAt("2026-01-01T00:59:02Z"), Outcome: vantagev1.Outcome_OUTCOME_UNREACHABLE, UnreachableCode: 1, RttUs: 1250, ReplyFrom: "10.0.0.1"}},
 			{AgentId: "agt-1", Epoch: 1, Result: &vantagev1.ProbeResult{Seq: 3, Target: "198.18.0.1", Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Round: 56, SentAt: tsAt("2026-01-01T00:59:03Z"), Outcome: vantagev1.Outcome_OUTCOME_TIMEOUT,
 				Hops:       []*vantagev1.Hop{{Ttl: 1, Addr: "10.9.0.1"}, {Ttl: 2, Addr: "10.0.0.1"}, {Ttl: 3}, {Ttl: 4}},
-				StopReason: vantagev1.TraceStopReason_TRACE_STOP_REASON_GAP_LIMIT}},
+				StopReason: vantagev1.TraceStopReason_TRACE_STOP_REASON_GAP_LIMIT, TriggerId: "trg-1"}},
 		},
 	}
 }

@@ -154,6 +154,14 @@ func (f *fakeOperator) Explain(_ context.Context, req *vantagev1.ExplainRequest)
 	return fixtureExplain(), nil
 }
 
+func (f *fakeOperator) Replay(_ context.Context, req *vantagev1.ReplayRequest) (*vantagev1.ReplayResponse, error) {
+	f.record(req)
+	if q := req.GetParams()["quorum"]; q == "0" {
+		return nil, status.Error(codes.InvalidArgument, `invalid replay request: verdict: invalid parameter: params["quorum"]: "0" is not an integer in [1, 65535]`)
+	}
+	return &vantagev1.ReplayResponse{Transitions: []*vantagev1.Transition{fixtureTransition()}}, nil
+}
+
 func (f *fakeOperator) ListAudit(_ context.Context, req *vantagev1.ListAuditRequest) (*vantagev1.ListAuditResponse, error) {
 	f.record(req)
 	return &vantagev1.ListAuditResponse{Entries: []*vantagev1.AuditEntry{{Id: 1, At: tsAt("2026-01-01T00:00:00Z"), Actor: "operator:admin", Action: "campaign.apply", Subject: "kp"}}}, nil
@@ -434,8 +442,15 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 		{
 			name:     "explain",
 			run:      cliRun{args: []string{"explain", "kp/network/star-jv", "--rounds", "5"}, env: goodEnv},
-			contains: []string{"verdict:   kp/network/star-jv\n", "3 results:\n"},
+			contains: []string{"verdict:   kp/network/star-jv\n", "1 traces (localisation evidence):\n", "2 results:\n"},
 			wantReq:  &vantagev1.ExplainRequest{VerdictId: "kp/network/star-jv", Rounds: 5},
+		},
+		{
+			name:     "replay",
+			run:      cliRun{args: []string{"replay", "--campaign", "kp", "--from", "2025-12-31T23:00:00Z", "--to", "30m", "--param", "quorum=3", "--param", "grace=2s"}, env: goodEnv},
+			contains: []string{"REACHABLE -> UNREACHABLE"},
+			wantReq: &vantagev1.ReplayRequest{Campaign: "kp", From: tsAt("2025-12-31T23:00:00Z"), To: tsAt("2026-01-01T00:30:00Z"),
+				Params: map[string]string{"quorum": "3", "grace": "2s"}},
 		},
 		{
 			name:     "results table",
