@@ -272,7 +272,8 @@ func b2i(b bool) int {
 }
 
 // Run runs every task received on tasks concurrently (at most MaxTraces at
-// a time) and calls emit with each result, never concurrently. It returns
+// a time) and calls emit with each result, in completion order, never
+// concurrently; results carry the task's id and campaign. It returns
 // when tasks is closed and every trace has finished, or when ctx ends.
 func (e *Engine) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
 	var wg sync.WaitGroup
@@ -346,7 +347,7 @@ func (e *Engine) traceParams(t *vantagev1.Task) (probeID, *vantagev1.TraceSpec, 
 
 // Probe traces the path to t.Target and returns when the trace ends.
 func (e *Engine) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResult {
-	res := &vantagev1.ProbeResult{Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE}
+	res := &vantagev1.ProbeResult{TaskId: t.GetId(), Campaign: t.GetCampaign(), Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE}
 	id, spec, err := e.traceParams(t)
 	res.Engine = engineName(id.proto, id.paris)
 	if err != nil {
