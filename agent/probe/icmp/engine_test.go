@@ -9,7 +9,7 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-func newTestBulk(t *testing.T, cfg BulkConfig) *Bulk {
+func newTestBulk(t testing.TB, cfg BulkConfig) *Bulk {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: raw ICMP sockets")
