@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin
 PROTO   := proto/vantage/v1
 
-.PHONY: all build deps proto proto-check test test-unit test-e2e vet fmt-check demo lab-up lab-down clean
+.PHONY: all build deps proto proto-check test test-unit test-e2e test-scenarios vet fmt-check demo lab-up lab-down clean
 
 all: build
 
@@ -26,11 +26,19 @@ demo: build
 test: test-unit test-e2e
 
 test-unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /deploy/demo$$)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /deploy/demo$$ -e /deploy/scenarios$$)
 
 test-e2e:
 	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
 	$(GO) test -count=1 -v -timeout 15m ./deploy/demo/
+
+# The verdict scenario suite in the lab (deploy/scenarios): blackout, border
+# cut, flapping, partial restoration, isolation, ICMP filtering, vantages
+# leaving, and a steady run with a lossy vantage; prints state, location and
+# detection latency in rounds per scenario. Root; skips clearly without it.
+test-scenarios:
+	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
+	$(GO) test -count=1 -v -timeout 15m ./deploy/scenarios/
 
 # vantage's probe engines side by side with fping, zmap and scamper in the lab
 # (deploy/bench): prints the table of docs/BENCHMARKS.md with each target
