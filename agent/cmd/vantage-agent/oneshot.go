@@ -23,6 +23,7 @@ import (
 
 	"github.com/vantage-net/vantage/agent/guard"
 	"github.com/vantage-net/vantage/agent/probe"
+	"github.com/vantage-net/vantage/agent/probe/trace"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -119,12 +120,11 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 		// A sweep's garbage is results already printed: keep the heap small.
 		debug.SetMemoryLimit(24 << 20)
 	}
-	reg := probe.NewRegistryWith(log, probe.Options{Rate: o.rate, Unprivileged: o.unprivileged})
-	defer func() { _ = reg.Close() }()
-	batch, engine, err := reg.Batch(kind)
+	batch, engine, closeEngine, err := oneShotEngine(log, kind, o)
 	if err != nil {
 		return err
 	}
+	defer closeEngine()
 	log.Info("one-shot probe", slog.String("kind", kindName), slog.String("engine", engine), slog.Int("targets", src.count()))
 
 	out := bufio.NewWriterSize(stdout, 64<<10)
@@ -176,6 +176,29 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 		return fmt.Errorf("%d targets refused by the agent guard (see their results)", refused)
 	}
 	return nil
+}
+
+// oneShotEngine opens the sweep engine for kind: the trace package's
+// shared engine for traces, else the registry's choice by capability.
+func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (probe.Batch, string, func(), error) {
+	if kind == vantagev1.ProbeKind_PROBE_KIND_TRACE {
+		pps := o.rate
+		if pps == 0 {
+			pps = 1e6 // "unlimited": the per-router pacing still applies
+		}
+		te, err := trace.NewEngine(trace.Config{Log: log, PPS: pps})
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("trace engine (needs raw sockets, CAP_NET_RAW): %w", err)
+		}
+		return te, trace.EngineName, func() { _ = te.Close() }, nil
+	}
+	reg := probe.NewRegistryWith(log, probe.Options{Rate: o.rate, Unprivileged: o.unprivileged})
+	b, engine, err := reg.Batch(kind)
+	if err != nil {
+		_ = reg.Close()
+		return nil, "", nil, err
+	}
+	return b, engine, func() { _ = reg.Close() }, nil
 }
 
 func parseKind(s string) (vantagev1.ProbeKind, error) {
