@@ -68,9 +68,13 @@ type Config struct {
 	// Sweep is the prefix to sweep; invalid means the bench network's
 	// first IPv4 AnyIP prefix.
 	Sweep netip.Prefix
-	// Rate is the packet rate (pps) given to vantage and zmap; scamper gets
-	// min(Rate, 10000), its maximum; fping runs with -i 0 (as fast as it
-	// can), as the targets demand.
+	// VantageRate is vantage's --rate for the sweep and the traces: 0 is
+	// unpaced, the counterpart of fping -i 0.
+	VantageRate int
+	// Rate is zmap's -r for the sweep; scamper's sweep gets min(Rate,
+	// 10000), its maximum; fping runs with -i 0 (as fast as it can), as
+	// the targets demand. Scamper's traces run at -p 10000 as the issue
+	// names them.
 	Rate int
 	// Traces is how many Paris traceroutes to compare (0 skips them).
 	Traces int
@@ -108,11 +112,12 @@ func (r Row) OK() bool { return r.Skipped == "" && r.Err == nil }
 
 // Report is everything one bench run measured.
 type Report struct {
-	Machine Machine
-	Start   time.Time
-	Sweep   netip.Prefix
-	Rate    int
-	Sweeps  []Row
+	Machine     Machine
+	Start       time.Time
+	Sweep       netip.Prefix
+	Rate        int
+	VantageRate int
+	Sweeps      []Row
 
 	Traces        []Row
 	TraceTargets  int
@@ -143,6 +148,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Rate <= 0 {
 		return nil, errors.New("rate: must be positive")
 	}
+	if cfg.VantageRate < 0 {
+		return nil, errors.New("vantage rate: must be 0 (unpaced) or positive")
+	}
 	agent := filepath.Join(cfg.BinDir, "vantage-agent")
 	if _, err := os.Stat(agent); err != nil {
 		return nil, fmt.Errorf("vantage-agent: %w (run `make build`)", err)
@@ -157,7 +165,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
-	rep := &Report{Machine: ReadMachine(), Start: time.Now(), Rate: cfg.Rate}
+	rep := &Report{Machine: ReadMachine(), Start: time.Now(), Rate: cfg.Rate, VantageRate: cfg.VantageRate}
 	l, err := lab.Up(ctx, topo, lab.Options{Prefix: cfg.Prefix, ICMPRateLimit: cfg.ICMPRateLimit, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("bench lab: %w", err)
@@ -303,7 +311,7 @@ func (b *runner) sweep(ctx context.Context, tool string, p netip.Prefix) (Measur
 	switch tool {
 	case ToolVantage:
 		m, out, _, err := b.exec(ctx, name, b.agent, "probe", "icmp", "--targets", p.String(),
-			"--rate", strconv.Itoa(b.cfg.Rate), "--timeout", "1s", "--retries", "0",
+			"--rate", strconv.Itoa(b.cfg.VantageRate), "--timeout", "1s", "--retries", "0",
 			"--allow-special-ranges", "-o", "json")
 		if err != nil {
 			return m, Count{}, err
@@ -408,7 +416,7 @@ func (b *runner) traces(ctx context.Context, rep *Report) {
 	if row.Skipped == "" {
 		var out string
 		row.Measure, out, _, row.Err = b.exec(ctx, "trace-vantage", b.agent, "probe", "trace", "--targets", tf,
-			"--protocol", "icmp", "--paris", "--rate", strconv.Itoa(b.cfg.Rate),
+			"--protocol", "icmp", "--paris", "--rate", strconv.Itoa(b.cfg.VantageRate),
 			"--allow-special-ranges", "-o", "json")
 		if row.Err == nil {
 			vp, row.Count, row.Err = vantageTraceFile(out)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-net/vantage/deploy/lab"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -299,5 +300,27 @@ func TestIdleCampaignShape(t *testing.T) {
 		if !strings.Contains(c, want) {
 			t.Errorf("campaign lacks %q:\n%s", want, c)
 		}
+	}
+}
+
+// TestDefaultTopology keeps the embedded bench lab valid and shaped as the
+// bench expects: a vantage with one uplink and a bench network with the
+// swept AnyIP prefixes.
+func TestDefaultTopology(t *testing.T) {
+	topo, err := DefaultTopology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vantage, network bool
+	for _, n := range topo.Nodes {
+		switch {
+		case n.Name == VantageNode && n.Role == lab.RoleVantage:
+			vantage = true
+		case n.Name == BenchNode && n.Role == lab.RoleNetwork:
+			network = slices.Equal(n.AnyIP, []string{"198.19.0.0/16", "2001:db8:ffff::/112"})
+		}
+	}
+	if !vantage || !network {
+		t.Errorf("topology lacks %s (%v) or %s with the AnyIP prefixes (%v)", VantageNode, vantage, BenchNode, network)
 	}
 }

@@ -168,11 +168,11 @@ func ratio(a, b float64) float64 {
 func (rep *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "machine: %s\n", rep.Machine)
 	fmt.Fprintf(w, "run:     %s\n\n", rep.Start.UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "ICMP sweep of %s (%d addresses, every one live), from vantage-a; vantage and zmap at %d pps, scamper at %d pps, fping -i 0\n",
-		rep.Sweep, prefixSize(rep.Sweep), rep.Rate, min(rep.Rate, 10000))
+	fmt.Fprintf(w, "ICMP sweep of %s (%d addresses, every one live), from vantage-a; vantage --rate %d (0 = unpaced), fping -i 0 -r 0, zmap -r %d, scamper -p %d\n",
+		rep.Sweep, prefixSize(rep.Sweep), rep.VantageRate, rep.Rate, min(rep.Rate, 10000))
 	printRows(w, rep.Sweeps, true)
 	if len(rep.Traces) > 0 {
-		fmt.Fprintf(w, "\nParis traceroutes (ICMP) to %d addresses of %s; replies = paths reaching the target\n", rep.TraceTargets, rep.Sweep)
+		fmt.Fprintf(w, "\nParis traceroutes (ICMP) to %d addresses of %s, vantage --rate %d, scamper -p 10000; replies = paths reaching the target\n", rep.TraceTargets, rep.Sweep, rep.VantageRate)
 		printRows(w, rep.Traces, false)
 		if rep.TraceCompared {
 			fmt.Fprintf(w, "identical hop lists: %d/%d\n", rep.TraceSame, rep.TraceTargets)

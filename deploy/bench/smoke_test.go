@@ -59,7 +59,7 @@ func TestRealBenchSmoke(t *testing.T) {
 	defer cancel()
 	rep, err := Run(ctx, Config{
 		BinDir: bin, WorkDir: t.TempDir(), Prefix: "vbs",
-		Sweep: netip.MustParsePrefix("198.19.7.0/24"), Rate: 20000,
+		Sweep: netip.MustParsePrefix("198.19.7.0/24"), Rate: 20000, VantageRate: 20000,
 		Traces: 20, RTTTargets: 20, RTTRate: 1000,
 		Idle: idle, IdleWarmup: 2 * time.Second, IdleTargets: 50,
 		Skip: skip, Timeout: time.Minute,

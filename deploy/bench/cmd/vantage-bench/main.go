@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,9 @@ import (
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "vantage-bench:", err)
+		if errors.Is(err, errTargetFailed) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
@@ -42,7 +46,8 @@ func run() error {
 	flag.StringVar(&cfg.Prefix, "prefix", "vb", "lab namespace prefix (the idle run uses <prefix>i)")
 	flag.StringVar(&topo, "topology", "", "bench lab topology file (default: the embedded deploy/bench/topology.yaml)")
 	flag.StringVar(&sweep, "sweep", "", "prefix to sweep (default: the bench network's IPv4 AnyIP prefix, 198.19.0.0/16)")
-	flag.IntVar(&cfg.Rate, "rate", 100000, "packets per second for vantage and zmap (scamper: at most 10000)")
+	flag.IntVar(&cfg.VantageRate, "vantage-rate", 0, "vantage's --rate for the sweep and the traces (0 = unpaced, like fping -i 0)")
+	flag.IntVar(&cfg.Rate, "rate", 100000, "zmap's rate for the sweep in packets per second (scamper's sweep: at most 10000)")
 	flag.IntVar(&cfg.Traces, "traces", 2000, "Paris traceroutes to compare (0 skips)")
 	flag.IntVar(&cfg.RTTTargets, "rtt-targets", 2000, "targets of the RTT comparison (0 skips)")
 	flag.IntVar(&cfg.RTTRate, "rtt-rate", 1000, "packets per second of the RTT comparison")
@@ -106,9 +111,11 @@ func run() error {
 	if failExit {
 		for _, c := range rep.Checks() {
 			if c.Status == "FAIL" {
-				os.Exit(2)
+				return errTargetFailed
 			}
 		}
 	}
 	return nil
 }
+
+var errTargetFailed = errors.New("a target failed")
