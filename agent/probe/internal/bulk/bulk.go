@@ -191,9 +191,12 @@ func New(cfg Config) (*Engine, error) {
 		e.free[i] = uint32(len(e.free) - 1 - i) // slot 0 first
 	}
 	if cfg.Rate > 0 {
-		// Small bursts: about a millisecond's worth, at least one packet.
+		// Small bursts: about a millisecond's worth per write, at least one
+		// packet. The bucket holds up to 5 ms, so that a sleep that
+		// overshoots (timers are coarse on a busy host) is made up for
+		// instead of lowering the rate.
 		e.burst = min(max(int(cfg.Rate/1000), 1), batchSize)
-		e.lim = rate.NewLimiter(rate.Limit(cfg.Rate), e.burst)
+		e.lim = rate.NewLimiter(rate.Limit(cfg.Rate), min(max(e.burst, int(cfg.Rate/200)), 4096))
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	e.stop = stop
