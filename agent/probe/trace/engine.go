@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,9 @@ type Config struct {
 	// MaxTraces is how many traces run at once; more wait. Default 4096,
 	// at most 16384.
 	MaxTraces int
+	// Attempts is how many probes a silent TTL gets in all (as scamper's
+	// trace -q). Default 2, at most 5.
+	Attempts int
 
 	open openFunc // seam: nil opens raw sockets
 }
@@ -46,6 +50,7 @@ const (
 	DefaultRouterPPS   = 100
 	DefaultRouterBurst = 20
 	DefaultMaxTraces   = 4096
+	DefaultAttempts    = 2
 	maxTracesCap       = 16384
 	batchSize          = 64
 	pathCacheCap       = 1 << 16
@@ -67,7 +72,7 @@ type Engine struct {
 	slots []slot
 	free  []uint16 // FIFO, so a slot's generation changes slowly
 	path  map[pathKey]netip.Addr
-	plen  map[netip.Prefix]uint8 // TTL at which a prefix's destinations answered
+	dist  map[netip.Addr]uint8 // TTL at which a destination answered last
 
 	qmu     sync.Mutex // the send queues
 	queues  map[routerKey]*routerQ
@@ -138,10 +143,13 @@ type traceState struct {
 	ans      [maxTTLCap + 1]answer
 	nsent    int
 	nDone    int // sent or dropped
+	nQueued  int // ever queued; all sent when nDone == nQueued
+	attempt  int // rounds of probing so far (retries of silent TTLs)
+	horizon  int // probes are queued for TTL 1..horizon
 	lastSent time.Time
 	sendErr  error
 	finished bool
-	allSent  chan struct{}
+	kick     chan struct{} // all queued probes sent, or all answered below horizon
 	done     chan struct{}
 	doneSet  bool
 }
@@ -169,6 +177,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 		cfg.MaxTraces = DefaultMaxTraces
 	}
 	cfg.MaxTraces = min(cfg.MaxTraces, maxTracesCap)
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = DefaultAttempts
+	}
+	cfg.Attempts = min(cfg.Attempts, 5)
 	if cfg.open == nil {
 		cfg.open = openRaw
 	}
@@ -178,7 +190,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		slots:   make([]slot, cfg.MaxTraces),
 		free:    make([]uint16, 0, cfg.MaxTraces),
 		path:    make(map[pathKey]netip.Addr),
-		plen:    make(map[netip.Prefix]uint8),
+		dist:    make(map[netip.Addr]uint8),
 		queues:  make(map[routerKey]*routerQ),
 		global:  rate.NewLimiter(rate.Limit(cfg.PPS), cfg.Burst),
 		wake:    make(chan struct{}, 1),
@@ -389,11 +401,13 @@ func (e *Engine) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeR
 		return fail(res, errEngineClosed)
 	}
 	tr := &traceState{id: id, maxTTL: maxTTL, gapLimit: gapLimit, timeout: timeout,
-		allSent: make(chan struct{}), done: make(chan struct{})}
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
 	e.start(tr)
 	defer e.release(tr)
 
-	allSent := tr.allSent
+	tm := time.NewTimer(time.Hour)
+	tm.Stop()
+	defer tm.Stop()
 	var deadline <-chan time.Time
 	var why vantagev1.TraceStopReason
 	var runErr error
@@ -402,20 +416,44 @@ wait:
 		select {
 		case <-tr.done:
 			break wait
-		case <-allSent:
-			allSent = nil
+		case <-tr.kick:
 			e.mu.Lock()
-			last, serr := tr.lastSent, tr.sendErr
+			last, serr, allSent := tr.lastSent, tr.sendErr, tr.nDone == tr.nQueued
+			extend := tr.shouldExtend(false)
 			e.mu.Unlock()
-			if serr != nil && last.IsZero() {
-				why, runErr = vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR, serr
+			if extend {
+				e.extend(tr)
+				deadline = nil
+				continue
+			}
+			if allSent && deadline == nil {
+				if serr != nil && last.IsZero() {
+					why, runErr = vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR, serr
+					break wait
+				}
+				tm.Reset(time.Until(last.Add(timeout)))
+				deadline = tm.C
+			}
+		case <-deadline:
+			deadline = nil
+			e.mu.Lock()
+			extend := tr.shouldExtend(true)
+			var retry []int
+			if !extend && tr.attempt+1 < e.cfg.Attempts {
+				retry = tr.silent()
+			}
+			e.mu.Unlock()
+			switch {
+			case extend:
+				e.extend(tr)
+			case len(retry) > 0:
+				// Silent TTLs get another probe, as scamper's attempts:
+				// routers rate-limit their ICMP errors.
+				tr.attempt++
+				e.enqueueTTLs(tr, retry)
+			default:
 				break wait
 			}
-			tm := time.NewTimer(time.Until(last.Add(timeout)))
-			defer tm.Stop()
-			deadline = tm.C
-		case <-deadline:
-			break wait
 		case <-ctx.Done():
 			why, runErr = vantagev1.TraceStopReason_TRACE_STOP_REASON_ERROR, ctx.Err()
 			break wait
@@ -497,18 +535,104 @@ func (e *Engine) start(tr *traceState) {
 	s.tr, s.lastDst = tr, tr.id.dst
 	tr.id.slot, tr.id.gen = idx, s.gen
 	tr.id.cookie = e.cookie(&tr.id)
-	keys := make([]routerKey, tr.maxTTL+1)
-	for ttl := 1; ttl <= tr.maxTTL; ttl++ {
-		keys[ttl] = e.routerFor(tr.id.dst, uint8(ttl))
+	tr.horizon = tr.maxTTL
+	if n, ok := e.dist[tr.id.dst]; ok {
+		// Known distance: probe one TTL beyond it, not all the way to
+		// max_ttl; the trace extends if the path got longer.
+		tr.horizon = min(tr.maxTTL, int(n)+1)
 	}
+	e.mu.Unlock()
+	e.enqueue(tr, 1, tr.horizon)
+}
+
+// extend queues the TTLs beyond tr's horizon up to max_ttl.
+func (e *Engine) extend(tr *traceState) {
+	e.mu.Lock()
+	lo := tr.horizon + 1
+	tr.horizon = tr.maxTTL
+	e.mu.Unlock()
+	e.enqueue(tr, lo, tr.maxTTL)
+}
+
+// shouldExtend: the path is longer than expected. Either every TTL up to
+// the horizon answered without reaching the destination, or (timedOut)
+// the horizon's answers are in and the gap limit was not hit. Called with
+// e.mu held.
+func (tr *traceState) shouldExtend(timedOut bool) bool {
+	if tr.horizon >= tr.maxTTL || tr.finished {
+		return false
+	}
+	gap := 0
+	for ttl := 1; ttl <= tr.horizon; ttl++ {
+		a := tr.ans[ttl]
+		if a.final != 0 {
+			return false
+		}
+		if a.hop == nil {
+			if !timedOut {
+				return false
+			}
+			gap++
+			if gap >= tr.gapLimit {
+				return false
+			}
+		} else {
+			gap = 0
+		}
+	}
+	return true
+}
+
+// silent lists the TTLs that matter and stayed silent: those below the
+// first final answer (or up to the horizon), stopping after a gap_limit run.
+// Called with e.mu held.
+func (tr *traceState) silent() []int {
+	var out []int
+	gap := 0
+	for ttl := 1; ttl <= tr.horizon; ttl++ {
+		a := tr.ans[ttl]
+		if a.final != 0 {
+			break
+		}
+		if a.hop != nil {
+			gap = 0
+			continue
+		}
+		out = append(out, ttl)
+		if gap++; gap >= tr.gapLimit {
+			break
+		}
+	}
+	return out
+}
+
+// enqueue queues tr's probes for TTL lo..hi in their routers' queues.
+func (e *Engine) enqueue(tr *traceState, lo, hi int) {
+	var ttls []int
+	for ttl := lo; ttl <= hi; ttl++ {
+		ttls = append(ttls, ttl)
+	}
+	e.enqueueTTLs(tr, ttls)
+}
+
+func (e *Engine) enqueueTTLs(tr *traceState, ttls []int) {
+	if len(ttls) == 0 {
+		return
+	}
+	keys := make([]routerKey, len(ttls))
+	e.mu.Lock()
+	for i, ttl := range ttls {
+		keys[i] = e.routerFor(tr.id.dst, uint8(ttl))
+	}
+	tr.nQueued += len(ttls)
 	e.mu.Unlock()
 
 	e.qmu.Lock()
-	for ttl := 1; ttl <= tr.maxTTL; ttl++ {
-		q := e.queues[keys[ttl]]
+	for i, ttl := range ttls {
+		q := e.queues[keys[i]]
 		if q == nil {
-			q = &routerQ{key: keys[ttl], lim: rate.NewLimiter(rate.Limit(e.cfg.RouterPPS), e.cfg.RouterBurst)}
-			e.queues[keys[ttl]] = q
+			q = &routerQ{key: keys[i], lim: rate.NewLimiter(rate.Limit(e.cfg.RouterPPS), e.cfg.RouterBurst)}
+			e.queues[keys[i]] = q
 		}
 		q.items = append(q.items, pending{tr: tr, ttl: uint8(ttl)})
 		if !q.queued {
@@ -559,7 +683,7 @@ func prefixOf(a netip.Addr) netip.Prefix {
 // router for every destination of a family. Called with e.mu held.
 func (e *Engine) routerFor(dst netip.Addr, ttl uint8) routerKey {
 	p := prefixOf(dst)
-	if n, ok := e.plen[p]; ok && ttl >= n {
+	if n, ok := e.dist[dst]; ok && ttl >= n {
 		return routerKey{addr: dst}
 	}
 	if a, ok := e.path[pathKey{p, ttl}]; ok {
@@ -579,14 +703,12 @@ func (e *Engine) learn(dst netip.Addr, ttl uint8, from netip.Addr, final uint8) 
 	if len(e.path) >= pathCacheCap {
 		clear(e.path)
 	}
-	if len(e.plen) >= pathCacheCap {
-		clear(e.plen)
+	if len(e.dist) >= pathCacheCap {
+		clear(e.dist)
 	}
 	p := prefixOf(dst)
 	if final == finalDest {
-		if n, ok := e.plen[p]; !ok || ttl < n {
-			e.plen[p] = ttl
-		}
+		e.dist[dst] = ttl
 		return
 	}
 	e.path[pathKey{p, ttl}] = from
@@ -635,6 +757,12 @@ func (e *Engine) sendReady(bufs *[2][batchSize][hdr6 + 64]byte, out *[2][]outPac
 		var batch []pending
 		wait := time.Duration(-1)
 		e.qmu.Lock()
+		// Lowest TTLs first: when many traces start at once, the probes
+		// near the vantage go first, and by the time the high TTLs' turn
+		// comes, traces that reached their destination have dropped them.
+		slices.SortStableFunc(e.active, func(a, b *routerQ) int {
+			return int(a.items[a.head].ttl) - int(b.items[b.head].ttl)
+		})
 		keep := e.active[:0]
 		for i, q := range e.active {
 			for q.head < len(q.items) && len(batch) < batchSize {
@@ -676,12 +804,6 @@ func (e *Engine) sendReady(bufs *[2][batchSize][hdr6 + 64]byte, out *[2][]outPac
 		}
 		clear(e.active[len(keep):])
 		e.active = keep
-		// Rotate so no router's queue always goes first.
-		if len(e.active) > 1 {
-			first := e.active[0]
-			copy(e.active, e.active[1:])
-			e.active[len(e.active)-1] = first
-		}
 		e.qmu.Unlock()
 		if len(batch) == 0 {
 			return wait
@@ -717,8 +839,8 @@ func (e *Engine) dropped(tr *traceState) {
 // noteDone counts a probe of tr as sent or dropped. Called with e.mu held.
 func (e *Engine) noteDone(tr *traceState) {
 	tr.nDone++
-	if tr.nDone == tr.maxTTL {
-		close(tr.allSent)
+	if tr.nDone == tr.nQueued {
+		tr.signal()
 	}
 }
 
@@ -948,10 +1070,32 @@ func (e *Engine) match(r *reply, hopLimit int, at time.Time) {
 	}
 	tr.ans[ttl] = answer{final: final, hop: hop}
 	e.matched.Add(1)
-	e.learn(id.dst, uint8(ttl), r.src, final)
+	if final != finalDest || tr.lowestFinal() == int(ttl) {
+		e.learn(id.dst, uint8(ttl), r.src, final)
+	}
 	if !tr.doneSet && tr.complete() {
 		tr.doneSet = true
 		close(tr.done)
+	} else if tr.shouldExtend(false) {
+		tr.signal()
+	}
+}
+
+// lowestFinal is the lowest TTL with a final answer, or 0.
+func (tr *traceState) lowestFinal() int {
+	for ttl := 1; ttl <= tr.maxTTL; ttl++ {
+		if tr.ans[ttl].final != 0 {
+			return ttl
+		}
+	}
+	return 0
+}
+
+// signal wakes the trace's Probe goroutine.
+func (tr *traceState) signal() {
+	select {
+	case tr.kick <- struct{}{}:
+	default:
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -383,6 +384,85 @@ func TestBadTasks(t *testing.T) {
 			res := e.Probe(context.Background(), tc.task)
 			if res.GetOutcome() != vantagev1.Outcome_OUTCOME_ERROR || res.GetError() != tc.want {
 				t.Fatalf("outcome %v error %q, want ERROR %q", res.GetOutcome(), res.GetError(), tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkMatch measures the receive path: parse an ICMP time exceeded
+// and match it to its trace and TTL (stateless lookup, cookie check, hop
+// record).
+func BenchmarkMatch(b *testing.B) {
+	quiet := func([]byte) []fakePkt { return nil }
+	ff4, ff6 := newFakeFamily(false, quiet), newFakeFamily(true, quiet)
+	e, err := NewEngine(Config{open: fakeOpen(ff4, ff6), MaxTraces: 64})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	tr := &traceState{maxTTL: 30, gapLimit: 5, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	tr.id = probeID{proto: protoICMP, src: src4, dst: dst4, paris: true, slot: 5, gen: 1}
+	tr.horizon = 30
+	tr.id.cookie = e.cookie(&tr.id)
+	for ttl := range tr.sent {
+		tr.sent[ttl] = time.Now()
+	}
+	e.slots[5] = slot{gen: 1, tr: tr, lastDst: dst4}
+	id := tr.id
+	id.ttl = 3
+	pb := make([]byte, 128)
+	probe := pb[:buildProbe(pb, &id)]
+	pkt := icmpErr(v4TimeExceeded, 0, routerAddr(false, 3), probe, 253).b
+	in := &inPacket{buf: pkt, n: len(pkt), at: time.Now()}
+	b.ReportAllocs()
+	for b.Loop() {
+		e.handle(rxICMP4, in)
+		tr.ans[3] = answer{} // free the TTL again
+	}
+	if e.matched.Load() == 0 || e.PacketsIgnored() != 0 {
+		b.Fatalf("matched %d ignored %d", e.matched.Load(), e.PacketsIgnored())
+	}
+}
+
+// TestHorizon: once a destination's distance is known, later traces probe
+// only one TTL beyond it, and extend to max_ttl when the path got longer.
+func TestHorizon(t *testing.T) {
+	var mu sync.Mutex
+	hops := 3
+	e, ff4, _ := newFakeEngine(t, func(p []byte) []fakePkt {
+		mu.Lock()
+		defer mu.Unlock()
+		return path(hops)(p)
+	})
+	sent := func() int {
+		ff4.mu.Lock()
+		defer ff4.mu.Unlock()
+		n := len(ff4.sent)
+		ff4.sent = nil
+		return n
+	}
+	spec := &vantagev1.TraceSpec{Paris: true, TimeoutMs: 300}
+	steps := []struct {
+		name     string
+		hops     int
+		maxSent  int
+		wantHops int
+	}{
+		{"first trace bursts every TTL", 3, 30, 3},
+		{"known distance: up to one beyond", 3, 4, 3},
+		{"longer path: extends", 6, 30, 6},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			mu.Lock()
+			hops = st.hops
+			mu.Unlock()
+			res := e.Probe(context.Background(), traceTask(dst4, spec))
+			if res.GetStopReason() != vantagev1.TraceStopReason_TRACE_STOP_REASON_COMPLETED || len(res.GetHops()) != st.wantHops {
+				t.Fatalf("stop %v hops %d (error %q)", res.GetStopReason(), len(res.GetHops()), res.GetError())
+			}
+			if n := sent(); n > st.maxSent {
+				t.Errorf("sent %d probes, want at most %d", n, st.maxSent)
 			}
 		})
 	}

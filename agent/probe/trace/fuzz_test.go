@@ -80,8 +80,9 @@ func fuzzEngine(f *testing.F) *Engine {
 	}
 	f.Cleanup(func() { _ = e.Close() })
 	for i, dst := range []netip.Addr{dst4, dst6} {
-		tr := &traceState{maxTTL: 30, gapLimit: 5, timeout: time.Second, allSent: make(chan struct{}), done: make(chan struct{})}
+		tr := &traceState{maxTTL: 30, gapLimit: 5, timeout: time.Second, kick: make(chan struct{}, 1), done: make(chan struct{})}
 		tr.id = probeID{proto: protoICMP, dst: dst, port: 33435, paris: true, cookie: 0xdeadbeef, slot: uint16(3 + i), gen: 1}
+		tr.horizon = 30
 		for ttl := range tr.sent {
 			tr.sent[ttl] = time.Now()
 		}

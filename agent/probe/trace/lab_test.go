@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -52,12 +53,16 @@ const helperEnv = "VTR_TRACE_HELPER_JOB"
 // TestVtrHelper is not a test: it is the engine run inside a namespace by
 // runInLab. It prints one "vtr-result " line per result, then "vtr-stats ".
 func TestVtrHelper(t *testing.T) {
-	raw := os.Getenv(helperEnv)
-	if raw == "" {
+	jobFile := os.Getenv(helperEnv)
+	if jobFile == "" {
 		t.Skip("helper process for the lab tests (runs only when re-executed inside a namespace)")
 	}
+	raw, err := os.ReadFile(jobFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var job labJob
-	if err := json.Unmarshal([]byte(raw), &job); err != nil {
+	if err := json.Unmarshal(raw, &job); err != nil {
 		t.Fatal(err)
 	}
 	e, err := NewEngine(Config{PPS: job.PPS, Burst: 256, RouterPPS: job.RouterPPS, RouterBurst: 64})
@@ -97,10 +102,14 @@ func runInLab(t *testing.T, l *lab.Lab, node string, job labJob) ([]*vantagev1.P
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(job)
+	jobFile := filepath.Join(t.TempDir(), "job.json")
+	if err := os.WriteFile(jobFile, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := l.Command(ctx, node, exe, "-test.run=^TestVtrHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
+	cmd.Env = append(os.Environ(), helperEnv+"="+jobFile)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -310,27 +319,27 @@ func TestLabTrace(t *testing.T) {
 				t.Error(err)
 			}
 		}()
-		var job labJob
 		for _, p := range protos {
 			for _, d := range []netip.Addr{l.Hosts("net0")[0], l.Hosts6("net0")[0]} {
-				job.Tasks = append(job.Tasks, labTask{Target: d.String(), Proto: int32(p), Paris: true, TimeoutMs: 1000})
-			}
-		}
-		res, _ := runInLab(t, l, vantage, job)
-		for i, r := range res {
-			d := netip.MustParseAddr(job.Tasks[i].Target)
-			ix := l.Addr("ix")
-			wantCode := uint32(0) // net unreachable; ICMPv6 code 0 is no route
-			if d.Is6() {
-				ix = netip.MustParseAddr("2001:db8:1::1")
-			} else {
-				ix = netip.MustParseAddr("198.51.100.1")
-			}
-			if r.GetStopReason() != vantagev1.TraceStopReason_TRACE_STOP_REASON_UNREACHABLE ||
-				r.GetOutcome() != vantagev1.Outcome_OUTCOME_UNREACHABLE || r.GetReplyFrom() != ix.String() ||
-				r.GetUnreachableCode() != wantCode || len(r.GetHops()) != 1 {
-				t.Errorf("%s %v: stop %v outcome %v from %s code %d hops %v", d, vantagev1.TraceProtocol(job.Tasks[i].Proto),
-					r.GetStopReason(), r.GetOutcome(), r.GetReplyFrom(), r.GetUnreachableCode(), hopList(r))
+				// Linux routers send "net unreachable" (ip_error) at most
+				// once a second per destination host, whatever
+				// icmp_ratelimit says, and a trace fires all its TTLs at
+				// ix at once: one trace at a time, a second apart.
+				time.Sleep(1100 * time.Millisecond)
+				job := labJob{Tasks: []labTask{{Target: d.String(), Proto: int32(p), Paris: true, TimeoutMs: 1000}}}
+				res, _ := runInLab(t, l, vantage, job)
+				r := res[0]
+				ix := netip.MustParseAddr("198.51.100.1")
+				if d.Is6() {
+					ix = netip.MustParseAddr("2001:db8:1::1")
+				}
+				// Code 0: net unreachable; for ICMPv6, no route.
+				if r.GetStopReason() != vantagev1.TraceStopReason_TRACE_STOP_REASON_UNREACHABLE ||
+					r.GetOutcome() != vantagev1.Outcome_OUTCOME_UNREACHABLE || r.GetReplyFrom() != ix.String() ||
+					r.GetUnreachableCode() != 0 || len(r.GetHops()) != 1 {
+					t.Errorf("%s %v: stop %v outcome %v from %s code %d hops %v", d, p,
+						r.GetStopReason(), r.GetOutcome(), r.GetReplyFrom(), r.GetUnreachableCode(), hopList(r))
+				}
 			}
 		}
 	})
@@ -387,4 +396,100 @@ func TestLabTrace(t *testing.T) {
 		}
 		t.Logf("200 traces: wall %.1f ms, ignored %d, late %d", st.WallMs, st.Ignored, st.Late)
 	})
+}
+
+// TestLabTrace2000 measures 2,000 Paris ICMP traces (the lab's 16 IPv4
+// hosts and 4 routers, repeated) with the engine and with scamper -p 10000,
+// and checks the hop lists agree. A measurement, not a timed assertion:
+// run with VTR_BENCH=1 and -v to see the figures.
+func TestLabTrace2000(t *testing.T) {
+	if os.Getenv("VTR_BENCH") == "" {
+		t.Skip("measurement: set VTR_BENCH=1")
+	}
+	l := upLab(t)
+	const vantage = "vantage-a"
+	var targets []netip.Addr
+	for _, n := range l.Networks() {
+		targets = append(targets, l.Hosts(n)...)
+	}
+	for _, r := range l.Routers() {
+		targets = append(targets, l.Addr(r))
+	}
+	job := labJob{PPS: 10000, RouterPPS: 10000}
+	var list strings.Builder
+	for i := range 2000 {
+		d := targets[i%len(targets)]
+		job.Tasks = append(job.Tasks, labTask{Target: d.String(), Proto: int32(pICMP), Paris: true, TimeoutMs: 1000})
+		fmt.Fprintln(&list, d)
+	}
+	res, st := runInLab(t, l, vantage, job)
+	ours := map[string]map[string]int{}
+	for _, r := range res {
+		if ours[r.GetTarget()] == nil {
+			ours[r.GetTarget()] = map[string]int{}
+		}
+		ours[r.GetTarget()][strings.Join(hopList(r), " ")]++
+	}
+
+	f, err := os.CreateTemp("", "vtr-targets-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(list.String()); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := l.Command(ctx, vantage, "scamper", "-p", "10000", "-O", "json", "-c", "trace -P icmp-paris", "-f", f.Name()).Output()
+	scWall := time.Since(start)
+	if err != nil {
+		t.Fatalf("scamper: %v", err)
+	}
+	theirs := map[string]map[string]int{}
+	n := 0
+	for line := range strings.Lines(string(out)) {
+		var tr struct {
+			Type string `json:"type"`
+			Dst  string `json:"dst"`
+			Hops []struct {
+				Addr     string `json:"addr"`
+				ProbeTTL int    `json:"probe_ttl"`
+			} `json:"hops"`
+		}
+		if json.Unmarshal([]byte(line), &tr) != nil || tr.Type != "trace" {
+			continue
+		}
+		n++
+		hops := []string{}
+		for _, h := range tr.Hops {
+			for len(hops) < h.ProbeTTL {
+				hops = append(hops, "*")
+			}
+			if hops[h.ProbeTTL-1] == "*" {
+				hops[h.ProbeTTL-1] = h.Addr
+			}
+		}
+		if theirs[tr.Dst] == nil {
+			theirs[tr.Dst] = map[string]int{}
+		}
+		theirs[tr.Dst][strings.Join(hops, " ")]++
+	}
+	same := 0
+	for _, r := range res {
+		p := strings.Join(hopList(r), " ")
+		if theirs[r.GetTarget()][p] > 0 && len(theirs[r.GetTarget()]) == 1 {
+			same++
+		}
+	}
+	t.Logf("vantage: 2000 traces in %.0f ms (ignored %d, late %d); scamper -p 10000: %d traces in %.0f ms; identical hop lists %d/2000",
+		st.WallMs, st.Ignored, st.Late, n, float64(scWall.Milliseconds()), same)
+	for _, d := range targets {
+		t.Logf("%-14s vantage %v scamper %v", d, ours[d.String()], theirs[d.String()])
+	}
+	if same != 2000 {
+		t.Errorf("%d of 2000 hop lists identical to scamper's", same)
+	}
 }
