@@ -4,13 +4,17 @@
 // broken session, and the controller's (agent, epoch, seq) key makes the
 // re-sends harmless.
 //
-// Memory is the in-memory implementation: bounded, and when full it drops
-// the oldest results and records the dropped range as a Gap, so the
-// controller learns what it will never receive. A disk-backed store that
-// survives restarts can implement the same Spool interface later.
+// Disk (disk.go) is what the daemon uses: append-only segment files with a
+// CRC32C per record that survive agent restarts, so results of an earlier
+// epoch are replayed with their original (epoch, seq). Memory is the
+// in-memory implementation for tests and throw-away agents. Both are bounded
+// and, when full, drop the OLDEST results and record the dropped range as a
+// Gap, so the controller learns what it will never receive.
 package spool
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -19,22 +23,73 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// Spool is a store-and-forward buffer of numbered results for one epoch.
-// Implementations are safe for concurrent use.
-type Spool interface {
-	// Append stores r, which must carry the next sequence number (one more
-	// than the previous Append's).
-	Append(r *vantagev1.ProbeResult) error
-	// Read returns up to max stored results with seq > after, in order, and
-	// the gaps recorded so far that are not yet acknowledged.
-	Read(after uint64, max int) ([]*vantagev1.ProbeResult, []*vantagev1.Gap)
-	// Ack drops results and gaps with seq <= upTo.
-	Ack(upTo uint64)
-	// State describes the backlog for Hello and Heartbeat.
-	State() *vantagev1.SpoolState
+// Sentinel errors.
+var (
+	// ErrSeq: Append got a result whose seq does not follow the previous one.
+	ErrSeq = errors.New("sequence number out of order")
+	// ErrTooLarge: a single result does not fit the spool's limits.
+	ErrTooLarge = errors.New("result too large for the spool")
+	// ErrClosed: the spool was closed.
+	ErrClosed = errors.New("spool closed")
+)
+
+// GapReasonFull is the reason of gaps made by dropping the oldest results.
+const GapReasonFull = "spool full: oldest unacknowledged results dropped"
+
+// GapReasonCorrupt is the reason of gaps made by corrupt records skipped at
+// open (a crash in the middle of a write, or a damaged disk).
+const GapReasonCorrupt = "spool corrupt: damaged records skipped at agent start"
+
+// Key orders results across epochs: (epoch, seq).
+type Key struct {
+	Epoch, Seq uint64
 }
 
-// Memory is a bounded in-memory Spool.
+// Compare orders keys by epoch, then seq.
+func (k Key) Compare(o Key) int {
+	if c := cmp.Compare(k.Epoch, o.Epoch); c != 0 {
+		return c
+	}
+	return cmp.Compare(k.Seq, o.Seq)
+}
+
+// Batch is what Read returns: results of ONE epoch with contiguous sequence
+// numbers, plus the gaps not yet acknowledged.
+type Batch struct {
+	Epoch   uint64
+	Results []*vantagev1.ProbeResult
+	Gaps    []*vantagev1.Gap
+}
+
+// End is the key of the batch's last result (zero when it has none).
+func (b Batch) End() Key {
+	if len(b.Results) == 0 {
+		return Key{}
+	}
+	return Key{b.Epoch, b.Results[len(b.Results)-1].GetSeq()}
+}
+
+// Spool is a store-and-forward buffer of numbered results. Implementations
+// are safe for concurrent use.
+type Spool interface {
+	// Append stores r in the current epoch; r must carry the next sequence
+	// number (one more than the previous Append's, 1 for the first).
+	Append(r *vantagev1.ProbeResult) error
+	// Read returns up to max stored results after key `after` (the zero Key
+	// means from the oldest unacknowledged one), all of one epoch and
+	// contiguous, and every unacknowledged gap.
+	Read(after Key, max int) (Batch, error)
+	// Ack forgets every result up to and including upTo, and the given gaps
+	// (identified by epoch and first_seq).
+	Ack(upTo Key, gaps []*vantagev1.Gap) error
+	// State describes the backlog for Hello and Heartbeat.
+	State() *vantagev1.SpoolState
+	// Close releases the spool; stored results stay for the next Open.
+	Close() error
+}
+
+// Memory is a bounded in-memory Spool of one epoch. It does not survive a
+// restart.
 type Memory struct {
 	epoch    uint64
 	capacity int
@@ -50,6 +105,8 @@ type Memory struct {
 	nGaps   uint64
 }
 
+var _ Spool = (*Memory)(nil)
+
 // NewMemory returns a spool holding at most capacity results of epoch.
 func NewMemory(epoch uint64, capacity int) *Memory {
 	capacity = max(capacity, 1)
@@ -61,7 +118,7 @@ func (m *Memory) Append(r *vantagev1.ProbeResult) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r.GetSeq() != m.lastSeq+1 {
-		return fmt.Errorf("spool: result seq %d: want %d", r.GetSeq(), m.lastSeq+1)
+		return fmt.Errorf("spool: result seq %d: want %d: %w", r.GetSeq(), m.lastSeq+1, ErrSeq)
 	}
 	if m.n == m.capacity {
 		old := m.buf[m.head]
@@ -80,43 +137,44 @@ func (m *Memory) Append(r *vantagev1.ProbeResult) error {
 }
 
 // addGap records seq as dropped, extending the last gap when contiguous.
+// (Memory gaps may grow after being sent; the controller keys gaps on
+// first_seq, so Disk, which the daemon uses, never grows a gap.)
 func (m *Memory) addGap(seq uint64) {
 	if k := len(m.gaps); k > 0 && m.gaps[k-1].GetLastSeq()+1 == seq {
 		m.gaps[k-1].LastSeq = seq
 		return
 	}
 	m.nGaps++
-	m.gaps = append(m.gaps, &vantagev1.Gap{Epoch: m.epoch, FirstSeq: seq, LastSeq: seq, Reason: "agent spool full: oldest unacknowledged results dropped"})
+	m.gaps = append(m.gaps, &vantagev1.Gap{Epoch: m.epoch, FirstSeq: seq, LastSeq: seq, Reason: GapReasonFull})
 }
 
 // Read implements Spool.
-func (m *Memory) Read(after uint64, max int) ([]*vantagev1.ProbeResult, []*vantagev1.Gap) {
+func (m *Memory) Read(after Key, max int) (Batch, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var gaps []*vantagev1.Gap
+	b := Batch{Epoch: m.epoch}
 	for _, g := range m.gaps {
-		gaps = append(gaps, proto.Clone(g).(*vantagev1.Gap))
+		b.Gaps = append(b.Gaps, proto.CloneOf(g))
 	}
-	if m.n == 0 {
-		return nil, gaps
+	if m.n == 0 || after.Epoch > m.epoch {
+		return b, nil
 	}
 	first := m.buf[m.head].GetSeq()
 	skip := 0
-	if after >= first {
-		skip = int(after - first + 1)
+	if after.Epoch == m.epoch && after.Seq >= first {
+		skip = int(after.Seq - first + 1)
 	}
-	var out []*vantagev1.ProbeResult
-	for i := skip; i < m.n && len(out) < max; i++ {
-		out = append(out, m.buf[(m.head+i)%m.capacity])
+	for i := skip; i < m.n && len(b.Results) < max; i++ {
+		b.Results = append(b.Results, m.buf[(m.head+i)%m.capacity])
 	}
-	return out, gaps
+	return b, nil
 }
 
 // Ack implements Spool.
-func (m *Memory) Ack(upTo uint64) {
+func (m *Memory) Ack(upTo Key, gaps []*vantagev1.Gap) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for m.n > 0 && m.buf[m.head].GetSeq() <= upTo {
+	for m.n > 0 && (Key{m.epoch, m.buf[m.head].GetSeq()}).Compare(upTo) <= 0 {
 		m.bytes -= uint64(proto.Size(m.buf[m.head]))
 		m.buf[m.head] = nil
 		m.head = (m.head + 1) % m.capacity
@@ -124,11 +182,18 @@ func (m *Memory) Ack(upTo uint64) {
 	}
 	kept := m.gaps[:0]
 	for _, g := range m.gaps {
-		if g.GetLastSeq() > upTo {
+		acked := false
+		for _, a := range gaps {
+			if a.GetEpoch() == g.GetEpoch() && a.GetFirstSeq() == g.GetFirstSeq() && a.GetLastSeq() == g.GetLastSeq() {
+				acked = true
+			}
+		}
+		if !acked {
 			kept = append(kept, g)
 		}
 	}
 	m.gaps = kept
+	return nil
 }
 
 // State implements Spool.
@@ -137,3 +202,6 @@ func (m *Memory) State() *vantagev1.SpoolState {
 	defer m.mu.Unlock()
 	return &vantagev1.SpoolState{PendingResults: uint64(m.n), PendingBytes: m.bytes, DroppedResults: m.dropped, Gaps: m.nGaps}
 }
+
+// Close implements Spool.
+func (m *Memory) Close() error { return nil }

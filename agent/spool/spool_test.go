@@ -6,11 +6,11 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-func fill(t *testing.T, m *Memory, from, to uint64) {
+func fill(t *testing.T, s Spool, from, to uint64) {
 	t.Helper()
-	for s := from; s <= to; s++ {
-		if err := m.Append(&vantagev1.ProbeResult{Seq: s, TaskId: "x"}); err != nil {
-			t.Fatalf("Append(%d): %v", s, err)
+	for seq := from; seq <= to; seq++ {
+		if err := s.Append(&vantagev1.ProbeResult{Seq: seq, TaskId: "x", Target: "192.0.2.1"}); err != nil {
+			t.Fatalf("Append(%d): %v", seq, err)
 		}
 	}
 }
@@ -41,14 +41,25 @@ func TestMemory(t *testing.T) {
 		{"max caps a batch", 10, 8, 0, 0, 3, 1, 3, nil, 8},
 		{"ack trims", 10, 8, 5, 0, 100, 6, 3, nil, 3},
 		{"full drops oldest as one gap", 4, 7, 0, 0, 100, 4, 4, [][2]uint64{{1, 3}}, 4},
-		{"ack past gap clears it", 4, 7, 5, 0, 100, 6, 2, nil, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := NewMemory(7, tc.capacity)
 			fill(t, m, 1, tc.appendTo)
-			m.Ack(tc.ack)
-			rs, gaps := m.Read(tc.after, tc.max)
+			if tc.ack > 0 {
+				if err := m.Ack(Key{7, tc.ack}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after := Key{}
+			if tc.after > 0 {
+				after = Key{7, tc.after}
+			}
+			b, err := m.Read(after, tc.max)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, gaps := b.Results, b.Gaps
 			if len(rs) != tc.wantLen || (tc.wantLen > 0 && rs[0].GetSeq() != tc.wantFirst) {
 				t.Fatalf("Read = %v, want %d results from %d", seqs(rs), tc.wantLen, tc.wantFirst)
 			}
@@ -69,6 +80,18 @@ func TestMemory(t *testing.T) {
 				t.Fatalf("pending = %d, want %d", st.GetPendingResults(), tc.pending)
 			}
 		})
+	}
+}
+
+func TestMemoryAckGap(t *testing.T) {
+	m := NewMemory(7, 4)
+	fill(t, m, 1, 7)
+	b, _ := m.Read(Key{}, 100)
+	if err := m.Ack(b.End(), b.Gaps); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := m.Read(Key{}, 100); len(b.Results) != 0 || len(b.Gaps) != 0 {
+		t.Fatalf("after ack: %d results, %d gaps, want none", len(b.Results), len(b.Gaps))
 	}
 }
 
