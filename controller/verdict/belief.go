@@ -12,6 +12,9 @@ const (
 	BeliefMax = 0.99
 	// FalseReply is P(an answer | target unreachable).
 	FalseReply = 1e-4
+	// FalseUnreachable is P(an ICMP destination unreachable | target
+	// reachable): an explicit "no route" weighs like two lost packets.
+	FalseUnreachable = 0.01
 	// AvailabilityDecay weighs past packets per round (memory about 20
 	// rounds).
 	AvailabilityDecay = 0.95
@@ -22,22 +25,36 @@ const (
 
 // beliefs holds one vantage's belief and learned availability per target.
 type beliefs struct {
-	b      []float32 // P(reachable)
-	ar, an []float32 // decayed answered results and packets (Beta(1,1) prior)
+	b      []float32    // P(reachable)
+	ar, an [2][]float32 // per family: decayed answered results and packets (Beta(1,1) prior)
+	seen   []bool
 	everUp []bool
 }
 
 func newBeliefs(n int) *beliefs {
-	bs := &beliefs{b: make([]float32, n), ar: make([]float32, n), an: make([]float32, n), everUp: make([]bool, n)}
+	bs := &beliefs{b: make([]float32, n), seen: make([]bool, n), everUp: make([]bool, n)}
+	for f := range bs.ar {
+		bs.ar[f], bs.an[f] = make([]float32, n), make([]float32, n)
+	}
 	for i := range n {
-		bs.b[i], bs.ar[i], bs.an[i] = PriorBelief, 1, 2
+		bs.b[i] = PriorBelief
+		for f := range bs.ar {
+			bs.ar[f][i], bs.an[f][i] = 1, 2
+		}
 	}
 	return bs
 }
 
-// availability is the learned P(a probe packet is answered | reachable).
+// famAvailability is the learned P(a packet of family f is answered |
+// reachable).
+func (bs *beliefs) famAvailability(f, t int) float64 {
+	return min(float64(bs.ar[f][t])/float64(bs.an[f][t]), AvailabilityMax)
+}
+
+// availability is the target's learned availability: that of its best
+// answering probe family.
 func (bs *beliefs) availability(t int) float64 {
-	return min(float64(bs.ar[t])/float64(bs.an[t]), AvailabilityMax)
+	return max(bs.famAvailability(famICMP, t), bs.famAvailability(famOther, t))
 }
 
 // Update returns the posterior belief after one round's evidence for one
@@ -46,40 +63,72 @@ func (bs *beliefs) availability(t int) float64 {
 // learned availability. It is exported for tests of the belief math.
 func Update(prior, a float64, answered bool, packets int) float64 {
 	a = clamp01(a, 0, AvailabilityMax)
-	var lu, ld float64
+	lu := a
+	if !answered {
+		lu = math.Pow(1-a, float64(max(packets, 1)))
+	}
+	return posterior(prior, lu, answered)
+}
+
+// posterior applies likelihood lu = P(evidence | reachable).
+func posterior(prior, lu float64, answered bool) float64 {
+	ld := 1 - FalseReply
 	if answered {
-		lu, ld = a, FalseReply
-	} else {
-		lu, ld = math.Pow(1-a, float64(max(packets, 1))), 1-FalseReply
+		ld = FalseReply
 	}
 	num := prior * lu
 	den := num + (1-prior)*ld
-	if den <= 0 {
+	if den <= 0 || math.IsNaN(den) {
 		return clamp01(prior, BeliefMin, BeliefMax)
 	}
 	return clamp01(num/den, BeliefMin, BeliefMax)
 }
 
-// update applies one closed round's row to the beliefs. Availability
-// learns from every round except those believed down after the target was
-// once seen up, so an outage does not erode it.
+// update applies one closed round's row to the beliefs. A miss weighs each
+// family's packets by that family's availability: P(miss | reachable) =
+// prod over families (1-A_f)^packets_f. Availability learns from every
+// round except one believed down after the target was once answered, so an
+// outage does not erode it.
 func (bs *beliefs) update(r *row, cfg Config) {
 	for t, f := range r.flags {
 		if f&fSeen == 0 {
 			continue
 		}
 		answered := f&fUp != 0
-		pk := max(int(r.pk[t]), 1)
-		nb := Update(float64(bs.b[t]), bs.availability(t), answered, pk)
+		var lu float64
+		if answered {
+			lu = 0
+			for fm := range r.pk {
+				if r.rp[fm][t] > 0 {
+					lu = max(lu, bs.famAvailability(fm, t))
+				}
+			}
+		} else {
+			lu = 1
+			for fm := range r.pk {
+				if pk := int(r.pk[fm][t]); pk > 0 {
+					lu *= math.Pow(1-bs.famAvailability(fm, t), float64(pk))
+				}
+			}
+			if f&fUnreach != 0 {
+				lu *= FalseUnreachable
+			}
+		}
+		nb := posterior(float64(bs.b[t]), lu, answered)
 		bs.b[t] = float32(nb)
+		bs.seen[t] = true
 		if answered {
 			bs.everUp[t] = true
 		}
 		if nb <= cfg.BeliefDown && bs.everUp[t] {
 			continue
 		}
-		bs.ar[t] = bs.ar[t]*AvailabilityDecay + float32(min(int(r.rp[t]), pk))
-		bs.an[t] = bs.an[t]*AvailabilityDecay + float32(pk)
+		for fm := range r.pk {
+			if pk := int(r.pk[fm][t]); pk > 0 {
+				bs.ar[fm][t] = bs.ar[fm][t]*AvailabilityDecay + float32(min(int(r.rp[fm][t]), pk))
+				bs.an[fm][t] = bs.an[fm][t]*AvailabilityDecay + float32(pk)
+			}
+		}
 	}
 }
 
@@ -94,7 +143,7 @@ const (
 // view is a vantage's current evidence about target t.
 func (e *Engine) view(a *agent, t int) viewState {
 	bs := a.bel
-	if bs == nil || bs.an[t] <= 2 { // never observed
+	if bs == nil || !bs.seen[t] {
 		return viewNone
 	}
 	if bs.availability(t) < e.cfg.MinAvailability {
@@ -114,7 +163,7 @@ func (e *Engine) view(a *agent, t int) viewState {
 func (e *Engine) viewReason(a *agent, t int) string {
 	bs := a.bel
 	switch {
-	case bs == nil || bs.an[t] <= 2:
+	case bs == nil || !bs.seen[t]:
 		return "no result for this target"
 	case bs.availability(t) < e.cfg.MinAvailability:
 		return "target availability below min_availability: not evidence"

@@ -53,21 +53,27 @@
 //
 // Per (vantage, target), as in Trinocular: a belief B = P(reachable),
 // PriorBelief 0.5 at first, updated once per closed round in which the
-// vantage has a result for the target: answered: B' = B*A / (B*A +
-// (1-B)*FalseReply); miss: B' = B*(1-A)^packets / (B*(1-A)^packets +
-// (1-B)*(1-FalseReply)); then clamped to [BeliefMin 0.01, BeliefMax 0.99]
-// so one clear round can always cross a threshold. A is the learned
-// availability: P(a packet is answered | reachable) = decayed answered
-// results / decayed packets (Beta(1,1) prior, decay AvailabilityDecay 0.95
-// per round, capped at AvailabilityMax 0.99). A learns from every round
-// except one believed down (B' <= BeliefDown) after the target was once
-// answered, so outages do not erode it. The vantage's view of the target:
+// vantage has a result for the target, with L = P(evidence | reachable):
+// answered: L = A of the answering family, B' = B*L / (B*L +
+// (1-B)*FalseReply 1e-4); miss: L = prod over probe families (ICMP; TCP)
+// of (1-A_f)^packets_f, times FalseUnreachable 0.01 if an ICMP destination
+// unreachable came back, B' = B*L / (B*L + (1-B)*(1-FalseReply)); then
+// clamped to [BeliefMin 0.01, BeliefMax 0.99] so one clear round can always
+// cross a threshold. A_f is the learned availability of a family: P(a
+// packet is answered | reachable) = decayed answered results / decayed
+// packets (Beta(1,1) prior, decay AvailabilityDecay 0.95 per round, capped
+// at AvailabilityMax 0.99); per family so that a TCP port that never
+// answers does not dilute echo misses; the target's A is the larger one.
+// Availability learns from every round except one believed down (B' <=
+// BeliefDown) after the target was once answered, so outages do not erode
+// it. The vantage's view of the target:
 // up if B >= BeliefUp (0.9), down if B <= BeliefDown (0.1), otherwise
 // uncertain; uncertain, never-observed and A < MinAvailability (0.1)
-// pairs are not evidence. With a clean path (A ~ 0.99) one missed round
-// (e.g. 1 echo + 1 retry + 1 TCP) takes B from 0.99 below 0.1, and one
-// answer takes it from 0.01 above 0.9; on a lossy path (A ~ 0.8) a single
-// full miss only makes it uncertain.
+// pairs are not evidence. With a clean path (A ~ 0.99) one missed round of
+// two or more packets (an echo and its retry, or echo + TCP) or a single
+// destination unreachable takes B from 0.99 below 0.1, and one answer
+// takes it from 0.01 above 0.9; a single lost packet only makes it
+// uncertain, and on a lossy path (A ~ 0.8) so does a full miss.
 //
 // # Vantages and quorum
 //

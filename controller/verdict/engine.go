@@ -166,15 +166,18 @@ const (
 	fICMP                     // an ICMP echo result that is evidence
 	fICMPUp                   // an ICMP echo reply
 	fOtherUp                  // TCP answered
+	fUnreach                  // an ICMP destination unreachable came back
 )
 
-// row is one vantage's results in one round. buf holds three per-target
-// arrays: flags, packets sent (attempts, saturating) and answered results.
+// row is one vantage's results in one round. buf holds five per-target
+// arrays: flags, then per probe family (ICMP, other) packets sent
+// (attempts, saturating) and answered results.
 type row struct {
 	buf              []byte
-	flags, pk, rp    []byte
-	hostSeen, hostUp int    // distinct host targets with a result / up
-	results          uint32 // results accepted (early close)
+	flags            []byte
+	pk, rp           [2][]byte // [famICMP|famOther][target]
+	hostSeen, hostUp int       // distinct host targets with a result / up
+	results          uint32    // results accepted (early close)
 }
 
 type roundBuf struct {
@@ -535,18 +538,22 @@ func (e *Engine) Observe(o Observation) {
 		} else {
 			add |= fOtherUp
 		}
-		if r.rp[ti] < 255 {
-			r.rp[ti]++
+		if rp := r.rp[fam(isICMP)]; rp[ti] < 255 {
+			rp[ti]++
 		}
 	case vantagev1.Outcome_OUTCOME_TIMEOUT, vantagev1.Outcome_OUTCOME_UNREACHABLE:
 		add = fSeen
 		if isICMP {
 			add |= fICMP
 		}
+		if o.Outcome == vantagev1.Outcome_OUTCOME_UNREACHABLE {
+			add |= fUnreach
+		}
 	}
 	if add != 0 {
 		att := min(max(o.Attempts, 1), 16)
-		r.pk[ti] = byte(min(int(r.pk[ti])+int(att), 255))
+		pk := r.pk[fam(isICMP)]
+		pk[ti] = byte(min(int(pk[ti])+int(att), 255))
 	}
 	old := r.flags[ti]
 	if nf := old | add; nf != old {
@@ -635,9 +642,24 @@ func (e *Engine) alloc() *row {
 		e.free = e.free[:n-1]
 		clear(b)
 	} else {
-		b = make([]byte, 3*nt)
+		b = make([]byte, 5*nt)
 	}
-	return &row{buf: b, flags: b[:nt:nt], pk: b[nt : 2*nt : 2*nt], rp: b[2*nt:]}
+	part := func(i int) []byte { return b[i*nt : (i+1)*nt : (i+1)*nt] }
+	return &row{buf: b, flags: part(0), pk: [2][]byte{part(1), part(2)}, rp: [2][]byte{part(3), part(4)}}
+}
+
+// Probe families: availability is learned per family, so a port that never
+// answers does not make echo misses look like noise.
+const (
+	famICMP = iota
+	famOther
+)
+
+func fam(isICMP bool) int {
+	if isICMP {
+		return famICMP
+	}
+	return famOther
 }
 
 func (e *Engine) release(r *row) {

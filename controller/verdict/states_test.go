@@ -650,3 +650,45 @@ func TestWithParams(t *testing.T) {
 		})
 	}
 }
+
+// TestClosedPortDoesNotSlowDetection: the TCP port never answers while
+// echo does; availability is learned per probe family, so a blackout is
+// still UNREACHABLE in its first round.
+func TestClosedPortDoesNotSlowDetection(t *testing.T) {
+	cfg := labConfig()
+	e := newEngine(t, cfg)
+	for n := int64(0); n < warmup; n++ {
+		for ai, ag := range agents3 {
+			for ti, tg := range cfg.Targets {
+				e.Observe(Observation{Agent: ag, Target: tg.Addr, Round: n, SentAt: sentAt(n, ai, ti), Kind: icmp, Outcome: vantagev1.Outcome_OUTCOME_REPLY, Attempts: 1})
+				e.Observe(Observation{Agent: ag, Target: tg.Addr, Round: n, SentAt: sentAt(n, ai, ti), Kind: tcp, Outcome: vantagev1.Outcome_OUTCOME_TIMEOUT, Attempts: 1})
+			}
+		}
+		e.Evaluate(closeAt(n))
+	}
+	trs := runRound(t, e, cfg, warmup, step{warmup, agents3, netsDown(allNets...)})
+	got := transitionsOf(trs, scopeID)
+	if len(got) != 1 || got[0].GetTo() != unreachable {
+		t.Fatalf("first blackout round: %v, want UNREACHABLE", got)
+	}
+}
+
+// TestUnreachableIsStrongEvidence: one echo answered by a router's
+// destination unreachable (no retry) is enough for a blackout round.
+func TestUnreachableIsStrongEvidence(t *testing.T) {
+	cfg := labConfig()
+	e := warmed(t, cfg, agents3)
+	for ai, ag := range agents3 {
+		for ti, tg := range cfg.Targets {
+			out := vantagev1.Outcome_OUTCOME_REPLY
+			if tg.Role == vantagev1.TargetRole_TARGET_ROLE_HOST {
+				out = vantagev1.Outcome_OUTCOME_UNREACHABLE
+			}
+			e.Observe(Observation{Agent: ag, Target: tg.Addr, Round: warmup, SentAt: sentAt(warmup, ai, ti), Kind: icmp, Outcome: out, Attempts: 1})
+		}
+	}
+	got := transitionsOf(e.Evaluate(closeAt(warmup)), scopeID)
+	if len(got) != 1 || got[0].GetTo() != unreachable {
+		t.Fatalf("first round of destination unreachable: %v, want UNREACHABLE", got)
+	}
+}

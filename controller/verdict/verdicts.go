@@ -196,8 +196,15 @@ func (e *Engine) evidence(s *subject, a *agent) *vantagev1.VantageEvidence {
 	switch s.level {
 	case vantagev1.Level_LEVEL_TARGET:
 		count(s.target)
-		if seen == 0 && ev.Healthy {
-			ev.Reason = fmt.Sprintf("%s (belief %.3f, availability %.2f)", e.viewReason(a, s.target), a.bel.b[s.target], a.bel.availability(s.target))
+		t := s.target
+		belief := fmt.Sprintf("belief %.3f, availability icmp %.2f other %.2f", a.bel.b[t], a.bel.famAvailability(famICMP, t), a.bel.famAvailability(famOther, t))
+		switch {
+		case seen == 0 && ev.Healthy:
+			ev.Reason = e.viewReason(a, t) + " (" + belief + ")"
+		case ev.Reason == "":
+			ev.Reason = belief
+		default:
+			ev.Reason += "; " + belief
 		}
 	case vantagev1.Level_LEVEL_NETWORK:
 		for _, t := range s.children {
