@@ -77,6 +77,7 @@ type Engine struct {
 	qmu     sync.Mutex // the send queues
 	queues  map[routerKey]*routerQ
 	active  []*routerQ
+	swept   time.Time
 	global  *rate.Limiter
 	wake    chan struct{}
 	stop    chan struct{}
@@ -268,7 +269,9 @@ func (e *Engine) PacketsIgnored() uint64 { return e.ignored.Load() + e.dups.Load
 func (e *Engine) PacketsLate() uint64 { return e.late.Load() }
 
 // Protocols lists the trace protocols this engine can run.
-func (e *Engine) Protocols() []vantagev1.TraceProtocol {
+func (e *Engine) Protocols() []vantagev1.TraceProtocol { return allProtocols() }
+
+func allProtocols() []vantagev1.TraceProtocol {
 	return []vantagev1.TraceProtocol{vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP,
 		vantagev1.TraceProtocol_TRACE_PROTOCOL_UDP, vantagev1.TraceProtocol_TRACE_PROTOCOL_TCP_SYN}
 }
@@ -764,7 +767,7 @@ func (e *Engine) sendReady(bufs *[2][batchSize][hdr6 + 64]byte, out *[2][]outPac
 			return int(a.items[a.head].ttl) - int(b.items[b.head].ttl)
 		})
 		keep := e.active[:0]
-		for i, q := range e.active {
+		for _, q := range e.active {
 			for q.head < len(q.items) && len(batch) < batchSize {
 				p := q.items[q.head]
 				if e.isFinished(p.tr) {
@@ -793,17 +796,28 @@ func (e *Engine) sendReady(bufs *[2][batchSize][hdr6 + 64]byte, out *[2][]outPac
 				if len(batch) >= batchSize {
 					wait = 0
 				}
+				if q.head > len(q.items)/2 { // a queue fed while it drains
+					n := copy(q.items, q.items[q.head:])
+					clear(q.items[n:])
+					q.items, q.head = q.items[:n], 0
+				}
 				keep = append(keep, q)
 				continue
 			}
 			q.items, q.head, q.queued = q.items[:0], 0, false
-			if q.lim.TokensAt(now) >= float64(q.lim.Burst()) {
-				delete(e.queues, q.key) // idle and full: forget it
-			}
-			_ = i
 		}
 		clear(e.active[len(keep):])
 		e.active = keep
+		if now.Sub(e.swept) > time.Second {
+			// Forget idle routers whose bucket is full again: they
+			// would start from a full bucket anyway.
+			e.swept = now
+			for k, q := range e.queues {
+				if !q.queued && q.lim.TokensAt(now) >= float64(q.lim.Burst()) {
+					delete(e.queues, k)
+				}
+			}
+		}
 		e.qmu.Unlock()
 		if len(batch) == 0 {
 			return wait

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -465,5 +466,46 @@ func TestHorizon(t *testing.T) {
 				t.Errorf("sent %d probes, want at most %d", n, st.maxSent)
 			}
 		})
+	}
+}
+
+// TestRouterPacing: the first-hop router's bucket spaces the TTL 1 probes
+// of traces that start together, while the global rate is much higher.
+func TestRouterPacing(t *testing.T) {
+	var mu sync.Mutex
+	var ttl1 []time.Time
+	inner := path(2)
+	respond := func(p []byte) []fakePkt {
+		if inspect(p).ttl == 1 {
+			mu.Lock()
+			ttl1 = append(ttl1, time.Now())
+			mu.Unlock()
+		}
+		return inner(p)
+	}
+	ff4, ff6 := newFakeFamily(false, respond), newFakeFamily(true, respond)
+	const routerPPS, traces = 200, 10
+	e, err := NewEngine(Config{open: fakeOpen(ff4, ff6), PPS: 1e6, Burst: 1000, RouterPPS: routerPPS, RouterBurst: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var wg sync.WaitGroup
+	for i := range traces {
+		wg.Go(func() {
+			e.Probe(context.Background(), traceTask(netip.AddrFrom4([4]byte{198, 18, byte(i), 1}), &vantagev1.TraceSpec{Paris: true, MaxTtl: 3, TimeoutMs: 1000}))
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ttl1) != traces {
+		t.Fatalf("%d TTL 1 probes, want %d", len(ttl1), traces)
+	}
+	slices.SortFunc(ttl1, time.Time.Compare)
+	// (n - burst) tokens at routerPPS; allow 20% for timer slack.
+	minSpread := time.Duration(float64(traces-1) / routerPPS * 0.8 * float64(time.Second))
+	if got := ttl1[traces-1].Sub(ttl1[0]); got < minSpread {
+		t.Fatalf("TTL 1 probes spread over %v, want at least %v at %d pps", got, minSpread, routerPPS)
 	}
 }

@@ -27,6 +27,7 @@ package trace
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -54,7 +55,7 @@ type Limiter interface {
 type Prober struct {
 	cfg  Config
 	once sync.Once
-	e    *Engine
+	e    atomic.Pointer[Engine]
 	err  error
 }
 
@@ -66,8 +67,12 @@ func New(lim Limiter) *Prober { return &Prober{cfg: Config{Limiter: lim}} }
 func NewProber(cfg Config) *Prober { return &Prober{cfg: cfg} }
 
 func (p *Prober) engine() (*Engine, error) {
-	p.once.Do(func() { p.e, p.err = NewEngine(p.cfg) })
-	return p.e, p.err
+	p.once.Do(func() {
+		e, err := NewEngine(p.cfg)
+		p.e.Store(e)
+		p.err = err
+	})
+	return p.e.Load(), p.err
 }
 
 // Probe traces the path to t.Target.
@@ -82,19 +87,19 @@ func (p *Prober) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeR
 
 // PacketsIgnored counts received packets the engine could not use.
 func (p *Prober) PacketsIgnored() uint64 {
-	if p.e == nil {
-		return 0
+	if e := p.e.Load(); e != nil {
+		return e.PacketsIgnored()
 	}
-	return p.e.PacketsIgnored()
+	return 0
 }
 
 // Close closes the engine if it was opened.
 func (p *Prober) Close() error {
-	p.once.Do(func() {}) // no engine after Close
-	if p.e == nil {
-		return nil
+	p.once.Do(func() { p.err = errEngineClosed }) // no engine after Close
+	if e := p.e.Load(); e != nil {
+		return e.Close()
 	}
-	return p.e.Close()
+	return nil
 }
 
 // RawAvailable reports whether this host lets the engine open its raw
@@ -118,5 +123,5 @@ func Protocols() []vantagev1.TraceProtocol {
 	if !RawAvailable(false) && !RawAvailable(true) {
 		return nil
 	}
-	return (*Engine)(nil).Protocols()
+	return allProtocols()
 }
