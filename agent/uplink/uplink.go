@@ -6,13 +6,18 @@
 //
 // Delivery is at-least-once: every result gets the next sequence number of
 // the agent's epoch and stays in the spool until the controller acks it, so
-// results survive a broken stream and are re-sent after reconnecting. The
-// controller dedupes on (agent, epoch, seq). The agent never names itself
+// results survive a broken stream (and, with the disk spool, a restart) and
+// are re-sent after reconnecting, results of earlier epochs first with their
+// original (epoch, seq). The controller dedupes on (agent, epoch, seq), so
+// a batch whose ack was lost is stored once. The agent never names itself
 // in a message: the controller takes its id from the client certificate.
 //
 // The stream is served by a send loop and a receive loop joined by an
 // errgroup, as etcd's watch stream is; a failure of either ends the session,
-// and Run reconnects with exponential backoff and jitter.
+// and Run reconnects with exponential backoff and jitter. An overloaded
+// controller is obeyed: a Throttle{retry_after_ms} pauses uploads, and a
+// session ended with RESOURCE_EXHAUSTED delays the reconnect by the
+// retry-after it carries (trailer "retry-after-ms" or a RetryInfo detail).
 package uplink
 
 import (
@@ -24,14 +29,19 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/agent/spool"
@@ -67,6 +77,11 @@ const (
 	flushTimeout = 3 * time.Second
 	// statusQueue bounds TaskStatus messages waiting for the send loop.
 	statusQueue = 1024
+	// MaxRetryAfter caps a retry-after the controller asks for.
+	MaxRetryAfter = 5 * time.Minute
+	// RetryAfterTrailer is the trailer key carrying a retry-after in
+	// milliseconds on a RESOURCE_EXHAUSTED status.
+	RetryAfterTrailer = "retry-after-ms"
 )
 
 // Config wires a Client.
@@ -104,11 +119,24 @@ type Client struct {
 	seq   uint64
 
 	wake     chan struct{} // a full batch is waiting
+	unsent   atomic.Int64  // results submitted since the last flush
 	statuses chan *vantagev1.TaskStatus
 	acked    chan struct{} // an Ack arrived
-	ackedUp  atomic.Uint64
-	throttle atomic.Int64 // unix nanos before which no batch is sent
+	throttle atomic.Int64  // unix nanos before which no batch is sent
 	sessions atomic.Uint64
+	// retryAfter is the delay a RESOURCE_EXHAUSTED status asked for (nanos).
+	retryAfter atomic.Int64
+
+	ackMu    sync.Mutex
+	ackedKey spool.Key  // highest key acknowledged
+	inflight []inflight // batches sent on the current stream, not yet acked
+	acks     uint64     // acks applied
+}
+
+// inflight is a batch sent and not yet acknowledged.
+type inflight struct {
+	end  spool.Key
+	gaps []*vantagev1.Gap
 }
 
 // New builds a Client; it does not connect until Run.
@@ -176,13 +204,15 @@ func (c *Client) Submit(r *vantagev1.ProbeResult) {
 	c.seq++
 	r.Seq = c.seq
 	err := c.spool.Append(r)
-	pending := c.seq - c.ackedUp.Load()
+	if err != nil {
+		c.seq-- // the seq stays free: the controller never sees a hole
+	}
 	c.seqMu.Unlock()
 	if err != nil {
-		c.log.Error("spool append failed", slog.String("error", err.Error()))
+		c.log.Error("spool append failed; result lost", slog.String("task_id", r.GetTaskId()), slog.String("error", err.Error()))
 		return
 	}
-	if pending >= uint64(c.cfg.BatchMax) {
+	if c.unsent.Add(1) >= int64(c.cfg.BatchMax) {
 		select {
 		case c.wake <- struct{}{}:
 		default:
@@ -203,6 +233,20 @@ func (c *Client) ReportStatus(s *vantagev1.TaskStatus) {
 // Sessions is how many sessions have been opened (Hello sent) since start.
 func (c *Client) Sessions() uint64 { return c.sessions.Load() }
 
+// Produced is the number of results numbered in this epoch (its last seq).
+func (c *Client) Produced() uint64 {
+	c.seqMu.Lock()
+	defer c.seqMu.Unlock()
+	return c.seq
+}
+
+// Acked is the highest (epoch, seq) the controller acknowledged.
+func (c *Client) Acked() spool.Key {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	return c.ackedKey
+}
+
 // Run keeps a session open until ctx ends, reconnecting with backoff. On
 // shutdown it flushes what it can and waits briefly for the acks.
 func (c *Client) Run(ctx context.Context) error {
@@ -218,6 +262,11 @@ func (c *Client) Run(ctx context.Context) error {
 			b.reset() // the session was healthy for a while
 		}
 		d := b.next()
+		if ra := RetryAfter(err); ra > 0 {
+			d = max(d, ra)
+		} else if ra := time.Duration(c.retryAfter.Swap(0)); ra > 0 && status.Code(err) == codes.ResourceExhausted {
+			d = max(d, ra)
+		}
 		c.log.Warn("session ended; reconnecting", slog.String("error", errString(err)), slog.Duration("retry_in", d))
 		select {
 		case <-ctx.Done():
@@ -225,6 +274,31 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-time.After(d):
 		}
 	}
+}
+
+// RetryAfter is the delay a RESOURCE_EXHAUSTED status asks for in a
+// RetryInfo detail (0 when none), capped at MaxRetryAfter.
+func RetryAfter(err error) time.Duration {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		return 0
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return min(max(ri.GetRetryDelay().AsDuration(), 0), MaxRetryAfter)
+		}
+	}
+	return 0
+}
+
+// trailerRetryAfter reads the retry-after-ms trailer of a finished stream.
+func trailerRetryAfter(stream grpc.ClientStream) time.Duration {
+	for _, v := range stream.Trailer().Get(RetryAfterTrailer) {
+		if ms, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+			return min(time.Duration(ms)*time.Millisecond, MaxRetryAfter)
+		}
+	}
+	return 0
 }
 
 func errString(err error) string {
@@ -264,6 +338,9 @@ func (c *Client) session(ctx context.Context) error {
 		return ctx.Err()
 	}
 	c.sessions.Add(1)
+	c.ackMu.Lock()
+	c.inflight = nil // nothing sent on an earlier stream will be acked now
+	c.ackMu.Unlock()
 	c.log.Info("session open", slog.Uint64("pending", hello.GetSpool().GetPendingResults()))
 
 	g, gctx := errgroup.WithContext(sctx)
@@ -283,6 +360,9 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 			return errSessionClosed
 		}
 		if err != nil {
+			if status.Code(err) == codes.ResourceExhausted {
+				c.retryAfter.Store(int64(trailerRetryAfter(stream)))
+			}
 			return fmt.Errorf("recv: %w", err)
 		}
 		switch m := msg.GetMsg().(type) {
@@ -307,7 +387,7 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 				}
 			}
 		case *vantagev1.ControllerMessage_Throttle:
-			d := time.Duration(m.Throttle.GetRetryAfterMs()) * time.Millisecond
+			d := min(time.Duration(m.Throttle.GetRetryAfterMs())*time.Millisecond, MaxRetryAfter)
 			c.throttle.Store(time.Now().Add(d).UnixNano())
 			c.log.Info("throttled by controller", slog.Duration("retry_after", d), slog.String("reason", m.Throttle.GetReason()))
 		default:
@@ -316,19 +396,35 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 	}
 }
 
+// ack applies an Ack: the batches sent on this stream up to (epoch,
+// up_to_seq) are forgotten by the spool, with the gaps they carried. An ack
+// matching nothing sent is ignored: the agent never trusts an ack beyond
+// what it sent.
 func (c *Client) ack(a *vantagev1.Ack) {
-	if a.GetEpoch() != c.cfg.Identity.Epoch {
-		c.log.Warn("ack for another epoch ignored", slog.Uint64("ack_epoch", a.GetEpoch()))
+	key := spool.Key{Epoch: a.GetEpoch(), Seq: a.GetUpToSeq()}
+	c.ackMu.Lock()
+	n := 0
+	var upTo spool.Key
+	var gaps []*vantagev1.Gap
+	for n < len(c.inflight) && c.inflight[n].end.Compare(key) <= 0 {
+		upTo = c.inflight[n].end
+		gaps = append(gaps, c.inflight[n].gaps...)
+		n++
+	}
+	if n == 0 {
+		c.ackMu.Unlock()
+		c.log.Warn("ack for nothing in flight ignored", slog.Uint64("ack_epoch", a.GetEpoch()), slog.Uint64("ack_seq", a.GetUpToSeq()))
 		return
 	}
-	c.seqMu.Lock()
-	upTo := min(a.GetUpToSeq(), c.seq) // never trust an ack beyond what exists
-	c.seqMu.Unlock()
-	if upTo <= c.ackedUp.Load() {
-		return
+	c.inflight = c.inflight[n:]
+	if err := c.spool.Ack(upTo, gaps); err != nil {
+		c.log.Error("spool ack failed; results will be re-sent", slog.String("error", err.Error()))
 	}
-	c.spool.Ack(upTo)
-	c.ackedUp.Store(upTo)
+	if upTo.Compare(c.ackedKey) > 0 {
+		c.ackedKey = upTo
+	}
+	c.acks++
+	c.ackMu.Unlock()
 	select {
 	case c.acked <- struct{}{}:
 	default:
@@ -339,13 +435,13 @@ func (c *Client) ack(a *vantagev1.Ack) {
 type sender struct {
 	c        *Client
 	stream   vantagev1.AgentService_SessionClient
-	cursor   uint64            // highest seq sent on this stream
-	gapsSent map[uint64]uint64 // first_seq -> last_seq of gaps sent on this stream
+	cursor   spool.Key          // highest key sent on this stream
+	gapsSent map[spool.Key]bool // (epoch, first_seq) of gaps sent on this stream
 }
 
 // sendLoop is the only goroutine that sends on the stream.
 func (c *Client) sendLoop(parent, ctx context.Context, stream vantagev1.AgentService_SessionClient) error {
-	s := &sender{c: c, stream: stream, gapsSent: make(map[uint64]uint64)}
+	s := &sender{c: c, stream: stream, gapsSent: make(map[spool.Key]bool)}
 	batch := time.NewTicker(c.cfg.BatchInterval)
 	defer batch.Stop()
 	hb := time.NewTicker(c.cfg.HeartbeatInterval)
@@ -386,39 +482,46 @@ func (c *Client) heartbeat() *vantagev1.Heartbeat {
 }
 
 // flush sends everything spooled beyond the cursor, in batches of at most
-// BatchMax contiguous results, unless the controller asked to wait.
+// BatchMax contiguous results of one epoch, unless the controller asked to
+// wait. Gaps ride along with results (a batch carries at least one result).
 func (s *sender) flush(ignoreThrottle bool) error {
 	c := s.c
+	c.unsent.Store(0)
 	for {
 		if !ignoreThrottle && time.Now().UnixNano() < c.throttle.Load() {
 			return nil
 		}
-		// Never re-send what is already acked (an ack may arrive before the
-		// send of a later batch on a new stream).
-		after := max(s.cursor, c.ackedUp.Load())
-		rs, gaps := c.spool.Read(after, c.cfg.BatchMax)
-		b := &vantagev1.ResultBatch{Epoch: c.cfg.Identity.Epoch, Results: rs}
-		for _, g := range gaps {
-			if last, ok := s.gapsSent[g.GetFirstSeq()]; !ok || last != g.GetLastSeq() {
+		// Never re-send what is already acked.
+		after := s.cursor
+		if a := c.Acked(); a.Compare(after) > 0 {
+			after = a
+		}
+		sb, err := c.spool.Read(after, c.cfg.BatchMax)
+		if err != nil {
+			return fmt.Errorf("read spool: %w", err)
+		}
+		if len(sb.Results) == 0 {
+			return nil
+		}
+		b := &vantagev1.ResultBatch{Epoch: sb.Epoch, Results: sb.Results,
+			FirstSeq: sb.Results[0].GetSeq(), LastSeq: sb.Results[len(sb.Results)-1].GetSeq()}
+		for _, g := range sb.Gaps {
+			if !s.gapsSent[spool.Key{Epoch: g.GetEpoch(), Seq: g.GetFirstSeq()}] {
 				b.Gaps = append(b.Gaps, g)
 			}
 		}
-		if len(rs) == 0 && len(b.Gaps) == 0 {
-			return nil
-		}
-		if len(rs) > 0 {
-			b.FirstSeq, b.LastSeq = rs[0].GetSeq(), rs[len(rs)-1].GetSeq()
-		}
+		// In flight before the send: the ack may beat Send's return.
+		c.ackMu.Lock()
+		c.inflight = append(c.inflight, inflight{end: sb.End(), gaps: b.Gaps})
+		c.ackMu.Unlock()
 		if err := s.stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
 			return fmt.Errorf("send results: %w", err)
 		}
 		for _, g := range b.Gaps {
-			s.gapsSent[g.GetFirstSeq()] = g.GetLastSeq()
+			s.gapsSent[spool.Key{Epoch: g.GetEpoch(), Seq: g.GetFirstSeq()}] = true
 		}
-		if len(rs) > 0 {
-			s.cursor = b.LastSeq
-		}
-		if len(rs) < c.cfg.BatchMax {
+		s.cursor = sb.End()
+		if len(sb.Results) < c.cfg.BatchMax {
 			return nil
 		}
 	}
@@ -433,14 +536,16 @@ func (s *sender) final(ctx context.Context) error {
 	_ = s.stream.CloseSend()
 	timer := time.NewTimer(flushTimeout)
 	defer timer.Stop()
-	for s.c.ackedUp.Load() < s.cursor {
+	for s.c.Acked().Compare(s.cursor) < 0 {
 		select {
 		case <-s.c.acked:
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+			a := s.c.Acked()
 			s.c.log.Warn("shutdown before all results were acknowledged",
-				slog.Uint64("acked", s.c.ackedUp.Load()), slog.Uint64("sent", s.cursor))
+				slog.Uint64("acked_epoch", a.Epoch), slog.Uint64("acked_seq", a.Seq),
+				slog.Uint64("sent_epoch", s.cursor.Epoch), slog.Uint64("sent_seq", s.cursor.Seq))
 			return nil
 		}
 	}

@@ -17,15 +17,21 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/vantage-net/vantage/agent/spool"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -45,10 +51,16 @@ type testServer struct {
 	// once they received dropAtSeq.
 	noAckStreams int
 	dropAtSeq    uint64
+	// exhaustStreams: streams numbered up to this end at once with
+	// RESOURCE_EXHAUSTED, carrying exhaustMs as a trailer or a RetryInfo.
+	exhaustStreams int
+	exhaustMs      int
+	exhaustDetail  bool
 
 	mu       sync.Mutex
 	streams  int
 	hellos   []*vantagev1.Hello
+	helloAt  []time.Time
 	batches  map[int][]*vantagev1.ResultBatch // by stream number
 	statuses []*vantagev1.TaskStatus
 	beats    int
@@ -146,7 +158,17 @@ func (s *testServer) Session(stream vantagev1.AgentService_SessionServer) error 
 	}
 	s.mu.Lock()
 	s.hellos = append(s.hellos, first.GetHello())
+	s.helloAt = append(s.helloAt, time.Now())
 	s.mu.Unlock()
+	if n <= s.exhaustStreams {
+		st := status.New(codes.ResourceExhausted, "controller overloaded")
+		if s.exhaustDetail {
+			st, _ = st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Duration(s.exhaustMs) * time.Millisecond)})
+		} else {
+			stream.SetTrailer(metadata.Pairs(RetryAfterTrailer, strconv.Itoa(s.exhaustMs)))
+		}
+		return st.Err()
+	}
 	var sendMu sync.Mutex
 	send := func(m *vantagev1.ControllerMessage) error {
 		sendMu.Lock()
@@ -290,8 +312,15 @@ func (counters) PacketsIgnored() uint64 { return 7 }
 
 func startClient(t *testing.T, srv *testServer, addr string, opts ...func(*Config)) (*Client, *fakeHandler, func()) {
 	t.Helper()
+	return startClientIn(t, srv, addr, t.TempDir(), opts...)
+}
+
+// startClientIn starts a client whose state directory is dir (a restart
+// when dir was used before: the epoch goes up).
+func startClientIn(t *testing.T, srv *testServer, addr, dir string, opts ...func(*Config)) (*Client, *fakeHandler, func()) {
+	t.Helper()
 	id, err := EnsureIdentity(context.Background(), EnrollConfig{
-		Controller: addr, StateDir: t.TempDir(), JoinToken: srv.token, CAHash: srv.pin(), Name: "t", Logger: discard(),
+		Controller: addr, StateDir: dir, JoinToken: srv.token, CAHash: srv.pin(), Name: "t", Logger: discard(),
 	})
 	if err != nil {
 		t.Fatalf("EnsureIdentity: %v", err)
@@ -365,7 +394,7 @@ func TestSession(t *testing.T) {
 	c, h, stop := startClient(t, srv, addr)
 	defer stop()
 	submit(c, 1200)
-	waitFor(t, "all 1200 results acked", func() bool { return c.spool.State().GetPendingResults() == 0 && c.ackedUp.Load() == 1200 })
+	waitFor(t, "all 1200 results acked", func() bool { return c.spool.State().GetPendingResults() == 0 && c.Acked().Seq == 1200 })
 
 	srv.push <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Assignment{Assignment: &vantagev1.Assignment{Version: 5}}}
 	srv.push <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Assignment{Assignment: &vantagev1.Assignment{Version: 5}}}
@@ -375,7 +404,7 @@ func TestSession(t *testing.T) {
 		return len(srv.statuses) == 1 && srv.beats > 0
 	})
 	submit(c, 10)
-	waitFor(t, "10 more acked", func() bool { return c.ackedUp.Load() == 1210 })
+	waitFor(t, "10 more acked", func() bool { return c.Acked().Seq == 1210 })
 
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -408,9 +437,9 @@ func TestResendAfterDrop(t *testing.T) {
 	c, _, stop := startClient(t, srv, addr)
 	defer stop()
 	submit(c, 300)
-	waitFor(t, "resend acked on the second stream", func() bool { return c.ackedUp.Load() == 300 })
+	waitFor(t, "resend acked on the second stream", func() bool { return c.Acked().Seq == 300 })
 	submit(c, 5)
-	waitFor(t, "new results acked", func() bool { return c.ackedUp.Load() == 305 && c.spool.State().GetPendingResults() == 0 })
+	waitFor(t, "new results acked", func() bool { return c.Acked().Seq == 305 && c.spool.State().GetPendingResults() == 0 })
 
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -447,7 +476,7 @@ func TestThrottle(t *testing.T) {
 	waitFor(t, "throttle received", func() bool { return c.throttle.Load() != 0 })
 	start := time.Now()
 	submit(c, 3)
-	waitFor(t, "results acked after the throttle", func() bool { return c.ackedUp.Load() == 3 })
+	waitFor(t, "results acked after the throttle", func() bool { return c.Acked().Seq == 3 })
 	if waited := time.Since(start); waited < 200*time.Millisecond {
 		t.Fatalf("results sent %v after a 400ms throttle", waited)
 	}
@@ -475,12 +504,92 @@ func TestShutdownFlushes(t *testing.T) {
 	waitFor(t, "session", func() bool { return c.Sessions() == 1 })
 	submit(c, 10)
 	stop()
-	if got := c.ackedUp.Load(); got != 10 {
+	if got := c.Acked().Seq; got != 10 {
 		t.Fatalf("acked %d at shutdown, want 10 (final flush)", got)
 	}
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if seen := checkContiguous(t, srv.batches[1], 1); len(seen) != 10 {
 		t.Fatalf("server got %d results, want 10", len(seen))
+	}
+}
+
+func TestResourceExhaustedRetryAfter(t *testing.T) {
+	for _, detail := range []bool{false, true} {
+		name := map[bool]string{false: "trailer retry-after-ms", true: "RetryInfo detail"}[detail]
+		t.Run(name, func(t *testing.T) {
+			srv, addr := newTestServer(t)
+			srv.exhaustStreams, srv.exhaustMs, srv.exhaustDetail = 1, 600, detail
+			c, _, stop := startClient(t, srv, addr)
+			defer stop()
+			submit(c, 5)
+			waitFor(t, "results acked after the retry-after", func() bool { return c.Acked().Seq == 5 })
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			// The backoff alone is at most 50ms here.
+			if len(srv.helloAt) < 2 {
+				t.Fatalf("%d hellos, want a reconnect", len(srv.helloAt))
+			}
+			if gap := srv.helloAt[1].Sub(srv.helloAt[0]); gap < 500*time.Millisecond {
+				t.Fatalf("reconnected %v after RESOURCE_EXHAUSTED with retry-after 600ms", gap)
+			}
+		})
+	}
+}
+
+// TestReplayAfterRestart: results spooled on disk by a run whose acks
+// never came are sent by the next run (a new epoch) with their original
+// (epoch, seq), before the new epoch's results, and then forgotten.
+func TestReplayAfterRestart(t *testing.T) {
+	srv, addr := newTestServer(t)
+	srv.noAckStreams, srv.dropAtSeq = 1, 1<<62 // the first run is never acked
+	dir := t.TempDir()
+	withDisk := func(epoch uint64) func(*Config) {
+		return func(cfg *Config) {
+			d, err := spool.OpenDisk(filepath.Join(dir, "spool"), cfg.Identity.Epoch, spool.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Identity.Epoch != epoch {
+				t.Fatalf("epoch %d, want %d", cfg.Identity.Epoch, epoch)
+			}
+			cfg.Spool = d
+		}
+	}
+	c1, _, stop1 := startClientIn(t, srv, addr, dir, withDisk(1))
+	submit(c1, 40)
+	waitFor(t, "first run's results sent", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		n := 0
+		for _, b := range srv.batches[1] {
+			n += len(b.GetResults())
+		}
+		return n == 40
+	})
+	stop1()
+	_ = c1.spool.Close()
+
+	c2, _, stop2 := startClientIn(t, srv, addr, dir, withDisk(2))
+	defer stop2()
+	waitFor(t, "second run connected", func() bool { return c2.Sessions() > 0 })
+	submit(c2, 10)
+	waitFor(t, "both epochs acked", func() bool { return c2.Acked() == spool.Key{Epoch: 2, Seq: 10} })
+	if st := c2.spool.State(); st.GetPendingResults() != 0 {
+		t.Fatalf("pending = %d after all acks", st.GetPendingResults())
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	var got []spool.Key
+	for _, b := range srv.batches[2] {
+		for _, r := range b.GetResults() {
+			got = append(got, spool.Key{Epoch: b.GetEpoch(), Seq: r.GetSeq()})
+		}
+	}
+	if len(got) != 50 || got[0] != (spool.Key{Epoch: 1, Seq: 1}) || got[39] != (spool.Key{Epoch: 1, Seq: 40}) || got[40] != (spool.Key{Epoch: 2, Seq: 1}) {
+		t.Fatalf("second run sent %d results %v, want epoch 1 seq 1..40 then epoch 2 seq 1..10", len(got), got)
+	}
+	if h := srv.hellos[len(srv.hellos)-1]; h.GetEpoch() != 2 || h.GetSpool().GetPendingResults() < 40 {
+		t.Fatalf("second hello = epoch %d pending %d", h.GetEpoch(), h.GetSpool().GetPendingResults())
 	}
 }
