@@ -377,6 +377,9 @@ func (e *Engine) sendLoop(ctx context.Context) error {
 				n, err := f.conn.WriteBatch(ms[off:])
 				e.sent.Add(uint64(max(n, 0)))
 				off += max(n, 0)
+				if err == nil && n <= 0 {
+					err = errors.New("sendmmsg sent nothing")
+				}
 				if err != nil {
 					if ctx.Err() != nil {
 						return ctx.Err()
