@@ -17,8 +17,9 @@ import (
 // rounds of 2s (campaign.yaml) fed to the verdict engine exactly as the
 // controller configures it (engine.ConfigFor), with three vantages of which
 // vantage-a loses 20% of its packets. Every packet is an independent 20%
-// draw: an ICMP probe (1 retry) misses with p = 0.04, a TCP connect (one SYN
-// inside its 500ms timeout) with p = 0.2. No verdict may change after the
+// draw: an ICMP probe (an echo, and one adaptive retry when it is lost)
+// misses with p = 0.04, a TCP connect (one SYN inside its 500ms timeout)
+// with p = 0.2, so vantage-a misses a target in a round with p = 0.008. No verdict may change after the
 // first evaluation. The random source is seeded, so a failure reproduces.
 func TestSteadySimulated(t *testing.T) {
 	const (
@@ -44,6 +45,8 @@ func TestSteadySimulated(t *testing.T) {
 	first := int64(t0.Sub(spec.Start()) / round)
 	agents := []string{"agt-vantage-a", "agt-vantage-b", "agt-vantage-c"}
 	for _, a := range agents {
+		// Distinct providers, as in the lab (quorum counts distinct groups).
+		eng.SetAgentLabels(a, map[string]string{"role": "vps", "provider": "lab-" + a[len(a)-1:]})
 		eng.SetAgentConnected(a, true, t0)
 	}
 	rng := rand.New(rand.NewPCG(2014, 12))
@@ -57,9 +60,13 @@ func TestSteadySimulated(t *testing.T) {
 		for _, a := range agents {
 			for _, tg := range spec.Targets() {
 				sent := rs.Add(time.Duration(rng.Int64N(int64(spec.Jitter()))))
-				icmp := vantagev1.Outcome_OUTCOME_REPLY
-				if drop(a) && drop(a) { // both attempts lost
-					icmp = vantagev1.Outcome_OUTCOME_TIMEOUT
+				// One echo, and one adaptive retry only if it was lost.
+				icmp, attempts := vantagev1.Outcome_OUTCOME_REPLY, uint32(1)
+				if drop(a) {
+					attempts = 2
+					if drop(a) {
+						icmp = vantagev1.Outcome_OUTCOME_TIMEOUT
+					}
 				}
 				tcp := vantagev1.Outcome_OUTCOME_TCP_SYNACK
 				if tg.Role != vantagev1.TargetRole_TARGET_ROLE_HOST {
@@ -73,9 +80,9 @@ func TestSteadySimulated(t *testing.T) {
 				}
 				addr := tg.Addr.String()
 				eng.Observe(verdict.Observation{Agent: a, Target: addr, Round: n, SentAt: sent,
-					Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Outcome: icmp, RTT: time.Millisecond})
+					Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Outcome: icmp, RTT: time.Millisecond, Attempts: attempts})
 				eng.Observe(verdict.Observation{Agent: a, Target: addr, Round: n, SentAt: sent.Add(time.Millisecond),
-					Kind: vantagev1.ProbeKind_PROBE_KIND_TCP, Outcome: tcp, RTT: time.Millisecond})
+					Kind: vantagev1.ProbeKind_PROBE_KIND_TCP, Outcome: tcp, RTT: time.Millisecond, Attempts: 1})
 			}
 		}
 		for _, tr := range eng.Evaluate(rs.Add(round + grace)) {
