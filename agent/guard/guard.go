@@ -2,7 +2,10 @@
 // controller says, so that even a compromised controller cannot turn an agent
 // into an attack tool: special-purpose address ranges are refused, the global
 // packet rate and payload sizes are capped, and expired or replayed commands
-// (assignments, triggers) are refused. Every refusal is an error whose text
+// (assignments, triggers) are refused. A per-target token bucket keeps any
+// one address from being probed more often than MaxTargetRate, and the
+// highest assignment version accepted is persisted, so a replayed assignment
+// is refused across agent restarts too. Every refusal is an error whose text
 // names the field and the reason, so the controller can be told why.
 package guard
 
@@ -11,6 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +42,13 @@ const (
 	DefaultMinRoundMs      = 1000
 	DefaultMaxTimeoutMs    = 30000
 	DefaultMaxTTL          = 64
+	// DefaultMaxTargetRate is probe runs per second allowed per target
+	// address (one run is one task execution: an echo with its retries,
+	// a SYN, or one traceroute), with a burst of DefaultTargetBurst.
+	DefaultMaxTargetRate = 5
+	DefaultTargetBurst   = 20
+	// DefaultMaxTargets bounds the per-target bucket map.
+	DefaultMaxTargets = 65536
 )
 
 // Config sets the limits. Zero values take the defaults above.
@@ -47,6 +61,15 @@ type Config struct {
 	MaxPayloadBytes uint32
 	// MinRoundMs is the shortest round the agent accepts.
 	MinRoundMs uint32
+	// MaxTargetRate caps probe runs per second per target address.
+	MaxTargetRate float64
+	// TargetBurst is the per-target bucket size.
+	TargetBurst int
+	// MaxTargets bounds the per-target buckets kept (idle ones are evicted).
+	MaxTargets int
+	// VersionFile, when set, persists the highest assignment version
+	// accepted, so replays are refused across restarts.
+	VersionFile string
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -60,6 +83,14 @@ type Guard struct {
 	mu       sync.Mutex
 	version  uint64
 	triggers map[string]time.Time // trigger id -> expiry, for replay refusal
+	targets  map[netip.Addr]*bucket
+	limited  uint64 // probe runs refused by the per-target rate
+}
+
+// bucket is one target's token bucket.
+type bucket struct {
+	tokens float64
+	at     time.Time
 }
 
 // New returns a Guard with cfg's limits.
@@ -76,6 +107,15 @@ func New(cfg Config) *Guard {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxTargetRate <= 0 {
+		cfg.MaxTargetRate = DefaultMaxTargetRate
+	}
+	if cfg.TargetBurst <= 0 {
+		cfg.TargetBurst = DefaultTargetBurst
+	}
+	if cfg.MaxTargets <= 0 {
+		cfg.MaxTargets = DefaultMaxTargets
+	}
 	// A burst of a tenth of a second keeps bursts short but lets a trace
 	// window leave at once.
 	burst := max(cfg.MaxPPS/10, 1)
@@ -83,7 +123,77 @@ func New(cfg Config) *Guard {
 		cfg:      cfg,
 		limiter:  rate.NewLimiter(rate.Limit(cfg.MaxPPS), burst),
 		triggers: make(map[string]time.Time),
+		targets:  make(map[netip.Addr]*bucket),
 	}
+}
+
+// Open is New plus the assignment version persisted in cfg.VersionFile.
+func Open(cfg Config) (*Guard, error) {
+	g := New(cfg)
+	if cfg.VersionFile == "" {
+		return g, nil
+	}
+	b, err := os.ReadFile(cfg.VersionFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("guard: %w", err)
+	default:
+		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("guard: %s: not a version: %w", cfg.VersionFile, ErrInvalid)
+		}
+		g.version = v
+	}
+	return g, nil
+}
+
+// AllowTarget takes one token from addr's bucket; a refusal wraps ErrLimit.
+// The map of buckets is bounded: when full, buckets that have refilled
+// (idle targets) are evicted, and if none has, an arbitrary one.
+func (g *Guard) AllowTarget(addr netip.Addr) error {
+	now := g.cfg.Now()
+	burst := float64(g.cfg.TargetBurst)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := g.targets[addr]
+	if b == nil {
+		if len(g.targets) >= g.cfg.MaxTargets {
+			g.evict(now)
+		}
+		b = &bucket{tokens: burst, at: now}
+		g.targets[addr] = b
+	}
+	b.tokens = min(burst, b.tokens+now.Sub(b.at).Seconds()*g.cfg.MaxTargetRate)
+	b.at = now
+	if b.tokens < 1 {
+		g.limited++
+		return fmt.Errorf("target %s: more than %g probe runs/s (burst %d): %w", addr, g.cfg.MaxTargetRate, g.cfg.TargetBurst, ErrLimit)
+	}
+	b.tokens--
+	return nil
+}
+
+func (g *Guard) evict(now time.Time) {
+	full := float64(g.cfg.TargetBurst) / g.cfg.MaxTargetRate
+	for a, b := range g.targets {
+		if now.Sub(b.at).Seconds() >= full {
+			delete(g.targets, a)
+		}
+	}
+	for a := range g.targets {
+		if len(g.targets) < g.cfg.MaxTargets {
+			return
+		}
+		delete(g.targets, a)
+	}
+}
+
+// TargetsTracked is the number of per-target buckets held.
+func (g *Guard) TargetsTracked() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.targets)
 }
 
 // Wait blocks until one more probe packet may be sent under the global cap,
@@ -200,11 +310,32 @@ func (g *Guard) CheckAssignment(a *vantagev1.Assignment) error {
 	return nil
 }
 
-// CommitAssignment records version as the current one if it is newer.
+// CommitAssignment records version as the current one if it is newer, and
+// persists it when a VersionFile is set (a failure to persist is returned;
+// the version still holds for this run).
 func (g *Guard) CommitAssignment(version uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.version = max(g.version, version)
+	if version <= g.version {
+		return
+	}
+	g.version = version
+	if g.cfg.VersionFile != "" {
+		_ = writeAtomic(g.cfg.VersionFile, []byte(strconv.FormatUint(version, 10)+"\n"))
+	}
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	f, err := os.Open(tmp)
+	if err == nil {
+		_ = f.Sync()
+		_ = f.Close()
+	}
+	return os.Rename(tmp, path)
 }
 
 // AssignmentVersion is the highest assignment version accepted.

@@ -3,6 +3,9 @@ package guard
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -156,5 +159,69 @@ func TestWaitCapsRate(t *testing.T) {
 	}
 	if got := g.ProbesSent(); got != uint64(n) {
 		t.Fatalf("ProbesSent = %d, want %d", got, n)
+	}
+}
+
+func TestAllowTarget(t *testing.T) {
+	now := time.Unix(1000, 0)
+	g := New(Config{MaxTargetRate: 2, TargetBurst: 3, MaxTargets: 4, Now: func() time.Time { return now }})
+	a := netip.MustParseAddr("192.0.2.7")
+	tests := []struct {
+		name    string
+		advance time.Duration
+		wantErr bool
+	}{
+		{"burst 1", 0, false},
+		{"burst 2", 0, false},
+		{"burst 3", 0, false},
+		{"bucket empty", 0, true},
+		{"half a second refills one", 500 * time.Millisecond, false},
+		{"empty again", 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			now = now.Add(tc.advance)
+			err := g.AllowTarget(a)
+			if (err != nil) != tc.wantErr || (err != nil && !errors.Is(err, ErrLimit)) {
+				t.Fatalf("AllowTarget = %v, want error %v", err, tc.wantErr)
+			}
+		})
+	}
+	// Another target has its own bucket; the map stays bounded.
+	for i := range 20 {
+		if err := g.AllowTarget(netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)})); err != nil {
+			t.Fatalf("fresh target %d refused: %v", i, err)
+		}
+		if n := g.TargetsTracked(); n > 4 {
+			t.Fatalf("%d buckets, bound 4", n)
+		}
+	}
+}
+
+func TestAssignmentVersionPersists(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "assignment.version")
+	g, err := Open(Config{VersionFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.CheckAssignment(&vantagev1.Assignment{Version: 9}); err != nil {
+		t.Fatal(err)
+	}
+	g.CommitAssignment(9)
+	g2, err := Open(Config{VersionFile: file}) // the agent restarted
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g2.CheckAssignment(&vantagev1.Assignment{Version: 9}); !errors.Is(err, ErrStale) {
+		t.Fatalf("replayed version 9 after restart: err = %v, want ErrStale", err)
+	}
+	if err := g2.CheckAssignment(&vantagev1.Assignment{Version: 10}); err != nil {
+		t.Fatalf("version 10: %v", err)
+	}
+	if err := os.WriteFile(file, []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{VersionFile: file}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("junk version file: err = %v", err)
 	}
 }

@@ -9,6 +9,13 @@
 // unchanged keep running undisturbed, changed and removed ones stop, new ones
 // start. Everything stops when the assignment or a task expires. Triggers run
 // their tasks once, immediately.
+//
+// Each (task, round) runs at most once, even across agent restarts: the
+// round is written to a RoundLog before the probe is sent, and a restarted
+// agent resumes at the next round. Rounds of a task that fell while the agent
+// was down (up to the task's expiry then) are reported as ERROR results
+// "missed: agent not running", so every round is either run or reported as
+// missed. Every run also takes a token from the guard's per-target bucket.
 package schedule
 
 import (
@@ -16,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -38,7 +46,14 @@ type Guard interface {
 	CheckTask(t *vantagev1.Task) error
 	CheckSchedule(t *vantagev1.Task) error
 	CheckTrigger(tr *vantagev1.Trigger) error
+	AllowTarget(addr netip.Addr) error
 }
+
+// MissedReason is the error text of results standing for missed rounds.
+const MissedReason = "missed: agent not running"
+
+// maxMissedPerTask bounds the missed rounds reported per task at start.
+const maxMissedPerTask = 100
 
 // Fallbacker optionally tells which tasks run with another engine than asked.
 type Fallbacker interface {
@@ -58,6 +73,8 @@ type Config struct {
 	Now func() time.Time
 	// Jitter picks a delay in [0, n); rand.N when nil.
 	Jitter func(n time.Duration) time.Duration
+	// Rounds remembers started rounds across restarts; nil keeps nothing.
+	Rounds RoundLog
 }
 
 type running struct {
@@ -242,6 +259,12 @@ func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	n := RoundAt(start, round, s.cfg.Now())
+	if s.cfg.Rounds != nil {
+		if last, lastExp, ok := s.cfg.Rounds.Last(t.GetId()); ok {
+			s.reportMissed(t, start, round, every, last, lastExp, n)
+			n = max(n, last+1)
+		}
+	}
 	for {
 		if rem := n % every; rem != 0 {
 			n += every - rem
@@ -266,13 +289,56 @@ func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
 			return
 		case <-timer.C:
 		}
+		if s.cfg.Rounds != nil {
+			if err := s.cfg.Rounds.Start(t.GetId(), n, expires); err != nil {
+				s.cfg.Logger.Warn("round not recorded; a restart may run it again", slog.String("task_id", t.GetId()), slog.String("error", err.Error()))
+			}
+		}
 		s.runOnce(ctx, t, n, fire, "")
 		n = max(n+1, RoundAt(start, round, s.cfg.Now()))
 	}
 }
 
+// reportMissed emits an ERROR result for every round of t after last and
+// before now that the agent was responsible for (it began before the task's
+// expiry then), at most maxMissedPerTask (the latest), and records them.
+func (s *Scheduler) reportMissed(t *vantagev1.Task, start time.Time, round time.Duration, every, last int64, lastExp time.Time, now int64) {
+	var missed []int64
+	for r := now - 1; r > last && len(missed) < maxMissedPerTask; r-- {
+		if r%every != 0 {
+			continue
+		}
+		if !lastExp.IsZero() && !start.Add(time.Duration(r)*round).Before(lastExp) {
+			continue
+		}
+		missed = append(missed, r)
+	}
+	if len(missed) == 0 {
+		return
+	}
+	for i := len(missed) - 1; i >= 0; i-- {
+		r := missed[i]
+		res := &vantagev1.ProbeResult{Outcome: vantagev1.Outcome_OUTCOME_ERROR, Error: MissedReason}
+		stamp(res, t, r, start.Add(time.Duration(r)*round), "")
+		s.cfg.Emit(res)
+	}
+	if err := s.cfg.Rounds.Start(t.GetId(), missed[0], lastExp); err != nil {
+		s.cfg.Logger.Warn("missed rounds not recorded", slog.String("task_id", t.GetId()), slog.String("error", err.Error()))
+	}
+	s.cfg.Logger.Info("missed rounds reported", slog.String("task_id", t.GetId()), slog.Int("rounds", len(missed)))
+}
+
 // runOnce runs t and emits the stamped result, unless ctx ended meanwhile.
+// A run the per-target rate refuses becomes an ERROR result.
 func (s *Scheduler) runOnce(ctx context.Context, t *vantagev1.Task, n int64, fired time.Time, triggerID string) {
+	if addr, err := netip.ParseAddr(t.GetTarget()); err == nil {
+		if err := s.cfg.Guard.AllowTarget(addr.Unmap()); err != nil {
+			res := &vantagev1.ProbeResult{Outcome: vantagev1.Outcome_OUTCOME_ERROR, Error: "refused by agent guard: " + err.Error()}
+			stamp(res, t, n, fired, triggerID)
+			s.cfg.Emit(res)
+			return
+		}
+	}
 	res := s.cfg.Prober.Probe(ctx, t)
 	if ctx.Err() != nil {
 		return
