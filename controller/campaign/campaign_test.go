@@ -205,7 +205,14 @@ func TestExamples(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			s := mustParse(t, readFile(t, f))
+			// Expanded as vantagectl does (targets.rir, relative to the file).
+			data, _, err := ExpandRIR(readFile(t, f), func(p string) ([]byte, error) {
+				return os.ReadFile(filepath.Join(filepath.Dir(f), p))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := mustParse(t, data)
 			if len(s.Tasks(time.Now())) == 0 {
 				t.Error("no tasks")
 			}

@@ -224,3 +224,21 @@ func TestCheckQuorum(t *testing.T) {
 		}
 	})
 }
+
+// TestRIRExample pins what deploy/examples/country-rir.yaml expands to.
+func TestRIRExample(t *testing.T) {
+	dir := filepath.Join("..", "..", "deploy", "examples")
+	out, expanded, err := ExpandRIR(readFile(t, filepath.Join(dir, "country-rir.yaml")), func(p string) ([]byte, error) {
+		return os.ReadFile(filepath.Join(dir, p))
+	})
+	if err != nil || !expanded {
+		t.Fatalf("expanded=%v err=%v", expanded, err)
+	}
+	s := mustParse(t, out)
+	if got, want := s.NetworkNames(), []string{"rir-198-18-0-0-24", "rir-198-18-1-0-24", "rir-198-18-2-0-23"}; !slices.Equal(got, want) {
+		t.Errorf("networks %v, want %v", got, want)
+	}
+	if n := len(s.Targets()); n != 3*4+2 {
+		t.Errorf("%d targets, want 14", n)
+	}
+}
