@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/vantage-net/vantage/agent/guard"
 	"github.com/vantage-net/vantage/agent/probe"
 	"github.com/vantage-net/vantage/agent/schedule"
+	"github.com/vantage-net/vantage/agent/spool"
 	"github.com/vantage-net/vantage/agent/uplink"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -35,6 +37,8 @@ type options struct {
 	labels             []string
 	allowSpecialRanges bool
 	maxPPS             int
+	maxTargetRate      float64
+	spoolBytes         int64
 	logLevel           string
 }
 
@@ -70,6 +74,8 @@ func newRootCmd() *cobra.Command {
 	f.StringArrayVar(&o.labels, "label", nil, "label k=v (repeatable)")
 	f.BoolVar(&o.allowSpecialRanges, "allow-special-ranges", false, "allow probing loopback, RFC 1918 and other special-purpose ranges (labs only)")
 	f.IntVar(&o.maxPPS, "max-pps", guard.DefaultMaxPPS, "cap on probe packets per second")
+	f.Float64Var(&o.maxTargetRate, "max-target-rate", guard.DefaultMaxTargetRate, "cap on probe runs per second per target address")
+	f.Int64Var(&o.spoolBytes, "spool-bytes", spool.DefaultMaxBytes, "cap on the result spool's bytes on disk (<state>/spool); when full the oldest results are dropped and reported as a gap")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -111,7 +117,17 @@ func run(ctx context.Context, o options) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	g := guard.New(guard.Config{AllowSpecialRanges: o.allowSpecialRanges, MaxPPS: o.maxPPS})
+	if o.maxTargetRate <= 0 {
+		return fmt.Errorf("--max-target-rate %g: must be positive", o.maxTargetRate)
+	}
+	if o.spoolBytes < spool.MinMaxBytes {
+		return fmt.Errorf("--spool-bytes %d: at least %d", o.spoolBytes, spool.MinMaxBytes)
+	}
+	g, err := guard.Open(guard.Config{AllowSpecialRanges: o.allowSpecialRanges, MaxPPS: o.maxPPS,
+		MaxTargetRate: o.maxTargetRate, VersionFile: filepath.Join(o.stateDir, "assignment.version")})
+	if err != nil {
+		return err
+	}
 	if o.allowSpecialRanges {
 		log.Warn("special-purpose ranges allowed: use only in a lab")
 	}
@@ -131,15 +147,26 @@ func run(ctx context.Context, o options) error {
 	log.Info("agent starting", slog.String("agent_id", id.AgentID), slog.String("version", version),
 		slog.Uint64("epoch", id.Epoch), slog.String("controller", o.controller))
 
+	sp, err := spool.OpenDisk(filepath.Join(o.stateDir, "spool"), id.Epoch, spool.Options{MaxBytes: o.spoolBytes, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sp.Close() }()
+	rounds, err := schedule.OpenRoundLog(filepath.Join(o.stateDir, "rounds.log"))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rounds.Close() }()
+
 	var client *uplink.Client
 	sched := schedule.New(schedule.Config{
-		Prober: reg, Guard: g, Logger: log,
+		Prober: reg, Guard: g, Logger: log, Rounds: rounds,
 		Emit:   func(r *vantagev1.ProbeResult) { client.Submit(r) },
 		Status: func(s *vantagev1.TaskStatus) { client.ReportStatus(s) },
 	})
 	client, err = uplink.New(uplink.Config{
 		Controller: o.controller, Identity: id, AgentVersion: version, Labels: labels,
-		Capabilities: reg.Capabilities(), Handler: sched, Counters: counters{g: g, r: reg}, Logger: log,
+		Capabilities: reg.Capabilities(), Handler: sched, Counters: counters{g: g, r: reg}, Logger: log, Spool: sp,
 	})
 	if err != nil {
 		return err
@@ -149,6 +176,7 @@ func run(ctx context.Context, o options) error {
 	eg.Go(func() error { return sched.Run(ctx) })
 	eg.Go(func() error { return client.Run(ctx) })
 	err = eg.Wait()
-	log.Info("agent stopped")
+	log.Info("agent stopped", slog.Uint64("epoch", id.Epoch), slog.Uint64("results_produced", client.Produced()),
+		slog.Uint64("pending", sp.State().GetPendingResults()))
 	return err
 }
