@@ -26,7 +26,7 @@ demo: build
 test: test-unit test-e2e
 
 test-unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /deploy/demo$$ -e /deploy/scenarios$$)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /deploy/demo$$ -e /deploy/scenarios$$ -e /deploy/reliability$$)
 
 test-e2e:
 	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
@@ -39,6 +39,13 @@ test-e2e:
 test-scenarios:
 	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
 	$(GO) test -count=1 -v -timeout 15m ./deploy/scenarios/
+
+# Reliability tests (deploy/reliability): processes SIGKILLed, links cut,
+# acks lost, spools filled; each prints its counts. Root tests skip clearly.
+.PHONY: test-reliability
+test-reliability:
+	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
+	$(GO) test -count=1 -v -timeout 12m ./deploy/reliability/
 
 # vantage's probe engines side by side with fping, zmap and scamper in the lab
 # (deploy/bench): prints the table of docs/BENCHMARKS.md with each target
