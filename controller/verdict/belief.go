@@ -86,9 +86,10 @@ func posterior(prior, lu float64, answered bool) float64 {
 
 // update applies one closed round's row to the beliefs. A miss weighs each
 // family's packets by that family's availability: P(miss | reachable) =
-// prod over families (1-A_f)^packets_f. Availability learns from every
-// round except one believed down after the target was once answered, so an
-// outage does not erode it.
+// prod over families (1-A_f)^packets_f. Availability learns only from
+// rounds that began with the target believed up and did not end believed
+// down (or before it ever answered), so outages and uncertain stretches do
+// not erode it.
 func (bs *beliefs) update(r *row, cfg Config) {
 	for t, f := range r.flags {
 		if f&fSeen == 0 {
@@ -114,13 +115,15 @@ func (bs *beliefs) update(r *row, cfg Config) {
 				lu *= FalseUnreachable
 			}
 		}
-		nb := posterior(float64(bs.b[t]), lu, answered)
+		prior := float64(bs.b[t])
+		nb := posterior(prior, lu, answered)
+		learn := prior >= cfg.BeliefUp && nb > cfg.BeliefDown || !bs.everUp[t]
 		bs.b[t] = float32(nb)
 		bs.seen[t] = true
 		if answered {
 			bs.everUp[t] = true
 		}
-		if nb <= cfg.BeliefDown && bs.everUp[t] {
+		if !learn {
 			continue
 		}
 		for fm := range r.pk {
@@ -151,6 +154,8 @@ func (e *Engine) view(a *agent, t int) viewState {
 	}
 	b := float64(bs.b[t])
 	switch {
+	case b >= e.cfg.BeliefUp && a.view != nil && a.view.flags[t]&(fSeen|fUp) == fSeen:
+		return viewNone // missed its latest round: not a firm "up"
 	case b >= e.cfg.BeliefUp:
 		return viewUp
 	case b <= e.cfg.BeliefDown:
@@ -167,6 +172,8 @@ func (e *Engine) viewReason(a *agent, t int) string {
 		return "no result for this target"
 	case bs.availability(t) < e.cfg.MinAvailability:
 		return "target availability below min_availability: not evidence"
+	case a.view != nil && a.view.flags[t]&(fSeen|fUp) == fSeen && float64(bs.b[t]) >= e.cfg.BeliefUp:
+		return "missed its latest round while believed up: not evidence this round"
 	}
 	return "belief uncertain"
 }

@@ -64,11 +64,11 @@
 // packets (Beta(1,1) prior, decay AvailabilityDecay 0.95 per round, capped
 // at AvailabilityMax 0.99); per family so that a TCP port that never
 // answers does not dilute echo misses; the target's A is the larger one.
-// Availability learns from every round except one believed down (B' <=
-// BeliefDown) after the target was once answered, so outages do not erode
-// it. The vantage's view of the target:
-// up if B >= BeliefUp (0.9), down if B <= BeliefDown (0.1), otherwise
-// uncertain; uncertain, never-observed and A < MinAvailability (0.1)
+// Availability learns only from rounds that began with B >= BeliefUp and
+// did not end with B <= BeliefDown (or before the target ever answered), so
+// outages and uncertain stretches do not erode it. The vantage's view of the target: up if B >= BeliefUp
+// (0.9) and its latest round for the target was not a miss, down if B <=
+// BeliefDown (0.1), otherwise uncertain; uncertain, never-observed and A < MinAvailability (0.1)
 // pairs are not evidence. With a clean path (A ~ 0.99) one missed round of
 // two or more packets (an echo and its retry, or echo + TCP) or a single
 // destination unreachable takes B from 0.99 below 0.1, and one answer
