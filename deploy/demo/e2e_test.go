@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -79,7 +80,9 @@ func TestE2ELab(t *testing.T) {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	h, err := Start(ctx, Config{BinDir: binDir, Prefix: "ve", WorkDir: work, Logger: logger})
+	// A per-process prefix, so two runs of this test never share a lab.
+	prefix := fmt.Sprintf("ve%d", os.Getpid()%100000)
+	h, err := Start(ctx, Config{BinDir: binDir, Prefix: prefix, WorkDir: work, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
