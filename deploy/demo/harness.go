@@ -42,6 +42,10 @@ type Config struct {
 	// WorkDir receives the controller data dir, agent state dirs and logs.
 	WorkDir string
 	Logger  *slog.Logger
+	// ControllerArgs and AgentArgs are extra flags for every controller and
+	// agent start (e.g. "--spool-bytes", "65536").
+	ControllerArgs []string
+	AgentArgs      []string
 }
 
 // Harness is a running lab with a controller and agents.
@@ -159,6 +163,7 @@ func (h *Harness) startController(ctx context.Context) error {
 		"--listen", h.ControllerAddr(),
 		"--evaluate-every", "250ms",
 	}
+	args = append(args, h.cfg.ControllerArgs...)
 	if err := h.startProcess(ctx, "controller", filepath.Join(h.cfg.BinDir, "vantage-controller"), args...); err != nil {
 		return err
 	}
@@ -189,7 +194,12 @@ func (h *Harness) connect(ctx context.Context) error {
 	h.conn = conn
 	h.Operator = vantagev1.NewOperatorServiceClient(conn)
 	h.Agent = vantagev1.NewAgentServiceClient(conn)
-	health := healthpb.NewHealthClient(conn)
+	return h.waitServing(ctx)
+}
+
+// waitServing polls the gRPC health service until the controller serves.
+func (h *Harness) waitServing(ctx context.Context) error {
+	health := healthpb.NewHealthClient(h.conn)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -208,9 +218,10 @@ func (h *Harness) connect(ctx context.Context) error {
 	}
 }
 
-// StartAgent starts (or restarts) the agent in a vantage namespace. Its state
-// directory survives restarts, so a restarted agent reuses its certificate.
-func (h *Harness) StartAgent(ctx context.Context, vantage string) error {
+// StartAgent starts (or restarts) the agent in a vantage namespace, with
+// Config.AgentArgs and then extra appended to its flags. Its state directory
+// survives restarts, so a restarted agent reuses its certificate and spool.
+func (h *Harness) StartAgent(ctx context.Context, vantage string, extra ...string) error {
 	args := []string{
 		"--controller", h.ControllerAddr(),
 		"--state", filepath.Join(h.cfg.WorkDir, "agent-"+vantage),
@@ -221,11 +232,45 @@ func (h *Harness) StartAgent(ctx context.Context, vantage string) error {
 		"--label", "provider=lab-" + strings.TrimPrefix(vantage, "vantage-"),
 		"--allow-special-ranges",
 	}
+	args = append(append(args, h.cfg.AgentArgs...), extra...)
 	return h.startProcess(ctx, vantage, filepath.Join(h.cfg.BinDir, "vantage-agent"), args...)
 }
 
 // StopAgent stops one agent with SIGTERM.
 func (h *Harness) StopAgent(vantage string) error { return h.stopProcess(vantage) }
+
+// KillNode sends SIGKILL to a node's process ("controller" or a vantage) and
+// waits until it is gone: a crash, with no chance to flush or say goodbye.
+func (h *Harness) KillNode(node string) error {
+	h.mu.Lock()
+	cmd := h.procs[node]
+	delete(h.procs, node)
+	h.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return fmt.Errorf("%s is not running", node)
+	}
+	pgid := cmd.Process.Pid
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill %s: %w", node, err)
+	}
+	for syscall.Kill(-pgid, 0) == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// StartController starts the controller again (after KillNode or
+// StopController) on the same data directory and waits until it serves. The
+// existing Operator client reconnects by itself.
+func (h *Harness) StartController(ctx context.Context) error {
+	if err := h.startController(ctx); err != nil {
+		return err
+	}
+	return h.waitServing(ctx)
+}
+
+// StopController stops the controller with SIGTERM (graceful stop).
+func (h *Harness) StopController() error { return h.stopProcess("controller") }
 
 func (h *Harness) startProcess(ctx context.Context, node, bin string, args ...string) error {
 	logPath := filepath.Join(h.cfg.WorkDir, node+".log")
