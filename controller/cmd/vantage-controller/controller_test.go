@@ -511,10 +511,14 @@ func TestOperatorAuth(t *testing.T) {
 			_, err := ops.RevokeAgent(bearer(viewer), &vantagev1.RevokeAgentRequest{Id: a.id})
 			return err
 		}, codes.PermissionDenied},
-		{"replay unimplemented", func() error {
+		{"replay without a campaign", func() error {
 			_, err := ops.Replay(bearer(viewer), &vantagev1.ReplayRequest{})
 			return err
-		}, codes.Unimplemented},
+		}, codes.InvalidArgument},
+		{"replay of an unknown campaign", func() error {
+			_, err := ops.Replay(bearer(viewer), &vantagev1.ReplayRequest{Campaign: "nope"})
+			return err
+		}, codes.NotFound},
 		{"unknown campaign", func() error {
 			_, err := ops.GetCampaign(bearer(viewer), &vantagev1.GetCampaignRequest{Name: "nope"})
 			return err
