@@ -374,13 +374,16 @@ func FuzzObserve(f *testing.F) {
 	f.Add("agt-a", "198.18.0.10", int64(0), int64(0), int32(1), int32(1), int64(5))
 	f.Add("", "x", int64(-1), int64(-1<<62), int32(9), int32(-3), int64(-9))
 	f.Add("agt-b", "198.51.100.42", int64(1<<62), int64(1<<62), int32(2), int32(5), int64(1<<40))
+	f.Add("agt-a", "198.18.0.10", int64(0), int64(0), int32(3), int32(2), int64(5)) // a trace
 	f.Fuzz(func(t *testing.T, agent, target string, rnd, sentNs int64, kind, outcome int32, nowSec int64) {
 		cfg := labConfig()
 		e := newEngine(t, cfg)
 		for i := range 3 {
 			e.Observe(Observation{
 				Agent: agent, Target: target, Round: rnd + int64(i), SentAt: time.Unix(0, sentNs),
-				Kind: vantagev1.ProbeKind(kind), Outcome: vantagev1.Outcome(outcome),
+				Kind: vantagev1.ProbeKind(kind), Outcome: vantagev1.Outcome(outcome), Attempts: uint32(outcome),
+				Hops:       []Hop{{TTL: uint32(kind), Addr: target}, {Addr: agent}, {Addr: "198.51.100.42"}},
+				StopReason: vantagev1.TraceStopReason(outcome),
 			})
 			e.Evaluate(t0.Add(time.Duration(nowSec%(1<<32)) * time.Second))
 			feed(e, cfg, rnd+int64(i), agents3[:2], allUp)
