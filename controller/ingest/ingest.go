@@ -19,9 +19,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
@@ -62,6 +64,15 @@ type Config struct {
 	Now func() time.Time
 	// AssignmentRenew overrides the renewal period (tests).
 	AssignmentRenew time.Duration
+	// RatePerAgent limits the results per second each agent may upload
+	// (burst: RatePerAgent or MaxBatchResults, whichever is larger); an
+	// agent over it gets Throttle and RESOURCE_EXHAUSTED. 0: no limit.
+	RatePerAgent float64
+	// MaxQueuedResults, MaxCommitLatency and GroupResults tune group
+	// commit and overload (defaults: the Default* constants).
+	MaxQueuedResults int
+	MaxCommitLatency time.Duration
+	GroupResults     int
 }
 
 // SessionInfo is what ListAgents shows about a live session.
@@ -83,12 +94,34 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	known    map[string]map[string]bool // agent -> task ids ever assigned
+	limiters map[string]*rate.Limiter   // agent -> upload rate, kept across sessions
 	wg       sync.WaitGroup             // recv loops outliving their handler
+
+	// Group commit: sessions queue batches, committer writes them.
+	commits      chan *commitReq
+	commitStop   chan struct{}
+	commitDone   chan struct{}
+	commitCtx    context.Context
+	commitCancel context.CancelFunc
+	stopOnce     sync.Once
+	queued       atomic.Int64 // results queued or being committed
+	lastCommit   atomic.Int64 // duration of the last commit, ns
 }
 
 // New returns a Server.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, sessions: map[string]*session{}, known: map[string]map[string]bool{}}
+	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, sessions: map[string]*session{}, known: map[string]map[string]bool{},
+		limiters: map[string]*rate.Limiter{}, commits: make(chan *commitReq, 4096),
+		commitStop: make(chan struct{}), commitDone: make(chan struct{})}
+	if s.cfg.MaxQueuedResults <= 0 {
+		s.cfg.MaxQueuedResults = DefaultMaxQueuedResults
+	}
+	if s.cfg.MaxCommitLatency <= 0 {
+		s.cfg.MaxCommitLatency = DefaultMaxCommitLatency
+	}
+	if s.cfg.GroupResults <= 0 {
+		s.cfg.GroupResults = DefaultGroupResults
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -101,12 +134,33 @@ func New(cfg Config) *Server {
 	// Versions must increase across controller restarts too; the agent
 	// also reports the version it holds, see nextVersion.
 	s.version.Store(uint64(time.Now().UnixMicro()))
+	// The writer outlives every session; Wait stops it.
+	s.commitCtx, s.commitCancel = context.WithCancel(context.Background())
+	go s.committer()
 	return s
 }
 
-// Wait waits for every session goroutine to finish; call it after the gRPC
-// server has stopped.
-func (s *Server) Wait() { s.wg.Wait() }
+// Wait waits for every session goroutine to finish, then stops the group
+// committer; call it after the gRPC server has stopped.
+func (s *Server) Wait() {
+	s.wg.Wait()
+	s.stopCommitter()
+}
+
+// limiter returns the agent's upload rate limiter, nil when unlimited.
+func (s *Server) limiter(agentID string) *rate.Limiter {
+	if s.cfg.RatePerAgent <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.limiters[agentID]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(s.cfg.RatePerAgent), max(int(s.cfg.RatePerAgent), MaxBatchResults))
+		s.limiters[agentID] = l
+	}
+	return l
+}
 
 // Enroll exchanges a join token and a CSR for a client certificate.
 func (s *Server) Enroll(ctx context.Context, req *vantagev1.EnrollRequest) (*vantagev1.EnrollResponse, error) {
@@ -295,6 +349,12 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 	}
 	close(stopSend)
 	sendWG.Wait()
+	var th *throttled
+	if errors.As(err, &th) {
+		stream.SetTrailer(th.trailer())
+		log.Info("agent session throttled", "reason", th.reason, "retry_after", th.retry)
+		return status.Error(codes.ResourceExhausted, th.Error())
+	}
 	switch {
 	case errors.Is(err, io.EOF):
 		return nil
@@ -373,7 +433,19 @@ func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-stop:
-			return nil
+			// Flush what is queued (acks of committed batches, a
+			// throttle) before the stream ends; a failed send only
+			// means the agent resends, which dedupe absorbs.
+			for {
+				select {
+				case m := <-ss.out:
+					if err := ss.stream.Send(m); err != nil {
+						return nil
+					}
+				default:
+					return nil
+				}
+			}
 		case m := <-ss.out:
 			if err := ss.stream.Send(m); err != nil {
 				return err
@@ -505,6 +577,14 @@ func ValidateBatch(b *vantagev1.ResultBatch) error {
 	return nil
 }
 
+// throttle tells the agent to wait, then ends the session with
+// RESOURCE_EXHAUSTED (trailer retry-after-ms); the batch is not acked, so
+// the agent keeps it and sends it again.
+func (ss *session) throttle(ctx context.Context, th *throttled) error {
+	ss.enqueue(ctx, th.message())
+	return th
+}
+
 func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) error {
 	if err := ValidateBatch(b); err != nil {
 		return rpcerr.Status(ss.s.log, "Session", err)
@@ -514,8 +594,37 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 			return status.Errorf(codes.InvalidArgument, "results.results[%d].task_id: %.128q is not a task of this agent (or does not match its campaign and target)", i, r.GetTaskId())
 		}
 	}
-	fresh, err := ss.s.cfg.Store.CommitBatchFresh(ctx, ss.agent.ID, b.GetEpoch(), b.GetResults(), b.GetGaps())
+	n := len(b.GetResults())
+	if l := ss.s.limiter(ss.agent.ID); l != nil {
+		r := l.ReserveN(ss.s.now(), max(n, 1))
+		if !r.OK() || r.Delay() > 0 {
+			retry := DefaultRetryAfter
+			if r.OK() {
+				retry = max(r.Delay(), 100*time.Millisecond)
+				r.Cancel()
+			}
+			return ss.throttle(ctx, &throttled{retry: retry,
+				reason: fmt.Sprintf("agent over its ingest rate of %g results/s", ss.s.cfg.RatePerAgent)})
+		}
+	}
+	if why := ss.s.overloaded(n); why != "" {
+		return ss.throttle(ctx, &throttled{retry: DefaultRetryAfter, reason: why})
+	}
+	// Encode here, in the session's goroutine, so the one writer only
+	// writes.
+	bodies := make([][]byte, n)
+	for i, r := range b.GetResults() {
+		var err error
+		if bodies[i], err = proto.Marshal(r); err != nil {
+			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: results.results[%d]: %w", rpcerr.ErrInvalid, i, err))
+		}
+	}
+	fresh, err := ss.s.commit(ctx, store.Batch{AgentID: ss.agent.ID, Epoch: b.GetEpoch(), Results: b.GetResults(),
+		Bodies: bodies, Gaps: b.GetGaps()})
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
 	}
 	// The commit returned: only now may the agent forget these results.

@@ -179,6 +179,27 @@ type AuditEntry struct {
 	Detail  string
 }
 
+// Batch is one agent's ResultBatch as GroupCommitter stores it.
+type Batch struct {
+	AgentID string
+	Epoch   uint64
+	Results []*vantagev1.ProbeResult
+	// Bodies are the results' protobuf encodings, made by the caller (in
+	// parallel, outside the writer); nil makes the store encode them.
+	Bodies [][]byte
+	Gaps   []*vantagev1.Gap
+}
+
+// GroupCommitter is implemented by stores that can commit many agents'
+// batches in one transaction (group commit). Ingest uses it when present:
+// one fsync-bound commit then acknowledges every batch in the group.
+type GroupCommitter interface {
+	// CommitBatches stores every batch in one transaction, with
+	// CommitBatchFresh's semantics per batch: fresh[i][j] reports whether
+	// batches[i].Results[j] was newly stored.
+	CommitBatches(ctx context.Context, batches []Batch) (fresh [][]bool, err error)
+}
+
 // Store is the controller's durable state. Every method is safe for
 // concurrent use. Methods that change state and take an AuditEntry write it
 // in the same transaction.

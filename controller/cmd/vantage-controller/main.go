@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 )
@@ -61,6 +62,9 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&cfg.EvaluateEvery, "evaluate-every", 250*time.Millisecond, "how often the verdict engines are evaluated")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "graceful stop deadline before connections are cut")
+	f.Float64Var(&cfg.IngestRate, "ingest-rate", 50000, "results per second each agent may upload; above it the agent gets Throttle and RESOURCE_EXHAUSTED (0: no limit)")
+	f.IntVar(&cfg.IngestQueue, "ingest-queue", ingest.DefaultMaxQueuedResults, "results waiting for the store across all agents before the controller answers RESOURCE_EXHAUSTED")
+	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
 	root.AddCommand(newTokenCmd())
 	return root
 }

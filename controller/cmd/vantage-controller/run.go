@@ -41,6 +41,12 @@ type Config struct {
 	ApproveAgents   bool
 	EvaluateEvery   time.Duration
 	ShutdownTimeout time.Duration
+	// IngestRate is the per-agent upload limit in results/s (0: none);
+	// IngestQueue bounds the results waiting for the store.
+	IngestRate  float64
+	IngestQueue int
+	// DebugAddr serves net/http/pprof when set; it must be a loopback address.
+	DebugAddr string
 	Log             *slog.Logger
 	// Ready, if set, receives the bound listen address once serving (tests).
 	Ready func(addr net.Addr)
@@ -60,6 +66,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	if cfg.DebugAddr != "" {
+		stopDebug, err := serveDebug(cfg.DebugAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	now := time.Now()
 	ca, created, err := fleet.LoadOrCreateCA(cfg.DataDir, now)
 	if err != nil {
@@ -84,7 +97,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := worker.Reload(ctx); err != nil {
 		log.Warn("some campaigns could not be loaded", "err", err)
 	}
-	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: worker, Log: log})
+	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: worker, Log: log,
+		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue})
 	worker.Start(ctx)
 	defer worker.Close()
 	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Log: log})

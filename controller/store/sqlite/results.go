@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -30,66 +29,10 @@ func (db *DB) CommitBatch(ctx context.Context, agentID string, epoch uint64, res
 
 // CommitBatchFresh stores results and gaps with INSERT ... ON CONFLICT DO
 // NOTHING on (agent_id, epoch, seq) and updates the agent's counters, all in
-// one transaction. fresh[i] reports whether results[i] was new.
+// one transaction. fresh[i] reports whether results[i] was new. It is
+// CommitBatches with a group of one.
 func (db *DB) CommitBatchFresh(ctx context.Context, agentID string, epoch uint64, results []*vantagev1.ProbeResult, gaps []*vantagev1.Gap) ([]bool, error) {
-	bodies := make([][]byte, len(results))
-	for i, r := range results {
-		b, err := proto.Marshal(r)
-		if err != nil {
-			return nil, fmt.Errorf("results[%d]: marshal: %w", i, err)
-		}
-		bodies[i] = b
-	}
-	now := nanos(time.Now())
-	fresh := make([]bool, len(results))
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO results (agent_id, epoch, seq, campaign, task_id, target, round, sent_at, outcome, received_at, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, epoch, seq) DO NOTHING`)
-		if err != nil {
-			return fmt.Errorf("prepare insert result: %w", err)
-		}
-		defer ins.Close()
-		stored, dups := 0, 0
-		for i, r := range results {
-			res, err := ins.ExecContext(ctx, agentID, epoch, r.GetSeq(), r.GetCampaign(), r.GetTaskId(), r.GetTarget(),
-				r.GetRound(), nanos(r.GetSentAt().AsTime()), int32(r.GetOutcome()), now, bodies[i])
-			if err != nil {
-				return fmt.Errorf("insert result seq %d: %w", r.GetSeq(), err)
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("insert result seq %d: %w", r.GetSeq(), err)
-			}
-			if n > 0 {
-				fresh[i] = true
-				stored++
-			} else {
-				dups++
-			}
-		}
-		var gapCount uint64
-		for _, g := range gaps {
-			res, err := tx.ExecContext(ctx, `INSERT INTO gaps (agent_id, epoch, first_seq, last_seq, reason, received_at)
-				VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, epoch, first_seq) DO NOTHING`,
-				agentID, g.GetEpoch(), g.GetFirstSeq(), g.GetLastSeq(), g.GetReason(), now)
-			if err != nil {
-				return fmt.Errorf("insert gap: %w", err)
-			}
-			if n, _ := res.RowsAffected(); n > 0 && g.GetLastSeq() >= g.GetFirstSeq() {
-				gapCount += g.GetLastSeq() - g.GetFirstSeq() + 1
-			}
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE agents SET results_stored = results_stored + ?,
-			duplicates_dropped = duplicates_dropped + ?, gaps = gaps + ? WHERE id = ?`, stored, dups, gapCount, agentID)
-		if err != nil {
-			return fmt.Errorf("update agent counters: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return fresh, nil
+	return db.commitOne(ctx, agentID, epoch, results, gaps)
 }
 
 // QueryResults calls fn for each matching result, oldest first. It stops

@@ -128,8 +128,9 @@ var migrations = []string{
 
 // DB is the SQLite Store.
 type DB struct {
-	w *sql.DB // one connection: all writes
-	r *sql.DB // read pool
+	w     *sql.DB // one connection: all writes
+	r     *sql.DB // read pool
+	stmts stmts   // prepared on w, lazily
 }
 
 var _ store.Store = (*DB)(nil)
@@ -142,6 +143,10 @@ func Open(ctx context.Context, dir string) (*DB, error) {
 		q.Add("_pragma", "busy_timeout(10000)")
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(NORMAL)")
+		// Statement journals (multi-row upserts) stay in memory, and a
+		// 64 MiB page cache keeps the result indexes' hot pages.
+		q.Add("_pragma", "temp_store(MEMORY)")
+		q.Add("_pragma", "cache_size(-65536)")
 		q.Add("_pragma", "foreign_keys(1)")
 		q.Set("_txlock", txlock)
 		return "file:" + path + "?" + q.Encode()
@@ -190,6 +195,9 @@ func (db *DB) migrate(ctx context.Context) error {
 
 // Close closes both pools.
 func (db *DB) Close() error {
+	db.stmts.mu.Lock()
+	db.stmts.close()
+	db.stmts.mu.Unlock()
 	return errors.Join(db.r.Close(), db.w.Close())
 }
 

@@ -1,0 +1,171 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/vantage-net/vantage/controller/store"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Group commit and overload defaults.
+const (
+	// DefaultMaxQueuedResults bounds the results waiting for the writer
+	// across all sessions; beyond it the controller is overloaded.
+	DefaultMaxQueuedResults = 200_000
+	// DefaultMaxCommitLatency: a commit slower than this means the store
+	// is overloaded (or the disk is failing).
+	DefaultMaxCommitLatency = 2 * time.Second
+	// DefaultGroupResults caps the results committed in one transaction.
+	DefaultGroupResults = 20_000
+	// DefaultRetryAfter is what an overloaded controller asks agents to
+	// wait before sending again.
+	DefaultRetryAfter = time.Second
+	// RetryAfterKey is the trailer of a RESOURCE_EXHAUSTED session end.
+	RetryAfterKey = "retry-after-ms"
+)
+
+// ErrOverloaded: the controller refuses a batch for now; the agent keeps
+// it and sends it again after the retry-after.
+var ErrOverloaded = errors.New("overloaded")
+
+// throttled ends a session with RESOURCE_EXHAUSTED and a retry-after.
+type throttled struct {
+	retry  time.Duration
+	reason string
+}
+
+func (t *throttled) Error() string {
+	return fmt.Sprintf("%s: %s; retry after %s", ErrOverloaded, t.reason, t.retry)
+}
+
+func (t *throttled) Unwrap() error { return ErrOverloaded }
+
+// GRPCStatus makes the session end with RESOURCE_EXHAUSTED.
+func (t *throttled) GRPCStatus() *status.Status {
+	return status.New(codes.ResourceExhausted, t.Error())
+}
+
+func (t *throttled) trailer() metadata.MD {
+	return metadata.Pairs(RetryAfterKey, strconv.FormatInt(max(1, t.retry.Milliseconds()), 10))
+}
+
+func (t *throttled) message() *vantagev1.ControllerMessage {
+	return &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Throttle{Throttle: &vantagev1.Throttle{
+		RetryAfterMs: uint32(min(max(1, t.retry.Milliseconds()), 1<<31)), Reason: t.reason}}}
+}
+
+type commitReq struct {
+	b    store.Batch
+	done chan commitRes // buffered 1
+}
+
+type commitRes struct {
+	fresh []bool
+	err   error
+}
+
+// committer is the one writer goroutine: it takes every batch queued by any
+// session, commits as many as fit (DefaultGroupResults) in one transaction,
+// and only then answers each session, which acks its agent. Many agents'
+// batches thus share one commit.
+func (s *Server) committer() {
+	defer close(s.commitDone)
+	gc, _ := s.cfg.Store.(store.GroupCommitter)
+	var group []*commitReq
+	for {
+		var first *commitReq
+		select {
+		case first = <-s.commits:
+		case <-s.commitStop:
+			return
+		}
+		group = append(group[:0], first)
+		n := len(first.b.Results)
+	drain:
+		for n < s.cfg.GroupResults {
+			select {
+			case r := <-s.commits:
+				group = append(group, r)
+				n += len(r.b.Results)
+			default:
+				break drain
+			}
+		}
+		start := time.Now()
+		if gc != nil {
+			bs := make([]store.Batch, len(group))
+			for i, r := range group {
+				bs[i] = r.b
+			}
+			fresh, err := gc.CommitBatches(s.commitCtx, bs)
+			for i, r := range group {
+				if err != nil {
+					r.done <- commitRes{err: err}
+				} else {
+					r.done <- commitRes{fresh: fresh[i]}
+				}
+			}
+		} else {
+			for _, r := range group {
+				f, err := s.cfg.Store.CommitBatchFresh(s.commitCtx, r.b.AgentID, r.b.Epoch, r.b.Results, r.b.Gaps)
+				r.done <- commitRes{fresh: f, err: err}
+			}
+		}
+		s.lastCommit.Store(int64(time.Since(start)))
+		s.queued.Add(-int64(n))
+		for i := range group {
+			group[i] = nil
+		}
+	}
+}
+
+// overloaded reports why a batch of n results must wait, or "".
+func (s *Server) overloaded(n int) string {
+	if q := s.queued.Load(); q > 0 && q+int64(n) > int64(s.cfg.MaxQueuedResults) {
+		return fmt.Sprintf("ingest queue full (%d results waiting, at most %d)", q, s.cfg.MaxQueuedResults)
+	}
+	if d := time.Duration(s.lastCommit.Load()); d > s.cfg.MaxCommitLatency {
+		return fmt.Sprintf("store commits are slow (last %s, bound %s)", d.Round(time.Millisecond), s.cfg.MaxCommitLatency)
+	}
+	return ""
+}
+
+// commit queues a batch for the writer and waits for its commit.
+func (s *Server) commit(ctx context.Context, b store.Batch) ([]bool, error) {
+	req := &commitReq{b: b, done: make(chan commitRes, 1)}
+	s.queued.Add(int64(len(b.Results)))
+	select {
+	case s.commits <- req:
+	case <-ctx.Done():
+		s.queued.Add(-int64(len(b.Results)))
+		return nil, ctx.Err()
+	case <-s.commitStop:
+		s.queued.Add(-int64(len(b.Results)))
+		return nil, errors.New("ingest stopped")
+	}
+	// Once queued, the commit happens whatever the session does; wait for
+	// it so the ack (if the session still lives) follows the commit.
+	select {
+	case res := <-req.done:
+		return res.fresh, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// stopCommitter ends the writer goroutine once no session can queue more.
+func (s *Server) stopCommitter() {
+	s.stopOnce.Do(func() {
+		close(s.commitStop)
+		<-s.commitDone
+		s.commitCancel()
+	})
+}
