@@ -47,7 +47,7 @@ type Config struct {
 	IngestQueue int
 	// DebugAddr serves net/http/pprof when set; it must be a loopback address.
 	DebugAddr string
-	Log             *slog.Logger
+	Log       *slog.Logger
 	// Ready, if set, receives the bound listen address once serving (tests).
 	Ready func(addr net.Addr)
 }
