@@ -456,19 +456,24 @@ func TestLabTrace2000(t *testing.T) {
 	}
 	theirs := map[string]map[string]int{}
 	n := 0
+	var scRTT, ourRTT []float64 // destination hop, µs
 	for line := range strings.Lines(string(out)) {
 		var tr struct {
 			Type string `json:"type"`
 			Dst  string `json:"dst"`
 			Hops []struct {
-				Addr     string `json:"addr"`
-				ProbeTTL int    `json:"probe_ttl"`
+				Addr     string  `json:"addr"`
+				ProbeTTL int     `json:"probe_ttl"`
+				RTT      float64 `json:"rtt"`
 			} `json:"hops"`
 		}
 		if json.Unmarshal([]byte(line), &tr) != nil || tr.Type != "trace" {
 			continue
 		}
 		n++
+		if k := len(tr.Hops); k > 0 && tr.Hops[k-1].Addr == tr.Dst {
+			scRTT = append(scRTT, tr.Hops[k-1].RTT*1000)
+		}
 		hops := []string{}
 		for _, h := range tr.Hops {
 			for len(hops) < h.ProbeTTL {
@@ -485,6 +490,9 @@ func TestLabTrace2000(t *testing.T) {
 	}
 	same := 0
 	for _, r := range res {
+		if h := r.GetHops(); len(h) > 0 && h[len(h)-1].GetAddr() == r.GetTarget() {
+			ourRTT = append(ourRTT, float64(h[len(h)-1].GetRttUs()))
+		}
 		p := strings.Join(hopList(r), " ")
 		if theirs[r.GetTarget()][p] > 0 && len(theirs[r.GetTarget()]) == 1 {
 			same++
@@ -492,6 +500,14 @@ func TestLabTrace2000(t *testing.T) {
 	}
 	t.Logf("vantage at %.0f pps: 2000 traces in %.0f ms (ignored %d, late %d); scamper -p 10000: %d traces in %.0f ms; identical hop lists %d/2000",
 		pps, st.WallMs, st.Ignored, st.Late, n, float64(scWall.Milliseconds()), same)
+	median := func(v []float64) float64 {
+		if len(v) == 0 {
+			return 0
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	t.Logf("median destination RTT: vantage %.0f µs (%d), scamper %.0f µs (%d)", median(ourRTT), len(ourRTT), median(scRTT), len(scRTT))
 	for _, d := range targets {
 		t.Logf("%-14s vantage %v scamper %v", d, ours[d.String()], theirs[d.String()])
 	}
