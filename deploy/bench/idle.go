@@ -89,9 +89,20 @@ func measureIdle(ctx context.Context, cfg Config) (*IdleResult, error) {
 		return nil, fmt.Errorf("apply idle campaign: %w", err)
 	}
 	state := filepath.Join(work, "agent-"+VantageNode)
-	pid, err := findAgent(state)
+	// The harness starts the agent through "ip netns exec", which may not
+	// have exec'd the agent yet on a loaded machine.
+	var pid int
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		pid, err = findAgent(state)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (agent log: %s)", err, tail(filepath.Join(work, VantageNode+".log")))
 	}
 	cfg.Logger.Info("idle agent", "pid", pid, "targets", len(camp.GetTargets()), "warmup", cfg.IdleWarmup, "window", cfg.Idle)
 	if err := sleep(ctx, cfg.IdleWarmup); err != nil {
