@@ -162,6 +162,8 @@ func (h *Harness) startController(ctx context.Context) error {
 		"--data", h.dataDir,
 		"--listen", h.ControllerAddr(),
 		"--evaluate-every", "250ms",
+		// The lab's networks are benchmarking and documentation ranges.
+		"--allow-special-ranges",
 	}
 	args = append(args, h.cfg.ControllerArgs...)
 	if err := h.startProcess(ctx, "controller", filepath.Join(h.cfg.BinDir, "vantage-controller"), args...); err != nil {
