@@ -45,7 +45,10 @@ type Config struct {
 	Fleet    *fleet.Fleet
 	Engine   *engine.Worker
 	Sessions *ingest.Server
-	Log      *slog.Logger
+	// Limits refuses campaigns aimed at special-purpose, blocklisted or
+	// opted-out ranges or over the rate caps; nil checks nothing (tests).
+	Limits *campaign.Limits
+	Log    *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -255,6 +258,12 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 	spec, err := campaign.Parse([]byte(req.GetSpecYaml()))
 	if err != nil {
 		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
+	}
+	if s.cfg.Limits != nil {
+		if err := s.cfg.Limits.Check(spec); err != nil {
+			s.log.Warn("campaign refused", "campaign", spec.Name(), "actor", actor(ctx), "err", err)
+			return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
+		}
 	}
 	if req.GetDryRun() {
 		p := spec.Proto()

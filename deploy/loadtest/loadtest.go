@@ -189,7 +189,8 @@ func startController(ctx context.Context, cfg Config) (*controller, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	args := append([]string{"--data", c.dataDir, "--listen", addr, "--log-level", "warn"}, cfg.ControllerArgs...)
+	// The load campaign aims at the benchmarking range 198.18.0.0/15.
+	args := append([]string{"--data", c.dataDir, "--listen", addr, "--log-level", "warn", "--allow-special-ranges"}, cfg.ControllerArgs...)
 	c.cmd = exec.Command(filepath.Join(cfg.BinDir, "vantage-controller"), args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -83,7 +83,7 @@ func startController(t *testing.T, opts ...func(*Config)) *ctl {
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	cfg := Config{DataDir: dir, Listen: "127.0.0.1:0", EvaluateEvery: 50 * time.Millisecond,
-		ShutdownTimeout: 2 * time.Second, Ready: func(a net.Addr) { ready <- a }}
+		ShutdownTimeout: 2 * time.Second, Ready: func(a net.Addr) { ready <- a }, AllowSpecialRanges: true}
 	for _, o := range opts {
 		o(&cfg)
 	}

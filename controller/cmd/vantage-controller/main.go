@@ -64,6 +64,11 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "graceful stop deadline before connections are cut")
 	f.Float64Var(&cfg.IngestRate, "ingest-rate", 50000, "results per second each agent may upload; above it the agent gets Throttle and RESOURCE_EXHAUSTED (0: no limit)")
 	f.IntVar(&cfg.IngestQueue, "ingest-queue", ingest.DefaultMaxQueuedResults, "results waiting for the store across all agents before the controller answers RESOURCE_EXHAUSTED")
+	f.BoolVar(&cfg.AllowSpecialRanges, "allow-special-ranges", false, "accept campaigns aimed at special-purpose ranges (RFC 1918, loopback, documentation, benchmarking...): the lab only")
+	f.StringVar(&cfg.BlocklistFile, "blocklist", "", "file of CIDR prefixes (one a line, # comments) campaigns may never target")
+	f.StringVar(&cfg.OptOutFile, "opt-out", "", "file of CIDR prefixes whose operators asked not to be probed; refused like the blocklist")
+	f.Float64Var(&cfg.MaxPerTargetPPS, "max-per-target-pps", 10, "highest budget.per_target_pps a campaign may ask (0: no cap)")
+	f.Float64Var(&cfg.MaxAgentPPS, "max-agent-pps", 10000, "highest budget.agent_pps a campaign may ask (0: no cap)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
 	root.AddCommand(newTokenCmd())
 	return root

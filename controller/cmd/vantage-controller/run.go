@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/vantage-net/vantage/controller/api"
+	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
@@ -45,6 +46,12 @@ type Config struct {
 	// IngestQueue bounds the results waiting for the store.
 	IngestRate  float64
 	IngestQueue int
+	// Limits: campaign targets and rates the controller refuses.
+	AllowSpecialRanges bool
+	BlocklistFile      string
+	OptOutFile         string
+	MaxPerTargetPPS    float64
+	MaxAgentPPS        float64
 	// DebugAddr serves net/http/pprof when set; it must be a loopback address.
 	DebugAddr string
 	Log       *slog.Logger
@@ -66,6 +73,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	limits := &campaign.Limits{AllowSpecial: cfg.AllowSpecialRanges, MaxPerTargetPPS: cfg.MaxPerTargetPPS, MaxAgentPPS: cfg.MaxAgentPPS}
+	if cfg.BlocklistFile != "" {
+		if limits.Blocklist, err = campaign.LoadPrefixFile(cfg.BlocklistFile); err != nil {
+			return fmt.Errorf("--blocklist: %w", err)
+		}
+	}
+	if cfg.OptOutFile != "" {
+		if limits.OptOut, err = campaign.LoadPrefixFile(cfg.OptOutFile); err != nil {
+			return fmt.Errorf("--opt-out: %w", err)
+		}
+	}
+	if cfg.AllowSpecialRanges {
+		log.Warn("special-purpose ranges allowed in campaigns (--allow-special-ranges): for the lab only")
+	}
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, log)
 		if err != nil {
@@ -101,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue})
 	worker.Start(ctx)
 	defer worker.Close()
-	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Log: log})
+	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Log: log})
 
 	tlsCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
