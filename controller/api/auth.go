@@ -2,13 +2,18 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
+	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/store"
 )
 
@@ -64,6 +69,12 @@ func (s *Server) authorize(ctx context.Context, fullMethod string) (context.Cont
 	}
 	tok, err := s.cfg.Fleet.Authenticate(ctx, secret)
 	if err != nil {
+		// An agent's certificate is not an operator credential: an agent
+		// (or whoever stole its key) calling OperatorService is denied,
+		// not merely asked to authenticate.
+		if errors.Is(err, fleet.ErrBadOperatorToken) && hasClientCert(ctx) {
+			return ctx, rpcerr.Status(s.log, method, fmt.Errorf("%w: %s: an agent certificate is not an operator credential", rpcerr.ErrPermission, method))
+		}
 		return ctx, rpcerr.Status(s.log, method, err)
 	}
 	need, ok := methodRoles[method]
@@ -74,6 +85,31 @@ func (s *Server) authorize(ctx context.Context, fullMethod string) (context.Cont
 		return ctx, rpcerr.Status(s.log, method, fmt.Errorf("%w: %s needs role %s, token %q has %s", rpcerr.ErrPermission, method, need, tok.Name, tok.Role))
 	}
 	return context.WithValue(ctx, tokenKey{}, tok), nil
+}
+
+// hasClientCert reports whether the peer presented a verified client
+// certificate (only agents have them).
+func hasClientCert(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	return ok && len(ti.State.VerifiedChains) > 0
+}
+
+// DeadlineInterceptor bounds every unary call, whatever deadline the
+// client sets (or not): a handler stuck on the store cannot pin a
+// goroutine and a connection forever.
+func DeadlineInterceptor(d time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > d {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return handler(ctx, req)
+	}
 }
 
 // UnaryInterceptor authenticates and authorizes unary OperatorService calls.

@@ -498,7 +498,19 @@ func TestOperatorAuth(t *testing.T) {
 		{"agent cert without token", func() error {
 			_, err := agentOps.ListAgents(context.Background(), &vantagev1.ListAgentsRequest{})
 			return err
-		}, codes.Unauthenticated},
+		}, codes.PermissionDenied},
+		{"agent cert with a wrong token", func() error {
+			_, err := agentOps.ApplyCampaign(bearer("nope"), &vantagev1.ApplyCampaignRequest{SpecYaml: minimalCampaign})
+			return err
+		}, codes.PermissionDenied},
+		{"agent cert on a stream", func() error {
+			st, err := agentOps.WatchVerdicts(context.Background(), &vantagev1.WatchVerdictsRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = st.Recv()
+			return err
+		}, codes.PermissionDenied},
 		{"viewer reads", func() error {
 			_, err := ops.ListCampaigns(bearer(viewer), &vantagev1.ListCampaignsRequest{})
 			return err

@@ -32,6 +32,8 @@ const (
 	// KeepaliveMinTime: clients pinging more often than this are cut off
 	// (GOAWAY too_many_pings). Agents should ping every >= 15s.
 	KeepaliveMinTime = 10 * time.Second
+	// UnaryTimeout bounds every unary RPC on the server side.
+	UnaryTimeout = time.Minute
 )
 
 // Config is everything the flags set.
@@ -136,7 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.ChainUnaryInterceptor(ops.UnaryInterceptor()),
+		grpc.ChainUnaryInterceptor(api.DeadlineInterceptor(UnaryTimeout), ops.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(ops.StreamInterceptor()),
 	)
 	vantagev1.RegisterAgentServiceServer(srv, ing)
