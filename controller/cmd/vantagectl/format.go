@@ -312,18 +312,21 @@ func (p printer) agents(w io.Writer, agents []*vantagev1.AgentInfo) error {
 		_, err := fmt.Fprintln(w, "No agents.")
 		return err
 	}
-	t := newTable(w, "ID", "NAME", "STATE", "CONNECTED", "HEALTHY", "LAST-SEEN", "SPOOL", "GAPS", "LABELS")
+	t := newTable(w, "ID", "NAME", "STATE", "CONNECTED", "HEALTHY", "LAST-SEEN", "SPOOL", "DROPPED", "GAPS", "LABELS")
 	for _, a := range agents {
 		healthy := yesNo(a.GetHealthy())
 		if !a.GetHealthy() && a.GetHealthReason() != "" {
 			healthy += " (" + a.GetHealthReason() + ")"
 		}
-		spool := "-"
+		// SPOOL: results waiting on the agent; DROPPED: results its full
+		// spool dropped; GAPS: results stored as reported gaps.
+		spool, dropped := "-", "-"
 		if s := a.GetSpool(); s != nil {
 			spool = strconv.FormatUint(s.GetPendingResults(), 10)
+			dropped = strconv.FormatUint(s.GetDroppedResults(), 10)
 		}
 		t.row(a.GetId(), a.GetName(), agentStateName(a.GetState()), yesNo(a.GetConnected()), healthy,
-			p.ago(a.GetLastSeen()), spool, strconv.FormatUint(a.GetGaps(), 10), labels(a.GetLabels()))
+			p.ago(a.GetLastSeen()), spool, dropped, strconv.FormatUint(a.GetGaps(), 10), labels(a.GetLabels()))
 	}
 	return t.flush()
 }

@@ -82,10 +82,10 @@ func TestFormatTables(t *testing.T) {
 		{
 			name:   "agents",
 			render: func(b *bytes.Buffer) error { return testPrinter.agents(b, fixtureAgents()) },
-			want: `ID                    NAME            STATE    CONNECTED  HEALTHY             LAST-SEEN  SPOOL  GAPS  LABELS
-agt-0123456789abcdef  vps-fra1        ACTIVE   yes        yes                 3s ago     12     0     role=vps,site=fra1
-agt-fedcba9876543210  vps-sin1        ACTIVE   no         no (no fresh data)  5m ago     -      2     -
-agt-00000000000000aa  evil?[31m name  PENDING  no         no                  never      -      0     -
+			want: `ID                    NAME            STATE    CONNECTED  HEALTHY             LAST-SEEN  SPOOL  DROPPED  GAPS  LABELS
+agt-0123456789abcdef  vps-fra1        ACTIVE   yes        yes                 3s ago     12     0        0     role=vps,site=fra1
+agt-fedcba9876543210  vps-sin1        ACTIVE   no         no (no fresh data)  5m ago     -      -        2     -
+agt-00000000000000aa  evil?[31m name  PENDING  no         no                  never      -      -        0     -
 `,
 		},
 		{

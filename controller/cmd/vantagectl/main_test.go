@@ -363,9 +363,9 @@ func TestCommands(t *testing.T) {
 		{
 			name: "agents list from the environment",
 			run:  cliRun{args: []string{"agents", "list"}, env: goodEnv},
-			wantStdout: `ID                    NAME      STATE   CONNECTED  HEALTHY             LAST-SEEN  SPOOL  GAPS  LABELS
-agt-0123456789abcdef  vps-fra1  ACTIVE  yes        yes                 3s ago     12     0     role=vps,site=fra1
-agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago     -      2     -
+			wantStdout: `ID                    NAME      STATE   CONNECTED  HEALTHY             LAST-SEEN  SPOOL  DROPPED  GAPS  LABELS
+agt-0123456789abcdef  vps-fra1  ACTIVE  yes        yes                 3s ago     12     0        0     role=vps,site=fra1
+agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago     -      -        2     -
 `,
 			wantReq: &vantagev1.ListAgentsRequest{},
 		},
