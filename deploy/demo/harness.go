@@ -46,6 +46,9 @@ type Config struct {
 	// agent start (e.g. "--spool-bytes", "65536").
 	ControllerArgs []string
 	AgentArgs      []string
+	// Agents are the vantages Start starts an agent in; nil means every
+	// vantage. Others can be started later with StartAgent.
+	Agents []string
 }
 
 // Harness is a running lab with a controller and agents.
@@ -110,7 +113,11 @@ func Start(ctx context.Context, cfg Config) (h *Harness, err error) {
 		return nil, fmt.Errorf("create join token: %w", err)
 	}
 	h.join, h.caHash = tok.GetToken(), tok.GetCaHash()
-	for _, v := range l.Vantages() {
+	agents := cfg.Agents
+	if agents == nil {
+		agents = l.Vantages()
+	}
+	for _, v := range agents {
 		if err := h.StartAgent(ctx, v); err != nil {
 			return nil, err
 		}
@@ -125,6 +132,27 @@ func (h *Harness) ControllerAddr() string {
 
 // DataDir is the controller's data directory.
 func (h *Harness) DataDir() string { return h.dataDir }
+
+// AgentStateDir is the state directory of the agent in a vantage (its
+// spool is in "spool" under it).
+func (h *Harness) AgentStateDir(vantage string) string {
+	return filepath.Join(h.cfg.WorkDir, "agent-"+vantage)
+}
+
+// LogPath is where a node's process ("controller" or a vantage) logs.
+func (h *Harness) LogPath(node string) string { return filepath.Join(h.cfg.WorkDir, node+".log") }
+
+// Pid is the process id of a node's running process ("controller" or a
+// vantage), 0 when none runs. "ip netns exec" execs the binary, so this is
+// the controller's or agent's own pid.
+func (h *Harness) Pid(node string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cmd := h.procs[node]; cmd != nil && cmd.Process != nil {
+		return cmd.Process.Pid
+	}
+	return 0
+}
 
 // CAPEM is the controller's CA certificate.
 func (h *Harness) CAPEM() []byte { return h.caPEM }
@@ -226,7 +254,7 @@ func (h *Harness) waitServing(ctx context.Context) error {
 func (h *Harness) StartAgent(ctx context.Context, vantage string, extra ...string) error {
 	args := []string{
 		"--controller", h.ControllerAddr(),
-		"--state", filepath.Join(h.cfg.WorkDir, "agent-"+vantage),
+		"--state", h.AgentStateDir(vantage),
 		"--join-token", h.join,
 		"--ca-hash", h.caHash,
 		"--name", vantage,
@@ -275,7 +303,7 @@ func (h *Harness) StartController(ctx context.Context) error {
 func (h *Harness) StopController() error { return h.stopProcess("controller") }
 
 func (h *Harness) startProcess(ctx context.Context, node, bin string, args ...string) error {
-	logPath := filepath.Join(h.cfg.WorkDir, node+".log")
+	logPath := h.LogPath(node)
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("log file for %s: %w", node, err)

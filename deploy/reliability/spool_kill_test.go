@@ -17,12 +17,15 @@ import (
 
 // The child process: it opens the spool with the epoch it is given and
 // appends results as fast as it can, acking now and then the way an uplink
-// would, until it is killed.
+// would, until it is killed. Otherwise the tests run, and the binaries the
+// lab tests built are removed.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("VR_SPOOL_CHILD_DIR"); dir != "" {
 		os.Exit(spoolChild(dir))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBinaries() // built by the lab tests (agent_helpers_test.go)
+	os.Exit(code)
 }
 
 const killCap = 256 << 10 // small, so drops happen while being killed
