@@ -29,6 +29,9 @@ const (
 	CampaignState_CAMPAIGN_STATE_UNSPECIFIED CampaignState = 0
 	CampaignState_CAMPAIGN_STATE_ACTIVE      CampaignState = 1
 	CampaignState_CAMPAIGN_STATE_PAUSED      CampaignState = 2
+	// Waiting for host discovery or upstream discovery to finish; verdicts
+	// start when it has.
+	CampaignState_CAMPAIGN_STATE_DISCOVERING CampaignState = 3
 )
 
 // Enum value maps for CampaignState.
@@ -37,11 +40,13 @@ var (
 		0: "CAMPAIGN_STATE_UNSPECIFIED",
 		1: "CAMPAIGN_STATE_ACTIVE",
 		2: "CAMPAIGN_STATE_PAUSED",
+		3: "CAMPAIGN_STATE_DISCOVERING",
 	}
 	CampaignState_value = map[string]int32{
 		"CAMPAIGN_STATE_UNSPECIFIED": 0,
 		"CAMPAIGN_STATE_ACTIVE":      1,
 		"CAMPAIGN_STATE_PAUSED":      2,
+		"CAMPAIGN_STATE_DISCOVERING": 3,
 	}
 )
 
@@ -72,6 +77,113 @@ func (CampaignState) EnumDescriptor() ([]byte, []int) {
 	return file_vantage_v1_campaign_proto_rawDescGZIP(), []int{0}
 }
 
+// DiscoveryStatus reports targets.hosts.discover and targets.upstreams: auto.
+type DiscoveryStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// Unset while discovery runs.
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// Addresses swept and how many answered at least one vantage.
+	AddressesSwept  uint32 `protobuf:"varint,3,opt,name=addresses_swept,json=addressesSwept,proto3" json:"addresses_swept,omitempty"`
+	HostsResponsive uint32 `protobuf:"varint,4,opt,name=hosts_responsive,json=hostsResponsive,proto3" json:"hosts_responsive,omitempty"`
+	// Hosts kept (per_network per network, the most reliable first).
+	HostsSelected uint32 `protobuf:"varint,5,opt,name=hosts_selected,json=hostsSelected,proto3" json:"hosts_selected,omitempty"`
+	// Traceroutes run to find upstreams, and the routers found (role
+	// UPSTREAM or BORDER).
+	Traces       uint32            `protobuf:"varint,6,opt,name=traces,proto3" json:"traces,omitempty"`
+	RoutersFound []*CampaignTarget `protobuf:"bytes,7,rep,name=routers_found,json=routersFound,proto3" json:"routers_found,omitempty"`
+	// Human-readable progress or the reason discovery failed.
+	Note          string `protobuf:"bytes,8,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoveryStatus) Reset() {
+	*x = DiscoveryStatus{}
+	mi := &file_vantage_v1_campaign_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoveryStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoveryStatus) ProtoMessage() {}
+
+func (x *DiscoveryStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_campaign_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoveryStatus.ProtoReflect.Descriptor instead.
+func (*DiscoveryStatus) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_campaign_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DiscoveryStatus) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *DiscoveryStatus) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *DiscoveryStatus) GetAddressesSwept() uint32 {
+	if x != nil {
+		return x.AddressesSwept
+	}
+	return 0
+}
+
+func (x *DiscoveryStatus) GetHostsResponsive() uint32 {
+	if x != nil {
+		return x.HostsResponsive
+	}
+	return 0
+}
+
+func (x *DiscoveryStatus) GetHostsSelected() uint32 {
+	if x != nil {
+		return x.HostsSelected
+	}
+	return 0
+}
+
+func (x *DiscoveryStatus) GetTraces() uint32 {
+	if x != nil {
+		return x.Traces
+	}
+	return 0
+}
+
+func (x *DiscoveryStatus) GetRoutersFound() []*CampaignTarget {
+	if x != nil {
+		return x.RoutersFound
+	}
+	return nil
+}
+
+func (x *DiscoveryStatus) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 // CampaignNetwork is one monitored prefix.
 type CampaignNetwork struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -83,7 +195,7 @@ type CampaignNetwork struct {
 
 func (x *CampaignNetwork) Reset() {
 	*x = CampaignNetwork{}
-	mi := &file_vantage_v1_campaign_proto_msgTypes[0]
+	mi := &file_vantage_v1_campaign_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +207,7 @@ func (x *CampaignNetwork) String() string {
 func (*CampaignNetwork) ProtoMessage() {}
 
 func (x *CampaignNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_campaign_proto_msgTypes[0]
+	mi := &file_vantage_v1_campaign_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +220,7 @@ func (x *CampaignNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CampaignNetwork.ProtoReflect.Descriptor instead.
 func (*CampaignNetwork) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_campaign_proto_rawDescGZIP(), []int{0}
+	return file_vantage_v1_campaign_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *CampaignNetwork) GetName() string {
@@ -137,7 +249,7 @@ type CampaignTarget struct {
 
 func (x *CampaignTarget) Reset() {
 	*x = CampaignTarget{}
-	mi := &file_vantage_v1_campaign_proto_msgTypes[1]
+	mi := &file_vantage_v1_campaign_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -149,7 +261,7 @@ func (x *CampaignTarget) String() string {
 func (*CampaignTarget) ProtoMessage() {}
 
 func (x *CampaignTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_campaign_proto_msgTypes[1]
+	mi := &file_vantage_v1_campaign_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -162,7 +274,7 @@ func (x *CampaignTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CampaignTarget.ProtoReflect.Descriptor instead.
 func (*CampaignTarget) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_campaign_proto_rawDescGZIP(), []int{1}
+	return file_vantage_v1_campaign_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CampaignTarget) GetAddress() string {
@@ -204,14 +316,16 @@ type Campaign struct {
 	RoundMs  uint32             `protobuf:"varint,10,opt,name=round_ms,json=roundMs,proto3" json:"round_ms,omitempty"`
 	Quorum   uint32             `protobuf:"varint,11,opt,name=quorum,proto3" json:"quorum,omitempty"`
 	// Agents currently assigned this campaign.
-	AgentIds      []string `protobuf:"bytes,12,rep,name=agent_ids,json=agentIds,proto3" json:"agent_ids,omitempty"`
+	AgentIds []string `protobuf:"bytes,12,rep,name=agent_ids,json=agentIds,proto3" json:"agent_ids,omitempty"`
+	// Set when the spec asks for discovery.
+	Discovery     *DiscoveryStatus `protobuf:"bytes,13,opt,name=discovery,proto3" json:"discovery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Campaign) Reset() {
 	*x = Campaign{}
-	mi := &file_vantage_v1_campaign_proto_msgTypes[2]
+	mi := &file_vantage_v1_campaign_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +337,7 @@ func (x *Campaign) String() string {
 func (*Campaign) ProtoMessage() {}
 
 func (x *Campaign) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_campaign_proto_msgTypes[2]
+	mi := &file_vantage_v1_campaign_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +350,7 @@ func (x *Campaign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Campaign.ProtoReflect.Descriptor instead.
 func (*Campaign) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_campaign_proto_rawDescGZIP(), []int{2}
+	return file_vantage_v1_campaign_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Campaign) GetName() string {
@@ -323,19 +437,37 @@ func (x *Campaign) GetAgentIds() []string {
 	return nil
 }
 
+func (x *Campaign) GetDiscovery() *DiscoveryStatus {
+	if x != nil {
+		return x.Discovery
+	}
+	return nil
+}
+
 var File_vantage_v1_campaign_proto protoreflect.FileDescriptor
 
 const file_vantage_v1_campaign_proto_rawDesc = "" +
 	"\n" +
 	"\x19vantage/v1/campaign.proto\x12\n" +
-	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vantage/v1/probe.proto\"=\n" +
+	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vantage/v1/probe.proto\"\xf1\x02\n" +
+	"\x0fDiscoveryStatus\x129\n" +
+	"\n" +
+	"started_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12'\n" +
+	"\x0faddresses_swept\x18\x03 \x01(\rR\x0eaddressesSwept\x12)\n" +
+	"\x10hosts_responsive\x18\x04 \x01(\rR\x0fhostsResponsive\x12%\n" +
+	"\x0ehosts_selected\x18\x05 \x01(\rR\rhostsSelected\x12\x16\n" +
+	"\x06traces\x18\x06 \x01(\rR\x06traces\x12?\n" +
+	"\rrouters_found\x18\a \x03(\v2\x1a.vantage.v1.CampaignTargetR\froutersFound\x12\x12\n" +
+	"\x04note\x18\b \x01(\tR\x04note\"=\n" +
 	"\x0fCampaignNetwork\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\"p\n" +
 	"\x0eCampaignTarget\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12*\n" +
-	"\x04role\x18\x03 \x01(\x0e2\x16.vantage.v1.TargetRoleR\x04role\"\xd1\x03\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x16.vantage.v1.TargetRoleR\x04role\"\x8c\x04\n" +
 	"\bCampaign\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.vantage.v1.CampaignStateR\x05state\x12\x1b\n" +
@@ -351,11 +483,13 @@ const file_vantage_v1_campaign_proto_rawDesc = "" +
 	"\bround_ms\x18\n" +
 	" \x01(\rR\aroundMs\x12\x16\n" +
 	"\x06quorum\x18\v \x01(\rR\x06quorum\x12\x1b\n" +
-	"\tagent_ids\x18\f \x03(\tR\bagentIds*e\n" +
+	"\tagent_ids\x18\f \x03(\tR\bagentIds\x129\n" +
+	"\tdiscovery\x18\r \x01(\v2\x1b.vantage.v1.DiscoveryStatusR\tdiscovery*\x85\x01\n" +
 	"\rCampaignState\x12\x1e\n" +
 	"\x1aCAMPAIGN_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CAMPAIGN_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15CAMPAIGN_STATE_PAUSED\x10\x02B;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
+	"\x15CAMPAIGN_STATE_PAUSED\x10\x02\x12\x1e\n" +
+	"\x1aCAMPAIGN_STATE_DISCOVERING\x10\x03B;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
 
 var (
 	file_vantage_v1_campaign_proto_rawDescOnce sync.Once
@@ -370,27 +504,32 @@ func file_vantage_v1_campaign_proto_rawDescGZIP() []byte {
 }
 
 var file_vantage_v1_campaign_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_vantage_v1_campaign_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_vantage_v1_campaign_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_vantage_v1_campaign_proto_goTypes = []any{
 	(CampaignState)(0),            // 0: vantage.v1.CampaignState
-	(*CampaignNetwork)(nil),       // 1: vantage.v1.CampaignNetwork
-	(*CampaignTarget)(nil),        // 2: vantage.v1.CampaignTarget
-	(*Campaign)(nil),              // 3: vantage.v1.Campaign
-	(TargetRole)(0),               // 4: vantage.v1.TargetRole
+	(*DiscoveryStatus)(nil),       // 1: vantage.v1.DiscoveryStatus
+	(*CampaignNetwork)(nil),       // 2: vantage.v1.CampaignNetwork
+	(*CampaignTarget)(nil),        // 3: vantage.v1.CampaignTarget
+	(*Campaign)(nil),              // 4: vantage.v1.Campaign
 	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(TargetRole)(0),               // 6: vantage.v1.TargetRole
 }
 var file_vantage_v1_campaign_proto_depIdxs = []int32{
-	4, // 0: vantage.v1.CampaignTarget.role:type_name -> vantage.v1.TargetRole
-	0, // 1: vantage.v1.Campaign.state:type_name -> vantage.v1.CampaignState
-	5, // 2: vantage.v1.Campaign.created_at:type_name -> google.protobuf.Timestamp
-	5, // 3: vantage.v1.Campaign.updated_at:type_name -> google.protobuf.Timestamp
-	1, // 4: vantage.v1.Campaign.networks:type_name -> vantage.v1.CampaignNetwork
-	2, // 5: vantage.v1.Campaign.targets:type_name -> vantage.v1.CampaignTarget
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	5,  // 0: vantage.v1.DiscoveryStatus.started_at:type_name -> google.protobuf.Timestamp
+	5,  // 1: vantage.v1.DiscoveryStatus.finished_at:type_name -> google.protobuf.Timestamp
+	3,  // 2: vantage.v1.DiscoveryStatus.routers_found:type_name -> vantage.v1.CampaignTarget
+	6,  // 3: vantage.v1.CampaignTarget.role:type_name -> vantage.v1.TargetRole
+	0,  // 4: vantage.v1.Campaign.state:type_name -> vantage.v1.CampaignState
+	5,  // 5: vantage.v1.Campaign.created_at:type_name -> google.protobuf.Timestamp
+	5,  // 6: vantage.v1.Campaign.updated_at:type_name -> google.protobuf.Timestamp
+	2,  // 7: vantage.v1.Campaign.networks:type_name -> vantage.v1.CampaignNetwork
+	3,  // 8: vantage.v1.Campaign.targets:type_name -> vantage.v1.CampaignTarget
+	1,  // 9: vantage.v1.Campaign.discovery:type_name -> vantage.v1.DiscoveryStatus
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_vantage_v1_campaign_proto_init() }
@@ -405,7 +544,7 @@ func file_vantage_v1_campaign_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vantage_v1_campaign_proto_rawDesc), len(file_vantage_v1_campaign_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -569,9 +569,13 @@ type ApplyCampaignRequest struct {
 	// The campaign file, YAML.
 	SpecYaml string `protobuf:"bytes,1,opt,name=spec_yaml,json=specYaml,proto3" json:"spec_yaml,omitempty"`
 	// Validate only; store nothing.
-	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Apply even when fewer enrolled agents match vantages.select than the
+	// quorum needs (e.g. before the agents have enrolled). Without it such a
+	// campaign is refused, naming vantages.quorum.
+	AllowFewerVantages bool `protobuf:"varint,3,opt,name=allow_fewer_vantages,json=allowFewerVantages,proto3" json:"allow_fewer_vantages,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ApplyCampaignRequest) Reset() {
@@ -614,6 +618,13 @@ func (x *ApplyCampaignRequest) GetSpecYaml() string {
 func (x *ApplyCampaignRequest) GetDryRun() bool {
 	if x != nil {
 		return x.DryRun
+	}
+	return false
+}
+
+func (x *ApplyCampaignRequest) GetAllowFewerVantages() bool {
+	if x != nil {
+		return x.AllowFewerVantages
 	}
 	return false
 }
@@ -1859,10 +1870,11 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x17\n" +
-	"\aca_hash\x18\x03 \x01(\tR\x06caHash\"L\n" +
+	"\aca_hash\x18\x03 \x01(\tR\x06caHash\"~\n" +
 	"\x14ApplyCampaignRequest\x12\x1b\n" +
 	"\tspec_yaml\x18\x01 \x01(\tR\bspecYaml\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\x16\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x120\n" +
+	"\x14allow_fewer_vantages\x18\x03 \x01(\bR\x12allowFewerVantages\"\x16\n" +
 	"\x14ListCampaignsRequest\"K\n" +
 	"\x15ListCampaignsResponse\x122\n" +
 	"\tcampaigns\x18\x01 \x03(\v2\x14.vantage.v1.CampaignR\tcampaigns\"(\n" +
