@@ -1,0 +1,303 @@
+package reliability
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// vkController is a real vantage-controller process on loopback (no lab):
+// the controller-side negative cases need nothing else.
+type vkController struct {
+	addr, dir string
+	caPEM     []byte
+	admin     string
+	cmd       *exec.Cmd
+	done      chan struct{}
+}
+
+func startVKController(t *testing.T, extra ...string) *vkController {
+	t.Helper()
+	bin := labBinaries(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c := &vkController{addr: addr, dir: filepath.Join(t.TempDir(), "data"), done: make(chan struct{})}
+	logf, err := os.Create(filepath.Join(t.TempDir(), "controller.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--data", c.dir, "--listen", addr}, extra...)
+	c.cmd = exec.Command(filepath.Join(bin, "vantage-controller"), args...)
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logf.Close()
+	go func() { _ = c.cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(15 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+		if t.Failed() {
+			if b, err := os.ReadFile(logf.Name()); err == nil {
+				t.Logf("---- controller.log (tail) ----\n%s", tailOf(string(b), 3000))
+			}
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ca, e1 := os.ReadFile(filepath.Join(c.dir, "ca.pem"))
+		tok, e2 := os.ReadFile(filepath.Join(c.dir, "admin.token"))
+		if e1 == nil && e2 == nil && len(ca) > 0 && len(tok) > 0 {
+			c.caPEM, c.admin = ca, strings.TrimSpace(string(tok))
+			break
+		}
+		select {
+		case <-c.done:
+			t.Fatalf("controller exited at start")
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("controller did not start within 20s")
+		}
+	}
+	// Wait until it serves.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.ops(t).ListAgents(c.bearer(ctx, c.admin), &vantagev1.ListAgentsRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("controller not serving: %v", err)
+	}
+	return c
+}
+
+func (c *vkController) tls(certs ...tls.Certificate) *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.caPEM)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13, Certificates: certs, ServerName: "127.0.0.1"}
+}
+
+func (c *vkController) dial(t *testing.T, certs ...tls.Certificate) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+c.addr, grpc.WithTransportCredentials(credentials.NewTLS(c.tls(certs...))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (c *vkController) ops(t *testing.T, certs ...tls.Certificate) vantagev1.OperatorServiceClient {
+	return vantagev1.NewOperatorServiceClient(c.dial(t, certs...))
+}
+
+func (c *vkController) bearer(ctx context.Context, tok string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+}
+
+// vkAgent is an enrolled agent's identity.
+type vkAgent struct {
+	id   string
+	cert tls.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newKeyCSR(t *testing.T, cn string) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, csr
+}
+
+func keyPEM(t *testing.T, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+}
+
+func (c *vkController) joinToken(t *testing.T, req *vantagev1.CreateJoinTokenRequest) string {
+	t.Helper()
+	resp, err := c.ops(t).CreateJoinToken(c.bearer(context.Background(), c.admin), req)
+	if err != nil {
+		t.Fatalf("CreateJoinToken: %v", err)
+	}
+	return resp.GetToken()
+}
+
+func (c *vkController) enroll(t *testing.T, token, name, cn string) (vkAgent, error) {
+	t.Helper()
+	key, csr := newKeyCSR(t, cn)
+	resp, err := vantagev1.NewAgentServiceClient(c.dial(t)).Enroll(context.Background(),
+		&vantagev1.EnrollRequest{JoinToken: token, CsrDer: csr, Name: name})
+	if err != nil {
+		return vkAgent{}, err
+	}
+	cert, err := tls.X509KeyPair(resp.GetCertificatePem(), keyPEM(t, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vkAgent{id: resp.GetAgentId(), cert: cert, key: key}, nil
+}
+
+// selfCA makes a throwaway CA and signs a client certificate for cn with
+// it (or with the given CA cert and key).
+func signClient(t *testing.T, caCert *x509.Certificate, caKey any, cn string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM(t, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+func otherCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not the vantage CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+// controllerCA reads the controller's own CA key from its data directory:
+// the "stolen CA key" case, to forge certificates with chosen CNs.
+func (c *vkController) controllerCA(t *testing.T) (*x509.Certificate, any) {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(filepath.Join(c.dir, "ca.pem"), filepath.Join(c.dir, "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, pair.PrivateKey
+}
+
+func hello(epoch uint64) *vantagev1.AgentMessage {
+	return &vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{AgentVersion: "vk-test", Epoch: epoch}}}
+}
+
+// sessionErr opens a Session with the given client certificate, sends a
+// Hello, and returns how the stream ends (nil if an Assignment came first).
+func (c *vkController) sessionErr(t *testing.T, certs ...tls.Certificate) error {
+	t.Helper()
+	return c.sessionErrTLS(t, c.tls(certs...))
+}
+
+// forced presents cert whatever CAs the server asks for (Go's client
+// otherwise withholds a certificate the server would not accept).
+func (c *vkController) forced(cert tls.Certificate) *tls.Config {
+	cfg := c.tls()
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+	return cfg
+}
+
+func (c *vkController) sessionErrTLS(t *testing.T, cfg *tls.Config) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("passthrough:///"+c.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s, err := vantagev1.NewAgentServiceClient(conn).Session(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.Send(hello(1)); err != nil {
+		_, err = s.Recv()
+		return err
+	}
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		if m.GetAssignment() != nil {
+			return nil
+		}
+	}
+}
+
+func fileMode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+func fmtCode(err error) string {
+	if err == nil {
+		return "OK"
+	}
+	return fmt.Sprint(statusCode(err))
+}
+
+func execOut(bin string, args ...string) (string, error) {
+	out, err := exec.Command(bin, args...).Output()
+	return string(out), err
+}
