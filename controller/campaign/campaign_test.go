@@ -28,7 +28,9 @@ func TestParseBad(t *testing.T) {
 		{"budget-nan.yaml", "budget.per_target_pps: \".nan\" is not a finite number"},
 		{"budget-per-target.yaml", "budget.per_target_pps: probes send 2 packets per target per round (icmp 2), more than per_target_pps 0.2 x round 5s = 1"},
 		{"control-inside.yaml", "targets.controls[0]: 198.18.0.200 is inside targets.networks[0] (198.18.0.0/24); controls must be outside the scope"},
-		{"discover.yaml", "targets.hosts.discover: not supported yet (host discovery needs a sweep, which is later work); list hosts or use per_network"},
+		{"discover.yaml", "targets.hosts.per_network: required with targets.hosts.discover: how many answering hosts to keep per network"},
+		{"discover-v6.yaml", "targets.networks[1].prefix: 2001:db8:18::/64 is too large to sweep for targets.hosts.discover (more than 65536 addresses); list its hosts"},
+		{"discover-sweep.yaml", "targets.networks[1].prefix: the discovery sweep would probe 65788 addresses up to here, more than 65536; list hosts for the largest networks"},
 		{"dup-host.yaml", "targets.networks[1].hosts[1]: 198.18.1.10 is already a target (targets.networks[1].hosts[0])"},
 		{"dup-key.yaml", "name: defined more than once (line 13)"},
 		{"dup-kind.yaml", "probes[1]: a second icmp probe (the first is probes[0]); each kind may appear once"},
@@ -73,7 +75,6 @@ func TestParseBad(t *testing.T) {
 		{"unknown-field.yaml", "probes[0].icmp.retrys: unknown field (known fields: retries, timeout, payload_bytes)"},
 		{"unknown-top.yaml", "vantage: unknown field (known fields: name, scope, targets, probes, schedule, vantages, budget)"},
 		{"upstream-dup.yaml", "targets.upstreams[1]: 198.51.100.42 is already a target (targets.upstreams[0])"},
-		{"upstreams-auto.yaml", "targets.upstreams: \"auto\" is not supported yet (upstream discovery by traceroute is later work); list the upstream addresses"},
 		{"v4mapped.yaml", "targets.upstreams[0]: \"::ffff:198.51.100.42\" is an IPv4-mapped IPv6 address; write 198.51.100.42"},
 	}
 	covered := map[string]bool{}
@@ -159,6 +160,12 @@ func TestParseGood(t *testing.T) {
 			selects:    map[string]string{"role": "vps", "asn": "1"},
 			notSelects: map[string]string{"role": "home"},
 		},
+		{
+			// Before discovery only the listed targets exist.
+			file: "discover.yaml", name: "kp", scope: "KP", networks: []string{"net0", "net1", "net2"},
+			targets: []string{"198.18.1.10 net1 HOST", "192.0.2.1  CONTROL"},
+			round:   5 * time.Second, jitter: time.Second, start: time.Unix(0, 0).UTC(), quorum: 2,
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.file, func(t *testing.T) {
@@ -213,6 +220,16 @@ func TestExamples(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := mustParse(t, data)
+			if s.NeedsDiscovery() {
+				// Its tasks exist once discovery has found targets.
+				var found []Target
+				for _, nw := range s.SweepNetworks() {
+					found = append(found, Target{Addr: nw.Prefix.Addr().Next(), Network: nw.Name, Role: vantagev1.TargetRole_TARGET_ROLE_HOST})
+				}
+				if s, err = s.WithTargets(found); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if len(s.Tasks(time.Now())) == 0 {
 				t.Error("no tasks")
 			}
@@ -504,5 +521,86 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		_ = s.Proto()
+	})
+}
+
+func TestWithTargets(t *testing.T) {
+	s := mustParse(t, readFile(t, filepath.Join("testdata", "good", "discover.yaml")))
+	if !s.NeedsDiscovery() || !s.DiscoverHosts() || !s.UpstreamsAuto() || s.Discovered() || s.PerNetwork() != 2 {
+		t.Fatalf("needs %v hosts %v auto %v discovered %v per_network %d", s.NeedsDiscovery(), s.DiscoverHosts(),
+			s.UpstreamsAuto(), s.Discovered(), s.PerNetwork())
+	}
+	var swept []string
+	for _, nw := range s.SweepNetworks() {
+		swept = append(swept, nw.Name+" "+nw.Prefix.String())
+	}
+	if got := strings.Join(swept, ","); got != "net0 198.18.0.0/24,net2 198.18.2.0/25" {
+		t.Errorf("SweepNetworks = %s", got)
+	}
+	tg := func(a, nw string, r vantagev1.TargetRole) Target {
+		return Target{Addr: netip.MustParseAddr(a), Network: nw, Role: r}
+	}
+	host, up, border := vantagev1.TargetRole_TARGET_ROLE_HOST, vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, vantagev1.TargetRole_TARGET_ROLE_BORDER
+	cases := []struct {
+		name  string
+		found []Target
+		want  string // targets "addr network role" joined by |, or the error
+	}{
+		{"hosts and routers in order", []Target{
+			tg("198.51.100.50", "", border), tg("198.18.2.5", "net2", host), tg("198.18.0.12", "net0", host),
+			tg("198.51.100.42", "", up), tg("198.18.0.11", "net0", host), tg("198.18.1.10", "net1", host),
+		}, "198.18.0.12 net0 HOST|198.18.0.11 net0 HOST|198.18.1.10 net1 HOST|198.18.2.5 net2 HOST|" +
+			"198.51.100.42  UPSTREAM|198.51.100.50  BORDER|192.0.2.1  CONTROL"},
+		{"host outside its network", []Target{tg("198.18.2.200", "net2", host)},
+			"discovered[0]: host 198.18.2.200 is not inside a swept network (network \"net2\")"},
+		{"host of a listed network", []Target{tg("198.18.1.11", "net1", host)},
+			"discovered[0]: host 198.18.1.11 is not inside a swept network (network \"net1\")"},
+		{"control", []Target{tg("192.0.2.2", "", vantagev1.TargetRole_TARGET_ROLE_CONTROL)},
+			"discovered[0]: role TARGET_ROLE_CONTROL cannot be discovered"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := s.WithTargets(tc.found)
+			if err != nil {
+				if err.Error() != tc.want || !errors.Is(err, ErrInvalid) {
+					t.Errorf("error\n got: %v\nwant: %s", err, tc.want)
+				}
+				return
+			}
+			var got []string
+			for _, tg := range d.Targets() {
+				got = append(got, fmt.Sprintf("%s %s %s", tg.Addr, tg.Network, strings.TrimPrefix(tg.Role.String(), "TARGET_ROLE_")))
+			}
+			if strings.Join(got, "|") != tc.want {
+				t.Errorf("targets\n got: %s\nwant: %s", strings.Join(got, "|"), tc.want)
+			}
+			if !d.Discovered() || len(d.Proto().GetTargets()) != len(got) || len(s.Targets()) != 2 {
+				t.Errorf("discovered %v, proto targets %d, original targets %d", d.Discovered(), len(d.Proto().GetTargets()), len(s.Targets()))
+			}
+		})
+	}
+	t.Run("router without upstreams auto", func(t *testing.T) {
+		m := mustParse(t, readFile(t, filepath.Join("testdata", "good", "minimal.yaml")))
+		_, err := m.WithTargets([]Target{tg("198.51.100.42", "", up)})
+		if want := "discovered[0]: router 198.51.100.42 found, but targets.upstreams is not auto"; err == nil || err.Error() != want {
+			t.Errorf("got %v, want %s", err, want)
+		}
+	})
+	t.Run("budget with the real count", func(t *testing.T) {
+		// Parse assumes 2 listed + 2x2 hosts + 2 routers: 8 targets x 2 packets = 16 <= 3.2 x 5s.
+		b := strings.Replace(string(readFile(t, filepath.Join("testdata", "good", "discover.yaml"))), "vantages: {quorum: 2}",
+			"vantages: {quorum: 2}\nbudget: {agent_pps: 3.2}", 1)
+		d := mustParse(t, []byte(b))
+		_, err := d.WithTargets([]Target{tg("198.18.0.11", "net0", host), tg("198.18.0.12", "net0", host),
+			tg("198.18.2.5", "net2", host), tg("198.51.100.42", "", up), tg("198.51.100.50", "", border), tg("198.51.100.58", "", border)})
+		if want := "budget.agent_pps: 8 targets x 2 packets = 16 packets per round, more than agent_pps 3.2 x round 5s = 16"; err != nil {
+			t.Errorf("got %v, want nil (%s is the limit)", err, want)
+		}
+		_, err = d.WithTargets([]Target{tg("198.18.0.11", "net0", host), tg("198.18.0.12", "net0", host),
+			tg("198.18.2.5", "net2", host), tg("198.18.2.6", "net2", host), tg("198.51.100.42", "", up), tg("198.51.100.50", "", border),
+			tg("198.51.100.58", "", border)})
+		if want := "budget.agent_pps: 9 targets x 2 packets = 18 packets per round, more than agent_pps 3.2 x round 5s = 16"; err == nil || err.Error() != want {
+			t.Errorf("got %v, want %s", err, want)
+		}
 	})
 }

@@ -184,16 +184,22 @@ func TestCheckQuorum(t *testing.T) {
 		"  upstreams: [198.51.100.42]\n  borders: [198.51.100.50]\nprobes: [{icmp: {}}]\nschedule: {round: 10s}\n"
 	vps := map[string]string{"role": "vps"}
 	other := map[string]string{"role": "lab"}
+	provA := map[string]string{"role": "vps", "provider": "a"}
+	provB := map[string]string{"role": "vps", "provider": "b"}
 	cases := []struct {
-		name, vantages string
-		agents         []map[string]string
+		name, vantages, label string
+		agents                []map[string]string
 		want           string
 	}{
-		{"enough", "vantages: {select: {role: vps}, quorum: 2}\n", []map[string]string{vps, vps, other}, ""},
-		{"too few matching", "vantages: {select: {role: vps}, quorum: 3}\n", []map[string]string{vps, vps, other},
+		{"enough", "vantages: {select: {role: vps}, quorum: 2}\n", "provider", []map[string]string{vps, vps, other}, ""},
+		{"too few matching", "vantages: {select: {role: vps}, quorum: 3}\n", "provider", []map[string]string{vps, vps, other},
 			"vantages.quorum: 3 is more than the 2 enrolled active agent(s) matching vantages.select {role=vps}; every verdict would be UNKNOWN"},
-		{"no agents", "vantages: {quorum: 1}\n", nil,
+		{"no agents", "vantages: {quorum: 1}\n", "provider", nil,
 			"vantages.quorum: 1 is more than the 0 enrolled active agent(s) matching any agent; every verdict would be UNKNOWN"},
+		{"distinct providers", "vantages: {quorum: 2}\n", "provider", []map[string]string{provA, provB}, ""},
+		{"one provider twice", "vantages: {quorum: 3}\n", "provider", []map[string]string{provA, provA, other},
+			"vantages.quorum: 3 is more than the 2 distinct \"provider\" group(s) among the 3 enrolled active agent(s) matching any agent (the quorum counts agents sharing a provider once); every verdict would be UNKNOWN"},
+		{"every agent its own group", "vantages: {quorum: 3}\n", "-", []map[string]string{provA, provA, other}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -201,7 +207,7 @@ func TestCheckQuorum(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = s.CheckQuorum(c.agents)
+			err = s.CheckQuorum(c.agents, c.label)
 			if c.want == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -25,8 +25,8 @@
 //	targets:
 //	  networks:                    # required, >= 1, names unique, prefixes canonical and non-overlapping
 //	    - {name: net0, prefix: 198.18.0.0/24, hosts: [198.18.0.10]}  # hosts optional, inside prefix
-//	  hosts: {per_network: 4}      # for networks without hosts (see below); discover: true is not supported yet
-//	  upstreams: [198.51.100.42]   # role UPSTREAM: the router just before the country's border; "auto" is not supported yet
+//	  hosts: {per_network: 4, discover: false}  # for networks without hosts (see below)
+//	  upstreams: [198.51.100.42]   # role UPSTREAM: the router just before the country's border; or "auto"
 //	  borders: [198.51.100.50]     # role BORDER: the country's own border router (the hop just before the prefixes)
 //	  controls: [192.0.2.1]        # role CONTROL, outside every network
 //	  rir: {file: PATH, country: KP} # client side only: vantagectl expands it into networks (rirexpand.go)
@@ -43,9 +43,16 @@
 // gives .10, .11, ...). Offset 10 skips the addresses that are usually
 // routers, gateways and broadcast-adjacent infrastructure (.0 to .9), and it
 // matches the lab. For IPv4 the expansion must stay below the broadcast
-// address. Host discovery (`discover: true`) and upstream discovery
-// (`upstreams: auto`) need traceroute and sweeps and are later work; they
-// are rejected with a "not supported yet" error rather than faked.
+// address.
+//
+// Discovery (discovery.go): with `discover: true`, a network without a
+// hosts list is swept instead (every address; at most MaxSweep in all,
+// so IPv6 networks must be /112 or longer) and the per_network hosts
+// that answer most reliably become its targets. `upstreams: auto` finds
+// the routers before the prefixes by traceroute and labels them UPSTREAM
+// or BORDER. The controller runs both after the apply (campaign state
+// DISCOVERING) and calls WithTargets with what it found; until then such
+// a spec has only its listed targets.
 //
 // Timing: every timeout is a whole number of milliseconds. jitter plus the
 // longest probe (timeout x (1+retries) for icmp, timeout for tcp and for one
@@ -117,8 +124,10 @@ type Spec struct {
 
 	// present records which required sections the file had.
 	present map[string]bool
-	// expanded is filled by Validate.
+	// expanded is filled by Validate (and extended by WithTargets).
 	expanded []Target
+	// discovered is set by WithTargets.
+	discovered bool
 }
 
 type scopeSpec struct {
@@ -622,10 +631,11 @@ func (s *Spec) validateBudget() error {
 		return fieldErr("budget.per_target_pps", "probes send %g packets per target per round (%s), more than per_target_pps %g x round %s = %g",
 			total, strings.Join(parts, ", "), b.perTargetPPS, s.schedule.round, allowed)
 	}
-	perRound := total * float64(len(s.expanded))
+	targets := len(s.expanded) + s.pendingTargets()
+	perRound := total * float64(targets)
 	if allowed := b.agentPPS * round; perRound > allowed+eps {
 		return fieldErr("budget.agent_pps", "%d targets x %g packets = %g packets per round, more than agent_pps %g x round %s = %g",
-			len(s.expanded), total, perRound, b.agentPPS, s.schedule.round, allowed)
+			targets, total, perRound, b.agentPPS, s.schedule.round, allowed)
 	}
 	return nil
 }
@@ -634,11 +644,8 @@ func (s *Spec) validateBudget() error {
 // controls in file order.
 func (s *Spec) expandTargets() ([]Target, error) {
 	t := &s.targets
-	if t.discover {
-		return nil, fieldErr("targets.hosts.discover", "not supported yet (host discovery needs a sweep, which is later work); list hosts or use per_network")
-	}
-	if t.upstreamsAuto {
-		return nil, fieldErr("targets.upstreams", "\"auto\" is not supported yet (upstream discovery by traceroute is later work); list the upstream addresses")
+	if t.discover && t.perNetwork == 0 {
+		return nil, fieldErr("targets.hosts.per_network", "required with targets.hosts.discover: how many answering hosts to keep per network")
 	}
 	if len(t.networks) == 0 {
 		return nil, fieldErr("targets.networks", "needs at least one network")
@@ -646,6 +653,7 @@ func (s *Spec) expandTargets() ([]Target, error) {
 	// Names, prefixes and the size of the expansion, before allocating it.
 	names := map[string]int{}
 	total := len(t.upstreams) + len(t.borders) + len(t.controls)
+	swept := 0
 	for i, nw := range t.networks {
 		path := index("targets.networks", i)
 		switch {
@@ -662,6 +670,18 @@ func (s *Spec) expandTargets() ([]Target, error) {
 		names[nw.name] = i
 		if len(nw.hosts) > 0 {
 			total += len(nw.hosts)
+			continue
+		}
+		if t.discover {
+			n, err := sweepSize(join(path, "prefix"), nw.prefix)
+			if err != nil {
+				return nil, err
+			}
+			if swept += n; swept > MaxSweep {
+				return nil, fieldErr(join(path, "prefix"), "the discovery sweep would probe %d addresses up to here, more than %d; list hosts for the largest networks",
+					swept, MaxSweep)
+			}
+			total += int(t.perNetwork)
 			continue
 		}
 		if t.perNetwork == 0 {
@@ -691,6 +711,9 @@ func (s *Spec) expandTargets() ([]Target, error) {
 	}
 	for i, nw := range t.networks {
 		path := index("targets.networks", i)
+		if len(nw.hosts) == 0 && t.discover {
+			continue // hosts come from the sweep (WithTargets)
+		}
 		if len(nw.hosts) == 0 {
 			a := offset(nw.prefix.Addr(), HostOffset)
 			for range t.perNetwork {
