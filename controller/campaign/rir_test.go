@@ -189,7 +189,7 @@ func TestCheckQuorum(t *testing.T) {
 	cases := []struct {
 		name, vantages, label string
 		agents                []map[string]string
-		want           string
+		want                  string
 	}{
 		{"enough", "vantages: {select: {role: vps}, quorum: 2}\n", "provider", []map[string]string{vps, vps, other}, ""},
 		{"too few matching", "vantages: {select: {role: vps}, quorum: 3}\n", "provider", []map[string]string{vps, vps, other},
