@@ -22,6 +22,9 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrTokenInvalid: the join token is unknown, expired or used up.
 	ErrTokenInvalid = errors.New("join token unknown, expired or used up")
+	// ErrConflict: the row changed meanwhile (e.g. a campaign re-applied
+	// while its discovery ran).
+	ErrConflict = errors.New("changed meanwhile")
 )
 
 // Role is an operator token's privilege: viewer < operator < admin.
@@ -134,6 +137,25 @@ type Campaign struct {
 	Version   uint64
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	// Discovery is the stored discovery (targets.hosts.discover,
+	// upstreams: auto), nil when none was ever run.
+	Discovery *Discovery
+}
+
+// Discovery is what the controller's discovery of one campaign version
+// reported and found.
+type Discovery struct {
+	// Version is the campaign version discovery ran for; a discovery of
+	// an older version is stale.
+	Version uint64
+	Status  *vantagev1.DiscoveryStatus
+	// Targets are the discovered hosts and routers (not the listed ones).
+	Targets []*vantagev1.CampaignTarget
+}
+
+// Done reports whether the discovery of version finished with targets.
+func (d *Discovery) Done(version uint64) bool {
+	return d != nil && d.Version == version && d.Status.GetFinishedAt() != nil
 }
 
 // StoredResult is one result with its delivery metadata.
@@ -226,6 +248,11 @@ type Store interface {
 	DeleteCampaign(ctx context.Context, name string, audit AuditEntry) error
 	GetCampaign(ctx context.Context, name string) (Campaign, error)
 	ListCampaigns(ctx context.Context) ([]Campaign, error)
+	// PutDiscovery stores a campaign's discovery (replacing any earlier
+	// one) and sets the campaign's state, in one transaction, only if the
+	// campaign's version is still d.Version: otherwise ErrConflict (it was
+	// re-applied meanwhile). audit is written when its Action is set.
+	PutDiscovery(ctx context.Context, name string, d Discovery, state vantagev1.CampaignState, now time.Time, audit AuditEntry) (Campaign, error)
 
 	// Results. CommitBatch stores results and gaps in one transaction,
 	// ignoring results already stored under (agent, epoch, seq).

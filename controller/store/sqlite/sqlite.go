@@ -124,6 +124,15 @@ var migrations = []string{
 		subject TEXT NOT NULL,
 		detail TEXT NOT NULL
 	);`,
+	// 2: discovery (targets.hosts.discover, upstreams: auto). status is a
+	// vantage.v1.DiscoveryStatus, targets a vantage.v1.Campaign holding
+	// only the discovered targets.
+	`CREATE TABLE campaign_discovery (
+		name TEXT PRIMARY KEY,
+		version INTEGER NOT NULL,
+		status BLOB NOT NULL,
+		targets BLOB NOT NULL
+	);`,
 }
 
 // DB is the SQLite Store.
@@ -636,6 +645,9 @@ func (db *DB) DeleteCampaign(ctx context.Context, name string, audit store.Audit
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("campaign %q: %w", name, store.ErrNotFound)
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM campaign_discovery WHERE name = ?`, name); err != nil {
+			return fmt.Errorf("delete campaign discovery: %w", err)
+		}
 		return insertAudit(ctx, tx, audit)
 	})
 }
@@ -645,6 +657,9 @@ func (db *DB) GetCampaign(ctx context.Context, name string) (store.Campaign, err
 	c, err := scanCampaign(db.r.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE name = ?`, name))
 	if err != nil {
 		return c, fmt.Errorf("campaign %q: %w", name, err)
+	}
+	if c.Discovery, err = getDiscovery(ctx, db.r, name); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -664,5 +679,8 @@ func (db *DB) ListCampaigns(ctx context.Context) ([]store.Campaign, error) {
 		}
 		out = append(out, c)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list campaigns: %w", err)
+	}
+	return out, db.addDiscoveries(ctx, out)
 }
