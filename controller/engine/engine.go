@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -65,9 +67,9 @@ type running struct {
 	// last is the newest stored state per verdict id, so a rebuilt engine
 	// (restart, re-apply) does not log "UNSPECIFIED -> same state" again.
 	last    map[string]vantagev1.State
-	spec    *campaign.Spec
-	stored  store.Campaign
-	version uint64
+	spec   *campaign.Spec
+	stored store.Campaign
+	key    string // version and discovery; a new key rebuilds the engine
 }
 
 type agentConn struct {
@@ -189,6 +191,15 @@ func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdic
 	}
 }
 
+// QuorumLabel is the label that groups vantages for the quorum
+// (Options.QuorumLabel, or verdict.DefaultQuorumLabel).
+func (w *Worker) QuorumLabel() string {
+	if w.opts.QuorumLabel == "" {
+		return verdict.DefaultQuorumLabel
+	}
+	return w.opts.QuorumLabel
+}
+
 // configFor is ConfigFor with the worker's options.
 func (w *Worker) configFor(spec *campaign.Spec) verdict.Config {
 	cfg := ConfigFor(spec, w.opts.Grace, w.opts.FreshRounds)
@@ -215,7 +226,7 @@ func (w *Worker) Reload(ctx context.Context) error {
 	}
 	w.mu.Lock()
 	for name, r := range w.campaigns {
-		if c, ok := active[name]; !ok || c.Version != r.version {
+		if c, ok := active[name]; !ok || runKey(c) != r.key {
 			delete(w.campaigns, name)
 			w.log.Info("verdict engine stopped", "campaign", name)
 		} else {
@@ -245,16 +256,62 @@ func (w *Worker) Reload(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (w *Worker) build(ctx context.Context, c store.Campaign) (*running, error) {
+// ErrNotDiscovered: the campaign needs discovery (targets.hosts.discover,
+// upstreams: auto) and none has finished for its version.
+var ErrNotDiscovered = errors.New("discovery has not finished for this campaign version")
+
+// SpecFor parses a stored campaign and, when it needs discovery, adds the
+// targets its finished discovery found (campaign.Spec.WithTargets), so the
+// engine, the assignments and the operator API all see one target set.
+// Without a finished discovery of the current version it returns the spec
+// with its listed targets only and an error wrapping ErrNotDiscovered.
+func SpecFor(c store.Campaign) (*campaign.Spec, error) {
 	spec, err := campaign.Parse([]byte(c.SpecYAML))
 	if err != nil {
 		return nil, fmt.Errorf("parse stored spec: %w", err)
+	}
+	if !spec.NeedsDiscovery() {
+		return spec, nil
+	}
+	if !c.Discovery.Done(c.Version) {
+		return spec, fmt.Errorf("campaign %s version %d: %w", c.Name, c.Version, ErrNotDiscovered)
+	}
+	found := make([]campaign.Target, 0, len(c.Discovery.Targets))
+	for i, t := range c.Discovery.Targets {
+		a, err := netip.ParseAddr(t.GetAddress())
+		if err != nil {
+			return spec, fmt.Errorf("stored discovered target %d: %w", i, err)
+		}
+		found = append(found, campaign.Target{Addr: a, Network: t.GetNetwork(), Role: t.GetRole()})
+	}
+	with, err := spec.WithTargets(found)
+	if err != nil {
+		return spec, fmt.Errorf("stored discovered targets: %w", err)
+	}
+	return with, nil
+}
+
+// runKey identifies what an engine was built from: the campaign version
+// and, for discovered campaigns, when its discovery finished (a re-run of
+// discovery for the same version gives new targets).
+func runKey(c store.Campaign) string {
+	k := strconv.FormatUint(c.Version, 10)
+	if c.Discovery != nil && c.Discovery.Version == c.Version && c.Discovery.Status.GetFinishedAt() != nil {
+		k += "/" + c.Discovery.Status.GetFinishedAt().AsTime().Format(time.RFC3339Nano)
+	}
+	return k
+}
+
+func (w *Worker) build(ctx context.Context, c store.Campaign) (*running, error) {
+	spec, err := SpecFor(c)
+	if err != nil {
+		return nil, err
 	}
 	eng, err := verdict.NewEngine(w.configFor(spec))
 	if err != nil {
 		return nil, fmt.Errorf("verdict engine: %w", err)
 	}
-	r := &running{eng: eng, spec: spec, stored: c, version: c.Version, last: map[string]vantagev1.State{}}
+	r := &running{eng: eng, spec: spec, stored: c, key: runKey(c), last: map[string]vantagev1.State{}}
 	prev, err := w.opts.Store.Timeline(ctx, store.TimelineQuery{Campaign: c.Name, Limit: 10000})
 	if err != nil {
 		return nil, fmt.Errorf("last states: %w", err)

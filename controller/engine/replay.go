@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/verdict"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -60,9 +59,12 @@ func (w *Worker) Replay(ctx context.Context, name string, from, to time.Time, pa
 	if err != nil {
 		return nil, fmt.Errorf("campaign %q: %w", name, err)
 	}
-	spec, err := campaign.Parse([]byte(c.SpecYAML))
+	spec, err := SpecFor(c) // with the discovered targets, if any
+	if errors.Is(err, ErrNotDiscovered) {
+		return nil, fmt.Errorf("%w: campaign %s: no target to replay until its discovery has finished", ErrReplay, name)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("parse stored spec: %w", err)
+		return nil, err
 	}
 	cfg, err := verdict.WithParams(w.configFor(spec), params)
 	if err != nil {
