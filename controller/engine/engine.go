@@ -66,7 +66,7 @@ type running struct {
 	eng *verdict.Engine
 	// last is the newest stored state per verdict id, so a rebuilt engine
 	// (restart, re-apply) does not log "UNSPECIFIED -> same state" again.
-	last    map[string]vantagev1.State
+	last   map[string]vantagev1.State
 	spec   *campaign.Spec
 	stored store.Campaign
 	key    string // version and discovery; a new key rebuilds the engine
