@@ -19,6 +19,7 @@ import (
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/discoverer"
 	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
@@ -48,7 +49,10 @@ type Config struct {
 	// Limits refuses campaigns aimed at special-purpose, blocklisted or
 	// opted-out ranges or over the rate caps; nil checks nothing (tests).
 	Limits *campaign.Limits
-	Log    *slog.Logger
+	// Discovery runs targets.hosts.discover and upstreams: auto; nil
+	// refuses such campaigns as unimplemented (tests).
+	Discovery *discoverer.Runner
+	Log       *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -213,12 +217,17 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *vantagev1.CreateJoinT
 // ---- campaigns ----
 
 func (s *Server) campaignProto(ctx context.Context, c store.Campaign) (*vantagev1.Campaign, error) {
-	spec, err := campaign.Parse([]byte(c.SpecYAML))
-	if err != nil {
+	// With its discovered targets once discovery has finished; the listed
+	// ones (perhaps none) while it runs.
+	spec, err := engine.SpecFor(c)
+	if err != nil && !errors.Is(err, engine.ErrNotDiscovered) {
 		return nil, fmt.Errorf("stored campaign %s no longer parses: %w", c.Name, err)
 	}
 	p := spec.Proto()
 	p.State, p.SpecYaml, p.Version = c.State, c.SpecYAML, c.Version
+	if spec.NeedsDiscovery() && c.Discovery != nil && c.Discovery.Version == c.Version {
+		p.Discovery = c.Discovery.Status
+	}
 	p.CreatedAt, p.UpdatedAt = ts(c.CreatedAt), ts(c.UpdatedAt)
 	if c.State == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE {
 		p.AgentIds = s.assignedAgents(ctx, spec)
@@ -265,19 +274,48 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 			return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
 		}
 	}
+	if spec.NeedsDiscovery() && s.cfg.Discovery == nil {
+		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: targets: this controller does not run discovery", rpcerr.ErrUnimplemented))
+	}
+	if !req.GetAllowFewerVantages() {
+		if err := s.checkQuorum(ctx, spec); err != nil {
+			s.log.Info("campaign refused", "campaign", spec.Name(), "actor", actor(ctx), "err", err)
+			return nil, s.fail("ApplyCampaign", err)
+		}
+	}
 	if req.GetDryRun() {
 		p := spec.Proto()
 		p.SpecYaml = req.GetSpecYaml()
 		p.State = vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE
+		if spec.NeedsDiscovery() {
+			p.State = vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING
+		}
 		return p, nil
 	}
 	name := spec.Name()
-	c, changed, err := s.cfg.Store.PutCampaign(ctx, name, req.GetSpecYaml(), s.now(),
-		s.audit(ctx, "campaign.apply", name, fmt.Sprintf("targets=%d round=%s", len(spec.Targets()), spec.Round())))
+	detail := fmt.Sprintf("targets=%d round=%s", len(spec.Targets()), spec.Round())
+	if spec.NeedsDiscovery() {
+		detail += " discover=true"
+	}
+	c, changed, err := s.cfg.Store.PutCampaign(ctx, name, req.GetSpecYaml(), s.now(), s.audit(ctx, "campaign.apply", name, detail))
 	if err != nil {
 		return nil, s.fail("ApplyCampaign", err)
 	}
-	if changed {
+	switch {
+	case spec.NeedsDiscovery():
+		// Every apply (re-)runs discovery, changed or not: hosts come and go.
+		if c, err = s.cfg.Discovery.Begin(ctx, name, c.Version, store.AuditEntry{}); err != nil {
+			return nil, s.fail("ApplyCampaign", err)
+		}
+		s.log.Info("campaign applied; discovering targets", "campaign", name, "version", c.Version, "actor", actor(ctx))
+		s.campaignsChanged(ctx)
+	case c.State == vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING:
+		// Discovery was dropped from the spec: the listed targets run now.
+		if c, err = s.cfg.Store.SetCampaignState(ctx, name, vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, s.now(), store.AuditEntry{}); err != nil {
+			return nil, s.fail("ApplyCampaign", err)
+		}
+		s.campaignsChanged(ctx)
+	case changed:
 		s.log.Info("campaign applied", "campaign", name, "version", c.Version, "actor", actor(ctx))
 		s.campaignsChanged(ctx)
 	}
@@ -286,6 +324,26 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 		return nil, s.fail("ApplyCampaign", err)
 	}
 	return p, nil
+}
+
+// checkQuorum refuses a campaign whose vantages.quorum exceeds the groups
+// of enrolled, active agents it selects (counted as the verdict engine
+// counts them): every verdict would be UNKNOWN.
+func (s *Server) checkQuorum(ctx context.Context, spec *campaign.Spec) error {
+	as, err := s.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: list agents: %w", rpcerr.ErrUnavailable, err)
+	}
+	var labels []map[string]string
+	for _, a := range as {
+		if a.State == vantagev1.AgentState_AGENT_STATE_ACTIVE {
+			labels = append(labels, a.Labels)
+		}
+	}
+	if err := spec.CheckQuorum(labels, s.cfg.Engine.QuorumLabel()); err != nil {
+		return fmt.Errorf("%w: %w (enrol the agents first, or apply with allow_fewer_vantages)", rpcerr.ErrInvalid, err)
+	}
+	return nil
 }
 
 // ListCampaigns returns every stored campaign.
@@ -322,6 +380,13 @@ func (s *Server) setState(ctx context.Context, method, name string, state vantag
 	c, err := s.cfg.Store.SetCampaignState(ctx, name, state, s.now(), s.audit(ctx, action, name, ""))
 	if err != nil {
 		return nil, s.fail(method, err)
+	}
+	if _, err := engine.SpecFor(c); errors.Is(err, engine.ErrNotDiscovered) && state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE &&
+		s.cfg.Discovery != nil {
+		// Resumed before its discovery finished: discover again.
+		if c, err = s.cfg.Discovery.Begin(ctx, name, c.Version, store.AuditEntry{}); err != nil {
+			return nil, s.fail(method, err)
+		}
 	}
 	s.campaignsChanged(ctx)
 	p, err := s.campaignProto(ctx, c)

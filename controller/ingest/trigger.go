@@ -186,3 +186,51 @@ func newTriggerID() string {
 	rand.Read(b)
 	return "trg-" + hex.EncodeToString(b)
 }
+
+// SendTrigger queues tr on agentID's live session, for callers other than
+// Localise (host and upstream discovery). The trigger's task ids are
+// remembered for the agent, so results that arrive after a reconnect (from
+// the agent's spool) are still accepted. It returns false when the agent
+// has no session or its send queue is full: the caller decides whether to
+// try again.
+func (s *Server) SendTrigger(agentID string, tr *vantagev1.Trigger) bool {
+	s.mu.Lock()
+	ss := s.sessions[agentID]
+	if ss != nil {
+		k := s.known[agentID]
+		if k == nil {
+			k = map[string]bool{}
+			s.known[agentID] = k
+		}
+		for _, t := range tr.GetTasks() {
+			k[t.GetId()] = true
+		}
+	}
+	s.mu.Unlock()
+	if ss == nil {
+		return false
+	}
+	ss.mu.Lock()
+	ss.triggers[tr.GetId()] = true
+	ss.mu.Unlock()
+	select {
+	case ss.out <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Trigger{Trigger: tr}}:
+		return true
+	case <-ss.done:
+		return false
+	default:
+		return false
+	}
+}
+
+// ConnectedAgents returns the labels of every agent with a live session,
+// by agent id.
+func (s *Server) ConnectedAgents() map[string]map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]map[string]string, len(s.sessions))
+	for id, ss := range s.sessions {
+		out[id] = maps.Clone(ss.labels)
+	}
+	return out
+}

@@ -47,6 +47,7 @@ var table = []struct {
 	{ErrInvalid, codes.InvalidArgument},
 	{store.ErrNotFound, codes.NotFound},
 	{store.ErrExists, codes.AlreadyExists},
+	{store.ErrConflict, codes.Aborted},
 	{ErrUnimplemented, codes.Unimplemented},
 	{ErrUnavailable, codes.Unavailable},
 	{ErrFailedPrecondition, codes.FailedPrecondition},

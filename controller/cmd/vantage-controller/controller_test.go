@@ -265,7 +265,7 @@ func countRows(t *testing.T, dir, query string, args ...any) int {
 func TestEnrolSessionAssignmentAndDedupe(t *testing.T) {
 	c := startController(t)
 	ops := c.ops(t)
-	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{SpecYaml: minimalCampaign}); err != nil {
+	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: minimalCampaign}); err != nil {
 		t.Fatalf("ApplyCampaign: %v", err)
 	}
 	a := newAgent(t, c)
@@ -325,7 +325,7 @@ func TestEnrolSessionAssignmentAndDedupe(t *testing.T) {
 
 	// A changed campaign is pushed at once with a higher version.
 	changed := strings.Replace(minimalCampaign, "per_network: 2", "per_network: 3", 1)
-	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{SpecYaml: changed}); err != nil {
+	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: changed}); err != nil {
 		t.Fatal(err)
 	}
 	as2 := recvAssignment(t, s)
@@ -500,7 +500,7 @@ func TestOperatorAuth(t *testing.T) {
 			return err
 		}, codes.PermissionDenied},
 		{"agent cert with a wrong token", func() error {
-			_, err := agentOps.ApplyCampaign(bearer("nope"), &vantagev1.ApplyCampaignRequest{SpecYaml: minimalCampaign})
+			_, err := agentOps.ApplyCampaign(bearer("nope"), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: minimalCampaign})
 			return err
 		}, codes.PermissionDenied},
 		{"agent cert on a stream", func() error {
@@ -516,7 +516,7 @@ func TestOperatorAuth(t *testing.T) {
 			return err
 		}, codes.OK},
 		{"viewer applies", func() error {
-			_, err := ops.ApplyCampaign(bearer(viewer), &vantagev1.ApplyCampaignRequest{SpecYaml: minimalCampaign})
+			_, err := ops.ApplyCampaign(bearer(viewer), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: minimalCampaign})
 			return err
 		}, codes.PermissionDenied},
 		{"viewer revokes", func() error {
@@ -549,12 +549,12 @@ func TestMalformedCampaignStoresNothing(t *testing.T) {
 	c := startController(t)
 	ops := c.ops(t)
 	bad := strings.Replace(minimalCampaign, "198.18.0.0/24", "198.18.0.0/33", 1)
-	_, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{SpecYaml: bad})
+	_, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: bad})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "targets.networks[0].prefix") {
 		t.Fatalf("ApplyCampaign = %v; want InvalidArgument naming targets.networks[0].prefix", err)
 	}
 	// dry run validates and stores nothing either
-	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{SpecYaml: minimalCampaign, DryRun: true}); err != nil {
+	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: minimalCampaign, DryRun: true}); err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
 	if n := countRows(t, c.dir, `SELECT count(*) FROM campaigns`); n != 0 {
@@ -564,7 +564,7 @@ func TestMalformedCampaignStoresNothing(t *testing.T) {
 		t.Fatalf("campaign audit rows = %d; want 0", n)
 	}
 	// a valid apply is audited with the operator's name
-	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{SpecYaml: minimalCampaign}); err != nil {
+	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: minimalCampaign}); err != nil {
 		t.Fatal(err)
 	}
 	au, err := ops.ListAudit(bearer(c.admin), &vantagev1.ListAuditRequest{Limit: 1})
@@ -609,7 +609,7 @@ func TestHealthAndReflection(t *testing.T) {
 func TestWatchVerdictsDeliversTransition(t *testing.T) {
 	c := startController(t)
 	ops := c.ops(t)
-	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{SpecYaml: fastCampaign}); err != nil {
+	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: fastCampaign}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(bearer(c.admin), 60*time.Second)
@@ -666,7 +666,7 @@ func TestWatchVerdictsDeliversTransition(t *testing.T) {
 func TestOutageTriggersTraces(t *testing.T) {
 	c := startController(t)
 	ops := c.ops(t)
-	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{SpecYaml: traceCampaign}); err != nil {
+	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: traceCampaign}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

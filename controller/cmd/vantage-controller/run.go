@@ -19,6 +19,7 @@ import (
 
 	"github.com/vantage-net/vantage/controller/api"
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/discoverer"
 	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
@@ -120,11 +121,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := worker.Reload(ctx); err != nil {
 		log.Warn("some campaigns could not be loaded", "err", err)
 	}
-	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: worker, Log: log,
+	// Results and session changes go to the verdict engines and to target
+	// discovery (which keeps the results of its own triggers).
+	observers := &fanout{worker}
+	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
 		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue})
+	disc := discoverer.New(discoverer.Options{Store: st, Sessions: ing, Limits: limits, Log: log,
+		Changed: func(ctx context.Context) {
+			if err := worker.Reload(ctx); err != nil {
+				log.Warn("campaign reload failed", "err", err)
+			}
+			ing.Reassign()
+		}})
+	*observers = append(*observers, disc) // before serving: no session reads it yet
 	worker.Start(ctx)
 	defer worker.Close()
-	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Log: log})
+	disc.Start(ctx)
+	defer disc.Close()
+	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log})
 
 	tlsCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -196,4 +210,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("controller stopped")
 	return nil
+}
+
+// fanout passes ingest's results and session changes to several observers.
+type fanout []ingest.Observer
+
+func (f *fanout) Feed(agentID string, results []*vantagev1.ProbeResult) {
+	for _, o := range *f {
+		o.Feed(agentID, results)
+	}
+}
+
+func (f *fanout) SetAgentConnected(agentID string, labels map[string]string, connected bool, at time.Time) {
+	for _, o := range *f {
+		o.SetAgentConnected(agentID, labels, connected, at)
+	}
 }
