@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -122,7 +123,45 @@ func Start(ctx context.Context, cfg Config) (h *Harness, err error) {
 			return nil, err
 		}
 	}
+	// As an operator would: campaigns are applied once the agents have
+	// enrolled, so the controller can check a campaign's quorum against them.
+	if err := h.WaitAgents(ctx, agents...); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// WaitAgents waits until the agents of these vantages (by name) have
+// enrolled and hold a live session, polling ListAgents, for at most 60s.
+func (h *Harness) WaitAgents(ctx context.Context, vantages ...string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := h.Operator.ListAgents(h.ctx(ctx), &vantagev1.ListAgentsRequest{})
+		missing := slices.Clone(vantages)
+		if err == nil {
+			for _, a := range resp.GetAgents() {
+				if a.GetConnected() && a.GetState() == vantagev1.AgentState_AGENT_STATE_ACTIVE {
+					missing = slices.DeleteFunc(missing, func(v string) bool { return v == a.GetName() })
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+		}
+		for _, v := range missing {
+			if perr := h.exited(v); perr != nil {
+				return perr
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("agents %v not enrolled and connected after 60s (last error: %v)", missing, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // ControllerAddr is the controller's address as agents dial it.

@@ -96,7 +96,7 @@ func play(ctx context.Context, cfg demo.Config, spec []byte, out io.Writer) (err
 			err = fmt.Errorf("cleanup: %w", cerr)
 		}
 	}()
-	fmt.Fprintf(out, "controller up at %s, 3 agents enrolling (logs in %s)\n", h.ControllerAddr(), cfg.WorkDir)
+	fmt.Fprintf(out, "controller up at %s, 3 agents enrolled and connected (logs in %s)\n", h.ControllerAddr(), cfg.WorkDir)
 
 	camp, err := h.Operator.ApplyCampaign(h.Authed(ctx), &vantagev1.ApplyCampaignRequest{SpecYaml: string(spec)})
 	if err != nil {
