@@ -225,8 +225,9 @@ func parseLabels(kvs []string) (map[string]string, error) {
 
 func (a *app) campaignCmd() *cobra.Command {
 	var (
-		file   string
-		dryRun bool
+		file       string
+		dryRun     bool
+		allowFewer bool
 	)
 	apply := &cobra.Command{
 		Use:   "apply -f FILE",
@@ -243,7 +244,7 @@ func (a *app) campaignCmd() *cobra.Command {
 			}
 			ctx, cancel := a.unary(cmd.Context())
 			defer cancel()
-			camp, err := c.ApplyCampaign(ctx, &vantagev1.ApplyCampaignRequest{SpecYaml: spec, DryRun: dryRun})
+			camp, err := c.ApplyCampaign(ctx, &vantagev1.ApplyCampaignRequest{SpecYaml: spec, DryRun: dryRun, AllowFewerVantages: allowFewer})
 			if err != nil {
 				return err
 			}
@@ -255,6 +256,8 @@ func (a *app) campaignCmd() *cobra.Command {
 	}
 	apply.Flags().StringVarP(&file, "filename", "f", "", "campaign file (YAML); - for stdin")
 	apply.Flags().BoolVar(&dryRun, "dry-run", false, "validate only; store nothing")
+	apply.Flags().BoolVar(&allowFewer, "allow-fewer-vantages", false,
+		"apply even if fewer enrolled agents (quorum groups) match vantages.select than vantages.quorum needs, e.g. before they enrol")
 	_ = apply.MarkFlagRequired("filename")
 
 	list := &cobra.Command{

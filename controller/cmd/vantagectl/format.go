@@ -360,13 +360,42 @@ func (p printer) campaigns(w io.Writer, cs []*vantagev1.Campaign) error {
 		_, err := fmt.Fprintln(w, "No campaigns.")
 		return err
 	}
-	t := newTable(w, "NAME", "STATE", "VERSION", "SCOPE", "NETWORKS", "TARGETS", "ROUND", "QUORUM", "AGENTS", "UPDATED")
+	cols := []string{"NAME", "STATE", "VERSION", "SCOPE", "NETWORKS", "TARGETS", "ROUND", "QUORUM", "AGENTS", "UPDATED"}
+	discovery := slices.ContainsFunc(cs, func(c *vantagev1.Campaign) bool { return c.GetDiscovery() != nil })
+	if discovery {
+		cols = append(cols, "DISCOVERY")
+	}
+	t := newTable(w, cols...)
 	for _, c := range cs {
-		t.row(c.GetName(), campaignStateName(c.GetState()), strconv.FormatUint(c.GetVersion(), 10), c.GetScope(),
+		row := []string{c.GetName(), campaignStateName(c.GetState()), strconv.FormatUint(c.GetVersion(), 10), c.GetScope(),
 			strconv.Itoa(len(c.GetNetworks())), strconv.Itoa(len(c.GetTargets())), roundLen(c.GetRoundMs()),
-			strconv.FormatUint(uint64(c.GetQuorum()), 10), strconv.Itoa(len(c.GetAgentIds())), p.ago(c.GetUpdatedAt()))
+			strconv.FormatUint(uint64(c.GetQuorum()), 10), strconv.Itoa(len(c.GetAgentIds())), p.ago(c.GetUpdatedAt())}
+		if discovery {
+			row = append(row, discoverySummary(c.GetDiscovery()))
+		}
+		t.row(row...)
 	}
 	return t.flush()
+}
+
+// discoverySummary is one short line about a campaign's discovery.
+func discoverySummary(d *vantagev1.DiscoveryStatus) string {
+	switch {
+	case d == nil:
+		return "-"
+	case d.GetFinishedAt() == nil:
+		return "running: " + truncate(cleanText(d.GetNote()), 60)
+	default:
+		return fmt.Sprintf("done: %d of %d responsive hosts kept, %d routers", d.GetHostsSelected(), d.GetHostsResponsive(),
+			len(d.GetRoutersFound()))
+	}
+}
+
+func truncate(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 func roundLen(ms uint32) string {
@@ -420,6 +449,23 @@ func (p printer) campaign(w io.Writer, c *vantagev1.Campaign) error {
 	kv.row("updated:", updated)
 	kv.row("targets:", targets)
 	kv.row("agents:", agents)
+	if d := c.GetDiscovery(); d != nil {
+		kv.row("discovery:", discoverySummary(d))
+		kv.row("  started:", p.at(d.GetStartedAt()))
+		if valid(d.GetFinishedAt()) {
+			kv.row("  finished:", p.at(d.GetFinishedAt()))
+		}
+		kv.row("  swept:", fmt.Sprintf("%d addresses, %d answered", d.GetAddressesSwept(), d.GetHostsResponsive()))
+		var rs []string
+		for _, r := range d.GetRoutersFound() {
+			rs = append(rs, clean(r.GetAddress())+" "+lowerName(r.GetRole().String(), "TARGET_ROLE_"))
+		}
+		if len(rs) == 0 {
+			rs = []string{"-"}
+		}
+		kv.row("  routers:", fmt.Sprintf("%s (%d traces)", strings.Join(rs, ", "), d.GetTraces()))
+		kv.row("  note:", cleanText(d.GetNote()))
+	}
 	if err := kv.flush(); err != nil {
 		return err
 	}
@@ -448,6 +494,11 @@ func (p printer) campaignApplied(w io.Writer, c *vantagev1.Campaign, dryRun bool
 	what := fmt.Sprintf("%d networks, %d targets", len(c.GetNetworks()), len(c.GetTargets()))
 	if dryRun {
 		_, err := fmt.Fprintf(w, "campaign %s is valid (%s); dry run, nothing stored\n", clean(c.GetName()), what)
+		return err
+	}
+	if c.GetState() == vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING {
+		_, err := fmt.Fprintf(w, "campaign %s applied: version %d, discovering targets (%s so far); see `vantagectl campaign get %s`\n",
+			clean(c.GetName()), c.GetVersion(), what, clean(c.GetName()))
 		return err
 	}
 	_, err := fmt.Fprintf(w, "campaign %s applied: version %d, %s\n", clean(c.GetName()), c.GetVersion(), what)

@@ -193,6 +193,47 @@ scope: {country: KP}
 `,
 		},
 		{
+			name: "campaigns discovering",
+			render: func(b *bytes.Buffer) error {
+				return testPrinter.campaigns(b, []*vantagev1.Campaign{fixtureCampaign(), fixtureDiscovering()})
+			},
+			want: `NAME  STATE        VERSION  SCOPE  NETWORKS  TARGETS  ROUND  QUORUM  AGENTS  UPDATED  DISCOVERY
+kp    ACTIVE       3        KP     2         3        1m     2       2       10m ago  -
+kd    DISCOVERING  1        KP     2         0        1m     2       0       10m ago  running: waiting for agents: no connected agent matches vantages.sel…
+`,
+		},
+		{
+			name:   "campaign get discovered",
+			render: func(b *bytes.Buffer) error { return testPrinter.campaign(b, fixtureDiscovered()) },
+			want: `name:        kd
+state:       ACTIVE
+version:     1
+scope:       KP
+round:       1m
+quorum:      2
+created:     2025-12-31T00:00:00Z
+updated:     2026-01-01T00:50:00Z (10m ago)
+targets:     2 (host 1, border 1)
+agents:      -
+discovery:   done: 1 of 3 responsive hosts kept, 1 routers
+  started:   2026-01-01T00:40:00Z
+  finished:  2026-01-01T00:41:00Z
+  swept:     508 addresses, 3 answered
+  routers:   198.51.100.50 border (6 traces)
+  note:      1 hosts in 1 networks; no host answered in [kptc]
+
+spec:
+name: kd
+`,
+		},
+		{
+			name: "campaign applied discovering",
+			render: func(b *bytes.Buffer) error {
+				return testPrinter.campaignApplied(b, fixtureDiscovering(), false)
+			},
+			want: "campaign kd applied: version 1, discovering targets (2 networks, 0 targets so far); see `vantagectl campaign get kd`\n",
+		},
+		{
 			name: "campaign applied",
 			render: func(b *bytes.Buffer) error {
 				return testPrinter.campaignApplied(b, fixtureCampaign(), false)
@@ -277,6 +318,28 @@ func fixtureCampaign() *vantagev1.Campaign {
 		},
 		RoundMs: 60000, Quorum: 2, AgentIds: []string{"agt-1", "agt-2"},
 	}
+}
+
+func fixtureDiscovering() *vantagev1.Campaign {
+	c := fixtureCampaign()
+	c.Name, c.State, c.Version, c.Targets, c.AgentIds = "kd", vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING, 1, nil, nil
+	c.Discovery = &vantagev1.DiscoveryStatus{StartedAt: tsAt("2026-01-01T00:40:00Z"),
+		Note: "waiting for agents: no connected agent matches vantages.select; discovery starts when one connects"}
+	return c
+}
+
+func fixtureDiscovered() *vantagev1.Campaign {
+	c := fixtureCampaign()
+	c.Name, c.Version, c.AgentIds, c.Networks, c.SpecYaml = "kd", 1, nil, nil, "name: kd"
+	c.Targets = []*vantagev1.CampaignTarget{
+		{Address: "198.18.0.10", Network: "star-jv", Role: vantagev1.TargetRole_TARGET_ROLE_HOST},
+		{Address: "198.51.100.50", Role: vantagev1.TargetRole_TARGET_ROLE_BORDER},
+	}
+	c.Discovery = &vantagev1.DiscoveryStatus{StartedAt: tsAt("2026-01-01T00:40:00Z"), FinishedAt: tsAt("2026-01-01T00:41:00Z"),
+		AddressesSwept: 508, HostsResponsive: 3, HostsSelected: 1, Traces: 6,
+		RoutersFound: []*vantagev1.CampaignTarget{{Address: "198.51.100.50", Role: vantagev1.TargetRole_TARGET_ROLE_BORDER}},
+		Note:         "1 hosts in 1 networks; no host answered in [kptc]"}
+	return c
 }
 
 func fixtureExplain() *vantagev1.ExplainResponse {
