@@ -125,6 +125,8 @@ type job struct {
 	traces             [][]*vantagev1.Hop
 	kept               map[string][]discovery.HostScore
 	silent             []string
+	// routers are addresses in the prefixes that answered for a router.
+	routers []netip.Addr
 }
 
 const (
@@ -250,7 +252,7 @@ func (r *Runner) Feed(agentID string, results []*vantagev1.ProbeResult) {
 		case vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO:
 			j.received[kSweep]++
 			up := res.GetOutcome() == vantagev1.Outcome_OUTCOME_REPLY
-			j.probes = append(j.probes, discovery.Probe{Agent: agentID, Target: a.Unmap(), Up: up})
+			j.probes = append(j.probes, discovery.Probe{Agent: agentID, Target: a.Unmap(), Up: up, ReplyTTL: res.GetReplyTtl()})
 		case vantagev1.ProbeKind_PROBE_KIND_TRACE:
 			j.received[kTrace]++
 			if res.GetOutcome() != vantagev1.Outcome_OUTCOME_ERROR {
@@ -489,9 +491,13 @@ func (r *Runner) advanceLocked(j *job, conn map[string]map[string]string, now ti
 			break
 		}
 		nets := networks(spec.Networks())
-		j.kept, j.silent = discovery.SelectHosts(nets, j.probes, spec.PerNetwork())
+		// The border's (or a gateway's) own addresses in the prefixes
+		// answer for the router: not hosts.
+		j.routers = discovery.RouterAddrs(nets, j.probes)
+		hostProbes := slices.DeleteFunc(slices.Clone(j.probes), func(p discovery.Probe) bool { return slices.Contains(j.routers, p.Target) })
+		j.kept, j.silent = discovery.SelectHosts(nets, hostProbes, spec.PerNetwork())
 		responsive := map[netip.Addr]bool{}
-		for _, p := range j.probes {
+		for _, p := range hostProbes {
 			if p.Up {
 				responsive[p.Target] = true
 			}
@@ -558,6 +564,13 @@ func (r *Runner) finishLocked(j *job, now time.Time) (save, bool) {
 		}
 	}
 	note := discovery.Describe(j.kept, j.silent)
+	if len(j.routers) > 0 {
+		var rs []string
+		for _, a := range j.routers {
+			rs = append(rs, a.String())
+		}
+		note += fmt.Sprintf("; router interface(s) inside the prefixes not kept as hosts (fewer hops away than the hosts): %s", strings.Join(rs, ", "))
+	}
 	j.status.RoutersFound = nil
 	if j.spec.UpstreamsAuto() {
 		var prefixes []netip.Prefix

@@ -105,6 +105,64 @@ type Probe struct {
 	Target netip.Addr
 	// Up: an echo reply (or any answer proving the host is there).
 	Up bool
+	// ReplyTTL is the answer's IP TTL (hop limit), 0 when unknown.
+	ReplyTTL uint32
+}
+
+// hopsAway infers how many hops an answer travelled from its TTL: the
+// sender started at the nearest usual initial TTL (32, 64, 128 or 255) at
+// or above it.
+func hopsAway(ttl uint32) int {
+	for _, initial := range []uint32{32, 64, 128, 255} {
+		if ttl <= initial {
+			return int(initial - ttl)
+		}
+	}
+	return 0
+}
+
+// RouterAddrs finds the addresses inside the networks that answer for a
+// router rather than for a host: the border's (or a gateway's) own
+// interface address in the prefix, e.g. 198.18.0.1. They answer echo from
+// fewer hops away than the network's hosts (inferred from the reply TTL),
+// and watching them would report the router, not the network. Per network,
+// the most common distance among answering addresses is the hosts'
+// distance (ties: the farther); answering addresses closer than that are
+// routers. Hosts farther away (behind an internal router) stay hosts. A
+// network whose answers carry no TTL yields nothing.
+func RouterAddrs(nets []Network, probes []Probe) []netip.Addr {
+	dist := map[netip.Addr]int{}
+	for _, p := range probes {
+		if !p.Up || p.ReplyTTL == 0 {
+			continue
+		}
+		d := hopsAway(p.ReplyTTL)
+		if old, ok := dist[p.Target]; !ok || d < old {
+			dist[p.Target] = d
+		}
+	}
+	var out []netip.Addr
+	for _, n := range nets {
+		count := map[int]int{}
+		for a, d := range dist {
+			if n.Prefix.Contains(a) {
+				count[d]++
+			}
+		}
+		mode, best := -1, 0
+		for d, c := range count {
+			if c > best || (c == best && d > mode) {
+				mode, best = d, c
+			}
+		}
+		for a, d := range dist {
+			if n.Prefix.Contains(a) && d < mode {
+				out = append(out, a)
+			}
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // HostScore is what the sweep saw of one host.

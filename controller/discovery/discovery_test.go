@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -161,6 +162,37 @@ func TestUpstreams(t *testing.T) {
 			}
 			if !slices.Equal(got, c.want) {
 				t.Errorf("got %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestRouterAddrs(t *testing.T) {
+	nets := []Network{{"net0", netip.MustParsePrefix("198.18.0.0/24")}, {"net1", netip.MustParsePrefix("198.18.1.0/24")}}
+	p := func(a string, ttl uint32) Probe {
+		return Probe{Agent: "a", Target: netip.MustParseAddr(a), Up: true, ReplyTTL: ttl}
+	}
+	cases := []struct {
+		name   string
+		probes []Probe
+		want   string
+	}{
+		// The lab: hosts 4 hops away (TTL 60), the border's .1 three (61).
+		{"border interface", []Probe{p("198.18.0.1", 61), p("198.18.0.10", 60), p("198.18.0.11", 60), p("198.18.1.1", 61), p("198.18.1.10", 60)},
+			"198.18.0.1 198.18.1.1"},
+		{"host behind an internal router stays", []Probe{p("198.18.0.10", 60), p("198.18.0.11", 60), p("198.18.0.200", 59)}, ""},
+		{"windows hosts (initial 128)", []Probe{p("198.18.0.1", 61), p("198.18.0.10", 124), p("198.18.0.11", 124)}, "198.18.0.1"},
+		{"no TTL: nothing", []Probe{p("198.18.0.1", 0), p("198.18.0.10", 0)}, ""},
+		{"silent probes ignored", []Probe{{Agent: "a", Target: netip.MustParseAddr("198.18.0.1"), ReplyTTL: 61}, p("198.18.0.10", 60)}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, a := range RouterAddrs(nets, tc.probes) {
+				got = append(got, a.String())
+			}
+			if s := strings.Join(got, " "); s != tc.want {
+				t.Errorf("RouterAddrs = %q, want %q", s, tc.want)
 			}
 		})
 	}
