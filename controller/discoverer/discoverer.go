@@ -445,12 +445,15 @@ func (r *Runner) advanceLocked(j *job, conn map[string]map[string]string, now ti
 			break
 		}
 		nets := spec.SweepNetworks()
-		if len(nets) == 0 { // upstreams: auto only: trace to the listed hosts
+		if len(nets) == 0 { // no network to sweep: trace to the listed hosts
 			j.kept = map[string][]discovery.HostScore{}
 			for _, t := range spec.Targets() {
 				if t.Role == vantagev1.TargetRole_TARGET_ROLE_HOST {
 					j.kept[t.Network] = append(j.kept[t.Network], discovery.HostScore{Addr: t.Addr, Network: t.Network})
 				}
+			}
+			if !spec.UpstreamsAuto() { // every network lists its hosts: nothing to find
+				return r.finishLocked(j, now)
 			}
 			r.startTraceLocked(j, now)
 			break
