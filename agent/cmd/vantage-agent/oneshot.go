@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/vantage-net/vantage/agent/guard"
 	"github.com/vantage-net/vantage/agent/probe"
@@ -386,18 +383,18 @@ func (s targetSource) each(f func(netip.Addr) error) error {
 // resultWriter prints results as protojson lines or text columns.
 func resultWriter(format string, w *bufio.Writer) func(*vantagev1.ProbeResult) {
 	if format == "json" {
-		mo := protojson.MarshalOptions{UseProtoNames: true}
-		var raw []byte
-		var line bytes.Buffer
+		// One compact protojson line per result: appendResultJSON writes
+		// protojson's bytes without reflection; the rest (traces' hops)
+		// goes through protojson itself.
+		var slow protoJSONLine
+		line := make([]byte, 0, 1024)
 		return func(r *vantagev1.ProbeResult) {
-			raw, _ = mo.MarshalAppend(raw[:0], r) // a ProbeResult always marshals
-			line.Reset()
-			// protojson may add spaces; one compact line per result.
-			if json.Compact(&line, raw) != nil {
-				line.Write(raw)
+			var ok bool
+			if line, ok = appendResultJSON(line[:0], r); !ok {
+				line = slow.append(line[:0], r)
 			}
-			line.WriteByte('\n')
-			_, _ = w.Write(line.Bytes())
+			line = append(line, '\n')
+			_, _ = w.Write(line)
 		}
 	}
 	return func(r *vantagev1.ProbeResult) {
