@@ -17,14 +17,15 @@ import (
 
 // Group commit and overload defaults.
 const (
-	// DefaultMaxQueuedResults bounds the results waiting for the writer
-	// across all sessions; beyond it the controller is overloaded.
+	// DefaultMaxQueuedResults is the soft bound on results waiting for the
+	// writer across all sessions (agents get Throttle); twice it is the
+	// hard bound (RESOURCE_EXHAUSTED), which bounds ingest memory.
 	DefaultMaxQueuedResults = 200_000
 	// DefaultMaxCommitLatency: a commit slower than this means the store
 	// is overloaded (or the disk is failing).
-	DefaultMaxCommitLatency = 2 * time.Second
+	DefaultMaxCommitLatency = 5 * time.Second
 	// DefaultGroupResults caps the results committed in one transaction.
-	DefaultGroupResults = 20_000
+	DefaultGroupResults = 5_000
 	// DefaultRetryAfter is what an overloaded controller asks agents to
 	// wait before sending again.
 	DefaultRetryAfter = time.Second
@@ -127,15 +128,23 @@ func (s *Server) committer() {
 	}
 }
 
-// overloaded reports why a batch of n results must wait, or "".
-func (s *Server) overloaded(n int) string {
-	if q := s.queued.Load(); q > 0 && q+int64(n) > int64(s.cfg.MaxQueuedResults) {
-		return fmt.Sprintf("ingest queue full (%d results waiting, at most %d)", q, s.cfg.MaxQueuedResults)
-	}
+// overloaded reports whether a batch of n results finds the controller
+// overloaded: soft (more than MaxQueuedResults waiting for the writer: the
+// batch is taken, and the agent is asked to slow down) or hard (twice that,
+// or the last commit slower than MaxCommitLatency: the batch is refused
+// with RESOURCE_EXHAUSTED). why is "" when neither.
+func (s *Server) overloaded(n int) (why string, hard bool) {
+	q := s.queued.Load()
 	if d := time.Duration(s.lastCommit.Load()); d > s.cfg.MaxCommitLatency {
-		return fmt.Sprintf("store commits are slow (last %s, bound %s)", d.Round(time.Millisecond), s.cfg.MaxCommitLatency)
+		return fmt.Sprintf("store commits are slow (last %s, bound %s)", d.Round(time.Millisecond), s.cfg.MaxCommitLatency), true
 	}
-	return ""
+	if q > 0 && q+int64(n) > 2*int64(s.cfg.MaxQueuedResults) {
+		return fmt.Sprintf("ingest queue full (%d results waiting, at most %d)", q, 2*s.cfg.MaxQueuedResults), true
+	}
+	if q > 0 && q+int64(n) > int64(s.cfg.MaxQueuedResults) {
+		return fmt.Sprintf("ingest queue long (%d results waiting)", q), false
+	}
+	return "", false
 }
 
 // commit queues a batch for the writer and waits for its commit.

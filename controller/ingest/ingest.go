@@ -68,8 +68,9 @@ type Config struct {
 	// (burst: RatePerAgent or MaxBatchResults, whichever is larger); an
 	// agent over it gets Throttle and RESOURCE_EXHAUSTED. 0: no limit.
 	RatePerAgent float64
-	// MaxQueuedResults, MaxCommitLatency and GroupResults tune group
-	// commit and overload (defaults: the Default* constants).
+	// MaxQueuedResults (soft bound; twice it is the hard one),
+	// MaxCommitLatency and GroupResults tune group commit and overload
+	// (defaults: the Default* constants).
 	MaxQueuedResults int
 	MaxCommitLatency time.Duration
 	GroupResults     int
@@ -232,6 +233,8 @@ type session struct {
 	killc    chan struct{}
 	killOnce sync.Once
 	killErr  error
+
+	lastHint atomic.Int64 // unix ns of the last soft Throttle sent
 
 	mu          sync.Mutex
 	connectedAt time.Time
@@ -577,6 +580,13 @@ func ValidateBatch(b *vantagev1.ResultBatch) error {
 	return nil
 }
 
+// throttleHint reports whether a soft Throttle may be sent now.
+func (ss *session) throttleHint() bool {
+	now := ss.s.now().UnixNano()
+	last := ss.lastHint.Load()
+	return now-last >= int64(DefaultRetryAfter) && ss.lastHint.CompareAndSwap(last, now)
+}
+
 // throttle tells the agent to wait, then ends the session with
 // RESOURCE_EXHAUSTED (trailer retry-after-ms); the batch is not acked, so
 // the agent keeps it and sends it again.
@@ -607,8 +617,13 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 				reason: fmt.Sprintf("agent over its ingest rate of %g results/s", ss.s.cfg.RatePerAgent)})
 		}
 	}
-	if why := ss.s.overloaded(n); why != "" {
+	if why, hard := ss.s.overloaded(n); hard {
 		return ss.throttle(ctx, &throttled{retry: DefaultRetryAfter, reason: why})
+	} else if why != "" && ss.throttleHint() {
+		// Soft: take the batch, ask the agent to pause (at most one
+		// hint per session per retry-after).
+		th := &throttled{retry: DefaultRetryAfter, reason: why}
+		ss.enqueue(ctx, th.message())
 	}
 	// Encode here, in the session's goroutine, so the one writer only
 	// writes.

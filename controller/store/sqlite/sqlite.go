@@ -133,6 +133,30 @@ var migrations = []string{
 		status BLOB NOT NULL,
 		targets BLOB NOT NULL
 	);`,
+	// 3: results keyed by (agent_id, epoch, seq) itself (WITHOUT ROWID: the
+	// dedupe key is the table, not a second b-tree), and only the indexes
+	// queries need: (campaign, round) for re-feed, Explain and campaign
+	// queries, sent_at for time ranges. Every index is one more b-tree
+	// insert per result at ingest.
+	`CREATE TABLE results3 (
+		agent_id TEXT NOT NULL,
+		epoch INTEGER NOT NULL,
+		seq INTEGER NOT NULL,
+		campaign TEXT NOT NULL,
+		task_id TEXT NOT NULL,
+		target TEXT NOT NULL,
+		round INTEGER NOT NULL,
+		sent_at INTEGER NOT NULL,
+		outcome INTEGER NOT NULL,
+		received_at INTEGER NOT NULL,
+		body BLOB NOT NULL,
+		PRIMARY KEY (agent_id, epoch, seq)
+	) WITHOUT ROWID;
+	INSERT INTO results3 SELECT agent_id, epoch, seq, campaign, task_id, target, round, sent_at, outcome, received_at, body FROM results;
+	DROP TABLE results;
+	ALTER TABLE results3 RENAME TO results;
+	CREATE INDEX results_campaign_round ON results (campaign, round);
+	CREATE INDEX results_sent_at ON results (sent_at);`,
 }
 
 // DB is the SQLite Store.
