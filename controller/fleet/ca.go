@@ -35,6 +35,8 @@ type CA struct {
 	Cert    *x509.Certificate
 	CertPEM []byte
 	key     crypto.Signer
+	// next is the CA of a rotation in progress (RotateCA), nil otherwise.
+	next *CA
 }
 
 // LoadOrCreateCA loads <dir>/ca.pem and <dir>/ca-key.pem, creating an ECDSA
@@ -46,16 +48,28 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, bool, error) {
 	switch {
 	case cerr == nil && kerr == nil:
 		ca, err := parseCA(certPEM, keyPEM)
-		return ca, false, err
+		if err != nil {
+			return nil, false, err
+		}
+		if ca.next, err = loadNext(dir); err != nil {
+			return nil, false, err
+		}
+		return ca, false, nil
 	case errors.Is(cerr, os.ErrNotExist) && errors.Is(kerr, os.ErrNotExist):
 	case cerr != nil:
 		return nil, false, fmt.Errorf("read %s: %w", certPath, cerr)
 	default:
 		return nil, false, fmt.Errorf("read %s: %w", keyPath, kerr)
 	}
+	ca, err := createCA(certPath, keyPath, now)
+	return ca, err == nil, err
+}
+
+// createCA makes an ECDSA P-256 CA valid 10 years; the key file is 0600.
+func createCA(certPath, keyPath string, now time.Time) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, false, fmt.Errorf("generate CA key: %w", err)
+		return nil, fmt.Errorf("generate CA key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
@@ -69,22 +83,21 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, bool, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, false, fmt.Errorf("create CA certificate: %w", err)
+		return nil, fmt.Errorf("create CA certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, false, fmt.Errorf("marshal CA key: %w", err)
+		return nil, fmt.Errorf("marshal CA key: %w", err)
 	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	if err := writeFileExcl(keyPath, keyPEM, 0o600); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if err := writeFileExcl(certPath, certPEM, 0o644); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	ca, err := parseCA(certPEM, keyPEM)
-	return ca, true, err
+	return parseCA(certPEM, keyPEM)
 }
 
 func writeFileExcl(path string, data []byte, mode os.FileMode) error {
@@ -140,6 +153,9 @@ func (ca *CA) Hash() string { return CAHash(ca.Cert) }
 func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.Cert)
+	if ca.next != nil {
+		p.AddCert(ca.next.Cert)
+	}
 	return p
 }
 
@@ -247,7 +263,8 @@ func (ca *CA) SignClient(csr *x509.CertificateRequest, agentID string, now time.
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.key)
+	s := ca.signer() // the next CA during a rotation
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.Cert, csr.PublicKey, s.key)
 	if err != nil {
 		return nil, "", fmt.Errorf("create client certificate: %w", err)
 	}

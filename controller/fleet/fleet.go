@@ -235,7 +235,7 @@ func (f *Fleet) Enroll(ctx context.Context, req EnrollRequest) (Enrollment, erro
 		return Enrollment{}, fmt.Errorf("enroll %s: %w", id, err)
 	}
 	f.log.Info("agent enrolled", "agent", id, "name", req.Name, "state", state.String())
-	return Enrollment{AgentID: id, CertificatePEM: certPEM, CABundlePEM: f.ca.CertPEM,
+	return Enrollment{AgentID: id, CertificatePEM: certPEM, CABundlePEM: f.ca.BundlePEM(),
 		ApprovalPending: state == vantagev1.AgentState_AGENT_STATE_PENDING}, nil
 }
 

@@ -240,6 +240,11 @@ type Store interface {
 	CreateJoinToken(ctx context.Context, t JoinToken, audit AuditEntry) error
 	PutOperatorToken(ctx context.Context, t OperatorToken) error
 	OperatorTokenByHash(ctx context.Context, hash string) (OperatorToken, error)
+	// DeleteOperatorToken revokes an operator token by name (ErrNotFound
+	// when none); ExpireJoinTokens makes every unexpired join token expire
+	// now and returns how many. Both write their audit entry.
+	DeleteOperatorToken(ctx context.Context, name string, audit AuditEntry) error
+	ExpireJoinTokens(ctx context.Context, now time.Time, audit AuditEntry) (int, error)
 
 	// Campaigns. PutCampaign inserts or replaces the spec; the version
 	// increases only when the YAML changed. changed reports that.

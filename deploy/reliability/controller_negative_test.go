@@ -352,3 +352,30 @@ func overRate(t *testing.T, c *vkController, a vkAgent) {
 		t.Errorf("results_stored %d, want %d", stored, 3*n)
 	}
 }
+
+// TestControllerTokenRevocation: a revoked operator token and expired join
+// tokens are refused by the running controller at once.
+func TestControllerTokenRevocation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the controller binary")
+	}
+	c := startVKController(t)
+	ctx := context.Background()
+	viewer := operatorToken(t, c, "vk-gone", "viewer")
+	join := c.joinToken(t, &vantagev1.CreateJoinTokenRequest{TtlS: 3600})
+	if _, err := c.ops(t).ListAgents(c.bearer(ctx, viewer), &vantagev1.ListAgentsRequest{}); err != nil {
+		t.Fatalf("viewer before revocation: %v", err)
+	}
+	bin := filepath.Join(labBinaries(t), "vantage-controller")
+	for _, args := range [][]string{{"--operator", "vk-gone"}, {"--join-tokens"}} {
+		if out, err := execOut(bin, append([]string{"revoke-token", "--data", c.dir}, args...)...); err != nil {
+			t.Fatalf("revoke-token %v: %v: %s", args, err, out)
+		}
+	}
+	_, errOp := c.ops(t).ListAgents(c.bearer(ctx, viewer), &vantagev1.ListAgentsRequest{})
+	_, errJoin := c.enroll(t, join, "vk-late", "vk-late")
+	t.Logf("revoked operator token -> %s; expired join token -> %s", fmtCode(errOp), fmtCode(errJoin))
+	if statusCode(errOp) != codes.Unauthenticated || statusCode(errJoin) != codes.Unauthenticated {
+		t.Fatalf("after revocation: operator %v, join %v; want Unauthenticated for both", errOp, errJoin)
+	}
+}

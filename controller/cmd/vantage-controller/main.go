@@ -70,8 +70,79 @@ func newRootCmd() *cobra.Command {
 	f.Float64Var(&cfg.MaxPerTargetPPS, "max-per-target-pps", 10, "highest budget.per_target_pps a campaign may ask (0: no cap)")
 	f.Float64Var(&cfg.MaxAgentPPS, "max-agent-pps", 10000, "highest budget.agent_pps a campaign may ask (0: no cap)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
-	root.AddCommand(newTokenCmd())
+	root.AddCommand(newTokenCmd(), newRotateCACmd(), newRevokeTokenCmd())
 	return root
+}
+
+// newRotateCACmd starts or finishes a CA rotation in the data directory
+// (see docs/OPERATIONS.md); restart the controller after each step.
+func newRotateCACmd() *cobra.Command {
+	var dataDir string
+	var finish bool
+	cmd := &cobra.Command{
+		Use:   "rotate-ca",
+		Short: "Start a CA rotation (a next CA trusted beside the current one), or finish it with --finish",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if finish {
+				if err := fleet.FinishCARotation(dataDir); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "CA rotation finished: the next CA is now current; restart the controller. Agents not re-enrolled since the rotation started are now refused.")
+				return nil
+			}
+			if err := fleet.RotateCA(dataDir, time.Now()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "CA rotation started: restart the controller, re-enrol every agent with a new join token, then run rotate-ca --finish and restart again.")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "/var/lib/vantage", "the controller's data directory")
+	cmd.Flags().BoolVar(&finish, "finish", false, "make the next CA current (after every agent re-enrolled)")
+	return cmd
+}
+
+// newRevokeTokenCmd revokes an operator token by name, or expires every
+// outstanding join token, offline and audited. A running controller sees
+// it at the next request (tokens are looked up per call).
+func newRevokeTokenCmd() *cobra.Command {
+	var dataDir, operator string
+	var joins bool
+	cmd := &cobra.Command{
+		Use:   "revoke-token",
+		Short: "Revoke an operator token (--operator NAME) or expire every unexpired join token (--join-tokens)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (operator == "") == !joins {
+				return fmt.Errorf("give exactly one of --operator NAME and --join-tokens")
+			}
+			st, err := sqlite.Open(cmd.Context(), dataDir)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			now := time.Now()
+			if joins {
+				n, err := st.ExpireJoinTokens(cmd.Context(), now, store.AuditEntry{At: now, Actor: "controller", Action: "token.join.expire_all", Subject: "*"})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%d join token(s) expired\n", n)
+				return nil
+			}
+			if err := st.DeleteOperatorToken(cmd.Context(), operator, store.AuditEntry{At: now, Actor: "controller",
+				Action: "token.operator.revoke", Subject: operator}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "operator token %s revoked\n", operator)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "/var/lib/vantage", "the controller's data directory")
+	cmd.Flags().StringVar(&operator, "operator", "", "name of the operator token to revoke")
+	cmd.Flags().BoolVar(&joins, "join-tokens", false, "expire every join token not yet expired")
+	return cmd
 }
 
 // newTokenCmd creates operator tokens offline, straight in the database

@@ -573,6 +573,35 @@ func (db *DB) PutOperatorToken(ctx context.Context, t store.OperatorToken) error
 	})
 }
 
+// DeleteOperatorToken revokes an operator token by name.
+func (db *DB) DeleteOperatorToken(ctx context.Context, name string, audit store.AuditEntry) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM operator_tokens WHERE name = ?`, name)
+		if err != nil {
+			return fmt.Errorf("delete operator token: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("operator token %q: %w", name, store.ErrNotFound)
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+}
+
+// ExpireJoinTokens makes every unexpired join token expire at now.
+func (db *DB) ExpireJoinTokens(ctx context.Context, now time.Time, audit store.AuditEntry) (int, error) {
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE join_tokens SET expires_at = ? WHERE expires_at > ?`, nanos(now), nanos(now))
+		if err != nil {
+			return fmt.Errorf("expire join tokens: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		audit.Detail = fmt.Sprintf("expired=%d", n)
+		return insertAudit(ctx, tx, audit)
+	})
+	return int(n), err
+}
+
 // OperatorTokenByHash finds an operator token by the SHA-256 of its secret.
 func (db *DB) OperatorTokenByHash(ctx context.Context, hash string) (store.OperatorToken, error) {
 	t := store.OperatorToken{Hash: hash}
