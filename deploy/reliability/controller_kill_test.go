@@ -86,7 +86,7 @@ func TestControllerSIGKILL(t *testing.T) {
 				return false, err
 			}
 			m := st.maxKey()
-			return st.sentAt[m].After(restartedAt.Add(5*time.Second)), nil
+			return st.sentAt[m].After(restartedAt.Add(5 * time.Second)), nil
 		})
 	}
 	for _, v := range vantages {
