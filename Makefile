@@ -46,6 +46,29 @@ test-scenarios:
 test-reliability:
 	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
 	$(GO) test -count=1 -v -timeout 12m ./deploy/reliability/
+	$(MAKE) fuzz-controller FUZZTIME=15s
+	$(MAKE) bench-ingest INGEST_FLAGS="-duration 60s -sample 10s"
+
+# Controller ingest under load (deploy/loadtest): 1,000 simulated agents,
+# each enrolled for real, stream results over mTLS on loopback to a real
+# controller with SQLite; prints sustained results/s, batch send->ack p50/p99
+# and the controller's RSS over time. 5 minutes by default; options go in
+# INGEST_FLAGS (e.g. "-agents 100 -duration 60s").
+.PHONY: bench-ingest
+bench-ingest:
+	$(GO) build -o $(BIN)/ ./controller/cmd/vantage-controller ./deploy/loadtest/cmd/vantage-loadtest
+	$(BIN)/vantage-loadtest -bin $(BIN) $(INGEST_FLAGS)
+
+# The controller's fuzz targets (campaign files, prefix files, agent
+# messages, CSRs, enrolment fields), FUZZTIME each (default 2m).
+FUZZTIME ?= 2m
+.PHONY: fuzz-controller
+fuzz-controller:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./controller/campaign/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePrefixes$$' -fuzztime $(FUZZTIME) ./controller/campaign/
+	$(GO) test -run '^$$' -fuzz '^FuzzAgentMessage$$' -fuzztime $(FUZZTIME) ./controller/ingest/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckCSR$$' -fuzztime $(FUZZTIME) ./controller/fleet/
+	$(GO) test -run '^$$' -fuzz '^FuzzEnrollFields$$' -fuzztime $(FUZZTIME) ./controller/fleet/
 
 # vantage's probe engines side by side with fping, zmap and scamper in the lab
 # (deploy/bench): prints the table of docs/BENCHMARKS.md with each target
