@@ -1,0 +1,362 @@
+//go:build linux
+
+package rawsock
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Conn is a raw IP socket of one family and protocol with batch I/O.
+//
+// The socket is not registered with Go's network poller: a registered
+// socket wakes the runtime's epoll thread for every packet that arrives
+// (the poller's epoll set is edge-triggered on every enqueue), which on a
+// sweep cost one thread wake-up, and one preemption of the sending
+// thread, per reply. Reads and writes here are recvmmsg/sendmmsg on a
+// non-blocking descriptor; a blocking ReadBatch waits in poll(2), and
+// Close wakes it with shutdown(2). Addresses are decoded into the
+// messages' own *net.IPAddr values, so a batch allocates nothing.
+type Conn struct {
+	v6     bool
+	fd     int
+	closed atomic.Bool
+	// mu is held shared around every system call on fd and exclusively
+	// by Close around close(2), so fd is never reused under a caller.
+	mu       sync.RWMutex
+	rd, wr   batch // each owned by one ReadBatch/WriteBatch at a time
+	deadline atomic.Int64
+}
+
+// batch is the scratch space of one direction: the mmsghdr array and what
+// it points to.
+type batch struct {
+	sync.Mutex
+	hs  []unix.Mmsghdr
+	iov []unix.Iovec
+	sa  []unix.RawSockaddrInet6
+	pfd [1]unix.PollFd
+}
+
+// pollSafety bounds one poll(2), so that a Close whose wake-up was missed
+// is still noticed.
+const pollSafety = time.Second
+
+// Listen opens a raw socket for proto on the v4 or v6 family, attaches the
+// filter and turns on kernel receive timestamps (and, on IPv6, the hop
+// limit control message).
+func Listen(v6 bool, proto Proto, o Options) (*Conn, error) {
+	family, ipproto, network := unix.AF_INET, unix.IPPROTO_ICMP, "ip4:icmp"
+	switch {
+	case v6 && proto == TCP:
+		family, ipproto, network = unix.AF_INET6, unix.IPPROTO_TCP, "ip6:tcp"
+	case v6:
+		family, ipproto, network = unix.AF_INET6, unix.IPPROTO_ICMPV6, "ip6:ipv6-icmp"
+	case proto == TCP:
+		ipproto, network = unix.IPPROTO_TCP, "ip4:tcp"
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, ipproto)
+	if err != nil {
+		return nil, fmt.Errorf("rawsock: listen %s: %w", network, os.NewSyscallError("socket", err))
+	}
+	c := &Conn{v6: v6, fd: fd}
+	if err := c.setup(o); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("rawsock: %s: %w", network, err)
+	}
+	return c, nil
+}
+
+func (c *Conn) setup(o Options) error {
+	if !c.v6 {
+		// As Go's raw IPv4 sockets do: a prefix's broadcast address may be
+		// a target.
+		if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
+			return fmt.Errorf("SO_BROADCAST: %w", err)
+		}
+	}
+	if len(o.Filter) > 0 {
+		prog, err := bpf.Assemble(o.Filter)
+		if err != nil {
+			return fmt.Errorf("assemble filter: %w", err)
+		}
+		f := make([]unix.SockFilter, len(prog))
+		for i, ins := range prog {
+			f[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+		}
+		if err := unix.SetsockoptSockFprog(c.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+			&unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}); err != nil {
+			return fmt.Errorf("attach filter: %w", err)
+		}
+	}
+	if c.v6 {
+		if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1); err != nil {
+			return fmt.Errorf("IPV6_RECVHOPLIMIT: %w", err)
+		}
+		if o.KernelChecksumOffset > 0 {
+			if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, o.KernelChecksumOffset); err != nil {
+				return fmt.Errorf("IPV6_CHECKSUM: %w", err)
+			}
+		}
+	}
+	return sockopts(c.fd, o.RecvBuf)
+}
+
+// V6 reports the family.
+func (c *Conn) V6() bool { return c.v6 }
+
+// ReadBatch reads up to len(ms) datagrams, blocking until at least one
+// arrives. Each message needs Buffers[0] and OOB (OOBSize bytes) set. A
+// message's Addr is overwritten in place when it already holds a
+// *net.IPAddr, so it must not be kept across calls.
+func (c *Conn) ReadBatch(ms []Message) (int, error) { return c.read(ms, true) }
+
+// ReadBatchNow is ReadBatch without waiting: it returns 0 and no error
+// when nothing is queued.
+func (c *Conn) ReadBatchNow(ms []Message) (int, error) { return c.read(ms, false) }
+
+func (c *Conn) read(ms []Message, wait bool) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
+	b := &c.rd
+	b.Lock()
+	defer b.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	b.pack(ms, true)
+	for {
+		if c.closed.Load() {
+			return 0, fmt.Errorf("rawsock: read: %w", net.ErrClosed)
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&b.hs[0])),
+			uintptr(len(ms)), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			b.unpack(ms[:n])
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			if !wait {
+				return 0, nil
+			}
+			if err := c.poll(b, unix.POLLIN, true); err != nil {
+				return 0, err
+			}
+		default:
+			return 0, os.NewSyscallError("recvmmsg", errno)
+		}
+	}
+}
+
+// WriteBatch sends the datagrams; it returns how many left. Each message
+// needs Buffers and Addr (a *net.IPAddr).
+func (c *Conn) WriteBatch(ms []Message) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
+	b := &c.wr
+	b.Lock()
+	defer b.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed.Load() {
+		return 0, fmt.Errorf("rawsock: write: %w", net.ErrClosed)
+	}
+	if err := b.pack(ms, false); err != nil {
+		return 0, err
+	}
+	for {
+		if c.closed.Load() {
+			return 0, fmt.Errorf("rawsock: write: %w", net.ErrClosed)
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&b.hs[0])),
+			uintptr(len(ms)), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			for i := range int(n) {
+				ms[i].N = int(b.hs[i].Len)
+			}
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN, unix.ENOBUFS:
+			// The send buffer is full: wait until the kernel drains it.
+			if err := c.poll(b, unix.POLLOUT, false); err != nil {
+				return 0, err
+			}
+		default:
+			return 0, os.NewSyscallError("sendmmsg", errno)
+		}
+	}
+}
+
+// poll waits until fd is ready for events, the read deadline passes
+// (reads only), or the Conn is closed.
+func (c *Conn) poll(b *batch, events int16, read bool) error {
+	timeout := pollSafety
+	if d := c.deadline.Load(); read && d != 0 {
+		left := time.Until(time.Unix(0, d))
+		if left <= 0 {
+			return fmt.Errorf("rawsock: read: %w", os.ErrDeadlineExceeded)
+		}
+		timeout = min(timeout, left)
+	}
+	b.pfd[0] = unix.PollFd{Fd: int32(c.fd), Events: events}
+	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
+	_, err := unix.Poll(b.pfd[:], ms)
+	if err != nil && !errors.Is(err, unix.EINTR) {
+		return os.NewSyscallError("poll", err)
+	}
+	return nil
+}
+
+// SetReadDeadline bounds the next ReadBatch; the zero time removes it.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if t.IsZero() {
+		c.deadline.Store(0)
+	} else {
+		c.deadline.Store(t.UnixNano())
+	}
+	return nil
+}
+
+// Close closes the socket; a blocked ReadBatch returns.
+func (c *Conn) Close() error {
+	if c.closed.Swap(true) {
+		return fmt.Errorf("rawsock: close: %w", net.ErrClosed)
+	}
+	// shutdown(2) wakes every poll(2) on the socket (raw sockets are
+	// "unconnected", so it also answers ENOTCONN, which is expected).
+	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := unix.Close(c.fd); err != nil {
+		return fmt.Errorf("rawsock: close: %w", err)
+	}
+	return nil
+}
+
+// pack points b's mmsghdrs at ms: buffers, control space and, for reads,
+// room for the source address; for writes, the destination address.
+func (b *batch) pack(ms []Message, read bool) error {
+	if cap(b.hs) < len(ms) {
+		b.hs = make([]unix.Mmsghdr, len(ms))
+		b.sa = make([]unix.RawSockaddrInet6, len(ms))
+	}
+	nb := 0
+	for i := range ms {
+		nb += len(ms[i].Buffers)
+	}
+	if cap(b.iov) < nb {
+		b.iov = make([]unix.Iovec, nb)
+	}
+	iov := b.iov[:nb]
+	for i := range ms {
+		m, h := &ms[i], &b.hs[i]
+		*h = unix.Mmsghdr{}
+		if len(m.Buffers) > 0 {
+			v := iov[:len(m.Buffers)]
+			iov = iov[len(m.Buffers):]
+			for k, buf := range m.Buffers {
+				v[k] = unix.Iovec{}
+				if len(buf) > 0 {
+					v[k].Base = &buf[0]
+					v[k].SetLen(len(buf))
+				}
+			}
+			h.Hdr.Iov = &v[0]
+			h.Hdr.SetIovlen(len(v))
+		}
+		if len(m.OOB) > 0 {
+			h.Hdr.Control = &m.OOB[0]
+			h.Hdr.SetControllen(len(m.OOB))
+		}
+		sa := &b.sa[i]
+		h.Hdr.Name = (*byte)(unsafe.Pointer(sa))
+		if read {
+			h.Hdr.Namelen = unix.SizeofSockaddrInet6
+			continue
+		}
+		n, err := putSockaddr(sa, m.Addr)
+		if err != nil {
+			return err
+		}
+		h.Hdr.Namelen = n
+	}
+	return nil
+}
+
+// unpack copies lengths, flags and source addresses back into ms.
+func (b *batch) unpack(ms []Message) {
+	for i := range ms {
+		m, h := &ms[i], &b.hs[i]
+		m.N = int(h.Len)
+		m.NN = int(h.Hdr.Controllen)
+		m.Flags = int(h.Hdr.Flags)
+		ia, ok := m.Addr.(*net.IPAddr)
+		if !ok || ia == nil {
+			ia = &net.IPAddr{}
+			m.Addr = ia
+		}
+		sa := &b.sa[i]
+		ia.Zone = ""
+		switch sa.Family {
+		case unix.AF_INET:
+			s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+			ia.IP = append(ia.IP[:0], s4.Addr[:]...)
+		case unix.AF_INET6:
+			ia.IP = append(ia.IP[:0], sa.Addr[:]...)
+			if sa.Scope_id != 0 {
+				ia.Zone = zoneName(sa.Scope_id)
+			}
+		default:
+			ia.IP = ia.IP[:0]
+		}
+	}
+}
+
+// putSockaddr writes a's address (a *net.IPAddr) into sa and returns its
+// length.
+func putSockaddr(sa *unix.RawSockaddrInet6, a net.Addr) (uint32, error) {
+	ia, ok := a.(*net.IPAddr)
+	if !ok || ia == nil {
+		return 0, fmt.Errorf("rawsock: destination %v: not an IP address", a)
+	}
+	if ip4 := ia.IP.To4(); ip4 != nil {
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		*s4 = unix.RawSockaddrInet4{Family: unix.AF_INET}
+		copy(s4.Addr[:], ip4)
+		return unix.SizeofSockaddrInet4, nil
+	}
+	if len(ia.IP) != net.IPv6len {
+		return 0, fmt.Errorf("rawsock: destination %v: not an IP address", a)
+	}
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6}
+	copy(sa.Addr[:], ia.IP)
+	if ia.Zone != "" {
+		ifi, err := net.InterfaceByName(ia.Zone)
+		if err != nil {
+			return 0, fmt.Errorf("rawsock: destination %v: zone: %w", a, err)
+		}
+		sa.Scope_id = uint32(ifi.Index)
+	}
+	return unix.SizeofSockaddrInet6, nil
+}
+
+func zoneName(index uint32) string {
+	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
+		return ifi.Name
+	}
+	return fmt.Sprint(index)
+}
