@@ -127,7 +127,8 @@ type Stats struct {
 func (s Stats) Ignored() uint64 { return s.Malformed + s.Foreign + s.Spoofed + s.Late }
 
 const (
-	batchSize = 32  // packets per sendmmsg/recvmmsg
+	batchSize = 32  // packets per sendmmsg
+	rxBatch   = 64  // packets per recvmmsg
 	rxBufSize = 576 // enough for an ICMP error's quoted headers
 	txBufSize = 1500
 )
@@ -161,6 +162,7 @@ type Engine struct {
 
 	sent, answered, timedOut          atomic.Uint64
 	malformed, foreign, spoofed, late atomic.Uint64
+	inflight                          atomic.Int64 // busy slots
 }
 
 // New starts an engine; Close stops it.
@@ -511,32 +513,83 @@ func (e *Engine) alloc(j *Job) (uint32, uint64, bool) {
 	}
 	idx := e.free[len(e.free)-1]
 	e.free = e.free[:len(e.free)-1]
+	e.inflight.Add(1)
 	e.ctr++
 	c := e.key.Cookie(j.Addr, j.Port, idx, e.ctr)
 	e.slots[idx] = slot{job: j, cookie: c, busy: true}
 	return idx, c, true
 }
 
+// putFree returns a slot to the free list; e.mu is held.
+func (e *Engine) putFree(idx uint32) {
+	e.free = append(e.free, idx)
+	e.inflight.Add(-1)
+}
+
 // release frees a slot whose probe failed locally and ends the job.
 func (e *Engine) release(idx uint32, j *Job, err error) {
 	e.mu.Lock()
 	e.slots[idx] = slot{}
-	e.free = append(e.free, idx)
+	e.putFree(idx)
 	e.mu.Unlock()
 	signal(e.wake)
 	e.finishErr(j, err)
 }
 
-// readLoop drains one receive socket in batches.
+// nowReader is a Conn that can also read without waiting (rawsock.Conn).
+type nowReader interface {
+	ReadBatchNow(ms []rawsock.Message) (int, error)
+}
+
+const (
+	// pollInterval is how long the reader lets answers gather while many
+	// probes are in flight, instead of waking for each one.
+	pollInterval = time.Millisecond
+	// pollMinInflight probes in flight make the reader poll.
+	pollMinInflight = 16
+	// pollMaxEmpty empty polls in a row send the reader back to blocking:
+	// nothing is coming back (dead targets).
+	pollMaxEmpty = 3
+)
+
+// readLoop drains one receive socket in batches. While many probes are in
+// flight (a sweep), answers arrive one by one as fast as probes leave:
+// rather than wake for each, the reader sleeps pollInterval between reads
+// that do not fill the batch. Otherwise it blocks in ReadBatch, so an idle
+// engine costs nothing.
 func (e *Engine) readLoop(ctx context.Context, r Receiver) error {
-	msgs := make([]rawsock.Message, batchSize)
+	msgs := make([]rawsock.Message, rxBatch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, rxBufSize)}
 		msgs[i].OOB = make([]byte, rawsock.OOBSize)
+		msgs[i].Addr = &net.IPAddr{IP: make(net.IP, 0, net.IPv6len)}
 	}
-	var m Match
+	ans := make([]answer, 0, rxBatch)
+	now, canPoll := r.Conn.(nowReader)
+	nap := time.NewTimer(time.Hour)
+	nap.Stop()
+	full, empty := false, 0
 	for {
-		n, err := r.Conn.ReadBatch(msgs)
+		var n int
+		var err error
+		switch {
+		case canPoll && full:
+			n, err = now.ReadBatchNow(msgs)
+		case canPoll && empty < pollMaxEmpty && e.inflight.Load() >= pollMinInflight:
+			nap.Reset(pollInterval)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-nap.C:
+			}
+			if n, err = now.ReadBatchNow(msgs); err == nil && n == 0 {
+				empty++
+				continue
+			}
+		default:
+			n, err = r.Conn.ReadBatch(msgs)
+		}
+		empty = 0
 		if err != nil {
 			if ctx.Err() != nil || rawsock.IsClosed(err) {
 				return nil
@@ -549,66 +602,99 @@ func (e *Engine) readLoop(ctx context.Context, r Receiver) error {
 			}
 			continue
 		}
-		now := time.Now()
+		full = n == len(msgs)
+		var fallback time.Time // receive time when the kernel gave none
+		ans = ans[:0]
 		for i := range n {
 			msg := &msgs[i]
 			ts, hop := rawsock.ParseOOB(msg.OOB[:msg.NN])
 			if ts.IsZero() {
-				ts = now
+				if fallback.IsZero() {
+					fallback = time.Now()
+				}
+				ts = fallback
 			}
-			m = Match{}
-			switch r.Decode(msg.Buffers[0][:msg.N], rawsock.AddrOf(msg.Addr), hop, &m) {
+			ans = append(ans, answer{ts: ts})
+			a := &ans[len(ans)-1]
+			switch r.Decode(msg.Buffers[0][:msg.N], rawsock.AddrOf(msg.Addr), hop, &a.m) {
 			case Malformed:
 				e.malformed.Add(1)
+				ans = ans[:len(ans)-1]
 			case Foreign:
 				e.foreign.Add(1)
-			default:
-				e.deliver(&m, ts)
+				ans = ans[:len(ans)-1]
 			}
+		}
+		if len(ans) > 0 {
+			e.deliver(ans)
 		}
 	}
 }
 
-// deliver matches an answer to its slot and ends the job.
-func (e *Engine) deliver(m *Match, ts time.Time) {
+// answer is a decoded packet of ours and its receive time.
+type answer struct {
+	m  Match
+	ts time.Time
+}
+
+// deliver matches a batch of answers to their slots and ends their jobs.
+func (e *Engine) deliver(ans []answer) {
+	var done [rxBatch]*Job
+	nd := 0
 	e.mu.Lock()
-	if int(m.Slot) >= len(e.slots) {
-		e.mu.Unlock()
-		e.foreign.Add(1)
-		return
+	for i := range ans {
+		m, ts := &ans[i].m, ans[i].ts
+		if int(m.Slot) >= len(e.slots) {
+			e.foreign.Add(1)
+			continue
+		}
+		s := &e.slots[m.Slot]
+		switch {
+		case !s.busy || s.sent.IsZero():
+			e.late.Add(1) // timed out already, or the slot was never used
+			continue
+		case s.job.Addr != m.Dst || s.job.Port != m.Port:
+			e.foreign.Add(1)
+			continue
+		case (s.cookie^m.Cookie)&m.CookieMask != 0:
+			e.spoofed.Add(1) // forged, or an answer to an earlier use of the slot
+			continue
+		}
+		j, sent := s.job, s.sent
+		*s = slot{}
+		e.putFree(m.Slot)
+		res := j.res
+		res.Outcome = m.Outcome
+		res.UnreachableCode = m.Code
+		if m.Note != "" {
+			res.Error = m.Note
+		}
+		rtt := max(ts.Sub(sent), 0)
+		res.RttUs = uint32(min(rtt.Microseconds(), 1<<32-1))
+		res.ReplyFrom = addrString(m.From, res.Target)
+		res.ReplyTtl = uint32(max(m.TTL, 0))
+		done[nd] = j
+		nd++
 	}
-	s := &e.slots[m.Slot]
-	switch {
-	case !s.busy || s.sent.IsZero():
-		e.mu.Unlock()
-		e.late.Add(1) // timed out already, or the slot was never used
-		return
-	case s.job.Addr != m.Dst || s.job.Port != m.Port:
-		e.mu.Unlock()
-		e.foreign.Add(1)
-		return
-	case (s.cookie^m.Cookie)&m.CookieMask != 0:
-		e.mu.Unlock()
-		e.spoofed.Add(1) // forged, or an answer to an earlier use of the slot
-		return
-	}
-	j, sent := s.job, s.sent
-	*s = slot{}
-	e.free = append(e.free, m.Slot)
 	e.mu.Unlock()
-	signal(e.wake)
-	e.answered.Add(1)
-	res := j.res
-	res.Outcome = m.Outcome
-	res.UnreachableCode = m.Code
-	if m.Note != "" {
-		res.Error = m.Note
+	if nd == 0 {
+		return
 	}
-	rtt := max(ts.Sub(sent), 0)
-	res.RttUs = uint32(min(rtt.Microseconds(), 1<<32-1))
-	res.ReplyFrom = m.From.String()
-	res.ReplyTtl = uint32(max(m.TTL, 0))
-	j.done(res)
+	signal(e.wake)
+	e.answered.Add(uint64(nd))
+	for _, j := range done[:nd] {
+		j.done(j.res)
+	}
+}
+
+// addrString is a.String(), without allocating when it is the same text
+// as known (the target, for most answers).
+func addrString(a netip.Addr, known string) string {
+	var buf [64]byte
+	if string(a.AppendTo(buf[:0])) == known {
+		return known
+	}
+	return a.String()
 }
 
 // timerLoop expires deadlines: a miss is retried (within the task's
@@ -626,7 +712,7 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 			if d.retry {
 				e.retry = append(e.retry, s.job)
 				*s = slot{}
-				e.free = append(e.free, d.slot)
+				e.putFree(d.slot)
 				signal(e.wake)
 				continue
 			}
@@ -650,7 +736,7 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 				done = append(done, j)
 			}
 			*s = slot{}
-			e.free = append(e.free, d.slot)
+			e.putFree(d.slot)
 			signal(e.wake)
 		}
 		next := time.Hour
