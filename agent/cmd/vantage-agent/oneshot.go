@@ -33,6 +33,7 @@ const maxExpand = 1 << 24
 type probeOptions struct {
 	targets            string
 	rate               float64
+	routerRate         float64
 	ports              []int
 	timeout            time.Duration
 	retries            int
@@ -65,6 +66,11 @@ The fastest engine the host allows is used: the shared raw-socket engines
 (icmp/bulk-raw, tcp/syn-raw) with CAP_NET_RAW, else pro-bing on datagram
 sockets and TCP connect. --rate 0 means no pacing at all.
 
+Traces are also paced per router (--router-rate, default 100 probes a
+second to each router, as the daemon does), so that routers' ICMP rate
+limits are respected; --router-rate 0 turns that off, for labs whose
+routers have no rate limit.
+
 -o json prints one ProbeResult per line in protojson (proto field names).
 A progress line is drawn on stderr only when stderr is a terminal.`,
 		Args:      cobra.ExactArgs(1),
@@ -78,6 +84,7 @@ A progress line is drawn on stderr only when stderr is a terminal.`,
 	f := cmd.Flags()
 	f.StringVar(&o.targets, "targets", "", "file of addresses (one per line, # comments) or a CIDR prefix or address")
 	f.Float64Var(&o.rate, "rate", 10000, "probe packets per second (0 = unlimited)")
+	f.Float64Var(&o.routerRate, "router-rate", trace.DefaultRouterPPS, "trace probes per second to each router (0 = no per-router pacing)")
 	f.IntSliceVar(&o.ports, "ports", []int{80}, "TCP ports (tcp), or the destination port (udp/tcp traces)")
 	f.DurationVar(&o.timeout, "timeout", time.Second, "wait for each answer")
 	f.IntVar(&o.retries, "retries", 0, "extra echo requests after a miss (icmp, 0..5)")
@@ -179,11 +186,7 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 // shared engine for traces, else the registry's choice by capability.
 func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (probe.Batch, string, func(), error) {
 	if kind == vantagev1.ProbeKind_PROBE_KIND_TRACE {
-		pps := o.rate
-		if pps == 0 {
-			pps = 1e6 // "unlimited": the per-router pacing still applies
-		}
-		te, err := trace.NewEngine(trace.Config{Log: log, PPS: pps})
+		te, err := trace.NewEngine(trace.Config{Log: log, PPS: unlimited(o.rate), RouterPPS: unlimited(o.routerRate)})
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("trace engine (needs raw sockets, CAP_NET_RAW): %w", err)
 		}
@@ -196,6 +199,15 @@ func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (
 		return nil, "", nil, err
 	}
 	return b, engine, func() { _ = reg.Close() }, nil
+}
+
+// unlimited maps a flag's 0 ("no pacing") to the trace engine's NoLimit
+// (its 0 means "the default").
+func unlimited(pps float64) float64 {
+	if pps == 0 {
+		return trace.NoLimit
+	}
+	return pps
 }
 
 func parseKind(s string) (vantagev1.ProbeKind, error) {
@@ -214,6 +226,8 @@ func (o probeOptions) validate(kind vantagev1.ProbeKind) error {
 	switch {
 	case o.rate < 0:
 		return fmt.Errorf("--rate %v: must be >= 0", o.rate)
+	case o.routerRate < 0:
+		return fmt.Errorf("--router-rate %v: must be >= 0", o.routerRate)
 	case o.timeout <= 0 || o.timeout > 30*time.Second:
 		return fmt.Errorf("--timeout %v: must be in (0, 30s]", o.timeout)
 	case o.retries < 0 || o.retries > 5:

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vantage-net/vantage/agent/probe/trace"
 )
 
 func TestParseTargets(t *testing.T) {
@@ -62,6 +65,7 @@ func TestProbeOptionsValidate(t *testing.T) {
 	}{
 		{"ok", func(*probeOptions) {}, ""},
 		{"negative rate", func(o *probeOptions) { o.rate = -1 }, "--rate -1: must be >= 0"},
+		{"negative router rate", func(o *probeOptions) { o.routerRate = -5 }, "--router-rate -5: must be >= 0"},
 		{"timeout", func(o *probeOptions) { o.timeout = time.Minute }, "--timeout 1m0s: must be in (0, 30s]"},
 		{"retries", func(o *probeOptions) { o.retries = 6 }, "--retries 6: must be 0..5"},
 		{"max ttl", func(o *probeOptions) { o.maxTTL = 65 }, "--max-ttl 65: must be 1..64"},
@@ -76,6 +80,16 @@ func TestProbeOptionsValidate(t *testing.T) {
 			err := o.validate(2)
 			if (err == nil) != (tc.wantErr == "") || err != nil && err.Error() != tc.wantErr {
 				t.Fatalf("validate = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestUnlimited(t *testing.T) {
+	for _, tc := range []struct{ in, want float64 }{{0, trace.NoLimit}, {100, 100}, {1e5, 1e5}} {
+		t.Run(fmt.Sprint(tc.in), func(t *testing.T) {
+			if got := unlimited(tc.in); got != tc.want {
+				t.Errorf("unlimited(%v) = %v, want %v", tc.in, got, tc.want)
 			}
 		})
 	}
