@@ -68,9 +68,22 @@ type Config struct {
 	// Sweep is the prefix to sweep; invalid means the bench network's
 	// first IPv4 AnyIP prefix.
 	Sweep netip.Prefix
-	// VantageRate is vantage's --rate for the sweep and the traces: 0 is
-	// unpaced, the counterpart of fping -i 0.
+	// VantageRate is vantage's --rate for the sweep: 0 is unpaced, the
+	// counterpart of fping -i 0.
 	VantageRate int
+	// NoSweep skips the sweep (traces, RTT and idle still run).
+	NoSweep bool
+	// TraceRate is vantage's --rate (global probes per second, 0 =
+	// unpaced) and TraceRouterRate its --router-rate (per-router pacing,
+	// 0 = off) for the traces. The bench lab's routers have no ICMP rate
+	// limit unless ICMPRateLimit, so the per-router pacing that protects
+	// real routers only slows vantage down here.
+	TraceRate       int
+	TraceRouterRate int
+	// PoliteRouterRate, when positive, runs vantage's traces a second time
+	// with --router-rate PoliteRouterRate (the daemon's default pacing, 100),
+	// so the table also shows what that costs.
+	PoliteRouterRate int
 	// Rate is zmap's -r for the sweep; scamper's sweep gets min(Rate,
 	// 10000), its maximum; fping runs with -i 0 (as fast as it can), as
 	// the targets demand. Scamper's traces run at -p 10000 as the issue
@@ -119,11 +132,19 @@ type Report struct {
 	VantageRate int
 	Sweeps      []Row
 
-	Traces        []Row
-	TraceTargets  int
-	TraceSame     int
-	TraceCompared bool
-	TraceDiffs    []string
+	Traces           []Row
+	TraceRate        int
+	TraceRouterRate  int
+	PoliteRouterRate int
+	// TraceRTT*: median RTT of the destination's answer in the traces
+	// (vantage's main row and scamper), over the targets both reached.
+	TraceRTTCommon    int
+	TraceRTTVantageUs float64
+	TraceRTTScamperUs float64
+	TraceTargets      int
+	TraceSame         int
+	TraceCompared     bool
+	TraceDiffs        []string
 
 	RTT          []Row
 	RTTCommon    int
@@ -165,7 +186,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
-	rep := &Report{Machine: ReadMachine(), Start: time.Now(), Rate: cfg.Rate, VantageRate: cfg.VantageRate}
+	if cfg.TraceRate < 0 || cfg.TraceRouterRate < 0 {
+		return nil, errors.New("trace rates: must be 0 (unpaced) or positive")
+	}
+	rep := &Report{Machine: ReadMachine(), Start: time.Now(), Rate: cfg.Rate, VantageRate: cfg.VantageRate,
+		TraceRate: cfg.TraceRate, TraceRouterRate: cfg.TraceRouterRate, PoliteRouterRate: cfg.PoliteRouterRate}
 	l, err := lab.Up(ctx, topo, lab.Options{Prefix: cfg.Prefix, ICMPRateLimit: cfg.ICMPRateLimit, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("bench lab: %w", err)
@@ -188,7 +213,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Sweep = cfg.Sweep
 	b := &runner{cfg: cfg, lab: l, agent: agent, log: cfg.Logger}
-	rep.Sweeps = b.sweeps(ctx)
+	if !cfg.NoSweep {
+		rep.Sweeps = b.sweeps(ctx)
+	}
 	if ctx.Err() == nil && cfg.Traces > 0 {
 		b.traces(ctx, rep)
 	}
@@ -411,28 +438,38 @@ func (b *runner) traces(ctx context.Context, rep *Report) {
 		rep.Traces = []Row{{Tool: ToolVantage, Err: err}}
 		return
 	}
-	var vp, sp map[string]Path
-	row := Row{Tool: ToolVantage, Skipped: b.skipped(ToolVantage)}
-	if row.Skipped == "" {
-		var out string
-		row.Measure, out, _, row.Err = b.exec(ctx, "trace-vantage", b.agent, "probe", "trace", "--targets", tf,
-			"--protocol", "icmp", "--paris", "--rate", strconv.Itoa(b.cfg.VantageRate),
-			"--allow-special-ranges", "-o", "json")
-		if row.Err == nil {
-			vp, row.Count, row.Err = vantageTraceFile(out)
+	vantage := func(tool, name string, routerRate int) (Row, map[string]Path) {
+		row := Row{Tool: tool, Skipped: b.skipped(ToolVantage)}
+		if row.Skipped != "" || ctx.Err() != nil {
+			return row, nil
 		}
-	}
-	rep.Traces = append(rep.Traces, row)
-	row = Row{Tool: ToolScamper, Skipped: b.skipped(ToolScamper)}
-	if row.Skipped == "" && ctx.Err() == nil {
 		var out string
-		row.Measure, out, _, row.Err = b.exec(ctx, "trace-scamper", "scamper", "-O", "json", "-p", "10000",
+		var paths map[string]Path
+		row.Measure, out, _, row.Err = b.exec(ctx, name, b.agent, "probe", "trace", "--targets", tf,
+			"--protocol", "icmp", "--paris", "--rate", strconv.Itoa(b.cfg.TraceRate),
+			"--router-rate", strconv.Itoa(routerRate), "--allow-special-ranges", "-o", "json")
+		if row.Err == nil {
+			paths, row.Count, row.Err = vantageTraceFile(out)
+		}
+		return row, paths
+	}
+	vr, vp := vantage(ToolVantage, "trace-vantage", b.cfg.TraceRouterRate)
+	rep.Traces = append(rep.Traces, vr)
+	if b.cfg.PoliteRouterRate > 0 {
+		row, _ := vantage(fmt.Sprintf("vantage router-rate %d", b.cfg.PoliteRouterRate), "trace-vantage-polite", b.cfg.PoliteRouterRate)
+		rep.Traces = append(rep.Traces, row)
+	}
+	var sp map[string]Path
+	sr := Row{Tool: ToolScamper, Skipped: b.skipped(ToolScamper)}
+	if sr.Skipped == "" && ctx.Err() == nil {
+		var out string
+		sr.Measure, out, _, sr.Err = b.exec(ctx, "trace-scamper", "scamper", "-O", "json", "-p", "10000",
 			"-c", "trace -P icmp-paris", "-f", tf)
-		if row.Err == nil {
-			sp, row.Count, row.Err = scamperTraceFile(out, b.cfg.Sweep)
+		if sr.Err == nil {
+			sp, sr.Count, sr.Err = scamperTraceFile(out)
 		}
 	}
-	rep.Traces = append(rep.Traces, row)
+	rep.Traces = append(rep.Traces, sr)
 	if vp != nil && sp != nil {
 		strs := make([]string, len(targets))
 		for i, a := range targets {
@@ -440,7 +477,20 @@ func (b *runner) traces(ctx context.Context, rep *Report) {
 		}
 		rep.TraceCompared = true
 		rep.TraceSame, rep.TraceDiffs = ComparePaths(strs, vp, sp, 5)
+		rep.TraceRTTCommon, rep.TraceRTTVantageUs, rep.TraceRTTScamperUs = commonMedians(vr.Count.RTTus, sr.Count.RTTus)
 	}
+}
+
+// commonMedians returns how many targets both maps hold and the median of
+// each over those targets.
+func commonMedians(a, b map[string]float64) (int, float64, float64) {
+	ca, cb := map[string]float64{}, map[string]float64{}
+	for t, v := range a {
+		if w, ok := b[t]; ok {
+			ca[t], cb[t] = v, w
+		}
+	}
+	return len(ca), Median(ca), Median(cb)
 }
 
 // reached counts paths whose last hop is the target.
@@ -468,20 +518,21 @@ func vantageTraceFile(path string) (map[string]Path, Count, error) {
 	if err != nil {
 		return nil, Count{}, err
 	}
-	return ps, Count{Targets: len(rs), Replies: reached(ps)}, nil
+	// The destination's RTT: VantageCount keeps replies from the target.
+	return ps, Count{Targets: len(rs), Replies: reached(ps), RTTus: VantageCount(rs).RTTus}, nil
 }
 
-func scamperTraceFile(path string, _ netip.Prefix) (map[string]Path, Count, error) {
+func scamperTraceFile(path string) (map[string]Path, Count, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, Count{}, err
 	}
 	defer f.Close()
-	ps, err := ParseScamperTrace(f)
+	ps, rtt, err := ParseScamperTraces(f)
 	if err != nil {
 		return nil, Count{}, err
 	}
-	return ps, Count{Targets: len(ps), Replies: reached(ps)}, nil
+	return ps, Count{Targets: len(ps), Replies: reached(ps), RTTus: rtt}, nil
 }
 
 // rtt pings the same targets with vantage and scamper at a modest rate, so
@@ -516,13 +567,6 @@ func (b *runner) rtt(ctx context.Context, rep *Report) {
 	}
 	rep.RTT = append(rep.RTT, row)
 	if rep.RTT[0].OK() && rep.RTT[1].OK() {
-		va, sa := map[string]float64{}, map[string]float64{}
-		for t, v := range rep.RTT[0].Count.RTTus {
-			if s, ok := rep.RTT[1].Count.RTTus[t]; ok {
-				va[t], sa[t] = v, s
-			}
-		}
-		rep.RTTCommon = len(va)
-		rep.RTTVantageUs, rep.RTTScamperUs = Median(va), Median(sa)
+		rep.RTTCommon, rep.RTTVantageUs, rep.RTTScamperUs = commonMedians(rep.RTT[0].Count.RTTus, rep.RTT[1].Count.RTTus)
 	}
 }

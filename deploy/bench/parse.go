@@ -159,8 +159,10 @@ type scamperTrace struct {
 	Dst        string `json:"dst"`
 	StopReason string `json:"stop_reason"`
 	Hops       []struct {
-		Addr     string `json:"addr"`
-		ProbeTTL int    `json:"probe_ttl"`
+		Addr     string  `json:"addr"`
+		ProbeTTL int     `json:"probe_ttl"`
+		RTT      float64 `json:"rtt"` // ms
+		ICMPType int     `json:"icmp_type"`
 	} `json:"hops"`
 }
 
@@ -193,7 +195,14 @@ func setHop(p Path, ttl int, addr string) Path {
 // ParseScamperTrace reads scamper -O json output of trace tasks and
 // returns each destination's path.
 func ParseScamperTrace(r io.Reader) (map[string]Path, error) {
-	out := map[string]Path{}
+	out, _, err := ParseScamperTraces(r)
+	return out, err
+}
+
+// ParseScamperTraces is ParseScamperTrace that also returns, in µs, the RTT
+// of the destination's echo reply in every trace that reached it.
+func ParseScamperTraces(r io.Reader) (map[string]Path, map[string]float64, error) {
+	out, rtt := map[string]Path{}, map[string]float64{}
 	err := lines(r, func(n int, line []byte) error {
 		var t scamperTrace
 		if err := json.Unmarshal(line, &t); err != nil {
@@ -208,11 +217,14 @@ func ParseScamperTrace(r io.Reader) (map[string]Path, error) {
 				return fmt.Errorf("scamper output line %d: hop probe_ttl %d out of 1..%d", n, h.ProbeTTL, maxTTL)
 			}
 			p = setHop(p, h.ProbeTTL, h.Addr)
+			if _, ok := rtt[t.Dst]; !ok && h.Addr == t.Dst && h.ICMPType == 0 {
+				rtt[t.Dst] = h.RTT * 1000
+			}
 		}
 		out[t.Dst] = trimPath(p)
 		return nil
 	})
-	return out, err
+	return out, rtt, err
 }
 
 // ParseVantage reads the one-shot mode's output: one ProbeResult per line

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"bytes"
+	"maps"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -137,6 +139,13 @@ func TestParseScamperTrace(t *testing.T) {
 		if p := got[dst]; !slices.Equal(p, append(slices.Clone(want), dst)) {
 			t.Errorf("%s: path %v", dst, p)
 		}
+	}
+	_, rtt, err := ParseScamperTraces(bytes.NewReader(read(t, "scamper_trace.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]float64{"198.19.5.1": 12, "198.19.5.2": 5, "198.19.5.3": 5}; !maps.EqualFunc(rtt, want, func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }) {
+		t.Errorf("destination RTTs %v µs, want %v", rtt, want)
 	}
 	for _, tc := range []struct {
 		name    string

@@ -55,6 +55,8 @@ func (rep *Report) Checks() []Check {
 		c := Check{Name: name, Target: target}
 		p, pok := row(rep.Sweeps, tool)
 		switch {
+		case len(rep.Sweeps) == 0:
+			c.Status, c.Got = "SKIP", "sweep not run"
 		case !vok || !v.OK():
 			c.Status, c.Got = "FAIL", "vantage: "+why(v, vok)
 		case !pok || !p.OK():
@@ -75,7 +77,9 @@ func (rep *Report) Checks() []Check {
 	})
 	self := func(name, target string, f func(v Row) (string, bool)) {
 		c := Check{Name: name, Target: target}
-		if !vok || !v.OK() {
+		if len(rep.Sweeps) == 0 {
+			c.Status, c.Got = "SKIP", "sweep not run"
+		} else if !vok || !v.OK() {
 			c.Status, c.Got = "FAIL", "vantage: "+why(v, vok)
 		} else {
 			var ok bool
@@ -117,6 +121,20 @@ func (rep *Report) Checks() []Check {
 	} else {
 		c.Got = fmt.Sprintf("%d/%d = %.2f%%", rep.TraceSame, rep.TraceTargets, 100*float64(rep.TraceSame)/float64(max(rep.TraceTargets, 1)))
 		c.Status = pass(rep.TraceSame == rep.TraceTargets && rep.TraceTargets > 0)
+	}
+	cs = append(cs, c)
+	c = Check{Name: "trace RTT median", Target: "within 50 µs of scamper"}
+	switch {
+	case len(rep.Traces) == 0:
+		c.Status, c.Got = "SKIP", "traces not run"
+	case !rep.TraceCompared:
+		c.Status, c.Got = "FAIL", "no comparison (a trace run failed)"
+	case rep.TraceRTTCommon == 0:
+		c.Status, c.Got = "FAIL", "no target reached by both"
+	default:
+		d := rep.TraceRTTVantageUs - rep.TraceRTTScamperUs
+		c.Got = fmt.Sprintf("%.1f µs vs %.1f µs (%+.1f µs, %d destinations)", rep.TraceRTTVantageUs, rep.TraceRTTScamperUs, d, rep.TraceRTTCommon)
+		c.Status = pass(math.Abs(d) <= 50)
 	}
 	cs = append(cs, c)
 
@@ -168,14 +186,27 @@ func ratio(a, b float64) float64 {
 func (rep *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "machine: %s\n", rep.Machine)
 	fmt.Fprintf(w, "run:     %s\n\n", rep.Start.UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "ICMP sweep of %s (%d addresses, every one live), from vantage-a; vantage --rate %d (0 = unpaced), fping -i 0 -r 0, zmap -r %d, scamper -p %d\n",
-		rep.Sweep, prefixSize(rep.Sweep), rep.VantageRate, rep.Rate, min(rep.Rate, 10000))
-	printRows(w, rep.Sweeps, true)
+	if len(rep.Sweeps) > 0 {
+		fmt.Fprintf(w, "ICMP sweep of %s (%d addresses, every one live), from vantage-a; vantage --rate %d (0 = unpaced), fping -i 0 -r 0, zmap -r %d, scamper -p %d\n",
+			rep.Sweep, prefixSize(rep.Sweep), rep.VantageRate, rep.Rate, min(rep.Rate, 10000))
+		printRows(w, rep.Sweeps, true)
+	} else {
+		fmt.Fprintf(w, "ICMP sweep: not run\n")
+	}
 	if len(rep.Traces) > 0 {
-		fmt.Fprintf(w, "\nParis traceroutes (ICMP) to %d addresses of %s, vantage --rate %d, scamper -p 10000; replies = paths reaching the target\n", rep.TraceTargets, rep.Sweep, rep.VantageRate)
+		fmt.Fprintf(w, "\nParis traceroutes (ICMP) to %d addresses of %s; vantage --rate %d --router-rate %d (0 = unpaced / no per-router pacing), scamper -p 10000; replies = paths reaching the target\n",
+			rep.TraceTargets, rep.Sweep, rep.TraceRate, rep.TraceRouterRate)
+		if rep.PoliteRouterRate > 0 {
+			fmt.Fprintf(w, "(\"vantage router-rate %d\": the same with the daemon's per-router pacing, %d probes/s to each router; all %d paths cross the same 4 routers)\n",
+				rep.PoliteRouterRate, rep.PoliteRouterRate, rep.TraceTargets)
+		}
 		printRows(w, rep.Traces, false)
 		if rep.TraceCompared {
-			fmt.Fprintf(w, "identical hop lists: %d/%d\n", rep.TraceSame, rep.TraceTargets)
+			fmt.Fprintf(w, "identical hop lists (vantage --router-rate %d vs scamper): %d/%d\n", rep.TraceRouterRate, rep.TraceSame, rep.TraceTargets)
+			if rep.TraceRTTCommon > 0 {
+				fmt.Fprintf(w, "median RTT of the destination's answer over %d targets both reached: vantage %.1f µs, scamper %.1f µs\n",
+					rep.TraceRTTCommon, rep.TraceRTTVantageUs, rep.TraceRTTScamperUs)
+			}
 			for _, d := range rep.TraceDiffs {
 				fmt.Fprintf(w, "  differs: %s\n", d)
 			}

@@ -60,7 +60,7 @@ func TestRealBenchSmoke(t *testing.T) {
 	rep, err := Run(ctx, Config{
 		BinDir: bin, WorkDir: t.TempDir(), Prefix: "vbs",
 		Sweep: netip.MustParsePrefix("198.19.7.0/24"), Rate: 20000, VantageRate: 20000,
-		Traces: 20, RTTTargets: 20, RTTRate: 1000,
+		Traces: 20, TraceRate: 20000, PoliteRouterRate: 100, RTTTargets: 20, RTTRate: 1000,
 		Idle: idle, IdleWarmup: 2 * time.Second, IdleTargets: 50,
 		Skip: skip, Timeout: time.Minute,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
@@ -95,7 +95,9 @@ func TestRealBenchSmoke(t *testing.T) {
 			}
 		}
 	}
-	if len(rep.Traces) == 2 && rep.Traces[0].OK() && rep.Traces[1].OK() && !rep.TraceCompared {
+	v, _ := row(rep.Traces, ToolVantage)
+	s, _ := row(rep.Traces, ToolScamper)
+	if v.OK() && s.OK() && !rep.TraceCompared {
 		t.Error("both traces ran but their hop lists were not compared")
 	}
 	if rep.TraceCompared && rep.TraceSame != rep.TraceTargets {

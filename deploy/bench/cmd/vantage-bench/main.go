@@ -46,7 +46,11 @@ func run() error {
 	flag.StringVar(&cfg.Prefix, "prefix", "vb", "lab namespace prefix (the idle run uses <prefix>i)")
 	flag.StringVar(&topo, "topology", "", "bench lab topology file (default: the embedded deploy/bench/topology.yaml)")
 	flag.StringVar(&sweep, "sweep", "", "prefix to sweep (default: the bench network's IPv4 AnyIP prefix, 198.19.0.0/16)")
-	flag.IntVar(&cfg.VantageRate, "vantage-rate", 0, "vantage's --rate for the sweep and the traces (0 = unpaced, like fping -i 0)")
+	flag.IntVar(&cfg.VantageRate, "vantage-rate", 0, "vantage's --rate for the sweep (0 = unpaced, like fping -i 0)")
+	flag.BoolVar(&cfg.NoSweep, "no-sweep", false, "skip the sweep (traces, RTT and idle still run)")
+	flag.IntVar(&cfg.TraceRate, "trace-rate", 100000, "vantage's --rate for the traces, in probes per second (0 = unpaced)")
+	flag.IntVar(&cfg.TraceRouterRate, "trace-router-rate", -1, "vantage's --router-rate for the traces (0 = no per-router pacing; default: 0, or 100 with -icmp-ratelimit)")
+	flag.IntVar(&cfg.PoliteRouterRate, "polite-router-rate", 100, "also run vantage's traces with this --router-rate, the daemon's default (0 skips)")
 	flag.IntVar(&cfg.Rate, "rate", 100000, "zmap's rate for the sweep in packets per second (scamper's sweep: at most 10000)")
 	flag.IntVar(&cfg.Traces, "traces", 2000, "Paris traceroutes to compare (0 skips)")
 	flag.IntVar(&cfg.RTTTargets, "rtt-targets", 2000, "targets of the RTT comparison (0 skips)")
@@ -61,6 +65,13 @@ func run() error {
 	flag.BoolVar(&keep, "keep", false, "keep the work directory")
 	flag.BoolVar(&failExit, "fail", false, "exit 2 when a target fails")
 	flag.Parse()
+	if cfg.TraceRouterRate < 0 {
+		// The lab's routers rate-limit ICMP only with -icmp-ratelimit.
+		cfg.TraceRouterRate = 0
+		if cfg.ICMPRateLimit {
+			cfg.TraceRouterRate = 100
+		}
+	}
 
 	level := slog.LevelWarn
 	if verbose {
