@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,10 @@ type BulkConfig struct {
 	MinGap time.Duration
 	// RecvBuf is the socket receive buffer; 0 means 8 MiB.
 	RecvBuf int
+	// Senders is how many send loops (each with its own send-only
+	// sockets) run side by side. 0 means one per CPU (at most 4) when
+	// nothing paces the engine (Rate 0, no Limiter), else one.
+	Senders int
 	Logger  *slog.Logger
 }
 
@@ -85,9 +90,20 @@ func NewBulk(cfg BulkConfig) (*Bulk, error) {
 	}
 	c6, err6 := rawsock.Listen(true, rawsock.ICMP, rawsock.Options{Filter: filter6(ids), RecvBuf: cfg.RecvBuf})
 	b := &Bulk{ids: ids}
+	senders := cfg.Senders
+	if senders <= 0 {
+		senders = 1
+		if cfg.Rate == 0 && cfg.Limiter == nil {
+			senders = min(runtime.GOMAXPROCS(0), 4)
+		}
+	}
 	bc := bulk.Config{
 		Engine: EngineBulk, Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO,
 		Send4: c4, Slots: slots, MaxSlots: maxIDs << 16,
+		Senders: senders,
+		OpenSend: func(v6 bool) (bulk.Conn, error) {
+			return rawsock.Listen(v6, rawsock.ICMP, rawsock.Options{SendOnly: true})
+		},
 		Rate: cfg.Rate, Limiter: cfg.Limiter, MinGap: cfg.MinGap, Logger: cfg.Logger,
 		Recv: []bulk.Receiver{{Conn: c4, Decode: func(pkt []byte, _ netip.Addr, _ int, m *bulk.Match) bulk.Verdict {
 			return decode4(ids, pkt, m)

@@ -69,20 +69,39 @@ func Listen(v6 bool, proto Proto, o Options) (*Conn, error) {
 		return nil, fmt.Errorf("rawsock: listen %s: %w", network, os.NewSyscallError("socket", err))
 	}
 	c := &Conn{v6: v6, fd: fd}
-	if err := c.setup(o); err != nil {
+	if err := c.setup(proto, o); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("rawsock: %s: %w", network, err)
 	}
 	return c, nil
 }
 
-func (c *Conn) setup(o Options) error {
+func (c *Conn) setup(proto Proto, o Options) error {
 	if !c.v6 {
 		// As Go's raw IPv4 sockets do: a prefix's broadcast address may be
 		// a target.
 		if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
 			return fmt.Errorf("SO_BROADCAST: %w", err)
 		}
+	}
+	if o.SendOnly {
+		// Drop everything before it is queued. For ICMP the kernel's type
+		// filter runs before the packet is even cloned for the socket.
+		switch {
+		case proto == ICMP && c.v6:
+			all := unix.ICMPv6Filter{}
+			for i := range all.Data {
+				all.Data[i] = ^uint32(0)
+			}
+			if err := unix.SetsockoptICMPv6Filter(c.fd, unix.IPPROTO_ICMPV6, unix.ICMPV6_FILTER, &all); err != nil {
+				return fmt.Errorf("ICMP6_FILTER: %w", err)
+			}
+		case proto == ICMP:
+			if err := unix.SetsockoptInt(c.fd, unix.SOL_RAW, unix.ICMP_FILTER, -1); err != nil {
+				return fmt.Errorf("ICMP_FILTER: %w", err)
+			}
+		}
+		o.Filter = []bpf.Instruction{bpf.RetConstant{Val: 0}}
 	}
 	if len(o.Filter) > 0 {
 		prog, err := bpf.Assemble(o.Filter)

@@ -45,6 +45,10 @@ type Options struct {
 	// KernelChecksumOffset asks the IPv6 kernel to fill a checksum at this
 	// offset (IPV6_CHECKSUM); 0 leaves it alone. ICMPv6 always has it.
 	KernelChecksumOffset int
+	// SendOnly makes a socket that only sends: every packet is dropped
+	// before it reaches the socket (Filter is ignored). A raw socket
+	// otherwise gets a copy of every packet of its protocol.
+	SendOnly bool
 }
 
 // OOBSize is enough control-message space for a timestamp and a hop limit.

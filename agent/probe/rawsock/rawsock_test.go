@@ -189,3 +189,51 @@ func TestRealReadDeadline(t *testing.T) {
 	}
 	t.Fatal("no deadline error")
 }
+
+// TestRealSendOnly: a send-only socket's packets go out (the other socket
+// sees the request and the reply) and it receives nothing itself.
+func TestRealSendOnly(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ipv4", true: "ipv6"}[v6], func(t *testing.T) {
+			c := listenOrSkip(t, v6)
+			s, err := Listen(v6, ICMP, Options{SendOnly: true})
+			if err != nil {
+				t.Fatalf("Listen send-only: %v", err)
+			}
+			defer s.Close()
+			req := []byte{8, 0, 0, 0, 0x43, 0x21, 0, 1, 's', 'e', 'n', 'd'}
+			dst := net.IPv4(127, 0, 0, 9)
+			if v6 {
+				req[0] = 128 // the kernel fills the ICMPv6 checksum
+				dst = net.IPv6loopback
+			} else {
+				binary.BigEndian.PutUint16(req[2:], Checksum(0, req))
+			}
+			if n, err := s.WriteBatch([]Message{{Buffers: [][]byte{req}, Addr: &net.IPAddr{IP: dst}}}); err != nil || n != 1 {
+				t.Fatalf("WriteBatch = %d, %v", n, err)
+			}
+			in := make([]Message, 8)
+			for i := range in {
+				in[i] = Message{Buffers: [][]byte{make([]byte, 1500)}, OOB: make([]byte, OOBSize)}
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := false
+			for !got {
+				n, err := c.ReadBatch(in)
+				if err != nil {
+					t.Fatalf("ReadBatch: %v", err)
+				}
+				for _, m := range in[:n] {
+					b := m.Buffers[0][:m.N]
+					if !v6 && len(b) > 20 {
+						b = b[20:]
+					}
+					got = got || len(b) >= 8 && b[4] == 0x43 && b[5] == 0x21
+				}
+			}
+			if n, err := s.ReadBatchNow(in); n != 0 || err != nil {
+				t.Fatalf("send-only socket read %d packets (%v), want none", n, err)
+			}
+		})
+	}
+}

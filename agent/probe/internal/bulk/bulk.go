@@ -13,7 +13,6 @@
 package bulk
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -94,6 +93,13 @@ type Job struct {
 	res      *vantagev1.ProbeResult
 	done     func(*vantagev1.ProbeResult)
 	lastSent time.Time
+	sent     timestamppb.Timestamp // res.SentAt, allocated with the job
+}
+
+// sentAt sets the job's own Timestamp to t and returns it.
+func (j *Job) sentAt(t time.Time) *timestamppb.Timestamp {
+	j.sent.Seconds, j.sent.Nanos = t.Unix(), int32(t.Nanosecond())
+	return &j.sent
 }
 
 // Config describes a kind to the core.
@@ -102,7 +108,14 @@ type Config struct {
 	Kind   vantagev1.ProbeKind
 	// Send4 and Send6 carry probes; nil means that family is unsupported.
 	Send4, Send6 Conn
-	Recv         []Receiver
+	// Senders is how many send loops run side by side, each with its own
+	// sockets from OpenSend (the first uses Send4 and Send6); 0 means 1.
+	// On a sweep the kernel does the routing of each packet (and, on a
+	// local lab, all of its forwarding) in the sender's system call, so
+	// a second sender uses a second core.
+	Senders  int
+	OpenSend func(v6 bool) (Conn, error)
+	Recv     []Receiver
 	// Encode writes j's probe for slot (with its cookie) into b.
 	Encode func(b []byte, j *Job, slot uint32, cookie uint64) (int, error)
 	// Slots bounds probes in flight (and so memory); at most MaxSlots.
@@ -144,21 +157,24 @@ type slot struct {
 type Engine struct {
 	cfg   Config
 	key   rawsock.Key
-	queue chan *Job
-	wake  chan struct{} // a slot was freed or a retry queued
+	kick  chan struct{} // work was queued, a slot was freed or a retry queued
+	space chan struct{} // the queue has room again
 	tmo   chan struct{} // an earlier deadline was pushed
 	lim   *rate.Limiter
 	burst int
 	stop  context.CancelFunc
 	eg    *errgroup.Group
+	sends [][2]Conn // per send loop: IPv4 and IPv6 sockets
 
-	mu     sync.Mutex
-	slots  []slot
-	free   []uint32
-	dl     deadlines
-	retry  []*Job
-	ctr    uint64
-	closed bool
+	mu      sync.Mutex
+	queue   jobRing // submitted, not yet given a slot
+	waiters int     // submitters waiting for room in queue
+	slots   []slot
+	free    []uint32
+	dl      deadlines
+	retry   []*Job
+	ctr     uint64
+	closed  bool
 
 	sent, answered, timedOut          atomic.Uint64
 	malformed, foreign, spoofed, late atomic.Uint64
@@ -182,8 +198,8 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:   cfg,
 		key:   rawsock.NewKey(),
-		queue: make(chan *Job, batchSize*8),
-		wake:  make(chan struct{}, 1),
+		kick:  make(chan struct{}, 1),
+		space: make(chan struct{}, 1),
 		tmo:   make(chan struct{}, 1),
 		slots: make([]slot, cfg.Slots),
 		free:  make([]uint32, cfg.Slots),
@@ -200,10 +216,32 @@ func New(cfg Config) (*Engine, error) {
 		e.burst = min(max(int(cfg.Rate/1000), 1), batchSize)
 		e.lim = rate.NewLimiter(rate.Limit(cfg.Rate), min(max(e.burst, int(cfg.Rate/200)), 4096))
 	}
+	e.sends = [][2]Conn{{cfg.Send4, cfg.Send6}}
+	for len(e.sends) < cfg.Senders && cfg.OpenSend != nil {
+		var more [2]Conn
+		var err error
+		for fi, primary := range e.sends[0] {
+			if primary != nil && err == nil {
+				more[fi], err = cfg.OpenSend(fi == 1)
+			}
+		}
+		if err != nil {
+			for _, c := range more {
+				if c != nil {
+					_ = c.Close()
+				}
+			}
+			cfg.Logger.Info("bulk engine: fewer senders", slog.String("engine", cfg.Engine), slog.Int("senders", len(e.sends)), slog.Any("error", err))
+			break
+		}
+		e.sends = append(e.sends, more)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	e.stop = stop
 	e.eg, ctx = errgroup.WithContext(ctx)
-	e.eg.Go(func() error { return e.sendLoop(ctx) })
+	for _, conns := range e.sends {
+		e.eg.Go(func() error { return e.sendLoop(ctx, conns) })
+	}
 	e.eg.Go(func() error { return e.timerLoop(ctx) })
 	for _, r := range cfg.Recv {
 		e.eg.Go(func() error { return e.readLoop(ctx, r) })
@@ -240,9 +278,11 @@ func (e *Engine) Close() error {
 	e.closed = true
 	e.mu.Unlock()
 	e.stop()
-	for _, c := range []Conn{e.cfg.Send4, e.cfg.Send6} {
-		if c != nil {
-			_ = c.Close()
+	for _, conns := range e.sends {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
 		}
 	}
 	for _, r := range e.cfg.Recv {
@@ -260,16 +300,11 @@ func (e *Engine) Close() error {
 	}
 	left = append(left, e.retry...)
 	e.retry = nil
-	e.mu.Unlock()
-	for {
-		select {
-		case j := <-e.queue:
-			left = append(left, j)
-			continue
-		default:
-		}
-		break
+	for j := e.queue.pop(); j != nil; j = e.queue.pop() {
+		left = append(left, j)
 	}
+	e.mu.Unlock()
+	signal(e.space) // submitters waiting for room see closed
 	for _, j := range left {
 		e.finishErr(j, ErrClosed)
 	}
@@ -291,18 +326,76 @@ func (j *Job) SetDone(done func(*vantagev1.ProbeResult)) { j.done = done }
 
 // Submit queues j; it blocks while the queue is full.
 func (e *Engine) Submit(ctx context.Context, j *Job) error {
-	e.mu.Lock()
-	closed := e.closed
-	e.mu.Unlock()
-	if closed {
-		return ErrClosed
+	one := [1]*Job{j}
+	_, err := e.submit(ctx, one[:])
+	return err
+}
+
+// queueCap bounds jobs submitted but not yet sent.
+const queueCap = 1024
+
+// submit queues jobs in order, blocking while the queue is full. It
+// returns how many it queued: all of them unless it fails.
+func (e *Engine) submit(ctx context.Context, jobs []*Job) (int, error) {
+	n := 0
+	for {
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			signal(e.space) // pass the news on to the next waiter
+			return n, ErrClosed
+		}
+		for n < len(jobs) && e.queue.len() < queueCap {
+			e.queue.push(jobs[n])
+			n++
+		}
+		roomLeft := e.queue.len() < queueCap && e.waiters > 0
+		if n == len(jobs) {
+			e.mu.Unlock()
+			signal(e.kick)
+			if roomLeft {
+				signal(e.space)
+			}
+			return n, nil
+		}
+		e.waiters++
+		e.mu.Unlock()
+		signal(e.kick)
+		select {
+		case <-e.space:
+		case <-ctx.Done():
+		}
+		e.mu.Lock()
+		e.waiters--
+		e.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
 	}
-	select {
-	case e.queue <- j:
+}
+
+// jobRing is a FIFO of up to queueCap jobs.
+type jobRing struct {
+	buf     [queueCap]*Job
+	head, n int
+}
+
+func (r *jobRing) len() int { return r.n }
+
+func (r *jobRing) push(j *Job) {
+	r.buf[(r.head+r.n)%queueCap] = j
+	r.n++
+}
+
+func (r *jobRing) pop() *Job {
+	if r.n == 0 {
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
+	j := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) % queueCap
+	r.n--
+	return j
 }
 
 func (e *Engine) finishErr(j *Job, err error) {
@@ -323,8 +416,10 @@ func signal(c chan struct{}) {
 }
 
 // sendLoop takes jobs (retries first), gives each a slot and a cookie,
-// and writes them in batches paced by the token bucket.
-func (e *Engine) sendLoop(ctx context.Context) error {
+// and writes them in batches paced by the token bucket. It takes a whole
+// batch under one lock, and waits only when there is nothing to send or
+// no free slot.
+func (e *Engine) sendLoop(ctx context.Context, conns [2]Conn) error {
 	type family struct {
 		conn Conn
 		msgs []rawsock.Message
@@ -332,24 +427,111 @@ func (e *Engine) sendLoop(ctx context.Context) error {
 		idx  []uint32
 	}
 	fams := [2]*family{}
-	for i, c := range []Conn{e.cfg.Send4, e.cfg.Send6} {
+	for i, c := range conns {
 		if c == nil {
 			continue
 		}
 		f := &family{conn: c, msgs: make([]rawsock.Message, batchSize), jobs: make([]*Job, 0, batchSize), idx: make([]uint32, 0, batchSize)}
 		for k := range f.msgs {
 			f.msgs[k].Buffers = [][]byte{make([]byte, txBufSize)}
-			f.msgs[k].Addr = &net.IPAddr{IP: make(net.IP, 16)}
+			f.msgs[k].Addr = &net.IPAddr{IP: make(net.IP, 0, net.IPv6len)}
 		}
 		fams[i] = f
 	}
-	pending := 0
-	var held *Job
-	flush := func() error {
+	type taken struct {
+		j      *Job
+		idx    uint32
+		cookie uint64
+	}
+	batch := make([]taken, 0, batchSize)
+	var unsendable []*Job // no socket for the family
+	for {
+		// Take up to a burst: retries first, then the queue, each with a
+		// free slot, under one lock.
+		batch, unsendable = batch[:0], unsendable[:0]
+		e.mu.Lock()
+		for len(batch) < e.burst && len(e.free) > 0 {
+			var j *Job
+			if len(e.retry) > 0 {
+				j = e.retry[0]
+				e.retry[0] = nil
+				if e.retry = e.retry[1:]; len(e.retry) == 0 {
+					e.retry = nil // let the backing array go
+				}
+			} else if j = e.queue.pop(); j == nil {
+				break
+			}
+			if fams[familyOf(j.Addr)] == nil {
+				unsendable = append(unsendable, j)
+				continue
+			}
+			idx, cookie := e.alloc(j)
+			batch = append(batch, taken{j, idx, cookie})
+		}
+		room := e.waiters > 0 && e.queue.len() <= queueCap/2
+		more := len(e.sends) > 1 && len(e.free) > 0 && (e.queue.len() > 0 || len(e.retry) > 0)
+		e.mu.Unlock()
+		if room {
+			signal(e.space)
+		}
+		if more {
+			signal(e.kick) // another sender may take the rest
+		}
+		for _, j := range unsendable {
+			e.finishErr(j, fmt.Errorf("target %s: %s has no socket for this address family", j.Addr, e.cfg.Engine))
+		}
+		if len(batch) == 0 {
+			if len(unsendable) > 0 {
+				continue
+			}
+			// Nothing queued, or no free slot: wait for either to change.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-e.kick:
+			}
+			continue
+		}
+		for _, t := range batch {
+			f := fams[familyOf(t.j.Addr)]
+			m := &f.msgs[len(f.jobs)]
+			buf := m.Buffers[0][:cap(m.Buffers[0])]
+			n, err := e.cfg.Encode(buf, t.j, t.idx, t.cookie)
+			if err != nil {
+				e.release(t.idx, t.j, err)
+				continue
+			}
+			m.Buffers[0] = buf[:n]
+			ip := m.Addr.(*net.IPAddr)
+			if t.j.Addr.Is4() {
+				a := t.j.Addr.As4()
+				ip.IP = append(ip.IP[:0], a[:]...)
+			} else {
+				a := t.j.Addr.As16()
+				ip.IP = append(ip.IP[:0], a[:]...)
+			}
+			f.jobs = append(f.jobs, t.j)
+			f.idx = append(f.idx, t.idx)
+		}
+		pending := 0
+		for _, f := range fams {
+			if f != nil {
+				pending += len(f.jobs)
+			}
+		}
 		if pending == 0 {
-			return nil
+			continue
 		}
 		if err := e.pace(ctx, pending); err != nil {
+			for _, f := range fams {
+				if f == nil {
+					continue
+				}
+				for k, j := range f.jobs {
+					e.release(f.idx[k], j, ErrClosed)
+				}
+				f.jobs, f.idx = f.jobs[:0], f.idx[:0]
+			}
 			return err
 		}
 		now := time.Now() // send time: right before the write
@@ -364,7 +546,7 @@ func (e *Engine) sendLoop(ctx context.Context) error {
 				j.lastSent = now
 				j.res.Attempts++
 				if j.res.SentAt == nil {
-					j.res.SentAt = timestamppb.New(now)
+					j.res.SentAt = j.sentAt(now)
 				}
 				e.pushDeadline(now.Add(j.Timeout), f.idx[k], s.cookie, false)
 			}
@@ -394,83 +576,15 @@ func (e *Engine) sendLoop(ctx context.Context) error {
 			}
 			f.jobs, f.idx = f.jobs[:0], f.idx[:0]
 		}
-		pending = 0
-		return nil
 	}
-	for {
-		j := held
-		held = nil
-		if j == nil {
-			j = e.takeRetry()
-		}
-		if j == nil && pending > 0 {
-			select {
-			case j = <-e.queue:
-			default:
-				if err := flush(); err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		if j == nil {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case j = <-e.queue:
-			case <-e.wake:
-				continue
-			}
-		}
-		fi := 0
-		if !j.Addr.Is4() {
-			fi = 1
-		}
-		f := fams[fi]
-		if f == nil {
-			e.finishErr(j, fmt.Errorf("target %s: %s has no socket for this address family", j.Addr, e.cfg.Engine))
-			continue
-		}
-		idx, cookie, ok := e.alloc(j)
-		if !ok {
-			// Table full: send what we have, then wait for a free slot.
-			if err := flush(); err != nil {
-				return err
-			}
-			held = j
-			select {
-			case <-ctx.Done():
-				e.finishErr(j, ErrClosed)
-				return ctx.Err()
-			case <-e.wake:
-			}
-			continue
-		}
-		m := &f.msgs[len(f.jobs)]
-		buf := m.Buffers[0][:cap(m.Buffers[0])]
-		n, err := e.cfg.Encode(buf, j, idx, cookie)
-		if err != nil {
-			e.release(idx, j, err)
-			continue
-		}
-		m.Buffers[0] = buf[:n]
-		ip := m.Addr.(*net.IPAddr)
-		if j.Addr.Is4() {
-			a := j.Addr.As4()
-			ip.IP = append(ip.IP[:0], a[:]...)
-		} else {
-			a := j.Addr.As16()
-			ip.IP = append(ip.IP[:0], a[:]...)
-		}
-		f.jobs = append(f.jobs, j)
-		f.idx = append(f.idx, idx)
-		pending++
-		if pending >= e.burst || len(f.jobs) == batchSize {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
+}
+
+// familyOf indexes the send sockets: 0 for IPv4, 1 for IPv6.
+func familyOf(a netip.Addr) int {
+	if a.Is4() {
+		return 0
 	}
+	return 1
 }
 
 func (e *Engine) pace(ctx context.Context, n int) error {
@@ -489,35 +603,16 @@ func (e *Engine) pace(ctx context.Context, n int) error {
 	return nil
 }
 
-func (e *Engine) takeRetry() *Job {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.retry) == 0 {
-		return nil
-	}
-	j := e.retry[0]
-	e.retry[0] = nil
-	e.retry = e.retry[1:]
-	if len(e.retry) == 0 {
-		e.retry = nil // let the backing array go
-	}
-	return j
-}
-
-// alloc takes a free slot for j and draws its cookie.
-func (e *Engine) alloc(j *Job) (uint32, uint64, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.free) == 0 {
-		return 0, 0, false
-	}
+// alloc takes a free slot for j and draws its cookie; e.mu is held and
+// a slot is free.
+func (e *Engine) alloc(j *Job) (uint32, uint64) {
 	idx := e.free[len(e.free)-1]
 	e.free = e.free[:len(e.free)-1]
 	e.inflight.Add(1)
 	e.ctr++
 	c := e.key.Cookie(j.Addr, j.Port, idx, e.ctr)
 	e.slots[idx] = slot{job: j, cookie: c, busy: true}
-	return idx, c, true
+	return idx, c
 }
 
 // putFree returns a slot to the free list; e.mu is held.
@@ -532,7 +627,7 @@ func (e *Engine) release(idx uint32, j *Job, err error) {
 	e.slots[idx] = slot{}
 	e.putFree(idx)
 	e.mu.Unlock()
-	signal(e.wake)
+	signal(e.kick)
 	e.finishErr(j, err)
 }
 
@@ -680,7 +775,7 @@ func (e *Engine) deliver(ans []answer) {
 	if nd == 0 {
 		return
 	}
-	signal(e.wake)
+	signal(e.kick)
 	e.answered.Add(uint64(nd))
 	for _, j := range done[:nd] {
 		j.done(j.res)
@@ -707,13 +802,13 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 		var done []*Job
 		e.mu.Lock()
 		for e.dl.Len() > 0 && !e.dl[0].at.After(now) {
-			d := heap.Pop(&e.dl).(deadline)
+			d := e.dl.pop()
 			s := &e.slots[d.slot]
 			if d.retry {
 				e.retry = append(e.retry, s.job)
 				*s = slot{}
 				e.putFree(d.slot)
-				signal(e.wake)
+				signal(e.kick)
 				continue
 			}
 			if !s.busy || s.cookie != d.cookie {
@@ -737,7 +832,7 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 			}
 			*s = slot{}
 			e.putFree(d.slot)
-			signal(e.wake)
+			signal(e.kick)
 		}
 		next := time.Hour
 		if e.dl.Len() > 0 {
@@ -759,7 +854,7 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 
 // pushDeadline adds a deadline; e.mu is held.
 func (e *Engine) pushDeadline(at time.Time, idx uint32, cookie uint64, retry bool) {
-	heap.Push(&e.dl, deadline{at: at, slot: idx, cookie: cookie, retry: retry})
+	e.dl.push(deadline{at: at, slot: idx, cookie: cookie, retry: retry})
 	if e.dl[0].slot == idx && e.dl[0].at.Equal(at) {
 		signal(e.tmo)
 	}
@@ -772,17 +867,48 @@ type deadline struct {
 	retry  bool
 }
 
+// deadlines is a min-heap by time (typed, so that pushing and popping
+// allocate nothing).
 type deadlines []deadline
 
-func (d deadlines) Len() int           { return len(d) }
-func (d deadlines) Less(i, j int) bool { return d[i].at.Before(d[j].at) }
-func (d deadlines) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
-func (d *deadlines) Push(x any)        { *d = append(*d, x.(deadline)) }
-func (d *deadlines) Pop() any {
-	old := *d
-	x := old[len(old)-1]
-	*d = old[:len(old)-1]
-	return x
+func (d deadlines) Len() int { return len(d) }
+
+func (d *deadlines) push(x deadline) {
+	h := append(*d, x)
+	i := len(h) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h[i].at.Before(h[p].at) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+	*d = h
+}
+
+func (d *deadlines) pop() deadline {
+	h := *d
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < len(h) && h[l].at.Before(h[m].at) {
+			m = l
+		}
+		if r := l + 1; r < len(h) && h[r].at.Before(h[m].at) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*d = h
+	return top
 }
 
 // Run is the Batch API: it submits every task from tasks (after prepare
@@ -807,15 +933,36 @@ func (e *Engine) Run(ctx context.Context, tasks <-chan *vantagev1.Task,
 	var eg errgroup.Group
 	eg.Go(func() error {
 		defer close(fed)
+		// Jobs go to the engine in batches: one lock and at most one
+		// wake-up of the sender per batch, not per task.
+		batch := make([]*Job, 0, batchSize*2)
+		submit := func() {
+			n, err := e.submit(fctx, batch)
+			for _, j := range batch[n:] {
+				e.finishErr(j, err)
+			}
+			clear(batch)
+			batch = batch[:0]
+		}
 		for {
 			var t *vantagev1.Task
 			var ok bool
-			select {
-			case <-fctx.Done():
-				return nil
-			case t, ok = <-tasks:
+			if len(batch) == 0 {
+				select {
+				case <-fctx.Done():
+					return nil
+				case t, ok = <-tasks:
+				}
+			} else {
+				select {
+				case t, ok = <-tasks:
+				default:
+					submit() // the stream paused: send what we have
+					continue
+				}
 			}
 			if !ok {
+				submit()
 				return nil
 			}
 			inflight.Add(1)
@@ -828,8 +975,8 @@ func (e *Engine) Run(ctx context.Context, tasks <-chan *vantagev1.Task,
 				continue
 			}
 			j.done = done
-			if err := e.Submit(fctx, j); err != nil {
-				e.finishErr(j, err)
+			if batch = append(batch, j); len(batch) == cap(batch) {
+				submit()
 			}
 		}
 	})

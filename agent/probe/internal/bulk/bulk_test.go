@@ -180,3 +180,72 @@ func TestCloseFailsPending(t *testing.T) {
 		t.Fatalf("Submit after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestRunSenders: with three send loops, every probe goes out once on one
+// of the three sockets and is answered.
+func TestRunSenders(t *testing.T) {
+	primary := newFake(func(p []byte) []byte { return p })
+	var mu sync.Mutex
+	var extra []*fakeConn
+	open := func(bool) (Conn, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		// Answers to the extra sockets' probes arrive on the primary one.
+		c := newFake(func(p []byte) []byte { primary.in <- p; return nil })
+		extra = append(extra, c)
+		return c, nil
+	}
+	e, err := New(Config{Engine: "fake", Send4: primary, Slots: 256, Senders: 3, OpenSend: open,
+		Recv: []Receiver{{Conn: primary, Decode: decode}}, Encode: encode})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer e.Close()
+	if len(extra) != 2 {
+		t.Fatalf("%d extra send sockets, want 2", len(extra))
+	}
+	const n = 5000
+	got := 0
+	err = e.Run(context.Background(), tasks(n), prepare(time.Second, 0), func(r *vantagev1.ProbeResult) {
+		if r.GetOutcome() != vantagev1.Outcome_OUTCOME_REPLY || r.GetAttempts() != 1 {
+			t.Errorf("result %v", r)
+		}
+		got++
+	})
+	if err != nil || got != n {
+		t.Fatalf("Run = %v with %d results, want %d", err, got, n)
+	}
+	if s := e.Stats(); s.Sent != n || s.Answered != n || s.Ignored() != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	_ = e.Close()
+	for i, c := range extra {
+		select {
+		case <-c.closed:
+		default:
+			t.Errorf("extra send socket %d not closed", i)
+		}
+	}
+}
+
+func TestDeadlineHeap(t *testing.T) {
+	base := time.Unix(1700000000, 0)
+	var h deadlines
+	for _, d := range []int{5, 3, 9, 1, 7, 3, 0, 8, 2, 6, 4} {
+		h.push(deadline{at: base.Add(time.Duration(d) * time.Second), slot: uint32(d)})
+	}
+	prev := -1
+	for h.Len() > 0 {
+		d := h.pop()
+		if int(d.slot) < prev {
+			t.Fatalf("popped %d after %d", d.slot, prev)
+		}
+		prev = int(d.slot)
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		h.push(deadline{at: base, slot: 1})
+		h.pop()
+	}); a != 0 {
+		t.Fatalf("push+pop: %v allocations, want 0", a)
+	}
+}
