@@ -17,7 +17,10 @@ import (
 	"github.com/vantage-net/vantage/deploy/loadtest"
 )
 
-func main() {
+func main() { os.Exit(run()) }
+
+// run returns the exit code, so that the deferred clean-ups run first.
+func run() int {
 	var cfg loadtest.Config
 	var keep bool
 	var minRate float64
@@ -36,7 +39,7 @@ func main() {
 	dir, err := os.MkdirTemp("", "vantage-loadtest-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
 	if !keep {
 		defer os.RemoveAll(dir)
@@ -51,10 +54,11 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vantage-loadtest:", err)
-		os.Exit(1)
+		return 1
 	}
 	if minRate > 0 && rep.ResultsPerS < minRate {
 		fmt.Fprintf(os.Stderr, "vantage-loadtest: %.0f results/s is below -min-rate %.0f\n", rep.ResultsPerS, minRate)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
