@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -141,8 +142,9 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
 		defer close(tasks)
+		mk := newTaskMaker(kind, o)
 		return src.each(func(a netip.Addr) error {
-			for _, t := range o.tasks(kind, a) {
+			for _, t := range mk.tasks(a) {
 				if err := g.CheckTask(t); err != nil {
 					refused++ // reported as an ERROR result, like a refused trigger
 					write(&vantagev1.ProbeResult{TaskId: t.GetId(), Campaign: oneShotCampaign, Target: t.GetTarget(), Kind: kind,
@@ -281,30 +283,88 @@ func taskID(kind vantagev1.ProbeKind, target string, port uint32) string {
 	}
 }
 
-// tasks builds the tasks for one address (one per port for tcp).
-func (o probeOptions) tasks(kind vantagev1.ProbeKind, a netip.Addr) []*vantagev1.Task {
-	target := a.String()
+// taskMaker builds the tasks for each address (one per port for tcp).
+// It is the sweep's producer, so it allocates little: every task shares
+// one spec, tasks come from slabs, and a task's target is a substring of
+// its id.
+type taskMaker struct {
+	kind   vantagev1.ProbeKind
+	ports  []uint16
+	prefix string // of task ids: "oneshot/<kind>/"
+	spec   []func(t *vantagev1.Task)
+	slab   []vantagev1.Task
+	out    []*vantagev1.Task
+}
+
+func newTaskMaker(kind vantagev1.ProbeKind, o probeOptions) *taskMaker {
+	m := &taskMaker{kind: kind, ports: []uint16{0}}
 	timeoutMs := uint32(o.timeout.Milliseconds())
 	switch kind {
 	case vantagev1.ProbeKind_PROBE_KIND_TCP:
-		out := make([]*vantagev1.Task, 0, len(o.ports))
+		m.prefix = oneShotCampaign + "/tcp/"
+		m.ports = m.ports[:0]
 		for _, p := range o.ports {
-			out = append(out, &vantagev1.Task{Id: taskID(kind, target, uint32(p)), Campaign: oneShotCampaign, Kind: kind, Target: target,
-				Spec: &vantagev1.Task_Tcp{Tcp: &vantagev1.TcpSpec{Port: uint32(p), Mode: vantagev1.TcpMode_TCP_MODE_SYN, TimeoutMs: timeoutMs}}})
+			spec := &vantagev1.Task_Tcp{Tcp: &vantagev1.TcpSpec{Port: uint32(p), Mode: vantagev1.TcpMode_TCP_MODE_SYN, TimeoutMs: timeoutMs}}
+			m.ports = append(m.ports, uint16(p))
+			m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 		}
-		return out
 	case vantagev1.ProbeKind_PROBE_KIND_TRACE:
+		m.prefix = oneShotCampaign + "/trace/"
 		proto, _ := traceProtocol(o.protocol)
-		spec := &vantagev1.TraceSpec{Protocol: proto, Paris: o.paris, MaxTtl: uint32(o.maxTTL), TimeoutMs: timeoutMs}
+		ts := &vantagev1.TraceSpec{Protocol: proto, Paris: o.paris, MaxTtl: uint32(o.maxTTL), TimeoutMs: timeoutMs}
 		if len(o.ports) > 0 && proto != vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP {
-			spec.Port = uint32(o.ports[0])
+			ts.Port = uint32(o.ports[0])
 		}
-		return []*vantagev1.Task{{Id: taskID(kind, target, 0), Campaign: oneShotCampaign, Kind: kind, Target: target,
-			Spec: &vantagev1.Task_Trace{Trace: spec}}}
+		spec := &vantagev1.Task_Trace{Trace: ts}
+		m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 	default:
-		return []*vantagev1.Task{{Id: taskID(kind, target, 0), Campaign: oneShotCampaign, Kind: kind, Target: target,
-			Spec: &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{Retries: uint32(o.retries), TimeoutMs: timeoutMs}}}}
+		m.prefix = oneShotCampaign + "/icmp/"
+		spec := &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{Retries: uint32(o.retries), TimeoutMs: timeoutMs}}
+		m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 	}
+	return m
+}
+
+// tasks returns a's tasks; the slice is reused by the next call.
+func (m *taskMaker) tasks(a netip.Addr) []*vantagev1.Task {
+	m.out = m.out[:0]
+	for i, port := range m.ports {
+		if len(m.slab) == 0 {
+			m.slab = make([]vantagev1.Task, 256)
+		}
+		t := &m.slab[0]
+		m.slab = m.slab[1:]
+		t.Id, t.Target = m.ids(a, port)
+		t.Campaign, t.Kind = oneShotCampaign, m.kind
+		m.spec[i](t)
+		m.out = append(m.out, t)
+	}
+	return m.out
+}
+
+// ids builds taskID(kind, a, port) and a's text in one allocation.
+func (m *taskMaker) ids(a netip.Addr, port uint16) (id, target string) {
+	var buf [96]byte
+	b := append(buf[:0], m.prefix...)
+	start := len(b)
+	bracket := port != 0 && a.Is6()
+	if bracket {
+		b = append(b, '[')
+	}
+	b = a.AppendTo(b)
+	end := len(b)
+	if port != 0 {
+		if bracket {
+			b = append(b, ']')
+		}
+		b = append(b, ':')
+		b = strconv.AppendUint(b, uint64(port), 10)
+	}
+	id = string(b)
+	if bracket {
+		start++
+	}
+	return id, id[start:end]
 }
 
 // targetSource is a list of prefixes (single addresses are /32 or /128),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vantage-net/vantage/agent/probe/trace"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 func TestParseTargets(t *testing.T) {
@@ -119,5 +120,41 @@ func TestRealOneShotLoopback(t *testing.T) {
 	o.allowSpecialRanges = false
 	if err := runProbe(context.Background(), "icmp", o, &out, os.Stderr); err == nil || !strings.Contains(err.Error(), "special-purpose address range") {
 		t.Fatalf("without --allow-special-ranges: %v, want a refusal", err)
+	}
+}
+
+func TestTaskMaker(t *testing.T) {
+	o := probeOptions{timeout: time.Second, maxTTL: 30, protocol: "udp", ports: []int{80, 443}, retries: 2}
+	for _, kind := range []vantagev1.ProbeKind{vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, vantagev1.ProbeKind_PROBE_KIND_TCP, vantagev1.ProbeKind_PROBE_KIND_TRACE} {
+		mk := newTaskMaker(kind, o)
+		for _, s := range []string{"198.18.0.1", "2001:db8::1", "0.0.0.0", "ffff::ffff"} {
+			a := netip.MustParseAddr(s)
+			ts := mk.tasks(a)
+			if want := portsFor(kind, o); len(ts) != want {
+				t.Fatalf("%v %s: %d tasks, want %d", kind, s, len(ts), want)
+			}
+			for i, task := range ts {
+				port := uint32(0)
+				if kind == vantagev1.ProbeKind_PROBE_KIND_TCP {
+					port = uint32(o.ports[i])
+					if task.GetTcp().GetPort() != port || task.GetTcp().GetTimeoutMs() != 1000 {
+						t.Fatalf("tcp spec %v", task.GetTcp())
+					}
+				}
+				if task.GetId() != taskID(kind, s, port) || task.GetTarget() != s || task.GetKind() != kind || task.GetCampaign() != oneShotCampaign {
+					t.Fatalf("task %v, want id %q target %q", task, taskID(kind, s, port), s)
+				}
+				switch kind {
+				case vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO:
+					if task.GetIcmp().GetRetries() != 2 || task.GetIcmp().GetTimeoutMs() != 1000 {
+						t.Fatalf("icmp spec %v", task.GetIcmp())
+					}
+				case vantagev1.ProbeKind_PROBE_KIND_TRACE:
+					if sp := task.GetTrace(); sp.GetMaxTtl() != 30 || sp.GetPort() != 80 || sp.GetProtocol() != vantagev1.TraceProtocol_TRACE_PROTOCOL_UDP {
+						t.Fatalf("trace spec %v", sp)
+					}
+				}
+			}
+		}
 	}
 }

@@ -966,7 +966,7 @@ func (e *Engine) Run(ctx context.Context, tasks <-chan *vantagev1.Task,
 				return nil
 			}
 			inflight.Add(1)
-			res := &vantagev1.ProbeResult{Target: t.GetTarget(), Kind: t.GetKind(), Engine: e.cfg.Engine}
+			res := &vantagev1.ProbeResult{TaskId: t.GetId(), Target: t.GetTarget(), Kind: t.GetKind(), Engine: e.cfg.Engine}
 			j, err := prepare(t, res)
 			if err != nil {
 				res.Outcome = vantagev1.Outcome_OUTCOME_ERROR
