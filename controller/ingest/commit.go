@@ -71,6 +71,7 @@ type commitReq struct {
 type commitRes struct {
 	fresh []bool
 	err   error
+	at    time.Time // when the commit returned
 }
 
 // committer is the one writer goroutine: it takes every batch queued by any
@@ -107,17 +108,18 @@ func (s *Server) committer() {
 				bs[i] = r.b
 			}
 			fresh, err := gc.CommitBatches(s.commitCtx, bs)
+			at := time.Now()
 			for i, r := range group {
 				if err != nil {
 					r.done <- commitRes{err: err}
 				} else {
-					r.done <- commitRes{fresh: fresh[i]}
+					r.done <- commitRes{fresh: fresh[i], at: at}
 				}
 			}
 		} else {
 			for _, r := range group {
 				f, err := s.cfg.Store.CommitBatchFresh(s.commitCtx, r.b.AgentID, r.b.Epoch, r.b.Results, r.b.Gaps)
-				r.done <- commitRes{fresh: f, err: err}
+				r.done <- commitRes{fresh: f, err: err, at: time.Now()}
 			}
 		}
 		s.lastCommit.Store(int64(time.Since(start)))
@@ -148,25 +150,25 @@ func (s *Server) overloaded(n int) (why string, hard bool) {
 }
 
 // commit queues a batch for the writer and waits for its commit.
-func (s *Server) commit(ctx context.Context, b store.Batch) ([]bool, error) {
+func (s *Server) commit(ctx context.Context, b store.Batch) ([]bool, time.Time, error) {
 	req := &commitReq{b: b, done: make(chan commitRes, 1)}
 	s.queued.Add(int64(len(b.Results)))
 	select {
 	case s.commits <- req:
 	case <-ctx.Done():
 		s.queued.Add(-int64(len(b.Results)))
-		return nil, ctx.Err()
+		return nil, time.Time{}, ctx.Err()
 	case <-s.commitStop:
 		s.queued.Add(-int64(len(b.Results)))
-		return nil, errors.New("ingest stopped")
+		return nil, time.Time{}, errors.New("ingest stopped")
 	}
 	// Once queued, the commit happens whatever the session does; wait for
 	// it so the ack (if the session still lives) follows the commit.
 	select {
 	case res := <-req.done:
-		return res.fresh, res.err
+		return res.fresh, res.at, res.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, time.Time{}, ctx.Err()
 	}
 }
 

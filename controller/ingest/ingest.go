@@ -107,6 +107,7 @@ type Server struct {
 	stopOnce     sync.Once
 	queued       atomic.Int64 // results queued or being committed
 	lastCommit   atomic.Int64 // duration of the last commit, ns
+	ackLat       ackHistogram // commit -> ack handed to the stream
 }
 
 // New returns a Server.
@@ -235,6 +236,8 @@ type session struct {
 	killErr  error
 
 	lastHint atomic.Int64 // unix ns of the last soft Throttle sent
+	// ackTimes holds, in order, the commit time of each queued Ack.
+	ackTimes chan time.Time
 
 	mu          sync.Mutex
 	connectedAt time.Time
@@ -294,6 +297,7 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 	ss := &session{s: s, agent: agent, labels: labels, stream: stream,
 		out: make(chan *vantagev1.ControllerMessage, sendQueue), reassign: make(chan struct{}, 1),
 		done: make(chan struct{}), killc: make(chan struct{}), connectedAt: now, remote: remote,
+		ackTimes: make(chan time.Time, 2*sendQueue),
 		version: hello.GetAssignmentVersion(), triggers: map[string]bool{}}
 
 	s.mu.Lock()
@@ -453,6 +457,7 @@ func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}) error {
 			if err := ss.stream.Send(m); err != nil {
 				return err
 			}
+			ss.sentAck(m)
 		case <-renew.C:
 			if err := sendAssignment(); err != nil {
 				return err
@@ -462,6 +467,18 @@ func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}) error {
 				return err
 			}
 		}
+	}
+}
+
+// sentAck records the commit->ack time of an Ack just sent.
+func (ss *session) sentAck(m *vantagev1.ControllerMessage) {
+	if m.GetAck() == nil {
+		return
+	}
+	select {
+	case t := <-ss.ackTimes:
+		ss.s.ackLat.observe(time.Since(t))
+	default:
 	}
 }
 
@@ -634,7 +651,7 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: results.results[%d]: %w", rpcerr.ErrInvalid, i, err))
 		}
 	}
-	fresh, err := ss.s.commit(ctx, store.Batch{AgentID: ss.agent.ID, Epoch: b.GetEpoch(), Results: b.GetResults(),
+	fresh, committedAt, err := ss.s.commit(ctx, store.Batch{AgentID: ss.agent.ID, Epoch: b.GetEpoch(), Results: b.GetResults(),
 		Bodies: bodies, Gaps: b.GetGaps()})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -644,6 +661,10 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	}
 	// The commit returned: only now may the agent forget these results.
 	ack := &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Ack{Ack: &vantagev1.Ack{Epoch: b.GetEpoch(), UpToSeq: b.GetLastSeq()}}}
+	select {
+	case ss.ackTimes <- committedAt:
+	default: // only a statistic
+	}
 	if !ss.enqueue(ctx, ack) {
 		return ctx.Err()
 	}

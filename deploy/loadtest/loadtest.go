@@ -19,11 +19,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"database/sql"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +45,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	_ "modernc.org/sqlite" // counts the stored rows at the end
 
+	"github.com/vantage-net/vantage/controller/ingest"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -82,7 +85,11 @@ type Report struct {
 	Acked          uint64 // results acknowledged during the measured run
 	ResultsPerS    float64
 	AckP50, AckP99 time.Duration
-	Samples        []Sample
+	// CommitAckP50 and CommitAckP99 are measured in the controller: from
+	// the end of the commit to the Ack handed to the stream (log2 buckets:
+	// the figure is the bucket's upper bound).
+	CommitAckP50, CommitAckP99 time.Duration
+	Samples                    []Sample
 	// ControllerCPU is the controller's CPU time (user+system) over the
 	// measured run, in cores: the generator shares the machine, so
 	// ResultsPerS / ControllerCPU is what one controller core sustains.
@@ -106,6 +113,7 @@ func (r Report) String() string {
 	if r.ControllerCPU > 0 {
 		fmt.Fprintf(&b, "controller CPU    %.2f cores (%.0f results/s per controller core)\n", r.ControllerCPU, r.ResultsPerS/r.ControllerCPU)
 	}
+	fmt.Fprintf(&b, "commit->ack       p50 <= %s  p99 <= %s (in the controller)\n", r.CommitAckP50, r.CommitAckP99)
 	fmt.Fprintf(&b, "batch send->ack   p50 %s  p99 %s\n", r.AckP50.Round(time.Millisecond), r.AckP99.Round(time.Millisecond))
 	fmt.Fprintf(&b, "controller RSS    first %.1f MiB  max %.1f MiB  last %.1f MiB\n", mib(r.RSSFirst), mib(r.RSSMax), mib(r.RSSLast))
 	fmt.Fprintf(&b, "stored rows       %d (acked distinct %d)\n", r.StoredRows, r.SentResults)
@@ -163,6 +171,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 }
 
 type controller struct {
+	debug    string // --debug-addr
 	cmd      *exec.Cmd
 	done     chan struct{}
 	addr     string
@@ -187,7 +196,11 @@ func startController(ctx context.Context, cfg Config) (*controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pick a port: %w", err)
 	}
-	c := &controller{addr: addr, dataDir: filepath.Join(cfg.WorkDir, "controller"), done: make(chan struct{})}
+	debug, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("pick a port: %w", err)
+	}
+	c := &controller{addr: addr, debug: debug, dataDir: filepath.Join(cfg.WorkDir, "controller"), done: make(chan struct{})}
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -197,7 +210,7 @@ func startController(ctx context.Context, cfg Config) (*controller, error) {
 	}
 	defer logf.Close()
 	// The load campaign aims at the benchmarking range 198.18.0.0/15.
-	args := append([]string{"--data", c.dataDir, "--listen", addr, "--log-level", "warn", "--allow-special-ranges"}, cfg.ControllerArgs...)
+	args := append([]string{"--data", c.dataDir, "--listen", addr, "--log-level", "warn", "--allow-special-ranges", "--debug-addr", debug}, cfg.ControllerArgs...)
 	c.cmd = exec.Command(filepath.Join(cfg.BinDir, "vantage-controller"), args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -258,6 +271,20 @@ func (c *controller) rss() int64 {
 		}
 	}
 	return 0
+}
+
+// ackBuckets reads the controller's commit->ack histogram.
+func (c *controller) ackBuckets() ([ingest.AckBuckets]uint64, error) {
+	var v struct {
+		B [ingest.AckBuckets]uint64 `json:"ack_us_log2_buckets"`
+	}
+	resp, err := http.Get("http://" + c.debug + "/debug/ingest")
+	if err != nil {
+		return v.B, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&v)
+	return v.B, err
 }
 
 // cpu is the controller's user+system CPU time so far (/proc/<pid>/stat,
@@ -392,6 +419,7 @@ func (c *controller) load(ctx context.Context, cfg Config) (Report, error) {
 	startAcked := st.acked.Load()
 	rep.RSSFirst = c.rss()
 	cpu0 := c.cpu()
+	ack0, _ := c.ackBuckets()
 	tick := time.NewTicker(cfg.SampleEvery)
 	prev, prevAt := startAcked, start
 	end := time.After(cfg.Duration)
@@ -418,6 +446,12 @@ loop:
 	rep.ResultsPerS = float64(rep.Acked) / elapsed.Seconds()
 	rep.RSSLast = c.rss()
 	rep.ControllerCPU = (c.cpu() - cpu0).Seconds() / elapsed.Seconds()
+	if ack1, err := c.ackBuckets(); err == nil {
+		for i := range ack1 {
+			ack1[i] -= ack0[i]
+		}
+		rep.CommitAckP50, rep.CommitAckP99 = ingest.BucketQuantile(ack1, 0.50), ingest.BucketQuantile(ack1, 0.99)
+	}
 	rep.RSSMax = max(rep.RSSMax, rep.RSSLast)
 	st.measuring.Store(false)
 	rep.AckP50, rep.AckP99 = st.percentiles()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,11 +9,16 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/vantage-net/vantage/controller/ingest"
 )
 
 // serveDebug serves the Go profiler on a loopback address only: profiles
 // reveal memory contents, so they must never be reachable from the network.
-func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+// It also serves /debug/ingest: the commit->ack histogram as JSON
+// ({"ack_us_log2_buckets": [...]}, bucket i = [2^i, 2^(i+1)) us), which
+// vantage-loadtest reads.
+func serveDebug(addr string, log *slog.Logger, ackBuckets func() [ingest.AckBuckets]uint64) (stop func(), err error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--debug-addr: %w", err)
@@ -29,6 +35,10 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/ingest", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"ack_us_log2_buckets": ackBuckets()})
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

@@ -90,13 +90,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.AllowSpecialRanges {
 		log.Warn("special-purpose ranges allowed in campaigns (--allow-special-ranges): for the lab only")
 	}
-	if cfg.DebugAddr != "" {
-		stopDebug, err := serveDebug(cfg.DebugAddr, log)
-		if err != nil {
-			return err
-		}
-		defer stopDebug()
-	}
 	now := time.Now()
 	ca, created, err := fleet.LoadOrCreateCA(cfg.DataDir, now)
 	if err != nil {
@@ -104,6 +97,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if created {
 		log.Info("controller CA created", "dir", cfg.DataDir)
+	}
+	if ca.Rotating() {
+		log.Warn("CA rotation in progress: new enrolments get certificates of the next CA; finish with rotate-ca --finish once every agent re-enrolled")
 	}
 	fl := fleet.New(st, ca, fleet.Options{ApproveAgents: cfg.ApproveAgents, Log: log})
 	adminPath, adminCreated, err := fl.EnsureAdminToken(ctx, cfg.DataDir)
@@ -126,6 +122,13 @@ func Run(ctx context.Context, cfg Config) error {
 	observers := &fanout{worker}
 	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
 		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue})
+	if cfg.DebugAddr != "" {
+		stopDebug, err := serveDebug(cfg.DebugAddr, log, ing.AckLatencyBuckets)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	disc := discoverer.New(discoverer.Options{Store: st, Sessions: ing, Limits: limits, Log: log,
 		Changed: func(ctx context.Context) {
 			if err := worker.Reload(ctx); err != nil {
