@@ -44,7 +44,6 @@ type batch struct {
 	hs  []unix.Mmsghdr
 	iov []unix.Iovec
 	sa  []unix.RawSockaddrInet6
-	pfd [1]unix.PollFd
 }
 
 // pollSafety bounds one poll(2), so that a Close whose wake-up was missed
@@ -147,6 +146,21 @@ func (c *Conn) read(ms []Message, wait bool) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
 	}
+	for {
+		n, again, err := c.tryRead(ms)
+		if !again || !wait {
+			return n, err
+		}
+		// Wait without holding the scratch space, so that a ReadBatchNow
+		// from another goroutine is not held up by a blocked reader.
+		if err := c.wait(unix.POLLIN, true); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// tryRead is one recvmmsg; again reports that nothing was queued.
+func (c *Conn) tryRead(ms []Message) (n int, again bool, err error) {
 	b := &c.rd
 	b.Lock()
 	defer b.Unlock()
@@ -155,25 +169,20 @@ func (c *Conn) read(ms []Message, wait bool) (int, error) {
 	b.pack(ms, true)
 	for {
 		if c.closed.Load() {
-			return 0, fmt.Errorf("rawsock: read: %w", net.ErrClosed)
+			return 0, false, fmt.Errorf("rawsock: read: %w", net.ErrClosed)
 		}
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&b.hs[0])),
+		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&b.hs[0])),
 			uintptr(len(ms)), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
-			b.unpack(ms[:n])
-			return int(n), nil
+			b.unpack(ms[:r])
+			return int(r), false, nil
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			if !wait {
-				return 0, nil
-			}
-			if err := c.poll(b, unix.POLLIN, true); err != nil {
-				return 0, err
-			}
+			return 0, true, nil
 		default:
-			return 0, os.NewSyscallError("recvmmsg", errno)
+			return 0, false, os.NewSyscallError("recvmmsg", errno)
 		}
 	}
 }
@@ -211,7 +220,7 @@ func (c *Conn) WriteBatch(ms []Message) (int, error) {
 			continue
 		case unix.EAGAIN, unix.ENOBUFS:
 			// The send buffer is full: wait until the kernel drains it.
-			if err := c.poll(b, unix.POLLOUT, false); err != nil {
+			if err := c.pollLocked(unix.POLLOUT, false); err != nil {
 				return 0, err
 			}
 		default:
@@ -220,9 +229,19 @@ func (c *Conn) WriteBatch(ms []Message) (int, error) {
 	}
 }
 
-// poll waits until fd is ready for events, the read deadline passes
-// (reads only), or the Conn is closed.
-func (c *Conn) poll(b *batch, events int16, read bool) error {
+// wait is pollLocked for a caller that does not hold c.mu.
+func (c *Conn) wait(events int16, read bool) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed.Load() {
+		return fmt.Errorf("rawsock: read: %w", net.ErrClosed)
+	}
+	return c.pollLocked(events, read)
+}
+
+// pollLocked waits until fd is ready for events, the read deadline passes
+// (reads only), or the Conn is closed; c.mu is held shared.
+func (c *Conn) pollLocked(events int16, read bool) error {
 	timeout := pollSafety
 	if d := c.deadline.Load(); read && d != 0 {
 		left := time.Until(time.Unix(0, d))
@@ -231,9 +250,9 @@ func (c *Conn) poll(b *batch, events int16, read bool) error {
 		}
 		timeout = min(timeout, left)
 	}
-	b.pfd[0] = unix.PollFd{Fd: int32(c.fd), Events: events}
+	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: events}}
 	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
-	_, err := unix.Poll(b.pfd[:], ms)
+	_, err := unix.Poll(pfd, ms)
 	if err != nil && !errors.Is(err, unix.EINTR) {
 		return os.NewSyscallError("poll", err)
 	}

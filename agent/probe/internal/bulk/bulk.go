@@ -653,13 +653,8 @@ const (
 // that do not fill the batch. Otherwise it blocks in ReadBatch, so an idle
 // engine costs nothing.
 func (e *Engine) readLoop(ctx context.Context, r Receiver) error {
-	msgs := make([]rawsock.Message, rxBatch)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, rxBufSize)}
-		msgs[i].OOB = make([]byte, rawsock.OOBSize)
-		msgs[i].Addr = &net.IPAddr{IP: make(net.IP, 0, net.IPv6len)}
-	}
-	ans := make([]answer, 0, rxBatch)
+	rb := newRxBuf()
+	msgs := rb.msgs
 	now, canPoll := r.Conn.(nowReader)
 	nap := time.NewTimer(time.Hour)
 	nap.Stop()
@@ -698,30 +693,71 @@ func (e *Engine) readLoop(ctx context.Context, r Receiver) error {
 			continue
 		}
 		full = n == len(msgs)
-		var fallback time.Time // receive time when the kernel gave none
-		ans = ans[:0]
-		for i := range n {
-			msg := &msgs[i]
-			ts, hop := rawsock.ParseOOB(msg.OOB[:msg.NN])
-			if ts.IsZero() {
-				if fallback.IsZero() {
-					fallback = time.Now()
-				}
-				ts = fallback
+		e.handle(r, rb, n)
+	}
+}
+
+// rxBuf is a reader's batch: messages with their buffers, and the decoded
+// answers.
+type rxBuf struct {
+	msgs []rawsock.Message
+	ans  []answer
+}
+
+func newRxBuf() *rxBuf {
+	b := &rxBuf{msgs: make([]rawsock.Message, rxBatch), ans: make([]answer, 0, rxBatch)}
+	for i := range b.msgs {
+		b.msgs[i].Buffers = [][]byte{make([]byte, rxBufSize)}
+		b.msgs[i].OOB = make([]byte, rawsock.OOBSize)
+		b.msgs[i].Addr = &net.IPAddr{IP: make(net.IP, 0, net.IPv6len)}
+	}
+	return b
+}
+
+// handle decodes the first n messages of b read from r and delivers ours.
+func (e *Engine) handle(r Receiver, b *rxBuf, n int) {
+	var fallback time.Time // receive time when the kernel gave none
+	ans := b.ans[:0]
+	for i := range n {
+		msg := &b.msgs[i]
+		ts, hop := rawsock.ParseOOB(msg.OOB[:msg.NN])
+		if ts.IsZero() {
+			if fallback.IsZero() {
+				fallback = time.Now()
 			}
-			ans = append(ans, answer{ts: ts})
-			a := &ans[len(ans)-1]
-			switch r.Decode(msg.Buffers[0][:msg.N], rawsock.AddrOf(msg.Addr), hop, &a.m) {
-			case Malformed:
-				e.malformed.Add(1)
-				ans = ans[:len(ans)-1]
-			case Foreign:
-				e.foreign.Add(1)
-				ans = ans[:len(ans)-1]
-			}
+			ts = fallback
 		}
-		if len(ans) > 0 {
-			e.deliver(ans)
+		ans = append(ans, answer{ts: ts})
+		a := &ans[len(ans)-1]
+		switch r.Decode(msg.Buffers[0][:msg.N], rawsock.AddrOf(msg.Addr), hop, &a.m) {
+		case Malformed:
+			e.malformed.Add(1)
+			ans = ans[:len(ans)-1]
+		case Foreign:
+			e.foreign.Add(1)
+			ans = ans[:len(ans)-1]
+		}
+	}
+	if len(ans) > 0 {
+		e.deliver(ans)
+	}
+}
+
+// drain reads what the receive sockets already hold, so that an answer the
+// kernel received before its deadline counts even when the reader is late
+// (a busy host). The timer loop calls it before expiring deadlines.
+func (e *Engine) drain(b *rxBuf) {
+	for _, r := range e.cfg.Recv {
+		now, ok := r.Conn.(nowReader)
+		if !ok {
+			continue
+		}
+		for range 64 { // bounded: the reader is there for a flood
+			n, err := now.ReadBatchNow(b.msgs)
+			if err != nil || n == 0 {
+				break
+			}
+			e.handle(r, b, n)
 		}
 	}
 }
@@ -792,12 +828,25 @@ func addrString(a netip.Addr, known string) string {
 	return a.String()
 }
 
+// timerSlack is the least time between two runs of the timer loop.
+const timerSlack = 2 * time.Millisecond
+
 // timerLoop expires deadlines: a miss is retried (within the task's
 // retries and budget) or ends the job with TIMEOUT.
 func (e *Engine) timerLoop(ctx context.Context) error {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	var rb *rxBuf
 	for {
+		e.mu.Lock()
+		due := e.dl.Len() > 0 && !e.dl[0].at.After(time.Now())
+		e.mu.Unlock()
+		if due {
+			if rb == nil {
+				rb = newRxBuf()
+			}
+			e.drain(rb)
+		}
 		now := time.Now()
 		var done []*Job
 		e.mu.Lock()
@@ -836,7 +885,10 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 		}
 		next := time.Hour
 		if e.dl.Len() > 0 {
-			next = e.dl[0].at.Sub(now)
+			// Deadlines of answered probes stay in the heap until their
+			// time; on a long sweep they come microseconds apart, so
+			// wake-ups are coalesced (a timeout may end timerSlack late).
+			next = max(e.dl[0].at.Sub(now), timerSlack)
 		}
 		e.mu.Unlock()
 		for _, j := range done {

@@ -249,3 +249,46 @@ func TestDeadlineHeap(t *testing.T) {
 		t.Fatalf("push+pop: %v allocations, want 0", a)
 	}
 }
+
+// lateConn's reader never wakes: answers wait in the socket until
+// ReadBatchNow takes them.
+type lateConn struct{ *fakeConn }
+
+func (c lateConn) ReadBatch([]rawsock.Message) (int, error) {
+	<-c.closed
+	return 0, net.ErrClosed
+}
+
+func (c lateConn) ReadBatchNow(ms []rawsock.Message) (int, error) {
+	select {
+	case p := <-c.in:
+		ms[0].N = copy(ms[0].Buffers[0], p)
+		ms[0].NN = 0
+		return 1, nil
+	default:
+		return 0, nil
+	}
+}
+
+// TestDrainBeforeTimeout: answers that reached the socket before their
+// deadline count even when the reader has not read them.
+func TestDrainBeforeTimeout(t *testing.T) {
+	c := lateConn{newFake(func(p []byte) []byte { return p })}
+	e, err := New(Config{Engine: "fake", Send4: c, Slots: 64, Recv: []Receiver{{Conn: c, Decode: decode}}, Encode: encode})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer e.Close()
+	var got []*vantagev1.ProbeResult
+	if err := e.Run(context.Background(), tasks(8), prepare(30*time.Millisecond, 0), func(r *vantagev1.ProbeResult) { got = append(got, r) }); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, r := range got {
+		if r.GetOutcome() != vantagev1.Outcome_OUTCOME_REPLY {
+			t.Fatalf("result %v, want REPLY (drained before the deadline)", r)
+		}
+	}
+	if len(got) != 8 {
+		t.Fatalf("%d results, want 8", len(got))
+	}
+}
