@@ -21,6 +21,7 @@ import (
 
 	"github.com/vantage-net/vantage/agent/guard"
 	"github.com/vantage-net/vantage/agent/probe"
+	"github.com/vantage-net/vantage/agent/probe/icmp"
 	"github.com/vantage-net/vantage/agent/probe/trace"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -195,6 +196,15 @@ func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (
 			return nil, "", nil, fmt.Errorf("trace engine (needs raw sockets, CAP_NET_RAW): %w", err)
 		}
 		return te, trace.EngineName, func() { _ = te.Close() }, nil
+	}
+	if kind == vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO && !o.unprivileged {
+		// The bulk engine alone: the registry would also open the TCP SYN
+		// engine, whose raw ICMP socket gets (and filters out) a copy of
+		// every echo reply of the sweep. Without raw sockets, the
+		// registry's portable path below.
+		if b, err := icmp.NewBulk(icmp.BulkConfig{Rate: o.rate, Logger: log}); err == nil {
+			return b, icmp.EngineBulk, func() { _ = b.Close() }, nil
+		}
 	}
 	reg := probe.NewRegistryWith(log, probe.Options{Rate: o.rate, Unprivileged: o.unprivileged})
 	b, engine, err := reg.Batch(kind)
