@@ -56,6 +56,19 @@ const (
 // It returns false, with b's content undefined past its original length,
 // when r needs protojson itself.
 func appendResultJSON(b []byte, r *vantagev1.ProbeResult) ([]byte, bool) {
+	var e jsonEncoder
+	return e.appendResult(b, r)
+}
+
+// jsonEncoder is appendResultJSON with a memory: the text of the last
+// sent_at second (a sweep's results share a few seconds).
+type jsonEncoder struct {
+	sec     int64
+	secText []byte
+}
+
+// appendResult is appendResultJSON.
+func (e *jsonEncoder) appendResult(b []byte, r *vantagev1.ProbeResult) ([]byte, bool) {
 	if !fastJSON || len(r.GetHops()) > 0 {
 		return b, false
 	}
@@ -99,7 +112,7 @@ func appendResultJSON(b []byte, r *vantagev1.ProbeResult) ([]byte, bool) {
 		}
 		b = appendKey(b, "sent_at")
 		b = append(b, '"')
-		b = appendRFC3339(b, secs, nanos)
+		b = e.appendRFC3339(b, secs, nanos)
 		b = append(b, '"')
 	}
 	if r.Outcome != 0 {
@@ -158,8 +171,12 @@ func appendResultJSON(b []byte, r *vantagev1.ProbeResult) ([]byte, bool) {
 // appendRFC3339 writes a Timestamp as protojson does: UTC, "Z", and 0,
 // 3, 6 or 9 fractional digits. secs is in the JSON range, nanos in
 // [0, 1e9).
-func appendRFC3339(b []byte, secs, nanos int64) []byte {
-	b = time.Unix(secs, 0).UTC().AppendFormat(b, "2006-01-02T15:04:05")
+func (e *jsonEncoder) appendRFC3339(b []byte, secs, nanos int64) []byte {
+	if e.secText == nil || e.sec != secs {
+		e.sec = secs
+		e.secText = time.Unix(secs, 0).UTC().AppendFormat(e.secText[:0], "2006-01-02T15:04:05")
+	}
+	b = append(b, e.secText...)
 	digits := 9
 	switch {
 	case nanos == 0:

@@ -472,11 +472,12 @@ func resultWriter(format string, w *bufio.Writer) func(*vantagev1.ProbeResult) {
 		// One compact protojson line per result: appendResultJSON writes
 		// protojson's bytes without reflection; the rest (traces' hops)
 		// goes through protojson itself.
+		var fast jsonEncoder
 		var slow protoJSONLine
 		line := make([]byte, 0, 1024)
 		return func(r *vantagev1.ProbeResult) {
 			var ok bool
-			if line, ok = appendResultJSON(line[:0], r); !ok {
+			if line, ok = fast.appendResult(line[:0], r); !ok {
 				line = slow.append(line[:0], r)
 			}
 			line = append(line, '\n')

@@ -165,6 +165,7 @@ type Engine struct {
 	stop  context.CancelFunc
 	eg    *errgroup.Group
 	sends [][2]Conn // per send loop: IPv4 and IPv6 sockets
+	epoch time.Time // of mono
 
 	mu      sync.Mutex
 	queue   jobRing // submitted, not yet given a slot
@@ -198,6 +199,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:   cfg,
 		key:   rawsock.NewKey(),
+		epoch: time.Now(),
 		kick:  make(chan struct{}, 1),
 		space: make(chan struct{}, 1),
 		tmo:   make(chan struct{}, 1),
@@ -839,7 +841,7 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 	var rb *rxBuf
 	for {
 		e.mu.Lock()
-		due := e.dl.Len() > 0 && !e.dl[0].at.After(time.Now())
+		due := e.dl.Len() > 0 && e.dl[0].at <= e.mono(time.Now())
 		e.mu.Unlock()
 		if due {
 			if rb == nil {
@@ -850,7 +852,7 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 		now := time.Now()
 		var done []*Job
 		e.mu.Lock()
-		for e.dl.Len() > 0 && !e.dl[0].at.After(now) {
+		for e.dl.Len() > 0 && e.dl[0].at <= e.mono(now) {
 			d := e.dl.pop()
 			s := &e.slots[d.slot]
 			if d.retry {
@@ -888,7 +890,7 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 			// Deadlines of answered probes stay in the heap until their
 			// time; on a long sweep they come microseconds apart, so
 			// wake-ups are coalesced (a timeout may end timerSlack late).
-			next = max(e.dl[0].at.Sub(now), timerSlack)
+			next = max(time.Duration(e.dl[0].at-e.mono(now)), timerSlack)
 		}
 		e.mu.Unlock()
 		for _, j := range done {
@@ -904,16 +906,21 @@ func (e *Engine) timerLoop(ctx context.Context) error {
 	}
 }
 
+// mono is t as nanoseconds on the engine's monotonic clock (cheap to
+// compare in the deadline heap).
+func (e *Engine) mono(t time.Time) int64 { return int64(t.Sub(e.epoch)) }
+
 // pushDeadline adds a deadline; e.mu is held.
 func (e *Engine) pushDeadline(at time.Time, idx uint32, cookie uint64, retry bool) {
-	e.dl.push(deadline{at: at, slot: idx, cookie: cookie, retry: retry})
-	if e.dl[0].slot == idx && e.dl[0].at.Equal(at) {
+	d := deadline{at: e.mono(at), slot: idx, cookie: cookie, retry: retry}
+	e.dl.push(d)
+	if e.dl[0].slot == idx && e.dl[0].at == d.at {
 		signal(e.tmo)
 	}
 }
 
 type deadline struct {
-	at     time.Time
+	at     int64 // Engine.mono
 	slot   uint32
 	cookie uint64
 	retry  bool
@@ -930,7 +937,7 @@ func (d *deadlines) push(x deadline) {
 	i := len(h) - 1
 	for i > 0 {
 		p := (i - 1) / 2
-		if !h[i].at.Before(h[p].at) {
+		if h[i].at >= h[p].at {
 			break
 		}
 		h[i], h[p] = h[p], h[i]
@@ -947,10 +954,10 @@ func (d *deadlines) pop() deadline {
 	h = h[:last]
 	for i := 0; ; {
 		l, m := 2*i+1, i
-		if l < len(h) && h[l].at.Before(h[m].at) {
+		if l < len(h) && h[l].at < h[m].at {
 			m = l
 		}
-		if r := l + 1; r < len(h) && h[r].at.Before(h[m].at) {
+		if r := l + 1; r < len(h) && h[r].at < h[m].at {
 			m = r
 		}
 		if m == i {
@@ -1037,6 +1044,13 @@ func (e *Engine) Run(ctx context.Context, tasks <-chan *vantagev1.Task,
 	for {
 		if fedDone == nil && inflight.Load() == 0 {
 			return nil
+		}
+		select {
+		case r := <-results: // the common case, without selectgo
+			inflight.Add(-1)
+			emit(r)
+			continue
+		default:
 		}
 		select {
 		case <-ctx.Done():

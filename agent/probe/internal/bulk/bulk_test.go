@@ -232,7 +232,7 @@ func TestDeadlineHeap(t *testing.T) {
 	base := time.Unix(1700000000, 0)
 	var h deadlines
 	for _, d := range []int{5, 3, 9, 1, 7, 3, 0, 8, 2, 6, 4} {
-		h.push(deadline{at: base.Add(time.Duration(d) * time.Second), slot: uint32(d)})
+		h.push(deadline{at: base.Add(time.Duration(d) * time.Second).UnixNano(), slot: uint32(d)})
 	}
 	prev := -1
 	for h.Len() > 0 {
@@ -243,7 +243,7 @@ func TestDeadlineHeap(t *testing.T) {
 		prev = int(d.slot)
 	}
 	if a := testing.AllocsPerRun(100, func() {
-		h.push(deadline{at: base, slot: 1})
+		h.push(deadline{at: 1, slot: 1})
 		h.pop()
 	}); a != 0 {
 		t.Fatalf("push+pop: %v allocations, want 0", a)
