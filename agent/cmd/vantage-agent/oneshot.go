@@ -202,7 +202,9 @@ func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (
 		// engine, whose raw ICMP socket gets (and filters out) a copy of
 		// every echo reply of the sweep. Without raw sockets, the
 		// registry's portable path below.
-		if b, err := icmp.NewBulk(icmp.BulkConfig{Rate: o.rate, Logger: log}); err == nil {
+		// Its echo requests are 24-byte ICMP messages: DF costs nothing
+		// there and spares the kernel an IP id per packet.
+		if b, err := icmp.NewBulk(icmp.BulkConfig{Rate: o.rate, DontFragment: true, Logger: log}); err == nil {
 			return b, icmp.EngineBulk, func() { _ = b.Close() }, nil
 		}
 	}

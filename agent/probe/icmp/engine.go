@@ -45,6 +45,11 @@ type BulkConfig struct {
 	MinGap time.Duration
 	// RecvBuf is the socket receive buffer; 0 means 8 MiB.
 	RecvBuf int
+	// DontFragment sets DF on IPv4 echo requests, which spares the kernel
+	// an IP id per packet. Only for small payloads (the one-shot sweep's):
+	// on a path whose MTU is smaller than a request, a router answers
+	// "fragmentation needed" (UNREACHABLE, code 4) instead of fragmenting.
+	DontFragment bool
 	// Senders is how many send loops (each with its own send-only
 	// sockets) run side by side. 0 means one per CPU (at most 4) when
 	// nothing paces the engine (Rate 0, no Limiter), else one.
@@ -84,7 +89,7 @@ func NewBulk(cfg BulkConfig) (*Bulk, error) {
 	if cfg.RecvBuf == 0 {
 		cfg.RecvBuf = 8 << 20
 	}
-	c4, err := rawsock.Listen(false, rawsock.ICMP, rawsock.Options{Filter: filter4(ids), RecvBuf: cfg.RecvBuf})
+	c4, err := rawsock.Listen(false, rawsock.ICMP, rawsock.Options{Filter: filter4(ids), RecvBuf: cfg.RecvBuf, DontFragment: cfg.DontFragment})
 	if err != nil {
 		return nil, fmt.Errorf("icmp bulk engine: %w", err)
 	}
@@ -102,7 +107,7 @@ func NewBulk(cfg BulkConfig) (*Bulk, error) {
 		Send4: c4, Slots: slots, MaxSlots: maxIDs << 16,
 		Senders: senders,
 		OpenSend: func(v6 bool) (bulk.Conn, error) {
-			return rawsock.Listen(v6, rawsock.ICMP, rawsock.Options{SendOnly: true})
+			return rawsock.Listen(v6, rawsock.ICMP, rawsock.Options{SendOnly: true, DontFragment: cfg.DontFragment})
 		},
 		Rate: cfg.Rate, Limiter: cfg.Limiter, MinGap: cfg.MinGap, Logger: cfg.Logger,
 		Recv: []bulk.Receiver{{Conn: c4, Decode: func(pkt []byte, _ netip.Addr, _ int, m *bulk.Match) bulk.Verdict {

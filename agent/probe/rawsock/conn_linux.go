@@ -82,6 +82,11 @@ func (c *Conn) setup(proto Proto, o Options) error {
 		if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
 			return fmt.Errorf("SO_BROADCAST: %w", err)
 		}
+		if o.DontFragment {
+			if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE); err != nil {
+				return fmt.Errorf("IP_MTU_DISCOVER: %w", err)
+			}
+		}
 	}
 	if o.SendOnly {
 		// Drop everything before it is queued. For ICMP the kernel's type

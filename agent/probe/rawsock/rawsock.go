@@ -45,6 +45,12 @@ type Options struct {
 	// KernelChecksumOffset asks the IPv6 kernel to fill a checksum at this
 	// offset (IPV6_CHECKSUM); 0 leaves it alone. ICMPv6 always has it.
 	KernelChecksumOffset int
+	// DontFragment sets DF on IPv4 packets (IP_PMTUDISC_PROBE: DF, and
+	// the path MTU is not consulted). The kernel then skips choosing an IP
+	// id per packet (a hash and a random draw; a few percent of a sweep's
+	// CPU). Only for small probes: a router on a path with a smaller MTU
+	// answers "fragmentation needed" instead of fragmenting.
+	DontFragment bool
 	// SendOnly makes a socket that only sends: every packet is dropped
 	// before it reaches the socket (Filter is ignored). A raw socket
 	// otherwise gets a copy of every packet of its protocol.

@@ -237,3 +237,40 @@ func TestRealSendOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestRealDontFragment: requests from a DontFragment socket carry DF and
+// IP id 0 (the kernel chose no id).
+func TestRealDontFragment(t *testing.T) {
+	c := listenOrSkip(t, false)
+	s, err := Listen(false, ICMP, Options{SendOnly: true, DontFragment: true})
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	defer s.Close()
+	req := []byte{8, 0, 0, 0, 0x44, 0x46, 0, 1, 'd', 'f', '!', '!'}
+	binary.BigEndian.PutUint16(req[2:], Checksum(0, req))
+	if n, err := s.WriteBatch([]Message{{Buffers: [][]byte{req}, Addr: &net.IPAddr{IP: net.IPv4(127, 0, 0, 7)}}}); err != nil || n != 1 {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	in := make([]Message, 8)
+	for i := range in {
+		in[i] = Message{Buffers: [][]byte{make([]byte, 1500)}, OOB: make([]byte, OOBSize)}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, err := c.ReadBatch(in)
+		if err != nil {
+			t.Fatalf("ReadBatch: %v", err)
+		}
+		for _, m := range in[:n] {
+			b := m.Buffers[0][:m.N]
+			if len(b) < 28 || b[20] != 8 || b[24] != 0x44 || b[25] != 0x46 {
+				continue // not our request
+			}
+			if b[6]&0x40 == 0 || b[4] != 0 || b[5] != 0 {
+				t.Fatalf("request flags/offset %#x%02x, id %#x%02x: want DF and id 0", b[6], b[7], b[4], b[5])
+			}
+			return
+		}
+	}
+}
