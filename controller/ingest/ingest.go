@@ -298,7 +298,7 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 		out: make(chan *vantagev1.ControllerMessage, sendQueue), reassign: make(chan struct{}, 1),
 		done: make(chan struct{}), killc: make(chan struct{}), connectedAt: now, remote: remote,
 		ackTimes: make(chan time.Time, 2*sendQueue),
-		version: hello.GetAssignmentVersion(), triggers: map[string]bool{}}
+		version:  hello.GetAssignmentVersion(), triggers: map[string]bool{}}
 
 	s.mu.Lock()
 	if old := s.sessions[agent.ID]; old != nil {
