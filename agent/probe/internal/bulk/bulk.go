@@ -141,7 +141,7 @@ func (s Stats) Ignored() uint64 { return s.Malformed + s.Foreign + s.Spoofed + s
 
 const (
 	batchSize = 32  // packets per sendmmsg
-	rxBatch   = 64  // packets per recvmmsg
+	rxBatch   = 128 // packets per recvmmsg
 	rxBufSize = 576 // enough for an ICMP error's quoted headers
 	txBufSize = 1500
 )
@@ -641,7 +641,7 @@ type nowReader interface {
 const (
 	// pollInterval is how long the reader lets answers gather while many
 	// probes are in flight, instead of waking for each one.
-	pollInterval = time.Millisecond
+	pollInterval = 2 * time.Millisecond
 	// pollMinInflight probes in flight make the reader poll.
 	pollMinInflight = 16
 	// pollMaxEmpty empty polls in a row send the reader back to blocking:
