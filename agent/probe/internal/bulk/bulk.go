@@ -912,11 +912,33 @@ func (e *Engine) mono(t time.Time) int64 { return int64(t.Sub(e.epoch)) }
 
 // pushDeadline adds a deadline; e.mu is held.
 func (e *Engine) pushDeadline(at time.Time, idx uint32, cookie uint64, retry bool) {
+	if n := len(e.dl); n >= compactMin && n >= 4*int(e.inflight.Load()) {
+		e.compactDeadlines()
+	}
 	d := deadline{at: e.mono(at), slot: idx, cookie: cookie, retry: retry}
 	e.dl.push(d)
 	if e.dl[0].slot == idx && e.dl[0].at == d.at {
 		signal(e.tmo)
 	}
+}
+
+// compactMin is the heap size from which answered probes' deadlines are
+// dropped, once they are three quarters of it.
+const compactMin = 4096
+
+// compactDeadlines drops the deadlines of probes that were answered (on a
+// sweep nearly all of them, which would otherwise stay until their time:
+// 65,536 for a /16) and restores the heap order; e.mu is held.
+func (e *Engine) compactDeadlines() {
+	live := e.dl[:0]
+	for _, d := range e.dl {
+		if s := &e.slots[d.slot]; d.retry || s.busy && s.cookie == d.cookie {
+			live = append(live, d)
+		}
+	}
+	clear(e.dl[len(live):])
+	e.dl = live
+	e.dl.heapify()
 }
 
 type deadline struct {
@@ -952,7 +974,22 @@ func (d *deadlines) pop() deadline {
 	last := len(h) - 1
 	h[0] = h[last]
 	h = h[:last]
-	for i := 0; ; {
+	h.down(0)
+	*d = h
+	return top
+}
+
+// heapify restores the heap order of any slice (Floyd).
+func (d deadlines) heapify() {
+	for i := len(d)/2 - 1; i >= 0; i-- {
+		d.down(i)
+	}
+}
+
+// down moves d[i] down to its place.
+func (d deadlines) down(i int) {
+	h := d
+	for {
 		l, m := 2*i+1, i
 		if l < len(h) && h[l].at < h[m].at {
 			m = l
@@ -966,8 +1003,6 @@ func (d *deadlines) pop() deadline {
 		h[i], h[m] = h[m], h[i]
 		i = m
 	}
-	*d = h
-	return top
 }
 
 // Run is the Batch API: it submits every task from tasks (after prepare

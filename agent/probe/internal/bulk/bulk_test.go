@@ -292,3 +292,36 @@ func TestDrainBeforeTimeout(t *testing.T) {
 		t.Fatalf("%d results, want 8", len(got))
 	}
 }
+
+// TestCompactDeadlines: answered probes' deadlines are dropped, live ones
+// and retries stay, and the heap order holds.
+func TestCompactDeadlines(t *testing.T) {
+	e := &Engine{slots: make([]slot, 64), epoch: time.Unix(1700000000, 0)}
+	for i := range 64 {
+		e.dl.push(deadline{at: int64(64 - i), slot: uint32(i), cookie: uint64(i + 1), retry: i%16 == 5})
+		if i%4 == 0 { // still in flight with the same cookie
+			e.slots[i] = slot{busy: true, cookie: uint64(i + 1)}
+		}
+		if i%8 == 2 { // in flight again, with a new cookie: the old deadline is stale
+			e.slots[i] = slot{busy: true, cookie: 999}
+		}
+	}
+	e.compactDeadlines()
+	want := 0
+	for i := range 64 {
+		if i%4 == 0 || i%16 == 5 {
+			want++
+		}
+	}
+	if e.dl.Len() != want {
+		t.Fatalf("%d deadlines left, want %d", e.dl.Len(), want)
+	}
+	prev := int64(-1)
+	for e.dl.Len() > 0 {
+		d := e.dl.pop()
+		if d.at < prev || !(d.slot%4 == 0 || d.slot%16 == 5) {
+			t.Fatalf("popped %+v after %d", d, prev)
+		}
+		prev = d.at
+	}
+}
