@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -23,18 +24,29 @@ import (
 // (the poller's epoll set is edge-triggered on every enqueue), which on a
 // sweep cost one thread wake-up, and one preemption of the sending
 // thread, per reply. Reads and writes here are recvmmsg/sendmmsg on a
-// non-blocking descriptor; a blocking ReadBatch waits in poll(2), and
-// Close wakes it with shutdown(2). Addresses are decoded into the
-// messages' own *net.IPAddr values, so a batch allocates nothing.
+// non-blocking descriptor. A blocking ReadBatch waits through a private
+// epoll instance that holds the socket with EPOLLONESHOT and is itself in
+// Go's poller: armed only while a reader waits, so an idle reader costs a
+// parked goroutine (no thread in a blocking system call, which would keep
+// the runtime's sysmon thread awake), and packets that arrive while
+// nobody waits (a sweep's reader polls on a timer) wake nothing.
+// Addresses are decoded into the messages' own *net.IPAddr values, so a
+// batch allocates nothing.
 type Conn struct {
 	v6     bool
 	fd     int
 	closed atomic.Bool
 	// mu is held shared around every system call on fd and exclusively
 	// by Close around close(2), so fd is never reused under a caller.
-	mu       sync.RWMutex
-	rd, wr   batch // each owned by one ReadBatch/WriteBatch at a time
-	deadline atomic.Int64
+	mu     sync.RWMutex
+	rd, wr batch // each owned by one ReadBatch/WriteBatch at a time
+	// ep is the private epoll instance (its *os.File is in Go's poller);
+	// epMu serialises waiters, who share ev.
+	ep   *os.File
+	epfd int // ep's descriptor (ep.Fd() would make it blocking)
+	epRC syscall.RawConn
+	epMu sync.Mutex
+	ev   [1]unix.EpollEvent
 }
 
 // batch is the scratch space of one direction: the mmsghdr array and what
@@ -46,8 +58,8 @@ type batch struct {
 	sa  []unix.RawSockaddrInet6
 }
 
-// pollSafety bounds one poll(2), so that a Close whose wake-up was missed
-// is still noticed.
+// pollSafety bounds one poll(2) of a writer waiting for buffer space, so
+// that a Close is noticed.
 const pollSafety = time.Second
 
 // Listen opens a raw socket for proto on the v4 or v6 family, attaches the
@@ -72,7 +84,36 @@ func Listen(v6 bool, proto Proto, o Options) (*Conn, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("rawsock: %s: %w", network, err)
 	}
+	if err := c.openEpoll(); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("rawsock: %s: %w", network, err)
+	}
 	return c, nil
+}
+
+// openEpoll makes the private epoll instance: the socket in it, disarmed
+// (EPOLLONESHOT with no events), and the instance in Go's poller.
+func (c *Conn) openEpoll() error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll_create1: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(c.fd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		_ = unix.Close(ep)
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		_ = unix.Close(ep)
+		return fmt.Errorf("epoll: %w", err)
+	}
+	c.epfd = ep
+	c.ep = os.NewFile(uintptr(ep), "rawsock-epoll") // non-blocking: in Go's poller
+	if c.epRC, err = c.ep.SyscallConn(); err != nil {
+		_ = c.ep.Close()
+		return fmt.Errorf("epoll: %w", err)
+	}
+	return nil
 }
 
 func (c *Conn) setup(proto Proto, o Options) error {
@@ -158,7 +199,7 @@ func (c *Conn) read(ms []Message, wait bool) (int, error) {
 		}
 		// Wait without holding the scratch space, so that a ReadBatchNow
 		// from another goroutine is not held up by a blocked reader.
-		if err := c.wait(unix.POLLIN, true); err != nil {
+		if err := c.waitReadable(); err != nil {
 			return 0, err
 		}
 	}
@@ -234,30 +275,49 @@ func (c *Conn) WriteBatch(ms []Message) (int, error) {
 	}
 }
 
-// wait is pollLocked for a caller that does not hold c.mu.
-func (c *Conn) wait(events int16, read bool) error {
+// waitReadable arms the socket in the private epoll instance and parks
+// until it is readable, the read deadline passes or the Conn is closed.
+// Arming checks the socket's state, so a packet that came after the last
+// read is not missed.
+func (c *Conn) waitReadable() error {
+	c.epMu.Lock()
+	defer c.epMu.Unlock()
 	c.mu.RLock()
-	defer c.mu.RUnlock()
 	if c.closed.Load() {
+		c.mu.RUnlock()
 		return fmt.Errorf("rawsock: read: %w", net.ErrClosed)
 	}
-	return c.pollLocked(events, read)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(c.fd)}
+	err := unix.EpollCtl(c.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+	c.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("rawsock: epoll_ctl: %w", err)
+	}
+	var werr error
+	err = c.epRC.Read(func(ep uintptr) bool {
+		n, err := unix.EpollWait(int(ep), c.ev[:], 0)
+		if err != nil && err != unix.EINTR {
+			werr = os.NewSyscallError("epoll_wait", err)
+			return true
+		}
+		return n > 0 // the one-shot event is taken, and the socket disarmed
+	})
+	switch {
+	case c.closed.Load():
+		return fmt.Errorf("rawsock: read: %w", net.ErrClosed)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("rawsock: read: %w", os.ErrDeadlineExceeded)
+	case err != nil:
+		return fmt.Errorf("rawsock: read: %w", err)
+	}
+	return werr
 }
 
-// pollLocked waits until fd is ready for events, the read deadline passes
-// (reads only), or the Conn is closed; c.mu is held shared.
-func (c *Conn) pollLocked(events int16, read bool) error {
-	timeout := pollSafety
-	if d := c.deadline.Load(); read && d != 0 {
-		left := time.Until(time.Unix(0, d))
-		if left <= 0 {
-			return fmt.Errorf("rawsock: read: %w", os.ErrDeadlineExceeded)
-		}
-		timeout = min(timeout, left)
-	}
+// pollLocked waits until fd is writable (for a writer whose send buffer
+// is full: rare) or pollSafety passes; c.mu is held shared.
+func (c *Conn) pollLocked(events int16, _ bool) error {
 	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: events}}
-	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
-	_, err := unix.Poll(pfd, ms)
+	_, err := unix.Poll(pfd, int(pollSafety/time.Millisecond))
 	if err != nil && !errors.Is(err, unix.EINTR) {
 		return os.NewSyscallError("poll", err)
 	}
@@ -265,25 +325,20 @@ func (c *Conn) pollLocked(events int16, read bool) error {
 }
 
 // SetReadDeadline bounds the next ReadBatch; the zero time removes it.
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	if t.IsZero() {
-		c.deadline.Store(0)
-	} else {
-		c.deadline.Store(t.UnixNano())
-	}
-	return nil
-}
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.ep.SetReadDeadline(t) }
 
 // Close closes the socket; a blocked ReadBatch returns.
 func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return fmt.Errorf("rawsock: close: %w", net.ErrClosed)
 	}
-	// shutdown(2) wakes every poll(2) on the socket (raw sockets are
-	// "unconnected", so it also answers ENOTCONN, which is expected).
+	// shutdown(2) wakes a writer in poll(2) (raw sockets are
+	// "unconnected", so it also answers ENOTCONN, which is expected);
+	// closing the epoll instance's file wakes a parked reader.
 	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	_ = c.ep.Close()
 	if err := unix.Close(c.fd); err != nil {
 		return fmt.Errorf("rawsock: close: %w", err)
 	}
