@@ -9,7 +9,8 @@
 // A kind supplies an Encode function (the probe packet for a slot) and one
 // Decode function per receive socket (packet -> Match). The core owns the
 // slots, deadlines, retries, pacing and counters. It never starts a
-// goroutine per probe: one sender, one reader per socket and one timer loop.
+// goroutine per probe: one sender (or Config.Senders), one reader per
+// socket and one timer loop.
 package bulk
 
 import (
