@@ -38,6 +38,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -182,6 +183,15 @@ func New(cfg Config) (*Client, error) {
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		// The controller enforces a keepalive MinTime of 10s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		// gRPC's own reconnect backoff grows to 120s and a connection attempt
+		// may wait 20s: after a long outage the agent would sit out minutes
+		// of a healthy link. Keep both on the agent's own scale.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: grpcbackoff.Config{
+				BaseDelay: cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.BackoffMax,
+			},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
 	)
 	if err != nil {
