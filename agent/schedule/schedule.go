@@ -270,7 +270,7 @@ func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
 			n += every - rem
 		}
 		roundStart := start.Add(time.Duration(n) * round)
-		fire := roundStart.Add(s.cfg.Jitter(jitter))
+		fire := roundStart.Add(quantize(s.cfg.Jitter(jitter), jitter))
 		now := s.cfg.Now()
 		if fire.Before(now) {
 			if !now.Before(roundStart.Add(round)) {
@@ -297,6 +297,23 @@ func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
 		s.runOnce(ctx, t, n, fire, "")
 		n = max(n+1, RoundAt(start, round, s.cfg.Now()))
 	}
+}
+
+// maxJitterSlot bounds the grid that quantize puts jitter on.
+const maxJitterSlot = 250 * time.Millisecond
+
+// quantize rounds a jitter j drawn from [0, n) down to a grid of n/64
+// (at most maxJitterSlot), so tasks whose jitter falls in one slot fire
+// together: their timers expire at one instant and the probe engine sends
+// them in one batch and reads their answers in one wake-up, instead of one
+// wake-up per task (1,000 tasks a minute cost twice the CPU that way). The
+// result stays in [0, n) and spread over 64 slots or more.
+func quantize(j, n time.Duration) time.Duration {
+	slot := min(n/64, maxJitterSlot)
+	if slot < time.Millisecond {
+		return j
+	}
+	return j - j%slot
 }
 
 // reportMissed emits an ERROR result for every round of t after last and

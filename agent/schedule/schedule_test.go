@@ -245,3 +245,28 @@ func TestRoundAt(t *testing.T) {
 		})
 	}
 }
+
+func TestQuantize(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		j, n    time.Duration
+		want    time.Duration
+		comment string
+	}{
+		{"tiny jitter unchanged", 7 * time.Millisecond, 50 * time.Millisecond, 7 * time.Millisecond, "slot under 1 ms"},
+		{"64 slots", 1300 * time.Millisecond, 6400 * time.Millisecond, 1300 * time.Millisecond, "slot 100 ms"},
+		{"down to the slot", 1399 * time.Millisecond, 6400 * time.Millisecond, 1300 * time.Millisecond, "slot 100 ms"},
+		{"slot capped", 29999 * time.Millisecond, 30 * time.Second, 29750 * time.Millisecond, "slot 250 ms"},
+		{"zero", 0, time.Minute, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := quantize(tc.j, tc.n)
+			if got != tc.want {
+				t.Fatalf("quantize(%v, %v) = %v, want %v (%s)", tc.j, tc.n, got, tc.want, tc.comment)
+			}
+			if got < 0 || (tc.n > 0 && got >= tc.n) {
+				t.Fatalf("quantize(%v, %v) = %v: outside [0, %v)", tc.j, tc.n, got, tc.n)
+			}
+		})
+	}
+}
