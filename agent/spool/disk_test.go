@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -259,5 +260,44 @@ func TestDiskTooLarge(t *testing.T) {
 	err := d.Append(&vantagev1.ProbeResult{Seq: 1, Error: strings.Repeat("e", 20<<10)})
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
+	}
+}
+
+// TestDiskSyncAfterAppend checks the syncer: records appended in one window
+// are fsynced within SyncInterval of the first, and again after an idle spell.
+func TestDiskSyncAfterAppend(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	d := openT(t, t.TempDir(), 1, Options{SyncInterval: interval})
+	dirty := func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.dirty
+	}
+	seq := uint64(0)
+	for _, tc := range []struct {
+		name  string
+		n     int
+		pause time.Duration
+	}{
+		{"one record", 1, 0},
+		{"a burst", 50, 0},
+		{"after idle", 3, 5 * interval},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			time.Sleep(tc.pause)
+			for range tc.n {
+				seq++
+				if err := d.Append(&vantagev1.ProbeResult{Seq: seq, Target: "192.0.2.1"}); err != nil {
+					t.Fatalf("Append(%d): %v", seq, err)
+				}
+			}
+			deadline := time.Now().Add(10 * interval)
+			for dirty() {
+				if time.Now().After(deadline) {
+					t.Fatalf("still unsynced %v after the append (sync interval %v)", 10*interval, interval)
+				}
+				time.Sleep(interval / 4)
+			}
+		})
 	}
 }
