@@ -97,10 +97,12 @@ func Start(ctx context.Context, cfg Config) (h *Harness, err error) {
 		dataDir: filepath.Join(cfg.WorkDir, "controller"),
 		procs:   map[string]*exec.Cmd{},
 	}
+	// "return nil, err" sets h to nil before deferred calls run, so the
+	// cleanup holds its own reference.
+	started := h
 	defer func() {
 		if err != nil {
-			h.Close()
-			h = nil
+			started.Close()
 		}
 	}()
 	if err := h.startController(ctx); err != nil {
