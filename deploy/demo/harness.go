@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -204,6 +205,13 @@ func (h *Harness) Dial(tlsCfg *tls.Config, opts ...grpc.DialOption) (*grpc.Clien
 	opts = append([]grpc.DialOption{
 		grpc.WithContextDialer(namespaceDialer(h.Lab.Namespace("controller"))),
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		// The tests stop and restart the controller: reconnect within a
+		// second of it coming back, not after gRPC's default backoff (up
+		// to 120s), during which calls fail fast with Unavailable.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	}, opts...)
 	return grpc.NewClient("passthrough:///"+h.ControllerAddr(), opts...)
 }
