@@ -320,7 +320,15 @@ func (h *Harness) StopAgent(vantage string) error { return h.stopProcess(vantage
 
 // KillNode sends SIGKILL to a node's process ("controller" or a vantage) and
 // waits until it is gone: a crash, with no chance to flush or say goodbye.
-func (h *Harness) KillNode(node string) error {
+func (h *Harness) KillNode(node string) error { return h.endNode(node, syscall.SIGKILL) }
+
+// DumpNode sends SIGQUIT to a node's process: the Go runtime writes every
+// goroutine's stack to the node's log and exits. Tests call it when they
+// fail, so a stuck process says where it is stuck.
+func (h *Harness) DumpNode(node string) error { return h.endNode(node, syscall.SIGQUIT) }
+
+// endNode sends sig to a node's process group and waits until it is gone.
+func (h *Harness) endNode(node string, sig syscall.Signal) error {
 	h.mu.Lock()
 	cmd := h.procs[node]
 	delete(h.procs, node)
@@ -329,10 +337,15 @@ func (h *Harness) KillNode(node string) error {
 		return fmt.Errorf("%s is not running", node)
 	}
 	pgid := cmd.Process.Pid
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill %s: %w", node, err)
+	if err := syscall.Kill(-pgid, sig); err != nil {
+		return fmt.Errorf("signal %s to %s: %w", sig, node, err)
 	}
+	deadline := time.Now().Add(10 * time.Second)
 	for syscall.Kill(-pgid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			return fmt.Errorf("%s outlived %s for 10s; killed", node, sig)
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil

@@ -27,15 +27,11 @@ func startVKLab(t *testing.T, ctx context.Context, letter string, cfg demo.Confi
 		t.Fatalf("start lab %s: %v", cfg.Prefix, err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			keepFailedLogs(t, h)
+		}
 		if err := h.Close(); err != nil {
 			t.Errorf("close harness: %v", err)
-		}
-		if t.Failed() {
-			for _, n := range append([]string{"controller"}, h.Lab.Vantages()...) {
-				if b, err := os.ReadFile(h.LogPath(n)); err == nil {
-					t.Logf("---- %s.log (tail) ----\n%s", n, tailOf(string(b), 3000))
-				}
-			}
 		}
 	})
 	return h
