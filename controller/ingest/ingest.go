@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"io"
 	"log/slog"
 	"maps"
@@ -568,6 +569,9 @@ func ValidateBatch(b *vantagev1.ResultBatch) error {
 	if first == 0 || first > last {
 		return fmt.Errorf("%w: results.first_seq %d, last_seq %d: want 1 <= first_seq <= last_seq", rpcerr.ErrInvalid, first, last)
 	}
+	if last > math.MaxInt64 || b.GetEpoch() > math.MaxInt64 {
+		return fmt.Errorf("%w: results.last_seq %d, epoch %d: at most 2^63-1 (stored as SQL integers)", rpcerr.ErrInvalid, last, b.GetEpoch())
+	}
 	n := len(b.GetResults())
 	if n > MaxBatchResults {
 		return fmt.Errorf("%w: results.results: %d results, at most %d", rpcerr.ErrInvalid, n, MaxBatchResults)
@@ -592,6 +596,9 @@ func ValidateBatch(b *vantagev1.ResultBatch) error {
 	for i, g := range b.GetGaps() {
 		if g.GetEpoch() == 0 || g.GetFirstSeq() == 0 || g.GetFirstSeq() > g.GetLastSeq() {
 			return fmt.Errorf("%w: results.gaps[%d]: want epoch > 0 and 1 <= first_seq <= last_seq", rpcerr.ErrInvalid, i)
+		}
+		if g.GetLastSeq() > math.MaxInt64 || g.GetEpoch() > math.MaxInt64 {
+			return fmt.Errorf("%w: results.gaps[%d]: last_seq and epoch at most 2^63-1", rpcerr.ErrInvalid, i)
 		}
 	}
 	return nil

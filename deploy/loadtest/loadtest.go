@@ -718,7 +718,7 @@ func countRows(path string) (int64, error) {
 	}
 	defer db.Close()
 	var n int64
-	if err := db.QueryRow(`SELECT count(*) FROM results`).Scan(&n); err != nil {
+	if err := db.QueryRow(`SELECT coalesce(sum(n), 0) FROM result_chunks`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count stored rows: %w", err)
 	}
 	return n, nil

@@ -288,7 +288,7 @@ func TestEnrolSessionAssignmentAndDedupe(t *testing.T) {
 			t.Fatalf("ack %d = %v; want epoch 7 up to %d", i, ack, b.GetLastSeq())
 		}
 	}
-	if n := countRows(t, c.dir, `SELECT count(*) FROM results WHERE agent_id = ?`, a.id); n != 2 {
+	if n := countRows(t, c.dir, `SELECT coalesce(sum(n), 0) FROM result_chunks WHERE agent_id = ?`, a.id); n != 2 {
 		t.Fatalf("stored rows = %d; want 2", n)
 	}
 	agents, err := ops.ListAgents(bearer(c.admin), &vantagev1.ListAgentsRequest{})

@@ -3,8 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
-	"strings"
+	"sort"
 	"sync"
 	"time"
 
@@ -16,35 +17,18 @@ import (
 
 var _ store.GroupCommitter = (*DB)(nil)
 
-// insertChunk is how many result rows one INSERT statement carries. One
-// multi-row statement costs one bind/step cycle instead of insertChunk,
-// which is most of the per-row cost in a pure-Go SQLite (11 columns x 100
-// rows stays far below SQLite's 32766 parameters).
-const insertChunk = 100
-
-const resultCols = `(agent_id, epoch, seq, campaign, task_id, target, round, sent_at, outcome, received_at, body)`
-
 // stmts are the writer connection's prepared statements, made once.
 type stmts struct {
-	mu    sync.Mutex
-	ready bool
-	chunk *sql.Stmt // insertChunk rows
-	one   *sql.Stmt // one row
-	gap   *sql.Stmt
-	count *sql.Stmt
-}
-
-func insertSQL(rows int) string {
-	var b strings.Builder
-	b.WriteString(`INSERT INTO results ` + resultCols + ` VALUES `)
-	for i := range rows {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-	}
-	b.WriteString(` ON CONFLICT (agent_id, epoch, seq) DO NOTHING RETURNING seq`)
-	return b.String()
+	mu          sync.Mutex
+	ready       bool
+	prevRange   *sql.Stmt
+	nextRanges  *sql.Stmt
+	extendRange *sql.Stmt
+	deleteRange *sql.Stmt
+	insertRange *sql.Stmt
+	insertChunk *sql.Stmt
+	gap         *sql.Stmt
+	count       *sql.Stmt
 }
 
 func (db *DB) prepared(ctx context.Context) (*stmts, error) {
@@ -65,8 +49,15 @@ func (db *DB) prepared(ctx context.Context) (*stmts, error) {
 		}
 		return st
 	}
-	s.chunk = prep(insertSQL(insertChunk))
-	s.one = prep(insertSQL(1))
+	s.prevRange = prep(`SELECT first_seq, last_seq FROM result_ranges
+		WHERE agent_id = ? AND epoch = ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1`)
+	s.nextRanges = prep(`SELECT first_seq, last_seq FROM result_ranges
+		WHERE agent_id = ? AND epoch = ? AND first_seq > ? AND first_seq <= ? ORDER BY first_seq`)
+	s.extendRange = prep(`UPDATE result_ranges SET last_seq = ? WHERE agent_id = ? AND epoch = ? AND first_seq = ?`)
+	s.deleteRange = prep(`DELETE FROM result_ranges WHERE agent_id = ? AND epoch = ? AND first_seq = ?`)
+	s.insertRange = prep(`INSERT INTO result_ranges (agent_id, epoch, first_seq, last_seq) VALUES (?, ?, ?, ?)`)
+	s.insertChunk = prep(`INSERT INTO result_chunks (agent_id, epoch, first_seq, last_seq, campaign, n,
+		min_round, max_round, min_sent, max_sent, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	s.gap = prep(`INSERT INTO gaps (agent_id, epoch, first_seq, last_seq, reason, received_at)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, epoch, first_seq) DO NOTHING`)
 	s.count = prep(`UPDATE agents SET results_stored = results_stored + ?,
@@ -80,17 +71,21 @@ func (db *DB) prepared(ctx context.Context) (*stmts, error) {
 }
 
 func (s *stmts) close() {
-	for _, st := range []*sql.Stmt{s.chunk, s.one, s.gap, s.count} {
+	for _, st := range []*sql.Stmt{s.prevRange, s.nextRanges, s.extendRange, s.deleteRange, s.insertRange, s.insertChunk, s.gap, s.count} {
 		if st != nil {
 			st.Close()
 		}
 	}
-	s.chunk, s.one, s.gap, s.count, s.ready = nil, nil, nil, nil, false
+	s.prevRange, s.nextRanges, s.extendRange, s.deleteRange, s.insertRange = nil, nil, nil, nil, nil
+	s.insertChunk, s.gap, s.count, s.ready = nil, nil, nil, false
 }
 
 // CommitBatches stores many agents' batches in one transaction: one commit
 // (one WAL append and, with synchronous=NORMAL, no fsync except at
-// checkpoints) for the whole group. See store.GroupCommitter.
+// checkpoints) for the whole group. Per batch it looks up the stored seq
+// ranges the batch touches, keeps the results not stored yet, writes them
+// as one chunk per campaign and merges the batch into the ranges. See
+// store.GroupCommitter.
 func (db *DB) CommitBatches(ctx context.Context, batches []store.Batch) ([][]bool, error) {
 	st, err := db.prepared(ctx)
 	if err != nil {
@@ -113,48 +108,30 @@ func (db *DB) CommitBatches(ctx context.Context, batches []store.Batch) ([][]boo
 	type counts struct{ stored, dups, gaps uint64 }
 	perAgent := map[string]*counts{}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
-		chunk, one := tx.StmtContext(ctx, st.chunk), tx.StmtContext(ctx, st.one)
-		args := make([]any, 0, 11*insertChunk)
+		w := newRangeWriter(ctx, tx, st)
+		insertChunk := tx.StmtContext(ctx, st.insertChunk)
+		gap := tx.StmtContext(ctx, st.gap)
 		for i, b := range batches {
-			f := make([]bool, len(b.Results))
-			fresh[i] = f
 			c := perAgent[b.AgentID]
 			if c == nil {
 				c = &counts{}
 				perAgent[b.AgentID] = c
 			}
-			// seq -> index in the batch (results are contiguous, but do
-			// not rely on it here).
-			index := make(map[uint64]int, len(b.Results))
-			for j, r := range b.Results {
-				index[r.GetSeq()] = j
+			f, err := w.claim(b.AgentID, b.Epoch, b.Results)
+			if err != nil {
+				return fmt.Errorf("agent %s epoch %d: %w", b.AgentID, b.Epoch, err)
 			}
-			for lo := 0; lo < len(b.Results); {
-				n := min(insertChunk, len(b.Results)-lo)
-				s := chunk
-				if n < insertChunk {
-					s, n = one, 1
+			fresh[i] = f
+			for _, ch := range chunksByCampaign(b.Results, b.Bodies, f) {
+				if _, err := insertChunk.ExecContext(ctx, b.AgentID, b.Epoch, ch.first, ch.last, ch.campaign, ch.n,
+					ch.minRound, ch.maxRound, ch.minSent, ch.maxSent, now, ch.body); err != nil {
+					return fmt.Errorf("agent %s: insert results %d..%d: %w", b.AgentID, ch.first, ch.last, err)
 				}
-				args = args[:0]
-				for j := lo; j < lo+n; j++ {
-					r := b.Results[j]
-					args = append(args, b.AgentID, b.Epoch, r.GetSeq(), r.GetCampaign(), r.GetTaskId(), r.GetTarget(),
-						r.GetRound(), nanos(r.GetSentAt().AsTime()), int32(r.GetOutcome()), now, b.Bodies[j])
-				}
-				if err := insertReturning(ctx, s, args, index, f); err != nil {
-					return fmt.Errorf("agent %s: insert results from seq %d: %w", b.AgentID, b.Results[lo].GetSeq(), err)
-				}
-				lo += n
+				c.stored += uint64(ch.n)
 			}
-			for _, ok := range f {
-				if ok {
-					c.stored++
-				} else {
-					c.dups++
-				}
-			}
+			c.dups += uint64(len(f)) - countTrue(f)
 			for _, g := range b.Gaps {
-				res, err := tx.StmtContext(ctx, st.gap).ExecContext(ctx, b.AgentID, g.GetEpoch(), g.GetFirstSeq(), g.GetLastSeq(), g.GetReason(), now)
+				res, err := gap.ExecContext(ctx, b.AgentID, g.GetEpoch(), g.GetFirstSeq(), g.GetLastSeq(), g.GetReason(), now)
 				if err != nil {
 					return fmt.Errorf("agent %s: insert gap: %w", b.AgentID, err)
 				}
@@ -177,24 +154,127 @@ func (db *DB) CommitBatches(ctx context.Context, batches []store.Batch) ([][]boo
 	return fresh, nil
 }
 
-// insertReturning runs a multi-row INSERT ... RETURNING seq and marks the
-// rows that were new.
-func insertReturning(ctx context.Context, s *sql.Stmt, args []any, index map[uint64]int, fresh []bool) error {
-	rows, err := s.QueryContext(ctx, args...)
+func countTrue(f []bool) uint64 {
+	var n uint64
+	for _, x := range f {
+		if x {
+			n++
+		}
+	}
+	return n
+}
+
+// rangeWriter claims seqs in result_ranges inside one transaction.
+type rangeWriter struct {
+	ctx                                     context.Context
+	prev, next, extend, delete, insertRange *sql.Stmt
+}
+
+func newRangeWriter(ctx context.Context, tx *sql.Tx, st *stmts) rangeWriter {
+	return rangeWriter{ctx: ctx,
+		prev:        tx.StmtContext(ctx, st.prevRange),
+		next:        tx.StmtContext(ctx, st.nextRanges),
+		extend:      tx.StmtContext(ctx, st.extendRange),
+		delete:      tx.StmtContext(ctx, st.deleteRange),
+		insertRange: tx.StmtContext(ctx, st.insertRange),
+	}
+}
+
+// claim marks the results of one (agent, epoch) batch stored and reports
+// which were not stored before (fresh). A seq repeated inside the batch is
+// fresh at most once.
+func (w rangeWriter) claim(agentID string, epoch uint64, results []*vantagev1.ProbeResult) ([]bool, error) {
+	fresh := make([]bool, len(results))
+	order := make([]int, len(results))
+	for i := range order {
+		order[i] = i
+	}
+	seq := func(i int) uint64 { return results[order[i]].GetSeq() }
+	sorted := true
+	for i := 1; i < len(order); i++ {
+		if seq(i) <= seq(i-1) {
+			sorted = false
+			break
+		}
+	}
+	if !sorted {
+		sort.SliceStable(order, func(a, b int) bool { return results[order[a]].GetSeq() < results[order[b]].GetSeq() })
+	}
+	// Walk maximal runs of consecutive seqs; a repeated seq stays false.
+	for i := 0; i < len(order); {
+		j := i + 1
+		for j < len(order) && seq(j) <= seq(j-1)+1 {
+			j++
+		}
+		run := seqRange{seq(i), seq(j - 1)}
+		ranges, err := w.claimRange(agentID, epoch, run)
+		if err != nil {
+			return nil, err
+		}
+		k := 0
+		for p := i; p < j; p++ {
+			s := seq(p)
+			for k < len(ranges) && ranges[k].last < s {
+				k++
+			}
+			if k < len(ranges) && ranges[k].first <= s && (p == i || s != seq(p-1)) {
+				fresh[order[p]] = true
+			}
+		}
+		i = j
+	}
+	return fresh, nil
+}
+
+// claimRange merges run into result_ranges and returns the parts of it
+// that were not stored yet.
+func (w rangeWriter) claimRange(agentID string, epoch uint64, run seqRange) ([]seqRange, error) {
+	var touching []seqRange
+	var prev seqRange
+	err := w.prev.QueryRowContext(w.ctx, agentID, epoch, run.first).Scan(&prev.first, &prev.last)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("read stored ranges: %w", err)
+	case touches(prev, run):
+		touching = append(touching, prev)
+	}
+	rows, err := w.next.QueryContext(w.ctx, agentID, epoch, run.first, run.last+1)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("read stored ranges: %w", err)
 	}
-	defer rows.Close()
 	for rows.Next() {
-		var seq uint64
-		if err := rows.Scan(&seq); err != nil {
-			return err
+		var r seqRange
+		if err := rows.Scan(&r.first, &r.last); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read stored ranges: %w", err)
 		}
-		if j, ok := index[seq]; ok {
-			fresh[j] = true
+		touching = append(touching, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read stored ranges: %w", err)
+	}
+	fresh, merged := cover(run, touching)
+	if len(fresh) == 0 {
+		return nil, nil
+	}
+	// The common case: the batch extends the one range before it.
+	if len(touching) == 1 && touching[0].first == merged.first {
+		if _, err := w.extend.ExecContext(w.ctx, merged.last, agentID, epoch, merged.first); err != nil {
+			return nil, fmt.Errorf("extend stored range: %w", err)
+		}
+		return fresh, nil
+	}
+	for _, t := range touching {
+		if _, err := w.delete.ExecContext(w.ctx, agentID, epoch, t.first); err != nil {
+			return nil, fmt.Errorf("merge stored ranges: %w", err)
 		}
 	}
-	return rows.Err()
+	if _, err := w.insertRange.ExecContext(w.ctx, agentID, epoch, merged.first, merged.last); err != nil {
+		return nil, fmt.Errorf("merge stored ranges: %w", err)
+	}
+	return fresh, nil
 }
 
 // commitOne is CommitBatchFresh through the group path.

@@ -1,9 +1,12 @@
 package sqlite
 
 import (
+	"container/heap"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -35,8 +38,15 @@ func (db *DB) CommitBatchFresh(ctx context.Context, agentID string, epoch uint64
 	return db.commitOne(ctx, agentID, epoch, results, gaps)
 }
 
-// QueryResults calls fn for each matching result, oldest first. It stops
-// at the first error fn returns and returns it.
+// QueryResults calls fn for each matching result, oldest first (by
+// sent_at, then agent, epoch and seq). It stops at the first error fn
+// returns and returns it.
+//
+// Chunks are selected by their columns (campaign, agent, round and sent_at
+// ranges) in order of their earliest sent_at, and their results filtered
+// exactly. Chunks overlap in time (many agents send at once), so results
+// wait in a heap until no later chunk can hold an earlier one: every result
+// sent before the next chunk's earliest sent_at is final.
 func (db *DB) QueryResults(ctx context.Context, q store.ResultQuery, fn func(store.StoredResult) error) error {
 	var where []string
 	var args []any
@@ -46,57 +56,141 @@ func (db *DB) QueryResults(ctx context.Context, q store.ResultQuery, fn func(sto
 	if q.AgentID != "" {
 		where, args = append(where, "agent_id = ?"), append(args, q.AgentID)
 	}
-	if q.Target != "" {
-		where, args = append(where, "target = ?"), append(args, q.Target)
-	}
-	if len(q.Targets) > 0 {
-		where = append(where, "target IN (?"+strings.Repeat(", ?", len(q.Targets)-1)+")")
-		for _, t := range q.Targets {
-			args = append(args, t)
-		}
-	}
 	if !q.From.IsZero() {
-		where, args = append(where, "sent_at >= ?"), append(args, nanos(q.From))
+		where, args = append(where, "max_sent >= ?"), append(args, nanos(q.From))
 	}
 	if !q.To.IsZero() {
-		where, args = append(where, "sent_at < ?"), append(args, nanos(q.To))
+		where, args = append(where, "min_sent < ?"), append(args, nanos(q.To))
 	}
 	if q.HasMinRound {
-		where, args = append(where, "round >= ?"), append(args, q.MinRound)
+		where, args = append(where, "max_round >= ?"), append(args, q.MinRound)
 	}
-	query := `SELECT agent_id, epoch, received_at, body FROM results`
+	cond := ""
 	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
+		cond = " WHERE " + strings.Join(where, " AND ")
 	}
-	query += " ORDER BY sent_at, agent_id, epoch, seq"
-	if q.Limit > 0 {
-		query += fmt.Sprintf(" LIMIT %d", q.Limit)
+	// With a lower bound on time or round, find the earliest chunk that
+	// can match first, so the ordered scan starts there rather than at the
+	// beginning of the campaign.
+	if !q.From.IsZero() || q.HasMinRound {
+		var lo sql.NullInt64
+		if err := db.r.QueryRowContext(ctx, `SELECT min(min_sent) FROM result_chunks`+cond, args...).Scan(&lo); err != nil {
+			return fmt.Errorf("query results: %w", err)
+		}
+		if !lo.Valid {
+			return nil // nothing matches
+		}
+		cond += " AND min_sent >= ?"
+		args = append(args, lo.Int64)
 	}
-	rows, err := db.r.QueryContext(ctx, query, args...)
+	rows, err := db.r.QueryContext(ctx, `SELECT agent_id, epoch, min_sent, received_at, body FROM result_chunks`+cond+` ORDER BY min_sent`, args...)
 	if err != nil {
 		return fmt.Errorf("query results: %w", err)
 	}
 	defer rows.Close()
+	m := resultMerge{q: q, fn: fn}
+	targets := map[string]bool{}
+	if q.Target != "" {
+		targets[q.Target] = true
+	}
+	for _, t := range q.Targets {
+		targets[t] = true
+	}
 	for rows.Next() {
-		var sr store.StoredResult
-		var recv int64
+		var agentID string
+		var epoch uint64
+		var minSent, recv int64
 		var body []byte
-		if err := rows.Scan(&sr.AgentID, &sr.Epoch, &recv, &body); err != nil {
+		if err := rows.Scan(&agentID, &epoch, &minSent, &recv, &body); err != nil {
 			return fmt.Errorf("query results: %w", err)
 		}
-		sr.ReceivedAt = fromNanos(recv)
-		sr.Result = &vantagev1.ProbeResult{}
-		if err := proto.Unmarshal(body, sr.Result); err != nil {
-			return fmt.Errorf("query results: body of %s/%d: %w", sr.AgentID, sr.Epoch, err)
+		if err := m.emitBefore(minSent); err != nil {
+			return m.result(err)
 		}
-		if err := fn(sr); err != nil {
-			return err
+		results, err := decodeChunk(body)
+		if err != nil {
+			return fmt.Errorf("query results: chunk of %s/%d: %w", agentID, epoch, err)
+		}
+		for _, r := range results {
+			sent := nanos(r.GetSentAt().AsTime())
+			if len(targets) > 0 && !targets[r.GetTarget()] ||
+				!q.From.IsZero() && sent < nanos(q.From) ||
+				!q.To.IsZero() && sent >= nanos(q.To) ||
+				q.HasMinRound && r.GetRound() < q.MinRound {
+				continue
+			}
+			heap.Push(&m.pending, pendingResult{sent: sent, sr: store.StoredResult{AgentID: agentID, Epoch: epoch, Result: r, ReceivedAt: fromNanos(recv)}})
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("query results: %w", err)
 	}
+	return m.result(m.emitBefore(math.MaxInt64))
+}
+
+// errLimit ends a query that reached its limit.
+var errLimit = errors.New("limit reached")
+
+// resultMerge emits results in order from chunks that overlap in time.
+type resultMerge struct {
+	q       store.ResultQuery
+	fn      func(store.StoredResult) error
+	pending resultHeap
+	emitted int
+}
+
+// emitBefore hands fn every waiting result sent before t, in order.
+func (m *resultMerge) emitBefore(t int64) error {
+	for m.pending.Len() > 0 && (m.pending[0].sent < t || t == math.MaxInt64) {
+		p := heap.Pop(&m.pending).(pendingResult)
+		if m.q.Limit > 0 && m.emitted >= m.q.Limit {
+			return errLimit
+		}
+		m.emitted++
+		if err := m.fn(p.sr); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+func (m *resultMerge) result(err error) error {
+	if errors.Is(err, errLimit) {
+		return nil
+	}
+	return err
+}
+
+type pendingResult struct {
+	sent int64
+	sr   store.StoredResult
+}
+
+// resultHeap orders results by (sent_at, agent, epoch, seq).
+type resultHeap []pendingResult
+
+func (h resultHeap) Len() int { return len(h) }
+func (h resultHeap) Less(i, j int) bool {
+	a, b := &h[i], &h[j]
+	if a.sent != b.sent {
+		return a.sent < b.sent
+	}
+	if a.sr.AgentID != b.sr.AgentID {
+		return a.sr.AgentID < b.sr.AgentID
+	}
+	if a.sr.Epoch != b.sr.Epoch {
+		return a.sr.Epoch < b.sr.Epoch
+	}
+	return a.sr.Result.GetSeq() < b.sr.Result.GetSeq()
+}
+func (h resultHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *resultHeap) Push(x any)   { *h = append(*h, x.(pendingResult)) }
+func (h *resultHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = pendingResult{}
+	*h = old[:len(old)-1]
+	return x
 }
 
 // AddTransitions stores transitions in one transaction, setting each one's

@@ -157,6 +157,112 @@ var migrations = []string{
 	ALTER TABLE results3 RENAME TO results;
 	CREATE INDEX results_campaign_round ON results (campaign, round);
 	CREATE INDEX results_sent_at ON results (sent_at);`,
+	// 4: results in chunks (chunks.go), deduplicated by seq ranges
+	// (ranges.go). The indexes serve the ordered scan (min_sent, alone or
+	// after campaign) and finding where it starts for a time or round
+	// bound (max_sent, max_round, covering min_sent). migrateToChunks
+	// moves the rows of results and drops it.
+	`CREATE TABLE result_chunks (
+		id INTEGER PRIMARY KEY,
+		agent_id TEXT NOT NULL,
+		epoch INTEGER NOT NULL,
+		first_seq INTEGER NOT NULL,
+		last_seq INTEGER NOT NULL,
+		campaign TEXT NOT NULL,
+		n INTEGER NOT NULL,
+		min_round INTEGER NOT NULL,
+		max_round INTEGER NOT NULL,
+		min_sent INTEGER NOT NULL,
+		max_sent INTEGER NOT NULL,
+		received_at INTEGER NOT NULL,
+		body BLOB NOT NULL
+	);
+	CREATE INDEX result_chunks_sent ON result_chunks (min_sent);
+	CREATE INDEX result_chunks_max_sent ON result_chunks (max_sent, min_sent);
+	CREATE INDEX result_chunks_campaign_sent ON result_chunks (campaign, min_sent);
+	CREATE INDEX result_chunks_campaign_max_sent ON result_chunks (campaign, max_sent, min_sent);
+	CREATE INDEX result_chunks_campaign_round ON result_chunks (campaign, max_round, min_sent);
+	CREATE TABLE result_ranges (
+		agent_id TEXT NOT NULL,
+		epoch INTEGER NOT NULL,
+		first_seq INTEGER NOT NULL,
+		last_seq INTEGER NOT NULL,
+		PRIMARY KEY (agent_id, epoch, first_seq)
+	) WITHOUT ROWID;
+	INSERT INTO result_ranges
+		SELECT agent_id, epoch, min(seq), max(seq) FROM (
+			SELECT agent_id, epoch, seq, seq - row_number() OVER (PARTITION BY agent_id, epoch ORDER BY seq) AS island
+			FROM results)
+		GROUP BY agent_id, epoch, island;`,
+}
+
+// migrationSteps run in Go after the SQL of the migration with that number,
+// in the same transaction.
+var migrationSteps = map[int]func(context.Context, *sql.Tx) error{
+	4: migrateToChunks,
+}
+
+// migrateToChunks moves the per-result rows of schema 3 into chunks of at
+// most migrateChunk results (one agent, epoch, campaign and receive time)
+// and drops the old table.
+func migrateToChunks(ctx context.Context, tx *sql.Tx) error {
+	const migrateChunk = 1000
+	rows, err := tx.QueryContext(ctx, `SELECT agent_id, epoch, received_at, body FROM results ORDER BY agent_id, epoch, seq`)
+	if err != nil {
+		return fmt.Errorf("read results: %w", err)
+	}
+	type key struct {
+		agent    string
+		epoch    uint64
+		campaign string
+		recv     int64
+	}
+	var (
+		cur     key
+		c       *chunk
+		pending []struct {
+			k key
+			c *chunk
+		}
+	)
+	for rows.Next() {
+		var k key
+		var body []byte
+		if err := rows.Scan(&k.agent, &k.epoch, &k.recv, &body); err != nil {
+			rows.Close()
+			return fmt.Errorf("read results: %w", err)
+		}
+		r := &vantagev1.ProbeResult{}
+		if err := proto.Unmarshal(body, r); err != nil {
+			rows.Close()
+			return fmt.Errorf("result %s/%d: %w", k.agent, k.epoch, err)
+		}
+		k.campaign = r.GetCampaign()
+		if c == nil || k != cur || c.n >= migrateChunk {
+			c, cur = &chunk{}, k
+			pending = append(pending, struct {
+				k key
+				c *chunk
+			}{k, c})
+		}
+		c.add(r, body)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read results: %w", err)
+	}
+	for _, p := range pending {
+		_, err := tx.ExecContext(ctx, `INSERT INTO result_chunks (agent_id, epoch, first_seq, last_seq, campaign, n,
+			min_round, max_round, min_sent, max_sent, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			p.k.agent, p.k.epoch, p.c.first, p.c.last, p.c.campaign, p.c.n, p.c.minRound, p.c.maxRound, p.c.minSent, p.c.maxSent, p.k.recv, p.c.body)
+		if err != nil {
+			return fmt.Errorf("write chunk: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DROP TABLE results`); err != nil {
+		return fmt.Errorf("drop results: %w", err)
+	}
+	return nil
 }
 
 // DB is the SQLite Store.
@@ -215,6 +321,11 @@ func (db *DB) migrate(ctx context.Context) error {
 		err := db.tx(ctx, func(tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
 				return err
+			}
+			if step := migrationSteps[i+1]; step != nil {
+				if err := step(ctx, tx); err != nil {
+					return err
+				}
 			}
 			_, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1))
 			return err

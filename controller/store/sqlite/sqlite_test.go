@@ -90,7 +90,7 @@ func TestCommitBatchDedupes(t *testing.T) {
 		})
 	}
 	var n int
-	if err := db.r.QueryRow(`SELECT count(*) FROM results`).Scan(&n); err != nil || n != 10 {
+	if err := db.r.QueryRow(`SELECT coalesce(sum(n), 0) FROM result_chunks`).Scan(&n); err != nil || n != 10 {
 		t.Fatalf("rows = %d, %v; want 10", n, err)
 	}
 	a, err := db.GetAgent(ctx, "agt-0000000000000001")
