@@ -95,20 +95,8 @@ func (a *app) agentsCmd() *cobra.Command {
 		Short: "List agents with their state, health and spool",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.ListAgents(ctx, &vantagev1.ListAgentsRequest{})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, resp, true)
-			}
-			return a.printer().agents(a.env.stdout, resp.GetAgents())
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ListAgents, &vantagev1.ListAgentsRequest{},
+				func(p printer, w io.Writer, r *vantagev1.ListAgentsResponse) error { return p.agents(w, r.GetAgents()) })
 		},
 	}
 	approve := &cobra.Command{
@@ -116,17 +104,8 @@ func (a *app) agentsCmd() *cobra.Command {
 		Short: "Approve a pending agent so it receives work",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			info, err := c.ApproveAgent(ctx, &vantagev1.ApproveAgentRequest{Id: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.showAgent(info)
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ApproveAgent, &vantagev1.ApproveAgentRequest{Id: args[0]},
+				printer.agentChanged)
 		},
 	}
 	var reason string
@@ -135,28 +114,12 @@ func (a *app) agentsCmd() *cobra.Command {
 		Short: "Revoke an agent: its certificate stops working at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			info, err := c.RevokeAgent(ctx, &vantagev1.RevokeAgentRequest{Id: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			return a.showAgent(info)
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.RevokeAgent, &vantagev1.RevokeAgentRequest{Id: args[0], Reason: reason},
+				printer.agentChanged)
 		},
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
 	return group("agents", "Manage the agents (vantages) of the fleet", list, approve, revoke)
-}
-
-func (a *app) showAgent(info *vantagev1.AgentInfo) error {
-	if a.json() {
-		return writeJSON(a.env.stdout, info, true)
-	}
-	return a.printer().agentChanged(a.env.stdout, info)
 }
 
 func (a *app) tokenCmd() *cobra.Command {
@@ -177,24 +140,11 @@ func (a *app) tokenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.CreateJoinToken(ctx, &vantagev1.CreateJoinTokenRequest{
-				TtlS:    uint32(math.Ceil(ttl.Seconds())),
-				MaxUses: maxUses,
-				Labels:  lm,
-			})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, resp, true)
-			}
-			return a.printer().joinToken(a.env.stdout, resp, a.controller)
+			req := &vantagev1.CreateJoinTokenRequest{TtlS: uint32(math.Ceil(ttl.Seconds())), MaxUses: maxUses, Labels: lm}
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.CreateJoinToken, req,
+				func(p printer, w io.Writer, r *vantagev1.CreateJoinTokenResponse) error {
+					return p.joinToken(w, r, a.controller)
+				})
 		},
 	}
 	f := create.Flags()
@@ -238,20 +188,9 @@ func (a *app) campaignCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			camp, err := c.ApplyCampaign(ctx, &vantagev1.ApplyCampaignRequest{SpecYaml: spec, DryRun: dryRun, AllowFewerVantages: allowFewer})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, camp, true)
-			}
-			return a.printer().campaignApplied(a.env.stdout, camp, dryRun)
+			req := &vantagev1.ApplyCampaignRequest{SpecYaml: spec, DryRun: dryRun, AllowFewerVantages: allowFewer}
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ApplyCampaign, req,
+				func(p printer, w io.Writer, c *vantagev1.Campaign) error { return p.campaignApplied(w, c, dryRun) })
 		},
 	}
 	apply.Flags().StringVarP(&file, "filename", "f", "", "campaign file (YAML); - for stdin")
@@ -265,20 +204,10 @@ func (a *app) campaignCmd() *cobra.Command {
 		Short: "List campaigns",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.ListCampaigns(ctx, &vantagev1.ListCampaignsRequest{})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, resp, true)
-			}
-			return a.printer().campaigns(a.env.stdout, resp.GetCampaigns())
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ListCampaigns, &vantagev1.ListCampaignsRequest{},
+				func(p printer, w io.Writer, r *vantagev1.ListCampaignsResponse) error {
+					return p.campaigns(w, r.GetCampaigns())
+				})
 		},
 	}
 	get := &cobra.Command{
@@ -286,20 +215,8 @@ func (a *app) campaignCmd() *cobra.Command {
 		Short: "Show a campaign and its spec",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			camp, err := c.GetCampaign(ctx, &vantagev1.GetCampaignRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, camp, true)
-			}
-			return a.printer().campaign(a.env.stdout, camp)
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetCampaign, &vantagev1.GetCampaignRequest{Name: args[0]},
+				printer.campaign)
 		},
 	}
 	pause := &cobra.Command{
@@ -307,17 +224,8 @@ func (a *app) campaignCmd() *cobra.Command {
 		Short: "Stop scheduling a campaign",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			camp, err := c.PauseCampaign(ctx, &vantagev1.PauseCampaignRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.showCampaignState(camp)
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.PauseCampaign, &vantagev1.PauseCampaignRequest{Name: args[0]},
+				printer.campaignState)
 		},
 	}
 	resume := &cobra.Command{
@@ -325,17 +233,8 @@ func (a *app) campaignCmd() *cobra.Command {
 		Short: "Schedule a paused campaign again",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			camp, err := c.ResumeCampaign(ctx, &vantagev1.ResumeCampaignRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.showCampaignState(camp)
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ResumeCampaign, &vantagev1.ResumeCampaignRequest{Name: args[0]},
+				printer.campaignState)
 		},
 	}
 	del := &cobra.Command{
@@ -343,31 +242,14 @@ func (a *app) campaignCmd() *cobra.Command {
 		Short: "Delete a campaign",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.DeleteCampaign(ctx, &vantagev1.DeleteCampaignRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, resp, true)
-			}
-			_, err = fmt.Fprintf(a.env.stdout, "campaign %s deleted\n", clean(args[0]))
-			return err
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.DeleteCampaign, &vantagev1.DeleteCampaignRequest{Name: args[0]},
+				func(_ printer, w io.Writer, _ *vantagev1.DeleteCampaignResponse) error {
+					_, err := fmt.Fprintf(w, "campaign %s deleted\n", clean(args[0]))
+					return err
+				})
 		},
 	}
 	return group("campaign", "Manage measurement campaigns", apply, list, get, pause, resume, del)
-}
-
-func (a *app) showCampaignState(c *vantagev1.Campaign) error {
-	if a.json() {
-		return writeJSON(a.env.stdout, c, true)
-	}
-	return a.printer().campaignState(a.env.stdout, c)
 }
 
 // readCampaign reads a campaign file, or stdin for "-".
@@ -489,16 +371,10 @@ func (a *app) verdictsCmd() *cobra.Command {
 					req: &vantagev1.WatchVerdictsRequest{Campaign: campaign, Level: lvl}}
 				return w.run(cmd.Context())
 			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.GetVerdicts(ctx, &vantagev1.GetVerdictsRequest{Campaign: campaign, Level: lvl})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, resp, true)
-			}
-			return a.printer().verdicts(a.env.stdout, resp.GetVerdicts())
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetVerdicts, &vantagev1.GetVerdictsRequest{Campaign: campaign, Level: lvl},
+				func(p printer, w io.Writer, r *vantagev1.GetVerdictsResponse) error {
+					return p.verdicts(w, r.GetVerdicts())
+				})
 		},
 	}
 	f := cmd.Flags()
@@ -532,22 +408,11 @@ func (a *app) timelineCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.GetTimeline(ctx, &vantagev1.GetTimelineRequest{
-				Campaign: campaign, Level: lvl, From: from, To: to, Limit: limit,
-			})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, resp, true)
-			}
-			return a.printer().timeline(a.env.stdout, resp.GetTransitions())
+			req := &vantagev1.GetTimelineRequest{Campaign: campaign, Level: lvl, From: from, To: to, Limit: limit}
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetTimeline, req,
+				func(p printer, w io.Writer, r *vantagev1.GetTimelineResponse) error {
+					return p.timeline(w, r.GetTransitions())
+				})
 		},
 	}
 	f := cmd.Flags()
@@ -567,20 +432,8 @@ func (a *app) explainCmd() *cobra.Command {
 		Long:  "Show a verdict with each vantage's view and the raw results behind it.\nVerdict ids look like <campaign>/<level>/<subject>, e.g. kp/scope/KP.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.Explain(ctx, &vantagev1.ExplainRequest{VerdictId: args[0], Rounds: rounds})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, resp, true)
-			}
-			return a.printer().explain(a.env.stdout, resp)
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.Explain, &vantagev1.ExplainRequest{VerdictId: args[0], Rounds: rounds},
+				printer.explain)
 		},
 	}
 	cmd.Flags().Uint32Var(&rounds, "rounds", 3, "how many rounds of results to show")
@@ -632,13 +485,7 @@ func (a *app) replayCmd() *cobra.Command {
 				}
 				req.Params[k] = v
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.Replay(ctx, req)
+			resp, err := call(a, cmd, vantagev1.OperatorServiceClient.Replay, req)
 			if err != nil {
 				return err
 			}
@@ -648,10 +495,10 @@ func (a *app) replayCmd() *cobra.Command {
 					ts = append(ts, tr)
 				}
 			}
-			if a.json() {
-				return writeJSON(a.env.stdout, &vantagev1.ReplayResponse{Transitions: ts}, true)
-			}
-			return a.printer().timeline(a.env.stdout, ts)
+			return show(a, &vantagev1.ReplayResponse{Transitions: ts},
+				func(p printer, w io.Writer, r *vantagev1.ReplayResponse) error {
+					return p.timeline(w, r.GetTransitions())
+				})
 		},
 	}
 	fl := cmd.Flags()
@@ -746,20 +593,8 @@ func (a *app) auditCmd() *cobra.Command {
 		Short: "Show the audit log of changes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.unary(cmd.Context())
-			defer cancel()
-			resp, err := c.ListAudit(ctx, &vantagev1.ListAuditRequest{Limit: limit})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return writeJSON(a.env.stdout, resp, true)
-			}
-			return a.printer().audit(a.env.stdout, resp.GetEntries())
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ListAudit, &vantagev1.ListAuditRequest{Limit: limit},
+				func(p printer, w io.Writer, r *vantagev1.ListAuditResponse) error { return p.audit(w, r.GetEntries()) })
 		},
 	}
 	cmd.Flags().Uint32Var(&limit, "limit", 0, "at most this many entries (0: the controller's default)")
