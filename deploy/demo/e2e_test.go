@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -31,44 +30,14 @@ var binDir string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	code := func() int {
-		if os.Geteuid() != 0 || testing.Short() {
-			return m.Run() // the e2e test skips itself with the reason
-		}
-		dir, err := os.MkdirTemp("", "vantage-e2e-bin-")
-		if err != nil {
-			panic(err)
-		}
-		defer os.RemoveAll(dir)
-		build := exec.Command("go", "build", "-o", dir+"/",
-			"github.com/vantage-net/vantage/agent/cmd/vantage-agent",
-			"github.com/vantage-net/vantage/controller/cmd/vantage-controller",
-			"github.com/fullstorydev/grpcurl/cmd/grpcurl")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			panic("building binaries for the e2e test: " + err.Error())
-		}
-		binDir = dir
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(RunWithBinaries(m, &binDir, AgentCmd, ControllerCmd, GrpcurlCmd))
 }
 
 // TestE2ELab runs the whole system in the namespace lab: real controller and
 // agent processes, real sockets, real routes withdrawn. It asserts what the
 // demo shows.
 func TestE2ELab(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces, veth links and nftables rules, and agents use raw ICMP sockets")
-	}
-	if testing.Short() {
-		t.Skip("end-to-end lab test skipped in -short mode")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s on PATH (iproute2, nftables): %v", tool, err)
-		}
-	}
+	SkipUnlessLab(t, "end-to-end lab test")
 	spec, err := os.ReadFile("../examples/country.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,68 @@
+package demo
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// The commands the lab tests build, as package paths for BuildBinaries.
+const (
+	AgentCmd      = "github.com/vantage-net/vantage/agent/cmd/vantage-agent"
+	ControllerCmd = "github.com/vantage-net/vantage/controller/cmd/vantage-controller"
+	GrpcurlCmd    = "github.com/fullstorydev/grpcurl/cmd/grpcurl"
+)
+
+// BuildBinaries builds the commands pkgs into dir with "go build", which
+// writes its output to stderr.
+func BuildBinaries(dir string, pkgs ...string) error {
+	build := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("go build %v: %w", pkgs, err)
+	}
+	return nil
+}
+
+// RunWithBinaries is the body of TestMain for a package of lab tests. When
+// they can run (as root, not in -short mode) it builds pkgs into a
+// temporary directory, sets *binDir to it, runs the tests and removes the
+// directory; otherwise it only runs them, and each lab test skips itself
+// with the reason (SkipUnlessLab). It returns the exit code for os.Exit.
+// Call flag.Parse first.
+func RunWithBinaries(m *testing.M, binDir *string, pkgs ...string) int {
+	if os.Geteuid() != 0 || testing.Short() {
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "vantage-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "binaries for the lab tests:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := BuildBinaries(dir, pkgs...); err != nil {
+		fmt.Fprintln(os.Stderr, "binaries for the lab tests:", err)
+		return 1
+	}
+	*binDir = dir
+	return m.Run()
+}
+
+// SkipUnlessLab skips t unless the namespace lab can be built: it needs
+// root, ip and nft on PATH, and it does not run in -short mode. what names
+// the test in the -short message, e.g. "end-to-end lab test".
+func SkipUnlessLab(t testing.TB, what string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces, veth links and nftables rules, and agents use raw ICMP sockets")
+	}
+	if testing.Short() {
+		t.Skip(what + " skipped in -short mode")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s on PATH (iproute2, nftables): %v", tool, err)
+		}
+	}
+}
