@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -25,17 +24,7 @@ import (
 // (198.51.100.42, the hop before that) from the traceroutes, turn the
 // campaign ACTIVE and reach a REACHABLE scope verdict on what it found.
 func TestDiscoveryScenario(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces and veth links, and agents use raw ICMP sockets")
-	}
-	if testing.Short() {
-		t.Skip("lab scenario skipped in -short mode")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s on PATH (iproute2, nftables): %v", tool, err)
-		}
-	}
+	demo.SkipUnlessLab(t, "lab scenario")
 	spec, err := os.ReadFile("../examples/discover.yaml")
 	if err != nil {
 		t.Fatal(err)

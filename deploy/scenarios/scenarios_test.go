@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,26 +27,7 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	code := func() int {
-		if os.Geteuid() != 0 || testing.Short() {
-			return m.Run() // the lab test skips itself with the reason
-		}
-		dir, err := os.MkdirTemp("", "vantage-scenarios-bin-")
-		if err != nil {
-			panic(err)
-		}
-		defer os.RemoveAll(dir)
-		build := exec.Command("go", "build", "-o", dir+"/",
-			"github.com/vantage-net/vantage/agent/cmd/vantage-agent",
-			"github.com/vantage-net/vantage/controller/cmd/vantage-controller")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			panic("building binaries for the scenario suite: " + err.Error())
-		}
-		binDir = dir
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(demo.RunWithBinaries(m, &binDir, demo.AgentCmd, demo.ControllerCmd))
 }
 
 // result is one line of the closing table.
@@ -84,17 +64,7 @@ func (s *suite) record(r result) {
 // TestScenarios runs every lab scenario against one lab, controller and
 // three agents, in an order that leaves the lab clean between scenarios.
 func TestScenarios(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces, veth links and nftables rules, and agents use raw ICMP sockets")
-	}
-	if testing.Short() {
-		t.Skip("lab scenario suite skipped in -short mode")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s on PATH (iproute2, nftables): %v", tool, err)
-		}
-	}
+	demo.SkipUnlessLab(t, "lab scenario suite")
 	spec, err := os.ReadFile("campaign.yaml")
 	if err != nil {
 		t.Fatal(err)
