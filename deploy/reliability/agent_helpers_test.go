@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -39,12 +38,9 @@ func labBinaries(t *testing.T) string {
 			binErr = err
 			return
 		}
-		build := exec.Command("go", "build", "-o", dir+"/",
-			"github.com/vantage-net/vantage/agent/cmd/vantage-agent",
-			"github.com/vantage-net/vantage/controller/cmd/vantage-controller")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			binErr = fmt.Errorf("build vantage-agent and vantage-controller: %w", err)
+		if err := demo.BuildBinaries(dir, demo.AgentCmd, demo.ControllerCmd); err != nil {
+			_ = os.RemoveAll(dir)
+			binErr = err
 			return
 		}
 		binDir = dir
@@ -64,17 +60,7 @@ func removeBinaries() {
 // needLab skips unless the namespace lab can be built.
 func needLab(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces, veth links and nftables rules, and agents use raw ICMP sockets")
-	}
-	if testing.Short() {
-		t.Skip("lab reliability test skipped in -short mode")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s on PATH (iproute2, nftables): %v", tool, err)
-		}
-	}
+	demo.SkipUnlessLab(t, "lab reliability test")
 }
 
 // labPrefix names a test's lab: "vr", the process id, and a letter per test,
