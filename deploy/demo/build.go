@@ -66,3 +66,25 @@ func SkipUnlessLab(t testing.TB, what string) {
 		}
 	}
 }
+
+// CloseAtCleanup has t close h when it ends; if t failed, it then logs the
+// last tailBytes of every node's log (controller first).
+func CloseAtCleanup(t testing.TB, h *Harness, tailBytes int) {
+	t.Helper()
+	nodes := append([]string{"controller"}, h.Lab.Vantages()...)
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("close harness: %v", err)
+		}
+		if !t.Failed() {
+			return
+		}
+		for _, n := range nodes {
+			b, _ := os.ReadFile(h.LogPath(n))
+			if len(b) > tailBytes {
+				b = append([]byte("..."), b[len(b)-tailBytes:]...)
+			}
+			t.Logf("---- %s.log (tail) ----\n%s", n, b)
+		}
+	})
+}

@@ -55,17 +55,7 @@ func TestE2ELab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := h.Close(); err != nil {
-			t.Errorf("close harness: %v", err)
-		}
-		if t.Failed() {
-			for _, f := range []string{"controller", "vantage-a", "vantage-b", "vantage-c"} {
-				b, _ := os.ReadFile(filepath.Join(work, f+".log"))
-				t.Logf("---- %s.log (tail) ----\n%s", f, tail(string(b), 4000))
-			}
-		}
-	})
+	CloseAtCleanup(t, h, 4000)
 
 	camp, err := h.Operator.ApplyCampaign(h.Authed(ctx), &vantagev1.ApplyCampaignRequest{SpecYaml: string(spec)})
 	if err != nil {
@@ -344,11 +334,4 @@ func testReplayedBatch(ctx context.Context, t *testing.T, h *Harness, campaign s
 
 func pemEncode(kind string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der})
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "..." + s[len(s)-n:]
 }

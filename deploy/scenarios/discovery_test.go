@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -37,15 +36,7 @@ func TestDiscoveryScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := h.Close(); err != nil {
-			t.Errorf("close harness: %v", err)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(work, "controller.log"))
-			t.Logf("---- controller.log (tail) ----\n%s", tail(string(b), 4000))
-		}
-	})
+	demo.CloseAtCleanup(t, h, 4000)
 	ops, actx := h.Operator, h.Authed(ctx)
 	t0 := time.Now()
 	camp, err := ops.ApplyCampaign(actx, &vantagev1.ApplyCampaignRequest{SpecYaml: string(spec)})

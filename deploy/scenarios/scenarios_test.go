@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -81,18 +80,8 @@ func TestScenarios(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &suite{t: t, h: h, ctx: ctx}
-	t.Cleanup(func() {
-		s.printTable(os.Stdout)
-		if err := h.Close(); err != nil {
-			t.Errorf("close harness: %v", err)
-		}
-		if t.Failed() {
-			for _, f := range []string{"controller", "vantage-a", "vantage-b", "vantage-c"} {
-				b, _ := os.ReadFile(filepath.Join(work, f+".log"))
-				t.Logf("---- %s.log (tail) ----\n%s", f, tail(string(b), 3000))
-			}
-		}
-	})
+	demo.CloseAtCleanup(t, h, 3000)
+	t.Cleanup(func() { s.printTable(os.Stdout) }) // runs first: cleanups run last-in, first-out
 	camp, err := h.Operator.ApplyCampaign(h.Authed(ctx), &vantagev1.ApplyCampaignRequest{SpecYaml: string(spec)})
 	if err != nil {
 		t.Fatalf("apply campaign: %v", err)
@@ -254,13 +243,6 @@ func describeTransitions(ts []*vantagev1.Transition) string {
 			tr.GetVerdictId(), short(tr.GetFrom()), short(tr.GetTo()), tr.GetRound(), loc(tr.GetLocation()))
 	}
 	return b.String()
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "..." + s[len(s)-n:]
 }
 
 func (s *suite) printTable(w io.Writer) {
