@@ -38,6 +38,13 @@ func TestLoadTopologyErrors(t *testing.T) {
 		{"bad_target_host_bits.yaml", `invalid topology: faults.target_space[0]: 192.0.2.1/24 has host bits set (want 192.0.2.0/24)`},
 		{"bad_two_documents.yaml", `invalid topology: more than one YAML document`},
 		{"bad_empty.yaml", `invalid topology: empty document`},
+		// AnyIP prefixes on networks.
+		{"bad_anyip_on_router.yaml", `invalid topology: nodes[3].anyip: only nodes with role network answer on AnyIP prefixes`},
+		{"bad_anyip_host_bits.yaml", `invalid topology: nodes[4].anyip[0]: 198.19.0.1/16 has host bits set (want 198.19.0.0/16)`},
+		{"bad_anyip_overlap.yaml", `invalid topology: nodes[4].anyip[0]: 192.0.0.0/8 overlaps 192.0.2.1/24 of node "b"`},
+		{"bad_anyip_overlap_anyip.yaml", `invalid topology: nodes[4].anyip[0]: 198.19.0.0/16 overlaps AnyIP prefix 198.19.128.0/17 of node "n"`},
+		{"bad_anyip_no_host.yaml", `invalid topology: nodes[4].anyip[1]: network "n" has no IPv6 host to route 2001:db8:ffff::/112 to`},
+		{"bad_anyip_bad_prefix.yaml", `invalid topology: nodes[4].anyip[0]: "198.19.0.0/66" is not an address/length: netip.ParsePrefix("198.19.0.0/66"): prefix length out of range`},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", tc.file)
@@ -197,34 +204,6 @@ func FuzzParseTopology(f *testing.F) {
 			_, _, _ = l.vantageIface(v)
 		}
 	})
-}
-
-func TestAnyIPTopologyErrors(t *testing.T) {
-	for _, tc := range []struct {
-		file string
-		want string
-	}{
-		{"bad_anyip_on_router.yaml", `invalid topology: nodes[3].anyip: only nodes with role network answer on AnyIP prefixes`},
-		{"bad_anyip_host_bits.yaml", `invalid topology: nodes[4].anyip[0]: 198.19.0.1/16 has host bits set (want 198.19.0.0/16)`},
-		{"bad_anyip_overlap.yaml", `invalid topology: nodes[4].anyip[0]: 192.0.0.0/8 overlaps 192.0.2.1/24 of node "b"`},
-		{"bad_anyip_overlap_anyip.yaml", `invalid topology: nodes[4].anyip[0]: 198.19.0.0/16 overlaps AnyIP prefix 198.19.128.0/17 of node "n"`},
-		{"bad_anyip_no_host.yaml", `invalid topology: nodes[4].anyip[1]: network "n" has no IPv6 host to route 2001:db8:ffff::/112 to`},
-		{"bad_anyip_bad_prefix.yaml", `invalid topology: nodes[4].anyip[0]: "198.19.0.0/66" is not an address/length: netip.ParsePrefix("198.19.0.0/66"): prefix length out of range`},
-	} {
-		t.Run(tc.file, func(t *testing.T) {
-			path := filepath.Join("testdata", tc.file)
-			_, err := LoadTopology(path)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if !errors.Is(err, ErrTopology) {
-				t.Errorf("error %v does not wrap ErrTopology", err)
-			}
-			if got, want := err.Error(), path+": "+tc.want; got != want {
-				t.Errorf("error\n got: %s\nwant: %s", got, want)
-			}
-		})
-	}
 }
 
 // TestAnyIPRoutes checks that an AnyIP prefix is routed along the network's
