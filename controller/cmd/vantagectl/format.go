@@ -538,25 +538,7 @@ func (p printer) verdictFields(v *vantagev1.Verdict) []string {
 // verdicts renders `verdicts`. A CAMPAIGN column leads when the verdicts
 // span several campaigns.
 func (p printer) verdicts(w io.Writer, vs []*vantagev1.Verdict) error {
-	if len(vs) == 0 {
-		_, err := fmt.Fprintln(w, "No verdicts.")
-		return err
-	}
-	vs = sortedVerdicts(vs)
-	withCampaign := multiCampaign(vs, (*vantagev1.Verdict).GetCampaign)
-	header := verdictHeader
-	if withCampaign {
-		header = append([]string{"CAMPAIGN"}, header...)
-	}
-	t := newTable(w, header...)
-	for _, v := range vs {
-		f := p.verdictFields(v)
-		if withCampaign {
-			f = append([]string{v.GetCampaign()}, f...)
-		}
-		t.row(f...)
-	}
-	return t.flush()
+	return campaignTable(w, "No verdicts.", sortedVerdicts(vs), (*vantagev1.Verdict).GetCampaign, verdictHeader, p.verdictFields)
 }
 
 // verdictLine renders one verdict on one line, for --watch after the first
@@ -576,26 +558,33 @@ func (p printer) transitionFields(t *vantagev1.Transition) []string {
 		locationName(t.GetLocation()), children(t.GetUpChildren(), t.GetDownChildren())}
 }
 
-// timeline renders `timeline`: one aligned line per transition.
+// timeline renders `timeline`: one aligned line per transition. A CAMPAIGN
+// column leads when the transitions span several campaigns.
 func (p printer) timeline(w io.Writer, ts []*vantagev1.Transition) error {
-	if len(ts) == 0 {
-		_, err := fmt.Fprintln(w, "No transitions.")
+	return campaignTable(w, "No transitions.", ts, (*vantagev1.Transition).GetCampaign, transitionHeader, p.transitionFields)
+}
+
+// campaignTable renders one row of fields per item, or the line none when
+// there are no items. A CAMPAIGN column leads when the items span several
+// campaigns.
+func campaignTable[T any](w io.Writer, none string, items []T, campaign func(T) string, header []string, fields func(T) []string) error {
+	if len(items) == 0 {
+		_, err := fmt.Fprintln(w, none)
 		return err
 	}
-	withCampaign := multiCampaign(ts, (*vantagev1.Transition).GetCampaign)
-	header := transitionHeader
+	withCampaign := multiCampaign(items, campaign)
 	if withCampaign {
 		header = append([]string{"CAMPAIGN"}, header...)
 	}
-	tab := newTable(w, header...)
-	for _, t := range ts {
-		f := p.transitionFields(t)
+	t := newTable(w, header...)
+	for _, it := range items {
+		f := fields(it)
 		if withCampaign {
-			f = append([]string{t.GetCampaign()}, f...)
+			f = append([]string{campaign(it)}, f...)
 		}
-		tab.row(f...)
+		t.row(f...)
 	}
-	return tab.flush()
+	return t.flush()
 }
 
 // transitionLine renders one transition as it arrives on --watch.
