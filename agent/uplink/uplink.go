@@ -74,6 +74,12 @@ const (
 	DefaultBackoffMin        = 250 * time.Millisecond
 	DefaultBackoffMax        = 10 * time.Second
 	DefaultSpoolCapacity     = 200_000
+	// DefaultAckTimeout: a batch unacknowledged this long ends the session
+	// (the results are re-sent on the next one). The controller acks after
+	// its commit and refuses work (Throttle, RESOURCE_EXHAUSTED) well before
+	// its commits take this long, so a silent wait means the stream is
+	// wedged somewhere gRPC's keepalive cannot see.
+	DefaultAckTimeout = 60 * time.Second
 	// flushTimeout bounds the final flush on shutdown.
 	flushTimeout = 3 * time.Second
 	// statusQueue bounds TaskStatus messages waiting for the send loop.
@@ -105,6 +111,7 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	BackoffMin        time.Duration
 	BackoffMax        time.Duration
+	AckTimeout        time.Duration
 }
 
 // Client is the agent's uplink. Submit and ReportStatus may be called from
@@ -138,6 +145,7 @@ type Client struct {
 type inflight struct {
 	end  spool.Key
 	gaps []*vantagev1.Gap
+	sent time.Time
 }
 
 // New builds a Client; it does not connect until Run.
@@ -160,6 +168,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = DefaultAckTimeout
 	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = DefaultBackoffMin
@@ -355,6 +366,7 @@ func (c *Client) session(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error { return c.recvLoop(gctx, stream) })
+	g.Go(func() error { return c.ackWatchdog(gctx, cancelStream) })
 	g.Go(func() error {
 		defer cancelStream()
 		return c.sendLoop(ctx, gctx, stream)
@@ -482,6 +494,44 @@ func (c *Client) sendLoop(parent, ctx context.Context, stream vantagev1.AgentSer
 	}
 }
 
+// ackWatchdog ends the stream when a batch goes unacknowledged for
+// AckTimeout. It runs beside the send loop because that loop may be the
+// thing stuck (a Send blocked on flow control toward a controller that
+// stopped reading).
+func (c *Client) ackWatchdog(ctx context.Context, cancelStream context.CancelFunc) error {
+	t := time.NewTicker(min(time.Second, c.cfg.AckTimeout/4))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := c.ackOverdue(); err != nil {
+				cancelStream()
+				return err
+			}
+		}
+	}
+}
+
+// errAckTimeout ends a session whose oldest batch went unacknowledged for
+// AckTimeout.
+var errAckTimeout = errors.New("no ack from the controller")
+
+// ackOverdue reports errAckTimeout when the oldest batch in flight was sent
+// more than AckTimeout ago.
+func (c *Client) ackOverdue() error {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if len(c.inflight) == 0 {
+		return nil
+	}
+	if age := time.Since(c.inflight[0].sent); age > c.cfg.AckTimeout {
+		return fmt.Errorf("%w for %s (batch up to seq %d, timeout %s)", errAckTimeout, age.Round(time.Second), c.inflight[0].end.Seq, c.cfg.AckTimeout)
+	}
+	return nil
+}
+
 func (c *Client) heartbeat() *vantagev1.Heartbeat {
 	h := &vantagev1.Heartbeat{SentAt: timestamppb.Now(), Spool: c.spool.State()}
 	if c.cfg.Counters != nil {
@@ -522,7 +572,7 @@ func (s *sender) flush(ignoreThrottle bool) error {
 		}
 		// In flight before the send: the ack may beat Send's return.
 		c.ackMu.Lock()
-		c.inflight = append(c.inflight, inflight{end: sb.End(), gaps: b.Gaps})
+		c.inflight = append(c.inflight, inflight{end: sb.End(), gaps: b.Gaps, sent: time.Now()})
 		c.ackMu.Unlock()
 		if err := s.stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
 			return fmt.Errorf("send results: %w", err)

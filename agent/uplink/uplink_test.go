@@ -467,6 +467,26 @@ func TestResendAfterDrop(t *testing.T) {
 	}
 }
 
+// TestAckTimeout: a controller that takes batches and never acks them (the
+// stream stays up, so gRPC keepalive sees nothing wrong) makes the agent end
+// the session after AckTimeout and re-send on a new one.
+func TestAckTimeout(t *testing.T) {
+	srv, addr := newTestServer(t)
+	srv.noAckStreams, srv.dropAtSeq = 1, 1<<62 // the first stream never acks and is never dropped
+	c, _, stop := startClient(t, srv, addr, func(cfg *Config) { cfg.AckTimeout = 300 * time.Millisecond })
+	defer stop()
+	submit(c, 50)
+	waitFor(t, "results acked on a second session", func() bool { return c.Acked().Seq == 50 })
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.streams < 2 {
+		t.Fatalf("streams = %d, want the unacked one given up and a second", srv.streams)
+	}
+	if seen := checkContiguous(t, srv.batches[2], 1); seen[1] != 1 || len(seen) != 50 {
+		t.Fatalf("second stream carried %d distinct results (seq 1 %d times), want all 50 re-sent once", len(seen), seen[1])
+	}
+}
+
 func TestThrottle(t *testing.T) {
 	srv, addr := newTestServer(t)
 	c, _, stop := startClient(t, srv, addr)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -39,6 +40,7 @@ type options struct {
 	maxPPS             int
 	maxTargetRate      float64
 	spoolBytes         int64
+	ackTimeout         time.Duration
 	logLevel           string
 }
 
@@ -76,6 +78,7 @@ func newRootCmd() *cobra.Command {
 	f.IntVar(&o.maxPPS, "max-pps", guard.DefaultMaxPPS, "cap on probe packets per second")
 	f.Float64Var(&o.maxTargetRate, "max-target-rate", guard.DefaultMaxTargetRate, "cap on probe runs per second per target address")
 	f.Int64Var(&o.spoolBytes, "spool-bytes", spool.DefaultMaxBytes, "cap on the result spool's bytes on disk (<state>/spool); when full the oldest results are dropped and reported as a gap")
+	f.DurationVar(&o.ackTimeout, "ack-timeout", uplink.DefaultAckTimeout, "end a session whose oldest sent batch is unacknowledged this long, and re-send it on a new one")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -167,6 +170,7 @@ func run(ctx context.Context, o options) error {
 	client, err = uplink.New(uplink.Config{
 		Controller: o.controller, Identity: id, AgentVersion: version, Labels: labels,
 		Capabilities: reg.Capabilities(), Handler: sched, Counters: counters{g: g, r: reg}, Logger: log, Spool: sp,
+		AckTimeout: o.ackTimeout,
 	})
 	if err != nil {
 		return err
