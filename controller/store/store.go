@@ -266,6 +266,15 @@ type Store interface {
 	// newly stored (false: a duplicate).
 	CommitBatchFresh(ctx context.Context, agentID string, epoch uint64, results []*vantagev1.ProbeResult, gaps []*vantagev1.Gap) (fresh []bool, err error)
 	QueryResults(ctx context.Context, q ResultQuery, fn func(StoredResult) error) error
+	// PruneResults deletes stored results sent before sentBefore (raw
+	// results have a retention period), oldest first, at most maxChunks
+	// storage units (chunks of one batch and campaign, deleted whole, only
+	// when every result in one is older) per call so that one call holds
+	// the writer briefly; the caller loops until fewer than maxChunks went.
+	// It returns how many chunks and results it deleted. What was stored
+	// stays recorded for deduplication, so a pruned result sent again is a
+	// duplicate, not stored again. Gaps, transitions and audit are kept.
+	PruneResults(ctx context.Context, sentBefore time.Time, maxChunks int) (chunks, results int64, err error)
 
 	// Transitions. AddTransitions assigns each transition its id.
 	AddTransitions(ctx context.Context, ts []*vantagev1.Transition) error
