@@ -1,0 +1,141 @@
+// Package retention deletes raw probe results once they are older than the
+// retention period. Raw results are nearly all of the controller's database
+// (every probe of every round from every vantage) and matter for a while:
+// explain, replay and debugging. Verdict transitions, gaps and the audit log
+// are what is read months later, and they are kept. Without pruning the
+// SQLite file grows without bound.
+//
+// The policy (how old, how often, how much per transaction) lives here, in
+// one loop with one owner, apart from the store: the store only knows how to
+// delete a bounded number of chunks older than a cutoff, and this package
+// calls it in small steps so that one call never holds SQLite's single
+// writer long enough to stall ingest.
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/vantage-net/vantage/controller/store"
+)
+
+// Defaults for the zero values of Config.Every and Config.BatchChunks.
+const (
+	DefaultEvery = 10 * time.Minute
+	// DefaultBatchChunks chunks (one agent batch and campaign each,
+	// usually a few hundred results) are deleted per store call.
+	DefaultBatchChunks = 256
+)
+
+// Config configures a Pruner. Store and Keep are required.
+type Config struct {
+	Store store.Store
+	// Keep is the retention period: results sent more than Keep before
+	// Now are deleted. It must be positive.
+	Keep time.Duration
+	// Every is the time between passes (0: DefaultEvery).
+	Every time.Duration
+	// BatchChunks bounds each store call (0: DefaultBatchChunks).
+	BatchChunks int
+	Logger      *slog.Logger
+	// Now is the clock (nil: time.Now); tests inject one.
+	Now func() time.Time
+}
+
+// validate checks the fields that have no default.
+func (c Config) validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("retention: Store: must be set"))
+	}
+	if c.Keep <= 0 {
+		errs = append(errs, fmt.Errorf("retention: Keep: must be positive, got %v", c.Keep))
+	}
+	if c.Every < 0 {
+		errs = append(errs, fmt.Errorf("retention: Every: must not be negative, got %v", c.Every))
+	}
+	if c.BatchChunks < 0 {
+		errs = append(errs, fmt.Errorf("retention: BatchChunks: must not be negative, got %d", c.BatchChunks))
+	}
+	return errors.Join(errs...)
+}
+
+// Pruner deletes old raw results, in passes.
+type Pruner struct {
+	cfg Config
+	err error // from validate: Run and PruneOnce return it
+}
+
+// New returns a Pruner with cfg's zero values defaulted. An invalid cfg is
+// reported by Run and PruneOnce.
+func New(cfg Config) *Pruner {
+	if cfg.Every == 0 {
+		cfg.Every = DefaultEvery
+	}
+	if cfg.BatchChunks == 0 {
+		cfg.BatchChunks = DefaultBatchChunks
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Pruner{cfg: cfg, err: cfg.validate()}
+}
+
+// Run makes a pass at once and then every Every until ctx ends, when it
+// returns nil. A failed pass is logged and the next one tried; only an
+// invalid Config is returned.
+func (p *Pruner) Run(ctx context.Context) error {
+	if p.err != nil {
+		return p.err
+	}
+	t := time.NewTicker(p.cfg.Every)
+	defer t.Stop()
+	for {
+		if _, _, err := p.PruneOnce(ctx); err != nil {
+			if ctx.Err() != nil {
+				p.cfg.Logger.Debug("results pruning stopped", "err", err)
+				return nil
+			}
+			p.cfg.Logger.Warn("results pruning failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// PruneOnce makes one pass: it deletes every result sent before Now - Keep,
+// BatchChunks chunks per store call, until a call deletes fewer, and logs
+// one line with the totals. On error it returns what it deleted so far.
+func (p *Pruner) PruneOnce(ctx context.Context) (chunks, results int64, err error) {
+	if p.err != nil {
+		return 0, 0, p.err
+	}
+	start := time.Now()
+	cutoff := p.cfg.Now().Add(-p.cfg.Keep)
+	for {
+		if err := ctx.Err(); err != nil {
+			return chunks, results, fmt.Errorf("prune results: %w", err)
+		}
+		c, n, err := p.cfg.Store.PruneResults(ctx, cutoff, p.cfg.BatchChunks)
+		chunks += c
+		results += n
+		if err != nil {
+			return chunks, results, err
+		}
+		if c < int64(p.cfg.BatchChunks) {
+			break
+		}
+	}
+	p.cfg.Logger.Info("results pruned", "chunks", chunks, "results", results,
+		"cutoff", cutoff.UTC().Format(time.RFC3339), "keep", p.cfg.Keep, "took", time.Since(start).Round(time.Millisecond))
+	return chunks, results, nil
+}
