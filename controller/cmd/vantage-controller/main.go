@@ -69,6 +69,8 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.OptOutFile, "opt-out", "", "file of CIDR prefixes whose operators asked not to be probed; refused like the blocklist")
 	f.Float64Var(&cfg.MaxPerTargetPPS, "max-per-target-pps", 10, "highest budget.per_target_pps a campaign may ask (0: no cap)")
 	f.Float64Var(&cfg.MaxAgentPPS, "max-agent-pps", 10000, "highest budget.agent_pps a campaign may ask (0: no cap)")
+	f.DurationVar(&cfg.ResultsRetention, "results-retention", 720*time.Hour, "delete raw probe results sent longer ago than this (verdicts, transitions, gaps and the audit log are kept); 0 keeps them forever")
+	f.DurationVar(&cfg.RetentionEvery, "retention-every", 10*time.Minute, "how often results older than --results-retention are deleted")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
 	root.AddCommand(newTokenCmd(), newRotateCACmd(), newRevokeTokenCmd())
 	return root

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -23,6 +24,7 @@ import (
 	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
+	"github.com/vantage-net/vantage/controller/retention"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -55,6 +57,10 @@ type Config struct {
 	OptOutFile         string
 	MaxPerTargetPPS    float64
 	MaxAgentPPS        float64
+	// ResultsRetention: raw results sent longer ago are deleted, a pass
+	// every RetentionEvery (0: kept forever).
+	ResultsRetention time.Duration
+	RetentionEvery   time.Duration
 	// DebugAddr serves net/http/pprof when set; it must be a loopback address.
 	DebugAddr string
 	Log       *slog.Logger
@@ -67,6 +73,12 @@ func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ResultsRetention < 0 {
+		return fmt.Errorf("--results-retention: must not be negative (0 keeps results forever), got %v", cfg.ResultsRetention)
+	}
+	if cfg.RetentionEvery < 0 || cfg.ResultsRetention > 0 && cfg.RetentionEvery == 0 {
+		return fmt.Errorf("--retention-every: must be positive, got %v", cfg.RetentionEvery)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("--data: %w", err)
@@ -141,6 +153,20 @@ func Run(ctx context.Context, cfg Config) error {
 	defer worker.Close()
 	disc.Start(ctx)
 	defer disc.Close()
+	// Background loops that need only ctx; they end with it (or at any
+	// return) and are waited for before the store closes.
+	bgCtx, stopBg := context.WithCancel(ctx)
+	var bg errgroup.Group
+	defer func() {
+		stopBg()
+		if err := bg.Wait(); err != nil {
+			log.Warn("background loop failed", "err", err)
+		}
+	}()
+	if cfg.ResultsRetention > 0 {
+		pruner := retention.New(retention.Config{Store: st, Keep: cfg.ResultsRetention, Every: cfg.RetentionEvery, Logger: log})
+		bg.Go(func() error { return pruner.Run(bgCtx) })
+	}
 	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log})
 
 	tlsCfg := &tls.Config{
@@ -172,7 +198,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	log.Info("controller listening", "addr", lis.Addr().String(), "ca_hash", ca.Hash(), "admin_token", adminPath,
-		"admin_token_created", adminCreated, "data", cfg.DataDir, "approve_agents", cfg.ApproveAgents)
+		"admin_token_created", adminCreated, "data", cfg.DataDir, "approve_agents", cfg.ApproveAgents,
+		"results_retention", cfg.ResultsRetention)
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr())
 	}
