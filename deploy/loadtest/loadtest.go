@@ -97,7 +97,7 @@ type Report struct {
 	RSSFirst      int64 // after warmup
 	RSSMax        int64
 	RSSLast       int64
-	StoredRows    int64  // rows in the results table after the controller stopped
+	StoredRows    int64  // results stored (sum of the chunks' counts) after the controller stopped
 	SentResults   uint64 // distinct results acked over the whole run
 	Throttles     uint64 // Throttle messages received
 	Reconnects    uint64 // sessions ended by the controller and resumed
@@ -116,7 +116,7 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, "commit->ack       p50 <= %s  p99 <= %s (in the controller)\n", r.CommitAckP50, r.CommitAckP99)
 	fmt.Fprintf(&b, "batch send->ack   p50 %s  p99 %s\n", r.AckP50.Round(time.Millisecond), r.AckP99.Round(time.Millisecond))
 	fmt.Fprintf(&b, "controller RSS    first %.1f MiB  max %.1f MiB  last %.1f MiB\n", mib(r.RSSFirst), mib(r.RSSMax), mib(r.RSSLast))
-	fmt.Fprintf(&b, "stored rows       %d (acked distinct %d)\n", r.StoredRows, r.SentResults)
+	fmt.Fprintf(&b, "stored results    %d (acked distinct %d; every acked result must be stored)\n", r.StoredRows, r.SentResults)
 	fmt.Fprintf(&b, "throttles         %d, sessions resumed %d %v\n", r.Throttles, r.Reconnects, r.ReconnectCode)
 	b.WriteString("time      results/s   RSS MiB\n")
 	for _, s := range r.Samples {

@@ -56,6 +56,10 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "vantage-loadtest:", err)
 		return 1
 	}
+	if rep.StoredRows < int64(rep.SentResults) {
+		fmt.Fprintf(os.Stderr, "vantage-loadtest: %d results acked but only %d stored: acked results were lost\n", rep.SentResults, rep.StoredRows)
+		return 1
+	}
 	if minRate > 0 && rep.ResultsPerS < minRate {
 		fmt.Fprintf(os.Stderr, "vantage-loadtest: %.0f results/s is below -min-rate %.0f\n", rep.ResultsPerS, minRate)
 		return 1
