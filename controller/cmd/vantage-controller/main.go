@@ -71,6 +71,7 @@ func newRootCmd() *cobra.Command {
 	f.Float64Var(&cfg.MaxAgentPPS, "max-agent-pps", 10000, "highest budget.agent_pps a campaign may ask (0: no cap)")
 	f.DurationVar(&cfg.ResultsRetention, "results-retention", 720*time.Hour, "delete raw probe results sent longer ago than this (verdicts, transitions, gaps and the audit log are kept); 0 keeps them forever")
 	f.DurationVar(&cfg.RetentionEvery, "retention-every", 10*time.Minute, "how often results older than --results-retention are deleted")
+	f.StringVar(&cfg.StoreSync, "store-sync", string(sqlite.SyncFull), "full: fsync every commit, so an acked result survives a power cut; normal: fsync at checkpoints only, so it survives a controller crash but not a power cut")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
 	root.AddCommand(newTokenCmd(), newRotateCACmd(), newRevokeTokenCmd())
 	return root

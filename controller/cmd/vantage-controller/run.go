@@ -61,6 +61,9 @@ type Config struct {
 	// every RetentionEvery (0: kept forever).
 	ResultsRetention time.Duration
 	RetentionEvery   time.Duration
+	// StoreSync is "full" (fsync every commit: acks survive a power cut)
+	// or "normal" (acks survive a crash, not a power cut); "" is full.
+	StoreSync string
 	// DebugAddr serves net/http/pprof when set; it must be a loopback address.
 	DebugAddr string
 	Log       *slog.Logger
@@ -83,7 +86,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("--data: %w", err)
 	}
-	st, err := sqlite.Open(ctx, cfg.DataDir)
+	sync := sqlite.SyncFull
+	if cfg.StoreSync != "" {
+		var err error
+		if sync, err = sqlite.ParseSync(cfg.StoreSync); err != nil {
+			return fmt.Errorf("--store-sync: %w", err)
+		}
+	}
+	st, err := sqlite.OpenSync(ctx, cfg.DataDir, sync)
 	if err != nil {
 		return err
 	}

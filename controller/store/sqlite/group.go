@@ -81,8 +81,7 @@ func (s *stmts) close() {
 }
 
 // CommitBatches stores many agents' batches in one transaction: one commit
-// (one WAL append and, with synchronous=NORMAL, no fsync except at
-// checkpoints) for the whole group. Per batch it looks up the stored seq
+// (one WAL append, and with SyncFull one fsync) for the whole group. Per batch it looks up the stored seq
 // ranges the batch touches, keeps the results not stored yet, writes them
 // as one chunk per campaign and merges the batch into the ranges. See
 // store.GroupCommitter.

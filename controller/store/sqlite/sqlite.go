@@ -274,14 +274,42 @@ type DB struct {
 
 var _ store.Store = (*DB)(nil)
 
-// Open opens (creating if needed) <dir>/vantage.db and migrates its schema.
-func Open(ctx context.Context, dir string) (*DB, error) {
+// Sync is how a commit reaches the disk.
+type Sync string
+
+const (
+	// SyncFull fsyncs the WAL at every commit: an acked result survives a
+	// power cut or kernel crash, at one fsync per group commit.
+	SyncFull Sync = "full"
+	// SyncNormal leaves the fsync to checkpoints: an acked result survives
+	// a controller crash (it is in the WAL file) but not a power cut.
+	SyncNormal Sync = "normal"
+)
+
+// ParseSync checks a --store-sync value.
+func ParseSync(s string) (Sync, error) {
+	switch Sync(s) {
+	case SyncFull, SyncNormal:
+		return Sync(s), nil
+	}
+	return "", fmt.Errorf("store sync: want full or normal, got %q", s)
+}
+
+// Open opens (creating if needed) <dir>/vantage.db and migrates its schema,
+// with SyncFull.
+func Open(ctx context.Context, dir string) (*DB, error) { return OpenSync(ctx, dir, SyncFull) }
+
+// OpenSync is Open with the given commit durability.
+func OpenSync(ctx context.Context, dir string, sync Sync) (*DB, error) {
+	if _, err := ParseSync(string(sync)); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, FileName)
 	dsn := func(txlock string) string {
 		q := url.Values{}
 		q.Add("_pragma", "busy_timeout(10000)")
 		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Add("_pragma", "synchronous("+strings.ToUpper(string(sync))+")")
 		// Statement journals (multi-row upserts) stay in memory, and a
 		// 64 MiB page cache keeps the result indexes' hot pages.
 		q.Add("_pragma", "temp_store(MEMORY)")

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -63,6 +64,31 @@ func TestOpenCreatesWALAndMigratesOnce(t *testing.T) {
 		t.Fatalf("reopen: %v", err)
 	}
 	db2.Close()
+}
+
+func TestOpenSync(t *testing.T) {
+	tests := []struct {
+		sync Sync
+		want int // PRAGMA synchronous: 1 NORMAL, 2 FULL
+	}{{SyncFull, 2}, {SyncNormal, 1}}
+	for _, tc := range tests {
+		t.Run(string(tc.sync), func(t *testing.T) {
+			db, err := OpenSync(context.Background(), t.TempDir(), tc.sync)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			for name, pool := range map[string]*sql.DB{"writer": db.w, "readers": db.r} {
+				var got int
+				if err := pool.QueryRow(`PRAGMA synchronous`).Scan(&got); err != nil || got != tc.want {
+					t.Errorf("%s: synchronous = %d, %v; want %d", name, got, err, tc.want)
+				}
+			}
+		})
+	}
+	if _, err := OpenSync(context.Background(), t.TempDir(), "off"); err == nil {
+		t.Error(`OpenSync("off") succeeded; want an error`)
+	}
 }
 
 func TestCommitBatchDedupes(t *testing.T) {
