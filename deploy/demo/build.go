@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -67,24 +69,42 @@ func SkipUnlessLab(t testing.TB, what string) {
 	}
 }
 
-// CloseAtCleanup has t close h when it ends; if t failed, it then logs the
-// last tailBytes of every node's log (controller first).
+// CloseAtCleanup has t close h when it ends. If t failed, it first logs
+// the last tailBytes of every node's log (controller first), then has every
+// process dump its goroutines into its log (DumpNode) and copies the logs
+// to a directory that outlives the test, so a stuck process says where it
+// is stuck.
 func CloseAtCleanup(t testing.TB, h *Harness, tailBytes int) {
 	t.Helper()
 	nodes := append([]string{"controller"}, h.Lab.Vantages()...)
 	t.Cleanup(func() {
+		if t.Failed() {
+			keepFailedLogs(t, h, nodes, tailBytes)
+		}
 		if err := h.Close(); err != nil {
 			t.Errorf("close harness: %v", err)
 		}
-		if !t.Failed() {
-			return
-		}
-		for _, n := range nodes {
-			b, _ := os.ReadFile(h.LogPath(n))
-			if len(b) > tailBytes {
-				b = append([]byte("..."), b[len(b)-tailBytes:]...)
-			}
-			t.Logf("---- %s.log (tail) ----\n%s", n, b)
-		}
 	})
+}
+
+func keepFailedLogs(t testing.TB, h *Harness, nodes []string, tailBytes int) {
+	for _, n := range nodes {
+		b, _ := os.ReadFile(h.LogPath(n))
+		if len(b) > tailBytes {
+			b = append([]byte("..."), b[len(b)-tailBytes:]...)
+		}
+		t.Logf("---- %s.log (tail) ----\n%s", n, b)
+	}
+	keep, err := os.MkdirTemp("", "vantage-failed-"+strings.ReplaceAll(t.Name(), "/", "_")+"-")
+	if err != nil {
+		t.Logf("keep logs: %v", err)
+		return
+	}
+	for _, n := range nodes {
+		_ = h.DumpNode(n) // a node not running has nothing to dump
+		if b, err := os.ReadFile(h.LogPath(n)); err == nil {
+			_ = os.WriteFile(filepath.Join(keep, n+".log"), b, 0o644)
+		}
+	}
+	t.Logf("full logs, with every process's goroutine stacks at the failure: %s", keep)
 }

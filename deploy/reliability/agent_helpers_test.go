@@ -79,46 +79,8 @@ func startLab(t *testing.T, ctx context.Context, letter string, cfg demo.Config)
 	if err != nil {
 		t.Fatalf("start lab %s: %v", cfg.Prefix, err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			keepFailedLogs(t, h)
-		}
-		if err := h.Close(); err != nil {
-			t.Errorf("close harness: %v", err)
-		}
-	})
+	demo.CloseAtCleanup(t, h, 3000)
 	return h
-}
-
-// keepFailedLogs prints each node's log tail, then has every process dump
-// its goroutines (SIGQUIT) into its log and copies the logs where they
-// survive the test's temporary directory.
-func keepFailedLogs(t *testing.T, h *demo.Harness) {
-	nodes := append([]string{"controller"}, h.Lab.Vantages()...)
-	for _, n := range nodes {
-		if b, err := os.ReadFile(h.LogPath(n)); err == nil {
-			t.Logf("---- %s.log (tail) ----\n%s", n, tailOf(string(b), 3000))
-		}
-	}
-	keep, err := os.MkdirTemp("", "vantage-failed-"+t.Name()+"-")
-	if err != nil {
-		t.Logf("keep logs: %v", err)
-		return
-	}
-	for _, n := range nodes {
-		_ = h.DumpNode(n) // not running is fine
-		if b, err := os.ReadFile(h.LogPath(n)); err == nil {
-			_ = os.WriteFile(filepath.Join(keep, n+".log"), b, 0o644)
-		}
-	}
-	t.Logf("full logs, with every process's goroutine stacks at the failure: %s", keep)
-}
-
-func tailOf(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "..." + s[len(s)-n:]
 }
 
 // countryCampaign is deploy/examples/country.yaml, optionally edited.

@@ -301,3 +301,10 @@ func execOut(bin string, args ...string) (string, error) {
 	out, err := exec.Command(bin, args...).Output()
 	return string(out), err
 }
+
+func tailOf(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}

@@ -26,14 +26,7 @@ func startVKLab(t *testing.T, ctx context.Context, letter string, cfg demo.Confi
 	if err != nil {
 		t.Fatalf("start lab %s: %v", cfg.Prefix, err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			keepFailedLogs(t, h)
-		}
-		if err := h.Close(); err != nil {
-			t.Errorf("close harness: %v", err)
-		}
-	})
+	demo.CloseAtCleanup(t, h, 3000)
 	return h
 }
 
