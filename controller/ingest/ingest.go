@@ -16,6 +16,7 @@ import (
 	"maps"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,9 +107,10 @@ type Server struct {
 	commitCtx    context.Context
 	commitCancel context.CancelFunc
 	stopOnce     sync.Once
-	queued       atomic.Int64 // results queued or being committed
-	lastCommit   atomic.Int64 // duration of the last commit, ns
-	ackLat       ackHistogram // commit -> ack handed to the stream
+	queued       atomic.Int64  // results queued or being committed
+	lastCommit   atomic.Int64  // duration of the last commit, ns
+	ackLat       ackHistogram  // commit -> ack handed to the stream
+	refused      atomic.Uint64 // results refused (unknown task) and stored as gaps
 }
 
 // New returns a Server.
@@ -149,6 +151,12 @@ func (s *Server) Wait() {
 	s.wg.Wait()
 	s.stopCommitter()
 }
+
+// RefusedResults returns how many results this controller has refused
+// because their task was not one given to the sending agent; each was acked
+// and recorded as (part of) a gap of that agent. A re-sent batch counts
+// again; its gaps are stored once.
+func (s *Server) RefusedResults() uint64 { return s.refused.Load() }
 
 // limiter returns the agent's upload rate limiter, nil when unlimited.
 func (s *Server) limiter(agentID string) *rate.Limiter {
@@ -541,23 +549,68 @@ func (ss *session) handleTaskStatus(ctx context.Context, ts *vantagev1.TaskStatu
 	return nil
 }
 
-// taskFor finds a task this agent was given (in this session, earlier in
-// this controller's life, or by a currently active campaign).
-func (ss *session) taskKnown(r *vantagev1.ProbeResult) bool {
+// refusal says why a result cannot be stored for this agent, or "" when
+// its task is one the agent was given (in this session, earlier in this
+// controller's life, or by a live trigger) with the result's campaign and
+// target.
+func (ss *session) refusal(r *vantagev1.ProbeResult) string {
 	id := r.GetTaskId()
 	ss.mu.Lock()
 	t, ok := ss.tasks[id]
 	trig := r.GetTriggerId() != "" && ss.triggers[r.GetTriggerId()]
 	ss.mu.Unlock()
 	if ok {
-		return t.GetCampaign() == r.GetCampaign() && t.GetTarget() == r.GetTarget()
+		if t.GetCampaign() == r.GetCampaign() && t.GetTarget() == r.GetTarget() {
+			return ""
+		}
+		return fmt.Sprintf("refused by controller: task %.128q does not match the result's campaign and target", id)
 	}
 	if trig {
-		return true
+		return ""
 	}
 	ss.s.mu.Lock()
-	defer ss.s.mu.Unlock()
-	return ss.s.known[ss.agent.ID][id]
+	known := ss.s.known[ss.agent.ID][id]
+	ss.s.mu.Unlock()
+	if known {
+		return ""
+	}
+	return fmt.Sprintf("refused by controller: task %.128q is not assigned to this agent", id)
+}
+
+// screen splits a valid batch's results into those the agent may store and,
+// for the rest, one Gap per contiguous run of refused seqs (reason: the
+// first refused result's; refused is their count). Refused results are not
+// stored, so an agent cannot inject results for tasks it was not given;
+// they are acked and counted as a gap so that one stale result (a campaign
+// deleted or edited while the agent was offline, a controller restart that
+// forgot past assignments) never blocks the agent's stream behind it.
+func (ss *session) screen(b *vantagev1.ResultBatch) (accepted []*vantagev1.ProbeResult, gaps []*vantagev1.Gap, refused int) {
+	rs := b.GetResults()
+	var cur *vantagev1.Gap // the run being extended
+	for i, r := range rs {
+		why := ss.refusal(r)
+		if why == "" {
+			if refused > 0 {
+				accepted = append(accepted, r)
+			}
+			cur = nil
+			continue
+		}
+		if refused == 0 {
+			accepted = slices.Clone(rs[:i])
+		}
+		refused++
+		if cur != nil && cur.LastSeq+1 == r.GetSeq() {
+			cur.LastSeq = r.GetSeq()
+			continue
+		}
+		cur = &vantagev1.Gap{Epoch: b.GetEpoch(), FirstSeq: r.GetSeq(), LastSeq: r.GetSeq(), Reason: why}
+		gaps = append(gaps, cur)
+	}
+	if refused == 0 {
+		return rs, nil, 0
+	}
+	return accepted, gaps, refused
 }
 
 // ValidateBatch checks a ResultBatch's framing and every result's shape.
@@ -623,11 +676,7 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	if err := ValidateBatch(b); err != nil {
 		return rpcerr.Status(ss.s.log, "Session", err)
 	}
-	for i, r := range b.GetResults() {
-		if !ss.taskKnown(r) {
-			return status.Errorf(codes.InvalidArgument, "results.results[%d].task_id: %.128q is not a task of this agent (or does not match its campaign and target)", i, r.GetTaskId())
-		}
-	}
+	results, refusedGaps, refused := ss.screen(b)
 	n := len(b.GetResults())
 	if l := ss.s.limiter(ss.agent.ID); l != nil {
 		r := l.ReserveN(ss.s.now(), max(n, 1))
@@ -651,22 +700,33 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	}
 	// Encode here, in the session's goroutine, so the one writer only
 	// writes.
-	bodies := make([][]byte, n)
-	for i, r := range b.GetResults() {
+	bodies := make([][]byte, len(results))
+	for i, r := range results {
 		var err error
 		if bodies[i], err = proto.Marshal(r); err != nil {
-			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: results.results[%d]: %w", rpcerr.ErrInvalid, i, err))
+			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: results.results (seq %d): %w", rpcerr.ErrInvalid, r.GetSeq(), err))
 		}
 	}
-	fresh, committedAt, err := ss.s.commit(ctx, store.Batch{AgentID: ss.agent.ID, Epoch: b.GetEpoch(), Results: b.GetResults(),
-		Bodies: bodies, Gaps: b.GetGaps()})
+	gaps := b.GetGaps()
+	if refused > 0 {
+		gaps = append(slices.Clip(gaps), refusedGaps...)
+	}
+	fresh, committedAt, err := ss.s.commit(ctx, store.Batch{AgentID: ss.agent.ID, Epoch: b.GetEpoch(), Results: results,
+		Bodies: bodies, Gaps: gaps})
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
 	}
-	// The commit returned: only now may the agent forget these results.
+	if refused > 0 {
+		ss.s.refused.Add(uint64(refused))
+		ss.s.log.Warn("results refused", "agent", ss.agent.ID, "epoch", b.GetEpoch(), "refused", refused,
+			"accepted", len(results), "gaps", len(refusedGaps), "first_seq", refusedGaps[0].GetFirstSeq(),
+			"reason", refusedGaps[0].GetReason())
+	}
+	// The commit returned: only now may the agent forget these results
+	// (refused ones included: they are recorded as gaps).
 	ack := &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Ack{Ack: &vantagev1.Ack{Epoch: b.GetEpoch(), UpToSeq: b.GetLastSeq()}}}
 	select {
 	case ss.ackTimes <- committedAt:
@@ -677,7 +737,7 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	}
 	if ss.s.cfg.Observer != nil {
 		var feed []*vantagev1.ProbeResult
-		for i, r := range b.GetResults() {
+		for i, r := range results { // fresh is indexed like results
 			if fresh[i] {
 				feed = append(feed, r)
 			}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -16,9 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
@@ -106,25 +105,41 @@ probes:
 schedule: {round: 5s}
 `
 
-func TestAckOnlyAfterCommit(t *testing.T) {
+// testAgent is a controller's AgentService on a real TLS loopback listener
+// over a real SQLite store, and one enrolled agent's client connection.
+type testAgent struct {
+	db   *sqlite.DB
+	dir  string
+	srv  *Server
+	id   string
+	conn *grpc.ClientConn
+}
+
+// newTestAgent starts the service with campaign spec active; wrap, when not
+// nil, wraps the store the service writes to.
+func newTestAgent(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer, log *slog.Logger) *testAgent {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	db, err := sqlite.Open(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	ca, _, err := fleet.LoadOrCreateCA(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := &gatedStore{Store: db, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	fl := fleet.New(gs, ca, fleet.Options{})
+	var st store.Store = db
+	if wrap != nil {
+		st = wrap(db)
+	}
+	fl := fleet.New(st, ca, fleet.Options{})
 	sp, err := campaign.Parse([]byte(spec))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvImpl := New(Config{Store: gs, Fleet: fl, Campaigns: specs{sp}})
+	srvImpl := New(Config{Store: st, Fleet: fl, Campaigns: specs{sp}, Observer: obs, Log: log})
 
 	// Real TLS on loopback, as in production.
 	cert, err := ca.IssueServerCert([]string{"127.0.0.1"}, time.Now())
@@ -139,7 +154,7 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	go srv.Serve(lis)
-	defer func() { srv.Stop(); srvImpl.Wait() }()
+	t.Cleanup(func() { srv.Stop(); srvImpl.Wait() })
 
 	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
 	if err != nil {
@@ -161,19 +176,36 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	s, err := vantagev1.NewAgentServiceClient(conn).Session(sctx)
+	t.Cleanup(func() { conn.Close() })
+	return &testAgent{db: db, dir: dir, srv: srvImpl, id: e.AgentID, conn: conn}
+}
+
+// session opens a Session with epoch and returns it with the one task of
+// the first assignment.
+func (ta *testAgent) session(t *testing.T, epoch uint64) (vantagev1.AgentService_SessionClient, *vantagev1.Task) {
+	t.Helper()
+	sctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := vantagev1.NewAgentServiceClient(ta.conn).Session(sctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{Epoch: 3}}})
+	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{Epoch: epoch}}})
 	m, err := s.Recv()
 	if err != nil || m.GetAssignment() == nil || len(m.GetAssignment().GetTasks()) != 1 {
 		t.Fatalf("first message = %v, %v; want an assignment with 1 task", m, err)
 	}
-	task := m.GetAssignment().GetTasks()[0]
+	return s, m.GetAssignment().GetTasks()[0]
+}
+
+func TestAckOnlyAfterCommit(t *testing.T) {
+	ctx := context.Background()
+	var gs *gatedStore
+	ta := newTestAgent(t, func(db *sqlite.DB) store.Store {
+		gs = &gatedStore{Store: db, entered: make(chan struct{}, 1), release: make(chan struct{})}
+		return gs
+	}, nil, nil)
+	s, task := ta.session(t, 3)
 
 	r := &vantagev1.ProbeResult{Seq: 1, TaskId: task.GetId(), Campaign: "c", Target: task.GetTarget(), SentAt: timestamppb.Now()}
 	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: &vantagev1.ResultBatch{
@@ -181,12 +213,10 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 	<-gs.entered // the commit is in progress and held
 
 	acks := make(chan *vantagev1.Ack, 1)
-	var endErr error
 	go func() {
 		for {
 			m, err := s.Recv()
 			if err != nil {
-				endErr = err
 				close(acks)
 				return
 			}
@@ -208,19 +238,9 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 	if !gs.committed.Load() {
 		t.Fatal("ack arrived before the commit returned")
 	}
-
-	// A result for a task this agent was never given is refused.
-	r2 := &vantagev1.ProbeResult{Seq: 2, TaskId: "other/icmp/192.0.2.9", Campaign: "other", Target: "192.0.2.9", SentAt: timestamppb.Now()}
-	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: &vantagev1.ResultBatch{
-		Epoch: 3, FirstSeq: 2, LastSeq: 2, Results: []*vantagev1.ProbeResult{r2}}}})
-	for range acks {
-	}
-	if status.Code(endErr) != codes.InvalidArgument || !strings.Contains(endErr.Error(), "task_id") {
-		t.Fatalf("stream ended with %v; want InvalidArgument naming task_id", endErr)
-	}
 	n := 0
-	db.QueryResults(ctx, store.ResultQuery{}, func(store.StoredResult) error { n++; return nil })
+	ta.db.QueryResults(ctx, store.ResultQuery{}, func(store.StoredResult) error { n++; return nil })
 	if n != 1 {
-		t.Fatalf("stored %d results; want 1 (the unknown task's result refused)", n)
+		t.Fatalf("stored %d results; want 1", n)
 	}
 }

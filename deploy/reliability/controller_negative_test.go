@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,6 +128,8 @@ func TestControllerRefuses(t *testing.T) {
 		}, codes.PermissionDenied},
 		{"revoked agent: a new session", func() error { return c.sessionErr(t, revoked.cert) }, codes.PermissionDenied},
 		{"agent A sends results for a task it was never given", func() error {
+			// Not stored, but acked and recorded as a gap: a refused
+			// batch must not block the agent's stream forever.
 			sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			defer cancel()
 			s, err := vantagev1.NewAgentServiceClient(c.dial(t, a.cert)).Session(sctx)
@@ -137,11 +140,24 @@ func TestControllerRefuses(t *testing.T) {
 			s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: &vantagev1.ResultBatch{Epoch: 7, FirstSeq: 1, LastSeq: 1,
 				Results: []*vantagev1.ProbeResult{{Seq: 1, TaskId: "other/icmp/1.2.3.4", Campaign: "other", Target: "1.2.3.4", SentAt: timestamppb.Now()}}}}})
 			for {
-				if _, err := s.Recv(); err != nil {
+				m, err := s.Recv()
+				if err != nil {
 					return err
 				}
+				if ack := m.GetAck(); ack != nil {
+					if ack.GetEpoch() != 7 || ack.GetUpToSeq() != 1 {
+						return status.Errorf(codes.Internal, "ack %v, want epoch 7 up to 1", ack)
+					}
+					break
+				}
 			}
-		}, codes.InvalidArgument},
+			const why = `refused by controller: task "other/icmp/1.2.3.4" is not assigned to this agent`
+			if err := refusedAsGap(admin, ops, c.dir, a.id, 7, 1, why); err != nil {
+				return err
+			}
+			t.Logf("result for a task never given: acked up to 1, not stored, gap epoch 7 seq 1..1 reason %q", why)
+			return nil
+		}, codes.OK},
 		{"no credentials on an operator RPC", func() error { _, err := ops.ListAgents(ctx, &vantagev1.ListAgentsRequest{}); return err }, codes.Unauthenticated},
 		{"an agent certificate on an operator RPC", func() error {
 			_, err := c.ops(t, a.cert).ListAgents(ctx, &vantagev1.ListAgentsRequest{})
@@ -239,6 +255,46 @@ func TestControllerRefuses(t *testing.T) {
 			t.Errorf("no %s in the audit log: %v", want, actions)
 		}
 	}
+}
+
+// refusedAsGap checks that agent id has no result stored and exactly one
+// gap, (epoch, seq, seq) with reason, in the operator API's counters and in
+// the controller's gaps table.
+// admin carries an operator token.
+func refusedAsGap(admin context.Context, ops vantagev1.OperatorServiceClient, dataDir, id string, epoch, seq uint64, reason string) error {
+	l, err := ops.ListAgents(admin, &vantagev1.ListAgentsRequest{})
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, ag := range l.GetAgents() {
+		if ag.GetId() != id {
+			continue
+		}
+		found = true
+		if ag.GetResultsStored() != 0 || ag.GetGaps() != 1 {
+			return status.Errorf(codes.Internal, "agent %s: results_stored %d, gaps %d; want 0 and 1", id, ag.GetResultsStored(), ag.GetGaps())
+		}
+	}
+	if !found {
+		return status.Errorf(codes.Internal, "agent %s not listed", id)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dataDir, "vantage.db")+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var n int
+	var first, last uint64
+	var why string
+	if err := db.QueryRow(`SELECT count(*), coalesce(max(first_seq), 0), coalesce(max(last_seq), 0), coalesce(max(reason), '')
+		FROM gaps WHERE agent_id = ? AND epoch = ?`, id, epoch).Scan(&n, &first, &last, &why); err != nil {
+		return err
+	}
+	if n != 1 || first != seq || last != seq || why != reason {
+		return status.Errorf(codes.Internal, "gaps of epoch %d: %d rows, seq %d..%d, reason %q; want 1 row, %d..%d, %q", epoch, n, first, last, why, seq, seq, reason)
+	}
+	return nil
 }
 
 // operatorToken creates an operator token offline with the controller's
