@@ -271,3 +271,55 @@ func TestMigrateResultsToChunks(t *testing.T) {
 		t.Errorf("old results table still there (%d, %v)", n, err)
 	}
 }
+
+// TestGapsClaimSeqs: a seq is counted once, as a result or as a gap. A gap
+// over stored seqs records only the rest; a gap reported twice counts once;
+// a result arriving after its seq was reported lost is a duplicate.
+func TestGapsClaimSeqs(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	a := "agt-000000000000000a"
+	enroll(t, db, a)
+	gap := func(first, last uint64) []*vantagev1.Gap {
+		return []*vantagev1.Gap{{Epoch: 1, FirstSeq: first, LastSeq: last, Reason: "spool full"}}
+	}
+	steps := []struct {
+		name    string
+		results []*vantagev1.ProbeResult
+		gaps    []*vantagev1.Gap
+	}{
+		{"store 1..5", results(1, 5), nil},
+		{"a gap over 4..9 (4, 5 stored: their ack was lost)", nil, gap(4, 9)},
+		{"the same gap again", nil, gap(4, 9)},
+		{"7..8 arrive after all", results(7, 8), nil},
+		{"store 10..12", results(10, 12), nil},
+	}
+	for _, s := range steps {
+		if _, err := db.CommitBatches(ctx, []store.Batch{{AgentID: a, Epoch: 1, Results: s.results, Gaps: s.gaps}}); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+	}
+	ag, err := db.GetAgent(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ag.ResultsStored != 8 || ag.Gaps != 4 || ag.DuplicatesDropped != 2 {
+		t.Errorf("stored %d, gaps %d, duplicates %d; want 8 (1..5, 10..12), 4 (6..9), 2 (7, 8)", ag.ResultsStored, ag.Gaps, ag.DuplicatesDropped)
+	}
+	var rows []seqRange
+	r, err := db.r.Query(`SELECT first_seq, last_seq FROM gaps WHERE agent_id = ? ORDER BY first_seq`, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.Next() {
+		var g seqRange
+		if err := r.Scan(&g.first, &g.last); err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, g)
+	}
+	r.Close()
+	if want := []seqRange{{6, 9}}; !slices.Equal(rows, want) {
+		t.Errorf("gap rows %v, want %v", rows, want)
+	}
+}

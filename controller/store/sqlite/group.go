@@ -129,13 +129,26 @@ func (db *DB) CommitBatches(ctx context.Context, batches []store.Batch) ([][]boo
 				c.stored += uint64(ch.n)
 			}
 			c.dups += uint64(len(f)) - countTrue(f)
+			// A gap claims its seqs like results do, and only the seqs not
+			// accounted for yet become gap rows: a seq stored and later
+			// reported lost (its ack was lost, then the spool dropped it),
+			// or a gap reported twice, is never counted twice.
 			for _, g := range b.Gaps {
-				res, err := gap.ExecContext(ctx, b.AgentID, g.GetEpoch(), g.GetFirstSeq(), g.GetLastSeq(), g.GetReason(), now)
-				if err != nil {
-					return fmt.Errorf("agent %s: insert gap: %w", b.AgentID, err)
+				if g.GetLastSeq() < g.GetFirstSeq() {
+					continue
 				}
-				if n, _ := res.RowsAffected(); n > 0 && g.GetLastSeq() >= g.GetFirstSeq() {
-					c.gaps += g.GetLastSeq() - g.GetFirstSeq() + 1
+				parts, err := w.claimRange(b.AgentID, g.GetEpoch(), seqRange{g.GetFirstSeq(), g.GetLastSeq()})
+				if err != nil {
+					return fmt.Errorf("agent %s epoch %d: gap: %w", b.AgentID, g.GetEpoch(), err)
+				}
+				for _, p := range parts {
+					res, err := gap.ExecContext(ctx, b.AgentID, g.GetEpoch(), p.first, p.last, g.GetReason(), now)
+					if err != nil {
+						return fmt.Errorf("agent %s: insert gap: %w", b.AgentID, err)
+					}
+					if n, _ := res.RowsAffected(); n > 0 {
+						c.gaps += p.last - p.first + 1
+					}
 				}
 			}
 		}

@@ -3,7 +3,9 @@ package sqlite
 // Deduplication by sequence ranges. Results are stored in chunks (see
 // chunks.go), so (agent, epoch, seq) is no longer a row key that an INSERT
 // can collide on. Instead result_ranges holds, per (agent, epoch), the
-// disjoint and non-adjacent ranges of seqs already stored. An agent sends
+// disjoint and non-adjacent ranges of seqs already accounted for: stored,
+// or recorded as a gap. Each seq is thus counted once, as a result or as
+// a gap, however often and in whichever form it arrives. An agent sends
 // its seqs in order, so an (agent, epoch) normally has one range that each
 // batch extends; a gap (spool drop) or a batch lost and re-sent later leaves
 // a hole that is filled when the re-sent batch arrives.
