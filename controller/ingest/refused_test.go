@@ -1,11 +1,8 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"database/sql"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
+	"github.com/vantage-net/vantage/internal/syncbuf"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -41,52 +39,21 @@ func (f *feedLog) fed() []uint64 {
 	return slices.Clone(f.seqs)
 }
 
-// lockedBuffer is a log sink safe for the session goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type gapRow struct {
 	epoch, first, last uint64
 	reason             string
 }
 
 // storedGaps reads the agent's rows of the gaps table.
-func storedGaps(t *testing.T, dir, agentID string) []gapRow {
+func storedGaps(t *testing.T, db *sqlite.DB, agentID string) []gapRow {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, sqlite.FileName)+"?mode=ro")
+	gaps, err := db.Gaps(context.Background(), agentID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT epoch, first_seq, last_seq, reason FROM gaps WHERE agent_id = ? ORDER BY epoch, first_seq`, agentID)
-	if err != nil {
-		t.Fatalf("read gaps: %v", err)
-	}
-	defer rows.Close()
 	var gs []gapRow
-	for rows.Next() {
-		var g gapRow
-		if err := rows.Scan(&g.epoch, &g.first, &g.last, &g.reason); err != nil {
-			t.Fatal(err)
-		}
-		gs = append(gs, g)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+	for _, g := range gaps {
+		gs = append(gs, gapRow{g.GetEpoch(), g.GetFirstSeq(), g.GetLastSeq(), g.GetReason()})
 	}
 	return gs
 }
@@ -98,7 +65,7 @@ func storedGaps(t *testing.T, dir, agentID string) []gapRow {
 func TestRefusedResultsBecomeGaps(t *testing.T) {
 	ctx := context.Background()
 	obs := &feedLog{}
-	var logged lockedBuffer
+	var logged syncbuf.Buffer
 	ta := newTestAgent(t, nil, obs, slog.New(slog.NewTextHandler(&logged, nil)))
 	s, task := ta.session(t, 4)
 
@@ -154,7 +121,7 @@ func TestRefusedResultsBecomeGaps(t *testing.T) {
 		if !slices.Equal(seqs, []uint64{1, 4, 6}) {
 			t.Errorf("stored seqs %v; want [1 4 6] (the known tasks' results only)", seqs)
 		}
-		if got := storedGaps(t, ta.dir, ta.id); !slices.Equal(got, gaps) {
+		if got := storedGaps(t, ta.db, ta.id); !slices.Equal(got, gaps) {
 			t.Errorf("gaps\n got %+v\nwant %+v", got, gaps)
 		}
 		ag, err := ta.db.GetAgent(ctx, ta.id)

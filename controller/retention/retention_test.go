@@ -1,7 +1,6 @@
 package retention
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
+	"github.com/vantage-net/vantage/internal/syncbuf"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -34,24 +34,6 @@ func (c *fakeClock) Set(t time.Time) {
 	c.mu.Lock()
 	c.t = t
 	c.mu.Unlock()
-}
-
-// syncBuffer is a log sink safe for the Run goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // openStore stores one batch of 10 results per day for days 1..5 before
@@ -107,7 +89,7 @@ func TestPruneOnce(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			db := openStore(t)
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			clk := &fakeClock{t: t0}
 			p := New(Config{Store: db, Keep: tc.keep, BatchChunks: tc.batch, Now: clk.Now,
 				Logger: slog.New(slog.NewTextHandler(&logs, nil))})

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vantage-net/vantage/internal/syncbuf"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -274,24 +275,6 @@ func startServer(t *testing.T, f *fakeOperator) (addr, caPath string) {
 	return lis.Addr().String(), p.caPath
 }
 
-// syncBuffer is an output stream the test can read while the CLI writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type cliRun struct {
 	args  []string
 	env   map[string]string
@@ -304,7 +287,7 @@ type cliResult struct {
 }
 
 // runCLI runs vantagectl in-process with a fixed clock and UTC times.
-func runCLI(ctx context.Context, r cliRun, stdout, stderr *syncBuffer) int {
+func runCLI(ctx context.Context, r cliRun, stdout, stderr *syncbuf.Buffer) int {
 	return run(ctx, r.args, env{
 		stdin:         strings.NewReader(r.stdin),
 		stdout:        stdout,
@@ -322,7 +305,7 @@ func runSync(t *testing.T, r cliRun) cliResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	code := runCLI(ctx, r, &out, &errb)
 	return cliResult{code: code, stdout: out.String(), stderr: errb.String()}
 }
@@ -677,7 +660,7 @@ func sendTransition(s grpc.ServerStreamingServer[vantagev1.VerdictUpdate], tr *v
 
 // waitFor polls out until it contains want; the CLI is stopped (Ctrl-C) by
 // the caller afterwards.
-func waitFor(t *testing.T, out *syncBuffer, want string) {
+func waitFor(t *testing.T, out *syncbuf.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(out.String(), want) {
@@ -823,7 +806,7 @@ func TestWatch(t *testing.T) {
 			addr, ca := startServer(t, f)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			var out, errb syncBuffer
+			var out, errb syncbuf.Buffer
 			code := make(chan int, 1)
 			go func() { code <- runCLI(ctx, cliRun{args: tt.args, env: envFor(addr, ca)}, &out, &errb) }()
 			if tt.waitFor != "" {

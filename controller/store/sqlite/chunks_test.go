@@ -306,19 +306,14 @@ func TestGapsClaimSeqs(t *testing.T) {
 	if ag.ResultsStored != 8 || ag.Gaps != 4 || ag.DuplicatesDropped != 2 {
 		t.Errorf("stored %d, gaps %d, duplicates %d; want 8 (1..5, 10..12), 4 (6..9), 2 (7, 8)", ag.ResultsStored, ag.Gaps, ag.DuplicatesDropped)
 	}
-	var rows []seqRange
-	r, err := db.r.Query(`SELECT first_seq, last_seq FROM gaps WHERE agent_id = ? ORDER BY first_seq`, a)
+	gaps, err := db.Gaps(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for r.Next() {
-		var g seqRange
-		if err := r.Scan(&g.first, &g.last); err != nil {
-			t.Fatal(err)
-		}
-		rows = append(rows, g)
+	var rows []seqRange
+	for _, g := range gaps {
+		rows = append(rows, seqRange{g.GetFirstSeq(), g.GetLastSeq()})
 	}
-	r.Close()
 	if want := []seqRange{{6, 9}}; !slices.Equal(rows, want) {
 		t.Errorf("gap rows %v, want %v", rows, want)
 	}

@@ -276,3 +276,25 @@ func (db *DB) Timeline(ctx context.Context, q store.TimelineQuery) ([]*vantagev1
 	}
 	return out, rows.Err()
 }
+
+// Gaps returns an agent's stored gaps (results it reported lost, and
+// results the controller refused), by epoch and first seq.
+func (db *DB) Gaps(ctx context.Context, agentID string) ([]*vantagev1.Gap, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT epoch, first_seq, last_seq, reason FROM gaps WHERE agent_id = ? ORDER BY epoch, first_seq`, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("gaps: %w", err)
+	}
+	defer rows.Close()
+	var out []*vantagev1.Gap
+	for rows.Next() {
+		g := &vantagev1.Gap{}
+		if err := rows.Scan(&g.Epoch, &g.FirstSeq, &g.LastSeq, &g.Reason); err != nil {
+			return nil, fmt.Errorf("gaps: %w", err)
+		}
+		out = append(out, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("gaps: %w", err)
+	}
+	return out, nil
+}
