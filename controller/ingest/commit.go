@@ -123,6 +123,7 @@ func (s *Server) committer() {
 			}
 		}
 		s.lastCommit.Store(int64(time.Since(start)))
+		s.stats.commitTook(time.Since(start))
 		s.queued.Add(-int64(n))
 		for i := range group {
 			group[i] = nil

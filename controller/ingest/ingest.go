@@ -111,6 +111,7 @@ type Server struct {
 	lastCommit   atomic.Int64  // duration of the last commit, ns
 	ackLat       ackHistogram  // commit -> ack handed to the stream
 	refused      atomic.Uint64 // results refused (unknown task) and stored as gaps
+	stats        stats         // event counters for Stats (stats.go)
 }
 
 // New returns a Server.
@@ -686,16 +687,19 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 				retry = max(r.Delay(), 100*time.Millisecond)
 				r.Cancel()
 			}
+			ss.s.stats.throttled(ThrottleRate)
 			return ss.throttle(ctx, &throttled{retry: retry,
 				reason: fmt.Sprintf("agent over its ingest rate of %g results/s", ss.s.cfg.RatePerAgent)})
 		}
 	}
 	if why, hard := ss.s.overloaded(n); hard {
+		ss.s.stats.throttled(ThrottleHard)
 		return ss.throttle(ctx, &throttled{retry: DefaultRetryAfter, reason: why})
 	} else if why != "" && ss.throttleHint() {
 		// Soft: take the batch, ask the agent to pause (at most one
 		// hint per session per retry-after).
 		th := &throttled{retry: DefaultRetryAfter, reason: why}
+		ss.s.stats.throttled(ThrottleSoft)
 		ss.enqueue(ctx, th.message())
 	}
 	// Encode here, in the session's goroutine, so the one writer only
@@ -719,6 +723,7 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 		}
 		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
 	}
+	ss.s.stats.committedBatch(fresh, b.GetGaps())
 	if refused > 0 {
 		ss.s.refused.Add(uint64(refused))
 		ss.s.log.Warn("results refused", "agent", ss.agent.ID, "epoch", b.GetEpoch(), "refused", refused,

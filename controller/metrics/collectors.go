@@ -1,0 +1,91 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vantage-net/vantage/controller/ingest"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// ingestCollector turns one ingest.Stats snapshot per scrape into metrics.
+type ingestCollector struct {
+	src       IngestSource
+	results   *prometheus.Desc
+	batches   *prometheus.Desc
+	gaps      *prometheus.Desc
+	queue     *prometheus.Desc
+	commit    *prometheus.Desc
+	throttles *prometheus.Desc
+	sessions  *prometheus.Desc
+}
+
+func newIngestCollector(src IngestSource) *ingestCollector {
+	return &ingestCollector{
+		src: src,
+		results: prometheus.NewDesc("vantage_ingest_results_total",
+			"Results in committed agent batches, by outcome: stored (new), duplicate (already stored, e.g. re-sent after a lost ack), refused (task not given to the agent; acked and recorded as a gap).",
+			[]string{"outcome"}, nil),
+		batches: prometheus.NewDesc("vantage_ingest_batches_total",
+			"Agent result batches committed to the store and acknowledged.", nil, nil),
+		gaps: prometheus.NewDesc("vantage_ingest_gap_results_total",
+			"Results agents reported lost in the gap records of committed batches (e.g. spool full); refused results are not included.", nil, nil),
+		queue: prometheus.NewDesc("vantage_ingest_queue_results",
+			"Results queued for, or being committed to, the store (soft bound --ingest-queue, hard bound twice that).", nil, nil),
+		commit: prometheus.NewDesc("vantage_ingest_commit_duration_seconds",
+			"Duration of each store commit (a group of batches in one transaction).", nil, nil),
+		throttles: prometheus.NewDesc("vantage_ingest_throttles_total",
+			"Throttle messages sent to agents, by kind: soft (queue long, batch taken), hard (queue full or commits slow, batch refused), rate (agent over --ingest-rate, batch refused).",
+			[]string{"kind"}, nil),
+		sessions: prometheus.NewDesc("vantage_agent_sessions",
+			"Agent sessions connected now.", nil, nil),
+	}
+}
+
+func (c *ingestCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.results, c.batches, c.gaps, c.queue, c.commit, c.throttles, c.sessions} {
+		ch <- d
+	}
+}
+
+func (c *ingestCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Stats()
+	ch <- prometheus.MustNewConstMetric(c.results, prometheus.CounterValue, float64(s.ResultsStored), "stored")
+	ch <- prometheus.MustNewConstMetric(c.results, prometheus.CounterValue, float64(s.ResultsDuplicate), "duplicate")
+	ch <- prometheus.MustNewConstMetric(c.results, prometheus.CounterValue, float64(s.ResultsRefused), "refused")
+	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(s.Batches))
+	ch <- prometheus.MustNewConstMetric(c.gaps, prometheus.CounterValue, float64(s.GapResults))
+	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(s.QueuedResults))
+	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(s.Sessions))
+	for k, n := range s.Throttles {
+		ch <- prometheus.MustNewConstMetric(c.throttles, prometheus.CounterValue, float64(n), ingest.ThrottleKind(k).String())
+	}
+	h := s.CommitSeconds
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, b := range h.Bounds {
+		buckets[b] = h.Cumulative[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(c.commit, h.Count, h.Sum, buckets)
+}
+
+// verdictCollector reports each current verdict's state, read from the
+// engines at every scrape: a verdict that no longer exists (campaign
+// deleted or paused, target dropped) simply stops being reported.
+type verdictCollector struct {
+	src   VerdictSource
+	state *prometheus.Desc
+}
+
+func newVerdictCollector(src VerdictSource) *verdictCollector {
+	return &verdictCollector{src: src, state: prometheus.NewDesc("vantage_verdict_state",
+		"1 for each current verdict, labelled with its state (REACHABLE, DEGRADED, UNSTABLE, UNREACHABLE, UNKNOWN); level is target, network or scope, subject the target address, network name or scope name. Only the current state has a series.",
+		[]string{"campaign", "level", "subject", "state"}, nil)}
+}
+
+func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.state }
+
+func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, v := range c.src.Verdicts("", vantagev1.Level_LEVEL_UNSPECIFIED) {
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1,
+			v.GetCampaign(), levelName(v.GetLevel()), v.GetSubject(), stateName(v.GetState()))
+	}
+}
