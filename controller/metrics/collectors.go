@@ -77,7 +77,7 @@ type verdictCollector struct {
 
 func newVerdictCollector(src VerdictSource) *verdictCollector {
 	return &verdictCollector{src: src, state: prometheus.NewDesc("vantage_verdict_state",
-		"1 for each current verdict, labelled with its state (REACHABLE, DEGRADED, UNSTABLE, UNREACHABLE, UNKNOWN); level is target, network or scope, subject the target address, network name or scope name. Only the current state has a series.",
+		"1 for each current verdict, labelled with its state (REACHABLE, DEGRADED, UNSTABLE, UNREACHABLE, UNKNOWN); level is target, network or scope, subject the target address, network name or scope name. Only the current state has a series; a verdict not yet evaluated has none.",
 		[]string{"campaign", "level", "subject", "state"}, nil)}
 }
 
@@ -85,6 +85,9 @@ func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.state 
 
 func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range c.src.Verdicts("", vantagev1.Level_LEVEL_UNSPECIFIED) {
+		if v.GetState() == vantagev1.State_STATE_UNSPECIFIED {
+			continue // not evaluated yet (a campaign just applied)
+		}
 		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1,
 			v.GetCampaign(), levelName(v.GetLevel()), v.GetSubject(), stateName(v.GetState()))
 	}

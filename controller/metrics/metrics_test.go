@@ -95,7 +95,7 @@ func TestVerdictState(t *testing.T) {
 	fv := &fakeVerdicts{}
 	m := New(Config{Verdicts: fv})
 	const head = `
-# HELP vantage_verdict_state 1 for each current verdict, labelled with its state (REACHABLE, DEGRADED, UNSTABLE, UNREACHABLE, UNKNOWN); level is target, network or scope, subject the target address, network name or scope name. Only the current state has a series.
+# HELP vantage_verdict_state 1 for each current verdict, labelled with its state (REACHABLE, DEGRADED, UNSTABLE, UNREACHABLE, UNKNOWN); level is target, network or scope, subject the target address, network name or scope name. Only the current state has a series; a verdict not yet evaluated has none.
 # TYPE vantage_verdict_state gauge
 `
 	tests := []struct {
@@ -108,6 +108,7 @@ func TestVerdictState(t *testing.T) {
 			verdict("kp", vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_UNREACHABLE),
 			verdict("kp", vantagev1.Level_LEVEL_NETWORK, "star-jv", vantagev1.State_STATE_DEGRADED),
 			verdict("kp", vantagev1.Level_LEVEL_TARGET, "175.45.176.1", vantagev1.State_STATE_REACHABLE),
+			verdict("kp", vantagev1.Level_LEVEL_TARGET, "175.45.176.2", vantagev1.State_STATE_UNSPECIFIED), // not evaluated yet
 		}, head + `vantage_verdict_state{campaign="kp",level="network",state="DEGRADED",subject="star-jv"} 1
 vantage_verdict_state{campaign="kp",level="scope",state="UNREACHABLE",subject="KP"} 1
 vantage_verdict_state{campaign="kp",level="target",state="REACHABLE",subject="175.45.176.1"} 1

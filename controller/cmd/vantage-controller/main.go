@@ -73,6 +73,7 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&cfg.RetentionEvery, "retention-every", 10*time.Minute, "how often results older than --results-retention are deleted")
 	f.StringVar(&cfg.StoreSync, "store-sync", string(sqlite.SyncFull), "full: fsync every commit, so an acked result survives a power cut; normal: fsync at checkpoints only, so it survives a controller crash but not a power cut")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics over plain HTTP, unauthenticated, on this address (e.g. 127.0.0.1:9464 or :9464); off when empty")
 	root.AddCommand(newTokenCmd(), newRotateCACmd(), newRevokeTokenCmd())
 	return root
 }

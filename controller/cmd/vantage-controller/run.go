@@ -24,6 +24,7 @@ import (
 	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
+	"github.com/vantage-net/vantage/controller/metrics"
 	"github.com/vantage-net/vantage/controller/retention"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -66,7 +67,12 @@ type Config struct {
 	StoreSync string
 	// DebugAddr serves net/http/pprof when set; it must be a loopback address.
 	DebugAddr string
-	Log       *slog.Logger
+	// MetricsAddr serves Prometheus /metrics over plain HTTP when set (any
+	// address; unauthenticated).
+	MetricsAddr string
+	// MetricsReady, if set, receives the bound metrics address (tests).
+	MetricsReady func(addr net.Addr)
+	Log          *slog.Logger
 	// Ready, if set, receives the bound listen address once serving (tests).
 	Ready func(addr net.Addr)
 }
@@ -134,8 +140,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	var ing *ingest.Server
+	var met *metrics.Metrics // set before the worker starts
 	worker := engine.New(engine.Options{Store: st, Log: log, EvaluateEvery: cfg.EvaluateEvery,
-		OnTransitions: func(ts []*vantagev1.Transition) { ing.Localise(ts) }})
+		OnTransitions: func(ts []*vantagev1.Transition) { ing.Localise(ts); met.ObserveTransitions(ts) }})
 	if err := worker.Reload(ctx); err != nil {
 		log.Warn("some campaigns could not be loaded", "err", err)
 	}
@@ -144,6 +151,18 @@ func Run(ctx context.Context, cfg Config) error {
 	observers := &fanout{worker}
 	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
 		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue})
+	// Metrics are counted whether served or not: they cost nothing unscraped.
+	met = metrics.New(metrics.Config{Ingest: ing, Verdicts: worker, Log: log})
+	if cfg.MetricsAddr != "" {
+		bound, stopMetrics, err := serveMetrics(cfg.MetricsAddr, log, met.Handler())
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+		if cfg.MetricsReady != nil {
+			cfg.MetricsReady(bound)
+		}
+	}
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, log, ing.AckLatencyBuckets)
 		if err != nil {
@@ -174,7 +193,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	if cfg.ResultsRetention > 0 {
-		pruner := retention.New(retention.Config{Store: st, Keep: cfg.ResultsRetention, Every: cfg.RetentionEvery, Logger: log})
+		pruner := retention.New(retention.Config{Store: met.CountPruned(st), Keep: cfg.ResultsRetention, Every: cfg.RetentionEvery, Logger: log})
 		bg.Go(func() error { return pruner.Run(bgCtx) })
 	}
 	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log})
