@@ -114,6 +114,9 @@ func LocaliseTasks(specs map[string]*campaign.Spec, ts []*vantagev1.Transition, 
 		if t.GetTo() != vantagev1.State_STATE_DEGRADED && t.GetTo() != vantagev1.State_STATE_UNREACHABLE {
 			continue
 		}
+		if t.GetFrom() == t.GetTo() {
+			continue // a location refinement: the traces that made it exist
+		}
 		sp := specs[t.GetCampaign()]
 		if sp == nil {
 			continue

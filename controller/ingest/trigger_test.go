@@ -47,6 +47,11 @@ func TestLocaliseTasks(t *testing.T) {
 			[]string{"198.18.0.11", "198.51.100.42"}},
 		{"recovery triggers nothing", []*vantagev1.Transition{tr(vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_REACHABLE)}, nil},
 		{"unstable triggers nothing", []*vantagev1.Transition{tr(vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_UNSTABLE)}, nil},
+		{"a location refinement (from == to) triggers nothing", []*vantagev1.Transition{func() *vantagev1.Transition {
+			x := tr(vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_UNREACHABLE)
+			x.From = x.To
+			return x
+		}()}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			plan := LocaliseTasks(specs, c.ts, exp)

@@ -229,8 +229,12 @@ type subject struct {
 	location                   vantagev1.Location
 	lastHop                    string
 	locNotes                   []string
-	badSince                   int64 // first round of the current non-REACHABLE raw run; -1
-	stab                       stability
+	// locTraced: location came from traces this round (not provisional);
+	// pubLoc: the location of the last transition or refinement published.
+	locTraced bool
+	pubLoc    vantagev1.Location
+	badSince  int64 // first round of the current non-REACHABLE raw run; -1
+	stab      stability
 }
 
 // Engine is one campaign's verdict state.

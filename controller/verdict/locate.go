@@ -259,7 +259,7 @@ func (e *Engine) pathEvidence(a *agent, t int, tr *trace) PathEvidence {
 
 // locate sets s.location, s.lastHop and s.locNotes for round n.
 func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov vantagev1.Location) {
-	s.location, s.lastHop, s.locNotes = vantagev1.Location_LOCATION_UNSPECIFIED, "", nil
+	s.location, s.lastHop, s.locNotes, s.locTraced = vantagev1.Location_LOCATION_UNSPECIFIED, "", nil, false
 	switch s.raw {
 	case vantagev1.State_STATE_REACHABLE:
 		s.badSince = -1
@@ -307,7 +307,7 @@ func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov vantagev1.Lo
 	}
 	loc, hop, note := Classify(paths)
 	if loc != vantagev1.Location_LOCATION_UNSPECIFIED {
-		s.location, s.lastHop = loc, hop
+		s.location, s.lastHop, s.locTraced = loc, hop, true
 		s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from %d traces since round %d: %s",
 			strings.TrimPrefix(loc.String(), "LOCATION_"), len(paths), s.badSince-1, note))
 		return

@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"fmt"
+	"strings"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -73,28 +74,55 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 		st.since = st.flips[0]
 		ob = st.flips[0]
 	}
-	if next != s.state {
+	switch {
+	case next != s.state:
 		s.state, s.stateRound = next, n
 		s.onsetEarliest, s.onsetLatest = ob.earliest, ob.latest
-		up, down := e.children(s)
-		*out = append(*out, &vantagev1.Transition{
-			Campaign:      e.cfg.Campaign,
-			Level:         s.level,
-			Subject:       s.name,
-			From:          from,
-			To:            s.state,
-			OnsetEarliest: ts(s.onsetEarliest),
-			OnsetLatest:   ts(s.onsetLatest),
-			DetectedAt:    ts(now),
-			Round:         n,
-			Location:      s.location,
-			VerdictId:     s.id,
-			UpChildren:    up,
-			DownChildren:  down,
-			Notes:         e.notes(s),
-		})
+		*out = append(*out, e.transition(s, from, n, now, e.notes(s)))
+	case e.refined(s):
+		// Same state, better location: traces arrived after the state
+		// changed (the transition carried the provisional location).
+		note := fmt.Sprintf("location refined from %s to %s by traces",
+			strings.TrimPrefix(s.pubLoc.String(), "LOCATION_"), strings.TrimPrefix(s.location.String(), "LOCATION_"))
+		*out = append(*out, e.transition(s, s.state, n, now, append([]string{note}, e.notes(s)...)))
 	}
 	s.lastMaxSent = hi
+}
+
+// refined reports whether a DEGRADED or UNREACHABLE subject's location,
+// now established by traces, differs from the one last published. Only
+// trace-based locations are published this way: a provisional one that
+// changes (an upstream target flickering) is not news.
+func (e *Engine) refined(s *subject) bool {
+	switch s.state {
+	case vantagev1.State_STATE_DEGRADED, vantagev1.State_STATE_UNREACHABLE:
+	default:
+		return false
+	}
+	return s.raw == s.state && s.locTraced && s.location != s.pubLoc
+}
+
+// transition publishes s's current state (from -> s.state; from == s.state
+// for a location refinement) and remembers the location it carried.
+func (e *Engine) transition(s *subject, from vantagev1.State, n, now int64, notes []string) *vantagev1.Transition {
+	s.pubLoc = s.location
+	up, down := e.children(s)
+	return &vantagev1.Transition{
+		Campaign:      e.cfg.Campaign,
+		Level:         s.level,
+		Subject:       s.name,
+		From:          from,
+		To:            s.state,
+		OnsetEarliest: ts(s.onsetEarliest),
+		OnsetLatest:   ts(s.onsetLatest),
+		DetectedAt:    ts(now),
+		Round:         n,
+		Location:      s.location,
+		VerdictId:     s.id,
+		UpChildren:    up,
+		DownChildren:  down,
+		Notes:         notes,
+	}
 }
 
 // unstableNote describes an UNSTABLE subject's window.

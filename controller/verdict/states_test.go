@@ -509,7 +509,11 @@ func TestTraceLocalisation(t *testing.T) {
 					e.Observe(traceObs(ag, h, 5, completed, ix, transit, upstr, border, h))
 				}
 			}
-			run(t, e, cfg, steps(20, 20, agents3, netsDown(allNets...)))
+			before := transitionsOf(flat(run(t, e, cfg, steps(20, 20, agents3, netsDown(allNets...)))), scopeID)
+			if len(before) != 1 || before[0].GetTo() != vantagev1.State_STATE_UNREACHABLE {
+				t.Fatalf("outage: scope transitions %v, want one to UNREACHABLE", before)
+			}
+			provisional := before[0].GetLocation()
 			for _, ag := range c.agents {
 				for _, h := range hosts {
 					o := c.trace(h)
@@ -517,8 +521,16 @@ func TestTraceLocalisation(t *testing.T) {
 					e.Observe(o)
 				}
 			}
-			if trs := transitionsOf(flat(run(t, e, cfg, steps(21, 21, agents3, netsDown(allNets...)))), scopeID); len(trs) != 0 {
-				t.Errorf("a location change made a transition: %v", trs)
+			// The state holds; a location the traces change is published as
+			// a refinement (from == to), an unchanged one is not.
+			trs := transitionsOf(flat(run(t, e, cfg, steps(21, 23, agents3, netsDown(allNets...)))), scopeID)
+			switch {
+			case c.want == provisional && len(trs) != 0:
+				t.Errorf("traces confirmed the provisional %s, yet transitions %v", provisional, trs)
+			case c.want != provisional && (len(trs) != 1 || trs[0].GetFrom() != trs[0].GetTo() || trs[0].GetLocation() != c.want ||
+				!strings.HasPrefix(trs[0].GetNotes()[0], "location refined from "+strings.TrimPrefix(provisional.String(), "LOCATION_"))):
+				t.Errorf("traces moved the location from %s to %s: want one refinement (UNREACHABLE -> UNREACHABLE at %s, noted), got %v",
+					provisional, c.want, c.want, trs)
 			}
 			v := mustVerdict(t, e, scopeID)
 			if v.GetLocation() != c.want || v.GetLastResponsiveHop() != c.wantHop {

@@ -88,7 +88,7 @@ func TestE2ELab(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, tr := range tl {
-			if tr.GetLevel() == vantagev1.Level_LEVEL_SCOPE && tr.GetTo() == want && !tr.GetDetectedAt().AsTime().Before(since) {
+			if tr.GetLevel() == vantagev1.Level_LEVEL_SCOPE && tr.GetTo() == want && tr.GetFrom() != want && !tr.GetDetectedAt().AsTime().Before(since) {
 				return tr
 			}
 		}

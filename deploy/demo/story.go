@@ -99,7 +99,7 @@ func MatchDetections(records []PhaseRecord, timeline []*vantagev1.Transition) {
 			end = records[i+1].AppliedAt
 		}
 		for _, tr := range timeline {
-			if tr.GetLevel() != vantagev1.Level_LEVEL_SCOPE || tr.GetTo() != want {
+			if tr.GetLevel() != vantagev1.Level_LEVEL_SCOPE || tr.GetTo() != want || tr.GetFrom() == tr.GetTo() {
 				continue
 			}
 			at := tr.GetDetectedAt().AsTime()
@@ -181,7 +181,7 @@ func WriteTimeline(w io.Writer, t0 time.Time, timeline []*vantagev1.Transition) 
 			rel(tr.GetDetectedAt().AsTime()),
 			strings.TrimPrefix(tr.GetLevel().String(), "LEVEL_"),
 			tr.GetSubject(),
-			shortState(tr.GetFrom())+"->"+shortState(tr.GetTo()),
+			change(tr),
 			onset,
 			strings.TrimPrefix(tr.GetLocation().String(), "LOCATION_"),
 			strings.Join(tr.GetDownChildren(), ","))
@@ -206,4 +206,13 @@ func WriteDetections(w io.Writer, records []PhaseRecord, round time.Duration) {
 		fmt.Fprintf(w, "  %-48s %-11s after %5.1fs = %.2f rounds\n", r.Phase.Name, shortState(r.Phase.Expect),
 			lat.Seconds(), lat.Seconds()/round.Seconds())
 	}
+}
+
+// change is a transition's state change; from == to is a location
+// refinement (traces moved the location while the state held).
+func change(tr *vantagev1.Transition) string {
+	if tr.GetFrom() == tr.GetTo() {
+		return shortState(tr.GetTo()) + " located"
+	}
+	return shortState(tr.GetFrom()) + "->" + shortState(tr.GetTo())
 }

@@ -197,11 +197,31 @@ func (s *suite) transitions(t *testing.T, level vantagev1.Level, from, to time.T
 	var out []*vantagev1.Transition
 	for _, tr := range tl {
 		at := tr.GetDetectedAt().AsTime()
-		if (level == vantagev1.Level_LEVEL_UNSPECIFIED || tr.GetLevel() == level) && !at.Before(from) && (to.IsZero() || at.Before(to)) {
+		if (level == vantagev1.Level_LEVEL_UNSPECIFIED || tr.GetLevel() == level) && !at.Before(from) && (to.IsZero() || at.Before(to)) &&
+			tr.GetFrom() != tr.GetTo() {
 			out = append(out, tr)
 		}
 	}
 	return out
+}
+
+// located is the location the timeline gives the scope's current episode
+// that began with tr: tr's own, or that of the latest refinement (a
+// timeline entry with from == to, published when traces moved the
+// location) detected after it.
+func (s *suite) located(t *testing.T, tr *vantagev1.Transition) vantagev1.Location {
+	t.Helper()
+	tl, err := s.h.Timeline(s.ctx, s.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	where := tr.GetLocation()
+	for _, x := range tl {
+		if x.GetVerdictId() == tr.GetVerdictId() && x.GetFrom() == x.GetTo() && x.GetTo() == tr.GetTo() && x.GetId() > tr.GetId() {
+			where = x.GetLocation()
+		}
+	}
+	return where
 }
 
 // firstTo is the first scope transition into want detected at or after from.
@@ -428,18 +448,22 @@ func (s *suite) outage(t *testing.T, name string, fault func() error, wantLoc va
 	// give it two more rounds and take the verdict's location then.
 	time.Sleep(2 * s.round)
 	v = s.scope(t)
-	ok := closed <= maxClosed && v.GetLocation() == wantLoc && state(v, vantagev1.State_STATE_UNREACHABLE)
+	inTimeline := s.located(t, tr)
+	ok := closed <= maxClosed && v.GetLocation() == wantLoc && inTimeline == wantLoc && state(v, vantagev1.State_STATE_UNREACHABLE)
 	s.record(result{scenario: name, want: fmt.Sprintf("UNREACHABLE at %s, <= %d rounds", loc(wantLoc), maxClosed),
 		got: short(v.GetState()), location: loc(v.GetLocation()), hasLatency: true, latency: lat, closed: closed, pass: ok,
-		note: fmt.Sprintf("transition location %s, last hop %q, onset ±%s", loc(tr.GetLocation()), v.GetLastResponsiveHop(),
+		note: fmt.Sprintf("transition location %s, timeline %s, last hop %q, onset ±%s", loc(tr.GetLocation()), loc(inTimeline), v.GetLastResponsiveHop(),
 			tr.GetOnsetLatest().AsTime().Sub(tr.GetOnsetEarliest().AsTime()).Round(time.Millisecond))})
-	t.Logf("%s: detected after %s (%s rounds, %d closed), location %s (transition: %s), last responsive hop %q, notes %q",
-		name, lat.Round(time.Millisecond), s.rounds(lat), closed, loc(v.GetLocation()), loc(tr.GetLocation()), v.GetLastResponsiveHop(), v.GetNotes())
+	t.Logf("%s: detected after %s (%s rounds, %d closed), location %s (transition: %s, timeline after refinement: %s), last responsive hop %q, notes %q",
+		name, lat.Round(time.Millisecond), s.rounds(lat), closed, loc(v.GetLocation()), loc(tr.GetLocation()), loc(inTimeline), v.GetLastResponsiveHop(), v.GetNotes())
 	if closed > maxClosed {
 		t.Errorf("%s: detected after %d closed rounds (%s), want <= %d", name, closed, lat, maxClosed)
 	}
 	if v.GetLocation() != wantLoc {
 		t.Errorf("%s: location %s, want %s", name, loc(v.GetLocation()), loc(wantLoc))
+	}
+	if inTimeline != wantLoc {
+		t.Errorf("%s: the timeline says %s (transition %s and no refinement to %s), the verdict %s", name, loc(inTimeline), loc(tr.GetLocation()), loc(wantLoc), loc(v.GetLocation()))
 	}
 }
 

@@ -553,9 +553,18 @@ var transitionHeader = []string{"DETECTED", "LEVEL", "SUBJECT", "CHANGE", "ONSET
 
 func (p printer) transitionFields(t *vantagev1.Transition) []string {
 	return []string{p.at(t.GetDetectedAt()), levelName(t.GetLevel()), t.GetSubject(),
-		stateName(t.GetFrom()) + " -> " + stateName(t.GetTo()),
+		change(t),
 		p.onset(t.GetOnsetEarliest(), t.GetOnsetLatest()), strconv.FormatInt(t.GetRound(), 10),
 		locationName(t.GetLocation()), children(t.GetUpChildren(), t.GetDownChildren())}
+}
+
+// change is a transition's CHANGE cell; from == to is a location
+// refinement (traces moved the location while the state held).
+func change(t *vantagev1.Transition) string {
+	if t.GetFrom() == t.GetTo() {
+		return stateName(t.GetTo()) + " (location refined)"
+	}
+	return stateName(t.GetFrom()) + " -> " + stateName(t.GetTo())
 }
 
 // timeline renders `timeline`: one aligned line per transition. A CAMPAIGN

@@ -552,7 +552,10 @@ func (x *Verdict) GetNetwork() string {
 	return ""
 }
 
-// Transition is one state change on the timeline.
+// Transition is one state change on the timeline. An entry with
+// from == to is a location refinement: the state held, but traces that came
+// in after the change moved its location (the change itself carried the
+// provisional one); its onset is the state's, its notes say what moved.
 type Transition struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`

@@ -185,10 +185,14 @@ func watch(ctx context.Context, h *demo.Harness, campaign string, t0 time.Time, 
 		if tr == nil || tr.GetLevel() == vantagev1.Level_LEVEL_TARGET {
 			continue
 		}
-		fmt.Fprintf(out, "    T+%5.1fs  %-7s %-8s %s -> %s  down=[%s]\n",
+		change := strings.TrimPrefix(tr.GetFrom().String(), "STATE_") + " -> " + strings.TrimPrefix(tr.GetTo().String(), "STATE_")
+		if tr.GetFrom() == tr.GetTo() {
+			change = strings.TrimPrefix(tr.GetTo().String(), "STATE_") + " located"
+		}
+		fmt.Fprintf(out, "    T+%5.1fs  %-7s %-8s %s at %s  down=[%s]\n",
 			tr.GetDetectedAt().AsTime().Sub(t0).Seconds(),
-			strings.TrimPrefix(tr.GetLevel().String(), "LEVEL_"), tr.GetSubject(),
-			strings.TrimPrefix(tr.GetFrom().String(), "STATE_"), strings.TrimPrefix(tr.GetTo().String(), "STATE_"),
+			strings.TrimPrefix(tr.GetLevel().String(), "LEVEL_"), tr.GetSubject(), change,
+			strings.TrimPrefix(tr.GetLocation().String(), "LOCATION_"),
 			strings.Join(tr.GetDownChildren(), ","))
 	}
 }
