@@ -146,6 +146,8 @@ type inflight struct {
 	end  spool.Key
 	gaps []*vantagev1.Gap
 	sent time.Time
+	// gapsOnly: a batch of gaps without results, acked with up_to_seq 0.
+	gapsOnly bool
 }
 
 // New builds a Client; it does not connect until Run.
@@ -428,10 +430,18 @@ func (c *Client) ack(a *vantagev1.Ack) {
 	n := 0
 	var upTo spool.Key
 	var gaps []*vantagev1.Gap
-	for n < len(c.inflight) && c.inflight[n].end.Compare(key) <= 0 {
-		upTo = c.inflight[n].end
-		gaps = append(gaps, c.inflight[n].gaps...)
-		n++
+	if a.GetUpToSeq() == 0 {
+		// The ack of a gaps-only batch: acks come in the order batches
+		// were sent, so it is the oldest in flight.
+		if len(c.inflight) > 0 && c.inflight[0].gapsOnly {
+			gaps, n = c.inflight[0].gaps, 1
+		}
+	} else {
+		for n < len(c.inflight) && !c.inflight[n].gapsOnly && c.inflight[n].end.Compare(key) <= 0 {
+			upTo = c.inflight[n].end
+			gaps = append(gaps, c.inflight[n].gaps...)
+			n++
+		}
 	}
 	if n == 0 {
 		c.ackMu.Unlock()
@@ -560,16 +570,23 @@ func (s *sender) flush(ignoreThrottle bool) error {
 		if err != nil {
 			return fmt.Errorf("read spool: %w", err)
 		}
-		if len(sb.Results) == 0 {
-			return nil
-		}
-		b := &vantagev1.ResultBatch{Epoch: sb.Epoch, Results: sb.Results,
-			FirstSeq: sb.Results[0].GetSeq(), LastSeq: sb.Results[len(sb.Results)-1].GetSeq()}
+		var unsent []*vantagev1.Gap
 		for _, g := range sb.Gaps {
 			if !s.gapsSent[spool.Key{Epoch: g.GetEpoch(), Seq: g.GetFirstSeq()}] {
-				b.Gaps = append(b.Gaps, g)
+				unsent = append(unsent, g)
 			}
 		}
+		if len(sb.Results) == 0 {
+			if len(unsent) == 0 {
+				return nil
+			}
+			// Nothing to send but lost results to report: a batch of
+			// gaps only, so the controller hears of them now rather than
+			// with some later result.
+			return s.sendGaps(unsent)
+		}
+		b := &vantagev1.ResultBatch{Epoch: sb.Epoch, Results: sb.Results,
+			FirstSeq: sb.Results[0].GetSeq(), LastSeq: sb.Results[len(sb.Results)-1].GetSeq(), Gaps: unsent}
 		// In flight before the send: the ack may beat Send's return.
 		c.ackMu.Lock()
 		c.inflight = append(c.inflight, inflight{end: sb.End(), gaps: b.Gaps, sent: time.Now()})
@@ -585,6 +602,23 @@ func (s *sender) flush(ignoreThrottle bool) error {
 			return nil
 		}
 	}
+}
+
+// sendGaps sends a ResultBatch holding only gaps (first_seq = last_seq =
+// 0); the controller acks it with up_to_seq 0.
+func (s *sender) sendGaps(gaps []*vantagev1.Gap) error {
+	c := s.c
+	c.ackMu.Lock()
+	c.inflight = append(c.inflight, inflight{gaps: gaps, sent: time.Now(), gapsOnly: true})
+	c.ackMu.Unlock()
+	b := &vantagev1.ResultBatch{Epoch: c.cfg.Identity.Epoch, Gaps: gaps}
+	if err := s.stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
+		return fmt.Errorf("send gaps: %w", err)
+	}
+	for _, g := range gaps {
+		s.gapsSent[spool.Key{Epoch: g.GetEpoch(), Seq: g.GetFirstSeq()}] = true
+	}
+	return nil
 }
 
 // final flushes on shutdown, half-closes the stream and waits a little for

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -484,6 +485,62 @@ func TestAckTimeout(t *testing.T) {
 	}
 	if seen := checkContiguous(t, srv.batches[2], 1); seen[1] != 1 || len(seen) != 50 {
 		t.Fatalf("second stream carried %d distinct results (seq 1 %d times), want all 50 re-sent once", len(seen), seen[1])
+	}
+}
+
+// gapSpool is a spool holding only gaps (every result it had was acked or
+// lost): what an agent has after its spool dropped results and nothing new
+// was produced.
+type gapSpool struct {
+	mu   sync.Mutex
+	gaps []*vantagev1.Gap
+}
+
+func (g *gapSpool) Append(*vantagev1.ProbeResult) error { return errors.New("gapSpool: no appends") }
+func (g *gapSpool) Read(spool.Key, int) (spool.Batch, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return spool.Batch{Gaps: slices.Clone(g.gaps)}, nil
+}
+func (g *gapSpool) Ack(_ spool.Key, acked []*vantagev1.Gap) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gaps = slices.DeleteFunc(g.gaps, func(x *vantagev1.Gap) bool {
+		return slices.ContainsFunc(acked, func(a *vantagev1.Gap) bool { return a.GetEpoch() == x.GetEpoch() && a.GetFirstSeq() == x.GetFirstSeq() })
+	})
+	return nil
+}
+func (g *gapSpool) State() *vantagev1.SpoolState { return &vantagev1.SpoolState{} }
+func (g *gapSpool) Close() error                 { return nil }
+
+// TestGapsOnlyBatch: gaps with no result to ride along are sent on their
+// own (first_seq = last_seq = 0), once per stream, and forgotten on the
+// ack with up_to_seq 0.
+func TestGapsOnlyBatch(t *testing.T) {
+	srv, addr := newTestServer(t)
+	sp := &gapSpool{gaps: []*vantagev1.Gap{{Epoch: 1, FirstSeq: 3, LastSeq: 9, Reason: "spool full"}}}
+	c, _, stop := startClient(t, srv, addr, func(cfg *Config) { cfg.Spool = sp })
+	defer stop()
+	waitFor(t, "the gap acked and forgotten", func() bool {
+		sp.mu.Lock()
+		defer sp.mu.Unlock()
+		return len(sp.gaps) == 0
+	})
+	time.Sleep(100 * time.Millisecond) // a few more batch ticks: nothing more to send
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	var sent []*vantagev1.ResultBatch
+	for _, bs := range srv.batches {
+		sent = append(sent, bs...)
+	}
+	if len(sent) != 1 {
+		t.Fatalf("%d batches sent, want 1 (the gaps-only one, once)", len(sent))
+	}
+	if b := sent[0]; len(b.GetResults()) != 0 || b.GetFirstSeq() != 0 || b.GetLastSeq() != 0 || len(b.GetGaps()) != 1 || b.GetGaps()[0].GetFirstSeq() != 3 {
+		t.Fatalf("batch = %v, want gaps only (seq 3..9) with first_seq = last_seq = 0", b)
+	}
+	if c.Acked() != (spool.Key{}) {
+		t.Fatalf("acked key %v after a gaps-only ack, want none", c.Acked())
 	}
 }
 

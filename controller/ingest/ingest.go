@@ -620,6 +620,17 @@ func ValidateBatch(b *vantagev1.ResultBatch) error {
 		return fmt.Errorf("%w: results.epoch: must be > 0", rpcerr.ErrInvalid)
 	}
 	first, last := b.GetFirstSeq(), b.GetLastSeq()
+	if first == 0 && last == 0 && len(b.GetResults()) == 0 {
+		// Gaps only: an agent reporting lost results with nothing else
+		// to send. It is acked with up_to_seq 0.
+		if len(b.GetGaps()) == 0 {
+			return fmt.Errorf("%w: results: no results and no gaps", rpcerr.ErrInvalid)
+		}
+		if b.GetEpoch() > math.MaxInt64 {
+			return fmt.Errorf("%w: results.epoch %d: at most 2^63-1 (stored as SQL integers)", rpcerr.ErrInvalid, b.GetEpoch())
+		}
+		return validateGaps(b.GetGaps())
+	}
 	if first == 0 || first > last {
 		return fmt.Errorf("%w: results.first_seq %d, last_seq %d: want 1 <= first_seq <= last_seq", rpcerr.ErrInvalid, first, last)
 	}
@@ -647,7 +658,15 @@ func ValidateBatch(b *vantagev1.ResultBatch) error {
 			return fmt.Errorf("%w: results.results[%d].hops: %d hops, at most 255", rpcerr.ErrInvalid, i, len(r.GetHops()))
 		}
 	}
-	for i, g := range b.GetGaps() {
+	return validateGaps(b.GetGaps())
+}
+
+// validateGaps checks a batch's gap records.
+func validateGaps(gaps []*vantagev1.Gap) error {
+	if len(gaps) > MaxBatchResults {
+		return fmt.Errorf("%w: results.gaps: %d gaps, at most %d", rpcerr.ErrInvalid, len(gaps), MaxBatchResults)
+	}
+	for i, g := range gaps {
 		if g.GetEpoch() == 0 || g.GetFirstSeq() == 0 || g.GetFirstSeq() > g.GetLastSeq() {
 			return fmt.Errorf("%w: results.gaps[%d]: want epoch > 0 and 1 <= first_seq <= last_seq", rpcerr.ErrInvalid, i)
 		}

@@ -244,3 +244,48 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 		t.Fatalf("stored %d results; want 1", n)
 	}
 }
+
+// sendAwaitAck sends b on s and returns the next Ack the controller sends.
+func sendAwaitAck(t *testing.T, s vantagev1.AgentService_SessionClient, b *vantagev1.ResultBatch) *vantagev1.Ack {
+	t.Helper()
+	if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			t.Fatalf("session ended before the ack: %v", err)
+		}
+		if a := m.GetAck(); a != nil {
+			return a
+		}
+	}
+}
+
+// TestGapsOnlyBatch: a batch of gaps without results (first_seq = last_seq
+// = 0) is stored and acked with up_to_seq 0; sent again it adds nothing.
+// Without results and gaps it is refused.
+func TestGapsOnlyBatch(t *testing.T) {
+	ta := newTestAgent(t, nil, nil, nil)
+	s, _ := ta.session(t, 3)
+	b := &vantagev1.ResultBatch{Epoch: 3, Gaps: []*vantagev1.Gap{{Epoch: 2, FirstSeq: 10, LastSeq: 19, Reason: "spool full"}}}
+	for _, round := range []string{"first", "again"} {
+		if a := sendAwaitAck(t, s, b); a.GetEpoch() != 3 || a.GetUpToSeq() != 0 {
+			t.Fatalf("%s: ack %v; want epoch 3 up to seq 0", round, a)
+		}
+		gaps, err := ta.db.Gaps(context.Background(), ta.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ag, err := ta.db.GetAgent(context.Background(), ta.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gaps) != 1 || gaps[0].GetFirstSeq() != 10 || gaps[0].GetLastSeq() != 19 || ag.Gaps != 10 || ag.ResultsStored != 0 {
+			t.Fatalf("%s: gaps %v, agent gaps %d stored %d; want one gap 10..19 counted 10, nothing stored", round, gaps, ag.Gaps, ag.ResultsStored)
+		}
+	}
+	if err := ValidateBatch(&vantagev1.ResultBatch{Epoch: 3}); err == nil || !strings.Contains(err.Error(), "results: no results and no gaps") {
+		t.Fatalf("empty batch: %v; want refused, naming the field", err)
+	}
+}

@@ -26,17 +26,8 @@ func TestStats(t *testing.T) {
 	}
 	sendAcked := func(t *testing.T, b *vantagev1.ResultBatch) {
 		t.Helper()
-		if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			m, err := s.Recv()
-			if err != nil {
-				t.Fatalf("session ended before the ack: %v", err)
-			}
-			if a := m.GetAck(); a != nil && a.GetUpToSeq() == b.GetLastSeq() {
-				return
-			}
+		if a := sendAwaitAck(t, s, b); a.GetUpToSeq() != b.GetLastSeq() {
+			t.Fatalf("ack %v; want up to seq %d", a, b.GetLastSeq())
 		}
 	}
 	// Seqs 1..4 were lost by the agent (a gap record); 5, 6, 8 are

@@ -488,7 +488,9 @@ func (x *Gap) GetReason() string {
 	return ""
 }
 
-// ResultBatch carries results with contiguous sequence numbers.
+// ResultBatch carries results with contiguous sequence numbers, and the
+// gaps (results lost by the agent) not reported yet. A batch with gaps and
+// no results has first_seq = last_seq = 0.
 type ResultBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -891,7 +893,8 @@ func (x *Assignment) GetTasks() []*Task {
 }
 
 // Ack confirms that every result up to up_to_seq in epoch is durably
-// stored. Sent only after the commit.
+// stored, with the gaps its batch carried. Sent only after the commit.
+// up_to_seq = 0 acks a batch of gaps only (acks come in batch order).
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
