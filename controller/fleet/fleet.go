@@ -20,9 +20,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
-
 	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -63,6 +60,9 @@ var (
 type Options struct {
 	// ApproveAgents makes new agents PENDING until an admin approves them.
 	ApproveAgents bool
+	// RenewBefore: agents are advised to renew a certificate expiring
+	// within it (DefaultRenewBefore when 0).
+	RenewBefore time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	Log *slog.Logger
@@ -70,16 +70,20 @@ type Options struct {
 
 // Fleet manages enrolment and identities.
 type Fleet struct {
-	st      store.Store
-	ca      *CA
-	approve bool
-	now     func() time.Time
-	log     *slog.Logger
+	st          store.Store
+	ca          *CA
+	approve     bool
+	renewBefore time.Duration
+	now         func() time.Time
+	log         *slog.Logger
 }
 
 // New returns a Fleet over st, signing with ca.
 func New(st store.Store, ca *CA, opts Options) *Fleet {
-	f := &Fleet{st: st, ca: ca, approve: opts.ApproveAgents, now: opts.Now, log: opts.Log}
+	f := &Fleet{st: st, ca: ca, approve: opts.ApproveAgents, renewBefore: opts.RenewBefore, now: opts.Now, log: opts.Log}
+	if f.renewBefore <= 0 {
+		f.renewBefore = DefaultRenewBefore
+	}
 	if f.now == nil {
 		f.now = time.Now
 	}
@@ -213,10 +217,7 @@ func (f *Fleet) Enroll(ctx context.Context, req EnrollRequest) (Enrollment, erro
 	if err := ValidateLabels("labels", req.Labels); err != nil {
 		return Enrollment{}, err
 	}
-	if len(req.CSRDER) == 0 || len(req.CSRDER) > MaxCSRBytes {
-		return Enrollment{}, fmt.Errorf("%w: csr_der: size %d not in 1..%d bytes", ErrBadCSR, len(req.CSRDER), MaxCSRBytes)
-	}
-	csr, err := CheckCSR(req.CSRDER)
+	csr, err := ValidateCSR(req.CSRDER)
 	if err != nil {
 		return Enrollment{}, err
 	}
@@ -242,18 +243,16 @@ func (f *Fleet) Enroll(ctx context.Context, req EnrollRequest) (Enrollment, erro
 // AgentFromPeer returns the active agent named by the verified client
 // certificate of the gRPC peer in ctx.
 func (f *Fleet) AgentFromPeer(ctx context.Context) (store.Agent, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return store.Agent{}, ErrNoClientCert
+	leaf, err := peerLeaf(ctx)
+	if err != nil {
+		return store.Agent{}, err
 	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return store.Agent{}, ErrNoClientCert
-	}
-	return f.AgentFromCert(ctx, ti.State.VerifiedChains[0][0])
+	return f.AgentFromCert(ctx, leaf)
 }
 
-// AgentFromCert checks an already verified leaf certificate against the store.
+// AgentFromCert checks an already verified leaf certificate against the
+// store: its serial must be the agent's current one, or the previous one
+// while a renewal has not been used yet.
 func (f *Fleet) AgentFromCert(ctx context.Context, leaf *x509.Certificate) (store.Agent, error) {
 	id := leaf.Subject.CommonName
 	if !strings.HasPrefix(id, "agt-") {
@@ -266,8 +265,14 @@ func (f *Fleet) AgentFromCert(ctx context.Context, leaf *x509.Certificate) (stor
 	if err != nil {
 		return store.Agent{}, err
 	}
-	if a.CertSerial != "" && a.CertSerial != leaf.SerialNumber.Text(16) {
-		return store.Agent{}, fmt.Errorf("%w: %s: certificate serial does not match enrolment", ErrUnknownAgent, id)
+	if serial := leaf.SerialNumber.Text(16); a.CertSerial != "" && a.CertSerial != serial {
+		_, prev, err := f.st.AgentCertSerials(ctx, id)
+		if err != nil {
+			return store.Agent{}, err
+		}
+		if prev != serial {
+			return store.Agent{}, fmt.Errorf("%w: %s: certificate serial does not match enrolment", ErrUnknownAgent, id)
+		}
 	}
 	switch a.State {
 	case vantagev1.AgentState_AGENT_STATE_ACTIVE:

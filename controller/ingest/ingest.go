@@ -323,6 +323,12 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 	}
 	log := s.log.With("agent", agent.ID)
 	log.Info("agent session started", "remote", remote, "epoch", hello.GetEpoch(), "version", hello.GetAgentVersion())
+	if m := ss.renewAdvice(ctx); m != nil {
+		select {
+		case ss.out <- m: // sent after the first assignment
+		default: // queue full: advised again at the next session
+		}
+	}
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.SetAgentConnected(agent.ID, labels, true, now)
 	}

@@ -236,6 +236,21 @@ type Store interface {
 	SetTaskStatus(ctx context.Context, st TaskStatus) error
 	TaskStatuses(ctx context.Context, agentID string) ([]TaskStatus, error)
 
+	// Agent certificates (renewal). An agent holds one current certificate
+	// serial (Agent.CertSerial) and, after a renewal, the previous one,
+	// still accepted until the agent has used the new one.
+	// AgentCertSerials returns both ("" when there is no previous one).
+	AgentCertSerials(ctx context.Context, id string) (current, previous string, err error)
+	// RenewAgentCert makes newSerial the agent's current serial and
+	// presented (the serial the agent authenticated with) the previous
+	// one, with the audit entry, only while the agent is ACTIVE and
+	// presented is its current or previous serial: otherwise ErrConflict
+	// (ErrNotFound for an unknown agent).
+	RenewAgentCert(ctx context.Context, id, presented, newSerial string, audit AuditEntry) error
+	// ConfirmAgentCert forgets the previous serial once the agent has used
+	// serial, its current one; it reports whether there was one to forget.
+	ConfirmAgentCert(ctx context.Context, id, serial string) (bool, error)
+
 	// Tokens.
 	CreateJoinToken(ctx context.Context, t JoinToken, audit AuditEntry) error
 	PutOperatorToken(ctx context.Context, t OperatorToken) error

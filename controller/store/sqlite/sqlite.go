@@ -194,6 +194,9 @@ var migrations = []string{
 			SELECT agent_id, epoch, seq, seq - row_number() OVER (PARTITION BY agent_id, epoch ORDER BY seq) AS island
 			FROM results)
 		GROUP BY agent_id, epoch, island;`,
+	// 5: the serial of an agent's certificate before its last renewal,
+	// accepted until the agent uses the new one (certs.go).
+	`ALTER TABLE agents ADD COLUMN prev_cert_serial TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrationSteps run in Go after the SQL of the migration with that number,

@@ -22,6 +22,108 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RenewRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PKCS#10 certificate signing request for a new key, DER. ECDSA P-256 or
+	// Ed25519 key. Its subject is ignored: the agent id comes from the
+	// client certificate.
+	CsrDer        []byte `protobuf:"bytes,1,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_vantage_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RenewRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+type RenewResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new client certificate, PEM (as EnrollResponse.certificate_pem).
+	CertificatePem []byte `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// The CA certificate(s) the agent must trust from now on, PEM (as
+	// EnrollResponse.ca_bundle_pem).
+	CaBundlePem   []byte `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewResponse) Reset() {
+	*x = RenewResponse{}
+	mi := &file_vantage_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewResponse) ProtoMessage() {}
+
+func (x *RenewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
+func (*RenewResponse) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RenewResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *RenewResponse) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
+
 type EnrollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Join token from `vantagectl token create`.
@@ -38,7 +140,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[0]
+	mi := &file_vantage_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +152,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[0]
+	mi := &file_vantage_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +165,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EnrollRequest) GetJoinToken() string {
@@ -110,7 +212,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[1]
+	mi := &file_vantage_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -122,7 +224,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[1]
+	mi := &file_vantage_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -135,7 +237,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -186,7 +288,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[2]
+	mi := &file_vantage_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -198,7 +300,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[2]
+	mi := &file_vantage_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -211,7 +313,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Capabilities) GetRawIcmp() bool {
@@ -277,7 +379,7 @@ type SpoolState struct {
 
 func (x *SpoolState) Reset() {
 	*x = SpoolState{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[3]
+	mi := &file_vantage_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +391,7 @@ func (x *SpoolState) String() string {
 func (*SpoolState) ProtoMessage() {}
 
 func (x *SpoolState) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[3]
+	mi := &file_vantage_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +404,7 @@ func (x *SpoolState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpoolState.ProtoReflect.Descriptor instead.
 func (*SpoolState) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SpoolState) GetPendingResults() uint64 {
@@ -349,7 +451,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[4]
+	mi := &file_vantage_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +463,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[4]
+	mi := &file_vantage_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +476,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetAgentVersion() string {
@@ -432,7 +534,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[5]
+	mi := &file_vantage_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +546,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[5]
+	mi := &file_vantage_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +559,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Gap) GetEpoch() uint64 {
@@ -504,7 +606,7 @@ type ResultBatch struct {
 
 func (x *ResultBatch) Reset() {
 	*x = ResultBatch{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[6]
+	mi := &file_vantage_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +618,7 @@ func (x *ResultBatch) String() string {
 func (*ResultBatch) ProtoMessage() {}
 
 func (x *ResultBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[6]
+	mi := &file_vantage_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +631,7 @@ func (x *ResultBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultBatch.ProtoReflect.Descriptor instead.
 func (*ResultBatch) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResultBatch) GetEpoch() uint64 {
@@ -580,7 +682,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[7]
+	mi := &file_vantage_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +694,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[7]
+	mi := &file_vantage_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +707,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -651,7 +753,7 @@ type TaskStatus struct {
 
 func (x *TaskStatus) Reset() {
 	*x = TaskStatus{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[8]
+	mi := &file_vantage_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +765,7 @@ func (x *TaskStatus) String() string {
 func (*TaskStatus) ProtoMessage() {}
 
 func (x *TaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[8]
+	mi := &file_vantage_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +778,7 @@ func (x *TaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatus.ProtoReflect.Descriptor instead.
 func (*TaskStatus) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TaskStatus) GetTaskId() string {
@@ -722,7 +824,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[9]
+	mi := &file_vantage_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +836,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[9]
+	mi := &file_vantage_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +849,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -836,7 +938,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[10]
+	mi := &file_vantage_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +950,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[10]
+	mi := &file_vantage_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +963,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Assignment) GetVersion() uint64 {
@@ -905,7 +1007,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[11]
+	mi := &file_vantage_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1019,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[11]
+	mi := &file_vantage_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1032,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Ack) GetEpoch() uint64 {
@@ -961,7 +1063,7 @@ type Trigger struct {
 
 func (x *Trigger) Reset() {
 	*x = Trigger{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[12]
+	mi := &file_vantage_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1075,7 @@ func (x *Trigger) String() string {
 func (*Trigger) ProtoMessage() {}
 
 func (x *Trigger) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[12]
+	mi := &file_vantage_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1088,7 @@ func (x *Trigger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trigger.ProtoReflect.Descriptor instead.
 func (*Trigger) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Trigger) GetId() string {
@@ -1035,7 +1137,7 @@ type Throttle struct {
 
 func (x *Throttle) Reset() {
 	*x = Throttle{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[13]
+	mi := &file_vantage_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1149,7 @@ func (x *Throttle) String() string {
 func (*Throttle) ProtoMessage() {}
 
 func (x *Throttle) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[13]
+	mi := &file_vantage_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1162,7 @@ func (x *Throttle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Throttle.ProtoReflect.Descriptor instead.
 func (*Throttle) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Throttle) GetRetryAfterMs() uint32 {
@@ -1077,6 +1179,53 @@ func (x *Throttle) GetReason() string {
 	return ""
 }
 
+// RenewAdvice asks the agent to renew its certificate now (Renew): sent
+// right after the session opens when the certificate was not issued by the
+// CA that currently signs (a CA rotation is under way) or expires soon.
+type RenewAdvice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewAdvice) Reset() {
+	*x = RenewAdvice{}
+	mi := &file_vantage_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewAdvice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewAdvice) ProtoMessage() {}
+
+func (x *RenewAdvice) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewAdvice.ProtoReflect.Descriptor instead.
+func (*RenewAdvice) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RenewAdvice) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ControllerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -1085,6 +1234,7 @@ type ControllerMessage struct {
 	//	*ControllerMessage_Ack
 	//	*ControllerMessage_Trigger
 	//	*ControllerMessage_Throttle
+	//	*ControllerMessage_Renew
 	Msg           isControllerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1092,7 +1242,7 @@ type ControllerMessage struct {
 
 func (x *ControllerMessage) Reset() {
 	*x = ControllerMessage{}
-	mi := &file_vantage_v1_agent_proto_msgTypes[14]
+	mi := &file_vantage_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1254,7 @@ func (x *ControllerMessage) String() string {
 func (*ControllerMessage) ProtoMessage() {}
 
 func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_agent_proto_msgTypes[14]
+	mi := &file_vantage_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1267,7 @@ func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerMessage.ProtoReflect.Descriptor instead.
 func (*ControllerMessage) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_vantage_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ControllerMessage) GetMsg() isControllerMessage_Msg {
@@ -1163,6 +1313,15 @@ func (x *ControllerMessage) GetThrottle() *Throttle {
 	return nil
 }
 
+func (x *ControllerMessage) GetRenew() *RenewAdvice {
+	if x != nil {
+		if x, ok := x.Msg.(*ControllerMessage_Renew); ok {
+			return x.Renew
+		}
+	}
+	return nil
+}
+
 type isControllerMessage_Msg interface {
 	isControllerMessage_Msg()
 }
@@ -1183,6 +1342,10 @@ type ControllerMessage_Throttle struct {
 	Throttle *Throttle `protobuf:"bytes,4,opt,name=throttle,proto3,oneof"`
 }
 
+type ControllerMessage_Renew struct {
+	Renew *RenewAdvice `protobuf:"bytes,5,opt,name=renew,proto3,oneof"`
+}
+
 func (*ControllerMessage_Assignment) isControllerMessage_Msg() {}
 
 func (*ControllerMessage_Ack) isControllerMessage_Msg() {}
@@ -1191,12 +1354,19 @@ func (*ControllerMessage_Trigger) isControllerMessage_Msg() {}
 
 func (*ControllerMessage_Throttle) isControllerMessage_Msg() {}
 
+func (*ControllerMessage_Renew) isControllerMessage_Msg() {}
+
 var File_vantage_v1_agent_proto protoreflect.FileDescriptor
 
 const file_vantage_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x16vantage/v1/agent.proto\x12\n" +
-	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vantage/v1/probe.proto\"\xd5\x01\n" +
+	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vantage/v1/probe.proto\"'\n" +
+	"\fRenewRequest\x12\x17\n" +
+	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"\\\n" +
+	"\rRenewResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\"\xd5\x01\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x17\n" +
@@ -1286,18 +1456,22 @@ const file_vantage_v1_agent_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\"H\n" +
 	"\bThrottle\x12$\n" +
 	"\x0eretry_after_ms\x18\x01 \x01(\rR\fretryAfterMs\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xde\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"%\n" +
+	"\vRenewAdvice\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x8f\x02\n" +
 	"\x11ControllerMessage\x128\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x16.vantage.v1.AssignmentH\x00R\n" +
 	"assignment\x12#\n" +
 	"\x03ack\x18\x02 \x01(\v2\x0f.vantage.v1.AckH\x00R\x03ack\x12/\n" +
 	"\atrigger\x18\x03 \x01(\v2\x13.vantage.v1.TriggerH\x00R\atrigger\x122\n" +
-	"\bthrottle\x18\x04 \x01(\v2\x14.vantage.v1.ThrottleH\x00R\bthrottleB\x05\n" +
-	"\x03msg2\x97\x01\n" +
+	"\bthrottle\x18\x04 \x01(\v2\x14.vantage.v1.ThrottleH\x00R\bthrottle\x12/\n" +
+	"\x05renew\x18\x05 \x01(\v2\x17.vantage.v1.RenewAdviceH\x00R\x05renewB\x05\n" +
+	"\x03msg2\xd5\x01\n" +
 	"\fAgentService\x12?\n" +
 	"\x06Enroll\x12\x19.vantage.v1.EnrollRequest\x1a\x1a.vantage.v1.EnrollResponse\x12F\n" +
-	"\aSession\x12\x18.vantage.v1.AgentMessage\x1a\x1d.vantage.v1.ControllerMessage(\x010\x01B;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
+	"\aSession\x12\x18.vantage.v1.AgentMessage\x1a\x1d.vantage.v1.ControllerMessage(\x010\x01\x12<\n" +
+	"\x05Renew\x12\x18.vantage.v1.RenewRequest\x1a\x19.vantage.v1.RenewResponseB;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
 
 var (
 	file_vantage_v1_agent_proto_rawDescOnce sync.Once
@@ -1311,63 +1485,69 @@ func file_vantage_v1_agent_proto_rawDescGZIP() []byte {
 	return file_vantage_v1_agent_proto_rawDescData
 }
 
-var file_vantage_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_vantage_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_vantage_v1_agent_proto_goTypes = []any{
-	(*EnrollRequest)(nil),         // 0: vantage.v1.EnrollRequest
-	(*EnrollResponse)(nil),        // 1: vantage.v1.EnrollResponse
-	(*Capabilities)(nil),          // 2: vantage.v1.Capabilities
-	(*SpoolState)(nil),            // 3: vantage.v1.SpoolState
-	(*Hello)(nil),                 // 4: vantage.v1.Hello
-	(*Gap)(nil),                   // 5: vantage.v1.Gap
-	(*ResultBatch)(nil),           // 6: vantage.v1.ResultBatch
-	(*Heartbeat)(nil),             // 7: vantage.v1.Heartbeat
-	(*TaskStatus)(nil),            // 8: vantage.v1.TaskStatus
-	(*AgentMessage)(nil),          // 9: vantage.v1.AgentMessage
-	(*Assignment)(nil),            // 10: vantage.v1.Assignment
-	(*Ack)(nil),                   // 11: vantage.v1.Ack
-	(*Trigger)(nil),               // 12: vantage.v1.Trigger
-	(*Throttle)(nil),              // 13: vantage.v1.Throttle
-	(*ControllerMessage)(nil),     // 14: vantage.v1.ControllerMessage
-	nil,                           // 15: vantage.v1.EnrollRequest.LabelsEntry
-	nil,                           // 16: vantage.v1.Hello.LabelsEntry
-	(TraceProtocol)(0),            // 17: vantage.v1.TraceProtocol
-	(*ProbeResult)(nil),           // 18: vantage.v1.ProbeResult
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*Task)(nil),                  // 20: vantage.v1.Task
+	(*RenewRequest)(nil),          // 0: vantage.v1.RenewRequest
+	(*RenewResponse)(nil),         // 1: vantage.v1.RenewResponse
+	(*EnrollRequest)(nil),         // 2: vantage.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 3: vantage.v1.EnrollResponse
+	(*Capabilities)(nil),          // 4: vantage.v1.Capabilities
+	(*SpoolState)(nil),            // 5: vantage.v1.SpoolState
+	(*Hello)(nil),                 // 6: vantage.v1.Hello
+	(*Gap)(nil),                   // 7: vantage.v1.Gap
+	(*ResultBatch)(nil),           // 8: vantage.v1.ResultBatch
+	(*Heartbeat)(nil),             // 9: vantage.v1.Heartbeat
+	(*TaskStatus)(nil),            // 10: vantage.v1.TaskStatus
+	(*AgentMessage)(nil),          // 11: vantage.v1.AgentMessage
+	(*Assignment)(nil),            // 12: vantage.v1.Assignment
+	(*Ack)(nil),                   // 13: vantage.v1.Ack
+	(*Trigger)(nil),               // 14: vantage.v1.Trigger
+	(*Throttle)(nil),              // 15: vantage.v1.Throttle
+	(*RenewAdvice)(nil),           // 16: vantage.v1.RenewAdvice
+	(*ControllerMessage)(nil),     // 17: vantage.v1.ControllerMessage
+	nil,                           // 18: vantage.v1.EnrollRequest.LabelsEntry
+	nil,                           // 19: vantage.v1.Hello.LabelsEntry
+	(TraceProtocol)(0),            // 20: vantage.v1.TraceProtocol
+	(*ProbeResult)(nil),           // 21: vantage.v1.ProbeResult
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*Task)(nil),                  // 23: vantage.v1.Task
 }
 var file_vantage_v1_agent_proto_depIdxs = []int32{
-	15, // 0: vantage.v1.EnrollRequest.labels:type_name -> vantage.v1.EnrollRequest.LabelsEntry
-	17, // 1: vantage.v1.Capabilities.trace_protocols:type_name -> vantage.v1.TraceProtocol
-	2,  // 2: vantage.v1.Hello.capabilities:type_name -> vantage.v1.Capabilities
-	16, // 3: vantage.v1.Hello.labels:type_name -> vantage.v1.Hello.LabelsEntry
-	3,  // 4: vantage.v1.Hello.spool:type_name -> vantage.v1.SpoolState
-	18, // 5: vantage.v1.ResultBatch.results:type_name -> vantage.v1.ProbeResult
-	5,  // 6: vantage.v1.ResultBatch.gaps:type_name -> vantage.v1.Gap
-	19, // 7: vantage.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	3,  // 8: vantage.v1.Heartbeat.spool:type_name -> vantage.v1.SpoolState
-	4,  // 9: vantage.v1.AgentMessage.hello:type_name -> vantage.v1.Hello
-	6,  // 10: vantage.v1.AgentMessage.results:type_name -> vantage.v1.ResultBatch
-	7,  // 11: vantage.v1.AgentMessage.heartbeat:type_name -> vantage.v1.Heartbeat
-	8,  // 12: vantage.v1.AgentMessage.task_status:type_name -> vantage.v1.TaskStatus
-	19, // 13: vantage.v1.Assignment.issued_at:type_name -> google.protobuf.Timestamp
-	19, // 14: vantage.v1.Assignment.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 15: vantage.v1.Assignment.tasks:type_name -> vantage.v1.Task
-	19, // 16: vantage.v1.Trigger.issued_at:type_name -> google.protobuf.Timestamp
-	19, // 17: vantage.v1.Trigger.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 18: vantage.v1.Trigger.tasks:type_name -> vantage.v1.Task
-	10, // 19: vantage.v1.ControllerMessage.assignment:type_name -> vantage.v1.Assignment
-	11, // 20: vantage.v1.ControllerMessage.ack:type_name -> vantage.v1.Ack
-	12, // 21: vantage.v1.ControllerMessage.trigger:type_name -> vantage.v1.Trigger
-	13, // 22: vantage.v1.ControllerMessage.throttle:type_name -> vantage.v1.Throttle
-	0,  // 23: vantage.v1.AgentService.Enroll:input_type -> vantage.v1.EnrollRequest
-	9,  // 24: vantage.v1.AgentService.Session:input_type -> vantage.v1.AgentMessage
-	1,  // 25: vantage.v1.AgentService.Enroll:output_type -> vantage.v1.EnrollResponse
-	14, // 26: vantage.v1.AgentService.Session:output_type -> vantage.v1.ControllerMessage
-	25, // [25:27] is the sub-list for method output_type
-	23, // [23:25] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	18, // 0: vantage.v1.EnrollRequest.labels:type_name -> vantage.v1.EnrollRequest.LabelsEntry
+	20, // 1: vantage.v1.Capabilities.trace_protocols:type_name -> vantage.v1.TraceProtocol
+	4,  // 2: vantage.v1.Hello.capabilities:type_name -> vantage.v1.Capabilities
+	19, // 3: vantage.v1.Hello.labels:type_name -> vantage.v1.Hello.LabelsEntry
+	5,  // 4: vantage.v1.Hello.spool:type_name -> vantage.v1.SpoolState
+	21, // 5: vantage.v1.ResultBatch.results:type_name -> vantage.v1.ProbeResult
+	7,  // 6: vantage.v1.ResultBatch.gaps:type_name -> vantage.v1.Gap
+	22, // 7: vantage.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	5,  // 8: vantage.v1.Heartbeat.spool:type_name -> vantage.v1.SpoolState
+	6,  // 9: vantage.v1.AgentMessage.hello:type_name -> vantage.v1.Hello
+	8,  // 10: vantage.v1.AgentMessage.results:type_name -> vantage.v1.ResultBatch
+	9,  // 11: vantage.v1.AgentMessage.heartbeat:type_name -> vantage.v1.Heartbeat
+	10, // 12: vantage.v1.AgentMessage.task_status:type_name -> vantage.v1.TaskStatus
+	22, // 13: vantage.v1.Assignment.issued_at:type_name -> google.protobuf.Timestamp
+	22, // 14: vantage.v1.Assignment.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 15: vantage.v1.Assignment.tasks:type_name -> vantage.v1.Task
+	22, // 16: vantage.v1.Trigger.issued_at:type_name -> google.protobuf.Timestamp
+	22, // 17: vantage.v1.Trigger.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 18: vantage.v1.Trigger.tasks:type_name -> vantage.v1.Task
+	12, // 19: vantage.v1.ControllerMessage.assignment:type_name -> vantage.v1.Assignment
+	13, // 20: vantage.v1.ControllerMessage.ack:type_name -> vantage.v1.Ack
+	14, // 21: vantage.v1.ControllerMessage.trigger:type_name -> vantage.v1.Trigger
+	15, // 22: vantage.v1.ControllerMessage.throttle:type_name -> vantage.v1.Throttle
+	16, // 23: vantage.v1.ControllerMessage.renew:type_name -> vantage.v1.RenewAdvice
+	2,  // 24: vantage.v1.AgentService.Enroll:input_type -> vantage.v1.EnrollRequest
+	11, // 25: vantage.v1.AgentService.Session:input_type -> vantage.v1.AgentMessage
+	0,  // 26: vantage.v1.AgentService.Renew:input_type -> vantage.v1.RenewRequest
+	3,  // 27: vantage.v1.AgentService.Enroll:output_type -> vantage.v1.EnrollResponse
+	17, // 28: vantage.v1.AgentService.Session:output_type -> vantage.v1.ControllerMessage
+	1,  // 29: vantage.v1.AgentService.Renew:output_type -> vantage.v1.RenewResponse
+	27, // [27:30] is the sub-list for method output_type
+	24, // [24:27] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_vantage_v1_agent_proto_init() }
@@ -1376,17 +1556,18 @@ func file_vantage_v1_agent_proto_init() {
 		return
 	}
 	file_vantage_v1_probe_proto_init()
-	file_vantage_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
+	file_vantage_v1_agent_proto_msgTypes[11].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Results)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_TaskStatus)(nil),
 	}
-	file_vantage_v1_agent_proto_msgTypes[14].OneofWrappers = []any{
+	file_vantage_v1_agent_proto_msgTypes[17].OneofWrappers = []any{
 		(*ControllerMessage_Assignment)(nil),
 		(*ControllerMessage_Ack)(nil),
 		(*ControllerMessage_Trigger)(nil),
 		(*ControllerMessage_Throttle)(nil),
+		(*ControllerMessage_Renew)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1394,7 +1575,7 @@ func file_vantage_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vantage_v1_agent_proto_rawDesc), len(file_vantage_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AgentService_Enroll_FullMethodName  = "/vantage.v1.AgentService/Enroll"
 	AgentService_Session_FullMethodName = "/vantage.v1.AgentService/Session"
+	AgentService_Renew_FullMethodName   = "/vantage.v1.AgentService/Renew"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -32,14 +33,21 @@ const (
 // Enroll is reached over server-authenticated TLS: the agent pins the
 // controller's CA by its SHA-256 hash ("sha256:<hex of the CA certificate's
 // SubjectPublicKeyInfo>", as kubeadm does). Session requires mTLS with the
-// certificate Enroll issued; the agent id is taken from that certificate,
-// never from a message.
+// certificate Enroll (or Renew) issued; the agent id is taken from that
+// certificate, never from a message.
 type AgentServiceClient interface {
 	// Exchange a join token and a CSR for a client certificate.
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 	// One long-lived stream per agent: Hello first, then results and
 	// heartbeats up; assignments, acks and triggers down.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, ControllerMessage], error)
+	// Exchange a CSR for a new client certificate of the same agent,
+	// authenticated by the agent's current client certificate (mTLS, the
+	// same checks as Session; revoked agents get PERMISSION_DENIED). The new
+	// certificate is signed by the CA that currently signs (the next one
+	// during a CA rotation). The certificate it replaces stays valid until
+	// the agent opens a session with the new one.
+	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error)
 }
 
 type agentServiceClient struct {
@@ -73,6 +81,16 @@ func (c *agentServiceClient) Session(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_SessionClient = grpc.BidiStreamingClient[AgentMessage, ControllerMessage]
 
+func (c *agentServiceClient) Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewResponse)
+	err := c.cc.Invoke(ctx, AgentService_Renew_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -82,14 +100,21 @@ type AgentService_SessionClient = grpc.BidiStreamingClient[AgentMessage, Control
 // Enroll is reached over server-authenticated TLS: the agent pins the
 // controller's CA by its SHA-256 hash ("sha256:<hex of the CA certificate's
 // SubjectPublicKeyInfo>", as kubeadm does). Session requires mTLS with the
-// certificate Enroll issued; the agent id is taken from that certificate,
-// never from a message.
+// certificate Enroll (or Renew) issued; the agent id is taken from that
+// certificate, never from a message.
 type AgentServiceServer interface {
 	// Exchange a join token and a CSR for a client certificate.
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
 	// One long-lived stream per agent: Hello first, then results and
 	// heartbeats up; assignments, acks and triggers down.
 	Session(grpc.BidiStreamingServer[AgentMessage, ControllerMessage]) error
+	// Exchange a CSR for a new client certificate of the same agent,
+	// authenticated by the agent's current client certificate (mTLS, the
+	// same checks as Session; revoked agents get PERMISSION_DENIED). The new
+	// certificate is signed by the CA that currently signs (the next one
+	// during a CA rotation). The certificate it replaces stays valid until
+	// the agent opens a session with the new one.
+	Renew(context.Context, *RenewRequest) (*RenewResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -105,6 +130,9 @@ func (UnimplementedAgentServiceServer) Enroll(context.Context, *EnrollRequest) (
 }
 func (UnimplementedAgentServiceServer) Session(grpc.BidiStreamingServer[AgentMessage, ControllerMessage]) error {
 	return status.Error(codes.Unimplemented, "method Session not implemented")
+}
+func (UnimplementedAgentServiceServer) Renew(context.Context, *RenewRequest) (*RenewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Renew not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -152,6 +180,24 @@ func _AgentService_Session_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_SessionServer = grpc.BidiStreamingServer[AgentMessage, ControllerMessage]
 
+func _AgentService_Renew_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).Renew(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_Renew_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).Renew(ctx, req.(*RenewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -162,6 +208,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Enroll",
 			Handler:    _AgentService_Enroll_Handler,
+		},
+		{
+			MethodName: "Renew",
+			Handler:    _AgentService_Renew_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,271 @@
+package ingest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/store/sqlite"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// renewEnv is AgentService on real TLS over loopback and real SQLite, with
+// one enrolled agent whose certificate is cert.
+type renewEnv struct {
+	db   *sqlite.DB
+	fl   *fleet.Fleet
+	ca   *fleet.CA
+	addr string
+	id   string
+	cert tls.Certificate
+}
+
+func newRenewEnv(t *testing.T, opts fleet.Options) *renewEnv {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlite.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ca, _, err := fleet.LoadOrCreateCA(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := fleet.New(db, ca, opts)
+	srvImpl := New(Config{Store: db, Fleet: fl})
+	cert, err := ca.IssueServerCert([]string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()})))
+	vantagev1.RegisterAgentServiceServer(srv, srvImpl)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(func() { srv.Stop(); srvImpl.Wait() })
+	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, csr := newCSR(t)
+	e, err := fl.Enroll(ctx, fleet.EnrollRequest{JoinToken: tok, CSRDER: csr, Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &renewEnv{db: db, fl: fl, ca: ca, addr: lis.Addr().String(), id: e.AgentID, cert: keyPair(t, e.CertificatePEM, key)}
+}
+
+func newCSR(t *testing.T) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "agt-someone-else"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, csr
+}
+
+func keyPair(t *testing.T, certPEM []byte, key *ecdsa.PrivateKey) tls.Certificate {
+	t.Helper()
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	c, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// client dials with cert (none when nil) on a connection of its own.
+func (e *renewEnv) client(t *testing.T, cert *tls.Certificate) vantagev1.AgentServiceClient {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: e.ca.Pool(), MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return vantagev1.NewAgentServiceClient(conn)
+}
+
+// renew renews cert and returns the new certificate (with its key).
+func (e *renewEnv) renew(t *testing.T, cert *tls.Certificate) (tls.Certificate, *vantagev1.RenewResponse, error) {
+	t.Helper()
+	key, csr := newCSR(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := e.client(t, cert).Renew(ctx, &vantagev1.RenewRequest{CsrDer: csr})
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return keyPair(t, resp.GetCertificatePem(), key), resp, nil
+}
+
+// open opens a session with cert and returns the messages before the
+// first assignment's follow-up (the assignment, and a RenewAdvice if any
+// arrives within a short wait), or the error.
+func (e *renewEnv) open(t *testing.T, cert *tls.Certificate) (*vantagev1.RenewAdvice, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := e.client(t, cert).Session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{Epoch: 1}}})
+	m, err := s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if m.GetAssignment() == nil {
+		t.Fatalf("first message %v; want an assignment", m)
+	}
+	got := make(chan *vantagev1.RenewAdvice, 1)
+	go func() {
+		m, _ := s.Recv()
+		got <- m.GetRenew()
+	}()
+	select {
+	case a := <-got:
+		return a, nil
+	case <-time.After(300 * time.Millisecond):
+		return nil, nil
+	}
+}
+
+func TestRenew(t *testing.T) {
+	e := newRenewEnv(t, fleet.Options{})
+	old := e.cert
+	renewed, resp, err := e.renew(t, &old)
+	if err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if cn := renewed.Leaf.Subject.CommonName; cn != e.id {
+		t.Fatalf("renewed CN = %q; want the agent id %q (never the CSR's)", cn, e.id)
+	}
+	if renewed.Leaf.SerialNumber.Cmp(old.Leaf.SerialNumber) == 0 {
+		t.Fatal("renewed certificate has the old serial")
+	}
+	if string(resp.GetCaBundlePem()) != string(e.ca.BundlePEM()) {
+		t.Fatal("ca_bundle_pem is not the enrolment bundle")
+	}
+	ag, err := e.db.GetAgent(context.Background(), e.id)
+	if err != nil || ag.CertSerial != renewed.Leaf.SerialNumber.Text(16) {
+		t.Fatalf("stored serial %q, %v; want the new one", ag.CertSerial, err)
+	}
+	audit, _ := e.db.ListAudit(context.Background(), 10)
+	if len(audit) == 0 || audit[0].Action != "agent.renew" || audit[0].Subject != e.id {
+		t.Fatalf("newest audit entry %+v; want agent.renew of %s", audit, e.id)
+	}
+
+	// Old and new both open a session until the new one has been used.
+	steps := []struct {
+		name string
+		cert *tls.Certificate
+		code codes.Code
+	}{
+		{"old before the new is used", &old, codes.OK},
+		{"old again", &old, codes.OK},
+		{"new", &renewed, codes.OK},
+		{"old after the new was used", &old, codes.Unauthenticated},
+		{"new again", &renewed, codes.OK},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			if _, err := e.open(t, s.cert); status.Code(err) != s.code {
+				t.Fatalf("session: %v; want %v", err, s.code)
+			}
+		})
+	}
+}
+
+func TestRenewRefused(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, e *renewEnv) (*tls.Certificate, []byte)
+		code    codes.Code
+		msg     string
+	}{
+		{"no client certificate", func(t *testing.T, e *renewEnv) (*tls.Certificate, []byte) {
+			_, csr := newCSR(t)
+			return nil, csr
+		}, codes.Unauthenticated, ""},
+		{"revoked agent", func(t *testing.T, e *renewEnv) (*tls.Certificate, []byte) {
+			if _, err := e.db.SetAgentState(context.Background(), e.id, vantagev1.AgentState_AGENT_STATE_REVOKED, "leak", store.AuditEntry{}); err != nil {
+				t.Fatal(err)
+			}
+			_, csr := newCSR(t)
+			return &e.cert, csr
+		}, codes.PermissionDenied, ""},
+		{"bad csr", func(t *testing.T, e *renewEnv) (*tls.Certificate, []byte) {
+			return &e.cert, []byte("not a csr")
+		}, codes.InvalidArgument, "csr_der"},
+		{"empty csr", func(t *testing.T, e *renewEnv) (*tls.Certificate, []byte) {
+			return &e.cert, nil
+		}, codes.InvalidArgument, "csr_der: size 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newRenewEnv(t, fleet.Options{})
+			cert, csr := tc.prepare(t, e)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := e.client(t, cert).Renew(ctx, &vantagev1.RenewRequest{CsrDer: csr})
+			if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.msg) {
+				t.Fatalf("Renew: %v; want %v naming %q", err, tc.code, tc.msg)
+			}
+			if ag, _ := e.db.GetAgent(context.Background(), e.id); ag.CertSerial != e.cert.Leaf.SerialNumber.Text(16) {
+				t.Fatal("a refused renewal changed the stored serial")
+			}
+		})
+	}
+}
+
+func TestRenewAdvice(t *testing.T) {
+	tests := []struct {
+		name        string
+		renewBefore time.Duration
+		want        string // "" means no advice
+	}{
+		{"fresh certificate", 0, ""},
+		{"expires within the renewal window", 400 * 24 * time.Hour, "certificate expires at"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newRenewEnv(t, fleet.Options{RenewBefore: tc.renewBefore})
+			adv, err := e.open(t, &e.cert)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == "" && adv != nil || tc.want != "" && !strings.Contains(adv.GetReason(), tc.want) {
+				t.Fatalf("advice %v; want %q", adv, tc.want)
+			}
+		})
+	}
+}
