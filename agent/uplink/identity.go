@@ -262,10 +262,15 @@ func writeEnrolment(dir string, key *ecdsa.PrivateKey, resp *vantagev1.EnrollRes
 	return nil
 }
 
-// LoadIdentity reads the state directory and bumps the epoch on disk.
+// LoadIdentity reads the state directory and bumps the epoch on disk. A
+// certificate renewal interrupted by a crash is completed first, or
+// dropped when its files are incomplete.
 func LoadIdentity(dir string) (*Identity, error) {
 	if !Enrolled(dir) {
 		return nil, fmt.Errorf("state dir %s: %w", dir, ErrNotEnrolled)
+	}
+	if err := finishRenewal(dir); err != nil { // a renewal cut short by a crash
+		return nil, fmt.Errorf("load identity: %w", err)
 	}
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
 	if err != nil {

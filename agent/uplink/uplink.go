@@ -112,16 +112,31 @@ type Config struct {
 	BackoffMin        time.Duration
 	BackoffMax        time.Duration
 	AckTimeout        time.Duration
+
+	// StateDir is where a renewed certificate is written (key.pem,
+	// cert.pem, ca.pem); empty disables certificate renewal.
+	StateDir string
+	// RenewBefore: the certificate is renewed once it expires within this
+	// (DefaultRenewBefore); RenewCheck is how often that is checked
+	// (DefaultRenewCheck). The controller may also advise a renewal.
+	RenewBefore time.Duration
+	RenewCheck  time.Duration
 }
 
 // Client is the agent's uplink. Submit and ReportStatus may be called from
 // any goroutine; Run owns the connection.
 type Client struct {
 	cfg   Config
-	conn  *grpc.ClientConn
+	host  string
+	conn  *grpc.ClientConn // replaced by Run, between sessions, after a renewal
 	api   vantagev1.AgentServiceClient
 	log   *slog.Logger
 	spool spool.Spool
+
+	// ident is the identity new connections use (renew.go).
+	ident atomic.Pointer[Identity]
+	// renewNow carries a controller's RenewAdvice to the renew loop.
+	renewNow chan string
 
 	seqMu sync.Mutex
 	seq   uint64
@@ -186,11 +201,36 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.RenewBefore <= 0 {
+		cfg.RenewBefore = DefaultRenewBefore
+	}
+	if cfg.RenewCheck <= 0 {
+		cfg.RenewCheck = DefaultRenewCheck
+	}
+	conn, err := dial(cfg, host, cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg: cfg, host: host, conn: conn, api: vantagev1.NewAgentServiceClient(conn),
+		log:      cfg.Logger.With(slog.String("agent_id", cfg.Identity.AgentID), slog.Uint64("epoch", cfg.Identity.Epoch)),
+		spool:    cfg.Spool,
+		wake:     make(chan struct{}, 1),
+		statuses: make(chan *vantagev1.TaskStatus, statusQueue),
+		acked:    make(chan struct{}, 1),
+		renewNow: make(chan string, 1),
+	}
+	c.ident.Store(cfg.Identity)
+	return c, nil
+}
+
+// dial makes the controller connection with id's certificate and CAs.
+func dial(cfg Config, host string, id *Identity) (*grpc.ClientConn, error) {
 	tlsCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		ServerName:   host,
-		Certificates: []tls.Certificate{cfg.Identity.Cert},
-		RootCAs:      cfg.Identity.CAs,
+		Certificates: []tls.Certificate{id.Cert},
+		RootCAs:      id.CAs,
 	}
 	conn, err := grpc.NewClient(cfg.Controller,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
@@ -210,14 +250,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("uplink: dial %s: %w", cfg.Controller, err)
 	}
-	return &Client{
-		cfg: cfg, conn: conn, api: vantagev1.NewAgentServiceClient(conn),
-		log:      cfg.Logger.With(slog.String("agent_id", cfg.Identity.AgentID), slog.Uint64("epoch", cfg.Identity.Epoch)),
-		spool:    cfg.Spool,
-		wake:     make(chan struct{}, 1),
-		statuses: make(chan *vantagev1.TaskStatus, statusQueue),
-		acked:    make(chan struct{}, 1),
-	}, nil
+	return conn, nil
 }
 
 // Submit numbers r with the epoch's next sequence number and spools it.
@@ -273,13 +306,20 @@ func (c *Client) Acked() spool.Key {
 // Run keeps a session open until ctx ends, reconnecting with backoff. On
 // shutdown it flushes what it can and waits briefly for the acks.
 func (c *Client) Run(ctx context.Context) error {
-	defer c.conn.Close()
+	defer func() { c.conn.Close() }()
 	b := newBackoff(c.cfg.BackoffMin, c.cfg.BackoffMax)
 	for {
 		start := time.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errRenewed) {
+			// A new connection, so the next session presents the new
+			// certificate (a stream on the old one would reuse its TLS).
+			c.redial()
+			b.reset()
+			continue
 		}
 		if time.Since(start) > 2*c.cfg.BackoffMax {
 			b.reset() // the session was healthy for a while
@@ -369,6 +409,7 @@ func (c *Client) session(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error { return c.recvLoop(gctx, stream) })
 	g.Go(func() error { return c.ackWatchdog(gctx, cancelStream) })
+	g.Go(func() error { return c.renewLoop(gctx) })
 	g.Go(func() error {
 		defer cancelStream()
 		return c.sendLoop(ctx, gctx, stream)
@@ -409,6 +450,12 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 				for _, t := range m.Trigger.GetTasks() {
 					c.ReportStatus(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: fmt.Sprintf("trigger %s refused: %v", m.Trigger.GetId(), err)})
 				}
+			}
+		case *vantagev1.ControllerMessage_Renew:
+			c.log.Info("certificate renewal advised by controller", slog.String("reason", m.Renew.GetReason()))
+			select {
+			case c.renewNow <- m.Renew.GetReason():
+			default: // one is pending already
 			}
 		case *vantagev1.ControllerMessage_Throttle:
 			d := min(time.Duration(m.Throttle.GetRetryAfterMs())*time.Millisecond, MaxRetryAfter)

@@ -67,6 +67,11 @@ type testServer struct {
 	beats    int
 	badFirst int
 	push     chan *vantagev1.ControllerMessage
+	// serials: the client certificate serial of each stream (renew_test.go).
+	serials []string
+	// renewFails: Renew calls that fail (Unavailable) before one works.
+	renewFails int
+	renews     int
 }
 
 func newTestServer(t *testing.T) (*testServer, string) {
@@ -146,6 +151,7 @@ func (s *testServer) Session(stream vantagev1.AgentService_SessionServer) error 
 	s.mu.Lock()
 	s.streams++
 	n := s.streams
+	s.serials = append(s.serials, info.State.VerifiedChains[0][0].SerialNumber.Text(16))
 	s.mu.Unlock()
 	first, err := stream.Recv()
 	if err != nil {

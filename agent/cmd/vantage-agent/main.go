@@ -170,7 +170,7 @@ func run(ctx context.Context, o options) error {
 	client, err = uplink.New(uplink.Config{
 		Controller: o.controller, Identity: id, AgentVersion: version, Labels: labels,
 		Capabilities: reg.Capabilities(), Handler: sched, Counters: counters{g: g, r: reg}, Logger: log, Spool: sp,
-		AckTimeout: o.ackTimeout,
+		AckTimeout: o.ackTimeout, StateDir: o.stateDir,
 	})
 	if err != nil {
 		return err
