@@ -87,6 +87,7 @@ func startController(t *testing.T, opts ...func(*Config)) *ctl {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	dir = cfg.DataDir // an option may reuse a data dir (a restart)
 	go func() { done <- Run(ctx, cfg) }()
 	var addr net.Addr
 	select {

@@ -92,13 +92,13 @@ func newRotateCACmd() *cobra.Command {
 				if err := fleet.FinishCARotation(dataDir); err != nil {
 					return err
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), "CA rotation finished: the next CA is now current; restart the controller. Agents not re-enrolled since the rotation started are now refused.")
+				fmt.Fprintln(cmd.OutOrStdout(), "CA rotation finished: the next CA is now current; restart the controller. Agents that have not renewed (or re-enrolled) since the rotation started are now refused.")
 				return nil
 			}
 			if err := fleet.RotateCA(dataDir, time.Now()); err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "CA rotation started: restart the controller, re-enrol every agent with a new join token, then run rotate-ca --finish and restart again.")
+			fmt.Fprintln(cmd.OutOrStdout(), "CA rotation started: restart the controller; connected agents are advised to renew their certificates. Once every agent has renewed (vantagectl audit: agent.renew), run rotate-ca --finish and restart again.")
 			return nil
 		},
 	}

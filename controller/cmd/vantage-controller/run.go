@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("controller CA created", "dir", cfg.DataDir)
 	}
 	if ca.Rotating() {
-		log.Warn("CA rotation in progress: new enrolments get certificates of the next CA; finish with rotate-ca --finish once every agent re-enrolled")
+		log.Warn("CA rotation in progress: new and renewed certificates come from the next CA, and agents are advised to renew; finish with rotate-ca --finish once every agent has renewed")
 	}
 	fl := fleet.New(st, ca, fleet.Options{ApproveAgents: cfg.ApproveAgents, Log: log})
 	adminPath, adminCreated, err := fl.EnsureAdminToken(ctx, cfg.DataDir)
