@@ -55,7 +55,9 @@ func newRenewEnv(t *testing.T, opts fleet.Options) *renewEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
+	// WaitForHandlers: Stop returns once every handler has, so Wait below
+	// never races a session still starting.
+	srv := grpc.NewServer(grpc.WaitForHandlers(true), grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()})))
 	vantagev1.RegisterAgentServiceServer(srv, srvImpl)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
