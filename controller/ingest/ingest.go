@@ -98,7 +98,8 @@ type Server struct {
 	sessions map[string]*session
 	known    map[string]map[string]bool // agent -> task ids ever assigned
 	limiters map[string]*rate.Limiter   // agent -> upload rate, kept across sessions
-	wg       sync.WaitGroup             // recv loops outliving their handler
+	wg       sync.WaitGroup             // Session handlers and their recv loops (which outlive them)
+	closing  bool                       // under mu: Wait has begun, no new Session starts
 
 	// Group commit: sessions queue batches, committer writes them.
 	commits      chan *commitReq
@@ -149,6 +150,9 @@ func New(cfg Config) *Server {
 // Wait waits for every session goroutine to finish, then stops the group
 // committer; call it after the gRPC server has stopped.
 func (s *Server) Wait() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.wg.Wait()
 	s.stopCommitter()
 }
@@ -272,6 +276,16 @@ func (ss *session) kill(err error) {
 
 // Session is the agent's long-lived stream.
 func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
+	// Counted from the start, so Wait never races a handler that is
+	// about to start its recv loop.
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return status.Error(codes.Unavailable, "controller is stopping")
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
 	ctx := stream.Context()
 	agent, err := s.cfg.Fleet.AgentFromPeer(ctx)
 	if err != nil {
