@@ -1,0 +1,132 @@
+package discoverer_test
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// fakeSessions stands for ingest.Server, the agents' sessions: which agents
+// are connected (id -> labels), the triggers the runner sent them, and how
+// many steps the runner took (each step reads ConnectedAgents once, so two
+// more reads mean at least one whole step ran in between).
+type fakeSessions struct {
+	mu     sync.Mutex
+	agents map[string]map[string]string
+	// full makes SendTrigger to that agent fail, as a full send queue does.
+	full  map[string]bool
+	sent  []sent
+	steps int
+}
+
+// sent is one trigger as the runner sent it.
+type sent struct {
+	agent string
+	tr    *vantagev1.Trigger
+}
+
+// kind is the probe kind of the trigger's tasks (they are all alike).
+func (s sent) kind() vantagev1.ProbeKind {
+	if len(s.tr.GetTasks()) == 0 {
+		return vantagev1.ProbeKind_PROBE_KIND_UNSPECIFIED
+	}
+	return s.tr.GetTasks()[0].GetKind()
+}
+
+func newFakeSessions() *fakeSessions {
+	return &fakeSessions{agents: map[string]map[string]string{}, full: map[string]bool{}}
+}
+
+func (f *fakeSessions) ConnectedAgents() map[string]map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.steps++
+	out := make(map[string]map[string]string, len(f.agents))
+	for id, l := range f.agents {
+		out[id] = maps.Clone(l)
+	}
+	return out
+}
+
+func (f *fakeSessions) SendTrigger(agentID string, tr *vantagev1.Trigger) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.agents[agentID]; !ok || f.full[agentID] {
+		return false
+	}
+	f.sent = append(f.sent, sent{agent: agentID, tr: tr})
+	return true
+}
+
+func (f *fakeSessions) connect(id string, labels map[string]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.agents[id] = labels
+}
+
+// triggers lists the triggers sent with tasks of kind, oldest first.
+func (f *fakeSessions) triggers(kind vantagev1.ProbeKind) []sent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(f.sent), func(s sent) bool { return s.kind() != kind })
+}
+
+func (f *fakeSessions) stepCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.steps
+}
+
+// fakeClock is the runner's injected clock; tests move it by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// logRecorder keeps the messages logged, so a test can see that a path
+// was taken (the messages are constant).
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.msgs = append(h.msgs, r.Message)
+	return nil
+}
+
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler      { return h }
+
+func (h *logRecorder) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
