@@ -143,6 +143,13 @@ type Runner struct {
 	mu       sync.Mutex // guards jobs and triggers (and every job's fields)
 	jobs     map[string]*job
 	triggers map[string]*job // trigger id -> job
+	// begun is the status key of each campaign's last Begin: a job with
+	// another key is superseded and its status writes are dropped. wmu
+	// serializes status writes (Begin's and step's), so none of a
+	// superseded job lands after Begin's (PutDiscovery checks only the
+	// version, and an unchanged file applied again keeps it).
+	begun map[string]string
+	wmu   sync.Mutex
 
 	kick   chan struct{}
 	cancel context.CancelFunc
@@ -160,7 +167,7 @@ func New(opts Options) *Runner {
 	if opts.TraceHosts <= 0 {
 		opts.TraceHosts = DefaultTraceHosts
 	}
-	r := &Runner{opts: opts, log: opts.Log, now: opts.Now, jobs: map[string]*job{}, triggers: map[string]*job{},
+	r := &Runner{opts: opts, log: opts.Log, now: opts.Now, jobs: map[string]*job{}, triggers: map[string]*job{}, begun: map[string]string{},
 		kick: make(chan struct{}, 1)}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -222,11 +229,16 @@ func (r *Runner) Kick() {
 // audit, and the runner picks it up at once.
 func (r *Runner) Begin(ctx context.Context, name string, version uint64, audit store.AuditEntry) (store.Campaign, error) {
 	st := &vantagev1.DiscoveryStatus{StartedAt: timestamppb.New(r.now()), Note: "starting"}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
 	c, err := r.opts.Store.PutDiscovery(ctx, name, store.Discovery{Version: version, Status: st},
 		vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING, r.now(), audit)
 	if err != nil {
 		return c, fmt.Errorf("begin discovery: %w", err)
 	}
+	r.mu.Lock()
+	r.begun[name] = statusKey(version, st)
+	r.mu.Unlock()
 	r.Kick()
 	return c, nil
 }
@@ -299,7 +311,7 @@ func (r *Runner) scan(ctx context.Context) error {
 	r.mu.Lock()
 	for name, j := range r.jobs {
 		c, ok := want[name]
-		if !ok || c.Discovery == nil || statusKey(c.Version, c.Discovery.Status) != j.key {
+		if !ok || c.Discovery == nil || statusKey(c.Version, c.Discovery.Status) != j.key || r.supersededLocked(j) {
 			r.dropLocked(j)
 		}
 	}
@@ -317,7 +329,11 @@ func (r *Runner) scan(ctx context.Context) error {
 			continue // the api turns such a campaign ACTIVE on apply
 		}
 		st := proto.Clone(c.Discovery.Status).(*vantagev1.DiscoveryStatus)
-		r.jobs[name] = &job{name: name, version: c.Version, key: statusKey(c.Version, st), spec: spec, status: st, saved: st.GetNote()}
+		j := &job{name: name, version: c.Version, key: statusKey(c.Version, st), spec: spec, status: st, saved: st.GetNote()}
+		if r.supersededLocked(j) {
+			continue // read before a Begin that ran meanwhile: the next scan reads it
+		}
+		r.jobs[name] = j
 		r.log.Info("discovery started", "campaign", name, "version", c.Version)
 	}
 	r.mu.Unlock()
@@ -327,6 +343,13 @@ func (r *Runner) scan(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// supersededLocked reports whether a Begin since j's status was read
+// started another discovery of its campaign.
+func (r *Runner) supersededLocked(j *job) bool {
+	b, ok := r.begun[j.name]
+	return ok && b != j.key
 }
 
 func (r *Runner) dropLocked(j *job) {
@@ -358,7 +381,15 @@ func (r *Runner) step(ctx context.Context) {
 	}
 	r.mu.Unlock()
 	finished := false
+	r.wmu.Lock()
 	for _, s := range saves {
+		r.mu.Lock()
+		superseded := r.supersededLocked(s.j)
+		r.mu.Unlock()
+		if superseded {
+			r.log.Info("discovery abandoned", "campaign", s.j.name, "reason", "begun again")
+			continue
+		}
 		_, err := r.opts.Store.PutDiscovery(ctx, s.j.name, store.Discovery{Version: s.j.version, Status: s.status, Targets: s.targets},
 			s.state, r.now(), store.AuditEntry{})
 		switch {
@@ -382,6 +413,7 @@ func (r *Runner) step(ctx context.Context) {
 				"routers", len(s.status.GetRoutersFound()), "note", s.status.GetNote())
 		}
 	}
+	r.wmu.Unlock()
 	if finished && r.opts.Changed != nil {
 		r.opts.Changed(ctx)
 	}

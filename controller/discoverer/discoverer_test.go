@@ -813,6 +813,61 @@ func TestReapplied(t *testing.T) {
 	}
 }
 
+// TestReappliedDuringAStep: Begin for the same version (an unchanged file
+// applied again) lands between a step's decision and its status write.
+// The stale write must not undo Begin: the discovery starts over.
+func TestReappliedDuringAStep(t *testing.T) {
+	h := newHarness(t, nil)
+	h.sess.connect("agt-a", vps)
+	h.seed(spec29("race", 2, "2", "")) // 3 batches, one per 1s round
+	h.start()
+	h.waitTriggers(kindICMP, 1)
+	h.waitNote("race", "batch 1 of 3 sent")
+	gate := h.sess.holdSend()
+	h.clock.advance(time.Second) // batch 2 is due: the step holds in SendTrigger
+	deadline := time.Now().Add(waitLimit)
+	for !h.sess.isSendBlocked() {
+		if time.Now().After(deadline) {
+			t.Fatal("batch 2 was not sent")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	begun := make(chan error, 1)
+	go func() {
+		_, err := h.r.Begin(h.ctx, "race", 1, store.AuditEntry{})
+		begun <- err
+	}()
+	fresh := h.clock.now()
+	h.waitCampaign("race", "Begin's status stored", func(c store.Campaign) bool {
+		return c.Discovery.Status.GetStartedAt().AsTime().Equal(fresh)
+	})
+	close(gate)
+	if err := <-begun; err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	// The discovery starts over: batch 1 again, under Begin's start time.
+	deadline = time.Now().Add(waitLimit)
+	for {
+		n := 0
+		for _, s := range h.sess.triggers(kindICMP) {
+			if strings.Contains(s.tr.GetReason(), "batch 1 of 3") {
+				n++
+			}
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("discovery did not start over after Begin; stored status %v", h.campaign("race").Discovery.Status)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.waitSteps()
+	if st := h.campaign("race").Discovery.Status; !st.GetStartedAt().AsTime().Equal(fresh) {
+		t.Fatalf("stored status started at %v, want Begin's %v: a stale write undid it (%v)", st.GetStartedAt().AsTime(), fresh, st)
+	}
+}
+
 // TestSendRefused: an agent whose send queue is full gets no trigger and
 // no result is awaited from it.
 func TestSendRefused(t *testing.T) {
@@ -872,12 +927,37 @@ func TestStop(t *testing.T) {
 			case <-time.After(waitLimit):
 				t.Fatal("the runner did not stop")
 			}
-			if n := runnerLoops(); n != 0 {
-				t.Fatalf("%d runner loops left after stopping", n)
-			}
+			waitNoLoops(t)
 			h.r.Close() // Close after the loop ended (or a second Close) returns too
 		})
 	}
+	t.Run("Close waits for a step in progress", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start()
+		gate := h.sess.hold()
+		deadline := time.Now().Add(waitLimit)
+		for !h.sess.isBlocked() {
+			if time.Now().After(deadline) {
+				t.Fatal("no step began")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		done := make(chan struct{})
+		go func() { h.r.Close(); close(done) }()
+		select {
+		case <-done:
+			close(gate)
+			t.Fatal("Close returned while the loop was still inside a step")
+		case <-time.After(50 * time.Millisecond): // the step is held: Close must still be waiting
+		}
+		close(gate)
+		select {
+		case <-done:
+		case <-time.After(waitLimit):
+			t.Fatal("Close did not return once the step ended")
+		}
+		waitNoLoops(t)
+	})
 	t.Run("Close without Start", func(t *testing.T) {
 		h := newHarness(t, nil)
 		done := make(chan struct{})
@@ -888,6 +968,19 @@ func TestStop(t *testing.T) {
 			t.Fatal("Close without Start blocked")
 		}
 	})
+}
+
+// waitNoLoops waits until no runner loop is left (a loop whose Close
+// returned may still be returning from its deferred calls).
+func waitNoLoops(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for n := runnerLoops(); n != 0; n = runnerLoops() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d runner loops left after stopping", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // runnerLoops counts the goroutines running a Runner's loop.

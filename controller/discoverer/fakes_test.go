@@ -22,6 +22,14 @@ type fakeSessions struct {
 	full  map[string]bool
 	sent  []sent
 	steps int
+	// gate, when set, holds every step inside ConnectedAgents until it
+	// is closed; blocked reports that a step is held there.
+	gate    chan struct{}
+	blocked bool
+	// sendGate, when set, holds SendTrigger (called while the runner
+	// decides a step) until it is closed; sendBlocked reports it.
+	sendGate    chan struct{}
+	sendBlocked bool
 }
 
 // sent is one trigger as the runner sent it.
@@ -44,6 +52,13 @@ func newFakeSessions() *fakeSessions {
 
 func (f *fakeSessions) ConnectedAgents() map[string]map[string]string {
 	f.mu.Lock()
+	if gate := f.gate; gate != nil {
+		f.blocked = true
+		f.mu.Unlock()
+		<-gate
+		f.mu.Lock()
+		f.blocked = false
+	}
 	defer f.mu.Unlock()
 	f.steps++
 	out := make(map[string]map[string]string, len(f.agents))
@@ -55,6 +70,13 @@ func (f *fakeSessions) ConnectedAgents() map[string]map[string]string {
 
 func (f *fakeSessions) SendTrigger(agentID string, tr *vantagev1.Trigger) bool {
 	f.mu.Lock()
+	if gate := f.sendGate; gate != nil {
+		f.sendBlocked = true
+		f.mu.Unlock()
+		<-gate
+		f.mu.Lock()
+		f.sendBlocked, f.sendGate = false, nil
+	}
 	defer f.mu.Unlock()
 	if _, ok := f.agents[agentID]; !ok || f.full[agentID] {
 		return false
@@ -74,6 +96,32 @@ func (f *fakeSessions) triggers(kind vantagev1.ProbeKind) []sent {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.DeleteFunc(slices.Clone(f.sent), func(s sent) bool { return s.kind() != kind })
+}
+
+func (f *fakeSessions) hold() chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gate = make(chan struct{})
+	return f.gate
+}
+
+func (f *fakeSessions) holdSend() chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sendGate = make(chan struct{})
+	return f.sendGate
+}
+
+func (f *fakeSessions) isSendBlocked() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sendBlocked
+}
+
+func (f *fakeSessions) isBlocked() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.blocked
 }
 
 func (f *fakeSessions) stepCount() int {
