@@ -142,8 +142,8 @@
 // otherwise TARGET_NETWORK while some upstream/border target is REACHABLE
 // or DEGRADED, UPSTREAM when all with a verdict are UNREACHABLE,
 // UNSPECIFIED without any. When traces then move a DEGRADED or UNREACHABLE
-// subject's location away from the one its transition carried, the engine
-// emits a refinement: a Transition with From == To, the state's onset, the
+// subject's location away from the one its transition carried, and the new
+// location holds for two closed rounds, the engine emits a refinement: a Transition with From == To, the state's onset, the
 // new location and a note "location refined from X to Y by traces". So the
 // timeline, not only the live verdict, says where the path dies. A
 // provisional location that changes emits nothing (not news), and

@@ -233,6 +233,11 @@ type subject struct {
 	// pubLoc: the location of the last transition or refinement published.
 	locTraced bool
 	pubLoc    vantagev1.Location
+	// candLoc, candRound: a trace-based location differing from pubLoc,
+	// and the round it was first seen; published once it holds a second
+	// closed round (one round's traces can be half in).
+	candLoc   vantagev1.Location
+	candRound int64
 	badSince  int64 // first round of the current non-REACHABLE raw run; -1
 	stab      stability
 }

@@ -79,7 +79,7 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 		s.state, s.stateRound = next, n
 		s.onsetEarliest, s.onsetLatest = ob.earliest, ob.latest
 		*out = append(*out, e.transition(s, from, n, now, e.notes(s)))
-	case e.refined(s):
+	case e.refined(s, n):
 		// Same state, better location: traces arrived after the state
 		// changed (the transition carried the provisional location).
 		note := fmt.Sprintf("location refined from %s to %s by traces",
@@ -90,22 +90,27 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 }
 
 // refined reports whether a DEGRADED or UNREACHABLE subject's location,
-// now established by traces, differs from the one last published. Only
-// trace-based locations are published this way: a provisional one that
-// changes (an upstream target flickering) is not news.
-func (e *Engine) refined(s *subject) bool {
-	switch s.state {
-	case vantagev1.State_STATE_DEGRADED, vantagev1.State_STATE_UNREACHABLE:
-	default:
+// established by traces, differs from the one last published and has held
+// for two closed rounds (n and the one before). Only trace-based locations
+// are published this way: a provisional one that changes (an upstream
+// target flickering) is not news, nor is one round's half-arrived traces.
+func (e *Engine) refined(s *subject, n int64) bool {
+	switch {
+	case s.state != vantagev1.State_STATE_DEGRADED && s.state != vantagev1.State_STATE_UNREACHABLE,
+		s.raw != s.state || !s.locTraced || s.location == s.pubLoc:
+		s.candLoc = vantagev1.Location_LOCATION_UNSPECIFIED
+		return false
+	case s.candLoc != s.location:
+		s.candLoc, s.candRound = s.location, n
 		return false
 	}
-	return s.raw == s.state && s.locTraced && s.location != s.pubLoc
+	return n > s.candRound
 }
 
 // transition publishes s's current state (from -> s.state; from == s.state
 // for a location refinement) and remembers the location it carried.
 func (e *Engine) transition(s *subject, from vantagev1.State, n, now int64, notes []string) *vantagev1.Transition {
-	s.pubLoc = s.location
+	s.pubLoc, s.candLoc = s.location, vantagev1.Location_LOCATION_UNSPECIFIED
 	up, down := e.children(s)
 	return &vantagev1.Transition{
 		Campaign:      e.cfg.Campaign,

@@ -444,11 +444,18 @@ func (s *suite) outage(t *testing.T, name string, fault func() error, wantLoc va
 	v := s.waitScope(t, 10, name+": scope UNREACHABLE", func(v *vantagev1.Verdict) bool { return state(v, vantagev1.State_STATE_UNREACHABLE) })
 	tr := s.firstTo(t, b.Add(-s.round), vantagev1.State_STATE_UNREACHABLE)
 	lat, closed := s.latency(b, tr)
-	// Localisation may refine the location after the traces come back:
-	// give it two more rounds and take the verdict's location then.
-	time.Sleep(2 * s.round)
-	v = s.scope(t)
-	inTimeline := s.located(t, tr)
+	// Localisation refines the location once the triggered traces are
+	// back: the verdict at once (with the last responsive hop), the
+	// timeline once the new location held two closed rounds. Give both up
+	// to four rounds.
+	var inTimeline vantagev1.Location
+	for deadline := time.Now().Add(4 * s.round); ; time.Sleep(s.round / 4) {
+		v, inTimeline = s.scope(t), s.located(t, tr)
+		traced := v.GetLastResponsiveHop() != ""
+		if (traced && v.GetLocation() == wantLoc && inTimeline == wantLoc) || time.Now().After(deadline) {
+			break
+		}
+	}
 	ok := closed <= maxClosed && v.GetLocation() == wantLoc && inTimeline == wantLoc && state(v, vantagev1.State_STATE_UNREACHABLE)
 	s.record(result{scenario: name, want: fmt.Sprintf("UNREACHABLE at %s, <= %d rounds", loc(wantLoc), maxClosed),
 		got: short(v.GetState()), location: loc(v.GetLocation()), hasLatency: true, latency: lat, closed: closed, pass: ok,
