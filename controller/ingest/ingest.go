@@ -365,10 +365,14 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 	errc := make(chan error, 2)
 	stopSend := make(chan struct{})
 	var sendWG sync.WaitGroup
+	// The first assignment is made before any batch is read: screening a
+	// backlog re-sent right after a reconnect checks results against it
+	// (and a restarted controller has no other memory of past tasks).
+	assignment := ss.nextAssignment()
 	sendWG.Add(1)
 	go func() {
 		defer sendWG.Done()
-		errc <- ss.sendLoop(ctx, stopSend)
+		errc <- ss.sendLoop(ctx, stopSend, assignment)
 	}()
 	s.wg.Add(1)
 	go func() {
@@ -454,15 +458,15 @@ func (ss *session) nextAssignment() *vantagev1.Assignment {
 	return &vantagev1.Assignment{Version: v, IssuedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(expires), Tasks: tasks}
 }
 
-func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}) error {
+func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}, first *vantagev1.Assignment) error {
 	renew := time.NewTicker(ss.s.cfg.AssignmentRenew)
 	defer renew.Stop()
-	sendAssignment := func() error {
-		a := ss.nextAssignment()
+	send := func(a *vantagev1.Assignment) error {
 		ss.s.log.Debug("assignment sent", "agent", ss.agent.ID, "version", a.GetVersion(), "tasks", len(a.GetTasks()))
 		return ss.stream.Send(&vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Assignment{Assignment: a}})
 	}
-	if err := sendAssignment(); err != nil {
+	sendAssignment := func() error { return send(ss.nextAssignment()) }
+	if err := send(first); err != nil {
 		return err
 	}
 	for {

@@ -289,3 +289,32 @@ func TestGapsOnlyBatch(t *testing.T) {
 		t.Fatalf("empty batch: %v; want refused, naming the field", err)
 	}
 }
+
+// TestBacklogRightAfterHello: an agent re-sends its backlog the moment the
+// session opens, before it reads its assignment, to a controller that has
+// never assigned it anything (it just restarted). The results are of a task
+// the agent's labels select, so they are stored, not refused as a gap: the
+// first assignment is made before any batch is screened.
+func TestBacklogRightAfterHello(t *testing.T) {
+	for i := range 20 { // the old order lost this race most of the time
+		ta := newTestAgent(t, nil, nil, nil)
+		sctx, cancel := context.WithCancel(context.Background())
+		s, err := vantagev1.NewAgentServiceClient(ta.conn).Session(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{Epoch: 5}}})
+		r := &vantagev1.ProbeResult{Seq: 1, TaskId: "c/icmp/198.18.0.10", Campaign: "c", Target: "198.18.0.10", SentAt: timestamppb.Now()}
+		if a := sendAwaitAck(t, s, &vantagev1.ResultBatch{Epoch: 5, FirstSeq: 1, LastSeq: 1, Results: []*vantagev1.ProbeResult{r}}); a.GetUpToSeq() != 1 {
+			t.Fatalf("run %d: ack %v", i, a)
+		}
+		cancel()
+		ag, err := ta.db.GetAgent(context.Background(), ta.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ag.ResultsStored != 1 || ag.Gaps != 0 {
+			t.Fatalf("run %d: stored %d, gaps %d; want the result stored, no gap", i, ag.ResultsStored, ag.Gaps)
+		}
+	}
+}
