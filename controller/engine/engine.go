@@ -89,6 +89,7 @@ type Worker struct {
 	agents    map[string]agentConn
 	watchers  map[*Watcher]struct{}
 	reload    sync.Mutex // serialises Reload
+	vouch     vouchCache // specs Vouches parsed (vouch.go)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

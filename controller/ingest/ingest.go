@@ -49,6 +49,14 @@ type Campaigns interface {
 	Active() []*campaign.Spec
 }
 
+// Voucher is implemented by a Campaigns that can vouch for a result of a
+// task the session was not assigned: a stored campaign (paused, or edited
+// since) whose selection matches the agent and whose expansion has the task
+// (engine.Worker implements it). Without it such results are refused.
+type Voucher interface {
+	Vouches(ctx context.Context, campaign, taskID, target string, labels map[string]string) bool
+}
+
 // Observer is told about fresh results and session state (engine.Worker).
 type Observer interface {
 	Feed(agentID string, results []*vantagev1.ProbeResult)
@@ -578,7 +586,7 @@ func (ss *session) handleTaskStatus(ctx context.Context, ts *vantagev1.TaskStatu
 // its task is one the agent was given (in this session, earlier in this
 // controller's life, or by a live trigger) with the result's campaign and
 // target.
-func (ss *session) refusal(r *vantagev1.ProbeResult) string {
+func (ss *session) refusal(ctx context.Context, r *vantagev1.ProbeResult) string {
 	id := r.GetTaskId()
 	ss.mu.Lock()
 	t, ok := ss.tasks[id]
@@ -599,6 +607,9 @@ func (ss *session) refusal(r *vantagev1.ProbeResult) string {
 	if known {
 		return ""
 	}
+	if v, ok := ss.s.cfg.Campaigns.(Voucher); ok && v.Vouches(ctx, r.GetCampaign(), id, r.GetTarget(), ss.labels) {
+		return ""
+	}
 	return fmt.Sprintf("refused by controller: task %.128q is not assigned to this agent", id)
 }
 
@@ -609,11 +620,11 @@ func (ss *session) refusal(r *vantagev1.ProbeResult) string {
 // they are acked and counted as a gap so that one stale result (a campaign
 // deleted or edited while the agent was offline, a controller restart that
 // forgot past assignments) never blocks the agent's stream behind it.
-func (ss *session) screen(b *vantagev1.ResultBatch) (accepted []*vantagev1.ProbeResult, gaps []*vantagev1.Gap, refused int) {
+func (ss *session) screen(ctx context.Context, b *vantagev1.ResultBatch) (accepted []*vantagev1.ProbeResult, gaps []*vantagev1.Gap, refused int) {
 	rs := b.GetResults()
 	var cur *vantagev1.Gap // the run being extended
 	for i, r := range rs {
-		why := ss.refusal(r)
+		why := ss.refusal(ctx, r)
 		if why == "" {
 			if refused > 0 {
 				accepted = append(accepted, r)
@@ -720,7 +731,7 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	if err := ValidateBatch(b); err != nil {
 		return rpcerr.Status(ss.s.log, "Session", err)
 	}
-	results, refusedGaps, refused := ss.screen(b)
+	results, refusedGaps, refused := ss.screen(ctx, b)
 	n := len(b.GetResults())
 	if l := ss.s.limiter(ss.agent.ID); l != nil {
 		r := l.ReserveN(ss.s.now(), max(n, 1))

@@ -149,6 +149,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// Results and session changes go to the verdict engines and to target
 	// discovery (which keeps the results of its own triggers).
 	observers := &fanout{worker}
+	var _ ingest.Voucher = worker // results of paused or edited campaigns are vouched for, not refused
 	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
 		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue})
 	// Metrics are counted whether served or not: they cost nothing unscraped.
