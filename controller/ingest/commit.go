@@ -102,6 +102,7 @@ func (s *Server) committer() {
 			}
 		}
 		start := time.Now()
+		res := make([]commitRes, len(group))
 		if gc != nil {
 			bs := make([]store.Batch, len(group))
 			for i, r := range group {
@@ -109,22 +110,28 @@ func (s *Server) committer() {
 			}
 			fresh, err := gc.CommitBatches(s.commitCtx, bs)
 			at := time.Now()
-			for i, r := range group {
+			for i := range group {
 				if err != nil {
-					r.done <- commitRes{err: err}
+					res[i] = commitRes{err: err}
 				} else {
-					r.done <- commitRes{fresh: fresh[i], at: at}
+					res[i] = commitRes{fresh: fresh[i], at: at}
 				}
 			}
 		} else {
-			for _, r := range group {
+			for i, r := range group {
 				f, err := s.cfg.Store.CommitBatchFresh(s.commitCtx, r.b.AgentID, r.b.Epoch, r.b.Results, r.b.Gaps)
-				r.done <- commitRes{fresh: f, err: err, at: time.Now()}
+				res[i] = commitRes{fresh: f, err: err, at: time.Now()}
 			}
 		}
-		s.lastCommit.Store(int64(time.Since(start)))
-		s.stats.commitTook(time.Since(start))
+		// The counters first, the answers after: once a session acks,
+		// its batch is no longer queued and its commit is counted.
+		took := time.Since(start)
+		s.lastCommit.Store(int64(took))
+		s.stats.commitTook(took)
 		s.queued.Add(-int64(n))
+		for i, r := range group {
+			r.done <- res[i]
+		}
 		for i := range group {
 			group[i] = nil
 		}
