@@ -109,7 +109,6 @@ schedule: {round: 5s}
 // over a real SQLite store, and one enrolled agent's client connection.
 type testAgent struct {
 	db   *sqlite.DB
-	dir  string
 	srv  *Server
 	id   string
 	conn *grpc.ClientConn
@@ -120,16 +119,7 @@ type testAgent struct {
 func newTestAgent(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer, log *slog.Logger) *testAgent {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := sqlite.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	ca, _, err := fleet.LoadOrCreateCA(dir, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, ca := openStoreAndCA(t)
 	var st store.Store = db
 	if wrap != nil {
 		st = wrap(db)
@@ -141,20 +131,7 @@ func newTestAgent(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer,
 	}
 	srvImpl := New(Config{Store: st, Fleet: fl, Campaigns: specs{sp}, Observer: obs, Log: log})
 
-	// Real TLS on loopback, as in production.
-	cert, err := ca.IssueServerCert([]string{"127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()})))
-	vantagev1.RegisterAgentServiceServer(srv, srvImpl)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Stop(); srvImpl.Wait() })
+	addr := serveTLS(t, ca, srvImpl)
 
 	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
 	if err != nil {
@@ -171,13 +148,13 @@ func newTestAgent(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer,
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: ca.Pool(), Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS13})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &testAgent{db: db, dir: dir, srv: srvImpl, id: e.AgentID, conn: conn}
+	return &testAgent{db: db, srv: srvImpl, id: e.AgentID, conn: conn}
 }
 
 // session opens a Session with epoch and returns it with the one task of
@@ -317,4 +294,42 @@ func TestBacklogRightAfterHello(t *testing.T) {
 			t.Fatalf("run %d: stored %d, gaps %d; want the result stored, no gap", i, ag.ResultsStored, ag.Gaps)
 		}
 	}
+}
+
+// openStoreAndCA opens a real SQLite store and the controller's CA in a
+// fresh temporary data directory.
+func openStoreAndCA(t *testing.T) (*sqlite.DB, *fleet.CA) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := sqlite.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ca, _, err := fleet.LoadOrCreateCA(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, ca
+}
+
+// serveTLS serves srvImpl's AgentService on real TLS over loopback, as in
+// production, until the test ends, and returns the address.
+func serveTLS(t *testing.T, ca *fleet.CA, srvImpl *Server) string {
+	t.Helper()
+	cert, err := ca.IssueServerCert([]string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// WaitForHandlers: Stop returns once every handler has.
+	srv := grpc.NewServer(grpc.WaitForHandlers(true), grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()})))
+	vantagev1.RegisterAgentServiceServer(srv, srvImpl)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(func() { srv.Stop(); srvImpl.Wait() })
+	return lis.Addr().String()
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -39,33 +38,9 @@ type renewEnv struct {
 func newRenewEnv(t *testing.T, opts fleet.Options) *renewEnv {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := sqlite.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	ca, _, err := fleet.LoadOrCreateCA(dir, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, ca := openStoreAndCA(t)
 	fl := fleet.New(db, ca, opts)
-	srvImpl := New(Config{Store: db, Fleet: fl})
-	cert, err := ca.IssueServerCert([]string{"127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// WaitForHandlers: Stop returns once every handler has, so Wait below
-	// never races a session still starting.
-	srv := grpc.NewServer(grpc.WaitForHandlers(true), grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()})))
-	vantagev1.RegisterAgentServiceServer(srv, srvImpl)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Stop(); srvImpl.Wait() })
+	addr := serveTLS(t, ca, New(Config{Store: db, Fleet: fl}))
 	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +50,7 @@ func newRenewEnv(t *testing.T, opts fleet.Options) *renewEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &renewEnv{db: db, fl: fl, ca: ca, addr: lis.Addr().String(), id: e.AgentID, cert: keyPair(t, e.CertificatePEM, key)}
+	return &renewEnv{db: db, fl: fl, ca: ca, addr: addr, id: e.AgentID, cert: keyPair(t, e.CertificatePEM, key)}
 }
 
 func newCSR(t *testing.T) (*ecdsa.PrivateKey, []byte) {
