@@ -1,5 +1,6 @@
 # vantage: see README.md. Every target works on a fresh Debian machine with Go;
-# the lab targets need root and install iproute2 and nftables if missing.
+# as root, each target installs the system packages it uses if they are
+# missing (deploy/install-deps.sh holds the one list, by group).
 GO      ?= go
 BIN     := bin
 PROTO   := proto/vantage/v1
@@ -11,14 +12,22 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./agent/cmd/... ./controller/cmd/... ./deploy/lab/cmd/... ./deploy/demo/cmd/...
 
-# System tools the lab needs (iproute2, nftables, ping, traceroute). Installs
-# only what is missing, and only as root on a Debian-like system.
+# Every system package the build, the tests, the demo and the benches use
+# (deploy/install-deps.sh all: protoc and the well-known types, the lab's
+# tools, the bench peers, systemd-analyze). Installs only what is missing,
+# and only as root on a Debian-like system.
 deps:
-	@bash deploy/install-deps.sh
+	@bash deploy/install-deps.sh all
+
+# Installs a group of deploy/install-deps.sh when root; otherwise the tests
+# that need a missing tool skip, naming its package.
+define deps_as_root
+@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh $(1); fi
+endef
 
 # The main job: the 2014 story in the namespace lab, about two minutes.
 demo: build
-	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
+	$(call deps_as_root,lab)
 	$(BIN)/vantage-demo -bin $(BIN) -campaign deploy/examples/country.yaml
 
 # Unit tests with the race detector (lab tests run here too when root), then
@@ -26,10 +35,11 @@ demo: build
 test: test-unit test-e2e
 
 test-unit:
+	$(call deps_as_root,lab peers units)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /deploy/demo$$ -e /deploy/scenarios$$ -e /deploy/reliability$$)
 
 test-e2e:
-	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
+	$(call deps_as_root,lab)
 	$(GO) test -count=1 -v -timeout 15m ./deploy/demo/
 
 # The verdict scenario suite in the lab (deploy/scenarios): blackout, border
@@ -37,7 +47,7 @@ test-e2e:
 # leaving, and a steady run with a lossy vantage; prints state, location and
 # detection latency in rounds per scenario. Root; skips clearly without it.
 test-scenarios:
-	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
+	$(call deps_as_root,lab)
 	$(GO) test -count=1 -v -timeout 15m ./deploy/scenarios/
 
 # Reliability tests (deploy/reliability): processes SIGKILLed, links cut,
@@ -46,7 +56,7 @@ test-scenarios:
 # 250,000 results/s target.
 .PHONY: test-reliability
 test-reliability:
-	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh; fi
+	$(call deps_as_root,lab)
 	$(GO) test -count=1 -v -timeout 12m ./deploy/reliability/
 	$(MAKE) fuzz-controller FUZZTIME=15s
 	$(MAKE) bench-ingest INGEST_FLAGS="-duration 60s -sample 10s -min-rate 250000"
@@ -80,21 +90,24 @@ fuzz-controller:
 .PHONY: bench-probe
 bench-probe: build
 	$(GO) build -o $(BIN)/ ./deploy/bench/cmd/vantage-bench
-	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh && bash deploy/bench/install-peers.sh; \
-	else sudo bash deploy/install-deps.sh && sudo bash deploy/bench/install-peers.sh; fi
+	@if [ "$$(id -u)" = 0 ]; then bash deploy/install-deps.sh lab peers; \
+	else sudo bash deploy/install-deps.sh lab peers; fi
 	@if [ "$$(id -u)" = 0 ]; then $(BIN)/vantage-bench -bin $(BIN) $(BENCH_FLAGS); \
 	else sudo $(BIN)/vantage-bench -bin $(BIN) $(BENCH_FLAGS); fi
 
 lab-up: build
-	@bash deploy/install-deps.sh
+	@bash deploy/install-deps.sh lab
 	$(BIN)/vantage-lab up
 
 lab-down: build
 	$(BIN)/vantage-lab down
 
 # Regenerate the checked-in protobuf code with the generators pinned in go.mod
-# (protoc itself comes from Debian's protobuf-compiler).
+# (protoc comes from Debian's protobuf-compiler and the well-known types from
+# libprotobuf-dev; deploy/check-protoc.sh checks both first and names the
+# missing package).
 proto:
+	@bash deploy/check-protoc.sh $(PROTO)
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	protoc -I proto \

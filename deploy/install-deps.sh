@@ -1,12 +1,74 @@
 #!/usr/bin/env bash
-# Installs the system tools the namespace lab uses, if any is missing:
-# ip (iproute2), nft (nftables), ping (iputils-ping), traceroute.
-# Only root on a Debian-like system can install; otherwise it says what is missing.
+# The one list of system packages vantage's build, tests, demo and benches
+# use, by group. Installs whatever of the named groups is missing; .ci/run,
+# `make deps` and the lab targets all call it, so a fresh machine needs
+# nothing installed by hand.
+#
+#   bash deploy/install-deps.sh [GROUP...]   (default: lab)
+#
+# Groups:
+#   build  protoc and the well-known .proto files (make proto, make
+#          proto-check), git (fmt-check, proto-check), make
+#   lab    the namespace lab: ip and ss, nft, ping and traceroute (lab tests
+#          compare with them), sysctl
+#   peers  the tools the probe bench and the trace lab tests compare vantage
+#          with: fping, zmap, scamper, and GNU time, which measures them all
+#   units  systemd-analyze, which verifies the hardened systemd units
+#   all    every group
+#
+# Each package is checked by the file it provides and vantage uses, so the
+# script also says what is missing on a machine without apt. Only root on a
+# Debian-like system can install.
 set -euo pipefail
-declare -A pkg=([ip]=iproute2 [nft]=nftables [ping]=iputils-ping [traceroute]=traceroute)
+
+declare -A probe=(
+  [protobuf-compiler]=protoc
+  # protoc resolves google/protobuf/*.proto from /usr/include; Debian's
+  # protobuf-compiler only recommends the package that ships them.
+  [libprotobuf-dev]=/usr/include/google/protobuf/timestamp.proto
+  [git]=git
+  [make]=make
+  [iproute2]=ip
+  [nftables]=nft
+  [iputils-ping]=ping
+  [traceroute]=traceroute
+  [procps]=sysctl
+  [fping]=fping
+  [zmap]=zmap
+  [scamper]=scamper
+  [time]=/usr/bin/time
+  [systemd]=systemd-analyze
+)
+declare -A group=(
+  [build]="protobuf-compiler libprotobuf-dev git make"
+  [lab]="iproute2 nftables iputils-ping traceroute procps"
+  [peers]="fping zmap scamper time"
+  [units]="systemd"
+)
+
+want=()
+[ $# -eq 0 ] && set -- lab
+for g in "$@"; do
+  if [ "$g" = all ]; then
+    for k in build lab peers units; do want+=(${group[$k]}); done
+  elif [ -n "${group[$g]:-}" ]; then
+    want+=(${group[$g]})
+  else
+    echo "install-deps: unknown group \"$g\" (build, lab, peers, units, all)" >&2
+    exit 2
+  fi
+done
+
+present() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
 missing=()
-for tool in ip nft ping traceroute; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
+for p in "${want[@]}"; do
+  present "${probe[$p]}" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -17,3 +79,6 @@ echo "installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+for p in "${missing[@]}"; do
+  present "${probe[$p]}" || { echo "install-deps: $p installed but ${probe[$p]} is still missing" >&2; exit 1; }
+done

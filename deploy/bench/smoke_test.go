@@ -51,7 +51,7 @@ func TestRealBenchSmoke(t *testing.T) {
 	}
 	for _, tool := range []string{ToolFping, ToolZmap, ToolScamper} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Logf("%s skipped: not installed", tool)
+			t.Logf("%s skipped: not installed (Debian package %s; make deps installs it)", tool, tool)
 		}
 	}
 	var logs bytes.Buffer

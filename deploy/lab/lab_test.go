@@ -24,9 +24,12 @@ func needLab(t *testing.T) {
 	if err := checkCaps(); err != nil {
 		t.Skip("needs root (or CAP_SYS_ADMIN+CAP_NET_ADMIN) to create network namespaces: ", err)
 	}
-	for _, tool := range []string{"ip", "nft", "ping", "traceroute", "bash", "timeout", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s in PATH", tool)
+	for _, need := range []struct{ tool, pkg string }{
+		{"ip", "iproute2"}, {"nft", "nftables"}, {"ping", "iputils-ping"}, {"traceroute", "traceroute"},
+		{"bash", "bash"}, {"timeout", "coreutils"}, {"sysctl", "procps"},
+	} {
+		if _, err := exec.LookPath(need.tool); err != nil {
+			t.Skipf("needs %s on PATH (Debian package %s; make deps installs it)", need.tool, need.pkg)
 		}
 	}
 }
