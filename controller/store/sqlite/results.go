@@ -6,7 +6,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
+	"slices"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -43,11 +44,68 @@ func (db *DB) CommitBatchFresh(ctx context.Context, agentID string, epoch uint64
 // returns and returns it.
 //
 // Chunks are selected by their columns (campaign, agent, round and sent_at
-// ranges) in order of their earliest sent_at, and their results filtered
+// ranges) in order of their least key (min_sent, agent, epoch, first_seq:
+// no result of a chunk sorts before it), and their results filtered
 // exactly. Chunks overlap in time (many agents send at once), so results
 // wait in a heap until no later chunk can hold an earlier one: every result
-// sent before the next chunk's earliest sent_at is final.
+// below the next chunk's least key is final.
+//
+// The chunks are read a page at a time (queryPageChunks rows or
+// queryPageBytes of bodies) from the results pool, and the connection is
+// released before fn sees any result of the page: a caller that blocks in
+// fn (a gRPC stream to a slow client) holds no connection. Each page is
+// its own statement, so a chunk committed or pruned during a long query
+// may or may not be seen. A query with a Limit keeps at most about twice
+// the results it still has to emit and stops reading as soon as no further
+// chunk can hold one of them.
 func (db *DB) QueryResults(ctx context.Context, q store.ResultQuery, fn func(store.StoredResult) error) error {
+	where, args := resultConds(q)
+	var start *chunkRow
+	// With a lower bound on time or round, find the earliest chunk that
+	// can match first, so the ordered scan starts there rather than at the
+	// beginning of the campaign.
+	if !q.From.IsZero() || q.HasMinRound {
+		var lo sql.NullInt64
+		if err := db.q.QueryRowContext(ctx, `SELECT min(min_sent) FROM result_chunks`+whereSQL(where), args...).Scan(&lo); err != nil {
+			return fmt.Errorf("query results: %w", err)
+		}
+		if !lo.Valid {
+			return nil // nothing matches
+		}
+		// A cursor, once there is one, replaces this start: SQLite
+		// would seek on min_sent alone and rescan it every page.
+		start = &chunkRow{id: -1, low: resultKey{sent: lo.Int64}}
+	}
+	m := newResultMerge(q, fn)
+	after := start
+	for {
+		page, more, err := db.resultPage(ctx, where, args, after)
+		if err != nil {
+			return err
+		}
+		for i := range page {
+			stop, err := m.chunk(&page[i])
+			if err != nil || stop {
+				return m.result(err)
+			}
+			page[i].body = nil // decoded: let it go before the next page
+		}
+		if !more || len(page) == 0 {
+			break
+		}
+		after = &page[len(page)-1]
+	}
+	return m.result(m.finish())
+}
+
+// Result query pages.
+const (
+	queryPageChunks = 64
+	queryPageBytes  = 4 << 20
+)
+
+// resultConds turns a query into chunk conditions.
+func resultConds(q store.ResultQuery) ([]string, []any) {
 	var where []string
 	var args []any
 	if q.Campaign != "" {
@@ -65,91 +123,177 @@ func (db *DB) QueryResults(ctx context.Context, q store.ResultQuery, fn func(sto
 	if q.HasMinRound {
 		where, args = append(where, "max_round >= ?"), append(args, q.MinRound)
 	}
-	cond := ""
-	if len(where) > 0 {
-		cond = " WHERE " + strings.Join(where, " AND ")
+	return where, args
+}
+
+func whereSQL(where []string) string {
+	if len(where) == 0 {
+		return ""
 	}
-	// With a lower bound on time or round, find the earliest chunk that
-	// can match first, so the ordered scan starts there rather than at the
-	// beginning of the campaign.
-	if !q.From.IsZero() || q.HasMinRound {
-		var lo sql.NullInt64
-		if err := db.r.QueryRowContext(ctx, `SELECT min(min_sent) FROM result_chunks`+cond, args...).Scan(&lo); err != nil {
-			return fmt.Errorf("query results: %w", err)
-		}
-		if !lo.Valid {
-			return nil // nothing matches
-		}
-		cond += " AND min_sent >= ?"
-		args = append(args, lo.Int64)
+	return " WHERE " + strings.Join(where, " AND ")
+}
+
+// chunkRow is one result_chunks row of a page.
+type chunkRow struct {
+	id   int64
+	low  resultKey // min_sent, agent, epoch, first_seq
+	recv int64
+	body []byte
+}
+
+// resultPage reads the chunks after the cursor (all from the start when
+// nil), in key order, into memory and releases the connection. more
+// reports that the page is full, so more chunks may follow.
+func (db *DB) resultPage(ctx context.Context, where []string, args []any, after *chunkRow) ([]chunkRow, bool, error) {
+	if after != nil {
+		where = append(slices.Clip(where), "(min_sent, agent_id, epoch, first_seq, id) > (?, ?, ?, ?, ?)")
+		args = append(slices.Clip(args), after.low.sent, after.low.agent, after.low.epoch, after.low.seq, after.id)
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT agent_id, epoch, min_sent, received_at, body FROM result_chunks`+cond+` ORDER BY min_sent`, args...)
+	rows, err := db.q.QueryContext(ctx, `SELECT id, agent_id, epoch, first_seq, min_sent, received_at, body FROM result_chunks`+
+		whereSQL(where)+` ORDER BY min_sent, agent_id, epoch, first_seq, id LIMIT `+strconv.Itoa(db.pageChunks), args...)
 	if err != nil {
-		return fmt.Errorf("query results: %w", err)
+		return nil, false, fmt.Errorf("query results: %w", err)
 	}
 	defer rows.Close()
-	m := resultMerge{q: q, fn: fn}
-	targets := map[string]bool{}
-	if q.Target != "" {
-		targets[q.Target] = true
-	}
-	for _, t := range q.Targets {
-		targets[t] = true
-	}
+	var page []chunkRow
+	bytes := 0
 	for rows.Next() {
-		var agentID string
-		var epoch uint64
-		var minSent, recv int64
-		var body []byte
-		if err := rows.Scan(&agentID, &epoch, &minSent, &recv, &body); err != nil {
-			return fmt.Errorf("query results: %w", err)
+		var c chunkRow
+		if err := rows.Scan(&c.id, &c.low.agent, &c.low.epoch, &c.low.seq, &c.low.sent, &c.recv, &c.body); err != nil {
+			return nil, false, fmt.Errorf("query results: %w", err)
 		}
-		if err := m.emitBefore(minSent); err != nil {
-			return m.result(err)
-		}
-		results, err := decodeChunk(body)
-		if err != nil {
-			return fmt.Errorf("query results: chunk of %s/%d: %w", agentID, epoch, err)
-		}
-		for _, r := range results {
-			sent := nanos(r.GetSentAt().AsTime())
-			if len(targets) > 0 && !targets[r.GetTarget()] ||
-				!q.From.IsZero() && sent < nanos(q.From) ||
-				!q.To.IsZero() && sent >= nanos(q.To) ||
-				q.HasMinRound && r.GetRound() < q.MinRound {
-				continue
-			}
-			heap.Push(&m.pending, pendingResult{sent: sent, sr: store.StoredResult{AgentID: agentID, Epoch: epoch, Result: r, ReceivedAt: fromNanos(recv)}})
+		page = append(page, c)
+		if bytes += len(c.body); bytes >= queryPageBytes {
+			return page, true, nil
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("query results: %w", err)
+		return nil, false, fmt.Errorf("query results: %w", err)
 	}
-	return m.result(m.emitBefore(math.MaxInt64))
+	return page, len(page) == db.pageChunks, nil
 }
 
 // errLimit ends a query that reached its limit.
 var errLimit = errors.New("limit reached")
 
+// resultKey is the order of results: (sent_at, agent, epoch, seq).
+type resultKey struct {
+	sent  int64
+	agent string
+	epoch uint64
+	seq   uint64
+}
+
+func (a resultKey) less(b resultKey) bool {
+	if a.sent != b.sent {
+		return a.sent < b.sent
+	}
+	if a.agent != b.agent {
+		return a.agent < b.agent
+	}
+	if a.epoch != b.epoch {
+		return a.epoch < b.epoch
+	}
+	return a.seq < b.seq
+}
+
 // resultMerge emits results in order from chunks that overlap in time.
 type resultMerge struct {
 	q       store.ResultQuery
 	fn      func(store.StoredResult) error
+	targets map[string]bool
 	pending resultHeap
 	emitted int
+	// bound, once set, is a key with at least the results still to emit
+	// at or below it in pending: a result above it can never be emitted.
+	bound    resultKey
+	hasBound bool
 }
 
-// emitBefore hands fn every waiting result sent before t, in order.
-func (m *resultMerge) emitBefore(t int64) error {
-	for m.pending.Len() > 0 && (m.pending[0].sent < t || t == math.MaxInt64) {
-		p := heap.Pop(&m.pending).(pendingResult)
+func newResultMerge(q store.ResultQuery, fn func(store.StoredResult) error) *resultMerge {
+	m := &resultMerge{q: q, fn: fn, targets: map[string]bool{}}
+	if q.Target != "" {
+		m.targets[q.Target] = true
+	}
+	for _, t := range q.Targets {
+		m.targets[t] = true
+	}
+	return m
+}
+
+// chunk emits every waiting result below c's least key, then takes c's
+// matching results in. stop reports that no further chunk can matter.
+func (m *resultMerge) chunk(c *chunkRow) (stop bool, err error) {
+	if err := m.emitBefore(c.low, false); err != nil {
+		return true, err
+	}
+	if m.hasBound && m.bound.less(c.low) {
+		return true, m.finish() // c and every later chunk sort above what is left to emit
+	}
+	results, err := decodeChunk(c.body)
+	if err != nil {
+		return true, fmt.Errorf("query results: chunk of %s/%d: %w", c.low.agent, c.low.epoch, err)
+	}
+	q := m.q
+	for _, r := range results {
+		sent := nanos(r.GetSentAt().AsTime())
+		if len(m.targets) > 0 && !m.targets[r.GetTarget()] ||
+			!q.From.IsZero() && sent < nanos(q.From) ||
+			!q.To.IsZero() && sent >= nanos(q.To) ||
+			q.HasMinRound && r.GetRound() < q.MinRound {
+			continue
+		}
+		k := resultKey{sent: sent, agent: c.low.agent, epoch: c.low.epoch, seq: r.GetSeq()}
+		if m.hasBound && m.bound.less(k) {
+			continue
+		}
+		heap.Push(&m.pending, pendingResult{key: k, sr: store.StoredResult{AgentID: c.low.agent, Epoch: c.low.epoch, Result: r, ReceivedAt: fromNanos(c.recv)}})
+	}
+	m.trim()
+	return false, nil
+}
+
+// trim keeps, once pending holds twice what the limit still allows (and
+// at least minTrim), only the results that can still be emitted, and
+// bounds what may come in afterwards.
+func (m *resultMerge) trim() {
+	const minTrim = 256
+	if m.q.Limit <= 0 {
+		return
+	}
+	left := m.q.Limit - m.emitted
+	if len(m.pending) <= max(2*left, minTrim) {
+		return
+	}
+	slices.SortFunc(m.pending, func(a, b pendingResult) int {
+		if a.key.less(b.key) {
+			return -1
+		}
+		return 1 // keys are unique
+	})
+	clear(m.pending[left:])
+	m.pending = m.pending[:left] // sorted, so still a heap
+	m.bound, m.hasBound = m.pending[left-1].key, true
+}
+
+// finish emits every waiting result.
+func (m *resultMerge) finish() error { return m.emitBefore(resultKey{}, true) }
+
+// emitBefore hands fn every waiting result below t (all of them when
+// all), in order, up to the limit.
+func (m *resultMerge) emitBefore(t resultKey, all bool) error {
+	for m.pending.Len() > 0 && (all || m.pending[0].key.less(t)) {
 		if m.q.Limit > 0 && m.emitted >= m.q.Limit {
 			return errLimit
 		}
+		p := heap.Pop(&m.pending).(pendingResult)
 		m.emitted++
 		if err := m.fn(p.sr); err != nil {
 			return err
 		}
+	}
+	if m.q.Limit > 0 && m.emitted >= m.q.Limit {
+		return errLimit
 	}
 	return nil
 }
@@ -162,29 +306,17 @@ func (m *resultMerge) result(err error) error {
 }
 
 type pendingResult struct {
-	sent int64
-	sr   store.StoredResult
+	key resultKey
+	sr  store.StoredResult
 }
 
 // resultHeap orders results by (sent_at, agent, epoch, seq).
 type resultHeap []pendingResult
 
-func (h resultHeap) Len() int { return len(h) }
-func (h resultHeap) Less(i, j int) bool {
-	a, b := &h[i], &h[j]
-	if a.sent != b.sent {
-		return a.sent < b.sent
-	}
-	if a.sr.AgentID != b.sr.AgentID {
-		return a.sr.AgentID < b.sr.AgentID
-	}
-	if a.sr.Epoch != b.sr.Epoch {
-		return a.sr.Epoch < b.sr.Epoch
-	}
-	return a.sr.Result.GetSeq() < b.sr.Result.GetSeq()
-}
-func (h resultHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *resultHeap) Push(x any)   { *h = append(*h, x.(pendingResult)) }
+func (h resultHeap) Len() int           { return len(h) }
+func (h resultHeap) Less(i, j int) bool { return h[i].key.less(h[j].key) }
+func (h resultHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *resultHeap) Push(x any)        { *h = append(*h, x.(pendingResult)) }
 func (h *resultHeap) Pop() any {
 	old := *h
 	x := old[len(old)-1]

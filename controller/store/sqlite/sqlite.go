@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -197,6 +198,21 @@ var migrations = []string{
 	// 5: the serial of an agent's certificate before its last renewal,
 	// accepted until the agent uses the new one (certs.go).
 	`ALTER TABLE agents ADD COLUMN prev_cert_serial TEXT NOT NULL DEFAULT '';`,
+	// 6: the ordered scan of QueryResults by a chunk's least result key
+	// (min_sent, agent_id, epoch, first_seq; results.go), so that chunks
+	// that start at the same time are merged in order and a query resumes
+	// after a page from a cursor.
+	`DROP INDEX result_chunks_sent;
+	CREATE INDEX result_chunks_sent ON result_chunks (min_sent, agent_id, epoch, first_seq);
+	DROP INDEX result_chunks_campaign_sent;
+	CREATE INDEX result_chunks_campaign_sent ON result_chunks (campaign, min_sent, agent_id, epoch, first_seq);`,
+	// 7: the hashes of revoked operator tokens, so that a revoked secret
+	// (say admin.token left on disk) is never registered again.
+	`CREATE TABLE revoked_operator_tokens (
+		hash TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		revoked_at INTEGER NOT NULL
+	) WITHOUT ROWID;`,
 }
 
 // migrationSteps run in Go after the SQL of the migration with that number,
@@ -270,10 +286,21 @@ func migrateToChunks(ctx context.Context, tx *sql.Tx) error {
 
 // DB is the SQLite Store.
 type DB struct {
-	w     *sql.DB // one connection: all writes
-	r     *sql.DB // read pool
-	stmts stmts   // prepared on w, lazily
+	w *sql.DB // one connection: all writes
+	r *sql.DB // read pool: agents, tokens, campaigns, timeline, audit
+	// q is the pool of QueryResults alone, so that however many result
+	// queries run, token checks and agent sessions still find a
+	// connection in r.
+	q          *sql.DB
+	pageChunks int   // chunks per QueryResults page
+	stmts      stmts // prepared on w, lazily
 }
+
+// Connection pools.
+const (
+	readConns  = 4
+	queryConns = 2
+)
 
 var _ store.Store = (*DB)(nil)
 
@@ -321,23 +348,50 @@ func OpenSync(ctx context.Context, dir string, sync Sync) (*DB, error) {
 		q.Set("_txlock", txlock)
 		return "file:" + path + "?" + q.Encode()
 	}
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
 	w, err := sql.Open("sqlite", dsn("immediate"))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	r, err := sql.Open("sqlite", dsn("deferred"))
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+	db := &DB{w: w, pageChunks: queryPageChunks}
+	for _, p := range []struct {
+		pool  **sql.DB
+		conns int
+	}{{&db.r, readConns}, {&db.q, queryConns}} {
+		if *p.pool, err = sql.Open("sqlite", dsn("deferred")); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+		(*p.pool).SetMaxOpenConns(p.conns)
 	}
-	r.SetMaxOpenConns(4)
-	db := &DB{w: w, r: r}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
+	// The WAL and shared-memory files exist now; SQLite gives new ones the
+	// database file's mode, and files left by an older controller are
+	// tightened here.
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Chmod(path+suffix, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			db.Close()
+			return nil, fmt.Errorf("chmod %s: %w", path+suffix, err)
+		}
+	}
 	return db, nil
+}
+
+// createPrivate creates the database file with mode 0600 before SQLite
+// opens it (SQLite would create it 0644, and its WAL and shared-memory
+// files take the database file's mode). An existing file is left as is.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 func (db *DB) migrate(ctx context.Context) error {
@@ -373,7 +427,13 @@ func (db *DB) Close() error {
 	db.stmts.mu.Lock()
 	db.stmts.close()
 	db.stmts.mu.Unlock()
-	return errors.Join(db.r.Close(), db.w.Close())
+	var errs []error
+	for _, p := range []*sql.DB{db.q, db.r, db.w} {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
