@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -53,6 +54,9 @@ type Config struct {
 	// refuses such campaigns as unimplemented (tests).
 	Discovery *discoverer.Runner
 	Log       *slog.Logger
+	// StreamLimits bound each token's queries and streams; zero fields
+	// take the defaults.
+	StreamLimits StreamLimits
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -60,14 +64,19 @@ type Config struct {
 // Server implements vantagev1.OperatorServiceServer.
 type Server struct {
 	vantagev1.UnimplementedOperatorServiceServer
-	cfg Config
-	log *slog.Logger
-	now func() time.Time
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	limits  StreamLimits
+	gate    *tokenGate
+	senders sync.WaitGroup // of pacedStream senders
 }
 
-// New returns a Server. Register its interceptors with the gRPC server.
+// New returns a Server. Register its interceptors with the gRPC server,
+// and call Wait once the gRPC server has stopped.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now}
+	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, limits: cfg.StreamLimits.withDefaults()}
+	s.gate = &tokenGate{running: map[string]int{}, most: s.limits.QueriesPerToken}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -505,7 +514,7 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 	s.withNames(ctx, vs)
 	for _, v := range vs {
 		if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Verdict{Verdict: v}}); err != nil {
-			return err
+			return s.fail("WatchVerdicts", err)
 		}
 	}
 	for {
@@ -514,7 +523,7 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 			return nil
 		case t := <-w.C:
 			if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Transition{Transition: t}}); err != nil {
-				return err
+				return s.fail("WatchVerdicts", err)
 			}
 		case <-w.Done():
 			// Drain what was buffered before the drop, then tell the client.
@@ -522,7 +531,7 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 				select {
 				case t := <-w.C:
 					if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Transition{Transition: t}}); err != nil {
-						return err
+						return s.fail("WatchVerdicts", err)
 					}
 				default:
 					return s.fail("WatchVerdicts", w.Err())

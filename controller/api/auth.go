@@ -112,12 +112,16 @@ func DeadlineInterceptor(d time.Duration) grpc.UnaryServerInterceptor {
 	}
 }
 
-// UnaryInterceptor authenticates and authorizes unary OperatorService calls.
+// UnaryInterceptor authenticates and authorizes unary OperatorService calls
+// and counts the query methods against the token's limit.
 func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, err := s.authorize(ctx, info.FullMethod)
 		if err != nil {
 			return nil, err
+		}
+		if method, ok := strings.CutPrefix(info.FullMethod, ServicePrefix); ok {
+			return s.guardUnary(ctx, method, req, handler)
 		}
 		return handler(ctx, req)
 	}
@@ -130,12 +134,16 @@ type authStream struct {
 
 func (a authStream) Context() context.Context { return a.ctx }
 
-// StreamInterceptor authenticates and authorizes streaming OperatorService calls.
+// StreamInterceptor authenticates and authorizes streaming OperatorService
+// calls and runs them under the StreamLimits.
 func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, err := s.authorize(ss.Context(), info.FullMethod)
 		if err != nil {
 			return err
+		}
+		if method, ok := strings.CutPrefix(info.FullMethod, ServicePrefix); ok {
+			return s.guardStream(ctx, method, srv, ss, handler)
 		}
 		return handler(srv, authStream{ServerStream: ss, ctx: ctx})
 	}

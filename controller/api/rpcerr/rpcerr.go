@@ -29,6 +29,9 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrFailedPrecondition: the object is not in a state that allows this.
 	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrResourceExhausted: the caller is over a limit (e.g. its concurrent
+	// queries); retry once it has fewer running.
+	ErrResourceExhausted = errors.New("resource exhausted")
 )
 
 // table is checked in order with errors.Is; the first match wins.
@@ -51,6 +54,7 @@ var table = []struct {
 	{ErrUnimplemented, codes.Unimplemented},
 	{ErrUnavailable, codes.Unavailable},
 	{ErrFailedPrecondition, codes.FailedPrecondition},
+	{ErrResourceExhausted, codes.ResourceExhausted},
 	{engine.ErrWatcherTooSlow, codes.ResourceExhausted},
 	{engine.ErrWorkerClosed, codes.Unavailable},
 	{context.Canceled, codes.Canceled},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vantage-net/vantage/controller/api"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/store"
@@ -32,6 +33,22 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level: want debug, info, warn or error, got %q", s)
 	}
 	return l, nil
+}
+
+// addLimitFlags sets the operator API and transport limits
+// (docs/OPERATIONS.md, "Operator API limits").
+func addLimitFlags(cmd *cobra.Command, cfg *Config) {
+	f := cmd.Flags()
+	f.IntVar(&cfg.Streams.QueriesPerToken, "max-queries-per-token", api.DefaultQueriesPerToken, "QueryResults, WatchVerdicts, Explain and Replay calls one operator token may have running at once; more get RESOURCE_EXHAUSTED")
+	f.DurationVar(&cfg.Streams.SendIdle, "stream-send-idle", api.DefaultSendIdle, "end an operator stream (DEADLINE_EXCEEDED) whose client has read nothing for this long")
+	f.DurationVar(&cfg.Streams.QueryMaxAge, "query-max-age", api.DefaultQueryMaxAge, "end a QueryResults stream (DEADLINE_EXCEEDED) this long after it began")
+	f.DurationVar(&cfg.Streams.WatchMaxAge, "watch-max-age", api.DefaultWatchMaxAge, "end a WatchVerdicts stream cleanly this long after it began (vantagectl watch reopens it)")
+	f.IntVar(&cfg.Transport.MaxConnections, "max-connections", DefaultMaxConnections, "connections served at once (agents, operators, health checks); more wait to be accepted")
+	f.Uint32Var(&cfg.Transport.MaxStreamsPerConn, "max-streams-per-conn", DefaultMaxStreamsPerConn, "concurrent streams per connection (HTTP/2 MAX_CONCURRENT_STREAMS)")
+	f.IntVar(&cfg.Transport.MaxPublicStreams, "max-public-streams", DefaultMaxPublicStreams, "health Watch and reflection streams (they need no credential) of all clients together; more get RESOURCE_EXHAUSTED")
+	f.DurationVar(&cfg.Transport.MaxConnIdle, "max-conn-idle", DefaultMaxConnIdle, "close a connection that has had no stream for this long")
+	f.DurationVar(&cfg.Transport.MaxConnAge, "max-conn-age", DefaultMaxConnAge, "send GOAWAY to a connection this old (+-10%); agents reconnect and re-send what was not acknowledged")
+	f.DurationVar(&cfg.Transport.MaxConnAgeGrace, "max-conn-age-grace", DefaultMaxConnAgeGrace, "after --max-conn-age, close the connection with whatever streams it still has this much later")
 }
 
 func newRootCmd() *cobra.Command {
@@ -74,6 +91,7 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.StoreSync, "store-sync", string(sqlite.SyncFull), "full: fsync every commit, so an acked result survives a power cut; normal: fsync at checkpoints only, so it survives a controller crash but not a power cut")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics over plain HTTP, unauthenticated, on this address (e.g. 127.0.0.1:9464 or :9464); off when empty")
+	addLimitFlags(root, &cfg)
 	root.AddCommand(newTokenCmd(), newRotateCACmd(), newRevokeTokenCmd())
 	return root
 }

@@ -70,6 +70,11 @@ type Config struct {
 	// MetricsAddr serves Prometheus /metrics over plain HTTP when set (any
 	// address; unauthenticated).
 	MetricsAddr string
+	// Streams bound each operator token's queries and streams; Transport
+	// the connections and streams of every client (docs/OPERATIONS.md,
+	// "Operator API limits"). Zero fields take the defaults.
+	Streams   api.StreamLimits
+	Transport TransportLimits
 	// MetricsReady, if set, receives the bound metrics address (tests).
 	MetricsReady func(addr net.Addr)
 	Log          *slog.Logger
@@ -197,7 +202,9 @@ func Run(ctx context.Context, cfg Config) error {
 		pruner := retention.New(retention.Config{Store: met.CountPruned(st), Keep: cfg.ResultsRetention, Every: cfg.RetentionEvery, Logger: log})
 		bg.Go(func() error { return pruner.Run(bgCtx) })
 	}
-	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log})
+	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log,
+		StreamLimits: cfg.Streams})
+	transport := cfg.Transport.withDefaults()
 
 	tlsCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -205,15 +212,15 @@ func Run(ctx context.Context, cfg Config) error {
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    ca.Pool(),
 	}
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(transport.serverOptions(),
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(api.DeadlineInterceptor(UnaryTimeout), ops.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(ops.StreamInterceptor()),
-	)
+		grpc.ChainStreamInterceptor(publicStreamLimit(transport.MaxPublicStreams), ops.StreamInterceptor()),
+	)...)
+	defer ops.Wait() // the stream senders end with their streams
 	vantagev1.RegisterAgentServiceServer(srv, ing)
 	vantagev1.RegisterOperatorServiceServer(srv, ops)
 	hs := health.NewServer()
@@ -223,7 +230,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	reflection.Register(srv)
 
-	lis, err := net.Listen("tcp", cfg.Listen)
+	lis, err := transport.listen(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
@@ -238,6 +245,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	select {
 	case err := <-serveErr:
+		srv.Stop()
 		hs.Shutdown()
 		ing.CloseAll()
 		ing.Wait()
