@@ -386,7 +386,18 @@ func (s *Server) GetCampaign(ctx context.Context, req *vantagev1.GetCampaignRequ
 }
 
 func (s *Server) setState(ctx context.Context, method, name string, state vantagev1.CampaignState, action string) (*vantagev1.Campaign, error) {
-	c, err := s.cfg.Store.SetCampaignState(ctx, name, state, s.now(), s.audit(ctx, action, name, ""))
+	c, err := s.cfg.Store.GetCampaign(ctx, name)
+	if err != nil {
+		return nil, s.fail(method, err)
+	}
+	if c.State == state { // a no-op: no audit entry, no reload
+		p, err := s.campaignProto(ctx, c)
+		if err != nil {
+			return nil, s.fail(method, err)
+		}
+		return p, nil
+	}
+	c, err = s.cfg.Store.SetCampaignState(ctx, name, state, s.now(), s.audit(ctx, action, name, ""))
 	if err != nil {
 		return nil, s.fail(method, err)
 	}

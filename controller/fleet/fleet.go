@@ -329,7 +329,14 @@ func (f *Fleet) EnsureAdminToken(ctx context.Context, dir string) (string, bool,
 		// The file exists but the database does not know it (a fresh
 		// vantage.db): register it again.
 		t := store.OperatorToken{Name: "admin", Hash: HashSecret(secret), Role: store.RoleAdmin, CreatedAt: f.now()}
-		if err := f.st.PutOperatorToken(ctx, t); err != nil {
+		err := f.st.PutOperatorToken(ctx, t)
+		if errors.Is(err, store.ErrRevoked) {
+			// Revoked (revoke-token --operator admin): never again. The
+			// file gets a new admin token in its place.
+			f.log.Warn("admin token file holds a revoked token; writing a new one", "path", path)
+			return f.replaceAdminToken(ctx, path)
+		}
+		if err != nil {
 			return "", false, fmt.Errorf("register %s: %w", path, err)
 		}
 		return path, false, nil
@@ -343,6 +350,26 @@ func (f *Fleet) EnsureAdminToken(ctx context.Context, dir string) (string, bool,
 	}
 	if err := writeFileExcl(path, []byte(secret+"\n"), 0o600); err != nil {
 		return "", false, err
+	}
+	return path, true, nil
+}
+
+// replaceAdminToken creates a new admin token and puts it in place of the
+// file at path (written beside it, then renamed over it).
+func (f *Fleet) replaceAdminToken(ctx context.Context, path string) (string, bool, error) {
+	secret, err := f.CreateOperatorToken(ctx, "admin", store.RoleAdmin)
+	if err != nil {
+		return "", false, err
+	}
+	tmp := path + ".new"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", false, fmt.Errorf("remove %s: %w", tmp, err)
+	}
+	if err := writeFileExcl(tmp, []byte(secret+"\n"), 0o600); err != nil {
+		return "", false, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", false, fmt.Errorf("replace %s: %w", path, err)
 	}
 	return path, true, nil
 }

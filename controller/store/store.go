@@ -25,6 +25,9 @@ var (
 	// ErrConflict: the row changed meanwhile (e.g. a campaign re-applied
 	// while its discovery ran).
 	ErrConflict = errors.New("changed meanwhile")
+	// ErrRevoked: the operator token was revoked; its secret is never
+	// accepted again.
+	ErrRevoked = errors.New("revoked")
 )
 
 // Role is an operator token's privilege: viewer < operator < admin.
@@ -256,8 +259,10 @@ type Store interface {
 	PutOperatorToken(ctx context.Context, t OperatorToken) error
 	OperatorTokenByHash(ctx context.Context, hash string) (OperatorToken, error)
 	// DeleteOperatorToken revokes an operator token by name (ErrNotFound
-	// when none); ExpireJoinTokens makes every unexpired join token expire
-	// now and returns how many. Both write their audit entry.
+	// when none) and remembers its hash, so that PutOperatorToken refuses
+	// it ever after with ErrRevoked; ExpireJoinTokens makes every
+	// unexpired join token expire now and returns how many. Both write
+	// their audit entry (ExpireJoinTokens only when one expired).
 	DeleteOperatorToken(ctx context.Context, name string, audit AuditEntry) error
 	ExpireJoinTokens(ctx context.Context, now time.Time, audit AuditEntry) (int, error)
 

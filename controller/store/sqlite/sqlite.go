@@ -645,16 +645,26 @@ func (db *DB) ListAgents(ctx context.Context) ([]store.Agent, error) {
 	return out, rows.Err()
 }
 
-// SetAgentState changes an agent's state (approve, revoke) with its audit entry.
+// SetAgentState changes an agent's state (approve, revoke) with its audit
+// entry. Setting the state it has is a no-op (no write, no audit entry)
+// unless a new, non-empty reason is given: an empty reason keeps the one
+// stored.
 func (db *DB) SetAgentState(ctx context.Context, id string, state vantagev1.AgentState, reason string, audit store.AuditEntry) (store.Agent, error) {
 	var a store.Agent
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE agents SET state = ?, state_reason = ? WHERE id = ?`, int32(state), reason, id)
+		cur, err := scanAgent(tx.QueryRowContext(ctx, `SELECT `+agentCols+` FROM agents WHERE id = ?`, id))
 		if err != nil {
-			return fmt.Errorf("update agent: %w", err)
+			return fmt.Errorf("agent %q: %w", id, err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("agent %q: %w", id, store.ErrNotFound)
+		if cur.State == state && (reason == "" || reason == cur.StateReason) {
+			a = cur
+			return nil
+		}
+		if cur.State == state {
+			audit.Detail += fmt.Sprintf(" (reason was %q)", cur.StateReason)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE agents SET state = ?, state_reason = ? WHERE id = ?`, int32(state), reason, id); err != nil {
+			return fmt.Errorf("update agent: %w", err)
 		}
 		if err := insertAudit(ctx, tx, audit); err != nil {
 			return err
@@ -758,9 +768,16 @@ func (db *DB) CreateJoinToken(ctx context.Context, t store.JoinToken, audit stor
 }
 
 // PutOperatorToken stores an operator token; a name already used by another
-// token gives ErrExists.
+// token gives ErrExists, a revoked token ErrRevoked.
 func (db *DB) PutOperatorToken(ctx context.Context, t store.OperatorToken) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		var revoked int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM revoked_operator_tokens WHERE hash = ?`, t.Hash).Scan(&revoked); err != nil {
+			return fmt.Errorf("read revoked operator tokens: %w", err)
+		}
+		if revoked > 0 {
+			return fmt.Errorf("operator token %q: %w", t.Name, store.ErrRevoked)
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO operator_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (hash) DO UPDATE SET name = excluded.name, role = excluded.role`,
 			t.Hash, t.Name, int(t.Role), nanos(t.CreatedAt))
@@ -775,9 +792,15 @@ func (db *DB) PutOperatorToken(ctx context.Context, t store.OperatorToken) error
 	})
 }
 
-// DeleteOperatorToken revokes an operator token by name.
+// DeleteOperatorToken revokes an operator token by name, keeping its hash
+// in revoked_operator_tokens.
 func (db *DB) DeleteOperatorToken(ctx context.Context, name string, audit store.AuditEntry) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO revoked_operator_tokens (hash, name, revoked_at)
+			SELECT hash, name, ? FROM operator_tokens WHERE name = ? ON CONFLICT (hash) DO NOTHING`, nanos(audit.At), name)
+		if err != nil {
+			return fmt.Errorf("remember revoked operator token: %w", err)
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM operator_tokens WHERE name = ?`, name)
 		if err != nil {
 			return fmt.Errorf("delete operator token: %w", err)
@@ -797,7 +820,9 @@ func (db *DB) ExpireJoinTokens(ctx context.Context, now time.Time, audit store.A
 		if err != nil {
 			return fmt.Errorf("expire join tokens: %w", err)
 		}
-		n, _ = res.RowsAffected()
+		if n, _ = res.RowsAffected(); n == 0 {
+			return nil // nothing changed: no audit entry
+		}
 		audit.Detail = fmt.Sprintf("expired=%d", n)
 		return insertAudit(ctx, tx, audit)
 	})
@@ -870,22 +895,24 @@ func (db *DB) PutCampaign(ctx context.Context, name, specYAML string, now time.T
 	return c, changed, err
 }
 
-// SetCampaignState pauses or resumes a campaign.
+// SetCampaignState pauses or resumes a campaign. Setting the state it has
+// is a no-op: no write, no audit entry.
 func (db *DB) SetCampaignState(ctx context.Context, name string, state vantagev1.CampaignState, now time.Time, audit store.AuditEntry) (store.Campaign, error) {
 	var c store.Campaign
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE campaigns SET state = ?, updated_at = ? WHERE name = ?`, int32(state), nanos(now), name)
+		res, err := tx.ExecContext(ctx, `UPDATE campaigns SET state = ?, updated_at = ? WHERE name = ? AND state != ?`,
+			int32(state), nanos(now), name, int32(state))
 		if err != nil {
 			return fmt.Errorf("update campaign: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("campaign %q: %w", name, store.ErrNotFound)
+		n, _ := res.RowsAffected()
+		if c, err = scanCampaign(tx.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE name = ?`, name)); err != nil {
+			return fmt.Errorf("campaign %q: %w", name, err)
 		}
-		if err := insertAudit(ctx, tx, audit); err != nil {
-			return err
+		if n == 0 {
+			return nil // unchanged
 		}
-		c, err = scanCampaign(tx.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE name = ?`, name))
-		return err
+		return insertAudit(ctx, tx, audit)
 	})
 	return c, err
 }
