@@ -205,17 +205,19 @@ type Enrollment struct {
 }
 
 // Enroll validates the request, consumes one use of the join token, stores
-// the agent and signs its client certificate. A bad token gives
-// store.ErrTokenInvalid, bad fields ErrInvalid.
+// the agent and signs its client certificate. Bad fields give ErrInvalid,
+// checked first, so that whoever logs a refused enrolment's name (ingest,
+// on a bad token) logs a valid one, 64 characters at most; a bad token
+// gives store.ErrTokenInvalid.
 func (f *Fleet) Enroll(ctx context.Context, req EnrollRequest) (Enrollment, error) {
-	if req.JoinToken == "" || len(req.JoinToken) > 256 {
-		return Enrollment{}, fmt.Errorf("join_token: %w", store.ErrTokenInvalid)
-	}
 	if err := ValidateName("name", req.Name); err != nil {
 		return Enrollment{}, err
 	}
 	if err := ValidateLabels("labels", req.Labels); err != nil {
 		return Enrollment{}, err
+	}
+	if req.JoinToken == "" || len(req.JoinToken) > 256 {
+		return Enrollment{}, fmt.Errorf("join_token: %w", store.ErrTokenInvalid)
 	}
 	csr, err := ValidateCSR(req.CSRDER)
 	if err != nil {

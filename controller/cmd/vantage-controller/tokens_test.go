@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -35,5 +39,43 @@ func TestRevokedAdminTokenStaysRevoked(t *testing.T) {
 	}
 	if _, err := c2.ops(t).ListAgents(bearer(c2.admin), &vantagev1.ListAgentsRequest{}); err != nil {
 		t.Fatalf("the new admin token: %v", err)
+	}
+}
+
+// lockedBuffer is a log sink for a controller under test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+// TestEnrolNameNotLoggedUnchecked: an enrolment with a 3 MB name and no
+// join token is refused naming the field, and the log stays small.
+func TestEnrolNameNotLoggedUnchecked(t *testing.T) {
+	var logs lockedBuffer
+	c := startController(t, func(cfg *Config) {
+		cfg.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	before := logs.Len()
+	_, err := vantagev1.NewAgentServiceClient(c.dial(t)).Enroll(context.Background(), &vantagev1.EnrollRequest{
+		JoinToken: "", CsrDer: []byte("x"), Name: strings.Repeat("n", 3<<20)})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "name: length 3145728") {
+		t.Errorf("Enroll with a 3 MB name = %v; want INVALID_ARGUMENT naming name", err)
+	}
+	logged := logs.Len() - before
+	t.Logf("the refused enrolment logged %d bytes", logged)
+	if logged > 4<<10 {
+		t.Errorf("the refused enrolment logged %d bytes; want its name unlogged (< 4 KiB)", logged)
 	}
 }
