@@ -172,7 +172,6 @@ func TestUnits(t *testing.T) {
 			flags: map[string]string{
 				"--controller": "${VANTAGE_CONTROLLER}",
 				"--state":      "/var/lib/vantage-agent",
-				"--join-token": "${VANTAGE_JOIN_TOKEN}",
 				"--ca-hash":    "${VANTAGE_CA_HASH}",
 				"--name":       "${VANTAGE_NAME}",
 			},
@@ -233,6 +232,9 @@ func TestUnits(t *testing.T) {
 			argv := u.argv(t)
 			if argv[0] != tt.binary {
 				t.Errorf("ExecStart runs %q, want %q", argv[0], tt.binary)
+			}
+			if _, ok := flagValue(argv, "--join-token"); ok {
+				t.Errorf("ExecStart passes --join-token: every local user sees it in ps; the agent reads $VANTAGE_JOIN_TOKEN")
 			}
 			for flag, v := range tt.flags {
 				got, ok := flagValue(argv, flag)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -33,6 +34,7 @@ type options struct {
 	controller         string
 	stateDir           string
 	joinToken          string
+	joinTokenFile      string
 	caHash             string
 	name               string
 	labels             []string
@@ -70,7 +72,8 @@ func newRootCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.controller, "controller", "127.0.0.1:7443", "controller address host:port")
 	f.StringVar(&o.stateDir, "state", "/var/lib/vantage-agent", "state directory (key, certificates, epoch)")
-	f.StringVar(&o.joinToken, "join-token", "", "join token for the first enrolment")
+	f.StringVar(&o.joinToken, "join-token", "", "join token for the first enrolment; visible to every local user in ps: prefer --join-token-file or "+joinTokenEnv)
+	f.StringVar(&o.joinTokenFile, "join-token-file", "", "file holding the join token for the first enrolment (e.g. mode 0600); "+joinTokenEnv+" in the environment works too")
 	f.StringVar(&o.caHash, "ca-hash", "", "controller CA pin sha256:<hex> for the first enrolment")
 	f.StringVar(&o.name, "name", host, "name of this vantage (1..64 chars [a-zA-Z0-9._-])")
 	f.StringArrayVar(&o.labels, "label", nil, "label k=v (repeatable)")
@@ -93,6 +96,44 @@ func parseLabels(kvs []string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// joinTokenEnv is the environment variable that may hold the join token.
+const joinTokenEnv = "VANTAGE_JOIN_TOKEN"
+
+// maxJoinTokenFile bounds --join-token-file (a token is 64 hex characters).
+const maxJoinTokenFile = 4 << 10
+
+// resolveJoinToken returns the join token from --join-token,
+// --join-token-file or $VANTAGE_JOIN_TOKEN (at most one of the flags;
+// the variable when neither is given), "" when none is set.
+func resolveJoinToken(o options, getenv func(string) string) (string, error) {
+	if o.joinToken != "" && o.joinTokenFile != "" {
+		return "", fmt.Errorf("--join-token and --join-token-file: give one, not both")
+	}
+	if o.joinToken != "" {
+		return o.joinToken, nil
+	}
+	if o.joinTokenFile == "" {
+		return strings.TrimSpace(getenv(joinTokenEnv)), nil
+	}
+	f, err := os.Open(o.joinTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("--join-token-file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxJoinTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("--join-token-file: %w", err)
+	}
+	if len(b) > maxJoinTokenFile {
+		return "", fmt.Errorf("--join-token-file %s: larger than %d bytes; want the token alone", o.joinTokenFile, maxJoinTokenFile)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("--join-token-file %s: empty", o.joinTokenFile)
+	}
+	return tok, nil
 }
 
 // counters joins the agent-wide totals for heartbeats.
@@ -137,8 +178,12 @@ func run(ctx context.Context, o options) error {
 	reg := probe.NewRegistry(log, g)
 	defer func() { _ = reg.Close() }()
 
+	joinToken, err := resolveJoinToken(o, os.Getenv)
+	if err != nil {
+		return err
+	}
 	id, err := uplink.EnsureIdentity(ctx, uplink.EnrollConfig{
-		Controller: o.controller, StateDir: o.stateDir, JoinToken: o.joinToken, CAHash: o.caHash,
+		Controller: o.controller, StateDir: o.stateDir, JoinToken: joinToken, CAHash: o.caHash,
 		Name: o.name, Labels: labels, Logger: log,
 	})
 	if err != nil {

@@ -348,9 +348,12 @@ func (p printer) joinToken(w io.Writer, r *vantagev1.CreateJoinTokenResponse, co
 	if valid(r.GetExpiresAt()) {
 		expires += " (" + p.ago(r.GetExpiresAt()) + ")"
 	}
-	_, err := fmt.Fprintf(w, "token:    %s\nexpires:  %s\nca hash:  %s\n\nEnrol an agent with:\n  vantage-agent --controller %s --join-token %s --ca-hash %s\n",
+	// The token goes in the environment (or a file), not on the command
+	// line, where ps shows it to every local user.
+	_, err := fmt.Fprintf(w, "token:    %s\nexpires:  %s\nca hash:  %s\n\nEnrol an agent with:\n  VANTAGE_JOIN_TOKEN=%s vantage-agent --controller %s --ca-hash %s\n"+
+		"(or write the token to a file only the agent reads and pass --join-token-file FILE; --join-token would show it in ps)\n",
 		clean(r.GetToken()), expires, clean(r.GetCaHash()),
-		clean(controller), clean(r.GetToken()), clean(r.GetCaHash()))
+		clean(r.GetToken()), clean(controller), clean(r.GetCaHash()))
 	return err
 }
 

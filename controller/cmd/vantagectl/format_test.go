@@ -112,7 +112,8 @@ expires:  2026-01-01T02:00:00Z (in 60m)
 ca hash:  sha256:00ff
 
 Enrol an agent with:
-  vantage-agent --controller ctl.example:7443 --join-token jt-abc --ca-hash sha256:00ff
+  VANTAGE_JOIN_TOKEN=jt-abc vantage-agent --controller ctl.example:7443 --ca-hash sha256:00ff
+(or write the token to a file only the agent reads and pass --join-token-file FILE; --join-token would show it in ps)
 `,
 		},
 		{
