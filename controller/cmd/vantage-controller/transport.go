@@ -15,7 +15,7 @@ import (
 
 // Default TransportLimits (docs/OPERATIONS.md, "Operator API limits").
 const (
-	DefaultMaxConnections    = 1024
+	DefaultMaxConnections    = 4096
 	DefaultMaxStreamsPerConn = 64
 	DefaultMaxPublicStreams  = 256
 	DefaultMaxConnIdle       = 5 * time.Minute
