@@ -233,6 +233,10 @@ type Store interface {
 	EnrollAgent(ctx context.Context, joinTokenHash string, now time.Time, a Agent) (Agent, error)
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	ListAgents(ctx context.Context) ([]Agent, error)
+	// ListAgentsPage returns at most limit agents ordered by (name, id)
+	// after the agent named afterName with id afterID ("" and "": from the
+	// first).
+	ListAgentsPage(ctx context.Context, afterName, afterID string, limit int) ([]Agent, error)
 	SetAgentState(ctx context.Context, id string, state vantagev1.AgentState, reason string, audit AuditEntry) (Agent, error)
 	UpdateAgentHello(ctx context.Context, id string, h AgentHello) error
 	UpdateAgentSeen(ctx context.Context, id string, at time.Time, spool *vantagev1.SpoolState) error

@@ -79,3 +79,55 @@ func TestEnrolNameNotLoggedUnchecked(t *testing.T) {
 		t.Errorf("the refused enrolment logged %d bytes; want its name unlogged (< 4 KiB)", logged)
 	}
 }
+
+// TestListAgentsPages: ListAgents returns pages of page_size agents with
+// a token for the next, and refuses a bad token or size naming the field.
+func TestListAgentsPages(t *testing.T) {
+	c := startController(t)
+	ops := c.ops(t)
+	want := map[string]bool{}
+	for range 5 {
+		want[newAgent(t, c).id] = true
+	}
+	var got []string
+	var pages int
+	req := &vantagev1.ListAgentsRequest{PageSize: 2}
+	for {
+		r, err := ops.ListAgents(bearer(c.admin), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if len(r.GetAgents()) > 2 {
+			t.Fatalf("page of %d agents; want at most 2", len(r.GetAgents()))
+		}
+		for _, a := range r.GetAgents() {
+			got = append(got, a.GetId())
+		}
+		if r.GetNextPageToken() == "" || pages > 10 {
+			break
+		}
+		req = &vantagev1.ListAgentsRequest{PageSize: 2, PageToken: r.GetNextPageToken()}
+	}
+	if pages != 3 || len(got) != 5 {
+		t.Fatalf("%d pages, agents %v; want 3 pages and 5 agents", pages, got)
+	}
+	for _, id := range got {
+		if !want[id] {
+			t.Fatalf("agents %v: %s twice or unknown", got, id)
+		}
+		delete(want, id)
+	}
+	for _, tc := range []struct {
+		req   *vantagev1.ListAgentsRequest
+		field string
+	}{
+		{&vantagev1.ListAgentsRequest{PageToken: "!!"}, "page_token"},
+		{&vantagev1.ListAgentsRequest{PageSize: 5000}, "page_size"},
+	} {
+		_, err := ops.ListAgents(bearer(c.admin), tc.req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.field) {
+			t.Errorf("ListAgents(%v) = %v; want INVALID_ARGUMENT naming %s", tc.req, err, tc.field)
+		}
+	}
+}

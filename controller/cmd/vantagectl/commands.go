@@ -89,14 +89,39 @@ func group(use, short string, subs ...*cobra.Command) *cobra.Command {
 	return c
 }
 
+// listAgents follows ListAgents' pages and returns every agent in one
+// response.
+func listAgents(a *app, cmd *cobra.Command) (*vantagev1.ListAgentsResponse, error) {
+	all := &vantagev1.ListAgentsResponse{}
+	req := &vantagev1.ListAgentsRequest{}
+	for {
+		r, err := call(a, cmd, vantagev1.OperatorServiceClient.ListAgents, req)
+		if err != nil {
+			return nil, err
+		}
+		all.Agents = append(all.Agents, r.GetAgents()...)
+		next := r.GetNextPageToken()
+		if next == "" {
+			return all, nil
+		}
+		if next == req.GetPageToken() {
+			return nil, fmt.Errorf("agents list: the controller gave the same page token twice")
+		}
+		req = &vantagev1.ListAgentsRequest{PageToken: next}
+	}
+}
+
 func (a *app) agentsCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List agents with their state, health and spool",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ListAgents, &vantagev1.ListAgentsRequest{},
-				func(p printer, w io.Writer, r *vantagev1.ListAgentsResponse) error { return p.agents(w, r.GetAgents()) })
+			all, err := listAgents(a, cmd)
+			if err != nil {
+				return err
+			}
+			return show(a, all, func(p printer, w io.Writer, r *vantagev1.ListAgentsResponse) error { return p.agents(w, r.GetAgents()) })
 		},
 	}
 	approve := &cobra.Command{

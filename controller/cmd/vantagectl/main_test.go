@@ -87,9 +87,13 @@ func (f *fakeOperator) authorize(ctx context.Context) error {
 	return nil
 }
 
+// ListAgents serves one agent a page, so that the CLI must follow pages.
 func (f *fakeOperator) ListAgents(_ context.Context, req *vantagev1.ListAgentsRequest) (*vantagev1.ListAgentsResponse, error) {
 	f.record(req)
-	return &vantagev1.ListAgentsResponse{Agents: fixtureAgents()[:2]}, nil
+	if req.GetPageToken() == "p2" {
+		return &vantagev1.ListAgentsResponse{Agents: fixtureAgents()[1:2]}, nil
+	}
+	return &vantagev1.ListAgentsResponse{Agents: fixtureAgents()[:1], NextPageToken: "p2"}, nil
 }
 
 func (f *fakeOperator) ApproveAgent(_ context.Context, req *vantagev1.ApproveAgentRequest) (*vantagev1.AgentInfo, error) {
@@ -350,7 +354,7 @@ func TestCommands(t *testing.T) {
 agt-0123456789abcdef  vps-fra1  ACTIVE  yes        yes                 3s ago     12     0        0     role=vps,site=fra1
 agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago     -      -        2     -
 `,
-			wantReq: &vantagev1.ListAgentsRequest{},
+			wantReq: &vantagev1.ListAgentsRequest{PageToken: "p2"}, // the second page
 		},
 		{
 			name: "flags override the environment",

@@ -645,6 +645,29 @@ func (db *DB) ListAgents(ctx context.Context) ([]store.Agent, error) {
 	return out, rows.Err()
 }
 
+// ListAgentsPage returns at most limit agents after (afterName, afterID),
+// ordered by name then id.
+func (db *DB) ListAgentsPage(ctx context.Context, afterName, afterID string, limit int) ([]store.Agent, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+agentCols+` FROM agents WHERE (name, id) > (?, ?) ORDER BY name, id LIMIT ?`,
+		afterName, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list agents: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	return out, nil
+}
+
 // SetAgentState changes an agent's state (approve, revoke) with its audit
 // entry. Setting the state it has is a no-op (no write, no audit entry)
 // unless a new, non-empty reason is given: an empty reason keeps the one
