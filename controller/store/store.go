@@ -211,10 +211,11 @@ type Batch struct {
 	Bodies [][]byte
 	Gaps   []*vantagev1.Gap
 	// MaxGapRows caps the agent's stored gap rows (0: no cap). Once the
-	// agent has that many, a gap's seqs are still accounted for (claimed,
-	// so a re-sent gap is not counted twice, and counted in Agent.Gaps)
-	// but no row is written: a liar cannot grow the gaps table without
-	// bound. Retention (GapPruner) frees rows again.
+	// agent has that many, a gap next to or over seqs already accounted
+	// for is still claimed (so a re-sent gap is not counted twice) and
+	// counted in Agent.Gaps, but no row is written, and an isolated gap
+	// is dropped: a liar cannot grow the gaps table, nor the seq ranges
+	// through gaps, without bound. Retention (GapPruner) frees rows again.
 	MaxGapRows int
 }
 

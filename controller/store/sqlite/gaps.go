@@ -16,8 +16,9 @@ import (
 // limits and overload"):
 //
 //   - rows: store.Batch.MaxGapRows caps the gap rows per agent. Past it a
-//     gap is still claimed in result_ranges and counted in agents.gaps, but
-//     no row is written.
+//     gap that adjoins or overlaps a stored range is still claimed in
+//     result_ranges and counted in agents.gaps, but no row is written; an
+//     isolated one (it would add a range row) is dropped, not counted.
 //   - merges: a gap is claimed like results, by merging it into the stored
 //     ranges it touches. One gap spanning seqs 1..2^62 over an agent's
 //     450,000 isolated ranges would delete them all (and write a row per

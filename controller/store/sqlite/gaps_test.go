@@ -29,33 +29,49 @@ func countRows(t *testing.T, db *DB, table, agent string) int {
 	return n
 }
 
-// TestGapRowsCap: past Batch.MaxGapRows an agent's gaps are still
-// accounted for and counted, but get no row; other agents are not
-// affected, and a gap sent again is not counted twice.
+// TestGapRowsCap: past Batch.MaxGapRows an agent's gap next to seqs
+// already accounted for is still claimed and counted, without a row; an
+// isolated one (it would add a range row) is dropped. Other agents are not
+// affected, and gaps sent again are not counted twice.
 func TestGapRowsCap(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
 	a, b := "agt-000000000000000a", "agt-000000000000000b"
 	enroll(t, db, a)
 	enroll(t, db, b)
-	group := []store.Batch{
-		{AgentID: a, Epoch: 1, Gaps: isolatedGaps(1, 5), MaxGapRows: 3},
-		{AgentID: b, Epoch: 1, Gaps: isolatedGaps(1, 2), MaxGapRows: 3},
+	tests := []struct {
+		name                  string
+		group                 []store.Batch
+		rows, ranges, gaps    int // agent a
+		rowsB, rangesB, gapsB int // agent b
+	}{
+		{"five isolated gaps: three rows, two dropped", []store.Batch{
+			{AgentID: a, Epoch: 1, Gaps: isolatedGaps(1, 5), MaxGapRows: 3},
+			{AgentID: b, Epoch: 1, Gaps: isolatedGaps(1, 2), MaxGapRows: 3},
+		}, 3, 3, 3, 2, 2, 2},
+		{"a gap joining two stored ones: counted, no row", []store.Batch{
+			{AgentID: a, Epoch: 1, Gaps: isolatedGaps(2, 1), MaxGapRows: 3},
+		}, 3, 2, 4, 2, 2, 2},
+		{"everything again: nothing new", []store.Batch{
+			{AgentID: a, Epoch: 1, Gaps: append(isolatedGaps(1, 5), isolatedGaps(2, 1)...), MaxGapRows: 3},
+			{AgentID: b, Epoch: 1, Gaps: isolatedGaps(1, 2), MaxGapRows: 3},
+		}, 3, 2, 4, 2, 2, 2},
 	}
-	for _, round := range []string{"first", "again"} {
-		if _, err := db.CommitBatches(ctx, group); err != nil {
+	for _, tc := range tests {
+		if _, err := db.CommitBatches(ctx, tc.group); err != nil {
 			t.Fatal(err)
 		}
 		for _, c := range []struct {
-			id         string
-			rows, gaps int
-		}{{a, 3, 5}, {b, 2, 2}} {
+			id                 string
+			rows, ranges, gaps int
+		}{{a, tc.rows, tc.ranges, tc.gaps}, {b, tc.rowsB, tc.rangesB, tc.gapsB}} {
 			ag, err := db.GetAgent(ctx, c.id)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n := countRows(t, db, "gaps", c.id); n != c.rows || ag.Gaps != uint64(c.gaps) {
-				t.Errorf("%s: %s: %d gap rows, gaps counter %d; want %d rows, counter %d", round, c.id, n, ag.Gaps, c.rows, c.gaps)
+			rows, ranges := countRows(t, db, "gaps", c.id), countRows(t, db, "result_ranges", c.id)
+			if rows != c.rows || ranges != c.ranges || ag.Gaps != uint64(c.gaps) {
+				t.Errorf("%s: %s: %d gap rows, %d ranges, gaps counter %d; want %d, %d, %d", tc.name, c.id, rows, ranges, ag.Gaps, c.rows, c.ranges, c.gaps)
 			}
 		}
 	}

@@ -177,14 +177,16 @@ func (w rangeWriter) claimGaps(tx *sql.Tx, gb *gapBudget, b store.Batch, now int
 		if g.GetLastSeq() < g.GetFirstSeq() {
 			continue
 		}
-		parts, err := w.claimRange(b.AgentID, g.GetEpoch(), seqRange{g.GetFirstSeq(), g.GetLastSeq()}, &gb.merges)
-		if err != nil {
-			return 0, fmt.Errorf("agent %s epoch %d: gap: %w", b.AgentID, g.GetEpoch(), err)
-		}
 		left, err := gb.rowsLeft(w.ctx, b.AgentID, b.MaxGapRows)
 		if err != nil {
 			return 0, fmt.Errorf("agent %s: %w", b.AgentID, err)
 		}
+		claim := &gapClaim{extra: gb.merges, mustTouch: left <= 0}
+		parts, err := w.claimRange(b.AgentID, g.GetEpoch(), seqRange{g.GetFirstSeq(), g.GetLastSeq()}, claim)
+		if err != nil {
+			return 0, fmt.Errorf("agent %s epoch %d: gap: %w", b.AgentID, g.GetEpoch(), err)
+		}
+		gb.merges = claim.extra
 		for _, p := range parts {
 			if left <= 0 { // over the cap: accounted for and counted, no row
 				counted += p.last - p.first + 1
@@ -269,22 +271,32 @@ func (w rangeWriter) claim(agentID string, epoch uint64, results []*vantagev1.Pr
 	return fresh, nil
 }
 
+// gapClaim bounds the claim of a gap (gaps.go): extra is the number of
+// stored ranges it may merge beyond freeGapMerges (reduced by those it
+// merged), and with mustTouch it is claimed only if it adjoins or overlaps
+// a stored range, so that it adds no range row.
+type gapClaim struct {
+	extra     int
+	mustTouch bool
+}
+
 // claimRange merges run into result_ranges and returns the parts of it
-// that were not stored yet. extra, when not nil (a gap), is the number of
-// stored ranges the claim may merge beyond freeGapMerges; it is reduced by
-// those it used, and run is cut short before the first range it may not
-// merge (gaps.go).
-func (w rangeWriter) claimRange(agentID string, epoch uint64, run seqRange, extra *int) ([]seqRange, error) {
+// that were not stored yet. gc, when not nil, bounds a gap's claim: run is
+// cut short before the first range it may not merge.
+func (w rangeWriter) claimRange(agentID string, epoch uint64, run seqRange, gc *gapClaim) ([]seqRange, error) {
 	most := -1
-	if extra != nil {
-		most = freeGapMerges + max(*extra, 0)
+	if gc != nil {
+		most = freeGapMerges + max(gc.extra, 0)
 	}
 	touching, run, err := w.touching(agentID, epoch, run, most)
 	if err != nil || run.last < run.first {
 		return nil, err
 	}
-	if extra != nil {
-		*extra -= max(len(touching)-freeGapMerges, 0)
+	if gc != nil {
+		if gc.mustTouch && len(touching) == 0 {
+			return nil, nil
+		}
+		gc.extra -= max(len(touching)-freeGapMerges, 0)
 	}
 	fresh, merged := cover(run, touching)
 	if len(fresh) == 0 {
