@@ -261,7 +261,7 @@ type session struct {
 	connectedAt time.Time
 	remote      string
 	version     uint64
-	tasks       map[string]*vantagev1.Task
+	tasks       map[string]taskRef // the current assignment's, by id
 }
 
 func (ss *session) info() SessionInfo {
@@ -424,13 +424,14 @@ func (ss *session) nextAssignment() *vantagev1.Assignment {
 			}
 		}
 	}
+	refs := make(map[string]taskRef, len(tasks))
+	for _, t := range tasks {
+		refs[t.GetId()] = refOf(t)
+	}
 	ss.mu.Lock()
 	v := max(ss.s.version.Add(1), ss.version+1)
 	ss.version = v
-	ss.tasks = make(map[string]*vantagev1.Task, len(tasks))
-	for _, t := range tasks {
-		ss.tasks[t.GetId()] = t
-	}
+	ss.tasks = refs
 	ss.mu.Unlock()
 	ss.s.mu.Lock()
 	k := ss.s.known[ss.agent.ID]
@@ -438,8 +439,8 @@ func (ss *session) nextAssignment() *vantagev1.Assignment {
 		k = map[string]taskRef{}
 		ss.s.known[ss.agent.ID] = k
 	}
-	for _, t := range tasks {
-		k[t.GetId()] = refOf(t)
+	for id, ref := range refs {
+		k[id] = ref
 	}
 	ss.s.mu.Unlock()
 	return &vantagev1.Assignment{Version: v, IssuedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(expires), Tasks: tasks}

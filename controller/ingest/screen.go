@@ -142,10 +142,10 @@ func (ss *session) refusal(ctx context.Context, r *vantagev1.ProbeResult, sc *sc
 	}
 	id := r.GetTaskId()
 	ss.mu.Lock()
-	t, ok := ss.tasks[id]
+	ref, ok := ss.tasks[id]
 	ss.mu.Unlock()
 	if ok {
-		return mismatch(id, refOf(t), r)
+		return mismatch(id, ref, r)
 	}
 	if trig := r.GetTriggerId(); trig != "" {
 		if ref, ok := ss.s.triggerTask(ss.agent.ID, trig, id, sc.now); ok {
