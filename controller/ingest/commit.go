@@ -17,14 +17,17 @@ import (
 
 // Group commit and overload defaults.
 const (
-	// DefaultMaxQueuedResults is the soft bound on results waiting for the
-	// writer across all sessions (agents get Throttle); twice it is the
-	// hard bound (RESOURCE_EXHAUSTED), which bounds ingest memory.
+	// DefaultMaxQueuedResults is the soft bound on the work (results, and
+	// GapWork per gap record) waiting for the writer across all sessions
+	// (agents get Throttle); twice it is the hard bound
+	// (RESOURCE_EXHAUSTED), which bounds ingest memory.
 	DefaultMaxQueuedResults = 200_000
-	// DefaultMaxCommitLatency: a commit slower than this means the store
-	// is overloaded (or the disk is failing).
+	// DefaultMaxCommitLatency: a commit running longer than this means the
+	// store is overloaded (or the disk is failing); batches are refused
+	// until it returns.
 	DefaultMaxCommitLatency = 5 * time.Second
-	// DefaultGroupResults caps the results committed in one transaction.
+	// DefaultGroupResults caps the work committed in one transaction
+	// (a single larger batch is committed alone).
 	DefaultGroupResults = 5_000
 	// DefaultRetryAfter is what an overloaded controller asks agents to
 	// wait before sending again.
@@ -65,6 +68,7 @@ func (t *throttled) message() *vantagev1.ControllerMessage {
 
 type commitReq struct {
 	b    store.Batch
+	work int            // batchWork of b
 	done chan commitRes // buffered 1
 }
 
@@ -75,9 +79,10 @@ type commitRes struct {
 }
 
 // committer is the one writer goroutine: it takes every batch queued by any
-// session, commits as many as fit (DefaultGroupResults) in one transaction,
-// and only then answers each session, which acks its agent. Many agents'
-// batches thus share one commit.
+// session, commits as many as fit (GroupResults of work: results and gap
+// records alike, so that gap-only batches cannot pile into one huge
+// transaction) in one transaction, and only then answers each session,
+// which acks its agent. Many agents' batches thus share one commit.
 func (s *Server) committer() {
 	defer close(s.commitDone)
 	gc, _ := s.cfg.Store.(store.GroupCommitter)
@@ -90,18 +95,19 @@ func (s *Server) committer() {
 			return
 		}
 		group = append(group[:0], first)
-		n := len(first.b.Results)
+		n := first.work
 	drain:
 		for n < s.cfg.GroupResults {
 			select {
 			case r := <-s.commits:
 				group = append(group, r)
-				n += len(r.b.Results)
+				n += r.work
 			default:
 				break drain
 			}
 		}
 		start := time.Now()
+		s.commitStart.Store(int64(time.Since(s.clock)) + 1)
 		res := make([]commitRes, len(group))
 		if gc != nil {
 			bs := make([]store.Batch, len(group))
@@ -126,7 +132,7 @@ func (s *Server) committer() {
 		// The counters first, the answers after: once a session acks,
 		// its batch is no longer queued and its commit is counted.
 		took := time.Since(start)
-		s.lastCommit.Store(int64(took))
+		s.commitStart.Store(0)
 		s.stats.commitTook(took)
 		s.queued.Add(-int64(n))
 		for i, r := range group {
@@ -138,15 +144,20 @@ func (s *Server) committer() {
 	}
 }
 
-// overloaded reports whether a batch of n results finds the controller
-// overloaded: soft (more than MaxQueuedResults waiting for the writer: the
-// batch is taken, and the agent is asked to slow down) or hard (twice that,
-// or the last commit slower than MaxCommitLatency: the batch is refused
-// with RESOURCE_EXHAUSTED). why is "" when neither.
+// overloaded reports whether a batch of n work (batchWork) finds the
+// controller overloaded: soft (more than MaxQueuedResults waiting for the
+// writer: the batch is taken, and the agent is asked to slow down) or hard
+// (twice that, or the commit running now has run longer than
+// MaxCommitLatency: the batch is refused with RESOURCE_EXHAUSTED). why is
+// "" when neither. Both are judged from work queued or in progress only,
+// so they clear by themselves once the writer catches up: a commit that
+// was slow and has returned refuses nothing.
 func (s *Server) overloaded(n int) (why string, hard bool) {
 	q := s.queued.Load()
-	if d := time.Duration(s.lastCommit.Load()); d > s.cfg.MaxCommitLatency {
-		return fmt.Sprintf("store commits are slow (last %s, bound %s)", d.Round(time.Millisecond), s.cfg.MaxCommitLatency), true
+	if st := s.commitStart.Load(); st != 0 {
+		if d := time.Since(s.clock) - time.Duration(st-1); d > s.cfg.MaxCommitLatency {
+			return fmt.Sprintf("store commit running for %s (bound %s)", d.Round(time.Millisecond), s.cfg.MaxCommitLatency), true
+		}
 	}
 	if q > 0 && q+int64(n) > 2*int64(s.cfg.MaxQueuedResults) {
 		return fmt.Sprintf("ingest queue full (%d results waiting, at most %d)", q, 2*s.cfg.MaxQueuedResults), true
@@ -157,17 +168,18 @@ func (s *Server) overloaded(n int) (why string, hard bool) {
 	return "", false
 }
 
-// commit queues a batch for the writer and waits for its commit.
-func (s *Server) commit(ctx context.Context, b store.Batch) ([]bool, time.Time, error) {
-	req := &commitReq{b: b, done: make(chan commitRes, 1)}
-	s.queued.Add(int64(len(b.Results)))
+// commit queues a batch of work (batchWork) for the writer and waits for
+// its commit.
+func (s *Server) commit(ctx context.Context, b store.Batch, work int) ([]bool, time.Time, error) {
+	req := &commitReq{b: b, work: work, done: make(chan commitRes, 1)}
+	s.queued.Add(int64(work))
 	select {
 	case s.commits <- req:
 	case <-ctx.Done():
-		s.queued.Add(-int64(len(b.Results)))
+		s.queued.Add(-int64(work))
 		return nil, time.Time{}, ctx.Err()
 	case <-s.commitStop:
-		s.queued.Add(-int64(len(b.Results)))
+		s.queued.Add(-int64(work))
 		return nil, time.Time{}, errors.New("ingest stopped")
 	}
 	// Once queued, the commit happens whatever the session does; wait for

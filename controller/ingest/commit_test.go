@@ -13,7 +13,7 @@ func TestOverloaded(t *testing.T) {
 	tests := []struct {
 		name     string
 		queued   int64
-		last     time.Duration
+		running  time.Duration // how long the running commit has run; 0: none
 		n        int
 		wantWhy  string
 		wantHard bool
@@ -23,13 +23,16 @@ func TestOverloaded(t *testing.T) {
 		{"under the soft bound", 50, 0, 49, "", false},
 		{"over the soft bound: throttle hint", 80, 0, 30, "ingest queue long", false},
 		{"over twice the soft bound: refuse", 150, 0, 60, "ingest queue full", true},
-		{"slow commits: refuse", 0, 6 * time.Second, 1, "store commits are slow", true},
+		{"a commit running too long: refuse", 0, 6 * time.Second, 1, "store commit running for", true},
+		{"a commit running, not yet too long", 0, time.Second, 1, "", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &Server{cfg: Config{MaxQueuedResults: 100, MaxCommitLatency: 5 * time.Second}}
+			s := &Server{cfg: Config{MaxQueuedResults: 100, MaxCommitLatency: 5 * time.Second}, clock: time.Now().Add(-time.Hour)}
 			s.queued.Store(tc.queued)
-			s.lastCommit.Store(int64(tc.last))
+			if tc.running > 0 {
+				s.commitStart.Store(int64(time.Since(s.clock)-tc.running) + 1)
+			}
 			why, hard := s.overloaded(tc.n)
 			if hard != tc.wantHard || (tc.wantWhy == "") != (why == "") || !strings.Contains(why, tc.wantWhy) {
 				t.Fatalf("overloaded(%d) = %q, %v; want %q, %v", tc.n, why, hard, tc.wantWhy, tc.wantHard)

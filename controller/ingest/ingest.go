@@ -14,8 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"math"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -80,10 +78,27 @@ type Config struct {
 	RatePerAgent float64
 	// MaxQueuedResults (soft bound; twice it is the hard one),
 	// MaxCommitLatency and GroupResults tune group commit and overload
-	// (defaults: the Default* constants).
+	// (defaults: the Default* constants). All three count work: a result
+	// is 1, a gap record GapWork.
 	MaxQueuedResults int
 	MaxCommitLatency time.Duration
 	GroupResults     int
+	// MaxGapRows caps the gap rows stored per agent (0: DefaultMaxGapRows,
+	// negative: no cap). GapSeqRate and GapSeqBurst are each agent's
+	// budget of seqs its gap records may claim, per second and at once (0:
+	// DefaultGapSeqRate, DefaultGapSeqBurst); a gap beyond it is cut.
+	MaxGapRows  int
+	GapSeqRate  float64
+	GapSeqBurst int
+	// MaxResultAge and MaxClockSkew are the window around its receipt in
+	// which a result's sent_at must fall (0: DefaultMaxResultAge,
+	// DefaultMaxClockSkew); results outside it are refused (acked and
+	// recorded as a gap).
+	MaxResultAge time.Duration
+	MaxClockSkew time.Duration
+	// TriggerGrace: a trigger's results are accepted until its expiry
+	// plus this (0: DefaultTriggerGrace).
+	TriggerGrace time.Duration
 }
 
 // SessionInfo is what ListAgents shows about a live session.
@@ -102,12 +117,15 @@ type Server struct {
 	now     func() time.Time
 	version atomic.Uint64
 
-	mu       sync.Mutex
-	sessions map[string]*session
-	known    map[string]map[string]bool // agent -> task ids ever assigned
-	limiters map[string]*rate.Limiter   // agent -> upload rate, kept across sessions
-	wg       sync.WaitGroup             // Session handlers and their recv loops (which outlive them)
-	closing  bool                       // under mu: Wait has begun, no new Session starts
+	mu        sync.Mutex
+	sessions  map[string]*session
+	known     map[string]map[string]taskRef     // agent -> task id -> the task as last assigned
+	triggers  map[string]map[string]*triggerRef // agent -> trigger id -> its tasks, until its grace ends
+	limiters  map[string]*rate.Limiter          // agent -> upload rate, kept across sessions
+	gapSeqs   map[string]*rate.Limiter          // agent -> seqs its gaps may claim
+	lastIndex taskIndex                         // the last trigger task list, indexed
+	wg        sync.WaitGroup                    // Session handlers and their recv loops (which outlive them)
+	closing   bool                              // under mu: Wait has begun, no new Session starts
 
 	// Group commit: sessions queue batches, committer writes them.
 	commits      chan *commitReq
@@ -116,8 +134,9 @@ type Server struct {
 	commitCtx    context.Context
 	commitCancel context.CancelFunc
 	stopOnce     sync.Once
-	queued       atomic.Int64  // results queued or being committed
-	lastCommit   atomic.Int64  // duration of the last commit, ns
+	queued       atomic.Int64  // work (results, GapWork per gap) queued or being committed
+	clock        time.Time     // monotonic base of commitStart
+	commitStart  atomic.Int64  // when the running commit began (ns since clock, +1); 0: none running
 	ackLat       ackHistogram  // commit -> ack handed to the stream
 	refused      atomic.Uint64 // results refused (unknown task) and stored as gaps
 	stats        stats         // event counters for Stats (stats.go)
@@ -125,18 +144,10 @@ type Server struct {
 
 // New returns a Server.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, sessions: map[string]*session{}, known: map[string]map[string]bool{},
-		limiters: map[string]*rate.Limiter{}, commits: make(chan *commitReq, 4096),
-		commitStop: make(chan struct{}), commitDone: make(chan struct{})}
-	if s.cfg.MaxQueuedResults <= 0 {
-		s.cfg.MaxQueuedResults = DefaultMaxQueuedResults
-	}
-	if s.cfg.MaxCommitLatency <= 0 {
-		s.cfg.MaxCommitLatency = DefaultMaxCommitLatency
-	}
-	if s.cfg.GroupResults <= 0 {
-		s.cfg.GroupResults = DefaultGroupResults
-	}
+	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, sessions: map[string]*session{}, known: map[string]map[string]taskRef{},
+		triggers: map[string]map[string]*triggerRef{}, limiters: map[string]*rate.Limiter{}, gapSeqs: map[string]*rate.Limiter{},
+		commits: make(chan *commitReq, 4096), commitStop: make(chan struct{}), commitDone: make(chan struct{}), clock: time.Now()}
+	s.cfg.defaults()
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -170,21 +181,6 @@ func (s *Server) Wait() {
 // and recorded as (part of) a gap of that agent. A re-sent batch counts
 // again; its gaps are stored once.
 func (s *Server) RefusedResults() uint64 { return s.refused.Load() }
-
-// limiter returns the agent's upload rate limiter, nil when unlimited.
-func (s *Server) limiter(agentID string) *rate.Limiter {
-	if s.cfg.RatePerAgent <= 0 {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.limiters[agentID]
-	if l == nil {
-		l = rate.NewLimiter(rate.Limit(s.cfg.RatePerAgent), max(int(s.cfg.RatePerAgent), MaxBatchResults))
-		s.limiters[agentID] = l
-	}
-	return l
-}
 
 // Enroll exchanges a join token and a CSR for a client certificate.
 func (s *Server) Enroll(ctx context.Context, req *vantagev1.EnrollRequest) (*vantagev1.EnrollResponse, error) {
@@ -265,8 +261,7 @@ type session struct {
 	connectedAt time.Time
 	remote      string
 	version     uint64
-	tasks       map[string]*vantagev1.Task
-	triggers    map[string]bool
+	tasks       map[string]taskRef // the current assignment's, by id
 }
 
 func (ss *session) info() SessionInfo {
@@ -330,7 +325,7 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 		out: make(chan *vantagev1.ControllerMessage, sendQueue), reassign: make(chan struct{}, 1),
 		done: make(chan struct{}), killc: make(chan struct{}), connectedAt: now, remote: remote,
 		ackTimes: make(chan time.Time, 2*sendQueue),
-		version:  hello.GetAssignmentVersion(), triggers: map[string]bool{}}
+		version:  hello.GetAssignmentVersion()}
 
 	s.mu.Lock()
 	if old := s.sessions[agent.ID]; old != nil {
@@ -417,22 +412,6 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 	return err
 }
 
-func validateHello(h *vantagev1.Hello) error {
-	if h.GetEpoch() == 0 {
-		return fmt.Errorf("%w: hello.epoch: must be > 0", rpcerr.ErrInvalid)
-	}
-	if len(h.GetAgentVersion()) > MaxVersionLen {
-		return fmt.Errorf("%w: hello.agent_version: longer than %d", rpcerr.ErrInvalid, MaxVersionLen)
-	}
-	if err := fleet.ValidateLabels("hello.labels", h.GetLabels()); err != nil {
-		return err
-	}
-	if n := len(h.GetCapabilities().GetEngines()); n > 32 {
-		return fmt.Errorf("%w: hello.capabilities.engines: %d entries, at most 32", rpcerr.ErrInvalid, n)
-	}
-	return nil
-}
-
 // nextAssignment builds the agent's full task set with a fresh version.
 func (ss *session) nextAssignment() *vantagev1.Assignment {
 	now := ss.s.now()
@@ -445,22 +424,23 @@ func (ss *session) nextAssignment() *vantagev1.Assignment {
 			}
 		}
 	}
+	refs := make(map[string]taskRef, len(tasks))
+	for _, t := range tasks {
+		refs[t.GetId()] = refOf(t)
+	}
 	ss.mu.Lock()
 	v := max(ss.s.version.Add(1), ss.version+1)
 	ss.version = v
-	ss.tasks = make(map[string]*vantagev1.Task, len(tasks))
-	for _, t := range tasks {
-		ss.tasks[t.GetId()] = t
-	}
+	ss.tasks = refs
 	ss.mu.Unlock()
 	ss.s.mu.Lock()
 	k := ss.s.known[ss.agent.ID]
 	if k == nil {
-		k = map[string]bool{}
+		k = map[string]taskRef{}
 		ss.s.known[ss.agent.ID] = k
 	}
-	for _, t := range tasks {
-		k[t.GetId()] = true
+	for id, ref := range refs {
+		k[id] = ref
 	}
 	ss.s.mu.Unlock()
 	return &vantagev1.Assignment{Version: v, IssuedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(expires), Tasks: tasks}
@@ -548,6 +528,9 @@ func (ss *session) recvLoop(ctx context.Context) error {
 				return err
 			}
 		case *vantagev1.AgentMessage_Heartbeat:
+			if err := validateSpool("heartbeat.spool", msg.Heartbeat.GetSpool()); err != nil {
+				return rpcerr.Status(ss.s.log, "Session", err)
+			}
 			if err := ss.s.cfg.Store.UpdateAgentSeen(ctx, ss.agent.ID, ss.s.now(), msg.Heartbeat.GetSpool()); err != nil {
 				return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: heartbeat: %w", rpcerr.ErrUnavailable, err))
 			}
@@ -582,136 +565,6 @@ func (ss *session) handleTaskStatus(ctx context.Context, ts *vantagev1.TaskStatu
 	return nil
 }
 
-// refusal says why a result cannot be stored for this agent, or "" when
-// its task is one the agent was given (in this session, earlier in this
-// controller's life, or by a live trigger) with the result's campaign and
-// target.
-func (ss *session) refusal(ctx context.Context, r *vantagev1.ProbeResult) string {
-	id := r.GetTaskId()
-	ss.mu.Lock()
-	t, ok := ss.tasks[id]
-	trig := r.GetTriggerId() != "" && ss.triggers[r.GetTriggerId()]
-	ss.mu.Unlock()
-	if ok {
-		if t.GetCampaign() == r.GetCampaign() && t.GetTarget() == r.GetTarget() {
-			return ""
-		}
-		return fmt.Sprintf("refused by controller: task %.128q does not match the result's campaign and target", id)
-	}
-	if trig {
-		return ""
-	}
-	ss.s.mu.Lock()
-	known := ss.s.known[ss.agent.ID][id]
-	ss.s.mu.Unlock()
-	if known {
-		return ""
-	}
-	if v, ok := ss.s.cfg.Campaigns.(Voucher); ok && v.Vouches(ctx, r.GetCampaign(), id, r.GetTarget(), ss.labels) {
-		return ""
-	}
-	return fmt.Sprintf("refused by controller: task %.128q is not assigned to this agent", id)
-}
-
-// screen splits a valid batch's results into those the agent may store and,
-// for the rest, one Gap per contiguous run of refused seqs (reason: the
-// first refused result's; refused is their count). Refused results are not
-// stored, so an agent cannot inject results for tasks it was not given;
-// they are acked and counted as a gap so that one stale result (a campaign
-// deleted or edited while the agent was offline, a controller restart that
-// forgot past assignments) never blocks the agent's stream behind it.
-func (ss *session) screen(ctx context.Context, b *vantagev1.ResultBatch) (accepted []*vantagev1.ProbeResult, gaps []*vantagev1.Gap, refused int) {
-	rs := b.GetResults()
-	var cur *vantagev1.Gap // the run being extended
-	for i, r := range rs {
-		why := ss.refusal(ctx, r)
-		if why == "" {
-			if refused > 0 {
-				accepted = append(accepted, r)
-			}
-			cur = nil
-			continue
-		}
-		if refused == 0 {
-			accepted = slices.Clone(rs[:i])
-		}
-		refused++
-		if cur != nil && cur.LastSeq+1 == r.GetSeq() {
-			cur.LastSeq = r.GetSeq()
-			continue
-		}
-		cur = &vantagev1.Gap{Epoch: b.GetEpoch(), FirstSeq: r.GetSeq(), LastSeq: r.GetSeq(), Reason: why}
-		gaps = append(gaps, cur)
-	}
-	if refused == 0 {
-		return rs, nil, 0
-	}
-	return accepted, gaps, refused
-}
-
-// ValidateBatch checks a ResultBatch's framing and every result's shape.
-func ValidateBatch(b *vantagev1.ResultBatch) error {
-	if b.GetEpoch() == 0 {
-		return fmt.Errorf("%w: results.epoch: must be > 0", rpcerr.ErrInvalid)
-	}
-	first, last := b.GetFirstSeq(), b.GetLastSeq()
-	if first == 0 && last == 0 && len(b.GetResults()) == 0 {
-		// Gaps only: an agent reporting lost results with nothing else
-		// to send. It is acked with up_to_seq 0.
-		if len(b.GetGaps()) == 0 {
-			return fmt.Errorf("%w: results: no results and no gaps", rpcerr.ErrInvalid)
-		}
-		if b.GetEpoch() > math.MaxInt64 {
-			return fmt.Errorf("%w: results.epoch %d: at most 2^63-1 (stored as SQL integers)", rpcerr.ErrInvalid, b.GetEpoch())
-		}
-		return validateGaps(b.GetGaps())
-	}
-	if first == 0 || first > last {
-		return fmt.Errorf("%w: results.first_seq %d, last_seq %d: want 1 <= first_seq <= last_seq", rpcerr.ErrInvalid, first, last)
-	}
-	if last > math.MaxInt64 || b.GetEpoch() > math.MaxInt64 {
-		return fmt.Errorf("%w: results.last_seq %d, epoch %d: at most 2^63-1 (stored as SQL integers)", rpcerr.ErrInvalid, last, b.GetEpoch())
-	}
-	n := len(b.GetResults())
-	if n > MaxBatchResults {
-		return fmt.Errorf("%w: results.results: %d results, at most %d", rpcerr.ErrInvalid, n, MaxBatchResults)
-	}
-	if uint64(n) != last-first+1 {
-		return fmt.Errorf("%w: results.results: %d results for seq %d..%d", rpcerr.ErrInvalid, n, first, last)
-	}
-	for i, r := range b.GetResults() {
-		if r.GetSeq() != first+uint64(i) {
-			return fmt.Errorf("%w: results.results[%d].seq: %d, want %d (contiguous)", rpcerr.ErrInvalid, i, r.GetSeq(), first+uint64(i))
-		}
-		if _, err := netip.ParseAddr(r.GetTarget()); err != nil {
-			return fmt.Errorf("%w: results.results[%d].target: %.64q is not an IP address", rpcerr.ErrInvalid, i, r.GetTarget())
-		}
-		if r.GetSentAt() == nil || !r.GetSentAt().IsValid() {
-			return fmt.Errorf("%w: results.results[%d].sent_at: missing or invalid", rpcerr.ErrInvalid, i)
-		}
-		if len(r.GetHops()) > 255 {
-			return fmt.Errorf("%w: results.results[%d].hops: %d hops, at most 255", rpcerr.ErrInvalid, i, len(r.GetHops()))
-		}
-	}
-	return validateGaps(b.GetGaps())
-}
-
-// validateGaps checks a batch's gap records.
-func validateGaps(gaps []*vantagev1.Gap) error {
-	if len(gaps) > MaxBatchResults {
-		return fmt.Errorf("%w: results.gaps: %d gaps, at most %d", rpcerr.ErrInvalid, len(gaps), MaxBatchResults)
-	}
-	for i, g := range gaps {
-		if g.GetEpoch() == 0 || g.GetFirstSeq() == 0 || g.GetFirstSeq() > g.GetLastSeq() {
-			return fmt.Errorf("%w: results.gaps[%d]: want epoch > 0 and 1 <= first_seq <= last_seq", rpcerr.ErrInvalid, i)
-		}
-		if g.GetLastSeq() > math.MaxInt64 || g.GetEpoch() > math.MaxInt64 {
-			return fmt.Errorf("%w: results.gaps[%d]: last_seq and epoch at most 2^63-1", rpcerr.ErrInvalid, i)
-		}
-	}
-	return nil
-}
-
 // throttleHint reports whether a soft Throttle may be sent now.
 func (ss *session) throttleHint() bool {
 	now := ss.s.now().UnixNano()
@@ -727,35 +580,20 @@ func (ss *session) throttle(ctx context.Context, th *throttled) error {
 	return th
 }
 
+// handleBatch validates, admits (rate and overload), screens, commits
+// and only then acks one batch.
 func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) error {
 	if err := ValidateBatch(b); err != nil {
 		return rpcerr.Status(ss.s.log, "Session", err)
 	}
+	// Admission first: screening may read the store (Voucher), and a
+	// batch over the agent's rate or into an overloaded controller must
+	// cost nothing more.
+	if err := ss.admit(ctx, batchWork(len(b.GetResults()), len(b.GetGaps()))); err != nil {
+		return err
+	}
 	results, refusedGaps, refused := ss.screen(ctx, b)
-	n := len(b.GetResults())
-	if l := ss.s.limiter(ss.agent.ID); l != nil {
-		r := l.ReserveN(ss.s.now(), max(n, 1))
-		if !r.OK() || r.Delay() > 0 {
-			retry := DefaultRetryAfter
-			if r.OK() {
-				retry = max(r.Delay(), 100*time.Millisecond)
-				r.Cancel()
-			}
-			ss.s.stats.throttled(ThrottleRate)
-			return ss.throttle(ctx, &throttled{retry: retry,
-				reason: fmt.Sprintf("agent over its ingest rate of %g results/s", ss.s.cfg.RatePerAgent)})
-		}
-	}
-	if why, hard := ss.s.overloaded(n); hard {
-		ss.s.stats.throttled(ThrottleHard)
-		return ss.throttle(ctx, &throttled{retry: DefaultRetryAfter, reason: why})
-	} else if why != "" && ss.throttleHint() {
-		// Soft: take the batch, ask the agent to pause (at most one
-		// hint per session per retry-after).
-		th := &throttled{retry: DefaultRetryAfter, reason: why}
-		ss.s.stats.throttled(ThrottleSoft)
-		ss.enqueue(ctx, th.message())
-	}
+	ss.charge(GapWork * len(refusedGaps))
 	// Encode here, in the session's goroutine, so the one writer only
 	// writes.
 	bodies := make([][]byte, len(results))
@@ -765,25 +603,32 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: results.results (seq %d): %w", rpcerr.ErrInvalid, r.GetSeq(), err))
 		}
 	}
-	gaps := b.GetGaps()
+	agentGaps := ss.clipGaps(b.GetEpoch(), b.GetGaps())
+	gaps := agentGaps
 	if refused > 0 {
 		gaps = append(slices.Clip(gaps), refusedGaps...)
 	}
 	fresh, committedAt, err := ss.s.commit(ctx, store.Batch{AgentID: ss.agent.ID, Epoch: b.GetEpoch(), Results: results,
-		Bodies: bodies, Gaps: gaps})
+		Bodies: bodies, Gaps: gaps, MaxGapRows: ss.s.cfg.MaxGapRows}, batchWork(len(results), len(gaps)))
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
 	}
-	ss.s.stats.committedBatch(fresh, b.GetGaps())
+	ss.s.stats.committedBatch(fresh, agentGaps)
 	if refused > 0 {
 		ss.s.refused.Add(uint64(refused))
 		ss.s.log.Warn("results refused", "agent", ss.agent.ID, "epoch", b.GetEpoch(), "refused", refused,
 			"accepted", len(results), "gaps", len(refusedGaps), "first_seq", refusedGaps[0].GetFirstSeq(),
 			"reason", refusedGaps[0].GetReason())
 	}
+	return ss.acked(ctx, b, results, fresh, committedAt)
+}
+
+// acked acks a committed batch and feeds its fresh results to the
+// observer.
+func (ss *session) acked(ctx context.Context, b *vantagev1.ResultBatch, results []*vantagev1.ProbeResult, fresh []bool, committedAt time.Time) error {
 	// The commit returned: only now may the agent forget these results
 	// (refused ones included: they are recorded as gaps).
 	ack := &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Ack{Ack: &vantagev1.Ack{Epoch: b.GetEpoch(), UpToSeq: b.GetLastSeq()}}}

@@ -109,17 +109,27 @@ schedule: {round: 5s}
 // over a real SQLite store, and one enrolled agent's client connection.
 type testAgent struct {
 	db   *sqlite.DB
+	dir  string // the data directory
 	srv  *Server
 	id   string
 	conn *grpc.ClientConn
+	fl   *fleet.Fleet
+	ca   *fleet.CA
+	addr string
 }
 
 // newTestAgent starts the service with campaign spec active; wrap, when not
 // nil, wraps the store the service writes to.
 func newTestAgent(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer, log *slog.Logger) *testAgent {
 	t.Helper()
-	ctx := context.Background()
-	db, ca := openStoreAndCA(t)
+	return newTestAgentWith(t, wrap, obs, log, nil)
+}
+
+// newTestAgentWith is newTestAgent with edit, when not nil, changing the
+// Server's Config before it starts.
+func newTestAgentWith(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer, log *slog.Logger, edit func(*Config)) *testAgent {
+	t.Helper()
+	db, ca, dir := openStoreAndCA(t)
 	var st store.Store = db
 	if wrap != nil {
 		st = wrap(db)
@@ -129,17 +139,36 @@ func newTestAgent(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer,
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvImpl := New(Config{Store: st, Fleet: fl, Campaigns: specs{sp}, Observer: obs, Log: log})
+	cfg := Config{Store: st, Fleet: fl, Campaigns: specs{sp}, Observer: obs, Log: log}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srvImpl := New(cfg)
 
-	addr := serveTLS(t, ca, srvImpl)
+	ta := &testAgent{db: db, dir: dir, srv: srvImpl, fl: fl, ca: ca, addr: serveTLS(t, ca, srvImpl)}
+	ta.enrol(t)
+	return ta
+}
 
-	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
+// another enrols one more agent with the same controller.
+func (ta *testAgent) another(t *testing.T) *testAgent {
+	t.Helper()
+	b := *ta
+	b.enrol(t)
+	return &b
+}
+
+// enrol enrols an agent for real and connects it with its certificate.
+func (ta *testAgent) enrol(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	tok, _, err := ta.fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "a"}}, key)
-	e, err := fl.Enroll(ctx, fleet.EnrollRequest{JoinToken: tok, CSRDER: csr, Name: "a"})
+	e, err := ta.fl.Enroll(ctx, fleet.EnrollRequest{JoinToken: tok, CSRDER: csr, Name: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,18 +177,29 @@ func newTestAgent(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer,
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		RootCAs: ca.Pool(), Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS13})))
+	conn, err := grpc.NewClient(ta.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: ta.ca.Pool(), Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS13})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &testAgent{db: db, srv: srvImpl, id: e.AgentID, conn: conn}
+	ta.id, ta.conn = e.AgentID, conn
 }
 
 // session opens a Session with epoch and returns it with the one task of
 // the first assignment.
 func (ta *testAgent) session(t *testing.T, epoch uint64) (vantagev1.AgentService_SessionClient, *vantagev1.Task) {
+	t.Helper()
+	s, tasks := ta.rawSession(t, epoch)
+	if len(tasks) != 1 {
+		t.Fatalf("first assignment has %d tasks; want 1", len(tasks))
+	}
+	return s, tasks[0]
+}
+
+// rawSession opens a Session with epoch and returns it with the tasks of
+// the first assignment.
+func (ta *testAgent) rawSession(t *testing.T, epoch uint64) (vantagev1.AgentService_SessionClient, []*vantagev1.Task) {
 	t.Helper()
 	sctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -169,10 +209,10 @@ func (ta *testAgent) session(t *testing.T, epoch uint64) (vantagev1.AgentService
 	}
 	s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{Epoch: epoch}}})
 	m, err := s.Recv()
-	if err != nil || m.GetAssignment() == nil || len(m.GetAssignment().GetTasks()) != 1 {
-		t.Fatalf("first message = %v, %v; want an assignment with 1 task", m, err)
+	if err != nil || m.GetAssignment() == nil {
+		t.Fatalf("first message = %v, %v; want an assignment", m, err)
 	}
-	return s, m.GetAssignment().GetTasks()[0]
+	return s, m.GetAssignment().GetTasks()
 }
 
 func TestAckOnlyAfterCommit(t *testing.T) {
@@ -297,8 +337,8 @@ func TestBacklogRightAfterHello(t *testing.T) {
 }
 
 // openStoreAndCA opens a real SQLite store and the controller's CA in a
-// fresh temporary data directory.
-func openStoreAndCA(t *testing.T) (*sqlite.DB, *fleet.CA) {
+// fresh temporary data directory, and returns that too.
+func openStoreAndCA(t *testing.T) (*sqlite.DB, *fleet.CA, string) {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := sqlite.Open(context.Background(), dir)
@@ -310,7 +350,7 @@ func openStoreAndCA(t *testing.T) (*sqlite.DB, *fleet.CA) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return db, ca
+	return db, ca, dir
 }
 
 // serveTLS serves srvImpl's AgentService on real TLS over loopback, as in

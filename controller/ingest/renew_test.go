@@ -38,7 +38,7 @@ type renewEnv struct {
 func newRenewEnv(t *testing.T, opts fleet.Options) *renewEnv {
 	t.Helper()
 	ctx := context.Background()
-	db, ca := openStoreAndCA(t)
+	db, ca, _ := openStoreAndCA(t)
 	fl := fleet.New(db, ca, opts)
 	addr := serveTLS(t, ca, New(Config{Store: db, Fleet: fl}))
 	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})

@@ -66,10 +66,13 @@ type Stats struct {
 	Batches uint64
 	// GapResults is the number of results agents reported lost in the gap
 	// records of committed batches (e.g. a full spool), refused ones not
-	// included.
+	// included, as far as each agent's gap budget let them claim.
 	GapResults uint64
-	// QueuedResults are results queued for, or being committed to, the
-	// store right now.
+	// GapResultsCut is the number of seqs gap records claimed beyond their
+	// agent's gap budget (Config.GapSeqRate, GapSeqBurst): not recorded.
+	GapResultsCut uint64
+	// QueuedResults is the work queued for, or being committed to, the
+	// store right now: results, and GapWork per gap record.
 	QueuedResults int64
 	// Sessions is the number of live agent sessions.
 	Sessions int
@@ -83,6 +86,7 @@ type Stats struct {
 // stats are the Server's event counters that no other state keeps.
 type stats struct {
 	stored, duplicate, batches, gapResults atomic.Uint64
+	gapCut                                 atomic.Uint64
 	throttles                              [numThrottleKinds]atomic.Uint64
 	commitBuckets                          [len(CommitBuckets) + 1]atomic.Uint64 // last: above every bound
 	commitNanos                            atomic.Uint64
@@ -134,6 +138,7 @@ func (s *Server) Stats() Stats {
 		ResultsRefused:   s.refused.Load(),
 		Batches:          s.stats.batches.Load(),
 		GapResults:       s.stats.gapResults.Load(),
+		GapResultsCut:    s.stats.gapCut.Load(),
 		QueuedResults:    max(s.queued.Load(), 0),
 		Sessions:         sessions,
 		CommitSeconds: Histogram{Bounds: slices.Clone(CommitBuckets[:]), Cumulative: make([]uint64, len(CommitBuckets)),

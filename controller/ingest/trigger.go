@@ -40,8 +40,10 @@ type HealthReporter interface {
 // and border routers. A campaign with a trace probe lends its settings;
 // otherwise the traces are ICMP Paris traces (max_ttl 30, gap_limit 5,
 // 1s per TTL). The results come back like any result, carrying the
-// trigger id, and feed the verdict engine's localisation. Triggers are best
-// effort: a session whose send queue is full skips it.
+// trigger id, and feed the verdict engine's localisation (they are
+// accepted until the trigger's expiry plus Config.TriggerGrace, with the
+// trigger's campaign and targets only). Triggers are best effort: a
+// session whose send queue is full skips it.
 func (s *Server) Localise(ts []*vantagev1.Transition) {
 	if s.cfg.Campaigns == nil {
 		return
@@ -84,9 +86,9 @@ func (s *Server) Localise(ts []*vantagev1.Transition) {
 			}
 			tr := &vantagev1.Trigger{Id: newTriggerID(), IssuedAt: timestamppb.New(now),
 				ExpiresAt: timestamppb.New(now.Add(TriggerLifetime)), Tasks: p.Tasks, Reason: joinReasons(p.Reasons)}
-			ss.mu.Lock()
-			ss.triggers[tr.GetId()] = true
-			ss.mu.Unlock()
+			s.mu.Lock()
+			s.rememberTrigger(ss.agent.ID, tr, now)
+			s.mu.Unlock()
 			select {
 			case ss.out <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Trigger{Trigger: tr}}:
 				s.log.Info("localisation traces triggered", "agent", ss.agent.ID, "campaign", name, "trigger", tr.GetId(), "tasks", len(p.Tasks))
@@ -191,31 +193,22 @@ func newTriggerID() string {
 }
 
 // SendTrigger queues tr on agentID's live session, for callers other than
-// Localise (host and upstream discovery). The trigger's task ids are
-// remembered for the agent, so results that arrive after a reconnect (from
-// the agent's spool) are still accepted. It returns false when the agent
-// has no session or its send queue is full: the caller decides whether to
-// try again.
+// Localise (host and upstream discovery). The trigger and its tasks are
+// remembered for the agent until its expiry plus Config.TriggerGrace, so
+// results that arrive after a reconnect (from the agent's spool) are still
+// accepted, with the trigger's campaign and target only. It returns false
+// when the agent has no session or its send queue is full: the caller
+// decides whether to try again.
 func (s *Server) SendTrigger(agentID string, tr *vantagev1.Trigger) bool {
 	s.mu.Lock()
 	ss := s.sessions[agentID]
 	if ss != nil {
-		k := s.known[agentID]
-		if k == nil {
-			k = map[string]bool{}
-			s.known[agentID] = k
-		}
-		for _, t := range tr.GetTasks() {
-			k[t.GetId()] = true
-		}
+		s.rememberTrigger(agentID, tr, s.now())
 	}
 	s.mu.Unlock()
 	if ss == nil {
 		return false
 	}
-	ss.mu.Lock()
-	ss.triggers[tr.GetId()] = true
-	ss.mu.Unlock()
 	select {
 	case ss.out <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Trigger{Trigger: tr}}:
 		return true

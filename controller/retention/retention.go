@@ -1,9 +1,11 @@
-// Package retention deletes raw probe results once they are older than the
-// retention period. Raw results are nearly all of the controller's database
-// (every probe of every round from every vantage) and matter for a while:
-// explain, replay and debugging. Verdict transitions, gaps and the audit log
-// are what is read months later, and they are kept. Without pruning the
-// SQLite file grows without bound.
+// Package retention deletes raw probe results, and the gap records of lost
+// results, once they are older than the retention period. Raw results are
+// nearly all of the controller's database (every probe of every round from
+// every vantage) and matter for a while: explain, replay and debugging.
+// Gap rows are small, but an agent can make many of them, so they age out
+// with the results they stand for (the agents' gap counters stay). Verdict
+// transitions and the audit log are what is read months later, and they are
+// kept. Without pruning the SQLite file grows without bound.
 //
 // The policy (how old, how often, how much per transaction) lives here, in
 // one loop with one owner, apart from the store: the store only knows how to
@@ -28,6 +30,8 @@ const (
 	// DefaultBatchChunks chunks (one agent batch and campaign each,
 	// usually a few hundred results) are deleted per store call.
 	DefaultBatchChunks = 256
+	// GapRowsPerCall gap rows are deleted per store call.
+	GapRowsPerCall = 1024
 )
 
 // Config configures a Pruner. Store and Keep are required.
@@ -40,7 +44,10 @@ type Config struct {
 	Every time.Duration
 	// BatchChunks bounds each store call (0: DefaultBatchChunks).
 	BatchChunks int
-	Logger      *slog.Logger
+	// Gaps deletes gap rows received more than Keep before Now; nil: the
+	// Store when it implements store.GapPruner, else gaps are kept.
+	Gaps   store.GapPruner
+	Logger *slog.Logger
 	// Now is the clock (nil: time.Now); tests inject one.
 	Now func() time.Time
 }
@@ -84,6 +91,9 @@ func New(cfg Config) *Pruner {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if gp, ok := cfg.Store.(store.GapPruner); ok && cfg.Gaps == nil {
+		cfg.Gaps = gp
+	}
 	return &Pruner{cfg: cfg, err: cfg.validate()}
 }
 
@@ -113,14 +123,29 @@ func (p *Pruner) Run(ctx context.Context) error {
 }
 
 // PruneOnce makes one pass: it deletes every result sent before Now - Keep,
-// BatchChunks chunks per store call, until a call deletes fewer, and logs
-// one line with the totals. On error it returns what it deleted so far.
+// BatchChunks chunks per store call, until a call deletes fewer, then every
+// gap row received before the same cutoff, and logs one line with the
+// totals. On error it returns what it deleted so far.
 func (p *Pruner) PruneOnce(ctx context.Context) (chunks, results int64, err error) {
 	if p.err != nil {
 		return 0, 0, p.err
 	}
 	start := time.Now()
 	cutoff := p.cfg.Now().Add(-p.cfg.Keep)
+	chunks, results, err = p.pruneResults(ctx, cutoff)
+	if err != nil {
+		return chunks, results, err
+	}
+	gaps, err := p.pruneGaps(ctx, cutoff)
+	if err != nil {
+		return chunks, results, err
+	}
+	p.cfg.Logger.Info("results pruned", "chunks", chunks, "results", results, "gaps", gaps,
+		"cutoff", cutoff.UTC().Format(time.RFC3339), "keep", p.cfg.Keep, "took", time.Since(start).Round(time.Millisecond))
+	return chunks, results, nil
+}
+
+func (p *Pruner) pruneResults(ctx context.Context, cutoff time.Time) (chunks, results int64, err error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return chunks, results, fmt.Errorf("prune results: %w", err)
@@ -132,10 +157,29 @@ func (p *Pruner) PruneOnce(ctx context.Context) (chunks, results int64, err erro
 			return chunks, results, err
 		}
 		if c < int64(p.cfg.BatchChunks) {
-			break
+			return chunks, results, nil
 		}
 	}
-	p.cfg.Logger.Info("results pruned", "chunks", chunks, "results", results,
-		"cutoff", cutoff.UTC().Format(time.RFC3339), "keep", p.cfg.Keep, "took", time.Since(start).Round(time.Millisecond))
-	return chunks, results, nil
+}
+
+// pruneGaps deletes the gap rows received before cutoff, GapRowsPerCall
+// per store call, and returns how many went.
+func (p *Pruner) pruneGaps(ctx context.Context, cutoff time.Time) (int64, error) {
+	if p.cfg.Gaps == nil {
+		return 0, nil
+	}
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("prune gaps: %w", err)
+		}
+		n, err := p.cfg.Gaps.PruneGaps(ctx, cutoff, GapRowsPerCall)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < GapRowsPerCall {
+			return total, nil
+		}
+	}
 }

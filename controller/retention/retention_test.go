@@ -182,3 +182,52 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("an invalid pruner deleted results: %d left, want 50", got)
 	}
 }
+
+// hidden wraps a store so that only the Store interface shows, as the
+// metrics wrapper does.
+type hidden struct{ store.Store }
+
+// TestPruneGaps: gap rows age out with the same cutoff as results, through
+// the Store when it can, or through Config.Gaps when the Store given is a
+// wrapper; the agent's gap counter stays.
+func TestPruneGaps(t *testing.T) {
+	const agent = "agt-0000000000000001"
+	tests := []struct {
+		name string
+		cfg  func(db *sqlite.DB) Config
+		now  time.Duration // after the gap was received
+		left int
+	}{
+		{"young gaps stay", func(db *sqlite.DB) Config { return Config{Store: db} }, 0, 2},
+		{"old gaps go", func(db *sqlite.DB) Config { return Config{Store: db} }, 2 * time.Hour, 0},
+		{"through Config.Gaps", func(db *sqlite.DB) Config { return Config{Store: hidden{db}, Gaps: db} }, 2 * time.Hour, 0},
+		{"a wrapper without Config.Gaps keeps them", func(db *sqlite.DB) Config { return Config{Store: hidden{db}} }, 2 * time.Hour, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := openStore(t)
+			gaps := []*vantagev1.Gap{{Epoch: 2, FirstSeq: 1, LastSeq: 5, Reason: "spool full"}, {Epoch: 2, FirstSeq: 9, LastSeq: 9, Reason: "spool full"}}
+			if _, _, err := db.CommitBatch(ctx, agent, 2, nil, gaps); err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now().Add(tc.now)
+			var logs syncbuf.Buffer
+			cfg := tc.cfg(db)
+			cfg.Keep, cfg.Now, cfg.Logger = time.Hour, func() time.Time { return now }, slog.New(slog.NewTextHandler(&logs, nil))
+			if _, _, err := New(cfg).PruneOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			left, err := db.Gaps(ctx, agent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(left) != tc.left {
+				t.Errorf("%d gap rows left, want %d", len(left), tc.left)
+			}
+			if want := fmt.Sprintf("gaps=%d", 2-tc.left); !strings.Contains(logs.String(), want) {
+				t.Errorf("log %q lacks %q", logs.String(), want)
+			}
+		})
+	}
+}

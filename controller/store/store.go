@@ -213,6 +213,23 @@ type Batch struct {
 	// parallel, outside the writer); nil makes the store encode them.
 	Bodies [][]byte
 	Gaps   []*vantagev1.Gap
+	// MaxGapRows caps the agent's stored gap rows (0: no cap). Once the
+	// agent has that many, a gap next to or over seqs already accounted
+	// for is still claimed (so a re-sent gap is not counted twice) and
+	// counted in Agent.Gaps, but no row is written, and an isolated gap
+	// is dropped: a liar cannot grow the gaps table, nor the seq ranges
+	// through gaps, without bound. Retention (GapPruner) frees rows again.
+	MaxGapRows int
+}
+
+// GapPruner is implemented by stores that can delete old gap records
+// (retention). PruneGaps deletes up to maxRows gap rows received before
+// receivedBefore, oldest first, in one transaction, and returns how many
+// it deleted; the caller loops until fewer than maxRows went. The seqs
+// stay accounted for (a gap re-sent after pruning is not stored again),
+// and the agents' gap counters are kept.
+type GapPruner interface {
+	PruneGaps(ctx context.Context, receivedBefore time.Time, maxRows int) (int64, error)
 }
 
 // GroupCommitter is implemented by stores that can commit many agents'

@@ -52,6 +52,15 @@ type Config struct {
 	// IngestQueue bounds the results waiting for the store.
 	IngestRate  float64
 	IngestQueue int
+	// IngestGapRows caps the gap rows stored per agent (0: the default,
+	// negative: no cap); IngestGapRate and IngestGapBurst are each
+	// agent's budget of seqs its gap records may claim; IngestClockSkew is
+	// how far ahead of the controller a result's sent_at may be (0:
+	// ingest's defaults).
+	IngestGapRows   int
+	IngestGapRate   float64
+	IngestGapBurst  int
+	IngestClockSkew time.Duration
 	// Limits: campaign targets and rates the controller refuses.
 	AllowSpecialRanges bool
 	BlocklistFile      string
@@ -93,6 +102,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.RetentionEvery < 0 || cfg.ResultsRetention > 0 && cfg.RetentionEvery == 0 {
 		return fmt.Errorf("--retention-every: must be positive, got %v", cfg.RetentionEvery)
+	}
+	if cfg.IngestGapRate < 0 || cfg.IngestGapBurst < 0 || cfg.IngestClockSkew < 0 {
+		return fmt.Errorf("--ingest-gap-rate %g, --ingest-gap-burst %d, --ingest-clock-skew %v: must not be negative",
+			cfg.IngestGapRate, cfg.IngestGapBurst, cfg.IngestClockSkew)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("--data: %w", err)
@@ -155,8 +168,13 @@ func Run(ctx context.Context, cfg Config) error {
 	// discovery (which keeps the results of its own triggers).
 	observers := &fanout{worker}
 	var _ ingest.Voucher = worker // results of paused or edited campaigns are vouched for, not refused
+	// A result older than the retention would be pruned at once; the past
+	// window is never shorter than ingest's default (a spool replay after
+	// a long outage), also when results are kept forever.
 	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
-		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue})
+		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue, MaxGapRows: cfg.IngestGapRows,
+		GapSeqRate: cfg.IngestGapRate, GapSeqBurst: cfg.IngestGapBurst, MaxClockSkew: cfg.IngestClockSkew,
+		MaxResultAge: max(cfg.ResultsRetention, ingest.DefaultMaxResultAge)})
 	// Metrics are counted whether served or not: they cost nothing unscraped.
 	met = metrics.New(metrics.Config{Ingest: ing, Verdicts: worker, Log: log})
 	if cfg.MetricsAddr != "" {
@@ -199,7 +217,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	if cfg.ResultsRetention > 0 {
-		pruner := retention.New(retention.Config{Store: met.CountPruned(st), Keep: cfg.ResultsRetention, Every: cfg.RetentionEvery, Logger: log})
+		pruner := retention.New(retention.Config{Store: met.CountPruned(st), Gaps: st, Keep: cfg.ResultsRetention, Every: cfg.RetentionEvery, Logger: log})
 		bg.Go(func() error { return pruner.Run(bgCtx) })
 	}
 	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log,

@@ -28,6 +28,7 @@ type stmts struct {
 	insertRange *sql.Stmt
 	insertChunk *sql.Stmt
 	gap         *sql.Stmt
+	gapRows     *sql.Stmt
 	count       *sql.Stmt
 }
 
@@ -60,6 +61,7 @@ func (db *DB) prepared(ctx context.Context) (*stmts, error) {
 		min_round, max_round, min_sent, max_sent, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	s.gap = prep(`INSERT INTO gaps (agent_id, epoch, first_seq, last_seq, reason, received_at)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, epoch, first_seq) DO NOTHING`)
+	s.gapRows = prep(`SELECT count(*) FROM gaps WHERE agent_id = ?`)
 	s.count = prep(`UPDATE agents SET results_stored = results_stored + ?,
 		duplicates_dropped = duplicates_dropped + ?, gaps = gaps + ? WHERE id = ?`)
 	if err != nil {
@@ -71,20 +73,20 @@ func (db *DB) prepared(ctx context.Context) (*stmts, error) {
 }
 
 func (s *stmts) close() {
-	for _, st := range []*sql.Stmt{s.prevRange, s.nextRanges, s.extendRange, s.deleteRange, s.insertRange, s.insertChunk, s.gap, s.count} {
+	for _, st := range []*sql.Stmt{s.prevRange, s.nextRanges, s.extendRange, s.deleteRange, s.insertRange, s.insertChunk, s.gap, s.gapRows, s.count} {
 		if st != nil {
 			st.Close()
 		}
 	}
 	s.prevRange, s.nextRanges, s.extendRange, s.deleteRange, s.insertRange = nil, nil, nil, nil, nil
-	s.insertChunk, s.gap, s.count, s.ready = nil, nil, nil, false
+	s.insertChunk, s.gap, s.gapRows, s.count, s.ready = nil, nil, nil, nil, false
 }
 
 // CommitBatches stores many agents' batches in one transaction: one commit
 // (one WAL append, and with SyncFull one fsync) for the whole group. Per batch it looks up the stored seq
 // ranges the batch touches, keeps the results not stored yet, writes them
-// as one chunk per campaign and merges the batch into the ranges. See
-// store.GroupCommitter.
+// as one chunk per campaign and merges the batch into the ranges; its gaps
+// are bounded as gaps.go says. See store.GroupCommitter.
 func (db *DB) CommitBatches(ctx context.Context, batches []store.Batch) ([][]bool, error) {
 	st, err := db.prepared(ctx)
 	if err != nil {
@@ -109,7 +111,7 @@ func (db *DB) CommitBatches(ctx context.Context, batches []store.Batch) ([][]boo
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		w := newRangeWriter(ctx, tx, st)
 		insertChunk := tx.StmtContext(ctx, st.insertChunk)
-		gap := tx.StmtContext(ctx, st.gap)
+		gb := &gapBudget{count: tx.StmtContext(ctx, st.gapRows), rows: map[string]int{}}
 		for i, b := range batches {
 			c := perAgent[b.AgentID]
 			if c == nil {
@@ -129,28 +131,11 @@ func (db *DB) CommitBatches(ctx context.Context, batches []store.Batch) ([][]boo
 				c.stored += uint64(ch.n)
 			}
 			c.dups += uint64(len(f)) - countTrue(f)
-			// A gap claims its seqs like results do, and only the seqs not
-			// accounted for yet become gap rows: a seq stored and later
-			// reported lost (its ack was lost, then the spool dropped it),
-			// or a gap reported twice, is never counted twice.
-			for _, g := range b.Gaps {
-				if g.GetLastSeq() < g.GetFirstSeq() {
-					continue
-				}
-				parts, err := w.claimRange(b.AgentID, g.GetEpoch(), seqRange{g.GetFirstSeq(), g.GetLastSeq()})
-				if err != nil {
-					return fmt.Errorf("agent %s epoch %d: gap: %w", b.AgentID, g.GetEpoch(), err)
-				}
-				for _, p := range parts {
-					res, err := gap.ExecContext(ctx, b.AgentID, g.GetEpoch(), p.first, p.last, g.GetReason(), now)
-					if err != nil {
-						return fmt.Errorf("agent %s: insert gap: %w", b.AgentID, err)
-					}
-					if n, _ := res.RowsAffected(); n > 0 {
-						c.gaps += p.last - p.first + 1
-					}
-				}
+			n, err := w.claimGaps(tx, gb, b, now)
+			if err != nil {
+				return err
 			}
+			c.gaps += n
 		}
 		count := tx.StmtContext(ctx, st.count)
 		for id, c := range perAgent {
@@ -176,14 +161,62 @@ func countTrue(f []bool) uint64 {
 	return n
 }
 
+// claimGaps claims a batch's gaps and writes a row for each part not
+// accounted for yet, within gb's bounds (gaps.go), and returns how many
+// seqs they newly counted. Only the seqs not accounted for become gap rows:
+// a seq stored and later reported lost (its ack was lost, then the spool
+// dropped it), or a gap reported twice, is never counted twice.
+func (w rangeWriter) claimGaps(tx *sql.Tx, gb *gapBudget, b store.Batch, now int64) (uint64, error) {
+	if len(b.Gaps) == 0 {
+		return 0, nil
+	}
+	gap := tx.StmtContext(w.ctx, w.st.gap)
+	gb.merges = maxBatchGapMerges
+	var counted uint64
+	for _, g := range b.Gaps {
+		if g.GetLastSeq() < g.GetFirstSeq() {
+			continue
+		}
+		left, err := gb.rowsLeft(w.ctx, b.AgentID, b.MaxGapRows)
+		if err != nil {
+			return 0, fmt.Errorf("agent %s: %w", b.AgentID, err)
+		}
+		claim := &gapClaim{extra: gb.merges, mustTouch: left <= 0}
+		parts, err := w.claimRange(b.AgentID, g.GetEpoch(), seqRange{g.GetFirstSeq(), g.GetLastSeq()}, claim)
+		if err != nil {
+			return 0, fmt.Errorf("agent %s epoch %d: gap: %w", b.AgentID, g.GetEpoch(), err)
+		}
+		gb.merges = claim.extra
+		for _, p := range parts {
+			if left <= 0 { // over the cap: accounted for and counted, no row
+				counted += p.last - p.first + 1
+				continue
+			}
+			res, err := gap.ExecContext(w.ctx, b.AgentID, g.GetEpoch(), p.first, p.last, g.GetReason(), now)
+			if err != nil {
+				return 0, fmt.Errorf("agent %s: insert gap: %w", b.AgentID, err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				counted += p.last - p.first + 1
+				left--
+				if b.MaxGapRows > 0 {
+					gb.rows[b.AgentID]++
+				}
+			}
+		}
+	}
+	return counted, nil
+}
+
 // rangeWriter claims seqs in result_ranges inside one transaction.
 type rangeWriter struct {
+	st                                      *stmts
 	ctx                                     context.Context
 	prev, next, extend, delete, insertRange *sql.Stmt
 }
 
 func newRangeWriter(ctx context.Context, tx *sql.Tx, st *stmts) rangeWriter {
-	return rangeWriter{ctx: ctx,
+	return rangeWriter{ctx: ctx, st: st,
 		prev:        tx.StmtContext(ctx, st.prevRange),
 		next:        tx.StmtContext(ctx, st.nextRanges),
 		extend:      tx.StmtContext(ctx, st.extendRange),
@@ -219,7 +252,7 @@ func (w rangeWriter) claim(agentID string, epoch uint64, results []*vantagev1.Pr
 			j++
 		}
 		run := seqRange{seq(i), seq(j - 1)}
-		ranges, err := w.claimRange(agentID, epoch, run)
+		ranges, err := w.claimRange(agentID, epoch, run, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -238,34 +271,32 @@ func (w rangeWriter) claim(agentID string, epoch uint64, results []*vantagev1.Pr
 	return fresh, nil
 }
 
+// gapClaim bounds the claim of a gap (gaps.go): extra is the number of
+// stored ranges it may merge beyond freeGapMerges (reduced by those it
+// merged), and with mustTouch it is claimed only if it adjoins or overlaps
+// a stored range, so that it adds no range row.
+type gapClaim struct {
+	extra     int
+	mustTouch bool
+}
+
 // claimRange merges run into result_ranges and returns the parts of it
-// that were not stored yet.
-func (w rangeWriter) claimRange(agentID string, epoch uint64, run seqRange) ([]seqRange, error) {
-	var touching []seqRange
-	var prev seqRange
-	err := w.prev.QueryRowContext(w.ctx, agentID, epoch, run.first).Scan(&prev.first, &prev.last)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return nil, fmt.Errorf("read stored ranges: %w", err)
-	case touches(prev, run):
-		touching = append(touching, prev)
+// that were not stored yet. gc, when not nil, bounds a gap's claim: run is
+// cut short before the first range it may not merge.
+func (w rangeWriter) claimRange(agentID string, epoch uint64, run seqRange, gc *gapClaim) ([]seqRange, error) {
+	most := -1
+	if gc != nil {
+		most = freeGapMerges + max(gc.extra, 0)
 	}
-	rows, err := w.next.QueryContext(w.ctx, agentID, epoch, run.first, run.last+1)
-	if err != nil {
-		return nil, fmt.Errorf("read stored ranges: %w", err)
+	touching, run, err := w.touching(agentID, epoch, run, most)
+	if err != nil || run.last < run.first {
+		return nil, err
 	}
-	for rows.Next() {
-		var r seqRange
-		if err := rows.Scan(&r.first, &r.last); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read stored ranges: %w", err)
+	if gc != nil {
+		if gc.mustTouch && len(touching) == 0 {
+			return nil, nil
 		}
-		touching = append(touching, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read stored ranges: %w", err)
+		gc.extra -= max(len(touching)-freeGapMerges, 0)
 	}
 	fresh, merged := cover(run, touching)
 	if len(fresh) == 0 {
@@ -287,6 +318,47 @@ func (w rangeWriter) claimRange(agentID string, epoch uint64, run seqRange) ([]s
 		return nil, fmt.Errorf("merge stored ranges: %w", err)
 	}
 	return fresh, nil
+}
+
+// touching returns the stored ranges that overlap or adjoin run, in order.
+// With most >= 0 it returns at most most of them, and run cut to end two
+// seqs before the first one left out (so that it no longer adjoins it);
+// the cut run is empty (last < first) when nothing of it is left.
+func (w rangeWriter) touching(agentID string, epoch uint64, run seqRange, most int) ([]seqRange, seqRange, error) {
+	var touching []seqRange
+	var prev seqRange
+	err := w.prev.QueryRowContext(w.ctx, agentID, epoch, run.first).Scan(&prev.first, &prev.last)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, run, fmt.Errorf("read stored ranges: %w", err)
+	case touches(prev, run):
+		touching = append(touching, prev)
+	}
+	rows, err := w.next.QueryContext(w.ctx, agentID, epoch, run.first, run.last+1)
+	if err != nil {
+		return nil, run, fmt.Errorf("read stored ranges: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r seqRange
+		if err := rows.Scan(&r.first, &r.last); err != nil {
+			return nil, run, fmt.Errorf("read stored ranges: %w", err)
+		}
+		if most >= 0 && len(touching) >= most {
+			// r.first > run.first >= 1; an empty run when r.first-2 < run.first.
+			run.last = r.first - 2
+			if r.first < 2 || run.last < run.first {
+				return nil, seqRange{1, 0}, nil
+			}
+			return touching, run, nil
+		}
+		touching = append(touching, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, run, fmt.Errorf("read stored ranges: %w", err)
+	}
+	return touching, run, nil
 }
 
 // commitOne is CommitBatchFresh through the group path.
