@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vantage-net/vantage/internal/netrange"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 	"golang.org/x/time/rate"
 )
@@ -226,8 +227,10 @@ func (g *Guard) CheckTarget(target string) (netip.Addr, error) {
 	if g.cfg.AllowSpecialRanges {
 		return addr, nil
 	}
-	if p, ok := SpecialRange(addr); ok {
-		return netip.Addr{}, fmt.Errorf("target %s is in %s (use --allow-special-ranges in a lab): %w", addr, p, ErrSpecialRange)
+	// The controller refuses the same table (internal/netrange), IPv6 forms
+	// that embed IPv4 included, before a campaign is stored.
+	if m, ok := netrange.Lookup(addr); ok {
+		return netip.Addr{}, fmt.Errorf("target %s %s; refused unless the agent runs with --allow-special-ranges (lab only): %w", addr, m, ErrSpecialRange)
 	}
 	return addr, nil
 }

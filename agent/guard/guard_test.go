@@ -42,6 +42,16 @@ func TestCheckTarget(t *testing.T) {
 		{"link-local v6", "fe80::1", ErrSpecialRange, true},
 		{"multicast v6", "ff02::1", ErrSpecialRange, true},
 		{"v4-mapped loopback", "::ffff:127.0.0.1", ErrSpecialRange, true},
+		{"v4-mapped public", "::ffff:8.8.8.8", nil, true},
+		{"AS112 v6", "2620:4f:8000::1", ErrSpecialRange, true},
+		{"NAT64 of private", "64:ff9b::a00:1", ErrSpecialRange, true},
+		{"NAT64 of metadata", "64:ff9b::a9fe:a9fe", ErrSpecialRange, true},
+		{"NAT64 of public", "64:ff9b::808:808", nil, true},
+		{"NAT64 local-use", "64:ff9b:1::808:808", ErrSpecialRange, true},
+		{"v4-compatible", "::808:808", ErrSpecialRange, true},
+		{"v4-translated", "::ffff:0:808:808", ErrSpecialRange, true},
+		{"6to4", "2002:808:808::1", ErrSpecialRange, true},
+		{"teredo", "2001:0:4136:e378:8000:63bf:3fff:fdd2", ErrSpecialRange, true},
 		{"name not ip", "example.com", ErrInvalid, false},
 		{"zoned", "fe80::1%eth0", ErrInvalid, false},
 		{"empty", "", ErrInvalid, false},
@@ -84,6 +94,8 @@ func TestCheckTask(t *testing.T) {
 		{"trace ttl", &vantagev1.Task{Id: "x", Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: "8.8.8.8",
 			Spec: &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{MaxTtl: 65}}}, ErrLimit, ""},
 		{"unknown kind", &vantagev1.Task{Id: "x", Target: "8.8.8.8"}, ErrInvalid, "task.kind PROBE_KIND_UNSPECIFIED: unknown: invalid"},
+		{"NAT64 of a private host", &vantagev1.Task{Id: "x", Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "64:ff9b::a00:1"}, ErrSpecialRange,
+			"task.target: target 64:ff9b::a00:1 embeds 10.0.0.1/32 (NAT64 well-known prefix (RFC 6052) 64:ff9b::/96), which is in 10.0.0.0/8 (private use (RFC 1918)); refused unless the agent runs with --allow-special-ranges (lab only): special-purpose address range"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
