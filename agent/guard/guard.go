@@ -52,6 +52,18 @@ const (
 	DefaultMaxTargets = 65536
 )
 
+// The window of schedule starts accepted: [MinScheduleStart,
+// MaxScheduleStart). The scheduler computes rounds with time.Duration,
+// which spans 292 years, so a start more than that before the agent's clock
+// overflowed the round arithmetic (a start before about 1733 made it spin
+// at 100% CPU); this window keeps any clock before 2262 within range. The
+// controller refuses the same window for a campaign's schedule.start
+// (controller/campaign), and tasks without a start use the Unix epoch.
+var (
+	MinScheduleStart = time.Unix(0, 0).UTC()
+	MaxScheduleStart = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // Config sets the limits. Zero values take the defaults above.
 type Config struct {
 	// AllowSpecialRanges permits loopback, RFC 1918 and the like (the lab).
@@ -248,6 +260,12 @@ func (g *Guard) CheckTask(t *vantagev1.Task) error {
 	}
 	if t.GetExpiresAt() != nil && !g.cfg.Now().Before(t.GetExpiresAt().AsTime()) {
 		return fmt.Errorf("task.expires_at %s: %w", t.GetExpiresAt().AsTime().Format(time.RFC3339), ErrExpired)
+	}
+	if ss := t.GetScheduleStart(); ss != nil {
+		if st := ss.AsTime(); st.Before(MinScheduleStart) || !st.Before(MaxScheduleStart) {
+			return fmt.Errorf("task.schedule_start %s: outside %s..%s: %w", st.Format(time.RFC3339Nano),
+				MinScheduleStart.Format(time.RFC3339), MaxScheduleStart.Format(time.RFC3339), ErrInvalid)
+		}
 	}
 	switch t.GetKind() {
 	case vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO:

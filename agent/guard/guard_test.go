@@ -79,6 +79,11 @@ func TestCheckTask(t *testing.T) {
 	}
 	expired := icmp(16)
 	expired.ExpiresAt = timestamppb.New(now.Add(-time.Second))
+	startAt := func(ts time.Time) *vantagev1.Task {
+		t := icmp(16)
+		t.ScheduleStart = timestamppb.New(ts)
+		return t
+	}
 	tests := []struct {
 		name    string
 		task    *vantagev1.Task
@@ -96,6 +101,13 @@ func TestCheckTask(t *testing.T) {
 		{"unknown kind", &vantagev1.Task{Id: "x", Target: "8.8.8.8"}, ErrInvalid, "task.kind PROBE_KIND_UNSPECIFIED: unknown: invalid"},
 		{"NAT64 of a private host", &vantagev1.Task{Id: "x", Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "64:ff9b::a00:1"}, ErrSpecialRange,
 			"task.target: target 64:ff9b::a00:1 embeds 10.0.0.1/32 (NAT64 well-known prefix (RFC 6052) 64:ff9b::/96), which is in 10.0.0.0/8 (private use (RFC 1918)); refused unless the agent runs with --allow-special-ranges (lab only): special-purpose address range"},
+		{"schedule start 1700", startAt(time.Date(1700, 1, 1, 0, 0, 0, 0, time.UTC)), ErrInvalid,
+			"task.schedule_start 1700-01-01T00:00:00Z: outside 1970-01-01T00:00:00Z..2200-01-01T00:00:00Z: invalid"},
+		{"schedule start just before the epoch", startAt(time.Unix(0, -1)), ErrInvalid, ""},
+		{"schedule start at the epoch", startAt(time.Unix(0, 0)), nil, ""},
+		{"schedule start in 2199", startAt(time.Date(2199, 12, 31, 23, 59, 59, 0, time.UTC)), nil, ""},
+		{"schedule start in 2200", startAt(time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)), ErrInvalid, ""},
+		{"schedule start year 1", startAt(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)), ErrInvalid, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

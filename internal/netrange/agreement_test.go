@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/vantage-net/vantage/agent/guard"
 	"github.com/vantage-net/vantage/agent/schedule"
 	"github.com/vantage-net/vantage/controller/campaign"
@@ -294,4 +296,31 @@ func runAssignment(t *testing.T, tasks []*vantagev1.Task) ([]*vantagev1.TaskStat
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return statuses, append([]string(nil), p.targets...)
+}
+
+// TestScheduleStartAgrees: the controller's schedule.start and the agent's
+// task.schedule_start accept the same window.
+func TestScheduleStartAgrees(t *testing.T) {
+	g := guard.New(guard.Config{})
+	addr := netip.MustParseAddr("8.8.8.8")
+	for _, start := range []string{"1700-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z",
+		"2026-01-01T00:00:00Z", "2199-12-31T23:59:59Z", "2200-01-01T00:00:00Z", "9999-12-31T23:59:59Z"} {
+		ts, err := time.Parse(time.RFC3339, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, perr := campaign.Parse([]byte(hostSpec(addr, "{round: 10s, start: "+start+"}")))
+		if perr != nil && !strings.HasPrefix(perr.Error(), "schedule.start: ") {
+			t.Fatalf("%s: Parse: %v", start, perr)
+		}
+		task := &vantagev1.Task{Id: "c/icmp/8.8.8.8", Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: addr.String(),
+			RoundMs: 10000, ScheduleStart: timestamppb.New(ts)}
+		gerr := g.CheckTask(task)
+		if gerr != nil && !strings.HasPrefix(gerr.Error(), "task.schedule_start ") {
+			t.Fatalf("%s: CheckTask: %v", start, gerr)
+		}
+		if (perr == nil) != (gerr == nil) {
+			t.Errorf("%s: controller %v, agent %v", start, perr, gerr)
+		}
+	}
 }
