@@ -1,12 +1,14 @@
 // Package guard holds the agent's own hard limits. They apply whatever the
 // controller says, so that even a compromised controller cannot turn an agent
-// into an attack tool: special-purpose address ranges are refused, the global
-// packet rate and payload sizes are capped, and expired or replayed commands
-// (assignments, triggers) are refused. A per-target token bucket keeps any
-// one address from being probed more often than MaxTargetRate, and the
-// highest assignment version accepted is persisted, so a replayed assignment
-// is refused across agent restarts too. Every refusal is an error whose text
-// names the field and the reason, so the controller can be told why.
+// into an attack tool: special-purpose address ranges are refused (the table
+// the controller refuses too, internal/netrange, IPv4 hidden in IPv6
+// included), the global packet rate and payload sizes are capped, and
+// expired, replayed or implausible commands (assignments, triggers) are
+// refused. A per-target token bucket keeps any one address from being
+// probed more often than MaxTargetRate, and the highest assignment version
+// accepted is persisted, so a replayed assignment is refused across agent
+// restarts too. Every refusal is an error whose text names the field and the
+// reason, so the controller can be told why.
 package guard
 
 import (
@@ -63,6 +65,18 @@ var (
 	MinScheduleStart = time.Unix(0, 0).UTC()
 	MaxScheduleStart = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 )
+
+// MaxVersionLead is how far an assignment version may be ahead of the
+// agent's clock read as Unix microseconds. The controller numbers
+// assignments from its clock at start (time.Now().UnixMicro(), see
+// controller/ingest New) plus one per assignment made since, and never
+// below one above the version the agent reports in Hello. A version it made
+// is therefore close to the clock in microseconds (a million assignments
+// add one second), and a day covers clock skew with room to spare, as mTLS
+// needs the clocks roughly right anyway. A version far beyond that, such as
+// 2^64-1, is refused: once persisted it would make every later assignment
+// stale, and the controller's "one above the agent's" would wrap to 0.
+const MaxVersionLead = 24 * time.Hour
 
 // Config sets the limits. Zero values take the defaults above.
 type Config struct {
@@ -155,6 +169,13 @@ func Open(cfg Config) (*Guard, error) {
 		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("guard: %s: not a version: %w", cfg.VersionFile, ErrInvalid)
+		}
+		if limit := g.versionLimit(); v > limit {
+			// Kept by an agent that accepted any version: every assignment
+			// would be stale. Only the operator can tell a wrong clock from
+			// a poisoned file.
+			return nil, fmt.Errorf("guard: %s: version %d is above %d, the clock in Unix microseconds plus %s (check the clock, or delete the file): %w",
+				cfg.VersionFile, v, limit, MaxVersionLead, ErrInvalid)
 		}
 		g.version = v
 	}
@@ -323,12 +344,21 @@ func (g *Guard) CheckAssignment(a *vantagev1.Assignment) error {
 	if a.GetExpiresAt() != nil && !g.cfg.Now().Before(a.GetExpiresAt().AsTime()) {
 		return fmt.Errorf("assignment.expires_at %s (version %d): %w", a.GetExpiresAt().AsTime().Format(time.RFC3339), a.GetVersion(), ErrExpired)
 	}
+	if limit := g.versionLimit(); a.GetVersion() > limit {
+		return fmt.Errorf("assignment.version %d: above %d, the agent's clock in Unix microseconds plus %s; not a version a controller makes: %w",
+			a.GetVersion(), limit, MaxVersionLead, ErrInvalid)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if a.GetVersion() <= g.version {
 		return fmt.Errorf("assignment.version %d: not newer than %d: %w", a.GetVersion(), g.version, ErrStale)
 	}
 	return nil
+}
+
+// versionLimit is the highest assignment version accepted now.
+func (g *Guard) versionLimit() uint64 {
+	return uint64(max(g.cfg.Now().Add(MaxVersionLead).UnixMicro(), 0))
 }
 
 // CommitAssignment records version as the current one if it is newer, and

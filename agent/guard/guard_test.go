@@ -3,9 +3,11 @@ package guard
 import (
 	"context"
 	"errors"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,7 +137,11 @@ func TestAssignmentVersions(t *testing.T) {
 		{"same version replayed", &vantagev1.Assignment{Version: 3, ExpiresAt: future}, ErrStale},
 		{"older", &vantagev1.Assignment{Version: 2, ExpiresAt: future}, ErrStale},
 		{"expired", &vantagev1.Assignment{Version: 9, ExpiresAt: timestamppb.New(now)}, ErrExpired},
+		{"2^64-1", &vantagev1.Assignment{Version: math.MaxUint64, ExpiresAt: future}, ErrInvalid},
+		{"a day and a microsecond ahead of the clock", &vantagev1.Assignment{Version: uint64(now.Add(MaxVersionLead).UnixMicro()) + 1}, ErrInvalid},
 		{"newer", &vantagev1.Assignment{Version: 4}, nil},
+		{"a controller's version", &vantagev1.Assignment{Version: uint64(now.UnixMicro()) + 7}, nil},
+		{"a day ahead of the clock", &vantagev1.Assignment{Version: uint64(now.Add(MaxVersionLead).UnixMicro())}, nil},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -148,8 +154,12 @@ func TestAssignmentVersions(t *testing.T) {
 			}
 		})
 	}
-	if v := g.AssignmentVersion(); v != 4 {
-		t.Fatalf("AssignmentVersion = %d, want 4", v)
+	if v, want := g.AssignmentVersion(), uint64(now.Add(MaxVersionLead).UnixMicro()); v != want {
+		t.Fatalf("AssignmentVersion = %d, want %d", v, want)
+	}
+	err := g.CheckAssignment(&vantagev1.Assignment{Version: math.MaxUint64})
+	if want := "assignment.version 18446744073709551615: above 1767312000000000, the agent's clock in Unix microseconds plus 24h0m0s; not a version a controller makes: invalid"; err == nil || err.Error() != want {
+		t.Fatalf("2^64-1: %v, want %q", err, want)
 	}
 }
 
@@ -241,6 +251,12 @@ func TestAssignmentVersionPersists(t *testing.T) {
 	}
 	if err := g2.CheckAssignment(&vantagev1.Assignment{Version: 10}); err != nil {
 		t.Fatalf("version 10: %v", err)
+	}
+	if err := os.WriteFile(file, []byte("18446744073709551615\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{VersionFile: file}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "delete the file") {
+		t.Fatalf("version file holding 2^64-1: err = %v, want ErrInvalid", err)
 	}
 	if err := os.WriteFile(file, []byte("junk"), 0o600); err != nil {
 		t.Fatal(err)
