@@ -109,7 +109,7 @@ type Guard struct {
 
 	mu       sync.Mutex
 	version  uint64
-	triggers map[string]time.Time // trigger id -> expiry, for replay refusal
+	triggers triggerMemory // trigger ids until they expire, for replay refusal
 	targets  map[netip.Addr]*bucket
 	limited  uint64 // probe runs refused by the per-target rate
 }
@@ -149,7 +149,7 @@ func New(cfg Config) *Guard {
 	return &Guard{
 		cfg:      cfg,
 		limiter:  rate.NewLimiter(rate.Limit(cfg.MaxPPS), burst),
-		triggers: make(map[string]time.Time),
+		triggers: triggerMemory{ids: make(map[string]time.Time)},
 		targets:  make(map[netip.Addr]*bucket),
 	}
 }
@@ -394,41 +394,4 @@ func (g *Guard) AssignmentVersion() uint64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.version
-}
-
-// maxTriggerMemory bounds the replay memory when triggers carry no expiry.
-const maxTriggerMemory = 4096
-
-// CheckTrigger refuses expired triggers and trigger ids seen before, and
-// remembers tr's id until it expires.
-func (g *Guard) CheckTrigger(tr *vantagev1.Trigger) error {
-	if tr == nil {
-		return fmt.Errorf("trigger: missing: %w", ErrInvalid)
-	}
-	if tr.GetId() == "" {
-		return fmt.Errorf("trigger.id: empty: %w", ErrInvalid)
-	}
-	now := g.cfg.Now()
-	exp := now.Add(time.Hour)
-	if tr.GetExpiresAt() != nil {
-		exp = tr.GetExpiresAt().AsTime()
-		if !now.Before(exp) {
-			return fmt.Errorf("trigger.expires_at %s (id %s): %w", exp.Format(time.RFC3339), tr.GetId(), ErrExpired)
-		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, seen := g.triggers[tr.GetId()]; seen {
-		return fmt.Errorf("trigger.id %s: %w", tr.GetId(), ErrStale)
-	}
-	for id, e := range g.triggers {
-		if !now.Before(e) {
-			delete(g.triggers, id)
-		}
-	}
-	if len(g.triggers) >= maxTriggerMemory {
-		return fmt.Errorf("trigger.id %s: %d triggers pending: %w", tr.GetId(), len(g.triggers), ErrLimit)
-	}
-	g.triggers[tr.GetId()] = exp
-	return nil
 }

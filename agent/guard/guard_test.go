@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/netip"
 	"os"
@@ -176,6 +177,61 @@ func TestTriggerReplay(t *testing.T) {
 	old := &vantagev1.Trigger{Id: "t2", ExpiresAt: timestamppb.New(now.Add(-time.Minute))}
 	if err := g.CheckTrigger(old); !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired CheckTrigger = %v, want ErrExpired", err)
+	}
+}
+
+// TestTriggerMemory: far-future expiries are refused, and a full memory
+// forgets the id expiring soonest instead of refusing every later trigger.
+func TestTriggerMemory(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	g := New(Config{Now: func() time.Time { return now }})
+	trig := func(id string, in time.Duration) *vantagev1.Trigger {
+		return &vantagev1.Trigger{Id: id, ExpiresAt: timestamppb.New(now.Add(in))}
+	}
+	farErrs := 0
+	for i := range maxTriggerMemory {
+		if err := g.CheckTrigger(trig(fmt.Sprintf("far-%d", i), 200*365*24*time.Hour)); errors.Is(err, ErrLimit) {
+			farErrs++
+		}
+	}
+	if farErrs != maxTriggerMemory {
+		t.Errorf("%d of %d triggers expiring in 200 years refused, want all", farErrs, maxTriggerMemory)
+	}
+	if err := g.CheckTrigger(trig("just-over", MaxTriggerLifetime+time.Second)); !errors.Is(err, ErrLimit) ||
+		!strings.Contains(err.Error(), "trigger.expires_at 2026-01-01T01:00:01Z (id just-over): more than 1h0m0s ahead") {
+		t.Fatalf("trigger an hour and a second ahead: %v", err)
+	}
+	if err := g.CheckTrigger(trig("soonest", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxTriggerMemory - 1 {
+		if err := g.CheckTrigger(trig(fmt.Sprintf("t-%d", i), MaxTriggerLifetime)); err != nil {
+			t.Fatalf("trigger %d: %v", i, err)
+		}
+	}
+	// Full: the next one is taken, and the id expiring soonest forgotten.
+	if err := g.CheckTrigger(trig("one-more", 2*time.Minute)); err != nil {
+		t.Fatalf("trigger after %d remembered: %v", maxTriggerMemory, err)
+	}
+	if n := g.TriggersRemembered(); n != maxTriggerMemory {
+		t.Fatalf("%d ids remembered, bound %d", n, maxTriggerMemory)
+	}
+	if err := g.CheckTrigger(trig("t-7", MaxTriggerLifetime)); !errors.Is(err, ErrStale) {
+		t.Fatalf("replayed t-7: %v, want ErrStale", err)
+	}
+	if err := g.CheckTrigger(trig("soonest", time.Minute)); err != nil {
+		t.Fatalf("the evicted id: %v (it was the one expiring soonest)", err)
+	}
+	// Expired ids are pruned as time passes.
+	now = now.Add(MaxTriggerLifetime)
+	if err := g.CheckTrigger(trig("later", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.TriggersRemembered(); n != 1 {
+		t.Fatalf("%d ids remembered an hour later, want 1", n)
+	}
+	if err := g.CheckTrigger(&vantagev1.Trigger{Id: strings.Repeat("x", 129)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("129-byte id: %v", err)
 	}
 }
 
