@@ -1,12 +1,14 @@
 // Package guard holds the agent's own hard limits. They apply whatever the
 // controller says, so that even a compromised controller cannot turn an agent
-// into an attack tool: special-purpose address ranges are refused, the global
-// packet rate and payload sizes are capped, and expired or replayed commands
-// (assignments, triggers) are refused. A per-target token bucket keeps any
-// one address from being probed more often than MaxTargetRate, and the
-// highest assignment version accepted is persisted, so a replayed assignment
-// is refused across agent restarts too. Every refusal is an error whose text
-// names the field and the reason, so the controller can be told why.
+// into an attack tool: special-purpose address ranges are refused (the table
+// the controller refuses too, internal/netrange, IPv4 hidden in IPv6
+// included), the global packet rate and payload sizes are capped, and
+// expired, replayed or implausible commands (assignments, triggers) are
+// refused. A per-target token bucket keeps any one address from being
+// probed more often than MaxTargetRate, and the highest assignment version
+// accepted is persisted, so a replayed assignment is refused across agent
+// restarts too. Every refusal is an error whose text names the field and the
+// reason, so the controller can be told why.
 package guard
 
 import (
@@ -22,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vantage-net/vantage/internal/netrange"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 	"golang.org/x/time/rate"
 )
@@ -50,6 +53,30 @@ const (
 	// DefaultMaxTargets bounds the per-target bucket map.
 	DefaultMaxTargets = 65536
 )
+
+// The window of schedule starts accepted: [MinScheduleStart,
+// MaxScheduleStart). The scheduler computes rounds with time.Duration,
+// which spans 292 years, so a start more than that before the agent's clock
+// overflowed the round arithmetic (a start before about 1733 made it spin
+// at 100% CPU); this window keeps any clock before 2262 within range. The
+// controller refuses the same window for a campaign's schedule.start
+// (controller/campaign), and tasks without a start use the Unix epoch.
+var (
+	MinScheduleStart = time.Unix(0, 0).UTC()
+	MaxScheduleStart = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// MaxVersionLead is how far an assignment version may be ahead of the
+// agent's clock read as Unix microseconds. The controller numbers
+// assignments from its clock at start (time.Now().UnixMicro(), see
+// controller/ingest New) plus one per assignment made since, and never
+// below one above the version the agent reports in Hello. A version it made
+// is therefore close to the clock in microseconds (a million assignments
+// add one second), and a day covers clock skew with room to spare, as mTLS
+// needs the clocks roughly right anyway. A version far beyond that, such as
+// 2^64-1, is refused: once persisted it would make every later assignment
+// stale, and the controller's "one above the agent's" would wrap to 0.
+const MaxVersionLead = 24 * time.Hour
 
 // Config sets the limits. Zero values take the defaults above.
 type Config struct {
@@ -82,7 +109,7 @@ type Guard struct {
 
 	mu       sync.Mutex
 	version  uint64
-	triggers map[string]time.Time // trigger id -> expiry, for replay refusal
+	triggers triggerMemory // trigger ids until they expire, for replay refusal
 	targets  map[netip.Addr]*bucket
 	limited  uint64 // probe runs refused by the per-target rate
 }
@@ -122,7 +149,7 @@ func New(cfg Config) *Guard {
 	return &Guard{
 		cfg:      cfg,
 		limiter:  rate.NewLimiter(rate.Limit(cfg.MaxPPS), burst),
-		triggers: make(map[string]time.Time),
+		triggers: triggerMemory{ids: make(map[string]time.Time)},
 		targets:  make(map[netip.Addr]*bucket),
 	}
 }
@@ -142,6 +169,13 @@ func Open(cfg Config) (*Guard, error) {
 		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("guard: %s: not a version: %w", cfg.VersionFile, ErrInvalid)
+		}
+		if limit := g.versionLimit(); v > limit {
+			// Kept by an agent that accepted any version: every assignment
+			// would be stale. Only the operator can tell a wrong clock from
+			// a poisoned file.
+			return nil, fmt.Errorf("guard: %s: version %d is above %d, the clock in Unix microseconds plus %s (check the clock, or delete the file): %w",
+				cfg.VersionFile, v, limit, MaxVersionLead, ErrInvalid)
 		}
 		g.version = v
 	}
@@ -226,8 +260,10 @@ func (g *Guard) CheckTarget(target string) (netip.Addr, error) {
 	if g.cfg.AllowSpecialRanges {
 		return addr, nil
 	}
-	if p, ok := SpecialRange(addr); ok {
-		return netip.Addr{}, fmt.Errorf("target %s is in %s (use --allow-special-ranges in a lab): %w", addr, p, ErrSpecialRange)
+	// The controller refuses the same table (internal/netrange), IPv6 forms
+	// that embed IPv4 included, before a campaign is stored.
+	if m, ok := netrange.Lookup(addr); ok {
+		return netip.Addr{}, fmt.Errorf("target %s %s; refused unless the agent runs with --allow-special-ranges (lab only): %w", addr, m, ErrSpecialRange)
 	}
 	return addr, nil
 }
@@ -245,6 +281,12 @@ func (g *Guard) CheckTask(t *vantagev1.Task) error {
 	}
 	if t.GetExpiresAt() != nil && !g.cfg.Now().Before(t.GetExpiresAt().AsTime()) {
 		return fmt.Errorf("task.expires_at %s: %w", t.GetExpiresAt().AsTime().Format(time.RFC3339), ErrExpired)
+	}
+	if ss := t.GetScheduleStart(); ss != nil {
+		if st := ss.AsTime(); st.Before(MinScheduleStart) || !st.Before(MaxScheduleStart) {
+			return fmt.Errorf("task.schedule_start %s: outside %s..%s: %w", st.Format(time.RFC3339Nano),
+				MinScheduleStart.Format(time.RFC3339), MaxScheduleStart.Format(time.RFC3339), ErrInvalid)
+		}
 	}
 	switch t.GetKind() {
 	case vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO:
@@ -302,12 +344,21 @@ func (g *Guard) CheckAssignment(a *vantagev1.Assignment) error {
 	if a.GetExpiresAt() != nil && !g.cfg.Now().Before(a.GetExpiresAt().AsTime()) {
 		return fmt.Errorf("assignment.expires_at %s (version %d): %w", a.GetExpiresAt().AsTime().Format(time.RFC3339), a.GetVersion(), ErrExpired)
 	}
+	if limit := g.versionLimit(); a.GetVersion() > limit {
+		return fmt.Errorf("assignment.version %d: above %d, the agent's clock in Unix microseconds plus %s; not a version a controller makes: %w",
+			a.GetVersion(), limit, MaxVersionLead, ErrInvalid)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if a.GetVersion() <= g.version {
 		return fmt.Errorf("assignment.version %d: not newer than %d: %w", a.GetVersion(), g.version, ErrStale)
 	}
 	return nil
+}
+
+// versionLimit is the highest assignment version accepted now.
+func (g *Guard) versionLimit() uint64 {
+	return uint64(max(g.cfg.Now().Add(MaxVersionLead).UnixMicro(), 0))
 }
 
 // CommitAssignment records version as the current one if it is newer, and
@@ -343,41 +394,4 @@ func (g *Guard) AssignmentVersion() uint64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.version
-}
-
-// maxTriggerMemory bounds the replay memory when triggers carry no expiry.
-const maxTriggerMemory = 4096
-
-// CheckTrigger refuses expired triggers and trigger ids seen before, and
-// remembers tr's id until it expires.
-func (g *Guard) CheckTrigger(tr *vantagev1.Trigger) error {
-	if tr == nil {
-		return fmt.Errorf("trigger: missing: %w", ErrInvalid)
-	}
-	if tr.GetId() == "" {
-		return fmt.Errorf("trigger.id: empty: %w", ErrInvalid)
-	}
-	now := g.cfg.Now()
-	exp := now.Add(time.Hour)
-	if tr.GetExpiresAt() != nil {
-		exp = tr.GetExpiresAt().AsTime()
-		if !now.Before(exp) {
-			return fmt.Errorf("trigger.expires_at %s (id %s): %w", exp.Format(time.RFC3339), tr.GetId(), ErrExpired)
-		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, seen := g.triggers[tr.GetId()]; seen {
-		return fmt.Errorf("trigger.id %s: %w", tr.GetId(), ErrStale)
-	}
-	for id, e := range g.triggers {
-		if !now.Before(e) {
-			delete(g.triggers, id)
-		}
-	}
-	if len(g.triggers) >= maxTriggerMemory {
-		return fmt.Errorf("trigger.id %s: %d triggers pending: %w", tr.GetId(), len(g.triggers), ErrLimit)
-	}
-	g.triggers[tr.GetId()] = exp
-	return nil
 }

@@ -3,9 +3,12 @@ package guard
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +45,16 @@ func TestCheckTarget(t *testing.T) {
 		{"link-local v6", "fe80::1", ErrSpecialRange, true},
 		{"multicast v6", "ff02::1", ErrSpecialRange, true},
 		{"v4-mapped loopback", "::ffff:127.0.0.1", ErrSpecialRange, true},
+		{"v4-mapped public", "::ffff:8.8.8.8", nil, true},
+		{"AS112 v6", "2620:4f:8000::1", ErrSpecialRange, true},
+		{"NAT64 of private", "64:ff9b::a00:1", ErrSpecialRange, true},
+		{"NAT64 of metadata", "64:ff9b::a9fe:a9fe", ErrSpecialRange, true},
+		{"NAT64 of public", "64:ff9b::808:808", nil, true},
+		{"NAT64 local-use", "64:ff9b:1::808:808", ErrSpecialRange, true},
+		{"v4-compatible", "::808:808", ErrSpecialRange, true},
+		{"v4-translated", "::ffff:0:808:808", ErrSpecialRange, true},
+		{"6to4", "2002:808:808::1", ErrSpecialRange, true},
+		{"teredo", "2001:0:4136:e378:8000:63bf:3fff:fdd2", ErrSpecialRange, true},
 		{"name not ip", "example.com", ErrInvalid, false},
 		{"zoned", "fe80::1%eth0", ErrInvalid, false},
 		{"empty", "", ErrInvalid, false},
@@ -69,6 +82,11 @@ func TestCheckTask(t *testing.T) {
 	}
 	expired := icmp(16)
 	expired.ExpiresAt = timestamppb.New(now.Add(-time.Second))
+	startAt := func(ts time.Time) *vantagev1.Task {
+		t := icmp(16)
+		t.ScheduleStart = timestamppb.New(ts)
+		return t
+	}
 	tests := []struct {
 		name    string
 		task    *vantagev1.Task
@@ -84,6 +102,15 @@ func TestCheckTask(t *testing.T) {
 		{"trace ttl", &vantagev1.Task{Id: "x", Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: "8.8.8.8",
 			Spec: &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{MaxTtl: 65}}}, ErrLimit, ""},
 		{"unknown kind", &vantagev1.Task{Id: "x", Target: "8.8.8.8"}, ErrInvalid, "task.kind PROBE_KIND_UNSPECIFIED: unknown: invalid"},
+		{"NAT64 of a private host", &vantagev1.Task{Id: "x", Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "64:ff9b::a00:1"}, ErrSpecialRange,
+			"task.target: target 64:ff9b::a00:1 embeds 10.0.0.1/32 (NAT64 well-known prefix (RFC 6052) 64:ff9b::/96), which is in 10.0.0.0/8 (private use (RFC 1918)); refused unless the agent runs with --allow-special-ranges (lab only): special-purpose address range"},
+		{"schedule start 1700", startAt(time.Date(1700, 1, 1, 0, 0, 0, 0, time.UTC)), ErrInvalid,
+			"task.schedule_start 1700-01-01T00:00:00Z: outside 1970-01-01T00:00:00Z..2200-01-01T00:00:00Z: invalid"},
+		{"schedule start just before the epoch", startAt(time.Unix(0, -1)), ErrInvalid, ""},
+		{"schedule start at the epoch", startAt(time.Unix(0, 0)), nil, ""},
+		{"schedule start in 2199", startAt(time.Date(2199, 12, 31, 23, 59, 59, 0, time.UTC)), nil, ""},
+		{"schedule start in 2200", startAt(time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)), ErrInvalid, ""},
+		{"schedule start year 1", startAt(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)), ErrInvalid, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,7 +138,11 @@ func TestAssignmentVersions(t *testing.T) {
 		{"same version replayed", &vantagev1.Assignment{Version: 3, ExpiresAt: future}, ErrStale},
 		{"older", &vantagev1.Assignment{Version: 2, ExpiresAt: future}, ErrStale},
 		{"expired", &vantagev1.Assignment{Version: 9, ExpiresAt: timestamppb.New(now)}, ErrExpired},
+		{"2^64-1", &vantagev1.Assignment{Version: math.MaxUint64, ExpiresAt: future}, ErrInvalid},
+		{"a day and a microsecond ahead of the clock", &vantagev1.Assignment{Version: uint64(now.Add(MaxVersionLead).UnixMicro()) + 1}, ErrInvalid},
 		{"newer", &vantagev1.Assignment{Version: 4}, nil},
+		{"a controller's version", &vantagev1.Assignment{Version: uint64(now.UnixMicro()) + 7}, nil},
+		{"a day ahead of the clock", &vantagev1.Assignment{Version: uint64(now.Add(MaxVersionLead).UnixMicro())}, nil},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -124,8 +155,12 @@ func TestAssignmentVersions(t *testing.T) {
 			}
 		})
 	}
-	if v := g.AssignmentVersion(); v != 4 {
-		t.Fatalf("AssignmentVersion = %d, want 4", v)
+	if v, want := g.AssignmentVersion(), uint64(now.Add(MaxVersionLead).UnixMicro()); v != want {
+		t.Fatalf("AssignmentVersion = %d, want %d", v, want)
+	}
+	err := g.CheckAssignment(&vantagev1.Assignment{Version: math.MaxUint64})
+	if want := "assignment.version 18446744073709551615: above 1767312000000000, the agent's clock in Unix microseconds plus 24h0m0s; not a version a controller makes: invalid"; err == nil || err.Error() != want {
+		t.Fatalf("2^64-1: %v, want %q", err, want)
 	}
 }
 
@@ -142,6 +177,61 @@ func TestTriggerReplay(t *testing.T) {
 	old := &vantagev1.Trigger{Id: "t2", ExpiresAt: timestamppb.New(now.Add(-time.Minute))}
 	if err := g.CheckTrigger(old); !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired CheckTrigger = %v, want ErrExpired", err)
+	}
+}
+
+// TestTriggerMemory: far-future expiries are refused, and a full memory
+// forgets the id expiring soonest instead of refusing every later trigger.
+func TestTriggerMemory(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	g := New(Config{Now: func() time.Time { return now }})
+	trig := func(id string, in time.Duration) *vantagev1.Trigger {
+		return &vantagev1.Trigger{Id: id, ExpiresAt: timestamppb.New(now.Add(in))}
+	}
+	farErrs := 0
+	for i := range maxTriggerMemory {
+		if err := g.CheckTrigger(trig(fmt.Sprintf("far-%d", i), 200*365*24*time.Hour)); errors.Is(err, ErrLimit) {
+			farErrs++
+		}
+	}
+	if farErrs != maxTriggerMemory {
+		t.Errorf("%d of %d triggers expiring in 200 years refused, want all", farErrs, maxTriggerMemory)
+	}
+	if err := g.CheckTrigger(trig("just-over", MaxTriggerLifetime+time.Second)); !errors.Is(err, ErrLimit) ||
+		!strings.Contains(err.Error(), "trigger.expires_at 2026-01-01T01:00:01Z (id just-over): more than 1h0m0s ahead") {
+		t.Fatalf("trigger an hour and a second ahead: %v", err)
+	}
+	if err := g.CheckTrigger(trig("soonest", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxTriggerMemory - 1 {
+		if err := g.CheckTrigger(trig(fmt.Sprintf("t-%d", i), MaxTriggerLifetime)); err != nil {
+			t.Fatalf("trigger %d: %v", i, err)
+		}
+	}
+	// Full: the next one is taken, and the id expiring soonest forgotten.
+	if err := g.CheckTrigger(trig("one-more", 2*time.Minute)); err != nil {
+		t.Fatalf("trigger after %d remembered: %v", maxTriggerMemory, err)
+	}
+	if n := g.TriggersRemembered(); n != maxTriggerMemory {
+		t.Fatalf("%d ids remembered, bound %d", n, maxTriggerMemory)
+	}
+	if err := g.CheckTrigger(trig("t-7", MaxTriggerLifetime)); !errors.Is(err, ErrStale) {
+		t.Fatalf("replayed t-7: %v, want ErrStale", err)
+	}
+	if err := g.CheckTrigger(trig("soonest", time.Minute)); err != nil {
+		t.Fatalf("the evicted id: %v (it was the one expiring soonest)", err)
+	}
+	// Expired ids are pruned as time passes.
+	now = now.Add(MaxTriggerLifetime)
+	if err := g.CheckTrigger(trig("later", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.TriggersRemembered(); n != 1 {
+		t.Fatalf("%d ids remembered an hour later, want 1", n)
+	}
+	if err := g.CheckTrigger(&vantagev1.Trigger{Id: strings.Repeat("x", 129)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("129-byte id: %v", err)
 	}
 }
 
@@ -217,6 +307,12 @@ func TestAssignmentVersionPersists(t *testing.T) {
 	}
 	if err := g2.CheckAssignment(&vantagev1.Assignment{Version: 10}); err != nil {
 		t.Fatalf("version 10: %v", err)
+	}
+	if err := os.WriteFile(file, []byte("18446744073709551615\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{VersionFile: file}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "delete the file") {
+		t.Fatalf("version file holding 2^64-1: err = %v, want ErrInvalid", err)
 	}
 	if err := os.WriteFile(file, []byte("junk"), 0o600); err != nil {
 		t.Fatal(err)

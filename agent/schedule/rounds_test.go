@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,5 +104,112 @@ func TestRestartMidRound(t *testing.T) {
 	}
 	if last, _, _ := l.Last(task.GetId()); last < 11 {
 		t.Fatalf("round log at %d, want >= 11", last)
+	}
+}
+
+// permissiveGuard passes every task, so that the scheduler's own handling
+// of a schedule it cannot compute is what runs.
+type permissiveGuard struct{ *guard.Guard }
+
+func (permissiveGuard) CheckTask(*vantagev1.Task) error     { return nil }
+func (permissiveGuard) CheckSchedule(*vantagev1.Task) error { return nil }
+
+// TestScheduleStartOutOfRange: a schedule_start more than 292 years back
+// (before about 1733) overflowed the round arithmetic, and the task's loop
+// spun at 100% CPU, deaf to cancellation. The guard refuses such a task,
+// naming the field; a scheduler behind a guard that lets it through refuses
+// it itself instead of spinning; and Run returns when cancelled.
+func TestScheduleStartOutOfRange(t *testing.T) {
+	tests := []struct {
+		name       string
+		start      time.Time
+		permissive bool
+		want       string
+	}{
+		{"guard refuses 1700", time.Date(1700, 1, 1, 0, 0, 0, 0, time.UTC), false,
+			"task.schedule_start 1700-01-01T00:00:00Z: outside 1970-01-01T00:00:00Z..2200-01-01T00:00:00Z"},
+		{"scheduler refuses 1700", time.Date(1700, 1, 1, 0, 0, 0, 0, time.UTC), true,
+			"task.schedule_start 1700-01-01T00:00:00Z: rounds of 1000 ms from it cannot be computed"},
+		{"scheduler refuses year 1", time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), true, "task.schedule_start 0001-01-01T00:00:00Z"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var g Guard = guard.New(guard.Config{MinRoundMs: 10})
+			if tc.permissive {
+				g = permissiveGuard{guard.New(guard.Config{AllowSpecialRanges: true, MinRoundMs: 10})}
+			}
+			var clockReads atomic.Int64
+			out := &sink{}
+			s := New(Config{Prober: fakeProber{}, Guard: g, Emit: out.emit, Status: out.stat,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Now:    func() time.Time { clockReads.Add(1); return time.Now() }})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan struct{})
+			go func() { defer close(done); _ = s.Run(ctx) }()
+			task := icmpTask("c/icmp/8.8.8.8", tc.start, 1000, 0, 1)
+			task.Target = "8.8.8.8"
+			if err := s.Apply(ctx, &vantagev1.Assignment{Version: 1, Tasks: []*vantagev1.Task{task}}); err != nil {
+				t.Fatal(err)
+			}
+			// Generous: the refusal takes microseconds; a spinning loop never sends it.
+			var st *vantagev1.TaskStatus
+			for deadline := time.Now().Add(20 * time.Second); st == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				out.mu.Lock()
+				if len(out.status) > 0 {
+					st = out.status[0]
+				}
+				out.mu.Unlock()
+			}
+			if st == nil {
+				t.Fatalf("no TaskStatus in 20 s; the clock was read %d times (the round loop spins)", clockReads.Load())
+			}
+			if !st.GetRefused() || st.GetTaskId() != task.GetId() || !strings.Contains(st.GetReason(), tc.want) {
+				t.Fatalf("TaskStatus %v, want refused with %q", st, tc.want)
+			}
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("Run did not return within 20 s of cancel; the clock was read %d times", clockReads.Load())
+			}
+			if n := len(out.byTask(task.GetId())); n != 0 {
+				t.Fatalf("%d results for a refused task", n)
+			}
+			t.Logf("refused: %s (clock read %d times)", st.GetReason(), clockReads.Load())
+		})
+	}
+}
+
+// TestRoundArithmetic: RoundAt and roundStart at the edges of
+// time.Duration.
+func TestRoundArithmetic(t *testing.T) {
+	epoch := time.Unix(0, 0)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		start  time.Time
+		round  time.Duration
+		want   int64
+		wantOK bool
+	}{
+		{"epoch, 1s", epoch, time.Second, now.Unix(), true},
+		{"future start", now.Add(time.Hour), time.Second, 0, true},
+		{"zero round", epoch, 0, 0, false},
+		{"start in 1700", time.Date(1700, 1, 1, 0, 0, 0, 0, time.UTC), time.Second, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n, ok := roundAt(tc.start, tc.round, now)
+			if n != tc.want || ok != tc.wantOK {
+				t.Fatalf("roundAt = %d %v, want %d %v", n, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+	if _, ok := roundStart(epoch, time.Hour, 1<<62); ok {
+		t.Fatal("roundStart of round 2^62 of an hour: no overflow reported")
+	}
+	if rs, ok := roundStart(epoch, time.Second, now.Unix()); !ok || !rs.Equal(now) {
+		t.Fatalf("roundStart = %v %v, want %v", rs, ok, now)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -66,7 +67,8 @@ type Config struct {
 	Guard  Guard
 	// Emit receives every result; it must not block for long.
 	Emit func(*vantagev1.ProbeResult)
-	// Status receives task refusals and fallbacks; it must not block for long.
+	// Status receives task refusals and fallbacks, from Run's goroutine or a
+	// task's; it must not block for long.
 	Status func(*vantagev1.TaskStatus)
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
@@ -191,8 +193,7 @@ func (s *Scheduler) apply(ctx context.Context, a *vantagev1.Assignment) {
 			err = fmt.Errorf("task.id %s: duplicate in assignment %d", t.GetId(), a.GetVersion())
 		}
 		if err != nil {
-			s.cfg.Logger.Warn("task refused", slog.String("task_id", t.GetId()), slog.String("reason", err.Error()))
-			s.cfg.Status(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: err.Error()})
+			s.refuse(t, err)
 			continue
 		}
 		want[t.GetId()] = t
@@ -231,12 +232,50 @@ func (s *Scheduler) stopAll() {
 	}
 }
 
-// RoundAt is the round containing instant now (0 before the schedule starts).
+// RoundAt is the round containing instant now (0 before the schedule
+// starts, and when the round cannot be computed: see roundAt).
 func RoundAt(start time.Time, round time.Duration, now time.Time) int64 {
-	if round <= 0 || now.Before(start) {
-		return 0
+	n, _ := roundAt(start, round, now)
+	return n
+}
+
+// roundAt is the round containing now; false when it cannot be computed:
+// round is not positive, or now is more than time.Duration's 292 years
+// after start (now.Sub saturates, and the loop that caught up round by
+// round from there spun forever).
+func roundAt(start time.Time, round time.Duration, now time.Time) (int64, bool) {
+	switch {
+	case round <= 0:
+		return 0, false
+	case now.Before(start):
+		return 0, true
 	}
-	return int64(now.Sub(start) / round)
+	d := now.Sub(start)
+	if d == math.MaxInt64 {
+		return 0, false
+	}
+	return int64(d / round), true
+}
+
+// roundStart is when round n starts; false when n*round overflows.
+func roundStart(start time.Time, round time.Duration, n int64) (time.Time, bool) {
+	if n < 0 || round <= 0 || n > math.MaxInt64/int64(round) {
+		return time.Time{}, false
+	}
+	return start.Add(time.Duration(n) * round), true
+}
+
+// errUnschedulable is the refusal of a task whose rounds cannot be
+// computed (the guard refuses such schedule starts first).
+func errUnschedulable(t *vantagev1.Task, start time.Time) error {
+	return fmt.Errorf("task.schedule_start %s: rounds of %d ms from it cannot be computed at the agent's clock (more than 292 years apart)",
+		start.Format(time.RFC3339), t.GetRoundMs())
+}
+
+// refuse reports t as refused and logs why.
+func (s *Scheduler) refuse(t *vantagev1.Task, err error) {
+	s.cfg.Logger.Warn("task refused", slog.String("task_id", t.GetId()), slog.String("reason", err.Error()))
+	s.cfg.Status(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: err.Error()})
 }
 
 func scheduleStart(t *vantagev1.Task) time.Time {
@@ -246,7 +285,8 @@ func scheduleStart(t *vantagev1.Task) time.Time {
 	return time.Unix(0, 0) // rounds aligned to the epoch
 }
 
-// runTask fires t once per eligible round until ctx ends or t expires.
+// runTask fires t once per eligible round until ctx ends or t expires. A
+// task whose rounds cannot be computed is refused (Config.Status) and ends.
 func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
 	start := scheduleStart(t)
 	round := time.Duration(t.GetRoundMs()) * time.Millisecond
@@ -258,23 +298,37 @@ func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	n := RoundAt(start, round, s.cfg.Now())
+	n, ok := roundAt(start, round, s.cfg.Now())
+	if !ok {
+		s.refuse(t, errUnschedulable(t, start))
+		return
+	}
 	if s.cfg.Rounds != nil {
 		if last, lastExp, ok := s.cfg.Rounds.Last(t.GetId()); ok {
 			s.reportMissed(t, start, round, every, last, lastExp, n)
 			n = max(n, last+1)
 		}
 	}
-	for {
+	for ctx.Err() == nil {
 		if rem := n % every; rem != 0 {
 			n += every - rem
 		}
-		roundStart := start.Add(time.Duration(n) * round)
-		fire := roundStart.Add(quantize(s.cfg.Jitter(jitter), jitter))
+		rs, ok := roundStart(start, round, n)
+		if !ok {
+			s.refuse(t, errUnschedulable(t, start))
+			return
+		}
+		fire := rs.Add(quantize(s.cfg.Jitter(jitter), jitter))
 		now := s.cfg.Now()
 		if fire.Before(now) {
-			if !now.Before(roundStart.Add(round)) {
-				n++ // this round is over
+			if !now.Before(rs.Add(round)) {
+				// This round is over: go on from the current one.
+				cur, ok := roundAt(start, round, now)
+				if !ok {
+					s.refuse(t, errUnschedulable(t, start))
+					return
+				}
+				n = max(n+1, cur)
 				continue
 			}
 			fire = now // joined mid-round: run now, still in round n
@@ -321,11 +375,14 @@ func quantize(j, n time.Duration) time.Duration {
 // expiry then), at most maxMissedPerTask (the latest), and records them.
 func (s *Scheduler) reportMissed(t *vantagev1.Task, start time.Time, round time.Duration, every, last int64, lastExp time.Time, now int64) {
 	var missed []int64
-	for r := now - 1; r > last && len(missed) < maxMissedPerTask; r-- {
-		if r%every != 0 {
-			continue
-		}
-		if !lastExp.IsZero() && !start.Add(time.Duration(r)*round).Before(lastExp) {
+	// Only multiples of every are due: step over them, not every round.
+	first := now - 1
+	if first >= 0 {
+		first -= first % every
+	}
+	for r := first; r > last && r >= 0 && len(missed) < maxMissedPerTask; r -= every {
+		rs, ok := roundStart(start, round, r)
+		if !ok || (!lastExp.IsZero() && !rs.Before(lastExp)) {
 			continue
 		}
 		missed = append(missed, r)
@@ -336,7 +393,8 @@ func (s *Scheduler) reportMissed(t *vantagev1.Task, start time.Time, round time.
 	for i := len(missed) - 1; i >= 0; i-- {
 		r := missed[i]
 		res := &vantagev1.ProbeResult{Outcome: vantagev1.Outcome_OUTCOME_ERROR, Error: MissedReason}
-		stamp(res, t, r, start.Add(time.Duration(r)*round), "")
+		rs, _ := roundStart(start, round, r)
+		stamp(res, t, r, rs, "")
 		s.cfg.Emit(res)
 	}
 	if err := s.cfg.Rounds.Start(t.GetId(), missed[0], lastExp); err != nil {

@@ -3,16 +3,22 @@ package campaign
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
+
+	"github.com/vantage-net/vantage/internal/netrange"
 )
 
 // Limits is the controller's policy on where campaigns may aim and how
 // hard, checked before a campaign is stored (the agents enforce their own
-// guard as well, whatever the controller says). The zero value refuses
-// special-purpose ranges and applies no blocklist and no rate caps.
+// guard as well, whatever the controller says, from the same table of
+// special-purpose ranges: internal/netrange). The zero value refuses
+// special-purpose ranges and applies no blocklist and no rate caps. Use it
+// by pointer; it must not be copied once Check has run.
 type Limits struct {
 	// AllowSpecial permits special-purpose ranges (loopback, RFC 1918,
 	// documentation, benchmarking, multicast...): the lab only.
@@ -25,59 +31,11 @@ type Limits struct {
 	// budget.agent_pps (0: no cap).
 	MaxPerTargetPPS float64
 	MaxAgentPPS     float64
-}
 
-// specialRange is one IANA special-purpose block (RFC 6890 and successors).
-type specialRange struct {
-	prefix netip.Prefix
-	name   string
-}
-
-var specialRanges = func() []specialRange {
-	list := []struct{ p, name string }{
-		{"0.0.0.0/8", "this network (RFC 791)"},
-		{"10.0.0.0/8", "private use (RFC 1918)"},
-		{"100.64.0.0/10", "shared address space (RFC 6598)"},
-		{"127.0.0.0/8", "loopback (RFC 1122)"},
-		{"169.254.0.0/16", "link local (RFC 3927)"},
-		{"172.16.0.0/12", "private use (RFC 1918)"},
-		{"192.0.0.0/24", "IETF protocol assignments (RFC 6890)"},
-		{"192.0.2.0/24", "documentation TEST-NET-1 (RFC 5737)"},
-		{"192.88.99.0/24", "6to4 relay anycast (RFC 7526)"},
-		{"192.168.0.0/16", "private use (RFC 1918)"},
-		{"198.18.0.0/15", "benchmarking (RFC 2544)"},
-		{"198.51.100.0/24", "documentation TEST-NET-2 (RFC 5737)"},
-		{"203.0.113.0/24", "documentation TEST-NET-3 (RFC 5737)"},
-		{"224.0.0.0/4", "multicast (RFC 5771)"},
-		{"240.0.0.0/4", "reserved and limited broadcast (RFC 1112, RFC 919)"},
-		{"::/128", "unspecified (RFC 4291)"},
-		{"::1/128", "loopback (RFC 4291)"},
-		{"::ffff:0:0/96", "IPv4-mapped (RFC 4291)"},
-		{"64:ff9b:1::/48", "local-use IPv4/IPv6 translation (RFC 8215)"},
-		{"100::/64", "discard-only (RFC 6666)"},
-		{"2001:2::/48", "benchmarking (RFC 5180)"},
-		{"2001:10::/28", "ORCHID (RFC 4843)"},
-		{"2001:db8::/32", "documentation (RFC 3849)"},
-		{"3fff::/20", "documentation (RFC 9637)"},
-		{"fc00::/7", "unique local (RFC 4193)"},
-		{"fe80::/10", "link local (RFC 4291)"},
-		{"ff00::/8", "multicast (RFC 4291)"},
-	}
-	out := make([]specialRange, len(list))
-	for i, r := range list {
-		out[i] = specialRange{netip.MustParsePrefix(r.p), r.name}
-	}
-	return out
-}()
-
-// SpecialPurpose returns the special-purpose ranges refused without
-// AllowSpecial.
-func SpecialPurpose() []netip.Prefix {
-	out := make([]netip.Prefix, len(specialRanges))
-	for i, r := range specialRanges {
-		out[i] = r.prefix
-	}
-	return out
+	// sets caches Blocklist and OptOut for lookups; it is rebuilt when
+	// either slice is replaced, so replace a list rather than edit its
+	// elements in place once Check has run.
+	sets atomic.Pointer[limitSets]
 }
 
 // MaxPrefixFileBytes bounds a blocklist or opt-out file.
@@ -146,10 +104,20 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 	return p
 }
 
-// Check refuses a campaign aimed at a special-purpose range (unless
+// Check is CheckContext without a deadline.
+func (l *Limits) Check(s *Spec) error { return l.CheckContext(context.Background(), s) }
+
+// CheckContext refuses a campaign aimed at a special-purpose range (unless
 // AllowSpecial), a blocklisted or opted-out network, or with a budget above
-// the caps. The error is a *FieldError naming the field.
-func (l *Limits) Check(s *Spec) error {
+// the caps. The error is a *FieldError naming the field, unless ctx ended
+// first (checked every checkEvery targets). Each target costs a lookup
+// logarithmic in the size of the lists, so a campaign of 65,536 targets
+// against a million blocklisted prefixes takes well under a second.
+//
+// IPv6 targets that embed an IPv4 address are checked as that address too
+// (netrange.EmbeddedIPv4: NAT64's 64:ff9b::/96), against the special
+// ranges and the lists, because that is where their packets go.
+func (l *Limits) CheckContext(ctx context.Context, s *Spec) error {
 	b := s.budget
 	if l.MaxPerTargetPPS > 0 && b.perTargetPPS > l.MaxPerTargetPPS {
 		return fieldErr("budget.per_target_pps", "%g is above the controller's cap of %g", b.perTargetPPS, l.MaxPerTargetPPS)
@@ -157,41 +125,102 @@ func (l *Limits) Check(s *Spec) error {
 	if l.MaxAgentPPS > 0 && b.agentPPS > l.MaxAgentPPS {
 		return fieldErr("budget.agent_pps", "%g is above the controller's cap of %g", b.agentPPS, l.MaxAgentPPS)
 	}
+	sets := l.prefixSets()
 	for i, nw := range s.targets.networks {
-		if err := l.checkPrefix(join(index("targets.networks", i), "prefix"), nw.prefix); err != nil {
+		if err := l.checkPrefix(join(index("targets.networks", i), "prefix"), nw.prefix, sets); err != nil {
 			return err
 		}
 	}
-	for _, t := range s.expanded {
-		p := netip.PrefixFrom(t.Addr.Unmap(), t.Addr.Unmap().BitLen())
-		if err := l.checkPrefix("targets: "+t.Addr.String(), p); err != nil {
+	for i, t := range s.expanded {
+		if i%checkEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("campaign limits: %d of %d targets checked: %w", i, len(s.expanded), err)
+			}
+		}
+		a := t.Addr.Unmap()
+		if err := l.checkPrefix("targets: "+t.Addr.String(), netip.PrefixFrom(a, a.BitLen()), sets); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (l *Limits) checkPrefix(field string, p netip.Prefix) error {
+// checkEvery is how many targets CheckContext checks between looks at ctx.
+const checkEvery = 1024
+
+// limitSets are Blocklist and OptOut as netrange.Sets, and the slices they
+// were built from.
+type limitSets struct {
+	block, optOut       []netip.Prefix
+	blockSet, optOutSet *netrange.Set
+}
+
+// prefixSets returns the lists as Sets, built at the first Check and again
+// when either slice has been replaced since.
+func (l *Limits) prefixSets() *limitSets {
+	if c := l.sets.Load(); c != nil && sameSlice(c.block, l.Blocklist) && sameSlice(c.optOut, l.OptOut) {
+		return c
+	}
+	c := &limitSets{block: l.Blocklist, optOut: l.OptOut, blockSet: prefixSet(l.Blocklist), optOutSet: prefixSet(l.OptOut)}
+	l.sets.Store(c) // a concurrent Check may build the same sets; either wins
+	return c
+}
+
+func sameSlice(a, b []netip.Prefix) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+func prefixSet(ps []netip.Prefix) *netrange.Set {
+	rs := make([]netrange.Range, len(ps))
+	for i, p := range ps {
+		rs[i] = netrange.Range{Prefix: unmapPrefix(p)}
+	}
+	return netrange.NewSet(rs)
+}
+
+func (l *Limits) checkPrefix(field string, p netip.Prefix, sets *limitSets) error {
 	if !p.IsValid() {
 		return nil
 	}
-	p = unmapPrefix(p)
+	p = unmapPrefix(p).Masked()
 	if !l.AllowSpecial {
-		for _, r := range specialRanges {
-			if r.prefix.Overlaps(p) {
-				return fieldErr(field, "%s overlaps the special-purpose range %s (%s); refused unless the controller runs with --allow-special-ranges (lab only)", p, r.prefix, r.name)
+		if m, ok := netrange.LookupPrefix(p); ok {
+			subject, whole := p.String(), ""
+			switch {
+			case m.Form.Checked:
+				subject = embedsSubject(p, m.Embedded, m.Form)
+			case m.Form.Prefix.IsValid() && m.Embedded.IsValid():
+				whole = ", a form refused whole; it embeds " + m.Embedded.String()
+			case m.Form.Prefix.IsValid():
+				whole = ", a form refused whole"
 			}
+			return fieldErr(field, "%s overlaps the special-purpose range %s (%s)%s; refused unless the controller runs with --allow-special-ranges (lab only)",
+				subject, m.Range.Prefix, m.Range.Name, whole)
 		}
 	}
-	for _, b := range l.Blocklist {
-		if b.Overlaps(p) {
-			return fieldErr(field, "%s overlaps %s on the controller's blocklist", p, b)
-		}
+	if subject, r, ok := overlapping(sets.blockSet, p); ok {
+		return fieldErr(field, "%s overlaps %s on the controller's blocklist", subject, r.Prefix)
 	}
-	for _, o := range l.OptOut {
-		if o.Overlaps(p) {
-			return fieldErr(field, "%s overlaps %s, whose operator opted out of probing", p, o)
-		}
+	if subject, r, ok := overlapping(sets.optOutSet, p); ok {
+		return fieldErr(field, "%s overlaps %s, whose operator opted out of probing", subject, r.Prefix)
 	}
 	return nil
+}
+
+// overlapping finds a range of set that p, or the IPv4 prefix p embeds,
+// overlaps; subject describes which of the two did.
+func overlapping(set *netrange.Set, p netip.Prefix) (string, netrange.Range, bool) {
+	if r, ok := set.Overlap(p); ok {
+		return p.String(), r, true
+	}
+	if v4, f, ok := netrange.EmbeddedIPv4(p); ok {
+		if r, ok := set.Overlap(v4); ok {
+			return embedsSubject(p, v4, f), r, true
+		}
+	}
+	return "", netrange.Range{}, false
+}
+
+func embedsSubject(p, v4 netip.Prefix, f netrange.Form) string {
+	return fmt.Sprintf("%s embeds %s (%s %s), which", p, v4, f.Name, f.Prefix)
 }

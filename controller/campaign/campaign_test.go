@@ -55,6 +55,8 @@ func TestParseBad(t *testing.T) {
 		{"round-too-tight.yaml", "schedule.round: 5s must be more than schedule.jitter 3.5s + the longest probe 2s (probes[0].icmp)"},
 		{"select-int.yaml", "vantages.select.rack: label values must be strings (quote numbers and booleans), got an integer"},
 		{"start-bad.yaml", "schedule.start: \"yesterday\" is not an RFC 3339 timestamp such as 2026-01-01T00:00:00Z"},
+		{"start-1700.yaml", "schedule.start: 1700-01-01T00:00:00Z is outside 1970-01-01T00:00:00Z..2200-01-01T00:00:00Z, the starts agents accept"},
+		{"start-2200.yaml", "schedule.start: 2200-01-01T00:00:00Z is outside 1970-01-01T00:00:00Z..2200-01-01T00:00:00Z, the starts agents accept"},
 		{"syntax.yaml", "not valid YAML: line 1: did not find expected ',' or ']'"},
 		{"tcp-mode.yaml", "probes[0].tcp.mode: \"fin\" must be connect or syn"},
 		{"tcp-no-ports.yaml", "probes[0].tcp.ports: required, at least one port"},

@@ -34,7 +34,7 @@
 //	  - icmp: {retries: 0, timeout: 2s, payload_bytes: 16}           # retries 0..5
 //	  - tcp: {ports: [80, 443], mode: connect, timeout: 2s}           # mode connect (default) | syn
 //	  - trace: {protocol: icmp, paris: false, every: 10m, max_ttl: 30, gap_limit: 5, timeout: 2s, port: 0, on_change: false}
-//	schedule: {round: 60s, jitter: 0s, start: 1970-01-01T00:00:00Z} # round required, 1s..24h
+//	schedule: {round: 60s, jitter: 0s, start: 1970-01-01T00:00:00Z} # round required, 1s..24h; start in [1970, 2200)
 //	vantages: {select: {role: vps}, quorum: 1}   # select: labels that must all match; empty = all agents
 //	budget: {per_target_pps: 1, agent_pps: 500}
 //
@@ -107,6 +107,16 @@ const (
 	maxTimeout          = 30 * time.Second
 	maxRound            = 24 * time.Hour
 	maxPorts            = 64
+)
+
+// The window of schedule.start, [minStart, maxStart): the one the agents'
+// guard accepts (agent/guard MinScheduleStart, MaxScheduleStart). Agents
+// compute rounds with time.Duration, which spans 292 years; a start before
+// about 1733 overflowed that arithmetic, and a test holds both sides to
+// the same window.
+var (
+	minStart = time.Unix(0, 0).UTC()
+	maxStart = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -564,8 +574,9 @@ func (p probeSpec) duration() time.Duration {
 
 func (s *Spec) validateSchedule() error {
 	sc := &s.schedule
-	if sc.hasStart && sc.start.Before(time.Unix(0, 0)) {
-		return fieldErr("schedule.start", "%s is before 1970-01-01T00:00:00Z", sc.start.Format(time.RFC3339))
+	if sc.hasStart && (sc.start.Before(minStart) || !sc.start.Before(maxStart)) {
+		return fieldErr("schedule.start", "%s is outside %s..%s, the starts agents accept",
+			sc.start.Format(time.RFC3339Nano), minStart.Format(time.RFC3339), maxStart.Format(time.RFC3339))
 	}
 	if sc.jitter >= sc.round {
 		return fieldErr("schedule.jitter", "%s must be less than schedule.round %s", sc.jitter, sc.round)

@@ -3,6 +3,7 @@ package icmp
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,21 @@ func newTestBulk(t testing.TB, cfg BulkConfig) *Bulk {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	return b
+}
+
+// TestRealBulkLocalBroadcast: an echo probe to this host's own subnet
+// broadcast address (loopback's, 127.255.255.255) ends in ERROR: the raw
+// socket lacks SO_BROADCAST, so the kernel refuses to send it.
+func TestRealBulkLocalBroadcast(t *testing.T) {
+	b := newTestBulk(t, BulkConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res := b.Probe(ctx, &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "127.255.255.255",
+		Spec: &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{TimeoutMs: 500}}})
+	if res.GetOutcome() != vantagev1.Outcome_OUTCOME_ERROR || !strings.Contains(res.GetError(), "permission denied") {
+		t.Fatalf("result = %v, want ERROR: permission denied", res)
+	}
+	t.Logf("%s: %s", res.GetTarget(), res.GetError())
 }
 
 func TestRealBulkLoopback(t *testing.T) {

@@ -118,11 +118,12 @@ func (c *Conn) openEpoll() error {
 
 func (c *Conn) setup(proto Proto, o Options) error {
 	if !c.v6 {
-		// As Go's raw IPv4 sockets do: a prefix's broadcast address may be
-		// a target.
-		if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
-			return fmt.Errorf("SO_BROADCAST: %w", err)
-		}
+		// No SO_BROADCAST (Go's own raw IPv4 sockets set it). The kernel
+		// needs it only to send to a broadcast route: the limited broadcast
+		// and the broadcast addresses of the agent's own subnets, which
+		// the guard cannot see and nothing should probe. A remote network's
+		// .255 is a unicast route and goes out without it. Without it such
+		// a send fails with EACCES and the probe ends in ERROR.
 		if o.DontFragment {
 			if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE); err != nil {
 				return fmt.Errorf("IP_MTU_DISCOVER: %w", err)

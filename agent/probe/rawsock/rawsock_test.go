@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -273,4 +274,38 @@ func TestRealDontFragment(t *testing.T) {
 			return
 		}
 	}
+}
+
+// loopbackBroadcast is a broadcast route's address on loopback from the
+// local routing table (127.255.255.255 for 127.0.0.0/8): a subnet
+// broadcast of this host that only reaches loopback.
+func loopbackBroadcast(t *testing.T) net.IP {
+	t.Helper()
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4,
+		&netlink.Route{Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_BROADCAST}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+	if err != nil {
+		t.Fatalf("list local routes: %v", err)
+	}
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.IP.IsLoopback() {
+			return r.Dst.IP
+		}
+	}
+	t.Skip("no broadcast route on loopback in the local routing table")
+	return nil
+}
+
+// TestRealNoLocalBroadcast: the raw IPv4 socket does not have SO_BROADCAST,
+// so a packet to a broadcast address of the host's own subnets (which the
+// guard cannot know) is refused by the kernel with EACCES, not sent.
+func TestRealNoLocalBroadcast(t *testing.T) {
+	c := listenOrSkip(t, false)
+	bcast := loopbackBroadcast(t)
+	req := []byte{8, 0, 0, 0, 0x12, 0x34, 0, 1, 'v', 'a', 'n', 't'}
+	binary.BigEndian.PutUint16(req[2:], Checksum(0, req))
+	sent, err := c.WriteBatch([]Message{{Buffers: [][]byte{req}, Addr: &net.IPAddr{IP: bcast}}})
+	if !errors.Is(err, unix.EACCES) {
+		t.Fatalf("WriteBatch to %s = %d, %v; want EACCES (no SO_BROADCAST)", bcast, sent, err)
+	}
+	t.Logf("send to %s: %v", bcast, err)
 }

@@ -5,7 +5,9 @@
 // Two engines: Syn sends raw SYNs from one shared socket per family and
 // needs CAP_NET_RAW; Prober uses connect(2) and needs no privilege. A task
 // asking for SYN on a host without raw sockets runs with connect and says
-// so (Fallback, and ProbeResult.error).
+// so (Fallback, and ProbeResult.error). A connect probe is charged to the
+// guard's packet limiter for every SYN the kernel may send within its
+// timeout, and TCP_SYNCNT caps them at that (synRetries).
 package tcp
 
 import (
@@ -39,14 +41,39 @@ type Limiter interface {
 
 // Prober runs connect probes.
 type Prober struct {
-	lim  Limiter
-	dial func(ctx context.Context, network, address string) (net.Conn, error)
+	lim Limiter
+	// dial connects to address, letting the kernel retransmit the SYN at
+	// most synRetries times.
+	dial func(ctx context.Context, address string, synRetries int) (net.Conn, error)
 }
 
 // New returns a Prober. lim may be nil (no pacing; tests only).
 func New(lim Limiter) *Prober {
-	var d net.Dialer
-	return &Prober{lim: lim, dial: d.DialContext}
+	return &Prober{lim: lim, dial: func(ctx context.Context, address string, synRetries int) (net.Conn, error) {
+		d := net.Dialer{Control: capSYNs(synRetries)}
+		return d.DialContext(ctx, "tcp", address)
+	}}
+}
+
+// maxSYNRetries bounds synRetries (the kernel's default
+// net.ipv4.tcp_syn_retries).
+const maxSYNRetries = 6
+
+// synRetries is how many times the kernel may retransmit a connect
+// probe's SYN within timeout. connect(2) leaves retransmission to the
+// kernel, out of the guard's sight: by default (tcp_syn_retries 6) SYNs go
+// at 0, 1, 3, 7, 15 and 31 s, the RTO doubling from 1 s, until the probe's
+// timeout closes the socket. The prober caps the retransmissions at this
+// count with TCP_SYNCNT (capSYNs), so a smaller initial RTO cannot send
+// more, and charges the guard's limiter one packet per SYN the kernel may
+// send: 1 + synRetries. TCP_SYNCNT cannot be below 1, so even a probe with
+// a timeout under 1 s is charged two.
+func synRetries(timeout time.Duration) int {
+	n := 0
+	for at := time.Second; at < timeout && n < maxSYNRetries; at = 2*at + time.Second {
+		n++
+	}
+	return max(n, 1)
 }
 
 // Fallback reports the engine a task runs with when it differs from the
@@ -79,9 +106,12 @@ func (p *Prober) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeR
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	retries := synRetries(timeout)
 	if p.lim != nil {
-		if err := p.lim.Wait(ctx); err != nil {
-			return fail(res, err)
+		for range 1 + retries { // every SYN the kernel may send
+			if err := p.lim.Wait(ctx); err != nil {
+				return fail(res, err)
+			}
 		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
@@ -89,7 +119,7 @@ func (p *Prober) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeR
 	start := time.Now()
 	res.SentAt = timestamppb.New(start)
 	res.Attempts = 1
-	conn, err := p.dial(dctx, "tcp", netip.AddrPortFrom(addr.Unmap(), uint16(spec.GetPort())).String())
+	conn, err := p.dial(dctx, netip.AddrPortFrom(addr.Unmap(), uint16(spec.GetPort())).String(), retries)
 	rtt := time.Since(start)
 	if err == nil {
 		_ = conn.Close()

@@ -108,3 +108,46 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+// countingLimiter counts the packets charged to it.
+type countingLimiter struct{ n int }
+
+func (l *countingLimiter) Wait(context.Context) error { l.n++; return nil }
+
+// TestConnectChargesSYNs: a connect probe is charged for every SYN the
+// kernel may send within its timeout, and the dial is told to cap the
+// retransmissions at that count (TCP_SYNCNT). It used to be charged one.
+func TestConnectChargesSYNs(t *testing.T) {
+	tests := []struct {
+		timeoutMs   uint32
+		wantRetries int
+	}{
+		{500, 1}, // TCP_SYNCNT cannot be 0
+		{1000, 1},
+		{2000, 1}, // SYNs at 0 and 1 s
+		{3001, 2}, // and 3 s
+		{10000, 3},
+		{30000, 4}, // 0, 1, 3, 7, 15 s
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(tc.timeoutMs), func(t *testing.T) {
+			lim := &countingLimiter{}
+			p := New(lim)
+			var gotRetries int
+			p.dial = func(_ context.Context, _ string, retries int) (net.Conn, error) {
+				gotRetries = retries
+				return nil, &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}
+			}
+			tk := task("192.0.2.1", 80, vantagev1.TcpMode_TCP_MODE_CONNECT)
+			tk.GetTcp().TimeoutMs = tc.timeoutMs
+			res := p.Probe(context.Background(), tk)
+			if res.GetOutcome() != vantagev1.Outcome_OUTCOME_TCP_RST {
+				t.Fatalf("outcome %v", res.GetOutcome())
+			}
+			if gotRetries != tc.wantRetries || lim.n != 1+tc.wantRetries {
+				t.Fatalf("timeout %d ms: dial capped at %d retransmissions, limiter charged %d; want %d and %d",
+					tc.timeoutMs, gotRetries, lim.n, tc.wantRetries, 1+tc.wantRetries)
+			}
+		})
+	}
+}
