@@ -263,7 +263,10 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
 	}
 	if s.cfg.Limits != nil {
-		if err := s.cfg.Limits.Check(spec); err != nil {
+		if err := s.cfg.Limits.CheckContext(ctx, spec); err != nil {
+			if ctx.Err() != nil { // the caller gave up during a long check
+				return nil, s.fail("ApplyCampaign", fmt.Errorf("check campaign limits: %w", err))
+			}
 			s.log.Warn("campaign refused", "campaign", spec.Name(), "actor", actor(ctx), "err", err)
 			return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
 		}

@@ -79,6 +79,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vantage-net/vantage/internal/probecost"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -614,6 +615,10 @@ func (s *Spec) packetsPerRound(p probeSpec) float64 {
 	switch {
 	case p.icmp != nil:
 		return float64(1 + p.icmp.retries)
+	case p.tcp != nil && p.tcp.mode == "connect":
+		// The kernel may retransmit a connect probe's SYN within its
+		// timeout, and the agent charges every one (probecost).
+		return float64(len(p.tcp.ports) * probecost.ConnectSYNs(p.tcp.timeout))
 	case p.tcp != nil:
 		return float64(len(p.tcp.ports))
 	default:

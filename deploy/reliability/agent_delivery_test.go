@@ -323,7 +323,7 @@ func TestAgentSpoolCapFill(t *testing.T) {
 		[2]string{"icmp: {retries: 1, timeout: 1s}", "icmp: {retries: 0, timeout: 500ms}"},
 		[2]string{"mode: connect, timeout: 1s}", "mode: connect, timeout: 500ms}"},
 		[2]string{"schedule: {round: 3s, jitter: 500ms}", "schedule: {round: 1s, jitter: 300ms}"},
-		[2]string{"per_target_pps: 1", "per_target_pps: 2"}))
+		[2]string{"per_target_pps: 2", "per_target_pps: 3"}))
 	id := waitConnected(t, ctx, h, v)
 	waitFor(t, ctx, time.Minute, v+" results stored", func() (bool, error) {
 		st, err := queryStored(ctx, h, id)

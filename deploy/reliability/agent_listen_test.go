@@ -135,7 +135,7 @@ func TestAgentListensNowhere(t *testing.T) {
 		[2]string{"name: country", "name: listen"},
 		[2]string{"  - tcp: {ports: [80], mode: connect, timeout: 1s}",
 			"  - tcp: {ports: [80], mode: connect, timeout: 1s}\n  - trace: {protocol: udp, port: 33434, every: 3s, max_ttl: 8, timeout: 500ms}"},
-		[2]string{"per_target_pps: 1", "per_target_pps: 4"})
+		[2]string{"per_target_pps: 2", "per_target_pps: 4"})
 	applyCampaign(t, ctx, h, spec)
 	id := waitConnected(t, ctx, h, v)
 	// Every engine has run at least once.

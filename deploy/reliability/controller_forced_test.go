@@ -26,6 +26,7 @@ probes:
   - tcp: {ports: [80], mode: connect, timeout: 500ms}
 schedule: {round: 2s, jitter: 200ms}
 vantages: {quorum: 1}
+budget: {per_target_pps: 2}
 `
 
 var nftCounterRE = regexp.MustCompile(`counter packets (\d+) bytes \d+ comment "(vk-[a-z0-9-]+)"`)

@@ -22,6 +22,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/internal/probecost"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -55,26 +56,13 @@ func New(lim Limiter) *Prober {
 	}}
 }
 
-// maxSYNRetries bounds synRetries (the kernel's default
-// net.ipv4.tcp_syn_retries).
-const maxSYNRetries = 6
-
 // synRetries is how many times the kernel may retransmit a connect
-// probe's SYN within timeout. connect(2) leaves retransmission to the
-// kernel, out of the guard's sight: by default (tcp_syn_retries 6) SYNs go
-// at 0, 1, 3, 7, 15 and 31 s, the RTO doubling from 1 s, until the probe's
-// timeout closes the socket. The prober caps the retransmissions at this
-// count with TCP_SYNCNT (capSYNs), so a smaller initial RTO cannot send
-// more, and charges the guard's limiter one packet per SYN the kernel may
-// send: 1 + synRetries. TCP_SYNCNT cannot be below 1, so even a probe with
-// a timeout under 1 s is charged two.
-func synRetries(timeout time.Duration) int {
-	n := 0
-	for at := time.Second; at < timeout && n < maxSYNRetries; at = 2*at + time.Second {
-		n++
-	}
-	return max(n, 1)
-}
+// probe's SYN within timeout (probecost.ConnectSYNRetries, which the
+// controller's budget check counts too). The prober caps the
+// retransmissions at this count with TCP_SYNCNT (capSYNs), so a smaller
+// initial RTO cannot send more, and charges the guard's limiter one packet
+// per SYN the kernel may send: 1 + synRetries.
+func synRetries(timeout time.Duration) int { return probecost.ConnectSYNRetries(timeout) }
 
 // Fallback reports the engine a task runs with when it differs from the
 // one asked for, and why.
