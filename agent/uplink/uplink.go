@@ -14,10 +14,16 @@
 //
 // The stream is served by a send loop and a receive loop joined by an
 // errgroup, as etcd's watch stream is; a failure of either ends the session,
-// and Run reconnects with exponential backoff and jitter. An overloaded
-// controller is obeyed: a Throttle{retry_after_ms} pauses uploads, and a
-// session ended with RESOURCE_EXHAUSTED delays the reconnect by the
-// retry-after it carries (trailer "retry-after-ms" or a RetryInfo detail).
+// and Run opens a new one after a backoff with jitter. There is one backoff
+// per cause, never two stacked: opening a session waits for the connection
+// (gRPC wait-for-ready), whose reconnect attempts gRPC paces (at most
+// ConnectBackoffMax apart, jittered), so an agent is back within about a
+// second of its controller listening again; Run's own backoff (BackoffMin
+// to BackoffMax) only paces sessions that opened and then failed. An
+// overloaded controller is obeyed: a Throttle{retry_after_ms} pauses
+// uploads, and a session ended with RESOURCE_EXHAUSTED delays the reconnect
+// by the retry-after it carries (trailer "retry-after-ms" or a RetryInfo
+// detail), whichever loop noticed the end first.
 package uplink
 
 import (
@@ -73,7 +79,17 @@ const (
 	DefaultHeartbeatInterval = 5 * time.Second
 	DefaultBackoffMin        = 250 * time.Millisecond
 	DefaultBackoffMax        = 10 * time.Second
-	DefaultSpoolCapacity     = 200_000
+	// DefaultConnectBackoffMax caps gRPC's pause between connection
+	// attempts (jittered by 20%), so every agent tries again within about
+	// a second once its controller is back; the attempts of many agents,
+	// started at different moments and jittered each time, spread over
+	// that second rather than arriving at once.
+	DefaultConnectBackoffMax = time.Second
+	// DefaultOpenTimeout bounds the wait for a connection when opening a
+	// session; then the agent logs that the controller is unreachable
+	// (with gRPC's last connection error) and keeps waiting.
+	DefaultOpenTimeout   = 30 * time.Second
+	DefaultSpoolCapacity = 200_000
 	// DefaultAckTimeout: a batch unacknowledged this long ends the session
 	// (the results are re-sent on the next one). The controller acks after
 	// its commit and refuses work (Throttle, RESOURCE_EXHAUSTED) well before
@@ -111,6 +127,11 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	BackoffMin        time.Duration
 	BackoffMax        time.Duration
+	// ConnectBackoffMax caps the pause between connection attempts
+	// (DefaultConnectBackoffMax); OpenTimeout bounds one wait for a
+	// connection (DefaultOpenTimeout).
+	ConnectBackoffMax time.Duration
+	OpenTimeout       time.Duration
 	AckTimeout        time.Duration
 
 	// StateDir is where a renewed certificate is written (key.pem,
@@ -195,6 +216,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = DefaultBackoffMax
 	}
+	if cfg.ConnectBackoffMax <= 0 {
+		cfg.ConnectBackoffMax = DefaultConnectBackoffMax
+	}
+	if cfg.OpenTimeout <= 0 {
+		cfg.OpenTimeout = DefaultOpenTimeout
+	}
 	if cfg.Spool == nil {
 		cfg.Spool = spool.NewMemory(cfg.Identity.Epoch, DefaultSpoolCapacity)
 	}
@@ -238,10 +265,11 @@ func dial(cfg Config, host string, id *Identity) (*grpc.ClientConn, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		// gRPC's own reconnect backoff grows to 120s and a connection attempt
 		// may wait 20s: after a long outage the agent would sit out minutes
-		// of a healthy link. Keep both on the agent's own scale.
+		// of a healthy link. Sessions wait for this connection (Run), so its
+		// backoff alone decides how soon an agent is back.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: grpcbackoff.Config{
-				BaseDelay: cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.BackoffMax,
+				BaseDelay: min(cfg.BackoffMin, cfg.ConnectBackoffMax), Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.ConnectBackoffMax,
 			},
 			MinConnectTimeout: 5 * time.Second,
 		}),
@@ -309,8 +337,7 @@ func (c *Client) Run(ctx context.Context) error {
 	defer func() { c.conn.Close() }()
 	b := newBackoff(c.cfg.BackoffMin, c.cfg.BackoffMax)
 	for {
-		start := time.Now()
-		err := c.session(ctx)
+		opened, err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -321,13 +348,16 @@ func (c *Client) Run(ctx context.Context) error {
 			b.reset()
 			continue
 		}
-		if time.Since(start) > 2*c.cfg.BackoffMax {
+		if errors.Is(err, errOpenTimeout) {
+			// gRPC keeps trying the connection at its own pace: wait on.
+			c.log.Warn("controller unreachable; still trying", slog.String("error", err.Error()))
+			continue
+		}
+		if !opened.IsZero() && time.Since(opened) > 2*c.cfg.BackoffMax {
 			b.reset() // the session was healthy for a while
 		}
 		d := b.next()
-		if ra := RetryAfter(err); ra > 0 {
-			d = max(d, ra)
-		} else if ra := time.Duration(c.retryAfter.Swap(0)); ra > 0 && status.Code(err) == codes.ResourceExhausted {
+		if ra := time.Duration(c.retryAfter.Swap(0)); ra > 0 {
 			d = max(d, ra)
 		}
 		c.log.Warn("session ended; reconnecting", slog.String("error", errString(err)), slog.Duration("retry_in", d))
@@ -373,17 +403,32 @@ func errString(err error) string {
 
 var errSessionClosed = errors.New("controller closed the session")
 
-// session runs one Session stream until it fails or ctx ends.
-func (c *Client) session(ctx context.Context) error {
+// errOpenTimeout: no connection to the controller within OpenTimeout.
+var errOpenTimeout = errors.New("no connection to the controller")
+
+// session runs one Session stream until it fails or ctx ends. opened is
+// when its Hello went out (zero if it never did).
+func (c *Client) session(ctx context.Context) (opened time.Time, err error) {
 	// The stream outlives ctx by the final flush; it is cancelled when the
-	// send loop returns, or by ctx until Hello is out.
+	// send loop returns, or by ctx until Hello is out, or when no
+	// connection came within OpenTimeout.
 	sctx, cancelStream := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelStream()
 	stopEarly := context.AfterFunc(ctx, cancelStream)
-	stream, err := c.api.Session(sctx)
+	var timedOut atomic.Bool
+	openTimer := time.AfterFunc(c.cfg.OpenTimeout, func() {
+		timedOut.Store(true)
+		cancelStream()
+	})
+	// Wait for the connection rather than fail fast: gRPC's reconnect
+	// backoff paces the attempts, and no second backoff is added on top.
+	stream, err := c.api.Session(sctx, grpc.WaitForReady(true))
 	if err != nil {
 		stopEarly()
-		return fmt.Errorf("open session: %w", err)
+		if openTimer.Stop() || !timedOut.Load() {
+			return time.Time{}, fmt.Errorf("open session: %w", err)
+		}
+		return time.Time{}, fmt.Errorf("%w within %s: %w", errOpenTimeout, c.cfg.OpenTimeout, err)
 	}
 	hello := &vantagev1.Hello{
 		AgentVersion:      c.cfg.AgentVersion,
@@ -395,11 +440,17 @@ func (c *Client) session(ctx context.Context) error {
 	}
 	if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: hello}}); err != nil {
 		stopEarly()
-		return fmt.Errorf("send hello: %w", err)
+		openTimer.Stop()
+		return time.Time{}, fmt.Errorf("send hello: %w", err)
+	}
+	if !openTimer.Stop() {
+		stopEarly()
+		return time.Time{}, fmt.Errorf("%w within %s: hello not sent", errOpenTimeout, c.cfg.OpenTimeout)
 	}
 	if !stopEarly() {
-		return ctx.Err()
+		return time.Time{}, ctx.Err()
 	}
+	opened = time.Now()
 	c.sessions.Add(1)
 	c.ackMu.Lock()
 	c.inflight = nil // nothing sent on an earlier stream will be acked now
@@ -414,7 +465,7 @@ func (c *Client) session(ctx context.Context) error {
 		defer cancelStream()
 		return c.sendLoop(ctx, gctx, stream)
 	})
-	return g.Wait()
+	return opened, g.Wait()
 }
 
 // recvLoop handles everything the controller sends.
@@ -425,8 +476,10 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 			return errSessionClosed
 		}
 		if err != nil {
+			// Kept for Run whichever loop's error ends the session: the
+			// send loop often sees the end first, as a bare io.EOF.
 			if status.Code(err) == codes.ResourceExhausted {
-				c.retryAfter.Store(int64(trailerRetryAfter(stream)))
+				c.retryAfter.Store(int64(max(RetryAfter(err), trailerRetryAfter(stream))))
 			}
 			return fmt.Errorf("recv: %w", err)
 		}

@@ -57,6 +57,9 @@ type testServer struct {
 	exhaustStreams int
 	exhaustMs      int
 	exhaustDetail  bool
+	// exhaustAfter: those streams end so only after this many batches,
+	// while the agent is still sending.
+	exhaustAfter int
 
 	mu       sync.Mutex
 	streams  int
@@ -167,7 +170,7 @@ func (s *testServer) Session(stream vantagev1.AgentService_SessionServer) error 
 	s.hellos = append(s.hellos, first.GetHello())
 	s.helloAt = append(s.helloAt, time.Now())
 	s.mu.Unlock()
-	if n <= s.exhaustStreams {
+	exhaust := func() error {
 		st := status.New(codes.ResourceExhausted, "controller overloaded")
 		if s.exhaustDetail {
 			st, _ = st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Duration(s.exhaustMs) * time.Millisecond)})
@@ -175,6 +178,9 @@ func (s *testServer) Session(stream vantagev1.AgentService_SessionServer) error 
 			stream.SetTrailer(metadata.Pairs(RetryAfterTrailer, strconv.Itoa(s.exhaustMs)))
 		}
 		return st.Err()
+	}
+	if n <= s.exhaustStreams && s.exhaustAfter == 0 {
+		return exhaust()
 	}
 	var sendMu sync.Mutex
 	send := func(m *vantagev1.ControllerMessage) error {
@@ -217,6 +223,12 @@ func (s *testServer) Session(stream vantagev1.AgentService_SessionServer) error 
 		b := msg.GetResults()
 		if b == nil {
 			continue
+		}
+		s.mu.Lock()
+		got := len(s.batches[n])
+		s.mu.Unlock()
+		if n <= s.exhaustStreams && got >= s.exhaustAfter {
+			return exhaust()
 		}
 		if n <= s.noAckStreams {
 			if b.GetLastSeq() >= s.dropAtSeq {
@@ -615,6 +627,35 @@ func TestResourceExhaustedRetryAfter(t *testing.T) {
 			}
 			if gap := srv.helloAt[1].Sub(srv.helloAt[0]); gap < 500*time.Millisecond {
 				t.Fatalf("reconnected %v after RESOURCE_EXHAUSTED with retry-after 600ms", gap)
+			}
+		})
+	}
+}
+
+// TestResourceExhaustedWhileSending: the controller ends the session with
+// RESOURCE_EXHAUSTED and a retry-after (as ingest does for an agent over its
+// rate) while the agent is busy sending its backlog. The send loop then
+// usually sees the end first, as a bare io.EOF; the reconnect must still
+// wait for the retry-after.
+func TestResourceExhaustedWhileSending(t *testing.T) {
+	const sessions = 8 // the race is lost in some, not all
+	for _, detail := range []bool{false, true} {
+		name := map[bool]string{false: "trailer retry-after-ms", true: "RetryInfo detail"}[detail]
+		t.Run(name, func(t *testing.T) {
+			srv, addr := newTestServer(t)
+			srv.exhaustStreams, srv.exhaustAfter, srv.exhaustMs, srv.exhaustDetail = sessions, 2, 600, detail
+			c, _, stop := startClient(t, srv, addr, func(cfg *Config) { cfg.BatchMax = 5 })
+			defer stop()
+			submit(c, 20000)
+			waitFor(t, "a session after the exhausted ones", func() bool { return c.Sessions() > sessions })
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			for i := 1; i <= sessions; i++ {
+				gap := srv.helloAt[i].Sub(srv.helloAt[i-1])
+				t.Logf("reconnect %d: %v after the previous session opened (retry-after 600ms; backoff alone <= 50ms)", i, gap.Round(time.Millisecond))
+				if gap < 500*time.Millisecond {
+					t.Errorf("reconnect %d came %v after a session ended with RESOURCE_EXHAUSTED, retry-after 600ms", i, gap)
+				}
 			}
 		})
 	}
