@@ -266,8 +266,9 @@ type Engine struct {
 	lastClosed int64
 	lastIdle   bool
 	evalAt     int64
-	healthy    int // healthy vantages
-	groups     int // distinct groups among them
+	healthy    int   // healthy vantages
+	groups     int   // distinct groups among them
+	resume     int64 // rounds before it publish nothing (Restore)
 
 	scope    *subject
 	networks []*subject
