@@ -382,3 +382,49 @@ budget: {per_target_pps: 1, agent_pps: 5000}
 		t.Errorf("the restart stored %d transitions, e.g.%s", len(added), describe(added[:min(5, len(added))]))
 	}
 }
+
+// TestRebuildHoldsFedResults: results fed while an engine is fed from the
+// store are held and observed once: those also in the store's snapshot
+// are not counted twice, those committed after it are not lost.
+func TestRebuildHoldsFedResults(t *testing.T) {
+	g := newRig(t, specRestart, 3)
+	w := g.worker()
+	w.mu.Lock()
+	w.started = true // a live rebuild (an edit), not a controller start
+	w.mu.Unlock()
+	g.connect(w, start)
+	g.live(w, 0, 3)
+	r := w.get("r")
+	r.mu.Lock()
+	r.building = true
+	r.mu.Unlock()
+	g.clk.Set(g.roundStart(4).Add(time.Second))
+	for _, a := range g.agents {
+		g.produce(w, a, 4) // committed, then fed: in the snapshot and held
+	}
+	late := map[string][]*vantagev1.ProbeResult{}
+	for _, a := range g.agents {
+		late[a] = g.produce(nil, a, 5)
+		w.Feed(a, late[a]) // fed but not in the snapshot (committed after it)
+	}
+	cfg := w.configFor(r.spec)
+	plan, err := w.plan(g.ctx, "r", cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents, err := w.storedLabels(g.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.rebuild(g.ctx, r, cfg, plan, agents); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	st, building, held := r.eng.Stats(), r.building, len(r.pending)
+	r.mu.Unlock()
+	perRound := len(g.agents) * len(g.spec.Targets())
+	t.Logf("accepted %d observations (rounds 0-4 from the store, round 5 held), %d too old; %d held after", st.Accepted, st.TooOld, held)
+	if want := uint64(6 * perRound); st.Accepted != want || building || held != 0 {
+		t.Errorf("accepted %d, want %d (each result once); building %v, %d still held", st.Accepted, want, building, held)
+	}
+}
