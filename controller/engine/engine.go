@@ -86,6 +86,9 @@ type running struct {
 	spec     *campaign.Spec
 	stored   store.Campaign
 	key      string // version and discovery; a new key rebuilds the engine
+	// tasks is the set of the spec's task ids (health.go).
+	tasksOnce sync.Once
+	tasks     map[string]bool
 }
 
 type agentConn struct {
@@ -111,6 +114,9 @@ type Worker struct {
 	// the transitions they published, for the first Evaluate.
 	started     bool
 	unpublished []*vantagev1.Transition
+	// refusalsAt is when the agents' task refusals were last read
+	// (health.go); zero: at the next Evaluate.
+	refusalsAt time.Time
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -439,28 +445,24 @@ func (w *Worker) Evaluate(ctx context.Context) error {
 	ts := w.unpublished
 	w.unpublished = nil
 	w.mu.Unlock()
-	var caughtUp []*running
+	var errs []error
 	for _, r := range w.all() {
 		r.mu.Lock()
-		switch {
-		case r.building:
-		case r.catch != nil:
-			if r.catch.over(now) {
-				caughtUp = append(caughtUp, r)
-			}
-		default:
-			ts = append(ts, r.eng.Evaluate(now)...)
-		}
+		over := r.catch != nil && r.catch.over(now)
 		r.mu.Unlock()
-	}
-	var errs []error
-	for _, r := range caughtUp {
+		if !over {
+			continue
+		}
 		out, err := w.finishCatchUp(ctx, r)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("campaign %s: %w", r.stored.Name, err))
-			continue
 		}
 		ts = append(ts, out...)
+	}
+	if err := w.checkRefusals(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	for _, r := range w.all() {
 		r.mu.Lock()
 		if !r.building && r.catch == nil {
 			ts = append(ts, r.eng.Evaluate(now)...)

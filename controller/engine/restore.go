@@ -148,6 +148,7 @@ func (w *Worker) build(ctx context.Context, c store.Campaign, prev *running) (ts
 	w.mu.Lock()
 	w.campaigns[c.Name] = r // from here on results fed are held for it
 	atStart := !w.started
+	w.refusalsAt = time.Time{} // judge refusals for the new engine soon
 	w.mu.Unlock()
 	w.log.Info("verdict engine started", "campaign", c.Name, "version", c.Version,
 		"resume_round", plan.resume, "verdicts_restored", len(plan.published))
@@ -360,6 +361,9 @@ func (w *Worker) rebuild(ctx context.Context, r *running, cfg verdict.Config, pl
 	dropped := r.dropped
 	r.eng, r.building, r.pending, r.dropped, r.catch = eng, false, nil, 0, nil
 	r.mu.Unlock()
+	w.mu.Lock()
+	w.refusalsAt = time.Time{} // the new engine knows no refusal yet
+	w.mu.Unlock()
 	if dropped > 0 {
 		w.log.Warn("results fed while the verdict engine was rebuilt were dropped", "campaign", r.stored.Name, "dropped", dropped)
 	}

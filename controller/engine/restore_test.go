@@ -54,6 +54,9 @@ type rig struct {
 	seq    map[string]uint64
 	// down says whether a target answers nothing in a round.
 	down func(target string, round int64) bool
+	// runs says whether an agent runs a target's task (its guard may
+	// refuse it); nil: every task.
+	runs func(agent, target string) bool
 }
 
 func newRig(t *testing.T, spec string, agents int) *rig {
@@ -114,6 +117,9 @@ func (g *rig) produce(w *Worker, agent string, n int64) []*vantagev1.ProbeResult
 	ai := strings.Index(strings.Join(g.agents, " "), agent) / (len(agent) + 1)
 	sent := g.roundStart(n).Add(time.Second + time.Duration(ai)*100*time.Millisecond)
 	for _, tg := range g.spec.Targets() {
+		if g.runs != nil && !g.runs(agent, tg.Addr.String()) {
+			continue
+		}
 		g.seq[agent]++
 		out, attempts := vantagev1.Outcome_OUTCOME_REPLY, uint32(1)
 		if g.down(tg.Addr.String(), n) {

@@ -86,3 +86,34 @@ func (e *Engine) ReportedSince(n int64) []string {
 	}
 	return out
 }
+
+// SetAgentExcluded leaves a vantage out of every round closed from now on,
+// as unhealthy with reason (the controller's judgement, e.g. "refused 312
+// of 312 tasks: ..."): it counts toward no quorum and no round waits for
+// it. An empty reason counts it again.
+func (e *Engine) SetAgentExcluded(agent, reason string) {
+	if agent == "" {
+		return
+	}
+	if i, ok := e.agentIdx[agent]; ok {
+		e.agents[i].excluded = reason
+		return
+	}
+	if reason == "" {
+		return
+	}
+	if ai := e.agentIndex(agent); ai >= 0 {
+		e.agents[ai].excluded = reason
+	}
+}
+
+// LatestResults is the vantage's latest reported round and how many
+// results it sent for it (-1, 0 when none).
+func (e *Engine) LatestResults(agent string) (round int64, results int) {
+	i, ok := e.agentIdx[agent]
+	if !ok || e.agents[i].view == nil {
+		return -1, 0
+	}
+	a := e.agents[i]
+	return a.lastRound, int(a.view.results)
+}
