@@ -455,7 +455,7 @@ func (w *Worker) Evaluate(ctx context.Context) error {
 		}
 		out, err := w.finishCatchUp(ctx, r)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("campaign %s: %w", r.stored.Name, err))
+			errs = append(errs, fmt.Errorf("campaign %s: %w", r.spec.Name(), err))
 		}
 		ts = append(ts, out...)
 	}

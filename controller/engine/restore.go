@@ -273,7 +273,7 @@ func (w *Worker) startCatchUp(ctx context.Context, r *running, cfg verdict.Confi
 		return false, err
 	}
 	expectAgents(eng, r.spec, agents, w.refeedStart(cfg, plan))
-	if _, err := w.refeed(ctx, eng, r.stored.Name, plan, true, time.Time{}); err != nil {
+	if _, err := w.refeed(ctx, eng, r.spec.Name(), plan, true, time.Time{}); err != nil {
 		return false, err
 	}
 	if until := cfg.Start.Add(time.Duration(plan.resume)*cfg.Round + cfg.Grace); !until.After(now) {
@@ -298,7 +298,7 @@ func (w *Worker) startCatchUp(ctx context.Context, r *running, cfg verdict.Confi
 	}
 	r.eng, r.catch, r.building, r.pending, r.dropped = eng, cu, false, nil, 0
 	r.mu.Unlock()
-	w.log.Info("verdict engine catching up after a restart", "campaign", r.stored.Name, "resume_round", plan.resume,
+	w.log.Info("verdict engine catching up after a restart", "campaign", r.spec.Name(), "resume_round", plan.resume,
 		"current_round", cu.current, "waiting_for", slices.Sorted(maps.Keys(cu.waiting)), "until", cu.deadline)
 	return true, nil
 }
@@ -308,7 +308,7 @@ func (w *Worker) startCatchUp(ctx context.Context, r *running, cfg verdict.Confi
 func (w *Worker) finishCatchUp(ctx context.Context, r *running) ([]*vantagev1.Transition, error) {
 	w.reload.Lock()
 	defer w.reload.Unlock()
-	if w.get(r.stored.Name) != r {
+	if w.get(r.spec.Name()) != r {
 		return nil, nil // replaced meanwhile
 	}
 	r.mu.Lock()
@@ -319,7 +319,7 @@ func (w *Worker) finishCatchUp(ctx context.Context, r *running) ([]*vantagev1.Tr
 	}
 	r.catch, r.building = nil, true
 	r.mu.Unlock()
-	w.log.Info("verdict engine caught up", "campaign", r.stored.Name, "waited", w.now().Sub(cu.started),
+	w.log.Info("verdict engine caught up", "campaign", r.spec.Name(), "waited", w.now().Sub(cu.started),
 		"agents_missing", slices.Sorted(maps.Keys(cu.waiting)))
 	agents, err := w.storedLabels(ctx)
 	var ts []*vantagev1.Transition
@@ -345,7 +345,7 @@ func (w *Worker) rebuild(ctx context.Context, r *running, cfg verdict.Config, pl
 	}
 	expectAgents(eng, r.spec, agents, w.refeedStart(cfg, plan))
 	since := time.Now().Add(-dedupeMargin) // ingest stamps received_at with the wall clock
-	fed, err := w.refeed(ctx, eng, r.stored.Name, plan, false, since)
+	fed, err := w.refeed(ctx, eng, r.spec.Name(), plan, false, since)
 	if err != nil {
 		return nil, err
 	}
@@ -365,13 +365,13 @@ func (w *Worker) rebuild(ctx context.Context, r *running, cfg verdict.Config, pl
 	w.refusalsAt = time.Time{} // the new engine knows no refusal yet
 	w.mu.Unlock()
 	if dropped > 0 {
-		w.log.Warn("results fed while the verdict engine was rebuilt were dropped", "campaign", r.stored.Name, "dropped", dropped)
+		w.log.Warn("results fed while the verdict engine was rebuilt were dropped", "campaign", r.spec.Name(), "dropped", dropped)
 	}
 	now := timestamppb.New(w.now()) // detected now, whatever round they are for
 	for _, t := range fed.out {
 		t.DetectedAt = now
 	}
-	w.log.Info("verdict engine fed from the store", "campaign", r.stored.Name, "results", fed.results,
+	w.log.Info("verdict engine fed from the store", "campaign", r.spec.Name(), "results", fed.results,
 		"from_round", plan.resume-int64(w.opts.RefeedRounds), "resume_round", plan.resume, "closed_round", eng.ClosedRound(),
 		"transitions", len(fed.out), "fed_meanwhile", late)
 	return fed.out, nil
