@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,6 +76,11 @@ type testServer struct {
 	// renewFails: Renew calls that fail (Unavailable) before one works.
 	renewFails int
 	renews     int
+
+	// creds and gs serve the AgentService (stop and serve restart it on
+	// the same address, as a restarted controller would be).
+	creds credentials.TransportCredentials
+	gs    *grpc.Server
 }
 
 func newTestServer(t *testing.T) (*testServer, string) {
@@ -114,15 +120,35 @@ func newTestServer(t *testing.T) (*testServer, string) {
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    pool,
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s.creds = creds
+	addr := s.serve(t, "127.0.0.1:0")
+	t.Cleanup(func() { s.stop() })
+	return s, addr
+}
+
+// serve listens on addr and serves the AgentService; it returns the
+// address.
+func (s *testServer) serve(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	gs := grpc.NewServer(grpc.Creds(creds))
+	gs := grpc.NewServer(grpc.Creds(s.creds))
 	vantagev1.RegisterAgentServiceServer(gs, s)
+	s.mu.Lock()
+	s.gs = gs
+	s.mu.Unlock()
 	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return s, ln.Addr().String()
+	return ln.Addr().String()
+}
+
+// stop ends the server and every stream at once (a killed controller).
+func (s *testServer) stop() {
+	s.mu.Lock()
+	gs := s.gs
+	s.mu.Unlock()
+	gs.Stop()
 }
 
 func (s *testServer) Enroll(_ context.Context, req *vantagev1.EnrollRequest) (*vantagev1.EnrollResponse, error) {
@@ -659,6 +685,53 @@ func TestResourceExhaustedWhileSending(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReconnectWaitsForTheController: the controller goes away for longer
+// than OpenTimeout; the agent logs that it is unreachable and keeps
+// waiting, with no second backoff on top of gRPC's: once the controller
+// listens again on the same address, the session is back within about a
+// connect backoff (at most 1 s apart), whatever the uplink's own backoff.
+func TestReconnectWaitsForTheController(t *testing.T) {
+	srv, addr := newTestServer(t)
+	logs := &syncLog{}
+	c, _, stop := startClient(t, srv, addr, func(cfg *Config) {
+		cfg.OpenTimeout = 300 * time.Millisecond
+		cfg.BackoffMin, cfg.BackoffMax = 5*time.Second, 10*time.Second // would be stacked before
+		cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	defer stop()
+	waitFor(t, "session", func() bool { return c.Sessions() == 1 })
+	srv.stop()
+	waitFor(t, "an unreachable note", func() bool { return strings.Contains(logs.String(), "controller unreachable; still trying") })
+	time.Sleep(2 * time.Second) // gRPC's connect backoff reaches its 1 s cap
+	back := time.Now()
+	srv.serve(t, addr)
+	waitFor(t, "a session after the controller is back", func() bool { return c.Sessions() == 2 })
+	delay := time.Since(back)
+	t.Logf("session back %v after the controller listened again (uplink backoff min 5s, connect backoff max %v); %d unreachable notes",
+		delay.Round(time.Millisecond), DefaultConnectBackoffMax, strings.Count(logs.String(), "controller unreachable; still trying"))
+	if delay >= 5*time.Second {
+		t.Errorf("reconnected %v after the controller was back: the uplink's backoff was added to gRPC's", delay)
+	}
+}
+
+// syncLog is a log sink safe for concurrent writes.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestReplayAfterRestart: results spooled on disk by a run whose acks

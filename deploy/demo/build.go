@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -103,16 +102,9 @@ func keepFailedLogs(t testing.TB, h *Harness, nodes []string, tailBytes int) {
 		t.Logf("keep logs: %v", err)
 		return
 	}
-	// All at once: each stack shows the process as it was at the failure,
-	// not after the controller's dump ended its sessions.
-	dumped := make([]error, len(nodes))
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		wg.Go(func() { dumped[i] = h.DumpNode(n) })
-	}
-	wg.Wait()
-	for i, n := range nodes {
-		if err := dumped[i]; err != nil {
+	dumped := h.DumpAll()
+	for _, n := range nodes {
+		if err := dumped[n]; err != nil {
 			t.Logf("%s: no goroutine dump: %v", n, err)
 		}
 		if b, err := os.ReadFile(h.LogPath(n)); err == nil {

@@ -335,6 +335,25 @@ func (h *Harness) KillNode(node string) error { return h.endNode(node, syscall.S
 // fail, so a stuck process says where it is stuck.
 func (h *Harness) DumpNode(node string) error { return h.endNode(node, syscall.SIGQUIT) }
 
+// DumpAll sends SIGQUIT to every node's process at once (the controller
+// and each vantage), so each stack shows the process as it was, not after
+// another one's dump ended its sessions, and waits for them. It returns
+// why a node has no dump (nil when it has one).
+func (h *Harness) DumpAll() map[string]error {
+	nodes := append([]string{"controller"}, h.Lab.Vantages()...)
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { errs[i] = h.DumpNode(n) })
+	}
+	wg.Wait()
+	out := make(map[string]error, len(nodes))
+	for i, n := range nodes {
+		out[n] = errs[i]
+	}
+	return out
+}
+
 // endNode sends sig to a node's process group and waits until it is gone.
 func (h *Harness) endNode(node string, sig syscall.Signal) error {
 	h.mu.Lock()

@@ -26,7 +26,8 @@ const logProcessExited = "harness: "
 // listen inside the first one. It then restarts one agent several times,
 // each time followed by such namespace entries (whether the forking thread
 // is the one ended depends on the scheduler, so one try would prove
-// little). Every agent process must still run and be connected.
+// little). Every agent process must still run and be connected, and the
+// dump a failed test takes must leave every process's stacks in its log.
 func TestAgentsOutliveOtherLabs(t *testing.T) {
 	needLab(t)
 	t.Parallel()
@@ -99,6 +100,14 @@ func TestAgentsOutliveOtherLabs(t *testing.T) {
 	}
 	if n := countInLog(t, h, "controller", logProcessExited); n != 0 {
 		t.Errorf("the controller died while the lab entered namespaces")
+	}
+	// What a failed test keeps: every process's goroutine stacks.
+	for node, err := range h.DumpAll() {
+		stacks := countInLog(t, h, node, "\ngoroutine ")
+		t.Logf("%s: dump %v, %d goroutine stacks in its log", node, err, stacks)
+		if err != nil || stacks == 0 {
+			t.Errorf("%s left no goroutine stacks in its log: %v", node, err)
+		}
 	}
 }
 
