@@ -108,7 +108,12 @@ type Worker struct {
 	agents    map[string]agentConn
 	watchers  map[*Watcher]struct{}
 	reload    sync.Mutex // serialises Reload and the end of a catch-up
-	vouch     vouchCache // specs Vouches parsed (vouch.go)
+	// evalMu is held while engines are evaluated and their transitions
+	// published, and while a changed campaign's successor reads where its
+	// predecessor stands (restore.go), so nothing it publishes meanwhile
+	// is missed and published twice. Taken after reload, never before.
+	evalMu sync.Mutex
+	vouch  vouchCache // specs Vouches parsed (vouch.go)
 	// started: Start was called; engines built before it are built at a
 	// controller start, and may catch up (restore.go). unpublished holds
 	// the transitions they published, for the first Evaluate.
@@ -459,6 +464,8 @@ func (w *Worker) Evaluate(ctx context.Context) error {
 		}
 		ts = append(ts, out...)
 	}
+	w.evalMu.Lock()
+	defer w.evalMu.Unlock()
 	if err := w.checkRefusals(ctx, now); err != nil {
 		errs = append(errs, err)
 	}

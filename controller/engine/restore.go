@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -123,7 +124,13 @@ func (w *Worker) build(ctx context.Context, c store.Campaign, prev *running) (ts
 	}
 	cfg := w.configFor(spec)
 	var inherited *catchUp
+	unlockEval := func() {}
 	if prev != nil {
+		// Until its successor is registered, prev closes no round whose
+		// transitions the plan would not see.
+		w.evalMu.Lock()
+		unlockEval = sync.OnceFunc(w.evalMu.Unlock)
+		defer unlockEval()
 		prev.mu.Lock()
 		if prev.catch != nil {
 			cp := *prev.catch
@@ -150,6 +157,7 @@ func (w *Worker) build(ctx context.Context, c store.Campaign, prev *running) (ts
 	atStart := !w.started
 	w.refusalsAt = time.Time{} // judge refusals for the new engine soon
 	w.mu.Unlock()
+	unlockEval()
 	w.log.Info("verdict engine started", "campaign", c.Name, "version", c.Version,
 		"resume_round", plan.resume, "verdicts_restored", len(plan.published))
 	if inherited != nil || atStart {
