@@ -14,10 +14,16 @@
 //
 // The stream is served by a send loop and a receive loop joined by an
 // errgroup, as etcd's watch stream is; a failure of either ends the session,
-// and Run reconnects with exponential backoff and jitter. An overloaded
-// controller is obeyed: a Throttle{retry_after_ms} pauses uploads, and a
-// session ended with RESOURCE_EXHAUSTED delays the reconnect by the
-// retry-after it carries (trailer "retry-after-ms" or a RetryInfo detail).
+// and Run opens a new one after a backoff with jitter. There is one backoff
+// per cause, never two stacked: opening a session waits for the connection
+// (gRPC wait-for-ready), whose reconnect attempts gRPC paces (at most
+// ConnectBackoffMax apart, jittered), so an agent is back within about a
+// second of its controller listening again; Run's own backoff (BackoffMin
+// to BackoffMax) only paces sessions that opened and then failed. An
+// overloaded controller is obeyed: a Throttle{retry_after_ms} pauses
+// uploads, and a session ended with RESOURCE_EXHAUSTED delays the reconnect
+// by the retry-after it carries (trailer "retry-after-ms" or a RetryInfo
+// detail), whichever loop noticed the end first.
 package uplink
 
 import (
@@ -27,16 +33,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -73,7 +75,17 @@ const (
 	DefaultHeartbeatInterval = 5 * time.Second
 	DefaultBackoffMin        = 250 * time.Millisecond
 	DefaultBackoffMax        = 10 * time.Second
-	DefaultSpoolCapacity     = 200_000
+	// DefaultConnectBackoffMax caps gRPC's pause between connection
+	// attempts (jittered by 20%), so every agent tries again within about
+	// a second once its controller is back; the attempts of many agents,
+	// started at different moments and jittered each time, spread over
+	// that second rather than arriving at once.
+	DefaultConnectBackoffMax = time.Second
+	// DefaultOpenTimeout bounds the wait for a connection when opening a
+	// session; then the agent logs that the controller is unreachable
+	// (with gRPC's last connection error) and keeps waiting.
+	DefaultOpenTimeout   = 30 * time.Second
+	DefaultSpoolCapacity = 200_000
 	// DefaultAckTimeout: a batch unacknowledged this long ends the session
 	// (the results are re-sent on the next one). The controller acks after
 	// its commit and refuses work (Throttle, RESOURCE_EXHAUSTED) well before
@@ -111,6 +123,11 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	BackoffMin        time.Duration
 	BackoffMax        time.Duration
+	// ConnectBackoffMax caps the pause between connection attempts
+	// (DefaultConnectBackoffMax); OpenTimeout bounds one wait for a
+	// connection (DefaultOpenTimeout).
+	ConnectBackoffMax time.Duration
+	OpenTimeout       time.Duration
 	AckTimeout        time.Duration
 
 	// StateDir is where a renewed certificate is written (key.pem,
@@ -195,6 +212,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = DefaultBackoffMax
 	}
+	if cfg.ConnectBackoffMax <= 0 {
+		cfg.ConnectBackoffMax = DefaultConnectBackoffMax
+	}
+	if cfg.OpenTimeout <= 0 {
+		cfg.OpenTimeout = DefaultOpenTimeout
+	}
 	if cfg.Spool == nil {
 		cfg.Spool = spool.NewMemory(cfg.Identity.Epoch, DefaultSpoolCapacity)
 	}
@@ -238,10 +261,11 @@ func dial(cfg Config, host string, id *Identity) (*grpc.ClientConn, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		// gRPC's own reconnect backoff grows to 120s and a connection attempt
 		// may wait 20s: after a long outage the agent would sit out minutes
-		// of a healthy link. Keep both on the agent's own scale.
+		// of a healthy link. Sessions wait for this connection (Run), so its
+		// backoff alone decides how soon an agent is back.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: grpcbackoff.Config{
-				BaseDelay: cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.BackoffMax,
+				BaseDelay: min(cfg.BackoffMin, cfg.ConnectBackoffMax), Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.ConnectBackoffMax,
 			},
 			MinConnectTimeout: 5 * time.Second,
 		}),
@@ -303,87 +327,34 @@ func (c *Client) Acked() spool.Key {
 	return c.ackedKey
 }
 
-// Run keeps a session open until ctx ends, reconnecting with backoff. On
-// shutdown it flushes what it can and waits briefly for the acks.
-func (c *Client) Run(ctx context.Context) error {
-	defer func() { c.conn.Close() }()
-	b := newBackoff(c.cfg.BackoffMin, c.cfg.BackoffMax)
-	for {
-		start := time.Now()
-		err := c.session(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, errRenewed) {
-			// A new connection, so the next session presents the new
-			// certificate (a stream on the old one would reuse its TLS).
-			c.redial()
-			b.reset()
-			continue
-		}
-		if time.Since(start) > 2*c.cfg.BackoffMax {
-			b.reset() // the session was healthy for a while
-		}
-		d := b.next()
-		if ra := RetryAfter(err); ra > 0 {
-			d = max(d, ra)
-		} else if ra := time.Duration(c.retryAfter.Swap(0)); ra > 0 && status.Code(err) == codes.ResourceExhausted {
-			d = max(d, ra)
-		}
-		c.log.Warn("session ended; reconnecting", slog.String("error", errString(err)), slog.Duration("retry_in", d))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(d):
-		}
-	}
-}
-
-// RetryAfter is the delay a RESOURCE_EXHAUSTED status asks for in a
-// RetryInfo detail (0 when none), capped at MaxRetryAfter.
-func RetryAfter(err error) time.Duration {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.ResourceExhausted {
-		return 0
-	}
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			return min(max(ri.GetRetryDelay().AsDuration(), 0), MaxRetryAfter)
-		}
-	}
-	return 0
-}
-
-// trailerRetryAfter reads the retry-after-ms trailer of a finished stream.
-func trailerRetryAfter(stream grpc.ClientStream) time.Duration {
-	for _, v := range stream.Trailer().Get(RetryAfterTrailer) {
-		if ms, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
-			return min(time.Duration(ms)*time.Millisecond, MaxRetryAfter)
-		}
-	}
-	return 0
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
 var errSessionClosed = errors.New("controller closed the session")
 
-// session runs one Session stream until it fails or ctx ends.
-func (c *Client) session(ctx context.Context) error {
+// errOpenTimeout: no connection to the controller within OpenTimeout.
+var errOpenTimeout = errors.New("no connection to the controller")
+
+// session runs one Session stream until it fails or ctx ends. opened is
+// when its Hello went out (zero if it never did).
+func (c *Client) session(ctx context.Context) (opened time.Time, err error) {
 	// The stream outlives ctx by the final flush; it is cancelled when the
-	// send loop returns, or by ctx until Hello is out.
+	// send loop returns, or by ctx until Hello is out, or when no
+	// connection came within OpenTimeout.
 	sctx, cancelStream := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelStream()
 	stopEarly := context.AfterFunc(ctx, cancelStream)
-	stream, err := c.api.Session(sctx)
+	var timedOut atomic.Bool
+	openTimer := time.AfterFunc(c.cfg.OpenTimeout, func() {
+		timedOut.Store(true)
+		cancelStream()
+	})
+	// Wait for the connection rather than fail fast: gRPC's reconnect
+	// backoff paces the attempts, and no second backoff is added on top.
+	stream, err := c.api.Session(sctx, grpc.WaitForReady(true))
 	if err != nil {
 		stopEarly()
-		return fmt.Errorf("open session: %w", err)
+		if openTimer.Stop() || !timedOut.Load() {
+			return time.Time{}, fmt.Errorf("open session: %w", err)
+		}
+		return time.Time{}, fmt.Errorf("%w within %s: %w", errOpenTimeout, c.cfg.OpenTimeout, err)
 	}
 	hello := &vantagev1.Hello{
 		AgentVersion:      c.cfg.AgentVersion,
@@ -395,11 +366,17 @@ func (c *Client) session(ctx context.Context) error {
 	}
 	if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: hello}}); err != nil {
 		stopEarly()
-		return fmt.Errorf("send hello: %w", err)
+		openTimer.Stop()
+		return time.Time{}, fmt.Errorf("send hello: %w", err)
+	}
+	if !openTimer.Stop() {
+		stopEarly()
+		return time.Time{}, fmt.Errorf("%w within %s: hello not sent", errOpenTimeout, c.cfg.OpenTimeout)
 	}
 	if !stopEarly() {
-		return ctx.Err()
+		return time.Time{}, ctx.Err()
 	}
+	opened = time.Now()
 	c.sessions.Add(1)
 	c.ackMu.Lock()
 	c.inflight = nil // nothing sent on an earlier stream will be acked now
@@ -414,7 +391,7 @@ func (c *Client) session(ctx context.Context) error {
 		defer cancelStream()
 		return c.sendLoop(ctx, gctx, stream)
 	})
-	return g.Wait()
+	return opened, g.Wait()
 }
 
 // recvLoop handles everything the controller sends.
@@ -425,8 +402,10 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 			return errSessionClosed
 		}
 		if err != nil {
+			// Kept for Run whichever loop's error ends the session: the
+			// send loop often sees the end first, as a bare io.EOF.
 			if status.Code(err) == codes.ResourceExhausted {
-				c.retryAfter.Store(int64(trailerRetryAfter(stream)))
+				c.retryAfter.Store(int64(max(RetryAfter(err), trailerRetryAfter(stream))))
 			}
 			return fmt.Errorf("recv: %w", err)
 		}
@@ -691,20 +670,4 @@ func (s *sender) final(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// backoff is exponential with full jitter in [d/2, d).
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func newBackoff(lo, hi time.Duration) *backoff { return &backoff{min: lo, max: hi, cur: lo} }
-
-func (b *backoff) reset() { b.cur = b.min }
-
-func (b *backoff) next() time.Duration {
-	d := b.cur
-	b.cur = min(b.cur*2, b.max)
-	half := d / 2
-	return half + rand.N(half+1)
 }

@@ -142,17 +142,9 @@ func (s *Server) agentInfo(ctx context.Context, a store.Agent) (*vantagev1.Agent
 	if err != nil {
 		return nil, err
 	}
-	for _, st := range sts {
-		if st.TaskID == "" {
-			st.TaskID = "(assignment)"
-		}
-		switch {
-		case st.Refused:
-			reasons = append(reasons, fmt.Sprintf("task %s refused: %s", st.TaskID, st.Reason))
-		case st.Reason != "" || st.Engine != "":
-			reasons = append(reasons, fmt.Sprintf("task %s: %s (engine %s)", st.TaskID, st.Reason, st.Engine))
-		}
-	}
+	// Summarised per campaign: one line, not one per task (an agent
+	// refusing every task of a large campaign made a 49,817-char cell).
+	reasons = append(reasons, engine.TaskStatusReasons(sts)...)
 	info.HealthReason = strings.Join(reasons, "; ")
 	return info, nil
 }

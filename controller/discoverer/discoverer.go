@@ -51,6 +51,7 @@ import (
 	"github.com/vantage-net/vantage/controller/discovery"
 	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/verdict"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -89,6 +90,10 @@ type Options struct {
 	Tick, Scan time.Duration
 	// TraceHosts is how many hosts per network upstream discovery traces to.
 	TraceHosts int
+	// QuorumLabel groups agents as the verdict engine's quorum does
+	// (verdict.DefaultQuorumLabel when empty): a router is labelled only
+	// when agents of min(quorum, 2) groups traced it in that role.
+	QuorumLabel string
 	// Settle is how long results are awaited after the last probe was
 	// sent; zero means 2 rounds plus the probe timeout, at least 5s.
 	Settle time.Duration
@@ -122,7 +127,8 @@ type job struct {
 	expected, received [2]int
 	triggers           []string
 	probes             []discovery.Probe
-	traces             [][]*vantagev1.Hop
+	traces             []discovery.Trace
+	groups             map[string]string // agent id -> quorum group
 	kept               map[string][]discovery.HostScore
 	silent             []string
 	// routers are addresses in the prefixes that answered for a router.
@@ -166,6 +172,9 @@ func New(opts Options) *Runner {
 	}
 	if opts.TraceHosts <= 0 {
 		opts.TraceHosts = DefaultTraceHosts
+	}
+	if opts.QuorumLabel == "" {
+		opts.QuorumLabel = verdict.DefaultQuorumLabel
 	}
 	r := &Runner{opts: opts, log: opts.Log, now: opts.Now, jobs: map[string]*job{}, triggers: map[string]*job{}, begun: map[string]string{},
 		kick: make(chan struct{}, 1)}
@@ -268,7 +277,11 @@ func (r *Runner) Feed(agentID string, results []*vantagev1.ProbeResult) {
 		case vantagev1.ProbeKind_PROBE_KIND_TRACE:
 			j.received[kTrace]++
 			if res.GetOutcome() != vantagev1.Outcome_OUTCOME_ERROR {
-				j.traces = append(j.traces, res.GetHops())
+				g, ok := j.groups[agentID]
+				if !ok {
+					g = discovery.QuorumGroup(agentID, nil, r.opts.QuorumLabel)
+				}
+				j.traces = append(j.traces, discovery.Trace{Group: g, Hops: res.GetHops()})
 			}
 		}
 	}
@@ -472,6 +485,10 @@ func (r *Runner) advanceLocked(j *job, conn map[string]map[string]string, now ti
 	switch j.phase {
 	case phaseWaiting:
 		j.agents = selected(spec, conn)
+		j.groups = map[string]string{}
+		for _, id := range j.agents {
+			j.groups[id] = discovery.QuorumGroup(id, conn[id], r.opts.QuorumLabel)
+		}
 		if len(j.agents) == 0 {
 			j.status.Note = "waiting for agents: no connected agent matches vantages.select; discovery starts when one connects"
 			break
@@ -612,7 +629,8 @@ func (r *Runner) finishLocked(j *job, now time.Time) (save, bool) {
 		for _, nw := range j.spec.Networks() {
 			prefixes = append(prefixes, nw.Prefix)
 		}
-		routers := discovery.Upstreams(prefixes, j.traces)
+		need := min(j.spec.Quorum(), 2)
+		routers, ignored := discovery.Upstreams(prefixes, j.traces, need)
 		for _, rt := range routers {
 			found = append(found, campaign.Target{Addr: rt.Addr, Role: rt.Role})
 			j.status.RoutersFound = append(j.status.RoutersFound, &vantagev1.CampaignTarget{Address: rt.Addr.String(), Role: rt.Role})
@@ -626,6 +644,13 @@ func (r *Runner) finishLocked(j *job, now time.Time) (save, bool) {
 				rs = append(rs, rt.Addr.String()+" "+strings.TrimPrefix(rt.Role.String(), "TARGET_ROLE_"))
 			}
 			note += fmt.Sprintf("; routers from %d traces: %s", len(j.traces), strings.Join(rs, ", "))
+		}
+		if len(ignored) > 0 {
+			var rs []string
+			for _, rt := range ignored {
+				rs = append(rs, fmt.Sprintf("%s %s (%d traces)", rt.Addr, strings.TrimPrefix(rt.Role.String(), "TARGET_ROLE_"), rt.Traces))
+			}
+			note += fmt.Sprintf("; ignored, traced by agents of fewer than %d %s groups: %s", need, r.opts.QuorumLabel, strings.Join(rs, ", "))
 		}
 	}
 	with, err := j.spec.WithTargets(found)

@@ -718,6 +718,57 @@ vantages: {select: {role: vps}}
 	}
 }
 
+// TestUpstreamsIgnoreOneLyingAgent: three agents of three providers,
+// quorum 2; one of them reports that 203.0.113.66 and 203.0.113.77 sit
+// just before the prefixes on every trace it ran. Only the routers the two
+// honest providers agree on become targets; the planted ones are named in
+// the note as ignored.
+func TestUpstreamsIgnoreOneLyingAgent(t *testing.T) {
+	const yaml = `name: up
+scope: {country: KP}
+targets:
+  networks:
+    - {name: net0, prefix: 198.18.0.0/29, hosts: [198.18.0.2, 198.18.0.3]}
+    - {name: net1, prefix: 198.18.1.0/29, hosts: [198.18.1.2]}
+  upstreams: auto
+probes:
+  - icmp: {timeout: 200ms}
+schedule: {round: 1s}
+vantages: {select: {role: vps}, quorum: 2}
+`
+	h := newHarness(t, nil)
+	for _, a := range []string{"agt-a", "agt-b", "agt-evil"} {
+		h.sess.connect(a, map[string]string{"role": "vps", "provider": "isp-" + a})
+	}
+	h.start()
+	h.apply(yaml)
+	honest := path("10.0.0.1", "198.51.100.42", "198.51.100.50", "target")
+	lies := path("10.0.0.1", "203.0.113.66", "203.0.113.77", "target")
+	for _, s := range h.waitTriggers(kindTrace, 3) {
+		hops := honest
+		if s.agent == "agt-evil" {
+			hops = lies
+		}
+		h.answerTrace(s, vantagev1.Outcome_OUTCOME_REPLY, hops)
+	}
+	c := h.waitCampaign("up", "ACTIVE with targets", finished)
+	var routers []string
+	for _, r := range c.Discovery.Status.GetRoutersFound() {
+		routers = append(routers, r.GetAddress()+" "+strings.TrimPrefix(r.GetRole().String(), "TARGET_ROLE_"))
+	}
+	note := c.Discovery.Status.GetNote()
+	t.Logf("routers %v; note %q", routers, note)
+	if want := []string{"198.51.100.42 UPSTREAM", "198.51.100.50 BORDER"}; !slices.Equal(routers, want) {
+		t.Errorf("routers found %v, want %v (the lying agent's hops ignored)", routers, want)
+	}
+	if stored := append(targetsOf(c, vantagev1.TargetRole_TARGET_ROLE_UPSTREAM), targetsOf(c, vantagev1.TargetRole_TARGET_ROLE_BORDER)...); slices.Contains(stored, "203.0.113.66") || slices.Contains(stored, "203.0.113.77") {
+		t.Errorf("planted routers stored as targets: %v", stored)
+	}
+	if !strings.Contains(note, "ignored, traced by agents of fewer than 2 provider groups: 203.0.113.66 UPSTREAM (3 traces), 203.0.113.77 BORDER (3 traces)") {
+		t.Errorf("note %q does not name the ignored routers", note)
+	}
+}
+
 // TestLimitsRefuseDiscoveredTargets: a discovered router on the
 // controller's blocklist keeps the campaign DISCOVERING with the reason.
 func TestLimitsRefuseDiscoveredTargets(t *testing.T) {

@@ -257,12 +257,33 @@ func TraceTasks(campaign string, hosts []netip.Addr, maxTTL, timeoutMs uint32, e
 	return out
 }
 
-// Router is a discovered router with its role and how many traces put it
-// there.
+// Router is a discovered router with its role, how many traces put it
+// there and from how many distinct quorum groups of agents.
 type Router struct {
 	Addr   netip.Addr
 	Role   vantagev1.TargetRole // UPSTREAM or BORDER
 	Traces int
+	Groups int
+}
+
+// Trace is one traceroute toward a host, with the quorum group of the
+// agent that ran it (QuorumGroup).
+type Trace struct {
+	Group string
+	Hops  []*vantagev1.Hop
+}
+
+// QuorumGroup is an agent's group as the verdict engine counts the quorum:
+// agents sharing the value of label (the engine's quorum label, "provider"
+// by default) are one group; an agent without it, or every agent when
+// label is "-", is a group of its own.
+func QuorumGroup(agentID string, labels map[string]string, label string) string {
+	if label != "-" {
+		if v := labels[label]; v != "" {
+			return "label:" + v
+		}
+	}
+	return "agent:" + agentID
 }
 
 // Upstreams reads traceroutes toward hosts inside prefixes and labels the
@@ -272,62 +293,100 @@ type Router struct {
 // immediately before the border is the UPSTREAM. "Immediately": a silent
 // TTL in between makes the label unknown for that trace rather than
 // pinning it on an earlier router. Traces that never entered the prefixes
-// say nothing. A router labelled both ways by different traces keeps the
-// label most traces gave it (BORDER on a tie: it is the nearer one).
-// Results are ordered by role (UPSTREAM first), then traces, then address.
-func Upstreams(prefixes []netip.Prefix, traces [][]*vantagev1.Hop) []Router {
+// say nothing.
+//
+// One agent's traces cannot label a router: a router keeps a role only if
+// traces from at least need distinct quorum groups put it there (need is
+// min(the campaign's quorum, 2): a campaign that trusts one vantage trusts
+// one group's traces), so a lying or misrouted agent cannot make any router
+// an UPSTREAM or BORDER target for every agent. A router labelled both ways
+// keeps the role more groups gave it (then more traces, then BORDER: it is
+// the nearer one). kept is ordered by role (UPSTREAM first), then traces,
+// then address; ignored lists, in the same order, the routers seen by too
+// few groups, with the role they would have had.
+func Upstreams(prefixes []netip.Prefix, traces []Trace, need int) (kept, ignored []Router) {
 	inside := func(a netip.Addr) bool {
 		return slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(a) })
 	}
-	votes := map[netip.Addr]map[vantagev1.TargetRole]int{}
-	vote := func(a netip.Addr, r vantagev1.TargetRole) {
+	type tally struct {
+		traces int
+		groups map[string]bool
+	}
+	votes := map[netip.Addr]map[vantagev1.TargetRole]*tally{}
+	vote := func(a netip.Addr, r vantagev1.TargetRole, group string) {
 		if votes[a] == nil {
-			votes[a] = map[vantagev1.TargetRole]int{}
+			votes[a] = map[vantagev1.TargetRole]*tally{}
 		}
-		votes[a][r]++
+		t := votes[a][r]
+		if t == nil {
+			t = &tally{groups: map[string]bool{}}
+			votes[a][r] = t
+		}
+		t.traces++
+		t.groups[group] = true
 	}
-	for _, hops := range traces {
-		byTTL := map[uint32]netip.Addr{}
-		entry := uint32(0)
-		for _, h := range hops {
-			a, err := netip.ParseAddr(h.GetAddr())
-			if err != nil || h.GetTtl() == 0 {
-				continue
-			}
-			a = a.Unmap()
-			byTTL[h.GetTtl()] = a
-			if inside(a) && (entry == 0 || h.GetTtl() < entry) {
-				entry = h.GetTtl()
-			}
-		}
-		if entry < 2 {
+	for _, tr := range traces {
+		border, up, ok := routersBefore(tr.Hops, inside)
+		if !ok {
 			continue
 		}
-		border, ok := byTTL[entry-1]
-		if !ok || inside(border) {
-			continue
-		}
-		vote(border, vantagev1.TargetRole_TARGET_ROLE_BORDER)
-		if entry < 3 {
-			continue
-		}
-		if up, ok := byTTL[entry-2]; ok && !inside(up) && up != border {
-			vote(up, vantagev1.TargetRole_TARGET_ROLE_UPSTREAM)
+		vote(border, vantagev1.TargetRole_TARGET_ROLE_BORDER, tr.Group)
+		if up.IsValid() {
+			vote(up, vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, tr.Group)
 		}
 	}
-	var out []Router
 	for a, v := range votes {
-		b, u := v[vantagev1.TargetRole_TARGET_ROLE_BORDER], v[vantagev1.TargetRole_TARGET_ROLE_UPSTREAM]
-		if b >= u {
-			out = append(out, Router{Addr: a, Role: vantagev1.TargetRole_TARGET_ROLE_BORDER, Traces: b})
+		rt := Router{Addr: a}
+		for _, role := range []vantagev1.TargetRole{vantagev1.TargetRole_TARGET_ROLE_BORDER, vantagev1.TargetRole_TARGET_ROLE_UPSTREAM} {
+			if t := v[role]; t != nil && cmp.Or(cmp.Compare(len(t.groups), rt.Groups), cmp.Compare(t.traces, rt.Traces)) > 0 {
+				rt.Role, rt.Traces, rt.Groups = role, t.traces, len(t.groups)
+			}
+		}
+		if rt.Groups >= need {
+			kept = append(kept, rt)
 		} else {
-			out = append(out, Router{Addr: a, Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, Traces: u})
+			ignored = append(ignored, rt)
 		}
 	}
-	slices.SortFunc(out, func(x, y Router) int {
+	order := func(x, y Router) int {
 		return cmp.Or(cmp.Compare(x.Role, y.Role), y.Traces-x.Traces, x.Addr.Compare(y.Addr))
-	})
-	return out
+	}
+	slices.SortFunc(kept, order)
+	slices.SortFunc(ignored, order)
+	return kept, ignored
+}
+
+// routersBefore finds, on one trace, the responsive hop just before the
+// first hop inside the prefixes (the border) and the one just before that
+// (the upstream; invalid when silent, inside or the border again). ok is
+// false when the trace says nothing.
+func routersBefore(hops []*vantagev1.Hop, inside func(netip.Addr) bool) (border, up netip.Addr, ok bool) {
+	byTTL := map[uint32]netip.Addr{}
+	entry := uint32(0)
+	for _, h := range hops {
+		a, err := netip.ParseAddr(h.GetAddr())
+		if err != nil || h.GetTtl() == 0 {
+			continue
+		}
+		a = a.Unmap()
+		byTTL[h.GetTtl()] = a
+		if inside(a) && (entry == 0 || h.GetTtl() < entry) {
+			entry = h.GetTtl()
+		}
+	}
+	if entry < 2 {
+		return border, up, false
+	}
+	border, found := byTTL[entry-1]
+	if !found || inside(border) {
+		return netip.Addr{}, up, false
+	}
+	if entry >= 3 {
+		if u, found := byTTL[entry-2]; found && !inside(u) && u != border {
+			up = u
+		}
+	}
+	return border, up, true
 }
 
 // PickTraceHosts chooses up to n hosts per network to trace toward: the

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -155,15 +156,88 @@ func TestUpstreams(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var got []string
-			for _, r := range Upstreams(lab, c.traces) {
-				role := map[vantagev1.TargetRole]string{vantagev1.TargetRole_TARGET_ROLE_UPSTREAM: "UPSTREAM", vantagev1.TargetRole_TARGET_ROLE_BORDER: "BORDER"}[r.Role]
-				got = append(got, role+" "+r.Addr.String()+" "+string(rune('0'+r.Traces)))
+			// Each trace from a vantage of its own group; quorum 1.
+			var traces []Trace
+			for i, h := range c.traces {
+				traces = append(traces, Trace{Group: fmt.Sprintf("label:p%d", i), Hops: h})
 			}
-			if !slices.Equal(got, c.want) {
+			kept, _ := Upstreams(lab, traces, 1)
+			if got := routerStrings(kept); !slices.Equal(got, c.want) {
 				t.Errorf("got %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+func routerStrings(rs []Router) []string {
+	var out []string
+	for _, r := range rs {
+		role := map[vantagev1.TargetRole]string{vantagev1.TargetRole_TARGET_ROLE_UPSTREAM: "UPSTREAM", vantagev1.TargetRole_TARGET_ROLE_BORDER: "BORDER"}[r.Role]
+		out = append(out, fmt.Sprintf("%s %s %d", role, r.Addr, r.Traces))
+	}
+	return out
+}
+
+// TestUpstreamsNeedAgreement: a router is labelled only when traces from
+// at least need quorum groups saw it in that role. One lying agent (its
+// traces claim 203.0.113.66 and .77 sit just before the prefixes, on
+// every host it traced) labels nothing, whatever its number of traces; two
+// vantages of one provider are one group; a campaign of quorum 1 trusts
+// one group.
+func TestUpstreamsNeedAgreement(t *testing.T) {
+	lab := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")}
+	honest := func(group, first, dst string) Trace {
+		return Trace{Group: group, Hops: hops(first, "198.51.100.26", "198.51.100.42", "198.51.100.50", dst)}
+	}
+	liar := func(dst string) Trace {
+		return Trace{Group: "label:evil", Hops: hops("198.51.100.17", "203.0.113.66", "203.0.113.77", dst)}
+	}
+	var lies []Trace
+	for _, dst := range []string{"198.18.0.10", "198.18.0.11", "198.18.1.10", "198.18.1.11", "198.18.2.10", "198.18.3.10"} {
+		lies = append(lies, liar(dst))
+	}
+	cases := []struct {
+		name        string
+		traces      []Trace
+		need        int
+		want, ghost []string
+	}{
+		{"two honest providers and a liar", append([]Trace{honest("label:a", "198.51.100.1", "198.18.0.10"), honest("label:b", "198.51.100.9", "198.18.1.10")}, lies...), 2,
+			[]string{"UPSTREAM 198.51.100.42 2", "BORDER 198.51.100.50 2"}, []string{"UPSTREAM 203.0.113.66 6", "BORDER 203.0.113.77 6"}},
+		{"the liar alone", lies, 2, nil, []string{"UPSTREAM 203.0.113.66 6", "BORDER 203.0.113.77 6"}},
+		{"one provider, two vantages", []Trace{honest("label:a", "198.51.100.1", "198.18.0.10"), honest("label:a", "198.51.100.9", "198.18.1.10")}, 2,
+			nil, []string{"UPSTREAM 198.51.100.42 2", "BORDER 198.51.100.50 2"}},
+		{"the liar relabels a real router, outvoted", []Trace{honest("label:a", "198.51.100.1", "198.18.0.10"), honest("label:b", "198.51.100.9", "198.18.1.10"),
+			{Group: "label:evil", Hops: hops("198.51.100.17", "198.51.100.50", "198.51.100.42", "198.18.2.10")}}, 2,
+			[]string{"UPSTREAM 198.51.100.42 2", "BORDER 198.51.100.50 2"}, nil},
+		{"quorum 1 trusts one group", lies[:1], 1, []string{"UPSTREAM 203.0.113.66 1", "BORDER 203.0.113.77 1"}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			kept, ignored := Upstreams(lab, c.traces, c.need)
+			if got := routerStrings(kept); !slices.Equal(got, c.want) {
+				t.Errorf("kept %v, want %v", got, c.want)
+			}
+			if got := routerStrings(ignored); !slices.Equal(got, c.ghost) {
+				t.Errorf("ignored %v, want %v", got, c.ghost)
+			}
+		})
+	}
+}
+
+func TestQuorumGroup(t *testing.T) {
+	for _, c := range []struct {
+		labels      map[string]string
+		label, want string
+	}{
+		{map[string]string{"provider": "lab-a"}, "provider", "label:lab-a"},
+		{map[string]string{"role": "vps"}, "provider", "agent:agt-1"},
+		{map[string]string{"provider": "lab-a"}, "-", "agent:agt-1"},
+		{map[string]string{"provider": ""}, "provider", "agent:agt-1"},
+	} {
+		if got := QuorumGroup("agt-1", c.labels, c.label); got != c.want {
+			t.Errorf("QuorumGroup(%v, %q) = %q, want %q", c.labels, c.label, got, c.want)
+		}
 	}
 }
 

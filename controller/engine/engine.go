@@ -31,8 +31,13 @@ import (
 const (
 	DefaultEvaluateEvery = 250 * time.Millisecond
 	DefaultFreshRounds   = 3
-	DefaultRefeedRounds  = 5
+	// DefaultRefeedRounds covers the flapping window (verdict's
+	// UnstableWindow, 10 rounds) and most of the availability's memory.
+	DefaultRefeedRounds  = 12
 	DefaultWatcherBuffer = 256
+	// DefaultCatchUp is how long a restarted controller waits for the
+	// agents' backlogs before it evaluates the rounds it missed.
+	DefaultCatchUp = time.Minute
 )
 
 // Options configures a Worker. Zero fields take the defaults above.
@@ -46,8 +51,12 @@ type Options struct {
 	Grace time.Duration
 	// FreshRounds: data older than this many rounds is stale.
 	FreshRounds int
-	// RefeedRounds: how many past rounds of stored results a new engine is fed.
+	// RefeedRounds: how many rounds of stored results before the first
+	// round it evaluates a new engine is fed (silently, to learn).
 	RefeedRounds int
+	// CatchUp bounds the wait, after a restart, for the backlogs of the
+	// agents that were reporting (restore.go).
+	CatchUp time.Duration
 	// WatcherBuffer is each watcher's channel capacity.
 	WatcherBuffer int
 	// Now is the clock; time.Now when nil. Tests inject a fake.
@@ -62,14 +71,24 @@ type Options struct {
 }
 
 type running struct {
-	mu  sync.Mutex // guards eng and last
+	mu  sync.Mutex // guards eng, catch, building, pending
 	eng *verdict.Engine
-	// last is the newest stored state per verdict id, so a rebuilt engine
-	// (restart, re-apply) does not log "UNSPECIFIED -> same state" again.
-	last   map[string]vantagev1.State
-	spec   *campaign.Spec
-	stored store.Campaign
-	key    string // version and discovery; a new key rebuilds the engine
+	// catch is set while the campaign catches up after a restart
+	// (restore.go): eng is not evaluated, and fed results only tell which
+	// agents have delivered their backlog; they are read back from the
+	// store when it ends.
+	catch *catchUp
+	// building: a new engine is being fed from the store; results fed
+	// meanwhile wait in pending (restore.go).
+	building bool
+	pending  []fedResult
+	dropped  int // pending results dropped over maxPending
+	spec     *campaign.Spec
+	stored   store.Campaign
+	key      string // version and discovery; a new key rebuilds the engine
+	// tasks is the set of the spec's task ids (health.go).
+	tasksOnce sync.Once
+	tasks     map[string]bool
 }
 
 type agentConn struct {
@@ -88,8 +107,21 @@ type Worker struct {
 	campaigns map[string]*running
 	agents    map[string]agentConn
 	watchers  map[*Watcher]struct{}
-	reload    sync.Mutex // serialises Reload
-	vouch     vouchCache // specs Vouches parsed (vouch.go)
+	reload    sync.Mutex // serialises Reload and the end of a catch-up
+	// evalMu is held while engines are evaluated and their transitions
+	// published, and while a changed campaign's successor reads where its
+	// predecessor stands (restore.go), so nothing it publishes meanwhile
+	// is missed and published twice. Taken after reload, never before.
+	evalMu sync.Mutex
+	vouch  vouchCache // specs Vouches parsed (vouch.go)
+	// started: Start was called; engines built before it are built at a
+	// controller start, and may catch up (restore.go). unpublished holds
+	// the transitions they published, for the first Evaluate.
+	started     bool
+	unpublished []*vantagev1.Transition
+	// refusalsAt is when the agents' task refusals were last read
+	// (health.go); zero: at the next Evaluate.
+	refusalsAt time.Time
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -110,6 +142,9 @@ func New(opts Options) *Worker {
 	if opts.WatcherBuffer <= 0 {
 		opts.WatcherBuffer = DefaultWatcherBuffer
 	}
+	if opts.CatchUp <= 0 {
+		opts.CatchUp = DefaultCatchUp
+	}
 	w := &Worker{opts: opts, log: opts.Log, now: opts.Now,
 		campaigns: map[string]*running{}, agents: map[string]agentConn{}, watchers: map[*Watcher]struct{}{}}
 	if w.log == nil {
@@ -123,6 +158,9 @@ func New(opts Options) *Worker {
 
 // Start runs the evaluation ticker until ctx ends or Close is called.
 func (w *Worker) Start(ctx context.Context) {
+	w.mu.Lock()
+	w.started = true
+	w.mu.Unlock()
 	ctx, w.cancel = context.WithCancel(ctx)
 	w.wg.Add(1)
 	go func() {
@@ -209,9 +247,10 @@ func (w *Worker) configFor(spec *campaign.Spec) verdict.Config {
 }
 
 // Reload makes the set of engines match the store's ACTIVE campaigns:
-// new or changed campaigns get a fresh engine fed with the last
-// RefeedRounds rounds of stored results; paused and deleted ones are
-// dropped. Unchanged campaigns keep their engine and state.
+// new or changed campaigns get a fresh engine that carries on from the
+// stored verdicts and is fed the stored results it needs (restore.go);
+// paused and deleted ones are dropped. Unchanged campaigns keep their
+// engine and state.
 func (w *Worker) Reload(ctx context.Context) error {
 	w.reload.Lock()
 	defer w.reload.Unlock()
@@ -226,15 +265,22 @@ func (w *Worker) Reload(ctx context.Context) error {
 		}
 	}
 	w.mu.Lock()
+	// A changed campaign's engine keeps running until its successor is
+	// registered (build), so no result fed in between is lost.
+	prevs := map[string]*running{}
+	var build []store.Campaign
 	for name, r := range w.campaigns {
-		if c, ok := active[name]; !ok || runKey(c) != r.key {
+		switch c, ok := active[name]; {
+		case !ok:
 			delete(w.campaigns, name)
 			w.log.Info("verdict engine stopped", "campaign", name)
-		} else {
+		case runKey(c) != r.key:
+			prevs[name] = r
+			build = append(build, c)
+		default:
 			r.stored = c
 		}
 	}
-	var build []store.Campaign
 	for name, c := range active {
 		if _, ok := w.campaigns[name]; !ok {
 			build = append(build, c)
@@ -243,16 +289,27 @@ func (w *Worker) Reload(ctx context.Context) error {
 	w.mu.Unlock()
 
 	var errs []error
+	var ts []*vantagev1.Transition
 	for _, c := range build {
-		r, err := w.build(ctx, c)
+		out, err := w.build(ctx, c, prevs[c.Name])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("campaign %s: %w", c.Name, err))
 			continue
 		}
-		w.mu.Lock()
-		w.campaigns[c.Name] = r
-		w.mu.Unlock()
-		w.log.Info("verdict engine started", "campaign", c.Name, "version", c.Version)
+		ts = append(ts, out...)
+	}
+	w.mu.Lock()
+	started := w.started
+	if !started {
+		// At a controller start the consumers of transitions are not wired
+		// yet (OnTransitions): the first Evaluate publishes them.
+		w.unpublished = append(w.unpublished, ts...)
+	}
+	w.mu.Unlock()
+	if started {
+		if err := w.publish(ctx, ts); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -303,65 +360,6 @@ func runKey(c store.Campaign) string {
 	return k
 }
 
-func (w *Worker) build(ctx context.Context, c store.Campaign) (*running, error) {
-	spec, err := SpecFor(c)
-	if err != nil {
-		return nil, err
-	}
-	eng, err := verdict.NewEngine(w.configFor(spec))
-	if err != nil {
-		return nil, fmt.Errorf("verdict engine: %w", err)
-	}
-	r := &running{eng: eng, spec: spec, stored: c, key: runKey(c), last: map[string]vantagev1.State{}}
-	prev, err := w.opts.Store.Timeline(ctx, store.TimelineQuery{Campaign: c.Name, Limit: 10000})
-	if err != nil {
-		return nil, fmt.Errorf("last states: %w", err)
-	}
-	for _, t := range prev {
-		r.last[t.GetVerdictId()] = t.GetTo()
-	}
-	now := w.now()
-	// Re-feed recent history so a restart or an edit does not start blind.
-	q := store.ResultQuery{Campaign: c.Name}
-	if round := spec.Round(); round > 0 && now.After(spec.Start()) {
-		cur := int64(now.Sub(spec.Start()) / round)
-		q.HasMinRound, q.MinRound = true, cur-int64(w.opts.RefeedRounds)
-	}
-	seen := map[string]bool{}
-	err = w.opts.Store.QueryResults(ctx, q, func(sr store.StoredResult) error {
-		eng.Observe(observation(sr.AgentID, sr.Result))
-		seen[sr.AgentID] = true
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("re-feed results: %w", err)
-	}
-	if len(seen) > 0 {
-		stored, err := w.opts.Store.ListAgents(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("agent labels: %w", err)
-		}
-		for _, a := range stored {
-			if seen[a.ID] {
-				eng.SetAgentLabels(a.ID, a.Labels)
-			}
-		}
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for id, a := range w.agents {
-		if spec.SelectsAgent(a.labels) {
-			eng.SetAgentLabels(id, a.labels)
-			eng.SetAgentConnected(id, a.connected, a.at)
-			delete(seen, id)
-		}
-	}
-	for id := range seen { // agents with history but no session now
-		eng.SetAgentConnected(id, false, now)
-	}
-	return r, nil
-}
-
 func observation(agentID string, r *vantagev1.ProbeResult) verdict.Observation {
 	o := verdict.Observation{
 		Agent: agentID, Target: r.GetTarget(), Round: r.GetRound(), SentAt: r.GetSentAt().AsTime(),
@@ -408,7 +406,14 @@ func (w *Worker) Feed(agentID string, results []*vantagev1.ProbeResult) {
 			continue
 		}
 		cur.mu.Lock()
-		cur.eng.Observe(observation(agentID, res))
+		switch {
+		case cur.catch != nil:
+			cur.catch.saw(agentID, res.GetRound())
+		case cur.building:
+			cur.hold(agentID, res)
+		default:
+			cur.eng.Observe(observation(agentID, res))
+		}
 		cur.mu.Unlock()
 	}
 }
@@ -435,21 +440,51 @@ func (w *Worker) SetAgentConnected(agentID string, labels map[string]string, con
 }
 
 // Evaluate runs every engine once at the current time, stores the
-// transitions (the store assigns their ids) and broadcasts them.
+// transitions (the store assigns their ids) and broadcasts them. An engine
+// catching up after a restart is not run; once its agents' backlogs are in
+// (or CatchUp has passed) it is rebuilt from the store, which evaluates the
+// rounds it missed (restore.go).
 func (w *Worker) Evaluate(ctx context.Context) error {
 	now := w.now()
-	var ts []*vantagev1.Transition
+	w.mu.Lock()
+	ts := w.unpublished
+	w.unpublished = nil
+	w.mu.Unlock()
+	var errs []error
 	for _, r := range w.all() {
 		r.mu.Lock()
-		for _, t := range r.eng.Evaluate(now) {
-			if t.GetFrom() == vantagev1.State_STATE_UNSPECIFIED && r.last[t.GetVerdictId()] == t.GetTo() {
-				continue // a rebuilt engine rediscovering the stored state
-			}
-			r.last[t.GetVerdictId()] = t.GetTo()
-			ts = append(ts, t)
+		over := r.catch != nil && r.catch.over(now)
+		r.mu.Unlock()
+		if !over {
+			continue
+		}
+		out, err := w.finishCatchUp(ctx, r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("campaign %s: %w", r.spec.Name(), err))
+		}
+		ts = append(ts, out...)
+	}
+	w.evalMu.Lock()
+	defer w.evalMu.Unlock()
+	if err := w.checkRefusals(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	for _, r := range w.all() {
+		r.mu.Lock()
+		if !r.building && r.catch == nil {
+			ts = append(ts, r.eng.Evaluate(now)...)
 		}
 		r.mu.Unlock()
 	}
+	if err := w.publish(ctx, ts); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// publish stores transitions, logs and broadcasts them, and passes them to
+// OnTransitions.
+func (w *Worker) publish(ctx context.Context, ts []*vantagev1.Transition) error {
 	if len(ts) == 0 {
 		return nil
 	}

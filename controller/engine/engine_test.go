@@ -243,6 +243,13 @@ func TestRefeedOnRestart(t *testing.T) {
 	if err := w2.Evaluate(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The agent was reporting when the controller stopped: the campaign
+	// waits for its backlog (restore.go), at most CatchUp, as it never
+	// comes back here.
+	clk.Set(start.Add(35*time.Second + DefaultCatchUp))
+	if err := w2.Evaluate(ctx); err != nil {
+		t.Fatal(err)
+	}
 	found := false
 	for _, v := range w2.Verdicts("a", vantagev1.Level_LEVEL_UNSPECIFIED) {
 		for _, ev := range v.GetEvidence() {

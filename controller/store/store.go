@@ -242,6 +242,27 @@ type GroupCommitter interface {
 	CommitBatches(ctx context.Context, batches []Batch) (fresh [][]bool, err error)
 }
 
+// VerdictState is where one verdict stood in the stored timeline: its
+// newest transition, and the newest one that changed its state (From !=
+// To). They are the same transition unless the newest is a location
+// refinement (From == To), which keeps the state and its onset.
+type VerdictState struct {
+	Latest, Changed *vantagev1.Transition
+}
+
+// VerdictRestorer is implemented by stores that can tell a restarted
+// verdict engine where its campaign stood, so it carries on instead of
+// starting over (controller/engine).
+type VerdictRestorer interface {
+	// LatestVerdicts returns the VerdictState of every verdict id of
+	// campaign that has a stored transition, whatever the timeline's
+	// length.
+	LatestVerdicts(ctx context.Context, campaign string) (map[string]VerdictState, error)
+	// LastResultSentAt is the latest sent_at among campaign's stored
+	// results (the zero time when it has none).
+	LastResultSentAt(ctx context.Context, campaign string) (time.Time, error)
+}
+
 // Store is the controller's durable state. Every method is safe for
 // concurrent use. Methods that change state and take an AuditEntry write it
 // in the same transaction.

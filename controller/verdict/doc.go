@@ -1,6 +1,8 @@
 // API CHANGES (announced for the scenario suite and other callers; newest
 // first). The exported API below is stable from issue 4 on; changes are
 // listed here.
+//   - restart hardening: new Engine.Restore, Published, ErrRestore,
+//     Engine.Resume and Engine.ReportedSince (restore.go).
 //   - issue 4: Config gains QuorumLabel, BeliefUp, BeliefDown,
 //     MinAvailability, UnstableWindow, UnstableFlips, UnstableCalm and
 //     ResultsPerRound (zero = default). Observation gains Attempts, Hops,
@@ -148,6 +150,18 @@
 // timeline, not only the live verdict, says where the path dies. A
 // provisional location that changes emits nothing (not news), and
 // refinements never trigger traces.
+//
+// # Restore
+//
+// A fresh engine can carry on from a previous one's published state
+// (Restore, before the first Observe): every subject takes the state,
+// onset, first round and location of its newest stored transitions, so its
+// next transition is a change from that state (never UNSPECIFIED -> the
+// same state) and an ongoing episode keeps its onset. Rounds before the
+// resume round were evaluated by the previous engine: re-fed history
+// closes them as usual for beliefs, availability and flip history, but
+// they publish nothing and leave the published states alone. The caller
+// (controller/engine) finds the resume round and feeds the history.
 //
 // # Cost
 //

@@ -206,6 +206,7 @@ type agent struct {
 	lastResultAt int64 // Unix ns of its latest SentAt
 	status       status
 	reason       string
+	excluded     string // SetAgentExcluded's reason; "" counts it
 	bel          *beliefs
 	traces       map[int]*trace // by target index
 }
@@ -266,8 +267,9 @@ type Engine struct {
 	lastClosed int64
 	lastIdle   bool
 	evalAt     int64
-	healthy    int // healthy vantages
-	groups     int // distinct groups among them
+	healthy    int   // healthy vantages
+	groups     int   // distinct groups among them
+	resume     int64 // rounds before it publish nothing (Restore)
 
 	scope    *subject
 	networks []*subject
@@ -776,6 +778,9 @@ func (e *Engine) complete(n int64) bool {
 		if ai < len(rb.rows) {
 			r = rb.rows[ai]
 		}
+		if a.excluded != "" {
+			continue // left out: never waited for, never enough
+		}
 		expected := a.connected
 		if r != nil && r.results >= want {
 			got++
@@ -828,13 +833,19 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 		switch {
 		case !a.connected && a.changedAt.UnixNano() <= end:
 			a.status = stSessionDown
+		case a.excluded != "":
+			a.status = stUnhealthy
 		case a.view == nil || a.lastRound < fresh:
 			a.status = stStale
 		default:
 			a.status = stHealthy
 			counted = append(counted, a)
 		}
-		a.reason = reasonNames[a.status]
+		if a.status == stUnhealthy {
+			a.reason = a.excluded
+		} else {
+			a.reason = reasonNames[a.status]
+		}
 	}
 	healthy := e.gate(counted)
 	e.healthy = len(healthy)

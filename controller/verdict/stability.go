@@ -52,6 +52,14 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 		drop++
 	}
 	st.flips = st.flips[drop:]
+	if n < e.resume {
+		// Evaluated by a previous engine (Restore): learn, publish nothing.
+		if raw == vantagev1.State_STATE_UNKNOWN {
+			st.flips = st.flips[:0]
+		}
+		s.lastMaxSent = hi
+		return
+	}
 
 	next, from := raw, s.state
 	ob := flip{earliest: earliest, latest: latest}

@@ -71,9 +71,11 @@ func SkipUnlessLab(t testing.TB, what string) {
 
 // CloseAtCleanup has t close h when it ends. If t failed, it first logs
 // the last tailBytes of every node's log (controller first), then has every
-// process dump its goroutines into its log (DumpNode) and copies the logs
-// to a directory that outlives the test, so a stuck process says where it
-// is stuck.
+// running process dump its goroutines into its log at once (SIGQUIT: the Go
+// runtime writes every goroutine's stack and exits) and copies the logs to
+// a directory that outlives the test, so a stuck process says where it is
+// stuck. A process that was no longer running has the harness's line saying
+// how it ended at the end of its log instead.
 func CloseAtCleanup(t testing.TB, h *Harness, tailBytes int) {
 	t.Helper()
 	nodes := append([]string{"controller"}, h.Lab.Vantages()...)
@@ -100,8 +102,11 @@ func keepFailedLogs(t testing.TB, h *Harness, nodes []string, tailBytes int) {
 		t.Logf("keep logs: %v", err)
 		return
 	}
+	dumped := h.DumpAll()
 	for _, n := range nodes {
-		_ = h.DumpNode(n) // a node not running has nothing to dump
+		if err := dumped[n]; err != nil {
+			t.Logf("%s: no goroutine dump: %v", n, err)
+		}
 		if b, err := os.ReadFile(h.LogPath(n)); err == nil {
 			_ = os.WriteFile(filepath.Join(keep, n+".log"), b, 0o644)
 		}

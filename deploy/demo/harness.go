@@ -69,7 +69,15 @@ type Harness struct {
 	dataDir string
 
 	mu    sync.Mutex
-	procs map[string]*exec.Cmd // node -> process
+	procs map[string]*proc // node -> process
+}
+
+// proc is one started process; done closes once it has been reaped, and
+// err is then its exit (nil for status 0).
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
 }
 
 // Start brings up the lab, the controller and an agent in every vantage
@@ -96,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (h *Harness, err error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		dataDir: filepath.Join(cfg.WorkDir, "controller"),
-		procs:   map[string]*exec.Cmd{},
+		procs:   map[string]*proc{},
 	}
 	// "return nil, err" sets h to nil before deferred calls run, so the
 	// cleanup holds its own reference.
@@ -190,8 +198,8 @@ func (h *Harness) LogPath(node string) string { return filepath.Join(h.cfg.WorkD
 func (h *Harness) Pid(node string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if cmd := h.procs[node]; cmd != nil && cmd.Process != nil {
-		return cmd.Process.Pid
+	if p := h.procs[node]; p != nil {
+		return p.cmd.Process.Pid
 	}
 	return 0
 }
@@ -327,16 +335,40 @@ func (h *Harness) KillNode(node string) error { return h.endNode(node, syscall.S
 // fail, so a stuck process says where it is stuck.
 func (h *Harness) DumpNode(node string) error { return h.endNode(node, syscall.SIGQUIT) }
 
+// DumpAll sends SIGQUIT to every node's process at once (the controller
+// and each vantage), so each stack shows the process as it was, not after
+// another one's dump ended its sessions, and waits for them. It returns
+// why a node has no dump (nil when it has one).
+func (h *Harness) DumpAll() map[string]error {
+	nodes := append([]string{"controller"}, h.Lab.Vantages()...)
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { errs[i] = h.DumpNode(n) })
+	}
+	wg.Wait()
+	out := make(map[string]error, len(nodes))
+	for i, n := range nodes {
+		out[n] = errs[i]
+	}
+	return out
+}
+
 // endNode sends sig to a node's process group and waits until it is gone.
 func (h *Harness) endNode(node string, sig syscall.Signal) error {
 	h.mu.Lock()
-	cmd := h.procs[node]
+	p := h.procs[node]
 	delete(h.procs, node)
 	h.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
+	if p == nil {
 		return fmt.Errorf("%s is not running", node)
 	}
-	pgid := cmd.Process.Pid
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s had already exited: %v", node, exitString(p.err))
+	default:
+	}
+	pgid := p.cmd.Process.Pid
 	if err := syscall.Kill(-pgid, sig); err != nil {
 		return fmt.Errorf("signal %s to %s: %w", sig, node, err)
 	}
@@ -373,47 +405,72 @@ func (h *Harness) startProcess(ctx context.Context, node, bin string, args ...st
 	// Not tied to ctx: processes are stopped by Close, gracefully.
 	cmd := h.Lab.Command(context.WithoutCancel(ctx), node, bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Pdeathsig: if the harness dies, its children die with it.
+	// Pdeathsig: if the harness dies, its children die with it. StartChild
+	// keeps the forking thread alive for as long as the child lives, so
+	// nothing else sends it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
+	waited, err := StartChild(cmd)
+	logFile.Close()
+	if err != nil {
 		return fmt.Errorf("start %s: %w", node, err)
 	}
-	logFile.Close()
 	h.log.Debug("process started", "node", node, "pid", cmd.Process.Pid, "log", logPath)
+	p := &proc{cmd: cmd, done: make(chan struct{})}
 	h.mu.Lock()
-	h.procs[node] = cmd
+	h.procs[node] = p
 	h.mu.Unlock()
 	go func() {
-		// Reaps the process; ProcessState is then visible to exited().
-		_ = cmd.Wait()
+		// Reaps the process and notes how it ended in its log, so a log
+		// that stops short says why (a signal, an exit status).
+		p.err = <-waited
+		close(p.done)
+		noteExit(logPath, node, cmd.Process.Pid, p.err)
 	}()
 	return nil
+}
+
+// noteExit appends how a process ended to its log.
+func noteExit(logPath, node string, pid int, err error) {
+	f, ferr := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0o644)
+	if ferr != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "harness: %s %s (pid %d) exited: %s\n", time.Now().Format(time.RFC3339Nano), node, pid, exitString(err))
+}
+
+func exitString(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // exited reports an error if the node's process has already died.
 func (h *Harness) exited(node string) error {
 	h.mu.Lock()
-	cmd := h.procs[node]
+	p := h.procs[node]
 	h.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
+	if p == nil {
 		return nil
 	}
-	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
-		return fmt.Errorf("%s exited early (see %s)", node, filepath.Join(h.cfg.WorkDir, node+".log"))
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s exited early: %s (see %s)", node, exitString(p.err), filepath.Join(h.cfg.WorkDir, node+".log"))
+	default:
+		return nil
 	}
-	return nil
 }
 
 func (h *Harness) stopProcess(node string) error {
 	h.mu.Lock()
-	cmd := h.procs[node]
+	p := h.procs[node]
 	delete(h.procs, node)
 	h.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
+	if p == nil {
 		return nil
 	}
-	pgid := cmd.Process.Pid
+	pgid := p.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {

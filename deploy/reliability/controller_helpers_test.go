@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,56 +25,69 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/vantage-net/vantage/deploy/demo"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 // vkController is a real vantage-controller process on loopback (no lab):
-// the controller-side negative cases need nothing else.
+// the controller-side negative cases need nothing else. It can be killed
+// and started again on the same address and data directory.
 type vkController struct {
 	addr, dir string
 	caPEM     []byte
 	admin     string
-	cmd       *exec.Cmd
-	done      chan struct{}
+	args      []string
+	logPath   string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 func startVKController(t *testing.T, extra ...string) *vkController {
 	t.Helper()
-	bin := labBinaries(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	c := &vkController{addr: addr, dir: filepath.Join(t.TempDir(), "data"), done: make(chan struct{})}
-	logf, err := os.Create(filepath.Join(t.TempDir(), "controller.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"--data", c.dir, "--listen", addr}, extra...)
-	c.cmd = exec.Command(filepath.Join(bin, "vantage-controller"), args...)
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logf.Close()
-	go func() { _ = c.cmd.Wait(); close(c.done) }()
+	c := &vkController{addr: addr, dir: filepath.Join(t.TempDir(), "data"), logPath: filepath.Join(t.TempDir(), "controller.log")}
+	c.args = append([]string{"--data", c.dir, "--listen", addr}, extra...)
 	t.Cleanup(func() {
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(15 * time.Second):
-			_ = c.cmd.Process.Kill()
-			<-c.done
-		}
+		c.stop()
 		if t.Failed() {
-			if b, err := os.ReadFile(logf.Name()); err == nil {
+			if b, err := os.ReadFile(c.logPath); err == nil {
 				t.Logf("---- controller.log (tail) ----\n%s", tailOf(string(b), 3000))
 			}
 		}
 	})
+	c.start(t)
+	return c
+}
+
+// start runs the controller process and waits until it serves.
+func (c *vkController) start(t *testing.T) {
+	t.Helper()
+	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(labBinaries(t), "vantage-controller"), c.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// StartChild: the forking thread lives as long as the child, so the
+	// lab tests ending threads cannot send it the Pdeathsig.
+	waited, err := demo.StartChild(cmd)
+	logf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { <-waited; close(done) }()
+	c.mu.Lock()
+	c.cmd, c.done = cmd, done
+	c.mu.Unlock()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ca, e1 := os.ReadFile(filepath.Join(c.dir, "ca.pem"))
@@ -83,7 +97,7 @@ func startVKController(t *testing.T, extra ...string) *vkController {
 			break
 		}
 		select {
-		case <-c.done:
+		case <-done:
 			t.Fatalf("controller exited at start")
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -97,7 +111,35 @@ func startVKController(t *testing.T, extra ...string) *vkController {
 	if _, err := c.ops(t).ListAgents(c.bearer(ctx, c.admin), &vantagev1.ListAgentsRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Fatalf("controller not serving: %v", err)
 	}
-	return c
+}
+
+// kill ends the controller with SIGKILL and waits until it is gone.
+func (c *vkController) kill(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill controller: %v", err)
+	}
+	<-done
+}
+
+// stop ends the controller with SIGTERM (SIGKILL after 15 s).
+func (c *vkController) stop() {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
 }
 
 func (c *vkController) tls(certs ...tls.Certificate) *tls.Config {
