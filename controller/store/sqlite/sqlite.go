@@ -538,6 +538,24 @@ const agentCols = `id, name, labels, state, enrolled_at, cert_serial, state_reas
 
 type scanner interface{ Scan(...any) error }
 
+// queryAll runs query and scans every row with scan.
+func queryAll[T any](ctx context.Context, q *sql.DB, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 func scanAgent(s scanner) (store.Agent, error) {
 	var a store.Agent
 	var labels string
@@ -629,40 +647,19 @@ func (db *DB) GetAgent(ctx context.Context, id string) (store.Agent, error) {
 
 // ListAgents returns every agent, ordered by name then id.
 func (db *DB) ListAgents(ctx context.Context) ([]store.Agent, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+agentCols+` FROM agents ORDER BY name, id`)
+	out, err := queryAll(ctx, db.r, scanAgent, `SELECT `+agentCols+` FROM agents ORDER BY name, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
-	defer rows.Close()
-	var out []store.Agent
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list agents: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ListAgentsPage returns at most limit agents after (afterName, afterID),
 // ordered by name then id.
 func (db *DB) ListAgentsPage(ctx context.Context, afterName, afterID string, limit int) ([]store.Agent, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+agentCols+` FROM agents WHERE (name, id) > (?, ?) ORDER BY name, id LIMIT ?`,
+	out, err := queryAll(ctx, db.r, scanAgent, `SELECT `+agentCols+` FROM agents WHERE (name, id) > (?, ?) ORDER BY name, id LIMIT ?`,
 		afterName, afterID, limit)
 	if err != nil {
-		return nil, fmt.Errorf("list agents: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Agent
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list agents: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
 	return out, nil
@@ -879,20 +876,8 @@ func (db *DB) GetCampaign(ctx context.Context, name string) (store.Campaign, err
 
 // ListCampaigns returns every campaign by name.
 func (db *DB) ListCampaigns(ctx context.Context) ([]store.Campaign, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+campaignCols+` FROM campaigns ORDER BY name`)
+	out, err := queryAll(ctx, db.r, scanCampaign, `SELECT `+campaignCols+` FROM campaigns ORDER BY name`)
 	if err != nil {
-		return nil, fmt.Errorf("list campaigns: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Campaign
-	for rows.Next() {
-		c, err := scanCampaign(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list campaigns: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list campaigns: %w", err)
 	}
 	return out, db.addDiscoveries(ctx, out)
