@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +22,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
@@ -99,6 +97,14 @@ type Config struct {
 	// TriggerGrace: a trigger's results are accepted until its expiry
 	// plus this (0: DefaultTriggerGrace).
 	TriggerGrace time.Duration
+	// SessionRate is how many agent sessions may start per second
+	// (0: DefaultSessionRate, negative: no limit), SessionBurst how many
+	// at once (0: DefaultSessionBurst), SessionStarts how many may be
+	// starting at once (0: DefaultSessionStarts). Beyond them a session
+	// ends at once with RESOURCE_EXHAUSTED and a retry-after (admission.go).
+	SessionRate   float64
+	SessionBurst  int
+	SessionStarts int
 }
 
 // SessionInfo is what ListAgents shows about a live session.
@@ -140,20 +146,32 @@ type Server struct {
 	ackLat       ackHistogram  // commit -> ack handed to the stream
 	refused      atomic.Uint64 // results refused (unknown task) and stored as gaps
 	stats        stats         // event counters for Stats (stats.go)
+	adm          *admission    // session starts (admission.go)
+
+	// Drain (drain.go): drainc is closed when it begins, drainCtx is its
+	// grace (set before drainc closes).
+	drainc       chan struct{}
+	drainOnce    sync.Once
+	drainCtx     context.Context
+	drainBatches atomic.Uint64 // batches committed after the drain began
+	drainAcks    atomic.Uint64 // acks sent after the drain began
 }
 
 // New returns a Server.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, sessions: map[string]*session{}, known: map[string]map[string]taskRef{},
 		triggers: map[string]map[string]*triggerRef{}, limiters: map[string]*rate.Limiter{}, gapSeqs: map[string]*rate.Limiter{},
-		commits: make(chan *commitReq, 4096), commitStop: make(chan struct{}), commitDone: make(chan struct{}), clock: time.Now()}
+		commits: make(chan *commitReq, 4096), commitStop: make(chan struct{}), commitDone: make(chan struct{}), clock: time.Now(),
+		drainc: make(chan struct{})}
 	s.cfg.defaults()
+	s.cfg.sessionDefaults()
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.adm = newAdmission(s.cfg.SessionRate, s.cfg.SessionBurst, s.cfg.SessionStarts, s.now, s.log)
 	if s.cfg.AssignmentRenew <= 0 {
 		s.cfg.AssignmentRenew = AssignmentRenew
 	}
@@ -249,6 +267,7 @@ type session struct {
 	out      chan *vantagev1.ControllerMessage
 	reassign chan struct{}
 	done     chan struct{} // closed when the handler returns
+	busy     chan struct{} // held by the recv loop while it handles a message (drain.go)
 	killc    chan struct{}
 	killOnce sync.Once
 	killErr  error
@@ -290,56 +309,14 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 	s.mu.Unlock()
 	defer s.wg.Done()
 	ctx := stream.Context()
-	agent, err := s.cfg.Fleet.AgentFromPeer(ctx)
-	if err != nil {
-		return rpcerr.Status(s.log, "Session", err)
-	}
-	first, err := stream.Recv()
+	ss, hello, release, err := s.open(stream)
 	if err != nil {
 		return err
 	}
-	hello := first.GetHello()
-	if hello == nil {
-		return status.Error(codes.InvalidArgument, "msg: the first message must be hello")
-	}
-	if err := validateHello(hello); err != nil {
-		return rpcerr.Status(s.log, "Session", err)
-	}
-	now := s.now()
-	labels := maps.Clone(hello.GetLabels())
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	maps.Copy(labels, agent.Labels) // enrolment (and join token) labels win
-	remote := ""
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		remote = p.Addr.String()
-	}
-	err = s.cfg.Store.UpdateAgentHello(ctx, agent.ID, store.AgentHello{At: now, RemoteAddr: remote,
-		AgentVersion: hello.GetAgentVersion(), Capabilities: hello.GetCapabilities(), Labels: labels,
-		Spool: hello.GetSpool(), Epoch: hello.GetEpoch()})
-	if err != nil {
-		return rpcerr.Status(s.log, "Session", fmt.Errorf("record hello: %w: %w", rpcerr.ErrUnavailable, err))
-	}
-	ss := &session{s: s, agent: agent, labels: labels, stream: stream,
-		out: make(chan *vantagev1.ControllerMessage, sendQueue), reassign: make(chan struct{}, 1),
-		done: make(chan struct{}), killc: make(chan struct{}), connectedAt: now, remote: remote,
-		ackTimes: make(chan time.Time, 2*sendQueue),
-		version:  hello.GetAssignmentVersion()}
-
-	s.mu.Lock()
-	if old := s.sessions[agent.ID]; old != nil {
-		old.kill(status.Error(codes.Aborted, "replaced by a newer session of the same agent"))
-	}
-	s.sessions[agent.ID] = ss
-	s.mu.Unlock()
-	// A revoke between the identity check and the registration above would
-	// have found no session to close: check again now that it is visible.
-	if cur, err := s.cfg.Store.GetAgent(ctx, agent.ID); err == nil && cur.State != vantagev1.AgentState_AGENT_STATE_ACTIVE {
-		ss.kill(status.Error(codes.PermissionDenied, "agent "+agent.ID+" is "+cur.State.String()))
-	}
+	defer release()
+	agent, labels := ss.agent, ss.labels
 	log := s.log.With("agent", agent.ID)
-	log.Info("agent session started", "remote", remote, "epoch", hello.GetEpoch(), "version", hello.GetAgentVersion())
+	log.Info("agent session started", "remote", ss.remote, "epoch", hello.GetEpoch(), "version", hello.GetAgentVersion())
 	if m := ss.renewAdvice(ctx); m != nil {
 		select {
 		case ss.out <- m: // sent after the first assignment
@@ -347,7 +324,7 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 		}
 	}
 	if s.cfg.Observer != nil {
-		s.cfg.Observer.SetAgentConnected(agent.ID, labels, true, now)
+		s.cfg.Observer.SetAgentConnected(agent.ID, labels, true, ss.connectedAt)
 	}
 	defer func() {
 		close(ss.done)
@@ -361,38 +338,7 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 		}
 		log.Info("agent session ended")
 	}()
-
-	// The send loop is the only caller of stream.Send. The recv loop runs
-	// in its own goroutine because Recv only returns once the handler has
-	// returned; s.wg waits for it.
-	errc := make(chan error, 2)
-	stopSend := make(chan struct{})
-	var sendWG sync.WaitGroup
-	// The first assignment is made before any batch is read: screening a
-	// backlog re-sent right after a reconnect checks results against it
-	// (and a restarted controller has no other memory of past tasks).
-	assignment := ss.nextAssignment()
-	sendWG.Add(1)
-	go func() {
-		defer sendWG.Done()
-		errc <- ss.sendLoop(ctx, stopSend, assignment)
-	}()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		errc <- ss.recvLoop(ctx)
-	}()
-
-	killed := false
-	select {
-	case err = <-errc:
-	case <-ss.killc:
-		err, killed = ss.killErr, true
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	close(stopSend)
-	sendWG.Wait()
+	killed, err := ss.serve(ctx, release)
 	var th *throttled
 	if errors.As(err, &th) {
 		stream.SetTrailer(th.trailer())
@@ -410,6 +356,114 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 		log.Warn("agent session failed", "err", err)
 	}
 	return err
+}
+
+// open starts a session: the agent's identity, its Hello, admission (a
+// refusal is RESOURCE_EXHAUSTED with a retry-after), the Hello's store
+// write, and the session registered as the agent's live one. release ends
+// the start for admission.
+func (s *Server) open(stream vantagev1.AgentService_SessionServer) (*session, *vantagev1.Hello, func(), error) {
+	ctx := stream.Context()
+	agent, err := s.cfg.Fleet.AgentFromPeer(ctx)
+	if err != nil {
+		return nil, nil, nil, rpcerr.Status(s.log, "Session", err)
+	}
+	first, err := s.recvFirst(stream)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return nil, nil, nil, status.Error(codes.InvalidArgument, "msg: the first message must be hello")
+	}
+	if err := validateHello(hello); err != nil {
+		return nil, nil, nil, rpcerr.Status(s.log, "Session", err)
+	}
+	// Admission before the Hello's store write: in a reconnect storm the
+	// agents beyond the start rate cost a read and this refusal.
+	release, refused := s.adm.enter(agent.ID)
+	if refused != nil {
+		stream.SetTrailer(refused.trailer())
+		return nil, nil, nil, status.Error(codes.ResourceExhausted, refused.Error())
+	}
+	now := s.now()
+	labels := maps.Clone(hello.GetLabels())
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, agent.Labels) // enrolment (and join token) labels win
+	remote := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		remote = p.Addr.String()
+	}
+	err = s.cfg.Store.UpdateAgentHello(ctx, agent.ID, store.AgentHello{At: now, RemoteAddr: remote,
+		AgentVersion: hello.GetAgentVersion(), Capabilities: hello.GetCapabilities(), Labels: labels,
+		Spool: hello.GetSpool(), Epoch: hello.GetEpoch()})
+	if err != nil {
+		release()
+		return nil, nil, nil, rpcerr.Status(s.log, "Session", fmt.Errorf("record hello: %w: %w", rpcerr.ErrUnavailable, err))
+	}
+	ss := &session{s: s, agent: agent, labels: labels, stream: stream,
+		out: make(chan *vantagev1.ControllerMessage, sendQueue), reassign: make(chan struct{}, 1),
+		done: make(chan struct{}), busy: make(chan struct{}, 1), killc: make(chan struct{}), connectedAt: now, remote: remote,
+		ackTimes: make(chan time.Time, 2*sendQueue),
+		version:  hello.GetAssignmentVersion()}
+
+	s.mu.Lock()
+	if old := s.sessions[agent.ID]; old != nil {
+		old.kill(status.Error(codes.Aborted, "replaced by a newer session of the same agent"))
+	}
+	s.sessions[agent.ID] = ss
+	s.mu.Unlock()
+	// A revoke between the identity check and the registration above would
+	// have found no session to close: check again now that it is visible.
+	if cur, err := s.cfg.Store.GetAgent(ctx, agent.ID); err == nil && cur.State != vantagev1.AgentState_AGENT_STATE_ACTIVE {
+		ss.kill(status.Error(codes.PermissionDenied, "agent "+agent.ID+" is "+cur.State.String()))
+	}
+	return ss, hello, release, nil
+}
+
+// serve runs the session's send and recv loops until one ends, the
+// session is killed, the server drains or the stream ends; killed says the
+// controller ended it. release ends the start once the first assignment
+// is made.
+func (ss *session) serve(ctx context.Context, release func()) (killed bool, err error) {
+	// The send loop is the only caller of stream.Send. The recv loop runs
+	// in its own goroutine because Recv only returns once the handler has
+	// returned; s.wg waits for it.
+	errc := make(chan error, 2)
+	stopSend := make(chan struct{})
+	var sendWG sync.WaitGroup
+	// The first assignment is made before any batch is read: screening a
+	// backlog re-sent right after a reconnect checks results against it
+	// (and a restarted controller has no other memory of past tasks).
+	assignment := ss.nextAssignment()
+	release() // the start is over: the rest is the session's own work
+	sendWG.Add(1)
+	go func() {
+		defer sendWG.Done()
+		errc <- ss.sendLoop(ctx, stopSend, assignment)
+	}()
+	ss.s.wg.Add(1)
+	go func() {
+		defer ss.s.wg.Done()
+		errc <- ss.recvLoop(ctx)
+	}()
+	select {
+	case err = <-errc:
+	case <-ss.killc:
+		err, killed = ss.killErr, true
+	case <-ss.s.drainc:
+		err, killed = ss.drain(ctx), true
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if errors.Is(err, errDraining) {
+		err, killed = ss.drain(ctx), true
+	}
+	close(stopSend)
+	sendWG.Wait()
+	return killed, err
 }
 
 // nextAssignment builds the agent's full task set with a fresh version.
@@ -471,6 +525,7 @@ func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}, first *va
 					if err := ss.stream.Send(m); err != nil {
 						return nil
 					}
+					ss.sentDuringDrain(m)
 				default:
 					return nil
 				}
@@ -480,6 +535,7 @@ func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}, first *va
 				return err
 			}
 			ss.sentAck(m)
+			ss.sentDuringDrain(m)
 		case <-renew.C:
 			if err := sendAssignment(); err != nil {
 				return err
@@ -514,141 +570,4 @@ func (ss *session) enqueue(ctx context.Context, m *vantagev1.ControllerMessage) 
 	case <-ctx.Done():
 		return false
 	}
-}
-
-func (ss *session) recvLoop(ctx context.Context) error {
-	for {
-		m, err := ss.stream.Recv()
-		if err != nil {
-			return err
-		}
-		switch msg := m.GetMsg().(type) {
-		case *vantagev1.AgentMessage_Results:
-			if err := ss.handleBatch(ctx, msg.Results); err != nil {
-				return err
-			}
-		case *vantagev1.AgentMessage_Heartbeat:
-			if err := validateSpool("heartbeat.spool", msg.Heartbeat.GetSpool()); err != nil {
-				return rpcerr.Status(ss.s.log, "Session", err)
-			}
-			if err := ss.s.cfg.Store.UpdateAgentSeen(ctx, ss.agent.ID, ss.s.now(), msg.Heartbeat.GetSpool()); err != nil {
-				return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: heartbeat: %w", rpcerr.ErrUnavailable, err))
-			}
-		case *vantagev1.AgentMessage_TaskStatus:
-			if err := ss.handleTaskStatus(ctx, msg.TaskStatus); err != nil {
-				return err
-			}
-		case *vantagev1.AgentMessage_Hello:
-			return status.Error(codes.InvalidArgument, "msg: hello sent twice in one session")
-		default:
-			return status.Error(codes.InvalidArgument, "msg: empty or unknown agent message")
-		}
-	}
-}
-
-func (ss *session) handleTaskStatus(ctx context.Context, ts *vantagev1.TaskStatus) error {
-	// An empty task_id is about the whole assignment (e.g. refused by the
-	// agent's guard).
-	if len(ts.GetTaskId()) > 256 {
-		return status.Error(codes.InvalidArgument, "task_status.task_id: longer than 256")
-	}
-	if len(ts.GetReason()) > 1024 || len(ts.GetEngine()) > 64 {
-		return status.Error(codes.InvalidArgument, "task_status: reason longer than 1024 or engine longer than 64")
-	}
-	ss.s.log.Info("agent task status", "agent", ss.agent.ID, "task", ts.GetTaskId(), "refused", ts.GetRefused(),
-		"reason", ts.GetReason(), "engine", ts.GetEngine())
-	err := ss.s.cfg.Store.SetTaskStatus(ctx, store.TaskStatus{AgentID: ss.agent.ID, TaskID: ts.GetTaskId(),
-		Refused: ts.GetRefused(), Reason: ts.GetReason(), Engine: ts.GetEngine(), At: ss.s.now()})
-	if err != nil {
-		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: task status: %w", rpcerr.ErrUnavailable, err))
-	}
-	return nil
-}
-
-// throttleHint reports whether a soft Throttle may be sent now.
-func (ss *session) throttleHint() bool {
-	now := ss.s.now().UnixNano()
-	last := ss.lastHint.Load()
-	return now-last >= int64(DefaultRetryAfter) && ss.lastHint.CompareAndSwap(last, now)
-}
-
-// throttle tells the agent to wait, then ends the session with
-// RESOURCE_EXHAUSTED (trailer retry-after-ms); the batch is not acked, so
-// the agent keeps it and sends it again.
-func (ss *session) throttle(ctx context.Context, th *throttled) error {
-	ss.enqueue(ctx, th.message())
-	return th
-}
-
-// handleBatch validates, admits (rate and overload), screens, commits
-// and only then acks one batch.
-func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) error {
-	if err := ValidateBatch(b); err != nil {
-		return rpcerr.Status(ss.s.log, "Session", err)
-	}
-	// Admission first: screening may read the store (Voucher), and a
-	// batch over the agent's rate or into an overloaded controller must
-	// cost nothing more.
-	if err := ss.admit(ctx, batchWork(len(b.GetResults()), len(b.GetGaps()))); err != nil {
-		return err
-	}
-	results, refusedGaps, refused := ss.screen(ctx, b)
-	ss.charge(GapWork * len(refusedGaps))
-	// Encode here, in the session's goroutine, so the one writer only
-	// writes.
-	bodies := make([][]byte, len(results))
-	for i, r := range results {
-		var err error
-		if bodies[i], err = proto.Marshal(r); err != nil {
-			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: results.results (seq %d): %w", rpcerr.ErrInvalid, r.GetSeq(), err))
-		}
-	}
-	agentGaps := ss.clipGaps(b.GetEpoch(), b.GetGaps())
-	gaps := agentGaps
-	if refused > 0 {
-		gaps = append(slices.Clip(gaps), refusedGaps...)
-	}
-	fresh, committedAt, err := ss.s.commit(ctx, store.Batch{AgentID: ss.agent.ID, Epoch: b.GetEpoch(), Results: results,
-		Bodies: bodies, Gaps: gaps, MaxGapRows: ss.s.cfg.MaxGapRows}, batchWork(len(results), len(gaps)))
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
-	}
-	ss.s.stats.committedBatch(fresh, agentGaps)
-	if refused > 0 {
-		ss.s.refused.Add(uint64(refused))
-		ss.s.log.Warn("results refused", "agent", ss.agent.ID, "epoch", b.GetEpoch(), "refused", refused,
-			"accepted", len(results), "gaps", len(refusedGaps), "first_seq", refusedGaps[0].GetFirstSeq(),
-			"reason", refusedGaps[0].GetReason())
-	}
-	return ss.acked(ctx, b, results, fresh, committedAt)
-}
-
-// acked acks a committed batch and feeds its fresh results to the
-// observer.
-func (ss *session) acked(ctx context.Context, b *vantagev1.ResultBatch, results []*vantagev1.ProbeResult, fresh []bool, committedAt time.Time) error {
-	// The commit returned: only now may the agent forget these results
-	// (refused ones included: they are recorded as gaps).
-	ack := &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Ack{Ack: &vantagev1.Ack{Epoch: b.GetEpoch(), UpToSeq: b.GetLastSeq()}}}
-	select {
-	case ss.ackTimes <- committedAt:
-	default: // only a statistic
-	}
-	if !ss.enqueue(ctx, ack) {
-		return ctx.Err()
-	}
-	if ss.s.cfg.Observer != nil {
-		var feed []*vantagev1.ProbeResult
-		for i, r := range results { // fresh is indexed like results
-			if fresh[i] {
-				feed = append(feed, r)
-			}
-		}
-		if len(feed) > 0 {
-			ss.s.cfg.Observer.Feed(ss.agent.ID, feed)
-		}
-	}
-	return nil
 }

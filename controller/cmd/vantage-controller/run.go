@@ -42,12 +42,22 @@ const (
 
 // Config is everything the flags set.
 type Config struct {
-	DataDir         string
-	Listen          string
-	TLSSANs         []string
-	ApproveAgents   bool
-	EvaluateEvery   time.Duration
+	DataDir       string
+	Listen        string
+	TLSSANs       []string
+	ApproveAgents bool
+	EvaluateEvery time.Duration
+	// ShutdownGrace bounds the drain of agent sessions at shutdown (their
+	// batches in progress committed and acked; 0: the default);
+	// ShutdownTimeout then bounds the gRPC server's graceful stop.
+	ShutdownGrace   time.Duration
 	ShutdownTimeout time.Duration
+	// SessionRate, SessionBurst and SessionStarts bound agent session
+	// starts (a reconnect storm): per second (0: no limit), at once, and
+	// in progress at once (0: the defaults); see ingest.Config.
+	SessionRate   float64
+	SessionBurst  int
+	SessionStarts int
 	// IngestRate is the per-agent upload limit in results/s (0: none);
 	// IngestQueue bounds the results waiting for the store.
 	IngestRate  float64
@@ -102,6 +112,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.RetentionEvery < 0 || cfg.ResultsRetention > 0 && cfg.RetentionEvery == 0 {
 		return fmt.Errorf("--retention-every: must be positive, got %v", cfg.RetentionEvery)
+	}
+	if cfg.SessionRate < 0 || cfg.SessionBurst < 0 || cfg.SessionStarts < 0 || cfg.ShutdownGrace < 0 {
+		return fmt.Errorf("--session-rate %g, --session-burst %d, --session-starts %d, --shutdown-grace %v: must not be negative",
+			cfg.SessionRate, cfg.SessionBurst, cfg.SessionStarts, cfg.ShutdownGrace)
 	}
 	if cfg.IngestGapRate < 0 || cfg.IngestGapBurst < 0 || cfg.IngestClockSkew < 0 {
 		return fmt.Errorf("--ingest-gap-rate %g, --ingest-gap-burst %d, --ingest-clock-skew %v: must not be negative",
@@ -174,7 +188,8 @@ func Run(ctx context.Context, cfg Config) error {
 	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
 		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue, MaxGapRows: cfg.IngestGapRows,
 		GapSeqRate: cfg.IngestGapRate, GapSeqBurst: cfg.IngestGapBurst, MaxClockSkew: cfg.IngestClockSkew,
-		MaxResultAge: max(cfg.ResultsRetention, ingest.DefaultMaxResultAge)})
+		MaxResultAge: max(cfg.ResultsRetention, ingest.DefaultMaxResultAge),
+		SessionRate:  sessionRate(cfg.SessionRate), SessionBurst: cfg.SessionBurst, SessionStarts: cfg.SessionStarts})
 	// Metrics are counted whether served or not: they cost nothing unscraped.
 	met = metrics.New(metrics.Config{Ingest: ing, Verdicts: worker, Log: log})
 	if cfg.MetricsAddr != "" {
@@ -272,7 +287,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("controller stopping")
 	hs.Shutdown()
-	ing.CloseAll()
+	drain(ing, cfg.ShutdownGrace, log)
 	worker.Close() // ends verdict watchers with Unavailable
 	stopped := make(chan struct{})
 	go func() {
@@ -296,6 +311,33 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("controller stopped")
 	return nil
+}
+
+// sessionRate is ingest's SessionRate for the --session-rate flag, whose 0
+// means no limit.
+func sessionRate(flag float64) float64 {
+	if flag == 0 {
+		return -1
+	}
+	return flag
+}
+
+// drain ends every agent session once the batches it has taken are
+// committed and acked (at most grace; 0: ingest.DefaultShutdownGrace), and
+// logs what it did.
+func drain(ing *ingest.Server, grace time.Duration, log *slog.Logger) {
+	if grace <= 0 {
+		grace = ingest.DefaultShutdownGrace
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	d := ing.Drain(ctx)
+	attrs := []any{"sessions", d.Sessions, "batches_committed", d.Batches, "acks_sent", d.Acks, "took", d.Took}
+	if d.Cut {
+		log.Warn("agent sessions not drained within the grace; cutting them", append(attrs, "left", d.Left, "grace", grace)...)
+		return
+	}
+	log.Info("agent sessions drained", attrs...)
 }
 
 // fanout passes ingest's results and session changes to several observers.
