@@ -94,6 +94,7 @@ func (c *Config) sessionDefaults() {
 	}
 	setDefault(&c.SessionBurst, DefaultSessionBurst)
 	setDefault(&c.SessionStarts, DefaultSessionStarts)
+	setDefault(&c.HelloTimeout, DefaultHelloTimeout)
 }
 
 // newAdmission makes an admission of perSecond starts a second (not

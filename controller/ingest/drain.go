@@ -96,11 +96,15 @@ func (s *Server) recvFirst(stream vantagev1.AgentService_SessionServer) (*vantag
 		m, err := stream.Recv()
 		c <- received{m, err}
 	}()
+	hello := time.NewTimer(s.cfg.HelloTimeout)
+	defer hello.Stop()
 	select {
 	case r := <-c:
 		return r.m, r.err
 	case <-s.drainc:
 		return nil, status.Error(codes.Unavailable, "controller shutting down")
+	case <-hello.C: // a stream that never says hello holds nothing for long
+		return nil, status.Errorf(codes.DeadlineExceeded, "msg: no hello within %s of the session's start", s.cfg.HelloTimeout)
 	}
 }
 

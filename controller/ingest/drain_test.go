@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,4 +149,26 @@ func TestDrainCutAfterGrace(t *testing.T) {
 	if e := <-end; len(e.acks) != 0 || status.Code(e.err) != codes.Unavailable {
 		t.Fatalf("session got acks %v and ended %v; want no ack (still committing), Unavailable", e.acks, e.err)
 	}
+}
+
+// TestHelloTimeout: a session that never sends its Hello is ended with
+// DeadlineExceeded, not held until the connection closes.
+func TestHelloTimeout(t *testing.T) {
+	ta := newTestAgentWith(t, nil, nil, nil, func(c *Config) { c.HelloTimeout = 300 * time.Millisecond })
+	sctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mute, err := vantagev1.NewAgentServiceClient(ta.conn).Session(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-readToEnd(mute):
+		if status.Code(e.err) != codes.DeadlineExceeded || !strings.Contains(e.err.Error(), "no hello") {
+			t.Fatalf("the Hello-less session ended %v; want DeadlineExceeded naming the hello", e.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the Hello-less session is still open 20s after a 300ms hello timeout")
+	}
+	// An agent that says hello in time is served as before.
+	ta.session(t, 1)
 }

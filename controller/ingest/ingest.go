@@ -38,6 +38,11 @@ const (
 	AssignmentRenew    = 5 * time.Minute
 	MaxVersionLen      = 64
 	sendQueue          = 64
+	// DefaultHelloTimeout bounds how long a session may take to send its
+	// Hello: an agent sends it at once, and a stream that never does (a
+	// stuck or hostile agent) would otherwise hold its goroutine until the
+	// connection ends.
+	DefaultHelloTimeout = 30 * time.Second
 )
 
 // Campaigns gives the parsed ACTIVE campaigns (engine.Worker implements it).
@@ -102,6 +107,9 @@ type Config struct {
 	// at once (0: DefaultSessionBurst), SessionStarts how many may be
 	// starting at once (0: DefaultSessionStarts). Beyond them a session
 	// ends at once with RESOURCE_EXHAUSTED and a retry-after (admission.go).
+	// HelloTimeout ends a session whose first message has not arrived
+	// this long after it began (DeadlineExceeded); 0: DefaultHelloTimeout.
+	HelloTimeout  time.Duration
 	SessionRate   float64
 	SessionBurst  int
 	SessionStarts int
