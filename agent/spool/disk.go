@@ -93,7 +93,10 @@ type Options struct {
 	// (DefaultSyncInterval when zero). Records are also synced before Read
 	// hands them out to be sent.
 	SyncInterval time.Duration
-	Logger       *slog.Logger
+	// MemoryBytes caps the results kept in memory while the disk refuses
+	// writes (fault.go); when zero, SegmentBytes capped at MaxMemoryBytes.
+	MemoryBytes int64
+	Logger      *slog.Logger
 }
 
 // Stats are what Open found and what the spool did since.
@@ -183,6 +186,14 @@ type Disk struct {
 	stats     Stats
 	readCache map[Key]pos // batch ends handed out by Read
 	sentGaps  map[Key]bool
+
+	// While the disk refuses writes (fault.go): the results kept in
+	// memory, after every result on disk, and their framed bytes.
+	fault        *fault
+	mem          []memRec
+	memBytes     int64
+	gapsDirty    bool   // d.gaps changed but the gaps file could not be written
+	writeDropped uint64 // results dropped from memory into gaps since Open
 }
 
 var _ Spool = (*Disk)(nil)
@@ -205,6 +216,9 @@ func OpenDisk(dir string, epoch uint64, opts Options) (*Disk, error) {
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = DefaultSyncInterval
 	}
+	if opts.MemoryBytes <= 0 {
+		opts.MemoryBytes = min(opts.SegmentBytes, MaxMemoryBytes)
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -223,7 +237,8 @@ func OpenDisk(dir string, epoch uint64, opts Options) (*Disk, error) {
 		return nil, fmt.Errorf("spool: epoch %d: spool already holds epoch %d: %w", epoch, d.lastKey.Epoch, ErrBadOption)
 	}
 	if err := d.rotate(); err != nil {
-		return nil, err
+		// A full disk at start: the results wait in memory (fault.go).
+		d.failed(err)
 	}
 	d.stats.Segments = len(d.segs)
 	d.log.Info("spool opened", slog.String("dir", dir), slog.Uint64("replayed_results", d.stats.ReplayedResults),
@@ -323,7 +338,10 @@ func (d *Disk) load() error {
 	if len(d.segs) > 0 {
 		d.head = pos{seg: d.segs[0].id, off: headerSize, ord: d.segs[0].firstOrd - 1, key: d.head.key}
 		if curOK && cur.seg == d.segs[0].id {
-			if p, ok := d.scanTo(d.segs[0], cur.key); ok && p.off == cur.off && p.key == cur.key {
+			// The cursor's key may be beyond its record: results acked
+			// while they were only in memory (fault.go).
+			if p, ok := d.scanTo(d.segs[0], cur.key); ok && p.off == cur.off && p.key.Compare(cur.key) <= 0 {
+				p.key = cur.key
 				d.head = p
 			}
 		}
@@ -621,37 +639,34 @@ func (d *Disk) findHoles() {
 	}
 	if added {
 		if err := d.writeGaps(); err != nil {
-			d.log.Warn("spool gaps not persisted", slog.String("error", err.Error()))
+			d.gapsDirty = true // written again when the disk takes writes (fault.go)
+			d.failed(err)
 		}
 	}
 }
 
-// rotate closes the active segment and starts a new one.
+// rotate starts a new segment and then syncs and closes the active one. On
+// error the active segment stays as it was (a full disk: the new one is
+// removed again).
 func (d *Disk) rotate() error {
-	if d.active != nil {
-		if err := d.active.Sync(); err != nil {
-			return fmt.Errorf("spool: sync: %w", err)
-		}
-		_ = d.active.Close()
-		d.active = nil
-		d.dirty = false
-	}
 	var id uint64 = 1
 	if n := len(d.segs); n > 0 {
 		id = d.segs[n-1].id + 1
 	}
 	path := filepath.Join(d.dir, segName(id))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := newSegment(path)
 	if err != nil {
-		return fmt.Errorf("spool: new segment: %w", err)
+		return err
 	}
-	if _, err := f.Write([]byte(magic)); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("spool: new segment: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("spool: new segment: %w", err)
+	if d.active != nil {
+		if err := d.active.Sync(); err != nil {
+			_ = f.Close()
+			_ = os.Remove(path)
+			return fmt.Errorf("spool: sync: %w", err)
+		}
+		_ = d.active.Close()
+		d.active = nil
+		d.dirty = false
 	}
 	syncDir(d.dir)
 	d.active = f
@@ -660,6 +675,24 @@ func (d *Disk) rotate() error {
 		d.head = pos{seg: id, off: headerSize, ord: d.lastOrd, key: d.head.key}
 	}
 	return nil
+}
+
+// newSegment creates a segment file with its magic, synced; nothing is
+// left behind on error.
+func newSegment(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool: new segment: %w", err)
+	}
+	if _, err = f.Write([]byte(magic)); err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("spool: new segment: %w", err)
+	}
+	return f, nil
 }
 
 func syncDir(dir string) {
@@ -680,7 +713,8 @@ func (d *Disk) bytesLocked() int64 {
 // Append implements Spool. The record is written with one write(2), so a
 // killed process leaves either the whole record or none of it in the page
 // cache; it reaches the disk within SyncInterval (or before Read hands it
-// out).
+// out). While the disk refuses writes the result is kept in memory
+// (fault.go) and Append succeeds.
 func (d *Disk) Append(r *vantagev1.ProbeResult) error {
 	body, err := proto.Marshal(r)
 	if err != nil {
@@ -704,29 +738,50 @@ func (d *Disk) Append(r *vantagev1.ProbeResult) error {
 	if len(p) > MaxRecordBytes || n+headerSize > d.opts.SegmentBytes {
 		return fmt.Errorf("spool: result seq %d: %d bytes: %w", r.GetSeq(), n, ErrTooLarge)
 	}
-	act := d.segs[len(d.segs)-1]
-	if act.size+n > d.opts.SegmentBytes {
+	k := Key{d.epoch, r.GetSeq()}
+	if !d.recover(false) {
+		d.toMemory(k, r, rec)
+	} else if err := d.write(k, rec); errors.Is(err, ErrTooLarge) {
+		return err
+	} else if err != nil {
+		d.failed(err)
+		d.toMemory(k, r, rec)
+	}
+	d.lastSeq = r.GetSeq()
+	d.lastKey = k
+	return nil
+}
+
+// write appends one framed record to the active segment, rotating and
+// dropping the oldest segments (the cap) as needed. A failed write leaves
+// the segment as it was: a partial record is cut off again, or, if even
+// that fails, the segment is closed and the next write starts a new one.
+func (d *Disk) write(k Key, rec []byte) error {
+	n := int64(len(rec))
+	if d.active == nil || d.segs[len(d.segs)-1].size+n > d.opts.SegmentBytes {
 		if err := d.rotate(); err != nil {
 			return err
 		}
-		act = d.segs[len(d.segs)-1]
 	}
 	for d.bytesLocked()+n+d.gapGrowth() > d.opts.MaxBytes {
 		if err := d.dropOldest(); err != nil {
 			return err
 		}
-		act = d.segs[len(d.segs)-1]
 	}
+	act := d.segs[len(d.segs)-1]
 	if _, err := d.active.Write(rec); err != nil {
-		// A partial write is cut at the next open; start clean now.
-		_ = d.rotate()
+		if terr := d.active.Truncate(act.size); terr != nil {
+			// A torn record stays; it is cut at the next open, and
+			// nothing may follow it.
+			_ = d.active.Sync()
+			_ = d.active.Close()
+			d.active = nil
+		}
 		return fmt.Errorf("spool: append: %w", err)
 	}
 	act.size += n
-	d.lastSeq = r.GetSeq()
 	d.lastOrd++
-	d.lastKey = Key{d.epoch, r.GetSeq()}
-	act.add(d.lastKey, d.lastOrd)
+	act.add(k, d.lastOrd)
 	if !d.dirty {
 		d.dirty = true
 		select {
@@ -778,11 +833,14 @@ func (d *Disk) dropOldest() error {
 	}
 	d.head = pos{seg: d.segs[0].id, off: headerSize, ord: max(d.head.ord, old.lastOrd), key: k}
 	d.pruneCache()
+	// The drop stands (the segment is gone); the gaps file is written
+	// again once the disk takes writes (fault.go), and a lost cursor only
+	// means re-sends.
 	if err := d.writeGaps(); err != nil {
-		return err
-	}
-	if err := d.writeCursor(); err != nil {
-		return err
+		d.gapsDirty = true
+		d.failed(err)
+	} else if err := d.writeCursor(); err != nil {
+		d.failed(err)
 	}
 	d.log.Warn("spool full: oldest results dropped", slog.Uint64("dropped", dropped), slog.Int("gaps", len(d.gaps)))
 	return nil
@@ -834,7 +892,7 @@ func (d *Disk) syncLoop() {
 		case <-t.C:
 			d.mu.Lock()
 			if err := d.syncActive(); err != nil {
-				d.log.Warn("spool sync failed", slog.String("error", err.Error()))
+				d.failed(err)
 			}
 			d.mu.Unlock()
 		}
@@ -842,7 +900,9 @@ func (d *Disk) syncLoop() {
 }
 
 // Read implements Spool. It fsyncs the active segment first, so nothing is
-// sent that a power cut could take back.
+// sent that a power cut could take back (unless the disk refuses: then
+// results are sent anyway, as those in memory are). The results on disk
+// come first, then those in memory (fault.go).
 func (d *Disk) Read(after Key, maxResults int) (Batch, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -850,7 +910,7 @@ func (d *Disk) Read(after Key, maxResults int) (Batch, error) {
 		return Batch{}, ErrClosed
 	}
 	if err := d.syncActive(); err != nil {
-		return Batch{}, err
+		d.failed(err)
 	}
 	var b Batch
 	for _, g := range d.gaps {
@@ -865,6 +925,7 @@ func (d *Disk) Read(after Key, maxResults int) (Batch, error) {
 	}
 	p := start
 	prev := p.key
+	stopped := false // the walk ended before the end of the disk
 	err := d.walk(p, func(rec []byte, next pos) bool {
 		k, _ := resultKey(rec)
 		if k.Compare(after) <= 0 || k.Compare(d.head.key) <= 0 {
@@ -873,6 +934,7 @@ func (d *Disk) Read(after Key, maxResults int) (Batch, error) {
 			return true
 		}
 		if len(b.Results) > 0 && (k.Epoch != b.Epoch || k.Seq != prev.Seq+1) {
+			stopped = true
 			return false
 		}
 		res := &vantagev1.ProbeResult{}
@@ -880,6 +942,7 @@ func (d *Disk) Read(after Key, maxResults int) (Batch, error) {
 			d.stats.CorruptRecords++
 			d.log.Warn("spool record does not decode; skipped", slog.Uint64("epoch", k.Epoch), slog.Uint64("seq", k.Seq))
 			if len(b.Results) > 0 {
+				stopped = true
 				return false
 			}
 			prev, p = k, next
@@ -888,10 +951,16 @@ func (d *Disk) Read(after Key, maxResults int) (Batch, error) {
 		b.Epoch = k.Epoch
 		b.Results = append(b.Results, res)
 		prev, p = k, next
-		return len(b.Results) < maxResults
+		stopped = len(b.Results) >= maxResults
+		return !stopped
 	})
 	if err != nil {
 		return Batch{}, err
+	}
+	if !stopped {
+		// p is the end of the disk: a batch ending in memory is cached
+		// there, and the cache is cleared when memory goes to disk.
+		d.readMem(&b, after, prev, maxResults)
 	}
 	if len(b.Results) > 0 {
 		if len(d.readCache) > 4096 {
@@ -968,7 +1037,9 @@ func (d *Disk) Ack(upTo Key, gaps []*vantagev1.Gap) error {
 			clear(d.gaps[len(kept):])
 			d.gaps = kept
 			if err := d.writeGaps(); err != nil {
-				return err
+				// Acked gaps kept on disk would only be sent again.
+				d.gapsDirty = true
+				d.failed(err)
 			}
 		}
 	}
@@ -987,6 +1058,11 @@ func (d *Disk) Ack(upTo Key, gaps []*vantagev1.Gap) error {
 		}); err != nil {
 			return err
 		}
+	}
+	if d.ackMem(upTo) {
+		// Every result on disk is acked, and some in memory: the head
+		// is the end of the disk, its key the last result acked.
+		np.key = upTo
 	}
 	if np.key.Compare(d.head.key) > 0 {
 		d.head = np
@@ -1007,7 +1083,10 @@ func (d *Disk) Ack(upTo Key, gaps []*vantagev1.Gap) error {
 		break
 	}
 	d.pruneCache()
-	return d.writeCursor()
+	if err := d.writeCursor(); err != nil {
+		d.failed(err) // a lost cursor only means re-sends
+	}
+	return nil
 }
 
 // State implements Spool.
@@ -1021,8 +1100,10 @@ func (d *Disk) State() *vantagev1.SpoolState {
 	if len(d.segs) > 0 {
 		pb -= d.head.off - headerSize
 	}
-	return &vantagev1.SpoolState{PendingResults: d.lastOrd - d.head.ord, PendingBytes: uint64(max(pb, 0)),
-		DroppedResults: d.stats.DroppedResults, Gaps: d.nGaps}
+	st := &vantagev1.SpoolState{PendingResults: d.lastOrd - d.head.ord + uint64(len(d.mem)),
+		PendingBytes: uint64(max(pb, 0) + d.memBytes), DroppedResults: d.stats.DroppedResults, Gaps: d.nGaps}
+	d.faultState(st)
+	return st
 }
 
 // Stats reports what Open found and what the spool did since.
@@ -1044,6 +1125,10 @@ func (d *Disk) Close() error {
 	}
 	d.closed = true
 	close(d.stop)
+	if !d.recover(true) {
+		d.log.Warn("spool closed while its disk refuses writes; results only in memory are lost",
+			slog.Int("memory_results", len(d.mem)), slog.Bool("gaps_unsaved", d.gapsDirty))
+	}
 	err := d.syncActive()
 	if d.active != nil {
 		if cerr := d.active.Close(); err == nil {
