@@ -140,6 +140,7 @@ type Server struct {
 	ackLat       ackHistogram  // commit -> ack handed to the stream
 	refused      atomic.Uint64 // results refused (unknown task) and stored as gaps
 	stats        stats         // event counters for Stats (stats.go)
+	health       storeHealth   // commit failures and whether the store fails now (commit.go)
 }
 
 // New returns a Server.
@@ -254,6 +255,9 @@ type session struct {
 	killErr  error
 
 	lastHint atomic.Int64 // unix ns of the last soft Throttle sent
+	// spool is the agent's spool state from its last heartbeat (Stats
+	// counts the agents whose spool disk refuses writes).
+	spool atomic.Pointer[vantagev1.SpoolState]
 	// ackTimes holds, in order, the commit time of each queued Ack.
 	ackTimes chan time.Time
 
@@ -531,6 +535,7 @@ func (ss *session) recvLoop(ctx context.Context) error {
 			if err := validateSpool("heartbeat.spool", msg.Heartbeat.GetSpool()); err != nil {
 				return rpcerr.Status(ss.s.log, "Session", err)
 			}
+			ss.spool.Store(msg.Heartbeat.GetSpool())
 			if err := ss.s.cfg.Store.UpdateAgentSeen(ctx, ss.agent.ID, ss.s.now(), msg.Heartbeat.GetSpool()); err != nil {
 				return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: heartbeat: %w", rpcerr.ErrUnavailable, err))
 			}
@@ -613,6 +618,11 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		var th *throttled // the store failed: the agent waits and sends again
+		if errors.As(err, &th) {
+			ss.s.stats.throttled(ThrottleStore)
+			return ss.throttle(ctx, th)
 		}
 		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
 	}
