@@ -17,6 +17,10 @@ type ingestCollector struct {
 	commit    *prometheus.Desc
 	throttles *prometheus.Desc
 	sessions  *prometheus.Desc
+	// The store's and the agents' disks (docs/OPERATIONS.md, Disk faults).
+	storeFailures *prometheus.Desc
+	storeFailing  *prometheus.Desc
+	spoolFailing  *prometheus.Desc
 }
 
 func newIngestCollector(src IngestSource) *ingestCollector {
@@ -34,15 +38,23 @@ func newIngestCollector(src IngestSource) *ingestCollector {
 		commit: prometheus.NewDesc("vantage_ingest_commit_duration_seconds",
 			"Duration of each store commit (a group of batches in one transaction).", nil, nil),
 		throttles: prometheus.NewDesc("vantage_ingest_throttles_total",
-			"Throttle messages sent to agents, by kind: soft (queue long, batch taken), hard (queue full or commits slow, batch refused), rate (agent over --ingest-rate, batch refused).",
+			"Throttle messages sent to agents, by kind: soft (queue long, batch taken), hard (queue full or commits slow, batch refused), rate (agent over --ingest-rate, batch refused), store (the batch's commit failed, batch not acked).",
 			[]string{"kind"}, nil),
 		sessions: prometheus.NewDesc("vantage_agent_sessions",
 			"Agent sessions connected now.", nil, nil),
+		storeFailures: prometheus.NewDesc("vantage_store_commit_failures_total",
+			"Store commits (one transaction of agent batches) that failed, by class: disk_full (no space left), io (I/O error, read-only), other. Their batches were not acked; the agents send them again.",
+			[]string{"class"}, nil),
+		storeFailing: prometheus.NewDesc("vantage_store_failing",
+			"1 while the store's last commit failed (a full disk or an I/O error: results stay with the agents), 0 once a commit succeeds.", nil, nil),
+		spoolFailing: prometheus.NewDesc("vantage_agents_spool_failing",
+			"Connected agents whose last heartbeat says their spool's disk refuses writes (results kept in the agent's memory, or dropped into gaps).", nil, nil),
 	}
 }
 
 func (c *ingestCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.results, c.batches, c.gaps, c.queue, c.commit, c.throttles, c.sessions} {
+	for _, d := range []*prometheus.Desc{c.results, c.batches, c.gaps, c.queue, c.commit, c.throttles, c.sessions,
+		c.storeFailures, c.storeFailing, c.spoolFailing} {
 		ch <- d
 	}
 }
@@ -59,6 +71,15 @@ func (c *ingestCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range s.Throttles {
 		ch <- prometheus.MustNewConstMetric(c.throttles, prometheus.CounterValue, float64(n), ingest.ThrottleKind(k).String())
 	}
+	for k, n := range s.StoreFailures {
+		ch <- prometheus.MustNewConstMetric(c.storeFailures, prometheus.CounterValue, float64(n), ingest.StoreErrorClass(k).String())
+	}
+	failing := 0.0
+	if s.StoreFailing {
+		failing = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.storeFailing, prometheus.GaugeValue, failing)
+	ch <- prometheus.MustNewConstMetric(c.spoolFailing, prometheus.GaugeValue, float64(s.AgentsSpoolFailing))
 	h := s.CommitSeconds
 	buckets := make(map[float64]uint64, len(h.Bounds))
 	for i, b := range h.Bounds {
