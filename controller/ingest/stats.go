@@ -87,6 +87,10 @@ type Stats struct {
 	// CommitSeconds is the duration of each store commit (one group of
 	// batches, one transaction), in seconds.
 	CommitSeconds Histogram
+	// CommitRunning is how long the commit in progress has been running
+	// (0: none). A stalled disk shows here while it lasts; past
+	// MaxCommitLatency new batches are refused.
+	CommitRunning time.Duration
 	// StoreFailures counts the group commits that failed, by
 	// StoreErrorClass; their batches were not acked.
 	StoreFailures [numStoreErrorClasses]uint64
@@ -173,6 +177,9 @@ func (s *Server) Stats() Stats {
 		out.Throttles[k] = s.stats.throttles[k].Load()
 	}
 	s.health.snapshot(&out)
+	if st := s.commitStart.Load(); st != 0 {
+		out.CommitRunning = max(time.Since(s.clock)-time.Duration(st-1), 0)
+	}
 	for i := range s.stats.commitBuckets {
 		out.CommitSeconds.Count += s.stats.commitBuckets[i].Load()
 		if i < len(CommitBuckets) {

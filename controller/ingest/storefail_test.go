@@ -173,3 +173,25 @@ func waitStats(t *testing.T, srv *Server, what string, cond func(Stats) bool) {
 		}
 	}
 }
+
+// TestCommitRunning: while a commit stalls (a frozen disk), Stats says how
+// long it has been running; once it returns, 0.
+func TestCommitRunning(t *testing.T) {
+	var ss *stallStore
+	ta := newTestAgent(t, func(db *sqlite.DB) store.Store { ss = newStallStore(db); return ss }, nil, nil)
+	s, task := ta.session(t, 1)
+	entered, release := ss.arm()
+	if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: oneResult(1, 1, task)}}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	time.Sleep(50 * time.Millisecond)
+	if r := ta.srv.Stats().CommitRunning; r < 50*time.Millisecond {
+		t.Errorf("CommitRunning = %v during a stalled commit of at least 50ms", r)
+	}
+	release()
+	recvAck(t, s)
+	if r := ta.srv.Stats().CommitRunning; r != 0 {
+		t.Errorf("CommitRunning = %v after the commit returned; want 0", r)
+	}
+}

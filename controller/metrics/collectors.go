@@ -15,6 +15,7 @@ type ingestCollector struct {
 	gaps      *prometheus.Desc
 	queue     *prometheus.Desc
 	commit    *prometheus.Desc
+	running   *prometheus.Desc
 	throttles *prometheus.Desc
 	sessions  *prometheus.Desc
 	// The store's and the agents' disks (docs/OPERATIONS.md, Disk faults).
@@ -37,6 +38,8 @@ func newIngestCollector(src IngestSource) *ingestCollector {
 			"Results queued for, or being committed to, the store (soft bound --ingest-queue, hard bound twice that).", nil, nil),
 		commit: prometheus.NewDesc("vantage_ingest_commit_duration_seconds",
 			"Duration of each store commit (a group of batches in one transaction).", nil, nil),
+		running: prometheus.NewDesc("vantage_ingest_commit_running_seconds",
+			"How long the store commit in progress has been running, 0 when none: a stalled disk shows here while it lasts (above 5 s new batches are refused).", nil, nil),
 		throttles: prometheus.NewDesc("vantage_ingest_throttles_total",
 			"Throttle messages sent to agents, by kind: soft (queue long, batch taken), hard (queue full or commits slow, batch refused), rate (agent over --ingest-rate, batch refused), store (the batch's commit failed, batch not acked).",
 			[]string{"kind"}, nil),
@@ -53,7 +56,7 @@ func newIngestCollector(src IngestSource) *ingestCollector {
 }
 
 func (c *ingestCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.results, c.batches, c.gaps, c.queue, c.commit, c.throttles, c.sessions,
+	for _, d := range []*prometheus.Desc{c.results, c.batches, c.gaps, c.queue, c.commit, c.running, c.throttles, c.sessions,
 		c.storeFailures, c.storeFailing, c.spoolFailing} {
 		ch <- d
 	}
@@ -67,6 +70,7 @@ func (c *ingestCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(s.Batches))
 	ch <- prometheus.MustNewConstMetric(c.gaps, prometheus.CounterValue, float64(s.GapResults))
 	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(s.QueuedResults))
+	ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, s.CommitRunning.Seconds())
 	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(s.Sessions))
 	for k, n := range s.Throttles {
 		ch <- prometheus.MustNewConstMetric(c.throttles, prometheus.CounterValue, float64(n), ingest.ThrottleKind(k).String())

@@ -94,16 +94,21 @@ vantage_agent_sessions 0
 	}
 }
 
-// TestDiskFaultMetrics: a failing store (commits failed by class, the
-// failing gauge) and agents whose spool disk refuses writes.
+// TestDiskFaultMetrics: a stalled store (the commit running now), a failing
+// one (commits failed by class, the failing gauge) and agents whose spool
+// disk refuses writes.
 func TestDiskFaultMetrics(t *testing.T) {
 	fi := &fakeIngest{}
 	m := New(Config{Ingest: fi})
-	names := []string{"vantage_store_commit_failures_total", "vantage_store_failing", "vantage_agents_spool_failing"}
+	names := []string{"vantage_store_commit_failures_total", "vantage_store_failing", "vantage_agents_spool_failing",
+		"vantage_ingest_commit_running_seconds"}
 	const head = `
 # HELP vantage_agents_spool_failing Connected agents whose last heartbeat says their spool's disk refuses writes (results kept in the agent's memory, or dropped into gaps).
 # TYPE vantage_agents_spool_failing gauge
 vantage_agents_spool_failing %d
+# HELP vantage_ingest_commit_running_seconds How long the store commit in progress has been running, 0 when none: a stalled disk shows here while it lasts (above 5 s new batches are refused).
+# TYPE vantage_ingest_commit_running_seconds gauge
+vantage_ingest_commit_running_seconds %g
 # HELP vantage_store_commit_failures_total Store commits (one transaction of agent batches) that failed, by class: disk_full (no space left), io (I/O error, read-only), other. Their batches were not acked; the agents send them again.
 # TYPE vantage_store_commit_failures_total counter
 vantage_store_commit_failures_total{class="disk_full"} %d
@@ -116,16 +121,18 @@ vantage_store_failing %d
 	tests := []struct {
 		name                         string
 		full, io, failing, agentsBad int
+		running                      time.Duration
 	}{
-		{"healthy", 0, 0, 0, 0},
-		{"disk full now, one agent's spool too", 12, 1, 1, 1},
-		{"recovered", 12, 1, 0, 0},
+		{"healthy", 0, 0, 0, 0, 0},
+		{"a commit stalled for 12.5 s", 0, 0, 0, 0, 12500 * time.Millisecond},
+		{"disk full now, one agent's spool too", 12, 1, 1, 1, 0},
+		{"recovered", 12, 1, 0, 0, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			fi.s.StoreFailures[ingest.StoreDiskFull], fi.s.StoreFailures[ingest.StoreIO] = uint64(tc.full), uint64(tc.io)
-			fi.s.StoreFailing, fi.s.AgentsSpoolFailing = tc.failing == 1, tc.agentsBad
-			want := fmt.Sprintf(head, tc.agentsBad, tc.full, tc.io, tc.failing)
+			fi.s.StoreFailing, fi.s.AgentsSpoolFailing, fi.s.CommitRunning = tc.failing == 1, tc.agentsBad, tc.running
+			want := fmt.Sprintf(head, tc.agentsBad, tc.running.Seconds(), tc.full, tc.io, tc.failing)
 			if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want), names...); err != nil {
 				t.Fatal(err)
 			}
