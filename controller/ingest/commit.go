@@ -95,7 +95,7 @@ type commitRes struct {
 // which acks its agent. Many agents' batches thus share one commit.
 func (s *Server) committer() {
 	defer close(s.commitDone)
-	gc, _ := s.cfg.Store.(store.GroupCommitter)
+	gc, _ := s.commitStore.(store.GroupCommitter)
 	var group []*commitReq
 	for {
 		var first *commitReq
@@ -135,7 +135,7 @@ func (s *Server) committer() {
 			}
 		} else {
 			for i, r := range group {
-				f, err := s.cfg.Store.CommitBatchFresh(s.commitCtx, r.b.AgentID, r.b.Epoch, r.b.Results, r.b.Gaps)
+				f, err := s.commitStore.CommitBatchFresh(s.commitCtx, r.b.AgentID, r.b.Epoch, r.b.Results, r.b.Gaps)
 				res[i] = commitRes{fresh: f, err: err, at: time.Now()}
 			}
 		}
@@ -145,7 +145,7 @@ func (s *Server) committer() {
 		s.commitStart.Store(0)
 		s.stats.commitTook(took)
 		s.queued.Add(-int64(n))
-		s.health.committed(s.log, groupErr(res), len(group))
+		s.health.wrote(s.log, opCommit, groupErr(res))
 		for i, r := range group {
 			r.done <- res[i]
 		}
@@ -286,48 +286,101 @@ func ClassifyStoreError(err error) StoreErrorClass {
 	return StoreOther
 }
 
-// storeHealth follows the outcome of the committer's commits: failures by
-// class, and whether (since when) the store is failing now. It logs a
-// failure when it begins, every StoreLogEvery while it lasts, and its end,
-// never once per batch.
-type storeHealth struct {
-	mu       sync.Mutex
-	failures [numStoreErrorClasses]uint64
-	failing  bool
-	since    time.Time
-	lastErr  string
-	loggedAt time.Time
-	unlogged uint64 // failed commits since the last log line
-	failed   uint64 // failed commits in this failure
+// Store writes ingest makes, as storeHealth names them.
+const (
+	opCommit     = "commit"
+	opHello      = "hello"
+	opHeartbeat  = "heartbeat"
+	opTaskStatus = "task status"
+)
+
+// watchStore makes every store write ingest makes outside the committer
+// (the agent row at Hello and heartbeat, task statuses) count in
+// storeHealth, as commits do; the committer writes to the store as given.
+func (s *Server) watchStore() {
+	s.commitStore = s.cfg.Store
+	s.cfg.Store = watchedStore{Store: s.cfg.Store, s: s}
 }
 
-// committed records one group commit's outcome (err nil: it succeeded).
-func (h *storeHealth) committed(log *slog.Logger, err error, batches int) {
+// watchedStore is the store as sessions write to it.
+type watchedStore struct {
+	store.Store
+	s *Server
+}
+
+func (w watchedStore) UpdateAgentHello(ctx context.Context, id string, h store.AgentHello) error {
+	err := w.Store.UpdateAgentHello(ctx, id, h)
+	w.s.health.wrote(w.s.log, opHello, storeFault(ctx, err))
+	return err
+}
+
+func (w watchedStore) UpdateAgentSeen(ctx context.Context, id string, at time.Time, sp *vantagev1.SpoolState) error {
+	err := w.Store.UpdateAgentSeen(ctx, id, at, sp)
+	w.s.health.wrote(w.s.log, opHeartbeat, storeFault(ctx, err))
+	return err
+}
+
+func (w watchedStore) SetTaskStatus(ctx context.Context, st store.TaskStatus) error {
+	err := w.Store.SetTaskStatus(ctx, st)
+	w.s.health.wrote(w.s.log, opTaskStatus, storeFault(ctx, err))
+	return err
+}
+
+// storeFault is err unless it says nothing about the store's health (the
+// caller gave up; a row not found).
+func storeFault(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+// storeHealth follows the outcome of ingest's store writes: failures by
+// class, and whether (since when) the store is failing now. It logs a
+// failure when it begins, every StoreLogEvery while it lasts, and its end,
+// never once per batch. A successful commit ends a failure; another write
+// does only if no commit failed meanwhile (a full disk may still take the
+// small update of an agent row while refusing every batch).
+type storeHealth struct {
+	mu           sync.Mutex
+	failures     [numStoreErrorClasses]uint64
+	failing      bool
+	commitFailed bool // a commit failed in this failure
+	since        time.Time
+	lastErr      string
+	loggedAt     time.Time
+	unlogged     uint64 // failed writes since the last log line
+	failed       uint64 // failed writes in this failure
+}
+
+// wrote records the outcome of one store write op (err nil: it succeeded).
+func (h *storeHealth) wrote(log *slog.Logger, op string, err error) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err == nil {
-		if h.failing {
-			log.Info("store commits recovered", "failed_for", now.Sub(h.since).Round(time.Millisecond),
-				"failed_commits", h.failed, "last_error", h.lastErr)
-			h.failing = false
+		if h.failing && (op == opCommit || !h.commitFailed) {
+			log.Info("store writes recovered", "op", op, "failed_for", now.Sub(h.since).Round(time.Millisecond),
+				"failed_writes", h.failed, "last_error", h.lastErr)
+			h.failing, h.commitFailed = false, false
 		}
 		return
 	}
 	class := ClassifyStoreError(err)
 	h.failures[class]++
 	h.lastErr = err.Error()
+	h.commitFailed = h.commitFailed || op == opCommit
 	if !h.failing {
 		h.failing, h.since, h.loggedAt, h.unlogged, h.failed = true, now, now, 0, 1
-		log.Warn("store commits failing; agents keep their results and retry", "class", class.String(), "err", err,
-			"batches", batches, "retry_after", DefaultStoreRetryAfter)
+		log.Warn("store writes failing; agents keep their results and retry", "op", op, "class", class.String(), "err", err,
+			"retry_after", DefaultStoreRetryAfter)
 		return
 	}
 	h.failed++
 	h.unlogged++
 	if now.Sub(h.loggedAt) >= StoreLogEvery {
-		log.Warn("store commits still failing", "class", class.String(), "err", err,
-			"failing_for", now.Sub(h.since).Round(time.Second), "failed_commits", h.unlogged)
+		log.Warn("store writes still failing", "op", op, "class", class.String(), "err", err,
+			"failing_for", now.Sub(h.since).Round(time.Second), "failed_writes", h.unlogged)
 		h.loggedAt, h.unlogged = now, 0
 	}
 }

@@ -140,7 +140,8 @@ type Server struct {
 	ackLat       ackHistogram  // commit -> ack handed to the stream
 	refused      atomic.Uint64 // results refused (unknown task) and stored as gaps
 	stats        stats         // event counters for Stats (stats.go)
-	health       storeHealth   // commit failures and whether the store fails now (commit.go)
+	health       storeHealth   // store write failures and whether the store fails now (commit.go)
+	commitStore  store.Store   // the store as given, which the committer writes to (cfg.Store is watched)
 }
 
 // New returns a Server.
@@ -163,6 +164,7 @@ func New(cfg Config) *Server {
 	s.version.Store(uint64(time.Now().UnixMicro()))
 	// The writer outlives every session; Wait stops it.
 	s.commitCtx, s.commitCancel = context.WithCancel(context.Background())
+	s.watchStore()
 	go s.committer()
 	return s
 }

@@ -91,12 +91,13 @@ type Stats struct {
 	// (0: none). A stalled disk shows here while it lasts; past
 	// MaxCommitLatency new batches are refused.
 	CommitRunning time.Duration
-	// StoreFailures counts the group commits that failed, by
-	// StoreErrorClass; their batches were not acked.
+	// StoreFailures counts the store writes ingest made that failed, by
+	// StoreErrorClass: group commits (their batches were not acked) and
+	// the agent rows updated at Hello and heartbeat, task statuses.
 	StoreFailures [numStoreErrorClasses]uint64
-	// StoreFailing is true while the last commit failed, since
-	// StoreFailingSince, with StoreError; the next commit that succeeds
-	// clears it.
+	// StoreFailing is true while the store's writes fail, since
+	// StoreFailingSince, with StoreError (the last one); the next commit
+	// that succeeds clears it (or another write, if no commit failed).
 	StoreFailing      bool
 	StoreFailingSince time.Time
 	StoreError        string

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
@@ -66,12 +67,20 @@ func TestClassifyStoreError(t *testing.T) {
 	}
 }
 
-// failStore fails every commit with err while failing is set, as SQLite
-// on a full disk does.
+// failStore fails every commit with err while failing is set, and every
+// update of the agent row at Hello while helloFailing is, as SQLite on a
+// full disk does.
 type failStore struct {
 	store.Store
-	failing atomic.Bool
-	err     error
+	failing, helloFailing atomic.Bool
+	err                   error
+}
+
+func (f *failStore) UpdateAgentHello(ctx context.Context, id string, h store.AgentHello) error {
+	if f.helloFailing.Load() {
+		return f.err
+	}
+	return f.Store.UpdateAgentHello(ctx, id, h)
 }
 
 func (f *failStore) CommitBatchFresh(ctx context.Context, agentID string, epoch uint64, rs []*vantagev1.ProbeResult, gaps []*vantagev1.Gap) ([]bool, error) {
@@ -113,8 +122,8 @@ func TestCommitFailureRetried(t *testing.T) {
 		t.Fatalf("Stats while failing: failures %v, failing %v (%q), store throttles %d, batches %d; want %d disk_full, failing, %d, 0",
 			st.StoreFailures, st.StoreFailing, st.StoreError, st.Throttles[ThrottleStore], st.Batches, tries, tries)
 	}
-	if n := strings.Count(logged.String(), "store commits failing"); n != 1 {
-		t.Errorf("%d \"store commits failing\" lines for %d failed commits, want 1:\n%s", n, tries, logged.String())
+	if n := strings.Count(logged.String(), "store writes failing"); n != 1 {
+		t.Errorf("%d \"store writes failing\" lines for %d failed commits, want 1:\n%s", n, tries, logged.String())
 	}
 	if n := strings.Count(logged.String(), "level=WARN"); n != 1 {
 		t.Errorf("%d WARN lines for %d failed commits, want 1 (not one per batch):\n%s", n, tries, logged.String())
@@ -128,8 +137,8 @@ func TestCommitFailureRetried(t *testing.T) {
 	if st := ta.srv.Stats(); st.StoreFailing || st.Batches != 1 {
 		t.Fatalf("Stats after recovery: failing %v, batches %d; want not failing, 1", st.StoreFailing, st.Batches)
 	}
-	if !strings.Contains(logged.String(), "store commits recovered") {
-		t.Errorf("no \"store commits recovered\" line:\n%s", logged.String())
+	if !strings.Contains(logged.String(), "store writes recovered") {
+		t.Errorf("no \"store writes recovered\" line:\n%s", logged.String())
 	}
 	ag, err := ta.db.GetAgent(context.Background(), ta.id)
 	if err != nil {
@@ -193,5 +202,40 @@ func TestCommitRunning(t *testing.T) {
 	recvAck(t, s)
 	if r := ta.srv.Stats().CommitRunning; r != 0 {
 		t.Errorf("CommitRunning = %v after the commit returned; want 0", r)
+	}
+}
+
+// TestHelloFailureCounted: a full disk that refuses even the agent row's
+// update at Hello (the session is refused with UNAVAILABLE) shows as a
+// failing store too, and the first Hello that is stored again ends it
+// when no commit failed meanwhile.
+func TestHelloFailureCounted(t *testing.T) {
+	var fst *failStore
+	var logged syncbuf.Buffer
+	ta := newTestAgent(t, func(db *sqlite.DB) store.Store { fst = &failStore{Store: db, err: sqliteFullError(t)}; return fst },
+		nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	fst.helloFailing.Store(true)
+	for range 2 {
+		s, err := vantagev1.NewAgentServiceClient(ta.conn).Session(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{Epoch: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); status.Code(err) != codes.Unavailable {
+			t.Fatalf("session on a store refusing the hello: %v; want UNAVAILABLE", err)
+		}
+	}
+	if st := ta.srv.Stats(); !st.StoreFailing || st.StoreFailures[StoreDiskFull] != 2 {
+		t.Fatalf("Stats: failing %v, failures %v; want failing, 2 disk_full", st.StoreFailing, st.StoreFailures)
+	}
+	fst.helloFailing.Store(false)
+	ta.session(t, 1)
+	if st := ta.srv.Stats(); st.StoreFailing {
+		t.Fatalf("Stats: still failing after a hello was stored")
+	}
+	if n := strings.Count(logged.String(), "store writes failing"); n != 1 || !strings.Contains(logged.String(), "store writes recovered") {
+		t.Errorf("want one \"failing\" line and a \"recovered\" one:\n%s", logged.String())
 	}
 }

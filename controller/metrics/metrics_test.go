@@ -100,7 +100,7 @@ vantage_agent_sessions 0
 func TestDiskFaultMetrics(t *testing.T) {
 	fi := &fakeIngest{}
 	m := New(Config{Ingest: fi})
-	names := []string{"vantage_store_commit_failures_total", "vantage_store_failing", "vantage_agents_spool_failing",
+	names := []string{"vantage_store_write_failures_total", "vantage_store_failing", "vantage_agents_spool_failing",
 		"vantage_ingest_commit_running_seconds"}
 	const head = `
 # HELP vantage_agents_spool_failing Connected agents whose last heartbeat says their spool's disk refuses writes (results kept in the agent's memory, or dropped into gaps).
@@ -109,12 +109,12 @@ vantage_agents_spool_failing %d
 # HELP vantage_ingest_commit_running_seconds How long the store commit in progress has been running, 0 when none: a stalled disk shows here while it lasts (above 5 s new batches are refused).
 # TYPE vantage_ingest_commit_running_seconds gauge
 vantage_ingest_commit_running_seconds %g
-# HELP vantage_store_commit_failures_total Store commits (one transaction of agent batches) that failed, by class: disk_full (no space left), io (I/O error, read-only), other. Their batches were not acked; the agents send them again.
-# TYPE vantage_store_commit_failures_total counter
-vantage_store_commit_failures_total{class="disk_full"} %d
-vantage_store_commit_failures_total{class="io"} %d
-vantage_store_commit_failures_total{class="other"} 0
-# HELP vantage_store_failing 1 while the store's last commit failed (a full disk or an I/O error: results stay with the agents), 0 once a commit succeeds.
+# HELP vantage_store_write_failures_total Store writes by ingest that failed, by class: disk_full (no space left), io (I/O error, read-only), other. Commits of agent batches (not acked: the agents send them again) and agent rows updated at Hello (the session is refused) and heartbeat.
+# TYPE vantage_store_write_failures_total counter
+vantage_store_write_failures_total{class="disk_full"} %d
+vantage_store_write_failures_total{class="io"} %d
+vantage_store_write_failures_total{class="other"} 0
+# HELP vantage_store_failing 1 while the store's writes fail (a full disk or an I/O error: results stay with the agents), 0 once a commit succeeds again.
 # TYPE vantage_store_failing gauge
 vantage_store_failing %d
 `
