@@ -14,8 +14,8 @@ build:
 
 # Every system package the build, the tests, the demo and the benches use
 # (deploy/install-deps.sh all: protoc and the well-known types, the lab's
-# tools, the bench peers, systemd-analyze). Installs only what is missing,
-# and only as root on a Debian-like system.
+# tools, the bench peers, systemd-analyze, the disk fault tools). Installs
+# only what is missing, and only as root on a Debian-like system.
 deps:
 	@bash deploy/install-deps.sh all
 
@@ -51,12 +51,13 @@ test-scenarios:
 	$(GO) test -count=1 -v -timeout 15m ./deploy/scenarios/
 
 # Reliability tests (deploy/reliability): processes SIGKILLed, links cut,
-# acks lost, spools filled; each prints its counts. Root tests skip clearly.
-# Then the fuzzers, and a 60 s ingest load run that fails below the
-# 250,000 results/s target.
+# acks lost, spools filled, the controller's disk stalled (fsfreeze) and
+# filled, an agent's disk filled; each prints its counts. Root tests skip
+# clearly. Then the fuzzers, and a 60 s ingest load run that fails below
+# the 250,000 results/s target.
 .PHONY: test-reliability
 test-reliability:
-	$(call deps_as_root,lab)
+	$(call deps_as_root,lab faults)
 	$(GO) test -count=1 -v -timeout 12m ./deploy/reliability/
 	$(MAKE) fuzz-controller FUZZTIME=15s
 	$(MAKE) bench-ingest INGEST_FLAGS="-duration 60s -sample 10s -min-rate 250000"

@@ -14,6 +14,9 @@
 #   peers  the tools the probe bench and the trace lab tests compare vantage
 #          with: fping, zmap, scamper, and GNU time, which measures them all
 #   units  systemd-analyze, which verifies the hardened systemd units
+#   faults the disk fault tests (make test-reliability): mkfs.ext4 for a
+#          small loop-mounted file system, losetup and mount to attach and
+#          mount it, fsfreeze to stall it
 #   all    every group
 #
 # Each package is checked by the file it provides and vantage uses, so the
@@ -38,23 +41,27 @@ declare -A probe=(
   [scamper]=scamper
   [time]=/usr/bin/time
   [systemd]=systemd-analyze
+  [e2fsprogs]=mkfs.ext4
+  [mount]=losetup
+  [util-linux]=fsfreeze
 )
 declare -A group=(
   [build]="protobuf-compiler libprotobuf-dev git make"
   [lab]="iproute2 nftables iputils-ping traceroute procps"
   [peers]="fping zmap scamper time"
   [units]="systemd"
+  [faults]="e2fsprogs mount util-linux"
 )
 
 want=()
 [ $# -eq 0 ] && set -- lab
 for g in "$@"; do
   if [ "$g" = all ]; then
-    for k in build lab peers units; do want+=(${group[$k]}); done
+    for k in build lab peers units faults; do want+=(${group[$k]}); done
   elif [ -n "${group[$g]:-}" ]; then
     want+=(${group[$g]})
   else
-    echo "install-deps: unknown group \"$g\" (build, lab, peers, units, all)" >&2
+    echo "install-deps: unknown group \"$g\" (build, lab, peers, units, faults, all)" >&2
     exit 2
   fi
 done

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -32,6 +35,13 @@ const (
 	// DefaultRetryAfter is what an overloaded controller asks agents to
 	// wait before sending again.
 	DefaultRetryAfter = time.Second
+	// DefaultStoreRetryAfter is what agents are asked to wait after a
+	// commit failed (a full disk, an I/O error): a batch of every agent
+	// retries the store this often, and the first commit that succeeds
+	// ends the failure.
+	DefaultStoreRetryAfter = 5 * time.Second
+	// StoreLogEvery is how often a lasting store failure is logged again.
+	StoreLogEvery = 30 * time.Second
 	// RetryAfterKey is the trailer of a RESOURCE_EXHAUSTED session end.
 	RetryAfterKey = "retry-after-ms"
 )
@@ -85,7 +95,7 @@ type commitRes struct {
 // which acks its agent. Many agents' batches thus share one commit.
 func (s *Server) committer() {
 	defer close(s.commitDone)
-	gc, _ := s.cfg.Store.(store.GroupCommitter)
+	gc, _ := s.commitStore.(store.GroupCommitter)
 	var group []*commitReq
 	for {
 		var first *commitReq
@@ -125,7 +135,7 @@ func (s *Server) committer() {
 			}
 		} else {
 			for i, r := range group {
-				f, err := s.cfg.Store.CommitBatchFresh(s.commitCtx, r.b.AgentID, r.b.Epoch, r.b.Results, r.b.Gaps)
+				f, err := s.commitStore.CommitBatchFresh(s.commitCtx, r.b.AgentID, r.b.Epoch, r.b.Results, r.b.Gaps)
 				res[i] = commitRes{fresh: f, err: err, at: time.Now()}
 			}
 		}
@@ -135,6 +145,7 @@ func (s *Server) committer() {
 		s.commitStart.Store(0)
 		s.stats.commitTook(took)
 		s.queued.Add(-int64(n))
+		s.health.wrote(s.log, opCommit, groupErr(res))
 		for i, r := range group {
 			r.done <- res[i]
 		}
@@ -186,7 +197,14 @@ func (s *Server) commit(ctx context.Context, b store.Batch, work int) ([]bool, t
 	// it so the ack (if the session still lives) follows the commit.
 	select {
 	case res := <-req.done:
-		return res.fresh, res.at, res.err
+		if res.err != nil {
+			// The batch stays with the agent, which is asked to wait:
+			// a failing store (full disk) clears by itself, and the
+			// agent's next try after the retry-after finds out.
+			return nil, time.Time{}, &throttled{retry: DefaultStoreRetryAfter,
+				reason: fmt.Sprintf("store commit failed (%s): %v", ClassifyStoreError(res.err), res.err)}
+		}
+		return res.fresh, res.at, nil
 	case <-ctx.Done():
 		return nil, time.Time{}, ctx.Err()
 	}
@@ -199,4 +217,180 @@ func (s *Server) stopCommitter() {
 		<-s.commitDone
 		s.commitCancel()
 	})
+}
+
+// groupErr is the first error of a group's commits.
+func groupErr(res []commitRes) error {
+	for _, r := range res {
+		if r.err != nil {
+			return r.err
+		}
+	}
+	return nil
+}
+
+// StoreErrorClass says why a store commit failed, as counted in
+// Stats.StoreFailures.
+type StoreErrorClass int
+
+// Store error classes.
+const (
+	// StoreDiskFull: no space left (SQLITE_FULL, ENOSPC, EDQUOT).
+	StoreDiskFull StoreErrorClass = iota
+	// StoreIO: the disk failed the I/O (SQLITE_IOERR, EIO, EROFS).
+	StoreIO
+	// StoreOther: anything else.
+	StoreOther
+	numStoreErrorClasses
+)
+
+func (c StoreErrorClass) String() string {
+	switch c {
+	case StoreDiskFull:
+		return "disk_full"
+	case StoreIO:
+		return "io"
+	case StoreOther:
+		return "other"
+	}
+	return "unknown"
+}
+
+// SQLite primary result codes, as the driver's errors report them (the
+// low byte of an extended code).
+const (
+	sqliteIOErr    = 10
+	sqliteFull     = 13
+	sqliteReadOnly = 8
+)
+
+// ClassifyStoreError names the class of a failed store write. It looks for
+// an errno and for a driver error with a SQLite result code (any error
+// with a Code() int method), so ingest needs no driver import.
+func ClassifyStoreError(err error) StoreErrorClass {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return StoreDiskFull
+	case errors.Is(err, syscall.EIO), errors.Is(err, syscall.EROFS):
+		return StoreIO
+	}
+	var coded interface{ Code() int }
+	if errors.As(err, &coded) {
+		switch coded.Code() & 0xff {
+		case sqliteFull:
+			return StoreDiskFull
+		case sqliteIOErr, sqliteReadOnly:
+			return StoreIO
+		}
+	}
+	return StoreOther
+}
+
+// Store writes ingest makes, as storeHealth names them.
+const (
+	opCommit     = "commit"
+	opHello      = "hello"
+	opHeartbeat  = "heartbeat"
+	opTaskStatus = "task status"
+)
+
+// watchStore makes every store write ingest makes outside the committer
+// (the agent row at Hello and heartbeat, task statuses) count in
+// storeHealth, as commits do; the committer writes to the store as given.
+func (s *Server) watchStore() {
+	s.commitStore = s.cfg.Store
+	s.cfg.Store = watchedStore{Store: s.cfg.Store, s: s}
+}
+
+// watchedStore is the store as sessions write to it.
+type watchedStore struct {
+	store.Store
+	s *Server
+}
+
+func (w watchedStore) UpdateAgentHello(ctx context.Context, id string, h store.AgentHello) error {
+	err := w.Store.UpdateAgentHello(ctx, id, h)
+	w.s.health.wrote(w.s.log, opHello, storeFault(ctx, err))
+	return err
+}
+
+func (w watchedStore) UpdateAgentSeen(ctx context.Context, id string, at time.Time, sp *vantagev1.SpoolState) error {
+	err := w.Store.UpdateAgentSeen(ctx, id, at, sp)
+	w.s.health.wrote(w.s.log, opHeartbeat, storeFault(ctx, err))
+	return err
+}
+
+func (w watchedStore) SetTaskStatus(ctx context.Context, st store.TaskStatus) error {
+	err := w.Store.SetTaskStatus(ctx, st)
+	w.s.health.wrote(w.s.log, opTaskStatus, storeFault(ctx, err))
+	return err
+}
+
+// storeFault is err unless it says nothing about the store's health (the
+// caller gave up; a row not found).
+func storeFault(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+// storeHealth follows the outcome of ingest's store writes: failures by
+// class, and whether (since when) the store is failing now. It logs a
+// failure when it begins, every StoreLogEvery while it lasts, and its end,
+// never once per batch. A successful commit ends a failure; another write
+// does only if no commit failed meanwhile (a full disk may still take the
+// small update of an agent row while refusing every batch).
+type storeHealth struct {
+	mu           sync.Mutex
+	failures     [numStoreErrorClasses]uint64
+	failing      bool
+	commitFailed bool // a commit failed in this failure
+	since        time.Time
+	lastErr      string
+	loggedAt     time.Time
+	unlogged     uint64 // failed writes since the last log line
+	failed       uint64 // failed writes in this failure
+}
+
+// wrote records the outcome of one store write op (err nil: it succeeded).
+func (h *storeHealth) wrote(log *slog.Logger, op string, err error) {
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		if h.failing && (op == opCommit || !h.commitFailed) {
+			log.Info("store writes recovered", "op", op, "failed_for", now.Sub(h.since).Round(time.Millisecond),
+				"failed_writes", h.failed, "last_error", h.lastErr)
+			h.failing, h.commitFailed = false, false
+		}
+		return
+	}
+	class := ClassifyStoreError(err)
+	h.failures[class]++
+	h.lastErr = err.Error()
+	h.commitFailed = h.commitFailed || op == opCommit
+	if !h.failing {
+		h.failing, h.since, h.loggedAt, h.unlogged, h.failed = true, now, now, 0, 1
+		log.Warn("store writes failing; agents keep their results and retry", "op", op, "class", class.String(), "err", err,
+			"retry_after", DefaultStoreRetryAfter)
+		return
+	}
+	h.failed++
+	h.unlogged++
+	if now.Sub(h.loggedAt) >= StoreLogEvery {
+		log.Warn("store writes still failing", "op", op, "class", class.String(), "err", err,
+			"failing_for", now.Sub(h.since).Round(time.Second), "failed_writes", h.unlogged)
+		h.loggedAt, h.unlogged = now, 0
+	}
+}
+
+// snapshot fills Stats' store fields.
+func (h *storeHealth) snapshot(st *Stats) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st.StoreFailures = h.failures
+	if h.failing {
+		st.StoreFailing, st.StoreFailingSince, st.StoreError = true, h.since, h.lastErr
+	}
 }

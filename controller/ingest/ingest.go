@@ -163,6 +163,8 @@ type Server struct {
 	drainCtx     context.Context
 	drainBatches atomic.Uint64 // batches committed after the drain began
 	drainAcks    atomic.Uint64 // acks sent after the drain began
+	health       storeHealth   // store write failures and whether the store fails now (commit.go)
+	commitStore  store.Store   // the store as given, which the committer writes to (cfg.Store is watched)
 }
 
 // New returns a Server.
@@ -188,6 +190,7 @@ func New(cfg Config) *Server {
 	s.version.Store(uint64(time.Now().UnixMicro()))
 	// The writer outlives every session; Wait stops it.
 	s.commitCtx, s.commitCancel = context.WithCancel(context.Background())
+	s.watchStore()
 	go s.committer()
 	return s
 }
@@ -281,6 +284,9 @@ type session struct {
 	killErr  error
 
 	lastHint atomic.Int64 // unix ns of the last soft Throttle sent
+	// spool is the agent's spool state from its last heartbeat (Stats
+	// counts the agents whose spool disk refuses writes).
+	spool atomic.Pointer[vantagev1.SpoolState]
 	// ackTimes holds, in order, the commit time of each queued Ack.
 	ackTimes chan time.Time
 

@@ -5,6 +5,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -45,6 +46,7 @@ func (ss *session) handle(ctx context.Context, m *vantagev1.AgentMessage) error 
 		if err := validateSpool("heartbeat.spool", msg.Heartbeat.GetSpool()); err != nil {
 			return rpcerr.Status(ss.s.log, "Session", err)
 		}
+		ss.spool.Store(msg.Heartbeat.GetSpool())
 		if err := ss.s.cfg.Store.UpdateAgentSeen(ctx, ss.agent.ID, ss.s.now(), msg.Heartbeat.GetSpool()); err != nil {
 			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: heartbeat: %w", rpcerr.ErrUnavailable, err))
 		}
@@ -125,6 +127,11 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		var th *throttled // the store failed: the agent waits and sends again
+		if errors.As(err, &th) {
+			ss.s.stats.throttled(ThrottleStore)
+			return ss.throttle(ctx, th)
 		}
 		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
 	}

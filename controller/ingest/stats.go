@@ -26,6 +26,10 @@ const (
 	ThrottleHard
 	// ThrottleRate: the agent is over its --ingest-rate; likewise refused.
 	ThrottleRate
+	// ThrottleStore: the batch's commit failed (a full disk, an I/O
+	// error); not acked, the session ended with RESOURCE_EXHAUSTED and
+	// DefaultStoreRetryAfter.
+	ThrottleStore
 	numThrottleKinds
 )
 
@@ -37,6 +41,8 @@ func (k ThrottleKind) String() string {
 		return "hard"
 	case ThrottleRate:
 		return "rate"
+	case ThrottleStore:
+		return "store"
 	}
 	return "unknown"
 }
@@ -81,6 +87,23 @@ type Stats struct {
 	// CommitSeconds is the duration of each store commit (one group of
 	// batches, one transaction), in seconds.
 	CommitSeconds Histogram
+	// CommitRunning is how long the commit in progress has been running
+	// (0: none). A stalled disk shows here while it lasts; past
+	// MaxCommitLatency new batches are refused.
+	CommitRunning time.Duration
+	// StoreFailures counts the store writes ingest made that failed, by
+	// StoreErrorClass: group commits (their batches were not acked) and
+	// the agent rows updated at Hello and heartbeat, task statuses.
+	StoreFailures [numStoreErrorClasses]uint64
+	// StoreFailing is true while the store's writes fail, since
+	// StoreFailingSince, with StoreError (the last one); the next commit
+	// that succeeds clears it (or another write, if no commit failed).
+	StoreFailing      bool
+	StoreFailingSince time.Time
+	StoreError        string
+	// AgentsSpoolFailing is the number of live sessions whose agent's
+	// last heartbeat says its spool's disk refuses writes.
+	AgentsSpoolFailing int
 }
 
 // stats are the Server's event counters that no other state keeps.
@@ -131,21 +154,32 @@ func (st *stats) commitTook(d time.Duration) {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	sessions := len(s.sessions)
+	spoolFailing := 0
+	for _, ss := range s.sessions {
+		if ss.spool.Load().GetWriteError() != "" {
+			spoolFailing++
+		}
+	}
 	s.mu.Unlock()
 	out := Stats{
-		ResultsStored:    s.stats.stored.Load(),
-		ResultsDuplicate: s.stats.duplicate.Load(),
-		ResultsRefused:   s.refused.Load(),
-		Batches:          s.stats.batches.Load(),
-		GapResults:       s.stats.gapResults.Load(),
-		GapResultsCut:    s.stats.gapCut.Load(),
-		QueuedResults:    max(s.queued.Load(), 0),
-		Sessions:         sessions,
+		ResultsStored:      s.stats.stored.Load(),
+		ResultsDuplicate:   s.stats.duplicate.Load(),
+		ResultsRefused:     s.refused.Load(),
+		Batches:            s.stats.batches.Load(),
+		GapResults:         s.stats.gapResults.Load(),
+		GapResultsCut:      s.stats.gapCut.Load(),
+		QueuedResults:      max(s.queued.Load(), 0),
+		Sessions:           sessions,
+		AgentsSpoolFailing: spoolFailing,
 		CommitSeconds: Histogram{Bounds: slices.Clone(CommitBuckets[:]), Cumulative: make([]uint64, len(CommitBuckets)),
 			Sum: time.Duration(s.stats.commitNanos.Load()).Seconds()},
 	}
 	for k := range out.Throttles {
 		out.Throttles[k] = s.stats.throttles[k].Load()
+	}
+	s.health.snapshot(&out)
+	if st := s.commitStart.Load(); st != 0 {
+		out.CommitRunning = max(time.Since(s.clock)-time.Duration(st-1), 0)
 	}
 	for i := range s.stats.commitBuckets {
 		out.CommitSeconds.Count += s.stats.commitBuckets[i].Load()

@@ -15,8 +15,13 @@ type ingestCollector struct {
 	gaps      *prometheus.Desc
 	queue     *prometheus.Desc
 	commit    *prometheus.Desc
+	running   *prometheus.Desc
 	throttles *prometheus.Desc
 	sessions  *prometheus.Desc
+	// The store's and the agents' disks (docs/OPERATIONS.md, Disk faults).
+	storeFailures *prometheus.Desc
+	storeFailing  *prometheus.Desc
+	spoolFailing  *prometheus.Desc
 }
 
 func newIngestCollector(src IngestSource) *ingestCollector {
@@ -33,16 +38,26 @@ func newIngestCollector(src IngestSource) *ingestCollector {
 			"Results queued for, or being committed to, the store (soft bound --ingest-queue, hard bound twice that).", nil, nil),
 		commit: prometheus.NewDesc("vantage_ingest_commit_duration_seconds",
 			"Duration of each store commit (a group of batches in one transaction).", nil, nil),
+		running: prometheus.NewDesc("vantage_ingest_commit_running_seconds",
+			"How long the store commit in progress has been running, 0 when none: a stalled disk shows here while it lasts (above 5 s new batches are refused).", nil, nil),
 		throttles: prometheus.NewDesc("vantage_ingest_throttles_total",
-			"Throttle messages sent to agents, by kind: soft (queue long, batch taken), hard (queue full or commits slow, batch refused), rate (agent over --ingest-rate, batch refused).",
+			"Throttle messages sent to agents, by kind: soft (queue long, batch taken), hard (queue full or commits slow, batch refused), rate (agent over --ingest-rate, batch refused), store (the batch's commit failed, batch not acked).",
 			[]string{"kind"}, nil),
 		sessions: prometheus.NewDesc("vantage_agent_sessions",
 			"Agent sessions connected now.", nil, nil),
+		storeFailures: prometheus.NewDesc("vantage_store_write_failures_total",
+			"Store writes by ingest that failed, by class: disk_full (no space left), io (I/O error, read-only), other. Commits of agent batches (not acked: the agents send them again) and agent rows updated at Hello (the session is refused) and heartbeat.",
+			[]string{"class"}, nil),
+		storeFailing: prometheus.NewDesc("vantage_store_failing",
+			"1 while the store's writes fail (a full disk or an I/O error: results stay with the agents), 0 once a commit succeeds again.", nil, nil),
+		spoolFailing: prometheus.NewDesc("vantage_agents_spool_failing",
+			"Connected agents whose last heartbeat says their spool's disk refuses writes (results kept in the agent's memory, or dropped into gaps).", nil, nil),
 	}
 }
 
 func (c *ingestCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.results, c.batches, c.gaps, c.queue, c.commit, c.throttles, c.sessions} {
+	for _, d := range []*prometheus.Desc{c.results, c.batches, c.gaps, c.queue, c.commit, c.running, c.throttles, c.sessions,
+		c.storeFailures, c.storeFailing, c.spoolFailing} {
 		ch <- d
 	}
 }
@@ -55,10 +70,20 @@ func (c *ingestCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(s.Batches))
 	ch <- prometheus.MustNewConstMetric(c.gaps, prometheus.CounterValue, float64(s.GapResults))
 	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(s.QueuedResults))
+	ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, s.CommitRunning.Seconds())
 	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(s.Sessions))
 	for k, n := range s.Throttles {
 		ch <- prometheus.MustNewConstMetric(c.throttles, prometheus.CounterValue, float64(n), ingest.ThrottleKind(k).String())
 	}
+	for k, n := range s.StoreFailures {
+		ch <- prometheus.MustNewConstMetric(c.storeFailures, prometheus.CounterValue, float64(n), ingest.StoreErrorClass(k).String())
+	}
+	failing := 0.0
+	if s.StoreFailing {
+		failing = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.storeFailing, prometheus.GaugeValue, failing)
+	ch <- prometheus.MustNewConstMetric(c.spoolFailing, prometheus.GaugeValue, float64(s.AgentsSpoolFailing))
 	h := s.CommitSeconds
 	buckets := make(map[float64]uint64, len(h.Bounds))
 	for i, b := range h.Bounds {

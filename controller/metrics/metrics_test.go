@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -35,8 +36,9 @@ func verdict(campaign string, level vantagev1.Level, subject string, st vantagev
 
 func TestIngestMetrics(t *testing.T) {
 	fi := &fakeIngest{s: ingest.Stats{ResultsStored: 250, ResultsDuplicate: 40, ResultsRefused: 3, Batches: 7,
-		GapResults: 12, QueuedResults: 500, Sessions: 3, Throttles: [3]uint64{ingest.ThrottleSoft: 2, ingest.ThrottleHard: 1, ingest.ThrottleRate: 4},
+		GapResults: 12, QueuedResults: 500, Sessions: 3,
 		CommitSeconds: ingest.Histogram{Bounds: []float64{0.01, 0.1, 1}, Cumulative: []uint64{5, 6, 6}, Count: 7, Sum: 2.5}}}
+	fi.s.Throttles[ingest.ThrottleSoft], fi.s.Throttles[ingest.ThrottleHard], fi.s.Throttles[ingest.ThrottleRate] = 2, 1, 4
 	m := New(Config{Ingest: fi})
 	const want = `
 # HELP vantage_agent_sessions Agent sessions connected now.
@@ -64,11 +66,12 @@ vantage_ingest_queue_results 500
 vantage_ingest_results_total{outcome="duplicate"} 40
 vantage_ingest_results_total{outcome="refused"} 3
 vantage_ingest_results_total{outcome="stored"} 250
-# HELP vantage_ingest_throttles_total Throttle messages sent to agents, by kind: soft (queue long, batch taken), hard (queue full or commits slow, batch refused), rate (agent over --ingest-rate, batch refused).
+# HELP vantage_ingest_throttles_total Throttle messages sent to agents, by kind: soft (queue long, batch taken), hard (queue full or commits slow, batch refused), rate (agent over --ingest-rate, batch refused), store (the batch's commit failed, batch not acked).
 # TYPE vantage_ingest_throttles_total counter
 vantage_ingest_throttles_total{kind="hard"} 1
 vantage_ingest_throttles_total{kind="rate"} 4
 vantage_ingest_throttles_total{kind="soft"} 2
+vantage_ingest_throttles_total{kind="store"} 0
 `
 	err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want), "vantage_agent_sessions", "vantage_ingest_batches_total",
 		"vantage_ingest_commit_duration_seconds", "vantage_ingest_gap_results_total", "vantage_ingest_queue_results",
@@ -88,6 +91,52 @@ vantage_agent_sessions 0
 `
 	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(after), "vantage_agent_sessions"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDiskFaultMetrics: a stalled store (the commit running now), a failing
+// one (commits failed by class, the failing gauge) and agents whose spool
+// disk refuses writes.
+func TestDiskFaultMetrics(t *testing.T) {
+	fi := &fakeIngest{}
+	m := New(Config{Ingest: fi})
+	names := []string{"vantage_store_write_failures_total", "vantage_store_failing", "vantage_agents_spool_failing",
+		"vantage_ingest_commit_running_seconds"}
+	const head = `
+# HELP vantage_agents_spool_failing Connected agents whose last heartbeat says their spool's disk refuses writes (results kept in the agent's memory, or dropped into gaps).
+# TYPE vantage_agents_spool_failing gauge
+vantage_agents_spool_failing %d
+# HELP vantage_ingest_commit_running_seconds How long the store commit in progress has been running, 0 when none: a stalled disk shows here while it lasts (above 5 s new batches are refused).
+# TYPE vantage_ingest_commit_running_seconds gauge
+vantage_ingest_commit_running_seconds %g
+# HELP vantage_store_write_failures_total Store writes by ingest that failed, by class: disk_full (no space left), io (I/O error, read-only), other. Commits of agent batches (not acked: the agents send them again) and agent rows updated at Hello (the session is refused) and heartbeat.
+# TYPE vantage_store_write_failures_total counter
+vantage_store_write_failures_total{class="disk_full"} %d
+vantage_store_write_failures_total{class="io"} %d
+vantage_store_write_failures_total{class="other"} 0
+# HELP vantage_store_failing 1 while the store's writes fail (a full disk or an I/O error: results stay with the agents), 0 once a commit succeeds again.
+# TYPE vantage_store_failing gauge
+vantage_store_failing %d
+`
+	tests := []struct {
+		name                         string
+		full, io, failing, agentsBad int
+		running                      time.Duration
+	}{
+		{"healthy", 0, 0, 0, 0, 0},
+		{"a commit stalled for 12.5 s", 0, 0, 0, 0, 12500 * time.Millisecond},
+		{"disk full now, one agent's spool too", 12, 1, 1, 1, 0},
+		{"recovered", 12, 1, 0, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fi.s.StoreFailures[ingest.StoreDiskFull], fi.s.StoreFailures[ingest.StoreIO] = uint64(tc.full), uint64(tc.io)
+			fi.s.StoreFailing, fi.s.AgentsSpoolFailing, fi.s.CommitRunning = tc.failing == 1, tc.agentsBad, tc.running
+			want := fmt.Sprintf(head, tc.agentsBad, tc.running.Seconds(), tc.full, tc.io, tc.failing)
+			if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want), names...); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

@@ -313,22 +313,46 @@ func (p printer) agents(w io.Writer, agents []*vantagev1.AgentInfo) error {
 		return err
 	}
 	t := newTable(w, "ID", "NAME", "STATE", "CONNECTED", "HEALTHY", "LAST-SEEN", "SPOOL", "DROPPED", "GAPS", "LABELS")
+	var notes []string
 	for _, a := range agents {
 		healthy := yesNo(a.GetHealthy())
 		if !a.GetHealthy() && a.GetHealthReason() != "" {
 			healthy += " (" + a.GetHealthReason() + ")"
 		}
-		// SPOOL: results waiting on the agent; DROPPED: results its full
-		// spool dropped; GAPS: results stored as reported gaps.
+		// SPOOL: results waiting on the agent (and why its disk refuses
+		// them); DROPPED: results its spool dropped (full, or its disk
+		// refusing writes with its memory full); GAPS: results stored as
+		// reported gaps.
 		spool, dropped := "-", "-"
 		if s := a.GetSpool(); s != nil {
 			spool = strconv.FormatUint(s.GetPendingResults(), 10)
 			dropped = strconv.FormatUint(s.GetDroppedResults(), 10)
+			if s.GetWriteError() != "" {
+				spool += " (disk failing)"
+				notes = append(notes, p.spoolFault(a))
+			}
 		}
 		t.row(a.GetId(), a.GetName(), agentStateName(a.GetState()), yesNo(a.GetConnected()), healthy,
 			p.ago(a.GetLastSeen()), spool, dropped, strconv.FormatUint(a.GetGaps(), 10), labels(a.GetLabels()))
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		if _, err := fmt.Fprintln(w, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// spoolFault is the line under `agents list` for an agent whose spool disk
+// refuses writes: since when, why, and what it cost so far.
+func (p printer) spoolFault(a *vantagev1.AgentInfo) string {
+	s := a.GetSpool()
+	return fmt.Sprintf("%s (%s): spool disk refuses writes since %s: %s; %d results in memory, %d dropped into gaps",
+		clean(a.GetName()), clean(a.GetId()), p.at(s.GetWriteFailingSince()), clean(s.GetWriteError()),
+		s.GetMemoryResults(), s.GetWriteDroppedResults())
 }
 
 // agentChanged confirms `agents approve` and `agents revoke`.

@@ -39,6 +39,12 @@ func fixtureAgents() []*vantagev1.AgentInfo {
 			HealthReason: "no fresh data", LastSeen: ago(5 * time.Minute), Gaps: 2,
 		},
 		{Id: "agt-00000000000000aa", Name: "evil\x1b[31m\tname", State: vantagev1.AgentState_AGENT_STATE_PENDING},
+		{
+			Id: "agt-00000000000000bb", Name: "vps-ams1", State: vantagev1.AgentState_AGENT_STATE_ACTIVE,
+			Connected: true, Healthy: true, LastSeen: ago(2 * time.Second), Gaps: 5,
+			Spool: &vantagev1.SpoolState{PendingResults: 340, DroppedResults: 5, WriteError: "no space left on device",
+				WriteFailingSince: ago(90 * time.Second), MemoryResults: 120, WriteDroppedResults: 5},
+		},
 	}
 }
 
@@ -82,10 +88,12 @@ func TestFormatTables(t *testing.T) {
 		{
 			name:   "agents",
 			render: func(b *bytes.Buffer) error { return testPrinter.agents(b, fixtureAgents()) },
-			want: `ID                    NAME            STATE    CONNECTED  HEALTHY             LAST-SEEN  SPOOL  DROPPED  GAPS  LABELS
-agt-0123456789abcdef  vps-fra1        ACTIVE   yes        yes                 3s ago     12     0        0     role=vps,site=fra1
-agt-fedcba9876543210  vps-sin1        ACTIVE   no         no (no fresh data)  5m ago     -      -        2     -
-agt-00000000000000aa  evil?[31m name  PENDING  no         no                  never      -      -        0     -
+			want: `ID                    NAME            STATE    CONNECTED  HEALTHY             LAST-SEEN  SPOOL               DROPPED  GAPS  LABELS
+agt-0123456789abcdef  vps-fra1        ACTIVE   yes        yes                 3s ago     12                  0        0     role=vps,site=fra1
+agt-fedcba9876543210  vps-sin1        ACTIVE   no         no (no fresh data)  5m ago     -                   -        2     -
+agt-00000000000000aa  evil?[31m name  PENDING  no         no                  never      -                   -        0     -
+agt-00000000000000bb  vps-ams1        ACTIVE   yes        yes                 2s ago     340 (disk failing)  5        5     -
+vps-ams1 (agt-00000000000000bb): spool disk refuses writes since 2026-01-01T00:58:30Z: no space left on device; 120 results in memory, 5 dropped into gaps
 `,
 		},
 		{

@@ -367,14 +367,33 @@ func (x *Capabilities) GetEngines() []string {
 
 // SpoolState is the agent's store-and-forward backlog.
 type SpoolState struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	PendingResults uint64                 `protobuf:"varint,1,opt,name=pending_results,json=pendingResults,proto3" json:"pending_results,omitempty"`
-	PendingBytes   uint64                 `protobuf:"varint,2,opt,name=pending_bytes,json=pendingBytes,proto3" json:"pending_bytes,omitempty"`
-	// Results dropped because the spool was full (reported as gaps).
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Results not acknowledged yet, on disk and in memory (see
+	// memory_results).
+	PendingResults uint64 `protobuf:"varint,1,opt,name=pending_results,json=pendingResults,proto3" json:"pending_results,omitempty"`
+	PendingBytes   uint64 `protobuf:"varint,2,opt,name=pending_bytes,json=pendingBytes,proto3" json:"pending_bytes,omitempty"`
+	// Results dropped because the spool was full, or because its disk
+	// refused writes while its memory buffer was full (reported as gaps).
+	// Since the spool was created; persisted.
 	DroppedResults uint64 `protobuf:"varint,3,opt,name=dropped_results,json=droppedResults,proto3" json:"dropped_results,omitempty"`
 	Gaps           uint64 `protobuf:"varint,4,opt,name=gaps,proto3" json:"gaps,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set while the spool's disk refuses writes (no space left, quota, I/O
+	// error): the error of the last refused write, e.g. "no space left on
+	// device", at most 96 bytes. Empty while writes succeed.
+	WriteError string `protobuf:"bytes,5,opt,name=write_error,json=writeError,proto3" json:"write_error,omitempty"`
+	// When the disk began to refuse writes (unset while it takes them).
+	WriteFailingSince *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=write_failing_since,json=writeFailingSince,proto3" json:"write_failing_since,omitempty"`
+	// Results held in memory because the disk refused them: sent from
+	// memory, written to disk once it takes writes again, lost if the agent
+	// stops first. Bounded by the agent's spool memory cap; included in
+	// pending_results.
+	MemoryResults uint64 `protobuf:"varint,7,opt,name=memory_results,json=memoryResults,proto3" json:"memory_results,omitempty"`
+	// Results dropped since the agent started because the disk refused them
+	// and the memory buffer was full (reported as gaps; also counted in
+	// dropped_results).
+	WriteDroppedResults uint64 `protobuf:"varint,8,opt,name=write_dropped_results,json=writeDroppedResults,proto3" json:"write_dropped_results,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SpoolState) Reset() {
@@ -431,6 +450,34 @@ func (x *SpoolState) GetDroppedResults() uint64 {
 func (x *SpoolState) GetGaps() uint64 {
 	if x != nil {
 		return x.Gaps
+	}
+	return 0
+}
+
+func (x *SpoolState) GetWriteError() string {
+	if x != nil {
+		return x.WriteError
+	}
+	return ""
+}
+
+func (x *SpoolState) GetWriteFailingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WriteFailingSince
+	}
+	return nil
+}
+
+func (x *SpoolState) GetMemoryResults() uint64 {
+	if x != nil {
+		return x.MemoryResults
+	}
+	return 0
+}
+
+func (x *SpoolState) GetWriteDroppedResults() uint64 {
+	if x != nil {
+		return x.WriteDroppedResults
 	}
 	return 0
 }
@@ -1390,13 +1437,18 @@ const file_vantage_v1_agent_proto_rawDesc = "" +
 	"\vtcp_connect\x18\x05 \x01(\bR\n" +
 	"tcpConnect\x12B\n" +
 	"\x0ftrace_protocols\x18\x06 \x03(\x0e2\x19.vantage.v1.TraceProtocolR\x0etraceProtocols\x12\x18\n" +
-	"\aengines\x18\a \x03(\tR\aengines\"\x97\x01\n" +
+	"\aengines\x18\a \x03(\tR\aengines\"\xdf\x02\n" +
 	"\n" +
 	"SpoolState\x12'\n" +
 	"\x0fpending_results\x18\x01 \x01(\x04R\x0ependingResults\x12#\n" +
 	"\rpending_bytes\x18\x02 \x01(\x04R\fpendingBytes\x12'\n" +
 	"\x0fdropped_results\x18\x03 \x01(\x04R\x0edroppedResults\x12\x12\n" +
-	"\x04gaps\x18\x04 \x01(\x04R\x04gaps\"\xcf\x02\n" +
+	"\x04gaps\x18\x04 \x01(\x04R\x04gaps\x12\x1f\n" +
+	"\vwrite_error\x18\x05 \x01(\tR\n" +
+	"writeError\x12J\n" +
+	"\x13write_failing_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11writeFailingSince\x12%\n" +
+	"\x0ememory_results\x18\a \x01(\x04R\rmemoryResults\x122\n" +
+	"\x15write_dropped_results\x18\b \x01(\x04R\x13writeDroppedResults\"\xcf\x02\n" +
 	"\x05Hello\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12<\n" +
 	"\fcapabilities\x18\x02 \x01(\v2\x18.vantage.v1.CapabilitiesR\fcapabilities\x125\n" +
@@ -1508,46 +1560,47 @@ var file_vantage_v1_agent_proto_goTypes = []any{
 	nil,                           // 18: vantage.v1.EnrollRequest.LabelsEntry
 	nil,                           // 19: vantage.v1.Hello.LabelsEntry
 	(TraceProtocol)(0),            // 20: vantage.v1.TraceProtocol
-	(*ProbeResult)(nil),           // 21: vantage.v1.ProbeResult
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*ProbeResult)(nil),           // 22: vantage.v1.ProbeResult
 	(*Task)(nil),                  // 23: vantage.v1.Task
 }
 var file_vantage_v1_agent_proto_depIdxs = []int32{
 	18, // 0: vantage.v1.EnrollRequest.labels:type_name -> vantage.v1.EnrollRequest.LabelsEntry
 	20, // 1: vantage.v1.Capabilities.trace_protocols:type_name -> vantage.v1.TraceProtocol
-	4,  // 2: vantage.v1.Hello.capabilities:type_name -> vantage.v1.Capabilities
-	19, // 3: vantage.v1.Hello.labels:type_name -> vantage.v1.Hello.LabelsEntry
-	5,  // 4: vantage.v1.Hello.spool:type_name -> vantage.v1.SpoolState
-	21, // 5: vantage.v1.ResultBatch.results:type_name -> vantage.v1.ProbeResult
-	7,  // 6: vantage.v1.ResultBatch.gaps:type_name -> vantage.v1.Gap
-	22, // 7: vantage.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	5,  // 8: vantage.v1.Heartbeat.spool:type_name -> vantage.v1.SpoolState
-	6,  // 9: vantage.v1.AgentMessage.hello:type_name -> vantage.v1.Hello
-	8,  // 10: vantage.v1.AgentMessage.results:type_name -> vantage.v1.ResultBatch
-	9,  // 11: vantage.v1.AgentMessage.heartbeat:type_name -> vantage.v1.Heartbeat
-	10, // 12: vantage.v1.AgentMessage.task_status:type_name -> vantage.v1.TaskStatus
-	22, // 13: vantage.v1.Assignment.issued_at:type_name -> google.protobuf.Timestamp
-	22, // 14: vantage.v1.Assignment.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 15: vantage.v1.Assignment.tasks:type_name -> vantage.v1.Task
-	22, // 16: vantage.v1.Trigger.issued_at:type_name -> google.protobuf.Timestamp
-	22, // 17: vantage.v1.Trigger.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 18: vantage.v1.Trigger.tasks:type_name -> vantage.v1.Task
-	12, // 19: vantage.v1.ControllerMessage.assignment:type_name -> vantage.v1.Assignment
-	13, // 20: vantage.v1.ControllerMessage.ack:type_name -> vantage.v1.Ack
-	14, // 21: vantage.v1.ControllerMessage.trigger:type_name -> vantage.v1.Trigger
-	15, // 22: vantage.v1.ControllerMessage.throttle:type_name -> vantage.v1.Throttle
-	16, // 23: vantage.v1.ControllerMessage.renew:type_name -> vantage.v1.RenewAdvice
-	2,  // 24: vantage.v1.AgentService.Enroll:input_type -> vantage.v1.EnrollRequest
-	11, // 25: vantage.v1.AgentService.Session:input_type -> vantage.v1.AgentMessage
-	0,  // 26: vantage.v1.AgentService.Renew:input_type -> vantage.v1.RenewRequest
-	3,  // 27: vantage.v1.AgentService.Enroll:output_type -> vantage.v1.EnrollResponse
-	17, // 28: vantage.v1.AgentService.Session:output_type -> vantage.v1.ControllerMessage
-	1,  // 29: vantage.v1.AgentService.Renew:output_type -> vantage.v1.RenewResponse
-	27, // [27:30] is the sub-list for method output_type
-	24, // [24:27] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	21, // 2: vantage.v1.SpoolState.write_failing_since:type_name -> google.protobuf.Timestamp
+	4,  // 3: vantage.v1.Hello.capabilities:type_name -> vantage.v1.Capabilities
+	19, // 4: vantage.v1.Hello.labels:type_name -> vantage.v1.Hello.LabelsEntry
+	5,  // 5: vantage.v1.Hello.spool:type_name -> vantage.v1.SpoolState
+	22, // 6: vantage.v1.ResultBatch.results:type_name -> vantage.v1.ProbeResult
+	7,  // 7: vantage.v1.ResultBatch.gaps:type_name -> vantage.v1.Gap
+	21, // 8: vantage.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	5,  // 9: vantage.v1.Heartbeat.spool:type_name -> vantage.v1.SpoolState
+	6,  // 10: vantage.v1.AgentMessage.hello:type_name -> vantage.v1.Hello
+	8,  // 11: vantage.v1.AgentMessage.results:type_name -> vantage.v1.ResultBatch
+	9,  // 12: vantage.v1.AgentMessage.heartbeat:type_name -> vantage.v1.Heartbeat
+	10, // 13: vantage.v1.AgentMessage.task_status:type_name -> vantage.v1.TaskStatus
+	21, // 14: vantage.v1.Assignment.issued_at:type_name -> google.protobuf.Timestamp
+	21, // 15: vantage.v1.Assignment.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 16: vantage.v1.Assignment.tasks:type_name -> vantage.v1.Task
+	21, // 17: vantage.v1.Trigger.issued_at:type_name -> google.protobuf.Timestamp
+	21, // 18: vantage.v1.Trigger.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 19: vantage.v1.Trigger.tasks:type_name -> vantage.v1.Task
+	12, // 20: vantage.v1.ControllerMessage.assignment:type_name -> vantage.v1.Assignment
+	13, // 21: vantage.v1.ControllerMessage.ack:type_name -> vantage.v1.Ack
+	14, // 22: vantage.v1.ControllerMessage.trigger:type_name -> vantage.v1.Trigger
+	15, // 23: vantage.v1.ControllerMessage.throttle:type_name -> vantage.v1.Throttle
+	16, // 24: vantage.v1.ControllerMessage.renew:type_name -> vantage.v1.RenewAdvice
+	2,  // 25: vantage.v1.AgentService.Enroll:input_type -> vantage.v1.EnrollRequest
+	11, // 26: vantage.v1.AgentService.Session:input_type -> vantage.v1.AgentMessage
+	0,  // 27: vantage.v1.AgentService.Renew:input_type -> vantage.v1.RenewRequest
+	3,  // 28: vantage.v1.AgentService.Enroll:output_type -> vantage.v1.EnrollResponse
+	17, // 29: vantage.v1.AgentService.Session:output_type -> vantage.v1.ControllerMessage
+	1,  // 30: vantage.v1.AgentService.Renew:output_type -> vantage.v1.RenewResponse
+	28, // [28:31] is the sub-list for method output_type
+	25, // [25:28] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_vantage_v1_agent_proto_init() }
