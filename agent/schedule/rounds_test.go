@@ -2,6 +2,8 @@ package schedule
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/agent/guard"
+	"github.com/vantage-net/vantage/internal/syncbuf"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -211,5 +214,48 @@ func TestRoundArithmetic(t *testing.T) {
 	}
 	if rs, ok := roundStart(epoch, time.Second, now.Unix()); !ok || !rs.Equal(now) {
 		t.Fatalf("roundStart = %v %v, want %v", rs, ok, now)
+	}
+}
+
+// failingRounds is a round log whose disk refuses every write.
+type failingRounds struct{}
+
+func (failingRounds) Last(string) (int64, time.Time, bool) { return 0, time.Time{}, false }
+func (failingRounds) Start(string, int64, time.Time) error {
+	return errors.New("write rounds.log: no space left on device")
+}
+
+// TestRoundLogFailureWarnsOnce: a round log that refuses every write (a full
+// disk) is reported once, not once per task and round (993 lines in 85 s in
+// the disk-full lab test before); the tasks still run every round.
+func TestRoundLogFailureWarnsOnce(t *testing.T) {
+	const round = 20 * time.Millisecond
+	start := time.Now().Add(-round)
+	var tasks []*vantagev1.Task
+	for i := range 5 {
+		task := icmpTask(fmt.Sprintf("c/icmp/127.0.0.%d", i+1), start, uint32(round/time.Millisecond), 0, 1)
+		task.ExpiresAt = timestamppb.New(time.Now().Add(time.Minute))
+		tasks = append(tasks, task)
+	}
+	var logs syncbuf.Buffer
+	out := &sink{}
+	s := New(Config{Prober: fakeProber{}, Guard: guard.New(guard.Config{AllowSpecialRanges: true, MinRoundMs: 10}),
+		Emit: out.emit, Status: out.stat, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Rounds: failingRounds{}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx) }()
+	if err := s.Apply(ctx, &vantagev1.Assignment{Version: 1, Tasks: tasks}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(out.byTask(tasks[4].GetId())) < 10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d results of %s in 10s; want 10 (the tasks must still run)", len(out.byTask(tasks[4].GetId())), tasks[4].GetId())
+		}
+		time.Sleep(round)
+	}
+	cancel()
+	<-done
+	if n := strings.Count(logs.String(), "round not recorded"); n != 1 {
+		t.Fatalf("%d \"round not recorded\" warnings for 5 tasks x 10+ rounds within %s; want 1:\n%s", n, RoundWarnEvery, logs.String())
 	}
 }

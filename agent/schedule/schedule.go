@@ -88,11 +88,39 @@ type running struct {
 // Scheduler owns one goroutine per running task and per trigger task; Run
 // is their owner and waits for them.
 type Scheduler struct {
-	cfg      Config
-	applyCh  chan *vantagev1.Assignment
-	trigCh   chan *vantagev1.Trigger
-	tasks    map[string]*running // owned by Run
-	oneShots sync.WaitGroup
+	cfg       Config
+	applyCh   chan *vantagev1.Assignment
+	trigCh    chan *vantagev1.Trigger
+	tasks     map[string]*running // owned by Run
+	oneShots  sync.WaitGroup
+	roundWarn warnEvery // "round not recorded", shared by every task's loop
+}
+
+// RoundWarnEvery is how often the scheduler says that its round log
+// refuses writes (a full disk fails every task's every round): once, then
+// at most once per period with the count held back.
+const RoundWarnEvery = 30 * time.Second
+
+// warnEvery lets a warning through at most once per period and counts the
+// ones it held back.
+type warnEvery struct {
+	mu   sync.Mutex
+	last time.Time
+	held int
+}
+
+// allow reports whether to log now, and how many were held back since the
+// last one logged.
+func (w *warnEvery) allow(now time.Time, period time.Duration) (bool, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.last.IsZero() && now.Sub(w.last) < period {
+		w.held++
+		return false, 0
+	}
+	held := w.held
+	w.last, w.held = now, 0
+	return true, held
 }
 
 // New returns a Scheduler; call Run to start it.
@@ -345,7 +373,10 @@ func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
 		}
 		if s.cfg.Rounds != nil {
 			if err := s.cfg.Rounds.Start(t.GetId(), n, expires); err != nil {
-				s.cfg.Logger.Warn("round not recorded; a restart may run it again", slog.String("task_id", t.GetId()), slog.String("error", err.Error()))
+				if ok, held := s.roundWarn.allow(s.cfg.Now(), RoundWarnEvery); ok {
+					s.cfg.Logger.Warn("round not recorded; a restart may run it again", slog.String("task_id", t.GetId()),
+						slog.String("error", err.Error()), slog.Int("not_recorded_since_last_warning", held))
+				}
 			}
 		}
 		s.runOnce(ctx, t, n, fire, "")

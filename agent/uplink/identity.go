@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -112,7 +113,47 @@ func EnsureIdentity(ctx context.Context, cfg EnrollConfig) (*Identity, error) {
 			}
 		}
 	}
-	return LoadIdentity(cfg.StateDir)
+	return loadWhenWritable(ctx, cfg)
+}
+
+// StateRetry is how often an agent whose state directory refuses writes
+// (full, over quota) tries again to bump its epoch at start.
+var StateRetry = 5 * time.Second
+
+// loadWhenWritable is LoadIdentity, waiting while the state directory's
+// disk is full: the epoch must be bumped on disk before any result is
+// numbered, and exiting instead would make a supervisor restart the agent
+// in a loop. It logs at the first failure and every minute after.
+func loadWhenWritable(ctx context.Context, cfg EnrollConfig) (*Identity, error) {
+	var since, logged time.Time
+	for {
+		id, err := LoadIdentity(cfg.StateDir)
+		if err == nil || !diskFull(err) {
+			if err == nil && !since.IsZero() {
+				cfg.Logger.Info("state directory writable again", slog.Duration("waited", time.Since(since).Round(time.Second)))
+			}
+			return id, err
+		}
+		now := time.Now()
+		if since.IsZero() {
+			since = now
+		}
+		if now.Sub(logged) >= time.Minute {
+			cfg.Logger.Warn("state directory refuses writes; waiting for space", slog.String("dir", cfg.StateDir),
+				slog.String("error", err.Error()), slog.Duration("retry_every", StateRetry))
+			logged = now
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(StateRetry):
+		}
+	}
+}
+
+// diskFull reports whether err is a write refused for lack of space.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 func parsePin(pin string) ([]byte, error) {
