@@ -104,6 +104,9 @@ type Stats struct {
 	// AgentsSpoolFailing is the number of live sessions whose agent's
 	// last heartbeat says its spool's disk refuses writes.
 	AgentsSpoolFailing int
+	// Admission is what session admission (admission.go) has admitted and
+	// refused, and holds now.
+	Admission AdmissionStats
 }
 
 // stats are the Server's event counters that no other state keeps.
@@ -178,6 +181,9 @@ func (s *Server) Stats() Stats {
 		out.Throttles[k] = s.stats.throttles[k].Load()
 	}
 	s.health.snapshot(&out)
+	if s.adm != nil {
+		out.Admission = s.adm.stats()
+	}
 	if st := s.commitStart.Load(); st != 0 {
 		out.CommitRunning = max(time.Since(s.clock)-time.Duration(st-1), 0)
 	}

@@ -22,6 +22,9 @@ type ingestCollector struct {
 	storeFailures *prometheus.Desc
 	storeFailing  *prometheus.Desc
 	spoolFailing  *prometheus.Desc
+	// Session admission (docs/OPERATIONS.md, Reconnect storms).
+	sessionStarts *prometheus.Desc
+	appointments  *prometheus.Desc
 }
 
 func newIngestCollector(src IngestSource) *ingestCollector {
@@ -50,6 +53,11 @@ func newIngestCollector(src IngestSource) *ingestCollector {
 			[]string{"class"}, nil),
 		storeFailing: prometheus.NewDesc("vantage_store_failing",
 			"1 while the store's writes fail (a full disk or an I/O error: results stay with the agents), 0 once a commit succeeds again.", nil, nil),
+		sessionStarts: prometheus.NewDesc("vantage_ingest_session_starts_total",
+			"Agent session starts by outcome: admitted (went on to its Hello), refused (beyond --session-rate, --session-burst or --session-starts: RESOURCE_EXHAUSTED with a retry-after, e.g. in a reconnect storm).",
+			[]string{"outcome"}, nil),
+		appointments: prometheus.NewDesc("vantage_ingest_session_appointments",
+			"Refused agents with a session start reserved for them now (their retry-after).", nil, nil),
 		spoolFailing: prometheus.NewDesc("vantage_agents_spool_failing",
 			"Connected agents whose last heartbeat says their spool's disk refuses writes (results kept in the agent's memory, or dropped into gaps).", nil, nil),
 	}
@@ -57,7 +65,7 @@ func newIngestCollector(src IngestSource) *ingestCollector {
 
 func (c *ingestCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.results, c.batches, c.gaps, c.queue, c.commit, c.running, c.throttles, c.sessions,
-		c.storeFailures, c.storeFailing, c.spoolFailing} {
+		c.storeFailures, c.storeFailing, c.spoolFailing, c.sessionStarts, c.appointments} {
 		ch <- d
 	}
 }
@@ -72,6 +80,9 @@ func (c *ingestCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(s.QueuedResults))
 	ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, s.CommitRunning.Seconds())
 	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(s.Sessions))
+	ch <- prometheus.MustNewConstMetric(c.sessionStarts, prometheus.CounterValue, float64(s.Admission.Admitted), "admitted")
+	ch <- prometheus.MustNewConstMetric(c.sessionStarts, prometheus.CounterValue, float64(s.Admission.Refused), "refused")
+	ch <- prometheus.MustNewConstMetric(c.appointments, prometheus.GaugeValue, float64(s.Admission.Appointments))
 	for k, n := range s.Throttles {
 		ch <- prometheus.MustNewConstMetric(c.throttles, prometheus.CounterValue, float64(n), ingest.ThrottleKind(k).String())
 	}

@@ -268,3 +268,21 @@ func TestHandler(t *testing.T) {
 		}
 	}
 }
+
+func TestSessionAdmissionMetrics(t *testing.T) {
+	fi := &fakeIngest{s: ingest.Stats{Admission: ingest.AdmissionStats{Admitted: 1000, Refused: 912, Appointments: 37}}}
+	m := New(Config{Ingest: fi})
+	const want = `
+# HELP vantage_ingest_session_appointments Refused agents with a session start reserved for them now (their retry-after).
+# TYPE vantage_ingest_session_appointments gauge
+vantage_ingest_session_appointments 37
+# HELP vantage_ingest_session_starts_total Agent session starts by outcome: admitted (went on to its Hello), refused (beyond --session-rate, --session-burst or --session-starts: RESOURCE_EXHAUSTED with a retry-after, e.g. in a reconnect storm).
+# TYPE vantage_ingest_session_starts_total counter
+vantage_ingest_session_starts_total{outcome="admitted"} 1000
+vantage_ingest_session_starts_total{outcome="refused"} 912
+`
+	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want),
+		"vantage_ingest_session_starts_total", "vantage_ingest_session_appointments"); err != nil {
+		t.Fatal(err)
+	}
+}
