@@ -211,6 +211,14 @@ func TestControllerRefuses(t *testing.T) {
 		{"blocklisted 5.5.5.0/24 (--blocklist)", "5.5.5.0/24", "", "on the controller's blocklist"},
 		{"opted out 8.8.8.0/24 (--opt-out)", "8.8.8.0/25", "", "opted out"},
 		{"per_target_pps over the cap", "1.2.3.0/24", "budget: {per_target_pps: 50}\n", "budget.per_target_pps"},
+		// IPv4 hidden in IPv6: checked as the IPv4 address, or the form
+		// refused whole (internal/netrange).
+		{"NAT64 64:ff9b::a00:0/120 (10.0.0.0/24)", "64:ff9b::a00:0/120", "", "special-purpose range 10.0.0.0/8"},
+		{"NAT64 64:ff9b::a9fe:a900/120 (169.254.169.0/24)", "64:ff9b::a9fe:a900/120", "", "special-purpose range 169.254.0.0/16"},
+		{"IPv4-compatible ::a00:0/120", `"::a00:0/120"`, "", "special-purpose range ::/96"},
+		{"IPv4-translated ::ffff:0:a00:0/120", `"::ffff:0:a00:0/120"`, "", "special-purpose range ::ffff:0:0:0/96"},
+		{"6to4 2002:808:800::/40", "2002:808:800::/40", "", "special-purpose range 2002::/16"},
+		{"Teredo 2001:0:4136:e378::/64", "2001:0:4136:e378::/64", "", "special-purpose range 2001::/32"},
 	}
 	for _, tc := range camps {
 		t.Run("campaign "+tc.name, func(t *testing.T) {
