@@ -278,7 +278,7 @@ func (d *Disk) loadGaps() {
 		switch {
 		case len(p) >= 25 && p[0] == typeGap:
 			d.gaps = append(d.gaps, &vantagev1.Gap{Epoch: u64(p, 1), FirstSeq: u64(p, 9), LastSeq: u64(p, 17), Reason: string(p[25:])})
-			d.sentGaps[Key{u64(p, 1), u64(p, 9)}] = true // it may have been sent before the restart
+			d.handedOut[Key{u64(p, 1), u64(p, 9)}] = true // it may have been sent before the restart
 		case len(p) == 17 && p[0] == typeCounters:
 			d.stats.DroppedResults, d.nGaps = u64(p, 1), u64(p, 9)
 		}
@@ -337,7 +337,7 @@ func (d *Disk) addGap(g *vantagev1.Gap) {
 	}
 	if n := len(d.gaps); n > 0 {
 		last := d.gaps[n-1]
-		if !d.sentGaps[Key{last.GetEpoch(), last.GetFirstSeq()}] && last.GetEpoch() == g.GetEpoch() &&
+		if !d.handedOut[Key{last.GetEpoch(), last.GetFirstSeq()}] && last.GetEpoch() == g.GetEpoch() &&
 			last.GetReason() == g.GetReason() && last.GetLastSeq()+1 == g.GetFirstSeq() {
 			last.LastSeq = g.GetLastSeq()
 			return

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vantage-net/vantage/agent/spool"
 )
 
 func TestBackoff(t *testing.T) {
@@ -59,7 +61,9 @@ func TestResourceExhaustedWhileSending(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv, addr := newTestServer(t)
 			srv.exhaustStreams, srv.exhaustAfter, srv.exhaustMs, srv.exhaustDetail = sessions, 2, 600, detail
-			c, _, stop := startClient(t, srv, addr, func(cfg *Config) { cfg.BatchMax = 5 })
+			c, _, stop := startClient(t, srv, addr, func(cfg *Config) {
+				cfg.Outbox = spool.NewOutbox(spool.NewMemory(cfg.Identity.Epoch, DefaultSpoolCapacity), spool.OutboxOptions{BatchMax: 5})
+			})
 			defer stop()
 			submit(c, 20000)
 			waitFor(t, "a session after the exhausted ones", func() bool { return c.Sessions() > sessions })
