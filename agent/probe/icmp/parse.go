@@ -46,8 +46,8 @@ const noteTimeExceeded = "icmp time exceeded in transit (the echo request's TTL 
 // an echo reply carrying one of our ids, or an ICMP error quoting one of
 // our echo requests. It never panics and never allocates.
 func decode4(ids idRange, pkt []byte, m *bulk.Match) bulk.Verdict {
-	ihl, ok := ipv4Header(pkt)
-	if !ok || pkt[9] != protoICMP {
+	ihl, err := rawsock.IPv4Header(pkt)
+	if err != nil || pkt[9] != protoICMP {
 		return bulk.Malformed
 	}
 	m.From = netip.AddrFrom4([4]byte(pkt[12:16]))
@@ -72,8 +72,8 @@ func decode4(ids idRange, pkt []byte, m *bulk.Match) bulk.Verdict {
 		return bulk.Ours
 	case v4Unreachable, v4TimeExceeded:
 		q := b[8:]
-		qihl, ok := ipv4Header(q)
-		if !ok {
+		qihl, err := rawsock.IPv4Header(q)
+		if err != nil {
 			return bulk.Malformed
 		}
 		if q[9] != protoICMP {
@@ -102,19 +102,6 @@ func decode4(ids idRange, pkt []byte, m *bulk.Match) bulk.Verdict {
 	default:
 		return bulk.Foreign
 	}
-}
-
-// ipv4Header checks that b starts with a plausible IPv4 header and returns
-// its length. A quoted header may come with a truncated datagram.
-func ipv4Header(b []byte) (int, bool) {
-	if len(b) < 20 || b[0]>>4 != 4 {
-		return 0, false
-	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < 20 || ihl > len(b) {
-		return 0, false
-	}
-	return ihl, true
 }
 
 // decode6 parses a packet from the raw ICMPv6 socket (ICMPv6 header first;

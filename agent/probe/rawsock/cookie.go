@@ -68,19 +68,3 @@ func siphash24(k0, k1 uint64, m ...uint64) uint64 {
 	round()
 	return v0 ^ v1 ^ v2 ^ v3
 }
-
-// Checksum is the Internet checksum (RFC 1071) of b, folded, seeded with
-// sum (a pseudo-header sum, or 0).
-func Checksum(sum uint32, b []byte) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}

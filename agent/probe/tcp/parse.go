@@ -65,8 +65,8 @@ func decodeSegment(ports portRange, seg []byte, src netip.Addr, ttl int, m *bulk
 
 // decodeTCP4 parses a packet from the raw IPv4 TCP socket (IP header first).
 func decodeTCP4(ports portRange, pkt []byte, m *bulk.Match) bulk.Verdict {
-	ihl, ok := ipv4Header(pkt)
-	if !ok || pkt[9] != protoTCP {
+	ihl, err := rawsock.IPv4Header(pkt)
+	if err != nil || pkt[9] != protoTCP {
 		return bulk.Malformed
 	}
 	if pkt[6]&0x1f != 0 || pkt[7] != 0 {
@@ -101,8 +101,8 @@ func decodeQuoted(ports portRange, q []byte, dst netip.Addr, m *bulk.Match) bulk
 // decodeICMP4 parses an ICMPv4 destination unreachable (IP header first)
 // that quotes one of our SYNs.
 func decodeICMP4(ports portRange, pkt []byte, m *bulk.Match) bulk.Verdict {
-	ihl, ok := ipv4Header(pkt)
-	if !ok || pkt[9] != 1 {
+	ihl, err := rawsock.IPv4Header(pkt)
+	if err != nil || pkt[9] != 1 {
 		return bulk.Malformed
 	}
 	m.From, m.TTL = netip.AddrFrom4([4]byte(pkt[12:16])), int(pkt[8])
@@ -114,8 +114,8 @@ func decodeICMP4(ports portRange, pkt []byte, m *bulk.Match) bulk.Verdict {
 		return bulk.Foreign
 	}
 	q := b[8:]
-	qihl, ok := ipv4Header(q)
-	if !ok {
+	qihl, err := rawsock.IPv4Header(q)
+	if err != nil {
 		return bulk.Malformed
 	}
 	if q[9] != protoTCP {
@@ -147,17 +147,6 @@ func decodeICMP6(ports portRange, pkt []byte, from netip.Addr, hop int, m *bulk.
 	return v
 }
 
-func ipv4Header(b []byte) (int, bool) {
-	if len(b) < 20 || b[0]>>4 != 4 {
-		return 0, false
-	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < 20 || ihl > len(b) {
-		return 0, false
-	}
-	return ihl, true
-}
-
 // encodeSYN writes a SYN with an MSS option whose sequence number is the
 // cookie. For IPv4 the checksum covers the pseudo-header (src is needed);
 // for IPv6 the kernel fills it (IPV6_CHECKSUM).
@@ -173,14 +162,7 @@ func encodeSYN(b []byte, src, dst netip.Addr, sport, dport uint16, cookie uint32
 	b[20], b[21] = 2, 4 // MSS
 	binary.BigEndian.PutUint16(b[22:24], 1460)
 	if dst.Is4() {
-		s, d := src.As4(), dst.As4()
-		var sum uint32
-		for i := 0; i < 4; i += 2 {
-			sum += uint32(s[i])<<8 | uint32(s[i+1])
-			sum += uint32(d[i])<<8 | uint32(d[i+1])
-		}
-		sum += protoTCP + synHdrLen
-		binary.BigEndian.PutUint16(b[16:18], rawsock.Checksum(sum, b))
+		binary.BigEndian.PutUint16(b[16:18], rawsock.Checksum(rawsock.PseudoSum(src, dst, protoTCP, synHdrLen), b))
 	}
 	return synHdrLen
 }

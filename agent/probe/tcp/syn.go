@@ -72,7 +72,7 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 		}
 		return c, err
 	}
-	route, err := rawsock.NewRouteSource()
+	route, err := rawsock.NewRouteSource(false)
 	if err != nil {
 		return nil, fmt.Errorf("tcp syn engine: %w", err)
 	}
@@ -209,11 +209,10 @@ func (s *Syn) source(dst netip.Addr) (netip.Addr, error) {
 	if src, ok := s.src[dst]; ok {
 		return src, nil
 	}
-	a, err := s.route.Lookup(dst.As4())
+	src, err := s.route.Lookup(dst)
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	src := netip.AddrFrom4(a)
 	if len(s.src) >= 4096 {
 		clear(s.src) // bounded: a sweep touches each address once anyway
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -160,7 +161,7 @@ func TestParisKeepsFlow(t *testing.T) {
 					flows, probes := map[string]bool{}, map[string]bool{}
 					for _, b := range ff.sent {
 						pi := inspect(b)
-						if sum := ^fold(sum16(pseudoIfAny(pi), pi.l4)); sum != 0 {
+						if sum := rawsock.Checksum(pseudoIfAny(pi), pi.l4); sum != 0 {
 							t.Fatalf("probe ttl %d has a bad transport checksum (%#x)", pi.ttl, sum)
 						}
 						f, p := flowOf(pi)
@@ -186,7 +187,7 @@ func pseudoIfAny(p probeInfo) uint32 {
 	if p.proto == protoICMP {
 		return 0
 	}
-	return pseudoSum(p.src, p.dst, p.proto, len(p.l4))
+	return rawsock.PseudoSum(p.src, p.dst, p.proto, len(p.l4))
 }
 
 // TestIgnoredPackets injects garbage, foreign and spoofed packets with every
@@ -279,7 +280,7 @@ func mplsErr(probe []byte, router netip.Addr, compat bool) fakePkt {
 	obj = binary.BigEndian.AppendUint32(obj, 16001<<12|5<<9|1)
 	obj = binary.BigEndian.AppendUint32(obj, 0xfffff<<12|1<<8|255)
 	ext := append([]byte{0x20, 0, 0, 0}, obj...)
-	binary.BigEndian.PutUint16(ext[2:4], checksum(ext))
+	binary.BigEndian.PutUint16(ext[2:4], rawsock.Checksum(0, ext))
 	typ := uint8(v4TimeExceeded)
 	if pi.v6 {
 		typ = v6TimeExceeded
@@ -295,7 +296,7 @@ func mplsErr(probe []byte, router netip.Addr, compat bool) fakePkt {
 	if pi.v6 {
 		return fakePkt{b: m, src: router, hl: 254}
 	}
-	binary.BigEndian.PutUint16(m[2:4], checksum(m))
+	binary.BigEndian.PutUint16(m[2:4], rawsock.Checksum(0, m))
 	return fakePkt{b: ip4(protoICMP, 254, router, pi.src, m), src: router, hl: -1}
 }
 

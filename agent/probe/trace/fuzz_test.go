@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
 )
 
 // Fuzz targets for every reply parser. Each also runs the packet through
@@ -131,7 +133,7 @@ func FuzzParseICMP4(f *testing.F) {
 				end = l
 			}
 			fixed[ihl+2], fixed[ihl+3] = 0, 0
-			binary.BigEndian.PutUint16(fixed[ihl+2:ihl+4], checksum(fixed[ihl:end]))
+			binary.BigEndian.PutUint16(fixed[ihl+2:ihl+4], rawsock.Checksum(0, fixed[ihl:end]))
 			checkCounted(t, e, rxICMP4, fixed, netip.Addr{})
 		}
 	})

@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
 )
 
 // Reasons a received packet is dropped. All of them are counted.
 var (
-	errTruncated = errors.New("truncated")
-	errGarbage   = errors.New("malformed")
+	errTruncated = rawsock.ErrTruncated
+	errGarbage   = rawsock.ErrMalformed
 	errNotOurs   = errors.New("not an answer to a trace probe")
 )
 
@@ -84,7 +86,7 @@ type reply struct {
 // delivers it. It never panics and never allocates.
 func parseICMP4(pkt []byte) (reply, error) {
 	var r reply
-	ihl, err := ipv4Header(pkt)
+	ihl, err := rawsock.IPv4Header(pkt)
 	if err != nil {
 		return r, err
 	}
@@ -102,7 +104,7 @@ func parseICMP4(pkt []byte) (reply, error) {
 		return r, errTruncated
 	}
 	// The kernel does not verify ICMPv4 checksums for raw sockets.
-	if checksum(msg) != 0 {
+	if rawsock.Checksum(0, msg) != 0 {
 		return r, errGarbage
 	}
 	r.icmpType, r.icmpCode = msg[0], msg[1]
@@ -131,28 +133,10 @@ func parseICMP4(pkt []byte) (reply, error) {
 	return r, nil
 }
 
-// ipv4Header validates an IPv4 header and returns its length.
-func ipv4Header(b []byte) (int, error) {
-	if len(b) < 20 {
-		return 0, errTruncated
-	}
-	if b[0]>>4 != 4 {
-		return 0, errGarbage
-	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < 20 {
-		return 0, errGarbage
-	}
-	if len(b) < ihl {
-		return 0, errTruncated
-	}
-	return ihl, nil
-}
-
 // parseQuoted4 reads the IPv4 header and the first bytes of the transport
 // header of our probe, quoted in an ICMP error (RFC 792 guarantees 8).
 func parseQuoted4(r *reply, q []byte) error {
-	ihl, err := ipv4Header(q)
+	ihl, err := rawsock.IPv4Header(q)
 	if err != nil {
 		return err
 	}
@@ -237,7 +221,7 @@ func parseICMP6(msg []byte, src netip.Addr) (reply, error) {
 // parseTCP4 parses a whole IPv4 packet carrying TCP (raw TCP socket).
 func parseTCP4(pkt []byte) (reply, error) {
 	var r reply
-	ihl, err := ipv4Header(pkt)
+	ihl, err := rawsock.IPv4Header(pkt)
 	if err != nil {
 		return r, err
 	}
@@ -304,7 +288,7 @@ func parseExtensions(r *reply, body []byte, origLen int) {
 	if ext[0]>>4 != 2 {
 		return
 	}
-	if binary.BigEndian.Uint16(ext[2:4]) != 0 && checksum(ext) != 0 {
+	if binary.BigEndian.Uint16(ext[2:4]) != 0 && rawsock.Checksum(0, ext) != 0 {
 		return
 	}
 	objs := ext[4:]
@@ -323,29 +307,4 @@ func parseExtensions(r *reply, body []byte, origLen int) {
 		}
 		objs = objs[n:]
 	}
-}
-
-// checksum is the Internet checksum (RFC 1071) of b; 0 for a valid message
-// that includes its checksum field.
-func checksum(b []byte) uint16 {
-	return ^fold(sum16(0, b))
-}
-
-// sum16 adds b to a running one's-complement sum (unfolded).
-func sum16(sum uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	return sum
-}
-
-func fold(sum uint32) uint16 {
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return uint16(sum)
 }
