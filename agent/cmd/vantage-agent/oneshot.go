@@ -191,7 +191,7 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 // shared engine for traces, else the registry's choice by capability.
 func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (probe.Batch, string, func(), error) {
 	if kind == vantagev1.ProbeKind_PROBE_KIND_TRACE {
-		te, err := trace.NewEngine(trace.Config{Log: log, PPS: unlimited(o.rate), RouterPPS: unlimited(o.routerRate)})
+		te, err := trace.NewTracer(trace.Config{Log: log, PPS: unlimited(o.rate), RouterPPS: unlimited(o.routerRate)})
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("trace engine (needs raw sockets, CAP_NET_RAW): %w", err)
 		}

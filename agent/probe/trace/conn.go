@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// The socket seam. The engine talks only to these types, so matching,
+// The socket seam. The tracer talks only to these types, so matching,
 // pacing and stop logic are unit-tested with fakes and need no root; on
 // Linux they are rawsock's sockets (conn_linux.go).
 

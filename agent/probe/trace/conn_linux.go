@@ -47,7 +47,7 @@ func openRaw(v6 bool, maxTraces int) (*family, error) {
 	return f, nil
 }
 
-// sockConn is the rawConn of a rawsock.Conn: the engine's packets as
+// sockConn is the rawConn of a rawsock.Conn: the tracer's packets as
 // batch messages.
 type sockConn struct {
 	c *rawsock.Conn

@@ -19,7 +19,7 @@ import (
 //	TCP   sport = portBase+slot, dport = port  seq = cookie16<<16 | gen<<8 | ttl
 //
 // The cookie is a keyed hash of (slot, gen, destination, protocol) with a
-// per-engine secret, so a stale or spoofed answer is rejected and counted.
+// per-tracer secret, so a stale or spoofed answer is rejected and counted.
 const (
 	portBase   = 40000
 	payloadLen = 12 // ICMP and UDP payload: 2 compensation bytes, cookie, marker
