@@ -45,7 +45,7 @@ type SynConfig struct {
 // the sequence number a keyed cookie, checked against the
 // acknowledgment number (or the sequence number an ICMP error quotes).
 type Syn struct {
-	e     *bulk.Engine
+	mux   *bulk.Mux
 	ports portRange
 
 	mu    sync.Mutex
@@ -89,7 +89,7 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 		return nil, fmt.Errorf("tcp syn engine: %w", err)
 	}
 	bc := bulk.Config{
-		Engine: EngineSYN, Kind: vantagev1.ProbeKind_PROBE_KIND_TCP,
+		EngineName: EngineSYN, Kind: vantagev1.ProbeKind_PROBE_KIND_TCP,
 		Send4: t4, Slots: synPortCount, MaxSlots: synPortCount,
 		Rate: cfg.Rate, Limiter: cfg.Limiter, Logger: cfg.Logger,
 		Recv: []bulk.Receiver{
@@ -115,7 +115,7 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 	} else if cfg.Logger != nil {
 		cfg.Logger.Info("tcp syn engine without IPv6", slog.Any("error", err6))
 	}
-	s.e, err = bulk.New(bc)
+	s.mux, err = bulk.New(bc)
 	if err != nil {
 		_ = route.Close()
 		closeAll()
@@ -126,21 +126,21 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 
 // Close stops the engine; pending probes end in ERROR.
 func (s *Syn) Close() error {
-	err := s.e.Close()
+	err := s.mux.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return errors.Join(err, s.route.Close())
 }
 
 // PacketsIgnored counts malformed, foreign, spoofed and late packets.
-func (s *Syn) PacketsIgnored() uint64 { return s.e.Stats().Ignored() }
+func (s *Syn) PacketsIgnored() uint64 { return s.mux.Stats().Ignored() }
 
 // Stats returns the engine's counters.
-func (s *Syn) Stats() bulk.Stats { return s.e.Stats() }
+func (s *Syn) Stats() bulk.Stats { return s.mux.Stats() }
 
 // Run implements the Batch API (probe.Batch).
 func (s *Syn) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
-	return s.e.Run(ctx, tasks, s.prepare, emit)
+	return s.mux.Run(ctx, tasks, s.prepare, emit)
 }
 
 // Probe sends one SYN for t through the shared engine and waits.
@@ -152,7 +152,7 @@ func (s *Syn) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResu
 	}
 	ch := make(chan *vantagev1.ProbeResult, 1)
 	j.SetDone(func(r *vantagev1.ProbeResult) { ch <- r })
-	if err := s.e.Submit(ctx, j); err != nil {
+	if err := s.mux.Submit(ctx, j); err != nil {
 		return fail(res, fmt.Errorf("tcp probe: %w", err))
 	}
 	select {
@@ -171,7 +171,7 @@ func (s *Syn) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job,
 		return nil, fmt.Errorf("target %q: not an IP address", t.GetTarget())
 	}
 	addr = addr.Unmap()
-	if !s.e.Supports(addr) {
+	if !s.mux.Supports(addr) {
 		return nil, fmt.Errorf("target %s: no raw IPv6 TCP socket on this host", addr)
 	}
 	if spec.GetPort() == 0 || spec.GetPort() > 65535 {
@@ -184,7 +184,7 @@ func (s *Syn) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job,
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	j := s.e.NewJob(res, addr, nil)
+	j := s.mux.NewJob(res, addr, nil)
 	j.Port, j.Timeout = uint16(spec.GetPort()), timeout
 	return j, nil
 }
