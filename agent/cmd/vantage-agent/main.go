@@ -210,11 +210,10 @@ func run(ctx context.Context, o options) error {
 // validate checks the flags that need no I/O and returns the logger and
 // the labels they ask for.
 func (o options) validate() (*slog.Logger, map[string]string, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, nil, fmt.Errorf("--log-level %q: %w", o.logLevel, err)
+	log, err := newLogger(o.logLevel, os.Stderr)
+	if err != nil {
+		return nil, nil, err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	labels, err := parseLabels(o.labels)
 	if err != nil {
 		return nil, nil, err

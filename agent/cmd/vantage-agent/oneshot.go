@@ -101,25 +101,15 @@ A progress line is drawn on stderr only when stderr is a terminal.`,
 	return cmd
 }
 
+// runProbe is `vantage-agent probe <kind>`: it checks the flags and the
+// targets, opens the kind's batch engine and writes one result per task.
 func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Writer, stderr *os.File) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: %w", o.logLevel, err)
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	kind, err := parseKind(kindName)
+	log, err := newLogger(o.logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	if err := o.validate(kind); err != nil {
-		return err
-	}
-	src, err := parseTargets(o.targets)
+	kind, src, g, err := checkProbe(kindName, o)
 	if err != nil {
-		return err
-	}
-	g := guard.New(guard.Config{AllowSpecialRanges: o.allowSpecialRanges})
-	if err := src.precheck(g); err != nil {
 		return err
 	}
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok && kind != vantagev1.ProbeKind_PROBE_KIND_TRACE {
@@ -137,54 +127,105 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	defer func() { _ = out.Flush() }()
-	write := resultWriter(o.output, out)
-	prog := newProgress(stderr, src.count()*max(1, portsFor(kind, o)))
-
-	tasks := make(chan *vantagev1.Task, 1024)
-	var refused int
-	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error {
-		defer close(tasks)
-		mk := newTaskMaker(kind, o)
-		return src.each(func(a netip.Addr) error {
-			for _, t := range mk.tasks(a) {
-				if err := g.CheckTask(t); err != nil {
-					refused++ // reported as an ERROR result, like a refused trigger
-					write(&vantagev1.ProbeResult{TaskId: t.GetId(), Campaign: oneShotCampaign, Target: t.GetTarget(), Kind: kind,
-						Port: t.GetTcp().GetPort(), Outcome: vantagev1.Outcome_OUTCOME_ERROR, Error: "refused by agent guard: " + err.Error()})
-					continue
-				}
-				select {
-				case tasks <- t:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			return nil
-		})
-	})
-	eg.Go(func() error {
-		return batch.Run(ctx, tasks, func(r *vantagev1.ProbeResult) {
-			if r.GetTaskId() == "" {
-				r.TaskId = taskID(kind, r.GetTarget(), r.GetPort())
-			}
-			r.Campaign = oneShotCampaign
-			write(r)
-			prog.add(r)
-		})
-	})
-	err = eg.Wait()
-	prog.done()
+	run := &oneShot{kind: kind, o: o, src: src, g: g, write: resultWriter(o.output, out),
+		prog: newProgress(stderr, src.count()*max(1, portsFor(kind, o)))}
+	err = run.run(ctx, batch)
+	run.prog.done()
 	if err != nil {
 		return err
 	}
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("stdout: %w", err)
 	}
-	if refused > 0 {
-		return fmt.Errorf("%d targets refused by the agent guard (see their results)", refused)
+	if run.refused > 0 {
+		return fmt.Errorf("%d targets refused by the agent guard (see their results)", run.refused)
 	}
 	return nil
+}
+
+// newLogger is the text logger on w at the level --log-level names.
+func newLogger(levelText string, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(levelText)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", levelText, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// checkProbe validates the one-shot flags: the kind, its options, and the
+// targets, which the guard must allow before anything is sent.
+func checkProbe(kindName string, o probeOptions) (vantagev1.ProbeKind, targetSource, *guard.Guard, error) {
+	kind, err := parseKind(kindName)
+	if err != nil {
+		return 0, targetSource{}, nil, err
+	}
+	if err := o.validate(kind); err != nil {
+		return 0, targetSource{}, nil, err
+	}
+	src, err := parseTargets(o.targets)
+	if err != nil {
+		return 0, targetSource{}, nil, err
+	}
+	g := guard.New(guard.Config{AllowSpecialRanges: o.allowSpecialRanges})
+	if err := src.precheck(g); err != nil {
+		return 0, targetSource{}, nil, err
+	}
+	return kind, src, g, nil
+}
+
+// oneShot is one run of `vantage-agent probe`: a feeder turns the targets
+// into tasks (the guard refuses some, each reported as an ERROR result),
+// and the batch engine runs them; every result is written and counted.
+type oneShot struct {
+	kind    vantagev1.ProbeKind
+	o       probeOptions
+	src     targetSource
+	g       *guard.Guard
+	write   func(*vantagev1.ProbeResult)
+	prog    *progress
+	refused int
+}
+
+func (s *oneShot) run(ctx context.Context, batch probe.Batch) error {
+	tasks := make(chan *vantagev1.Task, 1024)
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		defer close(tasks)
+		return s.feed(ctx, tasks)
+	})
+	eg.Go(func() error { return batch.Run(ctx, tasks, s.emit) })
+	return eg.Wait()
+}
+
+// feed sends every target's tasks the guard allows.
+func (s *oneShot) feed(ctx context.Context, tasks chan<- *vantagev1.Task) error {
+	mk := newTaskMaker(s.kind, s.o)
+	return s.src.each(func(a netip.Addr) error {
+		for _, t := range mk.tasks(a) {
+			if err := s.g.CheckTask(t); err != nil {
+				s.refused++ // reported as an ERROR result, like a refused trigger
+				s.write(&vantagev1.ProbeResult{TaskId: t.GetId(), Campaign: oneShotCampaign, Target: t.GetTarget(), Kind: s.kind,
+					Port: t.GetTcp().GetPort(), Outcome: vantagev1.Outcome_OUTCOME_ERROR, Error: "refused by agent guard: " + err.Error()})
+				continue
+			}
+			select {
+			case tasks <- t:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+}
+
+// emit writes one result of the batch engine.
+func (s *oneShot) emit(r *vantagev1.ProbeResult) {
+	if r.GetTaskId() == "" {
+		r.TaskId = taskID(s.kind, r.GetTarget(), r.GetPort())
+	}
+	r.Campaign = oneShotCampaign
+	s.write(r)
+	s.prog.add(r)
 }
 
 // oneShotEngine opens the sweep engine for kind: the trace package's
