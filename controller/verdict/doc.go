@@ -1,6 +1,7 @@
 // API CHANGES (announced for the scenario suite and other callers; newest
 // first). The exported API below is stable from issue 4 on; changes are
 // listed here.
+//   - flapping: Config gains UncertainHold (replay param uncertain_hold).
 //   - restart hardening: new Engine.Restore, Published, ErrRestore,
 //     Engine.Resume and Engine.ReportedSince (restore.go).
 //   - issue 4: Config gains QuorumLabel, BeliefUp, BeliefDown,
@@ -116,7 +117,11 @@
 // flip; it then takes its raw state and the flip history is cleared, so
 // re-entering needs UnstableFlips new flips. A flapping period is thus at
 // most UnstableFlips-1 ordinary transitions, one transition to UNSTABLE and
-// one out of it. A raw UNKNOWN always wins (quorum lost).
+// one out of it. A raw UNKNOWN from quorum lost always wins. A raw UNKNOWN
+// for lack of firm beliefs while the quorum of vantages holds (routes
+// changing mid-round leave every vantage's belief in flux) keeps an
+// UNSTABLE subject UNSTABLE for up to UncertainHold (3) such rounds in a
+// row: they are part of the episode, not its end.
 //
 // # Transitions and onset
 //

@@ -63,8 +63,17 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 
 	next, from := raw, s.state
 	ob := flip{earliest: earliest, latest: latest}
+	if raw != vantagev1.State_STATE_UNKNOWN || s.state != vantagev1.State_STATE_UNSTABLE {
+		s.held = 0
+	}
 	switch {
+	case raw == vantagev1.State_STATE_UNKNOWN && s.state == vantagev1.State_STATE_UNSTABLE &&
+		!s.unknownGlobal && s.held < e.cfg.UncertainHold:
+		// Beliefs in flux inside the episode, quorum intact: part of it.
+		s.held++
+		next = vantagev1.State_STATE_UNSTABLE
 	case raw == vantagev1.State_STATE_UNKNOWN:
+		s.held = 0
 		st.flips = st.flips[:0]
 	case s.state == vantagev1.State_STATE_UNSTABLE:
 		last := st.since.round
