@@ -119,9 +119,10 @@
 // most UnstableFlips-1 ordinary transitions, one transition to UNSTABLE and
 // one out of it. A raw UNKNOWN from quorum lost always wins. A raw UNKNOWN
 // for lack of firm beliefs while the quorum of vantages holds (routes
-// changing mid-round leave every vantage's belief in flux) keeps an
-// UNSTABLE subject UNSTABLE for up to UncertainHold (3) such rounds in a
-// row: they are part of the episode, not its end.
+// changing mid-round leave every vantage's belief in flux) is no evidence
+// of a change: the subject keeps its published state and flip history for
+// up to UncertainHold (3) such rounds in a row, so a flapping episode is not
+// cut in two, then it is UNKNOWN.
 //
 // # Transitions and onset
 //

@@ -85,11 +85,13 @@ type Config struct {
 	// last UnstableWindow rounds is UNSTABLE until UnstableCalm rounds pass
 	// without a crossing. Defaults 10, 4, 5.
 	UnstableWindow, UnstableFlips, UnstableCalm int
-	// UncertainHold: an UNSTABLE subject whose raw state is UNKNOWN for
-	// lack of firm beliefs while the fleet has quorum (beliefs in flux as
-	// routes flap mid-round) stays UNSTABLE for up to this many such rounds
-	// in a row: they are part of the episode, not its end. Quorum lost
-	// (fewer healthy groups than Quorum) still ends it at once. Default 3.
+	// UncertainHold: a subject whose raw state is UNKNOWN for lack of firm
+	// beliefs while the fleet has quorum (every vantage's belief in flux as
+	// routes change mid-round) keeps its published state, and its flip
+	// history, for up to this many such rounds in a row: they are no
+	// evidence of a change (and, inside a flapping episode, part of it).
+	// Quorum lost (fewer healthy groups than Quorum) is UNKNOWN at once.
+	// Default 3.
 	UncertainHold int
 	// ResultsPerRound is how many scheduled (non-trace) results each
 	// vantage sends per round. When > 0, a round closes as soon as every
@@ -237,7 +239,7 @@ type subject struct {
 	upG, downG                 int // target level: distinct vantage groups
 	filtered                   int // ICMP-filtered: 1/0 for a target, children for others
 	unknownGlobal              bool
-	held                       int // rounds in a row an UNSTABLE subject stayed so while raw UNKNOWN (UncertainHold)
+	held                       int // rounds in a row the published state was kept while raw UNKNOWN (UncertainHold)
 	location                   vantagev1.Location
 	lastHop                    string
 	locNotes                   []string
