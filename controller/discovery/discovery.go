@@ -25,6 +25,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/internal/taskid"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -69,13 +70,13 @@ func SweepAddrs(nets []Network) ([]netip.Addr, error) {
 }
 
 // SweepTasks turns addresses into one-off ICMP echo tasks for Triggers (ids
-// "<campaign>/icmp/<addr>", the shared convention).
+// "<campaign>/icmp/<addr>", the shared convention of internal/taskid).
 func SweepTasks(campaign string, addrs []netip.Addr, timeoutMs, retries uint32, expires *timestamppb.Timestamp) []*vantagev1.Task {
 	out := make([]*vantagev1.Task, 0, len(addrs))
 	for _, a := range addrs {
 		s := a.String()
 		out = append(out, &vantagev1.Task{
-			Id: campaign + "/icmp/" + s, Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO,
+			Id: taskid.New(campaign, taskid.ICMP, s), Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO,
 			Target: s, Role: vantagev1.TargetRole_TARGET_ROLE_HOST, EveryRounds: 1, ExpiresAt: expires,
 			Spec: &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{Retries: retries, TimeoutMs: timeoutMs, PayloadBytes: 16}},
 		})
@@ -248,7 +249,7 @@ func TraceTasks(campaign string, hosts []netip.Addr, maxTTL, timeoutMs uint32, e
 	for _, a := range hosts {
 		s := a.String()
 		out = append(out, &vantagev1.Task{
-			Id: campaign + "/trace/" + s, Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: s,
+			Id: taskid.New(campaign, taskid.Trace, s), Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: s,
 			Role: vantagev1.TargetRole_TARGET_ROLE_HOST, EveryRounds: 1, ExpiresAt: expires,
 			Spec: &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{Protocol: vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP,
 				Paris: true, MaxTtl: maxTTL, GapLimit: 3, TimeoutMs: timeoutMs}},

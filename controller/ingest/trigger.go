@@ -12,6 +12,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/internal/taskid"
+	"github.com/vantage-net/vantage/internal/tracedefaults"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -21,8 +23,8 @@ const TriggerLifetime = 2 * time.Minute
 // Defaults of the Paris traceroutes a trigger asks for when the campaign
 // has no trace probe of its own.
 const (
-	TriggerTraceMaxTTL    = 30
-	TriggerTraceGapLimit  = 5
+	TriggerTraceMaxTTL    = tracedefaults.MaxTTL
+	TriggerTraceGapLimit  = tracedefaults.GapLimit
 	TriggerTraceTimeoutMs = 1000
 )
 
@@ -164,7 +166,7 @@ func LocaliseTasks(specs map[string]*campaign.Spec, ts []*vantagev1.Transition, 
 			tk := traces[addr]
 			if tk == nil {
 				tk = proto.Clone(other[addr]).(*vantagev1.Task)
-				tk.Id, tk.Kind = name+"/trace/"+addr, vantagev1.ProbeKind_PROBE_KIND_TRACE
+				tk.Id, tk.Kind = taskid.New(name, taskid.Trace, addr), vantagev1.ProbeKind_PROBE_KIND_TRACE
 				tk.Spec = &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{Protocol: vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP,
 					Paris: true, MaxTtl: TriggerTraceMaxTTL, GapLimit: TriggerTraceGapLimit, TimeoutMs: TriggerTraceTimeoutMs}}
 			}
