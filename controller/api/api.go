@@ -2,8 +2,8 @@
 // dashboard call. It exists to keep the operator surface thin and uniform:
 // one interceptor checks the bearer token and the role per method from one
 // table, every error is translated by one table (rpcerr), and every change
-// writes an audit entry. The work itself is done by store, fleet, engine and
-// ingest.
+// writes an audit entry. The work itself is done by store, fleet, the live
+// verdict worker and ingest.
 package api
 
 import (
@@ -21,10 +21,10 @@ import (
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/discoverer"
-	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -47,7 +47,7 @@ const (
 type Config struct {
 	Store    store.Store
 	Fleet    *fleet.Fleet
-	Engine   *engine.Worker
+	Verdicts *live.Worker
 	Sessions *ingest.Server
 	// Limits refuses campaigns aimed at special-purpose, blocklisted or
 	// opted-out ranges or over the rate caps; nil checks nothing (tests).
@@ -115,7 +115,7 @@ func (s *Server) agentInfo(ctx context.Context, a store.Agent) (*vantagev1.Agent
 		info.RemoteAddr = si.RemoteAddr
 		info.AssignmentVersion = si.AssignmentVersion
 		info.Tasks = uint32(si.Tasks)
-		healthy, reason, known := s.cfg.Engine.AgentHealth(a.ID)
+		healthy, reason, known := s.cfg.Verdicts.AgentHealth(a.ID)
 		switch {
 		case known:
 			info.Healthy = healthy
@@ -144,7 +144,7 @@ func (s *Server) agentInfo(ctx context.Context, a store.Agent) (*vantagev1.Agent
 	}
 	// Summarised per campaign: one line, not one per task (an agent
 	// refusing every task of a large campaign made a 49,817-char cell).
-	reasons = append(reasons, engine.TaskStatusReasons(sts)...)
+	reasons = append(reasons, live.TaskStatusReasons(sts)...)
 	info.HealthReason = strings.Join(reasons, "; ")
 	return info, nil
 }
@@ -205,8 +205,8 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *vantagev1.CreateJoinT
 func (s *Server) campaignProto(ctx context.Context, c store.Campaign) (*vantagev1.Campaign, error) {
 	// With its discovered targets once discovery has finished; the listed
 	// ones (perhaps none) while it runs.
-	spec, err := engine.SpecFor(c)
-	if err != nil && !errors.Is(err, engine.ErrNotDiscovered) {
+	spec, err := live.SpecFor(c)
+	if err != nil && !errors.Is(err, live.ErrNotDiscovered) {
 		return nil, fmt.Errorf("stored campaign %s no longer parses: %w", c.Name, err)
 	}
 	p := spec.Proto()
@@ -239,7 +239,7 @@ func (s *Server) assignedAgents(ctx context.Context, spec *campaign.Spec) []stri
 // campaignsChanged rebuilds the engines and re-sends assignments. The
 // change is stored already, so a reload failure is logged, not returned.
 func (s *Server) campaignsChanged(ctx context.Context) {
-	if err := s.cfg.Engine.Reload(ctx); err != nil {
+	if err := s.cfg.Verdicts.Reload(ctx); err != nil {
 		s.log.Warn("campaign reload failed", "err", err)
 	}
 	s.cfg.Sessions.Reassign()
@@ -329,7 +329,7 @@ func (s *Server) checkQuorum(ctx context.Context, spec *campaign.Spec) error {
 			labels = append(labels, a.Labels)
 		}
 	}
-	if err := spec.CheckQuorum(labels, s.cfg.Engine.QuorumLabel()); err != nil {
+	if err := spec.CheckQuorum(labels, s.cfg.Verdicts.QuorumLabel()); err != nil {
 		return fmt.Errorf("%w: %w (enrol the agents first, or apply with allow_fewer_vantages)", rpcerr.ErrInvalid, err)
 	}
 	return nil
@@ -381,7 +381,7 @@ func (s *Server) setState(ctx context.Context, method, name string, state vantag
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
-	if _, err := engine.SpecFor(c); errors.Is(err, engine.ErrNotDiscovered) && state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE &&
+	if _, err := live.SpecFor(c); errors.Is(err, live.ErrNotDiscovered) && state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE &&
 		s.cfg.Discovery != nil {
 		// Resumed before its discovery finished: discover again.
 		if c, err = s.cfg.Discovery.Begin(ctx, name, c.Version, store.AuditEntry{}); err != nil {
@@ -487,7 +487,7 @@ func (s *Server) GetVerdicts(ctx context.Context, req *vantagev1.GetVerdictsRequ
 	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
 		return nil, s.fail("GetVerdicts", err)
 	}
-	vs := s.cfg.Engine.Verdicts(req.GetCampaign(), req.GetLevel())
+	vs := s.cfg.Verdicts.Verdicts(req.GetCampaign(), req.GetLevel())
 	s.withNames(ctx, vs)
 	return &vantagev1.GetVerdictsResponse{Verdicts: vs}, nil
 }
@@ -499,9 +499,9 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
 		return s.fail("WatchVerdicts", err)
 	}
-	w := s.cfg.Engine.Watch(req.GetCampaign(), req.GetLevel()) // before the snapshot: nothing missed
+	w := s.cfg.Verdicts.Watch(req.GetCampaign(), req.GetLevel()) // before the snapshot: nothing missed
 	defer w.Close()
-	vs := s.cfg.Engine.Verdicts(req.GetCampaign(), req.GetLevel())
+	vs := s.cfg.Verdicts.Verdicts(req.GetCampaign(), req.GetLevel())
 	s.withNames(ctx, vs)
 	for _, v := range vs {
 		if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Verdict{Verdict: v}}); err != nil {
@@ -559,11 +559,11 @@ func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*v
 	if err != nil {
 		return nil, s.fail("Explain", err)
 	}
-	v, ok := s.cfg.Engine.Verdict(req.GetVerdictId())
+	v, ok := s.cfg.Verdicts.Verdict(req.GetVerdictId())
 	if !ok {
 		return nil, s.fail("Explain", fmt.Errorf("verdict_id %q: %w", req.GetVerdictId(), store.ErrNotFound))
 	}
-	spec, ok := s.cfg.Engine.Spec(v.GetCampaign())
+	spec, ok := s.cfg.Verdicts.Spec(v.GetCampaign())
 	if !ok {
 		return nil, s.fail("Explain", fmt.Errorf("campaign %q: %w", v.GetCampaign(), store.ErrNotFound))
 	}
@@ -646,8 +646,8 @@ func (s *Server) Replay(ctx context.Context, req *vantagev1.ReplayRequest) (*van
 		}
 		*f.dst = f.ts.AsTime()
 	}
-	ts, err := s.cfg.Engine.Replay(ctx, req.GetCampaign(), from, to, req.GetParams())
-	if errors.Is(err, engine.ErrReplay) {
+	ts, err := s.cfg.Verdicts.Replay(ctx, req.GetCampaign(), from, to, req.GetParams())
+	if errors.Is(err, live.ErrReplay) {
 		err = fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err)
 	}
 	if err != nil {

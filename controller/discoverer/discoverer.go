@@ -49,9 +49,9 @@ import (
 
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/discovery"
-	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/verdict"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -313,7 +313,7 @@ func (r *Runner) scan(ctx context.Context) error {
 		case vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING:
 			want[c.Name] = c
 		case vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE:
-			if _, err := engine.SpecFor(c); errors.Is(err, engine.ErrNotDiscovered) {
+			if _, err := live.SpecFor(c); errors.Is(err, live.ErrNotDiscovered) {
 				r.log.Warn("campaign active without discovered targets; discovering", "campaign", c.Name)
 				if _, err := r.Begin(ctx, c.Name, c.Version, store.AuditEntry{}); err != nil {
 					r.log.Warn("discovery not begun", "campaign", c.Name, "err", err)

@@ -29,7 +29,7 @@ const (
 )
 
 // HealthReporter says which vantages a campaign's verdicts count now
-// (engine.Worker implements it). Localise sends triggers only to those.
+// (live.Worker implements it). Localise sends triggers only to those.
 type HealthReporter interface {
 	HealthyVantages(campaign string) []string
 }

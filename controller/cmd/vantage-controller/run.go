@@ -21,12 +21,12 @@ import (
 	"github.com/vantage-net/vantage/controller/api"
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/discoverer"
-	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/metrics"
 	"github.com/vantage-net/vantage/controller/retention"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var ing *ingest.Server
 	var met *metrics.Metrics // set before the worker starts
-	worker := engine.New(engine.Options{Store: st, Log: log, EvaluateEvery: cfg.EvaluateEvery,
+	worker := live.New(live.Options{Store: st, Log: log, EvaluateEvery: cfg.EvaluateEvery,
 		OnTransitions: func(ts []*vantagev1.Transition) { ing.Localise(ts); met.ObserveTransitions(ts) }})
 	if err := worker.Reload(ctx); err != nil {
 		log.Warn("some campaigns could not be loaded", "err", err)
@@ -235,7 +235,7 @@ func Run(ctx context.Context, cfg Config) error {
 		pruner := retention.New(retention.Config{Store: met.CountPruned(st), Gaps: st, Keep: cfg.ResultsRetention, Every: cfg.RetentionEvery, Logger: log})
 		bg.Go(func() error { return pruner.Run(bgCtx) })
 	}
-	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log,
+	ops := api.New(api.Config{Store: st, Fleet: fl, Verdicts: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log,
 		StreamLimits: cfg.Streams})
 	transport := cfg.Transport.withDefaults()
 

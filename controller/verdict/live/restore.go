@@ -1,4 +1,4 @@
-package engine
+package live
 
 // How a new engine carries on from where the previous one left off, after a
 // controller restart or an edit of its campaign:

@@ -1,11 +1,11 @@
-// Package engine is the controller's verdict worker. It owns one pure
+// Package live is the controller's live verdict worker. It owns one pure
 // verdict.Engine per ACTIVE campaign, feeds it the results ingest commits
 // and the agents' session state, evaluates all of them on a ticker, stores
 // each transition and fans it out to watchers. It exists so that the pure
 // verdict logic stays free of I/O, clocks and goroutines, and so that ingest
 // never waits for verdicts: feeding is a short locked call, and a slow
 // watcher is dropped rather than allowed to block anything.
-package engine
+package live
 
 import (
 	"context"
