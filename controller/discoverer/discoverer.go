@@ -32,8 +32,6 @@ package discoverer
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +48,7 @@ import (
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/discovery"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/trigger"
 	"github.com/vantage-net/vantage/controller/verdict"
 	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -60,22 +59,13 @@ const (
 	DefaultTick       = 250 * time.Millisecond
 	DefaultScan       = 2 * time.Second
 	DefaultTraceHosts = 2
-	// TriggerLifetime is how long an agent may start a discovery probe.
-	TriggerLifetime = 2 * time.Minute
-	// TraceTimeoutMs is the per-TTL timeout of discovery traces.
-	TraceTimeoutMs = 1000
 )
-
-// Sessions is what discovery needs of the agents' sessions (ingest.Server).
-type Sessions interface {
-	ConnectedAgents() map[string]map[string]string
-	SendTrigger(agentID string, tr *vantagev1.Trigger) bool
-}
 
 // Options configures a Runner.
 type Options struct {
-	Store    store.Store
-	Sessions Sessions
+	Store store.Store
+	// Sessions sends the sweeps and traces (ingest.Server).
+	Sessions trigger.Sender
 	// Limits, when set, checks the discovered targets like an applied
 	// campaign's (special-purpose ranges, blocklist, opt-out).
 	Limits *campaign.Limits
@@ -465,8 +455,7 @@ func (r *Runner) settle(spec *campaign.Spec, probe time.Duration) time.Duration 
 func (r *Runner) sendLocked(j *job, kind int, tasks []*vantagev1.Task, now time.Time, reason string) int {
 	sent := 0
 	for _, id := range j.agents {
-		tr := &vantagev1.Trigger{Id: newTriggerID(), IssuedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(TriggerLifetime)),
-			Tasks: tasks, Reason: reason}
+		tr := trigger.New(now, tasks, reason)
 		if !r.opts.Sessions.SendTrigger(id, tr) {
 			r.log.Warn("discovery trigger not sent", "campaign", j.name, "agent", id, "reason", "no session or send queue full")
 			continue
@@ -513,7 +502,7 @@ func (r *Runner) advanceLocked(j *job, conn map[string]map[string]string, now ti
 			break
 		}
 		timeout, retries := spec.SweepProbe()
-		tasks := discovery.SweepTasks(j.name, addrs, uint32(timeout.Milliseconds()), uint32(retries), timestamppb.New(now.Add(TriggerLifetime+time.Duration(len(addrs))*time.Second)))
+		tasks := discovery.SweepTasks(j.name, addrs, uint32(timeout.Milliseconds()), uint32(retries), timestamppb.New(trigger.Expiry(now).Add(time.Duration(len(addrs))*time.Second)))
 		j.batches = discovery.Batches(tasks, uint32(retries), spec.AgentPPS(), spec.Round().Seconds())
 		j.phase, j.next, j.nextAt = phaseSweep, 0, now
 		j.status.AddressesSwept = uint32(len(addrs))
@@ -527,7 +516,7 @@ func (r *Runner) advanceLocked(j *job, conn map[string]map[string]string, now ti
 			}
 			// Tasks expire with the trigger.
 			for _, t := range j.batches[j.next] {
-				t.ExpiresAt = timestamppb.New(now.Add(TriggerLifetime))
+				t.ExpiresAt = timestamppb.New(trigger.Expiry(now))
 			}
 			r.sendLocked(j, kSweep, j.batches[j.next], now, fmt.Sprintf("discovery sweep of %s, batch %d of %d", j.name, j.next+1, len(j.batches)))
 			j.next++
@@ -595,7 +584,7 @@ func (r *Runner) startTraceLocked(j *job, now time.Time) {
 		all = append(all, discovery.PickTraceHosts(j.kept, []discovery.Network{{Name: nw.Name, Prefix: nw.Prefix}}, r.opts.TraceHosts)...)
 	}
 	ttl := j.spec.DiscoveryTraceTTL()
-	tasks := discovery.TraceTasks(j.name, all, uint32(ttl), TraceTimeoutMs, timestamppb.New(now.Add(TriggerLifetime)))
+	tasks := discovery.TraceTasks(j.name, all, uint32(ttl), uint32(trigger.TraceTimeout.Milliseconds()), timestamppb.New(trigger.Expiry(now)))
 	j.phase = phaseTrace
 	j.status.Traces = uint32(len(tasks))
 	if len(tasks) > 0 {
@@ -603,7 +592,7 @@ func (r *Runner) startTraceLocked(j *job, now time.Time) {
 	}
 	// The trace engine probes every TTL at once; a silent TTL costs two
 	// timeouts. Give the slowest path that, plus the settle time.
-	j.deadline = now.Add(r.settle(j.spec, 2*TraceTimeoutMs*time.Millisecond*time.Duration(min(ttl, 4))))
+	j.deadline = now.Add(r.settle(j.spec, 2*trigger.TraceTimeout*time.Duration(min(ttl, 4))))
 	r.log.Info("discovery traces", "campaign", j.name, "hosts", len(all), "agents", len(j.agents))
 }
 
@@ -672,10 +661,4 @@ func (r *Runner) finishLocked(j *job, now time.Time) (save, bool) {
 	r.dropLocked(j)
 	return save{j: j, status: proto.Clone(j.status).(*vantagev1.DiscoveryStatus), targets: targets,
 		state: vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE}, true
-}
-
-func newTriggerID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return "trg-" + hex.EncodeToString(b)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/vantage-net/vantage/controller/discoverer"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
+	"github.com/vantage-net/vantage/controller/trigger"
 	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -663,7 +664,7 @@ vantages: {select: {role: vps}}
 				for _, task := range s.tr.GetTasks() {
 					tr := task.GetTrace()
 					if task.GetKind() != kindTrace || !tr.GetParis() || tr.GetProtocol() != vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP ||
-						tr.GetTimeoutMs() != discoverer.TraceTimeoutMs || tr.GetMaxTtl() != tc.maxTTL {
+						tr.GetTimeoutMs() != uint32(trigger.TraceTimeout.Milliseconds()) || tr.GetMaxTtl() != tc.maxTTL {
 						t.Fatalf("trace task %v: want a Paris ICMP trace, max_ttl %d", task, tc.maxTTL)
 					}
 					got = append(got, task.GetTarget())

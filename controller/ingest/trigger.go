@@ -1,31 +1,26 @@
 package ingest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/trigger"
 	"github.com/vantage-net/vantage/internal/taskid"
 	"github.com/vantage-net/vantage/internal/tracedefaults"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
-
-// TriggerLifetime is how long an agent may start a triggered probe.
-const TriggerLifetime = 2 * time.Minute
 
 // Defaults of the Paris traceroutes a trigger asks for when the campaign
 // has no trace probe of its own.
 const (
 	TriggerTraceMaxTTL    = tracedefaults.MaxTTL
 	TriggerTraceGapLimit  = tracedefaults.GapLimit
-	TriggerTraceTimeoutMs = 1000
+	TriggerTraceTimeoutMs = uint32(trigger.TraceTimeout / time.Millisecond)
 )
 
 // HealthReporter says which vantages a campaign's verdicts count now
@@ -55,7 +50,7 @@ func (s *Server) Localise(ts []*vantagev1.Transition) {
 		specs[sp.Name()] = sp
 	}
 	now := s.now()
-	plan := LocaliseTasks(specs, ts, now.Add(TriggerLifetime))
+	plan := LocaliseTasks(specs, ts, trigger.Expiry(now))
 	if len(plan) == 0 {
 		return
 	}
@@ -86,18 +81,12 @@ func (s *Server) Localise(ts []*vantagev1.Transition) {
 			if healthy == nil && !specs[name].SelectsAgent(ss.agent.Labels) {
 				continue
 			}
-			tr := &vantagev1.Trigger{Id: newTriggerID(), IssuedAt: timestamppb.New(now),
-				ExpiresAt: timestamppb.New(now.Add(TriggerLifetime)), Tasks: p.Tasks, Reason: joinReasons(p.Reasons)}
-			s.mu.Lock()
-			s.rememberTrigger(ss.agent.ID, tr, now)
-			s.mu.Unlock()
-			select {
-			case ss.out <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Trigger{Trigger: tr}}:
-				s.log.Info("localisation traces triggered", "agent", ss.agent.ID, "campaign", name, "trigger", tr.GetId(), "tasks", len(p.Tasks))
-			case <-ss.done:
-			default:
-				s.log.Warn("trigger skipped", "agent", ss.agent.ID, "campaign", name, "reason", "send queue full")
+			tr := trigger.New(now, p.Tasks, joinReasons(p.Reasons))
+			if !s.SendTrigger(ss.agent.ID, tr) {
+				s.log.Warn("trigger skipped", "agent", ss.agent.ID, "campaign", name, "reason", "no session or send queue full")
+				continue
 			}
+			s.log.Info("localisation traces triggered", "agent", ss.agent.ID, "campaign", name, "trigger", tr.GetId(), "tasks", len(p.Tasks))
 		}
 	}
 }
@@ -188,14 +177,9 @@ func joinReasons(rs []string) string {
 	return strings.Join(rs, "; ")
 }
 
-func newTriggerID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return "trg-" + hex.EncodeToString(b)
-}
-
-// SendTrigger queues tr on agentID's live session, for callers other than
-// Localise (host and upstream discovery). The trigger and its tasks are
+// SendTrigger queues tr on agentID's live session: the one way a trigger
+// reaches an agent (localisation and discovery; trigger.Sender). The
+// trigger and its tasks are
 // remembered for the agent until its expiry plus Config.TriggerGrace, so
 // results that arrive after a reconnect (from the agent's spool) are still
 // accepted, with the trigger's campaign and target only. It returns false
