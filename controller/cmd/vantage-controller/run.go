@@ -171,10 +171,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	var ing *ingest.Server
-	var met *metrics.Metrics // set before the worker starts
+	var loc *live.Localiser
+	var met *metrics.Metrics // both set before the worker starts
 	worker := live.New(live.Options{Store: st, Log: log, EvaluateEvery: cfg.EvaluateEvery,
-		OnTransitions: func(ts []*vantagev1.Transition) { ing.Localise(ts); met.ObserveTransitions(ts) }})
+		OnTransitions: func(ts []*vantagev1.Transition) { loc.Localise(ts); met.ObserveTransitions(ts) }})
 	if err := worker.Reload(ctx); err != nil {
 		log.Warn("some campaigns could not be loaded", "err", err)
 	}
@@ -185,11 +185,12 @@ func Run(ctx context.Context, cfg Config) error {
 	// A result older than the retention would be pruned at once; the past
 	// window is never shorter than ingest's default (a spool replay after
 	// a long outage), also when results are kept forever.
-	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
+	ing := ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
 		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue, MaxGapRows: cfg.IngestGapRows,
 		GapSeqRate: cfg.IngestGapRate, GapSeqBurst: cfg.IngestGapBurst, MaxClockSkew: cfg.IngestClockSkew,
 		MaxResultAge: max(cfg.ResultsRetention, ingest.DefaultMaxResultAge),
 		SessionRate:  sessionRate(cfg.SessionRate), SessionBurst: cfg.SessionBurst, SessionStarts: cfg.SessionStarts})
+	loc = live.NewLocaliser(live.LocaliserConfig{Campaigns: worker, Health: worker, Triggers: ing, Log: log})
 	// Metrics are counted whether served or not: they cost nothing unscraped.
 	met = metrics.New(metrics.Config{Ingest: ing, Verdicts: worker, Log: log})
 	if cfg.MetricsAddr != "" {
