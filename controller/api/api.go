@@ -20,6 +20,7 @@ import (
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/discoverer"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
@@ -45,10 +46,13 @@ const (
 
 // Config wires a Server.
 type Config struct {
-	Store    store.Store
-	Fleet    *fleet.Fleet
-	Verdicts *live.Worker
-	Sessions *ingest.Server
+	Store store.Store
+	Fleet *fleet.Fleet
+	// Campaigns is the campaign catalogue: the specs of the ACTIVE
+	// campaigns, and Changed after every change a method stores.
+	Campaigns *catalogue.Catalogue
+	Verdicts  *live.Worker
+	Sessions  *ingest.Server
 	// Limits refuses campaigns aimed at special-purpose, blocklisted or
 	// opted-out ranges or over the rate caps; nil checks nothing (tests).
 	Limits *campaign.Limits
@@ -205,8 +209,8 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *vantagev1.CreateJoinT
 func (s *Server) campaignProto(ctx context.Context, c store.Campaign) (*vantagev1.Campaign, error) {
 	// With its discovered targets once discovery has finished; the listed
 	// ones (perhaps none) while it runs.
-	spec, err := live.SpecFor(c)
-	if err != nil && !errors.Is(err, live.ErrNotDiscovered) {
+	spec, err := catalogue.SpecFor(c)
+	if err != nil && !errors.Is(err, catalogue.ErrNotDiscovered) {
 		return nil, fmt.Errorf("stored campaign %s no longer parses: %w", c.Name, err)
 	}
 	p := spec.Proto()
@@ -234,15 +238,6 @@ func (s *Server) assignedAgents(ctx context.Context, spec *campaign.Spec) []stri
 		}
 	}
 	return out
-}
-
-// campaignsChanged rebuilds the engines and re-sends assignments. The
-// change is stored already, so a reload failure is logged, not returned.
-func (s *Server) campaignsChanged(ctx context.Context) {
-	if err := s.cfg.Verdicts.Reload(ctx); err != nil {
-		s.log.Warn("campaign reload failed", "err", err)
-	}
-	s.cfg.Sessions.Reassign()
 }
 
 // ApplyCampaign validates a campaign file and stores it (unless dry_run).
@@ -297,16 +292,16 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 			return nil, s.fail("ApplyCampaign", err)
 		}
 		s.log.Info("campaign applied; discovering targets", "campaign", name, "version", c.Version, "actor", actor(ctx))
-		s.campaignsChanged(ctx)
+		s.cfg.Campaigns.Changed(ctx)
 	case c.State == vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING:
 		// Discovery was dropped from the spec: the listed targets run now.
 		if c, err = s.cfg.Store.SetCampaignState(ctx, name, vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, s.now(), store.AuditEntry{}); err != nil {
 			return nil, s.fail("ApplyCampaign", err)
 		}
-		s.campaignsChanged(ctx)
+		s.cfg.Campaigns.Changed(ctx)
 	case changed:
 		s.log.Info("campaign applied", "campaign", name, "version", c.Version, "actor", actor(ctx))
-		s.campaignsChanged(ctx)
+		s.cfg.Campaigns.Changed(ctx)
 	}
 	p, err := s.campaignProto(ctx, c)
 	if err != nil {
@@ -381,14 +376,14 @@ func (s *Server) setState(ctx context.Context, method, name string, state vantag
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
-	if _, err := live.SpecFor(c); errors.Is(err, live.ErrNotDiscovered) && state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE &&
+	if _, err := catalogue.SpecFor(c); errors.Is(err, catalogue.ErrNotDiscovered) && state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE &&
 		s.cfg.Discovery != nil {
 		// Resumed before its discovery finished: discover again.
 		if c, err = s.cfg.Discovery.Begin(ctx, name, c.Version, store.AuditEntry{}); err != nil {
 			return nil, s.fail(method, err)
 		}
 	}
-	s.campaignsChanged(ctx)
+	s.cfg.Campaigns.Changed(ctx)
 	p, err := s.campaignProto(ctx, c)
 	if err != nil {
 		return nil, s.fail(method, err)
@@ -411,7 +406,7 @@ func (s *Server) DeleteCampaign(ctx context.Context, req *vantagev1.DeleteCampai
 	if err := s.cfg.Store.DeleteCampaign(ctx, req.GetName(), s.audit(ctx, "campaign.delete", req.GetName(), "")); err != nil {
 		return nil, s.fail("DeleteCampaign", err)
 	}
-	s.campaignsChanged(ctx)
+	s.cfg.Campaigns.Changed(ctx)
 	return &vantagev1.DeleteCampaignResponse{}, nil
 }
 
@@ -563,7 +558,7 @@ func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*v
 	if !ok {
 		return nil, s.fail("Explain", fmt.Errorf("verdict_id %q: %w", req.GetVerdictId(), store.ErrNotFound))
 	}
-	spec, ok := s.cfg.Verdicts.Spec(v.GetCampaign())
+	spec, ok := s.cfg.Campaigns.Spec(v.GetCampaign())
 	if !ok {
 		return nil, s.fail("Explain", fmt.Errorf("campaign %q: %w", v.GetCampaign(), store.ErrNotFound))
 	}

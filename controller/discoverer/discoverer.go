@@ -46,11 +46,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/discovery"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/trigger"
 	"github.com/vantage-net/vantage/controller/verdict"
-	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -73,7 +73,8 @@ type Options struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Changed is called after a discovery finished and its campaign turned
-	// ACTIVE (the controller reloads the verdict engines and reassigns).
+	// ACTIVE: the campaign catalogue's Changed, which reloads the verdict
+	// engines and reassigns.
 	Changed func(ctx context.Context)
 	// Tick paces the state machine; Scan how often the store is read for
 	// campaigns to discover (Kick reads it at once).
@@ -303,7 +304,7 @@ func (r *Runner) scan(ctx context.Context) error {
 		case vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING:
 			want[c.Name] = c
 		case vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE:
-			if _, err := live.SpecFor(c); errors.Is(err, live.ErrNotDiscovered) {
+			if _, err := catalogue.SpecFor(c); errors.Is(err, catalogue.ErrNotDiscovered) {
 				r.log.Warn("campaign active without discovered targets; discovering", "campaign", c.Name)
 				if _, err := r.Begin(ctx, c.Name, c.Version, store.AuditEntry{}); err != nil {
 					r.log.Warn("discovery not begun", "campaign", c.Name, "err", err)

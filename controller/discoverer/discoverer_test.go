@@ -18,11 +18,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/discoverer"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	"github.com/vantage-net/vantage/controller/trigger"
-	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -479,9 +479,9 @@ func TestKeepsHostsThatAnswered(t *testing.T) {
 				t.Fatalf("%d trace triggers without upstreams: auto", len(got))
 			}
 			// The engine can run what was stored.
-			spec, err := live.SpecFor(c)
+			spec, err := catalogue.SpecFor(c)
 			if err != nil {
-				t.Fatalf("live.SpecFor: %v", err)
+				t.Fatalf("catalogue.SpecFor: %v", err)
 			}
 			var hosts []string
 			for _, tg := range spec.Targets() {
@@ -565,8 +565,8 @@ func TestNothingAnswered(t *testing.T) {
 			if got := len(h.sess.triggers(kindICMP)) + len(h.sess.triggers(kindTrace)); got != 2 {
 				t.Fatalf("%d triggers in all, want the 2 sweep triggers only", got)
 			}
-			if _, err := live.SpecFor(c); !errors.Is(err, live.ErrNotDiscovered) {
-				t.Fatalf("live.SpecFor = %v, want ErrNotDiscovered", err)
+			if _, err := catalogue.SpecFor(c); !errors.Is(err, catalogue.ErrNotDiscovered) {
+				t.Fatalf("catalogue.SpecFor = %v, want ErrNotDiscovered", err)
 			}
 			if h.changed.Load() != 0 || h.logs.count("discovery found nothing") != 1 {
 				t.Fatalf("Changed %d times, %d 'found nothing' logs; want 0 and 1", h.changed.Load(), h.logs.count("discovery found nothing"))
@@ -701,9 +701,9 @@ vantages: {select: {role: vps}}
 				t.Fatalf("note %q, want it to contain %q", c.Discovery.Status.GetNote(), tc.note)
 			}
 			h.waitChanged(1)
-			spec, err := live.SpecFor(c)
+			spec, err := catalogue.SpecFor(c)
 			if err != nil {
-				t.Fatalf("live.SpecFor: %v", err)
+				t.Fatalf("catalogue.SpecFor: %v", err)
 			}
 			roles := map[string]vantagev1.TargetRole{}
 			for _, tg := range spec.Targets() {

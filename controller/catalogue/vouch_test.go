@@ -1,4 +1,4 @@
-package live
+package catalogue
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 // campaign, another target, an unknown task or an agent not selected.
 func TestVouches(t *testing.T) {
 	ctx := context.Background()
-	w, db, _ := setup(t)
+	cat, db := setup(t)
 	const selected = `name: p
 scope: {country: KP}
 targets:
@@ -47,7 +47,7 @@ vantages: {select: {role: vps}}
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := w.Vouches(ctx, tc.campaign, tc.task, tc.target, tc.labels); got != tc.want {
+			if got := cat.Vouches(ctx, tc.campaign, tc.task, tc.target, tc.labels); got != tc.want {
 				t.Errorf("Vouches(%s, %s, %s) = %v, want %v", tc.campaign, tc.task, tc.target, got, tc.want)
 			}
 		})
@@ -55,7 +55,7 @@ vantages: {select: {role: vps}}
 	if err := db.DeleteCampaign(ctx, "p", store.AuditEntry{}); err != nil {
 		t.Fatal(err)
 	}
-	if w.Vouches(ctx, "p", "p/icmp/198.18.0.10", "198.18.0.10", vps) {
+	if cat.Vouches(ctx, "p", "p/icmp/198.18.0.10", "198.18.0.10", vps) {
 		t.Error("a deleted campaign's task is still vouched for")
 	}
 }
