@@ -21,7 +21,7 @@ import (
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
-	"github.com/vantage-net/vantage/controller/discoverer"
+	"github.com/vantage-net/vantage/controller/discovery"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/store"
@@ -58,7 +58,7 @@ type Config struct {
 	Limits *campaign.Limits
 	// Discovery runs targets.hosts.discover and upstreams: auto; nil
 	// refuses such campaigns as unimplemented (tests).
-	Discovery *discoverer.Runner
+	Discovery *discovery.Runner
 	Log       *slog.Logger
 	// StreamLimits bound each token's queries and streams; zero fields
 	// take the defaults.

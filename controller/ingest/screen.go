@@ -58,7 +58,7 @@ type triggerRef struct {
 	tasks map[string]taskRef // shared by triggers that carry the same task list
 }
 
-// taskIndex indexes a trigger's task list. Localise and the discoverer send
+// taskIndex indexes a trigger's task list. Localisation and discovery send
 // one list to every agent (a sweep batch can hold thousands of tasks), so
 // the index of the last list is kept and shared while the same list comes.
 type taskIndex struct {

@@ -14,7 +14,7 @@ import (
 	"github.com/vantage-net/vantage/controller/api"
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
-	"github.com/vantage-net/vantage/controller/discoverer"
+	"github.com/vantage-net/vantage/controller/discovery"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/metrics"
@@ -50,7 +50,7 @@ type controller struct {
 	ingest    *ingest.Server
 	observers fanout // what ingest tells about results and sessions
 	metrics   *metrics.Metrics
-	discovery *discoverer.Runner
+	discovery *discovery.Runner
 	ops       *api.Server
 }
 
@@ -168,7 +168,7 @@ func (c *controller) wireIngest(context.Context) error {
 	c.localiser = live.NewLocaliser(live.LocaliserConfig{Campaigns: c.campaigns, Health: c.verdicts, Triggers: c.ingest, Log: c.log})
 	// Metrics are counted whether served or not: they cost nothing unscraped.
 	c.metrics = metrics.New(metrics.Config{Ingest: c.ingest, Verdicts: c.verdicts, Log: c.log})
-	c.discovery = discoverer.New(discoverer.Options{Store: c.store, Sessions: c.ingest, Limits: c.limits, Log: c.log,
+	c.discovery = discovery.New(discovery.Options{Store: c.store, Sessions: c.ingest, Limits: c.limits, Log: c.log,
 		Changed: c.campaigns.Changed})
 	c.observers = append(c.observers, c.discovery) // before serving: no session reads it yet
 	c.campaigns.OnChange(c.verdicts.Reload)
