@@ -3,6 +3,7 @@ package catalogue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -17,39 +18,19 @@ import (
 
 var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-const specA = `name: a
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 2}
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-`
+// spec is a campaign named name over one /24, 198.18.<n>.0/24, with
+// targets appended under targets.
+func spec(name string, n int, targets string) string {
+	return fmt.Sprintf("name: %s\nscope: {country: KP}\ntargets:\n  networks:\n    - {name: net0, prefix: 198.18.%d.0/24}\n%s"+
+		"probes:\n  - icmp: {}\nschedule: {round: 10s, start: 2026-01-01T00:00:00Z}\n", name, n, targets)
+}
 
-const specB = `name: b
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.1.0/24}
-  hosts: {per_network: 1}
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-`
-
-const specD = `name: d
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 2, discover: true}
-  upstreams: auto
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-`
+var (
+	specA = spec("a", 0, "  hosts: {per_network: 2}\n")
+	specB = spec("b", 1, "  hosts: {per_network: 1}\n")
+	// specD needs discovery: hosts and upstreams.
+	specD = spec("d", 0, "  hosts: {per_network: 2, discover: true}\n  upstreams: auto\n")
+)
 
 func setup(t *testing.T) (*Catalogue, store.Store) {
 	t.Helper()

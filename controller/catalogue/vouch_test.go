@@ -15,17 +15,7 @@ import (
 func TestVouches(t *testing.T) {
 	ctx := context.Background()
 	cat, db := setup(t)
-	const selected = `name: p
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 1}
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-vantages: {select: {role: vps}}
-`
+	selected := spec("p", 0, "  hosts: {per_network: 1}\n") + "vantages: {select: {role: vps}}\n"
 	if _, _, err := db.PutCampaign(ctx, "p", selected, start, store.AuditEntry{}); err != nil {
 		t.Fatal(err)
 	}
