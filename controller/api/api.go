@@ -2,8 +2,8 @@
 // dashboard call. It exists to keep the operator surface thin and uniform:
 // one interceptor checks the bearer token and the role per method from one
 // table, every error is translated by one table (rpcerr), and every change
-// writes an audit entry. The work itself is done by store, fleet, the live
-// verdict worker and ingest.
+// writes an audit entry. The work itself is done by store, fleet, the
+// campaign catalogue, the live verdict worker, discovery and ingest.
 package api
 
 import (
