@@ -19,6 +19,7 @@ const (
 	GapLimit = 5
 	// Timeout is the wait per TTL when timeout_ms is zero.
 	Timeout = 2 * time.Second
-	// MaxTTLCap is the highest max_ttl (and gap_limit) accepted.
+	// MaxTTLCap is the highest max_ttl either side accepts (the
+	// controller caps a campaign's gap_limit at it too).
 	MaxTTLCap = 64
 )
