@@ -20,8 +20,9 @@
 // country reachable?" can be tested to the second and replayed over stored
 // history: it is pure logic. No I/O, no goroutines, no clock of its own (the
 // caller passes now), and the same inputs in the same order always give the
-// same outputs. The live worker (controller/engine) and Replay run this same
-// code. An Engine is not safe for concurrent use; its owner serialises calls.
+// same outputs. The live worker (controller/verdict/live) and Replay run
+// this same code. An Engine is not safe for concurrent use; its owner
+// serialises calls.
 //
 // # Rounds
 //
@@ -167,7 +168,7 @@
 // resume round were evaluated by the previous engine: re-fed history
 // closes them as usual for beliefs, availability and flip history, but
 // they publish nothing and leave the published states alone. The caller
-// (controller/engine) finds the resume round and feeds the history.
+// (controller/verdict/live) finds the resume round and feeds the history.
 //
 // # Cost
 //

@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/vantage-net/vantage/controller/engine"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	"github.com/vantage-net/vantage/deploy/demo"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -89,7 +89,7 @@ func TestScenarios(t *testing.T) {
 	s.name = camp.GetName()
 	s.scopeID = s.name + "/scope/" + camp.GetScope()
 	s.round = time.Duration(camp.GetRoundMs()) * time.Millisecond
-	s.grace = engine.GraceFor(s.round)
+	s.grace = live.GraceFor(s.round)
 	s.start = time.Unix(0, 0) // campaign.yaml has no schedule.start: rounds align to the epoch
 	s.waitClean(t, 30)
 
