@@ -2,8 +2,8 @@
 // dashboard call. It exists to keep the operator surface thin and uniform:
 // one interceptor checks the bearer token and the role per method from one
 // table, every error is translated by one table (rpcerr), and every change
-// writes an audit entry. The work itself is done by store, fleet, engine and
-// ingest.
+// writes an audit entry. The work itself is done by store, fleet, the
+// campaign catalogue, the live verdict worker, discovery and ingest.
 package api
 
 import (
@@ -20,11 +20,12 @@ import (
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
 	"github.com/vantage-net/vantage/controller/campaign"
-	"github.com/vantage-net/vantage/controller/discoverer"
-	"github.com/vantage-net/vantage/controller/engine"
+	"github.com/vantage-net/vantage/controller/catalogue"
+	"github.com/vantage-net/vantage/controller/discovery"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -45,16 +46,19 @@ const (
 
 // Config wires a Server.
 type Config struct {
-	Store    store.Store
-	Fleet    *fleet.Fleet
-	Engine   *engine.Worker
-	Sessions *ingest.Server
+	Store store.Store
+	Fleet *fleet.Fleet
+	// Campaigns is the campaign catalogue: the specs of the ACTIVE
+	// campaigns, and Changed after every change a method stores.
+	Campaigns *catalogue.Catalogue
+	Verdicts  *live.Worker
+	Sessions  *ingest.Server
 	// Limits refuses campaigns aimed at special-purpose, blocklisted or
 	// opted-out ranges or over the rate caps; nil checks nothing (tests).
 	Limits *campaign.Limits
 	// Discovery runs targets.hosts.discover and upstreams: auto; nil
 	// refuses such campaigns as unimplemented (tests).
-	Discovery *discoverer.Runner
+	Discovery *discovery.Runner
 	Log       *slog.Logger
 	// StreamLimits bound each token's queries and streams; zero fields
 	// take the defaults.
@@ -115,7 +119,7 @@ func (s *Server) agentInfo(ctx context.Context, a store.Agent) (*vantagev1.Agent
 		info.RemoteAddr = si.RemoteAddr
 		info.AssignmentVersion = si.AssignmentVersion
 		info.Tasks = uint32(si.Tasks)
-		healthy, reason, known := s.cfg.Engine.AgentHealth(a.ID)
+		healthy, reason, known := s.cfg.Verdicts.AgentHealth(a.ID)
 		switch {
 		case known:
 			info.Healthy = healthy
@@ -144,7 +148,7 @@ func (s *Server) agentInfo(ctx context.Context, a store.Agent) (*vantagev1.Agent
 	}
 	// Summarised per campaign: one line, not one per task (an agent
 	// refusing every task of a large campaign made a 49,817-char cell).
-	reasons = append(reasons, engine.TaskStatusReasons(sts)...)
+	reasons = append(reasons, live.TaskStatusReasons(sts)...)
 	info.HealthReason = strings.Join(reasons, "; ")
 	return info, nil
 }
@@ -205,8 +209,8 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *vantagev1.CreateJoinT
 func (s *Server) campaignProto(ctx context.Context, c store.Campaign) (*vantagev1.Campaign, error) {
 	// With its discovered targets once discovery has finished; the listed
 	// ones (perhaps none) while it runs.
-	spec, err := engine.SpecFor(c)
-	if err != nil && !errors.Is(err, engine.ErrNotDiscovered) {
+	spec, err := catalogue.SpecFor(c)
+	if err != nil && !errors.Is(err, catalogue.ErrNotDiscovered) {
 		return nil, fmt.Errorf("stored campaign %s no longer parses: %w", c.Name, err)
 	}
 	p := spec.Proto()
@@ -234,15 +238,6 @@ func (s *Server) assignedAgents(ctx context.Context, spec *campaign.Spec) []stri
 		}
 	}
 	return out
-}
-
-// campaignsChanged rebuilds the engines and re-sends assignments. The
-// change is stored already, so a reload failure is logged, not returned.
-func (s *Server) campaignsChanged(ctx context.Context) {
-	if err := s.cfg.Engine.Reload(ctx); err != nil {
-		s.log.Warn("campaign reload failed", "err", err)
-	}
-	s.cfg.Sessions.Reassign()
 }
 
 // ApplyCampaign validates a campaign file and stores it (unless dry_run).
@@ -297,16 +292,16 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 			return nil, s.fail("ApplyCampaign", err)
 		}
 		s.log.Info("campaign applied; discovering targets", "campaign", name, "version", c.Version, "actor", actor(ctx))
-		s.campaignsChanged(ctx)
+		s.cfg.Campaigns.Changed(ctx)
 	case c.State == vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING:
 		// Discovery was dropped from the spec: the listed targets run now.
 		if c, err = s.cfg.Store.SetCampaignState(ctx, name, vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, s.now(), store.AuditEntry{}); err != nil {
 			return nil, s.fail("ApplyCampaign", err)
 		}
-		s.campaignsChanged(ctx)
+		s.cfg.Campaigns.Changed(ctx)
 	case changed:
 		s.log.Info("campaign applied", "campaign", name, "version", c.Version, "actor", actor(ctx))
-		s.campaignsChanged(ctx)
+		s.cfg.Campaigns.Changed(ctx)
 	}
 	p, err := s.campaignProto(ctx, c)
 	if err != nil {
@@ -329,7 +324,7 @@ func (s *Server) checkQuorum(ctx context.Context, spec *campaign.Spec) error {
 			labels = append(labels, a.Labels)
 		}
 	}
-	if err := spec.CheckQuorum(labels, s.cfg.Engine.QuorumLabel()); err != nil {
+	if err := spec.CheckQuorum(labels, s.cfg.Verdicts.QuorumLabel()); err != nil {
 		return fmt.Errorf("%w: %w (enrol the agents first, or apply with allow_fewer_vantages)", rpcerr.ErrInvalid, err)
 	}
 	return nil
@@ -381,14 +376,14 @@ func (s *Server) setState(ctx context.Context, method, name string, state vantag
 	if err != nil {
 		return nil, s.fail(method, err)
 	}
-	if _, err := engine.SpecFor(c); errors.Is(err, engine.ErrNotDiscovered) && state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE &&
+	if _, err := catalogue.SpecFor(c); errors.Is(err, catalogue.ErrNotDiscovered) && state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE &&
 		s.cfg.Discovery != nil {
 		// Resumed before its discovery finished: discover again.
 		if c, err = s.cfg.Discovery.Begin(ctx, name, c.Version, store.AuditEntry{}); err != nil {
 			return nil, s.fail(method, err)
 		}
 	}
-	s.campaignsChanged(ctx)
+	s.cfg.Campaigns.Changed(ctx)
 	p, err := s.campaignProto(ctx, c)
 	if err != nil {
 		return nil, s.fail(method, err)
@@ -411,7 +406,7 @@ func (s *Server) DeleteCampaign(ctx context.Context, req *vantagev1.DeleteCampai
 	if err := s.cfg.Store.DeleteCampaign(ctx, req.GetName(), s.audit(ctx, "campaign.delete", req.GetName(), "")); err != nil {
 		return nil, s.fail("DeleteCampaign", err)
 	}
-	s.campaignsChanged(ctx)
+	s.cfg.Campaigns.Changed(ctx)
 	return &vantagev1.DeleteCampaignResponse{}, nil
 }
 
@@ -487,7 +482,7 @@ func (s *Server) GetVerdicts(ctx context.Context, req *vantagev1.GetVerdictsRequ
 	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
 		return nil, s.fail("GetVerdicts", err)
 	}
-	vs := s.cfg.Engine.Verdicts(req.GetCampaign(), req.GetLevel())
+	vs := s.cfg.Verdicts.Verdicts(req.GetCampaign(), req.GetLevel())
 	s.withNames(ctx, vs)
 	return &vantagev1.GetVerdictsResponse{Verdicts: vs}, nil
 }
@@ -499,9 +494,9 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
 		return s.fail("WatchVerdicts", err)
 	}
-	w := s.cfg.Engine.Watch(req.GetCampaign(), req.GetLevel()) // before the snapshot: nothing missed
+	w := s.cfg.Verdicts.Watch(req.GetCampaign(), req.GetLevel()) // before the snapshot: nothing missed
 	defer w.Close()
-	vs := s.cfg.Engine.Verdicts(req.GetCampaign(), req.GetLevel())
+	vs := s.cfg.Verdicts.Verdicts(req.GetCampaign(), req.GetLevel())
 	s.withNames(ctx, vs)
 	for _, v := range vs {
 		if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Verdict{Verdict: v}}); err != nil {
@@ -559,11 +554,11 @@ func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*v
 	if err != nil {
 		return nil, s.fail("Explain", err)
 	}
-	v, ok := s.cfg.Engine.Verdict(req.GetVerdictId())
+	v, ok := s.cfg.Verdicts.Verdict(req.GetVerdictId())
 	if !ok {
 		return nil, s.fail("Explain", fmt.Errorf("verdict_id %q: %w", req.GetVerdictId(), store.ErrNotFound))
 	}
-	spec, ok := s.cfg.Engine.Spec(v.GetCampaign())
+	spec, ok := s.cfg.Campaigns.Spec(v.GetCampaign())
 	if !ok {
 		return nil, s.fail("Explain", fmt.Errorf("campaign %q: %w", v.GetCampaign(), store.ErrNotFound))
 	}
@@ -646,8 +641,8 @@ func (s *Server) Replay(ctx context.Context, req *vantagev1.ReplayRequest) (*van
 		}
 		*f.dst = f.ts.AsTime()
 	}
-	ts, err := s.cfg.Engine.Replay(ctx, req.GetCampaign(), from, to, req.GetParams())
-	if errors.Is(err, engine.ErrReplay) {
+	ts, err := s.cfg.Verdicts.Replay(ctx, req.GetCampaign(), from, to, req.GetParams())
+	if errors.Is(err, live.ErrReplay) {
 		err = fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err)
 	}
 	if err != nil {

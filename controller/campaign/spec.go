@@ -80,6 +80,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vantage-net/vantage/internal/probecost"
+	"github.com/vantage-net/vantage/internal/tracedefaults"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -97,8 +98,8 @@ const (
 const (
 	defaultTimeout      = 2 * time.Second
 	defaultPayloadBytes = 16
-	defaultMaxTTL       = 30
-	defaultGapLimit     = 5
+	defaultMaxTTL       = tracedefaults.MaxTTL
+	defaultGapLimit     = tracedefaults.GapLimit
 	defaultTraceEvery   = 10 * time.Minute
 	defaultUDPPort      = 33434
 	defaultTCPTracePort = 80
@@ -398,8 +399,8 @@ func decodeProbe(path string, n *yaml.Node) (probeSpec, error) {
 				{"every", func(p string, v *yaml.Node) error {
 					return decodeDuration(p, v, time.Second, 7*24*time.Hour, &tr.every)
 				}},
-				{"max_ttl", func(p string, v *yaml.Node) error { return decodeInt(p, v, 1, 64, &tr.maxTTL) }},
-				{"gap_limit", func(p string, v *yaml.Node) error { return decodeInt(p, v, 1, 64, &tr.gapLimit) }},
+				{"max_ttl", func(p string, v *yaml.Node) error { return decodeInt(p, v, 1, tracedefaults.MaxTTLCap, &tr.maxTTL) }},
+				{"gap_limit", func(p string, v *yaml.Node) error { return decodeInt(p, v, 1, tracedefaults.MaxTTLCap, &tr.gapLimit) }},
 				{"timeout", func(p string, v *yaml.Node) error {
 					return decodeDuration(p, v, time.Millisecond, maxTimeout, &tr.timeout)
 				}},
@@ -551,7 +552,7 @@ func (s *Spec) validateProbes() error {
 				return fieldErr(join(path, "gap_limit"), "%d is more than max_ttl %d", t.gapLimit, t.maxTTL)
 			}
 			if t.timeout == 0 {
-				t.timeout = defaultTimeout
+				t.timeout = tracedefaults.Timeout
 			}
 			if t.every == 0 {
 				t.every = defaultTraceEvery

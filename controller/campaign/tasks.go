@@ -1,18 +1,18 @@
 package campaign
 
 import (
-	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/internal/taskid"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 // Tasks returns one task per target and probe (one per port for tcp), in
-// target order then probe order. Ids follow the shared convention:
-// "<campaign>/icmp/<addr>", "<campaign>/tcp/<addr>:<port>" and
-// "<campaign>/trace/<addr>". Every task carries the schedule (round, jitter,
+// target order then probe order. Ids follow the shared convention
+// (internal/taskid): "<campaign>/icmp/<addr>", "<campaign>/tcp/<addr>:<port>"
+// and "<campaign>/trace/<addr>". Every task carries the schedule (round, jitter,
 // start, every_rounds) and expires at expires.
 func (s *Spec) Tasks(expires time.Time) []*vantagev1.Task {
 	n := 0
@@ -46,7 +46,7 @@ func (s *Spec) Tasks(expires time.Time) []*vantagev1.Task {
 		for _, p := range s.probes {
 			switch {
 			case p.icmp != nil:
-				task := base(vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, s.name+"/icmp/"+addr, 1)
+				task := base(vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, taskid.New(s.name, taskid.ICMP, addr), 1)
 				task.Spec = &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{
 					Retries:      uint32(p.icmp.retries),
 					TimeoutMs:    ms(p.icmp.timeout),
@@ -59,7 +59,7 @@ func (s *Spec) Tasks(expires time.Time) []*vantagev1.Task {
 					mode = vantagev1.TcpMode_TCP_MODE_SYN
 				}
 				for _, port := range p.tcp.ports {
-					task := base(vantagev1.ProbeKind_PROBE_KIND_TCP, s.name+"/tcp/"+addr+":"+strconv.FormatInt(port, 10), 1)
+					task := base(vantagev1.ProbeKind_PROBE_KIND_TCP, taskid.New(s.name, taskid.TCP, taskid.TCPTarget(addr, port)), 1)
 					task.Spec = &vantagev1.Task_Tcp{Tcp: &vantagev1.TcpSpec{
 						Port:      uint32(port),
 						Mode:      mode,
@@ -68,7 +68,7 @@ func (s *Spec) Tasks(expires time.Time) []*vantagev1.Task {
 					out = append(out, task)
 				}
 			case p.trace != nil:
-				task := base(vantagev1.ProbeKind_PROBE_KIND_TRACE, s.name+"/trace/"+addr, s.everyRounds(p))
+				task := base(vantagev1.ProbeKind_PROBE_KIND_TRACE, taskid.New(s.name, taskid.Trace, addr), s.everyRounds(p))
 				task.Spec = &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{
 					Protocol:  traceProtocol(p.trace.protocol),
 					Paris:     p.trace.paris,

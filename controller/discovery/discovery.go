@@ -1,18 +1,6 @@
-// Package discovery decides which addresses a campaign should watch when the
-// operator does not list them: `targets.hosts.discover` (sweep the
-// networks once, keep the hosts that answer most reliably) and
-// `targets.upstreams: auto` (the routers just before the target prefixes,
-// read off traceroutes).
-//
-// It exists because a small country is only a few /24s - IODA ignores
-// entities with fewer than about 20 responsive /24s, vantage must work with
-// one /24 and a handful of hosts - so which handful is watched decides
-// whether a verdict can be trusted, and that choice must be made from
-// evidence (which hosts answer, from how many vantages, how reliably), not
-// guessed. The package is pure: it builds the probe tasks of a sweep and
-// of the upstream traces, and turns their results into a host set and
-// labelled routers. Sending the tasks (as Triggers) and storing the outcome
-// is the controller's job.
+// The pure logic: which addresses to sweep, how to pace them, which hosts
+// to keep, which routers are the upstream and the border.
+
 package discovery
 
 import (
@@ -25,27 +13,19 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/internal/taskid"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// MaxSweep is the most addresses one sweep probes (a /16). Larger or IPv6
-// networks cannot be swept address by address: list their hosts.
-const MaxSweep = 1 << 16
-
 // ErrInvalid is wrapped by errors about the request itself.
 var ErrInvalid = errors.New("discovery: invalid request")
-
-// Network is one target prefix.
-type Network struct {
-	Name   string
-	Prefix netip.Prefix
-}
 
 // SweepAddrs lists every address of the networks that a sweep probes: for
 // IPv4 all but the network and broadcast addresses of prefixes up to /30
 // (/31 and /32 keep every address). IPv6 prefixes shorter than /112 are
 // refused: 2^64 addresses cannot be swept.
-func SweepAddrs(nets []Network) ([]netip.Addr, error) {
+func SweepAddrs(nets []campaign.Network) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for i, n := range nets {
 		p := n.Prefix.Masked()
@@ -54,8 +34,8 @@ func SweepAddrs(nets []Network) ([]netip.Addr, error) {
 			return nil, fmt.Errorf("%w: networks[%d] %s (%s): an IPv6 /%d cannot be swept; list its hosts", ErrInvalid, i, n.Name, p, p.Bits())
 		}
 		size := 1 << host
-		if len(out)+size > MaxSweep {
-			return nil, fmt.Errorf("%w: networks[%d] %s (%s): the sweep would probe more than %d addresses", ErrInvalid, i, n.Name, p, MaxSweep)
+		if len(out)+size > campaign.MaxSweep {
+			return nil, fmt.Errorf("%w: networks[%d] %s (%s): the sweep would probe more than %d addresses", ErrInvalid, i, n.Name, p, campaign.MaxSweep)
 		}
 		a := p.Addr()
 		for j := 0; j < size; j, a = j+1, a.Next() {
@@ -69,13 +49,13 @@ func SweepAddrs(nets []Network) ([]netip.Addr, error) {
 }
 
 // SweepTasks turns addresses into one-off ICMP echo tasks for Triggers (ids
-// "<campaign>/icmp/<addr>", the shared convention).
+// "<campaign>/icmp/<addr>", the shared convention of internal/taskid).
 func SweepTasks(campaign string, addrs []netip.Addr, timeoutMs, retries uint32, expires *timestamppb.Timestamp) []*vantagev1.Task {
 	out := make([]*vantagev1.Task, 0, len(addrs))
 	for _, a := range addrs {
 		s := a.String()
 		out = append(out, &vantagev1.Task{
-			Id: campaign + "/icmp/" + s, Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO,
+			Id: taskid.New(campaign, taskid.ICMP, s), Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO,
 			Target: s, Role: vantagev1.TargetRole_TARGET_ROLE_HOST, EveryRounds: 1, ExpiresAt: expires,
 			Spec: &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{Retries: retries, TimeoutMs: timeoutMs, PayloadBytes: 16}},
 		})
@@ -130,7 +110,7 @@ func hopsAway(ttl uint32) int {
 // distance (ties: the farther); answering addresses closer than that are
 // routers. Hosts farther away (behind an internal router) stay hosts. A
 // network whose answers carry no TTL yields nothing.
-func RouterAddrs(nets []Network, probes []Probe) []netip.Addr {
+func RouterAddrs(nets []campaign.Network, probes []Probe) []netip.Addr {
 	dist := map[netip.Addr]int{}
 	for _, p := range probes {
 		if !p.Up || p.ReplyTTL == 0 {
@@ -189,7 +169,7 @@ func (h HostScore) Loss() float64 {
 // answered are never kept. The result has one entry per network that has
 // at least one answering host, in network order; a network with none is
 // listed in silent.
-func SelectHosts(nets []Network, probes []Probe, perNetwork int) (kept map[string][]HostScore, silent []string) {
+func SelectHosts(nets []campaign.Network, probes []Probe, perNetwork int) (kept map[string][]HostScore, silent []string) {
 	scores := map[netip.Addr]*HostScore{}
 	seen := map[netip.Addr]map[string]bool{}
 	networkOf := func(a netip.Addr) string {
@@ -248,7 +228,7 @@ func TraceTasks(campaign string, hosts []netip.Addr, maxTTL, timeoutMs uint32, e
 	for _, a := range hosts {
 		s := a.String()
 		out = append(out, &vantagev1.Task{
-			Id: campaign + "/trace/" + s, Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: s,
+			Id: taskid.New(campaign, taskid.Trace, s), Campaign: campaign, Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: s,
 			Role: vantagev1.TargetRole_TARGET_ROLE_HOST, EveryRounds: 1, ExpiresAt: expires,
 			Spec: &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{Protocol: vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP,
 				Paris: true, MaxTtl: maxTTL, GapLimit: 3, TimeoutMs: timeoutMs}},
@@ -392,7 +372,7 @@ func routersBefore(hops []*vantagev1.Hop, inside func(netip.Addr) bool) (border,
 // PickTraceHosts chooses up to n hosts per network to trace toward: the
 // best-scored ones from a sweep when there is one, otherwise the network's
 // listed hosts.
-func PickTraceHosts(kept map[string][]HostScore, nets []Network, n int) []netip.Addr {
+func PickTraceHosts(kept map[string][]HostScore, nets []campaign.Network, n int) []netip.Addr {
 	var out []netip.Addr
 	for _, nw := range nets {
 		for i, h := range kept[nw.Name] {

@@ -8,28 +8,31 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vantage-net/vantage/controller/campaign"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-func nw(name, p string) Network { return Network{Name: name, Prefix: netip.MustParsePrefix(p)} }
+func nw(name, p string) campaign.Network {
+	return campaign.Network{Name: name, Prefix: netip.MustParsePrefix(p)}
+}
 
 func TestSweepAddrs(t *testing.T) {
 	cases := []struct {
 		name      string
-		nets      []Network
+		nets      []campaign.Network
 		n         int
 		first     string
 		last      string
 		wantError string
 	}{
-		{"one /24 skips network and broadcast", []Network{nw("a", "198.18.0.0/24")}, 254, "198.18.0.1", "198.18.0.254", ""},
-		{"a /31 keeps both", []Network{nw("a", "198.18.0.0/31")}, 2, "198.18.0.0", "198.18.0.1", ""},
-		{"a /32", []Network{nw("a", "198.18.0.7/32")}, 1, "198.18.0.7", "198.18.0.7", ""},
-		{"two networks", []Network{nw("a", "198.18.0.0/30"), nw("b", "198.18.1.0/30")}, 4, "198.18.0.1", "198.18.1.2", ""},
-		{"small IPv6", []Network{nw("v6", "2001:db8::/126")}, 4, "2001:db8::", "2001:db8::3", ""},
-		{"IPv6 /64 refused", []Network{nw("v6", "2001:db8::/64")}, 0, "", "",
+		{"one /24 skips network and broadcast", []campaign.Network{nw("a", "198.18.0.0/24")}, 254, "198.18.0.1", "198.18.0.254", ""},
+		{"a /31 keeps both", []campaign.Network{nw("a", "198.18.0.0/31")}, 2, "198.18.0.0", "198.18.0.1", ""},
+		{"a /32", []campaign.Network{nw("a", "198.18.0.7/32")}, 1, "198.18.0.7", "198.18.0.7", ""},
+		{"two networks", []campaign.Network{nw("a", "198.18.0.0/30"), nw("b", "198.18.1.0/30")}, 4, "198.18.0.1", "198.18.1.2", ""},
+		{"small IPv6", []campaign.Network{nw("v6", "2001:db8::/126")}, 4, "2001:db8::", "2001:db8::3", ""},
+		{"IPv6 /64 refused", []campaign.Network{nw("v6", "2001:db8::/64")}, 0, "", "",
 			"discovery: invalid request: networks[0] v6 (2001:db8::/64): an IPv6 /64 cannot be swept; list its hosts"},
-		{"too big", []Network{nw("big", "10.0.0.0/15")}, 0, "", "",
+		{"too big", []campaign.Network{nw("big", "10.0.0.0/15")}, 0, "", "",
 			"discovery: invalid request: networks[0] big (10.0.0.0/15): the sweep would probe more than 65536 addresses"},
 	}
 	for _, c := range cases {
@@ -52,7 +55,7 @@ func TestSweepAddrs(t *testing.T) {
 }
 
 func TestBatches(t *testing.T) {
-	addrs, _ := SweepAddrs([]Network{nw("a", "198.18.0.0/24")})
+	addrs, _ := SweepAddrs([]campaign.Network{nw("a", "198.18.0.0/24")})
 	tasks := SweepTasks("kp", addrs, 1000, 1, nil)
 	if tasks[0].GetId() != "kp/icmp/198.18.0.1" || tasks[0].GetIcmp().GetRetries() != 1 {
 		t.Errorf("task %v", tasks[0])
@@ -65,7 +68,7 @@ func TestBatches(t *testing.T) {
 }
 
 func TestSelectHosts(t *testing.T) {
-	nets := []Network{nw("net0", "198.18.0.0/24"), nw("net1", "198.18.1.0/24"), nw("dark", "198.18.2.0/24")}
+	nets := []campaign.Network{nw("net0", "198.18.0.0/24"), nw("net1", "198.18.1.0/24"), nw("dark", "198.18.2.0/24")}
 	a := netip.MustParseAddr
 	var probes []Probe
 	add := func(agent, addr string, up ...bool) {
@@ -242,7 +245,7 @@ func TestQuorumGroup(t *testing.T) {
 }
 
 func TestRouterAddrs(t *testing.T) {
-	nets := []Network{{"net0", netip.MustParsePrefix("198.18.0.0/24")}, {"net1", netip.MustParsePrefix("198.18.1.0/24")}}
+	nets := []campaign.Network{nw("net0", "198.18.0.0/24"), nw("net1", "198.18.1.0/24")}
 	p := func(a string, ttl uint32) Probe {
 		return Probe{Agent: "a", Target: netip.MustParseAddr(a), Up: true, ReplyTTL: ttl}
 	}

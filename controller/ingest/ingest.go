@@ -45,7 +45,8 @@ const (
 	DefaultHelloTimeout = 30 * time.Second
 )
 
-// Campaigns gives the parsed ACTIVE campaigns (engine.Worker implements it).
+// Campaigns gives the parsed ACTIVE campaigns, which assignments are made
+// of (catalogue.Catalogue implements it).
 type Campaigns interface {
 	Active() []*campaign.Spec
 }
@@ -53,12 +54,13 @@ type Campaigns interface {
 // Voucher is implemented by a Campaigns that can vouch for a result of a
 // task the session was not assigned: a stored campaign (paused, or edited
 // since) whose selection matches the agent and whose expansion has the task
-// (engine.Worker implements it). Without it such results are refused.
+// (catalogue.Catalogue implements it). Without it such results are refused.
 type Voucher interface {
 	Vouches(ctx context.Context, campaign, taskID, target string, labels map[string]string) bool
 }
 
-// Observer is told about fresh results and session state (engine.Worker).
+// Observer is told about fresh results and session state (the live
+// verdict worker and discovery).
 type Observer interface {
 	Feed(agentID string, results []*vantagev1.ProbeResult)
 	SetAgentConnected(agentID string, labels map[string]string, connected bool, at time.Time)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vantage-net/vantage/controller/trigger"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -57,7 +58,7 @@ type triggerRef struct {
 	tasks map[string]taskRef // shared by triggers that carry the same task list
 }
 
-// taskIndex indexes a trigger's task list. Localise and the discoverer send
+// taskIndex indexes a trigger's task list. Localisation and discovery send
 // one list to every agent (a sweep batch can hold thousands of tasks), so
 // the index of the last list is kept and shared while the same list comes.
 type taskIndex struct {
@@ -83,7 +84,7 @@ func (s *Server) indexOf(tasks []*vantagev1.Task) map[string]taskRef {
 // triggers past their grace (and the one that expires first when there are
 // MaxTriggersPerAgent). Call with s.mu held.
 func (s *Server) rememberTrigger(agentID string, tr *vantagev1.Trigger, now time.Time) {
-	exp := now.Add(TriggerLifetime)
+	exp := trigger.Expiry(now)
 	if tr.GetExpiresAt() != nil {
 		exp = tr.GetExpiresAt().AsTime()
 	}

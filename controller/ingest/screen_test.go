@@ -15,6 +15,7 @@ import (
 
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -173,14 +174,15 @@ func TestKnownTasksKeepCampaignAndTarget(t *testing.T) {
 	})
 }
 
-// TestLocaliseResultsAfterReconnect: the traces a Localise trigger asks for
-// are stored when they come back on a later session (the agent's spool
-// after a reconnect). Before, a Localise trigger was remembered by its
-// session only.
+// TestLocaliseResultsAfterReconnect: the traces a localisation trigger
+// (live.Localiser, sending through this server) asks for are stored when
+// they come back on a later session (the agent's spool after a reconnect).
+// Before, a localisation trigger was remembered by its session only.
 func TestLocaliseResultsAfterReconnect(t *testing.T) {
 	ta := newTestAgent(t, nil, nil, nil)
 	s, _ := ta.session(t, 1)
-	ta.srv.Localise([]*vantagev1.Transition{{Campaign: "c", Level: vantagev1.Level_LEVEL_SCOPE, Subject: "KP",
+	loc := live.NewLocaliser(live.LocaliserConfig{Campaigns: ta.srv.cfg.Campaigns, Triggers: ta.srv})
+	loc.Localise([]*vantagev1.Transition{{Campaign: "c", Level: vantagev1.Level_LEVEL_SCOPE, Subject: "KP",
 		From: vantagev1.State_STATE_REACHABLE, To: vantagev1.State_STATE_UNREACHABLE}})
 	var tr *vantagev1.Trigger
 	for tr == nil {

@@ -1,204 +1,23 @@
 package ingest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"maps"
-	"slices"
-	"strings"
-	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/vantage-net/vantage/controller/campaign"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// TriggerLifetime is how long an agent may start a triggered probe.
-const TriggerLifetime = 2 * time.Minute
+// Triggers: ingest is the controller's trigger.Sender. Localisation
+// (controller/verdict/live) and discovery make their triggers with
+// trigger.New and send them here; screen.go remembers each one's tasks for
+// the agent, so their results are accepted (for those tasks only) until the
+// trigger's expiry plus Config.TriggerGrace, across reconnects.
 
-// Defaults of the Paris traceroutes a trigger asks for when the campaign
-// has no trace probe of its own.
-const (
-	TriggerTraceMaxTTL    = 30
-	TriggerTraceGapLimit  = 5
-	TriggerTraceTimeoutMs = 1000
-)
-
-// HealthReporter says which vantages a campaign's verdicts count now
-// (engine.Worker implements it). Localise sends triggers only to those.
-type HealthReporter interface {
-	HealthyVantages(campaign string) []string
-}
-
-// Localise sends a Trigger with one-off Paris traceroutes to every HEALTHY
-// connected vantage of a campaign whenever one of its verdicts turns
-// DEGRADED or UNREACHABLE (DESIGN §5), whatever the campaign's trace
-// settings. The traces cover the subject's targets (every host for the
-// scope, the network's hosts, or the target) plus the campaign's upstream
-// and border routers. A campaign with a trace probe lends its settings;
-// otherwise the traces are ICMP Paris traces (max_ttl 30, gap_limit 5,
-// 1s per TTL). The results come back like any result, carrying the
-// trigger id, and feed the verdict engine's localisation (they are
-// accepted until the trigger's expiry plus Config.TriggerGrace, with the
-// trigger's campaign and targets only). Triggers are best effort: a
-// session whose send queue is full skips it.
-func (s *Server) Localise(ts []*vantagev1.Transition) {
-	if s.cfg.Campaigns == nil {
-		return
-	}
-	specs := map[string]*campaign.Spec{}
-	for _, sp := range s.cfg.Campaigns.Active() {
-		specs[sp.Name()] = sp
-	}
-	now := s.now()
-	plan := LocaliseTasks(specs, ts, now.Add(TriggerLifetime))
-	if len(plan) == 0 {
-		return
-	}
-	var health HealthReporter
-	if h, ok := s.cfg.Campaigns.(HealthReporter); ok {
-		health = h
-	}
-	s.mu.Lock()
-	sessions := make([]*session, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		sessions = append(sessions, ss)
-	}
-	s.mu.Unlock()
-	slices.SortFunc(sessions, func(a, b *session) int { return strings.Compare(a.agent.ID, b.agent.ID) })
-	for _, name := range slices.Sorted(maps.Keys(plan)) {
-		p := plan[name]
-		var healthy map[string]bool
-		if health != nil {
-			healthy = map[string]bool{}
-			for _, id := range health.HealthyVantages(name) {
-				healthy[id] = true
-			}
-		}
-		for _, ss := range sessions {
-			if healthy != nil && !healthy[ss.agent.ID] {
-				continue
-			}
-			if healthy == nil && !specs[name].SelectsAgent(ss.agent.Labels) {
-				continue
-			}
-			tr := &vantagev1.Trigger{Id: newTriggerID(), IssuedAt: timestamppb.New(now),
-				ExpiresAt: timestamppb.New(now.Add(TriggerLifetime)), Tasks: p.Tasks, Reason: joinReasons(p.Reasons)}
-			s.mu.Lock()
-			s.rememberTrigger(ss.agent.ID, tr, now)
-			s.mu.Unlock()
-			select {
-			case ss.out <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Trigger{Trigger: tr}}:
-				s.log.Info("localisation traces triggered", "agent", ss.agent.ID, "campaign", name, "trigger", tr.GetId(), "tasks", len(p.Tasks))
-			case <-ss.done:
-			default:
-				s.log.Warn("trigger skipped", "agent", ss.agent.ID, "campaign", name, "reason", "send queue full")
-			}
-		}
-	}
-}
-
-// TracePlan is what one campaign's trigger asks of each healthy vantage.
-type TracePlan struct {
-	Tasks   []*vantagev1.Task
-	Reasons []string
-}
-
-// LocaliseTasks returns, per campaign, the trace tasks a trigger carries
-// for the transitions to DEGRADED or UNREACHABLE among ts: one per
-// affected target and per upstream or border router, in target order.
-func LocaliseTasks(specs map[string]*campaign.Spec, ts []*vantagev1.Transition, expires time.Time) map[string]*TracePlan {
-	want := map[string]map[string]bool{} // campaign -> targets to trace
-	reasons := map[string][]string{}
-	for _, t := range ts {
-		if t.GetTo() != vantagev1.State_STATE_DEGRADED && t.GetTo() != vantagev1.State_STATE_UNREACHABLE {
-			continue
-		}
-		if t.GetFrom() == t.GetTo() {
-			continue // a location refinement: the traces that made it exist
-		}
-		sp := specs[t.GetCampaign()]
-		if sp == nil {
-			continue
-		}
-		set := want[t.GetCampaign()]
-		if set == nil {
-			set = map[string]bool{}
-			want[t.GetCampaign()] = set
-		}
-		for _, tg := range sp.Targets() {
-			addr := tg.Addr.String()
-			switch {
-			case tg.Role == vantagev1.TargetRole_TARGET_ROLE_UPSTREAM || tg.Role == vantagev1.TargetRole_TARGET_ROLE_BORDER,
-				t.GetLevel() == vantagev1.Level_LEVEL_SCOPE && tg.Role == vantagev1.TargetRole_TARGET_ROLE_HOST,
-				t.GetLevel() == vantagev1.Level_LEVEL_NETWORK && tg.Network == t.GetSubject(),
-				t.GetLevel() == vantagev1.Level_LEVEL_TARGET && addr == t.GetSubject():
-				set[addr] = true
-			}
-		}
-		reasons[t.GetCampaign()] = append(reasons[t.GetCampaign()], t.GetVerdictId()+" -> "+t.GetTo().String())
-	}
-	out := map[string]*TracePlan{}
-	for name, set := range want {
-		sp := specs[name]
-		traces := map[string]*vantagev1.Task{}
-		other := map[string]*vantagev1.Task{}
-		var order []string
-		for _, tk := range sp.Tasks(expires) {
-			addr := tk.GetTarget()
-			if !set[addr] {
-				continue
-			}
-			if _, ok := other[addr]; !ok {
-				other[addr] = tk
-				order = append(order, addr)
-			}
-			if tk.GetKind() == vantagev1.ProbeKind_PROBE_KIND_TRACE {
-				traces[addr] = tk
-			}
-		}
-		p := &TracePlan{Reasons: reasons[name]}
-		for _, addr := range order {
-			tk := traces[addr]
-			if tk == nil {
-				tk = proto.Clone(other[addr]).(*vantagev1.Task)
-				tk.Id, tk.Kind = name+"/trace/"+addr, vantagev1.ProbeKind_PROBE_KIND_TRACE
-				tk.Spec = &vantagev1.Task_Trace{Trace: &vantagev1.TraceSpec{Protocol: vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP,
-					Paris: true, MaxTtl: TriggerTraceMaxTTL, GapLimit: TriggerTraceGapLimit, TimeoutMs: TriggerTraceTimeoutMs}}
-			}
-			tk.EveryRounds = 1
-			p.Tasks = append(p.Tasks, tk)
-		}
-		if len(p.Tasks) > 0 {
-			out[name] = p
-		}
-	}
-	return out
-}
-
-func joinReasons(rs []string) string {
-	const most = 8
-	if len(rs) > most {
-		return strings.Join(rs[:most], "; ") + "; ..."
-	}
-	return strings.Join(rs, "; ")
-}
-
-func newTriggerID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return "trg-" + hex.EncodeToString(b)
-}
-
-// SendTrigger queues tr on agentID's live session, for callers other than
-// Localise (host and upstream discovery). The trigger and its tasks are
-// remembered for the agent until its expiry plus Config.TriggerGrace, so
-// results that arrive after a reconnect (from the agent's spool) are still
-// accepted, with the trigger's campaign and target only. It returns false
-// when the agent has no session or its send queue is full: the caller
-// decides whether to try again.
+// SendTrigger queues tr on agentID's live session: the one way a trigger
+// reaches an agent. The trigger and its tasks are remembered for the agent
+// until its expiry plus Config.TriggerGrace, so results that arrive after a
+// reconnect (from the agent's spool) are still accepted, with the trigger's
+// campaign and target only. It returns false when the agent has no session
+// or its send queue is full: the caller decides whether to try again.
 func (s *Server) SendTrigger(agentID string, tr *vantagev1.Trigger) bool {
 	s.mu.Lock()
 	ss := s.sessions[agentID]

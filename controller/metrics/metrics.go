@@ -32,7 +32,7 @@ type IngestSource interface {
 }
 
 // VerdictSource gives the current verdicts of every campaign
-// ("" and LEVEL_UNSPECIFIED: all); *engine.Worker implements it.
+// ("" and LEVEL_UNSPECIFIED: all); *live.Worker implements it.
 type VerdictSource interface {
 	Verdicts(campaign string, level vantagev1.Level) []*vantagev1.Verdict
 }
@@ -97,7 +97,7 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// ObserveTransitions counts stored transitions (engine.Options.OnTransitions).
+// ObserveTransitions counts stored transitions (live.Options.OnTransitions).
 // An entry whose from and to are the same state (a location refinement, no
 // state change) is not counted.
 func (m *Metrics) ObserveTransitions(ts []*vantagev1.Transition) {

@@ -252,7 +252,7 @@ type VerdictState struct {
 
 // VerdictRestorer is implemented by stores that can tell a restarted
 // verdict engine where its campaign stood, so it carries on instead of
-// starting over (controller/engine).
+// starting over (controller/verdict/live).
 type VerdictRestorer interface {
 	// LatestVerdicts returns the VerdictState of every verdict id of
 	// campaign that has a stored transition, whatever the timeline's

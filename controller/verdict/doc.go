@@ -1,6 +1,7 @@
 // API CHANGES (announced for the scenario suite and other callers; newest
 // first). The exported API below is stable from issue 4 on; changes are
 // listed here.
+//   - flapping: Config gains UncertainHold (replay param uncertain_hold).
 //   - restart hardening: new Engine.Restore, Published, ErrRestore,
 //     Engine.Resume and Engine.ReportedSince (restore.go).
 //   - issue 4: Config gains QuorumLabel, BeliefUp, BeliefDown,
@@ -19,8 +20,9 @@
 // country reachable?" can be tested to the second and replayed over stored
 // history: it is pure logic. No I/O, no goroutines, no clock of its own (the
 // caller passes now), and the same inputs in the same order always give the
-// same outputs. The live worker (controller/engine) and Replay run this same
-// code. An Engine is not safe for concurrent use; its owner serialises calls.
+// same outputs. The live worker (controller/verdict/live) and Replay run
+// this same code. An Engine is not safe for concurrent use; its owner
+// serialises calls.
 //
 // # Rounds
 //
@@ -116,7 +118,12 @@
 // flip; it then takes its raw state and the flip history is cleared, so
 // re-entering needs UnstableFlips new flips. A flapping period is thus at
 // most UnstableFlips-1 ordinary transitions, one transition to UNSTABLE and
-// one out of it. A raw UNKNOWN always wins (quorum lost).
+// one out of it. A raw UNKNOWN from quorum lost always wins. A raw UNKNOWN
+// for lack of firm beliefs while the quorum of vantages holds (routes
+// changing mid-round leave every vantage's belief in flux) is no evidence
+// of a change: the subject keeps its published state and flip history for
+// up to UncertainHold (3) such rounds in a row, so a flapping episode is not
+// cut in two, then it is UNKNOWN.
 //
 // # Transitions and onset
 //
@@ -161,7 +168,7 @@
 // resume round were evaluated by the previous engine: re-fed history
 // closes them as usual for beliefs, availability and flip history, but
 // they publish nothing and leave the published states alone. The caller
-// (controller/engine) finds the resume round and feeds the history.
+// (controller/verdict/live) finds the resume round and feeds the history.
 //
 // # Cost
 //

@@ -39,6 +39,7 @@ const (
 	DefaultUnstableFlips   = 4
 	DefaultUnstableCalm    = 5
 	DefaultFreshRounds     = 1
+	DefaultUncertainHold   = 3
 )
 
 // Target is one subject at target level.
@@ -84,6 +85,14 @@ type Config struct {
 	// last UnstableWindow rounds is UNSTABLE until UnstableCalm rounds pass
 	// without a crossing. Defaults 10, 4, 5.
 	UnstableWindow, UnstableFlips, UnstableCalm int
+	// UncertainHold: a subject whose raw state is UNKNOWN for lack of firm
+	// beliefs while the fleet has quorum (every vantage's belief in flux as
+	// routes change mid-round) keeps its published state, and its flip
+	// history, for up to this many such rounds in a row: they are no
+	// evidence of a change (and, inside a flapping episode, part of it).
+	// Quorum lost (fewer healthy groups than Quorum) is UNKNOWN at once.
+	// Default 3.
+	UncertainHold int
 	// ResultsPerRound is how many scheduled (non-trace) results each
 	// vantage sends per round. When > 0, a round closes as soon as every
 	// vantage expected in it has sent that many, without waiting for Grace.
@@ -118,6 +127,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.UnstableCalm == 0 {
 		c.UnstableCalm = DefaultUnstableCalm
+	}
+	if c.UncertainHold == 0 {
+		c.UncertainHold = DefaultUncertainHold
 	}
 	return c
 }
@@ -227,6 +239,7 @@ type subject struct {
 	upG, downG                 int // target level: distinct vantage groups
 	filtered                   int // ICMP-filtered: 1/0 for a target, children for others
 	unknownGlobal              bool
+	held                       int // rounds in a row the published state was kept while raw UNKNOWN (UncertainHold)
 	location                   vantagev1.Location
 	lastHop                    string
 	locNotes                   []string
@@ -315,6 +328,8 @@ func (c Config) validate() error {
 		return cfgErr("UnstableFlips", "%d must be in [2, UnstableWindow]", c.UnstableFlips)
 	case c.UnstableCalm < 1 || c.UnstableCalm > c.UnstableWindow:
 		return cfgErr("UnstableCalm", "%d must be in [1, UnstableWindow]", c.UnstableCalm)
+	case c.UncertainHold < 1 || c.UncertainHold > 1000:
+		return cfgErr("UncertainHold", "%d must be in [1, 1000]", c.UncertainHold)
 	case c.ResultsPerRound < 0:
 		return cfgErr("ResultsPerRound", "%d must not be negative", c.ResultsPerRound)
 	case len(c.Targets) == 0:

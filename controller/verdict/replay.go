@@ -18,7 +18,7 @@ var ErrParam = errors.New("verdict: invalid parameter")
 // ParamNames lists the parameters WithParams accepts (replay --param k=v).
 var ParamNames = []string{
 	"quorum", "grace", "fresh_rounds", "quorum_label", "belief_up", "belief_down", "min_availability",
-	"unstable_window", "unstable_flips", "unstable_calm", "results_per_round",
+	"unstable_window", "unstable_flips", "unstable_calm", "uncertain_hold", "results_per_round",
 }
 
 // WithParams returns cfg (defaults applied) with the named parameters
@@ -65,6 +65,8 @@ func WithParams(cfg Config, params map[string]string) (Config, error) {
 			err = integer(&cfg.UnstableFlips, 2, 1000)
 		case "unstable_calm":
 			err = integer(&cfg.UnstableCalm, 1, 1000)
+		case "uncertain_hold":
+			err = integer(&cfg.UncertainHold, 1, 1000)
 		case "results_per_round":
 			err = integer(&cfg.ResultsPerRound, 0, 1<<20)
 		case "belief_up":

@@ -22,6 +22,11 @@ type stability struct {
 
 func isGood(s vantagev1.State) bool { return s == vantagev1.State_STATE_REACHABLE }
 
+// known reports whether s is a published state other than UNKNOWN.
+func known(s vantagev1.State) bool {
+	return s != vantagev1.State_STATE_UNSPECIFIED && s != vantagev1.State_STATE_UNKNOWN
+}
+
 // settle moves s to its state for round n, applying the UNSTABLE
 // hysteresis, and emits a transition if the published state changed. lo/hi
 // are the earliest and latest SentAt in round n.
@@ -63,8 +68,17 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 
 	next, from := raw, s.state
 	ob := flip{earliest: earliest, latest: latest}
+	if raw != vantagev1.State_STATE_UNKNOWN {
+		s.held = 0
+	}
 	switch {
+	case raw == vantagev1.State_STATE_UNKNOWN && !s.unknownGlobal && known(s.state) && s.held < e.cfg.UncertainHold:
+		// Beliefs in flux, quorum intact: no evidence of a change. The
+		// state and the flip history stand.
+		s.held++
+		next = s.state
 	case raw == vantagev1.State_STATE_UNKNOWN:
+		s.held = 0
 		st.flips = st.flips[:0]
 	case s.state == vantagev1.State_STATE_UNSTABLE:
 		last := st.since.round

@@ -58,6 +58,9 @@ func classify(c *subject, up, down []string) ([]string, []string) {
 func (e *Engine) notes(s *subject) []string {
 	var out []string
 	switch {
+	case s.held > 0:
+		out = append(out, fmt.Sprintf("uncertain for %d round(s): no firm quorum of beliefs (the quorum of vantages holds): %s kept (at most %d rounds)",
+			s.held, shortState(s.state), e.cfg.UncertainHold))
 	case s.raw == vantagev1.State_STATE_UNKNOWN && s.unknownGlobal:
 		out = append(out, fmt.Sprintf("unknown: %d healthy vantages in %d distinct %s groups with fresh data, quorum is %d",
 			e.healthy, e.groups, e.cfg.QuorumLabel, e.cfg.Quorum))

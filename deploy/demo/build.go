@@ -1,12 +1,15 @@
 package demo
 
 import (
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	_ "modernc.org/sqlite" // snapshots the controller's database of a failed test
 )
 
 // The commands the lab tests build, as package paths for BuildBinaries.
@@ -111,5 +114,23 @@ func keepFailedLogs(t testing.TB, h *Harness, nodes []string, tailBytes int) {
 			_ = os.WriteFile(filepath.Join(keep, n+".log"), b, 0o644)
 		}
 	}
-	t.Logf("full logs, with every process's goroutine stacks at the failure: %s", keep)
+	if err := snapshotDB(filepath.Join(h.DataDir(), "vantage.db"), filepath.Join(keep, "vantage.db")); err != nil {
+		t.Logf("no copy of the controller's database: %v", err)
+	}
+	t.Logf("full logs, with every process's goroutine stacks at the failure, and the controller's database: %s", keep)
+}
+
+// snapshotDB copies the SQLite database at src, which the controller may
+// still be writing, into a new consistent file dst (VACUUM INTO), so a
+// failed test's results, transitions and agents can be queried afterwards.
+func snapshotDB(src, dst string) error {
+	db, err := sql.Open("sqlite", "file:"+src+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return fmt.Errorf("open %s: %w", src, err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`VACUUM INTO ?`, dst); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return nil
 }

@@ -16,7 +16,7 @@
 // so the next round is the first one fully affected. The suite reports the
 // wall-clock time from the fault to the stored transition (detected_at),
 // in rounds, and "closed rounds": how many affected rounds had closed (end
-// plus the engine's grace, engine.GraceFor) when the verdict came. A target
+// plus the engine's grace, live.GraceFor) when the verdict came. A target
 // of "within k rounds" means closed rounds <= k: the verdict comes from the
 // k-th affected round's data at the latest.
 //

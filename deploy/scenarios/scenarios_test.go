@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/vantage-net/vantage/controller/engine"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	"github.com/vantage-net/vantage/deploy/demo"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -89,7 +89,7 @@ func TestScenarios(t *testing.T) {
 	s.name = camp.GetName()
 	s.scopeID = s.name + "/scope/" + camp.GetScope()
 	s.round = time.Duration(camp.GetRoundMs()) * time.Millisecond
-	s.grace = engine.GraceFor(s.round)
+	s.grace = live.GraceFor(s.round)
 	s.start = time.Unix(0, 0) // campaign.yaml has no schedule.start: rounds align to the epoch
 	s.waitClean(t, 30)
 
@@ -261,6 +261,9 @@ func describeTransitions(ts []*vantagev1.Transition) string {
 		}
 		fmt.Fprintf(&b, "\n  %s %s %s -> %s (round %d, %s)", tr.GetDetectedAt().AsTime().Format("15:04:05.000"),
 			tr.GetVerdictId(), short(tr.GetFrom()), short(tr.GetTo()), tr.GetRound(), loc(tr.GetLocation()))
+		if tr.GetTo() == vantagev1.State_STATE_UNKNOWN && len(tr.GetNotes()) > 0 {
+			fmt.Fprintf(&b, " notes %q", tr.GetNotes())
+		}
 	}
 	return b.String()
 }
@@ -651,6 +654,17 @@ func (s *suite) flapping(t *testing.T) {
 	}
 	if len(ts) > maxFlapTransitions {
 		t.Errorf("flapping gave %d scope transitions, want at most %d (one UNSTABLE episode, not a flood)", len(ts), maxFlapTransitions)
+	}
+	if t.Failed() { // why any subject went UNKNOWN meanwhile
+		for _, lv := range []vantagev1.Level{vantagev1.Level_LEVEL_NETWORK, vantagev1.Level_LEVEL_TARGET} {
+			var unknown []*vantagev1.Transition
+			for _, tr := range s.transitions(t, lv, b.Add(-s.round), time.Time{}) {
+				if tr.GetTo() == vantagev1.State_STATE_UNKNOWN {
+					unknown = append(unknown, tr)
+				}
+			}
+			t.Logf("%s transitions to UNKNOWN during the flapping:%s", lv, describeTransitions(unknown))
+		}
 	}
 	if exitEarly {
 		t.Errorf("the UNSTABLE episode ended at %s (%s -> %s), before the flapping stopped at %s",

@@ -8,14 +8,14 @@ import (
 	"time"
 
 	"github.com/vantage-net/vantage/controller/campaign"
-	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/verdict"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 // TestSteadySimulated is the ten-minute half of the steady scenario: 300
 // rounds of 2s (campaign.yaml) fed to the verdict engine exactly as the
-// controller configures it (engine.ConfigFor), with three vantages of which
+// controller configures it (live.ConfigFor), with three vantages of which
 // vantage-a loses 20% of its packets. Every packet is an independent 20%
 // draw: an ICMP probe (an echo, and one adaptive retry when it is lost)
 // misses with p = 0.04, a TCP connect (one SYN inside its 500ms timeout)
@@ -34,13 +34,13 @@ func TestSteadySimulated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := engine.ConfigFor(spec, 0, engine.DefaultFreshRounds)
+	cfg := live.ConfigFor(spec, 0, live.DefaultFreshRounds)
 	eng, err := verdict.NewEngine(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	round := spec.Round()
-	grace := engine.GraceFor(round)
+	grace := live.GraceFor(round)
 	t0 := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 	first := int64(t0.Sub(spec.Start()) / round)
 	agents := []string{"agt-vantage-a", "agt-vantage-b", "agt-vantage-c"}

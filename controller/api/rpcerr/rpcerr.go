@@ -12,9 +12,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 )
 
 // Sentinels of the gRPC layers themselves.
@@ -55,8 +55,8 @@ var table = []struct {
 	{ErrUnavailable, codes.Unavailable},
 	{ErrFailedPrecondition, codes.FailedPrecondition},
 	{ErrResourceExhausted, codes.ResourceExhausted},
-	{engine.ErrWatcherTooSlow, codes.ResourceExhausted},
-	{engine.ErrWorkerClosed, codes.Unavailable},
+	{live.ErrWatcherTooSlow, codes.ResourceExhausted},
+	{live.ErrWorkerClosed, codes.Unavailable},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

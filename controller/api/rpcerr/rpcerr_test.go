@@ -7,9 +7,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/vantage-net/vantage/controller/engine"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 )
 
 func TestStatus(t *testing.T) {
@@ -24,7 +24,7 @@ func TestStatus(t *testing.T) {
 		{"revoked", fleet.ErrAgentRevoked, codes.PermissionDenied, "agent revoked"},
 		{"pending", fleet.ErrAgentPending, codes.FailedPrecondition, "agent awaiting approval"},
 		{"not found", fmt.Errorf("campaign %q: %w", "kp", store.ErrNotFound), codes.NotFound, `campaign "kp": not found`},
-		{"slow watcher", engine.ErrWatcherTooSlow, codes.ResourceExhausted, engine.ErrWatcherTooSlow.Error()},
+		{"slow watcher", live.ErrWatcherTooSlow, codes.ResourceExhausted, live.ErrWatcherTooSlow.Error()},
 		{"already a status", status.Error(codes.Aborted, "x"), codes.Aborted, "x"},
 		{"unexpected", fmt.Errorf("disk on fire"), codes.Internal, "internal error"},
 	}

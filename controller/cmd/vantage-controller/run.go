@@ -2,32 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
-
 	"github.com/vantage-net/vantage/controller/api"
-	"github.com/vantage-net/vantage/controller/campaign"
-	"github.com/vantage-net/vantage/controller/discoverer"
-	"github.com/vantage-net/vantage/controller/engine"
-	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
-	"github.com/vantage-net/vantage/controller/metrics"
-	"github.com/vantage-net/vantage/controller/retention"
-	"github.com/vantage-net/vantage/controller/store/sqlite"
-	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 // Server-side transport limits.
@@ -101,12 +82,37 @@ type Config struct {
 	Ready func(addr net.Addr)
 }
 
-// Run starts the controller and serves until ctx ends.
+// Run starts the controller and serves until ctx ends. Each step below
+// builds one part in the order data flows through them (steps.go), and
+// registers how to stop it; the parts stop in the reverse order.
 func Run(ctx context.Context, cfg Config) error {
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if err := cfg.check(); err != nil {
+		return err
 	}
+	c := &controller{cfg: cfg, log: cfg.Log}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	defer c.stop()
+	for _, step := range []func(context.Context) error{
+		c.openStore,      // SQLite in --data
+		c.loadLimits,     // --allow-special-ranges, --blocklist, --opt-out, rate caps
+		c.loadIdentity,   // the CA, the fleet, the admin token, the server certificate
+		c.loadCampaigns,  // the catalogue and the verdict engines of the ACTIVE campaigns
+		c.wireIngest,     // AgentService, localisation, metrics, discovery
+		c.serveSidecars,  // --metrics-addr, --debug-addr
+		c.startLoops,     // verdict ticker, discovery, retention
+		c.buildOperators, // OperatorService
+	} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return c.serve(ctx)
+}
+
+// check refuses flag values no step could run with.
+func (cfg Config) check() error {
 	if cfg.ResultsRetention < 0 {
 		return fmt.Errorf("--results-retention: must not be negative (0 keeps results forever), got %v", cfg.ResultsRetention)
 	}
@@ -121,195 +127,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("--ingest-gap-rate %g, --ingest-gap-burst %d, --ingest-clock-skew %v: must not be negative",
 			cfg.IngestGapRate, cfg.IngestGapBurst, cfg.IngestClockSkew)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("--data: %w", err)
-	}
-	sync := sqlite.SyncFull
-	if cfg.StoreSync != "" {
-		var err error
-		if sync, err = sqlite.ParseSync(cfg.StoreSync); err != nil {
-			return fmt.Errorf("--store-sync: %w", err)
-		}
-	}
-	st, err := sqlite.OpenSync(ctx, cfg.DataDir, sync)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	limits := &campaign.Limits{AllowSpecial: cfg.AllowSpecialRanges, MaxPerTargetPPS: cfg.MaxPerTargetPPS, MaxAgentPPS: cfg.MaxAgentPPS}
-	if cfg.BlocklistFile != "" {
-		if limits.Blocklist, err = campaign.LoadPrefixFile(cfg.BlocklistFile); err != nil {
-			return fmt.Errorf("--blocklist: %w", err)
-		}
-	}
-	if cfg.OptOutFile != "" {
-		if limits.OptOut, err = campaign.LoadPrefixFile(cfg.OptOutFile); err != nil {
-			return fmt.Errorf("--opt-out: %w", err)
-		}
-	}
-	if cfg.AllowSpecialRanges {
-		log.Warn("special-purpose ranges allowed in campaigns (--allow-special-ranges): for the lab only")
-	}
-	now := time.Now()
-	ca, created, err := fleet.LoadOrCreateCA(cfg.DataDir, now)
-	if err != nil {
-		return err
-	}
-	if created {
-		log.Info("controller CA created", "dir", cfg.DataDir)
-	}
-	if ca.Rotating() {
-		log.Warn("CA rotation in progress: new and renewed certificates come from the next CA, and agents are advised to renew; finish with rotate-ca --finish once every agent has renewed")
-	}
-	fl := fleet.New(st, ca, fleet.Options{ApproveAgents: cfg.ApproveAgents, Log: log})
-	adminPath, adminCreated, err := fl.EnsureAdminToken(ctx, cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	cert, err := ca.IssueServerCert(fleet.HostSANs(cfg.TLSSANs), now)
-	if err != nil {
-		return err
-	}
-
-	var ing *ingest.Server
-	var met *metrics.Metrics // set before the worker starts
-	worker := engine.New(engine.Options{Store: st, Log: log, EvaluateEvery: cfg.EvaluateEvery,
-		OnTransitions: func(ts []*vantagev1.Transition) { ing.Localise(ts); met.ObserveTransitions(ts) }})
-	if err := worker.Reload(ctx); err != nil {
-		log.Warn("some campaigns could not be loaded", "err", err)
-	}
-	// Results and session changes go to the verdict engines and to target
-	// discovery (which keeps the results of its own triggers).
-	observers := &fanout{worker}
-	var _ ingest.Voucher = worker // results of paused or edited campaigns are vouched for, not refused
-	// A result older than the retention would be pruned at once; the past
-	// window is never shorter than ingest's default (a spool replay after
-	// a long outage), also when results are kept forever.
-	ing = ingest.New(ingest.Config{Store: st, Fleet: fl, Campaigns: worker, Observer: observers, Log: log,
-		RatePerAgent: cfg.IngestRate, MaxQueuedResults: cfg.IngestQueue, MaxGapRows: cfg.IngestGapRows,
-		GapSeqRate: cfg.IngestGapRate, GapSeqBurst: cfg.IngestGapBurst, MaxClockSkew: cfg.IngestClockSkew,
-		MaxResultAge: max(cfg.ResultsRetention, ingest.DefaultMaxResultAge),
-		SessionRate:  sessionRate(cfg.SessionRate), SessionBurst: cfg.SessionBurst, SessionStarts: cfg.SessionStarts})
-	// Metrics are counted whether served or not: they cost nothing unscraped.
-	met = metrics.New(metrics.Config{Ingest: ing, Verdicts: worker, Log: log})
-	if cfg.MetricsAddr != "" {
-		bound, stopMetrics, err := serveMetrics(cfg.MetricsAddr, log, met.Handler())
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
-		if cfg.MetricsReady != nil {
-			cfg.MetricsReady(bound)
-		}
-	}
-	if cfg.DebugAddr != "" {
-		stopDebug, err := serveDebug(cfg.DebugAddr, log, ing.AckLatencyBuckets)
-		if err != nil {
-			return err
-		}
-		defer stopDebug()
-	}
-	disc := discoverer.New(discoverer.Options{Store: st, Sessions: ing, Limits: limits, Log: log,
-		Changed: func(ctx context.Context) {
-			if err := worker.Reload(ctx); err != nil {
-				log.Warn("campaign reload failed", "err", err)
-			}
-			ing.Reassign()
-		}})
-	*observers = append(*observers, disc) // before serving: no session reads it yet
-	worker.Start(ctx)
-	defer worker.Close()
-	disc.Start(ctx)
-	defer disc.Close()
-	// Background loops that need only ctx; they end with it (or at any
-	// return) and are waited for before the store closes.
-	bgCtx, stopBg := context.WithCancel(ctx)
-	var bg errgroup.Group
-	defer func() {
-		stopBg()
-		if err := bg.Wait(); err != nil {
-			log.Warn("background loop failed", "err", err)
-		}
-	}()
-	if cfg.ResultsRetention > 0 {
-		pruner := retention.New(retention.Config{Store: met.CountPruned(st), Gaps: st, Keep: cfg.ResultsRetention, Every: cfg.RetentionEvery, Logger: log})
-		bg.Go(func() error { return pruner.Run(bgCtx) })
-	}
-	ops := api.New(api.Config{Store: st, Fleet: fl, Engine: worker, Sessions: ing, Limits: limits, Discovery: disc, Log: log,
-		StreamLimits: cfg.Streams})
-	transport := cfg.Transport.withDefaults()
-
-	tlsCfg := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.Pool(),
-	}
-	srv := grpc.NewServer(append(transport.serverOptions(),
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
-		grpc.ConnectionTimeout(10*time.Second),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(api.DeadlineInterceptor(UnaryTimeout), ops.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(publicStreamLimit(transport.MaxPublicStreams), ops.StreamInterceptor()),
-	)...)
-	defer ops.Wait() // the stream senders end with their streams
-	vantagev1.RegisterAgentServiceServer(srv, ing)
-	vantagev1.RegisterOperatorServiceServer(srv, ops)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
-	for _, name := range []string{"", vantagev1.AgentService_ServiceDesc.ServiceName, vantagev1.OperatorService_ServiceDesc.ServiceName} {
-		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
-	}
-	reflection.Register(srv)
-
-	lis, err := transport.listen(cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
-	log.Info("controller listening", "addr", lis.Addr().String(), "ca_hash", ca.Hash(), "admin_token", adminPath,
-		"admin_token_created", adminCreated, "data", cfg.DataDir, "approve_agents", cfg.ApproveAgents,
-		"results_retention", cfg.ResultsRetention)
-	if cfg.Ready != nil {
-		cfg.Ready(lis.Addr())
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(lis) }()
-
-	select {
-	case err := <-serveErr:
-		srv.Stop()
-		hs.Shutdown()
-		ing.CloseAll()
-		ing.Wait()
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("controller stopping")
-	hs.Shutdown()
-	drain(ing, cfg.ShutdownGrace, log)
-	worker.Close() // ends verdict watchers with Unavailable
-	stopped := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(stopped)
-	}()
-	timeout := cfg.ShutdownTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	select {
-	case <-stopped:
-	case <-time.After(timeout):
-		log.Warn("graceful stop timed out; closing connections", "timeout", timeout)
-		srv.Stop()
-		<-stopped
-	}
-	ing.Wait()
-	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	log.Info("controller stopped")
 	return nil
 }
 
@@ -338,19 +155,4 @@ func drain(ing *ingest.Server, grace time.Duration, log *slog.Logger) {
 		return
 	}
 	log.Info("agent sessions drained", attrs...)
-}
-
-// fanout passes ingest's results and session changes to several observers.
-type fanout []ingest.Observer
-
-func (f *fanout) Feed(agentID string, results []*vantagev1.ProbeResult) {
-	for _, o := range *f {
-		o.Feed(agentID, results)
-	}
-}
-
-func (f *fanout) SetAgentConnected(agentID string, labels map[string]string, connected bool, at time.Time) {
-	for _, o := range *f {
-		o.SetAgentConnected(agentID, labels, connected, at)
-	}
 }

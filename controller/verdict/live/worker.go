@@ -1,11 +1,11 @@
-// Package engine is the controller's verdict worker. It owns one pure
+// Package live is the controller's live verdict worker. It owns one pure
 // verdict.Engine per ACTIVE campaign, feeds it the results ingest commits
 // and the agents' session state, evaluates all of them on a ticker, stores
 // each transition and fans it out to watchers. It exists so that the pure
 // verdict logic stays free of I/O, clocks and goroutines, and so that ingest
 // never waits for verdicts: feeding is a short locked call, and a slow
 // watcher is dropped rather than allowed to block anything.
-package engine
+package live
 
 import (
 	"context"
@@ -13,15 +13,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net/netip"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/verdict"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -43,7 +42,10 @@ const (
 // Options configures a Worker. Zero fields take the defaults above.
 type Options struct {
 	Store store.Store
-	Log   *slog.Logger
+	// Campaigns is the campaign catalogue: the worker runs one engine per
+	// entry (Reload).
+	Campaigns *catalogue.Catalogue
+	Log       *slog.Logger
 	// EvaluateEvery is the ticker period.
 	EvaluateEvery time.Duration
 	// Grace is how long after a round ends its results are awaited; zero
@@ -85,7 +87,7 @@ type running struct {
 	dropped  int // pending results dropped over maxPending
 	spec     *campaign.Spec
 	stored   store.Campaign
-	key      string // version and discovery; a new key rebuilds the engine
+	key      string // catalogue.Key; a new key rebuilds the engine
 	// tasks is the set of the spec's task ids (health.go).
 	tasksOnce sync.Once
 	tasks     map[string]bool
@@ -113,7 +115,6 @@ type Worker struct {
 	// predecessor stands (restore.go), so nothing it publishes meanwhile
 	// is missed and published twice. Taken after reload, never before.
 	evalMu sync.Mutex
-	vouch  vouchCache // specs Vouches parsed (vouch.go)
 	// started: Start was called; engines built before it are built at a
 	// controller start, and may catch up (restore.go). unpublished holds
 	// the transitions they published, for the first Evaluate.
@@ -246,54 +247,49 @@ func (w *Worker) configFor(spec *campaign.Spec) verdict.Config {
 	return cfg
 }
 
-// Reload makes the set of engines match the store's ACTIVE campaigns:
-// new or changed campaigns get a fresh engine that carries on from the
-// stored verdicts and is fed the stored results it needs (restore.go);
-// paused and deleted ones are dropped. Unchanged campaigns keep their
-// engine and state.
+// Reload makes the set of engines match the catalogue's ACTIVE campaigns
+// (reload the catalogue first; catalogue.Changed does both): new or
+// changed campaigns get a fresh engine that carries on from the stored
+// verdicts and is fed the stored results it needs (restore.go); paused and
+// deleted ones are dropped. Unchanged campaigns keep their engine and
+// state.
 func (w *Worker) Reload(ctx context.Context) error {
 	w.reload.Lock()
 	defer w.reload.Unlock()
-	all, err := w.opts.Store.ListCampaigns(ctx)
-	if err != nil {
-		return fmt.Errorf("reload campaigns: %w", err)
-	}
-	active := map[string]store.Campaign{}
-	for _, c := range all {
-		if c.State == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE {
-			active[c.Name] = c
-		}
+	active := map[string]catalogue.Entry{}
+	for _, e := range w.opts.Campaigns.Entries() {
+		active[e.Campaign.Name] = e
 	}
 	w.mu.Lock()
 	// A changed campaign's engine keeps running until its successor is
 	// registered (build), so no result fed in between is lost.
 	prevs := map[string]*running{}
-	var build []store.Campaign
+	var build []catalogue.Entry
 	for name, r := range w.campaigns {
-		switch c, ok := active[name]; {
+		switch e, ok := active[name]; {
 		case !ok:
 			delete(w.campaigns, name)
 			w.log.Info("verdict engine stopped", "campaign", name)
-		case runKey(c) != r.key:
+		case e.Key != r.key:
 			prevs[name] = r
-			build = append(build, c)
+			build = append(build, e)
 		default:
-			r.stored = c
+			r.stored = e.Campaign
 		}
 	}
-	for name, c := range active {
+	for name, e := range active {
 		if _, ok := w.campaigns[name]; !ok {
-			build = append(build, c)
+			build = append(build, e)
 		}
 	}
 	w.mu.Unlock()
 
 	var errs []error
 	var ts []*vantagev1.Transition
-	for _, c := range build {
-		out, err := w.build(ctx, c, prevs[c.Name])
+	for _, e := range build {
+		out, err := w.build(ctx, e, prevs[e.Campaign.Name])
 		if err != nil {
-			errs = append(errs, fmt.Errorf("campaign %s: %w", c.Name, err))
+			errs = append(errs, fmt.Errorf("campaign %s: %w", e.Campaign.Name, err))
 			continue
 		}
 		ts = append(ts, out...)
@@ -312,52 +308,6 @@ func (w *Worker) Reload(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// ErrNotDiscovered: the campaign needs discovery (targets.hosts.discover,
-// upstreams: auto) and none has finished for its version.
-var ErrNotDiscovered = errors.New("discovery has not finished for this campaign version")
-
-// SpecFor parses a stored campaign and, when it needs discovery, adds the
-// targets its finished discovery found (campaign.Spec.WithTargets), so the
-// engine, the assignments and the operator API all see one target set.
-// Without a finished discovery of the current version it returns the spec
-// with its listed targets only and an error wrapping ErrNotDiscovered.
-func SpecFor(c store.Campaign) (*campaign.Spec, error) {
-	spec, err := campaign.Parse([]byte(c.SpecYAML))
-	if err != nil {
-		return nil, fmt.Errorf("parse stored spec: %w", err)
-	}
-	if !spec.NeedsDiscovery() {
-		return spec, nil
-	}
-	if !c.Discovery.Done(c.Version) {
-		return spec, fmt.Errorf("campaign %s version %d: %w", c.Name, c.Version, ErrNotDiscovered)
-	}
-	found := make([]campaign.Target, 0, len(c.Discovery.Targets))
-	for i, t := range c.Discovery.Targets {
-		a, err := netip.ParseAddr(t.GetAddress())
-		if err != nil {
-			return spec, fmt.Errorf("stored discovered target %d: %w", i, err)
-		}
-		found = append(found, campaign.Target{Addr: a, Network: t.GetNetwork(), Role: t.GetRole()})
-	}
-	with, err := spec.WithTargets(found)
-	if err != nil {
-		return spec, fmt.Errorf("stored discovered targets: %w", err)
-	}
-	return with, nil
-}
-
-// runKey identifies what an engine was built from: the campaign version
-// and, for discovered campaigns, when its discovery finished (a re-run of
-// discovery for the same version gives new targets).
-func runKey(c store.Campaign) string {
-	k := strconv.FormatUint(c.Version, 10)
-	if c.Discovery != nil && c.Discovery.Version == c.Version && c.Discovery.Status.GetFinishedAt() != nil {
-		k += "/" + c.Discovery.Status.GetFinishedAt().AsTime().Format(time.RFC3339Nano)
-	}
-	return k
 }
 
 func observation(agentID string, r *vantagev1.ProbeResult) verdict.Observation {
@@ -502,16 +452,6 @@ func (w *Worker) publish(ctx context.Context, ts []*vantagev1.Transition) error 
 	return nil
 }
 
-// Active returns the parsed specs of the ACTIVE campaigns, by name.
-func (w *Worker) Active() []*campaign.Spec {
-	rs := w.all()
-	out := make([]*campaign.Spec, len(rs))
-	for i, r := range rs {
-		out[i] = r.spec
-	}
-	return out
-}
-
 // Running reports whether campaign has an engine.
 func (w *Worker) Running(name string) bool { return w.get(name) != nil }
 
@@ -563,15 +503,6 @@ func (w *Worker) ClosedRound(name string) (int64, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.eng.ClosedRound(), true
-}
-
-// Spec returns the parsed spec of an ACTIVE campaign.
-func (w *Worker) Spec(name string) (*campaign.Spec, bool) {
-	r := w.get(name)
-	if r == nil {
-		return nil, false
-	}
-	return r.spec, true
 }
 
 // AgentHealth summarises the evidence about one agent in the current

@@ -1,4 +1,4 @@
-package engine
+package live
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -71,7 +72,7 @@ func newRig(t *testing.T, spec string, agents int) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp, err := SpecFor(c)
+	sp, err := catalogue.SpecFor(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,9 +97,10 @@ func (g *rig) roundStart(n int64) time.Time { return start.Add(time.Duration(n) 
 
 // worker is a new worker on the rig's store, as a controller start makes it.
 func (g *rig) worker() *Worker {
-	w := New(Options{Store: g.db, Now: g.clk.Now, WatcherBuffer: 1 << 16, Log: slog.New(slog.NewTextHandler(testLog{g.t}, nil))})
+	w := New(Options{Store: g.db, Campaigns: catalogue.New(catalogue.Options{Store: g.db}), Now: g.clk.Now, WatcherBuffer: 1 << 16,
+		Log: slog.New(slog.NewTextHandler(testLog{g.t}, nil))})
 	g.t.Cleanup(func() { w.Close() })
-	if err := w.Reload(g.ctx); err != nil {
+	if err := reload(g.ctx, w); err != nil {
 		g.t.Fatal(err)
 	}
 	return w

@@ -1,4 +1,4 @@
-package engine
+package live
 
 // How a new engine carries on from where the previous one left off, after a
 // controller restart or an edit of its campaign:
@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/verdict"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -105,10 +106,11 @@ func roundAt(cfg verdict.Config, t time.Time) int64 {
 	return int64(t.Sub(cfg.Start) / cfg.Round)
 }
 
-// build makes the engine of campaign c, replacing prev (nil when none), and
+// build makes the engine of campaign e, replacing prev (nil when none), and
 // registers it. It returns the transitions the new engine published while
 // it was fed (rounds the previous one had not evaluated).
-func (w *Worker) build(ctx context.Context, c store.Campaign, prev *running) (ts []*vantagev1.Transition, err error) {
+func (w *Worker) build(ctx context.Context, e catalogue.Entry, prev *running) (ts []*vantagev1.Transition, err error) {
+	c, spec := e.Campaign, e.Spec
 	defer func() {
 		if err != nil && prev != nil {
 			w.mu.Lock()
@@ -118,10 +120,6 @@ func (w *Worker) build(ctx context.Context, c store.Campaign, prev *running) (ts
 			w.mu.Unlock()
 		}
 	}()
-	spec, err := SpecFor(c)
-	if err != nil {
-		return nil, err
-	}
 	cfg := w.configFor(spec)
 	var inherited *catchUp
 	unlockEval := func() {}
@@ -151,7 +149,7 @@ func (w *Worker) build(ctx context.Context, c store.Campaign, prev *running) (ts
 	if err != nil {
 		return nil, err
 	}
-	r := &running{eng: display, spec: spec, stored: c, key: runKey(c), building: true}
+	r := &running{eng: display, spec: spec, stored: c, key: e.Key, building: true}
 	w.mu.Lock()
 	w.campaigns[c.Name] = r // from here on results fed are held for it
 	atStart := !w.started

@@ -1,4 +1,4 @@
-package engine
+package live
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -37,7 +38,7 @@ func TestReloadUsesDiscoveredTargets(t *testing.T) {
 	}
 	// ACTIVE but never discovered (e.g. a crash between apply and the
 	// start of discovery): no engine, and the error says why.
-	if err := w.Reload(ctx); !errors.Is(err, ErrNotDiscovered) || w.Running("d") {
+	if err := reload(ctx, w); !errors.Is(err, catalogue.ErrNotDiscovered) || w.Running("d") {
 		t.Fatalf("Reload = %v, running %v; want ErrNotDiscovered and no engine", err, w.Running("d"))
 	}
 	host := vantagev1.TargetRole_TARGET_ROLE_HOST
@@ -53,15 +54,16 @@ func TestReloadUsesDiscoveredTargets(t *testing.T) {
 			vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, start, store.AuditEntry{}); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Reload(ctx); err != nil {
+		if err := reload(ctx, w); err != nil {
 			t.Fatal(err)
 		}
 	}
 	targets := func() []string {
-		sp, ok := w.Spec("d")
-		if !ok {
+		r := w.get("d")
+		if r == nil {
 			t.Fatal("no engine for d")
 		}
+		sp := r.spec
 		var out []string
 		for _, tg := range sp.Targets() {
 			out = append(out, tg.Addr.String()+" "+tg.Role.String())
@@ -82,7 +84,7 @@ func TestReloadUsesDiscoveredTargets(t *testing.T) {
 		vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING, start, store.AuditEntry{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Reload(ctx); err != nil || w.Running("d") {
+	if err := reload(ctx, w); err != nil || w.Running("d") {
 		t.Fatalf("Reload = %v, running %v; want stopped while discovering", err, w.Running("d"))
 	}
 	if _, err := w.Replay(ctx, "d", start, start.Add(timeSec(60)), nil); !errors.Is(err, ErrReplay) {

@@ -1,4 +1,4 @@
-package discoverer_test
+package discovery_test
 
 import (
 	"context"
@@ -18,10 +18,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
-	"github.com/vantage-net/vantage/controller/discoverer"
-	"github.com/vantage-net/vantage/controller/engine"
+	"github.com/vantage-net/vantage/controller/catalogue"
+	"github.com/vantage-net/vantage/controller/discovery"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
+	"github.com/vantage-net/vantage/controller/trigger"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -70,13 +71,13 @@ type harness struct {
 	sess    *fakeSessions
 	clock   *fakeClock
 	logs    *logRecorder
-	r       *discoverer.Runner
+	r       *discovery.Runner
 	changed atomic.Int32
 }
 
 // newHarness opens the store and builds the runner; start runs it (Close
 // at cleanup, before the store closes).
-func newHarness(t *testing.T, opt func(*discoverer.Options)) *harness {
+func newHarness(t *testing.T, opt func(*discovery.Options)) *harness {
 	t.Helper()
 	db, err := sqlite.Open(t.Context(), t.TempDir())
 	if err != nil {
@@ -84,7 +85,7 @@ func newHarness(t *testing.T, opt func(*discoverer.Options)) *harness {
 	}
 	t.Cleanup(func() { db.Close() })
 	h := &harness{t: t, ctx: t.Context(), db: db, sess: newFakeSessions(), clock: &fakeClock{t: t0}, logs: &logRecorder{}}
-	opts := discoverer.Options{Store: db, Sessions: h.sess, Log: slog.New(h.logs), Now: h.clock.now,
+	opts := discovery.Options{Store: db, Sessions: h.sess, Log: slog.New(h.logs), Now: h.clock.now,
 		Changed: func(context.Context) { h.changed.Add(1) },
 		// Real timers stay tiny; the store is read only when kicked (and
 		// at the first tick), so a test decides when the runner sees a
@@ -93,7 +94,7 @@ func newHarness(t *testing.T, opt func(*discoverer.Options)) *harness {
 	if opt != nil {
 		opt(&opts)
 	}
-	h.r = discoverer.New(opts)
+	h.r = discovery.New(opts)
 	return h
 }
 
@@ -478,9 +479,9 @@ func TestKeepsHostsThatAnswered(t *testing.T) {
 				t.Fatalf("%d trace triggers without upstreams: auto", len(got))
 			}
 			// The engine can run what was stored.
-			spec, err := engine.SpecFor(c)
+			spec, err := catalogue.SpecFor(c)
 			if err != nil {
-				t.Fatalf("engine.SpecFor: %v", err)
+				t.Fatalf("catalogue.SpecFor: %v", err)
 			}
 			var hosts []string
 			for _, tg := range spec.Targets() {
@@ -534,7 +535,7 @@ func TestNothingAnswered(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, func(o *discoverer.Options) { o.Settle = 5 * time.Second })
+			h := newHarness(t, func(o *discovery.Options) { o.Settle = 5 * time.Second })
 			h.sess.connect("agt-a", vps)
 			h.sess.connect("agt-b", vps)
 			h.start()
@@ -564,8 +565,8 @@ func TestNothingAnswered(t *testing.T) {
 			if got := len(h.sess.triggers(kindICMP)) + len(h.sess.triggers(kindTrace)); got != 2 {
 				t.Fatalf("%d triggers in all, want the 2 sweep triggers only", got)
 			}
-			if _, err := engine.SpecFor(c); !errors.Is(err, engine.ErrNotDiscovered) {
-				t.Fatalf("engine.SpecFor = %v, want ErrNotDiscovered", err)
+			if _, err := catalogue.SpecFor(c); !errors.Is(err, catalogue.ErrNotDiscovered) {
+				t.Fatalf("catalogue.SpecFor = %v, want ErrNotDiscovered", err)
 			}
 			if h.changed.Load() != 0 || h.logs.count("discovery found nothing") != 1 {
 				t.Fatalf("Changed %d times, %d 'found nothing' logs; want 0 and 1", h.changed.Load(), h.logs.count("discovery found nothing"))
@@ -663,13 +664,13 @@ vantages: {select: {role: vps}}
 				for _, task := range s.tr.GetTasks() {
 					tr := task.GetTrace()
 					if task.GetKind() != kindTrace || !tr.GetParis() || tr.GetProtocol() != vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP ||
-						tr.GetTimeoutMs() != discoverer.TraceTimeoutMs || tr.GetMaxTtl() != tc.maxTTL {
+						tr.GetTimeoutMs() != uint32(trigger.TraceTimeout.Milliseconds()) || tr.GetMaxTtl() != tc.maxTTL {
 						t.Fatalf("trace task %v: want a Paris ICMP trace, max_ttl %d", task, tc.maxTTL)
 					}
 					got = append(got, task.GetTarget())
 				}
 				if !slices.Equal(got, tc.traced) {
-					t.Fatalf("%s traced to %v, want %v (the best %d hosts per network)", s.agent, got, tc.traced, discoverer.DefaultTraceHosts)
+					t.Fatalf("%s traced to %v, want %v (the best %d hosts per network)", s.agent, got, tc.traced, discovery.DefaultTraceHosts)
 				}
 			}
 			if c := h.campaign("up"); c.State != discovering {
@@ -700,9 +701,9 @@ vantages: {select: {role: vps}}
 				t.Fatalf("note %q, want it to contain %q", c.Discovery.Status.GetNote(), tc.note)
 			}
 			h.waitChanged(1)
-			spec, err := engine.SpecFor(c)
+			spec, err := catalogue.SpecFor(c)
 			if err != nil {
-				t.Fatalf("engine.SpecFor: %v", err)
+				t.Fatalf("catalogue.SpecFor: %v", err)
 			}
 			roles := map[string]vantagev1.TargetRole{}
 			for _, tg := range spec.Targets() {
@@ -773,7 +774,7 @@ vantages: {select: {role: vps}, quorum: 2}
 // controller's blocklist keeps the campaign DISCOVERING with the reason.
 func TestLimitsRefuseDiscoveredTargets(t *testing.T) {
 	limits := &campaign.Limits{AllowSpecial: true, Blocklist: []netip.Prefix{netip.MustParsePrefix("198.51.100.50/32")}}
-	h := newHarness(t, func(o *discoverer.Options) { o.Limits = limits })
+	h := newHarness(t, func(o *discovery.Options) { o.Limits = limits })
 	h.sess.connect("agt-a", vps)
 	h.start()
 	h.apply(spec29("lim", 2, "10", "  upstreams: auto\n"))
@@ -945,10 +946,10 @@ func TestSendRefused(t *testing.T) {
 func TestStop(t *testing.T) {
 	cases := []struct {
 		name string
-		stop func(cancel context.CancelFunc, r *discoverer.Runner)
+		stop func(cancel context.CancelFunc, r *discovery.Runner)
 	}{
-		{"Close", func(_ context.CancelFunc, r *discoverer.Runner) { r.Close() }},
-		{"context cancelled", func(cancel context.CancelFunc, _ *discoverer.Runner) {
+		{"Close", func(_ context.CancelFunc, r *discovery.Runner) { r.Close() }},
+		{"context cancelled", func(cancel context.CancelFunc, _ *discovery.Runner) {
 			cancel()
 			deadline := time.Now().Add(waitLimit)
 			for runnerLoops() > 0 && time.Now().Before(deadline) {
@@ -1038,5 +1039,5 @@ func waitNoLoops(t *testing.T) {
 func runnerLoops() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "discoverer.(*Runner).Start.func")
+	return strings.Count(string(buf), "discovery.(*Runner).Start.func")
 }

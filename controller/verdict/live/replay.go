@@ -1,4 +1,4 @@
-package engine
+package live
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/verdict"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -59,8 +60,8 @@ func (w *Worker) Replay(ctx context.Context, name string, from, to time.Time, pa
 	if err != nil {
 		return nil, fmt.Errorf("campaign %q: %w", name, err)
 	}
-	spec, err := SpecFor(c) // with the discovered targets, if any
-	if errors.Is(err, ErrNotDiscovered) {
+	spec, err := catalogue.SpecFor(c) // with the discovered targets, if any
+	if errors.Is(err, catalogue.ErrNotDiscovered) {
 		return nil, fmt.Errorf("%w: campaign %s: no target to replay until its discovery has finished", ErrReplay, name)
 	}
 	if err != nil {

@@ -1,14 +1,14 @@
-package engine
+package live
 
 import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/internal/taskid"
 )
 
 // Task refusals and agent health.
@@ -136,7 +136,7 @@ func TaskStatusReasons(sts []store.TaskStatus) []string {
 			}
 			continue
 		}
-		c, _, _ := strings.Cut(st.TaskID, "/")
+		c := taskid.Campaign(st.TaskID)
 		g := groups[c]
 		if g == nil {
 			g = &group{}

@@ -1,4 +1,4 @@
-package engine
+package live
 
 import (
 	"context"
@@ -33,10 +33,10 @@ func TestReplay(t *testing.T) {
 	ctx := context.Background()
 	w, db, clk := setup(t)
 	db.PutCampaign(ctx, "a", specA, start, store.AuditEntry{})
-	if err := w.Reload(ctx); err != nil {
+	if err := reload(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	sp, _ := w.Spec("a")
+	sp := specOf(t, w, "a")
 	agents := []string{"agt-00000000000000a1", "agt-00000000000000a2"}
 	db.CreateJoinToken(ctx, store.JoinToken{Hash: "h", ExpiresAt: start.Add(time.Hour), CreatedAt: start}, store.AuditEntry{})
 	for _, id := range agents {

@@ -1,4 +1,4 @@
-package discoverer_test
+package discovery_test
 
 import (
 	"context"

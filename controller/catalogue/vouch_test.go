@@ -1,4 +1,4 @@
-package engine
+package catalogue
 
 import (
 	"context"
@@ -14,18 +14,8 @@ import (
 // campaign, another target, an unknown task or an agent not selected.
 func TestVouches(t *testing.T) {
 	ctx := context.Background()
-	w, db, _ := setup(t)
-	const selected = `name: p
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 1}
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-vantages: {select: {role: vps}}
-`
+	cat, db := setup(t)
+	selected := spec("p", 0, "  hosts: {per_network: 1}\n") + "vantages: {select: {role: vps}}\n"
 	if _, _, err := db.PutCampaign(ctx, "p", selected, start, store.AuditEntry{}); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +37,7 @@ vantages: {select: {role: vps}}
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := w.Vouches(ctx, tc.campaign, tc.task, tc.target, tc.labels); got != tc.want {
+			if got := cat.Vouches(ctx, tc.campaign, tc.task, tc.target, tc.labels); got != tc.want {
 				t.Errorf("Vouches(%s, %s, %s) = %v, want %v", tc.campaign, tc.task, tc.target, got, tc.want)
 			}
 		})
@@ -55,7 +45,7 @@ vantages: {select: {role: vps}}
 	if err := db.DeleteCampaign(ctx, "p", store.AuditEntry{}); err != nil {
 		t.Fatal(err)
 	}
-	if w.Vouches(ctx, "p", "p/icmp/198.18.0.10", "198.18.0.10", vps) {
+	if cat.Vouches(ctx, "p", "p/icmp/198.18.0.10", "198.18.0.10", vps) {
 		t.Error("a deleted campaign's task is still vouched for")
 	}
 }

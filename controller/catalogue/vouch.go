@@ -1,4 +1,4 @@
-package engine
+package catalogue
 
 import (
 	"context"
@@ -27,14 +27,14 @@ type vouchEntry struct {
 // state: a paused campaign's results were produced while it ran), its
 // vantage selection matches the labels, and its expansion has that task
 // for that target. ingest asks this before it refuses a result as a gap.
-func (w *Worker) Vouches(ctx context.Context, campaignName, taskID, target string, labels map[string]string) bool {
-	c, err := w.opts.Store.GetCampaign(ctx, campaignName)
+func (cat *Catalogue) Vouches(ctx context.Context, campaignName, taskID, target string, labels map[string]string) bool {
+	c, err := cat.st.GetCampaign(ctx, campaignName)
 	if err != nil {
 		return false // deleted (or the store failed: refuse, never guess)
 	}
-	w.vouch.mu.Lock()
-	defer w.vouch.mu.Unlock()
-	e, ok := w.vouch.specs[campaignName]
+	cat.vouch.mu.Lock()
+	defer cat.vouch.mu.Unlock()
+	e, ok := cat.vouch.specs[campaignName]
 	if !ok || e.version != c.Version {
 		spec, err := SpecFor(c)
 		if err != nil {
@@ -44,10 +44,10 @@ func (w *Worker) Vouches(ctx context.Context, campaignName, taskID, target strin
 		for _, t := range spec.Tasks(time.Time{}) {
 			e.tasks[t.GetId()] = t.GetTarget()
 		}
-		if w.vouch.specs == nil {
-			w.vouch.specs = map[string]vouchEntry{}
+		if cat.vouch.specs == nil {
+			cat.vouch.specs = map[string]vouchEntry{}
 		}
-		w.vouch.specs[campaignName] = e
+		cat.vouch.specs[campaignName] = e
 	}
 	got, ok := e.tasks[taskID]
 	return ok && got == target && e.spec.SelectsAgent(labels)

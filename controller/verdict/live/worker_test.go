@@ -1,4 +1,4 @@
-package engine
+package live
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -55,9 +57,34 @@ func setup(t *testing.T) (*Worker, store.Store, *fakeClock) {
 	}
 	t.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: start}
-	w := New(Options{Store: db, Now: clk.Now, WatcherBuffer: 64})
+	w := New(Options{Store: db, Campaigns: catalogue.New(catalogue.Options{Store: db}), Now: clk.Now, WatcherBuffer: 64})
 	t.Cleanup(func() { w.Close() })
 	return w, db, clk
+}
+
+// reload reloads w's catalogue from the store, then w, as
+// catalogue.Changed does.
+func reload(ctx context.Context, w *Worker) error {
+	return errors.Join(w.opts.Campaigns.Reload(ctx), w.Reload(ctx))
+}
+
+// runningNames lists the campaigns w runs an engine for, by name.
+func runningNames(w *Worker) []string {
+	var out []string
+	for _, r := range w.all() {
+		out = append(out, r.stored.Name)
+	}
+	return out
+}
+
+// specOf is the spec campaign name's engine was built from.
+func specOf(t *testing.T, w *Worker, name string) *campaign.Spec {
+	t.Helper()
+	r := w.get(name)
+	if r == nil {
+		t.Fatalf("no engine for %s", name)
+	}
+	return r.spec
 }
 
 func TestReloadFollowsCampaignState(t *testing.T) {
@@ -79,13 +106,11 @@ func TestReloadFollowsCampaignState(t *testing.T) {
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
 			s.do()
-			if err := w.Reload(ctx); err != nil {
+			if err := reload(ctx, w); err != nil {
 				t.Fatal(err)
 			}
 			var got []string
-			for _, sp := range w.Active() {
-				got = append(got, sp.Name())
-			}
+			got = runningNames(w)
 			if len(got) != len(s.want) {
 				t.Fatalf("active = %v; want %v", got, s.want)
 			}
@@ -102,7 +127,7 @@ func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
 	ctx := context.Background()
 	w, db, clk := setup(t)
 	db.PutCampaign(ctx, "a", specA, start, store.AuditEntry{})
-	if err := w.Reload(ctx); err != nil {
+	if err := reload(ctx, w); err != nil {
 		t.Fatal(err)
 	}
 	wa := w.Watch("a", vantagev1.Level_LEVEL_UNSPECIFIED)
@@ -110,7 +135,7 @@ func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
 	other := w.Watch("b", vantagev1.Level_LEVEL_UNSPECIFIED)
 	defer other.Close()
 
-	sp, _ := w.Spec("a")
+	sp := specOf(t, w, "a")
 	agents := []string{"agt-00000000000000a1", "agt-00000000000000a2"}
 	for _, id := range agents {
 		w.SetAgentConnected(id, nil, true, start)
@@ -160,9 +185,9 @@ func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
 	}
 
 	// A rebuilt engine (restart) that finds the same states logs nothing new.
-	w2 := New(Options{Store: db, Now: clk.Now})
+	w2 := New(Options{Store: db, Campaigns: catalogue.New(catalogue.Options{Store: db}), Now: clk.Now})
 	defer w2.Close()
-	if err := w2.Reload(ctx); err != nil {
+	if err := reload(ctx, w2); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range agents {
@@ -235,9 +260,9 @@ func TestRefeedOnRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Set(start.Add(35 * time.Second))
-	w2 := New(Options{Store: db, Now: clk.Now})
+	w2 := New(Options{Store: db, Campaigns: catalogue.New(catalogue.Options{Store: db}), Now: clk.Now})
 	defer w2.Close()
-	if err := w2.Reload(ctx); err != nil {
+	if err := reload(ctx, w2); err != nil {
 		t.Fatal(err)
 	}
 	if err := w2.Evaluate(ctx); err != nil {
