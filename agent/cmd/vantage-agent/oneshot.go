@@ -23,6 +23,8 @@ import (
 	"github.com/vantage-net/vantage/agent/probe"
 	"github.com/vantage-net/vantage/agent/probe/icmp"
 	"github.com/vantage-net/vantage/agent/probe/trace"
+	"github.com/vantage-net/vantage/internal/taskid"
+	"github.com/vantage-net/vantage/internal/tracedefaults"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -92,7 +94,7 @@ A progress line is drawn on stderr only when stderr is a terminal.`,
 	f.IntVar(&o.retries, "retries", 0, "extra echo requests after a miss (icmp, 0..5)")
 	f.StringVar(&o.protocol, "protocol", "icmp", "trace protocol: icmp, udp or tcp")
 	f.BoolVar(&o.paris, "paris", true, "Paris traceroute (constant flow identifier)")
-	f.IntVar(&o.maxTTL, "max-ttl", 30, "highest TTL a trace probes")
+	f.IntVar(&o.maxTTL, "max-ttl", tracedefaults.MaxTTL, "highest TTL a trace probes")
 	f.BoolVar(&o.allowSpecialRanges, "allow-special-ranges", false, "allow loopback, RFC 1918 and other special-purpose ranges (labs only)")
 	f.BoolVar(&o.unprivileged, "unprivileged", false, "use the portable engines (datagram ICMP, connect) even with raw sockets")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: json or text")
@@ -289,8 +291,8 @@ func (o probeOptions) validate(kind vantagev1.ProbeKind) error {
 		return fmt.Errorf("--timeout %v: must be in (0, 30s]", o.timeout)
 	case o.retries < 0 || o.retries > 5:
 		return fmt.Errorf("--retries %d: must be 0..5", o.retries)
-	case o.maxTTL < 1 || o.maxTTL > guard.DefaultMaxTTL:
-		return fmt.Errorf("--max-ttl %d: must be 1..%d", o.maxTTL, guard.DefaultMaxTTL)
+	case o.maxTTL < 1 || o.maxTTL > guard.MaxTTL:
+		return fmt.Errorf("--max-ttl %d: must be 1..%d", o.maxTTL, guard.MaxTTL)
 	case o.output != "json" && o.output != "text":
 		return fmt.Errorf("-o %q: want json or text", o.output)
 	}
@@ -327,15 +329,14 @@ func portsFor(kind vantagev1.ProbeKind, o probeOptions) int {
 	return 1
 }
 
+// taskID is the id of a one-shot task, spelled as a campaign's
+// (internal/taskid): "oneshot/<kind>/<target>", the target of a tcp task
+// with its port.
 func taskID(kind vantagev1.ProbeKind, target string, port uint32) string {
-	switch kind {
-	case vantagev1.ProbeKind_PROBE_KIND_TCP:
-		return oneShotCampaign + "/tcp/" + netip.AddrPortFrom(netip.MustParseAddr(target), uint16(port)).String()
-	case vantagev1.ProbeKind_PROBE_KIND_TRACE:
-		return oneShotCampaign + "/trace/" + target
-	default:
-		return oneShotCampaign + "/icmp/" + target
+	if kind == vantagev1.ProbeKind_PROBE_KIND_TCP {
+		target = taskid.TCPTarget(target, int64(port))
 	}
+	return taskid.New(oneShotCampaign, taskid.Kind(kind), target)
 }
 
 // taskMaker builds the tasks for each address (one per port for tcp).
@@ -352,11 +353,10 @@ type taskMaker struct {
 }
 
 func newTaskMaker(kind vantagev1.ProbeKind, o probeOptions) *taskMaker {
-	m := &taskMaker{kind: kind, ports: []uint16{0}}
+	m := &taskMaker{kind: kind, ports: []uint16{0}, prefix: taskid.Prefix(oneShotCampaign, taskid.Kind(kind))}
 	timeoutMs := uint32(o.timeout.Milliseconds())
 	switch kind {
 	case vantagev1.ProbeKind_PROBE_KIND_TCP:
-		m.prefix = oneShotCampaign + "/tcp/"
 		m.ports = m.ports[:0]
 		for _, p := range o.ports {
 			spec := &vantagev1.Task_Tcp{Tcp: &vantagev1.TcpSpec{Port: uint32(p), Mode: vantagev1.TcpMode_TCP_MODE_SYN, TimeoutMs: timeoutMs}}
@@ -364,7 +364,6 @@ func newTaskMaker(kind vantagev1.ProbeKind, o probeOptions) *taskMaker {
 			m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 		}
 	case vantagev1.ProbeKind_PROBE_KIND_TRACE:
-		m.prefix = oneShotCampaign + "/trace/"
 		proto, _ := traceProtocol(o.protocol)
 		ts := &vantagev1.TraceSpec{Protocol: proto, Paris: o.paris, MaxTtl: uint32(o.maxTTL), TimeoutMs: timeoutMs}
 		if len(o.ports) > 0 && proto != vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP {
@@ -373,7 +372,6 @@ func newTaskMaker(kind vantagev1.ProbeKind, o probeOptions) *taskMaker {
 		spec := &vantagev1.Task_Trace{Trace: ts}
 		m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 	default:
-		m.prefix = oneShotCampaign + "/icmp/"
 		spec := &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{Retries: uint32(o.retries), TimeoutMs: timeoutMs}}
 		m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 	}
@@ -402,23 +400,13 @@ func (m *taskMaker) ids(a netip.Addr, port uint16) (id, target string) {
 	var buf [96]byte
 	b := append(buf[:0], m.prefix...)
 	start := len(b)
-	bracket := port != 0 && a.Is6()
-	if bracket {
-		b = append(b, '[')
-	}
 	b = a.AppendTo(b)
 	end := len(b)
-	if port != 0 {
-		if bracket {
-			b = append(b, ']')
-		}
+	if port != 0 { // taskid.TCPTarget: "<addr>:<port>", unbracketed
 		b = append(b, ':')
 		b = strconv.AppendUint(b, uint64(port), 10)
 	}
 	id = string(b)
-	if bracket {
-		start++
-	}
 	return id, id[start:end]
 }
 

@@ -28,8 +28,8 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/vantage-net/vantage/internal/tracedefaults"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -37,12 +37,13 @@ import (
 // ProbeResult.engine says the protocol, e.g. "trace/udp-paris".
 const EngineName = "trace/raw"
 
-// Defaults for TraceSpec fields left zero, and hard caps.
+// Defaults for TraceSpec fields left zero, and the highest max_ttl a
+// trace probes: the values agent and controller share (tracedefaults).
 const (
-	DefaultMaxTTL   = 30
-	DefaultGapLimit = 5
-	DefaultTimeout  = 2 * time.Second
-	maxTTLCap       = 64
+	DefaultMaxTTL   = tracedefaults.MaxTTL
+	DefaultGapLimit = tracedefaults.GapLimit
+	DefaultTimeout  = tracedefaults.Timeout
+	maxTTLCap       = tracedefaults.MaxTTLCap
 )
 
 // Limiter paces probe packets (the agent's guard).
