@@ -9,6 +9,14 @@
 // connect) and trace (Paris traceroute on raw sockets). Which engine runs
 // is decided once, at start, by what the host allows; it is reported in
 // Hello.capabilities.engines and in every result's engine field.
+//
+// On the agent "engine" has one meaning: a probe implementation, known by
+// its name ("icmp/bulk-raw", "tcp/connect", ...: the Engine* constants of
+// the kind packages), which the wire carries in ProbeResult.engine,
+// TaskStatus.engine and Capabilities.engines (proto is fixed, so the field
+// keeps that name). The Go types that do the work are named for what they
+// are: icmp.Bulk and tcp.Syn over the shared bulk.Mux, icmp.Prober,
+// tcp.Prober and trace.Prober over trace.Tracer.
 package probe
 
 import (
@@ -71,12 +79,12 @@ type Registry struct {
 	caps     *vantagev1.Capabilities
 }
 
-// Engine names for the portable paths, as reported.
+// Engine names (ProbeResult.engine) of the kinds' implementations.
 const (
 	EngineICMPPortable = icmp.EngineUDP
 	EngineICMPBulk     = icmp.EngineBulk
 	EngineTCPSyn       = tcp.EngineSYN
-	EngineTCPConnect   = tcp.Engine
+	EngineTCPConnect   = tcp.EngineConnect
 )
 
 // NewRegistry detects which sockets this host allows, logs it, and builds
@@ -116,14 +124,14 @@ func NewRegistryWith(log *slog.Logger, o Options) *Registry {
 		TcpSyn:     r.syn != nil,
 		TcpConnect: true,
 	}
-	caps.Engines = []string{"icmp=" + r.icmpEngine(false), "tcp=" + tcp.Engine}
+	caps.Engines = []string{"icmp=" + r.icmpEngine(false), "tcp=" + tcp.EngineConnect}
 	if r.syn != nil {
 		caps.Engines = append(caps.Engines, "tcp="+tcp.EngineSYN)
 	}
 	if !o.Unprivileged {
 		caps.TraceProtocols = trace.Protocols()
 		if len(caps.TraceProtocols) > 0 {
-			caps.Engines = append(caps.Engines, "trace="+trace.EngineName)
+			caps.Engines = append(caps.Engines, "trace="+trace.EngineRaw)
 		}
 	}
 	r.caps = caps
@@ -239,9 +247,9 @@ func (r *Registry) Batch(kind vantagev1.ProbeKind) (Batch, string, error) {
 		if r.syn != nil {
 			return r.syn, tcp.EngineSYN, nil
 		}
-		return BatchOf(r.tcp, 256), tcp.Engine, nil
+		return BatchOf(r.tcp, 256), tcp.EngineConnect, nil
 	case vantagev1.ProbeKind_PROBE_KIND_TRACE:
-		return BatchOf(r.trace, 256), trace.EngineName, nil
+		return BatchOf(r.trace, 256), trace.EngineRaw, nil
 	default:
 		return nil, "", fmt.Errorf("kind %v: no batch engine for this kind", kind)
 	}

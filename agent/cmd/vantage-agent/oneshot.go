@@ -238,7 +238,7 @@ func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("trace engine (needs raw sockets, CAP_NET_RAW): %w", err)
 		}
-		return te, trace.EngineName, func() { _ = te.Close() }, nil
+		return te, trace.EngineRaw, func() { _ = te.Close() }, nil
 	}
 	if kind == vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO && !o.unprivileged {
 		// The bulk engine alone: the registry would also open the TCP SYN

@@ -62,7 +62,7 @@ func TestRealConnectLoopback(t *testing.T) {
 			if res.GetOutcome() != tc.want {
 				t.Fatalf("outcome = %v (error %q), want %v", res.GetOutcome(), res.GetError(), tc.want)
 			}
-			if res.GetEngine() != Engine || res.GetPort() != tc.port || res.GetAttempts() != 1 {
+			if res.GetEngine() != EngineConnect || res.GetPort() != tc.port || res.GetAttempts() != 1 {
 				t.Errorf("engine/port/attempts = %q/%d/%d", res.GetEngine(), res.GetPort(), res.GetAttempts())
 			}
 			if res.GetReplyFrom() != "127.0.0.1" {

@@ -33,9 +33,9 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// EngineName is the name reported to the controller in Capabilities.engines;
+// EngineRaw is the name reported to the controller in Capabilities.engines;
 // ProbeResult.engine says the protocol, e.g. "trace/udp-paris".
-const EngineName = "trace/raw"
+const EngineRaw = "trace/raw"
 
 // Defaults for TraceSpec fields left zero, and the highest max_ttl a
 // trace probes: the values agent and controller share (tracedefaults).
@@ -80,7 +80,7 @@ func (p *Prober) tracer() (*Tracer, error) {
 func (p *Prober) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResult {
 	e, err := p.tracer()
 	if err != nil {
-		res := &vantagev1.ProbeResult{Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Engine: EngineName}
+		res := &vantagev1.ProbeResult{Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Engine: EngineRaw}
 		return fail(res, err)
 	}
 	return e.Probe(ctx, t)
