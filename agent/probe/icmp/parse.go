@@ -58,47 +58,13 @@ func decode4(ids idRange, pkt []byte, m *bulk.Match) bulk.Verdict {
 	}
 	switch b[0] {
 	case v4EchoReply:
-		id, seq := binary.BigEndian.Uint16(b[4:6]), binary.BigEndian.Uint16(b[6:8])
-		slot, ok := ids.slot(id, seq)
-		if !ok {
-			return bulk.Foreign
-		}
-		if len(b) < 8+cookieBytes {
-			return bulk.Malformed
-		}
-		m.Slot, m.Dst = slot, m.From
-		m.Cookie, m.CookieMask = binary.BigEndian.Uint64(b[8:16]), ^uint64(0)
-		m.Outcome = vantagev1.Outcome_OUTCOME_REPLY
-		return bulk.Ours
+		return echoReply(ids, b, m)
 	case v4Unreachable, v4TimeExceeded:
-		q := b[8:]
-		qihl, err := rawsock.IPv4Header(q)
+		q, err := rawsock.QuotedIPv4(b[8:])
 		if err != nil {
 			return bulk.Malformed
 		}
-		if q[9] != protoICMP {
-			return bulk.Foreign
-		}
-		qi := q[qihl:]
-		if len(qi) < 8 {
-			return bulk.Malformed
-		}
-		if qi[0] != v4EchoRequest {
-			return bulk.Foreign
-		}
-		slot, ok := ids.slot(binary.BigEndian.Uint16(qi[4:6]), binary.BigEndian.Uint16(qi[6:8]))
-		if !ok {
-			return bulk.Foreign
-		}
-		m.Slot, m.Dst = slot, netip.AddrFrom4([4]byte(q[16:20]))
-		if len(qi) >= 8+cookieBytes {
-			m.Cookie, m.CookieMask = binary.BigEndian.Uint64(qi[8:16]), ^uint64(0)
-		}
-		m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(b[1])
-		if b[0] == v4TimeExceeded {
-			m.Note = noteTimeExceeded
-		}
-		return bulk.Ours
+		return quotedEcho(ids, b, q, echo4, m)
 	default:
 		return bulk.Foreign
 	}
@@ -113,48 +79,68 @@ func decode6(ids idRange, pkt []byte, from netip.Addr, hop int, m *bulk.Match) b
 	m.From, m.TTL = from, hop
 	switch pkt[0] {
 	case v6EchoReply:
-		slot, ok := ids.slot(binary.BigEndian.Uint16(pkt[4:6]), binary.BigEndian.Uint16(pkt[6:8]))
-		if !ok {
-			return bulk.Foreign
-		}
-		if len(pkt) < 8+cookieBytes {
-			return bulk.Malformed
-		}
-		m.Slot, m.Dst = slot, from
-		m.Cookie, m.CookieMask = binary.BigEndian.Uint64(pkt[8:16]), ^uint64(0)
-		m.Outcome = vantagev1.Outcome_OUTCOME_REPLY
-		return bulk.Ours
+		return echoReply(ids, pkt, m)
 	case v6Unreachable, v6TimeExceeded:
-		q := pkt[8:]
-		if len(q) < 40 || q[0]>>4 != 6 {
+		q, err := rawsock.QuotedIPv6(pkt[8:])
+		if err != nil {
 			return bulk.Malformed
 		}
-		if q[6] != protoICMPv6 {
-			return bulk.Foreign // extension headers are not walked: not ours
-		}
-		qi := q[40:]
-		if len(qi) < 8 {
-			return bulk.Malformed
-		}
-		if qi[0] != v6EchoRequest {
-			return bulk.Foreign
-		}
-		slot, ok := ids.slot(binary.BigEndian.Uint16(qi[4:6]), binary.BigEndian.Uint16(qi[6:8]))
-		if !ok {
-			return bulk.Foreign
-		}
-		m.Slot, m.Dst = slot, netip.AddrFrom16([16]byte(q[24:40]))
-		if len(qi) >= 8+cookieBytes {
-			m.Cookie, m.CookieMask = binary.BigEndian.Uint64(qi[8:16]), ^uint64(0)
-		}
-		m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(pkt[1])
-		if pkt[0] == v6TimeExceeded {
-			m.Note = noteTimeExceeded
-		}
-		return bulk.Ours
+		return quotedEcho(ids, pkt, q, echo6, m) // extension headers are not walked: not ours
 	default:
 		return bulk.Foreign
 	}
+}
+
+// family is what an address family's ICMP calls the messages decode reads.
+type family struct{ proto, echoRequest, timeExceeded uint8 }
+
+var (
+	echo4 = family{proto: protoICMP, echoRequest: v4EchoRequest, timeExceeded: v4TimeExceeded}
+	echo6 = family{proto: protoICMPv6, echoRequest: v6EchoRequest, timeExceeded: v6TimeExceeded}
+)
+
+// echoReply matches an echo reply (msg: its ICMP header and payload) from
+// m.From by its id, sequence number and cookie.
+func echoReply(ids idRange, msg []byte, m *bulk.Match) bulk.Verdict {
+	slot, ok := ids.slot(binary.BigEndian.Uint16(msg[4:6]), binary.BigEndian.Uint16(msg[6:8]))
+	if !ok {
+		return bulk.Foreign
+	}
+	if len(msg) < 8+cookieBytes {
+		return bulk.Malformed
+	}
+	m.Slot, m.Dst = slot, m.From
+	m.Cookie, m.CookieMask = binary.BigEndian.Uint64(msg[8:16]), ^uint64(0)
+	m.Outcome = vantagev1.Outcome_OUTCOME_REPLY
+	return bulk.Ours
+}
+
+// quotedEcho matches an ICMP error (msg: its ICMP header) by the echo
+// request of ours it quotes (q); the cookie counts only when quoted.
+func quotedEcho(ids idRange, msg []byte, q rawsock.Quoted, f family, m *bulk.Match) bulk.Verdict {
+	if q.Proto != f.proto {
+		return bulk.Foreign
+	}
+	qi := q.L4
+	if len(qi) < 8 {
+		return bulk.Malformed
+	}
+	if qi[0] != f.echoRequest {
+		return bulk.Foreign
+	}
+	slot, ok := ids.slot(binary.BigEndian.Uint16(qi[4:6]), binary.BigEndian.Uint16(qi[6:8]))
+	if !ok {
+		return bulk.Foreign
+	}
+	m.Slot, m.Dst = slot, q.Dst
+	if len(qi) >= 8+cookieBytes {
+		m.Cookie, m.CookieMask = binary.BigEndian.Uint64(qi[8:16]), ^uint64(0)
+	}
+	m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(msg[1])
+	if msg[0] == f.timeExceeded {
+		m.Note = noteTimeExceeded
+	}
+	return bulk.Ours
 }
 
 // encodeEcho writes an echo request: the cookie in the first payload

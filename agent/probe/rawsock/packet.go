@@ -1,7 +1,8 @@
 package rawsock
 
-// What every raw-socket prober needs of IP packets: the Internet checksum
-// and the IPv4 header's length. The probe kinds keep their own formats.
+// What every raw-socket prober needs of IP packets: the Internet checksum,
+// the IPv4 header's length, and the IP header of the datagram an ICMP
+// error quotes. The probe kinds keep their own formats.
 
 import (
 	"errors"
@@ -34,6 +35,39 @@ func IPv4Header(b []byte) (int, error) {
 		return 0, ErrTruncated
 	}
 	return ihl, nil
+}
+
+// Quoted is the start of the datagram an ICMP error quotes, as its IP
+// header gives it: the destination, the TTL (hop limit) left when it
+// expired, the protocol (next header), and what follows the header.
+type Quoted struct {
+	Dst   netip.Addr
+	TTL   uint8
+	Proto uint8
+	L4    []byte
+}
+
+// QuotedIPv4 reads a quoted IPv4 datagram q (IPv4Header's errors).
+func QuotedIPv4(q []byte) (Quoted, error) {
+	ihl, err := IPv4Header(q)
+	if err != nil {
+		return Quoted{}, err
+	}
+	return Quoted{Dst: netip.AddrFrom4([4]byte(q[16:20])), TTL: q[8], Proto: q[9], L4: q[ihl:]}, nil
+}
+
+// QuotedIPv6 reads a quoted IPv6 datagram q: ErrTruncated when the fixed
+// header is not all there, ErrMalformed when it is not version 6.
+// Extension headers are not walked (Proto is the first next header): no
+// probe sends one.
+func QuotedIPv6(q []byte) (Quoted, error) {
+	if len(q) < 40 {
+		return Quoted{}, ErrTruncated
+	}
+	if q[0]>>4 != 6 {
+		return Quoted{}, ErrMalformed
+	}
+	return Quoted{Dst: netip.AddrFrom16([16]byte(q[24:40])), TTL: q[7], Proto: q[6], L4: q[40:]}, nil
 }
 
 // Sum adds b to a running one's-complement sum (unfolded), 16 bits at a

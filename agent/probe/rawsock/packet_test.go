@@ -58,3 +58,37 @@ func TestPseudoSum(t *testing.T) {
 		t.Fatalf("IPv6 pseudo-header sum %#x", s6)
 	}
 }
+
+// TestQuoted reads the IP header of a quoted datagram of each family.
+func TestQuoted(t *testing.T) {
+	q4 := make([]byte, 28)
+	q4[0], q4[8], q4[9] = 0x45, 1, 17
+	copy(q4[16:20], []byte{198, 18, 0, 1})
+	q6 := make([]byte, 48)
+	q6[0], q6[6], q6[7] = 0x60, 58, 2
+	copy(q6[24:40], netip.MustParseAddr("2001:db8::1").AsSlice())
+	tests := []struct {
+		name    string
+		parse   func([]byte) (Quoted, error)
+		q       []byte
+		want    Quoted
+		wantErr error
+	}{
+		{"IPv4", QuotedIPv4, q4, Quoted{Dst: netip.MustParseAddr("198.18.0.1"), TTL: 1, Proto: 17}, nil},
+		{"IPv4 short", QuotedIPv4, q4[:19], Quoted{}, ErrTruncated},
+		{"IPv6", QuotedIPv6, q6, Quoted{Dst: netip.MustParseAddr("2001:db8::1"), TTL: 2, Proto: 58}, nil},
+		{"IPv6 short", QuotedIPv6, q6[:39], Quoted{}, ErrTruncated},
+		{"IPv4 as IPv6", QuotedIPv6, append(q4, make([]byte, 20)...), Quoted{}, ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.parse(tc.q)
+			if got.Dst != tc.want.Dst || got.TTL != tc.want.TTL || got.Proto != tc.want.Proto || !errors.Is(err, tc.wantErr) {
+				t.Fatalf("= %+v, %v; want %+v, %v", got, err, tc.want, tc.wantErr)
+			}
+			if err == nil && len(got.L4) != 8 {
+				t.Fatalf("L4 is %d bytes, want 8", len(got.L4))
+			}
+		})
+	}
+}

@@ -107,24 +107,16 @@ func parseICMP4(pkt []byte) (reply, error) {
 	if rawsock.Checksum(0, msg) != 0 {
 		return r, errGarbage
 	}
-	r.icmpType, r.icmpCode = msg[0], msg[1]
-	switch r.icmpType {
-	case v4EchoReply:
-		r.kind = kindEchoReply
-		r.proto = protoICMP
-		r.sport = binary.BigEndian.Uint16(msg[4:6])
-		r.tag = binary.BigEndian.Uint16(msg[6:8])
-		r.payloadN = uint8(copy(r.payload[:], msg[8:]))
-		return r, nil
-	case v4TimeExceeded:
-		r.kind = kindTimeExceeded
-	case v4Unreachable:
-		r.kind = kindUnreachable
-	default:
-		return r, errNotOurs
+	done, err := readICMP(&r, msg, icmp4)
+	if done || err != nil {
+		return r, err
 	}
 	body := msg[8:]
-	if err := parseQuoted4(&r, body); err != nil {
+	q, err := rawsock.QuotedIPv4(body)
+	if err != nil {
+		return r, err
+	}
+	if err := readQuote(&r, q, icmp4); err != nil {
 		return r, err
 	}
 	// RFC 4884: byte 5 is the length of the original datagram in 32-bit
@@ -133,16 +125,42 @@ func parseICMP4(pkt []byte) (reply, error) {
 	return r, nil
 }
 
-// parseQuoted4 reads the IPv4 header and the first bytes of the transport
-// header of our probe, quoted in an ICMP error (RFC 792 guarantees 8).
-func parseQuoted4(r *reply, q []byte) error {
-	ihl, err := rawsock.IPv4Header(q)
-	if err != nil {
-		return err
+// icmpTypes is one family's numbering of the ICMP messages a trace reads.
+type icmpTypes struct{ proto, echoReply, echoRequest, timeExceeded, unreachable uint8 }
+
+var (
+	icmp4 = icmpTypes{proto: protoICMP, echoReply: v4EchoReply, echoRequest: v4EchoRequest, timeExceeded: v4TimeExceeded, unreachable: v4Unreachable}
+	icmp6 = icmpTypes{proto: protoICMPv6, echoReply: v6EchoReply, echoRequest: v6EchoRequest, timeExceeded: v6TimeExceeded, unreachable: v6Unreachable}
+)
+
+// readICMP reads the ICMP header msg starts with (at least 8 bytes): an
+// echo reply is read whole (done); for an error the kind is set and the
+// quote is left to readQuote. Any other type is not ours.
+func readICMP(r *reply, msg []byte, t icmpTypes) (done bool, err error) {
+	r.icmpType, r.icmpCode = msg[0], msg[1]
+	switch r.icmpType {
+	case t.echoReply:
+		r.kind = kindEchoReply
+		r.proto = t.proto
+		r.sport = binary.BigEndian.Uint16(msg[4:6])
+		r.tag = binary.BigEndian.Uint16(msg[6:8])
+		r.payloadN = uint8(copy(r.payload[:], msg[8:]))
+		return true, nil
+	case t.timeExceeded:
+		r.kind = kindTimeExceeded
+	case t.unreachable:
+		r.kind = kindUnreachable
+	default:
+		return false, errNotOurs
 	}
-	r.quotedTTL = q[8]
-	r.quotedDst = netip.AddrFrom4([4]byte(q[16:20]))
-	return parseQuotedL4(r, q[9], q[ihl:], v4EchoRequest)
+	return false, nil
+}
+
+// readQuote reads our probe as an ICMP error quotes it: the IP header
+// (RFC 792 guarantees it) and the first 8 bytes of the transport header.
+func readQuote(r *reply, q rawsock.Quoted, t icmpTypes) error {
+	r.quotedTTL, r.quotedDst = q.TTL, q.Dst
+	return parseQuotedL4(r, q.Proto, q.L4, t.echoRequest)
 }
 
 // parseQuotedL4 reads the first 8 bytes of the quoted transport header.
@@ -184,37 +202,21 @@ func parseICMP6(msg []byte, src netip.Addr) (reply, error) {
 	if len(msg) < 8 {
 		return r, errTruncated
 	}
-	r.icmpType, r.icmpCode = msg[0], msg[1]
-	switch r.icmpType {
-	case v6EchoReply:
-		r.kind = kindEchoReply
-		r.proto = protoICMPv6
-		r.sport = binary.BigEndian.Uint16(msg[4:6])
-		r.tag = binary.BigEndian.Uint16(msg[6:8])
-		r.payloadN = uint8(copy(r.payload[:], msg[8:]))
-		return r, nil
-	case v6TimeExceeded:
-		r.kind = kindTimeExceeded
-	case v6Unreachable:
-		r.kind = kindUnreachable
-	default:
-		return r, errNotOurs
+	done, err := readICMP(&r, msg, icmp6)
+	if done || err != nil {
+		return r, err
 	}
-	q := msg[8:]
-	if len(q) < 40 {
-		return r, errTruncated
+	body := msg[8:]
+	q, err := rawsock.QuotedIPv6(body)
+	if err != nil {
+		return r, err
 	}
-	if q[0]>>4 != 6 {
-		return r, errGarbage
-	}
-	r.quotedTTL = q[7]
-	r.quotedDst = netip.AddrFrom16([16]byte(q[24:40]))
 	// Probes never carry extension headers: a quote with one is not ours.
-	if err := parseQuotedL4(&r, q[6], q[40:], v6EchoRequest); err != nil {
+	if err := readQuote(&r, q, icmp6); err != nil {
 		return r, err
 	}
 	// RFC 4884 for ICMPv6: byte 4 is the length in 64-bit words.
-	parseExtensions(&r, q, int(msg[4])*8)
+	parseExtensions(&r, body, int(msg[4])*8)
 	return r, nil
 }
 
