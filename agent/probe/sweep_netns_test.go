@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/vantage-net/vantage/agent/probe/icmp"
+	"github.com/vantage-net/vantage/agent/probe/internal/probetest"
 	"github.com/vantage-net/vantage/agent/probe/rawsock"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -121,16 +122,7 @@ func TestRealVaiSweep(t *testing.T) {
 				t.Fatalf("listen in vai-t: %v", err)
 			}
 		})
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_ = c.Close()
-			}
-		}()
+		probetest.Serve(t, ln)
 		b, engine, err := r.Batch(vantagev1.ProbeKind_PROBE_KIND_TCP)
 		if err != nil || engine != EngineTCPSyn {
 			t.Fatalf("Batch = %q, %v; want %s", engine, err, EngineTCPSyn)
