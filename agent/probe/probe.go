@@ -141,10 +141,10 @@ func NewRegistryWith(log *slog.Logger, o Options) *Registry {
 		slog.Bool("tcp_syn", caps.TcpSyn), slog.Any("trace_protocols", caps.TraceProtocols),
 		slog.Any("engines", caps.Engines))
 	if bulkErr != nil {
-		log.Info("bulk icmp engine unavailable; using pro-bing", slog.Any("reason", bulkErr))
+		log.Info("bulk icmp engine unavailable; using pro-bing", slog.Any("error", bulkErr))
 	}
 	if synErr != nil {
-		log.Info("raw tcp syn engine unavailable; syn tasks run with connect", slog.Any("reason", synErr))
+		log.Info("raw tcp syn engine unavailable; syn tasks run with connect", slog.Any("error", synErr))
 	}
 	return r
 }

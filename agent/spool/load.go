@@ -122,7 +122,7 @@ func (d *Disk) loadSegment(id uint64) error {
 			d.stats.CorruptRecords++
 			d.stats.CorruptBytes += fi.Size() - valid
 			d.log.Warn("spool: torn or corrupt tail cut", slog.String("file", path), slog.Int64("offset", valid),
-				slog.Int64("bytes", fi.Size()-valid), slog.String("reason", err.Error()))
+				slog.Int64("bytes", fi.Size()-valid), slog.Any("error", err))
 			if err := f.Truncate(valid); err != nil {
 				return fmt.Errorf("spool: truncate %s: %w", path, err)
 			}
@@ -270,7 +270,7 @@ func (d *Disk) loadGaps() {
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			d.stats.CorruptRecords++
-			d.log.Warn("spool gaps file unreadable; its gaps are lost", slog.String("error", err.Error()))
+			d.log.Warn("spool gaps file unreadable; its gaps are lost", slog.Any("error", err))
 		}
 		return
 	}

@@ -101,7 +101,7 @@ func (o *Outbox) Submit(r *vantagev1.ProbeResult) {
 	err := o.store.Append(r)
 	o.submitMu.Unlock()
 	if err != nil {
-		o.log.Error("spool append failed; result lost", slog.String("task_id", r.GetTaskId()), slog.String("error", err.Error()))
+		o.log.Error("spool append failed; result lost", slog.String("task_id", r.GetTaskId()), slog.Any("error", err))
 		return
 	}
 	if o.unsent.Add(1) >= int64(o.batchMax) {

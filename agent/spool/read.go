@@ -117,7 +117,7 @@ func (d *Disk) walk(p pos, fn func(rec []byte, next pos) bool) error {
 			if err != nil {
 				// Damaged after open: the rest of this segment is skipped.
 				d.stats.CorruptRecords++
-				d.log.Warn("spool record damaged on disk; rest of segment skipped", slog.String("file", s.path), slog.String("error", err.Error()))
+				d.log.Warn("spool record damaged on disk; rest of segment skipped", slog.String("file", s.path), slog.Any("error", err))
 				break
 			}
 			ord++

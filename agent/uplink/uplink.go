@@ -353,7 +353,7 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				c.log.Warn("assignment refused", slog.Uint64("version", m.Assignment.GetVersion()), slog.String("reason", err.Error()))
+				c.log.Warn("assignment refused", slog.Uint64("version", m.Assignment.GetVersion()), slog.Any("error", err))
 				c.out.ReportStatus(&vantagev1.TaskStatus{Refused: true, Reason: fmt.Sprintf("assignment version %d refused: %v", m.Assignment.GetVersion(), err)})
 			}
 		case *vantagev1.ControllerMessage_Trigger:
@@ -361,7 +361,7 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				c.log.Warn("trigger refused", slog.String("trigger_id", m.Trigger.GetId()), slog.String("reason", err.Error()))
+				c.log.Warn("trigger refused", slog.String("trigger_id", m.Trigger.GetId()), slog.Any("error", err))
 				for _, t := range m.Trigger.GetTasks() {
 					c.out.ReportStatus(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: fmt.Sprintf("trigger %s refused: %v", m.Trigger.GetId(), err)})
 				}
@@ -392,7 +392,7 @@ func (c *Client) ack(a *vantagev1.Ack) {
 		return
 	}
 	if err != nil {
-		c.log.Error("spool ack failed; results will be re-sent", slog.String("error", err.Error()))
+		c.log.Error("spool ack failed; results will be re-sent", slog.Any("error", err))
 	}
 }
 
