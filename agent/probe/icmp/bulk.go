@@ -169,18 +169,14 @@ func (b *Bulk) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeRes
 	if err != nil {
 		return fail(res, err)
 	}
-	ch := make(chan *vantagev1.ProbeResult, 1)
-	j.SetDone(func(r *vantagev1.ProbeResult) { ch <- r })
-	if err := b.mux.Submit(ctx, j); err != nil {
-		return fail(res, fmt.Errorf("icmp probe: %w", err))
-	}
-	select {
-	case r := <-ch:
+	r, taken, err := b.mux.Probe(ctx, j)
+	switch {
+	case err == nil:
 		return r
-	case <-ctx.Done():
-		// The engine still owns the job; its result goes to ch and is dropped.
-		return fail(&vantagev1.ProbeResult{Target: res.Target, Kind: res.Kind, Engine: EngineBulk}, fmt.Errorf("icmp probe: %w", ctx.Err()))
+	case taken: // the Mux still owns res
+		res = &vantagev1.ProbeResult{Target: res.Target, Kind: res.Kind, Engine: EngineBulk}
 	}
+	return fail(res, fmt.Errorf("icmp probe: %w", err))
 }
 
 func (b *Bulk) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job, error) {

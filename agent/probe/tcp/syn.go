@@ -150,17 +150,14 @@ func (s *Syn) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResu
 	if err != nil {
 		return fail(res, err)
 	}
-	ch := make(chan *vantagev1.ProbeResult, 1)
-	j.SetDone(func(r *vantagev1.ProbeResult) { ch <- r })
-	if err := s.mux.Submit(ctx, j); err != nil {
-		return fail(res, fmt.Errorf("tcp probe: %w", err))
-	}
-	select {
-	case r := <-ch:
+	r, taken, err := s.mux.Probe(ctx, j)
+	switch {
+	case err == nil:
 		return r
-	case <-ctx.Done():
-		return fail(&vantagev1.ProbeResult{Target: res.Target, Kind: res.Kind, Engine: EngineSYN, Port: res.Port}, fmt.Errorf("tcp probe: %w", ctx.Err()))
+	case taken: // the Mux still owns res
+		res = &vantagev1.ProbeResult{Target: res.Target, Kind: res.Kind, Engine: EngineSYN, Port: res.Port}
 	}
+	return fail(res, fmt.Errorf("tcp probe: %w", err))
 }
 
 func (s *Syn) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job, error) {

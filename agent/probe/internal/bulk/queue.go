@@ -5,6 +5,8 @@ package bulk
 
 import (
 	"context"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 // Submit queues j; it blocks while the queue is full.
@@ -12,6 +14,24 @@ func (mx *Mux) Submit(ctx context.Context, j *Job) error {
 	one := [1]*Job{j}
 	_, err := mx.submit(ctx, one[:])
 	return err
+}
+
+// Probe runs j alone (a kind's per-task Prober) and waits for its result.
+// On an error, taken says whether the Mux had queued j: if so it still
+// owns j's result, which it finishes and drops, and the caller reports
+// the error on a result of its own.
+func (mx *Mux) Probe(ctx context.Context, j *Job) (res *vantagev1.ProbeResult, taken bool, err error) {
+	ch := make(chan *vantagev1.ProbeResult, 1)
+	j.SetDone(func(r *vantagev1.ProbeResult) { ch <- r })
+	if err := mx.Submit(ctx, j); err != nil {
+		return nil, false, err
+	}
+	select {
+	case r := <-ch:
+		return r, true, nil
+	case <-ctx.Done():
+		return nil, true, ctx.Err()
+	}
 }
 
 // queueCap bounds jobs submitted but not yet sent.
