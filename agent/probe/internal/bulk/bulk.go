@@ -1,10 +1,10 @@
 // Package bulk is the Mux shared by the raw-socket probe kinds (ICMP echo
-// and TCP SYN: the engines icmp/bulk-raw and tcp/syn-raw). It exists because what makes a prober scale is
-// the same for every kind: one socket per address family for every task,
-// probe identity encoded in the packet (a slot number plus a keyed cookie)
-// instead of a socket or goroutine per probe, batched system calls, kernel
-// receive timestamps, token-bucket pacing in small bursts, and an in-flight
-// table whose size bounds memory.
+// and TCP SYN: the engines icmp/bulk-raw and tcp/syn-raw). It exists
+// because what makes a prober scale is the same for every kind: one socket
+// per address family for every task, probe identity encoded in the packet
+// (a slot number plus a keyed cookie) instead of a socket or goroutine per
+// probe, batched system calls, kernel receive timestamps, token-bucket
+// pacing in small bursts, and an in-flight table whose size bounds memory.
 //
 // A kind supplies an Encode function (the probe packet for a slot) and one
 // Decode function per receive socket (packet -> Match). The Mux owns the
