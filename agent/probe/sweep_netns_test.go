@@ -92,9 +92,9 @@ func TestRealVaiSweep(t *testing.T) {
 		{"ipv6 /120", "2001:db8:ff::/120"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, engine, err := r.Batch(vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO)
+			b, engine, err := r.Sweeper(vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO)
 			if err != nil || engine != icmp.EngineBulk {
-				t.Fatalf("Batch = %q, %v; want %s", engine, err, icmp.EngineBulk)
+				t.Fatalf("Sweeper = %q, %v; want %s", engine, err, icmp.EngineBulk)
 			}
 			tasks := icmpTasks(netip.MustParsePrefix(tc.prefix), time.Second)
 			got := map[string]*vantagev1.ProbeResult{}
@@ -123,9 +123,9 @@ func TestRealVaiSweep(t *testing.T) {
 			}
 		})
 		probetest.Serve(t, ln)
-		b, engine, err := r.Batch(vantagev1.ProbeKind_PROBE_KIND_TCP)
+		b, engine, err := r.Sweeper(vantagev1.ProbeKind_PROBE_KIND_TCP)
 		if err != nil || engine != EngineTCPSyn {
-			t.Fatalf("Batch = %q, %v; want %s", engine, err, EngineTCPSyn)
+			t.Fatalf("Sweeper = %q, %v; want %s", engine, err, EngineTCPSyn)
 		}
 		var tasks []*vantagev1.Task
 		want := map[string]vantagev1.Outcome{}

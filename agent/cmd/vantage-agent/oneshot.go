@@ -104,7 +104,7 @@ A progress line is drawn on stderr only when stderr is a terminal.`,
 }
 
 // runProbe is `vantage-agent probe <kind>`: it checks the flags and the
-// targets, opens the kind's batch engine and writes one result per task.
+// targets, opens the kind's sweep engine and writes one result per task.
 func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Writer, stderr *os.File) error {
 	log, err := newLogger(o.logLevel, stderr)
 	if err != nil {
@@ -120,7 +120,7 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 		// this limit the GC ran back to back (gctrace: 19% of the CPU).
 		debug.SetMemoryLimit(24 << 20)
 	}
-	batch, engine, closeEngine, err := oneShotEngine(log, kind, o)
+	sweeper, engine, closeEngine, err := oneShotEngine(log, kind, o)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 	defer func() { _ = out.Flush() }()
 	run := &oneShot{kind: kind, o: o, src: src, g: g, write: resultWriter(o.output, out),
 		prog: newProgress(stderr, src.count()*max(1, portsFor(kind, o)))}
-	err = run.run(ctx, batch)
+	err = run.run(ctx, sweeper)
 	run.prog.done()
 	if err != nil {
 		return err
@@ -177,7 +177,7 @@ func checkProbe(kindName string, o probeOptions) (vantagev1.ProbeKind, targetSou
 
 // oneShot is one run of `vantage-agent probe`: a feeder turns the targets
 // into tasks (the guard refuses some, each reported as an ERROR result),
-// and the batch engine runs them; every result is written and counted.
+// and the sweep engine runs them; every result is written and counted.
 type oneShot struct {
 	kind    vantagev1.ProbeKind
 	o       probeOptions
@@ -188,14 +188,14 @@ type oneShot struct {
 	refused int
 }
 
-func (s *oneShot) run(ctx context.Context, batch probe.Batch) error {
+func (s *oneShot) run(ctx context.Context, sweeper probe.Sweeper) error {
 	tasks := make(chan *vantagev1.Task, 1024)
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
 		defer close(tasks)
 		return s.feed(ctx, tasks)
 	})
-	eg.Go(func() error { return batch.Run(ctx, tasks, s.emit) })
+	eg.Go(func() error { return sweeper.Run(ctx, tasks, s.emit) })
 	return eg.Wait()
 }
 
@@ -220,7 +220,7 @@ func (s *oneShot) feed(ctx context.Context, tasks chan<- *vantagev1.Task) error 
 	})
 }
 
-// emit writes one result of the batch engine.
+// emit writes one result of the sweep engine.
 func (s *oneShot) emit(r *vantagev1.ProbeResult) {
 	if r.GetTaskId() == "" {
 		r.TaskId = taskID(s.kind, r.GetTarget(), r.GetPort())
@@ -232,7 +232,7 @@ func (s *oneShot) emit(r *vantagev1.ProbeResult) {
 
 // oneShotEngine opens the sweep engine for kind: the trace package's
 // shared engine for traces, else the registry's choice by capability.
-func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (probe.Batch, string, func(), error) {
+func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (probe.Sweeper, string, func(), error) {
 	if kind == vantagev1.ProbeKind_PROBE_KIND_TRACE {
 		te, err := trace.NewTracer(trace.Config{Log: log, PPS: unlimited(o.rate), RouterPPS: unlimited(o.routerRate)})
 		if err != nil {
@@ -252,7 +252,7 @@ func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (
 		}
 	}
 	reg := probe.NewRegistryWith(log, probe.Options{Rate: o.rate, Unprivileged: o.unprivileged})
-	b, engine, err := reg.Batch(kind)
+	b, engine, err := reg.Sweeper(kind)
 	if err != nil {
 		_ = reg.Close()
 		return nil, "", nil, err

@@ -61,7 +61,7 @@ type BulkConfig struct {
 // by every ICMP task of the agent, a BPF filter so that only echo replies
 // with our ids and ICMP errors are copied to user space, batched reads and
 // writes, kernel receive timestamps and a keyed cookie in every payload.
-// It implements both the per-task Prober and the Batch API.
+// It implements both the per-task Prober and the Sweeper API.
 type Bulk struct {
 	mux *bulk.Mux
 	ids idRange
@@ -157,7 +157,7 @@ func (b *Bulk) Key() rawsock.Key { return b.mux.Key() }
 // IDs returns the block of echo ids the engine owns: [base, base+n).
 func (b *Bulk) IDs() (base, n uint16) { return b.ids.base, b.ids.n }
 
-// Run implements the Batch API (probe.Batch).
+// Run implements the sweep API (probe.Sweeper).
 func (b *Bulk) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
 	return b.mux.Run(ctx, tasks, b.prepare, emit)
 }

@@ -138,7 +138,7 @@ func (s *Syn) PacketsIgnored() uint64 { return s.mux.Stats().Ignored() }
 // Stats returns the engine's counters.
 func (s *Syn) Stats() bulk.Stats { return s.mux.Stats() }
 
-// Run implements the Batch API (probe.Batch).
+// Run implements the sweep API (probe.Sweeper).
 func (s *Syn) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
 	return s.mux.Run(ctx, tasks, s.prepare, emit)
 }

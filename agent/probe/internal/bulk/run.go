@@ -1,6 +1,6 @@
 package bulk
 
-// The Batch API: a stream of tasks in, one result per task out.
+// The sweep API (probe.Sweeper): a stream of tasks in, one result per task out.
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// Run is the Batch API: it submits every task from tasks (after prepare
+// Run is the sweep API: it submits every task from tasks (after prepare
 // turns it into a job, or reports why it cannot run) and calls emit once
 // per task, from the caller's goroutine. It returns when tasks is closed
 // and every result is out, or when ctx ends.
