@@ -151,8 +151,8 @@ func (b *Bulk) PacketsIgnored() uint64 { return b.mux.Stats().Ignored() }
 // Stats returns the engine's counters.
 func (b *Bulk) Stats() bulk.Stats { return b.mux.Stats() }
 
-// Key is the cookie key (tests forge replies with a wrong one).
-func (b *Bulk) Key() rawsock.Key { return b.mux.Key() }
+// CookieKey is the cookie key (tests forge replies with a wrong one).
+func (b *Bulk) CookieKey() rawsock.CookieKey { return b.mux.CookieKey() }
 
 // IDs returns the block of echo ids the engine owns: [base, base+n).
 func (b *Bulk) IDs() (base, n uint16) { return b.ids.base, b.ids.n }

@@ -160,7 +160,7 @@ type slot struct {
 // goroutine per probe. It is safe for concurrent use.
 type Mux struct {
 	cfg   Config
-	key   rawsock.Key
+	key   rawsock.CookieKey
 	kick  chan struct{} // work was queued, a slot was freed or a retry queued
 	space chan struct{} // the queue has room again
 	tmo   chan struct{} // an earlier deadline was pushed
@@ -202,7 +202,7 @@ func New(cfg Config) (*Mux, error) {
 	}
 	mx := &Mux{
 		cfg:   cfg,
-		key:   rawsock.NewKey(),
+		key:   rawsock.NewCookieKey(),
 		epoch: time.Now(),
 		kick:  make(chan struct{}, 1),
 		space: make(chan struct{}, 1),
@@ -255,8 +255,8 @@ func New(cfg Config) (*Mux, error) {
 	return mx, nil
 }
 
-// Key is the Mux's cookie key (for tests that forge answers).
-func (mx *Mux) Key() rawsock.Key { return mx.key }
+// CookieKey is the Mux's cookie key (for tests that forge answers).
+func (mx *Mux) CookieKey() rawsock.CookieKey { return mx.key }
 
 // Supports reports whether the Mux can send to addr's family.
 func (mx *Mux) Supports(addr netip.Addr) bool {
