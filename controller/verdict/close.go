@@ -99,23 +99,53 @@ func (e *Engine) complete(n int64) bool {
 	return got > 0
 }
 
-// closeRound evaluates round n.
+// closeRound evaluates round n, in named steps: the vantages adopt the
+// round's rows as their views, they are rated and gated, the subjects'
+// raw states are computed from targets up and located, and the states
+// settle into transitions.
 func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 	rb := e.take(n)
+	e.adoptViews(rb, n)
+	counted := e.rateAgents(n)
+	healthy := e.gate(counted)
+	e.healthy = len(healthy)
+	e.groups = countGroups(healthy)
+	e.lastIdle = rb == nil && len(counted) == 0
+	global := e.groups < e.cfg.Quorum
+	e.computeStates(healthy, global)
+	e.locateAll(n, healthy, e.provisionalLocation())
+	e.settleAll(rb, n, now, out)
 	if rb != nil {
-		for ai, r := range rb.rows {
-			if r == nil {
-				continue
-			}
-			a := e.agents[ai]
-			e.release(a.view)
-			a.view, a.lastRound = r, n
-			if a.bel == nil {
-				a.bel = newBeliefs(len(e.targets))
-			}
-			a.bel.update(r, e.cfg)
-		}
+		// Rows now belong to the agents as their views.
+		rb.rows = nil
 	}
+	e.lastClosed, e.next = n, n+1
+	e.evalAt = now
+}
+
+// adoptViews makes each vantage's row in round n its view (returning the
+// previous view to the pool) and updates its beliefs from it.
+func (e *Engine) adoptViews(rb *roundBuf, n int64) {
+	if rb == nil {
+		return
+	}
+	for ai, r := range rb.rows {
+		if r == nil {
+			continue
+		}
+		a := e.agents[ai]
+		e.release(a.view)
+		a.view, a.lastRound = r, n
+		if a.bel == nil {
+			a.bel = newBeliefs(len(e.targets))
+		}
+		a.bel.update(r, e.cfg)
+	}
+}
+
+// rateAgents sets every vantage's status and reason for round n and
+// returns the ones that count (healthy before gating).
+func (e *Engine) rateAgents(n int64) []*agent {
 	end := e.roundEnd(n)
 	fresh := n - int64(e.cfg.FreshRounds) + 1
 	var counted []*agent
@@ -137,17 +167,30 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 			a.reason = reasonNames[a.status]
 		}
 	}
-	healthy := e.gate(counted)
-	e.healthy = len(healthy)
-	e.groups = countGroups(healthy)
-	e.lastIdle = rb == nil && len(counted) == 0
-	global := e.groups < e.cfg.Quorum
+	return counted
+}
 
+// computeStates sets the raw state of every target from the healthy
+// vantages' views, then of every network from its targets and of the
+// scope from its networks. global: quorum is lost, everything is UNKNOWN.
+func (e *Engine) computeStates(healthy []*agent, global bool) {
 	e.countTargets(healthy, global)
 	for _, s := range e.targets {
 		s.unknownGlobal = global
 		s.raw = e.targetState(s, global)
 	}
+	for _, s := range e.networks {
+		e.aggregate(s, func(i int) *subject { return e.targets[i] })
+		s.unknownGlobal = global
+	}
+	e.aggregate(e.scope, func(i int) *subject { return e.networks[i] })
+	e.scope.unknownGlobal = global
+}
+
+// provisionalLocation is the location the upstream and border targets'
+// raw states suggest: the target network when one of them is alive, the
+// upstream when one is down and none alive.
+func (e *Engine) provisionalLocation() vantagev1.Location {
 	upAlive, upDown := false, 0
 	for _, t := range e.upstreams {
 		switch e.targets[t].raw {
@@ -157,19 +200,17 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 			upDown++
 		}
 	}
-	prov := vantagev1.Location_LOCATION_UNSPECIFIED
 	switch {
 	case upAlive:
-		prov = vantagev1.Location_LOCATION_TARGET_NETWORK
+		return vantagev1.Location_LOCATION_TARGET_NETWORK
 	case upDown > 0:
-		prov = vantagev1.Location_LOCATION_UPSTREAM
+		return vantagev1.Location_LOCATION_UPSTREAM
 	}
-	for _, s := range e.networks {
-		e.aggregate(s, func(i int) *subject { return e.targets[i] })
-		s.unknownGlobal = global
-	}
-	e.aggregate(e.scope, func(i int) *subject { return e.networks[i] })
-	e.scope.unknownGlobal = global
+	return vantagev1.Location_LOCATION_UNSPECIFIED
+}
+
+// locateAll locates every subject of round n: targets, networks, scope.
+func (e *Engine) locateAll(n int64, healthy []*agent, prov vantagev1.Location) {
 	for _, s := range e.targets {
 		e.locate(s, n, healthy, prov)
 	}
@@ -177,44 +218,40 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 		e.locate(s, n, healthy, prov)
 	}
 	e.locate(e.scope, n, healthy, prov)
+}
 
-	// Onset bounds and transitions: scope, networks, targets.
-	var minS, maxS []int64
-	if rb != nil {
-		minS, maxS = rb.minSent, rb.maxSent
-	}
-	sent := func(ts []int) (lo, hi int64) {
-		if minS == nil {
-			return 0, 0
-		}
-		for _, t := range ts {
-			if m := minS[t]; m != 0 && (lo == 0 || m < lo) {
-				lo = m
-			}
-			hi = max(hi, maxS[t])
-		}
-		return lo, hi
-	}
+// settleAll sets the onset bounds and appends the transitions of round n:
+// scope, networks, targets.
+func (e *Engine) settleAll(rb *roundBuf, n, now int64, out *[]*vantagev1.Transition) {
 	var allHosts []int
 	for _, nw := range e.networks {
 		allHosts = append(allHosts, nw.children...)
 	}
-	lo, hi := sent(allHosts)
+	lo, hi := rb.sentBounds(allHosts)
 	e.settle(e.scope, n, lo, hi, now, out)
 	for _, s := range e.networks {
-		lo, hi := sent(s.children)
+		lo, hi := rb.sentBounds(s.children)
 		e.settle(s, n, lo, hi, now, out)
 	}
 	for t, s := range e.targets {
-		lo, hi := sent([]int{t})
+		lo, hi := rb.sentBounds([]int{t})
 		e.settle(s, n, lo, hi, now, out)
 	}
-	if rb != nil {
-		// Rows now belong to the agents as their views.
-		rb.rows = nil
+}
+
+// sentBounds is the earliest and latest SentAt of targets ts in the
+// round, 0 for none (and for no round).
+func (rb *roundBuf) sentBounds(ts []int) (lo, hi int64) {
+	if rb == nil || rb.minSent == nil {
+		return 0, 0
 	}
-	e.lastClosed, e.next = n, n+1
-	e.evalAt = now
+	for _, t := range ts {
+		if m := rb.minSent[t]; m != 0 && (lo == 0 || m < lo) {
+			lo = m
+		}
+		hi = max(hi, rb.maxSent[t])
+	}
+	return lo, hi
 }
 
 // countTargets fills gUp/gDown (distinct groups of healthy vantages that

@@ -97,37 +97,25 @@ type Config struct {
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
-	if c.Grace == 0 {
-		c.Grace = c.Round / 2
-	}
-	if c.FreshRounds == 0 {
-		c.FreshRounds = DefaultFreshRounds
-	}
-	if c.QuorumLabel == "" {
-		c.QuorumLabel = DefaultQuorumLabel
-	}
-	if c.BeliefUp == 0 {
-		c.BeliefUp = DefaultBeliefUp
-	}
-	if c.BeliefDown == 0 {
-		c.BeliefDown = DefaultBeliefDown
-	}
-	if c.MinAvailability == 0 {
-		c.MinAvailability = DefaultMinAvailability
-	}
-	if c.UnstableWindow == 0 {
-		c.UnstableWindow = DefaultUnstableWindow
-	}
-	if c.UnstableFlips == 0 {
-		c.UnstableFlips = DefaultUnstableFlips
-	}
-	if c.UnstableCalm == 0 {
-		c.UnstableCalm = DefaultUnstableCalm
-	}
-	if c.UncertainHold == 0 {
-		c.UncertainHold = DefaultUncertainHold
-	}
+	orDefault(&c.Grace, c.Round/2)
+	orDefault(&c.FreshRounds, DefaultFreshRounds)
+	orDefault(&c.QuorumLabel, DefaultQuorumLabel)
+	orDefault(&c.BeliefUp, DefaultBeliefUp)
+	orDefault(&c.BeliefDown, DefaultBeliefDown)
+	orDefault(&c.MinAvailability, DefaultMinAvailability)
+	orDefault(&c.UnstableWindow, DefaultUnstableWindow)
+	orDefault(&c.UnstableFlips, DefaultUnstableFlips)
+	orDefault(&c.UnstableCalm, DefaultUnstableCalm)
+	orDefault(&c.UncertainHold, DefaultUncertainHold)
 	return c
+}
+
+// orDefault sets *v to def when *v is the zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 func cfgErr(field, format string, args ...any) error {

@@ -51,16 +51,10 @@ func (e *Engine) Stats() Stats { return e.stats }
 // rounds, rounds already closed and rounds too far ahead are ignored and
 // counted in Stats. Traces are kept for localisation whatever their round.
 func (e *Engine) Observe(o Observation) {
-	ti, ok := e.targetIdx[o.Target]
+	ti, ok := e.resolveTarget(o.Target)
 	if !ok {
-		a, err := netip.ParseAddr(o.Target)
-		if err == nil {
-			ti, ok = e.targetIdx[a.String()]
-		}
-		if !ok {
-			e.stats.UnknownTarget++
-			return
-		}
+		e.stats.UnknownTarget++
+		return
 	}
 	if o.Agent == "" {
 		e.stats.NoAgent++
@@ -79,6 +73,31 @@ func (e *Engine) Observe(o Observation) {
 		e.stats.NoAgent++
 		return
 	}
+	r := e.rowOf(rb, ai)
+	r.results++
+	r.record(ti, o, e.isHost[ti])
+	e.noteSentAt(rb, ai, ti, o)
+	rb.obs++
+	e.stats.Accepted++
+}
+
+// resolveTarget returns the index of the target addr names, in the
+// spelling the tasks carry or in its canonical form.
+func (e *Engine) resolveTarget(addr string) (int, bool) {
+	if ti, ok := e.targetIdx[addr]; ok {
+		return ti, true
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return 0, false
+	}
+	ti, ok := e.targetIdx[a.String()]
+	return ti, ok
+}
+
+// rowOf returns vantage ai's row in rb, taking one from the pool on the
+// vantage's first result in the round.
+func (e *Engine) rowOf(rb *roundBuf, ai int) *row {
 	for len(rb.rows) <= ai {
 		rb.rows = append(rb.rows, nil)
 	}
@@ -87,7 +106,13 @@ func (e *Engine) Observe(o Observation) {
 		r = e.alloc()
 		rb.rows[ai] = r
 	}
-	r.results++
+	return r
+}
+
+// record adds one scheduled result for target ti to the row: its flags,
+// the packets sent and the results answered per probe family, and the
+// host counters when ti is a host.
+func (r *row) record(ti int, o Observation, host bool) {
 	var add byte
 	isICMP := o.Kind == vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO
 	switch o.Outcome {
@@ -118,7 +143,7 @@ func (e *Engine) Observe(o Observation) {
 	old := r.flags[ti]
 	if nf := old | add; nf != old {
 		r.flags[ti] = nf
-		if e.isHost[ti] {
+		if host {
 			if old&fSeen == 0 {
 				r.hostSeen++
 			}
@@ -127,21 +152,26 @@ func (e *Engine) Observe(o Observation) {
 			}
 		}
 	}
-	if !o.SentAt.IsZero() {
-		ns := o.SentAt.UnixNano()
-		// Onset bounds only trust SentAt near its round.
-		if ns >= e.roundStart(o.Round)-e.round && ns <= e.roundEnd(o.Round)+e.round {
-			if rb.minSent[ti] == 0 || ns < rb.minSent[ti] {
-				rb.minSent[ti] = ns
-			}
-			if ns > rb.maxSent[ti] {
-				rb.maxSent[ti] = ns
-			}
-			if a := e.agents[ai]; ns > a.lastResultAt {
-				a.lastResultAt = ns
-			}
-		}
+}
+
+// noteSentAt widens round rb's SentAt bounds for target ti, and vantage
+// ai's latest result time, when o's SentAt lies near its round: onset
+// bounds only trust those.
+func (e *Engine) noteSentAt(rb *roundBuf, ai, ti int, o Observation) {
+	if o.SentAt.IsZero() {
+		return
 	}
-	rb.obs++
-	e.stats.Accepted++
+	ns := o.SentAt.UnixNano()
+	if ns < e.roundStart(o.Round)-e.round || ns > e.roundEnd(o.Round)+e.round {
+		return
+	}
+	if rb.minSent[ti] == 0 || ns < rb.minSent[ti] {
+		rb.minSent[ti] = ns
+	}
+	if ns > rb.maxSent[ti] {
+		rb.maxSent[ti] = ns
+	}
+	if a := e.agents[ai]; ns > a.lastResultAt {
+		a.lastResultAt = ns
+	}
 }
