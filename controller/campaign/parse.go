@@ -21,9 +21,12 @@ func Parse(data []byte) (*Spec, error) {
 	if err := s.decode(root); err != nil {
 		return nil, err
 	}
-	if err := s.Validate(); err != nil {
+	s.applyDefaults()
+	targets, err := s.check()
+	if err != nil {
 		return nil, err
 	}
+	s.expanded = targets
 	return s, nil
 }
 

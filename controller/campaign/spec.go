@@ -98,7 +98,7 @@ type Spec struct {
 
 	// present records which required sections the file had.
 	present map[string]bool
-	// expanded is filled by Validate (and extended by WithTargets).
+	// expanded is filled by Parse (and extended by WithTargets).
 	expanded []Target
 	// discovered is set by WithTargets.
 	discovered bool

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/vantage-net/vantage/internal/probecost"
-	"github.com/vantage-net/vantage/internal/tracedefaults"
 )
 
 // The window of schedule.start, [minStart, maxStart): the one the agents'
@@ -22,35 +21,42 @@ var (
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
-// Validate applies defaults and checks the spec as a whole. Parse calls it;
-// it is idempotent.
+// Validate checks the spec as a whole and only reads it. Parse calls it
+// once the defaults are in (applyDefaults); calling it again on a parsed
+// spec gives the same answer.
 func (s *Spec) Validate() error {
+	_, err := s.check()
+	return err
+}
+
+// check is Validate, also returning the targets the target section
+// expands to (Parse keeps them).
+func (s *Spec) check() ([]Target, error) {
 	for _, req := range []string{"name", "scope", "scope.country", "targets", "targets.networks", "probes", "schedule", "schedule.round"} {
 		if !s.present[req] {
-			return fieldErr(req, "required")
+			return nil, fieldErr(req, "required")
 		}
 	}
 	if !nameRE.MatchString(s.name) {
-		return fieldErr("name", "%q must match [a-z0-9][a-z0-9-]{0,62}", s.name)
+		return nil, fieldErr("name", "%q must match [a-z0-9][a-z0-9-]{0,62}", s.name)
 	}
 	if err := s.validateScope(); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.validateProbes(); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.validateSchedule(); err != nil {
-		return err
-	}
-	if s.vantages.quorum == 0 {
-		s.vantages.quorum = defaultQuorum
+		return nil, err
 	}
 	targets, err := s.expandTargets()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.expanded = targets
-	return s.validateBudget()
+	if err := s.validateBudget(targets); err != nil {
+		return nil, err
+	}
+	return targets, nil
 }
 
 func (s *Spec) validateScope() error {
@@ -73,69 +79,45 @@ func (s *Spec) validateProbes() error {
 		return fieldErr("probes", "needs at least one probe")
 	}
 	seen := map[string]int{}
-	for i := range s.probes {
-		p := &s.probes[i]
+	for i, p := range s.probes {
 		path := index("probes", i)
 		kind := p.kind()
 		if j, dup := seen[kind]; dup {
 			return fieldErr(path, "a second %s probe (the first is probes[%d]); each kind may appear once", kind, j)
 		}
 		seen[kind] = i
-		path = join(path, kind)
-		switch kind {
-		case "icmp":
-			if p.icmp.timeout == 0 {
-				p.icmp.timeout = defaultTimeout
-			}
-			if p.icmp.payloadBytes == 0 {
-				p.icmp.payloadBytes = defaultPayloadBytes
-			}
-		case "tcp":
-			if len(p.tcp.ports) == 0 {
-				return fieldErr(join(path, "ports"), "required, at least one port")
-			}
-			switch p.tcp.mode {
-			case "":
-				p.tcp.mode = "connect"
-			case "connect", "syn":
-			default:
-				return fieldErr(join(path, "mode"), "%q must be connect or syn", p.tcp.mode)
-			}
-			if p.tcp.timeout == 0 {
-				p.tcp.timeout = defaultTimeout
-			}
-		case "trace":
-			t := p.trace
-			switch t.protocol {
-			case "":
-				t.protocol = "icmp"
-			case "icmp", "udp", "tcp":
-			default:
-				return fieldErr(join(path, "protocol"), "%q must be icmp, udp or tcp", t.protocol)
-			}
-			switch {
-			case t.protocol == "icmp" && t.port != 0:
-				return fieldErr(join(path, "port"), "not used by icmp traces; remove it")
-			case t.protocol == "udp" && t.port == 0:
-				t.port = defaultUDPPort
-			case t.protocol == "tcp" && t.port == 0:
-				t.port = defaultTCPTracePort
-			}
-			if t.maxTTL == 0 {
-				t.maxTTL = defaultMaxTTL
-			}
-			if t.gapLimit == 0 {
-				t.gapLimit = min(defaultGapLimit, t.maxTTL)
-			}
-			if t.gapLimit > t.maxTTL {
-				return fieldErr(join(path, "gap_limit"), "%d is more than max_ttl %d", t.gapLimit, t.maxTTL)
-			}
-			if t.timeout == 0 {
-				t.timeout = tracedefaults.Timeout
-			}
-			if t.every == 0 {
-				t.every = defaultTraceEvery
-			}
+		if err := p.validate(join(path, kind)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validate checks one probe with its defaults in; path names its kind's
+// section, e.g. probes[1].tcp.
+func (p probeSpec) validate(path string) error {
+	switch {
+	case p.tcp != nil:
+		if len(p.tcp.ports) == 0 {
+			return fieldErr(join(path, "ports"), "required, at least one port")
+		}
+		switch p.tcp.mode {
+		case "connect", "syn":
+		default:
+			return fieldErr(join(path, "mode"), "%q must be connect or syn", p.tcp.mode)
+		}
+	case p.trace != nil:
+		t := p.trace
+		switch t.protocol {
+		case "icmp", "udp", "tcp":
+		default:
+			return fieldErr(join(path, "protocol"), "%q must be icmp, udp or tcp", t.protocol)
+		}
+		if t.protocol == "icmp" && t.port != 0 {
+			return fieldErr(join(path, "port"), "not used by icmp traces; remove it")
+		}
+		if t.gapLimit > t.maxTTL {
+			return fieldErr(join(path, "gap_limit"), "%d is more than max_ttl %d", t.gapLimit, t.maxTTL)
 		}
 	}
 	return nil
@@ -206,14 +188,10 @@ func (s *Spec) packetsPerRound(p probeSpec) float64 {
 	}
 }
 
-func (s *Spec) validateBudget() error {
+// validateBudget checks the probes' packet rates against the budget for
+// the expanded targets, plus those discovery may still add.
+func (s *Spec) validateBudget(expanded []Target) error {
 	b := &s.budget
-	if b.perTargetPPS == 0 {
-		b.perTargetPPS = defaultPerTargetPPS
-	}
-	if b.agentPPS == 0 {
-		b.agentPPS = defaultAgentPPS
-	}
 	round := s.schedule.round.Seconds()
 	var total float64
 	var parts []string
@@ -227,7 +205,7 @@ func (s *Spec) validateBudget() error {
 		return fieldErr("budget.per_target_pps", "probes send %g packets per target per round (%s), more than per_target_pps %g x round %s = %g",
 			total, strings.Join(parts, ", "), b.perTargetPPS, s.schedule.round, allowed)
 	}
-	targets := len(s.expanded) + s.pendingTargets()
+	targets := len(expanded) + s.pendingTargets()
 	perRound := total * float64(targets)
 	if allowed := b.agentPPS * round; perRound > allowed+eps {
 		return fieldErr("budget.agent_pps", "%d targets x %g packets = %g packets per round, more than agent_pps %g x round %s = %g",
