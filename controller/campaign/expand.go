@@ -10,16 +10,36 @@ import (
 )
 
 // expandTargets checks the target section and returns hosts, upstreams and
-// controls in file order.
+// controls in file order: the networks are checked and counted first, so
+// nothing is allocated for an expansion over the limit.
 func (s *Spec) expandTargets() ([]Target, error) {
+	total, err := s.checkNetworks()
+	if err != nil {
+		return nil, err
+	}
+	l := newTargetList(total)
+	if err := s.addHosts(l); err != nil {
+		return nil, err
+	}
+	if err := s.addRouters(l); err != nil {
+		return nil, err
+	}
+	if err := s.addControls(l); err != nil {
+		return nil, err
+	}
+	return l.out, nil
+}
+
+// checkNetworks checks the networks' names, prefixes and the size of the
+// expansion, and returns how many targets the section expands to.
+func (s *Spec) checkNetworks() (int, error) {
 	t := &s.targets
 	if t.discover && t.perNetwork == 0 {
-		return nil, fieldErr("targets.hosts.per_network", "required with targets.hosts.discover: how many answering hosts to keep per network")
+		return 0, fieldErr("targets.hosts.per_network", "required with targets.hosts.discover: how many answering hosts to keep per network")
 	}
 	if len(t.networks) == 0 {
-		return nil, fieldErr("targets.networks", "needs at least one network")
+		return 0, fieldErr("targets.networks", "needs at least one network")
 	}
-	// Names, prefixes and the size of the expansion, before allocating it.
 	names := map[string]int{}
 	total := len(t.upstreams) + len(t.borders) + len(t.controls)
 	swept := 0
@@ -27,14 +47,14 @@ func (s *Spec) expandTargets() ([]Target, error) {
 		path := index("targets.networks", i)
 		switch {
 		case nw.name == "":
-			return nil, fieldErr(join(path, "name"), "required")
+			return 0, fieldErr(join(path, "name"), "required")
 		case !nameRE.MatchString(nw.name):
-			return nil, fieldErr(join(path, "name"), "%q must match [a-z0-9][a-z0-9-]{0,62}", nw.name)
+			return 0, fieldErr(join(path, "name"), "%q must match [a-z0-9][a-z0-9-]{0,62}", nw.name)
 		case !nw.prefix.IsValid():
-			return nil, fieldErr(join(path, "prefix"), "required")
+			return 0, fieldErr(join(path, "prefix"), "required")
 		}
 		if j, dup := names[nw.name]; dup {
-			return nil, fieldErr(join(path, "name"), "%q is already used by targets.networks[%d]", nw.name, j)
+			return 0, fieldErr(join(path, "name"), "%q is already used by targets.networks[%d]", nw.name, j)
 		}
 		names[nw.name] = i
 		if len(nw.hosts) > 0 {
@@ -44,40 +64,56 @@ func (s *Spec) expandTargets() ([]Target, error) {
 		if t.discover {
 			n, err := sweepSize(join(path, "prefix"), nw.prefix)
 			if err != nil {
-				return nil, err
+				return 0, err
 			}
 			if swept += n; swept > MaxSweep {
-				return nil, fieldErr(join(path, "prefix"), "the discovery sweep would probe %d addresses up to here, more than %d; list hosts for the largest networks",
+				return 0, fieldErr(join(path, "prefix"), "the discovery sweep would probe %d addresses up to here, more than %d; list hosts for the largest networks",
 					swept, MaxSweep)
 			}
 			total += int(t.perNetwork)
 			continue
 		}
 		if t.perNetwork == 0 {
-			return nil, fieldErr("targets.hosts.per_network", "required because %s lists no hosts", path)
+			return 0, fieldErr("targets.hosts.per_network", "required because %s lists no hosts", path)
 		}
 		if err := checkExpansion(join(path, "prefix"), nw.prefix, t.perNetwork); err != nil {
-			return nil, err
+			return 0, err
 		}
 		total += int(t.perNetwork)
 	}
 	if total > MaxTargets {
-		return nil, fieldErr("targets", "expands to %d targets, more than the limit of %d", total, MaxTargets)
+		return 0, fieldErr("targets", "expands to %d targets, more than the limit of %d", total, MaxTargets)
 	}
 	if err := checkOverlaps(t.networks); err != nil {
-		return nil, err
+		return 0, err
 	}
+	return total, nil
+}
 
-	out := make([]Target, 0, total)
-	where := make(map[netip.Addr]string, total)
-	add := func(path string, a netip.Addr, network string, role vantagev1.TargetRole) error {
-		if prev, dup := where[a]; dup {
-			return fieldErr(path, "%s is already a target (%s)", a, prev)
-		}
-		where[a] = path
-		out = append(out, Target{Addr: a, Network: network, Role: role})
-		return nil
+// targetList collects expanded targets in order and refuses an address
+// twice, naming the field that listed it first.
+type targetList struct {
+	out   []Target
+	where map[netip.Addr]string
+}
+
+func newTargetList(n int) *targetList {
+	return &targetList{out: make([]Target, 0, n), where: make(map[netip.Addr]string, n)}
+}
+
+func (l *targetList) add(path string, a netip.Addr, network string, role vantagev1.TargetRole) error {
+	if prev, dup := l.where[a]; dup {
+		return fieldErr(path, "%s is already a target (%s)", a, prev)
 	}
+	l.where[a] = path
+	l.out = append(l.out, Target{Addr: a, Network: network, Role: role})
+	return nil
+}
+
+// addHosts adds every network's hosts: the listed ones, or per_network
+// addresses from HostOffset; a swept network's come later (WithTargets).
+func (s *Spec) addHosts(l *targetList) error {
+	t := &s.targets
 	for i, nw := range t.networks {
 		path := index("targets.networks", i)
 		if len(nw.hosts) == 0 && t.discover {
@@ -86,8 +122,8 @@ func (s *Spec) expandTargets() ([]Target, error) {
 		if len(nw.hosts) == 0 {
 			a := offset(nw.prefix.Addr(), HostOffset)
 			for range t.perNetwork {
-				if err := add(join(path, "prefix"), a, nw.name, vantagev1.TargetRole_TARGET_ROLE_HOST); err != nil {
-					return nil, err
+				if err := l.add(join(path, "prefix"), a, nw.name, vantagev1.TargetRole_TARGET_ROLE_HOST); err != nil {
+					return err
 				}
 				a = a.Next()
 			}
@@ -96,35 +132,46 @@ func (s *Spec) expandTargets() ([]Target, error) {
 		for j, h := range nw.hosts {
 			hp := index(join(path, "hosts"), j)
 			if !nw.prefix.Contains(h) {
-				return nil, fieldErr(hp, "%s is not inside prefix %s", h, nw.prefix)
+				return fieldErr(hp, "%s is not inside prefix %s", h, nw.prefix)
 			}
-			if err := add(hp, h, nw.name, vantagev1.TargetRole_TARGET_ROLE_HOST); err != nil {
-				return nil, err
+			if err := l.add(hp, h, nw.name, vantagev1.TargetRole_TARGET_ROLE_HOST); err != nil {
+				return err
 			}
 		}
 	}
-	for i, a := range t.upstreams {
-		if err := add(index("targets.upstreams", i), a, "", vantagev1.TargetRole_TARGET_ROLE_UPSTREAM); err != nil {
-			return nil, err
+	return nil
+}
+
+// addRouters adds the listed upstreams, then the borders.
+func (s *Spec) addRouters(l *targetList) error {
+	for i, a := range s.targets.upstreams {
+		if err := l.add(index("targets.upstreams", i), a, "", vantagev1.TargetRole_TARGET_ROLE_UPSTREAM); err != nil {
+			return err
 		}
 	}
-	for i, a := range t.borders {
-		if err := add(index("targets.borders", i), a, "", vantagev1.TargetRole_TARGET_ROLE_BORDER); err != nil {
-			return nil, err
+	for i, a := range s.targets.borders {
+		if err := l.add(index("targets.borders", i), a, "", vantagev1.TargetRole_TARGET_ROLE_BORDER); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// addControls adds the controls, each outside every network.
+func (s *Spec) addControls(l *targetList) error {
+	t := &s.targets
 	for i, a := range t.controls {
 		path := index("targets.controls", i)
 		for j, nw := range t.networks {
 			if nw.prefix.Contains(a) {
-				return nil, fieldErr(path, "%s is inside targets.networks[%d] (%s); controls must be outside the scope", a, j, nw.prefix)
+				return fieldErr(path, "%s is inside targets.networks[%d] (%s); controls must be outside the scope", a, j, nw.prefix)
 			}
 		}
-		if err := add(path, a, "", vantagev1.TargetRole_TARGET_ROLE_CONTROL); err != nil {
-			return nil, err
+		if err := l.add(path, a, "", vantagev1.TargetRole_TARGET_ROLE_CONTROL); err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // checkExpansion makes sure perNetwork addresses from HostOffset fit in p
