@@ -37,6 +37,20 @@ func callAndShow[Req any, Resp proto.Message](a *app, cmd *cobra.Command, method
 	return show(a, resp, table)
 }
 
+// unaryCmd gives c the body of a command that makes one unary call: req
+// builds the request from the arguments, table prints the response.
+func unaryCmd[Req any, Resp proto.Message](a *app, c *cobra.Command, method rpc[Req, Resp], req func(args []string) Req, table func(printer, io.Writer, Resp) error) *cobra.Command {
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		return callAndShow(a, cmd, method, req(args), table)
+	}
+	return c
+}
+
+// nameCmd is a campaign subcommand "use NAME" taking exactly the name.
+func nameCmd(use, short string) *cobra.Command {
+	return &cobra.Command{Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1)}
+}
+
 // show prints m as indented JSON with -o json, else as table prints it.
 func show[M proto.Message](a *app, m M, table func(printer, io.Writer, M) error) error {
 	if a.json() {

@@ -124,25 +124,17 @@ func (a *app) agentsCmd() *cobra.Command {
 			return show(a, all, func(p printer, w io.Writer, r *vantagev1.ListAgentsResponse) error { return p.agents(w, r.GetAgents()) })
 		},
 	}
-	approve := &cobra.Command{
-		Use:   "approve ID",
-		Short: "Approve a pending agent so it receives work",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ApproveAgent, &vantagev1.ApproveAgentRequest{Id: args[0]},
-				printer.agentChanged)
-		},
-	}
+	approve := unaryCmd(a, &cobra.Command{Use: "approve ID", Short: "Approve a pending agent so it receives work", Args: cobra.ExactArgs(1)},
+		vantagev1.OperatorServiceClient.ApproveAgent,
+		func(args []string) *vantagev1.ApproveAgentRequest { return &vantagev1.ApproveAgentRequest{Id: args[0]} },
+		printer.agentChanged)
 	var reason string
-	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke an agent: its certificate stops working at once",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.RevokeAgent, &vantagev1.RevokeAgentRequest{Id: args[0], Reason: reason},
-				printer.agentChanged)
+	revoke := unaryCmd(a, &cobra.Command{Use: "revoke ID", Short: "Revoke an agent: its certificate stops working at once", Args: cobra.ExactArgs(1)},
+		vantagev1.OperatorServiceClient.RevokeAgent,
+		func(args []string) *vantagev1.RevokeAgentRequest {
+			return &vantagev1.RevokeAgentRequest{Id: args[0], Reason: reason}
 		},
-	}
+		printer.agentChanged)
 	revoke.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
 	return group("agents", "Manage the agents (vantages) of the fleet", list, approve, revoke)
 }
@@ -224,44 +216,25 @@ func (a *app) campaignCmd() *cobra.Command {
 		"apply even if fewer enrolled agents (quorum groups) match vantages.select than vantages.quorum needs, e.g. before they enrol")
 	_ = apply.MarkFlagRequired("filename")
 
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List campaigns",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ListCampaigns, &vantagev1.ListCampaignsRequest{},
-				func(p printer, w io.Writer, r *vantagev1.ListCampaignsResponse) error {
-					return p.campaigns(w, r.GetCampaigns())
-				})
+	list := unaryCmd(a, &cobra.Command{Use: "list", Short: "List campaigns", Args: cobra.NoArgs},
+		vantagev1.OperatorServiceClient.ListCampaigns,
+		func([]string) *vantagev1.ListCampaignsRequest { return &vantagev1.ListCampaignsRequest{} },
+		func(p printer, w io.Writer, r *vantagev1.ListCampaignsResponse) error {
+			return p.campaigns(w, r.GetCampaigns())
+		})
+	get := unaryCmd(a, nameCmd("get", "Show a campaign and its spec"), vantagev1.OperatorServiceClient.GetCampaign,
+		func(args []string) *vantagev1.GetCampaignRequest { return &vantagev1.GetCampaignRequest{Name: args[0]} },
+		printer.campaign)
+	pause := unaryCmd(a, nameCmd("pause", "Stop scheduling a campaign"), vantagev1.OperatorServiceClient.PauseCampaign,
+		func(args []string) *vantagev1.PauseCampaignRequest {
+			return &vantagev1.PauseCampaignRequest{Name: args[0]}
 		},
-	}
-	get := &cobra.Command{
-		Use:   "get NAME",
-		Short: "Show a campaign and its spec",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetCampaign, &vantagev1.GetCampaignRequest{Name: args[0]},
-				printer.campaign)
+		printer.campaignState)
+	resume := unaryCmd(a, nameCmd("resume", "Schedule a paused campaign again"), vantagev1.OperatorServiceClient.ResumeCampaign,
+		func(args []string) *vantagev1.ResumeCampaignRequest {
+			return &vantagev1.ResumeCampaignRequest{Name: args[0]}
 		},
-	}
-	pause := &cobra.Command{
-		Use:   "pause NAME",
-		Short: "Stop scheduling a campaign",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.PauseCampaign, &vantagev1.PauseCampaignRequest{Name: args[0]},
-				printer.campaignState)
-		},
-	}
-	resume := &cobra.Command{
-		Use:   "resume NAME",
-		Short: "Schedule a paused campaign again",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ResumeCampaign, &vantagev1.ResumeCampaignRequest{Name: args[0]},
-				printer.campaignState)
-		},
-	}
+		printer.campaignState)
 	del := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a campaign",
@@ -373,6 +346,19 @@ func parseSince(flag, s string, now time.Time) (*timestamppb.Timestamp, error) {
 	return nil, usageErrorf("--%s: want a duration such as 90m or 2d, or an RFC 3339 time, got %q", flag, s)
 }
 
+// timeRange reads the two bounds of a time range (flags fromFlag and
+// toFlag, in parseSince's forms) against one now.
+func (a *app) timeRange(fromFlag, from, toFlag, to string) (f, t *timestamppb.Timestamp, err error) {
+	now := a.env.now()
+	if f, err = parseSince(fromFlag, from, now); err != nil {
+		return nil, nil, err
+	}
+	if t, err = parseSince(toFlag, to, now); err != nil {
+		return nil, nil, err
+	}
+	return f, t, nil
+}
+
 func (a *app) verdictsCmd() *cobra.Command {
 	var (
 		campaign, level string
@@ -424,12 +410,7 @@ func (a *app) timelineCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			now := a.env.now()
-			from, err := parseSince("since", since, now)
-			if err != nil {
-				return err
-			}
-			to, err := parseSince("until", until, now)
+			from, to, err := a.timeRange("since", since, "until", until)
 			if err != nil {
 				return err
 			}
@@ -451,16 +432,16 @@ func (a *app) timelineCmd() *cobra.Command {
 
 func (a *app) explainCmd() *cobra.Command {
 	var rounds uint32
-	cmd := &cobra.Command{
+	cmd := unaryCmd(a, &cobra.Command{
 		Use:   "explain VERDICT_ID",
 		Short: "Show a verdict with each vantage's view and the raw results behind it",
 		Long:  "Show a verdict with each vantage's view and the raw results behind it.\nVerdict ids look like <campaign>/<level>/<subject>, e.g. kp/scope/KP.",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.Explain, &vantagev1.ExplainRequest{VerdictId: args[0], Rounds: rounds},
-				printer.explain)
+	}, vantagev1.OperatorServiceClient.Explain,
+		func(args []string) *vantagev1.ExplainRequest {
+			return &vantagev1.ExplainRequest{VerdictId: args[0], Rounds: rounds}
 		},
-	}
+		printer.explain)
 	cmd.Flags().Uint32Var(&rounds, "rounds", 3, "how many rounds of results to show")
 	return cmd
 }
@@ -490,12 +471,7 @@ func (a *app) replayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			now := a.env.now()
-			f, err := parseSince("from", from, now)
-			if err != nil {
-				return err
-			}
-			t, err := parseSince("to", to, now)
+			f, t, err := a.timeRange("from", from, "to", to)
 			if err != nil {
 				return err
 			}
@@ -545,12 +521,7 @@ func (a *app) resultsCmd() *cobra.Command {
 		Short: "Stream stored raw results, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			now := a.env.now()
-			from, err := parseSince("since", since, now)
-			if err != nil {
-				return err
-			}
-			to, err := parseSince("until", until, now)
+			from, to, err := a.timeRange("since", since, "until", until)
 			if err != nil {
 				return err
 			}
@@ -613,15 +584,10 @@ func (a *app) resultsCmd() *cobra.Command {
 
 func (a *app) auditCmd() *cobra.Command {
 	var limit uint32
-	cmd := &cobra.Command{
-		Use:   "audit",
-		Short: "Show the audit log of changes",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ListAudit, &vantagev1.ListAuditRequest{Limit: limit},
-				func(p printer, w io.Writer, r *vantagev1.ListAuditResponse) error { return p.audit(w, r.GetEntries()) })
-		},
-	}
+	cmd := unaryCmd(a, &cobra.Command{Use: "audit", Short: "Show the audit log of changes", Args: cobra.NoArgs},
+		vantagev1.OperatorServiceClient.ListAudit,
+		func([]string) *vantagev1.ListAuditRequest { return &vantagev1.ListAuditRequest{Limit: limit} },
+		func(p printer, w io.Writer, r *vantagev1.ListAuditResponse) error { return p.audit(w, r.GetEntries()) })
 	cmd.Flags().Uint32Var(&limit, "limit", 0, "at most this many entries (0: the controller's default)")
 	return cmd
 }
