@@ -13,7 +13,7 @@ import (
 type Engine struct {
 	cfg        Config
 	start      int64 // Unix ns
-	round      int64 // ns
+	roundLen   int64 // the round length, ns
 	grace      int64 // ns
 	targetIdx  map[string]int
 	isHost     []bool
@@ -60,7 +60,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:        cfg,
 		start:      cfg.Start.UnixNano(),
-		round:      int64(cfg.Round),
+		roundLen:   int64(cfg.Round),
 		grace:      int64(cfg.Grace),
 		targetIdx:  make(map[string]int, nt),
 		isHost:     make([]bool, nt),
@@ -132,21 +132,21 @@ func (e *Engine) Config() Config { return e.cfg }
 // ClosedRound is the last closed round, -1 if none.
 func (e *Engine) ClosedRound() int64 { return e.lastClosed }
 
-func (e *Engine) roundStart(n int64) int64 { return e.start + n*e.round }
-func (e *Engine) roundEnd(n int64) int64   { return e.start + (n+1)*e.round }
+func (e *Engine) roundStart(n int64) int64 { return e.start + n*e.roundLen }
+func (e *Engine) roundEnd(n int64) int64   { return e.start + (n+1)*e.roundLen }
 
 // roundOf is the round containing t (floor division; negative before Start).
 func (e *Engine) roundOf(t int64) int64 {
 	d := t - e.start
-	n := d / e.round
-	if d < 0 && d%e.round != 0 {
+	n := d / e.roundLen
+	if d < 0 && d%e.roundLen != 0 {
 		n--
 	}
 	return n
 }
 
 // maxRound keeps round arithmetic far from int64 overflow.
-func (e *Engine) maxRound() int64 { return (1<<62)/e.round - 1 }
+func (e *Engine) maxRound() int64 { return (1<<62)/e.roundLen - 1 }
 
 func (e *Engine) setNow(t time.Time) {
 	ns := t.UnixNano()

@@ -162,7 +162,7 @@ func (e *Engine) noteSentAt(rb *roundBuf, ai, ti int, o Observation) {
 		return
 	}
 	ns := o.SentAt.UnixNano()
-	if ns < e.roundStart(o.Round)-e.round || ns > e.roundEnd(o.Round)+e.round {
+	if ns < e.roundStart(o.Round)-e.roundLen || ns > e.roundEnd(o.Round)+e.roundLen {
 		return
 	}
 	if rb.minSent[ti] == 0 || ns < rb.minSent[ti] {

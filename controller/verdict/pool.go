@@ -78,7 +78,7 @@ func (e *Engine) buffer(n int64) *roundBuf {
 }
 
 func (e *Engine) maxOpen() int {
-	return min(MaxOpenRounds, int((e.grace+e.round-1)/e.round)+futureRounds+2)
+	return min(MaxOpenRounds, int((e.grace+e.roundLen-1)/e.roundLen)+futureRounds+2)
 }
 
 func (e *Engine) alloc() *row {

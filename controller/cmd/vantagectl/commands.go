@@ -141,9 +141,9 @@ func (a *app) agentsCmd() *cobra.Command {
 
 func (a *app) tokenCmd() *cobra.Command {
 	var (
-		ttl     time.Duration
-		maxUses uint32
-		labels  []string
+		ttl      time.Duration
+		maxUses  uint32
+		labelKVs []string
 	)
 	create := &cobra.Command{
 		Use:   "create",
@@ -153,7 +153,7 @@ func (a *app) tokenCmd() *cobra.Command {
 			if ttl <= 0 || ttl > maxTokenTTL {
 				return usageErrorf("--ttl: must be between 1s and %s, got %s", maxTokenTTL, ttl)
 			}
-			lm, err := parseLabels(labels)
+			lm, err := parseLabels(labelKVs)
 			if err != nil {
 				return err
 			}
@@ -167,7 +167,7 @@ func (a *app) tokenCmd() *cobra.Command {
 	f := create.Flags()
 	f.DurationVar(&ttl, "ttl", time.Hour, "lifetime of the token (at most 720h)")
 	f.Uint32Var(&maxUses, "max-uses", 0, "enrolments allowed; 0 means unlimited until expiry")
-	f.StringArrayVar(&labels, "label", nil, "label k=v every agent enrolled with this token receives (repeatable)")
+	f.StringArrayVar(&labelKVs, "label", nil, "label k=v every agent enrolled with this token receives (repeatable)")
 	return group("token", "Manage join tokens", create)
 }
 
@@ -361,8 +361,8 @@ func (a *app) timeRange(fromFlag, from, toFlag, to string) (f, t *timestamppb.Ti
 
 func (a *app) verdictsCmd() *cobra.Command {
 	var (
-		campaign, level string
-		watch, noRetry  bool
+		campaignName, level string
+		watch, noRetry      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "verdicts",
@@ -379,17 +379,17 @@ func (a *app) verdictsCmd() *cobra.Command {
 			}
 			if watch {
 				w := watcher{app: a, client: c, reconnect: !noRetry,
-					req: &vantagev1.WatchVerdictsRequest{Campaign: campaign, Level: lvl}}
+					req: &vantagev1.WatchVerdictsRequest{Campaign: campaignName, Level: lvl}}
 				return w.run(cmd.Context())
 			}
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetVerdicts, &vantagev1.GetVerdictsRequest{Campaign: campaign, Level: lvl},
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetVerdicts, &vantagev1.GetVerdictsRequest{Campaign: campaignName, Level: lvl},
 				func(p printer, w io.Writer, r *vantagev1.GetVerdictsResponse) error {
 					return p.verdicts(w, r.GetVerdicts())
 				})
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&level, "level", "", "only this level: scope, network or target")
 	f.BoolVarP(&watch, "watch", "w", false, "print the current verdicts, then every transition as it happens")
 	f.BoolVar(&noRetry, "no-reconnect", false, "with --watch: exit when the stream breaks instead of reconnecting")
@@ -398,8 +398,8 @@ func (a *app) verdictsCmd() *cobra.Command {
 
 func (a *app) timelineCmd() *cobra.Command {
 	var (
-		campaign, level, since, until string
-		limit                         uint32
+		campaignName, level, since, until string
+		limit                             uint32
 	)
 	cmd := &cobra.Command{
 		Use:   "timeline",
@@ -414,7 +414,7 @@ func (a *app) timelineCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &vantagev1.GetTimelineRequest{Campaign: campaign, Level: lvl, From: from, To: to, Limit: limit}
+			req := &vantagev1.GetTimelineRequest{Campaign: campaignName, Level: lvl, From: from, To: to, Limit: limit}
 			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetTimeline, req,
 				func(p printer, w io.Writer, r *vantagev1.GetTimelineResponse) error {
 					return p.timeline(w, r.GetTransitions())
@@ -422,7 +422,7 @@ func (a *app) timelineCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&level, "level", "", "only this level: scope, network or target")
 	f.StringVar(&since, "since", "", "only transitions after this: a duration back from now (90m, 2d) or an RFC 3339 time")
 	f.StringVar(&until, "until", "", "only transitions before this; same forms as --since")
@@ -448,8 +448,8 @@ func (a *app) explainCmd() *cobra.Command {
 
 func (a *app) replayCmd() *cobra.Command {
 	var (
-		campaign, from, to, level string
-		params                    []string
+		campaignName, from, to, level string
+		params                        []string
 	)
 	cmd := &cobra.Command{
 		Use:   "replay --campaign NAME --from T1 --to T2 [--param k=v]...",
@@ -461,7 +461,7 @@ func (a *app) replayCmd() *cobra.Command {
 			"unstable_calm, results_per_round.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if campaign == "" {
+			if campaignName == "" {
 				return usageErrorf("--campaign: required")
 			}
 			if from == "" || to == "" {
@@ -475,7 +475,7 @@ func (a *app) replayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &vantagev1.ReplayRequest{Campaign: campaign, From: f, To: t}
+			req := &vantagev1.ReplayRequest{Campaign: campaignName, From: f, To: t}
 			for _, p := range params {
 				k, v, ok := strings.Cut(p, "=")
 				if !ok || k == "" {
@@ -503,7 +503,7 @@ func (a *app) replayCmd() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&campaign, "campaign", "", "the campaign to replay (required)")
+	fl.StringVar(&campaignName, "campaign", "", "the campaign to replay (required)")
 	fl.StringVar(&from, "from", "", "start: a duration back from now (90m, 2d) or an RFC 3339 time (required)")
 	fl.StringVar(&to, "to", "", "end (exclusive); same forms as --from (required)")
 	fl.StringVar(&level, "level", "", "only print this level: scope, network or target")
@@ -513,8 +513,8 @@ func (a *app) replayCmd() *cobra.Command {
 
 func (a *app) resultsCmd() *cobra.Command {
 	var (
-		campaign, agent, target, since, until string
-		limit                                 uint32
+		campaignName, agent, target, since, until string
+		limit                                     uint32
 	)
 	cmd := &cobra.Command{
 		Use:   "results",
@@ -532,7 +532,7 @@ func (a *app) resultsCmd() *cobra.Command {
 			// A result stream has no deadline: it ends when the controller
 			// has sent everything, or at Ctrl-C.
 			stream, err := c.QueryResults(cmd.Context(), &vantagev1.QueryResultsRequest{
-				Campaign: campaign, AgentId: agent, Target: target, From: from, To: to, Limit: limit,
+				Campaign: campaignName, AgentId: agent, Target: target, From: from, To: to, Limit: limit,
 			})
 			if err != nil {
 				return err
@@ -573,7 +573,7 @@ func (a *app) resultsCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&agent, "agent", "", "only this agent id")
 	f.StringVar(&target, "target", "", "only this target address")
 	f.StringVar(&since, "since", "", "only results after this: a duration back from now (90m, 2d) or an RFC 3339 time")
