@@ -26,6 +26,9 @@ type row struct {
 	results          uint32    // results accepted (early close)
 }
 
+// roundBuf is one open round: a row per vantage that reported in it, and
+// the SentAt bounds per target. A row's buffer comes from the engine's
+// pool (alloc, release), so buffers are reused from round to round.
 type roundBuf struct {
 	n                int64
 	rows             []*row  // by agent index; nil: no report

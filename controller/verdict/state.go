@@ -6,6 +6,7 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
+// status is a vantage's health as of the last closed round.
 type status uint8
 
 const (
@@ -16,6 +17,8 @@ const (
 	stUnhealthy
 )
 
+// agent is one vantage as the engine tracks it: its session, its view
+// (the row of its latest closed round), its health and its beliefs.
 type agent struct {
 	id, group    string
 	connected    bool
@@ -30,6 +33,8 @@ type agent struct {
 	traces       map[int]*trace // by target index
 }
 
+// subject is one verdict subject (the scope, a network or a target) and
+// its state across rounds.
 type subject struct {
 	id, name, network string
 	level             vantagev1.Level
