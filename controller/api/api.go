@@ -186,7 +186,8 @@ func (s *Server) RevokeAgent(ctx context.Context, req *vantagev1.RevokeAgentRequ
 	if err != nil {
 		return nil, s.fail("RevokeAgent", err)
 	}
-	s.cfg.Sessions.Disconnect(a.ID, s.fail("Session", fmt.Errorf("%w: %s", fleet.ErrAgentRevoked, a.ID)))
+	// The session's end is AgentService's: ingest converts it with its table.
+	s.cfg.Sessions.Disconnect(a.ID, fmt.Errorf("%w: %s", fleet.ErrAgentRevoked, a.ID))
 	info, err := s.agentInfo(ctx, a)
 	if err != nil {
 		return nil, s.fail("RevokeAgent", err)
@@ -211,7 +212,7 @@ func (s *Server) campaignProto(ctx context.Context, c store.Campaign) (*vantagev
 	// ones (perhaps none) while it runs.
 	spec, err := catalogue.SpecFor(c)
 	if err != nil && !errors.Is(err, catalogue.ErrNotDiscovered) {
-		return nil, fmt.Errorf("stored campaign %s no longer parses: %w", c.Name, err)
+		return nil, fmt.Errorf("%w: stored campaign %s no longer parses: %w", rpcerr.ErrInternal, c.Name, err)
 	}
 	p := spec.Proto()
 	p.State, p.SpecYaml, p.Version = c.State, c.SpecYAML, c.Version
@@ -247,15 +248,15 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 	}
 	spec, err := campaign.Parse([]byte(req.GetSpecYaml()))
 	if err != nil {
-		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
+		return nil, s.fail("ApplyCampaign", err)
 	}
 	if s.cfg.Limits != nil {
 		if err := s.cfg.Limits.CheckContext(ctx, spec); err != nil {
 			if ctx.Err() != nil { // the caller gave up during a long check
 				return nil, s.fail("ApplyCampaign", fmt.Errorf("check campaign limits: %w", err))
 			}
-			s.log.Warn("campaign refused", "campaign", spec.Name(), "actor", actor(ctx), "err", err)
-			return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
+			s.log.Warn("campaign refused", slog.String("campaign", spec.Name()), slog.String("actor", actor(ctx)), slog.Any("error", err))
+			return nil, s.fail("ApplyCampaign", err)
 		}
 	}
 	if spec.NeedsDiscovery() && s.cfg.Discovery == nil {
@@ -263,7 +264,7 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 	}
 	if !req.GetAllowFewerVantages() {
 		if err := s.checkQuorum(ctx, spec); err != nil {
-			s.log.Info("campaign refused", "campaign", spec.Name(), "actor", actor(ctx), "err", err)
+			s.log.Info("campaign refused", slog.String("campaign", spec.Name()), slog.String("actor", actor(ctx)), slog.Any("error", err))
 			return nil, s.fail("ApplyCampaign", err)
 		}
 	}
@@ -291,7 +292,8 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 		if c, err = s.cfg.Discovery.Begin(ctx, name, c.Version, store.AuditEntry{}); err != nil {
 			return nil, s.fail("ApplyCampaign", err)
 		}
-		s.log.Info("campaign applied; discovering targets", "campaign", name, "version", c.Version, "actor", actor(ctx))
+		s.log.Info("campaign applied; discovering targets", slog.String("campaign", name), slog.Uint64("version", c.Version),
+			slog.String("actor", actor(ctx)))
 		s.cfg.Campaigns.Changed(ctx)
 	case c.State == vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING:
 		// Discovery was dropped from the spec: the listed targets run now.
@@ -300,7 +302,7 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 		}
 		s.cfg.Campaigns.Changed(ctx)
 	case changed:
-		s.log.Info("campaign applied", "campaign", name, "version", c.Version, "actor", actor(ctx))
+		s.log.Info("campaign applied", slog.String("campaign", name), slog.Uint64("version", c.Version), slog.String("actor", actor(ctx)))
 		s.cfg.Campaigns.Changed(ctx)
 	}
 	p, err := s.campaignProto(ctx, c)
@@ -325,7 +327,7 @@ func (s *Server) checkQuorum(ctx context.Context, spec *campaign.Spec) error {
 		}
 	}
 	if err := spec.CheckQuorum(labels, s.cfg.Verdicts.QuorumLabel()); err != nil {
-		return fmt.Errorf("%w: %w (enrol the agents first, or apply with allow_fewer_vantages)", rpcerr.ErrInvalid, err)
+		return fmt.Errorf("%w (enrol the agents first, or apply with allow_fewer_vantages)", err)
 	}
 	return nil
 }
@@ -642,9 +644,6 @@ func (s *Server) Replay(ctx context.Context, req *vantagev1.ReplayRequest) (*van
 		*f.dst = f.ts.AsTime()
 	}
 	ts, err := s.cfg.Verdicts.Replay(ctx, req.GetCampaign(), from, to, req.GetParams())
-	if errors.Is(err, live.ErrReplay) {
-		err = fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err)
-	}
 	if err != nil {
 		return nil, s.fail("Replay", err)
 	}
