@@ -10,9 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -46,11 +44,8 @@ const (
 	RetryAfterKey = "retry-after-ms"
 )
 
-// ErrOverloaded: the controller refuses a batch for now; the agent keeps
-// it and sends it again after the retry-after.
-var ErrOverloaded = errors.New("overloaded")
-
-// throttled ends a session with RESOURCE_EXHAUSTED and a retry-after.
+// throttled ends a session with RESOURCE_EXHAUSTED (it is an ErrOverloaded)
+// and a retry-after, in the trailer and in the Throttle message.
 type throttled struct {
 	retry  time.Duration
 	reason string
@@ -62,12 +57,8 @@ func (t *throttled) Error() string {
 
 func (t *throttled) Unwrap() error { return ErrOverloaded }
 
-// GRPCStatus makes the session end with RESOURCE_EXHAUSTED.
-func (t *throttled) GRPCStatus() *status.Status {
-	return status.New(codes.ResourceExhausted, t.Error())
-}
-
-func (t *throttled) trailer() metadata.MD {
+// Trailer is the session end's trailer (rpcerr.Trailer): retry-after-ms.
+func (t *throttled) Trailer() metadata.MD {
 	return metadata.Pairs(RetryAfterKey, strconv.FormatInt(max(1, t.retry.Milliseconds()), 10))
 }
 
