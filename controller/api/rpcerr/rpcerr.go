@@ -36,6 +36,9 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrPermission: the caller's role does not allow the method.
 	ErrPermission = errors.New("permission denied")
+	// ErrNotFound: what the request names is not known (a verdict, or the
+	// campaign of one, that the live worker does not hold).
+	ErrNotFound = errors.New("not found")
 	// ErrUnimplemented: the method is not implemented yet.
 	ErrUnimplemented = errors.New("not implemented")
 	// ErrUnavailable: a dependency (the store) is failing; retry later.
@@ -192,6 +195,7 @@ var Operator = Table{
 	{Err: verdict.ErrConfig, Code: codes.InvalidArgument, Msg: Prefixed, Prefix: ErrInvalid.Error()},
 	{Err: discovery.ErrInvalid, Code: codes.InvalidArgument},
 	{Err: store.ErrNotFound, Code: codes.NotFound},
+	{Err: ErrNotFound, Code: codes.NotFound},
 	{Err: store.ErrExists, Code: codes.AlreadyExists},
 	{Err: store.ErrConflict, Code: codes.Aborted},
 	{Err: ErrUnimplemented, Code: codes.Unimplemented},
