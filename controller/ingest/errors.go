@@ -9,14 +9,11 @@ package ingest
 // rpcerr: rpcerr cannot import ingest.
 
 import (
-	"context"
 	"errors"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
-	"github.com/vantage-net/vantage/controller/fleet"
-	"github.com/vantage-net/vantage/controller/store"
 )
 
 // Sentinel errors of AgentService; agentService maps each to its code.
@@ -47,20 +44,13 @@ var (
 	ErrShuttingDown = errors.New("controller shutting down")
 )
 
-// agentService is AgentService's table; the first match wins, so an error
-// wrapping two listed ones takes the earlier row (fleet's renewal refusal
-// wraps ErrAgentRevoked and store.ErrConflict).
-var agentService = rpcerr.Table{
-	{Err: store.ErrTokenInvalid, Code: codes.Unauthenticated},
-	{Err: store.ErrRevoked, Code: codes.Unauthenticated},
-	{Err: fleet.ErrBadOperatorToken, Code: codes.Unauthenticated},
-	{Err: fleet.ErrNoClientCert, Code: codes.Unauthenticated},
-	{Err: fleet.ErrUnknownAgent, Code: codes.Unauthenticated},
-	{Err: fleet.ErrAgentRevoked, Code: codes.PermissionDenied},
+// agentService is AgentService's table: rpcerr.Identity (fleet's and the
+// store's credential rows, first: fleet's renewal refusal wraps
+// ErrAgentRevoked and store.ErrConflict), ingest's own rows, rpcerr.Common.
+var agentService = rpcerr.Join(rpcerr.Identity, agentRows, rpcerr.Common)
+
+var agentRows = rpcerr.Table{
 	{Err: ErrNotActive, Code: codes.PermissionDenied},
-	{Err: fleet.ErrAgentPending, Code: codes.FailedPrecondition},
-	{Err: fleet.ErrBadCSR, Code: codes.InvalidArgument},
-	{Err: fleet.ErrInvalid, Code: codes.InvalidArgument},
 	{Err: ErrInvalid, Code: codes.InvalidArgument},
 	{Err: ErrHelloTimeout, Code: codes.DeadlineExceeded},
 	{Err: ErrOverloaded, Code: codes.ResourceExhausted},
@@ -68,9 +58,4 @@ var agentService = rpcerr.Table{
 	{Err: ErrReplaced, Code: codes.Aborted},
 	{Err: ErrStopping, Code: codes.Unavailable},
 	{Err: ErrShuttingDown, Code: codes.Unavailable},
-	{Err: store.ErrNotFound, Code: codes.NotFound},
-	{Err: store.ErrExists, Code: codes.AlreadyExists},
-	{Err: store.ErrConflict, Code: codes.Aborted},
-	{Err: context.Canceled, Code: codes.Canceled},
-	{Err: context.DeadlineExceeded, Code: codes.DeadlineExceeded},
 }

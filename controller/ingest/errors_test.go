@@ -18,7 +18,8 @@ import (
 // TestAgentServiceCovered: every sentinel and error type of the packages
 // whose errors reach AgentService has a row in its table.
 func TestAgentServiceCovered(t *testing.T) {
-	rpcerrtest.Covered(t, "errors.go", "agentService", ".", "../fleet", "../store")
+	rpcerrtest.Covered(t, []rpcerrtest.Rows{{File: "errors.go", Vars: []string{"agentService", "agentRows"}},
+		{File: "../api/rpcerr/rpcerr.go", Vars: []string{"Identity", "Common"}}}, ".", "../fleet", "../store")
 }
 
 // TestAgentServiceStatus: the codes and messages agents are sent, as they

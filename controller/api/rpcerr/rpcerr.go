@@ -7,7 +7,8 @@
 // package cannot import ingest, which converts through it). The packages
 // doing the work return sentinels wrapped with context and never choose a
 // code; a test of each table fails when a package it covers gains a
-// sentinel without a row (rpcerrtest.Covered).
+// sentinel without a row (rpcerrtest.Covered). Rows both services need
+// (Identity, Common) are written once and joined into both tables.
 package rpcerr
 
 import (
@@ -169,10 +170,21 @@ func (t Table) StreamStatus(log *slog.Logger, method string, stream grpc.ServerS
 	return t.Status(log, method, err)
 }
 
-// Operator is OperatorService's table. Rows for errors a package returns
-// only wrapped in another listed here come after that one.
-var Operator = Table{
-	{Err: ErrInternal, Code: codes.Internal, Msg: Hidden},
+// Join returns the rows of ts in order: a service's table is made of its
+// own rows and the shared ones below.
+func Join(ts ...Table) Table {
+	var out Table
+	for _, t := range ts {
+		out = append(out, t...)
+	}
+	return out
+}
+
+// Identity are the rows of credentials, which both services see: fleet's
+// sentinels (enrolment, renewal, an agent's certificate, an operator's
+// token) and the store's about tokens. They head both tables: fleet's
+// renewal refusal wraps ErrAgentRevoked and store.ErrConflict.
+var Identity = Table{
 	{Err: store.ErrTokenInvalid, Code: codes.Unauthenticated},
 	{Err: store.ErrRevoked, Code: codes.Unauthenticated},
 	{Err: fleet.ErrBadOperatorToken, Code: codes.Unauthenticated},
@@ -180,9 +192,27 @@ var Operator = Table{
 	{Err: fleet.ErrUnknownAgent, Code: codes.Unauthenticated},
 	{Err: fleet.ErrAgentRevoked, Code: codes.PermissionDenied},
 	{Err: fleet.ErrAgentPending, Code: codes.FailedPrecondition},
-	{Err: ErrPermission, Code: codes.PermissionDenied},
 	{Err: fleet.ErrBadCSR, Code: codes.InvalidArgument},
 	{Err: fleet.ErrInvalid, Code: codes.InvalidArgument},
+}
+
+// Common are the rows that end both tables: the store's outcomes and the
+// context's.
+var Common = Table{
+	{Err: store.ErrNotFound, Code: codes.NotFound},
+	{Err: store.ErrExists, Code: codes.AlreadyExists},
+	{Err: store.ErrConflict, Code: codes.Aborted},
+	{Err: context.Canceled, Code: codes.Canceled},
+	{Err: context.DeadlineExceeded, Code: codes.DeadlineExceeded},
+}
+
+// Operator is OperatorService's table: Identity, its own rows, Common.
+// Rows for errors a package returns only wrapped in another listed here
+// come after that one.
+var Operator = Join(Table{{Err: ErrInternal, Code: codes.Internal, Msg: Hidden}}, Identity, operator, Common)
+
+var operator = Table{
+	{Err: ErrPermission, Code: codes.PermissionDenied},
 	{Err: ErrInvalid, Code: codes.InvalidArgument},
 	// ApplyCampaign: Parse, the limits and the quorum check.
 	{Match: Type[*campaign.FieldError](), Code: codes.InvalidArgument, Msg: Prefixed, Prefix: ErrInvalid.Error()},
@@ -194,10 +224,7 @@ var Operator = Table{
 	{Err: verdict.ErrParam, Code: codes.InvalidArgument, Msg: Prefixed, Prefix: ErrInvalid.Error()},
 	{Err: verdict.ErrConfig, Code: codes.InvalidArgument, Msg: Prefixed, Prefix: ErrInvalid.Error()},
 	{Err: discovery.ErrInvalid, Code: codes.InvalidArgument},
-	{Err: store.ErrNotFound, Code: codes.NotFound},
 	{Err: ErrNotFound, Code: codes.NotFound},
-	{Err: store.ErrExists, Code: codes.AlreadyExists},
-	{Err: store.ErrConflict, Code: codes.Aborted},
 	{Err: ErrUnimplemented, Code: codes.Unimplemented},
 	{Err: ErrUnavailable, Code: codes.Unavailable},
 	{Err: ErrFailedPrecondition, Code: codes.FailedPrecondition},
@@ -208,8 +235,6 @@ var Operator = Table{
 	// a campaign read before its discovery finished.
 	{Err: verdict.ErrRestore, Code: codes.Internal, Msg: Hidden},
 	{Err: catalogue.ErrNotDiscovered, Code: codes.Internal, Msg: Hidden},
-	{Err: context.Canceled, Code: codes.Canceled},
-	{Err: context.DeadlineExceeded, Code: codes.DeadlineExceeded},
 }
 
 // Code returns OperatorService's code for err (Operator.Code).

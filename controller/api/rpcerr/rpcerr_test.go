@@ -47,6 +47,7 @@ func TestStatus(t *testing.T) {
 // TestOperatorCovered: every sentinel and error type of the packages whose
 // errors reach OperatorService has a row.
 func TestOperatorCovered(t *testing.T) {
-	rpcerrtest.Covered(t, "rpcerr.go", "Operator", ".", "../../store", "../../fleet", "../../campaign", "../../catalogue",
-		"../../discovery", "../../verdict", "../../verdict/live")
+	rows := []rpcerrtest.Rows{{File: "rpcerr.go", Vars: []string{"Operator", "Identity", "operator", "Common"}}}
+	rpcerrtest.Covered(t, rows, ".", "../../store", "../../fleet", "../../campaign", "../../catalogue", "../../discovery",
+		"../../verdict", "../../verdict/live")
 }

@@ -16,31 +16,47 @@ import (
 	"testing"
 )
 
-// Covered fails t unless the table named tableVar, declared in tableFile,
-// names every exported sentinel and error type of the packages in dirs
-// (paths relative to the test's directory). The table's own package
-// refers to its sentinels unqualified.
-func Covered(t testing.TB, tableFile, tableVar string, dirs ...string) {
+// Rows names the vars in File (a path relative to the test's directory)
+// whose literals hold a table's rows: the table itself and the row groups
+// it joins.
+type Rows struct {
+	File string
+	Vars []string
+}
+
+// Covered fails t unless the rows name every exported sentinel and error
+// type of the packages in dirs (paths relative to the test's directory).
+// A file's own package refers to its sentinels unqualified.
+func Covered(t testing.TB, rows []Rows, dirs ...string) {
 	t.Helper()
-	own, rows := tableNames(t, tableFile, tableVar)
+	named := map[string]bool{}
+	var vars []string
+	for _, r := range rows {
+		for _, v := range r.Vars {
+			for name := range tableNames(t, r.File, v) {
+				named[name] = true
+			}
+			vars = append(vars, v)
+		}
+	}
 	var missing []string
 	for _, dir := range dirs {
 		for _, name := range errorNames(t, dir) {
-			if !rows[name] {
+			if !named[name] {
 				missing = append(missing, name)
 			}
 		}
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		t.Fatalf("%s (package %s) has no row for %s; give each a code and a message policy",
-			tableVar, own, strings.Join(missing, ", "))
+		t.Fatalf("the table (%s) has no row for %s; give each a code and a message policy",
+			strings.Join(vars, ", "), strings.Join(missing, ", "))
 	}
 }
 
-// tableNames returns the package of tableFile and the names the table
-// literal mentions, qualified as "pkg.Name".
-func tableNames(t testing.TB, file, tableVar string) (string, map[string]bool) {
+// tableNames returns the names the literal of tableVar in file mentions,
+// qualified as "pkg.Name".
+func tableNames(t testing.TB, file, tableVar string) map[string]bool {
 	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
 	if err != nil {
@@ -79,7 +95,7 @@ func tableNames(t testing.TB, file, tableVar string) (string, map[string]bool) {
 	if !found {
 		t.Fatalf("%s: no var %s", file, tableVar)
 	}
-	return own, names
+	return names
 }
 
 // errorNames returns the exported sentinels and error types of the
