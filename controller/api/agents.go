@@ -14,15 +14,15 @@ import (
 func (s *Server) ListAgents(ctx context.Context, req *vantagev1.ListAgentsRequest) (*vantagev1.ListAgentsResponse, error) {
 	size, err := boundedLimit("page_size", req.GetPageSize(), DefaultAgentPage, MaxAgentPage)
 	if err != nil {
-		return nil, s.fail("ListAgents", err)
+		return nil, err
 	}
 	afterName, afterID, err := parseAgentPageToken(req.GetPageToken())
 	if err != nil {
-		return nil, s.fail("ListAgents", err)
+		return nil, err
 	}
 	as, err := s.cfg.Store.ListAgentsPage(ctx, afterName, afterID, size+1)
 	if err != nil {
-		return nil, s.fail("ListAgents", err)
+		return nil, err
 	}
 	out := &vantagev1.ListAgentsResponse{}
 	if len(as) > size {
@@ -33,7 +33,7 @@ func (s *Server) ListAgents(ctx context.Context, req *vantagev1.ListAgentsReques
 	for _, a := range as {
 		info, err := s.agentInfo(ctx, a)
 		if err != nil {
-			return nil, s.fail("ListAgents", err)
+			return nil, err
 		}
 		out.Agents = append(out.Agents, info)
 	}

@@ -1,9 +1,10 @@
 // Package api implements OperatorService, what vantagectl, grpcurl and the
 // dashboard call. It exists to keep the operator surface thin and uniform:
 // one interceptor checks the bearer token and the role per method from one
-// table, every error is translated by one table (rpcerr), and every change
-// writes an audit entry. The work itself is done by store, fleet, the
-// campaign catalogue, the live verdict worker, discovery and ingest.
+// table, every error is translated once, in the interceptors, by one table
+// (rpcerr.Operator), and every change writes an audit entry. The work
+// itself is done by store, fleet, the campaign catalogue, the live verdict
+// worker, discovery and ingest.
 package api
 
 import (
@@ -92,6 +93,8 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// fail converts a method's error through OperatorService's table; only the
+// interceptors call it, once per call.
 func (s *Server) fail(method string, err error) error { return rpcerr.Status(s.log, method, err) }
 
 func ts(t time.Time) *timestamppb.Timestamp {
@@ -157,21 +160,21 @@ func (s *Server) agentInfo(ctx context.Context, a store.Agent) (*vantagev1.Agent
 func (s *Server) ApproveAgent(ctx context.Context, req *vantagev1.ApproveAgentRequest) (*vantagev1.AgentInfo, error) {
 	a, err := s.cfg.Store.GetAgent(ctx, req.GetId())
 	if err != nil {
-		return nil, s.fail("ApproveAgent", err)
+		return nil, err
 	}
 	if a.State == vantagev1.AgentState_AGENT_STATE_REVOKED {
-		return nil, s.fail("ApproveAgent", fmt.Errorf("%w: agent %s is revoked; enrol it again", rpcerr.ErrFailedPrecondition, a.ID))
+		return nil, fmt.Errorf("%w: agent %s is revoked; enrol it again", rpcerr.ErrFailedPrecondition, a.ID)
 	}
 	if a.State != vantagev1.AgentState_AGENT_STATE_ACTIVE {
 		a, err = s.cfg.Store.SetAgentState(ctx, a.ID, vantagev1.AgentState_AGENT_STATE_ACTIVE, "",
 			s.audit(ctx, "agent.approve", a.ID, "name="+a.Name))
 		if err != nil {
-			return nil, s.fail("ApproveAgent", err)
+			return nil, err
 		}
 	}
 	info, err := s.agentInfo(ctx, a)
 	if err != nil {
-		return nil, s.fail("ApproveAgent", err)
+		return nil, err
 	}
 	return info, nil
 }
@@ -179,17 +182,18 @@ func (s *Server) ApproveAgent(ctx context.Context, req *vantagev1.ApproveAgentRe
 // RevokeAgent revokes an agent and closes its live session at once.
 func (s *Server) RevokeAgent(ctx context.Context, req *vantagev1.RevokeAgentRequest) (*vantagev1.AgentInfo, error) {
 	if len(req.GetReason()) > 1024 {
-		return nil, s.fail("RevokeAgent", fmt.Errorf("%w: reason: longer than 1024", rpcerr.ErrInvalid))
+		return nil, fmt.Errorf("%w: reason: longer than 1024", rpcerr.ErrInvalid)
 	}
 	a, err := s.cfg.Store.SetAgentState(ctx, req.GetId(), vantagev1.AgentState_AGENT_STATE_REVOKED, req.GetReason(),
 		s.audit(ctx, "agent.revoke", req.GetId(), req.GetReason()))
 	if err != nil {
-		return nil, s.fail("RevokeAgent", err)
+		return nil, err
 	}
-	s.cfg.Sessions.Disconnect(a.ID, s.fail("Session", fmt.Errorf("%w: %s", fleet.ErrAgentRevoked, a.ID)))
+	// The session's end is AgentService's: ingest converts it with its table.
+	s.cfg.Sessions.Disconnect(a.ID, fmt.Errorf("%w: %s", fleet.ErrAgentRevoked, a.ID))
 	info, err := s.agentInfo(ctx, a)
 	if err != nil {
-		return nil, s.fail("RevokeAgent", err)
+		return nil, err
 	}
 	return info, nil
 }
@@ -199,7 +203,7 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *vantagev1.CreateJoinT
 	tok, exp, err := s.cfg.Fleet.CreateJoinToken(ctx, fleet.JoinTokenRequest{TTL: time.Duration(req.GetTtlS()) * time.Second,
 		MaxUses: req.GetMaxUses(), Labels: req.GetLabels(), Actor: actor(ctx)})
 	if err != nil {
-		return nil, s.fail("CreateJoinToken", err)
+		return nil, err
 	}
 	return &vantagev1.CreateJoinTokenResponse{Token: tok, ExpiresAt: timestamppb.New(exp), CaHash: s.cfg.Fleet.CA().Hash()}, nil
 }
@@ -211,7 +215,7 @@ func (s *Server) campaignProto(ctx context.Context, c store.Campaign) (*vantagev
 	// ones (perhaps none) while it runs.
 	spec, err := catalogue.SpecFor(c)
 	if err != nil && !errors.Is(err, catalogue.ErrNotDiscovered) {
-		return nil, fmt.Errorf("stored campaign %s no longer parses: %w", c.Name, err)
+		return nil, fmt.Errorf("%w: stored campaign %s no longer parses: %w", rpcerr.ErrInternal, c.Name, err)
 	}
 	p := spec.Proto()
 	p.State, p.SpecYaml, p.Version = c.State, c.SpecYAML, c.Version
@@ -243,28 +247,28 @@ func (s *Server) assignedAgents(ctx context.Context, spec *campaign.Spec) []stri
 // ApplyCampaign validates a campaign file and stores it (unless dry_run).
 func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaignRequest) (*vantagev1.Campaign, error) {
 	if len(req.GetSpecYaml()) > campaign.MaxFileBytes {
-		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: spec_yaml: larger than %d bytes", rpcerr.ErrInvalid, campaign.MaxFileBytes))
+		return nil, fmt.Errorf("%w: spec_yaml: larger than %d bytes", rpcerr.ErrInvalid, campaign.MaxFileBytes)
 	}
 	spec, err := campaign.Parse([]byte(req.GetSpecYaml()))
 	if err != nil {
-		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
+		return nil, err
 	}
 	if s.cfg.Limits != nil {
 		if err := s.cfg.Limits.CheckContext(ctx, spec); err != nil {
 			if ctx.Err() != nil { // the caller gave up during a long check
-				return nil, s.fail("ApplyCampaign", fmt.Errorf("check campaign limits: %w", err))
+				return nil, fmt.Errorf("check campaign limits: %w", err)
 			}
-			s.log.Warn("campaign refused", "campaign", spec.Name(), "actor", actor(ctx), "err", err)
-			return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err))
+			s.log.Warn("campaign refused", slog.String("campaign", spec.Name()), slog.String("actor", actor(ctx)), slog.Any("error", err))
+			return nil, err
 		}
 	}
 	if spec.NeedsDiscovery() && s.cfg.Discovery == nil {
-		return nil, s.fail("ApplyCampaign", fmt.Errorf("%w: targets: this controller does not run discovery", rpcerr.ErrUnimplemented))
+		return nil, fmt.Errorf("%w: targets: this controller does not run discovery", rpcerr.ErrUnimplemented)
 	}
 	if !req.GetAllowFewerVantages() {
 		if err := s.checkQuorum(ctx, spec); err != nil {
-			s.log.Info("campaign refused", "campaign", spec.Name(), "actor", actor(ctx), "err", err)
-			return nil, s.fail("ApplyCampaign", err)
+			s.log.Info("campaign refused", slog.String("campaign", spec.Name()), slog.String("actor", actor(ctx)), slog.Any("error", err))
+			return nil, err
 		}
 	}
 	if req.GetDryRun() {
@@ -283,29 +287,30 @@ func (s *Server) ApplyCampaign(ctx context.Context, req *vantagev1.ApplyCampaign
 	}
 	c, changed, err := s.cfg.Store.PutCampaign(ctx, name, req.GetSpecYaml(), s.now(), s.audit(ctx, "campaign.apply", name, detail))
 	if err != nil {
-		return nil, s.fail("ApplyCampaign", err)
+		return nil, err
 	}
 	switch {
 	case spec.NeedsDiscovery():
 		// Every apply (re-)runs discovery, changed or not: hosts come and go.
 		if c, err = s.cfg.Discovery.Begin(ctx, name, c.Version, store.AuditEntry{}); err != nil {
-			return nil, s.fail("ApplyCampaign", err)
+			return nil, err
 		}
-		s.log.Info("campaign applied; discovering targets", "campaign", name, "version", c.Version, "actor", actor(ctx))
+		s.log.Info("campaign applied; discovering targets", slog.String("campaign", name), slog.Uint64("version", c.Version),
+			slog.String("actor", actor(ctx)))
 		s.cfg.Campaigns.Changed(ctx)
 	case c.State == vantagev1.CampaignState_CAMPAIGN_STATE_DISCOVERING:
 		// Discovery was dropped from the spec: the listed targets run now.
 		if c, err = s.cfg.Store.SetCampaignState(ctx, name, vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, s.now(), store.AuditEntry{}); err != nil {
-			return nil, s.fail("ApplyCampaign", err)
+			return nil, err
 		}
 		s.cfg.Campaigns.Changed(ctx)
 	case changed:
-		s.log.Info("campaign applied", "campaign", name, "version", c.Version, "actor", actor(ctx))
+		s.log.Info("campaign applied", slog.String("campaign", name), slog.Uint64("version", c.Version), slog.String("actor", actor(ctx)))
 		s.cfg.Campaigns.Changed(ctx)
 	}
 	p, err := s.campaignProto(ctx, c)
 	if err != nil {
-		return nil, s.fail("ApplyCampaign", err)
+		return nil, err
 	}
 	return p, nil
 }
@@ -325,7 +330,7 @@ func (s *Server) checkQuorum(ctx context.Context, spec *campaign.Spec) error {
 		}
 	}
 	if err := spec.CheckQuorum(labels, s.cfg.Verdicts.QuorumLabel()); err != nil {
-		return fmt.Errorf("%w: %w (enrol the agents first, or apply with allow_fewer_vantages)", rpcerr.ErrInvalid, err)
+		return fmt.Errorf("%w (enrol the agents first, or apply with allow_fewer_vantages)", err)
 	}
 	return nil
 }
@@ -334,13 +339,13 @@ func (s *Server) checkQuorum(ctx context.Context, spec *campaign.Spec) error {
 func (s *Server) ListCampaigns(ctx context.Context, _ *vantagev1.ListCampaignsRequest) (*vantagev1.ListCampaignsResponse, error) {
 	cs, err := s.cfg.Store.ListCampaigns(ctx)
 	if err != nil {
-		return nil, s.fail("ListCampaigns", err)
+		return nil, err
 	}
 	out := &vantagev1.ListCampaignsResponse{}
 	for _, c := range cs {
 		p, err := s.campaignProto(ctx, c)
 		if err != nil {
-			return nil, s.fail("ListCampaigns", err)
+			return nil, err
 		}
 		out.Campaigns = append(out.Campaigns, p)
 	}
@@ -351,11 +356,11 @@ func (s *Server) ListCampaigns(ctx context.Context, _ *vantagev1.ListCampaignsRe
 func (s *Server) GetCampaign(ctx context.Context, req *vantagev1.GetCampaignRequest) (*vantagev1.Campaign, error) {
 	c, err := s.cfg.Store.GetCampaign(ctx, req.GetName())
 	if err != nil {
-		return nil, s.fail("GetCampaign", err)
+		return nil, err
 	}
 	p, err := s.campaignProto(ctx, c)
 	if err != nil {
-		return nil, s.fail("GetCampaign", err)
+		return nil, err
 	}
 	return p, nil
 }
@@ -363,30 +368,30 @@ func (s *Server) GetCampaign(ctx context.Context, req *vantagev1.GetCampaignRequ
 func (s *Server) setState(ctx context.Context, method, name string, state vantagev1.CampaignState, action string) (*vantagev1.Campaign, error) {
 	c, err := s.cfg.Store.GetCampaign(ctx, name)
 	if err != nil {
-		return nil, s.fail(method, err)
+		return nil, err
 	}
 	if c.State == state { // a no-op: no audit entry, no reload
 		p, err := s.campaignProto(ctx, c)
 		if err != nil {
-			return nil, s.fail(method, err)
+			return nil, err
 		}
 		return p, nil
 	}
 	c, err = s.cfg.Store.SetCampaignState(ctx, name, state, s.now(), s.audit(ctx, action, name, ""))
 	if err != nil {
-		return nil, s.fail(method, err)
+		return nil, err
 	}
 	if _, err := catalogue.SpecFor(c); errors.Is(err, catalogue.ErrNotDiscovered) && state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE &&
 		s.cfg.Discovery != nil {
 		// Resumed before its discovery finished: discover again.
 		if c, err = s.cfg.Discovery.Begin(ctx, name, c.Version, store.AuditEntry{}); err != nil {
-			return nil, s.fail(method, err)
+			return nil, err
 		}
 	}
 	s.cfg.Campaigns.Changed(ctx)
 	p, err := s.campaignProto(ctx, c)
 	if err != nil {
-		return nil, s.fail(method, err)
+		return nil, err
 	}
 	return p, nil
 }
@@ -404,7 +409,7 @@ func (s *Server) ResumeCampaign(ctx context.Context, req *vantagev1.ResumeCampai
 // DeleteCampaign removes a campaign; stored results and transitions stay.
 func (s *Server) DeleteCampaign(ctx context.Context, req *vantagev1.DeleteCampaignRequest) (*vantagev1.DeleteCampaignResponse, error) {
 	if err := s.cfg.Store.DeleteCampaign(ctx, req.GetName(), s.audit(ctx, "campaign.delete", req.GetName(), "")); err != nil {
-		return nil, s.fail("DeleteCampaign", err)
+		return nil, err
 	}
 	s.cfg.Campaigns.Changed(ctx)
 	return &vantagev1.DeleteCampaignResponse{}, nil
@@ -430,11 +435,11 @@ func toStored(sr store.StoredResult) *vantagev1.StoredResult {
 func (s *Server) QueryResults(req *vantagev1.QueryResultsRequest, stream vantagev1.OperatorService_QueryResultsServer) error {
 	limit, err := boundedLimit("limit", req.GetLimit(), DefaultResultLimit, MaxResultLimit)
 	if err != nil {
-		return s.fail("QueryResults", err)
+		return err
 	}
 	if t := req.GetTarget(); t != "" {
 		if _, err := netip.ParseAddr(t); err != nil {
-			return s.fail("QueryResults", fmt.Errorf("%w: target: %q is not an IP address", rpcerr.ErrInvalid, t))
+			return fmt.Errorf("%w: target: %q is not an IP address", rpcerr.ErrInvalid, t)
 		}
 	}
 	q := store.ResultQuery{Campaign: req.GetCampaign(), AgentID: req.GetAgentId(), Target: req.GetTarget(), Limit: limit}
@@ -447,7 +452,7 @@ func (s *Server) QueryResults(req *vantagev1.QueryResultsRequest, stream vantage
 	err = s.cfg.Store.QueryResults(stream.Context(), q, func(sr store.StoredResult) error {
 		return stream.Send(toStored(sr))
 	})
-	return s.fail("QueryResults", err)
+	return err
 }
 
 // withNames fills evidence agent names from the store.
@@ -480,7 +485,7 @@ func (s *Server) checkCampaign(ctx context.Context, name string) error {
 // GetVerdicts returns the current verdicts.
 func (s *Server) GetVerdicts(ctx context.Context, req *vantagev1.GetVerdictsRequest) (*vantagev1.GetVerdictsResponse, error) {
 	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
-		return nil, s.fail("GetVerdicts", err)
+		return nil, err
 	}
 	vs := s.cfg.Verdicts.Verdicts(req.GetCampaign(), req.GetLevel())
 	s.withNames(ctx, vs)
@@ -492,7 +497,7 @@ func (s *Server) GetVerdicts(ctx context.Context, req *vantagev1.GetVerdictsRequ
 func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vantagev1.OperatorService_WatchVerdictsServer) error {
 	ctx := stream.Context()
 	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
-		return s.fail("WatchVerdicts", err)
+		return err
 	}
 	w := s.cfg.Verdicts.Watch(req.GetCampaign(), req.GetLevel()) // before the snapshot: nothing missed
 	defer w.Close()
@@ -500,7 +505,7 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 	s.withNames(ctx, vs)
 	for _, v := range vs {
 		if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Verdict{Verdict: v}}); err != nil {
-			return s.fail("WatchVerdicts", err)
+			return err
 		}
 	}
 	for {
@@ -509,7 +514,7 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 			return nil
 		case t := <-w.C:
 			if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Transition{Transition: t}}); err != nil {
-				return s.fail("WatchVerdicts", err)
+				return err
 			}
 		case <-w.Done():
 			// Drain what was buffered before the drop, then tell the client.
@@ -517,10 +522,10 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 				select {
 				case t := <-w.C:
 					if err := stream.Send(&vantagev1.VerdictUpdate{Update: &vantagev1.VerdictUpdate_Transition{Transition: t}}); err != nil {
-						return s.fail("WatchVerdicts", err)
+						return err
 					}
 				default:
-					return s.fail("WatchVerdicts", w.Err())
+					return w.Err()
 				}
 			}
 		}
@@ -531,7 +536,7 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 func (s *Server) GetTimeline(ctx context.Context, req *vantagev1.GetTimelineRequest) (*vantagev1.GetTimelineResponse, error) {
 	limit, err := boundedLimit("limit", req.GetLimit(), DefaultTimelineLimit, MaxTimelineLimit)
 	if err != nil {
-		return nil, s.fail("GetTimeline", err)
+		return nil, err
 	}
 	q := store.TimelineQuery{Campaign: req.GetCampaign(), Level: req.GetLevel(), Limit: limit}
 	if req.GetFrom() != nil {
@@ -542,7 +547,7 @@ func (s *Server) GetTimeline(ctx context.Context, req *vantagev1.GetTimelineRequ
 	}
 	out, err := s.cfg.Store.Timeline(ctx, q)
 	if err != nil {
-		return nil, s.fail("GetTimeline", err)
+		return nil, err
 	}
 	return &vantagev1.GetTimelineResponse{Transitions: out}, nil
 }
@@ -552,15 +557,15 @@ func (s *Server) GetTimeline(ctx context.Context, req *vantagev1.GetTimelineRequ
 func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*vantagev1.ExplainResponse, error) {
 	rounds, err := boundedLimit("rounds", req.GetRounds(), DefaultExplainRounds, MaxExplainRounds)
 	if err != nil {
-		return nil, s.fail("Explain", err)
+		return nil, err
 	}
 	v, ok := s.cfg.Verdicts.Verdict(req.GetVerdictId())
 	if !ok {
-		return nil, s.fail("Explain", fmt.Errorf("verdict_id %q: %w", req.GetVerdictId(), store.ErrNotFound))
+		return nil, fmt.Errorf("verdict_id %q: %w", req.GetVerdictId(), rpcerr.ErrNotFound)
 	}
 	spec, ok := s.cfg.Campaigns.Spec(v.GetCampaign())
 	if !ok {
-		return nil, s.fail("Explain", fmt.Errorf("campaign %q: %w", v.GetCampaign(), store.ErrNotFound))
+		return nil, fmt.Errorf("campaign %q: %w", v.GetCampaign(), rpcerr.ErrNotFound)
 	}
 	q := store.ResultQuery{Campaign: v.GetCampaign(), Limit: maxExplainResults, HasMinRound: true,
 		MinRound: v.GetRound() - int64(rounds) + 1}
@@ -607,12 +612,12 @@ func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*v
 				return nil
 			})
 			if err != nil {
-				return nil, s.fail("Explain", err)
+				return nil, err
 			}
 		}
 	}
 	if err := s.cfg.Store.QueryResults(ctx, q, add); err != nil {
-		return nil, s.fail("Explain", err)
+		return nil, err
 	}
 	s.withNames(ctx, []*vantagev1.Verdict{v})
 	return out, nil
@@ -622,10 +627,10 @@ func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*v
 // verdict parameters; the live timeline is not touched.
 func (s *Server) Replay(ctx context.Context, req *vantagev1.ReplayRequest) (*vantagev1.ReplayResponse, error) {
 	if req.GetCampaign() == "" {
-		return nil, s.fail("Replay", fmt.Errorf("%w: campaign: required", rpcerr.ErrInvalid))
+		return nil, fmt.Errorf("%w: campaign: required", rpcerr.ErrInvalid)
 	}
 	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
-		return nil, s.fail("Replay", err)
+		return nil, err
 	}
 	var from, to time.Time
 	for _, f := range []struct {
@@ -634,19 +639,16 @@ func (s *Server) Replay(ctx context.Context, req *vantagev1.ReplayRequest) (*van
 		dst  *time.Time
 	}{{"from", req.GetFrom(), &from}, {"to", req.GetTo(), &to}} {
 		if f.ts == nil {
-			return nil, s.fail("Replay", fmt.Errorf("%w: %s: required", rpcerr.ErrInvalid, f.name))
+			return nil, fmt.Errorf("%w: %s: required", rpcerr.ErrInvalid, f.name)
 		}
 		if err := f.ts.CheckValid(); err != nil {
-			return nil, s.fail("Replay", fmt.Errorf("%w: %s: %w", rpcerr.ErrInvalid, f.name, err))
+			return nil, fmt.Errorf("%w: %s: %w", rpcerr.ErrInvalid, f.name, err)
 		}
 		*f.dst = f.ts.AsTime()
 	}
 	ts, err := s.cfg.Verdicts.Replay(ctx, req.GetCampaign(), from, to, req.GetParams())
-	if errors.Is(err, live.ErrReplay) {
-		err = fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err)
-	}
 	if err != nil {
-		return nil, s.fail("Replay", err)
+		return nil, err
 	}
 	return &vantagev1.ReplayResponse{Transitions: ts}, nil
 }
@@ -655,11 +657,11 @@ func (s *Server) Replay(ctx context.Context, req *vantagev1.ReplayRequest) (*van
 func (s *Server) ListAudit(ctx context.Context, req *vantagev1.ListAuditRequest) (*vantagev1.ListAuditResponse, error) {
 	limit, err := boundedLimit("limit", req.GetLimit(), DefaultAuditLimit, MaxAuditLimit)
 	if err != nil {
-		return nil, s.fail("ListAudit", err)
+		return nil, err
 	}
 	es, err := s.cfg.Store.ListAudit(ctx, limit)
 	if err != nil {
-		return nil, s.fail("ListAudit", err)
+		return nil, err
 	}
 	out := &vantagev1.ListAuditResponse{}
 	for _, e := range es {

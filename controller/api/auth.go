@@ -54,12 +54,8 @@ func caller(ctx context.Context) store.OperatorToken {
 func actor(ctx context.Context) string { return "operator:" + caller(ctx).Name }
 
 // authorize checks the bearer token and the role for an OperatorService
-// method; other services (AgentService, health, reflection) pass through.
-func (s *Server) authorize(ctx context.Context, fullMethod string) (context.Context, error) {
-	method, ok := strings.CutPrefix(fullMethod, ServicePrefix)
-	if !ok {
-		return ctx, nil
-	}
+// method (its name without ServicePrefix).
+func (s *Server) authorize(ctx context.Context, method string) (context.Context, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	var secret string
 	if v := md.Get("authorization"); len(v) == 1 {
@@ -73,16 +69,16 @@ func (s *Server) authorize(ctx context.Context, fullMethod string) (context.Cont
 		// (or whoever stole its key) calling OperatorService is denied,
 		// not merely asked to authenticate.
 		if errors.Is(err, fleet.ErrBadOperatorToken) && hasClientCert(ctx) {
-			return ctx, rpcerr.Status(s.log, method, fmt.Errorf("%w: %s: an agent certificate is not an operator credential", rpcerr.ErrPermission, method))
+			return ctx, fmt.Errorf("%w: %s: an agent certificate is not an operator credential", rpcerr.ErrPermission, method)
 		}
-		return ctx, rpcerr.Status(s.log, method, err)
+		return ctx, err
 	}
 	need, ok := methodRoles[method]
 	if !ok {
-		return ctx, rpcerr.Status(s.log, method, fmt.Errorf("%w: method %s is not in the role table", rpcerr.ErrPermission, method))
+		return ctx, fmt.Errorf("%w: method %s is not in the role table", rpcerr.ErrPermission, method)
 	}
 	if tok.Role < need {
-		return ctx, rpcerr.Status(s.log, method, fmt.Errorf("%w: %s needs role %s, token %q has %s", rpcerr.ErrPermission, method, need, tok.Name, tok.Role))
+		return ctx, fmt.Errorf("%w: %s needs role %s, token %q has %s", rpcerr.ErrPermission, method, need, tok.Name, tok.Role)
 	}
 	return context.WithValue(ctx, tokenKey{}, tok), nil
 }
@@ -112,39 +108,38 @@ func DeadlineInterceptor(d time.Duration) grpc.UnaryServerInterceptor {
 	}
 }
 
-// UnaryInterceptor authenticates and authorizes unary OperatorService calls
-// and counts the query methods against the token's limit.
+// UnaryInterceptor authenticates and authorizes unary OperatorService
+// calls, counts the query methods against the token's limit, and converts
+// the call's error, once, through OperatorService's table (the handlers
+// return sentinels). Other services (AgentService, health, reflection)
+// pass through.
 func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, err := s.authorize(ctx, info.FullMethod)
+		method, ok := strings.CutPrefix(info.FullMethod, ServicePrefix)
+		if !ok {
+			return handler(ctx, req)
+		}
+		ctx, err := s.authorize(ctx, method)
 		if err != nil {
-			return nil, err
+			return nil, s.fail(method, err)
 		}
-		if method, ok := strings.CutPrefix(info.FullMethod, ServicePrefix); ok {
-			return s.guardUnary(ctx, method, req, handler)
-		}
-		return handler(ctx, req)
+		resp, err := s.guardUnary(ctx, method, req, handler)
+		return resp, s.fail(method, err)
 	}
 }
 
-type authStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (a authStream) Context() context.Context { return a.ctx }
-
-// StreamInterceptor authenticates and authorizes streaming OperatorService
-// calls and runs them under the StreamLimits.
+// StreamInterceptor is UnaryInterceptor for streaming calls, which it runs
+// under the StreamLimits.
 func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, err := s.authorize(ss.Context(), info.FullMethod)
+		method, ok := strings.CutPrefix(info.FullMethod, ServicePrefix)
+		if !ok {
+			return handler(srv, ss)
+		}
+		ctx, err := s.authorize(ss.Context(), method)
 		if err != nil {
-			return err
+			return s.fail(method, err)
 		}
-		if method, ok := strings.CutPrefix(info.FullMethod, ServicePrefix); ok {
-			return s.guardStream(ctx, method, srv, ss, handler)
-		}
-		return handler(srv, authStream{ServerStream: ss, ctx: ctx})
+		return s.fail(method, s.guardStream(ctx, method, srv, ss, handler))
 	}
 }

@@ -176,7 +176,7 @@ func (s *Server) guardStream(ctx context.Context, method string, srv any, ss grp
 	if queryMethods[method] {
 		leave, err := s.gate.enter(caller(ctx).Name, method)
 		if err != nil {
-			return s.fail(method, err)
+			return err
 		}
 		defer leave()
 	}
@@ -196,7 +196,7 @@ func (s *Server) guardUnary(ctx context.Context, method string, req any, handler
 	if queryMethods[method] {
 		leave, err := s.gate.enter(caller(ctx).Name, method)
 		if err != nil {
-			return nil, s.fail(method, err)
+			return nil, err
 		}
 		defer leave()
 	}

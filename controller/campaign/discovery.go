@@ -200,7 +200,7 @@ func (s *Spec) WithTargets(found []Target) (*Spec, error) {
 	c := *s
 	c.expanded = slices.Clip(out)
 	c.discovered = true
-	if err := c.validateBudget(); err != nil {
+	if err := c.validateBudget(c.expanded); err != nil {
 		return nil, err
 	}
 	return &c, nil

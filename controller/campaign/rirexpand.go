@@ -53,16 +53,46 @@ func ExpandRIR(spec []byte, readFile func(path string) ([]byte, error)) (out []b
 	if rir == nil {
 		return spec, false, nil
 	}
-	var file, country string
+	file, country, err := decodeRIR(doc, rir)
+	if err != nil {
+		return nil, false, err
+	}
+	blocks, err := readRIR(file, country, readFile)
+	if err != nil {
+		return nil, false, err
+	}
+	nwKey, err := appendRIRNetworks(targets, blocks)
+	if err != nil {
+		return nil, false, err
+	}
+	// Drop targets.rir and say where the networks came from.
+	for i := 0; i+1 < len(targets.Content); i += 2 {
+		if targets.Content[i] == rirKey {
+			targets.Content = append(targets.Content[:i], targets.Content[i+2:]...)
+			break
+		}
+	}
+	nwKey.HeadComment = strings.TrimSpace(nwKey.HeadComment + "\n" +
+		fmt.Sprintf("# networks of %s expanded from %s by vantagectl (targets.rir)", country, file))
+	out, err = encodeDocument(doc)
+	if err != nil {
+		return nil, false, err
+	}
+	return out, true, nil
+}
+
+// decodeRIR reads the targets.rir section: the file, and the country
+// (default scope.country).
+func decodeRIR(doc, rir *yaml.Node) (file, country string, err error) {
 	err = decodeMapping("targets.rir", rir, []field{
 		{"file", func(p string, v *yaml.Node) error { return decodeString(p, v, &file) }},
 		{"country", func(p string, v *yaml.Node) error { return decodeString(p, v, &country) }},
 	})
 	if err != nil {
-		return nil, false, err
+		return "", "", err
 	}
 	if file == "" {
-		return nil, false, fieldErr("targets.rir.file", "required: the path of a delegated-stats file")
+		return "", "", fieldErr("targets.rir.file", "required: the path of a delegated-stats file")
 	}
 	if country == "" {
 		if sc := mappingValue(doc, "scope"); sc != nil {
@@ -72,26 +102,38 @@ func ExpandRIR(spec []byte, readFile func(path string) ([]byte, error)) (out []b
 		}
 	}
 	if len(country) != 2 || !isLetters(country) {
-		return nil, false, fieldErr("targets.rir.country", "%q must be an ISO 3166-1 alpha-2 code in upper case (default: scope.country)", country)
+		return "", "", fieldErr("targets.rir.country", "%q must be an ISO 3166-1 alpha-2 code in upper case (default: scope.country)", country)
 	}
+	return file, country, nil
+}
+
+// readRIR reads the delegated-stats file and returns the country's
+// blocks, at least one.
+func readRIR(file, country string, readFile func(path string) ([]byte, error)) ([]RIRBlock, error) {
 	data, err := readFile(file)
 	if err != nil {
-		return nil, false, fieldErr("targets.rir.file", "%v", err)
+		return nil, fieldErr("targets.rir.file", "%v", err)
 	}
 	blocks, err := ParseRIR(data, country)
 	if err != nil {
-		return nil, false, fmt.Errorf("targets.rir.file: %s: %w", file, err)
+		return nil, fmt.Errorf("targets.rir.file: %s: %w", file, err)
 	}
 	if len(blocks) == 0 {
-		return nil, false, fieldErr("targets.rir", "%s has no allocated or assigned ipv4/ipv6 block for country %s; the campaign would have no targets", file, country)
+		return nil, fieldErr("targets.rir", "%s has no allocated or assigned ipv4/ipv6 block for country %s; the campaign would have no targets", file, country)
 	}
+	return blocks, nil
+}
+
+// appendRIRNetworks appends one network per prefix of blocks to
+// targets.networks (creating it when absent) and returns its key node.
+func appendRIRNetworks(targets *yaml.Node, blocks []RIRBlock) (*yaml.Node, error) {
 	nwKey, networks := mappingEntry(targets, "networks")
 	if networks == nil {
 		nwKey = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "networks"}
 		networks = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
 		targets.Content = append(targets.Content, nwKey, networks)
 	} else if networks.Kind != yaml.SequenceNode {
-		return nil, false, fieldErr("targets.networks", "expected a list, got %s", kindName(networks))
+		return nil, fieldErr("targets.networks", "expected a list, got %s", kindName(networks))
 	}
 	for _, b := range blocks {
 		for _, p := range b.Prefixes {
@@ -106,25 +148,21 @@ func ExpandRIR(spec []byte, readFile func(path string) ([]byte, error)) (out []b
 			})
 		}
 	}
-	// Drop targets.rir and say where the networks came from.
-	for i := 0; i+1 < len(targets.Content); i += 2 {
-		if targets.Content[i] == rirKey {
-			targets.Content = append(targets.Content[:i], targets.Content[i+2:]...)
-			break
-		}
-	}
-	nwKey.HeadComment = strings.TrimSpace(nwKey.HeadComment + "\n" +
-		fmt.Sprintf("# networks of %s expanded from %s by vantagectl (targets.rir)", country, file))
+	return nwKey, nil
+}
+
+// encodeDocument writes doc back as YAML, indented by two.
+func encodeDocument(doc *yaml.Node) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(&yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{doc}}); err != nil {
-		return nil, false, fmt.Errorf("re-encode campaign: %w", err)
+		return nil, fmt.Errorf("re-encode campaign: %w", err)
 	}
 	if err := enc.Close(); err != nil {
-		return nil, false, fmt.Errorf("re-encode campaign: %w", err)
+		return nil, fmt.Errorf("re-encode campaign: %w", err)
 	}
-	return buf.Bytes(), true, nil
+	return buf.Bytes(), nil
 }
 
 func mappingEntry(m *yaml.Node, key string) (k, v *yaml.Node) {

@@ -142,11 +142,11 @@ func (cat *Catalogue) Changed(ctx context.Context) {
 	cat.changeMu.Lock()
 	defer cat.changeMu.Unlock()
 	if err := cat.Reload(ctx); err != nil {
-		cat.log.Warn("campaign reload failed", "err", err)
+		cat.log.Warn("campaign reload failed", slog.Any("error", err))
 	}
 	for _, fn := range cat.subs {
 		if err := fn(ctx); err != nil {
-			cat.log.Warn("campaign reload failed", "err", err)
+			cat.log.Warn("campaign reload failed", slog.Any("error", err))
 		}
 	}
 }

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -85,7 +86,8 @@ func (r *Runner) sendLocked(j *job, kind int, tasks []*vantagev1.Task, now time.
 	for _, id := range j.agents {
 		tr := trigger.New(now, tasks, reason)
 		if !r.opts.Sessions.SendTrigger(id, tr) {
-			r.log.Warn("discovery trigger not sent", "campaign", j.name, "agent", id, "reason", "no session or send queue full")
+			r.log.Warn("discovery trigger not sent", slog.String("campaign", j.name), slog.String("agent", id),
+				slog.String("reason", "no session or send queue full"))
 			continue
 		}
 		r.triggers[tr.GetId()] = j
@@ -161,7 +163,8 @@ func (r *Runner) waitLocked(j *job, conn map[string]map[string]string, now time.
 	j.batches = Batches(tasks, uint32(retries), spec.AgentPPS(), spec.Round().Seconds())
 	j.phase, j.next, j.nextAt = phaseSweep, 0, now
 	j.status.AddressesSwept = uint32(len(addrs))
-	r.log.Info("discovery sweep", "campaign", j.name, "addresses", len(addrs), "batches", len(j.batches), "agents", len(j.agents))
+	r.log.Info("discovery sweep", slog.String("campaign", j.name), slog.Int("addresses", len(addrs)),
+		slog.Int("batches", len(j.batches)), slog.Int("agents", len(j.agents)))
 	return r.sweepLocked(j, now)
 }
 
@@ -186,7 +189,8 @@ func (r *Runner) sweepLocked(j *job, now time.Time) bool {
 		j.status.Note = fmt.Sprintf("nothing answered: %d addresses swept from %d agent(s) (%d of %d results in), no host replied to ICMP echo; "+
 			"the campaign stays DISCOVERING - check the prefixes and the agents, then apply it again",
 			j.status.GetAddressesSwept(), len(j.agents), j.received[kSweep], j.expected[kSweep])
-		r.log.Warn("discovery found nothing", "campaign", j.name, "addresses", j.status.GetAddressesSwept(), "results", j.received[kSweep])
+		r.log.Warn("discovery found nothing", slog.String("campaign", j.name),
+			slog.Any("addresses", j.status.GetAddressesSwept()), slog.Int("results", j.received[kSweep]))
 		return false
 	}
 	if spec.UpstreamsAuto() {
@@ -249,7 +253,8 @@ func (r *Runner) startTraceLocked(j *job, now time.Time) {
 	// The trace engine probes every TTL at once; a silent TTL costs two
 	// timeouts. Give the slowest path that, plus the settle time.
 	j.deadline = now.Add(r.settle(j.spec, 2*trigger.TraceTimeout*time.Duration(min(ttl, 4))))
-	r.log.Info("discovery traces", "campaign", j.name, "hosts", len(all), "agents", len(j.agents))
+	r.log.Info("discovery traces", slog.String("campaign", j.name), slog.Int("hosts", len(all)),
+		slog.Int("agents", len(j.agents)))
 }
 
 // finishLocked turns what the job found into the campaign's targets.

@@ -127,7 +127,7 @@ func (r *Runner) Start(ctx context.Context) {
 			if scan {
 				lastScan = time.Now()
 				if err := r.scan(ctx); err != nil && ctx.Err() == nil {
-					r.log.Warn("discovery scan failed", "err", err)
+					r.log.Warn("discovery scan failed", slog.Any("error", err))
 				}
 			}
 			r.step(ctx)
@@ -232,9 +232,9 @@ func (r *Runner) scan(ctx context.Context) error {
 			want[c.Name] = c
 		case vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE:
 			if _, err := catalogue.SpecFor(c); errors.Is(err, catalogue.ErrNotDiscovered) {
-				r.log.Warn("campaign active without discovered targets; discovering", "campaign", c.Name)
+				r.log.Warn("campaign active without discovered targets; discovering", slog.String("campaign", c.Name))
 				if _, err := r.Begin(ctx, c.Name, c.Version, store.AuditEntry{}); err != nil {
-					r.log.Warn("discovery not begun", "campaign", c.Name, "err", err)
+					r.log.Warn("discovery not begun", slog.String("campaign", c.Name), slog.Any("error", err))
 				}
 			}
 		}
@@ -265,12 +265,12 @@ func (r *Runner) scan(ctx context.Context) error {
 			continue // read before a Begin that ran meanwhile: the next scan reads it
 		}
 		r.jobs[name] = j
-		r.log.Info("discovery started", "campaign", name, "version", c.Version)
+		r.log.Info("discovery started", slog.String("campaign", name), slog.Uint64("version", c.Version))
 	}
 	r.mu.Unlock()
 	for _, c := range begin {
 		if _, err := r.Begin(ctx, c.Name, c.Version, store.AuditEntry{}); err != nil && ctx.Err() == nil {
-			r.log.Warn("discovery not begun", "campaign", c.Name, "err", err)
+			r.log.Warn("discovery not begun", slog.String("campaign", c.Name), slog.Any("error", err))
 		}
 	}
 	return nil
@@ -318,14 +318,14 @@ func (r *Runner) step(ctx context.Context) {
 		superseded := r.supersededLocked(s.j)
 		r.mu.Unlock()
 		if superseded {
-			r.log.Info("discovery abandoned", "campaign", s.j.name, "reason", "begun again")
+			r.log.Info("discovery abandoned", slog.String("campaign", s.j.name), slog.String("reason", "begun again"))
 			continue
 		}
 		_, err := r.opts.Store.PutDiscovery(ctx, s.j.name, store.Discovery{Version: s.j.version, Status: s.status, Targets: s.targets},
 			s.state, r.now(), store.AuditEntry{})
 		switch {
 		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
-			r.log.Info("discovery abandoned", "campaign", s.j.name, "reason", err.Error())
+			r.log.Info("discovery abandoned", slog.String("campaign", s.j.name), slog.String("reason", err.Error()))
 			r.mu.Lock()
 			if r.jobs[s.j.name] == s.j {
 				r.dropLocked(s.j)
@@ -333,15 +333,16 @@ func (r *Runner) step(ctx context.Context) {
 			r.mu.Unlock()
 		case err != nil:
 			if ctx.Err() == nil {
-				r.log.Warn("discovery status not stored", "campaign", s.j.name, "err", err)
+				r.log.Warn("discovery status not stored", slog.String("campaign", s.j.name), slog.Any("error", err))
 			}
 			r.mu.Lock()
 			s.j.saved = "" // try again at the next change
 			r.mu.Unlock()
 		case s.state == vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE:
 			finished = true
-			r.log.Info("discovery finished", "campaign", s.j.name, "hosts", s.status.GetHostsSelected(),
-				"routers", len(s.status.GetRoutersFound()), "note", s.status.GetNote())
+			r.log.Info("discovery finished", slog.String("campaign", s.j.name),
+				slog.Any("hosts", s.status.GetHostsSelected()), slog.Int("routers", len(s.status.GetRoutersFound())),
+				slog.String("note", s.status.GetNote()))
 		}
 	}
 	r.wmu.Unlock()

@@ -237,7 +237,8 @@ func (f *Fleet) Enroll(ctx context.Context, req EnrollRequest) (Enrollment, erro
 	if _, err := f.st.EnrollAgent(ctx, HashSecret(req.JoinToken), now, a); err != nil {
 		return Enrollment{}, fmt.Errorf("enroll %s: %w", id, err)
 	}
-	f.log.Info("agent enrolled", "agent", id, "name", req.Name, "state", state.String())
+	f.log.Info("agent enrolled", slog.String("agent", id), slog.String("name", req.Name),
+		slog.String("state", state.String()))
 	return Enrollment{AgentID: id, CertificatePEM: certPEM, CABundlePEM: f.ca.BundlePEM(),
 		ApprovalPending: state == vantagev1.AgentState_AGENT_STATE_PENDING}, nil
 }
@@ -335,7 +336,7 @@ func (f *Fleet) EnsureAdminToken(ctx context.Context, dir string) (string, bool,
 		if errors.Is(err, store.ErrRevoked) {
 			// Revoked (revoke-token --operator admin): never again. The
 			// file gets a new admin token in its place.
-			f.log.Warn("admin token file holds a revoked token; writing a new one", "path", path)
+			f.log.Warn("admin token file holds a revoked token; writing a new one", slog.String("path", path))
 			return f.replaceAdminToken(ctx, path)
 		}
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -82,7 +83,8 @@ func (f *Fleet) Renew(ctx context.Context, csrDER []byte) (Renewal, error) {
 		}
 		return Renewal{}, fmt.Errorf("renew %s: %w", a.ID, err)
 	}
-	f.log.Info("agent certificate renewed", "agent", a.ID, "serial", serial, "previous", presented)
+	f.log.Info("agent certificate renewed", slog.String("agent", a.ID), slog.String("serial", serial),
+		slog.String("previous", presented))
 	return Renewal{AgentID: a.ID, CertificatePEM: certPEM, CABundlePEM: f.ca.BundlePEM(), Serial: serial}, nil
 }
 
@@ -114,7 +116,8 @@ func (f *Fleet) SessionOpened(ctx context.Context, agentID string) (string, erro
 		return "", fmt.Errorf("confirm %s certificate: %w", agentID, err)
 	}
 	if confirmed {
-		f.log.Info("agent renewed certificate in use; previous one retired", "agent", agentID, "serial", serial)
+		f.log.Info("agent renewed certificate in use; previous one retired", slog.String("agent", agentID),
+			slog.String("serial", serial))
 	}
 	return f.RenewReason(leaf), nil
 }

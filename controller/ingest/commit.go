@@ -10,9 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -46,11 +44,8 @@ const (
 	RetryAfterKey = "retry-after-ms"
 )
 
-// ErrOverloaded: the controller refuses a batch for now; the agent keeps
-// it and sends it again after the retry-after.
-var ErrOverloaded = errors.New("overloaded")
-
-// throttled ends a session with RESOURCE_EXHAUSTED and a retry-after.
+// throttled ends a session with RESOURCE_EXHAUSTED (it is an ErrOverloaded)
+// and a retry-after, in the trailer and in the Throttle message.
 type throttled struct {
 	retry  time.Duration
 	reason string
@@ -62,12 +57,8 @@ func (t *throttled) Error() string {
 
 func (t *throttled) Unwrap() error { return ErrOverloaded }
 
-// GRPCStatus makes the session end with RESOURCE_EXHAUSTED.
-func (t *throttled) GRPCStatus() *status.Status {
-	return status.New(codes.ResourceExhausted, t.Error())
-}
-
-func (t *throttled) trailer() metadata.MD {
+// Trailer is the session end's trailer (rpcerr.Trailer): retry-after-ms.
+func (t *throttled) Trailer() metadata.MD {
 	return metadata.Pairs(RetryAfterKey, strconv.FormatInt(max(1, t.retry.Milliseconds()), 10))
 }
 
@@ -360,8 +351,9 @@ func (h *storeHealth) wrote(log *slog.Logger, op string, err error) {
 	defer h.mu.Unlock()
 	if err == nil {
 		if h.failing && (op == opCommit || !h.commitFailed) {
-			log.Info("store writes recovered", "op", op, "failed_for", now.Sub(h.since).Round(time.Millisecond),
-				"failed_writes", h.failed, "last_error", h.lastErr)
+			log.Info("store writes recovered", slog.String("op", op),
+				slog.Duration("failed_for", now.Sub(h.since).Round(time.Millisecond)),
+				slog.Uint64("failed_writes", h.failed), slog.String("last_error", h.lastErr))
 			h.failing, h.commitFailed = false, false
 		}
 		return
@@ -372,15 +364,17 @@ func (h *storeHealth) wrote(log *slog.Logger, op string, err error) {
 	h.commitFailed = h.commitFailed || op == opCommit
 	if !h.failing {
 		h.failing, h.since, h.loggedAt, h.unlogged, h.failed = true, now, now, 0, 1
-		log.Warn("store writes failing; agents keep their results and retry", "op", op, "class", class.String(), "err", err,
-			"retry_after", DefaultStoreRetryAfter)
+		log.Warn("store writes failing; agents keep their results and retry", slog.String("op", op),
+			slog.String("class", class.String()), slog.Any("error", err),
+			slog.Duration("retry_after", DefaultStoreRetryAfter))
 		return
 	}
 	h.failed++
 	h.unlogged++
 	if now.Sub(h.loggedAt) >= StoreLogEvery {
-		log.Warn("store writes still failing", "op", op, "class", class.String(), "err", err,
-			"failing_for", now.Sub(h.since).Round(time.Second), "failed_writes", h.unlogged)
+		log.Warn("store writes still failing", slog.String("op", op), slog.String("class", class.String()),
+			slog.Any("error", err), slog.Duration("failing_for", now.Sub(h.since).Round(time.Second)),
+			slog.Uint64("failed_writes", h.unlogged))
 		h.loggedAt, h.unlogged = now, 0
 	}
 }

@@ -43,10 +43,10 @@ func TestOverloaded(t *testing.T) {
 
 func TestThrottledStatus(t *testing.T) {
 	th := &throttled{retry: 1500 * time.Millisecond, reason: "test"}
-	if c := status.Code(th); c != codes.ResourceExhausted {
+	if c := status.Code(agentService.Status(nil, "Session", th)); c != codes.ResourceExhausted {
 		t.Errorf("code %v, want ResourceExhausted", c)
 	}
-	if v := th.trailer().Get(RetryAfterKey); len(v) != 1 || v[0] != "1500" {
+	if v := th.Trailer().Get(RetryAfterKey); len(v) != 1 || v[0] != "1500" {
 		t.Errorf("trailer %v, want retry-after-ms 1500", v)
 	}
 	if m := th.message().GetThrottle(); m.GetRetryAfterMs() != 1500 || m.GetReason() != "test" {

@@ -9,10 +9,9 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -102,9 +101,9 @@ func (s *Server) recvFirst(stream vantagev1.AgentService_SessionServer) (*vantag
 	case r := <-c:
 		return r.m, r.err
 	case <-s.drainc:
-		return nil, status.Error(codes.Unavailable, "controller shutting down")
+		return nil, ErrShuttingDown
 	case <-hello.C: // a stream that never says hello holds nothing for long
-		return nil, status.Errorf(codes.DeadlineExceeded, "msg: no hello within %s of the session's start", s.cfg.HelloTimeout)
+		return nil, fmt.Errorf("%w within %s of the session's start", ErrHelloTimeout, s.cfg.HelloTimeout)
 	}
 }
 
@@ -134,10 +133,10 @@ func (ss *session) drain(ctx context.Context) error {
 	case ss.busy <- struct{}{}: // never released: the loop handles nothing more
 	case <-ss.s.drainCtx.Done():
 		ss.s.log.Warn("agent session cut at shutdown: its batch was still committing when the grace ended",
-			"agent", ss.agent.ID)
+			slog.String("agent", ss.agent.ID))
 	case <-ctx.Done():
 	}
-	return status.Error(codes.Unavailable, "controller shutting down")
+	return ErrShuttingDown
 }
 
 // sentDuringDrain counts an Ack sent after the drain began.

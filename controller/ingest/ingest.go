@@ -219,9 +219,9 @@ func (s *Server) Enroll(ctx context.Context, req *vantagev1.EnrollRequest) (*van
 		Name: req.GetName(), Labels: req.GetLabels()})
 	if err != nil {
 		if errors.Is(err, store.ErrTokenInvalid) {
-			s.log.Info("enrolment refused", "reason", "bad join token", "name", req.GetName())
+			s.log.Info("enrolment refused", slog.String("reason", "bad join token"), slog.String("name", req.GetName()))
 		}
-		return nil, rpcerr.Status(s.log, "Enroll", err)
+		return nil, agentService.Status(s.log, "Enroll", err)
 	}
 	return &vantagev1.EnrollResponse{AgentId: e.AgentID, CertificatePem: e.CertificatePEM,
 		CaBundlePem: e.CABundlePEM, ApprovalPending: e.ApprovalPending}, nil
@@ -256,7 +256,7 @@ func (s *Server) CloseAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sess := range s.sessions {
-		sess.kill(status.Error(codes.Unavailable, "controller shutting down"))
+		sess.kill(ErrShuttingDown)
 	}
 }
 
@@ -312,14 +312,20 @@ func (ss *session) kill(err error) {
 	})
 }
 
-// Session is the agent's long-lived stream.
+// Session is the agent's long-lived stream. Its end is converted here,
+// once, through AgentService's table (a throttle's retry-after goes in the
+// trailer).
 func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
+	return agentService.StreamStatus(s.log, "Session", stream, s.session(stream))
+}
+
+func (s *Server) session(stream vantagev1.AgentService_SessionServer) error {
 	// Counted from the start, so Wait never races a handler that is
 	// about to start its recv loop.
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return status.Error(codes.Unavailable, "controller is stopping")
+		return ErrStopping
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -331,8 +337,9 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 	}
 	defer release()
 	agent, labels := ss.agent, ss.labels
-	log := s.log.With("agent", agent.ID)
-	log.Info("agent session started", "remote", ss.remote, "epoch", hello.GetEpoch(), "version", hello.GetAgentVersion())
+	log := s.log.With(slog.String("agent", agent.ID))
+	log.Info("agent session started", slog.String("remote", ss.remote), slog.Uint64("epoch", hello.GetEpoch()),
+		slog.String("version", hello.GetAgentVersion()))
 	if m := ss.renewAdvice(ctx); m != nil {
 		select {
 		case ss.out <- m: // sent after the first assignment
@@ -357,19 +364,18 @@ func (s *Server) Session(stream vantagev1.AgentService_SessionServer) error {
 	killed, err := ss.serve(ctx, release)
 	var th *throttled
 	if errors.As(err, &th) {
-		stream.SetTrailer(th.trailer())
-		log.Info("agent session throttled", "reason", th.reason, "retry_after", th.retry)
-		return status.Error(codes.ResourceExhausted, th.Error())
+		log.Info("agent session throttled", slog.String("reason", th.reason), slog.Duration("retry_after", th.retry))
+		return err
 	}
 	switch {
 	case errors.Is(err, io.EOF):
 		return nil
 	case killed: // revoked, replaced or shutting down: expected
-		log.Info("agent session closed by controller", "reason", status.Convert(err).Message())
+		log.Info("agent session closed by controller", slog.String("reason", status.Convert(err).Message()))
 	case status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled):
 		log.Debug("agent session cancelled")
 	case err != nil:
-		log.Warn("agent session failed", "err", err)
+		log.Warn("agent session failed", slog.Any("error", err))
 	}
 	return err
 }
@@ -382,7 +388,7 @@ func (s *Server) open(stream vantagev1.AgentService_SessionServer) (*session, *v
 	ctx := stream.Context()
 	agent, err := s.cfg.Fleet.AgentFromPeer(ctx)
 	if err != nil {
-		return nil, nil, nil, rpcerr.Status(s.log, "Session", err)
+		return nil, nil, nil, err
 	}
 	first, err := s.recvFirst(stream)
 	if err != nil {
@@ -390,17 +396,16 @@ func (s *Server) open(stream vantagev1.AgentService_SessionServer) (*session, *v
 	}
 	hello := first.GetHello()
 	if hello == nil {
-		return nil, nil, nil, status.Error(codes.InvalidArgument, "msg: the first message must be hello")
+		return nil, nil, nil, rpcerr.Reasonf(ErrInvalid, "msg: the first message must be hello")
 	}
 	if err := validateHello(hello); err != nil {
-		return nil, nil, nil, rpcerr.Status(s.log, "Session", err)
+		return nil, nil, nil, err
 	}
 	// Admission before the Hello's store write: in a reconnect storm the
 	// agents beyond the start rate cost a read and this refusal.
 	release, refused := s.adm.enter(agent.ID)
 	if refused != nil {
-		stream.SetTrailer(refused.trailer())
-		return nil, nil, nil, status.Error(codes.ResourceExhausted, refused.Error())
+		return nil, nil, nil, refused
 	}
 	now := s.now()
 	labels := maps.Clone(hello.GetLabels())
@@ -417,7 +422,7 @@ func (s *Server) open(stream vantagev1.AgentService_SessionServer) (*session, *v
 		Spool: hello.GetSpool(), Epoch: hello.GetEpoch()})
 	if err != nil {
 		release()
-		return nil, nil, nil, rpcerr.Status(s.log, "Session", fmt.Errorf("record hello: %w: %w", rpcerr.ErrUnavailable, err))
+		return nil, nil, nil, fmt.Errorf("record hello: %w: %w", ErrStore, err)
 	}
 	ss := &session{s: s, agent: agent, labels: labels, stream: stream,
 		out: make(chan *vantagev1.ControllerMessage, sendQueue), reassign: make(chan struct{}, 1),
@@ -427,14 +432,14 @@ func (s *Server) open(stream vantagev1.AgentService_SessionServer) (*session, *v
 
 	s.mu.Lock()
 	if old := s.sessions[agent.ID]; old != nil {
-		old.kill(status.Error(codes.Aborted, "replaced by a newer session of the same agent"))
+		old.kill(ErrReplaced)
 	}
 	s.sessions[agent.ID] = ss
 	s.mu.Unlock()
 	// A revoke between the identity check and the registration above would
 	// have found no session to close: check again now that it is visible.
 	if cur, err := s.cfg.Store.GetAgent(ctx, agent.ID); err == nil && cur.State != vantagev1.AgentState_AGENT_STATE_ACTIVE {
-		ss.kill(status.Error(codes.PermissionDenied, "agent "+agent.ID+" is "+cur.State.String()))
+		ss.kill(rpcerr.Reasonf(ErrNotActive, "agent %s is %s", agent.ID, cur.State))
 	}
 	return ss, hello, release, nil
 }
@@ -520,7 +525,8 @@ func (ss *session) sendLoop(ctx context.Context, stop <-chan struct{}, first *va
 	renew := time.NewTicker(ss.s.cfg.AssignmentRenew)
 	defer renew.Stop()
 	send := func(a *vantagev1.Assignment) error {
-		ss.s.log.Debug("assignment sent", "agent", ss.agent.ID, "version", a.GetVersion(), "tasks", len(a.GetTasks()))
+		ss.s.log.Debug("assignment sent", slog.String("agent", ss.agent.ID), slog.Uint64("version", a.GetVersion()),
+			slog.Int("tasks", len(a.GetTasks())))
 		return ss.stream.Send(&vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Assignment{Assignment: a}})
 	}
 	sendAssignment := func() error { return send(ss.nextAssignment()) }

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"time"
 
@@ -156,8 +157,9 @@ func (ss *session) clipGaps(epoch uint64, gaps []*vantagev1.Gap) []*vantagev1.Ga
 	}
 	if cut > 0 {
 		ss.s.stats.gapCut.Add(cut)
-		ss.s.log.Warn("gap claims cut", "agent", ss.agent.ID, "epoch", epoch, "claimed", claimed, "cut", cut,
-			"budget_per_s", ss.s.cfg.GapSeqRate, "budget_burst", ss.s.cfg.GapSeqBurst)
+		ss.s.log.Warn("gap claims cut", slog.String("agent", ss.agent.ID), slog.Uint64("epoch", epoch),
+			slog.Uint64("claimed", claimed), slog.Uint64("cut", cut), slog.Float64("budget_per_s", ss.s.cfg.GapSeqRate),
+			slog.Int("budget_burst", ss.s.cfg.GapSeqBurst))
 	}
 	return out
 }

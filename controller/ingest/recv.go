@@ -7,11 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
@@ -44,19 +43,19 @@ func (ss *session) handle(ctx context.Context, m *vantagev1.AgentMessage) error 
 		return ss.handleBatch(ctx, msg.Results)
 	case *vantagev1.AgentMessage_Heartbeat:
 		if err := validateSpool("heartbeat.spool", msg.Heartbeat.GetSpool()); err != nil {
-			return rpcerr.Status(ss.s.log, "Session", err)
+			return err
 		}
 		ss.spool.Store(msg.Heartbeat.GetSpool())
 		if err := ss.s.cfg.Store.UpdateAgentSeen(ctx, ss.agent.ID, ss.s.now(), msg.Heartbeat.GetSpool()); err != nil {
-			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: heartbeat: %w", rpcerr.ErrUnavailable, err))
+			return fmt.Errorf("%w: heartbeat: %w", ErrStore, err)
 		}
 		return nil
 	case *vantagev1.AgentMessage_TaskStatus:
 		return ss.handleTaskStatus(ctx, msg.TaskStatus)
 	case *vantagev1.AgentMessage_Hello:
-		return status.Error(codes.InvalidArgument, "msg: hello sent twice in one session")
+		return rpcerr.Reasonf(ErrInvalid, "msg: hello sent twice in one session")
 	default:
-		return status.Error(codes.InvalidArgument, "msg: empty or unknown agent message")
+		return rpcerr.Reasonf(ErrInvalid, "msg: empty or unknown agent message")
 	}
 }
 
@@ -64,17 +63,17 @@ func (ss *session) handleTaskStatus(ctx context.Context, ts *vantagev1.TaskStatu
 	// An empty task_id is about the whole assignment (e.g. refused by the
 	// agent's guard).
 	if len(ts.GetTaskId()) > 256 {
-		return status.Error(codes.InvalidArgument, "task_status.task_id: longer than 256")
+		return rpcerr.Reasonf(ErrInvalid, "task_status.task_id: longer than 256")
 	}
 	if len(ts.GetReason()) > 1024 || len(ts.GetEngine()) > 64 {
-		return status.Error(codes.InvalidArgument, "task_status: reason longer than 1024 or engine longer than 64")
+		return rpcerr.Reasonf(ErrInvalid, "task_status: reason longer than 1024 or engine longer than 64")
 	}
-	ss.s.log.Info("agent task status", "agent", ss.agent.ID, "task", ts.GetTaskId(), "refused", ts.GetRefused(),
-		"reason", ts.GetReason(), "engine", ts.GetEngine())
+	ss.s.log.Info("agent task status", slog.String("agent", ss.agent.ID), slog.String("task", ts.GetTaskId()),
+		slog.Bool("refused", ts.GetRefused()), slog.String("reason", ts.GetReason()), slog.String("engine", ts.GetEngine()))
 	err := ss.s.cfg.Store.SetTaskStatus(ctx, store.TaskStatus{AgentID: ss.agent.ID, TaskID: ts.GetTaskId(),
 		Refused: ts.GetRefused(), Reason: ts.GetReason(), Engine: ts.GetEngine(), At: ss.s.now()})
 	if err != nil {
-		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: task status: %w", rpcerr.ErrUnavailable, err))
+		return fmt.Errorf("%w: task status: %w", ErrStore, err)
 	}
 	return nil
 }
@@ -98,7 +97,7 @@ func (ss *session) throttle(ctx context.Context, th *throttled) error {
 // and only then acks one batch.
 func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) error {
 	if err := ValidateBatch(b); err != nil {
-		return rpcerr.Status(ss.s.log, "Session", err)
+		return err
 	}
 	// Admission first: screening may read the store (Voucher), and a
 	// batch over the agent's rate or into an overloaded controller must
@@ -114,7 +113,7 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	for i, r := range results {
 		var err error
 		if bodies[i], err = proto.Marshal(r); err != nil {
-			return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: results.results (seq %d): %w", rpcerr.ErrInvalid, r.GetSeq(), err))
+			return fmt.Errorf("%w: results.results (seq %d): %w", ErrInvalid, r.GetSeq(), err)
 		}
 	}
 	agentGaps := ss.clipGaps(b.GetEpoch(), b.GetGaps())
@@ -133,7 +132,7 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 			ss.s.stats.throttled(ThrottleStore)
 			return ss.throttle(ctx, th)
 		}
-		return rpcerr.Status(ss.s.log, "Session", fmt.Errorf("%w: commit batch: %w", rpcerr.ErrUnavailable, err))
+		return fmt.Errorf("%w: commit batch: %w", ErrStore, err)
 	}
 	ss.s.stats.committedBatch(fresh, agentGaps)
 	if ss.s.draining() {
@@ -141,9 +140,9 @@ func (ss *session) handleBatch(ctx context.Context, b *vantagev1.ResultBatch) er
 	}
 	if refused > 0 {
 		ss.s.refused.Add(uint64(refused))
-		ss.s.log.Warn("results refused", "agent", ss.agent.ID, "epoch", b.GetEpoch(), "refused", refused,
-			"accepted", len(results), "gaps", len(refusedGaps), "first_seq", refusedGaps[0].GetFirstSeq(),
-			"reason", refusedGaps[0].GetReason())
+		ss.s.log.Warn("results refused", slog.String("agent", ss.agent.ID), slog.Uint64("epoch", b.GetEpoch()),
+			slog.Int("refused", refused), slog.Int("accepted", len(results)), slog.Int("gaps", len(refusedGaps)),
+			slog.Uint64("first_seq", refusedGaps[0].GetFirstSeq()), slog.String("reason", refusedGaps[0].GetReason()))
 	}
 	return ss.acked(ctx, b, results, fresh, committedAt)
 }

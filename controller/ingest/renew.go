@@ -2,8 +2,8 @@ package ingest
 
 import (
 	"context"
+	"log/slog"
 
-	"github.com/vantage-net/vantage/controller/api/rpcerr"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -12,7 +12,7 @@ import (
 func (s *Server) Renew(ctx context.Context, req *vantagev1.RenewRequest) (*vantagev1.RenewResponse, error) {
 	r, err := s.cfg.Fleet.Renew(ctx, req.GetCsrDer())
 	if err != nil {
-		return nil, rpcerr.Status(s.log, "Renew", err)
+		return nil, agentService.Status(s.log, "Renew", err)
 	}
 	return &vantagev1.RenewResponse{CertificatePem: r.CertificatePEM, CaBundlePem: r.CABundlePEM}, nil
 }
@@ -24,12 +24,12 @@ func (s *Server) Renew(ctx context.Context, req *vantagev1.RenewRequest) (*vanta
 func (ss *session) renewAdvice(ctx context.Context) *vantagev1.ControllerMessage {
 	reason, err := ss.s.cfg.Fleet.SessionOpened(ctx, ss.agent.ID)
 	if err != nil {
-		ss.s.log.Warn("agent certificate check failed", "agent", ss.agent.ID, "err", err)
+		ss.s.log.Warn("agent certificate check failed", slog.String("agent", ss.agent.ID), slog.Any("error", err))
 		return nil
 	}
 	if reason == "" {
 		return nil
 	}
-	ss.s.log.Info("agent advised to renew its certificate", "agent", ss.agent.ID, "reason", reason)
+	ss.s.log.Info("agent advised to renew its certificate", slog.String("agent", ss.agent.ID), slog.String("reason", reason))
 	return &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Renew{Renew: &vantagev1.RenewAdvice{Reason: reason}}}
 }

@@ -143,5 +143,5 @@ func stateName(s vantagev1.State) string {
 type errorLog struct{ log *slog.Logger }
 
 func (e errorLog) Println(v ...any) {
-	e.log.Warn("metrics scrape error", "err", strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+	e.log.Warn("metrics scrape error", slog.String("error", strings.TrimSuffix(fmt.Sprintln(v...), "\n")))
 }

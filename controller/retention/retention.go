@@ -109,10 +109,10 @@ func (p *Pruner) Run(ctx context.Context) error {
 	for {
 		if _, _, err := p.PruneOnce(ctx); err != nil {
 			if ctx.Err() != nil {
-				p.cfg.Logger.Debug("results pruning stopped", "err", err)
+				p.cfg.Logger.Debug("results pruning stopped", slog.Any("error", err))
 				return nil
 			}
-			p.cfg.Logger.Warn("results pruning failed", "err", err)
+			p.cfg.Logger.Warn("results pruning failed", slog.Any("error", err))
 		}
 		select {
 		case <-ctx.Done():
@@ -140,8 +140,9 @@ func (p *Pruner) PruneOnce(ctx context.Context) (chunks, results int64, err erro
 	if err != nil {
 		return chunks, results, err
 	}
-	p.cfg.Logger.Info("results pruned", "chunks", chunks, "results", results, "gaps", gaps,
-		"cutoff", cutoff.UTC().Format(time.RFC3339), "keep", p.cfg.Keep, "took", time.Since(start).Round(time.Millisecond))
+	p.cfg.Logger.Info("results pruned", slog.Int64("chunks", chunks), slog.Int64("results", results),
+		slog.Int64("gaps", gaps), slog.String("cutoff", cutoff.UTC().Format(time.RFC3339)),
+		slog.Duration("keep", p.cfg.Keep), slog.Duration("took", time.Since(start).Round(time.Millisecond)))
 	return chunks, results, nil
 }
 

@@ -177,3 +177,11 @@ func (e *Engine) viewReason(a *agent, t int) string {
 	}
 	return "belief uncertain"
 }
+
+// clamp01 keeps x in [lo, hi], mapping NaN to lo.
+func clamp01(x, lo, hi float64) float64 {
+	if math.IsNaN(x) || x < lo {
+		return lo
+	}
+	return min(x, hi)
+}

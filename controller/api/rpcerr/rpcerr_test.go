@@ -7,6 +7,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vantage-net/vantage/controller/api/rpcerr/rpcerrtest"
+	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/verdict/live"
@@ -25,6 +27,10 @@ func TestStatus(t *testing.T) {
 		{"pending", fleet.ErrAgentPending, codes.FailedPrecondition, "agent awaiting approval"},
 		{"not found", fmt.Errorf("campaign %q: %w", "kp", store.ErrNotFound), codes.NotFound, `campaign "kp": not found`},
 		{"slow watcher", live.ErrWatcherTooSlow, codes.ResourceExhausted, live.ErrWatcherTooSlow.Error()},
+		{"bad campaign", fmt.Errorf("%w (enrol the agents first)", &campaign.FieldError{Path: "vantages.quorum", Reason: "3 is more than 2"}),
+			codes.InvalidArgument, "invalid argument: vantages.quorum: 3 is more than 2 (enrol the agents first)"},
+		{"bad replay", fmt.Errorf("%w: to: required", live.ErrReplay), codes.InvalidArgument, "invalid argument: invalid replay request: to: required"},
+		{"own state", fmt.Errorf("%w: stored campaign kp no longer parses: %w", ErrInternal, campaign.ErrInvalid), codes.Internal, "internal error"},
 		{"already a status", status.Error(codes.Aborted, "x"), codes.Aborted, "x"},
 		{"unexpected", fmt.Errorf("disk on fire"), codes.Internal, "internal error"},
 	}
@@ -36,4 +42,12 @@ func TestStatus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOperatorCovered: every sentinel and error type of the packages whose
+// errors reach OperatorService has a row.
+func TestOperatorCovered(t *testing.T) {
+	rows := []rpcerrtest.Rows{{File: "rpcerr.go", Vars: []string{"Operator", "Identity", "operator", "Common"}}}
+	rpcerrtest.Covered(t, rows, ".", "../../store", "../../fleet", "../../campaign", "../../catalogue", "../../discovery",
+		"../../verdict", "../../verdict/live")
 }

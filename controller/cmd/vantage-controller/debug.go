@@ -44,9 +44,9 @@ func serveDebug(addr string, log *slog.Logger, ackBuckets func() [ingest.AckBuck
 	go func() {
 		defer close(done)
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Warn("debug server failed", "err", err)
+			log.Warn("debug server failed", slog.Any("error", err))
 		}
 	}()
-	log.Info("debug server listening", "addr", lis.Addr().String())
+	log.Info("debug server listening", slog.String("addr", lis.Addr().String()))
 	return func() { srv.Close(); <-done }, nil
 }

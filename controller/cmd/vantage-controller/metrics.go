@@ -28,9 +28,9 @@ func serveMetrics(addr string, log *slog.Logger, h http.Handler) (bound net.Addr
 	go func() {
 		defer close(done)
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Warn("metrics server failed", "err", err)
+			log.Warn("metrics server failed", slog.Any("error", err))
 		}
 	}()
-	log.Info("metrics server listening", "addr", lis.Addr().String(), "path", "/metrics")
+	log.Info("metrics server listening", slog.String("addr", lis.Addr().String()), slog.String("path", "/metrics"))
 	return lis.Addr(), func() { srv.Close(); <-done }, nil
 }

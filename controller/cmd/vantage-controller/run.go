@@ -149,9 +149,11 @@ func drain(ing *ingest.Server, grace time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	d := ing.Drain(ctx)
-	attrs := []any{"sessions", d.Sessions, "batches_committed", d.Batches, "acks_sent", d.Acks, "took", d.Took}
+	attrs := []any{slog.Int("sessions", d.Sessions), slog.Uint64("batches_committed", d.Batches),
+		slog.Uint64("acks_sent", d.Acks), slog.Duration("took", d.Took)}
 	if d.Cut {
-		log.Warn("agent sessions not drained within the grace; cutting them", append(attrs, "left", d.Left, "grace", grace)...)
+		log.Warn("agent sessions not drained within the grace; cutting them",
+			append(attrs, slog.Int("left", d.Left), slog.Duration("grace", grace))...)
 		return
 	}
 	log.Info("agent sessions drained", attrs...)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,9 +28,10 @@ func (c *controller) serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	c.log.Info("controller listening", "addr", lis.Addr().String(), "ca_hash", c.ca.Hash(), "admin_token", c.adminPath,
-		"admin_token_created", c.adminCreated, "data", c.cfg.DataDir, "approve_agents", c.cfg.ApproveAgents,
-		"results_retention", c.cfg.ResultsRetention)
+	c.log.Info("controller listening", slog.String("addr", lis.Addr().String()), slog.String("ca_hash", c.ca.Hash()),
+		slog.String("admin_token", c.adminPath), slog.Bool("admin_token_created", c.adminCreated),
+		slog.String("data", c.cfg.DataDir), slog.Bool("approve_agents", c.cfg.ApproveAgents),
+		slog.Duration("results_retention", c.cfg.ResultsRetention))
 	if c.cfg.Ready != nil {
 		c.cfg.Ready(lis.Addr())
 	}
@@ -103,7 +105,7 @@ func (c *controller) shutdown(srv *grpc.Server, hs *health.Server) {
 	select {
 	case <-stopped:
 	case <-time.After(timeout):
-		c.log.Warn("graceful stop timed out; closing connections", "timeout", timeout)
+		c.log.Warn("graceful stop timed out; closing connections", slog.Duration("timeout", timeout))
 		srv.Stop()
 		<-stopped
 	}

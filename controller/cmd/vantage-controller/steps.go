@@ -115,7 +115,7 @@ func (c *controller) loadIdentity(ctx context.Context) error {
 		return err
 	}
 	if created {
-		c.log.Info("controller CA created", "dir", c.cfg.DataDir)
+		c.log.Info("controller CA created", slog.String("dir", c.cfg.DataDir))
 	}
 	if ca.Rotating() {
 		c.log.Warn("CA rotation in progress: new and renewed certificates come from the next CA, and agents are advised to renew; finish with rotate-ca --finish once every agent has renewed")
@@ -136,7 +136,7 @@ func (c *controller) loadCampaigns(ctx context.Context) error {
 	c.verdicts = live.New(live.Options{Store: c.store, Campaigns: c.campaigns, Log: c.log, EvaluateEvery: c.cfg.EvaluateEvery,
 		OnTransitions: c.transitions})
 	if err := errors.Join(c.campaigns.Reload(ctx), c.verdicts.Reload(ctx)); err != nil {
-		c.log.Warn("some campaigns could not be loaded", "err", err)
+		c.log.Warn("some campaigns could not be loaded", slog.Any("error", err))
 	}
 	return nil
 }
@@ -212,7 +212,7 @@ func (c *controller) startLoops(ctx context.Context) error {
 	c.onStop(func() {
 		stopBg()
 		if err := bg.Wait(); err != nil {
-			c.log.Warn("background loop failed", "err", err)
+			c.log.Warn("background loop failed", slog.Any("error", err))
 		}
 	})
 	if c.cfg.ResultsRetention > 0 {

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"fmt"
 	"net"
 	"strings"
 	"time"
 
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/status"
+
+	"github.com/vantage-net/vantage/controller/api/rpcerr"
 )
 
 // Default TransportLimits (docs/OPERATIONS.md, "Operator API limits").
@@ -115,7 +114,10 @@ func publicStreamLimit(most int) grpc.StreamServerInterceptor {
 			defer func() { <-slots }()
 			return handler(srv, ss)
 		default:
-			return status.Error(codes.ResourceExhausted, fmt.Sprintf("%s: %d health and reflection streams are open, the limit of all clients together (--max-public-streams)", info.FullMethod, most))
+			// The operator surface's table: these are the unauthenticated
+			// streams of the shared port, not AgentService's.
+			return rpcerr.Status(nil, info.FullMethod, rpcerr.Reasonf(rpcerr.ErrResourceExhausted,
+				"%s: %d health and reflection streams are open, the limit of all clients together (--max-public-streams)", info.FullMethod, most))
 		}
 	}
 }

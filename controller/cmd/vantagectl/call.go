@@ -29,18 +29,32 @@ func call[Req, Resp any](a *app, cmd *cobra.Command, method rpc[Req, Resp], req 
 
 // callAndShow is the body of a command that makes one unary call and prints
 // its response.
-func callAndShow[Req any, Resp proto.Message](a *app, cmd *cobra.Command, method rpc[Req, Resp], req Req, table func(printer, io.Writer, Resp) error) error {
+func callAndShow[Req any, Resp proto.Message](a *app, cmd *cobra.Command, method rpc[Req, Resp], req Req, render func(printer, io.Writer, Resp) error) error {
 	resp, err := call(a, cmd, method, req)
 	if err != nil {
 		return err
 	}
-	return show(a, resp, table)
+	return show(a, resp, render)
 }
 
-// show prints m as indented JSON with -o json, else as table prints it.
-func show[M proto.Message](a *app, m M, table func(printer, io.Writer, M) error) error {
+// unaryCmd gives c the body of a command that makes one unary call: req
+// builds the request from the arguments, render prints the response.
+func unaryCmd[Req any, Resp proto.Message](a *app, c *cobra.Command, method rpc[Req, Resp], req func(args []string) Req, render func(printer, io.Writer, Resp) error) *cobra.Command {
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		return callAndShow(a, cmd, method, req(args), render)
+	}
+	return c
+}
+
+// nameCmd is a campaign subcommand "use NAME" taking exactly the name.
+func nameCmd(use, short string) *cobra.Command {
+	return &cobra.Command{Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1)}
+}
+
+// show prints m as indented JSON with -o json, else as render prints it.
+func show[M proto.Message](a *app, m M, render func(printer, io.Writer, M) error) error {
 	if a.json() {
 		return writeJSON(a.env.stdout, m, true)
 	}
-	return table(a.printer(), a.env.stdout, m)
+	return render(a.printer(), a.env.stdout, m)
 }

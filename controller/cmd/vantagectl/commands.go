@@ -124,34 +124,26 @@ func (a *app) agentsCmd() *cobra.Command {
 			return show(a, all, func(p printer, w io.Writer, r *vantagev1.ListAgentsResponse) error { return p.agents(w, r.GetAgents()) })
 		},
 	}
-	approve := &cobra.Command{
-		Use:   "approve ID",
-		Short: "Approve a pending agent so it receives work",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ApproveAgent, &vantagev1.ApproveAgentRequest{Id: args[0]},
-				printer.agentChanged)
-		},
-	}
+	approve := unaryCmd(a, &cobra.Command{Use: "approve ID", Short: "Approve a pending agent so it receives work", Args: cobra.ExactArgs(1)},
+		vantagev1.OperatorServiceClient.ApproveAgent,
+		func(args []string) *vantagev1.ApproveAgentRequest { return &vantagev1.ApproveAgentRequest{Id: args[0]} },
+		printer.agentChanged)
 	var reason string
-	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke an agent: its certificate stops working at once",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.RevokeAgent, &vantagev1.RevokeAgentRequest{Id: args[0], Reason: reason},
-				printer.agentChanged)
+	revoke := unaryCmd(a, &cobra.Command{Use: "revoke ID", Short: "Revoke an agent: its certificate stops working at once", Args: cobra.ExactArgs(1)},
+		vantagev1.OperatorServiceClient.RevokeAgent,
+		func(args []string) *vantagev1.RevokeAgentRequest {
+			return &vantagev1.RevokeAgentRequest{Id: args[0], Reason: reason}
 		},
-	}
+		printer.agentChanged)
 	revoke.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
 	return group("agents", "Manage the agents (vantages) of the fleet", list, approve, revoke)
 }
 
 func (a *app) tokenCmd() *cobra.Command {
 	var (
-		ttl     time.Duration
-		maxUses uint32
-		labels  []string
+		ttl      time.Duration
+		maxUses  uint32
+		labelKVs []string
 	)
 	create := &cobra.Command{
 		Use:   "create",
@@ -161,7 +153,7 @@ func (a *app) tokenCmd() *cobra.Command {
 			if ttl <= 0 || ttl > maxTokenTTL {
 				return usageErrorf("--ttl: must be between 1s and %s, got %s", maxTokenTTL, ttl)
 			}
-			lm, err := parseLabels(labels)
+			lm, err := parseLabels(labelKVs)
 			if err != nil {
 				return err
 			}
@@ -175,7 +167,7 @@ func (a *app) tokenCmd() *cobra.Command {
 	f := create.Flags()
 	f.DurationVar(&ttl, "ttl", time.Hour, "lifetime of the token (at most 720h)")
 	f.Uint32Var(&maxUses, "max-uses", 0, "enrolments allowed; 0 means unlimited until expiry")
-	f.StringArrayVar(&labels, "label", nil, "label k=v every agent enrolled with this token receives (repeatable)")
+	f.StringArrayVar(&labelKVs, "label", nil, "label k=v every agent enrolled with this token receives (repeatable)")
 	return group("token", "Manage join tokens", create)
 }
 
@@ -224,44 +216,25 @@ func (a *app) campaignCmd() *cobra.Command {
 		"apply even if fewer enrolled agents (quorum groups) match vantages.select than vantages.quorum needs, e.g. before they enrol")
 	_ = apply.MarkFlagRequired("filename")
 
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List campaigns",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ListCampaigns, &vantagev1.ListCampaignsRequest{},
-				func(p printer, w io.Writer, r *vantagev1.ListCampaignsResponse) error {
-					return p.campaigns(w, r.GetCampaigns())
-				})
+	list := unaryCmd(a, &cobra.Command{Use: "list", Short: "List campaigns", Args: cobra.NoArgs},
+		vantagev1.OperatorServiceClient.ListCampaigns,
+		func([]string) *vantagev1.ListCampaignsRequest { return &vantagev1.ListCampaignsRequest{} },
+		func(p printer, w io.Writer, r *vantagev1.ListCampaignsResponse) error {
+			return p.campaigns(w, r.GetCampaigns())
+		})
+	get := unaryCmd(a, nameCmd("get", "Show a campaign and its spec"), vantagev1.OperatorServiceClient.GetCampaign,
+		func(args []string) *vantagev1.GetCampaignRequest { return &vantagev1.GetCampaignRequest{Name: args[0]} },
+		printer.campaign)
+	pause := unaryCmd(a, nameCmd("pause", "Stop scheduling a campaign"), vantagev1.OperatorServiceClient.PauseCampaign,
+		func(args []string) *vantagev1.PauseCampaignRequest {
+			return &vantagev1.PauseCampaignRequest{Name: args[0]}
 		},
-	}
-	get := &cobra.Command{
-		Use:   "get NAME",
-		Short: "Show a campaign and its spec",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetCampaign, &vantagev1.GetCampaignRequest{Name: args[0]},
-				printer.campaign)
+		printer.campaignState)
+	resume := unaryCmd(a, nameCmd("resume", "Schedule a paused campaign again"), vantagev1.OperatorServiceClient.ResumeCampaign,
+		func(args []string) *vantagev1.ResumeCampaignRequest {
+			return &vantagev1.ResumeCampaignRequest{Name: args[0]}
 		},
-	}
-	pause := &cobra.Command{
-		Use:   "pause NAME",
-		Short: "Stop scheduling a campaign",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.PauseCampaign, &vantagev1.PauseCampaignRequest{Name: args[0]},
-				printer.campaignState)
-		},
-	}
-	resume := &cobra.Command{
-		Use:   "resume NAME",
-		Short: "Schedule a paused campaign again",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ResumeCampaign, &vantagev1.ResumeCampaignRequest{Name: args[0]},
-				printer.campaignState)
-		},
-	}
+		printer.campaignState)
 	del := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a campaign",
@@ -373,10 +346,23 @@ func parseSince(flag, s string, now time.Time) (*timestamppb.Timestamp, error) {
 	return nil, usageErrorf("--%s: want a duration such as 90m or 2d, or an RFC 3339 time, got %q", flag, s)
 }
 
+// timeRange reads the two bounds of a time range (flags fromFlag and
+// toFlag, in parseSince's forms) against one now.
+func (a *app) timeRange(fromFlag, from, toFlag, to string) (f, t *timestamppb.Timestamp, err error) {
+	now := a.env.now()
+	if f, err = parseSince(fromFlag, from, now); err != nil {
+		return nil, nil, err
+	}
+	if t, err = parseSince(toFlag, to, now); err != nil {
+		return nil, nil, err
+	}
+	return f, t, nil
+}
+
 func (a *app) verdictsCmd() *cobra.Command {
 	var (
-		campaign, level string
-		watch, noRetry  bool
+		campaignName, level string
+		watch, noRetry      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "verdicts",
@@ -393,17 +379,17 @@ func (a *app) verdictsCmd() *cobra.Command {
 			}
 			if watch {
 				w := watcher{app: a, client: c, reconnect: !noRetry,
-					req: &vantagev1.WatchVerdictsRequest{Campaign: campaign, Level: lvl}}
+					req: &vantagev1.WatchVerdictsRequest{Campaign: campaignName, Level: lvl}}
 				return w.run(cmd.Context())
 			}
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetVerdicts, &vantagev1.GetVerdictsRequest{Campaign: campaign, Level: lvl},
+			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetVerdicts, &vantagev1.GetVerdictsRequest{Campaign: campaignName, Level: lvl},
 				func(p printer, w io.Writer, r *vantagev1.GetVerdictsResponse) error {
 					return p.verdicts(w, r.GetVerdicts())
 				})
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&level, "level", "", "only this level: scope, network or target")
 	f.BoolVarP(&watch, "watch", "w", false, "print the current verdicts, then every transition as it happens")
 	f.BoolVar(&noRetry, "no-reconnect", false, "with --watch: exit when the stream breaks instead of reconnecting")
@@ -412,8 +398,8 @@ func (a *app) verdictsCmd() *cobra.Command {
 
 func (a *app) timelineCmd() *cobra.Command {
 	var (
-		campaign, level, since, until string
-		limit                         uint32
+		campaignName, level, since, until string
+		limit                             uint32
 	)
 	cmd := &cobra.Command{
 		Use:   "timeline",
@@ -424,16 +410,11 @@ func (a *app) timelineCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			now := a.env.now()
-			from, err := parseSince("since", since, now)
+			from, to, err := a.timeRange("since", since, "until", until)
 			if err != nil {
 				return err
 			}
-			to, err := parseSince("until", until, now)
-			if err != nil {
-				return err
-			}
-			req := &vantagev1.GetTimelineRequest{Campaign: campaign, Level: lvl, From: from, To: to, Limit: limit}
+			req := &vantagev1.GetTimelineRequest{Campaign: campaignName, Level: lvl, From: from, To: to, Limit: limit}
 			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetTimeline, req,
 				func(p printer, w io.Writer, r *vantagev1.GetTimelineResponse) error {
 					return p.timeline(w, r.GetTransitions())
@@ -441,7 +422,7 @@ func (a *app) timelineCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&level, "level", "", "only this level: scope, network or target")
 	f.StringVar(&since, "since", "", "only transitions after this: a duration back from now (90m, 2d) or an RFC 3339 time")
 	f.StringVar(&until, "until", "", "only transitions before this; same forms as --since")
@@ -451,24 +432,24 @@ func (a *app) timelineCmd() *cobra.Command {
 
 func (a *app) explainCmd() *cobra.Command {
 	var rounds uint32
-	cmd := &cobra.Command{
+	cmd := unaryCmd(a, &cobra.Command{
 		Use:   "explain VERDICT_ID",
 		Short: "Show a verdict with each vantage's view and the raw results behind it",
 		Long:  "Show a verdict with each vantage's view and the raw results behind it.\nVerdict ids look like <campaign>/<level>/<subject>, e.g. kp/scope/KP.",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.Explain, &vantagev1.ExplainRequest{VerdictId: args[0], Rounds: rounds},
-				printer.explain)
+	}, vantagev1.OperatorServiceClient.Explain,
+		func(args []string) *vantagev1.ExplainRequest {
+			return &vantagev1.ExplainRequest{VerdictId: args[0], Rounds: rounds}
 		},
-	}
+		printer.explain)
 	cmd.Flags().Uint32Var(&rounds, "rounds", 3, "how many rounds of results to show")
 	return cmd
 }
 
 func (a *app) replayCmd() *cobra.Command {
 	var (
-		campaign, from, to, level string
-		params                    []string
+		campaignName, from, to, level string
+		params                        []string
 	)
 	cmd := &cobra.Command{
 		Use:   "replay --campaign NAME --from T1 --to T2 [--param k=v]...",
@@ -480,7 +461,7 @@ func (a *app) replayCmd() *cobra.Command {
 			"unstable_calm, results_per_round.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if campaign == "" {
+			if campaignName == "" {
 				return usageErrorf("--campaign: required")
 			}
 			if from == "" || to == "" {
@@ -490,16 +471,11 @@ func (a *app) replayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			now := a.env.now()
-			f, err := parseSince("from", from, now)
+			f, t, err := a.timeRange("from", from, "to", to)
 			if err != nil {
 				return err
 			}
-			t, err := parseSince("to", to, now)
-			if err != nil {
-				return err
-			}
-			req := &vantagev1.ReplayRequest{Campaign: campaign, From: f, To: t}
+			req := &vantagev1.ReplayRequest{Campaign: campaignName, From: f, To: t}
 			for _, p := range params {
 				k, v, ok := strings.Cut(p, "=")
 				if !ok || k == "" {
@@ -527,7 +503,7 @@ func (a *app) replayCmd() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&campaign, "campaign", "", "the campaign to replay (required)")
+	fl.StringVar(&campaignName, "campaign", "", "the campaign to replay (required)")
 	fl.StringVar(&from, "from", "", "start: a duration back from now (90m, 2d) or an RFC 3339 time (required)")
 	fl.StringVar(&to, "to", "", "end (exclusive); same forms as --from (required)")
 	fl.StringVar(&level, "level", "", "only print this level: scope, network or target")
@@ -537,20 +513,15 @@ func (a *app) replayCmd() *cobra.Command {
 
 func (a *app) resultsCmd() *cobra.Command {
 	var (
-		campaign, agent, target, since, until string
-		limit                                 uint32
+		campaignName, agent, target, since, until string
+		limit                                     uint32
 	)
 	cmd := &cobra.Command{
 		Use:   "results",
 		Short: "Stream stored raw results, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			now := a.env.now()
-			from, err := parseSince("since", since, now)
-			if err != nil {
-				return err
-			}
-			to, err := parseSince("until", until, now)
+			from, to, err := a.timeRange("since", since, "until", until)
 			if err != nil {
 				return err
 			}
@@ -561,7 +532,7 @@ func (a *app) resultsCmd() *cobra.Command {
 			// A result stream has no deadline: it ends when the controller
 			// has sent everything, or at Ctrl-C.
 			stream, err := c.QueryResults(cmd.Context(), &vantagev1.QueryResultsRequest{
-				Campaign: campaign, AgentId: agent, Target: target, From: from, To: to, Limit: limit,
+				Campaign: campaignName, AgentId: agent, Target: target, From: from, To: to, Limit: limit,
 			})
 			if err != nil {
 				return err
@@ -602,7 +573,7 @@ func (a *app) resultsCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&campaign, "campaign", "", "only this campaign")
+	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&agent, "agent", "", "only this agent id")
 	f.StringVar(&target, "target", "", "only this target address")
 	f.StringVar(&since, "since", "", "only results after this: a duration back from now (90m, 2d) or an RFC 3339 time")
@@ -613,15 +584,10 @@ func (a *app) resultsCmd() *cobra.Command {
 
 func (a *app) auditCmd() *cobra.Command {
 	var limit uint32
-	cmd := &cobra.Command{
-		Use:   "audit",
-		Short: "Show the audit log of changes",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.ListAudit, &vantagev1.ListAuditRequest{Limit: limit},
-				func(p printer, w io.Writer, r *vantagev1.ListAuditResponse) error { return p.audit(w, r.GetEntries()) })
-		},
-	}
+	cmd := unaryCmd(a, &cobra.Command{Use: "audit", Short: "Show the audit log of changes", Args: cobra.NoArgs},
+		vantagev1.OperatorServiceClient.ListAudit,
+		func([]string) *vantagev1.ListAuditRequest { return &vantagev1.ListAuditRequest{Limit: limit} },
+		func(p printer, w io.Writer, r *vantagev1.ListAuditResponse) error { return p.audit(w, r.GetEntries()) })
 	cmd.Flags().Uint32Var(&limit, "limit", 0, "at most this many entries (0: the controller's default)")
 	return cmd
 }

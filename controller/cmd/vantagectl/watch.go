@@ -91,13 +91,52 @@ type received struct {
 // once runs one stream until it breaks or ctx ends. got reports whether it
 // delivered anything.
 func (w *watcher) once(ctx context.Context) (got bool, err error) {
+	ch, stop, err := w.open(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer stop()
+	s := w.newStreamState()
+	defer s.settle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if s.buffering && len(s.pending) > 0 {
+				_ = s.flush() // Ctrl-C before the table: still show it
+			}
+			return got, ctx.Err()
+		case <-s.settleC:
+			// The stream has stayed open: the address, CA and token work,
+			// so a later break is worth reconnecting even if there were no
+			// verdicts to send.
+			w.up()
+			s.settleC = nil
+			if s.buffering {
+				if err := s.flush(); err != nil {
+					return got, err
+				}
+			}
+		case r := <-ch:
+			if r.err != nil {
+				return got, s.end(r.err)
+			}
+			got = true
+			if err := s.show(r.u); err != nil {
+				return got, err
+			}
+		}
+	}
+}
+
+// open starts one WatchVerdicts stream and its receive loop. The loop is
+// owned by once: stop cancels it and waits for it.
+func (w *watcher) open(ctx context.Context) (<-chan received, func(), error) {
 	sctx, cancel := context.WithCancel(ctx)
 	stream, err := w.client.WatchVerdicts(sctx, w.req)
 	if err != nil {
 		cancel()
-		return false, err
+		return nil, nil, err
 	}
-	// The receive loop is owned by once: cancel stops it, done waits for it.
 	ch := make(chan received)
 	done := make(chan struct{})
 	go func() {
@@ -114,105 +153,100 @@ func (w *watcher) once(ctx context.Context) (got bool, err error) {
 			}
 		}
 	}()
-	defer func() {
+	stop := func() {
 		cancel()
 		<-done
-	}()
-
-	// In table mode the current verdicts are gathered into one table, printed
-	// when the first transition arrives or when the stream has been quiet
-	// for the settle time.
-	buffering := !w.app.json() && !w.tablePrinted
-	var pending []*vantagev1.Verdict
-	settle := time.NewTimer(w.app.env.settle)
-	defer settle.Stop()
-	settleC := settle.C
-	if !buffering && w.connected && !w.lost {
-		settle.Stop()
-		settleC = nil
 	}
-	p := w.app.printer()
-	flush := func() error {
-		buffering, settleC = false, nil
-		w.tablePrinted = true
-		if len(pending) == 0 {
-			_, err := fmt.Fprintln(w.app.env.stdout, "No verdicts yet; waiting for transitions.")
-			return err
-		}
-		err := p.verdicts(w.app.env.stdout, pending)
-		pending = nil
+	return ch, stop, nil
+}
+
+// streamState is what once keeps for one stream. In table mode the current
+// verdicts are gathered into one table (pending), printed when the first
+// transition arrives or when the stream has been quiet for the settle time.
+type streamState struct {
+	w         *watcher
+	buffering bool
+	pending   []*vantagev1.Verdict
+	settle    *time.Timer
+	settleC   <-chan time.Time
+	p         printer
+}
+
+func (w *watcher) newStreamState() *streamState {
+	s := &streamState{w: w, buffering: !w.app.json() && !w.tablePrinted, p: w.app.printer()}
+	s.settle = time.NewTimer(w.app.env.settle)
+	s.settleC = s.settle.C
+	if !s.buffering && w.connected && !w.lost {
+		s.settle.Stop()
+		s.settleC = nil
+	}
+	return s
+}
+
+// flush prints the gathered table and stops gathering.
+func (s *streamState) flush() error {
+	s.buffering, s.settleC = false, nil
+	s.w.tablePrinted = true
+	if len(s.pending) == 0 {
+		_, err := fmt.Fprintln(s.w.app.env.stdout, "No verdicts yet; waiting for transitions.")
 		return err
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			if buffering && len(pending) > 0 {
-				_ = flush() // Ctrl-C before the table: still show it
-			}
-			return got, ctx.Err()
-		case <-settleC:
-			// The stream has stayed open: the address, CA and token work,
-			// so a later break is worth reconnecting even if there were no
-			// verdicts to send.
-			w.up()
-			settleC = nil
-			if buffering {
-				if err := flush(); err != nil {
-					return got, err
-				}
-			}
-		case r := <-ch:
-			if r.err != nil {
-				if buffering {
-					if err := flush(); err != nil {
-						return got, err
-					}
-				}
-				if errors.Is(r.err, io.EOF) {
-					w.connected = true
-					return got, errStreamEnded
-				}
-				return got, r.err
-			}
-			got = true
-			w.up()
-			p = w.app.printer() // ages are relative to now, which moves on
-			if w.app.json() {
-				w.remember(r.u)
-				if err := writeJSON(w.app.env.stdout, r.u, false); err != nil {
-					return got, err
-				}
-				continue
-			}
-			switch u := r.u.GetUpdate().(type) {
-			case *vantagev1.VerdictUpdate_Verdict:
-				if buffering {
-					w.remember(r.u)
-					pending = append(pending, u.Verdict)
-					settle.Reset(w.app.env.settle)
-					settleC = settle.C
-					continue
-				}
-				if old, ok := w.known[u.Verdict.GetId()]; ok && old == u.Verdict.GetState() {
-					continue // unchanged while we were away
-				}
-				w.remember(r.u)
-				if _, err := fmt.Fprintln(w.app.env.stdout, p.verdictLine(u.Verdict)); err != nil {
-					return got, err
-				}
-			case *vantagev1.VerdictUpdate_Transition:
-				if buffering {
-					if err := flush(); err != nil {
-						return got, err
-					}
-				}
-				w.remember(r.u)
-				if _, err := fmt.Fprintln(w.app.env.stdout, p.transitionLine(u.Transition)); err != nil {
-					return got, err
-				}
-			}
+	err := s.p.verdicts(s.w.app.env.stdout, s.pending)
+	s.pending = nil
+	return err
+}
+
+// end handles the stream breaking with err: the gathered table still
+// shows, and a clean end (EOF) is errStreamEnded.
+func (s *streamState) end(err error) error {
+	if s.buffering {
+		if err := s.flush(); err != nil {
+			return err
 		}
 	}
+	if errors.Is(err, io.EOF) {
+		s.w.connected = true
+		return errStreamEnded
+	}
+	return err
+}
+
+// show handles one update: JSON as it comes, or a verdict gathered into
+// the table, or a line for a verdict that changed and for a transition.
+func (s *streamState) show(u *vantagev1.VerdictUpdate) error {
+	w := s.w
+	w.up()
+	s.p = w.app.printer() // ages are relative to now, which moves on
+	if w.app.json() {
+		w.remember(u)
+		return writeJSON(w.app.env.stdout, u, false)
+	}
+	switch x := u.GetUpdate().(type) {
+	case *vantagev1.VerdictUpdate_Verdict:
+		if s.buffering {
+			w.remember(u)
+			s.pending = append(s.pending, x.Verdict)
+			s.settle.Reset(w.app.env.settle)
+			s.settleC = s.settle.C
+			return nil
+		}
+		if old, ok := w.known[x.Verdict.GetId()]; ok && old == x.Verdict.GetState() {
+			return nil // unchanged while we were away
+		}
+		w.remember(u)
+		_, err := fmt.Fprintln(w.app.env.stdout, s.p.verdictLine(x.Verdict))
+		return err
+	case *vantagev1.VerdictUpdate_Transition:
+		if s.buffering {
+			if err := s.flush(); err != nil {
+				return err
+			}
+		}
+		w.remember(u)
+		_, err := fmt.Fprintln(w.app.env.stdout, s.p.transitionLine(x.Transition))
+		return err
+	}
+	return nil
 }
 
 // up notes that a stream works, and says so after a reconnect.

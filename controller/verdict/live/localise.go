@@ -92,10 +92,12 @@ func (l *Localiser) Localise(ts []*vantagev1.Transition) {
 		for _, id := range l.vantages(specs[name], agents, conn) {
 			tr := trigger.New(now, p.Tasks, joinReasons(p.Reasons))
 			if !l.cfg.Triggers.SendTrigger(id, tr) {
-				l.log.Warn("trigger skipped", "agent", id, "campaign", name, "reason", "no session or send queue full")
+				l.log.Warn("trigger skipped", slog.String("agent", id), slog.String("campaign", name),
+					slog.String("reason", "no session or send queue full"))
 				continue
 			}
-			l.log.Info("localisation traces triggered", "agent", id, "campaign", name, "trigger", tr.GetId(), "tasks", len(p.Tasks))
+			l.log.Info("localisation traces triggered", slog.String("agent", id), slog.String("campaign", name),
+				slog.String("trigger", tr.GetId()), slog.Int("tasks", len(p.Tasks)))
 		}
 	}
 }

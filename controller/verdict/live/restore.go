@@ -26,6 +26,7 @@ package live
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -156,8 +157,8 @@ func (w *Worker) build(ctx context.Context, e catalogue.Entry, prev *running) (t
 	w.refusalsAt = time.Time{} // judge refusals for the new engine soon
 	w.mu.Unlock()
 	unlockEval()
-	w.log.Info("verdict engine started", "campaign", c.Name, "version", c.Version,
-		"resume_round", plan.resume, "verdicts_restored", len(plan.published))
+	w.log.Info("verdict engine started", slog.String("campaign", c.Name), slog.Uint64("version", c.Version),
+		slog.Int64("resume_round", plan.resume), slog.Int("verdicts_restored", len(plan.published)))
 	if inherited != nil || atStart {
 		waiting, err := w.startCatchUp(ctx, r, cfg, plan, agents, inherited)
 		if err != nil || waiting {
@@ -304,8 +305,9 @@ func (w *Worker) startCatchUp(ctx context.Context, r *running, cfg verdict.Confi
 	}
 	r.eng, r.catch, r.building, r.pending, r.dropped = eng, cu, false, nil, 0
 	r.mu.Unlock()
-	w.log.Info("verdict engine catching up after a restart", "campaign", r.spec.Name(), "resume_round", plan.resume,
-		"current_round", cu.current, "waiting_for", slices.Sorted(maps.Keys(cu.waiting)), "until", cu.deadline)
+	w.log.Info("verdict engine catching up after a restart", slog.String("campaign", r.spec.Name()),
+		slog.Int64("resume_round", plan.resume), slog.Int64("current_round", cu.current),
+		slog.Any("waiting_for", slices.Sorted(maps.Keys(cu.waiting))), slog.Time("until", cu.deadline))
 	return true, nil
 }
 
@@ -325,8 +327,9 @@ func (w *Worker) finishCatchUp(ctx context.Context, r *running) ([]*vantagev1.Tr
 	}
 	r.catch, r.building = nil, true
 	r.mu.Unlock()
-	w.log.Info("verdict engine caught up", "campaign", r.spec.Name(), "waited", w.now().Sub(cu.started),
-		"agents_missing", slices.Sorted(maps.Keys(cu.waiting)))
+	w.log.Info("verdict engine caught up", slog.String("campaign", r.spec.Name()),
+		slog.Duration("waited", w.now().Sub(cu.started)),
+		slog.Any("agents_missing", slices.Sorted(maps.Keys(cu.waiting))))
 	agents, err := w.storedLabels(ctx)
 	var ts []*vantagev1.Transition
 	if err == nil {
@@ -371,15 +374,17 @@ func (w *Worker) rebuild(ctx context.Context, r *running, cfg verdict.Config, pl
 	w.refusalsAt = time.Time{} // the new engine knows no refusal yet
 	w.mu.Unlock()
 	if dropped > 0 {
-		w.log.Warn("results fed while the verdict engine was rebuilt were dropped", "campaign", r.spec.Name(), "dropped", dropped)
+		w.log.Warn("results fed while the verdict engine was rebuilt were dropped",
+			slog.String("campaign", r.spec.Name()), slog.Int("dropped", dropped))
 	}
 	now := timestamppb.New(w.now()) // detected now, whatever round they are for
 	for _, t := range fed.out {
 		t.DetectedAt = now
 	}
-	w.log.Info("verdict engine fed from the store", "campaign", r.spec.Name(), "results", fed.results,
-		"from_round", plan.resume-int64(w.opts.RefeedRounds), "resume_round", plan.resume, "closed_round", eng.ClosedRound(),
-		"transitions", len(fed.out), "fed_meanwhile", late)
+	w.log.Info("verdict engine fed from the store", slog.String("campaign", r.spec.Name()),
+		slog.Int("results", fed.results), slog.Int64("from_round", plan.resume-int64(w.opts.RefeedRounds)),
+		slog.Int64("resume_round", plan.resume), slog.Int64("closed_round", eng.ClosedRound()),
+		slog.Int("transitions", len(fed.out)), slog.Int("fed_meanwhile", late))
 	return fed.out, nil
 }
 

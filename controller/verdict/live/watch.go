@@ -2,6 +2,7 @@ package live
 
 import (
 	"errors"
+	"log/slog"
 	"sync"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -81,7 +82,8 @@ func (w *Worker) broadcast(ts []*vantagev1.Transition) {
 			select {
 			case wa.c <- t:
 			default:
-				w.log.Warn("verdict watcher dropped", "reason", "buffer full", "campaign", wa.campaign)
+				w.log.Warn("verdict watcher dropped", slog.String("reason", "buffer full"),
+					slog.String("campaign", wa.campaign))
 				delete(w.watchers, wa)
 				wa.drop(ErrWatcherTooSlow)
 			}

@@ -174,7 +174,7 @@ func (w *Worker) Start(ctx context.Context) {
 				return
 			case <-t.C:
 				if err := w.Evaluate(ctx); err != nil && ctx.Err() == nil {
-					w.log.Warn("verdict evaluation failed", "err", err)
+					w.log.Warn("verdict evaluation failed", slog.Any("error", err))
 				}
 			}
 		}
@@ -269,7 +269,7 @@ func (w *Worker) Reload(ctx context.Context) error {
 		switch e, ok := active[name]; {
 		case !ok:
 			delete(w.campaigns, name)
-			w.log.Info("verdict engine stopped", "campaign", name)
+			w.log.Info("verdict engine stopped", slog.String("campaign", name))
 		case e.Key != r.key:
 			prevs[name] = r
 			build = append(build, e)
@@ -442,8 +442,9 @@ func (w *Worker) publish(ctx context.Context, ts []*vantagev1.Transition) error 
 		return fmt.Errorf("store transitions: %w", err)
 	}
 	for _, t := range ts {
-		w.log.Info("verdict transition", "verdict", t.GetVerdictId(), "from", t.GetFrom().String(), "to", t.GetTo().String(),
-			"round", t.GetRound(), "location", t.GetLocation().String())
+		w.log.Info("verdict transition", slog.String("verdict", t.GetVerdictId()),
+			slog.String("from", t.GetFrom().String()), slog.String("to", t.GetTo().String()),
+			slog.Int64("round", t.GetRound()), slog.String("location", t.GetLocation().String()))
 	}
 	w.broadcast(ts)
 	if w.opts.OnTransitions != nil {

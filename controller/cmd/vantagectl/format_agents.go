@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// agents renders `agents list`.
+func (p printer) agents(w io.Writer, agents []*vantagev1.AgentInfo) error {
+	if len(agents) == 0 {
+		_, err := fmt.Fprintln(w, "No agents.")
+		return err
+	}
+	t := newTable(w, "ID", "NAME", "STATE", "CONNECTED", "HEALTHY", "LAST-SEEN", "SPOOL", "DROPPED", "GAPS", "LABELS")
+	var notes []string
+	for _, a := range agents {
+		healthy := yesNo(a.GetHealthy())
+		if !a.GetHealthy() && a.GetHealthReason() != "" {
+			healthy += " (" + a.GetHealthReason() + ")"
+		}
+		// SPOOL: results waiting on the agent (and why its disk refuses
+		// them); DROPPED: results its spool dropped (full, or its disk
+		// refusing writes with its memory full); GAPS: results stored as
+		// reported gaps.
+		spool, dropped := "-", "-"
+		if s := a.GetSpool(); s != nil {
+			spool = strconv.FormatUint(s.GetPendingResults(), 10)
+			dropped = strconv.FormatUint(s.GetDroppedResults(), 10)
+			if s.GetWriteError() != "" {
+				spool += " (disk failing)"
+				notes = append(notes, p.spoolFault(a))
+			}
+		}
+		t.row(a.GetId(), a.GetName(), agentStateName(a.GetState()), yesNo(a.GetConnected()), healthy,
+			p.ago(a.GetLastSeen()), spool, dropped, strconv.FormatUint(a.GetGaps(), 10), labels(a.GetLabels()))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		if _, err := fmt.Fprintln(w, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// spoolFault is the line under `agents list` for an agent whose spool disk
+// refuses writes: since when, why, and what it cost so far.
+func (p printer) spoolFault(a *vantagev1.AgentInfo) string {
+	s := a.GetSpool()
+	return fmt.Sprintf("%s (%s): spool disk refuses writes since %s: %s; %d results in memory, %d dropped into gaps",
+		clean(a.GetName()), clean(a.GetId()), p.at(s.GetWriteFailingSince()), clean(s.GetWriteError()),
+		s.GetMemoryResults(), s.GetWriteDroppedResults())
+}
+
+// agentChanged confirms `agents approve` and `agents revoke`.
+func (p printer) agentChanged(w io.Writer, a *vantagev1.AgentInfo) error {
+	name := ""
+	if a.GetName() != "" {
+		name = " (" + clean(a.GetName()) + ")"
+	}
+	_, err := fmt.Fprintf(w, "agent %s%s is %s\n", clean(a.GetId()), name, agentStateName(a.GetState()))
+	return err
+}
+
+// joinToken renders `token create`, with the command line that enrols an
+// agent against controller.
+func (p printer) joinToken(w io.Writer, r *vantagev1.CreateJoinTokenResponse, controller string) error {
+	expires := p.at(r.GetExpiresAt())
+	if valid(r.GetExpiresAt()) {
+		expires += " (" + p.ago(r.GetExpiresAt()) + ")"
+	}
+	// The token goes in the environment (or a file), not on the command
+	// line, where ps shows it to every local user.
+	_, err := fmt.Fprintf(w, "token:    %s\nexpires:  %s\nca hash:  %s\n\nEnrol an agent with:\n  VANTAGE_JOIN_TOKEN=%s vantage-agent --controller %s --ca-hash %s\n"+
+		"(or write the token to a file only the agent reads and pass --join-token-file FILE; --join-token would show it in ps)\n",
+		clean(r.GetToken()), expires, clean(r.GetCaHash()),
+		clean(r.GetToken()), clean(controller), clean(r.GetCaHash()))
+	return err
+}

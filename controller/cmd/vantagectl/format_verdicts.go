@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// sortedVerdicts orders verdicts by campaign, then scope before network
+// before target, then subject, without touching the caller's slice.
+func sortedVerdicts(vs []*vantagev1.Verdict) []*vantagev1.Verdict {
+	out := slices.Clone(vs)
+	slices.SortStableFunc(out, func(a, b *vantagev1.Verdict) int {
+		if c := strings.Compare(a.GetCampaign(), b.GetCampaign()); c != 0 {
+			return c
+		}
+		if c := levelRank(a.GetLevel()) - levelRank(b.GetLevel()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.GetSubject(), b.GetSubject())
+	})
+	return out
+}
+
+var verdictHeader = []string{"LEVEL", "SUBJECT", "STATE", "SINCE", "UP/TOTAL", "VANTAGES", "LOCATION", "NOTES"}
+
+func (p printer) verdictFields(v *vantagev1.Verdict) []string {
+	return []string{levelName(v.GetLevel()), v.GetSubject(), stateName(v.GetState()), p.ago(v.GetSince()),
+		fraction(v.GetUp(), v.GetTotal()), fraction(v.GetHealthyVantages(), v.GetTotalVantages()),
+		locationName(v.GetLocation()), strings.Join(v.GetNotes(), "; ")}
+}
+
+// verdicts renders `verdicts`. A CAMPAIGN column leads when the verdicts
+// span several campaigns.
+func (p printer) verdicts(w io.Writer, vs []*vantagev1.Verdict) error {
+	return campaignTable(w, "No verdicts.", sortedVerdicts(vs), (*vantagev1.Verdict).GetCampaign, verdictHeader, p.verdictFields)
+}
+
+// verdictLine renders one verdict on one line, for --watch after the first
+// table (for instance after a reconnect).
+func (p printer) verdictLine(v *vantagev1.Verdict) string {
+	f := p.verdictFields(v)
+	f[1] = v.GetCampaign() + "/" + f[1]
+	return joinCells("verdict", f)
+}
+
+var transitionHeader = []string{"DETECTED", "LEVEL", "SUBJECT", "CHANGE", "ONSET", "ROUND", "LOCATION", "CHILDREN"}
+
+func (p printer) transitionFields(t *vantagev1.Transition) []string {
+	return []string{p.at(t.GetDetectedAt()), levelName(t.GetLevel()), t.GetSubject(),
+		change(t),
+		p.onset(t.GetOnsetEarliest(), t.GetOnsetLatest()), strconv.FormatInt(t.GetRound(), 10),
+		locationName(t.GetLocation()), children(t.GetUpChildren(), t.GetDownChildren())}
+}
+
+// change is a transition's CHANGE cell; from == to is a location
+// refinement (traces moved the location while the state held).
+func change(t *vantagev1.Transition) string {
+	if t.GetFrom() == t.GetTo() {
+		return stateName(t.GetTo()) + " (location refined)"
+	}
+	return stateName(t.GetFrom()) + " -> " + stateName(t.GetTo())
+}
+
+// timeline renders `timeline`: one aligned line per transition. A CAMPAIGN
+// column leads when the transitions span several campaigns.
+func (p printer) timeline(w io.Writer, ts []*vantagev1.Transition) error {
+	return campaignTable(w, "No transitions.", ts, (*vantagev1.Transition).GetCampaign, transitionHeader, p.transitionFields)
+}
+
+// transitionLine renders one transition as it arrives on --watch.
+func (p printer) transitionLine(t *vantagev1.Transition) string {
+	f := p.transitionFields(t)
+	f[2] = t.GetCampaign() + "/" + f[2]
+	return joinCells("", f)
+}
+
+// explain renders `explain`: the verdict, each vantage's view, then the raw
+// results behind it.
+func (p printer) explain(w io.Writer, r *vantagev1.ExplainResponse) error {
+	v := r.GetVerdict()
+	since := p.at(v.GetSince())
+	if valid(v.GetSince()) {
+		since += " (" + p.ago(v.GetSince()) + ")"
+	}
+	location := locationName(v.GetLocation())
+	if v.GetLastResponsiveHop() != "" {
+		location += " (last responsive hop " + v.GetLastResponsiveHop() + ")"
+	}
+	kv := newTable(w)
+	kv.row("verdict:", v.GetId())
+	kv.row("state:", stateName(v.GetState()))
+	kv.row("since:", since)
+	kv.row("onset:", p.onset(v.GetOnsetEarliest(), v.GetOnsetLatest()))
+	kv.row("round:", strconv.FormatInt(v.GetRound(), 10)+" (evaluated "+p.at(v.GetEvaluatedAt())+")")
+	kv.row("vantages:", fmt.Sprintf("%d/%d healthy, quorum %d", v.GetHealthyVantages(), v.GetTotalVantages(), v.GetQuorum()))
+	kv.row("up/total:", fraction(v.GetUp(), v.GetTotal()))
+	kv.row("up:", strings.Join(v.GetUpChildren(), ","))
+	kv.row("down:", strings.Join(v.GetDownChildren(), ","))
+	kv.row("location:", location)
+	if v.GetNetwork() != "" {
+		kv.row("network:", v.GetNetwork())
+	}
+	kv.row("notes:", strings.Join(v.GetNotes(), "; "))
+	if err := kv.flush(); err != nil {
+		return err
+	}
+	if len(v.GetEvidence()) > 0 {
+		if _, err := fmt.Fprintln(w); err != nil {
+			return err
+		}
+		t := newTable(w, "AGENT", "NAME", "HEALTHY", "STATE", "UP", "DOWN", "LAST-ROUND", "LAST-RESULT", "REASON")
+		for _, e := range v.GetEvidence() {
+			t.row(e.GetAgentId(), e.GetAgentName(), yesNo(e.GetHealthy()), stateName(e.GetState()),
+				strconv.FormatUint(uint64(e.GetTargetsUp()), 10), strconv.FormatUint(uint64(e.GetTargetsDown()), 10),
+				strconv.FormatInt(e.GetLastRound(), 10), p.ago(e.GetLastResultAt()), e.GetReason())
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	var traces, others []*vantagev1.StoredResult
+	for _, res := range r.GetResults() {
+		if res.GetResult().GetKind() == vantagev1.ProbeKind_PROBE_KIND_TRACE {
+			traces = append(traces, res)
+		} else {
+			others = append(others, res)
+		}
+	}
+	if len(traces) > 0 {
+		if _, err := fmt.Fprintf(w, "\n%d traces (localisation evidence):\n", len(traces)); err != nil {
+			return err
+		}
+		t := newTable(w, "SENT", "AGENT", "ROUND", "TARGET", "TRIGGER", "PATH")
+		for _, s := range traces {
+			res := s.GetResult()
+			trig := res.GetTriggerId()
+			if trig == "" {
+				trig = "scheduled"
+			}
+			t.row(p.at(res.GetSentAt()), s.GetAgentId(), strconv.FormatInt(res.GetRound(), 10), res.GetTarget(), trig, resultDetail(res))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Fprintf(w, "\n%d results:\n", len(others)); err != nil {
+		return err
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	rt := p.newResultTable(w)
+	for _, res := range others {
+		rt.add(res)
+	}
+	return rt.flush()
+}
