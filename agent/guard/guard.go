@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/vantage-net/vantage/internal/netrange"
+	"github.com/vantage-net/vantage/internal/tracedefaults"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 	"golang.org/x/time/rate"
 )
@@ -44,7 +45,6 @@ const (
 	DefaultMaxPayloadBytes = 1400
 	DefaultMinRoundMs      = 1000
 	DefaultMaxTimeoutMs    = 30000
-	DefaultMaxTTL          = 64
 	// DefaultMaxTargetRate is probe runs per second allowed per target
 	// address (one run is one task execution: an echo with its retries,
 	// a SYN, or one traceroute), with a burst of DefaultTargetBurst.
@@ -53,6 +53,10 @@ const (
 	// DefaultMaxTargets bounds the per-target bucket map.
 	DefaultMaxTargets = 65536
 )
+
+// MaxTTL is the highest trace max_ttl the guard accepts: the cap agent and
+// controller share (tracedefaults).
+const MaxTTL = tracedefaults.MaxTTLCap
 
 // The window of schedule starts accepted: [MinScheduleStart,
 // MaxScheduleStart). The scheduler computes rounds with time.Duration,
@@ -310,8 +314,8 @@ func (g *Guard) CheckTask(t *vantagev1.Task) error {
 		}
 	case vantagev1.ProbeKind_PROBE_KIND_TRACE:
 		s := t.GetTrace()
-		if s.GetMaxTtl() > DefaultMaxTTL {
-			return fmt.Errorf("task.trace.max_ttl %d > %d: %w", s.GetMaxTtl(), DefaultMaxTTL, ErrLimit)
+		if s.GetMaxTtl() > MaxTTL {
+			return fmt.Errorf("task.trace.max_ttl %d > %d: %w", s.GetMaxTtl(), MaxTTL, ErrLimit)
 		}
 		if s.GetTimeoutMs() > DefaultMaxTimeoutMs {
 			return fmt.Errorf("task.trace.timeout_ms %d > %d: %w", s.GetTimeoutMs(), DefaultMaxTimeoutMs, ErrLimit)

@@ -1,7 +1,7 @@
 // Package probe defines what every probe kind implements (Prober for one
-// task, Batch for a stream of tasks) and the one place that maps a task's
+// task, Sweeper for a stream of tasks) and the one place that maps a task's
 // ProbeKind to its implementation (Registry). The scheduler only ever sees
-// a Prober; the one-shot command and sweeps use Batch.
+// a Prober; the one-shot command and sweeps use a Sweeper.
 //
 // Kinds live in their own packages and do not import this one: icmp (the
 // shared raw-socket engine "icmp/bulk-raw" on Linux with CAP_NET_RAW, else
@@ -9,6 +9,14 @@
 // connect) and trace (Paris traceroute on raw sockets). Which engine runs
 // is decided once, at start, by what the host allows; it is reported in
 // Hello.capabilities.engines and in every result's engine field.
+//
+// On the agent "engine" has one meaning: a probe implementation, known by
+// its name ("icmp/bulk-raw", "tcp/connect", ...: the Engine* constants of
+// the kind packages), which the wire carries in ProbeResult.engine,
+// TaskStatus.engine and Capabilities.engines (proto is fixed, so the field
+// keeps that name). The Go types that do the work are named for what they
+// are: icmp.Bulk and tcp.Syn over the shared bulk.Mux, icmp.Prober,
+// tcp.Prober and trace.Prober over trace.Tracer.
 package probe
 
 import (
@@ -33,11 +41,11 @@ type Prober interface {
 	Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResult
 }
 
-// Batch probes a stream of tasks: the sweep API. Run probes every task
+// Sweeper probes a stream of tasks: the sweep API. Run probes every task
 // read from tasks and calls emit once per task with its result (never
 // concurrently), returning when tasks is closed and every result is
 // emitted, or when ctx ends.
-type Batch interface {
+type Sweeper interface {
 	Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error
 }
 
@@ -71,12 +79,12 @@ type Registry struct {
 	caps     *vantagev1.Capabilities
 }
 
-// Engine names for the portable paths, as reported.
+// Engine names (ProbeResult.engine) of the kinds' implementations.
 const (
 	EngineICMPPortable = icmp.EngineUDP
 	EngineICMPBulk     = icmp.EngineBulk
 	EngineTCPSyn       = tcp.EngineSYN
-	EngineTCPConnect   = tcp.Engine
+	EngineTCPConnect   = tcp.EngineConnect
 )
 
 // NewRegistry detects which sockets this host allows, logs it, and builds
@@ -116,14 +124,14 @@ func NewRegistryWith(log *slog.Logger, o Options) *Registry {
 		TcpSyn:     r.syn != nil,
 		TcpConnect: true,
 	}
-	caps.Engines = []string{"icmp=" + r.icmpEngine(false), "tcp=" + tcp.Engine}
+	caps.Engines = []string{"icmp=" + r.icmpEngine(false), "tcp=" + tcp.EngineConnect}
 	if r.syn != nil {
 		caps.Engines = append(caps.Engines, "tcp="+tcp.EngineSYN)
 	}
 	if !o.Unprivileged {
 		caps.TraceProtocols = trace.Protocols()
 		if len(caps.TraceProtocols) > 0 {
-			caps.Engines = append(caps.Engines, "trace="+trace.EngineName)
+			caps.Engines = append(caps.Engines, "trace="+trace.EngineRaw)
 		}
 	}
 	r.caps = caps
@@ -133,10 +141,10 @@ func NewRegistryWith(log *slog.Logger, o Options) *Registry {
 		slog.Bool("tcp_syn", caps.TcpSyn), slog.Any("trace_protocols", caps.TraceProtocols),
 		slog.Any("engines", caps.Engines))
 	if bulkErr != nil {
-		log.Info("bulk icmp engine unavailable; using pro-bing", slog.Any("reason", bulkErr))
+		log.Info("bulk icmp engine unavailable; using pro-bing", slog.Any("error", bulkErr))
 	}
 	if synErr != nil {
-		log.Info("raw tcp syn engine unavailable; syn tasks run with connect", slog.Any("reason", synErr))
+		log.Info("raw tcp syn engine unavailable; syn tasks run with connect", slog.Any("error", synErr))
 	}
 	return r
 }
@@ -224,39 +232,39 @@ func (r *Registry) prober(t *vantagev1.Task) (Prober, error) {
 	}
 }
 
-// Batch returns the sweep engine for kind: the shared raw-socket engine
+// Sweeper returns the sweep engine for kind: the shared raw-socket engine
 // when this host has one, else the per-task prober run by workers. For
 // TCP the raw SYN engine is used when available (every task then runs as
 // SYN); Engine names which one it is.
-func (r *Registry) Batch(kind vantagev1.ProbeKind) (Batch, string, error) {
+func (r *Registry) Sweeper(kind vantagev1.ProbeKind) (Sweeper, string, error) {
 	switch kind {
 	case vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO:
 		if r.icmpBulk != nil {
 			return r.icmpBulk, icmp.EngineBulk, nil
 		}
-		return BatchOf(r.icmp, 64), r.icmp.Engine(false), nil
+		return SweeperOf(r.icmp, 64), r.icmp.Engine(false), nil
 	case vantagev1.ProbeKind_PROBE_KIND_TCP:
 		if r.syn != nil {
 			return r.syn, tcp.EngineSYN, nil
 		}
-		return BatchOf(r.tcp, 256), tcp.Engine, nil
+		return SweeperOf(r.tcp, 256), tcp.EngineConnect, nil
 	case vantagev1.ProbeKind_PROBE_KIND_TRACE:
-		return BatchOf(r.trace, 256), trace.EngineName, nil
+		return SweeperOf(r.trace, 256), trace.EngineRaw, nil
 	default:
-		return nil, "", fmt.Errorf("kind %v: no batch engine for this kind", kind)
+		return nil, "", fmt.Errorf("kind %v: no sweep engine for this kind", kind)
 	}
 }
 
-// BatchOf runs a per-task Prober as a Batch with a fixed pool of workers
+// SweeperOf runs a per-task Prober as a Sweeper with a fixed pool of workers
 // (the portable paths, which have no shared socket to batch on).
-func BatchOf(p Prober, workers int) Batch { return batchOf{p: p, workers: max(workers, 1)} }
+func SweeperOf(p Prober, workers int) Sweeper { return workerSweeper{p: p, workers: max(workers, 1)} }
 
-type batchOf struct {
+type workerSweeper struct {
 	p       Prober
 	workers int
 }
 
-func (b batchOf) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
+func (b workerSweeper) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for range b.workers {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 
+	"github.com/vantage-net/vantage/agent/probe/internal/probetest"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -15,20 +15,7 @@ func TestRegistryDispatch(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: raw ICMP sockets for icmp and trace")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
+	ln := probetest.Listen(t, "127.0.0.1:0")
 	r := NewRegistry(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if !r.Capabilities().GetRawIcmp() || !r.Capabilities().GetTcpConnect() {
 		t.Fatalf("capabilities as root = %v, want raw icmp and tcp connect", r.Capabilities())
@@ -41,7 +28,7 @@ func TestRegistryDispatch(t *testing.T) {
 	}{
 		{"icmp", &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Target: "127.0.0.1"}, vantagev1.Outcome_OUTCOME_REPLY, "icmp/bulk-raw"},
 		{"tcp", &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_TCP, Target: "127.0.0.1",
-			Spec: &vantagev1.Task_Tcp{Tcp: &vantagev1.TcpSpec{Port: uint32(ln.Addr().(*net.TCPAddr).Port)}}}, vantagev1.Outcome_OUTCOME_TCP_SYNACK, "tcp/connect"},
+			Spec: &vantagev1.Task_Tcp{Tcp: &vantagev1.TcpSpec{Port: probetest.Port(ln)}}}, vantagev1.Outcome_OUTCOME_TCP_SYNACK, "tcp/connect"},
 		{"trace", &vantagev1.Task{Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Target: "127.0.0.1"}, vantagev1.Outcome_OUTCOME_REPLY, "trace/icmp"},
 		{"unknown", &vantagev1.Task{Target: "127.0.0.1"}, vantagev1.Outcome_OUTCOME_ERROR, ""},
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/vantage-net/vantage/agent/probe/icmp"
+	"github.com/vantage-net/vantage/agent/probe/internal/probetest"
 	"github.com/vantage-net/vantage/agent/probe/rawsock"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -91,9 +92,9 @@ func TestRealVaiSweep(t *testing.T) {
 		{"ipv6 /120", "2001:db8:ff::/120"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, engine, err := r.Batch(vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO)
+			b, engine, err := r.Sweeper(vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO)
 			if err != nil || engine != icmp.EngineBulk {
-				t.Fatalf("Batch = %q, %v; want %s", engine, err, icmp.EngineBulk)
+				t.Fatalf("Sweeper = %q, %v; want %s", engine, err, icmp.EngineBulk)
 			}
 			tasks := icmpTasks(netip.MustParsePrefix(tc.prefix), time.Second)
 			got := map[string]*vantagev1.ProbeResult{}
@@ -121,19 +122,10 @@ func TestRealVaiSweep(t *testing.T) {
 				t.Fatalf("listen in vai-t: %v", err)
 			}
 		})
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_ = c.Close()
-			}
-		}()
-		b, engine, err := r.Batch(vantagev1.ProbeKind_PROBE_KIND_TCP)
+		probetest.Serve(t, ln)
+		b, engine, err := r.Sweeper(vantagev1.ProbeKind_PROBE_KIND_TCP)
 		if err != nil || engine != EngineTCPSyn {
-			t.Fatalf("Batch = %q, %v; want %s", engine, err, EngineTCPSyn)
+			t.Fatalf("Sweeper = %q, %v; want %s", engine, err, EngineTCPSyn)
 		}
 		var tasks []*vantagev1.Task
 		want := map[string]vantagev1.Outcome{}

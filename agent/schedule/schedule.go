@@ -302,7 +302,7 @@ func errUnschedulable(t *vantagev1.Task, start time.Time) error {
 
 // refuse reports t as refused and logs why.
 func (s *Scheduler) refuse(t *vantagev1.Task, err error) {
-	s.cfg.Logger.Warn("task refused", slog.String("task_id", t.GetId()), slog.String("reason", err.Error()))
+	s.cfg.Logger.Warn("task refused", slog.String("task_id", t.GetId()), slog.Any("error", err))
 	s.cfg.Status(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: err.Error()})
 }
 
@@ -375,7 +375,7 @@ func (s *Scheduler) runTask(ctx context.Context, t *vantagev1.Task) {
 			if err := s.cfg.Rounds.Start(t.GetId(), n, expires); err != nil {
 				if ok, held := s.roundWarn.allow(s.cfg.Now(), RoundWarnEvery); ok {
 					s.cfg.Logger.Warn("round not recorded; a restart may run it again", slog.String("task_id", t.GetId()),
-						slog.String("error", err.Error()), slog.Int("not_recorded_since_last_warning", held))
+						slog.Any("error", err), slog.Int("not_recorded_since_last_warning", held))
 				}
 			}
 		}
@@ -429,7 +429,7 @@ func (s *Scheduler) reportMissed(t *vantagev1.Task, start time.Time, round time.
 		s.cfg.Emit(res)
 	}
 	if err := s.cfg.Rounds.Start(t.GetId(), missed[0], lastExp); err != nil {
-		s.cfg.Logger.Warn("missed rounds not recorded", slog.String("task_id", t.GetId()), slog.String("error", err.Error()))
+		s.cfg.Logger.Warn("missed rounds not recorded", slog.String("task_id", t.GetId()), slog.Any("error", err))
 	}
 	s.cfg.Logger.Info("missed rounds reported", slog.String("task_id", t.GetId()), slog.Int("rounds", len(missed)))
 }

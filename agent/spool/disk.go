@@ -156,7 +156,7 @@ type pos struct {
 	key Key
 }
 
-// Disk is the on-disk Spool. See the format at the top of this file and
+// Disk is the on-disk Store. See the format at the top of this file and
 // docs/OPERATIONS.md for the policy.
 type Disk struct {
 	dir   string
@@ -182,7 +182,10 @@ type Disk struct {
 	nGaps     uint64
 	stats     Stats
 	readCache map[Key]pos // batch ends handed out by Read
-	sentGaps  map[Key]bool
+	// handedOut: (epoch, first_seq) of gaps Read has returned (or found
+	// at Open); they never grow again, as the controller keys gaps on
+	// first_seq.
+	handedOut map[Key]bool
 
 	// While the disk refuses writes (fault.go): the results kept in
 	// memory, after every result on disk, and their framed bytes.
@@ -193,7 +196,7 @@ type Disk struct {
 	writeDropped uint64 // results dropped from memory into gaps since Open
 }
 
-var _ Spool = (*Disk)(nil)
+var _ Store = (*Disk)(nil)
 
 // OpenDisk opens (creating if needed) the spool in dir for a run in epoch,
 // which must be greater than every epoch already in the spool.
@@ -226,7 +229,7 @@ func OpenDisk(dir string, epoch uint64, opts Options) (*Disk, error) {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	d := &Disk{dir: dir, epoch: epoch, opts: opts, log: opts.Logger,
-		stop: make(chan struct{}), done: make(chan struct{}), pending: make(chan struct{}, 1), readCache: map[Key]pos{}, sentGaps: map[Key]bool{}}
+		stop: make(chan struct{}), done: make(chan struct{}), pending: make(chan struct{}, 1), readCache: map[Key]pos{}, handedOut: map[Key]bool{}}
 	if err := d.load(); err != nil {
 		return nil, err
 	}
@@ -354,7 +357,7 @@ func (d *Disk) bytesLocked() int64 {
 	return n + d.gapsBytes + ackedBytes
 }
 
-// Append implements Spool. The record is written with one write(2), so a
+// Append implements Store. The record is written with one write(2), so a
 // killed process leaves either the whole record or none of it in the page
 // cache; it reaches the disk within SyncInterval (or before Read hands it
 // out). While the disk refuses writes the result is kept in memory
@@ -543,7 +546,7 @@ func (d *Disk) syncLoop() {
 	}
 }
 
-// Ack implements Spool: the head moves past upTo and fully acknowledged
+// Ack implements Store: the head moves past upTo and fully acknowledged
 // segments are deleted.
 func (d *Disk) Ack(upTo Key, gaps []*vantagev1.Gap) error {
 	d.mu.Lock()
@@ -616,7 +619,14 @@ func (d *Disk) Ack(upTo Key, gaps []*vantagev1.Gap) error {
 	return nil
 }
 
-// State implements Spool.
+// Last implements Store.
+func (d *Disk) Last() Key {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return Key{d.epoch, d.lastSeq}
+}
+
+// State implements Store.
 func (d *Disk) State() *vantagev1.SpoolState {
 	d.mu.Lock()
 	defer d.mu.Unlock()

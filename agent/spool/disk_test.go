@@ -24,7 +24,7 @@ func openT(t *testing.T, dir string, epoch uint64, opts Options) *Disk {
 
 // drain reads everything pending, checking each batch is one epoch and
 // contiguous, and returns the keys in order.
-func drain(t *testing.T, s Spool) []Key {
+func drain(t *testing.T, s Store) []Key {
 	t.Helper()
 	var keys []Key
 	after := Key{}

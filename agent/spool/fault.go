@@ -76,7 +76,7 @@ func (d *Disk) failed(err error) {
 	now := time.Now()
 	if d.fault == nil {
 		d.fault = &fault{err: shortErr(err), since: now, retryAt: now.Add(faultRetry), loggedAt: now}
-		d.log.Warn("spool disk refuses writes; new results are kept in memory", slog.String("error", err.Error()),
+		d.log.Warn("spool disk refuses writes; new results are kept in memory", slog.Any("error", err),
 			slog.Int64("memory_bytes", d.opts.MemoryBytes))
 		return
 	}
@@ -84,7 +84,7 @@ func (d *Disk) failed(err error) {
 	d.fault.retryAt = now.Add(faultRetry)
 	d.fault.refused++
 	if now.Sub(d.fault.loggedAt) >= faultLogEvery {
-		d.log.Warn("spool disk still refuses writes", slog.String("error", err.Error()),
+		d.log.Warn("spool disk still refuses writes", slog.Any("error", err),
 			slog.Duration("failing_for", now.Sub(d.fault.since).Round(time.Second)), slog.Uint64("writes_refused", d.fault.refused),
 			slog.Int("memory_results", len(d.mem)), slog.Uint64("write_dropped_results", d.writeDropped))
 		d.fault.loggedAt, d.fault.refused = now, 0

@@ -122,7 +122,7 @@ func (d *Disk) loadSegment(id uint64) error {
 			d.stats.CorruptRecords++
 			d.stats.CorruptBytes += fi.Size() - valid
 			d.log.Warn("spool: torn or corrupt tail cut", slog.String("file", path), slog.Int64("offset", valid),
-				slog.Int64("bytes", fi.Size()-valid), slog.String("reason", err.Error()))
+				slog.Int64("bytes", fi.Size()-valid), slog.Any("error", err))
 			if err := f.Truncate(valid); err != nil {
 				return fmt.Errorf("spool: truncate %s: %w", path, err)
 			}
@@ -270,7 +270,7 @@ func (d *Disk) loadGaps() {
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			d.stats.CorruptRecords++
-			d.log.Warn("spool gaps file unreadable; its gaps are lost", slog.String("error", err.Error()))
+			d.log.Warn("spool gaps file unreadable; its gaps are lost", slog.Any("error", err))
 		}
 		return
 	}
@@ -278,7 +278,7 @@ func (d *Disk) loadGaps() {
 		switch {
 		case len(p) >= 25 && p[0] == typeGap:
 			d.gaps = append(d.gaps, &vantagev1.Gap{Epoch: u64(p, 1), FirstSeq: u64(p, 9), LastSeq: u64(p, 17), Reason: string(p[25:])})
-			d.sentGaps[Key{u64(p, 1), u64(p, 9)}] = true // it may have been sent before the restart
+			d.handedOut[Key{u64(p, 1), u64(p, 9)}] = true // it may have been sent before the restart
 		case len(p) == 17 && p[0] == typeCounters:
 			d.stats.DroppedResults, d.nGaps = u64(p, 1), u64(p, 9)
 		}
@@ -337,7 +337,7 @@ func (d *Disk) addGap(g *vantagev1.Gap) {
 	}
 	if n := len(d.gaps); n > 0 {
 		last := d.gaps[n-1]
-		if !d.sentGaps[Key{last.GetEpoch(), last.GetFirstSeq()}] && last.GetEpoch() == g.GetEpoch() &&
+		if !d.handedOut[Key{last.GetEpoch(), last.GetFirstSeq()}] && last.GetEpoch() == g.GetEpoch() &&
 			last.GetReason() == g.GetReason() && last.GetLastSeq()+1 == g.GetFirstSeq() {
 			last.LastSeq = g.GetLastSeq()
 			return

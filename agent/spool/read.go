@@ -15,7 +15,7 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// Read implements Spool. It fsyncs the active segment first, so nothing is
+// Read implements Store. It fsyncs the active segment first, so nothing is
 // sent that a power cut could take back (unless the disk refuses: then
 // results are sent anyway, as those in memory are). The results on disk
 // come first, then those in memory (fault.go).
@@ -31,7 +31,7 @@ func (d *Disk) Read(after Key, maxResults int) (Batch, error) {
 	var b Batch
 	for _, g := range d.gaps {
 		b.Gaps = append(b.Gaps, proto.CloneOf(g))
-		d.sentGaps[Key{g.GetEpoch(), g.GetFirstSeq()}] = true
+		d.handedOut[Key{g.GetEpoch(), g.GetFirstSeq()}] = true
 	}
 	start := d.head
 	if after.Compare(d.head.key) > 0 {
@@ -117,7 +117,7 @@ func (d *Disk) walk(p pos, fn func(rec []byte, next pos) bool) error {
 			if err != nil {
 				// Damaged after open: the rest of this segment is skipped.
 				d.stats.CorruptRecords++
-				d.log.Warn("spool record damaged on disk; rest of segment skipped", slog.String("file", s.path), slog.String("error", err.Error()))
+				d.log.Warn("spool record damaged on disk; rest of segment skipped", slog.String("file", s.path), slog.Any("error", err))
 				break
 			}
 			ord++

@@ -1,15 +1,19 @@
-// Package spool holds results between the moment a probe finishes and the
-// moment the controller acknowledges that it stored them. The uplink re-sends
-// everything still in the spool after a reconnect, so no result is lost to a
-// broken session, and the controller's (agent, epoch, seq) key makes the
-// re-sends harmless.
+// Package spool is the agent's outbox: it holds results between the moment
+// a probe finishes and the moment the controller acknowledges that it
+// stored them. The Outbox (outbox.go) is the one ledger: it numbers every
+// result, knows which batches are in flight on the uplink's stream and
+// matches the controller's acks against them. The uplink re-sends
+// everything still unacknowledged after a reconnect, so no result is lost
+// to a broken session, and the controller's (agent, epoch, seq) key makes
+// the re-sends harmless.
 //
-// Disk (disk.go) is what the daemon uses: append-only segment files with a
-// CRC32C per record that survive agent restarts, so results of an earlier
-// epoch are replayed with their original (epoch, seq). Memory is the
-// in-memory implementation for tests and throw-away agents. Both are bounded
-// and, when full, drop the OLDEST results and record the dropped range as a
-// Gap, so the controller learns what it will never receive.
+// The results wait in a Store. Disk (disk.go) is what the daemon uses:
+// append-only segment files with a CRC32C per record that survive agent
+// restarts, so results of an earlier epoch are replayed with their
+// original (epoch, seq). Memory is the in-memory implementation for tests
+// and throw-away agents. Both are bounded and, when full, drop the OLDEST
+// results and record the dropped range as a Gap, so the controller learns
+// what it will never receive.
 package spool
 
 import (
@@ -69,12 +73,15 @@ func (b Batch) End() Key {
 	return Key{b.Epoch, b.Results[len(b.Results)-1].GetSeq()}
 }
 
-// Spool is a store-and-forward buffer of numbered results. Implementations
-// are safe for concurrent use.
-type Spool interface {
+// Store is where numbered results wait until they are acknowledged.
+// Implementations are safe for concurrent use.
+type Store interface {
 	// Append stores r in the current epoch; r must carry the next sequence
 	// number (one more than the previous Append's, 1 for the first).
 	Append(r *vantagev1.ProbeResult) error
+	// Last is the key of the current epoch's last appended result (seq 0
+	// before the first): the seq Append wants next is one more.
+	Last() Key
 	// Read returns up to max stored results after key `after` (the zero Key
 	// means from the oldest unacknowledged one), all of one epoch and
 	// contiguous, and every unacknowledged gap.
@@ -88,7 +95,7 @@ type Spool interface {
 	Close() error
 }
 
-// Memory is a bounded in-memory Spool of one epoch. It does not survive a
+// Memory is a bounded in-memory Store of one epoch. It does not survive a
 // restart.
 type Memory struct {
 	epoch    uint64
@@ -105,7 +112,7 @@ type Memory struct {
 	nGaps   uint64
 }
 
-var _ Spool = (*Memory)(nil)
+var _ Store = (*Memory)(nil)
 
 // NewMemory returns a spool holding at most capacity results of epoch.
 func NewMemory(epoch uint64, capacity int) *Memory {
@@ -113,7 +120,7 @@ func NewMemory(epoch uint64, capacity int) *Memory {
 	return &Memory{epoch: epoch, capacity: capacity, buf: make([]*vantagev1.ProbeResult, capacity)}
 }
 
-// Append implements Spool.
+// Append implements Store.
 func (m *Memory) Append(r *vantagev1.ProbeResult) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -148,7 +155,14 @@ func (m *Memory) addGap(seq uint64) {
 	m.gaps = append(m.gaps, &vantagev1.Gap{Epoch: m.epoch, FirstSeq: seq, LastSeq: seq, Reason: GapReasonFull})
 }
 
-// Read implements Spool.
+// Last implements Store.
+func (m *Memory) Last() Key {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Key{m.epoch, m.lastSeq}
+}
+
+// Read implements Store.
 func (m *Memory) Read(after Key, max int) (Batch, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -170,7 +184,7 @@ func (m *Memory) Read(after Key, max int) (Batch, error) {
 	return b, nil
 }
 
-// Ack implements Spool.
+// Ack implements Store.
 func (m *Memory) Ack(upTo Key, gaps []*vantagev1.Gap) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -196,12 +210,12 @@ func (m *Memory) Ack(upTo Key, gaps []*vantagev1.Gap) error {
 	return nil
 }
 
-// State implements Spool.
+// State implements Store.
 func (m *Memory) State() *vantagev1.SpoolState {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return &vantagev1.SpoolState{PendingResults: uint64(m.n), PendingBytes: m.bytes, DroppedResults: m.dropped, Gaps: m.nGaps}
 }
 
-// Close implements Spool.
+// Close implements Store.
 func (m *Memory) Close() error { return nil }

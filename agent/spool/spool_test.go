@@ -6,7 +6,7 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-func fill(t *testing.T, s Spool, from, to uint64) {
+func fill(t *testing.T, s Store, from, to uint64) {
 	t.Helper()
 	for seq := from; seq <= to; seq++ {
 		if err := s.Append(&vantagev1.ProbeResult{Seq: seq, TaskId: "x", Target: "192.0.2.1"}); err != nil {

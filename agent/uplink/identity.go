@@ -105,7 +105,7 @@ func EnsureIdentity(ctx context.Context, cfg EnrollConfig) (*Identity, error) {
 				return nil, err
 			}
 			d := backoff.next()
-			cfg.Logger.Warn("enrolment failed; retrying", slog.String("error", err.Error()), slog.Duration("retry_in", d))
+			cfg.Logger.Warn("enrolment failed; retrying", slog.Any("error", err), slog.Duration("retry_in", d))
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
@@ -140,7 +140,7 @@ func loadWhenWritable(ctx context.Context, cfg EnrollConfig) (*Identity, error) 
 		}
 		if now.Sub(logged) >= time.Minute {
 			cfg.Logger.Warn("state directory refuses writes; waiting for space", slog.String("dir", cfg.StateDir),
-				slog.String("error", err.Error()), slog.Duration("retry_every", StateRetry))
+				slog.Any("error", err), slog.Duration("retry_every", StateRetry))
 			logged = now
 		}
 		select {

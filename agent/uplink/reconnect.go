@@ -37,7 +37,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		if errors.Is(err, errOpenTimeout) {
 			// gRPC keeps trying the connection at its own pace: wait on.
-			c.log.Warn("controller unreachable; still trying", slog.String("error", err.Error()))
+			c.log.Warn("controller unreachable; still trying", slog.Any("error", err))
 			continue
 		}
 		if !opened.IsZero() && time.Since(opened) > 2*c.cfg.BackoffMax {

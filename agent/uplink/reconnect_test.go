@@ -3,9 +3,11 @@ package uplink
 import (
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/vantage-net/vantage/agent/spool"
+	"github.com/vantage-net/vantage/internal/syncbuf"
 )
 
 func TestBackoff(t *testing.T) {
@@ -59,7 +61,9 @@ func TestResourceExhaustedWhileSending(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv, addr := newTestServer(t)
 			srv.exhaustStreams, srv.exhaustAfter, srv.exhaustMs, srv.exhaustDetail = sessions, 2, 600, detail
-			c, _, stop := startClient(t, srv, addr, func(cfg *Config) { cfg.BatchMax = 5 })
+			c, _, stop := startClient(t, srv, addr, func(cfg *Config) {
+				cfg.Outbox = spool.NewOutbox(spool.NewMemory(cfg.Identity.Epoch, DefaultSpoolCapacity), spool.OutboxOptions{BatchMax: 5})
+			})
 			defer stop()
 			submit(c, 20000)
 			waitFor(t, "a session after the exhausted ones", func() bool { return c.Sessions() > sessions })
@@ -83,7 +87,7 @@ func TestResourceExhaustedWhileSending(t *testing.T) {
 // connect backoff (at most 1 s apart), whatever the uplink's own backoff.
 func TestReconnectWaitsForTheController(t *testing.T) {
 	srv, addr := newTestServer(t)
-	logs := &syncLog{}
+	logs := &syncbuf.Buffer{}
 	c, _, stop := startClient(t, srv, addr, func(cfg *Config) {
 		cfg.OpenTimeout = 300 * time.Millisecond
 		cfg.BackoffMin, cfg.BackoffMax = 5*time.Second, 10*time.Second // would be stacked before
@@ -103,22 +107,4 @@ func TestReconnectWaitsForTheController(t *testing.T) {
 	if delay >= 5*time.Second {
 		t.Errorf("reconnected %v after the controller was back: the uplink's backoff was added to gRPC's", delay)
 	}
-}
-
-// syncLog is a log sink safe for concurrent writes.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

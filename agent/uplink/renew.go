@@ -103,7 +103,7 @@ func (c *Client) renewRetrying(ctx context.Context, reason string) bool {
 			return false
 		}
 		d := b.next()
-		c.log.Warn("certificate renewal failed; retrying", slog.String("error", err.Error()), slog.Duration("retry_in", d))
+		c.log.Warn("certificate renewal failed; retrying", slog.Any("error", err), slog.Duration("retry_in", d))
 		select {
 		case <-ctx.Done():
 			return false
@@ -271,7 +271,7 @@ func leafOf(id *Identity) *x509.Certificate {
 func (c *Client) redial() {
 	conn, err := dial(c.cfg, c.host, c.ident.Load())
 	if err != nil {
-		c.log.Warn("reconnect with renewed certificate failed; keeping the old connection", slog.String("error", err.Error()))
+		c.log.Warn("reconnect with renewed certificate failed; keeping the old connection", slog.Any("error", err))
 		return
 	}
 	old := c.conn

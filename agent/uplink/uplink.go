@@ -4,13 +4,15 @@
 // mTLS Session stream: Hello first, then numbered result batches and
 // heartbeats up; assignments, acks, triggers and throttles down.
 //
-// Delivery is at-least-once: every result gets the next sequence number of
-// the agent's epoch and stays in the spool until the controller acks it, so
-// results survive a broken stream (and, with the disk spool, a restart) and
-// are re-sent after reconnecting, results of earlier epochs first with their
-// original (epoch, seq). The controller dedupes on (agent, epoch, seq), so
-// a batch whose ack was lost is stored once. The agent never names itself
-// in a message: the controller takes its id from the client certificate.
+// Delivery is at-least-once, and its books are the spool's: the scheduler
+// submits results to a spool.Outbox, which numbers them and keeps them
+// until acked; the uplink only takes batches from it, sends them, and
+// hands it the acks. So results survive a broken stream (and, with the disk
+// spool, a restart) and are re-sent after reconnecting, results of earlier
+// epochs first with their original (epoch, seq). The controller dedupes on
+// (agent, epoch, seq), so a batch whose ack was lost is stored once. The
+// agent never names itself in a message: the controller takes its id from
+// the client certificate.
 //
 // The stream is served by a send loop and a receive loop joined by an
 // errgroup, as etcd's watch stream is; a failure of either ends the session,
@@ -34,7 +36,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,7 +72,6 @@ type Counters interface {
 // Defaults for Config fields left zero.
 const (
 	DefaultBatchInterval     = 500 * time.Millisecond
-	DefaultBatchMax          = 500
 	DefaultHeartbeatInterval = 5 * time.Second
 	DefaultBackoffMin        = 250 * time.Millisecond
 	DefaultBackoffMax        = 10 * time.Second
@@ -94,8 +94,6 @@ const (
 	DefaultAckTimeout = 60 * time.Second
 	// flushTimeout bounds the final flush on shutdown.
 	flushTimeout = 3 * time.Second
-	// statusQueue bounds TaskStatus messages waiting for the send loop.
-	statusQueue = 1024
 	// MaxRetryAfter caps a retry-after the controller asks for.
 	MaxRetryAfter = 5 * time.Minute
 	// RetryAfterTrailer is the trailer key carrying a retry-after in
@@ -114,12 +112,13 @@ type Config struct {
 	Handler      Handler
 	// Counters may be nil.
 	Counters Counters
-	// Spool defaults to an in-memory spool of DefaultSpoolCapacity.
-	Spool  spool.Spool
+	// Outbox is where the results to send wait (the scheduler submits to
+	// it); it defaults to one over an in-memory spool of
+	// DefaultSpoolCapacity.
+	Outbox *spool.Outbox
 	Logger *slog.Logger
 
 	BatchInterval     time.Duration
-	BatchMax          int
 	HeartbeatInterval time.Duration
 	BackoffMin        time.Duration
 	BackoffMax        time.Duration
@@ -140,46 +139,25 @@ type Config struct {
 	RenewCheck  time.Duration
 }
 
-// Client is the agent's uplink. Submit and ReportStatus may be called from
-// any goroutine; Run owns the connection.
+// Client is the agent's uplink; Run owns the connection. What it sends
+// and what is in flight is the Outbox's to keep.
 type Client struct {
-	cfg   Config
-	host  string
-	conn  *grpc.ClientConn // replaced by Run, between sessions, after a renewal
-	api   vantagev1.AgentServiceClient
-	log   *slog.Logger
-	spool spool.Spool
+	cfg  Config
+	host string
+	conn *grpc.ClientConn // replaced by Run, between sessions, after a renewal
+	api  vantagev1.AgentServiceClient
+	log  *slog.Logger
+	out  *spool.Outbox
 
 	// ident is the identity new connections use (renew.go).
 	ident atomic.Pointer[Identity]
 	// renewNow carries a controller's RenewAdvice to the renew loop.
 	renewNow chan string
 
-	seqMu sync.Mutex
-	seq   uint64
-
-	wake     chan struct{} // a full batch is waiting
-	unsent   atomic.Int64  // results submitted since the last flush
-	statuses chan *vantagev1.TaskStatus
-	acked    chan struct{} // an Ack arrived
-	throttle atomic.Int64  // unix nanos before which no batch is sent
+	throttle atomic.Int64 // unix nanos before which no batch is sent
 	sessions atomic.Uint64
 	// retryAfter is the delay a RESOURCE_EXHAUSTED status asked for (nanos).
 	retryAfter atomic.Int64
-
-	ackMu    sync.Mutex
-	ackedKey spool.Key  // highest key acknowledged
-	inflight []inflight // batches sent on the current stream, not yet acked
-	acks     uint64     // acks applied
-}
-
-// inflight is a batch sent and not yet acknowledged.
-type inflight struct {
-	end  spool.Key
-	gaps []*vantagev1.Gap
-	sent time.Time
-	// gapsOnly: a batch of gaps without results, acked with up_to_seq 0.
-	gapsOnly bool
 }
 
 // New builds a Client; it does not connect until Run.
@@ -196,9 +174,6 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.BatchInterval <= 0 {
 		cfg.BatchInterval = DefaultBatchInterval
-	}
-	if cfg.BatchMax <= 0 {
-		cfg.BatchMax = DefaultBatchMax
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
@@ -218,11 +193,11 @@ func New(cfg Config) (*Client, error) {
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = DefaultOpenTimeout
 	}
-	if cfg.Spool == nil {
-		cfg.Spool = spool.NewMemory(cfg.Identity.Epoch, DefaultSpoolCapacity)
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Outbox == nil {
+		cfg.Outbox = spool.NewOutbox(spool.NewMemory(cfg.Identity.Epoch, DefaultSpoolCapacity), spool.OutboxOptions{Logger: cfg.Logger})
 	}
 	if cfg.RenewBefore <= 0 {
 		cfg.RenewBefore = DefaultRenewBefore
@@ -237,10 +212,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg: cfg, host: host, conn: conn, api: vantagev1.NewAgentServiceClient(conn),
 		log:      cfg.Logger.With(slog.String("agent_id", cfg.Identity.AgentID), slog.Uint64("epoch", cfg.Identity.Epoch)),
-		spool:    cfg.Spool,
-		wake:     make(chan struct{}, 1),
-		statuses: make(chan *vantagev1.TaskStatus, statusQueue),
-		acked:    make(chan struct{}, 1),
+		out:      cfg.Outbox,
 		renewNow: make(chan string, 1),
 	}
 	c.ident.Store(cfg.Identity)
@@ -277,55 +249,21 @@ func dial(cfg Config, host string, id *Identity) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// Submit numbers r with the epoch's next sequence number and spools it.
-// It never blocks on the network.
-func (c *Client) Submit(r *vantagev1.ProbeResult) {
-	c.seqMu.Lock()
-	c.seq++
-	r.Seq = c.seq
-	err := c.spool.Append(r)
-	if err != nil {
-		c.seq-- // the seq stays free: the controller never sees a hole
-	}
-	c.seqMu.Unlock()
-	if err != nil {
-		c.log.Error("spool append failed; result lost", slog.String("task_id", r.GetTaskId()), slog.String("error", err.Error()))
-		return
-	}
-	if c.unsent.Add(1) >= int64(c.cfg.BatchMax) {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	}
-}
+// Submit is Outbox().Submit, for a producer that holds only the client
+// (tests); the agent's scheduler submits to the outbox itself.
+func (c *Client) Submit(r *vantagev1.ProbeResult) { c.out.Submit(r) }
 
-// ReportStatus queues a TaskStatus (refusal or fallback) for the controller.
-// Statuses are not spooled: when the queue is full the newest is dropped.
-func (c *Client) ReportStatus(s *vantagev1.TaskStatus) {
-	select {
-	case c.statuses <- s:
-	default:
-		c.log.Warn("task status dropped: queue full", slog.String("task_id", s.GetTaskId()))
-	}
-}
+// Outbox is where the client takes its batches from.
+func (c *Client) Outbox() *spool.Outbox { return c.out }
 
 // Sessions is how many sessions have been opened (Hello sent) since start.
 func (c *Client) Sessions() uint64 { return c.sessions.Load() }
 
 // Produced is the number of results numbered in this epoch (its last seq).
-func (c *Client) Produced() uint64 {
-	c.seqMu.Lock()
-	defer c.seqMu.Unlock()
-	return c.seq
-}
+func (c *Client) Produced() uint64 { return c.out.Produced() }
 
 // Acked is the highest (epoch, seq) the controller acknowledged.
-func (c *Client) Acked() spool.Key {
-	c.ackMu.Lock()
-	defer c.ackMu.Unlock()
-	return c.ackedKey
-}
+func (c *Client) Acked() spool.Key { return c.out.Acked() }
 
 var errSessionClosed = errors.New("controller closed the session")
 
@@ -361,7 +299,7 @@ func (c *Client) session(ctx context.Context) (opened time.Time, err error) {
 		Capabilities:      c.cfg.Capabilities,
 		Labels:            c.cfg.Labels,
 		Epoch:             c.cfg.Identity.Epoch,
-		Spool:             c.spool.State(),
+		Spool:             c.out.State(),
 		AssignmentVersion: c.cfg.Handler.AssignmentVersion(),
 	}
 	if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: hello}}); err != nil {
@@ -378,9 +316,7 @@ func (c *Client) session(ctx context.Context) (opened time.Time, err error) {
 	}
 	opened = time.Now()
 	c.sessions.Add(1)
-	c.ackMu.Lock()
-	c.inflight = nil // nothing sent on an earlier stream will be acked now
-	c.ackMu.Unlock()
+	c.out.Resend() // nothing sent on an earlier stream will be acked now
 	c.log.Info("session open", slog.Uint64("pending", hello.GetSpool().GetPendingResults()))
 
 	g, gctx := errgroup.WithContext(sctx)
@@ -417,17 +353,17 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				c.log.Warn("assignment refused", slog.Uint64("version", m.Assignment.GetVersion()), slog.String("reason", err.Error()))
-				c.ReportStatus(&vantagev1.TaskStatus{Refused: true, Reason: fmt.Sprintf("assignment version %d refused: %v", m.Assignment.GetVersion(), err)})
+				c.log.Warn("assignment refused", slog.Uint64("version", m.Assignment.GetVersion()), slog.Any("error", err))
+				c.out.ReportStatus(&vantagev1.TaskStatus{Refused: true, Reason: fmt.Sprintf("assignment version %d refused: %v", m.Assignment.GetVersion(), err)})
 			}
 		case *vantagev1.ControllerMessage_Trigger:
 			if err := c.cfg.Handler.Trigger(ctx, m.Trigger); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				c.log.Warn("trigger refused", slog.String("trigger_id", m.Trigger.GetId()), slog.String("reason", err.Error()))
+				c.log.Warn("trigger refused", slog.String("trigger_id", m.Trigger.GetId()), slog.Any("error", err))
 				for _, t := range m.Trigger.GetTasks() {
-					c.ReportStatus(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: fmt.Sprintf("trigger %s refused: %v", m.Trigger.GetId(), err)})
+					c.out.ReportStatus(&vantagev1.TaskStatus{TaskId: t.GetId(), Refused: true, Reason: fmt.Sprintf("trigger %s refused: %v", m.Trigger.GetId(), err)})
 				}
 			}
 		case *vantagev1.ControllerMessage_Renew:
@@ -446,60 +382,29 @@ func (c *Client) recvLoop(ctx context.Context, stream vantagev1.AgentService_Ses
 	}
 }
 
-// ack applies an Ack: the batches sent on this stream up to (epoch,
-// up_to_seq) are forgotten by the spool, with the gaps they carried. An ack
+// ack hands an Ack to the outbox, which forgets what it covers. An ack
 // matching nothing sent is ignored: the agent never trusts an ack beyond
 // what it sent.
 func (c *Client) ack(a *vantagev1.Ack) {
-	key := spool.Key{Epoch: a.GetEpoch(), Seq: a.GetUpToSeq()}
-	c.ackMu.Lock()
-	n := 0
-	var upTo spool.Key
-	var gaps []*vantagev1.Gap
-	if a.GetUpToSeq() == 0 {
-		// The ack of a gaps-only batch: acks come in the order batches
-		// were sent, so it is the oldest in flight.
-		if len(c.inflight) > 0 && c.inflight[0].gapsOnly {
-			gaps, n = c.inflight[0].gaps, 1
-		}
-	} else {
-		for n < len(c.inflight) && !c.inflight[n].gapsOnly && c.inflight[n].end.Compare(key) <= 0 {
-			upTo = c.inflight[n].end
-			gaps = append(gaps, c.inflight[n].gaps...)
-			n++
-		}
-	}
-	if n == 0 {
-		c.ackMu.Unlock()
+	matched, err := c.out.Ack(a)
+	if !matched {
 		c.log.Warn("ack for nothing in flight ignored", slog.Uint64("ack_epoch", a.GetEpoch()), slog.Uint64("ack_seq", a.GetUpToSeq()))
 		return
 	}
-	c.inflight = c.inflight[n:]
-	if err := c.spool.Ack(upTo, gaps); err != nil {
-		c.log.Error("spool ack failed; results will be re-sent", slog.String("error", err.Error()))
-	}
-	if upTo.Compare(c.ackedKey) > 0 {
-		c.ackedKey = upTo
-	}
-	c.acks++
-	c.ackMu.Unlock()
-	select {
-	case c.acked <- struct{}{}:
-	default:
+	if err != nil {
+		c.log.Error("spool ack failed; results will be re-sent", slog.Any("error", err))
 	}
 }
 
-// sender is the per-stream state of the send loop.
+// sender is the send loop of one stream.
 type sender struct {
-	c        *Client
-	stream   vantagev1.AgentService_SessionClient
-	cursor   spool.Key          // highest key sent on this stream
-	gapsSent map[spool.Key]bool // (epoch, first_seq) of gaps sent on this stream
+	c      *Client
+	stream vantagev1.AgentService_SessionClient
 }
 
 // sendLoop is the only goroutine that sends on the stream.
 func (c *Client) sendLoop(parent, ctx context.Context, stream vantagev1.AgentService_SessionClient) error {
-	s := &sender{c: c, stream: stream, gapsSent: make(map[spool.Key]bool)}
+	s := &sender{c: c, stream: stream}
 	batch := time.NewTicker(c.cfg.BatchInterval)
 	defer batch.Stop()
 	hb := time.NewTicker(c.cfg.HeartbeatInterval)
@@ -514,11 +419,11 @@ func (c *Client) sendLoop(parent, ctx context.Context, stream vantagev1.AgentSer
 			if err := s.flush(false); err != nil {
 				return err
 			}
-		case <-c.wake:
+		case <-c.out.Ready():
 			if err := s.flush(false); err != nil {
 				return err
 			}
-		case st := <-c.statuses:
+		case st := <-c.out.Statuses():
 			if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_TaskStatus{TaskStatus: st}}); err != nil {
 				return fmt.Errorf("send task status: %w", err)
 			}
@@ -557,19 +462,18 @@ var errAckTimeout = errors.New("no ack from the controller")
 // ackOverdue reports errAckTimeout when the oldest batch in flight was sent
 // more than AckTimeout ago.
 func (c *Client) ackOverdue() error {
-	c.ackMu.Lock()
-	defer c.ackMu.Unlock()
-	if len(c.inflight) == 0 {
+	at, end, ok := c.out.OldestInFlight()
+	if !ok {
 		return nil
 	}
-	if age := time.Since(c.inflight[0].sent); age > c.cfg.AckTimeout {
-		return fmt.Errorf("%w for %s (batch up to seq %d, timeout %s)", errAckTimeout, age.Round(time.Second), c.inflight[0].end.Seq, c.cfg.AckTimeout)
+	if age := time.Since(at); age > c.cfg.AckTimeout {
+		return fmt.Errorf("%w for %s (batch up to seq %d, timeout %s)", errAckTimeout, age.Round(time.Second), end.Seq, c.cfg.AckTimeout)
 	}
 	return nil
 }
 
 func (c *Client) heartbeat() *vantagev1.Heartbeat {
-	h := &vantagev1.Heartbeat{SentAt: timestamppb.Now(), Spool: c.spool.State()}
+	h := &vantagev1.Heartbeat{SentAt: timestamppb.Now(), Spool: c.out.State()}
 	if c.cfg.Counters != nil {
 		h.ProbesSent = c.cfg.Counters.ProbesSent()
 		h.PacketsIgnored = c.cfg.Counters.PacketsIgnored()
@@ -577,74 +481,27 @@ func (c *Client) heartbeat() *vantagev1.Heartbeat {
 	return h
 }
 
-// flush sends everything spooled beyond the cursor, in batches of at most
-// BatchMax contiguous results of one epoch, unless the controller asked to
-// wait. Gaps ride along with results (a batch carries at least one result).
+// flush sends what the outbox hands out, batch after batch, unless the
+// controller asked to wait.
 func (s *sender) flush(ignoreThrottle bool) error {
-	c := s.c
-	c.unsent.Store(0)
 	for {
-		if !ignoreThrottle && time.Now().UnixNano() < c.throttle.Load() {
+		if !ignoreThrottle && time.Now().UnixNano() < s.c.throttle.Load() {
 			return nil
 		}
-		// Never re-send what is already acked.
-		after := s.cursor
-		if a := c.Acked(); a.Compare(after) > 0 {
-			after = a
+		b, more, err := s.c.out.Next()
+		if err != nil || b == nil {
+			return err
 		}
-		sb, err := c.spool.Read(after, c.cfg.BatchMax)
-		if err != nil {
-			return fmt.Errorf("read spool: %w", err)
-		}
-		var unsent []*vantagev1.Gap
-		for _, g := range sb.Gaps {
-			if !s.gapsSent[spool.Key{Epoch: g.GetEpoch(), Seq: g.GetFirstSeq()}] {
-				unsent = append(unsent, g)
-			}
-		}
-		if len(sb.Results) == 0 {
-			if len(unsent) == 0 {
-				return nil
-			}
-			// Nothing to send but lost results to report: a batch of
-			// gaps only, so the controller hears of them now rather than
-			// with some later result.
-			return s.sendGaps(unsent)
-		}
-		b := &vantagev1.ResultBatch{Epoch: sb.Epoch, Results: sb.Results,
-			FirstSeq: sb.Results[0].GetSeq(), LastSeq: sb.Results[len(sb.Results)-1].GetSeq(), Gaps: unsent}
-		// In flight before the send: the ack may beat Send's return.
-		c.ackMu.Lock()
-		c.inflight = append(c.inflight, inflight{end: sb.End(), gaps: b.Gaps, sent: time.Now()})
-		c.ackMu.Unlock()
 		if err := s.stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
+			if len(b.GetResults()) == 0 {
+				return fmt.Errorf("send gaps: %w", err)
+			}
 			return fmt.Errorf("send results: %w", err)
 		}
-		for _, g := range b.Gaps {
-			s.gapsSent[spool.Key{Epoch: g.GetEpoch(), Seq: g.GetFirstSeq()}] = true
-		}
-		s.cursor = sb.End()
-		if len(sb.Results) < c.cfg.BatchMax {
+		if !more {
 			return nil
 		}
 	}
-}
-
-// sendGaps sends a ResultBatch holding only gaps (first_seq = last_seq =
-// 0); the controller acks it with up_to_seq 0.
-func (s *sender) sendGaps(gaps []*vantagev1.Gap) error {
-	c := s.c
-	c.ackMu.Lock()
-	c.inflight = append(c.inflight, inflight{gaps: gaps, sent: time.Now(), gapsOnly: true})
-	c.ackMu.Unlock()
-	b := &vantagev1.ResultBatch{Epoch: c.cfg.Identity.Epoch, Gaps: gaps}
-	if err := s.stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
-		return fmt.Errorf("send gaps: %w", err)
-	}
-	for _, g := range gaps {
-		s.gapsSent[spool.Key{Epoch: g.GetEpoch(), Seq: g.GetFirstSeq()}] = true
-	}
-	return nil
 }
 
 // final flushes on shutdown, half-closes the stream and waits a little for
@@ -654,20 +511,13 @@ func (s *sender) final(ctx context.Context) error {
 		return err
 	}
 	_ = s.stream.CloseSend()
-	timer := time.NewTimer(flushTimeout)
-	defer timer.Stop()
-	for s.c.Acked().Compare(s.cursor) < 0 {
-		select {
-		case <-s.c.acked:
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-			a := s.c.Acked()
-			s.c.log.Warn("shutdown before all results were acknowledged",
-				slog.Uint64("acked_epoch", a.Epoch), slog.Uint64("acked_seq", a.Seq),
-				slog.Uint64("sent_epoch", s.cursor.Epoch), slog.Uint64("sent_seq", s.cursor.Seq))
-			return nil
-		}
+	wctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	if !s.c.out.WaitAcked(wctx) && ctx.Err() == nil {
+		a, sent := s.c.out.Acked(), s.c.out.Sent()
+		s.c.log.Warn("shutdown before all results were acknowledged",
+			slog.Uint64("acked_epoch", a.Epoch), slog.Uint64("acked_seq", a.Seq),
+			slog.Uint64("sent_epoch", sent.Epoch), slog.Uint64("sent_seq", sent.Seq))
 	}
 	return nil
 }

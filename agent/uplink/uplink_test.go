@@ -417,8 +417,8 @@ func checkContiguous(t *testing.T, bs []*vantagev1.ResultBatch, epoch uint64) ma
 		if b.GetEpoch() != epoch {
 			t.Fatalf("batch epoch %d, want %d", b.GetEpoch(), epoch)
 		}
-		if len(b.GetResults()) > DefaultBatchMax {
-			t.Fatalf("batch of %d results, max %d", len(b.GetResults()), DefaultBatchMax)
+		if len(b.GetResults()) > spool.DefaultBatchMax {
+			t.Fatalf("batch of %d results, max %d", len(b.GetResults()), spool.DefaultBatchMax)
 		}
 		if want := b.GetLastSeq() - b.GetFirstSeq() + 1; uint64(len(b.GetResults())) != want {
 			t.Fatalf("batch %d..%d carries %d results", b.GetFirstSeq(), b.GetLastSeq(), len(b.GetResults()))
@@ -438,7 +438,7 @@ func TestSession(t *testing.T) {
 	c, h, stop := startClient(t, srv, addr)
 	defer stop()
 	submit(c, 1200)
-	waitFor(t, "all 1200 results acked", func() bool { return c.spool.State().GetPendingResults() == 0 && c.Acked().Seq == 1200 })
+	waitFor(t, "all 1200 results acked", func() bool { return c.out.State().GetPendingResults() == 0 && c.Acked().Seq == 1200 })
 
 	srv.push <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Assignment{Assignment: &vantagev1.Assignment{Version: 5}}}
 	srv.push <- &vantagev1.ControllerMessage{Msg: &vantagev1.ControllerMessage_Assignment{Assignment: &vantagev1.Assignment{Version: 5}}}
@@ -483,7 +483,7 @@ func TestResendAfterDrop(t *testing.T) {
 	submit(c, 300)
 	waitFor(t, "resend acked on the second stream", func() bool { return c.Acked().Seq == 300 })
 	submit(c, 5)
-	waitFor(t, "new results acked", func() bool { return c.Acked().Seq == 305 && c.spool.State().GetPendingResults() == 0 })
+	waitFor(t, "new results acked", func() bool { return c.Acked().Seq == 305 && c.out.State().GetPendingResults() == 0 })
 
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -540,6 +540,7 @@ type gapSpool struct {
 }
 
 func (g *gapSpool) Append(*vantagev1.ProbeResult) error { return errors.New("gapSpool: no appends") }
+func (g *gapSpool) Last() spool.Key                     { return spool.Key{Epoch: 1} }
 func (g *gapSpool) Read(spool.Key, int) (spool.Batch, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -562,7 +563,7 @@ func (g *gapSpool) Close() error                 { return nil }
 func TestGapsOnlyBatch(t *testing.T) {
 	srv, addr := newTestServer(t)
 	sp := &gapSpool{gaps: []*vantagev1.Gap{{Epoch: 1, FirstSeq: 3, LastSeq: 9, Reason: "spool full"}}}
-	c, _, stop := startClient(t, srv, addr, func(cfg *Config) { cfg.Spool = sp })
+	c, _, stop := startClient(t, srv, addr, func(cfg *Config) { cfg.Outbox = spool.NewOutbox(sp, spool.OutboxOptions{}) })
 	defer stop()
 	waitFor(t, "the gap acked and forgotten", func() bool {
 		sp.mu.Lock()
@@ -625,6 +626,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	srv, addr := newTestServer(t)
 	srv.noAckStreams, srv.dropAtSeq = 1, 1<<62 // the first run is never acked
 	dir := t.TempDir()
+	var disks []*spool.Disk
 	withDisk := func(epoch uint64) func(*Config) {
 		return func(cfg *Config) {
 			d, err := spool.OpenDisk(filepath.Join(dir, "spool"), cfg.Identity.Epoch, spool.Options{})
@@ -634,7 +636,8 @@ func TestReplayAfterRestart(t *testing.T) {
 			if cfg.Identity.Epoch != epoch {
 				t.Fatalf("epoch %d, want %d", cfg.Identity.Epoch, epoch)
 			}
-			cfg.Spool = d
+			cfg.Outbox = spool.NewOutbox(d, spool.OutboxOptions{})
+			disks = append(disks, d)
 		}
 	}
 	c1, _, stop1 := startClientIn(t, srv, addr, dir, withDisk(1))
@@ -649,14 +652,14 @@ func TestReplayAfterRestart(t *testing.T) {
 		return n == 40
 	})
 	stop1()
-	_ = c1.spool.Close()
+	_ = disks[0].Close()
 
 	c2, _, stop2 := startClientIn(t, srv, addr, dir, withDisk(2))
 	defer stop2()
 	waitFor(t, "second run connected", func() bool { return c2.Sessions() > 0 })
 	submit(c2, 10)
 	waitFor(t, "both epochs acked", func() bool { return c2.Acked() == spool.Key{Epoch: 2, Seq: 10} })
-	if st := c2.spool.State(); st.GetPendingResults() != 0 {
+	if st := c2.out.State(); st.GetPendingResults() != 0 {
 		t.Fatalf("pending = %d after all acks", st.GetPendingResults())
 	}
 	srv.mu.Lock()

@@ -188,7 +188,7 @@ func (f *upFleet) start(t *testing.T, addr string, perSecond float64, tune func(
 	f.cancel = cancel
 	for _, a := range f.agents {
 		cfg := uplink.Config{Controller: addr, Identity: a.ident, AgentVersion: "reliability-fleet",
-			Labels: map[string]string{"provider": a.name}, Handler: a.h, Spool: a.sp, Logger: slog.New(a.rec)}
+			Labels: map[string]string{"provider": a.name}, Handler: a.h, Outbox: spool.NewOutbox(a.sp, spool.OutboxOptions{Logger: slog.New(a.rec)}), Logger: slog.New(a.rec)}
 		if tune != nil {
 			tune(&cfg)
 		}

@@ -2,8 +2,10 @@ package taskid_test
 
 // The controller's task builders all spell ids through this package: every
 // task a campaign expands to names its campaign, its kind and its target.
-// (The agent's one-shot mode, package main of vantage-agent, cannot be
-// imported here; its ids are checked by its own tests.)
+// The agent's one-shot mode (package main of vantage-agent, which cannot be
+// imported here) spells its ids through this package too; its half of the
+// agreement is TestTaskIDsAgree in agent/cmd/vantage-agent: every one-shot
+// id parses back into its campaign, kind and target, as a campaign's does.
 
 import (
 	"testing"

@@ -32,7 +32,9 @@ schedule: {round: 60s}
 }
 
 // TestAgentDefaults: the agent's trace engine fills a zero field with the
-// shared default.
+// shared default. (That a trace really runs with them, and cuts max_ttl at
+// the cap, is TestSpecDefaults in agent/probe/trace, which sees the
+// engine's unexported state.)
 func TestAgentDefaults(t *testing.T) {
 	if trace.DefaultMaxTTL != tracedefaults.MaxTTL || trace.DefaultGapLimit != tracedefaults.GapLimit || trace.DefaultTimeout != tracedefaults.Timeout {
 		t.Errorf("agent trace defaults max_ttl %d, gap_limit %d, timeout %v; shared %d, %d, %v",

@@ -67,37 +67,41 @@ type jsonEncoder struct {
 	secText []byte
 }
 
-// appendResult is appendResultJSON.
+// appendResult is appendResultJSON. The fields go in protojson's order
+// (field numbers): what was probed and when, what came back, notes.
 func (e *jsonEncoder) appendResult(b []byte, r *vantagev1.ProbeResult) ([]byte, bool) {
 	if !fastJSON || len(r.GetHops()) > 0 {
 		return b, false
 	}
-	var ok bool
 	b = append(b, '{')
+	b, ok := e.appendProbe(b, r)
+	if ok {
+		b, ok = appendAnswer(b, r)
+	}
+	if ok {
+		b, ok = appendStrings(b, strField{"error", r.Error}, strField{"engine", r.Engine}, strField{"trigger_id", r.TriggerId})
+	}
+	if !ok {
+		return b, false
+	}
+	return append(b, '}'), true
+}
+
+// appendProbe writes seq, task_id, campaign, target, kind, round and
+// sent_at.
+func (e *jsonEncoder) appendProbe(b []byte, r *vantagev1.ProbeResult) ([]byte, bool) {
 	if r.Seq != 0 {
 		b = appendKey(b, "seq")
 		b = append(b, '"')
 		b = strconv.AppendUint(b, r.Seq, 10)
 		b = append(b, '"')
 	}
-	for _, f := range [...]struct {
-		n string
-		v string
-	}{{"task_id", r.TaskId}, {"campaign", r.Campaign}, {"target", r.Target}} {
-		if f.v != "" {
-			b = appendKey(b, f.n)
-			if b, ok = appendJSONString(b, f.v); !ok {
-				return b, false
-			}
-		}
+	b, ok := appendStrings(b, strField{"task_id", r.TaskId}, strField{"campaign", r.Campaign}, strField{"target", r.Target})
+	if !ok {
+		return b, false
 	}
-	if r.Kind != 0 {
-		s, ok := vantagev1.ProbeKind_name[int32(r.Kind)]
-		if !ok {
-			return b, false
-		}
-		b = appendKey(b, "kind")
-		b = appendPlainString(b, s)
+	if b, ok = appendEnum(b, "kind", vantagev1.ProbeKind_name, int32(r.Kind)); !ok {
+		return b, false
 	}
 	if r.Round != 0 {
 		b = appendKey(b, "round")
@@ -115,49 +119,41 @@ func (e *jsonEncoder) appendResult(b []byte, r *vantagev1.ProbeResult) ([]byte, 
 		b = e.appendRFC3339(b, secs, nanos)
 		b = append(b, '"')
 	}
-	if r.Outcome != 0 {
-		s, ok := vantagev1.Outcome_name[int32(r.Outcome)]
-		if !ok {
-			return b, false
-		}
-		b = appendKey(b, "outcome")
-		b = appendPlainString(b, s)
+	return b, true
+}
+
+// appendAnswer writes outcome, unreachable_code, rtt_us, reply_from,
+// reply_ttl, port, attempts and stop_reason.
+func appendAnswer(b []byte, r *vantagev1.ProbeResult) ([]byte, bool) {
+	b, ok := appendEnum(b, "outcome", vantagev1.Outcome_name, int32(r.Outcome))
+	if !ok {
+		return b, false
 	}
-	if r.UnreachableCode != 0 {
-		b = appendKey(b, "unreachable_code")
-		b = strconv.AppendUint(b, uint64(r.UnreachableCode), 10)
+	b = appendUints(b, uintField{"unreachable_code", r.UnreachableCode}, uintField{"rtt_us", r.RttUs})
+	if b, ok = appendStrings(b, strField{"reply_from", r.ReplyFrom}); !ok {
+		return b, false
 	}
-	if r.RttUs != 0 {
-		b = appendKey(b, "rtt_us")
-		b = strconv.AppendUint(b, uint64(r.RttUs), 10)
+	b = appendUints(b, uintField{"reply_ttl", r.ReplyTtl}, uintField{"port", r.Port}, uintField{"attempts", r.Attempts})
+	return appendEnum(b, "stop_reason", vantagev1.TraceStopReason_name, int32(r.StopReason))
+}
+
+// strField and uintField are a field's JSON name and its value; zero
+// values are left out, as protojson does.
+type (
+	strField struct {
+		n, v string
 	}
-	if r.ReplyFrom != "" {
-		b = appendKey(b, "reply_from")
-		if b, ok = appendJSONString(b, r.ReplyFrom); !ok {
-			return b, false
-		}
-	}
-	for _, f := range [...]struct {
+	uintField struct {
 		n string
 		v uint32
-	}{{"reply_ttl", r.ReplyTtl}, {"port", r.Port}, {"attempts", r.Attempts}} {
-		if f.v != 0 {
-			b = appendKey(b, f.n)
-			b = strconv.AppendUint(b, uint64(f.v), 10)
-		}
 	}
-	if r.StopReason != 0 {
-		s, ok := vantagev1.TraceStopReason_name[int32(r.StopReason)]
-		if !ok {
-			return b, false
-		}
-		b = appendKey(b, "stop_reason")
-		b = appendPlainString(b, s)
-	}
-	for _, f := range [...]struct {
-		n string
-		v string
-	}{{"error", r.Error}, {"engine", r.Engine}, {"trigger_id", r.TriggerId}} {
+)
+
+// appendStrings writes the non-empty string fields; false when one needs
+// escaping that appendJSONString does not do.
+func appendStrings(b []byte, fs ...strField) ([]byte, bool) {
+	var ok bool
+	for _, f := range fs {
 		if f.v != "" {
 			b = appendKey(b, f.n)
 			if b, ok = appendJSONString(b, f.v); !ok {
@@ -165,7 +161,32 @@ func (e *jsonEncoder) appendResult(b []byte, r *vantagev1.ProbeResult) ([]byte, 
 			}
 		}
 	}
-	return append(b, '}'), true
+	return b, true
+}
+
+// appendUints writes the non-zero integer fields (uint32: JSON numbers).
+func appendUints(b []byte, fs ...uintField) []byte {
+	for _, f := range fs {
+		if f.v != 0 {
+			b = appendKey(b, f.n)
+			b = strconv.AppendUint(b, uint64(f.v), 10)
+		}
+	}
+	return b
+}
+
+// appendEnum writes a non-zero enum field by its name; false for a number
+// without one (protojson writes the number).
+func appendEnum(b []byte, key string, names map[int32]string, v int32) ([]byte, bool) {
+	if v == 0 {
+		return b, true
+	}
+	s, ok := names[v]
+	if !ok {
+		return b, false
+	}
+	b = appendKey(b, key)
+	return appendPlainString(b, s), true
 }
 
 // appendRFC3339 writes a Timestamp as protojson does: UTC, "Z", and 0,

@@ -19,17 +19,20 @@ func reference(t testing.TB, r *vantagev1.ProbeResult) string {
 	return string(p.append(nil, r))
 }
 
+// typicalResult is a one-shot echo's REPLY sent at sent.
+func typicalResult(sent time.Time) *vantagev1.ProbeResult {
+	return &vantagev1.ProbeResult{TaskId: "oneshot/icmp/198.19.0.1", Campaign: "oneshot", Target: "198.19.0.1",
+		Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.New(sent),
+		Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 21, ReplyFrom: "198.19.0.1", ReplyTtl: 60, Attempts: 1,
+		Engine: "icmp/bulk-raw"}
+}
+
 func TestResultJSONMatchesProtojson(t *testing.T) {
 	if !fastJSON {
 		t.Fatal("ProbeResult's fields changed: update probeResultFields and appendResultJSON")
 	}
 	sent := time.Date(2026, 11, 22, 9, 4, 5, 123456789, time.UTC)
-	typical := func() *vantagev1.ProbeResult {
-		return &vantagev1.ProbeResult{TaskId: "oneshot/icmp/198.19.0.1", Campaign: "oneshot", Target: "198.19.0.1",
-			Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.New(sent),
-			Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 21, ReplyFrom: "198.19.0.1", ReplyTtl: 60, Attempts: 1,
-			Engine: "icmp/bulk-raw"}
-	}
+	typical := func() *vantagev1.ProbeResult { return typicalResult(sent) }
 	with := func(f func(r *vantagev1.ProbeResult)) *vantagev1.ProbeResult {
 		r := typical()
 		f(r)
@@ -172,10 +175,7 @@ func TestResultJSONRandom(t *testing.T) {
 }
 
 func TestResultJSONAllocs(t *testing.T) {
-	r := &vantagev1.ProbeResult{TaskId: "oneshot/icmp/198.19.0.1", Campaign: "oneshot", Target: "198.19.0.1",
-		Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.Now(),
-		Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 21, ReplyFrom: "198.19.0.1", ReplyTtl: 60, Attempts: 1,
-		Engine: "icmp/bulk-raw"}
+	r := typicalResult(time.Now())
 	buf := make([]byte, 0, 512)
 	var enc jsonEncoder
 	if n := testing.AllocsPerRun(100, func() { buf, _ = enc.appendResult(buf[:0], r) }); n != 0 {
@@ -184,10 +184,7 @@ func TestResultJSONAllocs(t *testing.T) {
 }
 
 func BenchmarkResultJSON(b *testing.B) {
-	r := &vantagev1.ProbeResult{TaskId: "oneshot/icmp/198.19.0.1", Campaign: "oneshot", Target: "198.19.0.1",
-		Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.Now(),
-		Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 21, ReplyFrom: "198.19.0.1", ReplyTtl: 60, Attempts: 1,
-		Engine: "icmp/bulk-raw"}
+	r := typicalResult(time.Now())
 	b.Run("fast", func(b *testing.B) {
 		b.ReportAllocs()
 		buf := make([]byte, 0, 512)

@@ -24,7 +24,6 @@ import (
 	"github.com/vantage-net/vantage/agent/schedule"
 	"github.com/vantage-net/vantage/agent/spool"
 	"github.com/vantage-net/vantage/agent/uplink"
-	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -145,28 +144,19 @@ type counters struct {
 func (c counters) ProbesSent() uint64     { return c.g.ProbesSent() }
 func (c counters) PacketsIgnored() uint64 { return c.r.PacketsIgnored() }
 
+// run is the daemon: limits and probes, identity, the outbox on disk, then
+// the scheduler and the uplink on either side of the outbox. The scheduler
+// submits results and task statuses to the outbox; the uplink takes
+// batches from it and hands it the controller's acks; assignments and
+// triggers reach the scheduler through the uplink (its Handler).
 func run(ctx context.Context, o options) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: %w", o.logLevel, err)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	labels, err := parseLabels(o.labels)
+	log, labels, err := o.validate()
 	if err != nil {
 		return err
-	}
-	if o.maxPPS <= 0 {
-		return fmt.Errorf("--max-pps %d: must be positive", o.maxPPS)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if o.maxTargetRate <= 0 {
-		return fmt.Errorf("--max-target-rate %g: must be positive", o.maxTargetRate)
-	}
-	if o.spoolBytes < spool.MinMaxBytes {
-		return fmt.Errorf("--spool-bytes %d: at least %d", o.spoolBytes, spool.MinMaxBytes)
-	}
 	g, err := guard.Open(guard.Config{AllowSpecialRanges: o.allowSpecialRanges, MaxPPS: o.maxPPS,
 		MaxTargetRate: o.maxTargetRate, VersionFile: filepath.Join(o.stateDir, "assignment.version")})
 	if err != nil {
@@ -178,43 +168,30 @@ func run(ctx context.Context, o options) error {
 	reg := probe.NewRegistry(log, g)
 	defer func() { _ = reg.Close() }()
 
-	joinToken, err := resolveJoinToken(o, os.Getenv)
-	if err != nil {
-		return err
-	}
-	id, err := uplink.EnsureIdentity(ctx, uplink.EnrollConfig{
-		Controller: o.controller, StateDir: o.stateDir, JoinToken: joinToken, CAHash: o.caHash,
-		Name: o.name, Labels: labels, Logger: log,
-	})
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return nil
-		}
-		return err
+	id, err := identity(ctx, o, labels, log)
+	if err != nil || id == nil {
+		return err // nil when ctx ended while enrolling
 	}
 	log.Info("agent starting", slog.String("agent_id", id.AgentID), slog.String("version", version),
 		slog.Uint64("epoch", id.Epoch), slog.String("controller", o.controller))
 
-	sp, err := spool.OpenDisk(filepath.Join(o.stateDir, "spool"), id.Epoch, spool.Options{MaxBytes: o.spoolBytes, Logger: log})
+	disk, err := spool.OpenDisk(filepath.Join(o.stateDir, "spool"), id.Epoch, spool.Options{MaxBytes: o.spoolBytes, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer func() { _ = sp.Close() }()
+	defer func() { _ = disk.Close() }()
+	out := spool.NewOutbox(disk, spool.OutboxOptions{Logger: log})
 	rounds, err := schedule.OpenRoundLog(filepath.Join(o.stateDir, "rounds.log"))
 	if err != nil {
 		return err
 	}
 	defer func() { _ = rounds.Close() }()
 
-	var client *uplink.Client
-	sched := schedule.New(schedule.Config{
-		Prober: reg, Guard: g, Logger: log, Rounds: rounds,
-		Emit:   func(r *vantagev1.ProbeResult) { client.Submit(r) },
-		Status: func(s *vantagev1.TaskStatus) { client.ReportStatus(s) },
-	})
-	client, err = uplink.New(uplink.Config{
+	sched := schedule.New(schedule.Config{Prober: reg, Guard: g, Logger: log, Rounds: rounds,
+		Emit: out.Submit, Status: out.ReportStatus})
+	client, err := uplink.New(uplink.Config{
 		Controller: o.controller, Identity: id, AgentVersion: version, Labels: labels,
-		Capabilities: reg.Capabilities(), Handler: sched, Counters: counters{g: g, r: reg}, Logger: log, Spool: sp,
+		Capabilities: reg.Capabilities(), Handler: sched, Counters: counters{g: g, r: reg}, Logger: log, Outbox: out,
 		AckTimeout: o.ackTimeout, StateDir: o.stateDir,
 	})
 	if err != nil {
@@ -225,7 +202,47 @@ func run(ctx context.Context, o options) error {
 	eg.Go(func() error { return sched.Run(ctx) })
 	eg.Go(func() error { return client.Run(ctx) })
 	err = eg.Wait()
-	log.Info("agent stopped", slog.Uint64("epoch", id.Epoch), slog.Uint64("results_produced", client.Produced()),
-		slog.Uint64("pending", sp.State().GetPendingResults()))
+	log.Info("agent stopped", slog.Uint64("epoch", id.Epoch), slog.Uint64("results_produced", out.Produced()),
+		slog.Uint64("pending", out.State().GetPendingResults()))
 	return err
+}
+
+// validate checks the flags that need no I/O and returns the logger and
+// the labels they ask for.
+func (o options) validate() (*slog.Logger, map[string]string, error) {
+	log, err := newLogger(o.logLevel, os.Stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	labels, err := parseLabels(o.labels)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.maxPPS <= 0 {
+		return nil, nil, fmt.Errorf("--max-pps %d: must be positive", o.maxPPS)
+	}
+	if o.maxTargetRate <= 0 {
+		return nil, nil, fmt.Errorf("--max-target-rate %g: must be positive", o.maxTargetRate)
+	}
+	if o.spoolBytes < spool.MinMaxBytes {
+		return nil, nil, fmt.Errorf("--spool-bytes %d: at least %d", o.spoolBytes, spool.MinMaxBytes)
+	}
+	return log, labels, nil
+}
+
+// identity loads the agent's identity, enrolling first if needed. It
+// returns nil and no error when ctx ends meanwhile.
+func identity(ctx context.Context, o options, labels map[string]string, log *slog.Logger) (*uplink.Identity, error) {
+	joinToken, err := resolveJoinToken(o, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uplink.EnsureIdentity(ctx, uplink.EnrollConfig{
+		Controller: o.controller, StateDir: o.stateDir, JoinToken: joinToken, CAHash: o.caHash,
+		Name: o.name, Labels: labels, Logger: log,
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil, nil
+	}
+	return id, err
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/vantage-net/vantage/agent/probe"
 	"github.com/vantage-net/vantage/agent/probe/icmp"
 	"github.com/vantage-net/vantage/agent/probe/trace"
+	"github.com/vantage-net/vantage/internal/taskid"
+	"github.com/vantage-net/vantage/internal/tracedefaults"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -92,7 +94,7 @@ A progress line is drawn on stderr only when stderr is a terminal.`,
 	f.IntVar(&o.retries, "retries", 0, "extra echo requests after a miss (icmp, 0..5)")
 	f.StringVar(&o.protocol, "protocol", "icmp", "trace protocol: icmp, udp or tcp")
 	f.BoolVar(&o.paris, "paris", true, "Paris traceroute (constant flow identifier)")
-	f.IntVar(&o.maxTTL, "max-ttl", 30, "highest TTL a trace probes")
+	f.IntVar(&o.maxTTL, "max-ttl", tracedefaults.MaxTTL, "highest TTL a trace probes")
 	f.BoolVar(&o.allowSpecialRanges, "allow-special-ranges", false, "allow loopback, RFC 1918 and other special-purpose ranges (labs only)")
 	f.BoolVar(&o.unprivileged, "unprivileged", false, "use the portable engines (datagram ICMP, connect) even with raw sockets")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: json or text")
@@ -101,25 +103,15 @@ A progress line is drawn on stderr only when stderr is a terminal.`,
 	return cmd
 }
 
+// runProbe is `vantage-agent probe <kind>`: it checks the flags and the
+// targets, opens the kind's sweep engine and writes one result per task.
 func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Writer, stderr *os.File) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: %w", o.logLevel, err)
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	kind, err := parseKind(kindName)
+	log, err := newLogger(o.logLevel, stderr)
 	if err != nil {
 		return err
 	}
-	if err := o.validate(kind); err != nil {
-		return err
-	}
-	src, err := parseTargets(o.targets)
+	kind, src, g, err := checkProbe(kindName, o)
 	if err != nil {
-		return err
-	}
-	g := guard.New(guard.Config{AllowSpecialRanges: o.allowSpecialRanges})
-	if err := src.precheck(g); err != nil {
 		return err
 	}
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok && kind != vantagev1.ProbeKind_PROBE_KIND_TRACE {
@@ -128,7 +120,7 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 		// this limit the GC ran back to back (gctrace: 19% of the CPU).
 		debug.SetMemoryLimit(24 << 20)
 	}
-	batch, engine, closeEngine, err := oneShotEngine(log, kind, o)
+	sweeper, engine, closeEngine, err := oneShotEngine(log, kind, o)
 	if err != nil {
 		return err
 	}
@@ -137,65 +129,116 @@ func runProbe(ctx context.Context, kindName string, o probeOptions, stdout io.Wr
 
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	defer func() { _ = out.Flush() }()
-	write := resultWriter(o.output, out)
-	prog := newProgress(stderr, src.count()*max(1, portsFor(kind, o)))
-
-	tasks := make(chan *vantagev1.Task, 1024)
-	var refused int
-	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error {
-		defer close(tasks)
-		mk := newTaskMaker(kind, o)
-		return src.each(func(a netip.Addr) error {
-			for _, t := range mk.tasks(a) {
-				if err := g.CheckTask(t); err != nil {
-					refused++ // reported as an ERROR result, like a refused trigger
-					write(&vantagev1.ProbeResult{TaskId: t.GetId(), Campaign: oneShotCampaign, Target: t.GetTarget(), Kind: kind,
-						Port: t.GetTcp().GetPort(), Outcome: vantagev1.Outcome_OUTCOME_ERROR, Error: "refused by agent guard: " + err.Error()})
-					continue
-				}
-				select {
-				case tasks <- t:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			return nil
-		})
-	})
-	eg.Go(func() error {
-		return batch.Run(ctx, tasks, func(r *vantagev1.ProbeResult) {
-			if r.GetTaskId() == "" {
-				r.TaskId = taskID(kind, r.GetTarget(), r.GetPort())
-			}
-			r.Campaign = oneShotCampaign
-			write(r)
-			prog.add(r)
-		})
-	})
-	err = eg.Wait()
-	prog.done()
+	run := &oneShot{kind: kind, o: o, src: src, g: g, write: resultWriter(o.output, out),
+		prog: newProgress(stderr, src.count()*max(1, portsFor(kind, o)))}
+	err = run.run(ctx, sweeper)
+	run.prog.done()
 	if err != nil {
 		return err
 	}
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("stdout: %w", err)
 	}
-	if refused > 0 {
-		return fmt.Errorf("%d targets refused by the agent guard (see their results)", refused)
+	if run.refused > 0 {
+		return fmt.Errorf("%d targets refused by the agent guard (see their results)", run.refused)
 	}
 	return nil
 }
 
+// newLogger is the text logger on w at the level --log-level names.
+func newLogger(levelText string, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(levelText)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", levelText, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// checkProbe validates the one-shot flags: the kind, its options, and the
+// targets, which the guard must allow before anything is sent.
+func checkProbe(kindName string, o probeOptions) (vantagev1.ProbeKind, targetSource, *guard.Guard, error) {
+	kind, err := parseKind(kindName)
+	if err != nil {
+		return 0, targetSource{}, nil, err
+	}
+	if err := o.validate(kind); err != nil {
+		return 0, targetSource{}, nil, err
+	}
+	src, err := parseTargets(o.targets)
+	if err != nil {
+		return 0, targetSource{}, nil, err
+	}
+	g := guard.New(guard.Config{AllowSpecialRanges: o.allowSpecialRanges})
+	if err := src.precheck(g); err != nil {
+		return 0, targetSource{}, nil, err
+	}
+	return kind, src, g, nil
+}
+
+// oneShot is one run of `vantage-agent probe`: a feeder turns the targets
+// into tasks (the guard refuses some, each reported as an ERROR result),
+// and the sweep engine runs them; every result is written and counted.
+type oneShot struct {
+	kind    vantagev1.ProbeKind
+	o       probeOptions
+	src     targetSource
+	g       *guard.Guard
+	write   func(*vantagev1.ProbeResult)
+	prog    *progress
+	refused int
+}
+
+func (s *oneShot) run(ctx context.Context, sweeper probe.Sweeper) error {
+	tasks := make(chan *vantagev1.Task, 1024)
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		defer close(tasks)
+		return s.feed(ctx, tasks)
+	})
+	eg.Go(func() error { return sweeper.Run(ctx, tasks, s.emit) })
+	return eg.Wait()
+}
+
+// feed sends every target's tasks the guard allows.
+func (s *oneShot) feed(ctx context.Context, tasks chan<- *vantagev1.Task) error {
+	mk := newTaskMaker(s.kind, s.o)
+	return s.src.each(func(a netip.Addr) error {
+		for _, t := range mk.tasks(a) {
+			if err := s.g.CheckTask(t); err != nil {
+				s.refused++ // reported as an ERROR result, like a refused trigger
+				s.write(&vantagev1.ProbeResult{TaskId: t.GetId(), Campaign: oneShotCampaign, Target: t.GetTarget(), Kind: s.kind,
+					Port: t.GetTcp().GetPort(), Outcome: vantagev1.Outcome_OUTCOME_ERROR, Error: "refused by agent guard: " + err.Error()})
+				continue
+			}
+			select {
+			case tasks <- t:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+}
+
+// emit writes one result of the sweep engine.
+func (s *oneShot) emit(r *vantagev1.ProbeResult) {
+	if r.GetTaskId() == "" {
+		r.TaskId = taskID(s.kind, r.GetTarget(), r.GetPort())
+	}
+	r.Campaign = oneShotCampaign
+	s.write(r)
+	s.prog.add(r)
+}
+
 // oneShotEngine opens the sweep engine for kind: the trace package's
 // shared engine for traces, else the registry's choice by capability.
-func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (probe.Batch, string, func(), error) {
+func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (probe.Sweeper, string, func(), error) {
 	if kind == vantagev1.ProbeKind_PROBE_KIND_TRACE {
-		te, err := trace.NewEngine(trace.Config{Log: log, PPS: unlimited(o.rate), RouterPPS: unlimited(o.routerRate)})
+		te, err := trace.NewTracer(trace.Config{Log: log, PPS: unlimited(o.rate), RouterPPS: unlimited(o.routerRate)})
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("trace engine (needs raw sockets, CAP_NET_RAW): %w", err)
 		}
-		return te, trace.EngineName, func() { _ = te.Close() }, nil
+		return te, trace.EngineRaw, func() { _ = te.Close() }, nil
 	}
 	if kind == vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO && !o.unprivileged {
 		// The bulk engine alone: the registry would also open the TCP SYN
@@ -209,7 +252,7 @@ func oneShotEngine(log *slog.Logger, kind vantagev1.ProbeKind, o probeOptions) (
 		}
 	}
 	reg := probe.NewRegistryWith(log, probe.Options{Rate: o.rate, Unprivileged: o.unprivileged})
-	b, engine, err := reg.Batch(kind)
+	b, engine, err := reg.Sweeper(kind)
 	if err != nil {
 		_ = reg.Close()
 		return nil, "", nil, err
@@ -248,8 +291,8 @@ func (o probeOptions) validate(kind vantagev1.ProbeKind) error {
 		return fmt.Errorf("--timeout %v: must be in (0, 30s]", o.timeout)
 	case o.retries < 0 || o.retries > 5:
 		return fmt.Errorf("--retries %d: must be 0..5", o.retries)
-	case o.maxTTL < 1 || o.maxTTL > guard.DefaultMaxTTL:
-		return fmt.Errorf("--max-ttl %d: must be 1..%d", o.maxTTL, guard.DefaultMaxTTL)
+	case o.maxTTL < 1 || o.maxTTL > guard.MaxTTL:
+		return fmt.Errorf("--max-ttl %d: must be 1..%d", o.maxTTL, guard.MaxTTL)
 	case o.output != "json" && o.output != "text":
 		return fmt.Errorf("-o %q: want json or text", o.output)
 	}
@@ -286,15 +329,14 @@ func portsFor(kind vantagev1.ProbeKind, o probeOptions) int {
 	return 1
 }
 
+// taskID is the id of a one-shot task, spelled as a campaign's
+// (internal/taskid): "oneshot/<kind>/<target>", the target of a tcp task
+// with its port.
 func taskID(kind vantagev1.ProbeKind, target string, port uint32) string {
-	switch kind {
-	case vantagev1.ProbeKind_PROBE_KIND_TCP:
-		return oneShotCampaign + "/tcp/" + netip.AddrPortFrom(netip.MustParseAddr(target), uint16(port)).String()
-	case vantagev1.ProbeKind_PROBE_KIND_TRACE:
-		return oneShotCampaign + "/trace/" + target
-	default:
-		return oneShotCampaign + "/icmp/" + target
+	if kind == vantagev1.ProbeKind_PROBE_KIND_TCP {
+		target = taskid.TCPTarget(target, int64(port))
 	}
+	return taskid.New(oneShotCampaign, taskid.Kind(kind), target)
 }
 
 // taskMaker builds the tasks for each address (one per port for tcp).
@@ -311,11 +353,10 @@ type taskMaker struct {
 }
 
 func newTaskMaker(kind vantagev1.ProbeKind, o probeOptions) *taskMaker {
-	m := &taskMaker{kind: kind, ports: []uint16{0}}
+	m := &taskMaker{kind: kind, ports: []uint16{0}, prefix: taskid.Prefix(oneShotCampaign, taskid.Kind(kind))}
 	timeoutMs := uint32(o.timeout.Milliseconds())
 	switch kind {
 	case vantagev1.ProbeKind_PROBE_KIND_TCP:
-		m.prefix = oneShotCampaign + "/tcp/"
 		m.ports = m.ports[:0]
 		for _, p := range o.ports {
 			spec := &vantagev1.Task_Tcp{Tcp: &vantagev1.TcpSpec{Port: uint32(p), Mode: vantagev1.TcpMode_TCP_MODE_SYN, TimeoutMs: timeoutMs}}
@@ -323,7 +364,6 @@ func newTaskMaker(kind vantagev1.ProbeKind, o probeOptions) *taskMaker {
 			m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 		}
 	case vantagev1.ProbeKind_PROBE_KIND_TRACE:
-		m.prefix = oneShotCampaign + "/trace/"
 		proto, _ := traceProtocol(o.protocol)
 		ts := &vantagev1.TraceSpec{Protocol: proto, Paris: o.paris, MaxTtl: uint32(o.maxTTL), TimeoutMs: timeoutMs}
 		if len(o.ports) > 0 && proto != vantagev1.TraceProtocol_TRACE_PROTOCOL_ICMP {
@@ -332,7 +372,6 @@ func newTaskMaker(kind vantagev1.ProbeKind, o probeOptions) *taskMaker {
 		spec := &vantagev1.Task_Trace{Trace: ts}
 		m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 	default:
-		m.prefix = oneShotCampaign + "/icmp/"
 		spec := &vantagev1.Task_Icmp{Icmp: &vantagev1.IcmpSpec{Retries: uint32(o.retries), TimeoutMs: timeoutMs}}
 		m.spec = append(m.spec, func(t *vantagev1.Task) { t.Spec = spec })
 	}
@@ -361,23 +400,13 @@ func (m *taskMaker) ids(a netip.Addr, port uint16) (id, target string) {
 	var buf [96]byte
 	b := append(buf[:0], m.prefix...)
 	start := len(b)
-	bracket := port != 0 && a.Is6()
-	if bracket {
-		b = append(b, '[')
-	}
 	b = a.AppendTo(b)
 	end := len(b)
-	if port != 0 {
-		if bracket {
-			b = append(b, ']')
-		}
+	if port != 0 { // taskid.TCPTarget: "<addr>:<port>", unbracketed
 		b = append(b, ':')
 		b = strconv.AppendUint(b, uint64(port), 10)
 	}
 	id = string(b)
-	if bracket {
-		start++
-	}
 	return id, id[start:end]
 }
 

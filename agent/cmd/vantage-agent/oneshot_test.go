@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vantage-net/vantage/agent/probe/trace"
+	"github.com/vantage-net/vantage/internal/taskid"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -120,6 +121,33 @@ func TestRealOneShotLoopback(t *testing.T) {
 	o.allowSpecialRanges = false
 	if err := runProbe(context.Background(), "icmp", o, &out, os.Stderr); err == nil || !strings.Contains(err.Error(), "special-purpose address range") {
 		t.Fatalf("without --allow-special-ranges: %v, want a refusal", err)
+	}
+}
+
+// TestTaskIDsAgree: a one-shot task's id is spelled as the controller
+// spells a campaign's (internal/taskid), so it parses back into the
+// one-shot campaign, the task's kind and its target (with the port for tcp,
+// IPv6 unbracketed). This is the agent's half of internal/taskid's
+// agreement test, which cannot import package main.
+func TestTaskIDsAgree(t *testing.T) {
+	o := probeOptions{timeout: time.Second, maxTTL: 30, protocol: "udp", ports: []int{80, 443}}
+	for _, kind := range []vantagev1.ProbeKind{vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, vantagev1.ProbeKind_PROBE_KIND_TCP, vantagev1.ProbeKind_PROBE_KIND_TRACE} {
+		mk := newTaskMaker(kind, o)
+		for _, s := range []string{"198.18.0.1", "2001:db8::1"} {
+			for _, task := range mk.tasks(netip.MustParseAddr(s)) {
+				want := s
+				if kind == vantagev1.ProbeKind_PROBE_KIND_TCP {
+					want = taskid.TCPTarget(s, int64(task.GetTcp().GetPort()))
+				}
+				camp, k, target, ok := taskid.Parse(task.GetId())
+				if !ok || camp != oneShotCampaign || k != taskid.Kind(kind) || target != want {
+					t.Errorf("%v %s: id %q parses as %q, %q, %q, %v; want %q, %q, %q", kind, s, task.GetId(), camp, k, target, ok, oneShotCampaign, taskid.Kind(kind), want)
+				}
+				if id := taskid.New(oneShotCampaign, taskid.Kind(kind), want); task.GetId() != id {
+					t.Errorf("%v %s: id %q, a campaign would spell it %q", kind, s, task.GetId(), id)
+				}
+			}
+		}
 	}
 }
 

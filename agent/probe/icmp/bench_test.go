@@ -21,7 +21,7 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 // BenchmarkBulkLoopback sweeps 127.0.0.0/8 addresses (loopback answers
-// every one) through the Batch API with no pacing. It reports the process
+// every one) through the sweep API with no pacing. It reports the process
 // CPU time per probe (user + system, from getrusage, so it includes the
 // kernel's work for both the request and the reply on loopback) and the
 // engine's allocations per probe.

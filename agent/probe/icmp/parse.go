@@ -46,8 +46,8 @@ const noteTimeExceeded = "icmp time exceeded in transit (the echo request's TTL 
 // an echo reply carrying one of our ids, or an ICMP error quoting one of
 // our echo requests. It never panics and never allocates.
 func decode4(ids idRange, pkt []byte, m *bulk.Match) bulk.Verdict {
-	ihl, ok := ipv4Header(pkt)
-	if !ok || pkt[9] != protoICMP {
+	ihl, err := rawsock.IPv4Header(pkt)
+	if err != nil || pkt[9] != protoICMP {
 		return bulk.Malformed
 	}
 	m.From = netip.AddrFrom4([4]byte(pkt[12:16]))
@@ -58,63 +58,16 @@ func decode4(ids idRange, pkt []byte, m *bulk.Match) bulk.Verdict {
 	}
 	switch b[0] {
 	case v4EchoReply:
-		id, seq := binary.BigEndian.Uint16(b[4:6]), binary.BigEndian.Uint16(b[6:8])
-		slot, ok := ids.slot(id, seq)
-		if !ok {
-			return bulk.Foreign
-		}
-		if len(b) < 8+cookieBytes {
-			return bulk.Malformed
-		}
-		m.Slot, m.Dst = slot, m.From
-		m.Cookie, m.CookieMask = binary.BigEndian.Uint64(b[8:16]), ^uint64(0)
-		m.Outcome = vantagev1.Outcome_OUTCOME_REPLY
-		return bulk.Ours
+		return echoReply(ids, b, m)
 	case v4Unreachable, v4TimeExceeded:
-		q := b[8:]
-		qihl, ok := ipv4Header(q)
-		if !ok {
+		q, err := rawsock.QuotedIPv4(b[8:])
+		if err != nil {
 			return bulk.Malformed
 		}
-		if q[9] != protoICMP {
-			return bulk.Foreign
-		}
-		qi := q[qihl:]
-		if len(qi) < 8 {
-			return bulk.Malformed
-		}
-		if qi[0] != v4EchoRequest {
-			return bulk.Foreign
-		}
-		slot, ok := ids.slot(binary.BigEndian.Uint16(qi[4:6]), binary.BigEndian.Uint16(qi[6:8]))
-		if !ok {
-			return bulk.Foreign
-		}
-		m.Slot, m.Dst = slot, netip.AddrFrom4([4]byte(q[16:20]))
-		if len(qi) >= 8+cookieBytes {
-			m.Cookie, m.CookieMask = binary.BigEndian.Uint64(qi[8:16]), ^uint64(0)
-		}
-		m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(b[1])
-		if b[0] == v4TimeExceeded {
-			m.Note = noteTimeExceeded
-		}
-		return bulk.Ours
+		return quotedEcho(ids, b, q, echo4, m)
 	default:
 		return bulk.Foreign
 	}
-}
-
-// ipv4Header checks that b starts with a plausible IPv4 header and returns
-// its length. A quoted header may come with a truncated datagram.
-func ipv4Header(b []byte) (int, bool) {
-	if len(b) < 20 || b[0]>>4 != 4 {
-		return 0, false
-	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < 20 || ihl > len(b) {
-		return 0, false
-	}
-	return ihl, true
 }
 
 // decode6 parses a packet from the raw ICMPv6 socket (ICMPv6 header first;
@@ -126,48 +79,68 @@ func decode6(ids idRange, pkt []byte, from netip.Addr, hop int, m *bulk.Match) b
 	m.From, m.TTL = from, hop
 	switch pkt[0] {
 	case v6EchoReply:
-		slot, ok := ids.slot(binary.BigEndian.Uint16(pkt[4:6]), binary.BigEndian.Uint16(pkt[6:8]))
-		if !ok {
-			return bulk.Foreign
-		}
-		if len(pkt) < 8+cookieBytes {
-			return bulk.Malformed
-		}
-		m.Slot, m.Dst = slot, from
-		m.Cookie, m.CookieMask = binary.BigEndian.Uint64(pkt[8:16]), ^uint64(0)
-		m.Outcome = vantagev1.Outcome_OUTCOME_REPLY
-		return bulk.Ours
+		return echoReply(ids, pkt, m)
 	case v6Unreachable, v6TimeExceeded:
-		q := pkt[8:]
-		if len(q) < 40 || q[0]>>4 != 6 {
+		q, err := rawsock.QuotedIPv6(pkt[8:])
+		if err != nil {
 			return bulk.Malformed
 		}
-		if q[6] != protoICMPv6 {
-			return bulk.Foreign // extension headers are not walked: not ours
-		}
-		qi := q[40:]
-		if len(qi) < 8 {
-			return bulk.Malformed
-		}
-		if qi[0] != v6EchoRequest {
-			return bulk.Foreign
-		}
-		slot, ok := ids.slot(binary.BigEndian.Uint16(qi[4:6]), binary.BigEndian.Uint16(qi[6:8]))
-		if !ok {
-			return bulk.Foreign
-		}
-		m.Slot, m.Dst = slot, netip.AddrFrom16([16]byte(q[24:40]))
-		if len(qi) >= 8+cookieBytes {
-			m.Cookie, m.CookieMask = binary.BigEndian.Uint64(qi[8:16]), ^uint64(0)
-		}
-		m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(pkt[1])
-		if pkt[0] == v6TimeExceeded {
-			m.Note = noteTimeExceeded
-		}
-		return bulk.Ours
+		return quotedEcho(ids, pkt, q, echo6, m) // extension headers are not walked: not ours
 	default:
 		return bulk.Foreign
 	}
+}
+
+// family is what an address family's ICMP calls the messages decode reads.
+type family struct{ proto, echoRequest, timeExceeded uint8 }
+
+var (
+	echo4 = family{proto: protoICMP, echoRequest: v4EchoRequest, timeExceeded: v4TimeExceeded}
+	echo6 = family{proto: protoICMPv6, echoRequest: v6EchoRequest, timeExceeded: v6TimeExceeded}
+)
+
+// echoReply matches an echo reply (msg: its ICMP header and payload) from
+// m.From by its id, sequence number and cookie.
+func echoReply(ids idRange, msg []byte, m *bulk.Match) bulk.Verdict {
+	slot, ok := ids.slot(binary.BigEndian.Uint16(msg[4:6]), binary.BigEndian.Uint16(msg[6:8]))
+	if !ok {
+		return bulk.Foreign
+	}
+	if len(msg) < 8+cookieBytes {
+		return bulk.Malformed
+	}
+	m.Slot, m.Dst = slot, m.From
+	m.Cookie, m.CookieMask = binary.BigEndian.Uint64(msg[8:16]), ^uint64(0)
+	m.Outcome = vantagev1.Outcome_OUTCOME_REPLY
+	return bulk.Ours
+}
+
+// quotedEcho matches an ICMP error (msg: its ICMP header) by the echo
+// request of ours it quotes (q); the cookie counts only when quoted.
+func quotedEcho(ids idRange, msg []byte, q rawsock.Quoted, f family, m *bulk.Match) bulk.Verdict {
+	if q.Proto != f.proto {
+		return bulk.Foreign
+	}
+	qi := q.L4
+	if len(qi) < 8 {
+		return bulk.Malformed
+	}
+	if qi[0] != f.echoRequest {
+		return bulk.Foreign
+	}
+	slot, ok := ids.slot(binary.BigEndian.Uint16(qi[4:6]), binary.BigEndian.Uint16(qi[6:8]))
+	if !ok {
+		return bulk.Foreign
+	}
+	m.Slot, m.Dst = slot, q.Dst
+	if len(qi) >= 8+cookieBytes {
+		m.Cookie, m.CookieMask = binary.BigEndian.Uint64(qi[8:16]), ^uint64(0)
+	}
+	m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(msg[1])
+	if msg[0] == f.timeExceeded {
+		m.Note = noteTimeExceeded
+	}
+	return bulk.Ours
 }
 
 // encodeEcho writes an echo request: the cookie in the first payload

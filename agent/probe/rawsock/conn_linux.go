@@ -116,6 +116,9 @@ func (c *Conn) openEpoll() error {
 	return nil
 }
 
+// ipv6HdrIncl is IPV6_HDRINCL (Linux 4.5+; not in x/sys/unix).
+const ipv6HdrIncl = 36
+
 func (c *Conn) setup(proto Proto, o Options) error {
 	if !c.v6 {
 		// No SO_BROADCAST (Go's own raw IPv4 sockets set it). The kernel
@@ -130,38 +133,22 @@ func (c *Conn) setup(proto Proto, o Options) error {
 			}
 		}
 	}
+	if err := c.setHeaderIncluded(o.HeaderIncluded); err != nil {
+		return err
+	}
 	if o.SendOnly {
 		// Drop everything before it is queued. For ICMP the kernel's type
 		// filter runs before the packet is even cloned for the socket.
-		switch {
-		case proto == ICMP && c.v6:
-			all := unix.ICMPv6Filter{}
-			for i := range all.Data {
-				all.Data[i] = ^uint32(0)
-			}
-			if err := unix.SetsockoptICMPv6Filter(c.fd, unix.IPPROTO_ICMPV6, unix.ICMPV6_FILTER, &all); err != nil {
-				return fmt.Errorf("ICMP6_FILTER: %w", err)
-			}
-		case proto == ICMP:
-			if err := unix.SetsockoptInt(c.fd, unix.SOL_RAW, unix.ICMP_FILTER, -1); err != nil {
-				return fmt.Errorf("ICMP_FILTER: %w", err)
-			}
-		}
+		o.AcceptICMP = []uint8{}
 		o.Filter = []bpf.Instruction{bpf.RetConstant{Val: 0}}
 	}
-	if len(o.Filter) > 0 {
-		prog, err := bpf.Assemble(o.Filter)
-		if err != nil {
-			return fmt.Errorf("assemble filter: %w", err)
+	if proto == ICMP && o.AcceptICMP != nil {
+		if err := c.setICMPFilter(o.AcceptICMP); err != nil {
+			return err
 		}
-		f := make([]unix.SockFilter, len(prog))
-		for i, ins := range prog {
-			f[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
-		}
-		if err := unix.SetsockoptSockFprog(c.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
-			&unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}); err != nil {
-			return fmt.Errorf("attach filter: %w", err)
-		}
+	}
+	if err := c.attachFilter(o.Filter); err != nil {
+		return err
 	}
 	if c.v6 {
 		if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1); err != nil {
@@ -174,6 +161,69 @@ func (c *Conn) setup(proto Proto, o Options) error {
 		}
 	}
 	return sockopts(c.fd, o.RecvBuf)
+}
+
+func (c *Conn) setHeaderIncluded(on bool) error {
+	switch {
+	case !on:
+		return nil
+	case c.v6:
+		if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_IPV6, ipv6HdrIncl, 1); err != nil {
+			return fmt.Errorf("IPV6_HDRINCL: %w", err)
+		}
+	default:
+		if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_IP, unix.IP_HDRINCL, 1); err != nil {
+			return fmt.Errorf("IP_HDRINCL: %w", err)
+		}
+	}
+	return nil
+}
+
+// setICMPFilter lets only the ICMP types in accept reach the socket.
+func (c *Conn) setICMPFilter(accept []uint8) error {
+	if c.v6 {
+		f := unix.ICMPv6Filter{} // a set bit blocks its type
+		for i := range f.Data {
+			f.Data[i] = ^uint32(0)
+		}
+		for _, t := range accept {
+			f.Data[t>>5] &^= 1 << (t & 31)
+		}
+		if err := unix.SetsockoptICMPv6Filter(c.fd, unix.IPPROTO_ICMPV6, unix.ICMPV6_FILTER, &f); err != nil {
+			return fmt.Errorf("ICMP6_FILTER: %w", err)
+		}
+		return nil
+	}
+	mask := ^uint32(0) // a set bit blocks its type; types >= 32 always pass
+	for _, t := range accept {
+		if t < 32 {
+			mask &^= 1 << t
+		}
+	}
+	if err := unix.SetsockoptInt(c.fd, unix.SOL_RAW, unix.ICMP_FILTER, int(int32(mask))); err != nil {
+		return fmt.Errorf("ICMP_FILTER: %w", err)
+	}
+	return nil
+}
+
+// attachFilter attaches a classic BPF program (none when empty).
+func (c *Conn) attachFilter(filter []bpf.Instruction) error {
+	if len(filter) == 0 {
+		return nil
+	}
+	prog, err := bpf.Assemble(filter)
+	if err != nil {
+		return fmt.Errorf("assemble filter: %w", err)
+	}
+	f := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		f[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	if err := unix.SetsockoptSockFprog(c.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+		&unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}); err != nil {
+		return fmt.Errorf("attach filter: %w", err)
+	}
+	return nil
 }
 
 // V6 reports the family.

@@ -7,20 +7,20 @@ import (
 	"net/netip"
 )
 
-// Key is a per-process secret for probe cookies.
-type Key struct{ k0, k1 uint64 }
+// CookieKey is a per-process secret for probe cookies.
+type CookieKey struct{ k0, k1 uint64 }
 
-// NewKey draws a random key.
-func NewKey() Key {
+// NewCookieKey draws a random key.
+func NewCookieKey() CookieKey {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails on supported platforms
-	return Key{binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])}
+	return CookieKey{binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])}
 }
 
 // Cookie is SipHash-2-4 keyed by k over (dst, port, slot, counter): a probe's
 // unforgeable identity. A reply that does not carry it was spoofed or is
 // stale (its slot was reused).
-func (k Key) Cookie(dst netip.Addr, port uint16, slot uint32, ctr uint64) uint64 {
+func (k CookieKey) Cookie(dst netip.Addr, port uint16, slot uint32, ctr uint64) uint64 {
 	a := dst.As16()
 	m0 := binary.LittleEndian.Uint64(a[:8])
 	m1 := binary.LittleEndian.Uint64(a[8:])
@@ -67,20 +67,4 @@ func siphash24(k0, k1 uint64, m ...uint64) uint64 {
 	round()
 	round()
 	return v0 ^ v1 ^ v2 ^ v3
-}
-
-// Checksum is the Internet checksum (RFC 1071) of b, folded, seeded with
-// sum (a pseudo-header sum, or 0).
-func Checksum(sum uint32, b []byte) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

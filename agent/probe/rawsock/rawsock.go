@@ -1,12 +1,17 @@
-// Package rawsock is the socket plumbing shared by the bulk probe engines
-// (icmp and tcp): one raw socket per address family and protocol, a
+// Package rawsock is the raw-socket layer of every prober that needs one
+// (the bulk ICMP echo and TCP SYN probers, and the traceroute): one raw
+// socket per address family and protocol, a
 // classic BPF filter attached in the kernel so that only packets that can
 // be ours are copied to user space, batched reads and writes
 // (recvmmsg/sendmmsg into x/net's Message, without Go's network poller:
 // see Conn) and kernel receive timestamps (SO_TIMESTAMPNS).
 //
-// It exists so that the engines share one tested implementation of the
-// Linux-specific parts and keep only their packet formats to themselves.
+// It also holds what they all need of packets: the Internet checksum, the
+// IPv4 header check (packet.go), keyed probe cookies (cookie.go), the
+// control messages (ParseOOB) and the kernel's source address towards a
+// destination (RouteSource). It exists so that the probers share one
+// tested implementation of the Linux-specific parts and keep only their
+// packet formats to themselves.
 package rawsock
 
 import (
@@ -55,6 +60,14 @@ type Options struct {
 	// before it reaches the socket (Filter is ignored). A raw socket
 	// otherwise gets a copy of every packet of its protocol.
 	SendOnly bool
+	// AcceptICMP, on an ICMP socket, is the kernel's type filter
+	// (ICMP_FILTER, ICMP6_FILTER): only messages of these types reach
+	// the socket. Empty lets every type through.
+	AcceptICMP []uint8
+	// HeaderIncluded makes the caller write the whole IP packet
+	// (IP_HDRINCL, IPV6_HDRINCL): one socket then sends any transport
+	// protocol, with the TTL or hop limit written in the header.
+	HeaderIncluded bool
 }
 
 // OOBSize is enough control-message space for a timestamp and a hop limit.

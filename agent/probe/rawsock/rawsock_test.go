@@ -57,7 +57,7 @@ func TestParseOOB(t *testing.T) {
 }
 
 func TestCookie(t *testing.T) {
-	k1, k2 := NewKey(), NewKey()
+	k1, k2 := NewCookieKey(), NewCookieKey()
 	a := netip.MustParseAddr("198.18.0.1")
 	c := k1.Cookie(a, 0, 7, 1)
 	if c != k1.Cookie(a, 0, 7, 1) {

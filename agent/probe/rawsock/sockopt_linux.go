@@ -3,6 +3,8 @@ package rawsock
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -61,32 +63,57 @@ func ParseOOB(oob []byte) (ts time.Time, hopLimit int) {
 
 // RouteSource finds the source address the kernel would use towards a
 // destination: connect(2) on a UDP socket opened once (so in the network
-// namespace the engine was built in) and getsockname(2). No packet is sent.
-type RouteSource struct{ fd int }
+// namespace the prober was built in) and getsockname(2). No packet is
+// sent. It is safe for concurrent use.
+type RouteSource struct {
+	mu sync.Mutex
+	fd int
+	v6 bool
+}
 
-// NewRouteSource opens the IPv4 lookup socket.
-func NewRouteSource() (*RouteSource, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+// NewRouteSource opens the lookup socket of one family.
+func NewRouteSource(v6 bool) (*RouteSource, error) {
+	af := unix.AF_INET
+	if v6 {
+		af = unix.AF_INET6
+	}
+	fd, err := unix.Socket(af, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, fmt.Errorf("rawsock: route lookup socket: %w", err)
 	}
-	return &RouteSource{fd: fd}, nil
+	return &RouteSource{fd: fd, v6: v6}, nil
 }
 
-// Lookup returns the source for dst (IPv4). Not safe for concurrent use.
-func (r *RouteSource) Lookup(dst [4]byte) ([4]byte, error) {
-	if err := unix.Connect(r.fd, &unix.SockaddrInet4{Port: 9, Addr: dst}); err != nil {
-		return [4]byte{}, fmt.Errorf("rawsock: route to %v: %w", dst, err)
+// routePort is the destination port of the lookups (nothing is sent).
+const routePort = 9
+
+// Lookup returns the source for dst, of the RouteSource's family.
+func (r *RouteSource) Lookup(dst netip.Addr) (netip.Addr, error) {
+	var sa unix.Sockaddr
+	switch {
+	case r.v6:
+		sa = &unix.SockaddrInet6{Port: routePort, Addr: dst.As16()}
+	case dst.Is4():
+		sa = &unix.SockaddrInet4{Port: routePort, Addr: dst.As4()}
+	default:
+		return netip.Addr{}, fmt.Errorf("no route to %s: not an IPv4 address", dst)
 	}
-	sa, err := unix.Getsockname(r.fd)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := unix.Connect(r.fd, sa); err != nil {
+		return netip.Addr{}, fmt.Errorf("no route to %s: %w", dst, err)
+	}
+	got, err := unix.Getsockname(r.fd)
 	if err != nil {
-		return [4]byte{}, fmt.Errorf("rawsock: getsockname: %w", err)
+		return netip.Addr{}, fmt.Errorf("rawsock: getsockname: %w", err)
 	}
-	in4, ok := sa.(*unix.SockaddrInet4)
-	if !ok {
-		return [4]byte{}, fmt.Errorf("rawsock: getsockname: %w", ErrUnsupported)
+	switch a := got.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(a.Addr), nil
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(a.Addr), nil
 	}
-	return in4.Addr, nil
+	return netip.Addr{}, fmt.Errorf("rawsock: getsockname: %w", ErrUnsupported)
 }
 
 // Close closes the lookup socket.

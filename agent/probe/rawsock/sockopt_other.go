@@ -2,7 +2,10 @@
 
 package rawsock
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // Conn is Linux-only: Listen fails elsewhere.
 type Conn struct{}
@@ -35,10 +38,10 @@ func ParseOOB([]byte) (time.Time, int) { return time.Time{}, 0 }
 type RouteSource struct{}
 
 // NewRouteSource fails outside Linux.
-func NewRouteSource() (*RouteSource, error) { return nil, ErrUnsupported }
+func NewRouteSource(bool) (*RouteSource, error) { return nil, ErrUnsupported }
 
 // Lookup fails outside Linux.
-func (*RouteSource) Lookup([4]byte) ([4]byte, error) { return [4]byte{}, ErrUnsupported }
+func (*RouteSource) Lookup(netip.Addr) (netip.Addr, error) { return netip.Addr{}, ErrUnsupported }
 
 // Close does nothing.
 func (*RouteSource) Close() error { return nil }

@@ -65,8 +65,8 @@ func decodeSegment(ports portRange, seg []byte, src netip.Addr, ttl int, m *bulk
 
 // decodeTCP4 parses a packet from the raw IPv4 TCP socket (IP header first).
 func decodeTCP4(ports portRange, pkt []byte, m *bulk.Match) bulk.Verdict {
-	ihl, ok := ipv4Header(pkt)
-	if !ok || pkt[9] != protoTCP {
+	ihl, err := rawsock.IPv4Header(pkt)
+	if err != nil || pkt[9] != protoTCP {
 		return bulk.Malformed
 	}
 	if pkt[6]&0x1f != 0 || pkt[7] != 0 {
@@ -81,28 +81,33 @@ func decodeTCP6(ports portRange, pkt []byte, from netip.Addr, hop int, m *bulk.M
 	return decodeSegment(ports, pkt, from, hop, m)
 }
 
-// decodeQuoted fills m from the start of a quoted TCP header (at least 8
-// bytes: ports and sequence number).
-func decodeQuoted(ports portRange, q []byte, dst netip.Addr, m *bulk.Match) bulk.Verdict {
-	if len(q) < 8 {
+// decodeQuoted fills m from an ICMP unreachable (msg: its ICMP header)
+// that quotes a SYN of ours: q's TCP header starts with the ports and the
+// sequence number (8 bytes, all an ICMP error must quote).
+func decodeQuoted(ports portRange, msg []byte, q rawsock.Quoted, m *bulk.Match) bulk.Verdict {
+	if q.Proto != protoTCP {
+		return bulk.Foreign
+	}
+	l4 := q.L4
+	if len(l4) < 8 {
 		return bulk.Malformed
 	}
-	slot, ok := ports.slot(binary.BigEndian.Uint16(q[0:2]))
+	slot, ok := ports.slot(binary.BigEndian.Uint16(l4[0:2]))
 	if !ok {
 		return bulk.Foreign
 	}
-	m.Slot, m.Dst = slot, dst
-	m.Port = binary.BigEndian.Uint16(q[2:4])
-	m.Cookie, m.CookieMask = uint64(binary.BigEndian.Uint32(q[4:8])), 0xffffffff
-	m.Outcome = vantagev1.Outcome_OUTCOME_UNREACHABLE
+	m.Slot, m.Dst = slot, q.Dst
+	m.Port = binary.BigEndian.Uint16(l4[2:4])
+	m.Cookie, m.CookieMask = uint64(binary.BigEndian.Uint32(l4[4:8])), 0xffffffff
+	m.Outcome, m.Code = vantagev1.Outcome_OUTCOME_UNREACHABLE, uint32(msg[1])
 	return bulk.Ours
 }
 
 // decodeICMP4 parses an ICMPv4 destination unreachable (IP header first)
 // that quotes one of our SYNs.
 func decodeICMP4(ports portRange, pkt []byte, m *bulk.Match) bulk.Verdict {
-	ihl, ok := ipv4Header(pkt)
-	if !ok || pkt[9] != 1 {
+	ihl, err := rawsock.IPv4Header(pkt)
+	if err != nil || pkt[9] != 1 {
 		return bulk.Malformed
 	}
 	m.From, m.TTL = netip.AddrFrom4([4]byte(pkt[12:16])), int(pkt[8])
@@ -113,17 +118,11 @@ func decodeICMP4(ports portRange, pkt []byte, m *bulk.Match) bulk.Verdict {
 	if b[0] != 3 {
 		return bulk.Foreign
 	}
-	q := b[8:]
-	qihl, ok := ipv4Header(q)
-	if !ok {
+	q, err := rawsock.QuotedIPv4(b[8:])
+	if err != nil {
 		return bulk.Malformed
 	}
-	if q[9] != protoTCP {
-		return bulk.Foreign
-	}
-	v := decodeQuoted(ports, q[qihl:], netip.AddrFrom4([4]byte(q[16:20])), m)
-	m.Code = uint32(b[1])
-	return v
+	return decodeQuoted(ports, b, q, m)
 }
 
 // decodeICMP6 parses an ICMPv6 destination unreachable quoting our SYN.
@@ -135,27 +134,11 @@ func decodeICMP6(ports portRange, pkt []byte, from netip.Addr, hop int, m *bulk.
 	if pkt[0] != 1 {
 		return bulk.Foreign
 	}
-	q := pkt[8:]
-	if len(q) < 40 || q[0]>>4 != 6 {
+	q, err := rawsock.QuotedIPv6(pkt[8:])
+	if err != nil {
 		return bulk.Malformed
 	}
-	if q[6] != protoTCP {
-		return bulk.Foreign
-	}
-	v := decodeQuoted(ports, q[40:], netip.AddrFrom16([16]byte(q[24:40])), m)
-	m.Code = uint32(pkt[1])
-	return v
-}
-
-func ipv4Header(b []byte) (int, bool) {
-	if len(b) < 20 || b[0]>>4 != 4 {
-		return 0, false
-	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < 20 || ihl > len(b) {
-		return 0, false
-	}
-	return ihl, true
+	return decodeQuoted(ports, pkt, q, m)
 }
 
 // encodeSYN writes a SYN with an MSS option whose sequence number is the
@@ -173,14 +156,7 @@ func encodeSYN(b []byte, src, dst netip.Addr, sport, dport uint16, cookie uint32
 	b[20], b[21] = 2, 4 // MSS
 	binary.BigEndian.PutUint16(b[22:24], 1460)
 	if dst.Is4() {
-		s, d := src.As4(), dst.As4()
-		var sum uint32
-		for i := 0; i < 4; i += 2 {
-			sum += uint32(s[i])<<8 | uint32(s[i+1])
-			sum += uint32(d[i])<<8 | uint32(d[i+1])
-		}
-		sum += protoTCP + synHdrLen
-		binary.BigEndian.PutUint16(b[16:18], rawsock.Checksum(sum, b))
+		binary.BigEndian.PutUint16(b[16:18], rawsock.Checksum(rawsock.PseudoSum(src, dst, protoTCP, synHdrLen), b))
 	}
 	return synHdrLen
 }

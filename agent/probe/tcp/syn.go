@@ -45,7 +45,7 @@ type SynConfig struct {
 // the sequence number a keyed cookie, checked against the
 // acknowledgment number (or the sequence number an ICMP error quotes).
 type Syn struct {
-	e     *bulk.Engine
+	mux   *bulk.Mux
 	ports portRange
 
 	mu    sync.Mutex
@@ -72,7 +72,7 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 		}
 		return c, err
 	}
-	route, err := rawsock.NewRouteSource()
+	route, err := rawsock.NewRouteSource(false)
 	if err != nil {
 		return nil, fmt.Errorf("tcp syn engine: %w", err)
 	}
@@ -89,7 +89,7 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 		return nil, fmt.Errorf("tcp syn engine: %w", err)
 	}
 	bc := bulk.Config{
-		Engine: EngineSYN, Kind: vantagev1.ProbeKind_PROBE_KIND_TCP,
+		EngineName: EngineSYN, Kind: vantagev1.ProbeKind_PROBE_KIND_TCP,
 		Send4: t4, Slots: synPortCount, MaxSlots: synPortCount,
 		Rate: cfg.Rate, Limiter: cfg.Limiter, Logger: cfg.Logger,
 		Recv: []bulk.Receiver{
@@ -115,7 +115,7 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 	} else if cfg.Logger != nil {
 		cfg.Logger.Info("tcp syn engine without IPv6", slog.Any("error", err6))
 	}
-	s.e, err = bulk.New(bc)
+	s.mux, err = bulk.New(bc)
 	if err != nil {
 		_ = route.Close()
 		closeAll()
@@ -126,21 +126,21 @@ func NewSyn(cfg SynConfig) (*Syn, error) {
 
 // Close stops the engine; pending probes end in ERROR.
 func (s *Syn) Close() error {
-	err := s.e.Close()
+	err := s.mux.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return errors.Join(err, s.route.Close())
 }
 
 // PacketsIgnored counts malformed, foreign, spoofed and late packets.
-func (s *Syn) PacketsIgnored() uint64 { return s.e.Stats().Ignored() }
+func (s *Syn) PacketsIgnored() uint64 { return s.mux.Stats().Ignored() }
 
 // Stats returns the engine's counters.
-func (s *Syn) Stats() bulk.Stats { return s.e.Stats() }
+func (s *Syn) Stats() bulk.Stats { return s.mux.Stats() }
 
-// Run implements the Batch API (probe.Batch).
+// Run implements the sweep API (probe.Sweeper).
 func (s *Syn) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
-	return s.e.Run(ctx, tasks, s.prepare, emit)
+	return s.mux.Run(ctx, tasks, s.prepare, emit)
 }
 
 // Probe sends one SYN for t through the shared engine and waits.
@@ -150,17 +150,14 @@ func (s *Syn) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResu
 	if err != nil {
 		return fail(res, err)
 	}
-	ch := make(chan *vantagev1.ProbeResult, 1)
-	j.SetDone(func(r *vantagev1.ProbeResult) { ch <- r })
-	if err := s.e.Submit(ctx, j); err != nil {
-		return fail(res, fmt.Errorf("tcp probe: %w", err))
-	}
-	select {
-	case r := <-ch:
+	r, taken, err := s.mux.Probe(ctx, j)
+	switch {
+	case err == nil:
 		return r
-	case <-ctx.Done():
-		return fail(&vantagev1.ProbeResult{Target: res.Target, Kind: res.Kind, Engine: EngineSYN, Port: res.Port}, fmt.Errorf("tcp probe: %w", ctx.Err()))
+	case taken: // the Mux still owns res
+		res = &vantagev1.ProbeResult{Target: res.Target, Kind: res.Kind, Engine: EngineSYN, Port: res.Port}
 	}
+	return fail(res, fmt.Errorf("tcp probe: %w", err))
 }
 
 func (s *Syn) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job, error) {
@@ -171,7 +168,7 @@ func (s *Syn) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job,
 		return nil, fmt.Errorf("target %q: not an IP address", t.GetTarget())
 	}
 	addr = addr.Unmap()
-	if !s.e.Supports(addr) {
+	if !s.mux.Supports(addr) {
 		return nil, fmt.Errorf("target %s: no raw IPv6 TCP socket on this host", addr)
 	}
 	if spec.GetPort() == 0 || spec.GetPort() > 65535 {
@@ -184,7 +181,7 @@ func (s *Syn) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job,
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	j := s.e.NewJob(res, addr, nil)
+	j := s.mux.NewJob(res, addr, nil)
 	j.Port, j.Timeout = uint16(spec.GetPort()), timeout
 	return j, nil
 }
@@ -209,11 +206,10 @@ func (s *Syn) source(dst netip.Addr) (netip.Addr, error) {
 	if src, ok := s.src[dst]; ok {
 		return src, nil
 	}
-	a, err := s.route.Lookup(dst.As4())
+	src, err := s.route.Lookup(dst)
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	src := netip.AddrFrom4(a)
 	if len(s.src) >= 4096 {
 		clear(s.src) // bounded: a sweep touches each address once anyway
 	}

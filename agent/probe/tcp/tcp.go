@@ -26,8 +26,8 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// Engine is the name reported in ProbeResult.engine.
-const Engine = "tcp/connect"
+// EngineConnect is the connect prober's name in ProbeResult.engine.
+const EngineConnect = "tcp/connect"
 
 // DefaultTimeout applies when TcpSpec.timeout_ms is zero.
 const DefaultTimeout = 2 * time.Second
@@ -68,7 +68,7 @@ func synRetries(timeout time.Duration) int { return probecost.ConnectSYNRetries(
 // one asked for, and why.
 func (p *Prober) Fallback(t *vantagev1.Task) (engine, reason string, ok bool) {
 	if t.GetTcp().GetMode() == vantagev1.TcpMode_TCP_MODE_SYN {
-		return Engine, SynFallbackNote, true
+		return EngineConnect, SynFallbackNote, true
 	}
 	return "", "", false
 }
@@ -78,7 +78,7 @@ func (p *Prober) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeR
 	spec := t.GetTcp()
 	res := &vantagev1.ProbeResult{
 		Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TCP,
-		Port: spec.GetPort(), Engine: Engine,
+		Port: spec.GetPort(), Engine: EngineConnect,
 	}
 	if _, _, ok := p.Fallback(t); ok {
 		res.Error = SynFallbackNote

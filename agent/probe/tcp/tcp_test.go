@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-net/vantage/agent/probe/internal/probetest"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -21,21 +22,7 @@ func task(target string, port uint32, mode vantagev1.TcpMode) *vantagev1.Task {
 
 // TestRealConnectLoopback uses real sockets on 127.0.0.1; connect needs no root.
 func TestRealConnectLoopback(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
-	openPort := uint32(ln.Addr().(*net.TCPAddr).Port)
+	openPort := probetest.Port(probetest.Listen(t, "127.0.0.1:0"))
 
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -62,7 +49,7 @@ func TestRealConnectLoopback(t *testing.T) {
 			if res.GetOutcome() != tc.want {
 				t.Fatalf("outcome = %v (error %q), want %v", res.GetOutcome(), res.GetError(), tc.want)
 			}
-			if res.GetEngine() != Engine || res.GetPort() != tc.port || res.GetAttempts() != 1 {
+			if res.GetEngine() != EngineConnect || res.GetPort() != tc.port || res.GetAttempts() != 1 {
 				t.Errorf("engine/port/attempts = %q/%d/%d", res.GetEngine(), res.GetPort(), res.GetAttempts())
 			}
 			if res.GetReplyFrom() != "127.0.0.1" {

@@ -5,16 +5,16 @@ import (
 	"time"
 )
 
-// The socket seam. The engine talks only to these types, so matching,
-// pacing and stop logic are unit-tested with fakes and need no root; the
-// Linux raw-socket implementation is in conn_linux.go.
+// The socket seam. The tracer talks only to these types, so matching,
+// pacing and stop logic are unit-tested with fakes and need no root; on
+// Linux they are rawsock's sockets (conn_linux.go).
 
 // inPacket is one received packet.
 type inPacket struct {
 	buf      []byte     // owned by the reader; filled by ReadBatch
 	n        int        // bytes in buf
 	src      netip.Addr // sender (from the socket address)
-	hopLimit int        // IPv6 hop limit from a control message; -1 if unknown
+	hopLimit int        // IPv6 hop limit from a control message; 0 if unknown
 	at       time.Time  // kernel receive time (SO_TIMESTAMPNS), or the read time
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
 )
 
 // A fake network for the engine: WriteBatch hands each probe to respond,
@@ -143,7 +145,7 @@ func ip4(proto uint8, ttl uint8, src, dst netip.Addr, payload []byte) []byte {
 	h[8], h[9] = ttl, proto
 	copy(h[12:16], src.AsSlice())
 	copy(h[16:20], dst.AsSlice())
-	binary.BigEndian.PutUint16(h[10:12], checksum(h))
+	binary.BigEndian.PutUint16(h[10:12], rawsock.Checksum(0, h))
 	return append(h, payload...)
 }
 
@@ -167,7 +169,7 @@ func icmpErr(typ, code uint8, router netip.Addr, probe []byte, hl int) fakePkt {
 	if pi.v6 {
 		return fakePkt{b: m, src: router, hl: hl}
 	}
-	binary.BigEndian.PutUint16(m[2:4], checksum(m))
+	binary.BigEndian.PutUint16(m[2:4], rawsock.Checksum(0, m))
 	return fakePkt{b: ip4(protoICMP, uint8(hl), router, pi.src, m), src: router, hl: -1}
 }
 
@@ -199,7 +201,7 @@ func destAnswer(probe []byte, hl int) fakePkt {
 		return fakePkt{b: m, src: pi.dst, hl: hl}
 	}
 	m[0] = v4EchoReply
-	binary.BigEndian.PutUint16(m[2:4], checksum(m))
+	binary.BigEndian.PutUint16(m[2:4], rawsock.Checksum(0, m))
 	return fakePkt{b: ip4(protoICMP, uint8(hl), pi.dst, pi.src, m), src: pi.dst, hl: -1}
 }
 

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
 )
 
 // Fuzz targets for every reply parser. Each also runs the packet through
@@ -69,12 +71,12 @@ func extSeeds() [][]byte {
 	return [][]byte{m[28:], make([]byte, 140)}
 }
 
-// fuzzEngine is an engine with one live trace to dst4 and one to dst6
+// fuzzTracer is an engine with one live trace to dst4 and one to dst6
 // (slot 3, gen 1, the seeds' identity) on a silent fake network.
-func fuzzEngine(f *testing.F) *Engine {
+func fuzzTracer(f *testing.F) *Tracer {
 	quiet := func([]byte) []fakePkt { return nil }
 	ff4, ff6 := newFakeFamily(false, quiet), newFakeFamily(true, quiet)
-	e, err := NewEngine(Config{open: fakeOpen(ff4, ff6), MaxTraces: 8})
+	e, err := NewTracer(Config{open: fakeOpen(ff4, ff6), MaxTraces: 8})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -94,7 +96,7 @@ func fuzzEngine(f *testing.F) *Engine {
 // checkCounted runs one packet through handle and checks it was counted
 // exactly once (matched, late, duplicate or ignored), then forgets answers
 // so later inputs can match again.
-func checkCounted(t *testing.T, e *Engine, kind rxKind, b []byte, src netip.Addr) {
+func checkCounted(t *testing.T, e *Tracer, kind rxKind, b []byte, src netip.Addr) {
 	before := e.matched.Load() + e.late.Load() + e.dups.Load() + e.ignored.Load()
 	buf := append([]byte(nil), b...)
 	e.handle(kind, &inPacket{buf: buf, n: len(buf), src: src, hopLimit: 64, at: time.Now()})
@@ -115,7 +117,7 @@ func FuzzParseICMP4(f *testing.F) {
 	for _, s := range icmp4Seeds() {
 		f.Add(s)
 	}
-	e := fuzzEngine(f)
+	e := fuzzTracer(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = parseICMP4(b)
 		checkCounted(t, e, rxICMP4, b, netip.Addr{})
@@ -131,7 +133,7 @@ func FuzzParseICMP4(f *testing.F) {
 				end = l
 			}
 			fixed[ihl+2], fixed[ihl+3] = 0, 0
-			binary.BigEndian.PutUint16(fixed[ihl+2:ihl+4], checksum(fixed[ihl:end]))
+			binary.BigEndian.PutUint16(fixed[ihl+2:ihl+4], rawsock.Checksum(0, fixed[ihl:end]))
 			checkCounted(t, e, rxICMP4, fixed, netip.Addr{})
 		}
 	})
@@ -141,7 +143,7 @@ func FuzzParseICMP6(f *testing.F) {
 	for _, s := range icmp6Seeds() {
 		f.Add(s, dst6.AsSlice())
 	}
-	e := fuzzEngine(f)
+	e := fuzzTracer(f)
 	f.Fuzz(func(t *testing.T, b, src []byte) {
 		a, _ := netip.AddrFromSlice(src)
 		_, _ = parseICMP6(b, a)
@@ -157,7 +159,7 @@ func FuzzParseTCP(f *testing.F) {
 	for _, s := range s6 {
 		f.Add(s, true)
 	}
-	e := fuzzEngine(f)
+	e := fuzzTracer(f)
 	f.Fuzz(func(t *testing.T, b []byte, v6 bool) {
 		if v6 {
 			_, _ = parseTCP6(b, dst6)

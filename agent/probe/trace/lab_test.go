@@ -65,7 +65,7 @@ func TestVtrHelper(t *testing.T) {
 	if err := json.Unmarshal(raw, &job); err != nil {
 		t.Fatal(err)
 	}
-	e, err := NewEngine(Config{PPS: job.PPS, Burst: 256, RouterPPS: job.RouterPPS, RouterBurst: 64})
+	e, err := NewTracer(Config{PPS: job.PPS, Burst: 256, RouterPPS: job.RouterPPS, RouterBurst: 64})
 	if err != nil {
 		t.Fatal(err)
 	}

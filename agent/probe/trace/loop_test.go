@@ -58,7 +58,7 @@ func TestLoopAt(t *testing.T) {
 func TestTraceLoop(t *testing.T) {
 	for _, dst := range []netip.Addr{dst4, dst6} {
 		t.Run(dst.String(), func(t *testing.T) {
-			e, _, _ := newFakeEngine(t, func(p []byte) []fakePkt {
+			e, _, _ := newFakeTracer(t, func(p []byte) []fakePkt {
 				pi := inspect(p)
 				r := pi.ttl
 				if r > 3 { // 1 2 3 2 3 2 3 ...
@@ -94,7 +94,7 @@ func TestTraceLoop(t *testing.T) {
 // traces still complete.
 func TestUnpaced(t *testing.T) {
 	ff4, ff6 := newFakeFamily(false, path(3)), newFakeFamily(true, path(3))
-	e, err := NewEngine(Config{open: fakeOpen(ff4, ff6), PPS: NoLimit, RouterPPS: NoLimit})
+	e, err := NewTracer(Config{open: fakeOpen(ff4, ff6), PPS: NoLimit, RouterPPS: NoLimit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestSendTimePerPacket(t *testing.T) {
 	}), newFakeFamily(true, path(1))
 	// While the sender is busy writing, the other traces' probes queue up
 	// and go in the next batches.
-	e, err := NewEngine(Config{open: fakeOpen(ff4, ff6), PPS: NoLimit, RouterPPS: NoLimit})
+	e, err := NewTracer(Config{open: fakeOpen(ff4, ff6), PPS: NoLimit, RouterPPS: NoLimit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package trace
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
 )
 
 // How a probe carries its identity, so that any answer can be matched with
@@ -17,7 +19,7 @@ import (
 //	TCP   sport = portBase+slot, dport = port  seq = cookie16<<16 | gen<<8 | ttl
 //
 // The cookie is a keyed hash of (slot, gen, destination, protocol) with a
-// per-engine secret, so a stale or spoofed answer is rejected and counted.
+// per-tracer secret, so a stale or spoofed answer is rejected and counted.
 const (
 	portBase   = 40000
 	payloadLen = 12 // ICMP and UDP payload: 2 compensation bytes, cookie, marker
@@ -92,50 +94,35 @@ func buildProbe(b []byte, p *probeID) int {
 	// Transport checksums (the ICMPv4 one is done in buildEcho).
 	switch {
 	case proto == protoUDP:
-		sum := pseudoSum(p.src, p.dst, proto, n)
+		sum := rawsock.PseudoSum(p.src, p.dst, proto, n)
 		// Choose the 2 compensation bytes so the checksum equals the tag
 		// (Paris UDP: the checksum, not the ports, tells probes apart).
 		want := p.tag()
 		binary.BigEndian.PutUint16(l4[6:8], 0)
 		binary.BigEndian.PutUint16(l4[8:10], 0)
-		cur := fold(sum16(sum, l4[:n])) // one's-complement sum without comp
+		cur := rawsock.Fold(rawsock.Sum(sum, l4[:n])) // one's-complement sum without comp
 		if p.paris {
 			// Want ^fold(cur + comp) == want, i.e. cur + comp == ^want.
 			binary.BigEndian.PutUint16(l4[8:10], onesSub(^want, cur))
 			binary.BigEndian.PutUint16(l4[6:8], want)
 		} else {
-			c := ^fold(sum16(sum, l4[:n]))
+			c := rawsock.Checksum(sum, l4[:n])
 			if c == 0 {
 				c = 0xffff
 			}
 			binary.BigEndian.PutUint16(l4[6:8], c)
 		}
 	case proto == protoTCP:
-		binary.BigEndian.PutUint16(l4[16:18], ^fold(sum16(pseudoSum(p.src, p.dst, proto, n), l4[:n])))
+		binary.BigEndian.PutUint16(l4[16:18], rawsock.Checksum(rawsock.PseudoSum(p.src, p.dst, proto, n), l4[:n]))
 	case proto == protoICMPv6:
-		binary.BigEndian.PutUint16(l4[2:4], ^fold(sum16(pseudoSum(p.src, p.dst, proto, n), l4[:n])))
+		binary.BigEndian.PutUint16(l4[2:4], rawsock.Checksum(rawsock.PseudoSum(p.src, p.dst, proto, n), l4[:n]))
 	}
 	return h + n
 }
 
 // onesSub returns x - y in one's-complement arithmetic.
 func onesSub(x, y uint16) uint16 {
-	return fold(uint32(x) + uint32(^y))
-}
-
-// pseudoSum is the unfolded sum of the TCP/UDP/ICMPv6 pseudo-header.
-func pseudoSum(src, dst netip.Addr, proto uint8, n int) uint32 {
-	var s uint32
-	if src.Is4() {
-		a, b := src.As4(), dst.As4()
-		s = sum16(s, a[:])
-		s = sum16(s, b[:])
-	} else {
-		a, b := src.As16(), dst.As16()
-		s = sum16(s, a[:])
-		s = sum16(s, b[:])
-	}
-	return s + uint32(proto) + uint32(n)
+	return rawsock.Fold(uint32(x) + uint32(^y))
 }
 
 // buildEcho writes an echo request. With Paris the first two payload bytes
@@ -160,7 +147,7 @@ func buildEcho(b []byte, p *probeID) int {
 	binary.BigEndian.PutUint32(b[10:14], p.cookie)
 	copy(b[14:20], marker[:])
 	if !p.dst.Is6() {
-		binary.BigEndian.PutUint16(b[2:4], checksum(b[:n]))
+		binary.BigEndian.PutUint16(b[2:4], rawsock.Checksum(0, b[:n]))
 	}
 	return n
 }

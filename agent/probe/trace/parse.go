@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
 )
 
 // Reasons a received packet is dropped. All of them are counted.
 var (
-	errTruncated = errors.New("truncated")
-	errGarbage   = errors.New("malformed")
+	errTruncated = rawsock.ErrTruncated
+	errGarbage   = rawsock.ErrMalformed
 	errNotOurs   = errors.New("not an answer to a trace probe")
 )
 
@@ -84,7 +86,7 @@ type reply struct {
 // delivers it. It never panics and never allocates.
 func parseICMP4(pkt []byte) (reply, error) {
 	var r reply
-	ihl, err := ipv4Header(pkt)
+	ihl, err := rawsock.IPv4Header(pkt)
 	if err != nil {
 		return r, err
 	}
@@ -102,27 +104,19 @@ func parseICMP4(pkt []byte) (reply, error) {
 		return r, errTruncated
 	}
 	// The kernel does not verify ICMPv4 checksums for raw sockets.
-	if checksum(msg) != 0 {
+	if rawsock.Checksum(0, msg) != 0 {
 		return r, errGarbage
 	}
-	r.icmpType, r.icmpCode = msg[0], msg[1]
-	switch r.icmpType {
-	case v4EchoReply:
-		r.kind = kindEchoReply
-		r.proto = protoICMP
-		r.sport = binary.BigEndian.Uint16(msg[4:6])
-		r.tag = binary.BigEndian.Uint16(msg[6:8])
-		r.payloadN = uint8(copy(r.payload[:], msg[8:]))
-		return r, nil
-	case v4TimeExceeded:
-		r.kind = kindTimeExceeded
-	case v4Unreachable:
-		r.kind = kindUnreachable
-	default:
-		return r, errNotOurs
+	done, err := readICMP(&r, msg, icmp4)
+	if done || err != nil {
+		return r, err
 	}
 	body := msg[8:]
-	if err := parseQuoted4(&r, body); err != nil {
+	q, err := rawsock.QuotedIPv4(body)
+	if err != nil {
+		return r, err
+	}
+	if err := readQuote(&r, q, icmp4); err != nil {
 		return r, err
 	}
 	// RFC 4884: byte 5 is the length of the original datagram in 32-bit
@@ -131,34 +125,42 @@ func parseICMP4(pkt []byte) (reply, error) {
 	return r, nil
 }
 
-// ipv4Header validates an IPv4 header and returns its length.
-func ipv4Header(b []byte) (int, error) {
-	if len(b) < 20 {
-		return 0, errTruncated
+// icmpTypes is one family's numbering of the ICMP messages a trace reads.
+type icmpTypes struct{ proto, echoReply, echoRequest, timeExceeded, unreachable uint8 }
+
+var (
+	icmp4 = icmpTypes{proto: protoICMP, echoReply: v4EchoReply, echoRequest: v4EchoRequest, timeExceeded: v4TimeExceeded, unreachable: v4Unreachable}
+	icmp6 = icmpTypes{proto: protoICMPv6, echoReply: v6EchoReply, echoRequest: v6EchoRequest, timeExceeded: v6TimeExceeded, unreachable: v6Unreachable}
+)
+
+// readICMP reads the ICMP header msg starts with (at least 8 bytes): an
+// echo reply is read whole (done); for an error the kind is set and the
+// quote is left to readQuote. Any other type is not ours.
+func readICMP(r *reply, msg []byte, t icmpTypes) (done bool, err error) {
+	r.icmpType, r.icmpCode = msg[0], msg[1]
+	switch r.icmpType {
+	case t.echoReply:
+		r.kind = kindEchoReply
+		r.proto = t.proto
+		r.sport = binary.BigEndian.Uint16(msg[4:6])
+		r.tag = binary.BigEndian.Uint16(msg[6:8])
+		r.payloadN = uint8(copy(r.payload[:], msg[8:]))
+		return true, nil
+	case t.timeExceeded:
+		r.kind = kindTimeExceeded
+	case t.unreachable:
+		r.kind = kindUnreachable
+	default:
+		return false, errNotOurs
 	}
-	if b[0]>>4 != 4 {
-		return 0, errGarbage
-	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < 20 {
-		return 0, errGarbage
-	}
-	if len(b) < ihl {
-		return 0, errTruncated
-	}
-	return ihl, nil
+	return false, nil
 }
 
-// parseQuoted4 reads the IPv4 header and the first bytes of the transport
-// header of our probe, quoted in an ICMP error (RFC 792 guarantees 8).
-func parseQuoted4(r *reply, q []byte) error {
-	ihl, err := ipv4Header(q)
-	if err != nil {
-		return err
-	}
-	r.quotedTTL = q[8]
-	r.quotedDst = netip.AddrFrom4([4]byte(q[16:20]))
-	return parseQuotedL4(r, q[9], q[ihl:], v4EchoRequest)
+// readQuote reads our probe as an ICMP error quotes it: the IP header
+// (RFC 792 guarantees it) and the first 8 bytes of the transport header.
+func readQuote(r *reply, q rawsock.Quoted, t icmpTypes) error {
+	r.quotedTTL, r.quotedDst = q.TTL, q.Dst
+	return parseQuotedL4(r, q.Proto, q.L4, t.echoRequest)
 }
 
 // parseQuotedL4 reads the first 8 bytes of the quoted transport header.
@@ -200,44 +202,28 @@ func parseICMP6(msg []byte, src netip.Addr) (reply, error) {
 	if len(msg) < 8 {
 		return r, errTruncated
 	}
-	r.icmpType, r.icmpCode = msg[0], msg[1]
-	switch r.icmpType {
-	case v6EchoReply:
-		r.kind = kindEchoReply
-		r.proto = protoICMPv6
-		r.sport = binary.BigEndian.Uint16(msg[4:6])
-		r.tag = binary.BigEndian.Uint16(msg[6:8])
-		r.payloadN = uint8(copy(r.payload[:], msg[8:]))
-		return r, nil
-	case v6TimeExceeded:
-		r.kind = kindTimeExceeded
-	case v6Unreachable:
-		r.kind = kindUnreachable
-	default:
-		return r, errNotOurs
+	done, err := readICMP(&r, msg, icmp6)
+	if done || err != nil {
+		return r, err
 	}
-	q := msg[8:]
-	if len(q) < 40 {
-		return r, errTruncated
+	body := msg[8:]
+	q, err := rawsock.QuotedIPv6(body)
+	if err != nil {
+		return r, err
 	}
-	if q[0]>>4 != 6 {
-		return r, errGarbage
-	}
-	r.quotedTTL = q[7]
-	r.quotedDst = netip.AddrFrom16([16]byte(q[24:40]))
 	// Probes never carry extension headers: a quote with one is not ours.
-	if err := parseQuotedL4(&r, q[6], q[40:], v6EchoRequest); err != nil {
+	if err := readQuote(&r, q, icmp6); err != nil {
 		return r, err
 	}
 	// RFC 4884 for ICMPv6: byte 4 is the length in 64-bit words.
-	parseExtensions(&r, q, int(msg[4])*8)
+	parseExtensions(&r, body, int(msg[4])*8)
 	return r, nil
 }
 
 // parseTCP4 parses a whole IPv4 packet carrying TCP (raw TCP socket).
 func parseTCP4(pkt []byte) (reply, error) {
 	var r reply
-	ihl, err := ipv4Header(pkt)
+	ihl, err := rawsock.IPv4Header(pkt)
 	if err != nil {
 		return r, err
 	}
@@ -304,7 +290,7 @@ func parseExtensions(r *reply, body []byte, origLen int) {
 	if ext[0]>>4 != 2 {
 		return
 	}
-	if binary.BigEndian.Uint16(ext[2:4]) != 0 && checksum(ext) != 0 {
+	if binary.BigEndian.Uint16(ext[2:4]) != 0 && rawsock.Checksum(0, ext) != 0 {
 		return
 	}
 	objs := ext[4:]
@@ -323,29 +309,4 @@ func parseExtensions(r *reply, body []byte, origLen int) {
 		}
 		objs = objs[n:]
 	}
-}
-
-// checksum is the Internet checksum (RFC 1071) of b; 0 for a valid message
-// that includes its checksum field.
-func checksum(b []byte) uint16 {
-	return ^fold(sum16(0, b))
-}
-
-// sum16 adds b to a running one's-complement sum (unfolded).
-func sum16(sum uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	return sum
-}
-
-func fold(sum uint32) uint16 {
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return uint16(sum)
 }

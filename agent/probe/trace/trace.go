@@ -12,7 +12,7 @@
 //     TCP ports with the sequence number naming the probe, so per-flow load
 //     balancers keep the whole trace on one path;
 //   - every TTL of a trace is queued at once; one sender releases probes
-//     through a global token bucket and one bucket per router (engine.go);
+//     through a global token bucket and one bucket per router (pacing.go);
 //   - answers carry kernel receive timestamps (SO_TIMESTAMPNS), the MPLS
 //     label stacks of RFC 4950, quoted TTLs and reply TTLs.
 //
@@ -28,21 +28,22 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/vantage-net/vantage/internal/tracedefaults"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// Engine name reported to the controller in Capabilities.engines;
+// EngineRaw is the name reported to the controller in Capabilities.engines;
 // ProbeResult.engine says the protocol, e.g. "trace/udp-paris".
-const EngineName = "trace/raw"
+const EngineRaw = "trace/raw"
 
-// Defaults for TraceSpec fields left zero, and hard caps.
+// Defaults for TraceSpec fields left zero, and the highest max_ttl a
+// trace probes: the values agent and controller share (tracedefaults).
 const (
-	DefaultMaxTTL   = 30
-	DefaultGapLimit = 5
-	DefaultTimeout  = 2 * time.Second
-	maxTTLCap       = 64
+	DefaultMaxTTL   = tracedefaults.MaxTTL
+	DefaultGapLimit = tracedefaults.GapLimit
+	DefaultTimeout  = tracedefaults.Timeout
+	maxTTLCap       = tracedefaults.MaxTTLCap
 )
 
 // Limiter paces probe packets (the agent's guard).
@@ -50,25 +51,25 @@ type Limiter interface {
 	Wait(ctx context.Context) error
 }
 
-// Prober is the registry's handle: an Engine opened on first use, so that
-// building the registry never fails. New code should use NewEngine.
+// Prober is the registry's handle: a Tracer opened on first use, so that
+// building the registry never fails. New code should use NewTracer.
 type Prober struct {
 	cfg  Config
 	once sync.Once
-	e    atomic.Pointer[Engine]
+	e    atomic.Pointer[Tracer]
 	err  error
 }
 
-// New returns a Prober that opens a shared Engine (raw sockets) on its
-// first Probe. lim may be nil (no pacing beyond the engine's own).
+// New returns a Prober that opens a shared Tracer (raw sockets) on its
+// first Probe. lim may be nil (no pacing beyond the tracer's own).
 func New(lim Limiter) *Prober { return &Prober{cfg: Config{Limiter: lim}} }
 
 // NewProber is New with a full Config (logger, rates).
 func NewProber(cfg Config) *Prober { return &Prober{cfg: cfg} }
 
-func (p *Prober) engine() (*Engine, error) {
+func (p *Prober) tracer() (*Tracer, error) {
 	p.once.Do(func() {
-		e, err := NewEngine(p.cfg)
+		e, err := NewTracer(p.cfg)
 		p.e.Store(e)
 		p.err = err
 	})
@@ -77,15 +78,15 @@ func (p *Prober) engine() (*Engine, error) {
 
 // Probe traces the path to t.Target.
 func (p *Prober) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeResult {
-	e, err := p.engine()
+	e, err := p.tracer()
 	if err != nil {
-		res := &vantagev1.ProbeResult{Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Engine: EngineName}
+		res := &vantagev1.ProbeResult{Target: t.GetTarget(), Kind: vantagev1.ProbeKind_PROBE_KIND_TRACE, Engine: EngineRaw}
 		return fail(res, err)
 	}
 	return e.Probe(ctx, t)
 }
 
-// PacketsIgnored counts received packets the engine could not use.
+// PacketsIgnored counts received packets the tracer could not use.
 func (p *Prober) PacketsIgnored() uint64 {
 	if e := p.e.Load(); e != nil {
 		return e.PacketsIgnored()
@@ -93,16 +94,16 @@ func (p *Prober) PacketsIgnored() uint64 {
 	return 0
 }
 
-// Close closes the engine if it was opened.
+// Close closes the tracer if it was opened.
 func (p *Prober) Close() error {
-	p.once.Do(func() { p.err = errEngineClosed }) // no engine after Close
+	p.once.Do(func() { p.err = errTracerClosed }) // no tracer after Close
 	if e := p.e.Load(); e != nil {
 		return e.Close()
 	}
 	return nil
 }
 
-// RawAvailable reports whether this host lets the engine open its raw
+// RawAvailable reports whether this host lets the tracer open its raw
 // socket for the family (root or CAP_NET_RAW).
 func RawAvailable(v6 bool) bool {
 	f, err := openRaw(v6, 1)

@@ -68,10 +68,10 @@ func decode(pkt []byte, _ netip.Addr, _ int, m *Match) Verdict {
 	return Ours
 }
 
-func newEngine(t *testing.T, slots int, respond func([]byte) []byte) (*Engine, *fakeConn) {
+func newMux(t *testing.T, slots int, respond func([]byte) []byte) (*Mux, *fakeConn) {
 	t.Helper()
 	c := newFake(respond)
-	e, err := New(Config{Engine: "fake", Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Send4: c, Slots: slots,
+	e, err := New(Config{EngineName: "fake", Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Send4: c, Slots: slots,
 		Recv: []Receiver{{Conn: c, Decode: decode}}, Encode: encode})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -129,7 +129,7 @@ func TestRun(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e, _ := newEngine(t, tc.slots, tc.respond)
+			e, _ := newMux(t, tc.slots, tc.respond)
 			var got []*vantagev1.ProbeResult
 			err := e.Run(context.Background(), tasks(tc.n), prepare(20*time.Millisecond, tc.retries), func(r *vantagev1.ProbeResult) { got = append(got, r) })
 			if err != nil || len(got) != tc.n {
@@ -148,7 +148,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunBadTaskAndCancel(t *testing.T) {
-	e, _ := newEngine(t, 4, func([]byte) []byte { return nil })
+	e, _ := newMux(t, 4, func([]byte) []byte { return nil })
 	ch := make(chan *vantagev1.Task, 1)
 	ch <- &vantagev1.Task{Target: "not-an-ip"}
 	var got []*vantagev1.ProbeResult
@@ -161,7 +161,7 @@ func TestRunBadTaskAndCancel(t *testing.T) {
 }
 
 func TestCloseFailsPending(t *testing.T) {
-	e, _ := newEngine(t, 4, func([]byte) []byte { return nil })
+	e, _ := newMux(t, 4, func([]byte) []byte { return nil })
 	res := &vantagev1.ProbeResult{}
 	done := make(chan *vantagev1.ProbeResult, 1)
 	j := e.NewJob(res, netip.MustParseAddr("198.18.0.1"), func(r *vantagev1.ProbeResult) { done <- r })
@@ -195,7 +195,7 @@ func TestRunSenders(t *testing.T) {
 		extra = append(extra, c)
 		return c, nil
 	}
-	e, err := New(Config{Engine: "fake", Send4: primary, Slots: 256, Senders: 3, OpenSend: open,
+	e, err := New(Config{EngineName: "fake", Send4: primary, Slots: 256, Senders: 3, OpenSend: open,
 		Recv: []Receiver{{Conn: primary, Decode: decode}}, Encode: encode})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -274,7 +274,7 @@ func (c lateConn) ReadBatchNow(ms []rawsock.Message) (int, error) {
 // deadline count even when the reader has not read them.
 func TestDrainBeforeTimeout(t *testing.T) {
 	c := lateConn{newFake(func(p []byte) []byte { return p })}
-	e, err := New(Config{Engine: "fake", Send4: c, Slots: 64, Recv: []Receiver{{Conn: c, Decode: decode}}, Encode: encode})
+	e, err := New(Config{EngineName: "fake", Send4: c, Slots: 64, Recv: []Receiver{{Conn: c, Decode: decode}}, Encode: encode})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -296,7 +296,7 @@ func TestDrainBeforeTimeout(t *testing.T) {
 // TestCompactDeadlines: answered probes' deadlines are dropped, live ones
 // and retries stay, and the heap order holds.
 func TestCompactDeadlines(t *testing.T) {
-	e := &Engine{slots: make([]slot, 64), epoch: time.Unix(1700000000, 0)}
+	e := &Mux{slots: make([]slot, 64), epoch: time.Unix(1700000000, 0)}
 	for i := range 64 {
 		e.dl.push(deadline{at: int64(64 - i), slot: uint32(i), cookie: uint64(i + 1), retry: i%16 == 5})
 		if i%4 == 0 { // still in flight with the same cookie

@@ -61,9 +61,9 @@ type BulkConfig struct {
 // by every ICMP task of the agent, a BPF filter so that only echo replies
 // with our ids and ICMP errors are copied to user space, batched reads and
 // writes, kernel receive timestamps and a keyed cookie in every payload.
-// It implements both the per-task Prober and the Batch API.
+// It implements both the per-task Prober and the Sweeper API.
 type Bulk struct {
-	e   *bulk.Engine
+	mux *bulk.Mux
 	ids idRange
 	v6  bool
 }
@@ -103,7 +103,7 @@ func NewBulk(cfg BulkConfig) (*Bulk, error) {
 		}
 	}
 	bc := bulk.Config{
-		Engine: EngineBulk, Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO,
+		EngineName: EngineBulk, Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO,
 		Send4: c4, Slots: slots, MaxSlots: maxIDs << 16,
 		Senders: senders,
 		OpenSend: func(v6 bool) (bulk.Conn, error) {
@@ -127,7 +127,7 @@ func NewBulk(cfg BulkConfig) (*Bulk, error) {
 	} else if cfg.Logger != nil {
 		cfg.Logger.Info("icmp bulk engine without IPv6", slog.Any("error", err6))
 	}
-	e, err := bulk.New(bc)
+	mux, err := bulk.New(bc)
 	if err != nil {
 		_ = c4.Close()
 		if c6 != nil {
@@ -135,7 +135,7 @@ func NewBulk(cfg BulkConfig) (*Bulk, error) {
 		}
 		return nil, fmt.Errorf("icmp bulk engine: %w", err)
 	}
-	b.e = e
+	b.mux = mux
 	return b, nil
 }
 
@@ -143,23 +143,23 @@ func NewBulk(cfg BulkConfig) (*Bulk, error) {
 func (b *Bulk) IPv6() bool { return b.v6 }
 
 // Close stops the engine; pending probes end in ERROR.
-func (b *Bulk) Close() error { return b.e.Close() }
+func (b *Bulk) Close() error { return b.mux.Close() }
 
 // PacketsIgnored counts malformed, foreign, spoofed and late packets.
-func (b *Bulk) PacketsIgnored() uint64 { return b.e.Stats().Ignored() }
+func (b *Bulk) PacketsIgnored() uint64 { return b.mux.Stats().Ignored() }
 
 // Stats returns the engine's counters.
-func (b *Bulk) Stats() bulk.Stats { return b.e.Stats() }
+func (b *Bulk) Stats() bulk.Stats { return b.mux.Stats() }
 
-// Key is the cookie key (tests forge replies with a wrong one).
-func (b *Bulk) Key() rawsock.Key { return b.e.Key() }
+// CookieKey is the cookie key (tests forge replies with a wrong one).
+func (b *Bulk) CookieKey() rawsock.CookieKey { return b.mux.CookieKey() }
 
 // IDs returns the block of echo ids the engine owns: [base, base+n).
 func (b *Bulk) IDs() (base, n uint16) { return b.ids.base, b.ids.n }
 
-// Run implements the Batch API (probe.Batch).
+// Run implements the sweep API (probe.Sweeper).
 func (b *Bulk) Run(ctx context.Context, tasks <-chan *vantagev1.Task, emit func(*vantagev1.ProbeResult)) error {
-	return b.e.Run(ctx, tasks, b.prepare, emit)
+	return b.mux.Run(ctx, tasks, b.prepare, emit)
 }
 
 // Probe runs one task through the shared engine and waits for its result.
@@ -169,18 +169,14 @@ func (b *Bulk) Probe(ctx context.Context, t *vantagev1.Task) *vantagev1.ProbeRes
 	if err != nil {
 		return fail(res, err)
 	}
-	ch := make(chan *vantagev1.ProbeResult, 1)
-	j.SetDone(func(r *vantagev1.ProbeResult) { ch <- r })
-	if err := b.e.Submit(ctx, j); err != nil {
-		return fail(res, fmt.Errorf("icmp probe: %w", err))
-	}
-	select {
-	case r := <-ch:
+	r, taken, err := b.mux.Probe(ctx, j)
+	switch {
+	case err == nil:
 		return r
-	case <-ctx.Done():
-		// The engine still owns the job; its result goes to ch and is dropped.
-		return fail(&vantagev1.ProbeResult{Target: res.Target, Kind: res.Kind, Engine: EngineBulk}, fmt.Errorf("icmp probe: %w", ctx.Err()))
+	case taken: // the Mux still owns res
+		res = &vantagev1.ProbeResult{Target: res.Target, Kind: res.Kind, Engine: EngineBulk}
 	}
+	return fail(res, fmt.Errorf("icmp probe: %w", err))
 }
 
 func (b *Bulk) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job, error) {
@@ -189,10 +185,10 @@ func (b *Bulk) prepare(t *vantagev1.Task, res *vantagev1.ProbeResult) (*bulk.Job
 		return nil, fmt.Errorf("target %q: not an IP address", t.GetTarget())
 	}
 	addr = addr.Unmap()
-	if !b.e.Supports(addr) {
+	if !b.mux.Supports(addr) {
 		return nil, fmt.Errorf("target %s: no raw ICMPv6 socket on this host", addr)
 	}
-	j := b.e.NewJob(res, addr, nil)
+	j := b.mux.NewJob(res, addr, nil)
 	return j, fillJob(j, t.GetIcmp())
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-net/vantage/agent/probe/rawsock"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -24,12 +25,12 @@ func traceTask(dst netip.Addr, spec *vantagev1.TraceSpec) *vantagev1.Task {
 		Spec: &vantagev1.Task_Trace{Trace: spec}}
 }
 
-// newFakeEngine runs an engine on the same responder for both families,
+// newFakeTracer runs an engine on the same responder for both families,
 // with pacing loose enough not to matter.
-func newFakeEngine(t testing.TB, respond func([]byte) []fakePkt) (*Engine, *fakeFamily, *fakeFamily) {
+func newFakeTracer(t testing.TB, respond func([]byte) []fakePkt) (*Tracer, *fakeFamily, *fakeFamily) {
 	t.Helper()
 	ff4, ff6 := newFakeFamily(false, respond), newFakeFamily(true, respond)
-	e, err := NewEngine(Config{open: fakeOpen(ff4, ff6), PPS: 1e6, Burst: 1000, RouterPPS: 1e6, RouterBurst: 1000})
+	e, err := NewTracer(Config{open: fakeOpen(ff4, ff6), PPS: 1e6, Burst: 1000, RouterPPS: 1e6, RouterBurst: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestTraceMatching(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e, _, _ := newFakeEngine(t, tc.net)
+			e, _, _ := newFakeTracer(t, tc.net)
 			res := e.Probe(context.Background(), traceTask(tc.dst, tc.spec))
 			if res.GetOutcome() != tc.outcome || res.GetStopReason() != tc.stop {
 				t.Fatalf("outcome/stop = %v/%v (error %q), want %v/%v", res.GetOutcome(), res.GetStopReason(), res.GetError(), tc.outcome, tc.stop)
@@ -146,7 +147,7 @@ func TestParisKeepsFlow(t *testing.T) {
 		for _, proto := range []vantagev1.TraceProtocol{pICMP, pUDP, pTCP} {
 			for _, paris := range []bool{true, false} {
 				t.Run(fmt.Sprintf("%s %v paris=%v", dst, proto, paris), func(t *testing.T) {
-					e, ff4, ff6 := newFakeEngine(t, path(8))
+					e, ff4, ff6 := newFakeTracer(t, path(8))
 					e.Probe(context.Background(), traceTask(dst, &vantagev1.TraceSpec{Protocol: proto, Paris: paris, MaxTtl: 8, TimeoutMs: 300}))
 					ff := ff4
 					if dst.Is6() {
@@ -160,7 +161,7 @@ func TestParisKeepsFlow(t *testing.T) {
 					flows, probes := map[string]bool{}, map[string]bool{}
 					for _, b := range ff.sent {
 						pi := inspect(b)
-						if sum := ^fold(sum16(pseudoIfAny(pi), pi.l4)); sum != 0 {
+						if sum := rawsock.Checksum(pseudoIfAny(pi), pi.l4); sum != 0 {
 							t.Fatalf("probe ttl %d has a bad transport checksum (%#x)", pi.ttl, sum)
 						}
 						f, p := flowOf(pi)
@@ -186,7 +187,7 @@ func pseudoIfAny(p probeInfo) uint32 {
 	if p.proto == protoICMP {
 		return 0
 	}
-	return pseudoSum(p.src, p.dst, p.proto, len(p.l4))
+	return rawsock.PseudoSum(p.src, p.dst, p.proto, len(p.l4))
 }
 
 // TestIgnoredPackets injects garbage, foreign and spoofed packets with every
@@ -195,7 +196,7 @@ func TestIgnoredPackets(t *testing.T) {
 	other := netip.MustParseAddr("198.51.100.99")
 	inner := path(2)
 	const perProbe = 9
-	e, _, _ := newFakeEngine(t, func(probe []byte) []fakePkt {
+	e, _, _ := newFakeTracer(t, func(probe []byte) []fakePkt {
 		pi := inspect(probe)
 		foreignID := append([]byte(nil), probe...)
 		foreignID[20+4] ^= 0x7f // echo id: another slot
@@ -245,7 +246,7 @@ func TestMPLS(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			inner := path(3)
-			e, _, _ := newFakeEngine(t, func(probe []byte) []fakePkt {
+			e, _, _ := newFakeTracer(t, func(probe []byte) []fakePkt {
 				pi := inspect(probe)
 				if pi.ttl != 2 {
 					return inner(probe)
@@ -279,7 +280,7 @@ func mplsErr(probe []byte, router netip.Addr, compat bool) fakePkt {
 	obj = binary.BigEndian.AppendUint32(obj, 16001<<12|5<<9|1)
 	obj = binary.BigEndian.AppendUint32(obj, 0xfffff<<12|1<<8|255)
 	ext := append([]byte{0x20, 0, 0, 0}, obj...)
-	binary.BigEndian.PutUint16(ext[2:4], checksum(ext))
+	binary.BigEndian.PutUint16(ext[2:4], rawsock.Checksum(0, ext))
 	typ := uint8(v4TimeExceeded)
 	if pi.v6 {
 		typ = v6TimeExceeded
@@ -295,7 +296,7 @@ func mplsErr(probe []byte, router netip.Addr, compat bool) fakePkt {
 	if pi.v6 {
 		return fakePkt{b: m, src: router, hl: 254}
 	}
-	binary.BigEndian.PutUint16(m[2:4], checksum(m))
+	binary.BigEndian.PutUint16(m[2:4], rawsock.Checksum(0, m))
 	return fakePkt{b: ip4(protoICMP, 254, router, pi.src, m), src: router, hl: -1}
 }
 
@@ -304,7 +305,7 @@ func mplsErr(probe []byte, router netip.Addr, compat bool) fakePkt {
 func TestConcurrentTraces(t *testing.T) {
 	// The path length depends on the destination, so a mismatch shows.
 	hopsFor := func(dst netip.Addr) int { return 2 + int(dst.As16()[15])%7 }
-	e, _, _ := newFakeEngine(t, func(probe []byte) []fakePkt {
+	e, _, _ := newFakeTracer(t, func(probe []byte) []fakePkt {
 		return path(hopsFor(inspect(probe).dst))(probe)
 	})
 	var wg sync.WaitGroup
@@ -336,7 +337,7 @@ func TestConcurrentTraces(t *testing.T) {
 
 // TestRun drives the batch API.
 func TestRun(t *testing.T) {
-	e, _, _ := newFakeEngine(t, path(3))
+	e, _, _ := newFakeTracer(t, path(3))
 	tasks := make(chan *vantagev1.Task)
 	go func() {
 		defer close(tasks)
@@ -369,7 +370,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestBadTasks(t *testing.T) {
-	e, _, _ := newFakeEngine(t, path(3))
+	e, _, _ := newFakeTracer(t, path(3))
 	tests := []struct {
 		name string
 		task *vantagev1.Task
@@ -396,7 +397,7 @@ func TestBadTasks(t *testing.T) {
 func BenchmarkMatch(b *testing.B) {
 	quiet := func([]byte) []fakePkt { return nil }
 	ff4, ff6 := newFakeFamily(false, quiet), newFakeFamily(true, quiet)
-	e, err := NewEngine(Config{open: fakeOpen(ff4, ff6), MaxTraces: 64})
+	e, err := NewTracer(Config{open: fakeOpen(ff4, ff6), MaxTraces: 64})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -430,7 +431,7 @@ func BenchmarkMatch(b *testing.B) {
 func TestHorizon(t *testing.T) {
 	var mu sync.Mutex
 	hops := 3
-	e, ff4, _ := newFakeEngine(t, func(p []byte) []fakePkt {
+	e, ff4, _ := newFakeTracer(t, func(p []byte) []fakePkt {
 		mu.Lock()
 		defer mu.Unlock()
 		return path(hops)(p)
@@ -485,7 +486,7 @@ func TestRouterPacing(t *testing.T) {
 	}
 	ff4, ff6 := newFakeFamily(false, respond), newFakeFamily(true, respond)
 	const routerPPS, traces = 200, 10
-	e, err := NewEngine(Config{open: fakeOpen(ff4, ff6), PPS: 1e6, Burst: 1000, RouterPPS: routerPPS, RouterBurst: 1})
+	e, err := NewTracer(Config{open: fakeOpen(ff4, ff6), PPS: 1e6, Burst: 1000, RouterPPS: routerPPS, RouterBurst: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
