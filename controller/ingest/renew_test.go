@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -38,7 +39,7 @@ type renewEnv struct {
 func newRenewEnv(t *testing.T, opts fleet.Options) *renewEnv {
 	t.Helper()
 	ctx := context.Background()
-	db, ca, _ := openStoreAndCA(t)
+	db, ca, _ := fixture.StoreAndCA(t)
 	fl := fleet.New(db, ca, opts)
 	addr := serveTLS(t, ca, New(Config{Store: db, Fleet: fl}))
 	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})

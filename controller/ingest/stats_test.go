@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"github.com/vantage-net/vantage/controller/internal/fixture"
+
 	"slices"
 	"testing"
 	"time"
@@ -26,7 +28,7 @@ func TestStats(t *testing.T) {
 	}
 	sendAcked := func(t *testing.T, b *vantagev1.ResultBatch) {
 		t.Helper()
-		if a := sendAwaitAck(t, s, b); a.GetUpToSeq() != b.GetLastSeq() {
+		if a := fixture.SendAwaitAck(t, s, b); a.GetUpToSeq() != b.GetLastSeq() {
 			t.Fatalf("ack %v; want up to seq %d", a, b.GetLastSeq())
 		}
 	}

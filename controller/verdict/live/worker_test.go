@@ -3,7 +3,6 @@ package live
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,52 +10,27 @@ import (
 
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-const specA = `name: a
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 2}
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-`
+// specA and specB are two campaigns starting at start, with 10s rounds:
+// a over two hosts of 198.18.0.0/24, b over one of 198.18.1.0/24.
+var (
+	specA = fixture.Campaign{Name: "a", PerNetwork: 2, Round: "10s", Start: startYAML}.YAML()
+	specB = fixture.Campaign{Name: "b", Networks: []string{"198.18.1.0/24"}, Round: "10s", Start: startYAML}.YAML()
+)
 
-const specB = `name: b
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.1.0/24}
-  hosts: {per_network: 1}
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-`
-
-// fakeClock is the injected clock; only these unit tests use one.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+const startYAML = "2026-01-01T00:00:00Z"
 
 var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func setup(t *testing.T) (*Worker, store.Store, *fakeClock) {
+func setup(t *testing.T) (*Worker, *sqlite.DB, *fixture.Clock) {
 	t.Helper()
-	db, err := sqlite.Open(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	clk := &fakeClock{t: start}
+	db := fixture.Store(t)
+	clk := fixture.NewClock(start)
 	w := New(Options{Store: db, Campaigns: catalogue.New(catalogue.Options{Store: db}), Now: clk.Now, WatcherBuffer: 64})
 	t.Cleanup(func() { w.Close() })
 	return w, db, clk
