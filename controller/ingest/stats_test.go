@@ -1,14 +1,13 @@
 package ingest
 
 import (
-	"github.com/vantage-net/vantage/controller/internal/fixture"
-
 	"slices"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 

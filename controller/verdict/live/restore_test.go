@@ -56,14 +56,7 @@ func newRig(t *testing.T, spec string, agents int) *rig {
 		seq: map[string]uint64{}, down: func(string, int64) bool { return false }}
 	for i := range agents {
 		id := fmt.Sprintf("agt-00000000000000%02d", i+1)
-		h := "hash-" + id
-		if err := db.CreateJoinToken(ctx, store.JoinToken{Hash: h, ExpiresAt: start.Add(time.Hour), CreatedAt: start}, store.AuditEntry{}); err != nil {
-			t.Fatal(err)
-		}
-		labels := map[string]string{"provider": fmt.Sprintf("p%d", i+1)}
-		if _, err := db.EnrollAgent(ctx, h, start, store.Agent{ID: id, Name: id, Labels: labels, State: vantagev1.AgentState_AGENT_STATE_ACTIVE}); err != nil {
-			t.Fatal(err)
-		}
+		fixture.ActiveAgent(t, db, id, map[string]string{"provider": fmt.Sprintf("p%d", i+1)}, start)
 		g.agents = append(g.agents, id)
 	}
 	return g

@@ -42,6 +42,26 @@ func reload(ctx context.Context, w *Worker) error {
 	return errors.Join(w.opts.Campaigns.Reload(ctx), w.Reload(ctx))
 }
 
+// deliver stores rs as agent id's batch (epoch 1) and feeds them to w, as
+// ingest does.
+func deliver(t *testing.T, w *Worker, db *sqlite.DB, id string, rs []*vantagev1.ProbeResult) {
+	t.Helper()
+	if _, _, err := db.CommitBatch(context.Background(), id, 1, rs, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Feed(id, rs)
+}
+
+// closeRound moves the clock past the end and grace of the round of sp
+// that began at roundStart, and evaluates.
+func closeRound(t *testing.T, w *Worker, clk *fixture.Clock, sp *campaign.Spec, roundStart time.Time) {
+	t.Helper()
+	clk.Set(roundStart.Add(sp.Round() + GraceFor(sp.Round()) + time.Second))
+	if err := w.Evaluate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // runningNames lists the campaigns w runs an engine for, by name.
 func runningNames(w *Worker) []string {
 	var out []string
@@ -125,15 +145,9 @@ func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
 					Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.New(roundStart.Add(time.Second)),
 					Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 2000})
 			}
-			if _, _, err := db.CommitBatch(ctx, id, 1, rs, nil); err != nil {
-				t.Fatal(err)
-			}
-			w.Feed(id, rs)
+			deliver(t, w, db, id, rs)
 		}
-		clk.Set(roundStart.Add(sp.Round() + GraceFor(sp.Round()) + time.Second))
-		if err := w.Evaluate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		closeRound(t, w, clk, sp, roundStart)
 	}
 	stored, err := db.Timeline(ctx, store.TimelineQuery{Campaign: "a"})
 	if err != nil || len(stored) == 0 {
