@@ -52,28 +52,18 @@ func names(cat *Catalogue) []string {
 func TestReloadFollowsCampaignState(t *testing.T) {
 	ctx := context.Background()
 	cat, db := setup(t)
-	au := store.AuditEntry{}
-	db.PutCampaign(ctx, "b", specB, start, au)
-	db.PutCampaign(ctx, "a", specA, start, au)
-	for _, s := range []struct {
-		name string
-		do   func()
-		want []string
-	}{
-		{"both active", func() {}, []string{"a", "b"}},
-		{"pause b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_PAUSED, start, au) }, []string{"a"}},
-		{"resume b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, start, au) }, []string{"a", "b"}},
-		{"delete a", func() { db.DeleteCampaign(ctx, "a", au) }, []string{"b"}},
-	} {
-		t.Run(s.name, func(t *testing.T) {
-			s.do()
+	fixture.PutCampaign(t, db, "b", specB, start)
+	fixture.PutCampaign(t, db, "a", specA, start)
+	for _, s := range fixture.PauseResumeDelete(db, start) {
+		t.Run(s.Name, func(t *testing.T) {
+			s.Do(t)
 			if err := cat.Reload(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got := names(cat); !slices.Equal(got, s.want) {
-				t.Fatalf("active = %v; want %v", got, s.want)
+			if got := names(cat); !slices.Equal(got, s.Want) {
+				t.Fatalf("active = %v; want %v", got, s.Want)
 			}
-			for _, n := range s.want {
+			for _, n := range s.Want {
 				if sp, ok := cat.Spec(n); !ok || sp.Name() != n {
 					t.Errorf("Spec(%s) = %v, %v", n, sp, ok)
 				}

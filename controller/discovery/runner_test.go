@@ -84,6 +84,17 @@ func newHarness(t *testing.T, opt func(*discovery.Options)) *harness {
 	return h
 }
 
+// startedWithTwoVPS is a started harness with agents agt-a and agt-b
+// connected, both role=vps.
+func startedWithTwoVPS(t *testing.T, opt func(*discovery.Options)) *harness {
+	t.Helper()
+	h := newHarness(t, opt)
+	h.sess.connect("agt-a", vps)
+	h.sess.connect("agt-b", vps)
+	h.start()
+	return h
+}
+
 func (h *harness) start() {
 	h.r.Start(h.ctx)
 	h.t.Cleanup(h.r.Close)
@@ -426,10 +437,7 @@ func TestKeepsHostsThatAnswered(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			h.sess.connect("agt-a", vps)
-			h.sess.connect("agt-b", vps)
-			h.start()
+			h := startedWithTwoVPS(t, nil)
 			h.apply(spec29("keep", 2, "10", false))
 			for _, s := range h.waitTriggers(kindICMP, 2) {
 				h.answerSweep(s, tc.ttl)
@@ -513,10 +521,7 @@ func TestNothingAnswered(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, func(o *discovery.Options) { o.Settle = 5 * time.Second })
-			h.sess.connect("agt-a", vps)
-			h.sess.connect("agt-b", vps)
-			h.start()
+			h := startedWithTwoVPS(t, func(o *discovery.Options) { o.Settle = 5 * time.Second })
 			h.apply(spec29("none", 2, "10", false))
 			ts := h.waitTriggers(kindICMP, 2)
 			tc.feed(h, ts)
@@ -615,10 +620,7 @@ vantages: {select: {role: vps}}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			h.sess.connect("agt-a", vps)
-			h.sess.connect("agt-b", vps)
-			h.start()
+			h := startedWithTwoVPS(t, nil)
 			h.apply(tc.yaml)
 			if tc.sweep {
 				for _, s := range h.waitTriggers(kindICMP, 2) {

@@ -333,18 +333,8 @@ func TestRestartLargeCampaign(t *testing.T) {
 	if testing.Short() {
 		t.Skip("11,000 targets")
 	}
-	const spec = `name: r
-scope: {country: KP}
-targets:
-  networks:
-    - {name: big, prefix: 10.0.0.0/18}
-  hosts: {per_network: 11000}
-probes:
-  - icmp: {retries: 1, timeout: 1s}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-vantages: {quorum: 1}
-budget: {per_target_pps: 1, agent_pps: 5000}
-`
+	spec := fixture.Campaign{Name: "r", Networks: []string{"10.0.0.0/18"}, PerNetwork: 11000, Probes: []string{"icmp: {retries: 1, timeout: 1s}"},
+		Round: "10s", Start: startYAML, Vantages: "{quorum: 1}", Budget: "{per_target_pps: 1, agent_pps: 5000}"}.YAML()
 	g := newRig(t, spec, 2)
 	w1 := g.worker()
 	g.connect(w1, start)

@@ -84,33 +84,22 @@ func specOf(t *testing.T, w *Worker, name string) *campaign.Spec {
 func TestReloadFollowsCampaignState(t *testing.T) {
 	ctx := context.Background()
 	w, db, _ := setup(t)
-	au := store.AuditEntry{}
-	db.PutCampaign(ctx, "a", specA, start, au)
-	db.PutCampaign(ctx, "b", specB, start, au)
-	steps := []struct {
-		name string
-		do   func()
-		want []string
-	}{
-		{"both active", func() {}, []string{"a", "b"}},
-		{"pause b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_PAUSED, start, au) }, []string{"a"}},
-		{"resume b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, start, au) }, []string{"a", "b"}},
-		{"delete a", func() { db.DeleteCampaign(ctx, "a", au) }, []string{"b"}},
-	}
-	for _, s := range steps {
-		t.Run(s.name, func(t *testing.T) {
-			s.do()
+	fixture.PutCampaign(t, db, "a", specA, start)
+	fixture.PutCampaign(t, db, "b", specB, start)
+	for _, s := range fixture.PauseResumeDelete(db, start) {
+		t.Run(s.Name, func(t *testing.T) {
+			s.Do(t)
 			if err := reload(ctx, w); err != nil {
 				t.Fatal(err)
 			}
 			var got []string
 			got = runningNames(w)
-			if len(got) != len(s.want) {
-				t.Fatalf("active = %v; want %v", got, s.want)
+			if len(got) != len(s.Want) {
+				t.Fatalf("active = %v; want %v", got, s.Want)
 			}
 			for i := range got {
-				if got[i] != s.want[i] {
-					t.Fatalf("active = %v; want %v", got, s.want)
+				if got[i] != s.Want[i] {
+					t.Fatalf("active = %v; want %v", got, s.Want)
 				}
 			}
 		})
