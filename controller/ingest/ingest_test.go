@@ -2,13 +2,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -16,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
@@ -168,29 +160,8 @@ func (ta *testAgent) another(t *testing.T) *testAgent {
 // enrol enrols an agent for real and connects it with its certificate.
 func (ta *testAgent) enrol(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
-	tok, _, err := ta.fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "a"}}, key)
-	e, err := ta.fl.Enroll(ctx, fleet.EnrollRequest{JoinToken: tok, CSRDER: csr, Name: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	clientCert, err := tls.X509KeyPair(e.CertificatePEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(ta.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		RootCAs: ta.ca.Pool(), Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS13})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	ta.id, ta.conn = e.AgentID, conn
+	e, cert := fixture.Enrol(t, ta.fl, "a")
+	ta.id, ta.conn = e.AgentID, fixture.Dial(t, ta.addr, ta.ca.Pool(), cert)
 }
 
 // session opens a Session with epoch and returns it with the one task of

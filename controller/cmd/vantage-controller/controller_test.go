@@ -3,14 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"database/sql"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -22,7 +17,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -102,13 +96,7 @@ func startController(t *testing.T, opts ...func(*Config)) *ctl {
 
 func (c *ctl) dial(t *testing.T, certs ...tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	creds := credentials.NewTLS(&tls.Config{RootCAs: c.pool, Certificates: certs, MinVersion: tls.VersionTLS13})
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return fixture.Dial(t, c.addr, c.pool, certs...)
 }
 
 func (c *ctl) ops(t *testing.T) vantagev1.OperatorServiceClient {
@@ -126,21 +114,13 @@ type agentCreds struct {
 
 func enroll(t *testing.T, c *ctl, token string) (agentCreds, error) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := fixture.AgentCSR(t, "x")
 	resp, err := vantagev1.NewAgentServiceClient(c.dial(t)).Enroll(context.Background(), &vantagev1.EnrollRequest{
 		JoinToken: token, CsrDer: csr, Name: "vps-test-1", Labels: map[string]string{"role": "vps"}})
 	if err != nil {
 		return agentCreds{}, err
 	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	cert, err := tls.X509KeyPair(resp.GetCertificatePem(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := fixture.KeyPair(t, resp.GetCertificatePem(), key)
 	if !bytes.Contains(resp.GetCaBundlePem(), []byte("BEGIN CERTIFICATE")) {
 		t.Fatal("no CA bundle in EnrollResponse")
 	}
