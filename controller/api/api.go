@@ -47,7 +47,7 @@ const (
 
 // Config wires a Server.
 type Config struct {
-	Store store.Store
+	Store Records
 	Fleet *fleet.Fleet
 	// Campaigns is the campaign catalogue: the specs of the ACTIVE
 	// campaigns, and Changed after every change a method stores.

@@ -38,15 +38,21 @@ type Entry struct {
 	Key string
 }
 
+// CampaignSource is where the catalogue reads the stored campaigns.
+type CampaignSource interface {
+	GetCampaign(ctx context.Context, name string) (store.Campaign, error)
+	ListCampaigns(ctx context.Context) ([]store.Campaign, error)
+}
+
 // Options configures a Catalogue.
 type Options struct {
-	Store store.Store
+	Store CampaignSource
 	Log   *slog.Logger
 }
 
 // Catalogue is the set of ACTIVE campaigns; see the package comment.
 type Catalogue struct {
-	st  store.Store
+	st  CampaignSource
 	log *slog.Logger
 
 	mu     sync.RWMutex // guards active

@@ -3,7 +3,6 @@ package catalogue
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -18,27 +18,24 @@ import (
 
 var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// spec is a campaign named name over one /24, 198.18.<n>.0/24, with
-// targets appended under targets.
-func spec(name string, n int, targets string) string {
-	return fmt.Sprintf("name: %s\nscope: {country: KP}\ntargets:\n  networks:\n    - {name: net0, prefix: 198.18.%d.0/24}\n%s"+
-		"probes:\n  - icmp: {}\nschedule: {round: 10s, start: 2026-01-01T00:00:00Z}\n", name, n, targets)
-}
-
+// specA, specB and specD are campaigns starting at start, with 10s
+// rounds: a over two hosts of 198.18.0.0/24, b over one of 198.18.1.0/24,
+// and d, which needs discovery (hosts and upstreams).
 var (
-	specA = spec("a", 0, "  hosts: {per_network: 2}\n")
-	specB = spec("b", 1, "  hosts: {per_network: 1}\n")
-	// specD needs discovery: hosts and upstreams.
-	specD = spec("d", 0, "  hosts: {per_network: 2, discover: true}\n  upstreams: auto\n")
+	specA = campaignAt(fixture.Campaign{Name: "a", PerNetwork: 2})
+	specB = campaignAt(fixture.Campaign{Name: "b", Networks: []string{"198.18.1.0/24"}})
+	specD = campaignAt(fixture.Campaign{Name: "d", PerNetwork: 2, Discover: true, Upstreams: true})
 )
 
-func setup(t *testing.T) (*Catalogue, store.Store) {
+// campaignAt is c's YAML with 10s rounds from start.
+func campaignAt(c fixture.Campaign) string {
+	c.Round, c.Start = "10s", "2026-01-01T00:00:00Z"
+	return c.YAML()
+}
+
+func setup(t *testing.T) (*Catalogue, *sqlite.DB) {
 	t.Helper()
-	db, err := sqlite.Open(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := fixture.Store(t)
 	return New(Options{Store: db}), db
 }
 
@@ -55,28 +52,18 @@ func names(cat *Catalogue) []string {
 func TestReloadFollowsCampaignState(t *testing.T) {
 	ctx := context.Background()
 	cat, db := setup(t)
-	au := store.AuditEntry{}
-	db.PutCampaign(ctx, "b", specB, start, au)
-	db.PutCampaign(ctx, "a", specA, start, au)
-	for _, s := range []struct {
-		name string
-		do   func()
-		want []string
-	}{
-		{"both active", func() {}, []string{"a", "b"}},
-		{"pause b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_PAUSED, start, au) }, []string{"a"}},
-		{"resume b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, start, au) }, []string{"a", "b"}},
-		{"delete a", func() { db.DeleteCampaign(ctx, "a", au) }, []string{"b"}},
-	} {
-		t.Run(s.name, func(t *testing.T) {
-			s.do()
+	fixture.PutCampaign(t, db, "b", specB, start)
+	fixture.PutCampaign(t, db, "a", specA, start)
+	for _, s := range fixture.PauseResumeDelete(db, start) {
+		t.Run(s.Name, func(t *testing.T) {
+			s.Do(t)
 			if err := cat.Reload(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got := names(cat); !slices.Equal(got, s.want) {
-				t.Fatalf("active = %v; want %v", got, s.want)
+			if got := names(cat); !slices.Equal(got, s.Want) {
+				t.Fatalf("active = %v; want %v", got, s.Want)
 			}
-			for _, n := range s.want {
+			for _, n := range s.Want {
 				if sp, ok := cat.Spec(n); !ok || sp.Name() != n {
 					t.Errorf("Spec(%s) = %v, %v", n, sp, ok)
 				}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -15,7 +16,7 @@ import (
 func TestVouches(t *testing.T) {
 	ctx := context.Background()
 	cat, db := setup(t)
-	selected := spec("p", 0, "  hosts: {per_network: 1}\n") + "vantages: {select: {role: vps}}\n"
+	selected := campaignAt(fixture.Campaign{Name: "p", Vantages: "{select: {role: vps}}"})
 	if _, _, err := db.PutCampaign(ctx, "p", selected, start, store.AuditEntry{}); err != nil {
 		t.Fatal(err)
 	}

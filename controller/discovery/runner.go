@@ -29,9 +29,16 @@ const (
 	DefaultTraceHosts = 2
 )
 
+// Recorder is what the runner reads and writes in the store: the campaigns
+// whose discovery is due, and each discovery's outcome.
+type Recorder interface {
+	ListCampaigns(ctx context.Context) ([]store.Campaign, error)
+	PutDiscovery(ctx context.Context, name string, d store.Discovery, state vantagev1.CampaignState, now time.Time, audit store.AuditEntry) (store.Campaign, error)
+}
+
 // Options configures a Runner.
 type Options struct {
-	Store store.Store
+	Store Recorder
 	// Sessions sends the sweeps and traces (ingest.Server).
 	Sessions trigger.Sender
 	// Limits, when set, checks the discovered targets like an applied

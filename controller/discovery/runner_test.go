@@ -3,7 +3,6 @@ package discovery_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/discovery"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	"github.com/vantage-net/vantage/controller/trigger"
@@ -45,21 +45,11 @@ var (
 )
 
 // spec29 is a small discovery campaign: one /29 (6 addresses swept), the
-// per_network best hosts kept, agents labelled role=vps only. extra is
-// appended under targets (e.g. "upstreams: auto").
-func spec29(name string, perNetwork int, pps string, extra string) string {
-	return fmt.Sprintf(`name: %s
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/29}
-  hosts: {per_network: %d, discover: true}
-%sprobes:
-  - icmp: {timeout: 200ms}
-schedule: {round: 1s}
-vantages: {select: {role: vps}}
-budget: {agent_pps: %s}
-`, name, perNetwork, extra, pps)
+// per_network best hosts kept, agents labelled role=vps only, at most pps
+// probes a second per agent; upstreams adds upstreams: auto.
+func spec29(name string, perNetwork int, pps string, upstreams bool) string {
+	return fixture.Campaign{Name: name, Networks: []string{"198.18.0.0/29"}, PerNetwork: perNetwork, Discover: true, Upstreams: upstreams,
+		Probes: []string{"icmp: {timeout: 200ms}"}, Round: "1s", Vantages: "{select: {role: vps}}", Budget: "{agent_pps: " + pps + "}"}.YAML()
 }
 
 // harness is one runner over a real SQLite store, with fake sessions and
@@ -69,7 +59,7 @@ type harness struct {
 	ctx     context.Context
 	db      *sqlite.DB
 	sess    *fakeSessions
-	clock   *fakeClock
+	clock   *fixture.Clock
 	logs    *logRecorder
 	r       *discovery.Runner
 	changed atomic.Int32
@@ -79,13 +69,9 @@ type harness struct {
 // at cleanup, before the store closes).
 func newHarness(t *testing.T, opt func(*discovery.Options)) *harness {
 	t.Helper()
-	db, err := sqlite.Open(t.Context(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	h := &harness{t: t, ctx: t.Context(), db: db, sess: newFakeSessions(), clock: &fakeClock{t: t0}, logs: &logRecorder{}}
-	opts := discovery.Options{Store: db, Sessions: h.sess, Log: slog.New(h.logs), Now: h.clock.now,
+	db := fixture.Store(t)
+	h := &harness{t: t, ctx: t.Context(), db: db, sess: newFakeSessions(), clock: fixture.NewClock(t0), logs: &logRecorder{}}
+	opts := discovery.Options{Store: db, Sessions: h.sess, Log: slog.New(h.logs), Now: h.clock.Now,
 		Changed: func(context.Context) { h.changed.Add(1) },
 		// Real timers stay tiny; the store is read only when kicked (and
 		// at the first tick), so a test decides when the runner sees a
@@ -98,6 +84,17 @@ func newHarness(t *testing.T, opt func(*discovery.Options)) *harness {
 	return h
 }
 
+// startedWithTwoVPS is a started harness with agents agt-a and agt-b
+// connected, both role=vps.
+func startedWithTwoVPS(t *testing.T, opt func(*discovery.Options)) *harness {
+	t.Helper()
+	h := newHarness(t, opt)
+	h.sess.connect("agt-a", vps)
+	h.sess.connect("agt-b", vps)
+	h.start()
+	return h
+}
+
 func (h *harness) start() {
 	h.r.Start(h.ctx)
 	h.t.Cleanup(h.r.Close)
@@ -106,15 +103,8 @@ func (h *harness) start() {
 // apply stores the YAML and begins its discovery, as the api does.
 func (h *harness) apply(yaml string) store.Campaign {
 	h.t.Helper()
-	spec, err := campaign.Parse([]byte(yaml))
-	if err != nil {
-		h.t.Fatalf("campaign.Parse: %v", err)
-	}
-	c, _, err := h.db.PutCampaign(h.ctx, spec.Name(), yaml, h.clock.now(), store.AuditEntry{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	c, err = h.r.Begin(h.ctx, spec.Name(), c.Version, store.AuditEntry{})
+	c := h.put(yaml)
+	c, err := h.r.Begin(h.ctx, c.Name, c.Version, store.AuditEntry{})
 	if err != nil {
 		h.t.Fatalf("Begin: %v", err)
 	}
@@ -124,22 +114,21 @@ func (h *harness) apply(yaml string) store.Campaign {
 	return c
 }
 
+// put stores the YAML, a valid campaign, under its name.
+func (h *harness) put(yaml string) store.Campaign {
+	h.t.Helper()
+	return fixture.PutCampaign(h.t, h.db, fixture.Spec(h.t, yaml).Name(), yaml, h.clock.Now())
+}
+
 // seed stores the YAML as DISCOVERING with a fresh discovery status, as
 // Begin does but without kicking the runner: a runner started afterwards
 // finds it at its first read of the store (as after a restart), and no
 // kick is left pending to read the store again later.
 func (h *harness) seed(yaml string) {
 	h.t.Helper()
-	spec, err := campaign.Parse([]byte(yaml))
-	if err != nil {
-		h.t.Fatalf("campaign.Parse: %v", err)
-	}
-	c, _, err := h.db.PutCampaign(h.ctx, spec.Name(), yaml, h.clock.now(), store.AuditEntry{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	st := &vantagev1.DiscoveryStatus{StartedAt: timestamppb.New(h.clock.now()), Note: "starting"}
-	if _, err := h.db.PutDiscovery(h.ctx, c.Name, store.Discovery{Version: c.Version, Status: st}, discovering, h.clock.now(), store.AuditEntry{}); err != nil {
+	c := h.put(yaml)
+	st := &vantagev1.DiscoveryStatus{StartedAt: timestamppb.New(h.clock.Now()), Note: "starting"}
+	if _, err := h.db.PutDiscovery(h.ctx, c.Name, store.Discovery{Version: c.Version, Status: st}, discovering, h.clock.Now(), store.AuditEntry{}); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -301,7 +290,7 @@ func TestWaitsForAMatchingAgent(t *testing.T) {
 	h := newHarness(t, nil)
 	h.sess.connect("agt-db", other) // connected, but vantages.select wants role=vps
 	h.start()
-	h.apply(spec29("wait", 2, "10", ""))
+	h.apply(spec29("wait", 2, "10", false))
 	c := h.waitNote("wait", "waiting for agents")
 	if c.State != discovering {
 		t.Fatalf("state %v while waiting, want DISCOVERING", c.State)
@@ -312,7 +301,7 @@ func TestWaitsForAMatchingAgent(t *testing.T) {
 	}
 
 	h.sess.connect("agt-vps", vps)
-	h.r.SetAgentConnected("agt-vps", vps, true, h.clock.now())
+	h.r.SetAgentConnected("agt-vps", vps, true, h.clock.Now())
 	ts := h.waitTriggers(kindICMP, 1)
 	h.waitNote("wait", "sweeping 6 addresses from 1 agent(s)")
 	for _, s := range ts {
@@ -343,10 +332,10 @@ func TestSweepPacing(t *testing.T) {
 	}{
 		{"deploy/examples/discover.yaml", string(example), 2 * time.Second, 500, 1, 4 * 254, []int{500, 500, 16},
 			[]string{"198.18.0.0", "198.18.0.255", "198.18.3.0", "198.18.3.255"}},
-		{"two per round", spec29("pace", 2, "2", ""), time.Second, 2, 0, 6, []int{2, 2, 2}, []string{"198.18.0.0", "198.18.0.7"}},
+		{"two per round", spec29("pace", 2, "2", false), time.Second, 2, 0, 6, []int{2, 2, 2}, []string{"198.18.0.0", "198.18.0.7"}},
 		{"retries count against the budget", strings.NewReplacer("round: 1s", "round: 2s", "timeout: 200ms", "timeout: 200ms, retries: 1").
-			Replace(spec29("pace", 2, "3", "")), 2 * time.Second, 3, 1, 6, []int{3, 3}, []string{"198.18.0.0", "198.18.0.7"}},
-		{"one batch", spec29("pace", 2, "100", ""), time.Second, 100, 0, 6, []int{6}, []string{"198.18.0.0", "198.18.0.7"}},
+			Replace(spec29("pace", 2, "3", false)), 2 * time.Second, 3, 1, 6, []int{3, 3}, []string{"198.18.0.0", "198.18.0.7"}},
+		{"one batch", spec29("pace", 2, "100", false), time.Second, 100, 0, 6, []int{6}, []string{"198.18.0.0", "198.18.0.7"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -360,12 +349,12 @@ func TestSweepPacing(t *testing.T) {
 			for i, want := range tc.batches {
 				if i > 0 {
 					// Not before the round is over.
-					h.clock.advance(tc.round - time.Millisecond)
+					h.clock.Add(tc.round - time.Millisecond)
 					h.waitSteps()
 					if got := len(h.sess.triggers(kindICMP)); got != 2*i {
 						t.Fatalf("%d sweep triggers before round %d began, want %d", got, i, 2*i)
 					}
-					h.clock.advance(time.Millisecond)
+					h.clock.Add(time.Millisecond)
 				}
 				ts := h.waitTriggers(kindICMP, 2*(i+1))[2*i:]
 				for _, s := range ts {
@@ -375,8 +364,8 @@ func TestSweepPacing(t *testing.T) {
 					if packets := float64(want * (1 + tc.retries)); packets > tc.pps*tc.round.Seconds() {
 						t.Fatalf("batch %d: %g packets in a round, budget %g", i+1, packets, tc.pps*tc.round.Seconds())
 					}
-					if !s.tr.GetIssuedAt().AsTime().Equal(h.clock.now()) {
-						t.Fatalf("batch %d issued at %v, want %v", i+1, s.tr.GetIssuedAt().AsTime(), h.clock.now())
+					if !s.tr.GetIssuedAt().AsTime().Equal(h.clock.Now()) {
+						t.Fatalf("batch %d issued at %v, want %v", i+1, s.tr.GetIssuedAt().AsTime(), h.clock.Now())
 					}
 					seen, ok := perAgent[s.agent]
 					if !ok {
@@ -393,7 +382,7 @@ func TestSweepPacing(t *testing.T) {
 					}
 				}
 			}
-			h.clock.advance(10 * tc.round)
+			h.clock.Add(10 * tc.round)
 			h.waitSteps()
 			if got := len(h.sess.triggers(kindICMP)); got != 2*len(tc.batches) {
 				t.Fatalf("%d sweep triggers in all, want %d", got, 2*len(tc.batches))
@@ -448,11 +437,8 @@ func TestKeepsHostsThatAnswered(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			h.sess.connect("agt-a", vps)
-			h.sess.connect("agt-b", vps)
-			h.start()
-			h.apply(spec29("keep", 2, "10", ""))
+			h := startedWithTwoVPS(t, nil)
+			h.apply(spec29("keep", 2, "10", false))
 			for _, s := range h.waitTriggers(kindICMP, 2) {
 				h.answerSweep(s, tc.ttl)
 			}
@@ -535,27 +521,24 @@ func TestNothingAnswered(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, func(o *discovery.Options) { o.Settle = 5 * time.Second })
-			h.sess.connect("agt-a", vps)
-			h.sess.connect("agt-b", vps)
-			h.start()
-			h.apply(spec29("none", 2, "10", ""))
+			h := startedWithTwoVPS(t, func(o *discovery.Options) { o.Settle = 5 * time.Second })
+			h.apply(spec29("none", 2, "10", false))
 			ts := h.waitTriggers(kindICMP, 2)
 			tc.feed(h, ts)
 			if tc.wait > 0 {
-				h.clock.advance(tc.wait - time.Millisecond)
+				h.clock.Add(tc.wait - time.Millisecond)
 				h.waitSteps()
 				if c := h.campaign("none"); strings.Contains(c.Discovery.Status.GetNote(), "nothing answered") {
 					t.Fatalf("failed before the settle time: %q", c.Discovery.Status.GetNote())
 				}
-				h.clock.advance(time.Millisecond)
+				h.clock.Add(time.Millisecond)
 			}
 			c := h.waitNote("none", "nothing answered")
 			if !strings.Contains(c.Discovery.Status.GetNote(), tc.note) {
 				t.Fatalf("note %q, want it to contain %q", c.Discovery.Status.GetNote(), tc.note)
 			}
 			// Later steps change nothing: no new sweep, no empty target set.
-			h.clock.advance(time.Hour)
+			h.clock.Add(time.Hour)
 			h.waitSteps()
 			c = h.campaign("none")
 			if c.State != discovering || c.Discovery.Done(c.Version) || len(c.Discovery.Targets) != 0 ||
@@ -637,10 +620,7 @@ vantages: {select: {role: vps}}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			h.sess.connect("agt-a", vps)
-			h.sess.connect("agt-b", vps)
-			h.start()
+			h := startedWithTwoVPS(t, nil)
 			h.apply(tc.yaml)
 			if tc.sweep {
 				for _, s := range h.waitTriggers(kindICMP, 2) {
@@ -777,7 +757,7 @@ func TestLimitsRefuseDiscoveredTargets(t *testing.T) {
 	h := newHarness(t, func(o *discovery.Options) { o.Limits = limits })
 	h.sess.connect("agt-a", vps)
 	h.start()
-	h.apply(spec29("lim", 2, "10", "  upstreams: auto\n"))
+	h.apply(spec29("lim", 2, "10", true))
 	h.answerSweep(h.waitTriggers(kindICMP, 1)[0], up("198.18.0.2"))
 	h.answerTrace(h.waitTriggers(kindTrace, 1)[0], vantagev1.Outcome_OUTCOME_REPLY, path("198.51.100.42", "198.51.100.50", "target"))
 	c := h.waitNote("lim", "discovered targets refused")
@@ -793,7 +773,7 @@ func TestLimitsRefuseDiscoveredTargets(t *testing.T) {
 // fresh discovery; the stale one stores nothing, and its late results do
 // not count.
 func TestReapplied(t *testing.T) {
-	v2 := strings.Replace(spec29("re", 2, "10", ""), "198.18.0.0/29", "198.18.2.0/29", 1)
+	v2 := strings.Replace(spec29("re", 2, "10", false), "198.18.0.0/29", "198.18.2.0/29", 1)
 	cases := []struct {
 		name string
 		// reapply changes the campaign while the v1 sweep is out; it
@@ -806,11 +786,11 @@ func TestReapplied(t *testing.T) {
 			return h.apply(v2).Version
 		}, false},
 		{"applied again with the same spec", func(h *harness) uint64 {
-			h.clock.advance(time.Second) // a new start time tells the runs apart
-			return h.apply(spec29("re", 2, "10", "")).Version
+			h.clock.Add(time.Second) // a new start time tells the runs apart
+			return h.apply(spec29("re", 2, "10", false)).Version
 		}, false},
 		{"changed behind the runner's back: the stale write is refused", func(h *harness) uint64 {
-			c, _, err := h.db.PutCampaign(h.ctx, "re", v2, h.clock.now(), store.AuditEntry{})
+			c, _, err := h.db.PutCampaign(h.ctx, "re", v2, h.clock.Now(), store.AuditEntry{})
 			if err != nil {
 				h.t.Fatal(err)
 			}
@@ -821,7 +801,7 @@ func TestReapplied(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			h.sess.connect("agt-a", vps)
-			h.seed(spec29("re", 2, "10", ""))
+			h.seed(spec29("re", 2, "10", false))
 			h.start()
 			stale := h.waitTriggers(kindICMP, 1)[0]
 			h.waitNote("re", "all 1 batches sent, 0 of 6 results in") // no status write pending
@@ -871,12 +851,12 @@ func TestReapplied(t *testing.T) {
 func TestReappliedDuringAStep(t *testing.T) {
 	h := newHarness(t, nil)
 	h.sess.connect("agt-a", vps)
-	h.seed(spec29("race", 2, "2", "")) // 3 batches, one per 1s round
+	h.seed(spec29("race", 2, "2", false)) // 3 batches, one per 1s round
 	h.start()
 	h.waitTriggers(kindICMP, 1)
 	h.waitNote("race", "batch 1 of 3 sent")
 	gate := h.sess.holdSend()
-	h.clock.advance(time.Second) // batch 2 is due: the step holds in SendTrigger
+	h.clock.Add(time.Second) // batch 2 is due: the step holds in SendTrigger
 	deadline := time.Now().Add(waitLimit)
 	for !h.sess.isSendBlocked() {
 		if time.Now().After(deadline) {
@@ -889,7 +869,7 @@ func TestReappliedDuringAStep(t *testing.T) {
 		_, err := h.r.Begin(h.ctx, "race", 1, store.AuditEntry{})
 		begun <- err
 	}()
-	fresh := h.clock.now()
+	fresh := h.clock.Now()
 	h.waitCampaign("race", "Begin's status stored", func(c store.Campaign) bool {
 		return c.Discovery.Status.GetStartedAt().AsTime().Equal(fresh)
 	})
@@ -928,7 +908,7 @@ func TestSendRefused(t *testing.T) {
 	h.sess.connect("agt-b", vps)
 	h.sess.full["agt-b"] = true
 	h.start()
-	h.apply(spec29("full", 2, "10", ""))
+	h.apply(spec29("full", 2, "10", false))
 	ts := h.waitTriggers(kindICMP, 1)
 	h.waitNote("full", "0 of 6 results in")
 	h.answerSweep(ts[0], up("198.18.0.4"))
@@ -964,7 +944,7 @@ func TestStop(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			h.r.Start(ctx)
-			h.apply(spec29("stop", 2, "10", ""))
+			h.apply(spec29("stop", 2, "10", false))
 			h.waitTriggers(kindICMP, 1)
 			if runnerLoops() != 1 {
 				t.Fatalf("%d runner loops running, want 1", runnerLoops())

@@ -68,9 +68,22 @@ type Options struct {
 	Log *slog.Logger
 }
 
+// Registry is what the fleet keeps in the store: agents' enrolment and
+// certificate serials, join tokens and operator tokens.
+type Registry interface {
+	EnrollAgent(ctx context.Context, joinTokenHash string, now time.Time, a store.Agent) (store.Agent, error)
+	GetAgent(ctx context.Context, id string) (store.Agent, error)
+	AgentCertSerials(ctx context.Context, id string) (current, previous string, err error)
+	RenewAgentCert(ctx context.Context, id, presented, newSerial string, audit store.AuditEntry) error
+	ConfirmAgentCert(ctx context.Context, id, serial string) (bool, error)
+	CreateJoinToken(ctx context.Context, t store.JoinToken, audit store.AuditEntry) error
+	PutOperatorToken(ctx context.Context, t store.OperatorToken) error
+	OperatorTokenByHash(ctx context.Context, hash string) (store.OperatorToken, error)
+}
+
 // Fleet manages enrolment and identities.
 type Fleet struct {
-	st          store.Store
+	st          Registry
 	ca          *CA
 	approve     bool
 	renewBefore time.Duration
@@ -79,7 +92,7 @@ type Fleet struct {
 }
 
 // New returns a Fleet over st, signing with ca.
-func New(st store.Store, ca *CA, opts Options) *Fleet {
+func New(st Registry, ca *CA, opts Options) *Fleet {
 	f := &Fleet{st: st, ca: ca, approve: opts.ApproveAgents, renewBefore: opts.RenewBefore, now: opts.Now, log: opts.Log}
 	if f.renewBefore <= 0 {
 		f.renewBefore = DefaultRenewBefore

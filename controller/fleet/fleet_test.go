@@ -147,7 +147,7 @@ func TestAgentStates(t *testing.T) {
 		{vantagev1.AgentState_AGENT_STATE_REVOKED, ErrAgentRevoked},
 	} {
 		t.Run(step.state.String(), func(t *testing.T) {
-			if _, err := f.st.SetAgentState(ctx, e.AgentID, step.state, "", store.AuditEntry{}); err != nil {
+			if _, err := f.st.(*sqlite.DB).SetAgentState(ctx, e.AgentID, step.state, "", store.AuditEntry{}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := f.AgentFromCert(ctx, cert); !errors.Is(err, step.want) {

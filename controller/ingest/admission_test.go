@@ -11,20 +11,17 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// fakeClock is a clock the test moves.
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time           { return c.t }
-func (c *fakeClock) add(d time.Duration)      { c.t = c.t.Add(d) }
-func newFakeClock() *fakeClock                { return &fakeClock{t: time.Unix(1_800_000_000, 0)} }
+// newFakeClock is a clock the test moves.
+func newFakeClock() *fixture.Clock            { return fixture.NewClock(time.Unix(1_800_000_000, 0)) }
 func noJitter(time.Duration) time.Duration    { return 0 }
 func maxJitter(n time.Duration) time.Duration { return n - 1 }
 
-func newTestAdmission(perSecond float64, burst, starts int, clk *fakeClock) *admission {
-	a := newAdmission(perSecond, burst, starts, clk.now, slog.New(slog.DiscardHandler))
+func newTestAdmission(perSecond float64, burst, starts int, clk *fixture.Clock) *admission {
+	a := newAdmission(perSecond, burst, starts, clk.Now, slog.New(slog.DiscardHandler))
 	a.jitter = noJitter
 	return a
 }
@@ -59,7 +56,7 @@ func TestAdmissionAppointments(t *testing.T) {
 		t.Fatalf("stats %+v; want 10 appointments, 10 refused, 2 admitted", st)
 	}
 	// agt-05 comes back 200 ms early: refused with the rest of its wait.
-	clk.add(waits["agt-05"] - 200*time.Millisecond)
+	clk.Add(waits["agt-05"] - 200*time.Millisecond)
 	if _, th := a.enter("agt-05"); th == nil || th.retry != 200*time.Millisecond {
 		t.Fatalf("early agt-05: %v; want refused, retry after 200ms", th)
 	}
@@ -68,7 +65,7 @@ func TestAdmissionAppointments(t *testing.T) {
 	}
 	// At the last appointment every agent is admitted on its own, though
 	// the limiter has no start left for anyone else.
-	clk.add(waits["agt-11"] - waits["agt-05"] + 200*time.Millisecond)
+	clk.Add(waits["agt-11"] - waits["agt-05"] + 200*time.Millisecond)
 	for i := 2; i < 12; i++ {
 		release, th := a.enter(fmt.Sprintf("agt-%02d", i))
 		if th != nil {
@@ -114,7 +111,7 @@ func TestAdmissionLimits(t *testing.T) {
 		r1()
 		r1() // twice is once
 		r2()
-		clk.add(th.retry)
+		clk.Add(th.retry)
 		if release, th := a.enter("agt-c"); th != nil {
 			t.Fatalf("agt-c at its appointment: %v", th)
 		} else {
@@ -143,7 +140,7 @@ func TestAdmissionLimits(t *testing.T) {
 		if _, th := a.enter("agt-b"); th == nil {
 			t.Fatal("agt-b admitted beyond the burst")
 		}
-		clk.add(time.Second + appointmentTTL + time.Second)
+		clk.Add(time.Second + appointmentTTL + time.Second)
 		a.enter("agt-c") // sweeps
 		if st := a.stats(); st.Appointments != 0 {
 			t.Fatalf("%d appointments kept %v after their time", st.Appointments, appointmentTTL)

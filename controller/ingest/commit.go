@@ -290,29 +290,29 @@ const (
 // storeHealth, as commits do; the committer writes to the store as given.
 func (s *Server) watchStore() {
 	s.commitStore = s.cfg.Store
-	s.cfg.Store = watchedStore{Store: s.cfg.Store, s: s}
+	s.cfg.Store = watchedStore{SessionStore: s.cfg.Store, s: s}
 }
 
 // watchedStore is the store as sessions write to it.
 type watchedStore struct {
-	store.Store
+	SessionStore
 	s *Server
 }
 
 func (w watchedStore) UpdateAgentHello(ctx context.Context, id string, h store.AgentHello) error {
-	err := w.Store.UpdateAgentHello(ctx, id, h)
+	err := w.SessionStore.UpdateAgentHello(ctx, id, h)
 	w.s.health.wrote(w.s.log, opHello, storeFault(ctx, err))
 	return err
 }
 
 func (w watchedStore) UpdateAgentSeen(ctx context.Context, id string, at time.Time, sp *vantagev1.SpoolState) error {
-	err := w.Store.UpdateAgentSeen(ctx, id, at, sp)
+	err := w.SessionStore.UpdateAgentSeen(ctx, id, at, sp)
 	w.s.health.wrote(w.s.log, opHeartbeat, storeFault(ctx, err))
 	return err
 }
 
 func (w watchedStore) SetTaskStatus(ctx context.Context, st store.TaskStatus) error {
-	err := w.Store.SetTaskStatus(ctx, st)
+	err := w.SessionStore.SetTaskStatus(ctx, st)
 	w.s.health.wrote(w.s.log, opTaskStatus, storeFault(ctx, err))
 	return err
 }

@@ -10,8 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/vantage-net/vantage/controller/store"
-	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -54,10 +52,7 @@ func batchOf(epoch, seq uint64, task *vantagev1.Task) *vantagev1.AgentMessage {
 // sent it again and it was counted as a duplicate.
 func TestDrainAcksBatchInCommit(t *testing.T) {
 	var gs *gatedStore
-	ta := newTestAgent(t, func(db *sqlite.DB) store.Store {
-		gs = &gatedStore{Store: db, entered: make(chan struct{}, 1), release: make(chan struct{})}
-		return gs
-	}, nil, nil)
+	ta := newTestAgent(t, wrapped(&gs, newGatedStore), nil, nil)
 	s, task := ta.session(t, 3)
 	end := readToEnd(s)
 	if err := s.Send(batchOf(3, 1, task)); err != nil {
@@ -131,10 +126,7 @@ func TestDrainEndsIdleStreams(t *testing.T) {
 // shutdown: Drain returns at the grace and says so.
 func TestDrainCutAfterGrace(t *testing.T) {
 	var gs *gatedStore
-	ta := newTestAgent(t, func(db *sqlite.DB) store.Store {
-		gs = &gatedStore{Store: db, entered: make(chan struct{}, 1), release: make(chan struct{})}
-		return gs
-	}, nil, nil)
+	ta := newTestAgent(t, wrapped(&gs, newGatedStore), nil, nil)
 	defer close(gs.release) // before the server's cleanup waits for the committer
 	s, task := ta.session(t, 3)
 	end := readToEnd(s)

@@ -68,7 +68,7 @@ type Observer interface {
 
 // Config wires a Server.
 type Config struct {
-	Store     store.Store
+	Store     SessionStore
 	Fleet     *fleet.Fleet
 	Campaigns Campaigns
 	Observer  Observer
@@ -166,7 +166,7 @@ type Server struct {
 	drainBatches atomic.Uint64 // batches committed after the drain began
 	drainAcks    atomic.Uint64 // acks sent after the drain began
 	health       storeHealth   // store write failures and whether the store fails now (commit.go)
-	commitStore  store.Store   // the store as given, which the committer writes to (cfg.Store is watched)
+	commitStore  SessionStore  // the store as given, which the committer writes to (cfg.Store is watched)
 }
 
 // New returns a Server.

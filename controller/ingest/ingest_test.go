@@ -2,26 +2,18 @@ package ingest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -76,7 +68,7 @@ func TestValidateBatch(t *testing.T) {
 
 // gatedStore holds CommitBatchFresh until release is closed.
 type gatedStore struct {
-	store.Store
+	testStore
 	entered   chan struct{}
 	release   chan struct{}
 	committed atomic.Bool
@@ -85,25 +77,36 @@ type gatedStore struct {
 func (g *gatedStore) CommitBatchFresh(ctx context.Context, agentID string, epoch uint64, rs []*vantagev1.ProbeResult, gaps []*vantagev1.Gap) ([]bool, error) {
 	g.entered <- struct{}{}
 	<-g.release
-	fresh, err := g.Store.CommitBatchFresh(ctx, agentID, epoch, rs, gaps)
+	fresh, err := g.testStore.CommitBatchFresh(ctx, agentID, epoch, rs, gaps)
 	g.committed.Store(err == nil)
 	return fresh, err
+}
+
+func newGatedStore(db *sqlite.DB) *gatedStore {
+	return &gatedStore{testStore: db, entered: make(chan struct{}, 1), release: make(chan struct{})}
 }
 
 type specs []*campaign.Spec
 
 func (s specs) Active() []*campaign.Spec { return s }
 
-const spec = `name: c
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 1}
-probes:
-  - icmp: {}
-schedule: {round: 5s}
-`
+// spec is the campaign the tests' controller runs: c, one host of
+// 198.18.0.0/24 probed by ICMP every 5s.
+var spec = fixture.Campaign{Name: "c"}.YAML()
+
+// testStore is what a test's wrapper around the SQLite store gives ingest
+// and its fleet. It is no store.GroupCommitter, so every commit goes
+// through the wrapper.
+type testStore interface {
+	SessionStore
+	fleet.Registry
+}
+
+// wrapped is a wrap for newTestAgent: it wraps the store with mk and keeps
+// the wrapper in *p for the test.
+func wrapped[S testStore](p *S, mk func(*sqlite.DB) S) func(*sqlite.DB) testStore {
+	return func(db *sqlite.DB) testStore { *p = mk(db); return *p }
+}
 
 // testAgent is a controller's AgentService on a real TLS loopback listener
 // over a real SQLite store, and one enrolled agent's client connection.
@@ -120,26 +123,22 @@ type testAgent struct {
 
 // newTestAgent starts the service with campaign spec active; wrap, when not
 // nil, wraps the store the service writes to.
-func newTestAgent(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer, log *slog.Logger) *testAgent {
+func newTestAgent(t *testing.T, wrap func(*sqlite.DB) testStore, obs Observer, log *slog.Logger) *testAgent {
 	t.Helper()
 	return newTestAgentWith(t, wrap, obs, log, nil)
 }
 
 // newTestAgentWith is newTestAgent with edit, when not nil, changing the
 // Server's Config before it starts.
-func newTestAgentWith(t *testing.T, wrap func(*sqlite.DB) store.Store, obs Observer, log *slog.Logger, edit func(*Config)) *testAgent {
+func newTestAgentWith(t *testing.T, wrap func(*sqlite.DB) testStore, obs Observer, log *slog.Logger, edit func(*Config)) *testAgent {
 	t.Helper()
-	db, ca, dir := openStoreAndCA(t)
-	var st store.Store = db
+	db, ca, dir := fixture.StoreAndCA(t)
+	var st testStore = db
 	if wrap != nil {
 		st = wrap(db)
 	}
 	fl := fleet.New(st, ca, fleet.Options{})
-	sp, err := campaign.Parse([]byte(spec))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{Store: st, Fleet: fl, Campaigns: specs{sp}, Observer: obs, Log: log}
+	cfg := Config{Store: st, Fleet: fl, Campaigns: specs{fixture.Spec(t, spec)}, Observer: obs, Log: log}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -161,29 +160,8 @@ func (ta *testAgent) another(t *testing.T) *testAgent {
 // enrol enrols an agent for real and connects it with its certificate.
 func (ta *testAgent) enrol(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
-	tok, _, err := ta.fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "a"}}, key)
-	e, err := ta.fl.Enroll(ctx, fleet.EnrollRequest{JoinToken: tok, CSRDER: csr, Name: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	clientCert, err := tls.X509KeyPair(e.CertificatePEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(ta.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		RootCAs: ta.ca.Pool(), Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS13})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	ta.id, ta.conn = e.AgentID, conn
+	e, cert := fixture.Enrol(t, ta.fl, "a")
+	ta.id, ta.conn = e.AgentID, fixture.Dial(t, ta.addr, ta.ca.Pool(), cert)
 }
 
 // session opens a Session with epoch and returns it with the one task of
@@ -218,10 +196,7 @@ func (ta *testAgent) rawSession(t *testing.T, epoch uint64) (vantagev1.AgentServ
 func TestAckOnlyAfterCommit(t *testing.T) {
 	ctx := context.Background()
 	var gs *gatedStore
-	ta := newTestAgent(t, func(db *sqlite.DB) store.Store {
-		gs = &gatedStore{Store: db, entered: make(chan struct{}, 1), release: make(chan struct{})}
-		return gs
-	}, nil, nil)
+	ta := newTestAgent(t, wrapped(&gs, newGatedStore), nil, nil)
 	s, task := ta.session(t, 3)
 
 	r := &vantagev1.ProbeResult{Seq: 1, TaskId: task.GetId(), Campaign: "c", Target: task.GetTarget(), SentAt: timestamppb.Now()}
@@ -262,23 +237,6 @@ func TestAckOnlyAfterCommit(t *testing.T) {
 	}
 }
 
-// sendAwaitAck sends b on s and returns the next Ack the controller sends.
-func sendAwaitAck(t *testing.T, s vantagev1.AgentService_SessionClient, b *vantagev1.ResultBatch) *vantagev1.Ack {
-	t.Helper()
-	if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		m, err := s.Recv()
-		if err != nil {
-			t.Fatalf("session ended before the ack: %v", err)
-		}
-		if a := m.GetAck(); a != nil {
-			return a
-		}
-	}
-}
-
 // TestGapsOnlyBatch: a batch of gaps without results (first_seq = last_seq
 // = 0) is stored and acked with up_to_seq 0; sent again it adds nothing.
 // Without results and gaps it is refused.
@@ -287,7 +245,7 @@ func TestGapsOnlyBatch(t *testing.T) {
 	s, _ := ta.session(t, 3)
 	b := &vantagev1.ResultBatch{Epoch: 3, Gaps: []*vantagev1.Gap{{Epoch: 2, FirstSeq: 10, LastSeq: 19, Reason: "spool full"}}}
 	for _, round := range []string{"first", "again"} {
-		if a := sendAwaitAck(t, s, b); a.GetEpoch() != 3 || a.GetUpToSeq() != 0 {
+		if a := fixture.SendAwaitAck(t, s, b); a.GetEpoch() != 3 || a.GetUpToSeq() != 0 {
 			t.Fatalf("%s: ack %v; want epoch 3 up to seq 0", round, a)
 		}
 		gaps, err := ta.db.Gaps(context.Background(), ta.id)
@@ -322,7 +280,7 @@ func TestBacklogRightAfterHello(t *testing.T) {
 		}
 		s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{Epoch: 5}}})
 		r := &vantagev1.ProbeResult{Seq: 1, TaskId: "c/icmp/198.18.0.10", Campaign: "c", Target: "198.18.0.10", SentAt: timestamppb.Now()}
-		if a := sendAwaitAck(t, s, &vantagev1.ResultBatch{Epoch: 5, FirstSeq: 1, LastSeq: 1, Results: []*vantagev1.ProbeResult{r}}); a.GetUpToSeq() != 1 {
+		if a := fixture.SendAwaitAck(t, s, &vantagev1.ResultBatch{Epoch: 5, FirstSeq: 1, LastSeq: 1, Results: []*vantagev1.ProbeResult{r}}); a.GetUpToSeq() != 1 {
 			t.Fatalf("run %d: ack %v", i, a)
 		}
 		cancel()
@@ -336,40 +294,9 @@ func TestBacklogRightAfterHello(t *testing.T) {
 	}
 }
 
-// openStoreAndCA opens a real SQLite store and the controller's CA in a
-// fresh temporary data directory, and returns that too.
-func openStoreAndCA(t *testing.T) (*sqlite.DB, *fleet.CA, string) {
-	t.Helper()
-	dir := t.TempDir()
-	db, err := sqlite.Open(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	ca, _, err := fleet.LoadOrCreateCA(dir, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db, ca, dir
-}
-
 // serveTLS serves srvImpl's AgentService on real TLS over loopback, as in
 // production, until the test ends, and returns the address.
 func serveTLS(t *testing.T, ca *fleet.CA, srvImpl *Server) string {
 	t.Helper()
-	cert, err := ca.IssueServerCert([]string{"127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// WaitForHandlers: Stop returns once every handler has.
-	srv := grpc.NewServer(grpc.WaitForHandlers(true), grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()})))
-	vantagev1.RegisterAgentServiceServer(srv, srvImpl)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Stop(); srvImpl.Wait() })
-	return lis.Addr().String()
+	return fixture.ServeTLS(t, ca, func(srv *grpc.Server) { vantagev1.RegisterAgentServiceServer(srv, srvImpl) }, srvImpl.Wait)
 }

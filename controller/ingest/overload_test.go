@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -21,13 +22,13 @@ import (
 // stallStore is a store whose commits stall (a disk stall) while a stall
 // is armed, until it is released.
 type stallStore struct {
-	store.Store
+	testStore
 	mu      sync.Mutex
 	entered chan struct{} // closed when a commit meets the armed stall
 	release chan struct{} // nil: no stall armed
 }
 
-func newStallStore(db *sqlite.DB) *stallStore { return &stallStore{Store: db} }
+func newStallStore(db *sqlite.DB) *stallStore { return &stallStore{testStore: db} }
 
 // arm makes the next commit stall until the returned release is called;
 // entered is closed when it does.
@@ -48,7 +49,7 @@ func (s *stallStore) CommitBatchFresh(ctx context.Context, agentID string, epoch
 		close(entered)
 		<-release
 	}
-	return s.Store.CommitBatchFresh(ctx, agentID, epoch, rs, gaps)
+	return s.testStore.CommitBatchFresh(ctx, agentID, epoch, rs, gaps)
 }
 
 // sendOn sends b on s and returns its ack, or the status the session ended
@@ -96,7 +97,7 @@ func gapsOnly(epoch, first uint64, n int) *vantagev1.ResultBatch {
 // every batch refused, no commit ran to replace that last duration.
 func TestSlowCommitRecovers(t *testing.T) {
 	var ss *stallStore
-	ta := newTestAgentWith(t, func(db *sqlite.DB) store.Store { ss = newStallStore(db); return ss }, nil, nil,
+	ta := newTestAgentWith(t, wrapped(&ss, newStallStore), nil, nil,
 		func(c *Config) { c.MaxCommitLatency = 100 * time.Millisecond })
 	other := ta.another(t)
 	s1, task := ta.session(t, 1)
@@ -115,7 +116,7 @@ func TestSlowCommitRecovers(t *testing.T) {
 	// A slow commit, then nothing queued: the next batch is taken.
 	release := stalled(1)
 	release()
-	recvAck(t, s1)
+	fixture.RecvAck(t, s1)
 	s2, task2 := other.session(t, 1)
 	if a, st, retry := sendOn(t, s2, oneResult(1, 1, task2)); a == nil {
 		t.Fatalf("the first batch after a slow commit: session ended %v (retry-after-ms %s); want it acked (ingest recovers by itself)", st, retry)
@@ -144,7 +145,7 @@ func TestSlowCommitRecovers(t *testing.T) {
 		t.Errorf("a batch during the stall got no answer in 5s (queued behind the stalled commit); want RESOURCE_EXHAUSTED")
 	}
 	release()
-	recvAck(t, s1)
+	fixture.RecvAck(t, s1)
 	// And once it returned, both agents' batches are taken again.
 	for i, who := range []*testAgent{other, ta} {
 		s, tk := who.session(t, 2)
@@ -162,20 +163,6 @@ func TestSlowCommitRecovers(t *testing.T) {
 		}
 		if ag.ResultsStored != c.want {
 			t.Errorf("agent %s: %d results stored, want %d", c.who.id, ag.ResultsStored, c.want)
-		}
-	}
-}
-
-// recvAck waits for the next Ack on s.
-func recvAck(t *testing.T, s vantagev1.AgentService_SessionClient) *vantagev1.Ack {
-	t.Helper()
-	for {
-		m, err := s.Recv()
-		if err != nil {
-			t.Fatalf("session ended before the ack: %v", err)
-		}
-		if a := m.GetAck(); a != nil {
-			return a
 		}
 	}
 }
@@ -273,7 +260,7 @@ func TestGapsCountTowardRate(t *testing.T) {
 // cannot pile into one huge transaction behind a slow commit.
 func TestGapsCountAsWork(t *testing.T) {
 	var ss *stallStore
-	ta := newTestAgentWith(t, func(db *sqlite.DB) store.Store { ss = newStallStore(db); return ss }, nil, nil, nil)
+	ta := newTestAgentWith(t, wrapped(&ss, newStallStore), nil, nil, nil)
 	s0, task := ta.session(t, 1)
 	entered, release := ss.arm()
 	if err := s0.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: oneResult(1, 1, task)}}); err != nil {
@@ -307,7 +294,7 @@ func TestGapsCountAsWork(t *testing.T) {
 			t.Fatalf("gap-only batch: %v", err)
 		}
 	}
-	recvAck(t, s0)
+	fixture.RecvAck(t, s0)
 	// Each batch is 16,000 of work, over GroupResults (5,000): one commit
 	// each, not one transaction for all of them.
 	if n := ta.srv.Stats().CommitSeconds.Count; n != 1+agents {

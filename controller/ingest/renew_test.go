@@ -2,23 +2,16 @@ package ingest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -38,70 +31,42 @@ type renewEnv struct {
 func newRenewEnv(t *testing.T, opts fleet.Options) *renewEnv {
 	t.Helper()
 	ctx := context.Background()
-	db, ca, _ := openStoreAndCA(t)
+	db, ca, _ := fixture.StoreAndCA(t)
 	fl := fleet.New(db, ca, opts)
 	addr := serveTLS(t, ca, New(Config{Store: db, Fleet: fl}))
 	tok, _, err := fl.CreateJoinToken(ctx, fleet.JoinTokenRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, csr := newCSR(t)
+	key, csr := fixture.AgentCSR(t, "agt-someone-else")
 	e, err := fl.Enroll(ctx, fleet.EnrollRequest{JoinToken: tok, CSRDER: csr, Name: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &renewEnv{db: db, fl: fl, ca: ca, addr: addr, id: e.AgentID, cert: keyPair(t, e.CertificatePEM, key)}
-}
-
-func newCSR(t *testing.T) (*ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "agt-someone-else"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, csr
-}
-
-func keyPair(t *testing.T, certPEM []byte, key *ecdsa.PrivateKey) tls.Certificate {
-	t.Helper()
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	c, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return &renewEnv{db: db, fl: fl, ca: ca, addr: addr, id: e.AgentID, cert: fixture.KeyPair(t, e.CertificatePEM, key)}
 }
 
 // client dials with cert (none when nil) on a connection of its own.
 func (e *renewEnv) client(t *testing.T, cert *tls.Certificate) vantagev1.AgentServiceClient {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: e.ca.Pool(), MinVersion: tls.VersionTLS13}
+	var certs []tls.Certificate
 	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
+		certs = append(certs, *cert)
 	}
-	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return vantagev1.NewAgentServiceClient(conn)
+	return vantagev1.NewAgentServiceClient(fixture.Dial(t, e.addr, e.ca.Pool(), certs...))
 }
 
 // renew renews cert and returns the new certificate (with its key).
 func (e *renewEnv) renew(t *testing.T, cert *tls.Certificate) (tls.Certificate, *vantagev1.RenewResponse, error) {
 	t.Helper()
-	key, csr := newCSR(t)
+	key, csr := fixture.AgentCSR(t, "agt-someone-else")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := e.client(t, cert).Renew(ctx, &vantagev1.RenewRequest{CsrDer: csr})
 	if err != nil {
 		return tls.Certificate{}, nil, err
 	}
-	return keyPair(t, resp.GetCertificatePem(), key), resp, nil
+	return fixture.KeyPair(t, resp.GetCertificatePem(), key), resp, nil
 }
 
 // open opens a session with cert and returns the messages before the
@@ -190,14 +155,14 @@ func TestRenewRefused(t *testing.T) {
 		msg     string
 	}{
 		{"no client certificate", func(t *testing.T, e *renewEnv) (*tls.Certificate, []byte) {
-			_, csr := newCSR(t)
+			_, csr := fixture.AgentCSR(t, "agt-someone-else")
 			return nil, csr
 		}, codes.Unauthenticated, ""},
 		{"revoked agent", func(t *testing.T, e *renewEnv) (*tls.Certificate, []byte) {
 			if _, err := e.db.SetAgentState(context.Background(), e.id, vantagev1.AgentState_AGENT_STATE_REVOKED, "leak", store.AuditEntry{}); err != nil {
 				t.Fatal(err)
 			}
-			_, csr := newCSR(t)
+			_, csr := fixture.AgentCSR(t, "agt-someone-else")
 			return &e.cert, csr
 		}, codes.PermissionDenied, ""},
 		{"bad csr", func(t *testing.T, e *renewEnv) (*tls.Certificate, []byte) {

@@ -14,28 +14,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
-
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // mutableSpecs is a Campaigns whose active set a test changes.
 type mutableSpecs struct {
@@ -95,7 +78,7 @@ func runCases(t *testing.T, ta *testAgent, s vantagev1.AgentService_SessionClien
 	for i, c := range cases {
 		seq := first + uint64(i)
 		c.r.Seq = seq
-		if a := sendAwaitAck(t, s, &vantagev1.ResultBatch{Epoch: epoch, FirstSeq: seq, LastSeq: seq, Results: []*vantagev1.ProbeResult{c.r}}); a.GetUpToSeq() != seq {
+		if a := fixture.SendAwaitAck(t, s, &vantagev1.ResultBatch{Epoch: epoch, FirstSeq: seq, LastSeq: seq, Results: []*vantagev1.ProbeResult{c.r}}); a.GetUpToSeq() != seq {
 			t.Fatalf("%s: ack %v", c.name, a)
 		}
 		stored, why := fate(t, ta, epoch, seq)
@@ -121,7 +104,7 @@ func probe(task, camp, target, trigger string, sent time.Time) *vantagev1.ProbeR
 // target, and a trigger's task ids (a discovery sweep's) were accepted
 // forever with any campaign and target.
 func TestTriggerResultsChecked(t *testing.T) {
-	clk := &testClock{t: time.Now()}
+	clk := fixture.NewClock(time.Now())
 	ta := newTestAgentWith(t, nil, nil, nil, func(c *Config) { c.Now = clk.Now })
 	s, _ := ta.session(t, 1)
 	const sweep, addr = "c/icmp/198.18.0.77", "198.18.0.77"
@@ -154,10 +137,7 @@ func TestTriggerResultsChecked(t *testing.T) {
 // assignment (no longer in the current one) is still accepted, but only
 // with its own campaign and target. Before, its id alone was enough.
 func TestKnownTasksKeepCampaignAndTarget(t *testing.T) {
-	sp, err := campaign.Parse([]byte(spec))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := fixture.Spec(t, spec)
 	camps := &mutableSpecs{sp: []*campaign.Spec{sp}}
 	ta := newTestAgentWith(t, nil, nil, nil, func(c *Config) { c.Campaigns = camps })
 	_, task := ta.session(t, 1)
@@ -245,10 +225,7 @@ func (v *countingVoucher) Vouches(_ context.Context, camp, taskID, target string
 // unvouched ones per batch, and only after the batch passed the agent's
 // rate. Before, every such result was looked up, before the rate check.
 func TestVoucherLookupsBounded(t *testing.T) {
-	sp, err := campaign.Parse([]byte(spec))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := fixture.Spec(t, spec)
 	v := &countingVoucher{specs: specs{sp}, vouched: "c/icmp/198.18.0.200"}
 	ta := newTestAgentWith(t, nil, nil, nil, func(c *Config) { c.Campaigns = v; c.RatePerAgent = 1 }) // burst 10,000, next to no refill
 	s, _ := ta.session(t, 1)
@@ -263,13 +240,13 @@ func TestVoucherLookupsBounded(t *testing.T) {
 		return b
 	}
 	// 500 results of one vouched task: one lookup, all stored.
-	sendAwaitAck(t, s, batchOf(1, 500, func(int) *vantagev1.ProbeResult { return probe(v.vouched, "c", "198.18.0.200", "", now) }))
+	fixture.SendAwaitAck(t, s, batchOf(1, 500, func(int) *vantagev1.ProbeResult { return probe(v.vouched, "c", "198.18.0.200", "", now) }))
 	if n := v.calls.Load(); n != 1 {
 		t.Errorf("%d lookups for 500 results of one task; want 1", n)
 	}
 	// 1,000 results of 1,000 tasks nobody gave: MaxVouchMisses lookups.
 	v.calls.Store(0)
-	sendAwaitAck(t, s, batchOf(501, 1000, func(i int) *vantagev1.ProbeResult {
+	fixture.SendAwaitAck(t, s, batchOf(501, 1000, func(i int) *vantagev1.ProbeResult {
 		addr := fmt.Sprintf("192.0.%d.%d", i/256, i%256)
 		return probe("c/icmp/"+addr, "c", addr, "", now)
 	}))
@@ -286,7 +263,7 @@ func TestVoucherLookupsBounded(t *testing.T) {
 	// 1,516 of the bucket's 10,000 are spent (a refused run's gap costs
 	// GapWork); 8,400 more leave 84: the next batch of 200 is refused by
 	// the rate before any lookup.
-	sendAwaitAck(t, s, batchOf(1501, 8400, func(int) *vantagev1.ProbeResult { return probe(v.vouched, "c", "198.18.0.200", "", now) }))
+	fixture.SendAwaitAck(t, s, batchOf(1501, 8400, func(int) *vantagev1.ProbeResult { return probe(v.vouched, "c", "198.18.0.200", "", now) }))
 	v.calls.Store(0)
 	_, st, _ := sendOn(t, s, batchOf(9901, 200, func(i int) *vantagev1.ProbeResult {
 		return probe(fmt.Sprintf("c/icmp/192.0.2.%d", i), "c", fmt.Sprintf("192.0.2.%d", i), "", now)

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -26,7 +27,7 @@ func TestStats(t *testing.T) {
 	}
 	sendAcked := func(t *testing.T, b *vantagev1.ResultBatch) {
 		t.Helper()
-		if a := sendAwaitAck(t, s, b); a.GetUpToSeq() != b.GetLastSeq() {
+		if a := fixture.SendAwaitAck(t, s, b); a.GetUpToSeq() != b.GetLastSeq() {
 			t.Fatalf("ack %v; want up to seq %d", a, b.GetLastSeq())
 		}
 	}

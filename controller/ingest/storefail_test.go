@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	"github.com/vantage-net/vantage/internal/syncbuf"
@@ -71,7 +72,7 @@ func TestClassifyStoreError(t *testing.T) {
 // update of the agent row at Hello while helloFailing is, as SQLite on a
 // full disk does.
 type failStore struct {
-	store.Store
+	testStore
 	failing, helloFailing atomic.Bool
 	err                   error
 }
@@ -80,14 +81,14 @@ func (f *failStore) UpdateAgentHello(ctx context.Context, id string, h store.Age
 	if f.helloFailing.Load() {
 		return f.err
 	}
-	return f.Store.UpdateAgentHello(ctx, id, h)
+	return f.testStore.UpdateAgentHello(ctx, id, h)
 }
 
 func (f *failStore) CommitBatchFresh(ctx context.Context, agentID string, epoch uint64, rs []*vantagev1.ProbeResult, gaps []*vantagev1.Gap) ([]bool, error) {
 	if f.failing.Load() {
 		return nil, f.err
 	}
-	return f.Store.CommitBatchFresh(ctx, agentID, epoch, rs, gaps)
+	return f.testStore.CommitBatchFresh(ctx, agentID, epoch, rs, gaps)
 }
 
 // TestCommitFailureRetried: while the store's commits fail (a full disk),
@@ -102,7 +103,7 @@ func TestCommitFailureRetried(t *testing.T) {
 	var logged syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	full := sqliteFullError(t)
-	ta := newTestAgent(t, func(db *sqlite.DB) store.Store { fst = &failStore{Store: db, err: full}; return fst }, nil, log)
+	ta := newTestAgent(t, func(db *sqlite.DB) testStore { fst = &failStore{testStore: db, err: full}; return fst }, nil, log)
 	fst.failing.Store(true)
 	const tries = 3
 	for i := range tries {
@@ -187,7 +188,7 @@ func waitStats(t *testing.T, srv *Server, what string, cond func(Stats) bool) {
 // long it has been running; once it returns, 0.
 func TestCommitRunning(t *testing.T) {
 	var ss *stallStore
-	ta := newTestAgent(t, func(db *sqlite.DB) store.Store { ss = newStallStore(db); return ss }, nil, nil)
+	ta := newTestAgent(t, wrapped(&ss, newStallStore), nil, nil)
 	s, task := ta.session(t, 1)
 	entered, release := ss.arm()
 	if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: oneResult(1, 1, task)}}); err != nil {
@@ -199,7 +200,7 @@ func TestCommitRunning(t *testing.T) {
 		t.Errorf("CommitRunning = %v during a stalled commit of at least 50ms", r)
 	}
 	release()
-	recvAck(t, s)
+	fixture.RecvAck(t, s)
 	if r := ta.srv.Stats().CommitRunning; r != 0 {
 		t.Errorf("CommitRunning = %v after the commit returned; want 0", r)
 	}
@@ -212,7 +213,7 @@ func TestCommitRunning(t *testing.T) {
 func TestHelloFailureCounted(t *testing.T) {
 	var fst *failStore
 	var logged syncbuf.Buffer
-	ta := newTestAgent(t, func(db *sqlite.DB) store.Store { fst = &failStore{Store: db, err: sqliteFullError(t)}; return fst },
+	ta := newTestAgent(t, func(db *sqlite.DB) testStore { fst = &failStore{testStore: db, err: sqliteFullError(t)}; return fst },
 		nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	fst.helloFailing.Store(true)
 	for range 2 {

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vantage-net/vantage/controller/ingest"
-	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -109,20 +108,25 @@ func (m *Metrics) ObserveTransitions(ts []*vantagev1.Transition) {
 	}
 }
 
+// ResultPruner deletes old raw results (retention.ResultPruner).
+type ResultPruner interface {
+	PruneResults(ctx context.Context, sentBefore time.Time, maxChunks int) (chunks, results int64, err error)
+}
+
 // CountPruned wraps st so that the results its PruneResults deletes are
 // counted in vantage_retention_pruned_results_total; give the wrapper to
 // the retention pruner only.
-func (m *Metrics) CountPruned(st store.Store) store.Store {
-	return pruneCounting{Store: st, c: m.pruned}
+func (m *Metrics) CountPruned(st ResultPruner) ResultPruner {
+	return pruneCounting{st: st, c: m.pruned}
 }
 
 type pruneCounting struct {
-	store.Store
-	c prometheus.Counter
+	st ResultPruner
+	c  prometheus.Counter
 }
 
 func (p pruneCounting) PruneResults(ctx context.Context, sentBefore time.Time, maxChunks int) (int64, int64, error) {
-	chunks, results, err := p.Store.PruneResults(ctx, sentBefore, maxChunks)
+	chunks, results, err := p.st.PruneResults(ctx, sentBefore, maxChunks)
 	if results > 0 {
 		p.c.Add(float64(results))
 	}

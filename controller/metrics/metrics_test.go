@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vantage-net/vantage/controller/ingest"
-	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -212,10 +211,7 @@ func TestTransitions(t *testing.T) {
 }
 
 // prunes is a store whose PruneResults deletes n results per call.
-type prunes struct {
-	store.Store
-	n int64
-}
+type prunes struct{ n int64 }
 
 func (p prunes) PruneResults(context.Context, time.Time, int) (int64, int64, error) {
 	return 1, p.n, nil

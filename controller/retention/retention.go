@@ -34,9 +34,14 @@ const (
 	GapRowsPerCall = 1024
 )
 
+// ResultPruner deletes old raw results; see store.Store's PruneResults.
+type ResultPruner interface {
+	PruneResults(ctx context.Context, sentBefore time.Time, maxChunks int) (chunks, results int64, err error)
+}
+
 // Config configures a Pruner. Store and Keep are required.
 type Config struct {
-	Store store.Store
+	Store ResultPruner
 	// Keep is the retention period: results sent more than Keep before
 	// Now are deleted. It must be positive.
 	Keep time.Duration

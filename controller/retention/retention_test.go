@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	"github.com/vantage-net/vantage/internal/syncbuf"
@@ -19,33 +19,12 @@ import (
 
 var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 // openStore stores one batch of 10 results per day for days 1..5 before
 // t0 (result i of day d sent at t0 - d*24h + i*s): five chunks.
 func openStore(t *testing.T) *sqlite.DB {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := fixture.Store(t)
 	seq := uint64(0)
 	for d := 5; d >= 1; d-- {
 		var rs []*vantagev1.ProbeResult
@@ -62,7 +41,7 @@ func openStore(t *testing.T) *sqlite.DB {
 	return db
 }
 
-func count(t *testing.T, st store.Store) int {
+func count(t *testing.T, st *sqlite.DB) int {
 	t.Helper()
 	n := 0
 	if err := st.QueryResults(context.Background(), store.ResultQuery{}, func(store.StoredResult) error { n++; return nil }); err != nil {
@@ -90,7 +69,7 @@ func TestPruneOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			db := openStore(t)
 			var logs syncbuf.Buffer
-			clk := &fakeClock{t: t0}
+			clk := fixture.NewClock(t0)
 			p := New(Config{Store: db, Keep: tc.keep, BatchChunks: tc.batch, Now: clk.Now,
 				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			chunks, n, err := p.PruneOnce(context.Background())
@@ -123,7 +102,7 @@ func TestPruneOnce(t *testing.T) {
 // Run with nil.
 func TestRun(t *testing.T) {
 	db := openStore(t)
-	clk := &fakeClock{t: t0}
+	clk := fixture.NewClock(t0)
 	p := New(Config{Store: db, Keep: 4*24*time.Hour + time.Hour, Every: time.Millisecond, BatchChunks: 1, Now: clk.Now})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -183,9 +162,9 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// hidden wraps a store so that only the Store interface shows, as the
+// hidden wraps a store so that only ResultPruner shows, as the
 // metrics wrapper does.
-type hidden struct{ store.Store }
+type hidden struct{ ResultPruner }
 
 // TestPruneGaps: gap rows age out with the same cutoff as results, through
 // the Store when it can, or through Config.Gaps when the Store given is a

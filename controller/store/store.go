@@ -1,8 +1,16 @@
 // Package store defines what the controller keeps durably: agents, join and
 // operator tokens, campaigns, probe results, verdict transitions and the
-// audit log. It exists so that the fleet, ingest, engine and api packages
-// depend on one small interface rather than on SQL; store/sqlite is the
-// embedded implementation (a PostgreSQL one can sit beside it).
+// audit log. It exists so that the rest of the controller depends on these
+// types rather than on SQL; store/sqlite is the embedded implementation (a
+// PostgreSQL one can sit beside it).
+//
+// Store is the union an implementation provides, and no consumer takes it:
+// each consumer declares the few methods it uses next to the code that uses
+// them (api.Records, ingest.SessionStore, fleet.Registry,
+// catalogue.CampaignSource, discovery.Recorder, live.VerdictStore,
+// retention.ResultPruner, metrics.ResultPruner), so that a consumer's
+// dependence on the store reads in one place and a test fake implements only
+// that. vantage-controller, which opens the store, holds the *sqlite.DB.
 package store
 
 import (
@@ -263,8 +271,9 @@ type VerdictRestorer interface {
 	LastResultSentAt(ctx context.Context, campaign string) (time.Time, error)
 }
 
-// Store is the controller's durable state. Every method is safe for
-// concurrent use. Methods that change state and take an AuditEntry write it
+// Store is the controller's durable state, as an implementation provides
+// it (store/sqlite asserts it does); consumers take their own narrower
+// interface. Every method is safe for concurrent use. Methods that change state and take an AuditEntry write it
 // in the same transaction.
 type Store interface {
 	// Agents.

@@ -3,14 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"database/sql"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -22,7 +17,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -30,43 +24,18 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	_ "modernc.org/sqlite"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-const minimalCampaign = `name: min
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 2}
-probes:
-  - icmp: {}
-schedule: {round: 5s}
-`
-
-const fastCampaign = `name: fast
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 1}
-probes:
-  - icmp: {timeout: 200ms}
-schedule: {round: 1s}
-`
-
-const traceCampaign = `name: tr
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 1}
-probes:
-  - icmp: {timeout: 200ms}
-  - trace: {protocol: icmp, every: 1m, timeout: 200ms, on_change: true}
-schedule: {round: 1s}
-budget: {per_target_pps: 2}
-`
+// The campaigns the tests apply: min (two hosts, 5s rounds), fast (one
+// host, 1s rounds) and tr (fast with traces on a change).
+var (
+	minimalCampaign = fixture.Campaign{Name: "min", PerNetwork: 2}.YAML()
+	fastCampaign    = fixture.Campaign{Name: "fast", Probes: []string{"icmp: {timeout: 200ms}"}, Round: "1s"}.YAML()
+	traceCampaign   = fixture.Campaign{Name: "tr", Probes: []string{"icmp: {timeout: 200ms}",
+		"trace: {protocol: icmp, every: 1m, timeout: 200ms, on_change: true}"}, Round: "1s", Budget: "{per_target_pps: 2}"}.YAML()
+)
 
 type ctl struct {
 	addr  string
@@ -127,13 +96,7 @@ func startController(t *testing.T, opts ...func(*Config)) *ctl {
 
 func (c *ctl) dial(t *testing.T, certs ...tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	creds := credentials.NewTLS(&tls.Config{RootCAs: c.pool, Certificates: certs, MinVersion: tls.VersionTLS13})
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return fixture.Dial(t, c.addr, c.pool, certs...)
 }
 
 func (c *ctl) ops(t *testing.T) vantagev1.OperatorServiceClient {
@@ -151,21 +114,13 @@ type agentCreds struct {
 
 func enroll(t *testing.T, c *ctl, token string) (agentCreds, error) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := fixture.AgentCSR(t, "x")
 	resp, err := vantagev1.NewAgentServiceClient(c.dial(t)).Enroll(context.Background(), &vantagev1.EnrollRequest{
 		JoinToken: token, CsrDer: csr, Name: "vps-test-1", Labels: map[string]string{"role": "vps"}})
 	if err != nil {
 		return agentCreds{}, err
 	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	cert, err := tls.X509KeyPair(resp.GetCertificatePem(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := fixture.KeyPair(t, resp.GetCertificatePem(), key)
 	if !bytes.Contains(resp.GetCaBundlePem(), []byte("BEGIN CERTIFICATE")) {
 		t.Fatal("no CA bundle in EnrollResponse")
 	}
@@ -212,32 +167,6 @@ func openSession(t *testing.T, c *ctl, a agentCreds, epoch uint64) (vantagev1.Ag
 	return s, cancel
 }
 
-func recvAssignment(t *testing.T, s vantagev1.AgentService_SessionClient) *vantagev1.Assignment {
-	t.Helper()
-	for {
-		m, err := s.Recv()
-		if err != nil {
-			t.Fatalf("Recv: %v", err)
-		}
-		if a := m.GetAssignment(); a != nil {
-			return a
-		}
-	}
-}
-
-func recvAck(t *testing.T, s vantagev1.AgentService_SessionClient) *vantagev1.Ack {
-	t.Helper()
-	for {
-		m, err := s.Recv()
-		if err != nil {
-			t.Fatalf("Recv: %v", err)
-		}
-		if a := m.GetAck(); a != nil {
-			return a
-		}
-	}
-}
-
 func batch(tasks []*vantagev1.Task, epoch, first uint64, round int64) *vantagev1.ResultBatch {
 	b := &vantagev1.ResultBatch{Epoch: epoch, FirstSeq: first}
 	for i, tk := range tasks {
@@ -247,6 +176,31 @@ func batch(tasks []*vantagev1.Task, epoch, first uint64, round int64) *vantagev1
 	}
 	b.LastSeq = first + uint64(len(tasks)) - 1
 	return b
+}
+
+// sendEachRound sends a batch of one result per task each 1s round on s,
+// as an agent does (the schedule starts in 1970, so a round is a Unix
+// second), until ctx ends or the session does; edit, when not nil, changes
+// each batch before it is sent.
+func sendEachRound(ctx context.Context, s vantagev1.AgentService_SessionClient, tasks []*vantagev1.Task, edit func(*vantagev1.ResultBatch)) {
+	seq := uint64(1)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		b := batch(tasks, 1, seq, time.Now().Unix())
+		if edit != nil {
+			edit(b)
+		}
+		if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
+			return
+		}
+		seq += uint64(len(tasks))
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func countRows(t *testing.T, dir, query string, args ...any) int {
@@ -271,7 +225,7 @@ func TestEnrolSessionAssignmentAndDedupe(t *testing.T) {
 	}
 	a := newAgent(t, c)
 	s, _ := openSession(t, c, a, 7)
-	as := recvAssignment(t, s)
+	as := fixture.RecvAssignment(t, s)
 	if len(as.GetTasks()) != 2 || as.GetVersion() == 0 {
 		t.Fatalf("assignment: version %d, %d tasks; want 2 tasks", as.GetVersion(), len(as.GetTasks()))
 	}
@@ -284,7 +238,7 @@ func TestEnrolSessionAssignmentAndDedupe(t *testing.T) {
 		if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
 			t.Fatal(err)
 		}
-		ack := recvAck(t, s)
+		ack := fixture.RecvAck(t, s)
 		if ack.GetEpoch() != 7 || ack.GetUpToSeq() != b.GetLastSeq() {
 			t.Fatalf("ack %d = %v; want epoch 7 up to %d", i, ack, b.GetLastSeq())
 		}
@@ -329,7 +283,7 @@ func TestEnrolSessionAssignmentAndDedupe(t *testing.T) {
 	if _, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{AllowFewerVantages: true, SpecYaml: changed}); err != nil {
 		t.Fatal(err)
 	}
-	as2 := recvAssignment(t, s)
+	as2 := fixture.RecvAssignment(t, s)
 	if as2.GetVersion() <= as.GetVersion() || len(as2.GetTasks()) != 3 {
 		t.Fatalf("new assignment: version %d (was %d), %d tasks; want higher, 3", as2.GetVersion(), as.GetVersion(), len(as2.GetTasks()))
 	}
@@ -405,7 +359,7 @@ func TestSessionIdentity(t *testing.T) {
 	t.Run("revoked closes the live session", func(t *testing.T) {
 		a := newAgent(t, c)
 		s, _ := openSession(t, c, a, 1)
-		recvAssignment(t, s)
+		fixture.RecvAssignment(t, s)
 		if _, err := c.ops(t).RevokeAgent(bearer(c.admin), &vantagev1.RevokeAgentRequest{Id: a.id, Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
@@ -438,7 +392,7 @@ func TestApproveAgents(t *testing.T) {
 		t.Fatalf("ApproveAgent = %v, %v", info, err)
 	}
 	s2, _ := openSession(t, c, a, 2)
-	recvAssignment(t, s2)
+	fixture.RecvAssignment(t, s2)
 	au, err := ops.ListAudit(bearer(c.admin), &vantagev1.ListAuditRequest{})
 	if err != nil || au.GetEntries()[0].GetAction() != "agent.approve" || au.GetEntries()[0].GetActor() != "operator:admin" {
 		t.Fatalf("ListAudit = %v, %v; want agent.approve by operator:admin first", au, err)
@@ -621,7 +575,7 @@ func TestWatchVerdictsDeliversTransition(t *testing.T) {
 	}
 	a := newAgent(t, c)
 	s, _ := openSession(t, c, a, 1)
-	tasks := recvAssignment(t, s).GetTasks()
+	tasks := fixture.RecvAssignment(t, s).GetTasks()
 	go func() { // drain acks
 		for {
 			if _, err := s.Recv(); err != nil {
@@ -629,23 +583,7 @@ func TestWatchVerdictsDeliversTransition(t *testing.T) {
 			}
 		}
 	}()
-	go func() { // one REPLY per task per 1s round, like an agent
-		seq := uint64(1)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			round := time.Now().Unix() // schedule start 1970, round 1s
-			if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: batch(tasks, 1, seq, round)}}); err != nil {
-				return
-			}
-			seq += uint64(len(tasks))
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	go sendEachRound(ctx, s, tasks, nil) // one REPLY per task per 1s round, like an agent
 	for {
 		u, err := w.Recv()
 		if err != nil {
@@ -675,31 +613,16 @@ func TestOutageTriggersTraces(t *testing.T) {
 	a := newAgent(t, c)
 	s, _ := openSession(t, c, a, 1)
 	var icmp []*vantagev1.Task
-	for _, tk := range recvAssignment(t, s).GetTasks() {
+	for _, tk := range fixture.RecvAssignment(t, s).GetTasks() {
 		if tk.GetKind() == vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO {
 			icmp = append(icmp, tk)
 		}
 	}
-	go func() { // every icmp probe times out: an outage
-		seq := uint64(1)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			b := batch(icmp, 1, seq, time.Now().Unix())
-			for _, r := range b.Results {
-				r.Outcome, r.RttUs = vantagev1.Outcome_OUTCOME_TIMEOUT, 0
-			}
-			if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
-				return
-			}
-			seq += uint64(len(icmp))
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
+	go sendEachRound(ctx, s, icmp, func(b *vantagev1.ResultBatch) { // every icmp probe times out: an outage
+		for _, r := range b.Results {
+			r.Outcome, r.RttUs = vantagev1.Outcome_OUTCOME_TIMEOUT, 0
 		}
-	}()
+	})
 	for {
 		m, err := s.Recv()
 		if err != nil {

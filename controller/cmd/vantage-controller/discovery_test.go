@@ -13,23 +13,14 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 // discoverCampaign sweeps a /28 (14 addresses) in batches of 10 (agent_pps
 // 10 x 1s rounds, no retry) and finds the routers before it.
-const discoverCampaign = `name: disc
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/28}
-  hosts: {per_network: 2, discover: true}
-  upstreams: auto
-probes:
-  - icmp: {timeout: 200ms}
-schedule: {round: 1s}
-budget: {agent_pps: 10}
-`
+var discoverCampaign = fixture.Campaign{Name: "disc", Networks: []string{"198.18.0.0/28"}, PerNetwork: 2, Discover: true, Upstreams: true,
+	Probes: []string{"icmp: {timeout: 200ms}"}, Round: "1s", Budget: "{agent_pps: 10}"}.YAML()
 
 // fakeAgent answers discovery triggers as the lab would: hosts in up reply
 // to echo, the rest time out, and every trace crosses the exchange, the

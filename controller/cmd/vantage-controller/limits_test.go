@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/api"
-	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -43,13 +43,8 @@ func storedResults(t *testing.T, n int) string {
 	}
 	defer db.Close()
 	now := time.Now()
-	if err := db.CreateJoinToken(ctx, store.JoinToken{Hash: "seed", ExpiresAt: now.Add(time.Hour), CreatedAt: now}, store.AuditEntry{}); err != nil {
-		t.Fatal(err)
-	}
 	const agent = "agt-00000000000000aa"
-	if _, err := db.EnrollAgent(ctx, "seed", now, store.Agent{ID: agent, Name: "seed", State: vantagev1.AgentState_AGENT_STATE_ACTIVE}); err != nil {
-		t.Fatal(err)
-	}
+	fixture.ActiveAgent(t, db, agent, nil, now)
 	const per = 1000
 	for first := 1; first <= n; first += per {
 		var rs []*vantagev1.ProbeResult
@@ -174,7 +169,7 @@ func TestViewerCannotHangController(t *testing.T) {
 		Labels: map[string]string{"role": "vps"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	recvAssignment(t, s)
+	fixture.RecvAssignment(t, s)
 	t.Logf("a new agent enrolled and got its assignment in %v", time.Since(start))
 
 	// The server ends the idle streams: the viewer's slots come back, and

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -78,14 +79,14 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	a := newAgent(t, c)
 	s, _ := openSession(t, c, a, 3)
-	as := recvAssignment(t, s)
+	as := fixture.RecvAssignment(t, s)
 	b := batch(as.GetTasks(), 3, 1, 1)
 	sent := len(b.GetResults())
 	for range 2 { // the second time as a re-send after a lost ack: duplicates
 		if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
 			t.Fatal(err)
 		}
-		recvAck(t, s)
+		fixture.RecvAck(t, s)
 	}
 
 	// The verdict engine is evaluated every 50ms; wait for the scope's

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,36 +8,16 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 func TestRetentionFlags(t *testing.T) {
-	root := newRootCmd()
-	for name, want := range map[string]string{"results-retention": "720h0m0s", "retention-every": "10m0s"} {
-		if got := root.Flags().Lookup(name).DefValue; got != want {
-			t.Errorf("--%s default = %s, want %s", name, got, want)
-		}
-	}
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	checkFlags(t, map[string]string{"results-retention": "720h0m0s", "retention-every": "10m0s"}, []flagRefusal{
 		{"negative retention", []string{"--results-retention", "-1h"}, "--results-retention: must not be negative (0 keeps results forever), got -1h0m0s"},
 		{"negative interval", []string{"--retention-every", "-1s"}, "--retention-every: must be positive, got -1s"},
 		{"zero interval", []string{"--retention-every", "0"}, "--retention-every: must be positive, got 0s"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cmd := newRootCmd()
-			cmd.SetOut(io.Discard)
-			cmd.SetErr(io.Discard)
-			cmd.SetArgs(append([]string{"--data", t.TempDir(), "--listen", "127.0.0.1:0"}, tc.args...))
-			if err := cmd.Execute(); err == nil || err.Error() != tc.want {
-				t.Errorf("Execute = %v, want %q", err, tc.want)
-			}
-		})
-	}
+	})
 }
 
 // TestResultsRetention runs the controller with a 1h retention: results
@@ -55,7 +34,7 @@ func TestResultsRetention(t *testing.T) {
 	}
 	a := newAgent(t, c)
 	s, _ := openSession(t, c, a, 1)
-	tasks := recvAssignment(t, s).GetTasks()
+	tasks := fixture.RecvAssignment(t, s).GetTasks()
 	old := batch(tasks, 1, 1, 1)
 	for _, r := range old.GetResults() {
 		r.SentAt = timestamppb.New(time.Now().Add(-2 * time.Hour))
@@ -66,7 +45,7 @@ func TestResultsRetention(t *testing.T) {
 		if err := s.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
 			t.Fatal(err)
 		}
-		if ack := recvAck(t, s); ack.GetUpToSeq() != b.GetLastSeq() {
+		if ack := fixture.RecvAck(t, s); ack.GetUpToSeq() != b.GetLastSeq() {
 			t.Fatalf("ack = %v, want up to %d", ack, b.GetLastSeq())
 		}
 	}

@@ -3,15 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,12 +12,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/internal/syncbuf"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -197,63 +189,19 @@ func (f *fakeOperator) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, s grpc
 	return f.watch(attempt, req, s)
 }
 
-// pki is a throwaway CA and a loopback server certificate it signed.
-type pki struct {
-	caPath string
-	server tls.Certificate
-}
-
-func newPKI(t *testing.T, dir string) pki {
+// newCA makes a throwaway controller CA in a new directory and returns the
+// path of its certificate, as --ca takes it.
+func newCA(t *testing.T) (*fleet.CA, string) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vantage test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "vantage-controller"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPath := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return pki{caPath: caPath, server: tls.Certificate{Certificate: [][]byte{leafDER, caDER}, PrivateKey: key}}
+	dir := t.TempDir()
+	return fixture.CA(t, dir), filepath.Join(dir, fleet.CACertFile)
 }
 
 // startServer serves f over TLS 1.3 on a loopback port until the test ends.
 func startServer(t *testing.T, f *fakeOperator) (addr, caPath string) {
 	t.Helper()
-	p := newPKI(t, t.TempDir())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds := credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{p.server}})
-	srv := grpc.NewServer(grpc.Creds(creds),
+	ca, caPath := newCA(t)
+	addr = fixture.ServeTLS(t, ca, func(srv *grpc.Server) { vantagev1.RegisterOperatorServiceServer(srv, f) }, nil,
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := f.authorize(ctx); err != nil {
 				return nil, err
@@ -266,17 +214,7 @@ func startServer(t *testing.T, f *fakeOperator) (addr, caPath string) {
 			}
 			return h(srv, ss)
 		}))
-	vantagev1.RegisterOperatorServiceServer(srv, f)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	return lis.Addr().String(), p.caPath
+	return addr, caPath
 }
 
 type cliRun struct {
@@ -322,6 +260,7 @@ func envFor(addr, ca string) map[string]string {
 func TestCommands(t *testing.T) {
 	f := &fakeOperator{}
 	addr, ca := startServer(t, f)
+	_, otherCA := newCA(t) // a CA that did not sign the server
 	goodEnv := envFor(addr, ca)
 	tokenFile := filepath.Join(t.TempDir(), "admin.token")
 	if err := os.WriteFile(tokenFile, []byte(goodToken+"\n"), 0o600); err != nil {
@@ -479,7 +418,7 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 		},
 		{
 			name:       "CA that did not sign the server",
-			run:        cliRun{args: []string{"--ca", newPKI(t, t.TempDir()).caPath, "agents", "list"}, env: goodEnv},
+			run:        cliRun{args: []string{"--ca", otherCA, "agents", "list"}, env: goodEnv},
 			wantCode:   exitError,
 			wantStderr: "vantagectl: Unavailable: ",
 		},

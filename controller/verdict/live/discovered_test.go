@@ -10,21 +10,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/catalogue"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-const specD = `name: d
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 2, discover: true}
-  upstreams: auto
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-`
+// specD needs discovery: hosts and upstreams.
+var specD = fixture.Campaign{Name: "d", PerNetwork: 2, Discover: true, Upstreams: true, Round: "10s", Start: startYAML}.YAML()
 
 // TestReloadUsesDiscoveredTargets: a campaign that needs discovery gets an
 // engine only once its discovery of the current version has finished, and

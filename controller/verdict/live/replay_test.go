@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -38,12 +39,8 @@ func TestReplay(t *testing.T) {
 	}
 	sp := specOf(t, w, "a")
 	agents := []string{"agt-00000000000000a1", "agt-00000000000000a2"}
-	db.CreateJoinToken(ctx, store.JoinToken{Hash: "h", ExpiresAt: start.Add(time.Hour), CreatedAt: start}, store.AuditEntry{})
 	for _, id := range agents {
-		if _, err := db.EnrollAgent(ctx, "h", start, store.Agent{ID: id, Name: id, State: vantagev1.AgentState_AGENT_STATE_ACTIVE,
-			Labels: map[string]string{"provider": id}}); err != nil {
-			t.Fatal(err)
-		}
+		fixture.ActiveAgent(t, db, id, map[string]string{"provider": id}, start)
 	}
 	for _, id := range agents {
 		w.SetAgentConnected(id, map[string]string{"provider": id}, true, start)
@@ -67,15 +64,9 @@ func TestReplay(t *testing.T) {
 					Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.New(roundStart.Add(time.Second + time.Duration(10*ai+ti)*time.Millisecond)),
 					Outcome: out, Attempts: att, TaskId: "a/icmp/" + tg.Addr.String()})
 			}
-			if _, _, err := db.CommitBatch(ctx, id, 1, rs, nil); err != nil {
-				t.Fatal(err)
-			}
-			w.Feed(id, rs)
+			deliver(t, w, db, id, rs)
 		}
-		clk.Set(roundStart.Add(sp.Round() + GraceFor(sp.Round()) + time.Second))
-		if err := w.Evaluate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		closeRound(t, w, clk, sp, roundStart)
 	}
 	live, err := db.Timeline(ctx, store.TimelineQuery{Campaign: "a"})
 	if err != nil {

@@ -3,7 +3,6 @@ package live
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -23,32 +23,16 @@ import (
 // vantage-controller does at its next start: Reload before any session,
 // then the agents reconnect and deliver the backlogs from their spools.
 
-const specRestart = `name: r
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-    - {name: net1, prefix: 198.18.1.0/24}
-  hosts: {per_network: 2}
-probes:
-  - icmp: {retries: 1, timeout: 1s}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-vantages: {quorum: 2}
-`
-
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(b []byte) (int, error) {
-	l.t.Log(strings.TrimSpace(string(b)))
-	return len(b), nil
-}
+// specRestart is campaign r: two hosts in each of two networks, quorum 2.
+var specRestart = fixture.Campaign{Name: "r", Networks: []string{"198.18.0.0/24", "198.18.1.0/24"}, PerNetwork: 2,
+	Probes: []string{"icmp: {retries: 1, timeout: 1s}"}, Round: "10s", Start: startYAML, Vantages: "{quorum: 2}"}.YAML()
 
 // rig is a fleet of agents producing results, and the store they end in.
 type rig struct {
 	t      *testing.T
 	ctx    context.Context
-	db     store.Store
-	clk    *fakeClock
+	db     *sqlite.DB
+	clk    *fixture.Clock
 	spec   *campaign.Spec
 	grace  time.Duration
 	agents []string
@@ -63,31 +47,16 @@ type rig struct {
 func newRig(t *testing.T, spec string, agents int) *rig {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, t.TempDir())
+	db := fixture.Store(t)
+	sp, err := catalogue.SpecFor(fixture.PutCampaign(t, db, "r", spec, start))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	c, _, err := db.PutCampaign(ctx, "r", spec, start, store.AuditEntry{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := catalogue.SpecFor(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &rig{t: t, ctx: ctx, db: db, clk: &fakeClock{t: start}, spec: sp, grace: GraceFor(sp.Round()),
+	g := &rig{t: t, ctx: ctx, db: db, clk: fixture.NewClock(start), spec: sp, grace: GraceFor(sp.Round()),
 		seq: map[string]uint64{}, down: func(string, int64) bool { return false }}
 	for i := range agents {
 		id := fmt.Sprintf("agt-00000000000000%02d", i+1)
-		h := "hash-" + id
-		if err := db.CreateJoinToken(ctx, store.JoinToken{Hash: h, ExpiresAt: start.Add(time.Hour), CreatedAt: start}, store.AuditEntry{}); err != nil {
-			t.Fatal(err)
-		}
-		labels := map[string]string{"provider": fmt.Sprintf("p%d", i+1)}
-		if _, err := db.EnrollAgent(ctx, h, start, store.Agent{ID: id, Name: id, Labels: labels, State: vantagev1.AgentState_AGENT_STATE_ACTIVE}); err != nil {
-			t.Fatal(err)
-		}
+		fixture.ActiveAgent(t, db, id, map[string]string{"provider": fmt.Sprintf("p%d", i+1)}, start)
 		g.agents = append(g.agents, id)
 	}
 	return g
@@ -98,7 +67,7 @@ func (g *rig) roundStart(n int64) time.Time { return start.Add(time.Duration(n) 
 // worker is a new worker on the rig's store, as a controller start makes it.
 func (g *rig) worker() *Worker {
 	w := New(Options{Store: g.db, Campaigns: catalogue.New(catalogue.Options{Store: g.db}), Now: g.clk.Now, WatcherBuffer: 1 << 16,
-		Log: slog.New(slog.NewTextHandler(testLog{g.t}, nil))})
+		Log: fixture.Log(g.t)})
 	g.t.Cleanup(func() { w.Close() })
 	if err := reload(g.ctx, w); err != nil {
 		g.t.Fatal(err)
@@ -364,18 +333,8 @@ func TestRestartLargeCampaign(t *testing.T) {
 	if testing.Short() {
 		t.Skip("11,000 targets")
 	}
-	const spec = `name: r
-scope: {country: KP}
-targets:
-  networks:
-    - {name: big, prefix: 10.0.0.0/18}
-  hosts: {per_network: 11000}
-probes:
-  - icmp: {retries: 1, timeout: 1s}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-vantages: {quorum: 1}
-budget: {per_target_pps: 1, agent_pps: 5000}
-`
+	spec := fixture.Campaign{Name: "r", Networks: []string{"10.0.0.0/18"}, PerNetwork: 11000, Probes: []string{"icmp: {retries: 1, timeout: 1s}"},
+		Round: "10s", Start: startYAML, Vantages: "{quorum: 1}", Budget: "{per_target_pps: 1, agent_pps: 5000}"}.YAML()
 	g := newRig(t, spec, 2)
 	w1 := g.worker()
 	g.connect(w1, start)

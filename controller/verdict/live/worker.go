@@ -39,9 +39,21 @@ const (
 	DefaultCatchUp = time.Minute
 )
 
+// VerdictStore is what the worker reads and writes in the store: the
+// campaigns' agents, results and task statuses to feed and judge its
+// engines, and the transitions they publish. A store that is also a
+// store.VerdictRestorer lets a restarted worker carry on (restore.go).
+type VerdictStore interface {
+	GetCampaign(ctx context.Context, name string) (store.Campaign, error)
+	ListAgents(ctx context.Context) ([]store.Agent, error)
+	TaskStatuses(ctx context.Context, agentID string) ([]store.TaskStatus, error)
+	QueryResults(ctx context.Context, q store.ResultQuery, fn func(store.StoredResult) error) error
+	AddTransitions(ctx context.Context, ts []*vantagev1.Transition) error
+}
+
 // Options configures a Worker. Zero fields take the defaults above.
 type Options struct {
-	Store store.Store
+	Store VerdictStore
 	// Campaigns is the campaign catalogue: the worker runs one engine per
 	// entry (Reload).
 	Campaigns *catalogue.Catalogue

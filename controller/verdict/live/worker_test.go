@@ -3,7 +3,6 @@ package live
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,52 +10,27 @@ import (
 
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-const specA = `name: a
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.0.0/24}
-  hosts: {per_network: 2}
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-`
+// specA and specB are two campaigns starting at start, with 10s rounds:
+// a over two hosts of 198.18.0.0/24, b over one of 198.18.1.0/24.
+var (
+	specA = fixture.Campaign{Name: "a", PerNetwork: 2, Round: "10s", Start: startYAML}.YAML()
+	specB = fixture.Campaign{Name: "b", Networks: []string{"198.18.1.0/24"}, Round: "10s", Start: startYAML}.YAML()
+)
 
-const specB = `name: b
-scope: {country: KP}
-targets:
-  networks:
-    - {name: net0, prefix: 198.18.1.0/24}
-  hosts: {per_network: 1}
-probes:
-  - icmp: {}
-schedule: {round: 10s, start: 2026-01-01T00:00:00Z}
-`
-
-// fakeClock is the injected clock; only these unit tests use one.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+const startYAML = "2026-01-01T00:00:00Z"
 
 var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func setup(t *testing.T) (*Worker, store.Store, *fakeClock) {
+func setup(t *testing.T) (*Worker, *sqlite.DB, *fixture.Clock) {
 	t.Helper()
-	db, err := sqlite.Open(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	clk := &fakeClock{t: start}
+	db := fixture.Store(t)
+	clk := fixture.NewClock(start)
 	w := New(Options{Store: db, Campaigns: catalogue.New(catalogue.Options{Store: db}), Now: clk.Now, WatcherBuffer: 64})
 	t.Cleanup(func() { w.Close() })
 	return w, db, clk
@@ -66,6 +40,26 @@ func setup(t *testing.T) (*Worker, store.Store, *fakeClock) {
 // catalogue.Changed does.
 func reload(ctx context.Context, w *Worker) error {
 	return errors.Join(w.opts.Campaigns.Reload(ctx), w.Reload(ctx))
+}
+
+// deliver stores rs as agent id's batch (epoch 1) and feeds them to w, as
+// ingest does.
+func deliver(t *testing.T, w *Worker, db *sqlite.DB, id string, rs []*vantagev1.ProbeResult) {
+	t.Helper()
+	if _, _, err := db.CommitBatch(context.Background(), id, 1, rs, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Feed(id, rs)
+}
+
+// closeRound moves the clock past the end and grace of the round of sp
+// that began at roundStart, and evaluates.
+func closeRound(t *testing.T, w *Worker, clk *fixture.Clock, sp *campaign.Spec, roundStart time.Time) {
+	t.Helper()
+	clk.Set(roundStart.Add(sp.Round() + GraceFor(sp.Round()) + time.Second))
+	if err := w.Evaluate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // runningNames lists the campaigns w runs an engine for, by name.
@@ -90,33 +84,22 @@ func specOf(t *testing.T, w *Worker, name string) *campaign.Spec {
 func TestReloadFollowsCampaignState(t *testing.T) {
 	ctx := context.Background()
 	w, db, _ := setup(t)
-	au := store.AuditEntry{}
-	db.PutCampaign(ctx, "a", specA, start, au)
-	db.PutCampaign(ctx, "b", specB, start, au)
-	steps := []struct {
-		name string
-		do   func()
-		want []string
-	}{
-		{"both active", func() {}, []string{"a", "b"}},
-		{"pause b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_PAUSED, start, au) }, []string{"a"}},
-		{"resume b", func() { db.SetCampaignState(ctx, "b", vantagev1.CampaignState_CAMPAIGN_STATE_ACTIVE, start, au) }, []string{"a", "b"}},
-		{"delete a", func() { db.DeleteCampaign(ctx, "a", au) }, []string{"b"}},
-	}
-	for _, s := range steps {
-		t.Run(s.name, func(t *testing.T) {
-			s.do()
+	fixture.PutCampaign(t, db, "a", specA, start)
+	fixture.PutCampaign(t, db, "b", specB, start)
+	for _, s := range fixture.PauseResumeDelete(db, start) {
+		t.Run(s.Name, func(t *testing.T) {
+			s.Do(t)
 			if err := reload(ctx, w); err != nil {
 				t.Fatal(err)
 			}
 			var got []string
 			got = runningNames(w)
-			if len(got) != len(s.want) {
-				t.Fatalf("active = %v; want %v", got, s.want)
+			if len(got) != len(s.Want) {
+				t.Fatalf("active = %v; want %v", got, s.Want)
 			}
 			for i := range got {
-				if got[i] != s.want[i] {
-					t.Fatalf("active = %v; want %v", got, s.want)
+				if got[i] != s.Want[i] {
+					t.Fatalf("active = %v; want %v", got, s.Want)
 				}
 			}
 		})
@@ -151,15 +134,9 @@ func TestEvaluateStoresAndBroadcastsTransitions(t *testing.T) {
 					Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, SentAt: timestamppb.New(roundStart.Add(time.Second)),
 					Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 2000})
 			}
-			if _, _, err := db.CommitBatch(ctx, id, 1, rs, nil); err != nil {
-				t.Fatal(err)
-			}
-			w.Feed(id, rs)
+			deliver(t, w, db, id, rs)
 		}
-		clk.Set(roundStart.Add(sp.Round() + GraceFor(sp.Round()) + time.Second))
-		if err := w.Evaluate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		closeRound(t, w, clk, sp, roundStart)
 	}
 	stored, err := db.Timeline(ctx, store.TimelineQuery{Campaign: "a"})
 	if err != nil || len(stored) == 0 {
