@@ -139,7 +139,7 @@ func Up(ctx context.Context, topo *Topology, opts Options) (*Lab, error) {
 	if err := l.build(ctx); err != nil {
 		l.closeHandles()
 		if cerr := Cleanup(opts.Prefix); cerr != nil {
-			l.log.Warn("cleanup after failed up", "prefix", opts.Prefix, "err", cerr)
+			l.log.Warn("cleanup after failed up", slog.String("prefix", opts.Prefix), slog.Any("error", cerr))
 		}
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func Up(ctx context.Context, topo *Topology, opts Options) (*Lab, error) {
 			return nil, err
 		}
 	}
-	l.log.Info("lab up", "prefix", opts.Prefix, "nodes", len(topo.order), "links", len(topo.Links), "took", time.Since(start))
+	l.log.Info("lab up", slog.String("prefix", opts.Prefix), slog.Int("nodes", len(topo.order)), slog.Int("links", len(topo.Links)), slog.Duration("took", time.Since(start)))
 	return l, nil
 }
 
