@@ -185,12 +185,7 @@ func TestControllerDiskFull(t *testing.T) {
 	const hold = 30 * time.Second
 	ctx, cancel := labTest(t, 10*time.Minute, needLoopDisks)
 	defer cancel()
-	var disk *loopDisk
-	h := startDiskLab(t, ctx, "f", demo.Config{ControllerArgs: []string{"--metrics-addr", metricsAddr}}, func(work string) {
-		disk = newLoopDisk(t, filepath.Join(work, "controller"), 64)
-	})
-	applyCampaign(t, ctx, h, countryCampaign(t))
-	ids := waitAllStreaming(t, ctx, h)
+	h, disk, ids := startStoreDiskLab(t, ctx, "f", 64)
 	pid := h.Pid("controller")
 	sessionFailed := countInLog(t, h, "controller", `msg="agent session failed"`)
 

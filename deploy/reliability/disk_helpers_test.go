@@ -225,6 +225,20 @@ func startDiskLab(t *testing.T, ctx context.Context, letter string, cfg demo.Con
 	return startLabAs(t, ctx, labPrefix("vd", letter), cfg, mount)
 }
 
+// startStoreDiskLab starts a disk lab whose controller keeps its --data on
+// a loop-mounted ext4 of sizeMiB and serves /metrics on metricsAddr, applies
+// the country campaign and waits until every agent streams; it returns the
+// agents' ids by vantage.
+func startStoreDiskLab(t *testing.T, ctx context.Context, letter string, sizeMiB int) (*demo.Harness, *loopDisk, map[string]string) {
+	t.Helper()
+	var disk *loopDisk
+	h := startDiskLab(t, ctx, letter, demo.Config{ControllerArgs: []string{"--metrics-addr", metricsAddr}}, func(work string) {
+		disk = newLoopDisk(t, filepath.Join(work, "controller"), sizeMiB)
+	})
+	applyCampaign(t, ctx, h, countryCampaign(t))
+	return h, disk, waitAllStreaming(t, ctx, h)
+}
+
 // metricsAddr is where the disk tests' controllers serve /metrics, inside
 // the controller's namespace.
 const metricsAddr = "127.0.0.1:9464"

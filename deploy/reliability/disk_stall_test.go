@@ -1,11 +1,8 @@
 package reliability
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/vantage-net/vantage/deploy/demo"
 )
 
 // Metric names the disk tests read (controller/metrics).
@@ -41,12 +38,7 @@ func TestControllerDiskStall(t *testing.T) {
 	const stall = 25 * time.Second
 	ctx, cancel := labTest(t, 8*time.Minute, needLoopDisks)
 	defer cancel()
-	var disk *loopDisk
-	h := startDiskLab(t, ctx, "s", demo.Config{ControllerArgs: []string{"--metrics-addr", metricsAddr}}, func(work string) {
-		disk = newLoopDisk(t, filepath.Join(work, "controller"), 256)
-	})
-	applyCampaign(t, ctx, h, countryCampaign(t))
-	ids := waitAllStreaming(t, ctx, h)
+	h, disk, ids := startStoreDiskLab(t, ctx, "s", 256)
 	pid, starts := h.Pid("controller"), controllerStarts(t, h)
 	before := mustMetrics(t, ctx, h)
 
