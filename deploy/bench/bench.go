@@ -197,7 +197,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer func() {
 		if err := l.Down(); err != nil {
-			cfg.Logger.Warn("lab down", "err", err)
+			cfg.Logger.Warn("lab down", slog.Any("error", err))
 		}
 	}()
 	if !cfg.Sweep.IsValid() {
@@ -223,7 +223,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		b.rtt(ctx, rep)
 	}
 	if err := l.Down(); err != nil {
-		cfg.Logger.Warn("lab down", "err", err)
+		cfg.Logger.Warn("lab down", slog.Any("error", err))
 	}
 	if ctx.Err() == nil && cfg.Idle > 0 {
 		rep.Idle, err = measureIdle(ctx, cfg)
@@ -267,9 +267,9 @@ func (b *runner) exec(ctx context.Context, name, bin string, args ...string) (Me
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
 	base := filepath.Join(b.cfg.WorkDir, name)
-	b.log.Info("run", "name", name, "cmd", bin+" "+strings.Join(args, " "))
+	b.log.Info("run", slog.String("name", name), slog.String("cmd", bin+" "+strings.Join(args, " ")))
 	m, err := run(ctx, func(c *exec.Cmd) error { return b.lab.Run(VantageNode, c) }, base, bin, args...)
-	b.log.Info("done", "name", name, "wall", m.Wall, "cpu", m.CPU(), "maxrss", m.MaxRSS, "err", err)
+	b.log.Info("done", slog.String("name", name), slog.Duration("wall", m.Wall), slog.Duration("cpu", m.CPU()), slog.Int64("maxrss", m.MaxRSS), slog.Any("error", err))
 	return m, base + ".out", base + ".err", err
 }
 
@@ -404,7 +404,7 @@ func (b *runner) zmap(ctx context.Context, name string, p netip.Prefix) (Measure
 	// address constraint tree (constraint_lookup_index; seen once in CI):
 	// run it once more, and say so in the log.
 	if err != nil && strings.Contains(err.Error(), "constraint_lookup_index") {
-		b.log.Warn("zmap aborted on its constraint assertion; running it again", "err", err)
+		b.log.Warn("zmap aborted on its constraint assertion; running it again", slog.Any("error", err))
 		m, out, err = run()
 	}
 	if err != nil {

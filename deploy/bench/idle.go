@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -78,7 +79,7 @@ func measureIdle(ctx context.Context, cfg Config) (*IdleResult, error) {
 	}
 	defer func() {
 		if err := h.Close(); err != nil {
-			cfg.Logger.Warn("idle harness close", "err", err)
+			cfg.Logger.Warn("idle harness close", slog.Any("error", err))
 		}
 	}()
 	if err := h.Lab.AddAnyIP("net0", idlePrefix); err != nil {
@@ -104,7 +105,7 @@ func measureIdle(ctx context.Context, cfg Config) (*IdleResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (agent log: %s)", err, tail(filepath.Join(work, VantageNode+".log")))
 	}
-	cfg.Logger.Info("idle agent", "pid", pid, "targets", len(camp.GetTargets()), "warmup", cfg.IdleWarmup, "window", cfg.Idle)
+	cfg.Logger.Info("idle agent", slog.Int("pid", pid), slog.Int("targets", len(camp.GetTargets())), slog.Duration("warmup", cfg.IdleWarmup), slog.Duration("window", cfg.Idle))
 	if err := sleep(ctx, cfg.IdleWarmup); err != nil {
 		return nil, err
 	}

@@ -49,128 +49,116 @@ func why(r Row, found bool) string {
 
 // Checks evaluates the targets against the report.
 func (rep *Report) Checks() []Check {
-	var cs []Check
-	v, vok := row(rep.Sweeps, ToolVantage)
-	peer := func(name, target, tool string, f func(v, p Row) (string, bool)) {
-		c := Check{Name: name, Target: target}
-		p, pok := row(rep.Sweeps, tool)
-		switch {
-		case len(rep.Sweeps) == 0:
-			c.Status, c.Got = "SKIP", "sweep not run"
-		case !vok || !v.OK():
-			c.Status, c.Got = "FAIL", "vantage: "+why(v, vok)
-		case !pok || !p.OK():
-			c.Status, c.Got = "SKIP", tool+": "+why(p, pok)
-		default:
-			var ok bool
-			c.Got, ok = f(v, p)
-			c.Status = pass(ok)
-		}
-		cs = append(cs, c)
-	}
-	peer("sweep wall", "<= fping", ToolFping, func(v, p Row) (string, bool) {
-		return fmt.Sprintf("%.2fs vs %.2fs", v.Measure.Wall.Seconds(), p.Measure.Wall.Seconds()), v.Measure.Wall <= p.Measure.Wall
-	})
-	peer("sweep CPU", "<= 1.5x zmap", ToolZmap, func(v, p Row) (string, bool) {
-		return fmt.Sprintf("%.2fs vs %.2fs (%.2fx)", v.Measure.CPU().Seconds(), p.Measure.CPU().Seconds(),
-			ratio(v.Measure.CPU().Seconds(), p.Measure.CPU().Seconds())), v.Measure.CPU().Seconds() <= 1.5*p.Measure.CPU().Seconds()
-	})
-	self := func(name, target string, f func(v Row) (string, bool)) {
-		c := Check{Name: name, Target: target}
-		if len(rep.Sweeps) == 0 {
-			c.Status, c.Got = "SKIP", "sweep not run"
-		} else if !vok || !v.OK() {
-			c.Status, c.Got = "FAIL", "vantage: "+why(v, vok)
-		} else {
-			var ok bool
-			c.Got, ok = f(v)
-			c.Status = pass(ok)
-		}
-		cs = append(cs, c)
-	}
-	size := prefixSize(rep.Sweep)
-	self("sweep replies", ">= 99.9%", func(v Row) (string, bool) {
-		pct := 100 * float64(v.Count.Replies) / float64(size)
-		return fmt.Sprintf("%d/%d = %.3f%%", v.Count.Replies, size, pct), pct >= 99.9
-	})
-	self("sweep RSS", "<= 40 MB", func(v Row) (string, bool) {
-		return fmt.Sprintf("%.1f MB", mb(v.Measure.MaxRSS)), v.Measure.MaxRSS <= 40<<20
-	})
+	cs := rep.sweepChecks()
+	cs = append(cs, rep.traceChecks()...)
+	return append(cs, rep.rttCheck(), rep.idleCheck())
+}
 
-	c := Check{Name: "trace wall", Target: "<= 0.5x scamper"}
-	tv, tvok := row(rep.Traces, ToolVantage)
-	ts, tsok := row(rep.Traces, ToolScamper)
+// against evaluates one target on a section's rows: f gets vantage's row
+// and, when tool is not "", tool's row as well. A section that did not run
+// skips (notRun says so), a failed vantage row fails, a failed peer row skips.
+func against(name, target string, rows []Row, notRun, tool string, f func(v, p Row) (string, bool)) Check {
+	c := Check{Name: name, Target: target}
+	v, vok := row(rows, ToolVantage)
+	p, pok := row(rows, tool)
 	switch {
-	case len(rep.Traces) == 0:
-		c.Status, c.Got = "SKIP", "traces not run"
-	case !tvok || !tv.OK():
-		c.Status, c.Got = "FAIL", "vantage: "+why(tv, tvok)
-	case !tsok || !ts.OK():
-		c.Status, c.Got = "SKIP", "scamper: "+why(ts, tsok)
+	case len(rows) == 0:
+		c.Status, c.Got = "SKIP", notRun
+	case !vok || !v.OK():
+		c.Status, c.Got = "FAIL", "vantage: "+why(v, vok)
+	case tool != "" && (!pok || !p.OK()):
+		c.Status, c.Got = "SKIP", tool+": "+why(p, pok)
 	default:
-		r := ratio(tv.Measure.Wall.Seconds(), ts.Measure.Wall.Seconds())
-		c.Got, c.Status = fmt.Sprintf("%.2fs vs %.2fs (%.2fx)", tv.Measure.Wall.Seconds(), ts.Measure.Wall.Seconds(), r), pass(r <= 0.5)
+		var ok bool
+		c.Got, ok = f(v, p)
+		c.Status = pass(ok)
 	}
-	cs = append(cs, c)
-	c = Check{Name: "trace hops identical", Target: "100%"}
+	return c
+}
+
+// sweepChecks are the sweep's targets: wall and CPU against the peers,
+// replies and RSS of vantage alone.
+func (rep *Report) sweepChecks() []Check {
+	const notRun = "sweep not run"
+	size := prefixSize(rep.Sweep)
+	return []Check{
+		against("sweep wall", "<= fping", rep.Sweeps, notRun, ToolFping, func(v, p Row) (string, bool) {
+			return fmt.Sprintf("%.2fs vs %.2fs", v.Measure.Wall.Seconds(), p.Measure.Wall.Seconds()), v.Measure.Wall <= p.Measure.Wall
+		}),
+		against("sweep CPU", "<= 1.5x zmap", rep.Sweeps, notRun, ToolZmap, func(v, p Row) (string, bool) {
+			return fmt.Sprintf("%.2fs vs %.2fs (%.2fx)", v.Measure.CPU().Seconds(), p.Measure.CPU().Seconds(),
+				ratio(v.Measure.CPU().Seconds(), p.Measure.CPU().Seconds())), v.Measure.CPU().Seconds() <= 1.5*p.Measure.CPU().Seconds()
+		}),
+		against("sweep replies", ">= 99.9%", rep.Sweeps, notRun, "", func(v, _ Row) (string, bool) {
+			pct := 100 * float64(v.Count.Replies) / float64(size)
+			return fmt.Sprintf("%d/%d = %.3f%%", v.Count.Replies, size, pct), pct >= 99.9
+		}),
+		against("sweep RSS", "<= 40 MB", rep.Sweeps, notRun, "", func(v, _ Row) (string, bool) {
+			return fmt.Sprintf("%.1f MB", mb(v.Measure.MaxRSS)), v.Measure.MaxRSS <= 40<<20
+		}),
+	}
+}
+
+// traceChecks are the traceroutes' targets: wall against scamper, identical
+// hop lists and the destination's median RTT.
+func (rep *Report) traceChecks() []Check {
+	const notRun = "traces not run"
+	wall := against("trace wall", "<= 0.5x scamper", rep.Traces, notRun, ToolScamper, func(v, p Row) (string, bool) {
+		r := ratio(v.Measure.Wall.Seconds(), p.Measure.Wall.Seconds())
+		return fmt.Sprintf("%.2fs vs %.2fs (%.2fx)", v.Measure.Wall.Seconds(), p.Measure.Wall.Seconds(), r), r <= 0.5
+	})
+	hops := Check{Name: "trace hops identical", Target: "100%"}
 	if !rep.TraceCompared {
-		c.Status, c.Got = "FAIL", "no comparison (a trace run failed)"
+		hops.Status, hops.Got = "FAIL", "no comparison (a trace run failed)"
 		if len(rep.Traces) == 0 {
-			c.Status, c.Got = "SKIP", "traces not run"
+			hops.Status, hops.Got = "SKIP", notRun
 		}
 	} else {
-		c.Got = fmt.Sprintf("%d/%d = %.2f%%", rep.TraceSame, rep.TraceTargets, 100*float64(rep.TraceSame)/float64(max(rep.TraceTargets, 1)))
-		c.Status = pass(rep.TraceSame == rep.TraceTargets && rep.TraceTargets > 0)
+		hops.Got = fmt.Sprintf("%d/%d = %.2f%%", rep.TraceSame, rep.TraceTargets, 100*float64(rep.TraceSame)/float64(max(rep.TraceTargets, 1)))
+		hops.Status = pass(rep.TraceSame == rep.TraceTargets && rep.TraceTargets > 0)
 	}
-	cs = append(cs, c)
-	c = Check{Name: "trace RTT median", Target: "within 50 µs of scamper"}
+	rtt := Check{Name: "trace RTT median", Target: "within 50 µs of scamper"}
 	switch {
 	case len(rep.Traces) == 0:
-		c.Status, c.Got = "SKIP", "traces not run"
+		rtt.Status, rtt.Got = "SKIP", notRun
 	case !rep.TraceCompared:
-		c.Status, c.Got = "FAIL", "no comparison (a trace run failed)"
+		rtt.Status, rtt.Got = "FAIL", "no comparison (a trace run failed)"
 	case rep.TraceRTTCommon == 0:
-		c.Status, c.Got = "FAIL", "no target reached by both"
+		rtt.Status, rtt.Got = "FAIL", "no target reached by both"
 	default:
 		d := rep.TraceRTTVantageUs - rep.TraceRTTScamperUs
-		c.Got = fmt.Sprintf("%.1f µs vs %.1f µs (%+.1f µs, %d destinations)", rep.TraceRTTVantageUs, rep.TraceRTTScamperUs, d, rep.TraceRTTCommon)
-		c.Status = pass(math.Abs(d) <= 50)
+		rtt.Got = fmt.Sprintf("%.1f µs vs %.1f µs (%+.1f µs, %d destinations)", rep.TraceRTTVantageUs, rep.TraceRTTScamperUs, d, rep.TraceRTTCommon)
+		rtt.Status = pass(math.Abs(d) <= 50)
 	}
-	cs = append(cs, c)
+	return []Check{wall, hops, rtt}
+}
 
-	c = Check{Name: "RTT median", Target: "within 50 µs of scamper"}
-	rv, rvok := row(rep.RTT, ToolVantage)
-	rs, rsok := row(rep.RTT, ToolScamper)
-	switch {
-	case len(rep.RTT) == 0:
-		c.Status, c.Got = "SKIP", "RTT not run"
-	case !rvok || !rv.OK():
-		c.Status, c.Got = "FAIL", "vantage: "+why(rv, rvok)
-	case !rsok || !rs.OK():
-		c.Status, c.Got = "SKIP", "scamper: "+why(rs, rsok)
-	case rep.RTTCommon == 0:
-		c.Status, c.Got = "FAIL", "no target answered both"
-	default:
+// rttCheck is the one-echo RTT target: vantage's median within 50 µs of
+// scamper's over the targets both answered.
+func (rep *Report) rttCheck() Check {
+	return against("RTT median", "within 50 µs of scamper", rep.RTT, "RTT not run", ToolScamper, func(Row, Row) (string, bool) {
+		if rep.RTTCommon == 0 {
+			return "no target answered both", false
+		}
 		d := rep.RTTVantageUs - rep.RTTScamperUs
-		c.Got = fmt.Sprintf("%.1f µs vs %.1f µs (%+.1f µs, %d targets)", rep.RTTVantageUs, rep.RTTScamperUs, d, rep.RTTCommon)
-		c.Status = pass(math.Abs(d) <= 50)
-	}
-	cs = append(cs, c)
+		return fmt.Sprintf("%.1f µs vs %.1f µs (%+.1f µs, %d targets)", rep.RTTVantageUs, rep.RTTScamperUs, d, rep.RTTCommon), math.Abs(d) <= 50
+	})
+}
 
-	c = Check{Name: "idle agent CPU", Target: "< 1% of a core"}
-	switch {
-	case rep.Idle == nil:
+// idleCheck is the idle agent's CPU target.
+func (rep *Report) idleCheck() Check {
+	c := Check{Name: "idle agent CPU", Target: "< 1% of a core"}
+	if rep.Idle == nil {
 		c.Status, c.Got = "SKIP", rep.IdleSkipped
 		if rep.IdleSkipped != "not requested" {
 			c.Status = "FAIL"
 		}
-	default:
-		i := rep.Idle
-		c.Got = fmt.Sprintf("%.2f%% (%.2fs CPU in %s, %d targets, %d results)", i.Percent(), i.CPU.Seconds(), i.Window.Round(1e9), i.Targets, i.Results)
-		c.Status = pass(i.Percent() < 1 && i.Results > 0)
+		return c
 	}
-	cs = append(cs, c)
-	return cs
+	i := rep.Idle
+	c.Got = fmt.Sprintf("%.2f%% (%.2fs CPU in %s, %d targets, %d results)", i.Percent(), i.CPU.Seconds(), i.Window.Round(1e9), i.Targets, i.Results)
+	c.Status = pass(i.Percent() < 1 && i.Results > 0)
+	return c
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }

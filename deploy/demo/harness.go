@@ -414,7 +414,7 @@ func (h *Harness) startProcess(ctx context.Context, node, bin string, args ...st
 	if err != nil {
 		return fmt.Errorf("start %s: %w", node, err)
 	}
-	h.log.Debug("process started", "node", node, "pid", cmd.Process.Pid, "log", logPath)
+	h.log.Debug("process started", slog.String("node", node), slog.Int("pid", cmd.Process.Pid), slog.String("log", logPath))
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	h.mu.Lock()
 	h.procs[node] = p

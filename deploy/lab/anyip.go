@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 
@@ -156,7 +157,7 @@ func (l *Lab) installAnyIP(network string, p netip.Prefix) error {
 			return fmt.Errorf("node %s: route %s via %s: %w", nr.node, nr.r.dst, nr.r.via, err)
 		}
 	}
-	l.log.Debug("anyip", "network", network, "prefix", p)
+	l.log.Debug("anyip", slog.String("network", network), slog.String("prefix", p.String()))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -45,7 +46,7 @@ func (l *Lab) Blackout(networks ...string) error {
 			return err
 		}
 	}
-	l.log.Info("blackout", "networks", nets)
+	l.log.Info("blackout", slog.Any("networks", nets))
 	return nil
 }
 
@@ -61,7 +62,7 @@ func (l *Lab) Restore(networks ...string) error {
 			return err
 		}
 	}
-	l.log.Info("restore", "networks", nets)
+	l.log.Info("restore", slog.Any("networks", nets))
 	return nil
 }
 
@@ -242,7 +243,7 @@ func (l *Lab) Loss(node string, pct int) error {
 	if err := l.setChain(node, chainLoss, rules); err != nil {
 		return err
 	}
-	l.log.Info("loss", "node", node, "pct", pct)
+	l.log.Info("loss", slog.String("node", node), slog.Int("pct", pct))
 	return nil
 }
 
@@ -263,7 +264,7 @@ func (l *Lab) FilterICMP(node string) error {
 	if err := l.setChain(node, chainICMP, rules); err != nil {
 		return err
 	}
-	l.log.Info("filter icmp", "node", node)
+	l.log.Info("filter icmp", slog.String("node", node))
 	return nil
 }
 
@@ -275,7 +276,7 @@ func (l *Lab) UnfilterICMP(node string) error {
 	if err := l.setChain(node, chainICMP, nil); err != nil {
 		return err
 	}
-	l.log.Info("unfilter icmp", "node", node)
+	l.log.Info("unfilter icmp", slog.String("node", node))
 	return nil
 }
 
@@ -332,7 +333,7 @@ func (l *Lab) Isolate(vantage string) error {
 	if err := l.setChain(l.topo.Faults.Edge, chainIso+strconv.Itoa(link), rules); err != nil {
 		return err
 	}
-	l.log.Info("isolate", "vantage", vantage)
+	l.log.Info("isolate", slog.String("vantage", vantage))
 	return nil
 }
 
@@ -345,7 +346,7 @@ func (l *Lab) Unisolate(vantage string) error {
 	if err := l.setChain(l.topo.Faults.Edge, chainIso+strconv.Itoa(link), nil); err != nil {
 		return err
 	}
-	l.log.Info("unisolate", "vantage", vantage)
+	l.log.Info("unisolate", slog.String("vantage", vantage))
 	return nil
 }
 
@@ -371,7 +372,7 @@ func (l *Lab) CutUplink(vantage string) error {
 	if err := l.setChain(l.topo.Faults.Edge, chainUplink+strconv.Itoa(link), rules); err != nil {
 		return err
 	}
-	l.log.Info("cut uplink", "vantage", vantage)
+	l.log.Info("cut uplink", slog.String("vantage", vantage))
 	return nil
 }
 
@@ -384,7 +385,7 @@ func (l *Lab) RestoreUplink(vantage string) error {
 	if err := l.setChain(l.topo.Faults.Edge, chainUplink+strconv.Itoa(link), nil); err != nil {
 		return err
 	}
-	l.log.Info("restore uplink", "vantage", vantage)
+	l.log.Info("restore uplink", slog.String("vantage", vantage))
 	return nil
 }
 

@@ -102,8 +102,8 @@ func (o Options) normalize() (Options, error) {
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
 	}
-	if !prefixRE.MatchString(o.Prefix) {
-		return o, fmt.Errorf("prefix: %q must be 1-10 chars of [a-z0-9], starting with a letter", o.Prefix)
+	if err := checkPrefix(o.Prefix); err != nil {
+		return o, err
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -111,20 +111,39 @@ func (o Options) normalize() (Options, error) {
 	return o, nil
 }
 
+// checkPrefix checks a lab prefix: it names the namespaces, the interfaces
+// and the state file.
+func checkPrefix(prefix string) error {
+	if !prefixRE.MatchString(prefix) {
+		return fmt.Errorf("prefix: %q must be 1-10 chars of [a-z0-9], starting with a letter", prefix)
+	}
+	return nil
+}
+
+// attachable normalizes opts and checks what Up and Open both need: a
+// usable host and a validated topology.
+func attachable(topo *Topology, opts Options) (Options, error) {
+	opts, err := opts.normalize()
+	if err != nil {
+		return opts, err
+	}
+	if err := CheckHost(); err != nil {
+		return opts, err
+	}
+	if topo == nil || topo.byName == nil {
+		return opts, fmt.Errorf("%w: nil or unvalidated topology", ErrTopology)
+	}
+	return opts, nil
+}
+
 // Up builds the lab: it first removes leftovers with the same prefix (a
 // crashed earlier run), then creates every namespace, link, address, route,
 // sysctl and nftables table, and starts the TCP services (unless
 // opts.NoServices). On error nothing is left behind.
 func Up(ctx context.Context, topo *Topology, opts Options) (*Lab, error) {
-	opts, err := opts.normalize()
+	opts, err := attachable(topo, opts)
 	if err != nil {
 		return nil, err
-	}
-	if err := CheckHost(); err != nil {
-		return nil, err
-	}
-	if topo == nil || topo.byName == nil {
-		return nil, fmt.Errorf("%w: nil or unvalidated topology", ErrTopology)
 	}
 	for i := range topo.Links {
 		if n := len(ifName(opts.Prefix, i, 'a')); n > 15 {
@@ -139,7 +158,7 @@ func Up(ctx context.Context, topo *Topology, opts Options) (*Lab, error) {
 	if err := l.build(ctx); err != nil {
 		l.closeHandles()
 		if cerr := Cleanup(opts.Prefix); cerr != nil {
-			l.log.Warn("cleanup after failed up", "prefix", opts.Prefix, "err", cerr)
+			l.log.Warn("cleanup after failed up", slog.String("prefix", opts.Prefix), slog.Any("error", cerr))
 		}
 		return nil, err
 	}
@@ -153,7 +172,7 @@ func Up(ctx context.Context, topo *Topology, opts Options) (*Lab, error) {
 			return nil, err
 		}
 	}
-	l.log.Info("lab up", "prefix", opts.Prefix, "nodes", len(topo.order), "links", len(topo.Links), "took", time.Since(start))
+	l.log.Info("lab up", slog.String("prefix", opts.Prefix), slog.Int("nodes", len(topo.order)), slog.Int("links", len(topo.Links)), slog.Duration("took", time.Since(start)))
 	return l, nil
 }
 
@@ -161,15 +180,9 @@ func Up(ctx context.Context, topo *Topology, opts Options) (*Lab, error) {
 // another process) without creating anything, so faults can be injected
 // from a separate invocation. It does not start the TCP services.
 func Open(topo *Topology, opts Options) (*Lab, error) {
-	opts, err := opts.normalize()
+	opts, err := attachable(topo, opts)
 	if err != nil {
 		return nil, err
-	}
-	if err := CheckHost(); err != nil {
-		return nil, err
-	}
-	if topo == nil || topo.byName == nil {
-		return nil, fmt.Errorf("%w: nil or unvalidated topology", ErrTopology)
 	}
 	l := newLab(topo, opts)
 	for _, n := range topo.order {
@@ -189,8 +202,8 @@ func Open(topo *Topology, opts Options) (*Lab, error) {
 // SavedTopology returns the topology the lab with this prefix was built
 // from, as recorded by Up in StateDir.
 func SavedTopology(prefix string) (*Topology, error) {
-	if !prefixRE.MatchString(prefix) {
-		return nil, fmt.Errorf("prefix: %q must be 1-10 chars of [a-z0-9], starting with a letter", prefix)
+	if err := checkPrefix(prefix); err != nil {
+		return nil, err
 	}
 	p := filepath.Join(StateDir, prefix+".yaml")
 	b, err := os.ReadFile(p)
@@ -260,8 +273,8 @@ func (l *Lab) closeHandlesLocked() {
 // "vantage-lab serve" process if one is recorded, and removes the lab state.
 // It is safe to call when nothing is there.
 func Cleanup(prefix string) error {
-	if !prefixRE.MatchString(prefix) {
-		return fmt.Errorf("prefix: %q must be 1-10 chars of [a-z0-9], starting with a letter", prefix)
+	if err := checkPrefix(prefix); err != nil {
+		return err
 	}
 	var errs []error
 	if err := stopServe(prefix); err != nil {

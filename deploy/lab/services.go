@@ -3,6 +3,7 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -48,7 +49,7 @@ func (l *Lab) StartServices() error {
 		s.wg.Go(func() { serve(ln, banner) })
 	}
 	l.svc = s
-	l.log.Debug("services started", "networks", len(s.lns), "port", ServicePort)
+	l.log.Debug("services started", slog.Int("networks", len(s.lns)), slog.Int("port", ServicePort))
 	return nil
 }
 

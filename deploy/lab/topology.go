@@ -160,68 +160,37 @@ func parsePrefixes(field string, in []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// validate checks the decoded topology and resolves byName, order and target,
+// step by step in file order: nodes, links, what needs both, then faults.
 func (t *Topology) validate() error {
 	if len(t.Nodes) == 0 {
 		return errors.New("nodes: none defined")
 	}
+	if err := t.validateNodes(); err != nil {
+		return err
+	}
+	if err := t.validateLinks(); err != nil {
+		return err
+	}
+	if err := t.validateNodeLinks(); err != nil {
+		return err
+	}
+	return t.validateFaults()
+}
+
+// validateNodes parses every node into byName and order and checks that there
+// is exactly one controller.
+func (t *Topology) validateNodes() error {
 	t.byName = make(map[string]*nodeInfo, len(t.Nodes))
 	t.order = nil
 	controllers := 0
 	for i, n := range t.Nodes {
-		f := fmt.Sprintf("nodes[%d]", i)
-		if !nodeNameRE.MatchString(n.Name) {
-			return fmt.Errorf("%s.name: %q must be 1-40 chars of [a-z0-9-], starting with a letter or digit", f, n.Name)
+		info, err := t.parseNode(fmt.Sprintf("nodes[%d]", i), n)
+		if err != nil {
+			return err
 		}
-		if _, dup := t.byName[n.Name]; dup {
-			return fmt.Errorf("%s.name: %q defined twice", f, n.Name)
-		}
-		switch n.Role {
-		case RoleVantage, RoleRouter, RoleNetwork:
-		case RoleController:
+		if n.Role == RoleController {
 			controllers++
-		default:
-			return fmt.Errorf("%s.role: %q must be one of vantage, router, controller, network", f, n.Role)
-		}
-		if len(n.Hosts) > 0 && n.Role != RoleNetwork {
-			return fmt.Errorf("%s.hosts: only nodes with role network have hosts", f)
-		}
-		hosts, err := parsePrefixes(f+".hosts", n.Hosts)
-		if err != nil {
-			return err
-		}
-		if len(n.AnyIP) > 0 && n.Role != RoleNetwork {
-			return fmt.Errorf("%s.anyip: only nodes with role network answer on AnyIP prefixes", f)
-		}
-		anyip, err := parsePrefixes(f+".anyip", n.AnyIP)
-		if err != nil {
-			return err
-		}
-		info := &nodeInfo{name: n.Name, role: n.Role, hosts: hosts, anyip: anyip, addrs: slices.Clone(hosts)}
-		for j, r := range n.Routes {
-			rf := fmt.Sprintf("%s.routes[%d]", f, j)
-			via, err := netip.ParseAddr(r.Via)
-			if err != nil {
-				return fmt.Errorf("%s.via: %q is not an IP address", rf, r.Via)
-			}
-			var dst netip.Prefix
-			if r.To == "default" {
-				dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-				if via.Is4() {
-					dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-				}
-			} else {
-				dst, err = netip.ParsePrefix(r.To)
-				if err != nil {
-					return fmt.Errorf("%s.to: %q is neither \"default\" nor a prefix", rf, r.To)
-				}
-				if dst != dst.Masked() {
-					return fmt.Errorf("%s.to: %q has host bits set (want %s)", rf, r.To, dst.Masked())
-				}
-			}
-			if dst.Addr().Is4() != via.Is4() {
-				return fmt.Errorf("%s: to %s and via %s are different address families", rf, r.To, r.Via)
-			}
-			info.routes = append(info.routes, route{dst: dst, via: via})
 		}
 		t.byName[n.Name] = info
 		t.order = append(t.order, n.Name)
@@ -229,6 +198,77 @@ func (t *Topology) validate() error {
 	if controllers != 1 {
 		return fmt.Errorf("nodes: want exactly one node with role controller, have %d", controllers)
 	}
+	return nil
+}
+
+// parseNode checks one node (f is its field path) against the nodes before it.
+func (t *Topology) parseNode(f string, n Node) (*nodeInfo, error) {
+	if !nodeNameRE.MatchString(n.Name) {
+		return nil, fmt.Errorf("%s.name: %q must be 1-40 chars of [a-z0-9-], starting with a letter or digit", f, n.Name)
+	}
+	if _, dup := t.byName[n.Name]; dup {
+		return nil, fmt.Errorf("%s.name: %q defined twice", f, n.Name)
+	}
+	switch n.Role {
+	case RoleVantage, RoleRouter, RoleNetwork, RoleController:
+	default:
+		return nil, fmt.Errorf("%s.role: %q must be one of vantage, router, controller, network", f, n.Role)
+	}
+	if len(n.Hosts) > 0 && n.Role != RoleNetwork {
+		return nil, fmt.Errorf("%s.hosts: only nodes with role network have hosts", f)
+	}
+	hosts, err := parsePrefixes(f+".hosts", n.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	if len(n.AnyIP) > 0 && n.Role != RoleNetwork {
+		return nil, fmt.Errorf("%s.anyip: only nodes with role network answer on AnyIP prefixes", f)
+	}
+	anyip, err := parsePrefixes(f+".anyip", n.AnyIP)
+	if err != nil {
+		return nil, err
+	}
+	info := &nodeInfo{name: n.Name, role: n.Role, hosts: hosts, anyip: anyip, addrs: slices.Clone(hosts)}
+	for j, r := range n.Routes {
+		rt, err := parseRoute(fmt.Sprintf("%s.routes[%d]", f, j), r)
+		if err != nil {
+			return nil, err
+		}
+		info.routes = append(info.routes, rt)
+	}
+	return info, nil
+}
+
+// parseRoute checks one static route; rf is its field path.
+func parseRoute(rf string, r Route) (route, error) {
+	via, err := netip.ParseAddr(r.Via)
+	if err != nil {
+		return route{}, fmt.Errorf("%s.via: %q is not an IP address", rf, r.Via)
+	}
+	var dst netip.Prefix
+	if r.To == "default" {
+		dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		if via.Is4() {
+			dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		}
+	} else {
+		dst, err = netip.ParsePrefix(r.To)
+		if err != nil {
+			return route{}, fmt.Errorf("%s.to: %q is neither \"default\" nor a prefix", rf, r.To)
+		}
+		if dst != dst.Masked() {
+			return route{}, fmt.Errorf("%s.to: %q has host bits set (want %s)", rf, r.To, dst.Masked())
+		}
+	}
+	if dst.Addr().Is4() != via.Is4() {
+		return route{}, fmt.Errorf("%s: to %s and via %s are different address families", rf, r.To, r.Via)
+	}
+	return route{dst: dst, via: via}, nil
+}
+
+// validateLinks resolves every link's ends and gives both nodes their
+// interface and addresses.
+func (t *Topology) validateLinks() error {
 	for i, l := range t.Links {
 		f := fmt.Sprintf("links[%d]", i)
 		a, ok := t.byName[l.A]
@@ -255,6 +295,12 @@ func (t *Topology) validate() error {
 		a.addrs = append(a.addrs, aa...)
 		b.addrs = append(b.addrs, ba...)
 	}
+	return nil
+}
+
+// validateNodeLinks checks, once the links are known, that every node is
+// linked (a network exactly once) and that its AnyIP prefixes are usable.
+func (t *Topology) validateNodeLinks() error {
 	for i, n := range t.Nodes {
 		info := t.byName[n.Name]
 		if n.Role == RoleNetwork && len(info.ifaces) != 1 {
@@ -271,6 +317,12 @@ func (t *Topology) validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+// validateFaults checks the faults section: an edge router every vantage and
+// the controller hang off, and a non-empty, masked target space.
+func (t *Topology) validateFaults() error {
 	edge, ok := t.byName[t.Faults.Edge]
 	if !ok {
 		return fmt.Errorf("faults.edge: unknown node %q", t.Faults.Edge)

@@ -197,15 +197,53 @@ func (c *controller) load(ctx context.Context, cfg Config) (Report, error) {
 		return rep, err
 	}
 	defer opConn.Close()
+	agents, err := c.prepare(ctx, cfg, opConn)
+	if err != nil {
+		return rep, err
+	}
+
+	st := &stats{}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	ready := make(chan struct{}, len(agents))
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.run(runCtx, c, cfg, st, ready)
+		}()
+	}
+	if err := awaitReady(ctx, ready, len(agents)); err != nil {
+		cancel()
+		wg.Wait()
+		return rep, err
+	}
+	cfg.Log.Info("sessions up", slog.Int("n", len(agents)))
+
+	// Warm up, then measure.
+	select {
+	case <-time.After(cfg.Warmup):
+	case <-ctx.Done():
+	}
+	c.measure(ctx, cfg, st, &rep)
+	cancel()
+	wg.Wait()
+	st.totals(&rep)
+	return rep, ctx.Err()
+}
+
+// prepare enrols cfg.Agents agents for real, a few at a time, and then
+// applies the load campaign (its quorum needs enrolled agents).
+func (c *controller) prepare(ctx context.Context, cfg Config, opConn *grpc.ClientConn) ([]*agent, error) {
 	ops := vantagev1.NewOperatorServiceClient(opConn)
 	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token)
 	wctx, wcancel := context.WithTimeout(actx, 20*time.Second)
 	tok, err := ops.CreateJoinToken(wctx, &vantagev1.CreateJoinTokenRequest{TtlS: 3600}, grpc.WaitForReady(true))
 	wcancel()
 	if err != nil {
-		return rep, fmt.Errorf("join token: %w", err)
+		return nil, fmt.Errorf("join token: %w", err)
 	}
-	// Enrol every agent for real, a few at a time.
 	agents := make([]*agent, cfg.Agents)
 	ac := vantagev1.NewAgentServiceClient(opConn)
 	eg, ectx := errgroup.WithContext(ctx)
@@ -221,49 +259,36 @@ func (c *controller) load(ctx context.Context, cfg Config) (Report, error) {
 		})
 	}
 	if err := eg.Wait(); err != nil {
-		return rep, err
+		return nil, err
 	}
-	cfg.Log.Info("agents enrolled", "n", len(agents))
-	// The campaign needs enrolled agents for its quorum.
+	cfg.Log.Info("agents enrolled", slog.Int("n", len(agents)))
 	wctx, wcancel = context.WithTimeout(actx, 20*time.Second)
 	_, err = ops.ApplyCampaign(wctx, &vantagev1.ApplyCampaignRequest{SpecYaml: campaignYAML})
 	wcancel()
 	if err != nil {
-		return rep, fmt.Errorf("apply campaign: %w", err)
+		return nil, fmt.Errorf("apply campaign: %w", err)
 	}
+	return agents, nil
+}
 
-	st := &stats{}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	ready := make(chan struct{}, len(agents))
-	for _, a := range agents {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.run(runCtx, c, cfg, st, ready)
-		}()
-	}
-	for range agents {
+// awaitReady waits for n sessions to report up, for at most two minutes.
+func awaitReady(ctx context.Context, ready <-chan struct{}, n int) error {
+	for range n {
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			cancel()
-			wg.Wait()
-			return rep, ctx.Err()
+			return ctx.Err()
 		case <-time.After(2 * time.Minute):
-			cancel()
-			wg.Wait()
-			return rep, errors.New("sessions not all up within 2 minutes")
+			return errors.New("sessions not all up within 2 minutes")
 		}
 	}
-	cfg.Log.Info("sessions up", "n", len(agents))
+	return nil
+}
 
-	// Warm up, then measure.
-	select {
-	case <-time.After(cfg.Warmup):
-	case <-ctx.Done():
-	}
+// measure runs the measured window: it samples the rate and the
+// controller's RSS every cfg.SampleEvery for cfg.Duration, then fills in
+// rep's figures for the window.
+func (c *controller) measure(ctx context.Context, cfg Config, st *stats, rep *Report) {
 	st.measuring.Store(true)
 	start := time.Now()
 	startAcked := st.acked.Load()
@@ -285,7 +310,8 @@ loop:
 			s := Sample{At: now.Sub(start), ResultsPerS: float64(cur-prev) / now.Sub(prevAt).Seconds(), RSSBytes: c.rss()}
 			rep.Samples = append(rep.Samples, s)
 			rep.RSSMax = max(rep.RSSMax, s.RSSBytes)
-			cfg.Log.Info("sample", "t", s.At.Round(time.Second), "results_per_s", int(s.ResultsPerS), "rss_mib", int(mib(s.RSSBytes)))
+			cfg.Log.Info("sample", slog.Duration("t", s.At.Round(time.Second)),
+				slog.Int("results_per_s", int(s.ResultsPerS)), slog.Int("rss_mib", int(mib(s.RSSBytes))))
 			prev, prevAt = cur, now
 		}
 	}
@@ -305,18 +331,6 @@ loop:
 	rep.RSSMax = max(rep.RSSMax, rep.RSSLast)
 	st.measuring.Store(false)
 	rep.AckP50, rep.AckP99 = st.percentiles()
-	cancel()
-	wg.Wait()
-	rep.SentResults = st.acked.Load()
-	rep.Throttles = st.throttles.Load()
-	rep.StartRefused = st.startRefused.Load()
-	st.mu.Lock()
-	for k, v := range st.codes {
-		rep.ReconnectCode[k] = v
-		rep.Reconnects += v
-	}
-	st.mu.Unlock()
-	return rep, ctx.Err()
 }
 
 type stats struct {
@@ -335,6 +349,19 @@ func (s *stats) addLatencies(d []time.Duration) {
 	}
 	s.mu.Lock()
 	s.lat = append(s.lat, d...)
+	s.mu.Unlock()
+}
+
+// totals copies the whole run's counters into rep; the sessions have ended.
+func (s *stats) totals(rep *Report) {
+	rep.SentResults = s.acked.Load()
+	rep.Throttles = s.throttles.Load()
+	rep.StartRefused = s.startRefused.Load()
+	s.mu.Lock()
+	for k, v := range s.codes {
+		rep.ReconnectCode[k] = v
+		rep.Reconnects += v
+	}
 	s.mu.Unlock()
 }
 
@@ -378,7 +405,7 @@ type sentBatch struct {
 func (a *agent) run(ctx context.Context, c *controller, cfg Config, st *stats, ready chan<- struct{}) {
 	conn, err := c.dial(a.cert)
 	if err != nil {
-		cfg.Log.Warn("dial", "err", err)
+		cfg.Log.Warn("dial", slog.Any("error", err))
 		return
 	}
 	defer conn.Close()
@@ -419,92 +446,125 @@ func (a *agent) session(ctx context.Context, cl vantagev1.AgentServiceClient, cf
 	if err != nil {
 		return 0, err
 	}
-	if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{
-		AgentVersion: "loadtest", Epoch: a.epoch}}}); err != nil {
-		return 0, err
-	}
-	var tasks []*vantagev1.Task
-	for tasks == nil {
-		m, err := stream.Recv()
-		if err != nil {
-			return retryAfter(stream), err
-		}
-		if as := m.GetAssignment(); as != nil && len(as.GetTasks()) > 0 {
-			tasks = as.GetTasks()
-		}
+	tasks, err := a.hello(stream)
+	if err != nil {
+		return retryAfter(stream), err
 	}
 	up()
-	var mu sync.Mutex
-	cond := sync.NewCond(&mu)
-	var throttleUntil time.Time
-	recvErr := make(chan error, 1)
-	go func() {
-		var lat []time.Duration
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				mu.Lock()
-				recvErr <- err
-				cond.Broadcast()
-				mu.Unlock()
-				return
-			}
-			now := time.Now()
-			switch msg := m.GetMsg().(type) {
-			case *vantagev1.ControllerMessage_Ack:
-				mu.Lock()
-				n := 0
-				for _, p := range a.pending {
-					if a.epoch != msg.Ack.GetEpoch() || p.last > msg.Ack.GetUpToSeq() {
-						break
-					}
-					n++
-					lat = append(lat, now.Sub(p.sentAt))
-					st.acked.Add(p.last - p.first + 1)
-				}
-				a.pending = a.pending[n:]
-				cond.Broadcast()
-				mu.Unlock()
-				st.addLatencies(lat)
-				lat = lat[:0]
-			case *vantagev1.ControllerMessage_Throttle:
-				st.throttles.Add(1)
-				mu.Lock()
-				throttleUntil = now.Add(time.Duration(msg.Throttle.GetRetryAfterMs()) * time.Millisecond)
-				mu.Unlock()
-			}
-		}
-	}()
+	w := &window{recvErr: make(chan error, 1)}
+	w.cond = sync.NewCond(&w.mu)
+	go a.receive(stream, w, st)
 	go func() {
 		<-sctx.Done()
-		mu.Lock()
-		cond.Broadcast()
-		mu.Unlock()
+		w.mu.Lock()
+		w.cond.Broadcast()
+		w.mu.Unlock()
 	}()
-	// Resend what the last session left unacknowledged.
-	mu.Lock()
+	if err := a.resend(stream, w, tasks); err != nil {
+		return 0, err
+	}
+	return a.send(sctx, stream, w, tasks, cfg)
+}
+
+// window is one session's flow control, shared by its send and receive
+// loops under mu: acks shrink a.pending and wake the sender through cond,
+// a Throttle sets throttleUntil, and the receive loop's error ends the
+// session.
+type window struct {
+	mu            sync.Mutex
+	cond          *sync.Cond
+	throttleUntil time.Time
+	recvErr       chan error
+}
+
+// hello sends Hello and waits for the first assignment that has tasks.
+func (a *agent) hello(stream vantagev1.AgentService_SessionClient) ([]*vantagev1.Task, error) {
+	if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Hello{Hello: &vantagev1.Hello{
+		AgentVersion: "loadtest", Epoch: a.epoch}}}); err != nil {
+		return nil, err
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if as := m.GetAssignment(); as != nil && len(as.GetTasks()) > 0 {
+			return as.GetTasks(), nil
+		}
+	}
+}
+
+// receive reads acks and throttles until the stream fails, then hands the
+// error to the sender.
+func (a *agent) receive(stream vantagev1.AgentService_SessionClient, w *window, st *stats) {
+	var lat []time.Duration
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			w.mu.Lock()
+			w.recvErr <- err
+			w.cond.Broadcast()
+			w.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		switch msg := m.GetMsg().(type) {
+		case *vantagev1.ControllerMessage_Ack:
+			w.mu.Lock()
+			n := 0
+			for _, p := range a.pending {
+				if a.epoch != msg.Ack.GetEpoch() || p.last > msg.Ack.GetUpToSeq() {
+					break
+				}
+				n++
+				lat = append(lat, now.Sub(p.sentAt))
+				st.acked.Add(p.last - p.first + 1)
+			}
+			a.pending = a.pending[n:]
+			w.cond.Broadcast()
+			w.mu.Unlock()
+			st.addLatencies(lat)
+			lat = lat[:0]
+		case *vantagev1.ControllerMessage_Throttle:
+			st.throttles.Add(1)
+			w.mu.Lock()
+			w.throttleUntil = now.Add(time.Duration(msg.Throttle.GetRetryAfterMs()) * time.Millisecond)
+			w.mu.Unlock()
+		}
+	}
+}
+
+// resend sends again what the last session left unacknowledged.
+func (a *agent) resend(stream vantagev1.AgentService_SessionClient, w *window, tasks []*vantagev1.Task) error {
+	w.mu.Lock()
 	resend := slices.Clone(a.pending)
-	mu.Unlock()
+	w.mu.Unlock()
 	for i, p := range resend {
-		mu.Lock()
+		w.mu.Lock()
 		if i < len(a.pending) {
 			a.pending[i].sentAt = time.Now()
 		}
-		mu.Unlock()
+		w.mu.Unlock()
 		b := a.fill(tasks, p.first, int(p.last-p.first+1))
 		if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
-			return 0, err
+			return err
 		}
 	}
+	return nil
+}
+
+// send keeps cfg.Window batches in flight, pausing while throttled, until
+// the stream fails or sctx ends.
+func (a *agent) send(sctx context.Context, stream vantagev1.AgentService_SessionClient, w *window, tasks []*vantagev1.Task, cfg Config) (time.Duration, error) {
 	for {
-		mu.Lock()
-		for len(a.pending) >= cfg.Window && len(recvErr) == 0 && sctx.Err() == nil {
-			cond.Wait()
+		w.mu.Lock()
+		for len(a.pending) >= cfg.Window && len(w.recvErr) == 0 && sctx.Err() == nil {
+			w.cond.Wait()
 		}
-		wait := time.Until(throttleUntil)
-		mu.Unlock()
+		wait := time.Until(w.throttleUntil)
+		w.mu.Unlock()
 		select {
-		case err := <-recvErr:
+		case err := <-w.recvErr:
 			return retryAfter(stream), err
 		default:
 		}
@@ -516,12 +576,12 @@ func (a *agent) session(ctx context.Context, cl vantagev1.AgentServiceClient, cf
 		}
 		b := a.fill(tasks, a.nextSeq, cfg.BatchResults)
 		a.nextSeq += uint64(cfg.BatchResults)
-		mu.Lock()
+		w.mu.Lock()
 		a.pending = append(a.pending, sentBatch{first: b.GetFirstSeq(), last: b.GetLastSeq(), sentAt: time.Now()})
-		mu.Unlock()
+		w.mu.Unlock()
 		if err := stream.Send(&vantagev1.AgentMessage{Msg: &vantagev1.AgentMessage_Results{Results: b}}); err != nil {
 			// The stream is broken; Recv reports why.
-			return retryAfter(stream), <-recvErr
+			return retryAfter(stream), <-w.recvErr
 		}
 	}
 }

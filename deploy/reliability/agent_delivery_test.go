@@ -52,21 +52,16 @@ func pendingAtSessionOpen(t *testing.T, h *demo.Harness, vantage string, n int) 
 // with no gap. The agent's count is its own: the last sequence number it
 // gave a result, logged when it stops.
 func TestAgentUplinkCut(t *testing.T) {
-	needLab(t)
-	t.Parallel()
 	const (
 		v   = "vantage-c"
 		cut = 2 * time.Minute
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := labTest(t, 8*time.Minute)
 	defer cancel()
 	h := startLab(t, ctx, "c", demo.Config{})
 	applyCampaign(t, ctx, h, countryCampaign(t))
 	id := waitConnected(t, ctx, h, v)
-	waitFor(t, ctx, time.Minute, v+" results stored", func() (bool, error) {
-		st, err := queryStored(ctx, h, id)
-		return st.distinct() >= 30, err
-	})
+	waitStored(t, ctx, h, v, id, 30)
 	opened := countInLog(t, h, v, logSessionOpen)
 
 	cutAt := time.Now()
@@ -180,18 +175,13 @@ func dropFromController(t *testing.T, ctx context.Context, h *demo.Harness, vant
 // those (agent, epoch, seq) already stored, acks them again and counts them
 // as duplicates; every such result is stored once.
 func TestAgentAckLostAfterCommit(t *testing.T) {
-	needLab(t)
-	t.Parallel()
 	const v = "vantage-b"
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := labTest(t, 5*time.Minute)
 	defer cancel()
 	h := startLab(t, ctx, "b", demo.Config{Agents: []string{v}})
 	applyCampaign(t, ctx, h, countryCampaign(t))
 	id := waitConnected(t, ctx, h, v)
-	waitFor(t, ctx, time.Minute, v+" results stored", func() (bool, error) {
-		st, err := queryStored(ctx, h, id)
-		return st.distinct() >= 30, err
-	})
+	waitStored(t, ctx, h, v, id, 30)
 	dups0 := mustAgentInfo(t, ctx, h, v).GetDuplicatesDropped()
 	ended0 := countInLog(t, h, v, logSessionEnded)
 	opened0 := countInLog(t, h, v, logSessionOpen)
@@ -274,13 +264,11 @@ func spoolBytes(dir string) int64 {
 // start to end, never exceed the cap; the controller learns the gap; and
 // every produced result is stored or covered by a stored gap.
 func TestAgentSpoolCapFill(t *testing.T) {
-	needLab(t)
-	t.Parallel()
 	const (
 		v        = "vantage-a"
 		capBytes = 65536
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := labTest(t, 6*time.Minute)
 	defer cancel()
 	h := startLab(t, ctx, "a", demo.Config{Agents: []string{}})
 	if err := h.StartAgent(ctx, v, "--spool-bytes", strconv.Itoa(capBytes)); err != nil {
@@ -325,10 +313,7 @@ func TestAgentSpoolCapFill(t *testing.T) {
 		[2]string{"schedule: {round: 3s, jitter: 500ms}", "schedule: {round: 1s, jitter: 300ms}"},
 		[2]string{"per_target_pps: 2", "per_target_pps: 3"}))
 	id := waitConnected(t, ctx, h, v)
-	waitFor(t, ctx, time.Minute, v+" results stored", func() (bool, error) {
-		st, err := queryStored(ctx, h, id)
-		return st.distinct() >= 20, err
-	})
+	waitStored(t, ctx, h, v, id, 20)
 
 	drops0 := countInLog(t, h, v, logSpoolFull)
 	cutAt := time.Now()

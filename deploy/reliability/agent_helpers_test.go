@@ -63,18 +63,44 @@ func needLab(t *testing.T) {
 	demo.SkipUnlessLab(t, "lab reliability test")
 }
 
-// labPrefix names a test's lab: "vr", the process id, and a letter per test,
-// so parallel tests and parallel runs never share namespaces.
-func labPrefix(letter string) string { return fmt.Sprintf("vr%d%s", os.Getpid()%10000, letter) }
+// labTest starts a lab test: it skips unless the lab can be built (and
+// every extra check passes), runs in parallel with the other lab tests, and
+// returns the test's context, bounded by timeout.
+func labTest(t *testing.T, timeout time.Duration, extra ...func(*testing.T)) (context.Context, context.CancelFunc) {
+	t.Helper()
+	needLab(t)
+	for _, need := range extra {
+		need(t)
+	}
+	t.Parallel()
+	return context.WithTimeout(context.Background(), timeout)
+}
+
+// labPrefix names a test's lab: its family ("vr" agent side, "vk"
+// controller side, "vd" disk faults), the process id, and a letter per
+// test, so parallel tests and parallel runs never share namespaces.
+func labPrefix(family, letter string) string {
+	return fmt.Sprintf("%s%d%s", family, os.Getpid()%10000, letter)
+}
 
 // startLab brings up a lab with a controller and the agents cfg asks for.
 // Cleanup stops everything and, when the test failed, prints log tails.
 func startLab(t *testing.T, ctx context.Context, letter string, cfg demo.Config) *demo.Harness {
 	t.Helper()
+	return startLabAs(t, ctx, labPrefix("vr", letter), cfg, nil)
+}
+
+// startLabAs is startLab with the whole prefix given; mount, when not nil,
+// runs on the work directory before the harness starts.
+func startLabAs(t *testing.T, ctx context.Context, prefix string, cfg demo.Config, mount func(workDir string)) *demo.Harness {
+	t.Helper()
 	cfg.BinDir = labBinaries(t)
-	cfg.Prefix = labPrefix(letter)
+	cfg.Prefix = prefix
 	cfg.WorkDir = t.TempDir()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if mount != nil {
+		mount(cfg.WorkDir)
+	}
 	h, err := demo.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start lab %s: %v", cfg.Prefix, err)
@@ -185,6 +211,31 @@ func waitConnected(t *testing.T, ctx context.Context, h *demo.Harness, vantage s
 		return a.GetConnected(), nil
 	})
 	return id
+}
+
+// waitStored waits up to a minute until the controller holds at least n
+// distinct results from agent id (in vantage).
+func waitStored(t *testing.T, ctx context.Context, h *demo.Harness, vantage, id string, n int) {
+	t.Helper()
+	waitFor(t, ctx, time.Minute, vantage+" results stored", func() (bool, error) {
+		st, err := queryStored(ctx, h, id)
+		return st.distinct() >= n, err
+	})
+}
+
+// waitAllStreaming waits until every vantage of the lab is connected and
+// has 30 results stored, and returns the agents' ids by vantage.
+func waitAllStreaming(t *testing.T, ctx context.Context, h *demo.Harness) map[string]string {
+	t.Helper()
+	vantages := h.Lab.Vantages()
+	ids := map[string]string{}
+	for _, v := range vantages {
+		ids[v] = waitConnected(t, ctx, h, v)
+	}
+	for _, v := range vantages {
+		waitStored(t, ctx, h, v, ids[v], 30)
+	}
+	return ids
 }
 
 // stored is what the controller holds for one agent, read back through
@@ -395,6 +446,18 @@ func account(p produced, st stored, gaps []gapRow, pending map[spool.Key]bool) a
 		}
 	}
 	return a
+}
+
+// add sums b's balance into a (storedAndGap is a detail of one agent's
+// line and stays out of the totals).
+func (a *accounting) add(b accounting) {
+	a.produced += b.produced
+	a.stored += b.stored
+	a.gapCovered += b.gapCovered
+	a.pending += b.pending
+	a.missing += b.missing
+	a.duplicateRows += b.duplicateRows
+	a.unknown += b.unknown
 }
 
 func (a accounting) String() string {

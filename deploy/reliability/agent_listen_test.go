@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"bufio"
-	"context"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -125,9 +124,7 @@ func isLoopback(a netip.Addr) bool { return a.Unmap().IsLoopback() }
 // receives replies on) are counted and printed, not failed. `ss -lntup`
 // inside the namespace cross-checks.
 func TestAgentListensNowhere(t *testing.T) {
-	needLab(t)
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := labTest(t, 4*time.Minute)
 	defer cancel()
 	const v = "vantage-a"
 	h := startLab(t, ctx, "d", demo.Config{Agents: []string{v}})

@@ -57,10 +57,8 @@ func outputCounters(t *testing.T, h *demo.Harness, node string) map[string]uint6
 // (a refused TaskStatus reaches the controller) and nft counters on the
 // output hook of the agent's namespace count 0 packets to those targets.
 func TestControllerForcedAssignment(t *testing.T) {
-	needLab(t)
-	t.Parallel()
 	const v = "vantage-a"
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := labTest(t, 4*time.Minute)
 	defer cancel()
 	h := startVKLab(t, ctx, "g", demo.Config{Agents: []string{}})
 	// Count, in the agent's namespace, every packet leaving for the forced

@@ -66,8 +66,9 @@ func startVKController(t *testing.T, extra ...string) *vkController {
 	return c
 }
 
-// start runs the controller process and waits until it serves.
-func (c *vkController) start(t *testing.T) {
+// spawn starts the controller process, its output appended to c.logPath,
+// and returns a channel closed when it exits.
+func (c *vkController) spawn(t *testing.T) <-chan struct{} {
 	t.Helper()
 	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -88,6 +89,13 @@ func (c *vkController) start(t *testing.T) {
 	c.mu.Lock()
 	c.cmd, c.done = cmd, done
 	c.mu.Unlock()
+	return done
+}
+
+// start runs the controller process and waits until it serves.
+func (c *vkController) start(t *testing.T) {
+	t.Helper()
+	done := c.spawn(t)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ca, e1 := os.ReadFile(filepath.Join(c.dir, "ca.pem"))

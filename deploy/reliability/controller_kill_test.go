@@ -3,8 +3,6 @@ package reliability
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,16 +18,7 @@ import (
 // controller-side tests never share namespaces with the agent-side ones.
 func startVKLab(t *testing.T, ctx context.Context, letter string, cfg demo.Config) *demo.Harness {
 	t.Helper()
-	cfg.BinDir = labBinaries(t)
-	cfg.Prefix = fmt.Sprintf("vk%d%s", os.Getpid()%10000, letter)
-	cfg.WorkDir = t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := demo.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start lab %s: %v", cfg.Prefix, err)
-	}
-	demo.CloseAtCleanup(t, h, 3000)
-	return h
+	return startLabAs(t, ctx, labPrefix("vk", letter), cfg, nil)
 }
 
 // TestControllerSIGKILL kills the controller with SIGKILL for 60 s in the
@@ -41,24 +30,13 @@ func startVKLab(t *testing.T, ctx context.Context, letter string, cfg demo.Confi
 // no transition for the outage's 20 rounds (no UNKNOWN episode, no
 // UNSPECIFIED -> same state) once it has evaluated them.
 func TestControllerSIGKILL(t *testing.T) {
-	needLab(t)
-	t.Parallel()
 	const down = 60 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := labTest(t, 8*time.Minute)
 	defer cancel()
 	h := startVKLab(t, ctx, "k", demo.Config{})
 	applyCampaign(t, ctx, h, countryCampaign(t))
 	vantages := h.Lab.Vantages()
-	ids := map[string]string{}
-	for _, v := range vantages {
-		ids[v] = waitConnected(t, ctx, h, v)
-	}
-	for _, v := range vantages {
-		waitFor(t, ctx, time.Minute, v+" results stored", func() (bool, error) {
-			st, err := queryStored(ctx, h, ids[v])
-			return st.distinct() >= 30, err
-		})
-	}
+	ids := waitAllStreaming(t, ctx, h)
 	waitFor(t, ctx, time.Minute, "the scope REACHABLE", func() (bool, error) {
 		return scopeState(ctx, h) == vantagev1.State_STATE_REACHABLE, nil
 	})
@@ -134,13 +112,7 @@ func TestControllerSIGKILL(t *testing.T) {
 		if duringOutage == 0 {
 			t.Errorf("%s: nothing produced during the outage was stored: the outage did not bite", v)
 		}
-		total.produced += a.produced
-		total.stored += a.stored
-		total.gapCovered += a.gapCovered
-		total.pending += a.pending
-		total.missing += a.missing
-		total.duplicateRows += a.duplicateRows
-		total.unknown += a.unknown
+		total.add(a)
 	}
 	t.Logf("controller SIGKILL for %s, all agents: lost=%d duplicated=%d (produced=%d = stored %d + gaps %d + still spooled %d)",
 		down, total.missing, total.duplicateRows, total.produced, total.stored, total.gapCovered, total.pending)

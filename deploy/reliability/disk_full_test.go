@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,14 +32,12 @@ const (
 // result produced on the full disk was lost without a gap (its seq reused)
 // and the spool never wrote again after a failed segment rotation.
 func TestAgentDiskFull(t *testing.T) {
-	needLab(t)
-	t.Parallel()
 	const (
 		v       = "vantage-a"
 		upPhase = 20 * time.Second
 		cut     = 60 * time.Second
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := labTest(t, 8*time.Minute)
 	defer cancel()
 	var state string
 	h := startDiskLab(t, ctx, "a", demo.Config{Agents: []string{v}, AgentArgs: []string{"--spool-bytes", "1048576"},
@@ -50,10 +47,7 @@ func TestAgentDiskFull(t *testing.T) {
 	})
 	applyCampaign(t, ctx, h, countryCampaign(t))
 	id := waitConnected(t, ctx, h, v)
-	waitFor(t, ctx, time.Minute, v+" results stored", func() (bool, error) {
-		st, err := queryStored(ctx, h, id)
-		return st.distinct() >= 30, err
-	})
+	waitStored(t, ctx, h, v, id, 30)
 	pid := h.Pid(v)
 
 	filler, size := fillDisk(t, state)
@@ -188,27 +182,10 @@ func TestAgentDiskFull(t *testing.T) {
 // ended its session with UNAVAILABLE and one WARN line, and nothing in
 // /metrics said the store was failing.
 func TestControllerDiskFull(t *testing.T) {
-	needLab(t)
-	needLoopDisks(t)
-	t.Parallel()
 	const hold = 30 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := labTest(t, 10*time.Minute, needLoopDisks)
 	defer cancel()
-	var disk *loopDisk
-	h := startDiskLab(t, ctx, "f", demo.Config{ControllerArgs: []string{"--metrics-addr", metricsAddr}}, func(work string) {
-		disk = newLoopDisk(t, filepath.Join(work, "controller"), 64)
-	})
-	applyCampaign(t, ctx, h, countryCampaign(t))
-	ids := map[string]string{}
-	for _, v := range h.Lab.Vantages() {
-		ids[v] = waitConnected(t, ctx, h, v)
-	}
-	for v, id := range ids {
-		waitFor(t, ctx, time.Minute, v+" results stored", func() (bool, error) {
-			st, err := queryStored(ctx, h, id)
-			return st.distinct() >= 30, err
-		})
-	}
+	h, disk, ids := startStoreDiskLab(t, ctx, "f", 64)
 	pid := h.Pid("controller")
 	sessionFailed := countInLog(t, h, "controller", `msg="agent session failed"`)
 

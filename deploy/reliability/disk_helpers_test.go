@@ -13,23 +13,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/vantage-net/vantage/agent/spool"
 	"github.com/vantage-net/vantage/deploy/demo"
@@ -227,17 +222,21 @@ func fillDisk(t *testing.T, dir string) (string, int64) {
 // data ("controller") and the agents' state ("agent-<vantage>").
 func startDiskLab(t *testing.T, ctx context.Context, letter string, cfg demo.Config, mount func(workDir string)) *demo.Harness {
 	t.Helper()
-	cfg.BinDir = labBinaries(t)
-	cfg.Prefix = fmt.Sprintf("vd%d%s", os.Getpid()%10000, letter)
-	cfg.WorkDir = t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	mount(cfg.WorkDir)
-	h, err := demo.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start lab %s: %v", cfg.Prefix, err)
-	}
-	demo.CloseAtCleanup(t, h, 3000)
-	return h
+	return startLabAs(t, ctx, labPrefix("vd", letter), cfg, mount)
+}
+
+// startStoreDiskLab starts a disk lab whose controller keeps its --data on
+// a loop-mounted ext4 of sizeMiB and serves /metrics on metricsAddr, applies
+// the country campaign and waits until every agent streams; it returns the
+// agents' ids by vantage.
+func startStoreDiskLab(t *testing.T, ctx context.Context, letter string, sizeMiB int) (*demo.Harness, *loopDisk, map[string]string) {
+	t.Helper()
+	var disk *loopDisk
+	h := startDiskLab(t, ctx, letter, demo.Config{ControllerArgs: []string{"--metrics-addr", metricsAddr}}, func(work string) {
+		disk = newLoopDisk(t, filepath.Join(work, "controller"), sizeMiB)
+	})
+	applyCampaign(t, ctx, h, countryCampaign(t))
+	return h, disk, waitAllStreaming(t, ctx, h)
 }
 
 // metricsAddr is where the disk tests' controllers serve /metrics, inside
@@ -248,10 +247,9 @@ const metricsAddr = "127.0.0.1:9464"
 // returns each sample line's value by its name and labels as printed, e.g.
 // `vantage_store_write_failures_total{class="disk_full"}`.
 func metrics(ctx context.Context, h *demo.Harness) (map[string]float64, error) {
-	ns := h.Lab.Namespace("controller")
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return dialInNamespace(ctx, ns, network, addr)
+			return h.Lab.Dial(ctx, "controller", network, addr)
 		}}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
 	if err != nil {
@@ -288,45 +286,6 @@ func mustMetrics(t *testing.T, ctx context.Context, h *demo.Harness) map[string]
 		t.Fatal(err)
 	}
 	return m
-}
-
-// dialInNamespace creates the socket inside network namespace ns (on a
-// locked thread that switches there and back) and connects it.
-func dialInNamespace(ctx context.Context, ns, network, addr string) (net.Conn, error) {
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- res{nil, err}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- res{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			done <- res{nil, err}
-			return
-		}
-		c, derr := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread() // else the thread stays locked and dies with this goroutine
-		}
-		done <- res{c, derr}
-	}()
-	r := <-done
-	return r.c, r.err
 }
 
 // vantagectl builds vantagectl once (beside the lab binaries, removed with
@@ -404,13 +363,7 @@ func accountAgents(t *testing.T, ctx context.Context, h *demo.Harness, ids map[s
 		a := account(p, st, gaps, pending)
 		t.Logf("%s %s: %s; stored_rows=%d gaps_stored=%d", label, v, a, st.rows, len(gaps))
 		a.check(t)
-		total.produced += a.produced
-		total.stored += a.stored
-		total.gapCovered += a.gapCovered
-		total.pending += a.pending
-		total.missing += a.missing
-		total.duplicateRows += a.duplicateRows
-		total.unknown += a.unknown
+		total.add(a)
 	}
 	return total
 }

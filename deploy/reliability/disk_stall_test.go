@@ -1,12 +1,8 @@
 package reliability
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/vantage-net/vantage/deploy/demo"
 )
 
 // Metric names the disk tests read (controller/metrics).
@@ -39,27 +35,10 @@ const (
 // every agent's books balance seq by seq, with nothing lost or doubled.
 // Before, nothing said a commit was stuck until it returned.
 func TestControllerDiskStall(t *testing.T) {
-	needLab(t)
-	needLoopDisks(t)
-	t.Parallel()
 	const stall = 25 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := labTest(t, 8*time.Minute, needLoopDisks)
 	defer cancel()
-	var disk *loopDisk
-	h := startDiskLab(t, ctx, "s", demo.Config{ControllerArgs: []string{"--metrics-addr", metricsAddr}}, func(work string) {
-		disk = newLoopDisk(t, filepath.Join(work, "controller"), 256)
-	})
-	applyCampaign(t, ctx, h, countryCampaign(t))
-	ids := map[string]string{}
-	for _, v := range h.Lab.Vantages() {
-		ids[v] = waitConnected(t, ctx, h, v)
-	}
-	for v, id := range ids {
-		waitFor(t, ctx, time.Minute, v+" results stored", func() (bool, error) {
-			st, err := queryStored(ctx, h, id)
-			return st.distinct() >= 30, err
-		})
-	}
+	h, disk, ids := startStoreDiskLab(t, ctx, "s", 256)
 	pid, starts := h.Pid("controller"), controllerStarts(t, h)
 	before := mustMetrics(t, ctx, h)
 

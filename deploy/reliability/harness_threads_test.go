@@ -29,10 +29,8 @@ const logProcessExited = "harness: "
 // little). Every agent process must still run and be connected, and the
 // dump a failed test takes must leave every process's stacks in its log.
 func TestAgentsOutliveOtherLabs(t *testing.T) {
-	needLab(t)
-	t.Parallel()
 	const restarts = 8
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := labTest(t, 5*time.Minute)
 	defer cancel()
 	h := startLab(t, ctx, "t", demo.Config{})
 	vantages := h.Lab.Vantages()
@@ -54,7 +52,7 @@ func TestAgentsOutliveOtherLabs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := lab.Up(ctx, topo, lab.Options{Prefix: labPrefix("u")})
+	other, err := lab.Up(ctx, topo, lab.Options{Prefix: labPrefix("vr", "u")})
 	if err != nil {
 		t.Fatalf("second lab up: %v", err)
 	}

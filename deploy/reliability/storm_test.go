@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -18,7 +16,6 @@ import (
 
 	"github.com/vantage-net/vantage/agent/spool"
 	"github.com/vantage-net/vantage/controller/ingest"
-	"github.com/vantage-net/vantage/deploy/demo"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -316,23 +313,7 @@ func logAdmission(t *testing.T, c *vkController, back time.Time) []int {
 func (c *vkController) restart(t *testing.T, ctx context.Context) time.Time {
 	t.Helper()
 	n := len(logTimes(t, c.logPath, "controller listening"))
-	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(labBinaries(t), "vantage-controller"), c.args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	waited, err := demo.StartChild(cmd)
-	logf.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { <-waited; close(done) }()
-	c.mu.Lock()
-	c.cmd, c.done = cmd, done
-	c.mu.Unlock()
+	done := c.spawn(t)
 	var at []time.Time
 	waitFor(t, ctx, 30*time.Second, "the controller listening again", func() (bool, error) {
 		select {

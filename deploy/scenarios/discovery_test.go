@@ -24,19 +24,11 @@ import (
 // campaign ACTIVE and reach a REACHABLE scope verdict on what it found.
 func TestDiscoveryScenario(t *testing.T) {
 	demo.SkipUnlessLab(t, "lab scenario")
-	spec, err := os.ReadFile("../examples/discover.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := readSpec(t, "../examples/discover.yaml")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	work := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := demo.Start(ctx, demo.Config{BinDir: binDir, Prefix: fmt.Sprintf("vs%d", os.Getpid()%10000), WorkDir: work, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo.CloseAtCleanup(t, h, 4000)
+	h := startLab(t, ctx, fmt.Sprintf("vs%d", os.Getpid()%10000), logger, 4000)
 	ops, actx := h.Operator, h.Authed(ctx)
 	t0 := time.Now()
 	camp, err := ops.ApplyCampaign(actx, &vantagev1.ApplyCampaignRequest{SpecYaml: string(spec)})

@@ -83,8 +83,20 @@ func run() int {
 	return 0
 }
 
+// show is one demo run: the harness, where the binaries are, when it
+// started and where it prints. campaign and round are set once the
+// campaign is applied.
+type show struct {
+	h        *demo.Harness
+	binDir   string
+	t0       time.Time
+	out      io.Writer
+	campaign string
+	round    time.Duration
+}
+
 func play(ctx context.Context, cfg demo.Config, spec []byte, out io.Writer) (err error) {
-	t0 := time.Now()
+	s := &show{binDir: cfg.BinDir, t0: time.Now(), out: out}
 	fmt.Fprintln(out, "vantage demo: building the lab (3 vantages, ix, transit, upstream, border, 4 target networks)")
 	h, err := demo.Start(ctx, cfg)
 	if err != nil {
@@ -96,18 +108,34 @@ func play(ctx context.Context, cfg demo.Config, spec []byte, out io.Writer) (err
 			err = fmt.Errorf("cleanup: %w", cerr)
 		}
 	}()
+	s.h = h
 	fmt.Fprintf(out, "controller up at %s, 3 agents enrolled and connected (logs in %s)\n", h.ControllerAddr(), cfg.WorkDir)
 
+	if err := s.applySteady(ctx, spec); err != nil {
+		return err
+	}
+	records, err := s.tell(ctx)
+	if err != nil {
+		return err
+	}
+	return s.summarise(ctx, records)
+}
+
+// applySteady applies the campaign and waits until its scope is reachable
+// from all three vantages: the steady state the story starts from.
+func (s *show) applySteady(ctx context.Context, spec []byte) error {
+	h, out := s.h, s.out
 	camp, err := h.Operator.ApplyCampaign(h.Authed(ctx), &vantagev1.ApplyCampaignRequest{SpecYaml: string(spec)})
 	if err != nil {
 		return fmt.Errorf("apply campaign: %w", err)
 	}
-	round := time.Duration(camp.GetRoundMs()) * time.Millisecond
+	s.campaign = camp.GetName()
+	s.round = time.Duration(camp.GetRoundMs()) * time.Millisecond
 	fmt.Fprintf(out, "campaign %q applied: scope %s, %d networks, %d targets, round %s, quorum %d\n",
-		camp.GetName(), camp.GetScope(), len(camp.GetNetworks()), len(camp.GetTargets()), round, camp.GetQuorum())
+		camp.GetName(), camp.GetScope(), len(camp.GetNetworks()), len(camp.GetTargets()), s.round, camp.GetQuorum())
 
 	scopeID := camp.GetName() + "/scope/" + camp.GetScope()
-	wctx, cancel := context.WithTimeout(ctx, 20*round)
+	wctx, cancel := context.WithTimeout(ctx, 20*s.round)
 	_, err = h.WaitVerdict(wctx, camp.GetName(), scopeID, func(v *vantagev1.Verdict) bool {
 		return v.GetState() == vantagev1.State_STATE_REACHABLE && v.GetHealthyVantages() == 3
 	})
@@ -115,43 +143,51 @@ func play(ctx context.Context, cfg demo.Config, spec []byte, out io.Writer) (err
 	if err != nil {
 		return fmt.Errorf("waiting for a reachable scope seen by 3 vantages: %w", err)
 	}
-	fmt.Fprintf(out, "scope %s reachable from 3 healthy vantages after %.1fs; the story begins\n\n", scopeID, time.Since(t0).Seconds())
+	fmt.Fprintf(out, "scope %s reachable from 3 healthy vantages after %.1fs; the story begins\n\n", scopeID, time.Since(s.t0).Seconds())
+	return nil
+}
 
+// tell plays the 2014 story while a watcher prints the transitions, then
+// lets the last round close.
+func (s *show) tell(ctx context.Context) ([]demo.PhaseRecord, error) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		watch(watchCtx, h, camp.GetName(), t0, out)
+		watch(watchCtx, s.h, s.campaign, s.t0, s.out)
 	}()
-	records, err := h.Play(ctx, demo.Story2014(), round, out)
+	records, err := s.h.Play(ctx, demo.Story2014(), s.round, s.out)
 	// Let the last round close before reading the timeline.
 	if err == nil {
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
-		case <-time.After(round):
+		case <-time.After(s.round):
 		}
 	}
 	stopWatch()
 	<-watchDone
-	if err != nil {
-		return err
-	}
+	return records, err
+}
 
-	timeline, err := h.Timeline(ctx, camp.GetName())
+// summarise prints the timeline, the detection latencies and the CLI's view
+// of the scope, and fails when a phase that expects a state went undetected.
+func (s *show) summarise(ctx context.Context, records []demo.PhaseRecord) error {
+	h, out := s.h, s.out
+	timeline, err := h.Timeline(ctx, s.campaign)
 	if err != nil {
 		return err
 	}
 	demo.MatchDetections(records, timeline)
-	fmt.Fprintf(out, "\nverdict timeline (scope and networks; T+ from demo start, round %s):\n", round)
-	demo.WriteTimeline(out, t0, timeline)
+	fmt.Fprintf(out, "\nverdict timeline (scope and networks; T+ from demo start, round %s):\n", s.round)
+	demo.WriteTimeline(out, s.t0, timeline)
 	fmt.Fprintln(out, "\ndetection latency (fault injected -> controller's transition):")
-	demo.WriteDetections(out, records, round)
+	demo.WriteDetections(out, records, s.round)
 	fmt.Fprintln(out, "\nthe same scope timeline through the operator CLI (vantagectl timeline --level scope):")
-	ctl := h.Lab.Command(ctx, "controller", filepath.Join(cfg.BinDir, "vantagectl"),
+	ctl := h.Lab.Command(ctx, "controller", filepath.Join(s.binDir, "vantagectl"),
 		"--controller", h.ControllerAddr(), "--ca", filepath.Join(h.DataDir(), "ca.pem"),
 		"--token-file", filepath.Join(h.DataDir(), "admin.token"),
-		"timeline", "--campaign", camp.GetName(), "--level", "scope")
+		"timeline", "--campaign", s.campaign, "--level", "scope")
 	ctl.Stdout, ctl.Stderr = out, out
 	if err := ctl.Run(); err != nil {
 		return fmt.Errorf("vantagectl timeline: %w", err)
