@@ -2,13 +2,7 @@ package demo
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +16,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/internal/testpki"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -232,29 +227,14 @@ func testReplayedBatch(ctx context.Context, t *testing.T, h *Harness, campaign s
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "replayer"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := testpki.AgentCSR(t, "replayer")
 	enr, err := h.Agent.Enroll(ctx, &vantagev1.EnrollRequest{
 		JoinToken: tok.GetToken(), CsrDer: csr, Name: "replayer", Labels: map[string]string{"role": "vps", "provider": "lab-test"},
 	})
 	if err != nil {
 		t.Fatalf("enroll: %v", err)
 	}
-	block := enr.GetCertificatePem()
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(block, pemEncode("EC PRIVATE KEY", keyDER))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := testpki.KeyPair(t, enr.GetCertificatePem(), key)
 	tlsCfg := h.TLSConfig()
 	tlsCfg.Certificates = []tls.Certificate{cert}
 	conn, err := h.Dial(tlsCfg)
@@ -330,8 +310,4 @@ func testReplayedBatch(ctx context.Context, t *testing.T, h *Harness, campaign s
 	if stored != n {
 		t.Errorf("stored %d results, want %d (the replay must not be stored again)", stored, n)
 	}
-}
-
-func pemEncode(kind string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der})
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/vantage-net/vantage/deploy/demo"
+	"github.com/vantage-net/vantage/internal/testpki"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -181,28 +182,6 @@ type vkAgent struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newKeyCSR(t *testing.T, cn string) (*ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, csr
-}
-
-func keyPEM(t *testing.T, key *ecdsa.PrivateKey) []byte {
-	t.Helper()
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
-}
-
 func (c *vkController) joinToken(t *testing.T, req *vantagev1.CreateJoinTokenRequest) string {
 	t.Helper()
 	resp, err := c.ops(t).CreateJoinToken(c.bearer(context.Background(), c.admin), req)
@@ -214,13 +193,13 @@ func (c *vkController) joinToken(t *testing.T, req *vantagev1.CreateJoinTokenReq
 
 func (c *vkController) enroll(t *testing.T, token, name, cn string) (vkAgent, error) {
 	t.Helper()
-	key, csr := newKeyCSR(t, cn)
+	key, csr := testpki.AgentCSR(t, cn)
 	resp, err := vantagev1.NewAgentServiceClient(c.dial(t)).Enroll(context.Background(),
 		&vantagev1.EnrollRequest{JoinToken: token, CsrDer: csr, Name: name})
 	if err != nil {
 		return vkAgent{}, err
 	}
-	cert, err := tls.X509KeyPair(resp.GetCertificatePem(), keyPEM(t, key))
+	cert, err := tls.X509KeyPair(resp.GetCertificatePem(), testpki.KeyPEM(t, key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +221,7 @@ func signClient(t *testing.T, caCert *x509.Certificate, caKey any, cn string) tl
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := tls.X509KeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM(t, key))
+	cert, err := tls.X509KeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), testpki.KeyPEM(t, key))
 	if err != nil {
 		t.Fatal(err)
 	}
