@@ -239,10 +239,13 @@ func (x *CampaignNetwork) GetPrefix() string {
 
 // CampaignTarget is one probed address after expansion of the spec.
 type CampaignTarget struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	Network       string                 `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
-	Role          TargetRole             `protobuf:"varint,3,opt,name=role,proto3,enum=vantage.v1.TargetRole" json:"role,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Network string                 `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	Role    TargetRole             `protobuf:"varint,3,opt,name=role,proto3,enum=vantage.v1.TargetRole" json:"role,omitempty"`
+	// A router's name: as the campaign names it (upstreams: [{name: ...}]), or
+	// generated and stable for a discovered one.
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -296,6 +299,13 @@ func (x *CampaignTarget) GetRole() TargetRole {
 		return x.Role
 	}
 	return TargetRole_TARGET_ROLE_UNSPECIFIED
+}
+
+func (x *CampaignTarget) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
 }
 
 // Campaign is a stored campaign: its YAML spec and what it expands to.
@@ -463,11 +473,12 @@ const file_vantage_v1_campaign_proto_rawDesc = "" +
 	"\x04note\x18\b \x01(\tR\x04note\"=\n" +
 	"\x0fCampaignNetwork\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06prefix\x18\x02 \x01(\tR\x06prefix\"p\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\"\x84\x01\n" +
 	"\x0eCampaignTarget\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12*\n" +
-	"\x04role\x18\x03 \x01(\x0e2\x16.vantage.v1.TargetRoleR\x04role\"\x8c\x04\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x16.vantage.v1.TargetRoleR\x04role\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"\x8c\x04\n" +
 	"\bCampaign\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.vantage.v1.CampaignStateR\x05state\x12\x1b\n" +

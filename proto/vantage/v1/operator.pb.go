@@ -1337,12 +1337,14 @@ func (*VerdictUpdate_Verdict) isVerdictUpdate_Update() {}
 func (*VerdictUpdate_Transition) isVerdictUpdate_Update() {}
 
 type GetTimelineRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Campaign      string                 `protobuf:"bytes,1,opt,name=campaign,proto3" json:"campaign,omitempty"`
-	Level         Level                  `protobuf:"varint,2,opt,name=level,proto3,enum=vantage.v1.Level" json:"level,omitempty"`
-	From          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
-	To            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
-	Limit         uint32                 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Campaign string                 `protobuf:"bytes,1,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	Level    Level                  `protobuf:"varint,2,opt,name=level,proto3,enum=vantage.v1.Level" json:"level,omitempty"`
+	From     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	To       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	Limit    uint32                 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Also return the quality series over the same interval.
+	IncludeSeries bool `protobuf:"varint,6,opt,name=include_series,json=includeSeries,proto3" json:"include_series,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1412,9 +1414,17 @@ func (x *GetTimelineRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *GetTimelineRequest) GetIncludeSeries() bool {
+	if x != nil {
+		return x.IncludeSeries
+	}
+	return false
+}
+
 type GetTimelineResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Transitions   []*Transition          `protobuf:"bytes,1,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	Series        []*QualityPoint        `protobuf:"bytes,2,rep,name=series,proto3" json:"series,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1456,6 +1466,143 @@ func (x *GetTimelineResponse) GetTransitions() []*Transition {
 	return nil
 }
 
+func (x *GetTimelineResponse) GetSeries() []*QualityPoint {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+type GetSeriesRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Campaign string                 `protobuf:"bytes,1,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// Optional filters.
+	Network string                 `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	AgentId string                 `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	From    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
+	To      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=to,proto3" json:"to,omitempty"`
+	// At most this many points (default and cap set by the controller).
+	Limit         uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSeriesRequest) Reset() {
+	*x = GetSeriesRequest{}
+	mi := &file_vantage_v1_operator_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSeriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSeriesRequest) ProtoMessage() {}
+
+func (x *GetSeriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_operator_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSeriesRequest.ProtoReflect.Descriptor instead.
+func (*GetSeriesRequest) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetSeriesRequest) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *GetSeriesRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *GetSeriesRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *GetSeriesRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *GetSeriesRequest) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *GetSeriesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type GetSeriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Points        []*QualityPoint        `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSeriesResponse) Reset() {
+	*x = GetSeriesResponse{}
+	mi := &file_vantage_v1_operator_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSeriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSeriesResponse) ProtoMessage() {}
+
+func (x *GetSeriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_operator_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSeriesResponse.ProtoReflect.Descriptor instead.
+func (*GetSeriesResponse) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetSeriesResponse) GetPoints() []*QualityPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
 type ExplainRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A verdict id, e.g. "kp/scope/KP".
@@ -1468,7 +1615,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[23]
+	mi := &file_vantage_v1_operator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1627,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[23]
+	mi := &file_vantage_v1_operator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1640,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{23}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExplainRequest) GetVerdictId() string {
@@ -1520,7 +1667,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[24]
+	mi := &file_vantage_v1_operator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1679,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[24]
+	mi := &file_vantage_v1_operator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1692,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{24}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExplainResponse) GetVerdict() *Verdict {
@@ -1575,7 +1722,7 @@ type ReplayRequest struct {
 
 func (x *ReplayRequest) Reset() {
 	*x = ReplayRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[25]
+	mi := &file_vantage_v1_operator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1734,7 @@ func (x *ReplayRequest) String() string {
 func (*ReplayRequest) ProtoMessage() {}
 
 func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[25]
+	mi := &file_vantage_v1_operator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1747,7 @@ func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayRequest.ProtoReflect.Descriptor instead.
 func (*ReplayRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{25}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplayRequest) GetCampaign() string {
@@ -1640,7 +1787,7 @@ type ReplayResponse struct {
 
 func (x *ReplayResponse) Reset() {
 	*x = ReplayResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[26]
+	mi := &file_vantage_v1_operator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1799,7 @@ func (x *ReplayResponse) String() string {
 func (*ReplayResponse) ProtoMessage() {}
 
 func (x *ReplayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[26]
+	mi := &file_vantage_v1_operator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1812,7 @@ func (x *ReplayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayResponse.ProtoReflect.Descriptor instead.
 func (*ReplayResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{26}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReplayResponse) GetTransitions() []*Transition {
@@ -1690,7 +1837,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[27]
+	mi := &file_vantage_v1_operator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1849,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[27]
+	mi := &file_vantage_v1_operator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1862,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{27}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AuditEntry) GetId() int64 {
@@ -1769,7 +1916,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[28]
+	mi := &file_vantage_v1_operator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1928,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[28]
+	mi := &file_vantage_v1_operator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1941,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{28}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListAuditRequest) GetLimit() uint32 {
@@ -1813,7 +1960,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[29]
+	mi := &file_vantage_v1_operator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1972,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[29]
+	mi := &file_vantage_v1_operator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1985,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{29}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1946,15 +2093,26 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\n" +
 	"transition\x18\x02 \x01(\v2\x16.vantage.v1.TransitionH\x00R\n" +
 	"transitionB\b\n" +
-	"\x06update\"\xcb\x01\n" +
+	"\x06update\"\xf2\x01\n" +
 	"\x12GetTimelineRequest\x12\x1a\n" +
 	"\bcampaign\x18\x01 \x01(\tR\bcampaign\x12'\n" +
 	"\x05level\x18\x02 \x01(\x0e2\x11.vantage.v1.LevelR\x05level\x12.\n" +
 	"\x04from\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x14\n" +
-	"\x05limit\x18\x05 \x01(\rR\x05limit\"O\n" +
+	"\x05limit\x18\x05 \x01(\rR\x05limit\x12%\n" +
+	"\x0einclude_series\x18\x06 \x01(\bR\rincludeSeries\"\x81\x01\n" +
 	"\x13GetTimelineResponse\x128\n" +
-	"\vtransitions\x18\x01 \x03(\v2\x16.vantage.v1.TransitionR\vtransitions\"G\n" +
+	"\vtransitions\x18\x01 \x03(\v2\x16.vantage.v1.TransitionR\vtransitions\x120\n" +
+	"\x06series\x18\x02 \x03(\v2\x18.vantage.v1.QualityPointR\x06series\"\xd5\x01\n" +
+	"\x10GetSeriesRequest\x12\x1a\n" +
+	"\bcampaign\x18\x01 \x01(\tR\bcampaign\x12\x18\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\x12.\n" +
+	"\x04from\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\rR\x05limit\"E\n" +
+	"\x11GetSeriesResponse\x120\n" +
+	"\x06points\x18\x01 \x03(\v2\x18.vantage.v1.QualityPointR\x06points\"G\n" +
 	"\x0eExplainRequest\x12\x1d\n" +
 	"\n" +
 	"verdict_id\x18\x01 \x01(\tR\tverdictId\x12\x16\n" +
@@ -1989,7 +2147,7 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AGENT_STATE_PENDING\x10\x01\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x02\x12\x17\n" +
-	"\x13AGENT_STATE_REVOKED\x10\x032\xa5\n" +
+	"\x13AGENT_STATE_REVOKED\x10\x032\xef\n" +
 	"\n" +
 	"\x0fOperatorService\x12K\n" +
 	"\n" +
@@ -2006,7 +2164,8 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\fQueryResults\x12\x1f.vantage.v1.QueryResultsRequest\x1a\x18.vantage.v1.StoredResult0\x01\x12N\n" +
 	"\vGetVerdicts\x12\x1e.vantage.v1.GetVerdictsRequest\x1a\x1f.vantage.v1.GetVerdictsResponse\x12N\n" +
 	"\rWatchVerdicts\x12 .vantage.v1.WatchVerdictsRequest\x1a\x19.vantage.v1.VerdictUpdate0\x01\x12N\n" +
-	"\vGetTimeline\x12\x1e.vantage.v1.GetTimelineRequest\x1a\x1f.vantage.v1.GetTimelineResponse\x12B\n" +
+	"\vGetTimeline\x12\x1e.vantage.v1.GetTimelineRequest\x1a\x1f.vantage.v1.GetTimelineResponse\x12H\n" +
+	"\tGetSeries\x12\x1c.vantage.v1.GetSeriesRequest\x1a\x1d.vantage.v1.GetSeriesResponse\x12B\n" +
 	"\aExplain\x12\x1a.vantage.v1.ExplainRequest\x1a\x1b.vantage.v1.ExplainResponse\x12?\n" +
 	"\x06Replay\x12\x19.vantage.v1.ReplayRequest\x1a\x1a.vantage.v1.ReplayResponse\x12H\n" +
 	"\tListAudit\x12\x1c.vantage.v1.ListAuditRequest\x1a\x1d.vantage.v1.ListAuditResponseB;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
@@ -2024,7 +2183,7 @@ func file_vantage_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_vantage_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_vantage_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_vantage_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_vantage_v1_operator_proto_goTypes = []any{
 	(AgentState)(0),                 // 0: vantage.v1.AgentState
 	(*AgentInfo)(nil),               // 1: vantage.v1.AgentInfo
@@ -2050,96 +2209,105 @@ var file_vantage_v1_operator_proto_goTypes = []any{
 	(*VerdictUpdate)(nil),           // 21: vantage.v1.VerdictUpdate
 	(*GetTimelineRequest)(nil),      // 22: vantage.v1.GetTimelineRequest
 	(*GetTimelineResponse)(nil),     // 23: vantage.v1.GetTimelineResponse
-	(*ExplainRequest)(nil),          // 24: vantage.v1.ExplainRequest
-	(*ExplainResponse)(nil),         // 25: vantage.v1.ExplainResponse
-	(*ReplayRequest)(nil),           // 26: vantage.v1.ReplayRequest
-	(*ReplayResponse)(nil),          // 27: vantage.v1.ReplayResponse
-	(*AuditEntry)(nil),              // 28: vantage.v1.AuditEntry
-	(*ListAuditRequest)(nil),        // 29: vantage.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 30: vantage.v1.ListAuditResponse
-	nil,                             // 31: vantage.v1.AgentInfo.LabelsEntry
-	nil,                             // 32: vantage.v1.CreateJoinTokenRequest.LabelsEntry
-	nil,                             // 33: vantage.v1.ReplayRequest.ParamsEntry
-	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
-	(*Capabilities)(nil),            // 35: vantage.v1.Capabilities
-	(*SpoolState)(nil),              // 36: vantage.v1.SpoolState
-	(*Campaign)(nil),                // 37: vantage.v1.Campaign
-	(*ProbeResult)(nil),             // 38: vantage.v1.ProbeResult
-	(Level)(0),                      // 39: vantage.v1.Level
-	(*Verdict)(nil),                 // 40: vantage.v1.Verdict
-	(*Transition)(nil),              // 41: vantage.v1.Transition
+	(*GetSeriesRequest)(nil),        // 24: vantage.v1.GetSeriesRequest
+	(*GetSeriesResponse)(nil),       // 25: vantage.v1.GetSeriesResponse
+	(*ExplainRequest)(nil),          // 26: vantage.v1.ExplainRequest
+	(*ExplainResponse)(nil),         // 27: vantage.v1.ExplainResponse
+	(*ReplayRequest)(nil),           // 28: vantage.v1.ReplayRequest
+	(*ReplayResponse)(nil),          // 29: vantage.v1.ReplayResponse
+	(*AuditEntry)(nil),              // 30: vantage.v1.AuditEntry
+	(*ListAuditRequest)(nil),        // 31: vantage.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 32: vantage.v1.ListAuditResponse
+	nil,                             // 33: vantage.v1.AgentInfo.LabelsEntry
+	nil,                             // 34: vantage.v1.CreateJoinTokenRequest.LabelsEntry
+	nil,                             // 35: vantage.v1.ReplayRequest.ParamsEntry
+	(*timestamppb.Timestamp)(nil),   // 36: google.protobuf.Timestamp
+	(*Capabilities)(nil),            // 37: vantage.v1.Capabilities
+	(*SpoolState)(nil),              // 38: vantage.v1.SpoolState
+	(*Campaign)(nil),                // 39: vantage.v1.Campaign
+	(*ProbeResult)(nil),             // 40: vantage.v1.ProbeResult
+	(Level)(0),                      // 41: vantage.v1.Level
+	(*Verdict)(nil),                 // 42: vantage.v1.Verdict
+	(*Transition)(nil),              // 43: vantage.v1.Transition
+	(*QualityPoint)(nil),            // 44: vantage.v1.QualityPoint
 }
 var file_vantage_v1_operator_proto_depIdxs = []int32{
-	31, // 0: vantage.v1.AgentInfo.labels:type_name -> vantage.v1.AgentInfo.LabelsEntry
+	33, // 0: vantage.v1.AgentInfo.labels:type_name -> vantage.v1.AgentInfo.LabelsEntry
 	0,  // 1: vantage.v1.AgentInfo.state:type_name -> vantage.v1.AgentState
-	34, // 2: vantage.v1.AgentInfo.enrolled_at:type_name -> google.protobuf.Timestamp
-	34, // 3: vantage.v1.AgentInfo.last_seen:type_name -> google.protobuf.Timestamp
-	35, // 4: vantage.v1.AgentInfo.capabilities:type_name -> vantage.v1.Capabilities
-	36, // 5: vantage.v1.AgentInfo.spool:type_name -> vantage.v1.SpoolState
+	36, // 2: vantage.v1.AgentInfo.enrolled_at:type_name -> google.protobuf.Timestamp
+	36, // 3: vantage.v1.AgentInfo.last_seen:type_name -> google.protobuf.Timestamp
+	37, // 4: vantage.v1.AgentInfo.capabilities:type_name -> vantage.v1.Capabilities
+	38, // 5: vantage.v1.AgentInfo.spool:type_name -> vantage.v1.SpoolState
 	1,  // 6: vantage.v1.ListAgentsResponse.agents:type_name -> vantage.v1.AgentInfo
-	32, // 7: vantage.v1.CreateJoinTokenRequest.labels:type_name -> vantage.v1.CreateJoinTokenRequest.LabelsEntry
-	34, // 8: vantage.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 9: vantage.v1.ListCampaignsResponse.campaigns:type_name -> vantage.v1.Campaign
-	34, // 10: vantage.v1.QueryResultsRequest.from:type_name -> google.protobuf.Timestamp
-	34, // 11: vantage.v1.QueryResultsRequest.to:type_name -> google.protobuf.Timestamp
-	38, // 12: vantage.v1.StoredResult.result:type_name -> vantage.v1.ProbeResult
-	34, // 13: vantage.v1.StoredResult.received_at:type_name -> google.protobuf.Timestamp
-	39, // 14: vantage.v1.GetVerdictsRequest.level:type_name -> vantage.v1.Level
-	40, // 15: vantage.v1.GetVerdictsResponse.verdicts:type_name -> vantage.v1.Verdict
-	39, // 16: vantage.v1.WatchVerdictsRequest.level:type_name -> vantage.v1.Level
-	40, // 17: vantage.v1.VerdictUpdate.verdict:type_name -> vantage.v1.Verdict
-	41, // 18: vantage.v1.VerdictUpdate.transition:type_name -> vantage.v1.Transition
-	39, // 19: vantage.v1.GetTimelineRequest.level:type_name -> vantage.v1.Level
-	34, // 20: vantage.v1.GetTimelineRequest.from:type_name -> google.protobuf.Timestamp
-	34, // 21: vantage.v1.GetTimelineRequest.to:type_name -> google.protobuf.Timestamp
-	41, // 22: vantage.v1.GetTimelineResponse.transitions:type_name -> vantage.v1.Transition
-	40, // 23: vantage.v1.ExplainResponse.verdict:type_name -> vantage.v1.Verdict
-	17, // 24: vantage.v1.ExplainResponse.results:type_name -> vantage.v1.StoredResult
-	34, // 25: vantage.v1.ReplayRequest.from:type_name -> google.protobuf.Timestamp
-	34, // 26: vantage.v1.ReplayRequest.to:type_name -> google.protobuf.Timestamp
-	33, // 27: vantage.v1.ReplayRequest.params:type_name -> vantage.v1.ReplayRequest.ParamsEntry
-	41, // 28: vantage.v1.ReplayResponse.transitions:type_name -> vantage.v1.Transition
-	34, // 29: vantage.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	28, // 30: vantage.v1.ListAuditResponse.entries:type_name -> vantage.v1.AuditEntry
-	2,  // 31: vantage.v1.OperatorService.ListAgents:input_type -> vantage.v1.ListAgentsRequest
-	4,  // 32: vantage.v1.OperatorService.ApproveAgent:input_type -> vantage.v1.ApproveAgentRequest
-	5,  // 33: vantage.v1.OperatorService.RevokeAgent:input_type -> vantage.v1.RevokeAgentRequest
-	6,  // 34: vantage.v1.OperatorService.CreateJoinToken:input_type -> vantage.v1.CreateJoinTokenRequest
-	8,  // 35: vantage.v1.OperatorService.ApplyCampaign:input_type -> vantage.v1.ApplyCampaignRequest
-	9,  // 36: vantage.v1.OperatorService.ListCampaigns:input_type -> vantage.v1.ListCampaignsRequest
-	11, // 37: vantage.v1.OperatorService.GetCampaign:input_type -> vantage.v1.GetCampaignRequest
-	12, // 38: vantage.v1.OperatorService.PauseCampaign:input_type -> vantage.v1.PauseCampaignRequest
-	13, // 39: vantage.v1.OperatorService.ResumeCampaign:input_type -> vantage.v1.ResumeCampaignRequest
-	14, // 40: vantage.v1.OperatorService.DeleteCampaign:input_type -> vantage.v1.DeleteCampaignRequest
-	16, // 41: vantage.v1.OperatorService.QueryResults:input_type -> vantage.v1.QueryResultsRequest
-	18, // 42: vantage.v1.OperatorService.GetVerdicts:input_type -> vantage.v1.GetVerdictsRequest
-	20, // 43: vantage.v1.OperatorService.WatchVerdicts:input_type -> vantage.v1.WatchVerdictsRequest
-	22, // 44: vantage.v1.OperatorService.GetTimeline:input_type -> vantage.v1.GetTimelineRequest
-	24, // 45: vantage.v1.OperatorService.Explain:input_type -> vantage.v1.ExplainRequest
-	26, // 46: vantage.v1.OperatorService.Replay:input_type -> vantage.v1.ReplayRequest
-	29, // 47: vantage.v1.OperatorService.ListAudit:input_type -> vantage.v1.ListAuditRequest
-	3,  // 48: vantage.v1.OperatorService.ListAgents:output_type -> vantage.v1.ListAgentsResponse
-	1,  // 49: vantage.v1.OperatorService.ApproveAgent:output_type -> vantage.v1.AgentInfo
-	1,  // 50: vantage.v1.OperatorService.RevokeAgent:output_type -> vantage.v1.AgentInfo
-	7,  // 51: vantage.v1.OperatorService.CreateJoinToken:output_type -> vantage.v1.CreateJoinTokenResponse
-	37, // 52: vantage.v1.OperatorService.ApplyCampaign:output_type -> vantage.v1.Campaign
-	10, // 53: vantage.v1.OperatorService.ListCampaigns:output_type -> vantage.v1.ListCampaignsResponse
-	37, // 54: vantage.v1.OperatorService.GetCampaign:output_type -> vantage.v1.Campaign
-	37, // 55: vantage.v1.OperatorService.PauseCampaign:output_type -> vantage.v1.Campaign
-	37, // 56: vantage.v1.OperatorService.ResumeCampaign:output_type -> vantage.v1.Campaign
-	15, // 57: vantage.v1.OperatorService.DeleteCampaign:output_type -> vantage.v1.DeleteCampaignResponse
-	17, // 58: vantage.v1.OperatorService.QueryResults:output_type -> vantage.v1.StoredResult
-	19, // 59: vantage.v1.OperatorService.GetVerdicts:output_type -> vantage.v1.GetVerdictsResponse
-	21, // 60: vantage.v1.OperatorService.WatchVerdicts:output_type -> vantage.v1.VerdictUpdate
-	23, // 61: vantage.v1.OperatorService.GetTimeline:output_type -> vantage.v1.GetTimelineResponse
-	25, // 62: vantage.v1.OperatorService.Explain:output_type -> vantage.v1.ExplainResponse
-	27, // 63: vantage.v1.OperatorService.Replay:output_type -> vantage.v1.ReplayResponse
-	30, // 64: vantage.v1.OperatorService.ListAudit:output_type -> vantage.v1.ListAuditResponse
-	48, // [48:65] is the sub-list for method output_type
-	31, // [31:48] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	34, // 7: vantage.v1.CreateJoinTokenRequest.labels:type_name -> vantage.v1.CreateJoinTokenRequest.LabelsEntry
+	36, // 8: vantage.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 9: vantage.v1.ListCampaignsResponse.campaigns:type_name -> vantage.v1.Campaign
+	36, // 10: vantage.v1.QueryResultsRequest.from:type_name -> google.protobuf.Timestamp
+	36, // 11: vantage.v1.QueryResultsRequest.to:type_name -> google.protobuf.Timestamp
+	40, // 12: vantage.v1.StoredResult.result:type_name -> vantage.v1.ProbeResult
+	36, // 13: vantage.v1.StoredResult.received_at:type_name -> google.protobuf.Timestamp
+	41, // 14: vantage.v1.GetVerdictsRequest.level:type_name -> vantage.v1.Level
+	42, // 15: vantage.v1.GetVerdictsResponse.verdicts:type_name -> vantage.v1.Verdict
+	41, // 16: vantage.v1.WatchVerdictsRequest.level:type_name -> vantage.v1.Level
+	42, // 17: vantage.v1.VerdictUpdate.verdict:type_name -> vantage.v1.Verdict
+	43, // 18: vantage.v1.VerdictUpdate.transition:type_name -> vantage.v1.Transition
+	41, // 19: vantage.v1.GetTimelineRequest.level:type_name -> vantage.v1.Level
+	36, // 20: vantage.v1.GetTimelineRequest.from:type_name -> google.protobuf.Timestamp
+	36, // 21: vantage.v1.GetTimelineRequest.to:type_name -> google.protobuf.Timestamp
+	43, // 22: vantage.v1.GetTimelineResponse.transitions:type_name -> vantage.v1.Transition
+	44, // 23: vantage.v1.GetTimelineResponse.series:type_name -> vantage.v1.QualityPoint
+	36, // 24: vantage.v1.GetSeriesRequest.from:type_name -> google.protobuf.Timestamp
+	36, // 25: vantage.v1.GetSeriesRequest.to:type_name -> google.protobuf.Timestamp
+	44, // 26: vantage.v1.GetSeriesResponse.points:type_name -> vantage.v1.QualityPoint
+	42, // 27: vantage.v1.ExplainResponse.verdict:type_name -> vantage.v1.Verdict
+	17, // 28: vantage.v1.ExplainResponse.results:type_name -> vantage.v1.StoredResult
+	36, // 29: vantage.v1.ReplayRequest.from:type_name -> google.protobuf.Timestamp
+	36, // 30: vantage.v1.ReplayRequest.to:type_name -> google.protobuf.Timestamp
+	35, // 31: vantage.v1.ReplayRequest.params:type_name -> vantage.v1.ReplayRequest.ParamsEntry
+	43, // 32: vantage.v1.ReplayResponse.transitions:type_name -> vantage.v1.Transition
+	36, // 33: vantage.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	30, // 34: vantage.v1.ListAuditResponse.entries:type_name -> vantage.v1.AuditEntry
+	2,  // 35: vantage.v1.OperatorService.ListAgents:input_type -> vantage.v1.ListAgentsRequest
+	4,  // 36: vantage.v1.OperatorService.ApproveAgent:input_type -> vantage.v1.ApproveAgentRequest
+	5,  // 37: vantage.v1.OperatorService.RevokeAgent:input_type -> vantage.v1.RevokeAgentRequest
+	6,  // 38: vantage.v1.OperatorService.CreateJoinToken:input_type -> vantage.v1.CreateJoinTokenRequest
+	8,  // 39: vantage.v1.OperatorService.ApplyCampaign:input_type -> vantage.v1.ApplyCampaignRequest
+	9,  // 40: vantage.v1.OperatorService.ListCampaigns:input_type -> vantage.v1.ListCampaignsRequest
+	11, // 41: vantage.v1.OperatorService.GetCampaign:input_type -> vantage.v1.GetCampaignRequest
+	12, // 42: vantage.v1.OperatorService.PauseCampaign:input_type -> vantage.v1.PauseCampaignRequest
+	13, // 43: vantage.v1.OperatorService.ResumeCampaign:input_type -> vantage.v1.ResumeCampaignRequest
+	14, // 44: vantage.v1.OperatorService.DeleteCampaign:input_type -> vantage.v1.DeleteCampaignRequest
+	16, // 45: vantage.v1.OperatorService.QueryResults:input_type -> vantage.v1.QueryResultsRequest
+	18, // 46: vantage.v1.OperatorService.GetVerdicts:input_type -> vantage.v1.GetVerdictsRequest
+	20, // 47: vantage.v1.OperatorService.WatchVerdicts:input_type -> vantage.v1.WatchVerdictsRequest
+	22, // 48: vantage.v1.OperatorService.GetTimeline:input_type -> vantage.v1.GetTimelineRequest
+	24, // 49: vantage.v1.OperatorService.GetSeries:input_type -> vantage.v1.GetSeriesRequest
+	26, // 50: vantage.v1.OperatorService.Explain:input_type -> vantage.v1.ExplainRequest
+	28, // 51: vantage.v1.OperatorService.Replay:input_type -> vantage.v1.ReplayRequest
+	31, // 52: vantage.v1.OperatorService.ListAudit:input_type -> vantage.v1.ListAuditRequest
+	3,  // 53: vantage.v1.OperatorService.ListAgents:output_type -> vantage.v1.ListAgentsResponse
+	1,  // 54: vantage.v1.OperatorService.ApproveAgent:output_type -> vantage.v1.AgentInfo
+	1,  // 55: vantage.v1.OperatorService.RevokeAgent:output_type -> vantage.v1.AgentInfo
+	7,  // 56: vantage.v1.OperatorService.CreateJoinToken:output_type -> vantage.v1.CreateJoinTokenResponse
+	39, // 57: vantage.v1.OperatorService.ApplyCampaign:output_type -> vantage.v1.Campaign
+	10, // 58: vantage.v1.OperatorService.ListCampaigns:output_type -> vantage.v1.ListCampaignsResponse
+	39, // 59: vantage.v1.OperatorService.GetCampaign:output_type -> vantage.v1.Campaign
+	39, // 60: vantage.v1.OperatorService.PauseCampaign:output_type -> vantage.v1.Campaign
+	39, // 61: vantage.v1.OperatorService.ResumeCampaign:output_type -> vantage.v1.Campaign
+	15, // 62: vantage.v1.OperatorService.DeleteCampaign:output_type -> vantage.v1.DeleteCampaignResponse
+	17, // 63: vantage.v1.OperatorService.QueryResults:output_type -> vantage.v1.StoredResult
+	19, // 64: vantage.v1.OperatorService.GetVerdicts:output_type -> vantage.v1.GetVerdictsResponse
+	21, // 65: vantage.v1.OperatorService.WatchVerdicts:output_type -> vantage.v1.VerdictUpdate
+	23, // 66: vantage.v1.OperatorService.GetTimeline:output_type -> vantage.v1.GetTimelineResponse
+	25, // 67: vantage.v1.OperatorService.GetSeries:output_type -> vantage.v1.GetSeriesResponse
+	27, // 68: vantage.v1.OperatorService.Explain:output_type -> vantage.v1.ExplainResponse
+	29, // 69: vantage.v1.OperatorService.Replay:output_type -> vantage.v1.ReplayResponse
+	32, // 70: vantage.v1.OperatorService.ListAudit:output_type -> vantage.v1.ListAuditResponse
+	53, // [53:71] is the sub-list for method output_type
+	35, // [35:53] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_vantage_v1_operator_proto_init() }
@@ -2161,7 +2329,7 @@ func file_vantage_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vantage_v1_operator_proto_rawDesc), len(file_vantage_v1_operator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	OperatorService_GetVerdicts_FullMethodName     = "/vantage.v1.OperatorService/GetVerdicts"
 	OperatorService_WatchVerdicts_FullMethodName   = "/vantage.v1.OperatorService/WatchVerdicts"
 	OperatorService_GetTimeline_FullMethodName     = "/vantage.v1.OperatorService/GetTimeline"
+	OperatorService_GetSeries_FullMethodName       = "/vantage.v1.OperatorService/GetSeries"
 	OperatorService_Explain_FullMethodName         = "/vantage.v1.OperatorService/Explain"
 	OperatorService_Replay_FullMethodName          = "/vantage.v1.OperatorService/Replay"
 	OperatorService_ListAudit_FullMethodName       = "/vantage.v1.OperatorService/ListAudit"
@@ -65,6 +66,8 @@ type OperatorServiceClient interface {
 	WatchVerdicts(ctx context.Context, in *WatchVerdictsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerdictUpdate], error)
 	// Stored transitions, oldest first.
 	GetTimeline(ctx context.Context, in *GetTimelineRequest, opts ...grpc.CallOption) (*GetTimelineResponse, error)
+	// Quality series: loss and RTT per (network, vantage) and round.
+	GetSeries(ctx context.Context, in *GetSeriesRequest, opts ...grpc.CallOption) (*GetSeriesResponse, error)
 	// The raw results behind one verdict.
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// Recompute a timeline from stored results with other parameters; the
@@ -239,6 +242,16 @@ func (c *operatorServiceClient) GetTimeline(ctx context.Context, in *GetTimeline
 	return out, nil
 }
 
+func (c *operatorServiceClient) GetSeries(ctx context.Context, in *GetSeriesRequest, opts ...grpc.CallOption) (*GetSeriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSeriesResponse)
+	err := c.cc.Invoke(ctx, OperatorService_GetSeries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *operatorServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ExplainResponse)
@@ -296,6 +309,8 @@ type OperatorServiceServer interface {
 	WatchVerdicts(*WatchVerdictsRequest, grpc.ServerStreamingServer[VerdictUpdate]) error
 	// Stored transitions, oldest first.
 	GetTimeline(context.Context, *GetTimelineRequest) (*GetTimelineResponse, error)
+	// Quality series: loss and RTT per (network, vantage) and round.
+	GetSeries(context.Context, *GetSeriesRequest) (*GetSeriesResponse, error)
 	// The raw results behind one verdict.
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// Recompute a timeline from stored results with other parameters; the
@@ -353,6 +368,9 @@ func (UnimplementedOperatorServiceServer) WatchVerdicts(*WatchVerdictsRequest, g
 }
 func (UnimplementedOperatorServiceServer) GetTimeline(context.Context, *GetTimelineRequest) (*GetTimelineResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTimeline not implemented")
+}
+func (UnimplementedOperatorServiceServer) GetSeries(context.Context, *GetSeriesRequest) (*GetSeriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSeries not implemented")
 }
 func (UnimplementedOperatorServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
@@ -622,6 +640,24 @@ func _OperatorService_GetTimeline_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_GetSeries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSeriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).GetSeries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_GetSeries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).GetSeries(ctx, req.(*GetSeriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _OperatorService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ExplainRequest)
 	if err := dec(in); err != nil {
@@ -730,6 +766,10 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTimeline",
 			Handler:    _OperatorService_GetTimeline_Handler,
+		},
+		{
+			MethodName: "GetSeries",
+			Handler:    _OperatorService_GetSeries_Handler,
 		},
 		{
 			MethodName: "Explain",

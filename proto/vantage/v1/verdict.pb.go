@@ -160,6 +160,10 @@ const (
 	Location_LOCATION_PATH_SPECIFIC Location = 6
 	// ICMP is silent while TCP answers: reachable, filtered.
 	Location_LOCATION_FILTERED Location = 7
+	// The state changed and no fresh evidence places it yet (no traces of this
+	// round or the last one, no path signature that told the same story);
+	// a refinement follows when the traces are in.
+	Location_LOCATION_LOCATING Location = 8
 )
 
 // Enum value maps for Location.
@@ -173,6 +177,7 @@ var (
 		5: "LOCATION_VANTAGE",
 		6: "LOCATION_PATH_SPECIFIC",
 		7: "LOCATION_FILTERED",
+		8: "LOCATION_LOCATING",
 	}
 	Location_value = map[string]int32{
 		"LOCATION_UNSPECIFIED":    0,
@@ -183,6 +188,7 @@ var (
 		"LOCATION_VANTAGE":        5,
 		"LOCATION_PATH_SPECIFIC":  6,
 		"LOCATION_FILTERED":       7,
+		"LOCATION_LOCATING":       8,
 	}
 )
 
@@ -213,6 +219,470 @@ func (Location) EnumDescriptor() ([]byte, []int) {
 	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{2}
 }
 
+// Reason says what made a subject DEGRADED.
+type Reason int32
+
+const (
+	Reason_REASON_UNSPECIFIED Reason = 0
+	// Some children (targets of a network, networks of a scope, vantages of a
+	// target) are down while others answer.
+	Reason_REASON_PARTIAL Reason = 1
+	// Loss (probes without a first-try answer) stayed past the campaign's
+	// threshold above the subject's own baseline.
+	Reason_REASON_LOSS Reason = 2
+	// RTT stayed past the campaign's threshold above the subject's baseline.
+	Reason_REASON_LATENCY Reason = 3
+)
+
+// Enum value maps for Reason.
+var (
+	Reason_name = map[int32]string{
+		0: "REASON_UNSPECIFIED",
+		1: "REASON_PARTIAL",
+		2: "REASON_LOSS",
+		3: "REASON_LATENCY",
+	}
+	Reason_value = map[string]int32{
+		"REASON_UNSPECIFIED": 0,
+		"REASON_PARTIAL":     1,
+		"REASON_LOSS":        2,
+		"REASON_LATENCY":     3,
+	}
+)
+
+func (x Reason) Enum() *Reason {
+	p := new(Reason)
+	*p = x
+	return p
+}
+
+func (x Reason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Reason) Descriptor() protoreflect.EnumDescriptor {
+	return file_vantage_v1_verdict_proto_enumTypes[3].Descriptor()
+}
+
+func (Reason) Type() protoreflect.EnumType {
+	return &file_vantage_v1_verdict_proto_enumTypes[3]
+}
+
+func (x Reason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Reason.Descriptor instead.
+func (Reason) EnumDescriptor() ([]byte, []int) {
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{3}
+}
+
+// Cause is which explanation of an outage the evidence supports: the four
+// questions asked of North Korea's outage in December 2014.
+type Cause int32
+
+const (
+	Cause_CAUSE_UNSPECIFIED Cause = 0
+	// The evidence does not separate the causes below.
+	Cause_CAUSE_UNDETERMINED Cause = 1
+	// The country's own doing: its border still answers (or, with BGP, its
+	// routes are withdrawn at the origin) while the hosts inside do not.
+	Cause_CAUSE_SELF Cause = 2
+	// Paths die at, or just after, an upstream that itself still answers.
+	Cause_CAUSE_UPSTREAM Cause = 3
+	// An abrupt loss with no degradation before it, where the border itself
+	// stops answering (a cut, a router failure).
+	Cause_CAUSE_FAILURE Cause = 4
+	// Loss and RTT rose together across vantages at the same border over
+	// several rounds, before or during the outage.
+	Cause_CAUSE_ATTACK_OR_CONGESTION Cause = 5
+)
+
+// Enum value maps for Cause.
+var (
+	Cause_name = map[int32]string{
+		0: "CAUSE_UNSPECIFIED",
+		1: "CAUSE_UNDETERMINED",
+		2: "CAUSE_SELF",
+		3: "CAUSE_UPSTREAM",
+		4: "CAUSE_FAILURE",
+		5: "CAUSE_ATTACK_OR_CONGESTION",
+	}
+	Cause_value = map[string]int32{
+		"CAUSE_UNSPECIFIED":          0,
+		"CAUSE_UNDETERMINED":         1,
+		"CAUSE_SELF":                 2,
+		"CAUSE_UPSTREAM":             3,
+		"CAUSE_FAILURE":              4,
+		"CAUSE_ATTACK_OR_CONGESTION": 5,
+	}
+)
+
+func (x Cause) Enum() *Cause {
+	p := new(Cause)
+	*p = x
+	return p
+}
+
+func (x Cause) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Cause) Descriptor() protoreflect.EnumDescriptor {
+	return file_vantage_v1_verdict_proto_enumTypes[4].Descriptor()
+}
+
+func (Cause) Type() protoreflect.EnumType {
+	return &file_vantage_v1_verdict_proto_enumTypes[4]
+}
+
+func (x Cause) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Cause.Descriptor instead.
+func (Cause) EnumDescriptor() ([]byte, []int) {
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{4}
+}
+
+// Router is a router on the path: where paths die.
+type Router struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// UPSTREAM, BORDER, or UNSPECIFIED for a router the campaign does not name.
+	Role TargetRole `protobuf:"varint,2,opt,name=role,proto3,enum=vantage.v1.TargetRole" json:"role,omitempty"`
+	// The name the campaign gives the router (upstreams: [{name: ...}]) or a
+	// stable generated one for a discovered router; empty if unnamed.
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Router) Reset() {
+	*x = Router{}
+	mi := &file_vantage_v1_verdict_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Router) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Router) ProtoMessage() {}
+
+func (x *Router) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_verdict_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Router.ProtoReflect.Descriptor instead.
+func (*Router) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Router) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Router) GetRole() TargetRole {
+	if x != nil {
+		return x.Role
+	}
+	return TargetRole_TARGET_ROLE_UNSPECIFIED
+}
+
+func (x *Router) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// CauseFinding is the cause an episode's evidence supports.
+type CauseFinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cause Cause                  `protobuf:"varint,1,opt,name=cause,proto3,enum=vantage.v1.Cause" json:"cause,omitempty"`
+	// 0 to 1: how strongly the evidence separates this cause from the others.
+	Confidence float64 `protobuf:"fixed64,2,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	// The observations behind it, in words ("border 198.18.0.1 answers from 3
+	// of 3 vantages", ...).
+	Evidence      []string `protobuf:"bytes,3,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CauseFinding) Reset() {
+	*x = CauseFinding{}
+	mi := &file_vantage_v1_verdict_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CauseFinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CauseFinding) ProtoMessage() {}
+
+func (x *CauseFinding) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_verdict_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CauseFinding.ProtoReflect.Descriptor instead.
+func (*CauseFinding) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CauseFinding) GetCause() Cause {
+	if x != nil {
+		return x.Cause
+	}
+	return Cause_CAUSE_UNSPECIFIED
+}
+
+func (x *CauseFinding) GetConfidence() float64 {
+	if x != nil {
+		return x.Confidence
+	}
+	return 0
+}
+
+func (x *CauseFinding) GetEvidence() []string {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+// UpstreamView is what the paths through one upstream show.
+type UpstreamView struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The upstream's name (campaign or generated).
+	Name      string   `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Addresses []string `protobuf:"bytes,2,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// Whether the paths through this upstream die at it or after it.
+	Dead bool `protobuf:"varint,3,opt,name=dead,proto3" json:"dead,omitempty"`
+	// Networks still answering through this upstream, and those that do not.
+	NetworksUp    []string `protobuf:"bytes,4,rep,name=networks_up,json=networksUp,proto3" json:"networks_up,omitempty"`
+	NetworksDown  []string `protobuf:"bytes,5,rep,name=networks_down,json=networksDown,proto3" json:"networks_down,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpstreamView) Reset() {
+	*x = UpstreamView{}
+	mi := &file_vantage_v1_verdict_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamView) ProtoMessage() {}
+
+func (x *UpstreamView) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_verdict_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamView.ProtoReflect.Descriptor instead.
+func (*UpstreamView) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UpstreamView) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpstreamView) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *UpstreamView) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+func (x *UpstreamView) GetNetworksUp() []string {
+	if x != nil {
+		return x.NetworksUp
+	}
+	return nil
+}
+
+func (x *UpstreamView) GetNetworksDown() []string {
+	if x != nil {
+		return x.NetworksDown
+	}
+	return nil
+}
+
+// QualityPoint is one vantage's view of one network in one round: the
+// series behind DEGRADED(LOSS) and DEGRADED(LATENCY).
+type QualityPoint struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Campaign   string                 `protobuf:"bytes,1,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	Network    string                 `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	AgentId    string                 `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Round      int64                  `protobuf:"varint,4,opt,name=round,proto3" json:"round,omitempty"`
+	RoundStart *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=round_start,json=roundStart,proto3" json:"round_start,omitempty"`
+	// Probes sent and those answered at the first try.
+	Probes          uint32 `protobuf:"varint,6,opt,name=probes,proto3" json:"probes,omitempty"`
+	FirstTryAnswers uint32 `protobuf:"varint,7,opt,name=first_try_answers,json=firstTryAnswers,proto3" json:"first_try_answers,omitempty"`
+	// 1 - first_try_answers / probes.
+	Loss float64 `protobuf:"fixed64,8,opt,name=loss,proto3" json:"loss,omitempty"`
+	// RTT percentiles over the round's answers; 0 with no answer.
+	RttP50Ms float64 `protobuf:"fixed64,9,opt,name=rtt_p50_ms,json=rttP50Ms,proto3" json:"rtt_p50_ms,omitempty"`
+	RttP90Ms float64 `protobuf:"fixed64,10,opt,name=rtt_p90_ms,json=rttP90Ms,proto3" json:"rtt_p90_ms,omitempty"`
+	// Answers per protocol: "icmp", "tcp", "trace".
+	Answers       map[string]uint32 `protobuf:"bytes,11,rep,name=answers,proto3" json:"answers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QualityPoint) Reset() {
+	*x = QualityPoint{}
+	mi := &file_vantage_v1_verdict_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QualityPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QualityPoint) ProtoMessage() {}
+
+func (x *QualityPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_verdict_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QualityPoint.ProtoReflect.Descriptor instead.
+func (*QualityPoint) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *QualityPoint) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *QualityPoint) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *QualityPoint) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *QualityPoint) GetRound() int64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *QualityPoint) GetRoundStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RoundStart
+	}
+	return nil
+}
+
+func (x *QualityPoint) GetProbes() uint32 {
+	if x != nil {
+		return x.Probes
+	}
+	return 0
+}
+
+func (x *QualityPoint) GetFirstTryAnswers() uint32 {
+	if x != nil {
+		return x.FirstTryAnswers
+	}
+	return 0
+}
+
+func (x *QualityPoint) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *QualityPoint) GetRttP50Ms() float64 {
+	if x != nil {
+		return x.RttP50Ms
+	}
+	return 0
+}
+
+func (x *QualityPoint) GetRttP90Ms() float64 {
+	if x != nil {
+		return x.RttP90Ms
+	}
+	return 0
+}
+
+func (x *QualityPoint) GetAnswers() map[string]uint32 {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
 // VantageEvidence is one vantage's view of a verdict's subject.
 type VantageEvidence struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -236,7 +706,7 @@ type VantageEvidence struct {
 
 func (x *VantageEvidence) Reset() {
 	*x = VantageEvidence{}
-	mi := &file_vantage_v1_verdict_proto_msgTypes[0]
+	mi := &file_vantage_v1_verdict_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -248,7 +718,7 @@ func (x *VantageEvidence) String() string {
 func (*VantageEvidence) ProtoMessage() {}
 
 func (x *VantageEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_verdict_proto_msgTypes[0]
+	mi := &file_vantage_v1_verdict_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -261,7 +731,7 @@ func (x *VantageEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VantageEvidence.ProtoReflect.Descriptor instead.
 func (*VantageEvidence) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{0}
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *VantageEvidence) GetAgentId() string {
@@ -363,14 +833,24 @@ type Verdict struct {
 	Evidence     []*VantageEvidence `protobuf:"bytes,20,rep,name=evidence,proto3" json:"evidence,omitempty"`
 	Notes        []string           `protobuf:"bytes,21,rep,name=notes,proto3" json:"notes,omitempty"`
 	// Network the subject belongs to (target level only).
-	Network       string `protobuf:"bytes,22,opt,name=network,proto3" json:"network,omitempty"`
+	Network string `protobuf:"bytes,22,opt,name=network,proto3" json:"network,omitempty"`
+	// What made it DEGRADED (DEGRADED only).
+	Reason Reason `protobuf:"varint,23,opt,name=reason,proto3,enum=vantage.v1.Reason" json:"reason,omitempty"`
+	// The router where the paths die, with its role and name (set with a
+	// location that names one).
+	LocationHop *Router `protobuf:"bytes,24,opt,name=location_hop,json=locationHop,proto3" json:"location_hop,omitempty"`
+	// The cause of a DEGRADED or UNREACHABLE episode (network and scope).
+	Cause *CauseFinding `protobuf:"bytes,25,opt,name=cause,proto3" json:"cause,omitempty"`
+	// Per upstream of a multi-homed scope: whose paths die, which networks
+	// still answer through which.
+	Upstreams     []*UpstreamView `protobuf:"bytes,26,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_vantage_v1_verdict_proto_msgTypes[1]
+	mi := &file_vantage_v1_verdict_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +862,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_verdict_proto_msgTypes[1]
+	mi := &file_vantage_v1_verdict_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +875,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{1}
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Verdict) GetId() string {
@@ -552,6 +1032,34 @@ func (x *Verdict) GetNetwork() string {
 	return ""
 }
 
+func (x *Verdict) GetReason() Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return Reason_REASON_UNSPECIFIED
+}
+
+func (x *Verdict) GetLocationHop() *Router {
+	if x != nil {
+		return x.LocationHop
+	}
+	return nil
+}
+
+func (x *Verdict) GetCause() *CauseFinding {
+	if x != nil {
+		return x.Cause
+	}
+	return nil
+}
+
+func (x *Verdict) GetUpstreams() []*UpstreamView {
+	if x != nil {
+		return x.Upstreams
+	}
+	return nil
+}
+
 // Transition is one state change on the timeline. An entry with
 // from == to is a location refinement: the state held, but traces that came
 // in after the change moved its location (the change itself carried the
@@ -571,19 +1079,23 @@ type Transition struct {
 	// When the controller decided.
 	DetectedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=detected_at,json=detectedAt,proto3" json:"detected_at,omitempty"`
 	// The first round in the new state.
-	Round         int64    `protobuf:"varint,10,opt,name=round,proto3" json:"round,omitempty"`
-	Location      Location `protobuf:"varint,11,opt,name=location,proto3,enum=vantage.v1.Location" json:"location,omitempty"`
-	VerdictId     string   `protobuf:"bytes,12,opt,name=verdict_id,json=verdictId,proto3" json:"verdict_id,omitempty"`
-	UpChildren    []string `protobuf:"bytes,13,rep,name=up_children,json=upChildren,proto3" json:"up_children,omitempty"`
-	DownChildren  []string `protobuf:"bytes,14,rep,name=down_children,json=downChildren,proto3" json:"down_children,omitempty"`
-	Notes         []string `protobuf:"bytes,15,rep,name=notes,proto3" json:"notes,omitempty"`
+	Round         int64           `protobuf:"varint,10,opt,name=round,proto3" json:"round,omitempty"`
+	Location      Location        `protobuf:"varint,11,opt,name=location,proto3,enum=vantage.v1.Location" json:"location,omitempty"`
+	VerdictId     string          `protobuf:"bytes,12,opt,name=verdict_id,json=verdictId,proto3" json:"verdict_id,omitempty"`
+	UpChildren    []string        `protobuf:"bytes,13,rep,name=up_children,json=upChildren,proto3" json:"up_children,omitempty"`
+	DownChildren  []string        `protobuf:"bytes,14,rep,name=down_children,json=downChildren,proto3" json:"down_children,omitempty"`
+	Notes         []string        `protobuf:"bytes,15,rep,name=notes,proto3" json:"notes,omitempty"`
+	Reason        Reason          `protobuf:"varint,16,opt,name=reason,proto3,enum=vantage.v1.Reason" json:"reason,omitempty"`
+	LocationHop   *Router         `protobuf:"bytes,17,opt,name=location_hop,json=locationHop,proto3" json:"location_hop,omitempty"`
+	Cause         *CauseFinding   `protobuf:"bytes,18,opt,name=cause,proto3" json:"cause,omitempty"`
+	Upstreams     []*UpstreamView `protobuf:"bytes,19,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_vantage_v1_verdict_proto_msgTypes[2]
+	mi := &file_vantage_v1_verdict_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +1107,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_verdict_proto_msgTypes[2]
+	mi := &file_vantage_v1_verdict_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +1120,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{2}
+	return file_vantage_v1_verdict_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Transition) GetId() int64 {
@@ -716,12 +1228,76 @@ func (x *Transition) GetNotes() []string {
 	return nil
 }
 
+func (x *Transition) GetReason() Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return Reason_REASON_UNSPECIFIED
+}
+
+func (x *Transition) GetLocationHop() *Router {
+	if x != nil {
+		return x.LocationHop
+	}
+	return nil
+}
+
+func (x *Transition) GetCause() *CauseFinding {
+	if x != nil {
+		return x.Cause
+	}
+	return nil
+}
+
+func (x *Transition) GetUpstreams() []*UpstreamView {
+	if x != nil {
+		return x.Upstreams
+	}
+	return nil
+}
+
 var File_vantage_v1_verdict_proto protoreflect.FileDescriptor
 
 const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\n" +
 	"\x18vantage/v1/verdict.proto\x12\n" +
-	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x02\n" +
+	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vantage/v1/probe.proto\"b\n" +
+	"\x06Router\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12*\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x16.vantage.v1.TargetRoleR\x04role\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"s\n" +
+	"\fCauseFinding\x12'\n" +
+	"\x05cause\x18\x01 \x01(\x0e2\x11.vantage.v1.CauseR\x05cause\x12\x1e\n" +
+	"\n" +
+	"confidence\x18\x02 \x01(\x01R\n" +
+	"confidence\x12\x1a\n" +
+	"\bevidence\x18\x03 \x03(\tR\bevidence\"\x9a\x01\n" +
+	"\fUpstreamView\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\taddresses\x18\x02 \x03(\tR\taddresses\x12\x12\n" +
+	"\x04dead\x18\x03 \x01(\bR\x04dead\x12\x1f\n" +
+	"\vnetworks_up\x18\x04 \x03(\tR\n" +
+	"networksUp\x12#\n" +
+	"\rnetworks_down\x18\x05 \x03(\tR\fnetworksDown\"\xc3\x03\n" +
+	"\fQualityPoint\x12\x1a\n" +
+	"\bcampaign\x18\x01 \x01(\tR\bcampaign\x12\x18\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05round\x18\x04 \x01(\x03R\x05round\x12;\n" +
+	"\vround_start\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"roundStart\x12\x16\n" +
+	"\x06probes\x18\x06 \x01(\rR\x06probes\x12*\n" +
+	"\x11first_try_answers\x18\a \x01(\rR\x0ffirstTryAnswers\x12\x12\n" +
+	"\x04loss\x18\b \x01(\x01R\x04loss\x12\x1c\n" +
+	"\n" +
+	"rtt_p50_ms\x18\t \x01(\x01R\brttP50Ms\x12\x1c\n" +
+	"\n" +
+	"rtt_p90_ms\x18\n" +
+	" \x01(\x01R\brttP90Ms\x12?\n" +
+	"\aanswers\x18\v \x03(\v2%.vantage.v1.QualityPoint.AnswersEntryR\aanswers\x1a:\n" +
+	"\fAnswersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xc9\x02\n" +
 	"\x0fVantageEvidence\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
 	"\n" +
@@ -734,7 +1310,7 @@ const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\x0elast_result_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\flastResultAt\x12\x1d\n" +
 	"\n" +
 	"last_round\x18\b \x01(\x03R\tlastRound\x12'\n" +
-	"\x05state\x18\t \x01(\x0e2\x11.vantage.v1.StateR\x05state\"\xcb\x06\n" +
+	"\x05state\x18\t \x01(\x0e2\x11.vantage.v1.StateR\x05state\"\x96\b\n" +
 	"\aVerdict\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bcampaign\x18\x02 \x01(\tR\bcampaign\x12'\n" +
@@ -759,7 +1335,11 @@ const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\rdown_children\x18\x13 \x03(\tR\fdownChildren\x127\n" +
 	"\bevidence\x18\x14 \x03(\v2\x1b.vantage.v1.VantageEvidenceR\bevidence\x12\x14\n" +
 	"\x05notes\x18\x15 \x03(\tR\x05notes\x12\x18\n" +
-	"\anetwork\x18\x16 \x01(\tR\anetwork\"\xc7\x04\n" +
+	"\anetwork\x18\x16 \x01(\tR\anetwork\x12*\n" +
+	"\x06reason\x18\x17 \x01(\x0e2\x12.vantage.v1.ReasonR\x06reason\x125\n" +
+	"\flocation_hop\x18\x18 \x01(\v2\x12.vantage.v1.RouterR\vlocationHop\x12.\n" +
+	"\x05cause\x18\x19 \x01(\v2\x18.vantage.v1.CauseFindingR\x05cause\x126\n" +
+	"\tupstreams\x18\x1a \x03(\v2\x18.vantage.v1.UpstreamViewR\tupstreams\"\x92\x06\n" +
 	"\n" +
 	"Transition\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
@@ -780,7 +1360,11 @@ const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\vup_children\x18\r \x03(\tR\n" +
 	"upChildren\x12#\n" +
 	"\rdown_children\x18\x0e \x03(\tR\fdownChildren\x12\x14\n" +
-	"\x05notes\x18\x0f \x03(\tR\x05notes*\x85\x01\n" +
+	"\x05notes\x18\x0f \x03(\tR\x05notes\x12*\n" +
+	"\x06reason\x18\x10 \x01(\x0e2\x12.vantage.v1.ReasonR\x06reason\x125\n" +
+	"\flocation_hop\x18\x11 \x01(\v2\x12.vantage.v1.RouterR\vlocationHop\x12.\n" +
+	"\x05cause\x18\x12 \x01(\v2\x18.vantage.v1.CauseFindingR\x05cause\x126\n" +
+	"\tupstreams\x18\x13 \x03(\v2\x18.vantage.v1.UpstreamViewR\tupstreams*\x85\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATE_REACHABLE\x10\x01\x12\x12\n" +
@@ -792,7 +1376,7 @@ const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\x11LEVEL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLEVEL_TARGET\x10\x01\x12\x11\n" +
 	"\rLEVEL_NETWORK\x10\x02\x12\x0f\n" +
-	"\vLEVEL_SCOPE\x10\x03*\xca\x01\n" +
+	"\vLEVEL_SCOPE\x10\x03*\xe1\x01\n" +
 	"\bLocation\x12\x18\n" +
 	"\x14LOCATION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rLOCATION_NONE\x10\x01\x12\x1b\n" +
@@ -801,7 +1385,21 @@ const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\x10LOCATION_TRANSIT\x10\x04\x12\x14\n" +
 	"\x10LOCATION_VANTAGE\x10\x05\x12\x1a\n" +
 	"\x16LOCATION_PATH_SPECIFIC\x10\x06\x12\x15\n" +
-	"\x11LOCATION_FILTERED\x10\aB;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
+	"\x11LOCATION_FILTERED\x10\a\x12\x15\n" +
+	"\x11LOCATION_LOCATING\x10\b*Y\n" +
+	"\x06Reason\x12\x16\n" +
+	"\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eREASON_PARTIAL\x10\x01\x12\x0f\n" +
+	"\vREASON_LOSS\x10\x02\x12\x12\n" +
+	"\x0eREASON_LATENCY\x10\x03*\x8d\x01\n" +
+	"\x05Cause\x12\x15\n" +
+	"\x11CAUSE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12CAUSE_UNDETERMINED\x10\x01\x12\x0e\n" +
+	"\n" +
+	"CAUSE_SELF\x10\x02\x12\x12\n" +
+	"\x0eCAUSE_UPSTREAM\x10\x03\x12\x11\n" +
+	"\rCAUSE_FAILURE\x10\x04\x12\x1e\n" +
+	"\x1aCAUSE_ATTACK_OR_CONGESTION\x10\x05B;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
 
 var (
 	file_vantage_v1_verdict_proto_rawDescOnce sync.Once
@@ -815,40 +1413,60 @@ func file_vantage_v1_verdict_proto_rawDescGZIP() []byte {
 	return file_vantage_v1_verdict_proto_rawDescData
 }
 
-var file_vantage_v1_verdict_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_vantage_v1_verdict_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_vantage_v1_verdict_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_vantage_v1_verdict_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_vantage_v1_verdict_proto_goTypes = []any{
 	(State)(0),                    // 0: vantage.v1.State
 	(Level)(0),                    // 1: vantage.v1.Level
 	(Location)(0),                 // 2: vantage.v1.Location
-	(*VantageEvidence)(nil),       // 3: vantage.v1.VantageEvidence
-	(*Verdict)(nil),               // 4: vantage.v1.Verdict
-	(*Transition)(nil),            // 5: vantage.v1.Transition
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(Reason)(0),                   // 3: vantage.v1.Reason
+	(Cause)(0),                    // 4: vantage.v1.Cause
+	(*Router)(nil),                // 5: vantage.v1.Router
+	(*CauseFinding)(nil),          // 6: vantage.v1.CauseFinding
+	(*UpstreamView)(nil),          // 7: vantage.v1.UpstreamView
+	(*QualityPoint)(nil),          // 8: vantage.v1.QualityPoint
+	(*VantageEvidence)(nil),       // 9: vantage.v1.VantageEvidence
+	(*Verdict)(nil),               // 10: vantage.v1.Verdict
+	(*Transition)(nil),            // 11: vantage.v1.Transition
+	nil,                           // 12: vantage.v1.QualityPoint.AnswersEntry
+	(TargetRole)(0),               // 13: vantage.v1.TargetRole
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_vantage_v1_verdict_proto_depIdxs = []int32{
-	6,  // 0: vantage.v1.VantageEvidence.last_result_at:type_name -> google.protobuf.Timestamp
-	0,  // 1: vantage.v1.VantageEvidence.state:type_name -> vantage.v1.State
-	1,  // 2: vantage.v1.Verdict.level:type_name -> vantage.v1.Level
-	0,  // 3: vantage.v1.Verdict.state:type_name -> vantage.v1.State
-	6,  // 4: vantage.v1.Verdict.since:type_name -> google.protobuf.Timestamp
-	6,  // 5: vantage.v1.Verdict.onset_earliest:type_name -> google.protobuf.Timestamp
-	6,  // 6: vantage.v1.Verdict.onset_latest:type_name -> google.protobuf.Timestamp
-	6,  // 7: vantage.v1.Verdict.evaluated_at:type_name -> google.protobuf.Timestamp
-	2,  // 8: vantage.v1.Verdict.location:type_name -> vantage.v1.Location
-	3,  // 9: vantage.v1.Verdict.evidence:type_name -> vantage.v1.VantageEvidence
-	1,  // 10: vantage.v1.Transition.level:type_name -> vantage.v1.Level
-	0,  // 11: vantage.v1.Transition.from:type_name -> vantage.v1.State
-	0,  // 12: vantage.v1.Transition.to:type_name -> vantage.v1.State
-	6,  // 13: vantage.v1.Transition.onset_earliest:type_name -> google.protobuf.Timestamp
-	6,  // 14: vantage.v1.Transition.onset_latest:type_name -> google.protobuf.Timestamp
-	6,  // 15: vantage.v1.Transition.detected_at:type_name -> google.protobuf.Timestamp
-	2,  // 16: vantage.v1.Transition.location:type_name -> vantage.v1.Location
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	13, // 0: vantage.v1.Router.role:type_name -> vantage.v1.TargetRole
+	4,  // 1: vantage.v1.CauseFinding.cause:type_name -> vantage.v1.Cause
+	14, // 2: vantage.v1.QualityPoint.round_start:type_name -> google.protobuf.Timestamp
+	12, // 3: vantage.v1.QualityPoint.answers:type_name -> vantage.v1.QualityPoint.AnswersEntry
+	14, // 4: vantage.v1.VantageEvidence.last_result_at:type_name -> google.protobuf.Timestamp
+	0,  // 5: vantage.v1.VantageEvidence.state:type_name -> vantage.v1.State
+	1,  // 6: vantage.v1.Verdict.level:type_name -> vantage.v1.Level
+	0,  // 7: vantage.v1.Verdict.state:type_name -> vantage.v1.State
+	14, // 8: vantage.v1.Verdict.since:type_name -> google.protobuf.Timestamp
+	14, // 9: vantage.v1.Verdict.onset_earliest:type_name -> google.protobuf.Timestamp
+	14, // 10: vantage.v1.Verdict.onset_latest:type_name -> google.protobuf.Timestamp
+	14, // 11: vantage.v1.Verdict.evaluated_at:type_name -> google.protobuf.Timestamp
+	2,  // 12: vantage.v1.Verdict.location:type_name -> vantage.v1.Location
+	9,  // 13: vantage.v1.Verdict.evidence:type_name -> vantage.v1.VantageEvidence
+	3,  // 14: vantage.v1.Verdict.reason:type_name -> vantage.v1.Reason
+	5,  // 15: vantage.v1.Verdict.location_hop:type_name -> vantage.v1.Router
+	6,  // 16: vantage.v1.Verdict.cause:type_name -> vantage.v1.CauseFinding
+	7,  // 17: vantage.v1.Verdict.upstreams:type_name -> vantage.v1.UpstreamView
+	1,  // 18: vantage.v1.Transition.level:type_name -> vantage.v1.Level
+	0,  // 19: vantage.v1.Transition.from:type_name -> vantage.v1.State
+	0,  // 20: vantage.v1.Transition.to:type_name -> vantage.v1.State
+	14, // 21: vantage.v1.Transition.onset_earliest:type_name -> google.protobuf.Timestamp
+	14, // 22: vantage.v1.Transition.onset_latest:type_name -> google.protobuf.Timestamp
+	14, // 23: vantage.v1.Transition.detected_at:type_name -> google.protobuf.Timestamp
+	2,  // 24: vantage.v1.Transition.location:type_name -> vantage.v1.Location
+	3,  // 25: vantage.v1.Transition.reason:type_name -> vantage.v1.Reason
+	5,  // 26: vantage.v1.Transition.location_hop:type_name -> vantage.v1.Router
+	6,  // 27: vantage.v1.Transition.cause:type_name -> vantage.v1.CauseFinding
+	7,  // 28: vantage.v1.Transition.upstreams:type_name -> vantage.v1.UpstreamView
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_vantage_v1_verdict_proto_init() }
@@ -856,13 +1474,14 @@ func file_vantage_v1_verdict_proto_init() {
 	if File_vantage_v1_verdict_proto != nil {
 		return
 	}
+	file_vantage_v1_probe_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vantage_v1_verdict_proto_rawDesc), len(file_vantage_v1_verdict_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   3,
+			NumEnums:      5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
