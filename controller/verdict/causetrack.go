@@ -7,20 +7,22 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
-// causeHist is how many rounds of raw state a causeTrack remembers (more
-// than CauseHistoryRounds).
-const causeHist = 8
+// histEntry is one round of a subject's raw state with a verdict.
+type histEntry struct {
+	round  int64
+	raw    vantagev1.State
+	border bool // a border target was DEGRADED that round (or in the UNKNOWN rounds after it)
+}
 
 // causeTrack is a network's or the scope's cause state across rounds.
 type causeTrack struct {
-	hist [causeHist]struct {
-		round  int64
-		raw    vantagev1.State
-		border bool // a border target was DEGRADED that round
-	}
+	// recent: the last CauseHistoryRounds rounds with a known raw state,
+	// oldest first; lastEval the last round explained (a gap clears it).
+	recent          []histEntry
+	lastEval        int64
 	lastRaw         vantagev1.State
 	onset           int64
-	known, degraded int // of the CauseHistoryRounds rounds before onset
+	known, degraded int // of the CauseHistoryRounds known rounds before onset
 	finding         *vantagev1.CauseFinding
 	hop             *vantagev1.Router
 	views           []*vantagev1.UpstreamView
@@ -50,25 +52,10 @@ func (e *Engine) explainAll(n int64) {
 func (e *Engine) explain(s *subject, n int64, borderDegraded bool) {
 	ct := s.cz
 	if ct == nil {
-		ct = &causeTrack{onset: -1, candRound: -1}
+		ct = &causeTrack{onset: -1, candRound: -1, lastEval: -2}
 		s.cz = ct
 	}
-	h := &ct.hist[n%causeHist]
-	h.round, h.raw, h.border = n, s.raw, borderDegraded
-	if known(s.raw) && s.raw != ct.lastRaw {
-		ct.lastRaw, ct.onset = s.raw, n
-		ct.known, ct.degraded = 0, 0
-		for r := n - CauseHistoryRounds; r < n; r++ {
-			p := ct.hist[((r%causeHist)+causeHist)%causeHist]
-			if r < 0 || p.round != r || !known(p.raw) {
-				continue
-			}
-			ct.known++
-			if p.raw == vantagev1.State_STATE_DEGRADED || p.border {
-				ct.degraded++
-			}
-		}
-	}
+	ct.observe(n, s.raw, borderDegraded)
 	ct.finding, ct.hop, ct.views = nil, nil, nil
 	if s.raw != vantagev1.State_STATE_DEGRADED && s.raw != vantagev1.State_STATE_UNREACHABLE {
 		return
@@ -76,6 +63,36 @@ func (e *Engine) explain(s *subject, n int64, borderDegraded bool) {
 	ct.views = e.upstreamViews(s)
 	ct.hop = e.locationHop(s, ct.views)
 	ct.finding = Cause(e.causeEvidence(s, n))
+}
+
+// observe records round n's raw state. A known state other than the last
+// known one is an onset: the CauseHistoryRounds known rounds before it
+// (rounds whose raw state was UNKNOWN, beliefs in flux as an outage
+// begins, are skipped) say whether the change was abrupt (none of them
+// DEGRADED, nor a border DEGRADED).
+func (ct *causeTrack) observe(n int64, raw vantagev1.State, border bool) {
+	if n != ct.lastEval+1 {
+		ct.recent = ct.recent[:0] // a gap: what came before is not known
+	}
+	ct.lastEval = n
+	if known(raw) && raw != ct.lastRaw {
+		ct.lastRaw, ct.onset = raw, n
+		ct.known, ct.degraded = len(ct.recent), 0
+		for _, h := range ct.recent {
+			if h.raw == vantagev1.State_STATE_DEGRADED || h.border {
+				ct.degraded++
+			}
+		}
+	}
+	switch {
+	case known(raw):
+		if len(ct.recent) == CauseHistoryRounds {
+			ct.recent = append(ct.recent[:0], ct.recent[1:]...)
+		}
+		ct.recent = append(ct.recent, histEntry{round: n, raw: raw, border: border})
+	case border && len(ct.recent) > 0:
+		ct.recent[len(ct.recent)-1].border = true
+	}
 }
 
 // causeEvidence gathers s's CauseEvidence for round n.

@@ -199,3 +199,37 @@ func describeCauses(trs []*vantagev1.Transition) string {
 	}
 	return strings.Join(out, "; ")
 }
+
+// TestObserveHistory: the rounds before an onset skip UNKNOWN ones
+// (beliefs in flux as an outage begins) but not a gap in evaluation.
+func TestObserveHistory(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		raws          []vantagev1.State // rounds 10.., the last one the onset
+		border        int               // round with a DEGRADED border, or 0
+		gapAt         int               // round skipped, or 0
+		known, degrad int
+	}{
+		{"calm", []vantagev1.State{reachable, reachable, reachable, reachable, unreachable}, 0, 0, 3, 0},
+		{"UNKNOWN rounds before the onset are skipped", []vantagev1.State{reachable, reachable, reachable, unknown, unknown, unknown, unknown,
+			unknown, unknown, unknown, unreachable}, 0, 0, 3, 0},
+		{"a DEGRADED round", []vantagev1.State{reachable, degraded, reachable, unknown, unreachable}, 0, 0, 3, 1},
+		{"a DEGRADED border while UNKNOWN", []vantagev1.State{reachable, reachable, reachable, unknown, unreachable}, 13, 0, 3, 1},
+		{"too short a history", []vantagev1.State{reachable, unknown, unknown, unreachable}, 0, 0, 1, 0},
+		{"a gap", []vantagev1.State{reachable, reachable, reachable, reachable, unreachable}, 0, 13, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ct := &causeTrack{lastEval: 9}
+			for i, raw := range c.raws {
+				r := int64(10 + i)
+				if r == int64(c.gapAt) {
+					continue
+				}
+				ct.observe(r, raw, r == int64(c.border))
+			}
+			if ct.known != c.known || ct.degraded != c.degrad || ct.onset != int64(10+len(c.raws)-1) {
+				t.Errorf("onset %d known %d degraded %d, want onset %d, %d %d", ct.onset, ct.known, ct.degraded, 10+len(c.raws)-1, c.known, c.degrad)
+			}
+		})
+	}
+}
