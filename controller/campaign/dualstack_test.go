@@ -132,3 +132,31 @@ func TestDualStackLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestDualStackExample pins deploy/examples/dual-stack.yaml: the lab's four
+// networks, each one network with two hosts of each family.
+func TestDualStackExample(t *testing.T) {
+	s := mustParse(t, readFile(t, filepath.Join("..", "..", "deploy", "examples", "dual-stack.yaml")))
+	if got := strings.Join(s.NetworkNames(), ","); got != "net0,net1,net2,net3" {
+		t.Errorf("NetworkNames = %s", got)
+	}
+	families := map[string][2]int{}
+	for _, tg := range s.Targets() {
+		if tg.Role != vantagev1.TargetRole_TARGET_ROLE_HOST {
+			continue
+		}
+		f := families[tg.Network]
+		if tg.Addr.Is4() {
+			f[0]++
+		} else {
+			f[1]++
+		}
+		families[tg.Network] = f
+	}
+	if got := fmt.Sprint(families); got != "map[net0:[2 2] net1:[2 2] net2:[2 2] net3:[2 2]]" {
+		t.Errorf("hosts per network and family (v4 v6) = %s", got)
+	}
+	if n := len(s.Targets()); n != 20 {
+		t.Errorf("%d targets, want 16 hosts + 4 routers", n)
+	}
+}
