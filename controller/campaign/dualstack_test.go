@@ -47,14 +47,19 @@ func TestDualStackExpansion(t *testing.T) {
 		"net2[198.18.2.0/24 2001:db8:18:2::/64] net3[198.18.3.0/24] net4[2001:db8:18:4::/64]"; got != want {
 		t.Errorf("Networks = %s, want %s", got, want)
 	}
-	// The proto has one prefix per network: the first.
+	// The proto's prefix is the first; prefixes lists them all.
 	c := s.Proto()
-	var prefixes []string
+	var prefixes, all []string
 	for _, nw := range c.GetNetworks() {
 		prefixes = append(prefixes, nw.GetName()+"="+nw.GetPrefix())
+		all = append(all, nw.GetName()+"="+strings.Join(nw.GetPrefixes(), ","))
 	}
 	if got, want := strings.Join(prefixes, " "), "net0=198.18.0.0/24 net1=2001:db8:18:1::/64 net2=198.18.2.0/24 net3=198.18.3.0/24 net4=2001:db8:18:4::/64"; got != want {
 		t.Errorf("proto networks %s, want %s", got, want)
+	}
+	if got, want := strings.Join(all, " "), "net0=198.18.0.0/24,2001:db8:18::/64 net1=2001:db8:18:1::/64,198.18.1.0/24 "+
+		"net2=198.18.2.0/24,2001:db8:18:2::/64 net3=198.18.3.0/24 net4=2001:db8:18:4::/64"; got != want {
+		t.Errorf("proto networks' prefixes %s, want %s", got, want)
 	}
 	if err := s.Validate(); err != nil {
 		t.Errorf("Validate after Parse: %v", err)
