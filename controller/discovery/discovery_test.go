@@ -13,7 +13,7 @@ import (
 )
 
 func nw(name, p string) campaign.Network {
-	return campaign.Network{Name: name, Prefix: netip.MustParsePrefix(p)}
+	return campaign.Network{Name: name, Prefixes: []netip.Prefix{netip.MustParsePrefix(p)}}
 }
 
 func TestSweepAddrs(t *testing.T) {

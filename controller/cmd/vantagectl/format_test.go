@@ -431,3 +431,23 @@ func TestWriteJSONIsStable(t *testing.T) {
 		t.Errorf("indented JSON: %s", indented.String())
 	}
 }
+
+// TestCampaignDualStackPrefixes: a dual-stack network is one row with both
+// of its prefixes; a controller that sends only prefix still shows it.
+func TestCampaignDualStackPrefixes(t *testing.T) {
+	c := fixtureCampaign()
+	c.Networks = []*vantagev1.CampaignNetwork{
+		{Name: "star-jv", Prefix: "198.18.0.0/24", Prefixes: []string{"198.18.0.0/24", "2001:db8:18::/64"}},
+		{Name: "kptc", Prefix: "198.18.1.0/24"},
+	}
+	var b bytes.Buffer
+	if err := testPrinter.campaign(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"star-jv  198.18.0.0/24,2001:db8:18::/64", "kptc     198.18.1.0/24"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("campaign get output lacks %q:\n%s", want, out)
+		}
+	}
+}
