@@ -273,7 +273,8 @@ func TestCountryExample(t *testing.T) {
 		}
 	}
 	for _, a := range []string{"198.51.100.42", "198.51.100.50"} {
-		want = append(want, Target{Addr: netip.MustParseAddr(a), Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM})
+		want = append(want, Target{Addr: netip.MustParseAddr(a), Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM,
+			Name: RouterName(vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, netip.MustParseAddr(a))})
 	}
 	got := s.Targets()
 	if fmt.Sprint(got) != fmt.Sprint(want) {

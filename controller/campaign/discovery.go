@@ -142,8 +142,9 @@ func (s *Spec) pendingTargets() int {
 
 // WithTargets returns a copy of the spec whose targets are the listed ones
 // plus what discovery found: hosts (role HOST, Network naming a swept
-// network one of whose swept prefixes holds the address) and, with upstreams: auto,
-// routers (role UPSTREAM or BORDER, no network). An address already
+// network one of whose swept prefixes holds the address) and, with
+// upstreams: auto, routers (role UPSTREAM or BORDER, no network, named by
+// RouterName so the name survives re-discovery). An address already
 // listed keeps its listed role. The copy's budget is checked against the
 // real number of targets. Targets keep the documented order: hosts network
 // by network, then upstreams, borders and controls.
@@ -179,7 +180,7 @@ func (s *Spec) WithTargets(found []Target) (*Spec, error) {
 			if !s.targets.upstreamsAuto {
 				return nil, fieldErr(path, "router %s found, but targets.upstreams is not auto", t.Addr)
 			}
-			t.Network = ""
+			t.Network, t.Name = "", RouterName(t.Role, t.Addr)
 			i := 0
 			if t.Role == vantagev1.TargetRole_TARGET_ROLE_BORDER {
 				i = 1

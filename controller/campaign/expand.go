@@ -43,7 +43,7 @@ func (s *Spec) checkNetworks() (int, error) {
 		return 0, fieldErr("targets.networks", "needs at least one network")
 	}
 	names := map[string]int{}
-	c := &expansionCount{total: len(t.upstreams) + len(t.borders) + len(t.controls)}
+	c := &expansionCount{total: routerCount(t.upstreams) + routerCount(t.borders) + len(t.controls)}
 	for i, nw := range t.networks {
 		path := index("targets.networks", i)
 		if err := checkNetwork(path, nw); err != nil {
@@ -165,11 +165,16 @@ func newTargetList(n int) *targetList {
 }
 
 func (l *targetList) add(path string, a netip.Addr, network string, role vantagev1.TargetRole) error {
+	return l.addNamed(path, a, network, "", role)
+}
+
+// addNamed adds a target with a router name.
+func (l *targetList) addNamed(path string, a netip.Addr, network, name string, role vantagev1.TargetRole) error {
 	if prev, dup := l.where[a]; dup {
 		return fieldErr(path, "%s is already a target (%s)", a, prev)
 	}
 	l.where[a] = path
-	l.out = append(l.out, Target{Addr: a, Network: network, Role: role})
+	l.out = append(l.out, Target{Addr: a, Network: network, Role: role, Name: name})
 	return nil
 }
 
@@ -196,21 +201,6 @@ func (s *Spec) addHosts(l *targetList) error {
 				}
 				a = a.Next()
 			}
-		}
-	}
-	return nil
-}
-
-// addRouters adds the listed upstreams, then the borders.
-func (s *Spec) addRouters(l *targetList) error {
-	for i, a := range s.targets.upstreams {
-		if err := l.add(index("targets.upstreams", i), a, "", vantagev1.TargetRole_TARGET_ROLE_UPSTREAM); err != nil {
-			return err
-		}
-	}
-	for i, a := range s.targets.borders {
-		if err := l.add(index("targets.borders", i), a, "", vantagev1.TargetRole_TARGET_ROLE_BORDER); err != nil {
-			return err
 		}
 	}
 	return nil

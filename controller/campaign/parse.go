@@ -113,11 +113,11 @@ func (s *Spec) decodeTargets(path string, n *yaml.Node) error {
 					t.upstreamsAuto = true
 					return nil
 				}
-				return fieldErr(p, "expected a list of addresses or \"auto\", got %s", kindName(v))
+				return fieldErr(p, "expected a list of addresses or {name, addrs}, or \"auto\", got %s", kindName(v))
 			}
-			return decodeAddrList(p, v, MaxTargets, &t.upstreams)
+			return decodeRouters(p, v, &t.upstreams)
 		}},
-		{"borders", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &t.borders) }},
+		{"borders", func(p string, v *yaml.Node) error { return decodeRouters(p, v, &t.borders) }},
 		{"controls", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &t.controls) }},
 		{"rir", func(p string, v *yaml.Node) error {
 			return fieldErr(p, "must be expanded before the campaign reaches the controller: `vantagectl campaign apply` "+

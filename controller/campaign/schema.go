@@ -54,9 +54,9 @@ type targetsSpec struct {
 	networks      []networkSpec
 	perNetwork    int64
 	discover      bool
-	upstreams     []netip.Addr
+	upstreams     []routerSpec
 	upstreamsAuto bool
-	borders       []netip.Addr
+	borders       []routerSpec
 	controls      []netip.Addr
 }
 

@@ -28,7 +28,8 @@
 //	    - {name: net1, prefixes: [198.18.1.0/24, "2001:db8:18:1::/64"]}  # dual-stack: one IPv4 and one IPv6 prefix
 //	  hosts: {per_network: 4, discover: false}  # for networks without hosts (see below)
 //	  upstreams: [198.51.100.42]   # role UPSTREAM: the router just before the country's border; or "auto"
-//	  borders: [198.51.100.50]     # role BORDER: the country's own border router (the hop just before the prefixes)
+//	  # or named: upstreams: [{name: unicom, addrs: [198.51.100.42, 198.51.100.43]}]  (entries may mix both forms)
+//	  borders: [198.51.100.50]     # role BORDER: the country's own border router (the hop just before the prefixes); same forms
 //	  controls: [192.0.2.1]        # role CONTROL, outside every network
 //	  rir: {file: PATH, country: KP} # client side only: vantagectl expands it into networks (rirexpand.go)
 //	probes:                        # >= 1, each exactly one of icmp, tcp, trace; each kind at most once
@@ -69,6 +70,13 @@
 // or BORDER. The controller runs both after the apply (campaign state
 // DISCOVERING) and calls WithTargets with what it found; until then such
 // a spec has only its listed targets.
+//
+// Router names: every UPSTREAM and BORDER target has a name, carried in
+// CampaignTarget.name and in verdicts (the router where paths die, the
+// upstream whose paths die). A named entry's addresses share its name
+// (names are unique across upstreams and borders); a bare address, listed
+// or discovered, gets RouterName(role, address), which depends on the
+// address only and so is stable across re-discovery.
 //
 // Timing: every timeout is a whole number of milliseconds. jitter plus the
 // longest probe (timeout x (1+retries) for icmp, timeout for tcp and for one
@@ -126,6 +134,9 @@ type Target struct {
 	// Network is the campaign network name for hosts, "" otherwise.
 	Network string
 	Role    vantagev1.TargetRole
+	// Name is an UPSTREAM or BORDER router's name: the campaign's
+	// ({name, addrs}) or RouterName's; "" for hosts and controls.
+	Name string
 }
 
 // Round is the round length.

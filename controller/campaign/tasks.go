@@ -127,7 +127,7 @@ func (s *Spec) Proto() *vantagev1.Campaign {
 		c.Networks = append(c.Networks, &vantagev1.CampaignNetwork{Name: nw.name, Prefix: ps[0], Prefixes: ps})
 	}
 	for _, t := range s.expanded {
-		c.Targets = append(c.Targets, &vantagev1.CampaignTarget{Address: t.Addr.String(), Network: t.Network, Role: t.Role})
+		c.Targets = append(c.Targets, &vantagev1.CampaignTarget{Address: t.Addr.String(), Network: t.Network, Role: t.Role, Name: t.Name})
 	}
 	return c
 }

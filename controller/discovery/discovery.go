@@ -279,12 +279,16 @@ func TraceTasks(campaign string, hosts []netip.Addr, maxTTL, timeoutMs uint32, e
 }
 
 // Router is a discovered router with its role, how many traces put it
-// there and from how many distinct quorum groups of agents.
+// there and from how many distinct quorum groups of agents, and its name
+// (campaign.RouterName of role and address: the same router keeps its
+// name whatever order, or with whatever other routers, a later discovery
+// finds it).
 type Router struct {
 	Addr   netip.Addr
 	Role   vantagev1.TargetRole // UPSTREAM or BORDER
 	Traces int
 	Groups int
+	Name   string
 }
 
 // Trace is one traceroute toward a host, with the quorum group of the
@@ -363,6 +367,7 @@ func Upstreams(prefixes []netip.Prefix, traces []Trace, need int) (kept, ignored
 				rt.Role, rt.Traces, rt.Groups = role, t.traces, len(t.groups)
 			}
 		}
+		rt.Name = campaign.RouterName(rt.Role, rt.Addr)
 		if rt.Groups >= need {
 			kept = append(kept, rt)
 		} else {

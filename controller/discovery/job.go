@@ -316,7 +316,7 @@ func (r *Runner) finishLocked(j *job, now time.Time) (save, bool) {
 	}
 	var targets []*vantagev1.CampaignTarget
 	for _, t := range found {
-		targets = append(targets, &vantagev1.CampaignTarget{Address: t.Addr.String(), Network: t.Network, Role: t.Role})
+		targets = append(targets, &vantagev1.CampaignTarget{Address: t.Addr.String(), Network: t.Network, Role: t.Role, Name: t.Name})
 	}
 	j.status.FinishedAt = timestamppb.New(now)
 	j.status.Note = note
@@ -337,8 +337,8 @@ func (r *Runner) routersLocked(j *job) ([]campaign.Target, string) {
 	routers, ignored := Upstreams(prefixes, j.traces, need)
 	var found []campaign.Target
 	for _, rt := range routers {
-		found = append(found, campaign.Target{Addr: rt.Addr, Role: rt.Role})
-		j.status.RoutersFound = append(j.status.RoutersFound, &vantagev1.CampaignTarget{Address: rt.Addr.String(), Role: rt.Role})
+		found = append(found, campaign.Target{Addr: rt.Addr, Role: rt.Role, Name: rt.Name})
+		j.status.RoutersFound = append(j.status.RoutersFound, &vantagev1.CampaignTarget{Address: rt.Addr.String(), Role: rt.Role, Name: rt.Name})
 	}
 	j.status.Traces = uint32(len(j.traces))
 	note := ""
@@ -347,7 +347,7 @@ func (r *Runner) routersLocked(j *job) ([]campaign.Target, string) {
 	} else {
 		var rs []string
 		for _, rt := range routers {
-			rs = append(rs, rt.Addr.String()+" "+strings.TrimPrefix(rt.Role.String(), "TARGET_ROLE_"))
+			rs = append(rs, rt.Addr.String()+" "+strings.TrimPrefix(rt.Role.String(), "TARGET_ROLE_")+" ("+rt.Name+")")
 		}
 		note += fmt.Sprintf("; routers from %d traces: %s", len(j.traces), strings.Join(rs, ", "))
 	}

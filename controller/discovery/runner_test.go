@@ -620,10 +620,10 @@ vantages: {select: {role: vps}}
 	}{
 		{"upstream and border", twoNets, true, 12, vantagev1.Outcome_OUTCOME_REPLY, full,
 			[]string{"198.18.0.2", "198.18.0.3", "198.18.1.4"}, []string{upstream + " UPSTREAM", border + " BORDER"},
-			"routers from 6 traces: 198.51.100.42 UPSTREAM, 198.51.100.50 BORDER"},
+			"routers from 6 traces: 198.51.100.42 UPSTREAM (upstream-198-51-100-42), 198.51.100.50 BORDER (border-198-51-100-50)"},
 		{"a dual-stack network's swept and listed hosts", dual, true, 16, vantagev1.Outcome_OUTCOME_REPLY, full,
 			[]string{"198.18.0.2", "198.18.0.3", "2001:db8:18::10"}, []string{upstream + " UPSTREAM", border + " BORDER"},
-			"routers from 6 traces: 198.51.100.42 UPSTREAM, 198.51.100.50 BORDER"},
+			"routers from 6 traces: 198.51.100.42 UPSTREAM (upstream-198-51-100-42), 198.51.100.50 BORDER (border-198-51-100-50)"},
 		{"listed hosts are traced without a sweep", listed, false, 16, vantagev1.Outcome_OUTCOME_REPLY, full,
 			[]string{"198.18.0.2", "198.18.0.3"}, []string{upstream + " UPSTREAM", border + " BORDER"}, "routers from 4 traces"},
 		{"a silent TTL before the prefix labels nothing", twoNets, true, 12, vantagev1.Outcome_OUTCOME_REPLY,
