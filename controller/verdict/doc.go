@@ -1,6 +1,10 @@
 // API CHANGES (announced for the scenario suite and other callers; newest
 // first). The exported API below is stable from issue 4 on; changes are
 // listed here.
+//   - issue 11: UNSTABLE is an episode (quick recoveries held, sustained
+//     outages end it); Classify reads PathEvidence.Stop (new field);
+//     provisional locations are LOCATING unless fresh evidence supports
+//     one.
 //   - flapping: Config gains UncertainHold (replay param uncertain_hold).
 //   - restart hardening: new Engine.Restore, Published, ErrRestore,
 //     Engine.Resume and Engine.ReportedSince (restore.go).
@@ -109,21 +113,31 @@
 // DEGRADED; no known child: UNKNOWN. Upstream, border and control targets
 // get target verdicts only.
 //
-// UNSTABLE (every level): a flip is a round whose raw state is on the other
-// side of the REACHABLE boundary from the previous known raw state
-// (REACHABLE <-> DEGRADED/UNREACHABLE; UNKNOWN rounds are skipped; DEGRADED
-// <-> UNREACHABLE is not a flip). When a subject has >= UnstableFlips (4)
-// flips within the last UnstableWindow (10) rounds it becomes UNSTABLE, and
+// UNSTABLE (every level): an episode. A flip is a round whose raw state is
+// on the other side of the REACHABLE boundary from the previous known raw
+// state (REACHABLE <-> DEGRADED/UNREACHABLE; UNKNOWN rounds are skipped;
+// DEGRADED <-> UNREACHABLE is not a flip). The first flip out of REACHABLE
+// is published at once (it may be a blackout). A recovery less than 3
+// rounds (shortOutage) after the flip that left REACHABLE is held: the
+// subject keeps its bad state (noted "recovering: ...") for up to 3 rounds
+// (flapHold); a flip back in that time makes it UNSTABLE, otherwise the
+// recovery is published with its own onset. So flapping is UNSTABLE within
+// 3 rounds of its second change, and an episode is at most three scope
+// transitions: the first flap's, into UNSTABLE (its onset the first
+// flap's) and out of it. A subject with >= UnstableFlips (4) flips within
+// the last UnstableWindow (10) rounds is UNSTABLE too. An UNSTABLE subject
 // stays so, emitting nothing, until UnstableCalm (5) rounds pass without a
-// flip; it then takes its raw state and the flip history is cleared, so
-// re-entering needs UnstableFlips new flips. A flapping period is thus at
-// most UnstableFlips-1 ordinary transitions, one transition to UNSTABLE and
-// one out of it. A raw UNKNOWN from quorum lost always wins. A raw UNKNOWN
-// for lack of firm beliefs while the quorum of vantages holds (routes
-// changing mid-round leave every vantage's belief in flux) is no evidence
-// of a change: the subject keeps its published state and flip history for
-// up to UncertainHold (3) such rounds in a row, so a flapping episode is not
-// cut in two, then it is UNKNOWN.
+// flip (it then takes its raw state, onset that of the last flip), or
+// until its raw state has been UNREACHABLE for one round longer than the
+// episode's longest down stretch (at least 2, at most 3 rounds in a row:
+// a sustained outage, published as UNREACHABLE within 2 rounds of its
+// onset, with that onset). Leaving clears the flip history, so re-entering
+// needs fresh flips. A raw UNKNOWN from quorum lost always wins. A raw
+// UNKNOWN for lack of firm beliefs while the quorum of vantages holds
+// (routes changing mid-round leave every vantage's belief in flux) is no
+// evidence of a change: the subject keeps its published state and flip
+// history for up to UncertainHold (3) such rounds in a row, so a flapping
+// episode is not cut in two, then it is UNKNOWN.
 //
 // # Transitions and onset
 //
