@@ -155,22 +155,35 @@
 //
 // REACHABLE: NONE, or FILTERED (target: ICMP silent while TCP answers;
 // network and scope: every REACHABLE child is FILTERED). DEGRADED or
-// UNREACHABLE: from traces when there are any (see Classify) of healthy
-// vantages toward the subject's non-REACHABLE host targets (the target
-// itself at target level), taken in or after the round before the subject
-// turned bad; LastResponsiveHop is the most common last responsive hop of
-// the failing paths. Until traces arrive the location is provisional
-// (noted "provisional ... awaiting traces"): a DEGRADED target is
-// PATH_SPECIFIC; an unanswering upstream or border target is UPSTREAM;
-// otherwise TARGET_NETWORK while some upstream/border target is REACHABLE
-// or DEGRADED, UPSTREAM when all with a verdict are UNREACHABLE,
-// UNSPECIFIED without any. When traces then move a DEGRADED or UNREACHABLE
-// subject's location away from the one its transition carried, and the new
-// location holds for two closed rounds, the engine emits a refinement: a Transition with From == To, the state's onset, the
-// new location and a note "location refined from X to Y by traces". So the
-// timeline, not only the live verdict, says where the path dies. A
-// provisional location that changes emits nothing (not news), and
-// refinements never trigger traces.
+// UNREACHABLE: from traces when there are any (see Classify: it reads the
+// traces' stop reasons, so a path that dies at an upstream router that
+// itself answers "destination unreachable" is UPSTREAM, and so are the
+// paths that go silent at that router, its unreachables rate-limited;
+// VANTAGE only when a strict minority of the vantages fail while the
+// others reach the targets) of healthy vantages toward the subject's
+// non-REACHABLE host targets (the target itself at target level), taken
+// in or after the round before the subject turned bad; LastResponsiveHop
+// is the most common last responsive hop of the failing paths. Without
+// such traces a location is published only when fresh evidence supports
+// it: a DEGRADED target is PATH_SPECIFIC (this round's vantages
+// disagree); an unanswering upstream or border target is UPSTREAM; every
+// subject is UPSTREAM when every upstream/border target with a verdict is
+// UNREACHABLE this round; a subject whose traces told a story (location
+// and hop) within the last UnstableWindow rounds, and whose routers answer
+// and whose host probes fail as they did then (the path signature: same
+// upstream targets alive, "destination unreachable" or silence alike),
+// takes that location again (a flapping episode's next down stretch).
+// Otherwise it is LOCATING ("awaiting traces"): an upstream that still
+// answers says nothing about where the paths die (an upstream blackout
+// leaves its routers answering), so it is never read as TARGET_NETWORK.
+// When traces then move a DEGRADED or UNREACHABLE subject's location away
+// from the one its transition carried (LOCATING included), and the new
+// location holds for two closed rounds, the engine emits a refinement: a
+// Transition with From == To, the state's onset, the new location and a
+// note "location refined from X to Y by traces". So the timeline, not
+// only the live verdict, says where the path dies. A location not from
+// traces that changes emits nothing (not news), and refinements never
+// trigger traces.
 //
 // # Restore
 //

@@ -66,6 +66,9 @@ type subject struct {
 	candRound int64
 	badSince  int64 // first round of the current non-REACHABLE raw run; -1
 	stab      stability
+
+	// sig: the story its traces last told (locate.go).
+	sig pathSig
 }
 
 var reasonNames = [...]string{

@@ -1,0 +1,152 @@
+package verdict
+
+import (
+	"slices"
+	"testing"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+const (
+	stopUnreach = vantagev1.TraceStopReason_TRACE_STOP_REASON_UNREACHABLE
+	stopGap     = vantagev1.TraceStopReason_TRACE_STOP_REASON_GAP_LIMIT
+	roleUp      = vantagev1.TargetRole_TARGET_ROLE_UPSTREAM
+	roleBorder  = vantagev1.TargetRole_TARGET_ROLE_BORDER
+)
+
+// TestClassifyStopReason: where a path dies depends on why the trace
+// stopped, not only on its last responsive hop.
+func TestClassifyStopReason(t *testing.T) {
+	const upstr, border, transit = "198.51.100.42", "198.51.100.50", "198.51.100.26"
+	noRouteAtUp := PathEvidence{Agent: "a", Target: "t", LastHop: upstr, LastHopRole: roleUp, PassedUpstream: true, UpstreamAlive: true, BaselineGap: -1, Stop: stopUnreach}
+	silentAtUp := PathEvidence{Agent: "b", Target: "t", LastHop: upstr, LastHopRole: roleUp, PassedUpstream: true, UpstreamAlive: true, BaselineGap: -1, Stop: stopGap}
+	silentBeforeUp := PathEvidence{Agent: "c", Target: "t", LastHop: transit, UpstreamAlive: true, BaselineGap: 1, Stop: stopGap}
+	noRouteAtBorder := PathEvidence{Agent: "a", Target: "t", LastHop: border, LastHopRole: roleBorder, PassedUpstream: true, UpstreamAlive: true, BaselineGap: -1, Stop: stopUnreach}
+	with := func(p PathEvidence, agent, target string) PathEvidence { p.Agent, p.Target = agent, target; return p }
+	for _, c := range []struct {
+		name    string
+		paths   []PathEvidence
+		want    vantagev1.Location
+		wantHop string
+	}{
+		// Before: TARGET_NETWORK (the upstream answered on the path).
+		{"the upstream answers destination unreachable", []PathEvidence{noRouteAtUp, with(noRouteAtUp, "b", "t"), with(noRouteAtUp, "c", "u")},
+			vantagev1.Location_LOCATION_UPSTREAM, upstr},
+		// Before: PATH_SPECIFIC (TARGET_NETWORK=2 UPSTREAM=1 or so, varying
+		// with which unreachables the rate limit let through).
+		{"rate-limited unreachables: some silent at the upstream, some before it", []PathEvidence{noRouteAtUp, silentAtUp, silentBeforeUp},
+			vantagev1.Location_LOCATION_UPSTREAM, upstr},
+		{"silent at an upstream that never said unreachable", []PathEvidence{silentAtUp, with(silentAtUp, "c", "t")},
+			vantagev1.Location_LOCATION_TARGET_NETWORK, upstr},
+		{"the country's border has no route", []PathEvidence{noRouteAtBorder, with(noRouteAtBorder, "b", "t")},
+			vantagev1.Location_LOCATION_TARGET_NETWORK, border},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			loc, hop, note := Classify(c.paths)
+			if loc != c.want || hop != c.wantHop {
+				t.Errorf("Classify = %s, %q (%s), want %s, %q", loc, hop, note, c.want, c.wantHop)
+			}
+			rev := slices.Clone(c.paths)
+			slices.Reverse(rev)
+			if l2, h2, _ := Classify(rev); l2 != loc || h2 != hop {
+				t.Errorf("order matters: %s %q vs %s %q", l2, h2, loc, hop)
+			}
+		})
+	}
+}
+
+// TestClassifyVantage: VANTAGE means only that a minority of the
+// vantages fail while the others reach the target.
+func TestClassifyVantage(t *testing.T) {
+	reached := func(agent, target string) PathEvidence {
+		return PathEvidence{Agent: agent, Target: target, Reached: true, LastHop: target, BaselineGap: -1}
+	}
+	dies := func(agent, target string) PathEvidence {
+		return PathEvidence{Agent: agent, Target: target, LastHop: "10.0.0.1", BaselineGap: -1, Stop: stopGap}
+	}
+	silent := func(agent, target string) PathEvidence {
+		return PathEvidence{Agent: agent, Target: target, BaselineGap: -1, Stop: stopGap}
+	}
+	for _, c := range []struct {
+		name  string
+		paths []PathEvidence
+		want  vantagev1.Location
+	}{
+		{"one of three fails on every path, the others reach", []PathEvidence{dies("a", "t"), dies("a", "u"), reached("b", "t"), reached("b", "u"), reached("c", "t")},
+			vantagev1.Location_LOCATION_VANTAGE},
+		{"one of three silent, the others reach", []PathEvidence{silent("a", "t"), reached("b", "t"), reached("c", "t")},
+			vantagev1.Location_LOCATION_VANTAGE},
+		{"two of three fail", []PathEvidence{dies("a", "t"), dies("b", "t"), reached("c", "t")},
+			vantagev1.Location_LOCATION_PATH_SPECIFIC},
+		{"one of two fails (not a minority)", []PathEvidence{dies("a", "t"), reached("b", "t")},
+			vantagev1.Location_LOCATION_PATH_SPECIFIC},
+		{"the failing vantage reaches another target", []PathEvidence{dies("a", "t"), reached("a", "u"), reached("b", "t"), reached("c", "t")},
+			vantagev1.Location_LOCATION_PATH_SPECIFIC},
+		// Before: VANTAGE.
+		{"every vantage silent", []PathEvidence{silent("a", "t"), silent("b", "t"), silent("c", "t")},
+			vantagev1.Location_LOCATION_UNSPECIFIED},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if loc, _, note := Classify(c.paths); loc != c.want {
+				t.Errorf("Classify = %s (%s), want %s", loc, note, c.want)
+			}
+		})
+	}
+}
+
+// unreachDown: host probes get "destination unreachable" (a router
+// without a route answers), routers answer.
+func unreachDown(_ string, tg Target) []vantagev1.Outcome {
+	if tg.Role == vantagev1.TargetRole_TARGET_ROLE_HOST {
+		return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_UNREACHABLE}
+	}
+	return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_REPLY}
+}
+
+// TestLocationWithoutTraces: a transition carries a location only when
+// this round's evidence or the path signature supports one.
+func TestLocationWithoutTraces(t *testing.T) {
+	const ix = "198.51.100.1"
+	cfg := labConfig()
+	allDown := func(string, Target) []vantagev1.Outcome {
+		return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_TIMEOUT}
+	}
+	for _, c := range []struct {
+		name string
+		// earlier: a bad stretch in rounds 20-23 with traces in round 20
+		// ending at ix ("net unreachable"), then up 24-26; then the world w
+		// in round 27.
+		earlier bool
+		w       world
+		want    vantagev1.Location
+	}{
+		{"upstreams answer, no traces", false, netsDown(allNets...), vantagev1.Location_LOCATION_LOCATING},
+		{"upstreams down too", false, allDown, vantagev1.Location_LOCATION_UPSTREAM},
+		{"same signature as traces 4 rounds ago", true, unreachDown, vantagev1.Location_LOCATION_UPSTREAM},
+		{"different probe failures from traces 4 rounds ago", true, netsDown(allNets...), vantagev1.Location_LOCATION_LOCATING},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := warmed(t, cfg, agents3)
+			var ss []step
+			if c.earlier {
+				for _, ag := range agents3 {
+					for _, tg := range cfg.Targets[:16] {
+						e.Observe(traceObs(ag, tg.Addr, 20, stopUnreach, ix))
+					}
+				}
+				ss = append(ss, steps(20, 23, agents3, unreachDown)...)
+				ss = append(ss, steps(24, 26, agents3, allUp)...)
+			} else {
+				ss = append(ss, steps(20, 26, agents3, allUp)...)
+			}
+			byRound := run(t, e, cfg, append(ss, steps(27, 27, agents3, c.w)...))
+			trs := transitionsOf(byRound[27], scopeID)
+			if len(trs) != 1 || trs[0].GetTo() == reachable {
+				t.Fatalf("round 27: scope transitions %v, want one out of REACHABLE", trs)
+			}
+			if got := trs[0].GetLocation(); got != c.want {
+				t.Errorf("transition at %s, want %s (notes %q)", got, c.want, trs[0].GetNotes())
+			}
+		})
+	}
+}
