@@ -168,11 +168,12 @@
 // it: a DEGRADED target is PATH_SPECIFIC (this round's vantages
 // disagree); an unanswering upstream or border target is UPSTREAM; every
 // subject is UPSTREAM when every upstream/border target with a verdict is
-// UNREACHABLE this round; a subject whose traces told a story (location
-// and hop) within the last UnstableWindow rounds, and whose routers answer
-// and whose host probes fail as they did then (the path signature: same
+// UNREACHABLE this round; an UNSTABLE subject whose traces told a story
+// (location and hop) during the episode, and whose routers answer and
+// whose host probes fail as they did then (the path signature: same
 // upstream targets alive, "destination unreachable" or silence alike),
-// takes that location again (a flapping episode's next down stretch).
+// takes that location again (the fault repeating; outside an episode
+// probes alone cannot tell a border cut from an upstream withdrawal).
 // Otherwise it is LOCATING ("awaiting traces"): an upstream that still
 // answers says nothing about where the paths die (an upstream blackout
 // leaves its routers answering), so it is never read as TARGET_NETWORK.

@@ -316,9 +316,14 @@ func (e *Engine) pathEvidence(a *agent, t int, tr *trace) PathEvidence {
 
 // pathSig is the story a subject's traces last told and the fresh
 // evidence around it: which upstream/border targets answered, and whether
-// the failing host probes got "destination unreachable" back. A new bad
-// stretch with the same signature soon after (a flapping episode) is the
-// same story, so its transition may carry that location before traces.
+// the failing host probes got "destination unreachable" back. Inside an
+// UNSTABLE episode whose traces told it, a new down stretch with the same
+// signature is the same fault repeating, so its transition may carry that
+// location before traces. Outside an episode it is not evidence: probes
+// alone cannot tell a cut inside the border from a withdrawal at the
+// upstream (rate-limited unreachables look like silence), as the lab's
+// scenario suite showed when a border cut's signature located the
+// upstream blackout that followed it.
 type pathSig struct {
 	loc     vantagev1.Location
 	hop     string
@@ -460,10 +465,10 @@ func (e *Engine) locateWithoutTraces(s *subject, n int64, prov provisional, unre
 	case prov.loc == vantagev1.Location_LOCATION_UPSTREAM:
 		s.location = prov.loc
 		s.locNotes = append(s.locNotes, "provisional location UPSTREAM: upstream targets are down too; awaiting traces")
-	case sig.loc != vantagev1.Location_LOCATION_UNSPECIFIED && n-sig.round <= int64(e.cfg.UnstableWindow) &&
-		sig.routers == prov.routers && sig.unreach == unreach:
+	case s.state == vantagev1.State_STATE_UNSTABLE && sig.loc != vantagev1.Location_LOCATION_UNSPECIFIED &&
+		sig.round >= s.stab.since.round && sig.routers == prov.routers && sig.unreach == unreach:
 		s.location, s.lastHop = sig.loc, sig.hop
-		s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from the path signature: traces in round %d said so with the same routers answering and the same probe failures; awaiting fresh traces",
+		s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from the path signature: traces in round %d of this unstable episode said so with the same routers answering and the same probe failures; awaiting fresh traces",
 			strings.TrimPrefix(sig.loc.String(), "LOCATION_"), sig.round))
 	default:
 		s.location = vantagev1.Location_LOCATION_LOCATING

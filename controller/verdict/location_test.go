@@ -106,47 +106,76 @@ func unreachDown(_ string, tg Target) []vantagev1.Outcome {
 // TestLocationWithoutTraces: a transition carries a location only when
 // this round's evidence or the path signature supports one.
 func TestLocationWithoutTraces(t *testing.T) {
-	const ix = "198.51.100.1"
 	cfg := labConfig()
 	allDown := func(string, Target) []vantagev1.Outcome {
 		return []vantagev1.Outcome{vantagev1.Outcome_OUTCOME_TIMEOUT}
 	}
 	for _, c := range []struct {
 		name string
-		// earlier: a bad stretch in rounds 20-23 with traces in round 20
-		// ending at ix ("net unreachable"), then up 24-26; then the world w
-		// in round 27.
-		earlier bool
-		w       world
-		want    vantagev1.Location
+		w    world
+		want vantagev1.Location
 	}{
-		{"upstreams answer, no traces", false, netsDown(allNets...), vantagev1.Location_LOCATION_LOCATING},
-		{"upstreams down too", false, allDown, vantagev1.Location_LOCATION_UPSTREAM},
-		{"same signature as traces 4 rounds ago", true, unreachDown, vantagev1.Location_LOCATION_UPSTREAM},
-		{"different probe failures from traces 4 rounds ago", true, netsDown(allNets...), vantagev1.Location_LOCATION_LOCATING},
+		// Before: TARGET_NETWORK.
+		{"upstreams answer, no traces", netsDown(allNets...), vantagev1.Location_LOCATION_LOCATING},
+		{"upstreams down too", allDown, vantagev1.Location_LOCATION_UPSTREAM},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := warmed(t, cfg, agents3)
-			var ss []step
-			if c.earlier {
-				for _, ag := range agents3 {
-					for _, tg := range cfg.Targets[:16] {
-						e.Observe(traceObs(ag, tg.Addr, 20, stopUnreach, ix))
-					}
-				}
-				ss = append(ss, steps(20, 23, agents3, unreachDown)...)
-				ss = append(ss, steps(24, 26, agents3, allUp)...)
-			} else {
-				ss = append(ss, steps(20, 26, agents3, allUp)...)
-			}
-			byRound := run(t, e, cfg, append(ss, steps(27, 27, agents3, c.w)...))
-			trs := transitionsOf(byRound[27], scopeID)
-			if len(trs) != 1 || trs[0].GetTo() == reachable {
-				t.Fatalf("round 27: scope transitions %v, want one out of REACHABLE", trs)
-			}
-			if got := trs[0].GetLocation(); got != c.want {
-				t.Errorf("transition at %s, want %s (notes %q)", got, c.want, trs[0].GetNotes())
+			trs := transitionsOf(run(t, e, cfg, steps(20, 20, agents3, c.w))[20], scopeID)
+			if len(trs) != 1 || trs[0].GetLocation() != c.want {
+				t.Fatalf("scope transitions %v, want one at %s", trs, c.want)
 			}
 		})
 	}
+}
+
+// TestPathSignature: inside an UNSTABLE episode whose traces located it,
+// the sustained outage that ends it carries that location at once; a
+// border cut's traces do not locate a later outage that only looks the
+// same to the probes (the lab scenario suite's border cut, then upstream
+// blackout, published the blackout at TARGET_NETWORK with signatures
+// that ignored the episode).
+func TestPathSignature(t *testing.T) {
+	const ix, border = "198.51.100.1", "198.51.100.50"
+	cfg := labConfig()
+	cfg.Targets[len(cfg.Targets)-1].Role = roleBorder
+	traces := func(e *Engine, n int64, stop vantagev1.TraceStopReason, hops ...string) {
+		for _, ag := range agents3 {
+			for _, tg := range cfg.Targets[:16] {
+				e.Observe(traceObs(ag, tg.Addr, n, stop, hops...))
+			}
+		}
+	}
+	t.Run("the episode's sustained outage", func(t *testing.T) {
+		e := warmed(t, cfg, agents3)
+		traces(e, 20, stopUnreach, ix) // triggered by the first flap
+		var ss []step
+		for k := int64(0); k < 12; k++ { // down 1, up 1; down from round 32 on
+			w := world(allUp)
+			if k%2 == 0 {
+				w = unreachDown
+			}
+			ss = append(ss, step{20 + k, agents3, w})
+		}
+		ss = append(ss, steps(32, 34, agents3, unreachDown)...)
+		trs := transitionsOf(flat(run(t, e, cfg, ss)), scopeID)
+		last := trs[len(trs)-1]
+		t.Logf("scope:%s at %s", describe(trs), last.GetLocation())
+		if last.GetFrom() != unstable || last.GetTo() != unreachable || last.GetLocation() != vantagev1.Location_LOCATION_UPSTREAM {
+			t.Errorf("last scope transition %s -> %s at %s, want UNSTABLE -> UNREACHABLE at UPSTREAM (the episode's traces)",
+				shortState(last.GetFrom()), shortState(last.GetTo()), last.GetLocation())
+		}
+	})
+	t.Run("a border cut does not locate the next outage", func(t *testing.T) {
+		e := warmed(t, cfg, agents3)
+		traces(e, 20, stopGap, ix, border) // TARGET_NETWORK
+		ss := steps(20, 23, agents3, netsDown(allNets...))
+		ss = append(ss, steps(24, 26, agents3, allUp)...)
+		ss = append(ss, steps(27, 27, agents3, netsDown(allNets...))...)
+		byRound := run(t, e, cfg, ss)
+		trs := transitionsOf(byRound[27], scopeID)
+		if len(trs) != 1 || trs[0].GetLocation() != vantagev1.Location_LOCATION_LOCATING {
+			t.Errorf("round 27: scope transitions %v, want one at LOCATING", trs)
+		}
+	})
 }
