@@ -55,6 +55,11 @@ func TestFlappingEpisode(t *testing.T) {
 			if at := trs[1].GetRound() - warmup; at > second+3 {
 				t.Errorf("UNSTABLE in round %d, more than 3 rounds after the second change (round %d)", at, second)
 			}
+			// No traces: the UNSTABLE transition promises no location it
+			// will never refine (the lab suite showed LOCATING there).
+			if l := trs[1].GetLocation(); l != vantagev1.Location_LOCATION_UNSPECIFIED && l != vantagev1.Location_LOCATION_NONE {
+				t.Errorf("UNSTABLE at %s without traces, want no location", l)
+			}
 			if !trs[1].GetOnsetLatest().AsTime().Equal(trs[0].GetOnsetLatest().AsTime()) {
 				t.Errorf("UNSTABLE onset %s, want the first flap's %s", trs[1].GetOnsetLatest().AsTime(), trs[0].GetOnsetLatest().AsTime())
 			}

@@ -450,6 +450,17 @@ func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov provisional)
 	e.locateWithoutTraces(s, n, prov, unreach)
 }
 
+// episodeLocation is where the traces of s's UNSTABLE episode (since its
+// first flap) said its paths die, UNSPECIFIED when none did.
+func (e *Engine) episodeLocation(s *subject) (vantagev1.Location, string) {
+	if sig := s.sig; sig.loc != vantagev1.Location_LOCATION_UNSPECIFIED && sig.round >= s.stab.since.round {
+		return sig.loc, sig.hop
+	}
+	return vantagev1.Location_LOCATION_UNSPECIFIED, ""
+}
+
+func (e *Engine) episodeLoc(s *subject) vantagev1.Location { l, _ := e.episodeLocation(s); return l }
+
 // locateWithoutTraces sets a bad subject's location from this round's
 // probes and its path signature, LOCATING when they do not support one.
 func (e *Engine) locateWithoutTraces(s *subject, n int64, prov provisional, unreach bool) {
@@ -465,8 +476,8 @@ func (e *Engine) locateWithoutTraces(s *subject, n int64, prov provisional, unre
 	case prov.loc == vantagev1.Location_LOCATION_UPSTREAM:
 		s.location = prov.loc
 		s.locNotes = append(s.locNotes, "provisional location UPSTREAM: upstream targets are down too; awaiting traces")
-	case s.state == vantagev1.State_STATE_UNSTABLE && sig.loc != vantagev1.Location_LOCATION_UNSPECIFIED &&
-		sig.round >= s.stab.since.round && sig.routers == prov.routers && sig.unreach == unreach:
+	case s.state == vantagev1.State_STATE_UNSTABLE && sig.routers == prov.routers && sig.unreach == unreach &&
+		e.episodeLoc(s) != vantagev1.Location_LOCATION_UNSPECIFIED:
 		s.location, s.lastHop = sig.loc, sig.hop
 		s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from the path signature: traces in round %d of this unstable episode said so with the same routers answering and the same probe failures; awaiting fresh traces",
 			strings.TrimPrefix(sig.loc.String(), "LOCATION_"), sig.round))

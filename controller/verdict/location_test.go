@@ -159,6 +159,9 @@ func TestPathSignature(t *testing.T) {
 		}
 		ss = append(ss, steps(32, 34, agents3, unreachDown)...)
 		trs := transitionsOf(flat(run(t, e, cfg, ss)), scopeID)
+		if in := trs[1]; in.GetTo() != unstable || in.GetLocation() != vantagev1.Location_LOCATION_UPSTREAM {
+			t.Errorf("second scope transition to %s at %s, want UNSTABLE at UPSTREAM (the episode's traces)", shortState(in.GetTo()), in.GetLocation())
+		}
 		last := trs[len(trs)-1]
 		t.Logf("scope:%s at %s", describe(trs), last.GetLocation())
 		if last.GetFrom() != unstable || last.GetTo() != unreachable || last.GetLocation() != vantagev1.Location_LOCATION_UPSTREAM {

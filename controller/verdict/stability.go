@@ -124,6 +124,11 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 	next, ob := e.nextState(s, n, flip{earliest: earliest, latest: latest})
 	switch {
 	case next != s.state:
+		if next == vantagev1.State_STATE_UNSTABLE && s.location == vantagev1.Location_LOCATION_LOCATING {
+			// No refinement follows an UNSTABLE transition: it carries what
+			// the episode's traces said, or nothing, never a promise.
+			s.location, s.lastHop = e.episodeLocation(s)
+		}
 		s.state, s.stateRound = next, n
 		s.onsetEarliest, s.onsetLatest = ob.earliest, ob.latest
 		*out = append(*out, e.transition(s, from, n, now, e.notes(s)))
