@@ -95,9 +95,11 @@ func traceProtocol(s string) vantagev1.TraceProtocol {
 	}
 }
 
-// TraceOnChange reports whether the campaign asks for traces on a state
-// change (probes[].trace.on_change). The controller's trigger logic, not a
-// task field, acts on it.
+// TraceOnChange reports whether the campaign asks for traces on every
+// state change (probes[].trace.on_change), recoveries and UNSTABLE
+// included. The controller's Localiser (controller/verdict/live), not a
+// task field, acts on it; it traces changes to DEGRADED or UNREACHABLE
+// whatever this says.
 func (s *Spec) TraceOnChange() bool {
 	for _, p := range s.probes {
 		if p.trace != nil && p.trace.onChange {

@@ -145,17 +145,17 @@ func TestEngineCause(t *testing.T) {
 	}
 }
 
-// TestCauseRefinedOnce: a cause that traces change while the location
-// holds (a cut inside the border: TARGET_NETWORK provisionally and by the
-// traces) is published once, as a noted refinement (from == to); a steady
-// outage publishes nothing more.
+// TestCauseRefinedOnce: the cause the traces find (a cut inside the border:
+// SELF) is published once, in the one refinement (from == to) that follows
+// the change published before the traces (LOCATING, cause UNDETERMINED); a
+// steady outage publishes nothing more.
 func TestCauseRefinedOnce(t *testing.T) {
 	cfg := namedConfig(false)
 	e := warmed(t, cfg, agents3)
 	w := outageWorld(allNets)
 	first := transitionsOf(flat(run(t, e, cfg, steps(outageRound, outageRound, agents3, w))), scopeID)
-	if len(first) != 1 || first[0].GetLocation() != locTarget || first[0].GetCause().GetCause() != causeUndetermined {
-		t.Fatalf("transitions %s, want one, TARGET_NETWORK (provisional), cause UNDETERMINED (no traces yet)", describeCauses(first))
+	if len(first) != 1 || first[0].GetLocation() != vantagev1.Location_LOCATION_LOCATING || first[0].GetCause().GetCause() != causeUndetermined {
+		t.Fatalf("transitions %s, want one, LOCATING (no traces yet), cause UNDETERMINED", describeCauses(first))
 	}
 	for _, ag := range agents3 {
 		for _, tg := range cfg.Targets {
@@ -166,8 +166,8 @@ func TestCauseRefinedOnce(t *testing.T) {
 	}
 	more := transitionsOf(flat(run(t, e, cfg, steps(outageRound+1, outageRound+8, agents3, w))), scopeID)
 	if len(more) != 1 || more[0].GetFrom() != unreachable || more[0].GetTo() != unreachable || more[0].GetCause().GetCause() != causeSelf ||
-		!strings.HasPrefix(more[0].GetNotes()[0], "cause refined from UNDETERMINED to SELF") {
-		t.Fatalf("after the traces: %s, want one refinement to cause SELF, noted", describeCauses(more))
+		more[0].GetLocation() != locTarget {
+		t.Fatalf("after the traces: %s, want one refinement to TARGET_NETWORK, cause SELF", describeCauses(more))
 	}
 	t.Logf("refinement at round %d (traces of round %d): %s; notes %q", more[0].GetRound(), outageRound, describeCauses(more), more[0].GetNotes()[0])
 }

@@ -191,30 +191,8 @@ func (e *Engine) computeStates(healthy []*agent, global bool) {
 	e.scope.unknownGlobal = global
 }
 
-// provisionalLocation is the location the upstream and border targets'
-// raw states suggest: the target network when one of them is alive, the
-// upstream when one is down and none alive.
-func (e *Engine) provisionalLocation() vantagev1.Location {
-	upAlive, upDown := false, 0
-	for _, t := range e.upstreams {
-		switch e.targets[t].raw {
-		case vantagev1.State_STATE_REACHABLE, vantagev1.State_STATE_DEGRADED:
-			upAlive = true
-		case vantagev1.State_STATE_UNREACHABLE:
-			upDown++
-		}
-	}
-	switch {
-	case upAlive:
-		return vantagev1.Location_LOCATION_TARGET_NETWORK
-	case upDown > 0:
-		return vantagev1.Location_LOCATION_UPSTREAM
-	}
-	return vantagev1.Location_LOCATION_UNSPECIFIED
-}
-
 // locateAll locates every subject of round n: targets, networks, scope.
-func (e *Engine) locateAll(n int64, healthy []*agent, prov vantagev1.Location) {
+func (e *Engine) locateAll(n int64, healthy []*agent, prov provisional) {
 	for _, s := range e.targets {
 		e.locate(s, n, healthy, prov)
 	}

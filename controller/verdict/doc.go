@@ -1,6 +1,10 @@
 // API CHANGES (announced for the scenario suite and other callers; newest
 // first). The exported API below is stable from issue 4 on; changes are
 // listed here.
+//   - issue 11: UNSTABLE is an episode (quick recoveries held, sustained
+//     outages end it); Classify reads PathEvidence.Stop (new field);
+//     provisional locations are LOCATING unless fresh evidence supports
+//     one.
 //   - flapping: Config gains UncertainHold (replay param uncertain_hold).
 //   - restart hardening: new Engine.Restore, Published, ErrRestore,
 //     Engine.Resume and Engine.ReportedSince (restore.go).
@@ -109,21 +113,31 @@
 // DEGRADED; no known child: UNKNOWN. Upstream, border and control targets
 // get target verdicts only.
 //
-// UNSTABLE (every level): a flip is a round whose raw state is on the other
-// side of the REACHABLE boundary from the previous known raw state
-// (REACHABLE <-> DEGRADED/UNREACHABLE; UNKNOWN rounds are skipped; DEGRADED
-// <-> UNREACHABLE is not a flip). When a subject has >= UnstableFlips (4)
-// flips within the last UnstableWindow (10) rounds it becomes UNSTABLE, and
+// UNSTABLE (every level): an episode. A flip is a round whose raw state is
+// on the other side of the REACHABLE boundary from the previous known raw
+// state (REACHABLE <-> DEGRADED/UNREACHABLE; UNKNOWN rounds are skipped;
+// DEGRADED <-> UNREACHABLE is not a flip). The first flip out of REACHABLE
+// is published at once (it may be a blackout). A recovery less than 3
+// rounds (shortOutage) after the flip that left REACHABLE is held: the
+// subject keeps its bad state (noted "recovering: ...") for up to 3 rounds
+// (flapHold); a flip back in that time makes it UNSTABLE, otherwise the
+// recovery is published with its own onset. So flapping is UNSTABLE within
+// 3 rounds of its second change, and an episode is at most three scope
+// transitions: the first flap's, into UNSTABLE (its onset the first
+// flap's) and out of it. A subject with >= UnstableFlips (4) flips within
+// the last UnstableWindow (10) rounds is UNSTABLE too. An UNSTABLE subject
 // stays so, emitting nothing, until UnstableCalm (5) rounds pass without a
-// flip; it then takes its raw state and the flip history is cleared, so
-// re-entering needs UnstableFlips new flips. A flapping period is thus at
-// most UnstableFlips-1 ordinary transitions, one transition to UNSTABLE and
-// one out of it. A raw UNKNOWN from quorum lost always wins. A raw UNKNOWN
-// for lack of firm beliefs while the quorum of vantages holds (routes
-// changing mid-round leave every vantage's belief in flux) is no evidence
-// of a change: the subject keeps its published state and flip history for
-// up to UncertainHold (3) such rounds in a row, so a flapping episode is not
-// cut in two, then it is UNKNOWN.
+// flip (it then takes its raw state, onset that of the last flip), or
+// until its raw state has been UNREACHABLE for one round longer than the
+// episode's longest down stretch (at least 2, at most 3 rounds in a row:
+// a sustained outage, published as UNREACHABLE within 2 rounds of its
+// onset, with that onset). Leaving clears the flip history, so re-entering
+// needs fresh flips. A raw UNKNOWN from quorum lost always wins. A raw
+// UNKNOWN for lack of firm beliefs while the quorum of vantages holds
+// (routes changing mid-round leave every vantage's belief in flux) is no
+// evidence of a change: the subject keeps its published state and flip
+// history for up to UncertainHold (3) such rounds in a row, so a flapping
+// episode is not cut in two, then it is UNKNOWN.
 //
 // # Transitions and onset
 //
@@ -141,22 +155,36 @@
 //
 // REACHABLE: NONE, or FILTERED (target: ICMP silent while TCP answers;
 // network and scope: every REACHABLE child is FILTERED). DEGRADED or
-// UNREACHABLE: from traces when there are any (see Classify) of healthy
-// vantages toward the subject's non-REACHABLE host targets (the target
-// itself at target level), taken in or after the round before the subject
-// turned bad; LastResponsiveHop is the most common last responsive hop of
-// the failing paths. Until traces arrive the location is provisional
-// (noted "provisional ... awaiting traces"): a DEGRADED target is
-// PATH_SPECIFIC; an unanswering upstream or border target is UPSTREAM;
-// otherwise TARGET_NETWORK while some upstream/border target is REACHABLE
-// or DEGRADED, UPSTREAM when all with a verdict are UNREACHABLE,
-// UNSPECIFIED without any. When traces then move a DEGRADED or UNREACHABLE
-// subject's location away from the one its transition carried, and the new
-// location holds for two closed rounds, the engine emits a refinement: a Transition with From == To, the state's onset, the
-// new location and a note "location refined from X to Y by traces". So the
-// timeline, not only the live verdict, says where the path dies. A
-// provisional location that changes emits nothing (not news), and
-// refinements never trigger traces.
+// UNREACHABLE: from traces when there are any (see Classify: it reads the
+// traces' stop reasons, so a path that dies at an upstream router that
+// itself answers "destination unreachable" is UPSTREAM, and so are the
+// paths that go silent at that router, its unreachables rate-limited;
+// VANTAGE only when a strict minority of the vantages fail while the
+// others reach the targets) of healthy vantages toward the subject's
+// non-REACHABLE host targets (the target itself at target level), taken
+// in or after the round before the subject turned bad; LastResponsiveHop
+// is the most common last responsive hop of the failing paths. Without
+// such traces a location is published only when fresh evidence supports
+// it: a DEGRADED target is PATH_SPECIFIC (this round's vantages
+// disagree); an unanswering upstream or border target is UPSTREAM; every
+// subject is UPSTREAM when every upstream/border target with a verdict is
+// UNREACHABLE this round; an UNSTABLE subject whose traces told a story
+// (location and hop) during the episode, and whose routers answer and
+// whose host probes fail as they did then (the path signature: same
+// upstream targets alive, "destination unreachable" or silence alike),
+// takes that location again (the fault repeating; outside an episode
+// probes alone cannot tell a border cut from an upstream withdrawal).
+// Otherwise it is LOCATING ("awaiting traces"): an upstream that still
+// answers says nothing about where the paths die (an upstream blackout
+// leaves its routers answering), so it is never read as TARGET_NETWORK.
+// When traces then move a DEGRADED or UNREACHABLE subject's location away
+// from the one its transition carried (LOCATING included), and the new
+// location holds for two closed rounds, the engine emits a refinement: a
+// Transition with From == To, the state's onset, the new location and a
+// note "location refined from X to Y by traces". So the timeline, not
+// only the live verdict, says where the path dies. A location not from
+// traces that changes emits nothing (not news), and refinements never
+// trigger traces.
 //
 // # Restore
 //

@@ -111,13 +111,29 @@ type PathEvidence struct {
 	// first UPSTREAM/BORDER hop on this vantage's last good path to the
 	// target; -1 when unknown (no baseline, or LastHop not on it).
 	BaselineGap int
+	// Stop is why the trace stopped: UNREACHABLE when LastHop answered
+	// "destination unreachable" (it has no route), GAP_LIMIT when the path
+	// went silent after it.
+	Stop vantagev1.TraceStopReason
 }
 
-// pathClass is the location one path points at.
-func (p PathEvidence) class() vantagev1.Location {
+// deadAt reports whether the path dies at an upstream router that itself
+// answers "destination unreachable": the upstream has no route.
+func (p PathEvidence) deadAt() bool {
+	return !p.Reached && p.Stop == vantagev1.TraceStopReason_TRACE_STOP_REASON_UNREACHABLE &&
+		p.LastHopRole == vantagev1.TargetRole_TARGET_ROLE_UPSTREAM
+}
+
+// class is the location one path points at. noRoute holds the upstream
+// routers that answered "destination unreachable" on some path: a path
+// that goes silent at one of them met its rate limit, not a cut behind
+// it.
+func (p PathEvidence) class(noRoute map[string]bool) vantagev1.Location {
 	switch {
 	case p.Reached:
 		return vantagev1.Location_LOCATION_NONE
+	case p.deadAt(), p.LastHopRole == vantagev1.TargetRole_TARGET_ROLE_UPSTREAM && noRoute[p.LastHop]:
+		return vantagev1.Location_LOCATION_UPSTREAM
 	case p.PassedUpstream, p.LastHopRole == vantagev1.TargetRole_TARGET_ROLE_UPSTREAM,
 		p.LastHopRole == vantagev1.TargetRole_TARGET_ROLE_BORDER, p.LastHopRole == vantagev1.TargetRole_TARGET_ROLE_HOST:
 		return vantagev1.Location_LOCATION_TARGET_NETWORK
@@ -136,31 +152,49 @@ func (p PathEvidence) class() vantagev1.Location {
 // location, the common last responsive hop and a note. It is pure and
 // deterministic (input order does not matter). Rules, per path:
 //   - reached the target: the path is fine;
-//   - an UPSTREAM or BORDER target answered on the path, or the last
-//     responsive hop is an upstream, border or host target: TARGET_NETWORK;
-//   - nothing answered at all: VANTAGE (it cannot get out);
+//   - the last responsive hop is an UPSTREAM router that answered
+//     "destination unreachable" (the trace's stop reason), or one that
+//     did so on another path and is silent after on this one (its
+//     unreachables are rate-limited): UPSTREAM (the upstream has no route);
+//   - otherwise an UPSTREAM or BORDER target answered on the path, or the
+//     last responsive hop is an upstream, border or host target:
+//     TARGET_NETWORK;
+//   - nothing answered at all: no evidence of where (see below);
 //   - the path dies before the upstream while this vantage still reaches an
 //     upstream target: UPSTREAM (the upstream no longer carries the routes);
 //   - the upstream is silent too: TRANSIT when the last responsive hop lies
 //     two or more hops before the upstream on this vantage's baseline path,
 //     UPSTREAM otherwise (at or just before the upstream, or no baseline).
 //
-// Across paths: none: UNSPECIFIED; some fine and some not: PATH_SPECIFIC;
-// all failing paths in one class: that class; VANTAGE paths next to other
-// classes are ignored if the others agree; otherwise PATH_SPECIFIC.
+// Across paths: none: UNSPECIFIED; none failing: UNSPECIFIED; some fine
+// and some not: VANTAGE when the failing paths are all those of a strict
+// minority of the vantages and every other vantage reaches its targets,
+// PATH_SPECIFIC otherwise; all failing paths in one class: that class;
+// paths where nothing answered are ignored next to other classes, and
+// alone say nothing (UNSPECIFIED: a vantage that cannot get out is not a
+// location unless the others get through); otherwise PATH_SPECIFIC.
 func Classify(paths []PathEvidence) (loc vantagev1.Location, lastHop, note string) {
 	if len(paths) == 0 {
 		return vantagev1.Location_LOCATION_UNSPECIFIED, "", ""
 	}
+	noRoute := map[string]bool{}
+	for _, p := range paths {
+		if p.deadAt() {
+			noRoute[p.LastHop] = true
+		}
+	}
 	fine := 0
 	classes := map[vantagev1.Location]int{}
 	hopsBy := map[vantagev1.Location][]string{}
+	failing, reaching := map[string]bool{}, map[string]bool{}
 	for _, p := range paths {
-		c := p.class()
+		c := p.class(noRoute)
 		if c == vantagev1.Location_LOCATION_NONE {
 			fine++
+			reaching[p.Agent] = true
 			continue
 		}
+		failing[p.Agent] = true
 		classes[c]++
 		if p.LastHop != "" {
 			hopsBy[c] = append(hopsBy[c], p.LastHop)
@@ -171,10 +205,12 @@ func Classify(paths []PathEvidence) (loc vantagev1.Location, lastHop, note strin
 	case failed == 0:
 		return vantagev1.Location_LOCATION_UNSPECIFIED, "", fmt.Sprintf("traces: all %d paths reach their targets", fine)
 	case fine > 0:
-		return vantagev1.Location_LOCATION_PATH_SPECIFIC, commonHop(hopsBy), fmt.Sprintf("traces: %d of %d paths reach their targets, %d die on the way", fine, len(paths), failed)
+		return mixed(failing, reaching, hopsBy, fine, len(paths))
 	}
-	if len(classes) > 1 && classes[vantagev1.Location_LOCATION_VANTAGE] > 0 {
-		delete(classes, vantagev1.Location_LOCATION_VANTAGE)
+	silent := classes[vantagev1.Location_LOCATION_VANTAGE]
+	delete(classes, vantagev1.Location_LOCATION_VANTAGE)
+	if len(classes) == 0 {
+		return vantagev1.Location_LOCATION_UNSPECIFIED, "", fmt.Sprintf("traces: none of %d paths got an answer from any hop (no location)", silent)
 	}
 	if len(classes) > 1 {
 		names := make([]string, 0, len(classes))
@@ -189,6 +225,27 @@ func Classify(paths []PathEvidence) (loc vantagev1.Location, lastHop, note strin
 		return c, h, fmt.Sprintf("traces: %d paths end at %s (last responsive hop %s)", k, strings.TrimPrefix(c.String(), "LOCATION_"), orNone(h))
 	}
 	return vantagev1.Location_LOCATION_UNSPECIFIED, "", ""
+}
+
+// mixed locates paths some of which reach their targets: VANTAGE when
+// the failing ones are a strict minority of the vantages, none of which
+// reaches any target, PATH_SPECIFIC otherwise.
+func mixed(failing, reaching map[string]bool, hopsBy map[vantagev1.Location][]string, fine, total int) (vantagev1.Location, string, string) {
+	agents := len(failing)
+	for a := range reaching {
+		if !failing[a] {
+			agents++
+		}
+	}
+	overlap := false
+	for a := range failing {
+		overlap = overlap || reaching[a]
+	}
+	if !overlap && 2*len(failing) < agents {
+		return vantagev1.Location_LOCATION_VANTAGE, commonHop(hopsBy), fmt.Sprintf("traces: %d of %d vantages fail on every path while the others reach their targets (%d of %d paths fine)",
+			len(failing), agents, fine, total)
+	}
+	return vantagev1.Location_LOCATION_PATH_SPECIFIC, commonHop(hopsBy), fmt.Sprintf("traces: %d of %d paths reach their targets, %d die on the way", fine, total, total-fine)
 }
 
 func orNone(s string) string {
@@ -226,7 +283,7 @@ func mostCommon(xs []string) string {
 
 // pathEvidence reduces a's trace toward target t.
 func (e *Engine) pathEvidence(a *agent, t int, tr *trace) PathEvidence {
-	p := PathEvidence{Agent: a.id, Target: e.targets[t].name, Reached: tr.reached, BaselineGap: -1}
+	p := PathEvidence{Agent: a.id, Target: e.targets[t].name, Reached: tr.reached, BaselineGap: -1, Stop: tr.stop}
 	if k := len(tr.hops); k > 0 {
 		p.LastHop = tr.hops[k-1].Addr
 		p.LastHopRole = e.roleOf(p.LastHop)
@@ -257,25 +314,58 @@ func (e *Engine) pathEvidence(a *agent, t int, tr *trace) PathEvidence {
 	return p
 }
 
-// locate sets s.location, s.lastHop and s.locNotes for round n.
-func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov vantagev1.Location) {
-	s.location, s.lastHop, s.locNotes, s.locTraced = vantagev1.Location_LOCATION_UNSPECIFIED, "", nil, false
-	switch s.raw {
-	case vantagev1.State_STATE_REACHABLE:
-		s.badSince = -1
-		s.location = vantagev1.Location_LOCATION_NONE
-		if s.filtered > 0 && (s.level == vantagev1.Level_LEVEL_TARGET || s.filtered == s.up) {
-			s.location = vantagev1.Location_LOCATION_FILTERED
+// pathSig is the story a subject's traces last told and the fresh
+// evidence around it: which upstream/border targets answered, and whether
+// the failing host probes got "destination unreachable" back. Inside an
+// UNSTABLE episode whose traces told it, a new down stretch with the same
+// signature is the same fault repeating, so its transition may carry that
+// location before traces. Outside an episode it is not evidence: probes
+// alone cannot tell a cut inside the border from a withdrawal at the
+// upstream (rate-limited unreachables look like silence), as the lab's
+// scenario suite showed when a border cut's signature located the
+// upstream blackout that followed it.
+type pathSig struct {
+	loc     vantagev1.Location
+	hop     string
+	routers string // '1' alive, '0' down, '-' no verdict, per upstream target
+	unreach bool
+	round   int64 // when traces last told it; -1 none
+}
+
+// provisional is the round's router evidence for locations without
+// traces: UPSTREAM when every upstream/border target with a verdict is
+// UNREACHABLE (the routers themselves are gone), LOCATING otherwise (an
+// answering upstream says nothing about where the paths die: an upstream
+// blackout leaves its routers answering), and the routers' signature.
+type provisional struct {
+	loc     vantagev1.Location
+	routers string
+}
+
+// provisionalLocation is the provisional location of round n from the
+// upstream and border targets' raw states.
+func (e *Engine) provisionalLocation() provisional {
+	upAlive, upDown := false, 0
+	sig := make([]byte, len(e.upstreams))
+	for i, t := range e.upstreams {
+		sig[i] = '-'
+		switch e.targets[t].raw {
+		case vantagev1.State_STATE_REACHABLE, vantagev1.State_STATE_DEGRADED:
+			upAlive, sig[i] = true, '1'
+		case vantagev1.State_STATE_UNREACHABLE:
+			upDown++
+			sig[i] = '0'
 		}
-		return
-	case vantagev1.State_STATE_DEGRADED, vantagev1.State_STATE_UNREACHABLE:
-		if s.badSince < 0 {
-			s.badSince = n
-		}
-	default:
-		return
 	}
-	// Affected targets: the subject's down hosts (or the target itself).
+	p := provisional{loc: vantagev1.Location_LOCATION_LOCATING, routers: string(sig)}
+	if !upAlive && upDown > 0 {
+		p.loc = vantagev1.Location_LOCATION_UPSTREAM
+	}
+	return p
+}
+
+// affectedTargets are a bad subject's down hosts (or the target itself).
+func (e *Engine) affectedTargets(s *subject) []int {
 	var affected []int
 	switch s.level {
 	case vantagev1.Level_LEVEL_TARGET:
@@ -295,6 +385,46 @@ func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov vantagev1.Lo
 			}
 		}
 	}
+	return affected
+}
+
+// unreachAnswers reports whether most failing probes of the affected
+// targets this round got "destination unreachable" back (a router without
+// a route) rather than silence.
+func (e *Engine) unreachAnswers(healthy []*agent, affected []int) bool {
+	unreach, failed := 0, 0
+	for _, a := range healthy {
+		for _, t := range affected {
+			if f := a.view.flags[t]; f&(fSeen|fUp) == fSeen {
+				failed++
+				if f&fUnreach != 0 {
+					unreach++
+				}
+			}
+		}
+	}
+	return 2*unreach > failed
+}
+
+// locate sets s.location, s.lastHop and s.locNotes for round n.
+func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov provisional) {
+	s.location, s.lastHop, s.locNotes, s.locTraced = vantagev1.Location_LOCATION_UNSPECIFIED, "", nil, false
+	switch s.raw {
+	case vantagev1.State_STATE_REACHABLE:
+		s.badSince = -1
+		s.location = vantagev1.Location_LOCATION_NONE
+		if s.filtered > 0 && (s.level == vantagev1.Level_LEVEL_TARGET || s.filtered == s.up) {
+			s.location = vantagev1.Location_LOCATION_FILTERED
+		}
+		return
+	case vantagev1.State_STATE_DEGRADED, vantagev1.State_STATE_UNREACHABLE:
+		if s.badSince < 0 {
+			s.badSince = n
+		}
+	default:
+		return
+	}
+	affected := e.affectedTargets(s)
 	var paths []PathEvidence
 	for _, a := range healthy {
 		for _, t := range affected {
@@ -305,9 +435,11 @@ func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov vantagev1.Lo
 			paths = append(paths, e.pathEvidence(a, t, tr))
 		}
 	}
+	unreach := e.unreachAnswers(healthy, affected)
 	loc, hop, note := Classify(paths)
 	if loc != vantagev1.Location_LOCATION_UNSPECIFIED {
 		s.location, s.lastHop, s.locTraced = loc, hop, true
+		s.sig = pathSig{loc: loc, hop: hop, routers: prov.routers, unreach: unreach, round: n}
 		s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from %d traces since round %d: %s",
 			strings.TrimPrefix(loc.String(), "LOCATION_"), len(paths), s.badSince-1, note))
 		return
@@ -315,7 +447,24 @@ func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov vantagev1.Lo
 	if note != "" {
 		s.locNotes = append(s.locNotes, note)
 	}
-	// Provisional, from the reachability of the upstream targets.
+	e.locateWithoutTraces(s, n, prov, unreach)
+}
+
+// episodeLocation is where the traces of s's UNSTABLE episode (since its
+// first flap) said its paths die, UNSPECIFIED when none did.
+func (e *Engine) episodeLocation(s *subject) (vantagev1.Location, string) {
+	if sig := s.sig; sig.loc != vantagev1.Location_LOCATION_UNSPECIFIED && sig.round >= s.stab.since.round {
+		return sig.loc, sig.hop
+	}
+	return vantagev1.Location_LOCATION_UNSPECIFIED, ""
+}
+
+func (e *Engine) episodeLoc(s *subject) vantagev1.Location { l, _ := e.episodeLocation(s); return l }
+
+// locateWithoutTraces sets a bad subject's location from this round's
+// probes and its path signature, LOCATING when they do not support one.
+func (e *Engine) locateWithoutTraces(s *subject, n int64, prov provisional, unreach bool) {
+	sig := s.sig
 	switch {
 	case s.level == vantagev1.Level_LEVEL_TARGET && s.raw == vantagev1.State_STATE_DEGRADED:
 		s.location = vantagev1.Location_LOCATION_PATH_SPECIFIC
@@ -324,13 +473,16 @@ func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov vantagev1.Lo
 		s.location = vantagev1.Location_LOCATION_UPSTREAM
 		s.locNotes = append(s.locNotes, "provisional location UPSTREAM: this upstream target does not answer; awaiting traces")
 	case s.level == vantagev1.Level_LEVEL_TARGET && s.role == vantagev1.TargetRole_TARGET_ROLE_CONTROL:
-	case prov == vantagev1.Location_LOCATION_TARGET_NETWORK:
-		s.location = prov
-		s.locNotes = append(s.locNotes, "provisional location TARGET_NETWORK: upstream targets still answer; awaiting traces")
-	case prov == vantagev1.Location_LOCATION_UPSTREAM:
-		s.location = prov
+	case prov.loc == vantagev1.Location_LOCATION_UPSTREAM:
+		s.location = prov.loc
 		s.locNotes = append(s.locNotes, "provisional location UPSTREAM: upstream targets are down too; awaiting traces")
+	case s.state == vantagev1.State_STATE_UNSTABLE && sig.routers == prov.routers && sig.unreach == unreach &&
+		e.episodeLoc(s) != vantagev1.Location_LOCATION_UNSPECIFIED:
+		s.location, s.lastHop = sig.loc, sig.hop
+		s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from the path signature: traces in round %d of this unstable episode said so with the same routers answering and the same probe failures; awaiting fresh traces",
+			strings.TrimPrefix(sig.loc.String(), "LOCATION_"), sig.round))
 	default:
-		s.locNotes = append(s.locNotes, "location unknown: no upstream target has a verdict and no traces yet")
+		s.location = vantagev1.Location_LOCATION_LOCATING
+		s.locNotes = append(s.locNotes, "location LOCATING: awaiting traces (upstream targets answering do not say where the paths die)")
 	}
 }

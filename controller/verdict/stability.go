@@ -13,11 +13,77 @@ type flip struct {
 	earliest, latest int64 // its onset bounds, Unix ns
 }
 
+// Episode constants (see the package comment, UNSTABLE).
+const (
+	// shortOutage: a bad published state that ends (raw back on the
+	// REACHABLE side) within this many rounds of its start may be the
+	// first flap of an episode: its recovery is held.
+	shortOutage = 3
+	// flapHold: a held recovery is published once it has lasted this many
+	// rounds; a crossing back before that makes the subject UNSTABLE.
+	flapHold = 3
+	// maxSustained: inside an UNSTABLE episode, raw UNREACHABLE for this
+	// many rounds in a row (fewer when the episode's down stretches are
+	// shorter, never fewer than 2) is a sustained outage: it ends the
+	// episode.
+	maxSustained = 3
+)
+
 // stability tracks a subject's raw-state crossings for UNSTABLE.
 type stability struct {
 	lastRaw vantagev1.State // last known raw state (never UNKNOWN)
 	flips   []flip          // within the window, oldest first
 	since   flip            // when the current UNSTABLE episode began
+	// downRun: rounds in a row with raw UNREACHABLE (UNKNOWN rounds
+	// skipped); longestDown: the longest finished run since the flip
+	// history was last cleared (the episode's down stretches).
+	downRun, longestDown int
+	// pending: a recovery held to tell it from a flap (pending.round > 0:
+	// the round it began).
+	pending flip
+	// ended explains, for the round it happened only, why an episode
+	// ended early.
+	ended string
+}
+
+// sustainedAfter is how many raw UNREACHABLE rounds in a row end an
+// UNSTABLE episode: one more than its longest down stretch, in [2, 3].
+func (st *stability) sustainedAfter() int {
+	return min(max(st.longestDown+1, 2), maxSustained)
+}
+
+// quickRecovery reports whether round n crossed back to REACHABLE less
+// than shortOutage rounds after the crossing that left it.
+func (st *stability) quickRecovery(n int64) bool {
+	k := len(st.flips)
+	return k >= 2 && st.flips[k-1].round == n && n-st.flips[k-2].round < shortOutage
+}
+
+// reset clears the flip history (episode over, or beliefs lost).
+func (st *stability) reset() {
+	st.flips, st.longestDown, st.pending = st.flips[:0], 0, flip{}
+}
+
+// track records round n's raw state: a crossing of the REACHABLE
+// boundary, the run of UNREACHABLE rounds, and the window's flips.
+func (st *stability) track(raw vantagev1.State, n, window int64, f flip) {
+	st.ended = ""
+	if raw != vantagev1.State_STATE_UNKNOWN {
+		if st.lastRaw != vantagev1.State_STATE_UNSPECIFIED && isGood(raw) != isGood(st.lastRaw) {
+			st.flips = append(st.flips, f)
+		}
+		st.lastRaw = raw
+		if raw == vantagev1.State_STATE_UNREACHABLE {
+			st.downRun++
+		} else {
+			st.longestDown, st.downRun = max(st.longestDown, st.downRun), 0
+		}
+	}
+	drop := 0
+	for drop < len(st.flips) && st.flips[drop].round <= n-window {
+		drop++
+	}
+	st.flips = st.flips[drop:]
 }
 
 func isGood(s vantagev1.State) bool { return s == vantagev1.State_STATE_REACHABLE }
@@ -28,8 +94,9 @@ func known(s vantagev1.State) bool {
 }
 
 // settle moves s to its state for round n, applying the UNSTABLE
-// hysteresis, and emits a transition if the published state changed. lo/hi
-// are the earliest and latest SentAt in round n.
+// episode rules (see the package comment), and emits a transition if the
+// published state changed. lo/hi are the earliest and latest SentAt in
+// round n.
 func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Transition) {
 	// Onset bounds for a change in round n.
 	earliest := e.roundStart(n)
@@ -43,61 +110,25 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 	if latest == 0 {
 		latest = e.roundEnd(n)
 	}
-	raw := s.raw
 	st := &s.stab
-	if raw != vantagev1.State_STATE_UNKNOWN {
-		if st.lastRaw != vantagev1.State_STATE_UNSPECIFIED && isGood(raw) != isGood(st.lastRaw) {
-			st.flips = append(st.flips, flip{round: n, earliest: earliest, latest: latest})
-		}
-		st.lastRaw = raw
-	}
-	w := int64(e.cfg.UnstableWindow)
-	drop := 0
-	for drop < len(st.flips) && st.flips[drop].round <= n-w {
-		drop++
-	}
-	st.flips = st.flips[drop:]
+	st.track(s.raw, n, int64(e.cfg.UnstableWindow), flip{round: n, earliest: earliest, latest: latest})
 	if n < e.resume {
 		// Evaluated by a previous engine (Restore): learn, publish nothing.
-		if raw == vantagev1.State_STATE_UNKNOWN {
-			st.flips = st.flips[:0]
+		if s.raw == vantagev1.State_STATE_UNKNOWN {
+			st.reset()
 		}
 		s.lastMaxSent = hi
 		return
 	}
-
-	next, from := raw, s.state
-	ob := flip{earliest: earliest, latest: latest}
-	if raw != vantagev1.State_STATE_UNKNOWN {
-		s.held = 0
-	}
-	switch {
-	case raw == vantagev1.State_STATE_UNKNOWN && !s.unknownGlobal && known(s.state) && s.held < e.cfg.UncertainHold:
-		// Beliefs in flux, quorum intact: no evidence of a change. The
-		// state and the flip history stand.
-		s.held++
-		next = s.state
-	case raw == vantagev1.State_STATE_UNKNOWN:
-		s.held = 0
-		st.flips = st.flips[:0]
-	case s.state == vantagev1.State_STATE_UNSTABLE:
-		last := st.since.round
-		if k := len(st.flips); k > 0 {
-			last = st.flips[k-1].round
-			ob = st.flips[k-1]
-		}
-		if n-last >= int64(e.cfg.UnstableCalm) {
-			st.flips = st.flips[:0] // hysteresis: re-entering needs fresh flips
-		} else {
-			next = vantagev1.State_STATE_UNSTABLE
-		}
-	case len(st.flips) >= e.cfg.UnstableFlips:
-		next = vantagev1.State_STATE_UNSTABLE
-		st.since = st.flips[0]
-		ob = st.flips[0]
-	}
+	from := s.state
+	next, ob := e.nextState(s, n, flip{earliest: earliest, latest: latest})
 	switch {
 	case next != s.state:
+		if next == vantagev1.State_STATE_UNSTABLE && s.location == vantagev1.Location_LOCATION_LOCATING {
+			// No refinement follows an UNSTABLE transition: it carries what
+			// the episode's traces said, or nothing, never a promise.
+			s.location, s.lastHop = e.episodeLocation(s)
+		}
 		s.state, s.stateRound = next, n
 		s.onsetEarliest, s.onsetLatest = ob.earliest, ob.latest
 		*out = append(*out, e.transition(s, from, n, now, e.notes(s)))
@@ -109,6 +140,81 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 		*out = append(*out, e.transition(s, s.state, n, now, append([]string{note}, e.notes(s)...)))
 	}
 	s.lastMaxSent = hi
+}
+
+// nextState is the state s publishes for round n and the onset bounds of
+// a change to it (ob, this round's, unless the rule says otherwise).
+func (e *Engine) nextState(s *subject, n int64, ob flip) (vantagev1.State, flip) {
+	raw, st := s.raw, &s.stab
+	if raw != vantagev1.State_STATE_UNKNOWN {
+		s.held = 0
+	}
+	switch {
+	case raw == vantagev1.State_STATE_UNKNOWN && !s.unknownGlobal && known(s.state) && s.held < e.cfg.UncertainHold:
+		// Beliefs in flux, quorum intact: no evidence of a change. The
+		// state and the flip history stand.
+		s.held++
+		return s.state, ob
+	case raw == vantagev1.State_STATE_UNKNOWN:
+		s.held = 0
+		st.reset()
+		return raw, ob
+	case s.state == vantagev1.State_STATE_UNSTABLE:
+		return e.inEpisode(s, n)
+	case len(st.flips) >= e.cfg.UnstableFlips:
+		return e.enterEpisode(s)
+	case st.pending.round > 0 && !isGood(raw):
+		// Back down while a quick recovery was held: a flap.
+		return e.enterEpisode(s)
+	case st.pending.round > 0 && n-st.pending.round >= flapHold:
+		// The recovery held: publish it, with its own onset.
+		p := st.pending
+		st.pending = flip{}
+		return raw, p
+	case st.pending.round > 0:
+		return s.state, ob
+	case isGood(raw) && known(s.state) && !isGood(s.state) && st.quickRecovery(n):
+		// A recovery right after the subject went bad: hold it for
+		// flapHold rounds, it may be the second flap of an episode.
+		st.pending = st.flips[len(st.flips)-1]
+		return s.state, ob
+	}
+	return raw, ob
+}
+
+// enterEpisode makes s UNSTABLE; the episode's onset is the first flip in
+// the window (the first flap).
+func (e *Engine) enterEpisode(s *subject) (vantagev1.State, flip) {
+	st := &s.stab
+	st.pending = flip{}
+	st.since = st.flips[0]
+	return vantagev1.State_STATE_UNSTABLE, st.flips[0]
+}
+
+// inEpisode is the state of an UNSTABLE subject in round n: UNREACHABLE
+// when its raw state has been UNREACHABLE long enough to be a sustained
+// outage (onset: the crossing that began it), its raw state once
+// UnstableCalm rounds pass without a crossing (onset: the last crossing),
+// UNSTABLE otherwise. Either way out, the flip history is cleared, so
+// re-entering needs fresh flips.
+func (e *Engine) inEpisode(s *subject, n int64) (vantagev1.State, flip) {
+	st := &s.stab
+	last := st.since
+	if k := len(st.flips); k > 0 {
+		last = st.flips[k-1]
+	}
+	switch {
+	case s.raw == vantagev1.State_STATE_UNREACHABLE && st.downRun >= st.sustainedAfter():
+		ended := fmt.Sprintf("unstable episode ended by a sustained outage: UNREACHABLE for %d rounds in a row (its down stretches lasted at most %d)",
+			st.downRun, st.longestDown)
+		st.reset()
+		st.ended = ended
+		return s.raw, last
+	case n-last.round >= int64(e.cfg.UnstableCalm):
+		st.reset()
+		return s.raw, last
+	}
+	return vantagev1.State_STATE_UNSTABLE, last
 }
 
 // refined reports whether a DEGRADED or UNREACHABLE subject's location,
@@ -152,10 +258,23 @@ func (e *Engine) transition(s *subject, from vantagev1.State, n, now int64, note
 	}
 }
 
+// episodeNotes explains a held recovery or an episode's early end.
+func (e *Engine) episodeNotes(s *subject) []string {
+	st := &s.stab
+	switch {
+	case st.ended != "":
+		return []string{st.ended}
+	case st.pending.round > 0:
+		return []string{fmt.Sprintf("recovering: %s since round %d, %s kept for up to %d rounds in case it is a flap (the outage lasted under %d rounds)",
+			shortState(s.raw), st.pending.round, shortState(s.state), flapHold, shortOutage)}
+	}
+	return nil
+}
+
 // unstableNote describes an UNSTABLE subject's window.
 func (e *Engine) unstableNote(s *subject) string {
-	return fmt.Sprintf("unstable: %d crossings of the REACHABLE boundary in the last %d rounds (enter at %d, leave after %d calm rounds); flapping since round %d; now %s",
-		len(s.stab.flips), e.cfg.UnstableWindow, e.cfg.UnstableFlips, e.cfg.UnstableCalm, s.stab.since.round, shortState(s.raw))
+	return fmt.Sprintf("unstable: %d crossings of the REACHABLE boundary in the last %d rounds (enter at %d, or when a quick recovery goes down again within %d rounds; leave after %d calm rounds, or on %d rounds UNREACHABLE in a row); flapping since round %d; now %s",
+		len(s.stab.flips), e.cfg.UnstableWindow, e.cfg.UnstableFlips, flapHold, e.cfg.UnstableCalm, s.stab.sustainedAfter(), s.stab.since.round, shortState(s.raw))
 }
 
 func shortState(s vantagev1.State) string {

@@ -67,6 +67,9 @@ type subject struct {
 	badSince  int64 // first round of the current non-REACHABLE raw run; -1
 	stab      stability
 	cz        *causeTrack // networks and the scope: router, upstreams, cause (causetrack.go)
+
+	// sig: the story its traces last told (locate.go).
+	sig pathSig
 }
 
 var reasonNames = [...]string{

@@ -73,6 +73,7 @@ func (e *Engine) notes(s *subject) []string {
 	if s.state == vantagev1.State_STATE_UNSTABLE {
 		out = append(out, e.unstableNote(s))
 	}
+	out = append(out, e.episodeNotes(s)...)
 	if s.level == vantagev1.Level_LEVEL_TARGET && s.raw == vantagev1.State_STATE_REACHABLE && s.downG > 0 {
 		out = append(out, fmt.Sprintf("%d vantage groups see it down, fewer than the quorum %d: outvoted (%d see it up)", s.downG, e.cfg.Quorum, s.upG))
 	}

@@ -43,7 +43,9 @@ type LocaliserConfig struct {
 
 // Localiser asks for the traces that localise a transition: whenever a
 // verdict turns DEGRADED or UNREACHABLE (DESIGN §5), whatever the
-// campaign's trace settings, it sends a Trigger with one-off Paris
+// campaign's trace settings, and on every other change of a published
+// state (a recovery, UNSTABLE in or out; not UNKNOWN) when the campaign
+// sets probes[].trace.on_change, it sends a Trigger with one-off Paris
 // traceroutes to every HEALTHY connected vantage of the campaign. The traces
 // cover the subject's targets (every host for the scope, the network's
 // hosts, or the target) plus the campaign's upstream and border routers. A
@@ -154,14 +156,8 @@ func affected(specs map[string]*campaign.Spec, ts []*vantagev1.Transition) (map[
 	want := map[string]map[string]bool{}
 	reasons := map[string][]string{}
 	for _, t := range ts {
-		if t.GetTo() != vantagev1.State_STATE_DEGRADED && t.GetTo() != vantagev1.State_STATE_UNREACHABLE {
-			continue
-		}
-		if t.GetFrom() == t.GetTo() {
-			continue // a location refinement: the traces that made it exist
-		}
 		sp := specs[t.GetCampaign()]
-		if sp == nil {
+		if sp == nil || !tracesFor(sp, t) {
 			continue
 		}
 		set := want[t.GetCampaign()]
@@ -182,6 +178,28 @@ func affected(specs map[string]*campaign.Spec, ts []*vantagev1.Transition) (map[
 		reasons[t.GetCampaign()] = append(reasons[t.GetCampaign()], t.GetVerdictId()+" -> "+t.GetTo().String())
 	}
 	return want, reasons
+}
+
+// tracesFor reports whether transition t calls for traces: every change
+// to DEGRADED or UNREACHABLE (localisation), and, when the campaign asks
+// for traces on a change (probes[].trace.on_change), every other change of
+// a published state too (a recovery, into or out of UNSTABLE), so the
+// engine holds the path after the change as its baseline. Never a first
+// verdict (from UNSPECIFIED), a change to or from UNKNOWN (no quorum of
+// vantages to trace from) or a location refinement (from == to: the
+// traces that made it exist).
+func tracesFor(sp *campaign.Spec, t *vantagev1.Transition) bool {
+	from, to := t.GetFrom(), t.GetTo()
+	switch {
+	case from == to:
+		return false
+	case to == vantagev1.State_STATE_DEGRADED || to == vantagev1.State_STATE_UNREACHABLE:
+		return true
+	case !sp.TraceOnChange(), from == vantagev1.State_STATE_UNSPECIFIED,
+		from == vantagev1.State_STATE_UNKNOWN, to == vantagev1.State_STATE_UNKNOWN:
+		return false
+	}
+	return true
 }
 
 // traceTasks is one trace task per address of set, in the campaign's target

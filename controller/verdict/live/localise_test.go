@@ -35,7 +35,11 @@ func TestLocaliseTasks(t *testing.T) {
 	specs := map[string]*campaign.Spec{"kp": sp}
 	exp := time.Date(2026, 1, 1, 0, 2, 0, 0, time.UTC)
 	tr := func(level vantagev1.Level, subject string, to vantagev1.State) *vantagev1.Transition {
-		return &vantagev1.Transition{Campaign: "kp", Level: level, Subject: subject, To: to, VerdictId: "kp/x/" + subject}
+		from := vantagev1.State_STATE_REACHABLE
+		if to == from {
+			from = vantagev1.State_STATE_UNREACHABLE
+		}
+		return &vantagev1.Transition{Campaign: "kp", Level: level, Subject: subject, From: from, To: to, VerdictId: "kp/x/" + subject}
 	}
 	for _, c := range []struct {
 		name string
@@ -48,8 +52,8 @@ func TestLocaliseTasks(t *testing.T) {
 			[]string{"198.18.1.10", "198.51.100.42"}},
 		{"target: itself and the upstream", []*vantagev1.Transition{tr(vantagev1.Level_LEVEL_TARGET, "198.18.0.11", vantagev1.State_STATE_UNREACHABLE)},
 			[]string{"198.18.0.11", "198.51.100.42"}},
-		{"recovery triggers nothing", []*vantagev1.Transition{tr(vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_REACHABLE)}, nil},
-		{"unstable triggers nothing", []*vantagev1.Transition{tr(vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_UNSTABLE)}, nil},
+		{"recovery triggers nothing (no trace.on_change)", []*vantagev1.Transition{tr(vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_REACHABLE)}, nil},
+		{"unstable triggers nothing (no trace.on_change)", []*vantagev1.Transition{tr(vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_UNSTABLE)}, nil},
 		{"a location refinement (from == to) triggers nothing", []*vantagev1.Transition{func() *vantagev1.Transition {
 			x := tr(vantagev1.Level_LEVEL_SCOPE, "KP", vantagev1.State_STATE_UNREACHABLE)
 			x.From = x.To
@@ -70,6 +74,61 @@ func TestLocaliseTasks(t *testing.T) {
 			}
 			if !slices.Equal(got, c.want) {
 				t.Errorf("targets %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestTraceOnChange: probes[].trace.on_change adds traces on every other
+// change of a published state: recoveries and UNSTABLE, not UNKNOWN, a
+// first verdict or a refinement; localisation traces are sent either way.
+func TestTraceOnChange(t *testing.T) {
+	plain, err := campaign.Parse([]byte(triggerSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	onChange, err := campaign.Parse([]byte(strings.Replace(triggerSpec, "probes:\n",
+		"probes:\n  - trace: {protocol: icmp, paris: true, every: 10m, max_ttl: 8, on_change: true}\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.TraceOnChange() || !onChange.TraceOnChange() {
+		t.Fatalf("TraceOnChange: plain %v, on_change %v", plain.TraceOnChange(), onChange.TraceOnChange())
+	}
+	exp := time.Date(2026, 1, 1, 0, 2, 0, 0, time.UTC)
+	const (
+		unspec, reach, degr = vantagev1.State_STATE_UNSPECIFIED, vantagev1.State_STATE_REACHABLE, vantagev1.State_STATE_DEGRADED
+		unst, down, unk     = vantagev1.State_STATE_UNSTABLE, vantagev1.State_STATE_UNREACHABLE, vantagev1.State_STATE_UNKNOWN
+	)
+	for _, c := range []struct {
+		name               string
+		from, to           vantagev1.State
+		wantPlain, wantOnC bool
+	}{
+		{"to UNREACHABLE", reach, down, true, true},
+		{"to DEGRADED", reach, degr, true, true},
+		{"recovery", down, reach, false, true},
+		{"into UNSTABLE", down, unst, false, true},
+		{"out of UNSTABLE", unst, reach, false, true},
+		{"UNSTABLE to UNREACHABLE", unst, down, true, true},
+		{"first verdict", unspec, reach, false, false},
+		{"to UNKNOWN", reach, unk, false, false},
+		{"from UNKNOWN", unk, reach, false, false},
+		{"refinement", down, down, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ts := []*vantagev1.Transition{{Campaign: "kp", Level: vantagev1.Level_LEVEL_NETWORK, Subject: "net1", From: c.from, To: c.to, VerdictId: "kp/network/net1"}}
+			for _, k := range []struct {
+				sp   *campaign.Spec
+				want bool
+			}{{plain, c.wantPlain}, {onChange, c.wantOnC}} {
+				plan := LocaliseTasks(map[string]*campaign.Spec{"kp": k.sp}, ts, exp)
+				if got := plan["kp"] != nil; got != k.want {
+					t.Errorf("on_change %v: traces %v, want %v", k.sp.TraceOnChange(), got, k.want)
+				}
+				if p := plan["kp"]; p != nil && (len(p.Tasks) != 2 || p.Tasks[0].GetTarget() != "198.18.1.10") {
+					t.Errorf("on_change %v: tasks %v, want net1's host and the upstream", k.sp.TraceOnChange(), p.Tasks)
+				}
 			}
 		})
 	}
