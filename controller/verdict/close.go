@@ -114,6 +114,7 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 	global := e.groups < e.cfg.Quorum
 	e.computeStates(healthy, global)
 	e.locateAll(n, healthy, e.provisionalLocation())
+	e.applyQuality(n, healthy)
 	e.settleAll(rb, n, now, out)
 	if rb != nil {
 		// Rows now belong to the agents as their views.

@@ -93,6 +93,9 @@ type Config struct {
 	// vantage sends per round. When > 0, a round closes as soon as every
 	// vantage expected in it has sent that many, without waiting for Grace.
 	ResultsPerRound int
+	// Quality: when a REACHABLE network or scope is DEGRADED for loss or
+	// latency (quality.go). Zero fields take the defaults.
+	Quality QualityConfig
 }
 
 // withDefaults fills zero fields.
@@ -107,6 +110,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.UnstableFlips, DefaultUnstableFlips)
 	orDefault(&c.UnstableCalm, DefaultUnstableCalm)
 	orDefault(&c.UncertainHold, DefaultUncertainHold)
+	c.Quality = c.Quality.withDefaults()
 	return c
 }
 
@@ -159,5 +163,5 @@ func (c Config) validate() error {
 	case len(c.Networks) == 0:
 		return cfgErr("Networks", "at least one network is required")
 	}
-	return nil
+	return c.Quality.validate()
 }
