@@ -60,10 +60,20 @@ func (p printer) transitionFields(t *vantagev1.Transition) []string {
 // change is a transition's CHANGE cell; from == to is a location
 // refinement (traces moved the location while the state held).
 func change(t *vantagev1.Transition) string {
-	if t.GetFrom() == t.GetTo() {
-		return stateName(t.GetTo()) + " (location refined)"
+	why := ""
+	switch t.GetReason() {
+	case vantagev1.Reason_REASON_LOSS:
+		why = " (loss)"
+	case vantagev1.Reason_REASON_LATENCY:
+		why = " (latency)"
 	}
-	return stateName(t.GetFrom()) + " -> " + stateName(t.GetTo())
+	switch {
+	case t.GetFrom() == t.GetTo() && why != "" && len(t.GetNotes()) > 0 && strings.HasPrefix(t.GetNotes()[0], "reason refined"):
+		return stateName(t.GetTo()) + why + " (reason refined)"
+	case t.GetFrom() == t.GetTo():
+		return stateName(t.GetTo()) + why + " (location refined)"
+	}
+	return stateName(t.GetFrom()) + " -> " + stateName(t.GetTo()) + why
 }
 
 // timeline renders `timeline`: one aligned line per transition. A CAMPAIGN
