@@ -29,6 +29,7 @@ var answerNames = [...]string{ansICMP: "icmp", ansTCP: "tcp", ansTrace: "trace"}
 // points not yet taken, and each network's and the scope's state.
 type quality struct {
 	rounds  []*qRound
+	cache   *qRound // the round of the latest observation
 	pending []*vantagev1.QualityPoint
 	nets    []qualSubject
 	scope   qualSubject
@@ -42,7 +43,7 @@ type quality struct {
 // qRound is one open round's quality data.
 type qRound struct {
 	n    int64
-	rows map[int]*qRow // by agent index
+	rows []*qRow // by agent index; nil: no data
 	// any: per family and target, some vantage got an answer this round.
 	// A (target, family) nobody gets an answer from (a filtered ICMP, a
 	// closed port, a target down) is not loss evidence.
@@ -54,6 +55,8 @@ type qRow struct {
 	probes, first [2][]uint8  // per family and target (saturating)
 	answers       [][3]uint32 // per network
 	rtt           [][]float64 // per network, ms
+	// per network, set by emit: probes and first-try answers (counts)
+	netProbes, netFirst []int
 }
 
 func (e *Engine) quality() *quality {
@@ -79,22 +82,27 @@ func (e *Engine) quality() *quality {
 	return q
 }
 
-// observeQuality adds one accepted result for target ti to its round's
-// quality data: a first-try answer is an up outcome with Attempts <= 1;
-// every other result that is evidence (not ERROR) is a first-try miss.
-// Traces only count as "trace" answers, and only in an open round.
-func (e *Engine) observeQuality(ti int, o Observation) {
+// observeQuality adds one accepted result for target ti from vantage ai
+// (-1: look it up) to its round's quality data: a first-try answer is an
+// up outcome with Attempts <= 1; every other result that is evidence (not
+// ERROR) is a first-try miss. Traces only count as "trace" answers, and
+// only in an open round.
+func (e *Engine) observeQuality(ti, ai int, o Observation) {
 	q := e.quality()
 	ni := q.netOf[ti]
 	isTrace := o.Kind == vantagev1.ProbeKind_PROBE_KIND_TRACE
 	if ni < 0 || (isTrace && !e.hasOpen(o.Round)) {
 		return
 	}
-	ai, ok := e.agentIdx[o.Agent]
-	if !ok {
-		return
+	if ai < 0 {
+		i, ok := e.agentIdx[o.Agent]
+		if !ok {
+			return
+		}
+		ai = i
 	}
-	r := q.row(q.round(o.Round, len(e.targets)), ai, len(e.targets), len(e.networks))
+	qr := q.round(o.Round, len(e.targets))
+	r := q.row(qr, ai, len(e.targets), len(e.networks))
 	if isTrace {
 		if o.Outcome != vantagev1.Outcome_OUTCOME_ERROR && o.StopReason == vantagev1.TraceStopReason_TRACE_STOP_REASON_COMPLETED {
 			r.answers[ni][ansTrace]++
@@ -121,7 +129,7 @@ func (e *Engine) observeQuality(ti int, o Observation) {
 	if o.Attempts <= 1 {
 		r.first[f][ti]++
 	}
-	q.round(o.Round, 0).any[f][ti] = true
+	qr.any[f][ti] = true
 	kind := ansTCP
 	if isICMP {
 		kind = ansICMP
@@ -134,12 +142,17 @@ func (e *Engine) observeQuality(ti int, o Observation) {
 
 // round returns the open quality round n, creating it.
 func (q *quality) round(n int64, targets int) *qRound {
+	if c := q.cache; c != nil && c.n == n {
+		return c
+	}
 	for _, r := range q.rounds {
 		if r.n == n {
+			q.cache = r
 			return r
 		}
 	}
-	r := &qRound{n: n, rows: map[int]*qRow{}}
+	r := &qRound{n: n}
+	q.cache = r
 	for f := range r.any {
 		r.any[f] = make([]bool, targets)
 	}
@@ -148,6 +161,9 @@ func (q *quality) round(n int64, targets int) *qRound {
 }
 
 func (q *quality) row(qr *qRound, ai, targets, networks int) *qRow {
+	for len(qr.rows) <= ai {
+		qr.rows = append(qr.rows, nil)
+	}
 	if r := qr.rows[ai]; r != nil {
 		return r
 	}
@@ -158,6 +174,13 @@ func (q *quality) row(qr *qRound, ai, targets, networks int) *qRow {
 	}
 	qr.rows[ai] = r
 	return r
+}
+
+func (qr *qRound) rowOf(ai int) *qRow {
+	if ai < len(qr.rows) {
+		return qr.rows[ai]
+	}
+	return nil
 }
 
 // take removes and returns round n's data (nil if none), dropping every
@@ -176,6 +199,7 @@ func (e *Engine) takeQualityRound(n int64) *qRound {
 	}
 	clear(q.rounds[len(kept):])
 	q.rounds = kept
+	q.cache = nil
 	return got
 }
 
@@ -194,7 +218,8 @@ func (e *Engine) counts(qr *qRound, r *qRow, ni int) (probes, first int) {
 }
 
 // emit appends round n's points: one per vantage (by id) and network with
-// probes or answers.
+// probes or answers. It also leaves each row's per-network counts for
+// measureOf.
 func (e *Engine) emit(qr *qRound, n int64) {
 	if qr == nil {
 		return
@@ -202,12 +227,14 @@ func (e *Engine) emit(qr *qRound, n int64) {
 	q := e.quality()
 	start := ts(e.roundStart(n))
 	for _, a := range e.sortedAgents() {
-		r := qr.rows[e.agentIdx[a.id]]
+		r := qr.rowOf(e.agentIdx[a.id])
 		if r == nil {
 			continue
 		}
+		r.netProbes, r.netFirst = make([]int, len(e.networks)), make([]int, len(e.networks))
 		for ni, nw := range e.networks {
 			probes, first := e.counts(qr, r, ni)
+			r.netProbes[ni], r.netFirst[ni] = probes, first
 			ans := r.answers[ni]
 			if probes == 0 && ans == [3]uint32{} {
 				continue
@@ -219,8 +246,8 @@ func (e *Engine) emit(qr *qRound, n int64) {
 			if probes > 0 {
 				p.Loss = 1 - float64(first)/float64(probes)
 			}
-			rtt := slices.Clone(r.rtt[ni])
-			slices.Sort(rtt)
+			rtt := r.rtt[ni]
+			slices.Sort(rtt) // in place: measureOf only merges them
 			p.RttP50Ms, p.RttP90Ms = percentile(rtt, 0.5), percentile(rtt, 0.9)
 			for k, c := range ans {
 				if c > 0 {
@@ -259,7 +286,7 @@ func (e *Engine) measureOf(qr *qRound, healthy []*agent, nets []int) measure {
 	}
 	groups := map[string]*acc{}
 	for _, a := range healthy {
-		r := qr.rows[e.agentIdx[a.id]]
+		r := qr.rowOf(e.agentIdx[a.id])
 		if r == nil {
 			continue
 		}
@@ -269,8 +296,7 @@ func (e *Engine) measureOf(qr *qRound, healthy []*agent, nets []int) measure {
 			groups[a.group] = g
 		}
 		for _, ni := range nets {
-			p, f := e.counts(qr, r, ni)
-			g.probes, g.first = g.probes+p, g.first+f
+			g.probes, g.first = g.probes+r.netProbes[ni], g.first+r.netFirst[ni]
 			g.rtt = append(g.rtt, r.rtt[ni]...)
 		}
 	}
