@@ -127,8 +127,10 @@ func (l *Limits) CheckContext(ctx context.Context, s *Spec) error {
 	}
 	sets := l.prefixSets()
 	for i, nw := range s.targets.networks {
-		if err := l.checkPrefix(join(index("targets.networks", i), "prefix"), nw.prefix, sets); err != nil {
-			return err
+		for k, p := range nw.prefixes {
+			if err := l.checkPrefix(nw.prefixPath(index("targets.networks", i), k), p, sets); err != nil {
+				return err
+			}
 		}
 	}
 	for i, t := range s.expanded {

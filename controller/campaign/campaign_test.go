@@ -31,6 +31,20 @@ func TestParseBad(t *testing.T) {
 		{"discover.yaml", "targets.hosts.per_network: required with targets.hosts.discover: how many answering hosts to keep per network"},
 		{"discover-v6.yaml", "targets.networks[1].prefix: 2001:db8:18::/64 is too large to sweep for targets.hosts.discover (more than 65536 addresses); list its hosts"},
 		{"discover-sweep.yaml", "targets.networks[1].prefix: the discovery sweep would probe 65788 addresses up to here, more than 65536; list hosts for the largest networks"},
+		{"dual-bad-prefix.yaml", "targets.networks[0].prefixes[1]: \"2001:db8:18::1/64\" has host bits set; did you mean 2001:db8:18::/64?"},
+		{"dual-both-fields.yaml", "targets.networks[0].prefixes: set together with prefix; write one prefix as prefix, or a dual-stack network's IPv4 and IPv6 prefixes as prefixes"},
+		{"dual-budget.yaml", "budget.agent_pps: 4 targets x 2 packets = 8 packets per round, more than agent_pps 1.5 x round 5s = 7.5"},
+		{"dual-control-inside.yaml", "targets.controls[0]: 2001:db8:18::99 is inside targets.networks[0] (2001:db8:18::/64); controls must be outside the scope"},
+		{"dual-discover-budget.yaml", "budget.agent_pps: 4 targets x 2 packets = 8 packets per round, more than agent_pps 1.5 x round 5s = 7.5"},
+		{"dual-discover-v6.yaml", "targets.networks[0].prefixes[1]: 2001:db8:18::/64 is too large to sweep for targets.hosts.discover (more than 65536 addresses); list its hosts"},
+		{"dual-empty.yaml", "targets.networks[0].prefixes: needs at least one prefix"},
+		{"dual-host-outside.yaml", "targets.networks[0].hosts[1]: 198.18.9.10 is not inside prefix 198.18.0.0/24 or 2001:db8:18::/64"},
+		{"dual-no-per-network.yaml", "targets.hosts.per_network: required because targets.networks[0] lists no host inside targets.networks[0].prefixes[1] 2001:db8:18::/64"},
+		{"dual-overlap.yaml", "targets.networks[1].prefix: 2001:db8:18::/80 overlaps targets.networks[0].prefixes[1] 2001:db8:18::/64"},
+		{"dual-three.yaml", "targets.networks[0].prefixes: has 3 prefixes; a network has at most one IPv4 and one IPv6 prefix"},
+		{"dual-too-small.yaml", "targets.networks[0].prefixes[1]: 2001:db8:18::/126 is too small for targets.hosts.per_network 2 starting at offset 10; list hosts explicitly"},
+		{"dual-two-v4.yaml", "targets.networks[0].prefixes[1]: 198.18.1.0/24 is a second IPv4 prefix (targets.networks[0].prefixes[0] is 198.18.0.0/24); a network has at most one IPv4 and one IPv6 prefix: make another network"},
+		{"dual-two-v6.yaml", "targets.networks[0].prefixes[1]: 2001:db8:19::/64 is a second IPv6 prefix (targets.networks[0].prefixes[0] is 2001:db8:18::/64); a network has at most one IPv4 and one IPv6 prefix: make another network"},
 		{"dup-host.yaml", "targets.networks[1].hosts[1]: 198.18.1.10 is already a target (targets.networks[1].hosts[0])"},
 		{"dup-key.yaml", "name: defined more than once (line 13)"},
 		{"dup-kind.yaml", "probes[1]: a second icmp probe (the first is probes[0]); each kind may appear once"},
@@ -226,7 +240,9 @@ func TestExamples(t *testing.T) {
 				// Its tasks exist once discovery has found targets.
 				var found []Target
 				for _, nw := range s.SweepNetworks() {
-					found = append(found, Target{Addr: nw.Prefix.Addr().Next(), Network: nw.Name, Role: vantagev1.TargetRole_TARGET_ROLE_HOST})
+					for _, p := range nw.Prefixes {
+						found = append(found, Target{Addr: p.Addr().Next(), Network: nw.Name, Role: vantagev1.TargetRole_TARGET_ROLE_HOST})
+					}
 				}
 				if s, err = s.WithTargets(found); err != nil {
 					t.Fatal(err)
@@ -257,7 +273,8 @@ func TestCountryExample(t *testing.T) {
 		}
 	}
 	for _, a := range []string{"198.51.100.42", "198.51.100.50"} {
-		want = append(want, Target{Addr: netip.MustParseAddr(a), Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM})
+		want = append(want, Target{Addr: netip.MustParseAddr(a), Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM,
+			Name: RouterName(vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, netip.MustParseAddr(a))})
 	}
 	got := s.Targets()
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -535,9 +552,9 @@ func TestWithTargets(t *testing.T) {
 	}
 	var swept []string
 	for _, nw := range s.SweepNetworks() {
-		swept = append(swept, nw.Name+" "+nw.Prefix.String())
+		swept = append(swept, fmt.Sprint(nw.Name, " ", nw.Prefixes))
 	}
-	if got := strings.Join(swept, ","); got != "net0 198.18.0.0/24,net2 198.18.2.0/25" {
+	if got := strings.Join(swept, ","); got != "net0 [198.18.0.0/24],net2 [198.18.2.0/25]" {
 		t.Errorf("SweepNetworks = %s", got)
 	}
 	tg := func(a, nw string, r vantagev1.TargetRole) Target {

@@ -38,10 +38,16 @@ func sweepSize(path string, p netip.Prefix) (int, error) {
 	return n, nil
 }
 
-// Network is one target network.
+// Network is one target network: its name and its prefixes, at most one
+// IPv4 and one IPv6, in file order.
 type Network struct {
-	Name   string
-	Prefix netip.Prefix
+	Name     string
+	Prefixes []netip.Prefix
+}
+
+// Contains reports whether a is inside one of the network's prefixes.
+func (n Network) Contains(a netip.Addr) bool {
+	return slices.ContainsFunc(n.Prefixes, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
 // DiscoverHosts reports targets.hosts.discover.
@@ -65,21 +71,29 @@ func (s *Spec) PerNetwork() int { return int(s.targets.perNetwork) }
 func (s *Spec) Networks() []Network {
 	out := make([]Network, len(s.targets.networks))
 	for i, nw := range s.targets.networks {
-		out[i] = Network{Name: nw.name, Prefix: nw.prefix}
+		out[i] = Network{Name: nw.name, Prefixes: slices.Clone(nw.prefixes)}
 	}
 	return out
 }
 
-// SweepNetworks lists the networks a discovery sweep covers: with
-// targets.hosts.discover, those without a hosts list; otherwise none.
+// SweepNetworks lists the networks a discovery sweep covers, each with the
+// prefixes to sweep: with targets.hosts.discover, every prefix without a
+// listed host inside it (a dual-stack network may list its IPv6 hosts and
+// have its IPv4 prefix swept); otherwise none.
 func (s *Spec) SweepNetworks() []Network {
 	if !s.targets.discover {
 		return nil
 	}
 	var out []Network
 	for _, nw := range s.targets.networks {
-		if len(nw.hosts) == 0 {
-			out = append(out, Network{Name: nw.name, Prefix: nw.prefix})
+		var ps []netip.Prefix
+		for _, p := range nw.prefixes {
+			if nw.hostsIn(p) == 0 {
+				ps = append(ps, p)
+			}
+		}
+		if len(ps) > 0 {
+			out = append(out, Network{Name: nw.name, Prefixes: ps})
 		}
 	}
 	return out
@@ -116,7 +130,10 @@ func (s *Spec) pendingTargets() int {
 	if s.discovered {
 		return 0
 	}
-	n := len(s.SweepNetworks()) * int(s.targets.perNetwork)
+	n := 0
+	for _, nw := range s.SweepNetworks() {
+		n += len(nw.Prefixes) * int(s.targets.perNetwork)
+	}
 	if s.targets.upstreamsAuto {
 		n += pendingRouters
 	}
@@ -125,15 +142,16 @@ func (s *Spec) pendingTargets() int {
 
 // WithTargets returns a copy of the spec whose targets are the listed ones
 // plus what discovery found: hosts (role HOST, Network naming a swept
-// network whose prefix holds the address) and, with upstreams: auto,
-// routers (role UPSTREAM or BORDER, no network). An address already
+// network one of whose swept prefixes holds the address) and, with
+// upstreams: auto, routers (role UPSTREAM or BORDER, no network, named by
+// RouterName so the name survives re-discovery). An address already
 // listed keeps its listed role. The copy's budget is checked against the
 // real number of targets. Targets keep the documented order: hosts network
 // by network, then upstreams, borders and controls.
 func (s *Spec) WithTargets(found []Target) (*Spec, error) {
-	swept := map[string]netip.Prefix{}
+	swept := map[string]Network{}
 	for _, nw := range s.SweepNetworks() {
-		swept[nw.Name] = nw.Prefix
+		swept[nw.Name] = nw
 	}
 	listed := map[netip.Addr]bool{}
 	for _, t := range s.expanded {
@@ -153,8 +171,8 @@ func (s *Spec) WithTargets(found []Target) (*Spec, error) {
 		seen[t.Addr] = true
 		switch t.Role {
 		case vantagev1.TargetRole_TARGET_ROLE_HOST:
-			p, ok := swept[t.Network]
-			if !ok || !p.Contains(t.Addr) {
+			nw, ok := swept[t.Network]
+			if !ok || !nw.Contains(t.Addr) {
 				return nil, fieldErr(path, "host %s is not inside a swept network (network %q)", t.Addr, t.Network)
 			}
 			hosts[t.Network] = append(hosts[t.Network], t)
@@ -162,7 +180,7 @@ func (s *Spec) WithTargets(found []Target) (*Spec, error) {
 			if !s.targets.upstreamsAuto {
 				return nil, fieldErr(path, "router %s found, but targets.upstreams is not auto", t.Addr)
 			}
-			t.Network = ""
+			t.Network, t.Name = "", RouterName(t.Role, t.Addr)
 			i := 0
 			if t.Role == vantagev1.TargetRole_TARGET_ROLE_BORDER {
 				i = 1

@@ -1,10 +1,12 @@
 package campaign
 
 import (
+	"cmp"
 	"encoding/binary"
 	"math/bits"
 	"net/netip"
 	"slices"
+	"strings"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -41,53 +43,114 @@ func (s *Spec) checkNetworks() (int, error) {
 		return 0, fieldErr("targets.networks", "needs at least one network")
 	}
 	names := map[string]int{}
-	total := len(t.upstreams) + len(t.borders) + len(t.controls)
-	swept := 0
+	c := &expansionCount{total: routerCount(t.upstreams) + routerCount(t.borders) + len(t.controls)}
 	for i, nw := range t.networks {
 		path := index("targets.networks", i)
-		switch {
-		case nw.name == "":
-			return 0, fieldErr(join(path, "name"), "required")
-		case !nameRE.MatchString(nw.name):
-			return 0, fieldErr(join(path, "name"), "%q must match [a-z0-9][a-z0-9-]{0,62}", nw.name)
-		case !nw.prefix.IsValid():
-			return 0, fieldErr(join(path, "prefix"), "required")
+		if err := checkNetwork(path, nw); err != nil {
+			return 0, err
 		}
 		if j, dup := names[nw.name]; dup {
 			return 0, fieldErr(join(path, "name"), "%q is already used by targets.networks[%d]", nw.name, j)
 		}
 		names[nw.name] = i
-		if len(nw.hosts) > 0 {
-			total += len(nw.hosts)
-			continue
-		}
-		if t.discover {
-			n, err := sweepSize(join(path, "prefix"), nw.prefix)
-			if err != nil {
+		c.total += len(nw.hosts)
+		for k, p := range nw.prefixes {
+			if err := s.countPrefix(c, path, nw, k, p); err != nil {
 				return 0, err
 			}
-			if swept += n; swept > MaxSweep {
-				return 0, fieldErr(join(path, "prefix"), "the discovery sweep would probe %d addresses up to here, more than %d; list hosts for the largest networks",
-					swept, MaxSweep)
-			}
-			total += int(t.perNetwork)
-			continue
 		}
-		if t.perNetwork == 0 {
-			return 0, fieldErr("targets.hosts.per_network", "required because %s lists no hosts", path)
-		}
-		if err := checkExpansion(join(path, "prefix"), nw.prefix, t.perNetwork); err != nil {
-			return 0, err
-		}
-		total += int(t.perNetwork)
 	}
-	if total > MaxTargets {
-		return 0, fieldErr("targets", "expands to %d targets, more than the limit of %d", total, MaxTargets)
+	if c.total > MaxTargets {
+		return 0, fieldErr("targets", "expands to %d targets, more than the limit of %d", c.total, MaxTargets)
 	}
 	if err := checkOverlaps(t.networks); err != nil {
 		return 0, err
 	}
-	return total, nil
+	return c.total, nil
+}
+
+// expansionCount is what checkNetworks has counted so far: targets, and
+// addresses the discovery sweep probes.
+type expansionCount struct {
+	total, swept int
+}
+
+// checkNetwork checks one network on its own: its name, its prefixes (at
+// least one, at most one per family) and that every listed host is inside
+// one of them.
+func checkNetwork(path string, nw networkSpec) error {
+	switch {
+	case nw.name == "":
+		return fieldErr(join(path, "name"), "required")
+	case !nameRE.MatchString(nw.name):
+		return fieldErr(join(path, "name"), "%q must match [a-z0-9][a-z0-9-]{0,62}", nw.name)
+	case len(nw.prefixes) == 0:
+		return fieldErr(join(path, "prefix"), "required (or prefixes: a dual-stack network's IPv4 and IPv6 prefixes)")
+	}
+	for k, p := range nw.prefixes {
+		for j, q := range nw.prefixes[:k] {
+			if p.Addr().Is4() == q.Addr().Is4() {
+				return fieldErr(nw.prefixPath(path, k), "%s is a second %s prefix (%s is %s); a network has at most one IPv4 and one IPv6 prefix: make another network",
+					p, family(p), nw.prefixPath(path, j), q)
+			}
+		}
+	}
+	for j, h := range nw.hosts {
+		if !nw.contains(h) {
+			return fieldErr(index(join(path, "hosts"), j), "%s is not inside %s", h, describePrefixes(nw.prefixes))
+		}
+	}
+	return nil
+}
+
+// countPrefix counts the targets prefix k (p) of the network at path
+// expands to: its listed hosts (counted by the caller), else the hosts
+// discovery keeps, else per_network addresses from HostOffset.
+func (s *Spec) countPrefix(c *expansionCount, path string, nw networkSpec, k int, p netip.Prefix) error {
+	t := &s.targets
+	if nw.hostsIn(p) > 0 {
+		return nil
+	}
+	field := nw.prefixPath(path, k)
+	if t.discover {
+		n, err := sweepSize(field, p)
+		if err != nil {
+			return err
+		}
+		if c.swept += n; c.swept > MaxSweep {
+			return fieldErr(field, "the discovery sweep would probe %d addresses up to here, more than %d; list hosts for the largest networks",
+				c.swept, MaxSweep)
+		}
+		c.total += int(t.perNetwork)
+		return nil
+	}
+	if t.perNetwork == 0 {
+		if len(nw.hosts) == 0 {
+			return fieldErr("targets.hosts.per_network", "required because %s lists no hosts", path)
+		}
+		return fieldErr("targets.hosts.per_network", "required because %s lists no host inside %s %s", path, field, p)
+	}
+	if err := checkExpansion(field, p, t.perNetwork); err != nil {
+		return err
+	}
+	c.total += int(t.perNetwork)
+	return nil
+}
+
+func family(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// describePrefixes is "prefix P" or "prefix P or Q", for messages.
+func describePrefixes(ps []netip.Prefix) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return "prefix " + strings.Join(parts, " or ")
 }
 
 // targetList collects expanded targets in order and refuses an address
@@ -102,56 +165,42 @@ func newTargetList(n int) *targetList {
 }
 
 func (l *targetList) add(path string, a netip.Addr, network string, role vantagev1.TargetRole) error {
+	return l.addNamed(path, a, network, "", role)
+}
+
+// addNamed adds a target with a router name.
+func (l *targetList) addNamed(path string, a netip.Addr, network, name string, role vantagev1.TargetRole) error {
 	if prev, dup := l.where[a]; dup {
 		return fieldErr(path, "%s is already a target (%s)", a, prev)
 	}
 	l.where[a] = path
-	l.out = append(l.out, Target{Addr: a, Network: network, Role: role})
+	l.out = append(l.out, Target{Addr: a, Network: network, Role: role, Name: name})
 	return nil
 }
 
-// addHosts adds every network's hosts: the listed ones, or per_network
-// addresses from HostOffset; a swept network's come later (WithTargets).
+// addHosts adds every network's hosts: the listed ones, then per_network
+// addresses from HostOffset in each prefix without a listed host; a swept
+// prefix's come later (WithTargets).
 func (s *Spec) addHosts(l *targetList) error {
 	t := &s.targets
 	for i, nw := range t.networks {
 		path := index("targets.networks", i)
-		if len(nw.hosts) == 0 && t.discover {
-			continue // hosts come from the sweep (WithTargets)
+		for j, h := range nw.hosts {
+			if err := l.add(index(join(path, "hosts"), j), h, nw.name, vantagev1.TargetRole_TARGET_ROLE_HOST); err != nil {
+				return err
+			}
 		}
-		if len(nw.hosts) == 0 {
-			a := offset(nw.prefix.Addr(), HostOffset)
+		for k, p := range nw.prefixes {
+			if t.discover || nw.hostsIn(p) > 0 {
+				continue // listed, or hosts come from the sweep (WithTargets)
+			}
+			a := offset(p.Addr(), HostOffset)
 			for range t.perNetwork {
-				if err := l.add(join(path, "prefix"), a, nw.name, vantagev1.TargetRole_TARGET_ROLE_HOST); err != nil {
+				if err := l.add(nw.prefixPath(path, k), a, nw.name, vantagev1.TargetRole_TARGET_ROLE_HOST); err != nil {
 					return err
 				}
 				a = a.Next()
 			}
-			continue
-		}
-		for j, h := range nw.hosts {
-			hp := index(join(path, "hosts"), j)
-			if !nw.prefix.Contains(h) {
-				return fieldErr(hp, "%s is not inside prefix %s", h, nw.prefix)
-			}
-			if err := l.add(hp, h, nw.name, vantagev1.TargetRole_TARGET_ROLE_HOST); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// addRouters adds the listed upstreams, then the borders.
-func (s *Spec) addRouters(l *targetList) error {
-	for i, a := range s.targets.upstreams {
-		if err := l.add(index("targets.upstreams", i), a, "", vantagev1.TargetRole_TARGET_ROLE_UPSTREAM); err != nil {
-			return err
-		}
-	}
-	for i, a := range s.targets.borders {
-		if err := l.add(index("targets.borders", i), a, "", vantagev1.TargetRole_TARGET_ROLE_BORDER); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -163,8 +212,10 @@ func (s *Spec) addControls(l *targetList) error {
 	for i, a := range t.controls {
 		path := index("targets.controls", i)
 		for j, nw := range t.networks {
-			if nw.prefix.Contains(a) {
-				return fieldErr(path, "%s is inside targets.networks[%d] (%s); controls must be outside the scope", a, j, nw.prefix)
+			for _, p := range nw.prefixes {
+				if p.Contains(a) {
+					return fieldErr(path, "%s is inside targets.networks[%d] (%s); controls must be outside the scope", a, j, p)
+				}
 			}
 		}
 		if err := l.add(path, a, "", vantagev1.TargetRole_TARGET_ROLE_CONTROL); err != nil {
@@ -189,30 +240,33 @@ func checkExpansion(path string, p netip.Prefix, perNetwork int64) error {
 	return nil
 }
 
-// checkOverlaps reports the first pair of overlapping prefixes. Two CIDR
-// prefixes overlap only if one contains the other, so after sorting by
-// address (then shorter prefix first), checking neighbours is enough.
+// checkOverlaps reports the first pair of overlapping prefixes, over
+// every prefix of every network. Two CIDR prefixes overlap only if one
+// contains the other, so after sorting by address (then shorter prefix
+// first), checking neighbours is enough. Prefixes of different families
+// never overlap, so a network's own two cannot.
 func checkOverlaps(nets []networkSpec) error {
-	order := make([]int, len(nets))
-	for i := range order {
-		order[i] = i
+	type ref struct{ net, k int }
+	var order []ref
+	for i, nw := range nets {
+		for k := range nw.prefixes {
+			order = append(order, ref{i, k})
+		}
 	}
-	slices.SortFunc(order, func(a, b int) int {
-		pa, pb := nets[a].prefix, nets[b].prefix
-		if c := pa.Addr().Compare(pb.Addr()); c != 0 {
-			return c
-		}
-		if c := pa.Bits() - pb.Bits(); c != 0 {
-			return c
-		}
-		return a - b
+	prefix := func(r ref) netip.Prefix { return nets[r.net].prefixes[r.k] }
+	field := func(r ref) string { return nets[r.net].prefixPath(index("targets.networks", r.net), r.k) }
+	before := func(a, b ref) int { return cmp.Or(a.net-b.net, a.k-b.k) }
+	slices.SortFunc(order, func(a, b ref) int {
+		pa, pb := prefix(a), prefix(b)
+		return cmp.Or(pa.Addr().Compare(pb.Addr()), pa.Bits()-pb.Bits(), before(a, b))
 	})
 	for k := 1; k < len(order); k++ {
 		i, j := order[k-1], order[k]
-		if nets[i].prefix.Overlaps(nets[j].prefix) {
-			i, j = min(i, j), max(i, j)
-			return fieldErr(index("targets.networks", j)+".prefix", "%s overlaps targets.networks[%d].prefix %s",
-				nets[j].prefix, i, nets[i].prefix)
+		if prefix(i).Overlaps(prefix(j)) {
+			if before(i, j) > 0 {
+				i, j = j, i
+			}
+			return fieldErr(field(j), "%s overlaps %s %s", prefix(j), field(i), prefix(i))
 		}
 	}
 	return nil

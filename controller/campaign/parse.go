@@ -1,6 +1,7 @@
 package campaign
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -96,12 +97,7 @@ func (s *Spec) decodeTargets(path string, n *yaml.Node) error {
 		{"networks", func(p string, v *yaml.Node) error {
 			s.mark(p)
 			return decodeSequence(p, v, MaxTargets, func(p string, _ int, v *yaml.Node) error {
-				var nw networkSpec
-				err := decodeMapping(p, v, []field{
-					{"name", func(p string, v *yaml.Node) error { s.mark(p); return decodeString(p, v, &nw.name) }},
-					{"prefix", func(p string, v *yaml.Node) error { s.mark(p); return decodePrefix(p, v, &nw.prefix) }},
-					{"hosts", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &nw.hosts) }},
-				})
+				nw, err := decodeNetwork(p, v)
 				t.networks = append(t.networks, nw)
 				return err
 			})
@@ -118,17 +114,53 @@ func (s *Spec) decodeTargets(path string, n *yaml.Node) error {
 					t.upstreamsAuto = true
 					return nil
 				}
-				return fieldErr(p, "expected a list of addresses or \"auto\", got %s", kindName(v))
+				return fieldErr(p, "expected a list of addresses or {name, addrs}, or \"auto\", got %s", kindName(v))
 			}
-			return decodeAddrList(p, v, MaxTargets, &t.upstreams)
+			return decodeRouters(p, v, &t.upstreams)
 		}},
-		{"borders", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &t.borders) }},
+		{"borders", func(p string, v *yaml.Node) error { return decodeRouters(p, v, &t.borders) }},
 		{"controls", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &t.controls) }},
 		{"rir", func(p string, v *yaml.Node) error {
 			return fieldErr(p, "must be expanded before the campaign reaches the controller: `vantagectl campaign apply` "+
 				"reads the file and lists the country's networks instead (see ExpandRIR); the controller never opens files")
 		}},
 	})
+}
+
+// decodeNetwork reads one entry of targets.networks: a name, and either
+// prefix (one prefix) or prefixes (a dual-stack network's IPv4 and IPv6
+// prefixes), and the hosts.
+func decodeNetwork(path string, n *yaml.Node) (networkSpec, error) {
+	var nw networkSpec
+	err := decodeMapping(path, n, []field{
+		{"name", func(p string, v *yaml.Node) error { return decodeString(p, v, &nw.name) }},
+		{"prefix", func(p string, v *yaml.Node) error {
+			var pr netip.Prefix
+			err := decodePrefix(p, v, &pr)
+			nw.prefixes = append(nw.prefixes, pr)
+			return err
+		}},
+		{"prefixes", func(p string, v *yaml.Node) error {
+			if len(nw.prefixes) > 0 {
+				return fieldErr(p, "set together with prefix; write one prefix as prefix, or a dual-stack network's IPv4 and IPv6 prefixes as prefixes")
+			}
+			nw.listed = true
+			switch {
+			case v.Kind == yaml.SequenceNode && len(v.Content) == 0:
+				return fieldErr(p, "needs at least one prefix")
+			case v.Kind == yaml.SequenceNode && len(v.Content) > maxPrefixes:
+				return fieldErr(p, "has %d prefixes; a network has at most one IPv4 and one IPv6 prefix", len(v.Content))
+			}
+			return decodeSequence(p, v, maxPrefixes, func(p string, _ int, v *yaml.Node) error {
+				var pr netip.Prefix
+				err := decodePrefix(p, v, &pr)
+				nw.prefixes = append(nw.prefixes, pr)
+				return err
+			})
+		}},
+		{"hosts", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, MaxTargets, &nw.hosts) }},
+	})
+	return nw, err
 }
 
 func decodeLabels(path string, n *yaml.Node, out *map[string]string) error {

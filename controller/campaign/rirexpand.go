@@ -22,6 +22,14 @@ import (
 // CIDR prefix, named "rir-<prefix with - for . and :>-<bits>". What is
 // stored is therefore an ordinary campaign whose networks anyone can read
 // in GetCampaign, and re-applying with a newer file is an ordinary change.
+//
+// Expanded networks stay one per allocation, IPv4 and IPv6 apart, although
+// a network may be dual-stack: a delegated-stats file does not say which
+// IPv4 block and which IPv6 block are one network (the extended format's
+// opaque-id names a holder, and a holder often has several blocks of one
+// family, more than a network's one per family), and pairing them by guess
+// would merge networks that are routed apart into one verdict. An operator
+// who knows the pairing writes the dual-stack networks by hand.
 // Parse (on the controller) rejects a targets.rir that was not expanded.
 
 // RIRNetworkName is the network name ExpandRIR gives a prefix.

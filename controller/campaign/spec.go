@@ -25,9 +25,11 @@
 //	targets:
 //	  networks:                    # required, >= 1, names unique, prefixes canonical and non-overlapping
 //	    - {name: net0, prefix: 198.18.0.0/24, hosts: [198.18.0.10]}  # hosts optional, inside prefix
+//	    - {name: net1, prefixes: [198.18.1.0/24, "2001:db8:18:1::/64"]}  # dual-stack: one IPv4 and one IPv6 prefix
 //	  hosts: {per_network: 4, discover: false}  # for networks without hosts (see below)
 //	  upstreams: [198.51.100.42]   # role UPSTREAM: the router just before the country's border; or "auto"
-//	  borders: [198.51.100.50]     # role BORDER: the country's own border router (the hop just before the prefixes)
+//	  # or named: upstreams: [{name: unicom, addrs: [198.51.100.42, 198.51.100.43]}]  (entries may mix both forms)
+//	  borders: [198.51.100.50]     # role BORDER: the country's own border router (the hop just before the prefixes); same forms
 //	  controls: [192.0.2.1]        # role CONTROL, outside every network
 //	  rir: {file: PATH, country: KP} # client side only: vantagectl expands it into networks (rirexpand.go)
 //	probes:                        # >= 1, each exactly one of icmp, tcp, trace; each kind at most once
@@ -40,21 +42,43 @@
 //	verdict: {quality: {loss: 0.1, loss_clear: 0.05, latency_factor: 2.0, latency_clear_factor: 1.5,
 //	          latency_min: 20ms, rounds: 2, clear_rounds: 2, off: false}}  # see quality.go
 //
-// Host expansion: a network without a hosts list gets targets.hosts.per_network
-// consecutive addresses starting at the prefix address + 10 (198.18.0.0/24
-// gives .10, .11, ...). Offset 10 skips the addresses that are usually
-// routers, gateways and broadcast-adjacent infrastructure (.0 to .9), and it
-// matches the lab. For IPv4 the expansion must stay below the broadcast
-// address.
+// Dual-stack networks: a network has one prefix (prefix) or, written as
+// prefixes, at most one IPv4 and one IPv6 prefix (prefix and prefixes
+// together are an error). It is still one network: its targets of both
+// families carry its name, so the verdicts count it once. Its listed hosts
+// may be in either prefix and must each be inside one of them. Every rule
+// about a network's prefix applies to each of its prefixes: canonical, no
+// overlap with any other network's, controls outside, the controller's
+// special ranges, blocklist and opt-out (Limits), and the expansion,
+// discovery and budget below, which work prefix by prefix. Errors name the
+// field, e.g. targets.networks[0].prefixes[1]. The campaign record
+// (Proto) carries the first prefix as CampaignNetwork.prefix.
 //
-// Discovery (discovery.go): with `discover: true`, a network without a
-// hosts list is swept instead (every address; at most MaxSweep in all,
-// so IPv6 networks must be /112 or longer) and the per_network hosts
-// that answer most reliably become its targets. `upstreams: auto` finds
+// Host expansion: each prefix of a network with no listed host inside it
+// gets targets.hosts.per_network consecutive addresses starting at the
+// prefix address + 10 (198.18.0.0/24 gives .10, .11, ...), so a dual-stack
+// network without hosts gets per_network of each family. Offset 10 skips
+// the addresses that are usually routers, gateways and broadcast-adjacent
+// infrastructure (.0 to .9), and it matches the lab. For IPv4 the
+// expansion must stay below the broadcast address.
+//
+// Discovery (discovery.go): with `discover: true`, a prefix with no listed
+// host inside it is swept instead (every address; at most MaxSweep in
+// all, so IPv6 prefixes must be /112 or longer: a dual-stack network with
+// an IPv6 /64 lists its IPv6 hosts and has its IPv4 prefix swept) and the
+// per_network hosts of that prefix that answer most reliably become its
+// targets. `upstreams: auto` finds
 // the routers before the prefixes by traceroute and labels them UPSTREAM
 // or BORDER. The controller runs both after the apply (campaign state
 // DISCOVERING) and calls WithTargets with what it found; until then such
 // a spec has only its listed targets.
+//
+// Router names: every UPSTREAM and BORDER target has a name, carried in
+// CampaignTarget.name and in verdicts (the router where paths die, the
+// upstream whose paths die). A named entry's addresses share its name
+// (names are unique across upstreams and borders); a bare address, listed
+// or discovered, gets RouterName(role, address), which depends on the
+// address only and so is stable across re-discovery.
 //
 // Timing: every timeout is a whole number of milliseconds. jitter plus the
 // longest probe (timeout x (1+retries) for icmp, timeout for tcp and for one
@@ -113,6 +137,9 @@ type Target struct {
 	// Network is the campaign network name for hosts, "" otherwise.
 	Network string
 	Role    vantagev1.TargetRole
+	// Name is an UPSTREAM or BORDER router's name: the campaign's
+	// ({name, addrs}) or RouterName's; "" for hosts and controls.
+	Name string
 }
 
 // Round is the round length.

@@ -120,10 +120,14 @@ func (s *Spec) Proto() *vantagev1.Campaign {
 		Targets:  make([]*vantagev1.CampaignTarget, 0, len(s.expanded)),
 	}
 	for _, nw := range s.targets.networks {
-		c.Networks = append(c.Networks, &vantagev1.CampaignNetwork{Name: nw.name, Prefix: nw.prefix.String()})
+		ps := make([]string, len(nw.prefixes))
+		for i, p := range nw.prefixes {
+			ps[i] = p.String()
+		}
+		c.Networks = append(c.Networks, &vantagev1.CampaignNetwork{Name: nw.name, Prefix: ps[0], Prefixes: ps})
 	}
 	for _, t := range s.expanded {
-		c.Targets = append(c.Targets, &vantagev1.CampaignTarget{Address: t.Addr.String(), Network: t.Network, Role: t.Role})
+		c.Targets = append(c.Targets, &vantagev1.CampaignTarget{Address: t.Addr.String(), Network: t.Network, Role: t.Role, Name: t.Name})
 	}
 	return c
 }

@@ -21,29 +21,40 @@ import (
 // ErrInvalid is wrapped by errors about the request itself.
 var ErrInvalid = errors.New("discovery: invalid request")
 
-// SweepAddrs lists every address of the networks that a sweep probes: for
-// IPv4 all but the network and broadcast addresses of prefixes up to /30
-// (/31 and /32 keep every address). IPv6 prefixes shorter than /112 are
-// refused: 2^64 addresses cannot be swept.
+// SweepAddrs lists every address of the networks' prefixes that a sweep
+// probes (every prefix of a dual-stack network): for IPv4 all but the
+// network and broadcast addresses of prefixes up to /30 (/31 and /32 keep
+// every address). IPv6 prefixes shorter than /112 are refused: 2^64
+// addresses cannot be swept. The cap, campaign.MaxSweep, is on the sum.
 func SweepAddrs(nets []campaign.Network) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for i, n := range nets {
-		p := n.Prefix.Masked()
-		host := p.Addr().BitLen() - p.Bits()
-		if p.Addr().Is6() && host > 16 {
-			return nil, fmt.Errorf("%w: networks[%d] %s (%s): an IPv6 /%d cannot be swept; list its hosts", ErrInvalid, i, n.Name, p, p.Bits())
-		}
-		size := 1 << host
-		if len(out)+size > campaign.MaxSweep {
-			return nil, fmt.Errorf("%w: networks[%d] %s (%s): the sweep would probe more than %d addresses", ErrInvalid, i, n.Name, p, campaign.MaxSweep)
-		}
-		a := p.Addr()
-		for j := 0; j < size; j, a = j+1, a.Next() {
-			if p.Addr().Is4() && host >= 2 && (j == 0 || j == size-1) {
-				continue
+		for _, p := range n.Prefixes {
+			var err error
+			if out, err = sweepPrefix(out, i, n.Name, p.Masked()); err != nil {
+				return nil, err
 			}
-			out = append(out, a)
 		}
+	}
+	return out, nil
+}
+
+// sweepPrefix appends the addresses of p, network i's, to out.
+func sweepPrefix(out []netip.Addr, i int, name string, p netip.Prefix) ([]netip.Addr, error) {
+	host := p.Addr().BitLen() - p.Bits()
+	if p.Addr().Is6() && host > 16 {
+		return nil, fmt.Errorf("%w: networks[%d] %s (%s): an IPv6 /%d cannot be swept; list its hosts", ErrInvalid, i, name, p, p.Bits())
+	}
+	size := 1 << host
+	if len(out)+size > campaign.MaxSweep {
+		return nil, fmt.Errorf("%w: networks[%d] %s (%s): the sweep would probe more than %d addresses", ErrInvalid, i, name, p, campaign.MaxSweep)
+	}
+	a := p.Addr()
+	for j := 0; j < size; j, a = j+1, a.Next() {
+		if p.Addr().Is4() && host >= 2 && (j == 0 || j == size-1) {
+			continue
+		}
+		out = append(out, a)
 	}
 	return out, nil
 }
@@ -109,7 +120,9 @@ func hopsAway(ttl uint32) int {
 // the most common distance among answering addresses is the hosts'
 // distance (ties: the farther); answering addresses closer than that are
 // routers. Hosts farther away (behind an internal router) stay hosts. A
-// network whose answers carry no TTL yields nothing.
+// network whose answers carry no TTL yields nothing. A dual-stack
+// network's prefixes are judged each on its own: IPv4 TTLs and IPv6 hop
+// limits need not start from the same value.
 func RouterAddrs(nets []campaign.Network, probes []Probe) []netip.Addr {
 	dist := map[netip.Addr]int{}
 	for _, p := range probes {
@@ -123,25 +136,35 @@ func RouterAddrs(nets []campaign.Network, probes []Probe) []netip.Addr {
 	}
 	var out []netip.Addr
 	for _, n := range nets {
-		count := map[int]int{}
-		for a, d := range dist {
-			if n.Prefix.Contains(a) {
-				count[d]++
-			}
-		}
-		mode, best := -1, 0
-		for d, c := range count {
-			if c > best || (c == best && d > mode) {
-				mode, best = d, c
-			}
-		}
-		for a, d := range dist {
-			if n.Prefix.Contains(a) && d < mode {
-				out = append(out, a)
-			}
+		for _, p := range n.Prefixes {
+			out = append(out, closerThanHosts(p, dist)...)
 		}
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// closerThanHosts returns the addresses of p in dist that are fewer hops
+// away than the most common distance in p (ties: the farther).
+func closerThanHosts(p netip.Prefix, dist map[netip.Addr]int) []netip.Addr {
+	count := map[int]int{}
+	for a, d := range dist {
+		if p.Contains(a) {
+			count[d]++
+		}
+	}
+	mode, best := -1, 0
+	for d, c := range count {
+		if c > best || (c == best && d > mode) {
+			mode, best = d, c
+		}
+	}
+	var out []netip.Addr
+	for a, d := range dist {
+		if p.Contains(a) && d < mode {
+			out = append(out, a)
+		}
+	}
 	return out
 }
 
@@ -163,7 +186,9 @@ func (h HostScore) Loss() float64 {
 	return 1 - float64(h.Answered)/float64(h.Sent)
 }
 
-// SelectHosts keeps, per network, the perNetwork hosts that answered most
+// SelectHosts keeps, per network and prefix (a dual-stack network keeps
+// perNetwork IPv4 and perNetwork IPv6 hosts, the IPv4 ones first if its
+// IPv4 prefix comes first), the perNetwork hosts that answered most
 // reliably: seen by the most vantages, then the lowest loss, then the
 // lowest address (so the choice is deterministic). Hosts that never
 // answered are never kept. The result has one entry per network that has
@@ -174,7 +199,7 @@ func SelectHosts(nets []campaign.Network, probes []Probe, perNetwork int) (kept 
 	seen := map[netip.Addr]map[string]bool{}
 	networkOf := func(a netip.Addr) string {
 		for _, n := range nets {
-			if n.Prefix.Contains(a) {
+			if n.Contains(a) {
 				return n.Name
 			}
 		}
@@ -216,9 +241,25 @@ func SelectHosts(nets []campaign.Network, probes []Probe, perNetwork int) (kept 
 		slices.SortFunc(hs, func(a, b HostScore) int {
 			return cmp.Or(b.Vantages-a.Vantages, cmp.Compare(a.Loss(), b.Loss()), a.Addr.Compare(b.Addr))
 		})
-		kept[n.Name] = hs[:min(perNetwork, len(hs))]
+		for _, p := range n.Prefixes {
+			kept[n.Name] = append(kept[n.Name], firstIn(hs, p, perNetwork)...)
+		}
 	}
 	return kept, silent
+}
+
+// firstIn returns the first n hosts of hs inside p.
+func firstIn(hs []HostScore, p netip.Prefix, n int) []HostScore {
+	var out []HostScore
+	for _, h := range hs {
+		if len(out) == n {
+			break
+		}
+		if p.Contains(h.Addr) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // TraceTasks builds one-off Paris ICMP traceroutes (ids
@@ -238,12 +279,16 @@ func TraceTasks(campaign string, hosts []netip.Addr, maxTTL, timeoutMs uint32, e
 }
 
 // Router is a discovered router with its role, how many traces put it
-// there and from how many distinct quorum groups of agents.
+// there and from how many distinct quorum groups of agents, and its name
+// (campaign.RouterName of role and address: the same router keeps its
+// name whatever order, or with whatever other routers, a later discovery
+// finds it).
 type Router struct {
 	Addr   netip.Addr
 	Role   vantagev1.TargetRole // UPSTREAM or BORDER
 	Traces int
 	Groups int
+	Name   string
 }
 
 // Trace is one traceroute toward a host, with the quorum group of the
@@ -322,6 +367,7 @@ func Upstreams(prefixes []netip.Prefix, traces []Trace, need int) (kept, ignored
 				rt.Role, rt.Traces, rt.Groups = role, t.traces, len(t.groups)
 			}
 		}
+		rt.Name = campaign.RouterName(rt.Role, rt.Addr)
 		if rt.Groups >= need {
 			kept = append(kept, rt)
 		} else {
@@ -369,17 +415,17 @@ func routersBefore(hops []*vantagev1.Hop, inside func(netip.Addr) bool) (border,
 	return border, up, true
 }
 
-// PickTraceHosts chooses up to n hosts per network to trace toward: the
-// best-scored ones from a sweep when there is one, otherwise the network's
-// listed hosts.
+// PickTraceHosts chooses up to n hosts per network and prefix to trace
+// toward (a dual-stack network's IPv6 paths may cross other routers than
+// its IPv4 ones): the best-scored ones from a sweep when there is one,
+// otherwise the network's listed hosts.
 func PickTraceHosts(kept map[string][]HostScore, nets []campaign.Network, n int) []netip.Addr {
 	var out []netip.Addr
 	for _, nw := range nets {
-		for i, h := range kept[nw.Name] {
-			if i == n {
-				break
+		for _, p := range nw.Prefixes {
+			for _, h := range firstIn(kept[nw.Name], p, n) {
+				out = append(out, h.Addr)
 			}
-			out = append(out, h.Addr)
 		}
 	}
 	return out

@@ -13,7 +13,7 @@ import (
 )
 
 func nw(name, p string) campaign.Network {
-	return campaign.Network{Name: name, Prefix: netip.MustParsePrefix(p)}
+	return campaign.Network{Name: name, Prefixes: []netip.Prefix{netip.MustParsePrefix(p)}}
 }
 
 func TestSweepAddrs(t *testing.T) {
@@ -272,5 +272,58 @@ func TestRouterAddrs(t *testing.T) {
 				t.Errorf("RouterAddrs = %q, want %q", s, tc.want)
 			}
 		})
+	}
+}
+
+// TestRouterNamesStable: a discovered router's name depends on its role and
+// address only, so a second discovery that sees the routers in another
+// order, with more traces for one of them and a router the first did not
+// find, names the routers both found exactly as the first did.
+func TestRouterNamesStable(t *testing.T) {
+	lab := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")}
+	first := []Trace{
+		{Group: "label:p0", Hops: hops("198.51.100.1", "198.51.100.42", "198.51.100.50", "198.18.0.10")},
+		{Group: "label:p1", Hops: hops("198.51.100.9", "198.51.100.42", "198.51.100.50", "198.18.1.10")},
+	}
+	second := []Trace{ // a new upstream .46 (multi-homed), the old ones in another order
+		{Group: "label:p2", Hops: hops("198.51.100.17", "198.51.100.46", "198.51.100.58", "198.18.2.10")},
+		{Group: "label:p3", Hops: hops("198.51.100.25", "198.51.100.46", "198.51.100.58", "198.18.2.11")},
+		{Group: "label:p4", Hops: hops("198.51.100.26", "198.51.100.46", "198.51.100.58", "198.18.2.12")},
+		{Group: "label:p1", Hops: hops("198.51.100.9", "198.51.100.42", "198.51.100.50", "198.18.1.10")},
+		{Group: "label:p0", Hops: hops("198.51.100.1", "198.51.100.42", "198.51.100.50", "198.18.0.10")},
+	}
+	names := func(rs []Router) map[string]string {
+		m := map[string]string{}
+		for _, r := range rs {
+			if _, dup := m[r.Addr.String()]; dup {
+				t.Fatalf("router %s listed twice", r.Addr)
+			}
+			m[r.Addr.String()] = r.Name
+		}
+		return m
+	}
+	a, _ := Upstreams(lab, first, 1)
+	b, _ := Upstreams(lab, second, 1)
+	na, nb := names(a), names(b)
+	want := map[string]string{"198.51.100.42": "upstream-198-51-100-42", "198.51.100.50": "border-198-51-100-50"}
+	for addr, name := range want {
+		if na[addr] != name || nb[addr] != name {
+			t.Errorf("%s named %q by the first discovery and %q by the second, want %q both times", addr, na[addr], nb[addr], name)
+		}
+	}
+	if nb["198.51.100.46"] != "upstream-198-51-100-46" || nb["198.51.100.58"] != "border-198-51-100-58" {
+		t.Errorf("new routers named %q and %q", nb["198.51.100.46"], nb["198.51.100.58"])
+	}
+	seen := map[string]bool{}
+	for _, n := range nb {
+		if seen[n] {
+			t.Errorf("name %q given twice in %v", n, nb)
+		}
+		seen[n] = true
+	}
+	// The order the second discovery lists routers in changed (the new
+	// upstream has more traces): an index-based name would have moved.
+	if b[0].Addr == a[0].Addr {
+		t.Logf("order unchanged (%s first); names checked anyway", a[0].Addr)
 	}
 }

@@ -242,7 +242,7 @@ func (r *Runner) keepHostsLocked(j *job) bool {
 }
 
 func (r *Runner) startTraceLocked(j *job, now time.Time) {
-	all := PickTraceHosts(j.kept, j.spec.Networks(), r.opts.TraceHosts)
+	all := PickTraceHosts(traceCandidates(j), j.spec.Networks(), r.opts.TraceHosts)
 	ttl := j.spec.DiscoveryTraceTTL()
 	tasks := TraceTasks(j.name, all, uint32(ttl), uint32(trigger.TraceTimeout.Milliseconds()), timestamppb.New(trigger.Expiry(now)))
 	j.phase = phaseTrace
@@ -255,6 +255,31 @@ func (r *Runner) startTraceLocked(j *job, now time.Time) {
 	j.deadline = now.Add(r.settle(j.spec, 2*trigger.TraceTimeout*time.Duration(min(ttl, 4))))
 	r.log.Info("discovery traces", slog.String("campaign", j.name), slog.Int("hosts", len(all)),
 		slog.Int("agents", len(j.agents)))
+}
+
+// traceCandidates are the hosts upstream discovery may trace toward, per
+// network: the kept ones, then, for a swept network, the listed hosts of
+// its prefixes that were not swept (a dual-stack network may list its
+// IPv6 hosts and sweep its IPv4 prefix; both families' paths are traced).
+func traceCandidates(j *job) map[string][]HostScore {
+	out := make(map[string][]HostScore, len(j.kept))
+	kept := map[netip.Addr]bool{}
+	for name, hs := range j.kept {
+		out[name] = slices.Clone(hs)
+		for _, h := range hs {
+			kept[h.Addr] = true
+		}
+	}
+	swept := map[string]bool{}
+	for _, nw := range j.spec.SweepNetworks() {
+		swept[nw.Name] = true
+	}
+	for _, t := range j.spec.Targets() {
+		if t.Role == vantagev1.TargetRole_TARGET_ROLE_HOST && swept[t.Network] && !kept[t.Addr] {
+			out[t.Network] = append(out[t.Network], HostScore{Addr: t.Addr, Network: t.Network})
+		}
+	}
+	return out
 }
 
 // finishLocked turns what the job found into the campaign's targets.
@@ -291,7 +316,7 @@ func (r *Runner) finishLocked(j *job, now time.Time) (save, bool) {
 	}
 	var targets []*vantagev1.CampaignTarget
 	for _, t := range found {
-		targets = append(targets, &vantagev1.CampaignTarget{Address: t.Addr.String(), Network: t.Network, Role: t.Role})
+		targets = append(targets, &vantagev1.CampaignTarget{Address: t.Addr.String(), Network: t.Network, Role: t.Role, Name: t.Name})
 	}
 	j.status.FinishedAt = timestamppb.New(now)
 	j.status.Note = note
@@ -306,14 +331,14 @@ func (r *Runner) finishLocked(j *job, now time.Time) (save, bool) {
 func (r *Runner) routersLocked(j *job) ([]campaign.Target, string) {
 	var prefixes []netip.Prefix
 	for _, nw := range j.spec.Networks() {
-		prefixes = append(prefixes, nw.Prefix)
+		prefixes = append(prefixes, nw.Prefixes...)
 	}
 	need := min(j.spec.Quorum(), 2)
 	routers, ignored := Upstreams(prefixes, j.traces, need)
 	var found []campaign.Target
 	for _, rt := range routers {
-		found = append(found, campaign.Target{Addr: rt.Addr, Role: rt.Role})
-		j.status.RoutersFound = append(j.status.RoutersFound, &vantagev1.CampaignTarget{Address: rt.Addr.String(), Role: rt.Role})
+		found = append(found, campaign.Target{Addr: rt.Addr, Role: rt.Role, Name: rt.Name})
+		j.status.RoutersFound = append(j.status.RoutersFound, &vantagev1.CampaignTarget{Address: rt.Addr.String(), Role: rt.Role, Name: rt.Name})
 	}
 	j.status.Traces = uint32(len(j.traces))
 	note := ""
@@ -322,7 +347,7 @@ func (r *Runner) routersLocked(j *job) ([]campaign.Target, string) {
 	} else {
 		var rs []string
 		for _, rt := range routers {
-			rs = append(rs, rt.Addr.String()+" "+strings.TrimPrefix(rt.Role.String(), "TARGET_ROLE_"))
+			rs = append(rs, rt.Addr.String()+" "+strings.TrimPrefix(rt.Role.String(), "TARGET_ROLE_")+" ("+rt.Name+")")
 		}
 		note += fmt.Sprintf("; routers from %d traces: %s", len(j.traces), strings.Join(rs, ", "))
 	}

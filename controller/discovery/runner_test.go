@@ -592,6 +592,20 @@ probes:
 schedule: {round: 1s}
 vantages: {select: {role: vps}}
 `
+	// A dual-stack network: the IPv4 prefix swept, the IPv6 hosts listed
+	// (a /64 cannot be swept); both families' paths are traced.
+	dual := `name: up
+scope: {country: KP}
+targets:
+  networks:
+    - {name: net0, prefixes: [198.18.0.0/29, "2001:db8:18::/64"], hosts: ["2001:db8:18::10"]}
+  hosts: {per_network: 3, discover: true}
+  upstreams: auto
+probes:
+  - icmp: {timeout: 200ms}
+schedule: {round: 10s}
+vantages: {select: {role: vps}}
+`
 	full := path("10.0.0.1", upstream, border, "target")
 	cases := []struct {
 		name    string
@@ -606,7 +620,10 @@ vantages: {select: {role: vps}}
 	}{
 		{"upstream and border", twoNets, true, 12, vantagev1.Outcome_OUTCOME_REPLY, full,
 			[]string{"198.18.0.2", "198.18.0.3", "198.18.1.4"}, []string{upstream + " UPSTREAM", border + " BORDER"},
-			"routers from 6 traces: 198.51.100.42 UPSTREAM, 198.51.100.50 BORDER"},
+			"routers from 6 traces: 198.51.100.42 UPSTREAM (upstream-198-51-100-42), 198.51.100.50 BORDER (border-198-51-100-50)"},
+		{"a dual-stack network's swept and listed hosts", dual, true, 16, vantagev1.Outcome_OUTCOME_REPLY, full,
+			[]string{"198.18.0.2", "198.18.0.3", "2001:db8:18::10"}, []string{upstream + " UPSTREAM", border + " BORDER"},
+			"routers from 6 traces: 198.51.100.42 UPSTREAM (upstream-198-51-100-42), 198.51.100.50 BORDER (border-198-51-100-50)"},
 		{"listed hosts are traced without a sweep", listed, false, 16, vantagev1.Outcome_OUTCOME_REPLY, full,
 			[]string{"198.18.0.2", "198.18.0.3"}, []string{upstream + " UPSTREAM", border + " BORDER"}, "routers from 4 traces"},
 		{"a silent TTL before the prefix labels nothing", twoNets, true, 12, vantagev1.Outcome_OUTCOME_REPLY,
@@ -650,7 +667,7 @@ vantages: {select: {role: vps}}
 					got = append(got, task.GetTarget())
 				}
 				if !slices.Equal(got, tc.traced) {
-					t.Fatalf("%s traced to %v, want %v (the best %d hosts per network)", s.agent, got, tc.traced, discovery.DefaultTraceHosts)
+					t.Fatalf("%s traced to %v, want %v (the best %d hosts per network and prefix)", s.agent, got, tc.traced, discovery.DefaultTraceHosts)
 				}
 			}
 			if c := h.campaign("up"); c.State != discovering {

@@ -101,8 +101,9 @@ func (e *Engine) complete(n int64) bool {
 
 // closeRound evaluates round n, in named steps: the vantages adopt the
 // round's rows as their views, they are rated and gated, the subjects'
-// raw states are computed from targets up and located, and the states
-// settle into transitions.
+// raw states are computed from targets up and located, networks and the
+// scope are explained (router, upstreams, cause: causetrack.go), and the
+// states settle into transitions.
 func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 	rb := e.take(n)
 	e.adoptViews(rb, n)
@@ -115,7 +116,10 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 	e.computeStates(healthy, global)
 	e.locateAll(n, healthy, e.provisionalLocation())
 	e.applyQuality(n, healthy)
+	e.explainAll(n)
+	k := len(*out)
 	e.settleAll(rb, n, now, out)
+	e.annotate(k, n, now, out)
 	if rb != nil {
 		// Rows now belong to the agents as their views.
 		rb.rows = nil

@@ -44,6 +44,8 @@ type Target struct {
 	Addr    string
 	Network string
 	Role    vantagev1.TargetRole
+	// Name is an UPSTREAM or BORDER router's campaign name (CampaignTarget.name).
+	Name string
 }
 
 // Config describes one campaign for the engine. Zero values take the

@@ -66,6 +66,7 @@ type subject struct {
 	candRound int64
 	badSince  int64 // first round of the current non-REACHABLE raw run; -1
 	stab      stability
+	cz        *causeTrack // networks and the scope: router, upstreams, cause (causetrack.go)
 }
 
 var reasonNames = [...]string{

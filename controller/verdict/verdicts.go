@@ -163,6 +163,7 @@ func (e *Engine) verdict(s *subject, agents []*agent) *vantagev1.Verdict {
 	v.EvaluatedAt = ts(e.evalAt)
 	v.UpChildren, v.DownChildren = e.children(s)
 	v.Notes = e.notes(s)
+	e.annotateVerdict(s, v)
 	for _, a := range agents {
 		v.Evidence = append(v.Evidence, e.evidence(s, a))
 	}

@@ -226,6 +226,18 @@ func (s *suite) filtered(t *testing.T) {
 	s.waitClean(t, 15)
 }
 
+// causeLog is the verdict's cause, router and upstream views, and the
+// first transition's cause, for the log (issue 11).
+func causeLog(v *vantagev1.Verdict, tr *vantagev1.Transition) string {
+	var ups []string
+	for _, u := range v.GetUpstreams() {
+		ups = append(ups, fmt.Sprintf("%s dead=%v up=%v down=%v", u.GetName(), u.GetDead(), u.GetNetworksUp(), u.GetNetworksDown()))
+	}
+	h := v.GetLocationHop()
+	return fmt.Sprintf("cause %s (confidence %.2f; first transition: %s), router %s %s %q, upstreams %v, evidence %q",
+		v.GetCause().GetCause(), v.GetCause().GetConfidence(), tr.GetCause().GetCause(), h.GetAddress(), h.GetRole(), h.GetName(), ups, v.GetCause().GetEvidence())
+}
+
 // noted: the verdict says FILTERED (location or a note).
 func noted(v *vantagev1.Verdict) bool {
 	if v.GetLocation() == vantagev1.Location_LOCATION_FILTERED {
@@ -261,6 +273,7 @@ func (s *suite) outage(t *testing.T, name string, fault func() error, wantLoc va
 			tr.GetOnsetLatest().AsTime().Sub(tr.GetOnsetEarliest().AsTime()).Round(time.Millisecond))})
 	t.Logf("%s: detected after %s (%s rounds, %d closed), location %s (transition: %s, timeline after refinement: %s), last responsive hop %q, notes %q",
 		name, lat.Round(time.Millisecond), s.rounds(lat), closed, loc(v.GetLocation()), loc(tr.GetLocation()), loc(inTimeline), v.GetLastResponsiveHop(), v.GetNotes())
+	t.Logf("%s: %s", name, causeLog(v, tr))
 	if closed > maxClosed {
 		t.Errorf("%s: detected after %d closed rounds (%s), want <= %d", name, closed, lat, maxClosed)
 	}
@@ -361,6 +374,7 @@ func (s *suite) partial(t *testing.T) {
 		hasLatency: true, latency: lat, closed: closed, pass: ok, note: strings.Join(v.GetNotes(), "; ")})
 	t.Logf("partial restoration: DEGRADED after %s (%s rounds, %d closed), up=%v down=%v, location %s, notes %q",
 		lat.Round(time.Millisecond), s.rounds(lat), closed, up, down, loc(v.GetLocation()), v.GetNotes())
+	t.Logf("partial restoration: %s", causeLog(v, tr))
 	if !ok {
 		t.Errorf("partial restoration: %d closed rounds (want <= 1), up=%v down=%v (want [net0 net1] / [net2 net3]), location %s (want UPSTREAM)",
 			closed, up, down, loc(v.GetLocation()))

@@ -132,7 +132,7 @@ func (p printer) campaign(w io.Writer, c *vantagev1.Campaign) error {
 		}
 		t := newTable(w, "NETWORK", "PREFIX")
 		for _, n := range c.GetNetworks() {
-			t.row(n.GetName(), n.GetPrefix())
+			t.row(n.GetName(), networkPrefixes(n))
 		}
 		if err := t.flush(); err != nil {
 			return err
@@ -166,4 +166,13 @@ func (p printer) campaignApplied(w io.Writer, c *vantagev1.Campaign, dryRun bool
 func (p printer) campaignState(w io.Writer, c *vantagev1.Campaign) error {
 	_, err := fmt.Fprintf(w, "campaign %s is %s\n", clean(c.GetName()), campaignStateName(c.GetState()))
 	return err
+}
+
+// networkPrefixes is a network's prefixes, comma-separated (a dual-stack
+// network has two); a controller that predates the list sends only prefix.
+func networkPrefixes(n *vantagev1.CampaignNetwork) string {
+	if ps := n.GetPrefixes(); len(ps) > 0 {
+		return strings.Join(ps, ",")
+	}
+	return n.GetPrefix()
 }

@@ -76,6 +76,8 @@ func fixtureTransition() *vantagev1.Transition {
 		OnsetEarliest: tsAt("2026-01-01T00:04:00Z"), OnsetLatest: tsAt("2026-01-01T00:05:00Z"),
 		DetectedAt: tsAt("2026-01-01T00:05:02Z"), Round: 5, Location: vantagev1.Location_LOCATION_UPSTREAM,
 		VerdictId: "kp/scope/KP", DownChildren: []string{"net0", "net1", "net2", "net3"},
+		LocationHop: &vantagev1.Router{Address: "198.51.100.42", Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, Name: "unicom"},
+		Cause:       &vantagev1.CauseFinding{Cause: vantagev1.Cause_CAUSE_UPSTREAM, Confidence: 0.9},
 	}
 }
 
@@ -159,9 +161,9 @@ kp        network  star-jv  UNREACHABLE  4m ago  0/8       3/3       upstream   
 				}
 				return testPrinter.timeline(b, []*vantagev1.Transition{fixtureTransition(), back})
 			},
-			want: `DETECTED              LEVEL    SUBJECT  CHANGE                    ONSET                                ROUND  LOCATION  CHILDREN
-2026-01-01T00:05:02Z  scope    KP       REACHABLE -> UNREACHABLE  2026-01-01T00:04:00Z..00:05:00 ±30s  5      upstream  up=- down=net0,net1,net2,net3
-2026-01-01T00:31:31Z  network  net1     UNREACHABLE -> REACHABLE  2026-01-01T00:30:00Z..00:31:30 ±45s  31     -         up=198.18.1.1,198.18.1.2 down=-
+			want: `DETECTED              LEVEL    SUBJECT  CHANGE                    ONSET                                ROUND  LOCATION           CAUSE          CHILDREN
+2026-01-01T00:05:02Z  scope    KP       REACHABLE -> UNREACHABLE  2026-01-01T00:04:00Z..00:05:00 ±30s  5      upstream (unicom)  upstream 0.90  up=- down=net0,net1,net2,net3
+2026-01-01T00:31:31Z  network  net1     UNREACHABLE -> REACHABLE  2026-01-01T00:30:00Z..00:31:30 ±45s  31     -                  -              up=198.18.1.1,198.18.1.2 down=-
 `,
 		},
 		{
@@ -384,7 +386,7 @@ func TestFormatLines(t *testing.T) {
 		name, got, want string
 	}{
 		{"transition line", testPrinter.transitionLine(fixtureTransition()),
-			"2026-01-01T00:05:02Z  scope  kp/KP  REACHABLE -> UNREACHABLE  2026-01-01T00:04:00Z..00:05:00 ±30s  5  upstream  up=- down=net0,net1,net2,net3"},
+			"2026-01-01T00:05:02Z  scope  kp/KP  REACHABLE -> UNREACHABLE  2026-01-01T00:04:00Z..00:05:00 ±30s  5  upstream (unicom)  upstream 0.90  up=- down=net0,net1,net2,net3"},
 		{"verdict line", testPrinter.verdictLine(fixtureVerdicts()[0]),
 			"verdict  network  kp/star-jv  UNREACHABLE  4m ago  0/8  3/3  upstream  upstream silent; traces stop at 10.0.0.1"},
 		{"children summarised", children(nil, many), "up=- down=t0,t1,t2,t3,t4,t5,+3 more"},
@@ -427,5 +429,25 @@ func TestWriteJSONIsStable(t *testing.T) {
 	}
 	if !strings.HasPrefix(indented.String(), "{\n  \"id\": \"kp/network/star-jv\",\n") {
 		t.Errorf("indented JSON: %s", indented.String())
+	}
+}
+
+// TestCampaignDualStackPrefixes: a dual-stack network is one row with both
+// of its prefixes; a controller that sends only prefix still shows it.
+func TestCampaignDualStackPrefixes(t *testing.T) {
+	c := fixtureCampaign()
+	c.Networks = []*vantagev1.CampaignNetwork{
+		{Name: "star-jv", Prefix: "198.18.0.0/24", Prefixes: []string{"198.18.0.0/24", "2001:db8:18::/64"}},
+		{Name: "kptc", Prefix: "198.18.1.0/24"},
+	}
+	var b bytes.Buffer
+	if err := testPrinter.campaign(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"star-jv  198.18.0.0/24,2001:db8:18::/64", "kptc     198.18.1.0/24"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("campaign get output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -48,17 +48,17 @@ func (p printer) verdictLine(v *vantagev1.Verdict) string {
 	return joinCells("verdict", f)
 }
 
-var transitionHeader = []string{"DETECTED", "LEVEL", "SUBJECT", "CHANGE", "ONSET", "ROUND", "LOCATION", "CHILDREN"}
+var transitionHeader = []string{"DETECTED", "LEVEL", "SUBJECT", "CHANGE", "ONSET", "ROUND", "LOCATION", "CAUSE", "CHILDREN"}
 
 func (p printer) transitionFields(t *vantagev1.Transition) []string {
 	return []string{p.at(t.GetDetectedAt()), levelName(t.GetLevel()), t.GetSubject(),
 		change(t),
 		p.onset(t.GetOnsetEarliest(), t.GetOnsetLatest()), strconv.FormatInt(t.GetRound(), 10),
-		locationName(t.GetLocation()), children(t.GetUpChildren(), t.GetDownChildren())}
+		locationCell(t.GetLocation(), t.GetLocationHop()), causeCell(t.GetCause()), children(t.GetUpChildren(), t.GetDownChildren())}
 }
 
-// change is a transition's CHANGE cell; from == to is a location
-// refinement (traces moved the location while the state held).
+// change is a transition's CHANGE cell; from == to is a refinement
+// (traces moved the location, or the cause, while the state held).
 func change(t *vantagev1.Transition) string {
 	why := ""
 	switch t.GetReason() {
@@ -67,8 +67,13 @@ func change(t *vantagev1.Transition) string {
 	case vantagev1.Reason_REASON_LATENCY:
 		why = " (latency)"
 	}
+	refined := func(prefix string) bool {
+		return t.GetFrom() == t.GetTo() && len(t.GetNotes()) > 0 && strings.HasPrefix(t.GetNotes()[0], prefix)
+	}
 	switch {
-	case t.GetFrom() == t.GetTo() && why != "" && len(t.GetNotes()) > 0 && strings.HasPrefix(t.GetNotes()[0], "reason refined"):
+	case refined("cause refined"):
+		return stateName(t.GetTo()) + why + " (cause refined)"
+	case why != "" && refined("reason refined"):
 		return stateName(t.GetTo()) + why + " (reason refined)"
 	case t.GetFrom() == t.GetTo():
 		return stateName(t.GetTo()) + why + " (location refined)"
@@ -97,7 +102,7 @@ func (p printer) explain(w io.Writer, r *vantagev1.ExplainResponse) error {
 	if valid(v.GetSince()) {
 		since += " (" + p.ago(v.GetSince()) + ")"
 	}
-	location := locationName(v.GetLocation())
+	location := locationCell(v.GetLocation(), v.GetLocationHop())
 	if v.GetLastResponsiveHop() != "" {
 		location += " (last responsive hop " + v.GetLastResponsiveHop() + ")"
 	}
@@ -112,6 +117,7 @@ func (p printer) explain(w io.Writer, r *vantagev1.ExplainResponse) error {
 	kv.row("up:", strings.Join(v.GetUpChildren(), ","))
 	kv.row("down:", strings.Join(v.GetDownChildren(), ","))
 	kv.row("location:", location)
+	explainCause(kv, v)
 	if v.GetNetwork() != "" {
 		kv.row("network:", v.GetNetwork())
 	}

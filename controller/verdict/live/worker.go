@@ -228,7 +228,7 @@ func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdic
 	}
 	var targets []verdict.Target
 	for _, t := range spec.Targets() {
-		targets = append(targets, verdict.Target{Addr: t.Addr.String(), Network: t.Network, Role: t.Role})
+		targets = append(targets, verdict.Target{Addr: t.Addr.String(), Network: t.Network, Role: t.Role, Name: t.Name})
 	}
 	perRound := 0
 	for _, tk := range spec.Tasks(spec.Start()) {

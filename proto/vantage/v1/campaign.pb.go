@@ -186,9 +186,13 @@ func (x *DiscoveryStatus) GetNote() string {
 
 // CampaignNetwork is one monitored prefix.
 type CampaignNetwork struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Prefix        string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The network's first prefix (prefixes[0]).
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// All the network's prefixes, at most one per family, in file order: a
+	// dual-stack network is one network with an IPv4 and an IPv6 prefix.
+	Prefixes      []string `protobuf:"bytes,3,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -235,6 +239,13 @@ func (x *CampaignNetwork) GetPrefix() string {
 		return x.Prefix
 	}
 	return ""
+}
+
+func (x *CampaignNetwork) GetPrefixes() []string {
+	if x != nil {
+		return x.Prefixes
+	}
+	return nil
 }
 
 // CampaignTarget is one probed address after expansion of the spec.
@@ -470,10 +481,11 @@ const file_vantage_v1_campaign_proto_rawDesc = "" +
 	"\x0ehosts_selected\x18\x05 \x01(\rR\rhostsSelected\x12\x16\n" +
 	"\x06traces\x18\x06 \x01(\rR\x06traces\x12?\n" +
 	"\rrouters_found\x18\a \x03(\v2\x1a.vantage.v1.CampaignTargetR\froutersFound\x12\x12\n" +
-	"\x04note\x18\b \x01(\tR\x04note\"=\n" +
+	"\x04note\x18\b \x01(\tR\x04note\"Y\n" +
 	"\x0fCampaignNetwork\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06prefix\x18\x02 \x01(\tR\x06prefix\"\x84\x01\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x1a\n" +
+	"\bprefixes\x18\x03 \x03(\tR\bprefixes\"\x84\x01\n" +
 	"\x0eCampaignTarget\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12*\n" +

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"testing"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// TestExplainCause: explain prints the router where the paths die, the
+// upstreams and the cause with every line of its evidence.
+func TestExplainCause(t *testing.T) {
+	r := fixtureExplain()
+	r.Results = nil
+	v := r.GetVerdict()
+	v.Evidence = nil
+	v.LocationHop = &vantagev1.Router{Address: "198.51.100.42", Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, Name: "unicom"}
+	v.Upstreams = []*vantagev1.UpstreamView{
+		{Name: "unicom", Addresses: []string{"198.51.100.42"}, Dead: true, NetworksDown: []string{"star-jv"}},
+		{Name: "rostelecom", Addresses: []string{"198.51.100.46"}, NetworksUp: []string{"net1", "net2"}},
+	}
+	v.Cause = &vantagev1.CauseFinding{Cause: vantagev1.Cause_CAUSE_UPSTREAM, Confidence: 0.9,
+		Evidence: []string{"location UPSTREAM (from traces)", "upstream unicom answers, but the paths through it die"}}
+	var b bytes.Buffer
+	if err := testPrinter.explain(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	want := `verdict:    kp/network/star-jv
+state:      UNREACHABLE
+since:      2026-01-01T00:56:00Z (4m ago)
+onset:      2026-01-01T00:55:00Z..00:56:00 ±30s
+round:      56 (evaluated 2026-01-01T00:59:59Z)
+vantages:   2/3 healthy, quorum 2
+up/total:   0/8
+up:         -
+down:       198.18.0.1,198.18.0.2
+location:   upstream (unicom) (last responsive hop 10.0.0.1)
+router:     upstream unicom 198.51.100.42
+upstreams:  unicom (198.51.100.42): paths die; up -, down star-jv
+            rostelecom (198.51.100.46): carries traffic; up net1,net2, down -
+cause:      upstream (confidence 0.90)
+evidence:   - location UPSTREAM (from traces)
+            - upstream unicom answers, but the paths through it die
+notes:      -
+
+0 results:
+`
+	if got := b.String(); got != want {
+		t.Errorf("explain\n got:\n%s\nwant:\n%s", got, want)
+	}
+	var tl bytes.Buffer
+	refined := fixtureTransition()
+	refined.From, refined.Notes = refined.GetTo(), []string{"cause refined from UNDETERMINED to UPSTREAM"}
+	if err := testPrinter.timeline(&tl, []*vantagev1.Transition{refined}); err != nil {
+		t.Fatal(err)
+	}
+	wantTL := `DETECTED              LEVEL  SUBJECT  CHANGE                       ONSET                                ROUND  LOCATION           CAUSE          CHILDREN
+2026-01-01T00:05:02Z  scope  KP       UNREACHABLE (cause refined)  2026-01-01T00:04:00Z..00:05:00 ±30s  5      upstream (unicom)  upstream 0.90  up=- down=net0,net1,net2,net3
+`
+	if got := tl.String(); got != wantTL {
+		t.Errorf("timeline\n got:\n%s\nwant:\n%s", got, wantTL)
+	}
+}
