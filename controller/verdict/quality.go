@@ -94,7 +94,13 @@ type qualSubject struct {
 	calmRun           int     // calm rounds in a row while active
 	active            vantagev1.Reason
 	last              measure
+	// trend: the latest maxTrend rounds' per-vantage counts (cause.go's
+	// QualityRound), oldest first.
+	trend []QualityRound
 }
+
+// maxTrend bounds the rounds of quality trend kept per subject.
+const maxTrend = 64
 
 // step moves the state machine by one round whose raw reachability state
 // is raw. A REACHABLE or DEGRADED round is quality evidence (a DEGRADED
@@ -178,7 +184,7 @@ func (e *Engine) applyQuality(n int64, healthy []*agent) {
 	var netReason vantagev1.Reason
 	for i, s := range e.networks {
 		if !c.Off {
-			q.nets[i].step(c, s.raw, e.measureOf(qr, healthy, []int{i}))
+			q.nets[i].step(c, s.raw, e.measureOf(qr, n, healthy, []int{i}, &q.nets[i]))
 			if r := q.nets[i].active; r != vantagev1.Reason_REASON_UNSPECIFIED {
 				e.degradeFor(s, r, q.nets[i].note(c))
 				netReason = strongerReason(netReason, r)
@@ -191,7 +197,7 @@ func (e *Engine) applyQuality(n int64, healthy []*agent) {
 		for i := range all {
 			all[i] = i
 		}
-		q.scope.step(c, e.scope.raw, e.measureOf(qr, healthy, all))
+		q.scope.step(c, e.scope.raw, e.measureOf(qr, n, healthy, all, &q.scope))
 		r := strongerReason(q.scope.active, netReason)
 		if r != vantagev1.Reason_REASON_UNSPECIFIED {
 			note := q.scope.note(c)
@@ -295,6 +301,57 @@ func (e *Engine) reasonRefined(s *subject) bool {
 
 func (e *Engine) reasonNote(s *subject) string {
 	return "reason refined from PARTIAL to " + strings.TrimPrefix(e.reasonOf(s).String(), "REASON_")
+}
+
+// qualityRounds is the quality trend of a network or the scope over
+// rounds from..to (nil for a target or without data).
+func (e *Engine) qualityRounds(s *subject, from, to int64) []QualityRound {
+	q := e.quality()
+	var qs *qualSubject
+	switch s.level {
+	case vantagev1.Level_LEVEL_SCOPE:
+		qs = &q.scope
+	case vantagev1.Level_LEVEL_NETWORK:
+		for i, nw := range e.networks {
+			if nw == s {
+				qs = &q.nets[i]
+			}
+		}
+	}
+	if qs == nil {
+		return nil
+	}
+	var out []QualityRound
+	for _, r := range qs.trend {
+		if r.Round >= from && r.Round <= to {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// noteTrend appends round n's per-vantage counts to q's trend: vantages
+// with probes, and those whose own loss (RTT p50) is past the subject's
+// lossy (slow) threshold against its baseline.
+func (q *qualSubject) noteTrend(c QualityConfig, n int64, losses, p50s []float64) {
+	r := QualityRound{Round: n, Vantages: len(losses)}
+	minMs := float64(c.LatencyMin) / float64(time.Millisecond)
+	for _, l := range losses {
+		if l > q.lossBase+c.Loss {
+			r.LossUp++
+		}
+	}
+	if q.rttN >= latencyWarmup {
+		for _, p := range p50s {
+			if p > q.rttBase*c.LatencyFactor && p-q.rttBase > minMs {
+				r.RTTUp++
+			}
+		}
+	}
+	if len(q.trend) == maxTrend {
+		q.trend = slices.Delete(q.trend, 0, 1)
+	}
+	q.trend = append(q.trend, r)
 }
 
 // percentile is the p-quantile (nearest rank) of sorted xs; 0 for none.

@@ -273,13 +273,16 @@ func (e *Engine) TakeQuality() []*vantagev1.QualityPoint {
 }
 
 // measureOf is the agreed quality of networks nets among the healthy
-// vantages: per group (QuorumLabel) the pooled loss and the RTT p50, then
-// the k-th largest over the groups with data, k = max(Quorum, a strict
-// majority of them). Fewer than Quorum groups with data: not OK.
-func (e *Engine) measureOf(qr *qRound, healthy []*agent, nets []int) measure {
+// vantages in round n: per group (QuorumLabel) the pooled loss and the
+// RTT p50, then the k-th largest over the groups with data, k =
+// max(Quorum, a strict majority of them). Fewer than Quorum groups with
+// data: not OK. It also notes round n's per-vantage trend in qs.
+func (e *Engine) measureOf(qr *qRound, n int64, healthy []*agent, nets []int, qs *qualSubject) measure {
 	if qr == nil {
+		qs.noteTrend(e.cfg.Quality, n, nil, nil)
 		return measure{}
 	}
+	var vLoss, vP50 []float64 // per vantage, for the trend
 	type acc struct {
 		probes, first int
 		rtt           []float64
@@ -295,11 +298,21 @@ func (e *Engine) measureOf(qr *qRound, healthy []*agent, nets []int) measure {
 			g = &acc{}
 			groups[a.group] = g
 		}
+		probes, first, from := 0, 0, len(g.rtt)
 		for _, ni := range nets {
-			g.probes, g.first = g.probes+r.netProbes[ni], g.first+r.netFirst[ni]
+			probes, first = probes+r.netProbes[ni], first+r.netFirst[ni]
 			g.rtt = append(g.rtt, r.rtt[ni]...)
 		}
+		g.probes, g.first = g.probes+probes, g.first+first
+		if probes > 0 {
+			vLoss = append(vLoss, 1-float64(first)/float64(probes))
+		}
+		if mine := slices.Clone(g.rtt[from:]); len(mine) > 0 {
+			slices.Sort(mine)
+			vP50 = append(vP50, percentile(mine, 0.5))
+		}
 	}
+	qs.noteTrend(e.cfg.Quality, n, vLoss, vP50)
 	var losses, p50s []float64
 	for _, g := range groups {
 		if g.probes > 0 {

@@ -359,3 +359,34 @@ func TestQualityConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestQualityTrend: the per-vantage trend the cause rules read
+// (qualityTrend): loss and RTT rising together at every vantage count as
+// such, round by round; calm rounds count nothing; one lossy vantage
+// counts once.
+func TestQualityTrend(t *testing.T) {
+	cfg := labConfig()
+	rng := rand.New(rand.NewPCG(9, 9))
+	e := newEngine(t, cfg)
+	runFeed(e, cfg, 0, 9, lossy(rng, map[string]float64{"agt-c": 0.6}, 40*time.Millisecond))
+	all := map[string]float64{"agt-a": 0.5, "agt-b": 0.5, "agt-c": 0.5}
+	runFeed(e, cfg, 10, 13, lossy(rng, all, 200*time.Millisecond))
+	trend := e.qualityTrend(e.scope, 5, 13)
+	if len(trend) != 9 {
+		t.Fatalf("trend of rounds 5..13: %d rounds: %+v", len(trend), trend)
+	}
+	for _, r := range trend {
+		want := QualityRound{Round: r.Round, Vantages: 3, LossUp: 1}
+		if r.Round >= 10 {
+			want.LossUp, want.RTTUp = 3, 3
+		}
+		if r != want {
+			t.Errorf("round %d: %+v, want %+v", r.Round, r, want)
+		}
+	}
+	if got := e.qualityTrend(e.targets[0], 0, 13); got != nil {
+		t.Errorf("a target has a trend: %+v", got)
+	}
+	v := mustVerdict(t, e, scopeID)
+	t.Logf("scope after 4 rounds of 50%% loss and 5x RTT: %s reason %s cause %s", shortState(v.GetState()), v.GetReason(), v.GetCause().GetCause())
+}
