@@ -549,7 +549,13 @@ func (s *Server) GetTimeline(ctx context.Context, req *vantagev1.GetTimelineRequ
 	if err != nil {
 		return nil, err
 	}
-	return &vantagev1.GetTimelineResponse{Transitions: out}, nil
+	resp := &vantagev1.GetTimelineResponse{Transitions: out}
+	if req.GetIncludeSeries() {
+		if resp.Series, err = s.timelineSeries(ctx, q); err != nil {
+			return nil, err
+		}
+	}
+	return resp, nil
 }
 
 // Explain returns a verdict and the stored results of its subject for the

@@ -30,6 +30,7 @@ var methodRoles = map[string]store.Role{
 	"GetVerdicts":     store.RoleViewer,
 	"WatchVerdicts":   store.RoleViewer,
 	"GetTimeline":     store.RoleViewer,
+	"GetSeries":       store.RoleViewer,
 	"Explain":         store.RoleViewer,
 	"Replay":          store.RoleViewer,
 	"ListAudit":       store.RoleViewer,

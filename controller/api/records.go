@@ -34,10 +34,11 @@ type CampaignRecords interface {
 	ListCampaigns(ctx context.Context) ([]store.Campaign, error)
 }
 
-// History is what was recorded: results, the verdict timeline and the
-// audit log.
+// History is what was recorded: results, the verdict timeline, its
+// quality series and the audit log.
 type History interface {
 	QueryResults(ctx context.Context, q store.ResultQuery, fn func(store.StoredResult) error) error
 	Timeline(ctx context.Context, q store.TimelineQuery) ([]*vantagev1.Transition, error)
+	Series(ctx context.Context, q store.SeriesQuery) ([]*vantagev1.QualityPoint, error)
 	ListAudit(ctx context.Context, limit int) ([]store.AuditEntry, error)
 }

@@ -89,7 +89,7 @@ func TestParseBad(t *testing.T) {
 		{"two-kinds.yaml", "probes[0]: must have exactly one of icmp, tcp, trace (got icmp, tcp)"},
 		{"unassigned-country.yaml", "scope.country: \"ZZ\" is not an assigned ISO 3166-1 alpha-2 code"},
 		{"unknown-field.yaml", "probes[0].icmp.retrys: unknown field (known fields: retries, timeout, payload_bytes)"},
-		{"unknown-top.yaml", "vantage: unknown field (known fields: name, scope, targets, probes, schedule, vantages, budget)"},
+		{"unknown-top.yaml", "vantage: unknown field (known fields: name, scope, targets, probes, schedule, vantages, budget, verdict)"},
 		{"upstream-dup.yaml", "targets.upstreams[1]: 198.51.100.42 is already a target (targets.upstreams[0])"},
 		{"v4mapped.yaml", "targets.upstreams[0]: \"::ffff:198.51.100.42\" is an IPv4-mapped IPv6 address; write 198.51.100.42"},
 	}

@@ -41,6 +41,7 @@ func (s *Spec) applyDefaults() {
 	if s.budget.agentPPS == 0 {
 		s.budget.agentPPS = defaultAgentPPS
 	}
+	s.quality.applyDefaults()
 }
 
 // applyDefaults fills the probe's zero fields; the probe's sections are

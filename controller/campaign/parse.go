@@ -87,6 +87,7 @@ func (s *Spec) decode(root *yaml.Node) error {
 				}},
 			})
 		}},
+		{"verdict", func(p string, v *yaml.Node) error { return s.decodeVerdict(p, v) }},
 	})
 }
 

@@ -39,6 +39,8 @@
 //	schedule: {round: 60s, jitter: 0s, start: 1970-01-01T00:00:00Z} # round required, 1s..24h; start in [1970, 2200)
 //	vantages: {select: {role: vps}, quorum: 1}   # select: labels that must all match; empty = all agents
 //	budget: {per_target_pps: 1, agent_pps: 500}
+//	verdict: {quality: {loss: 0.1, loss_clear: 0.05, latency_factor: 2.0, latency_clear_factor: 1.5,
+//	          latency_min: 20ms, rounds: 2, clear_rounds: 2, off: false}}  # see quality.go
 //
 // Dual-stack networks: a network has one prefix (prefix) or, written as
 // prefixes, at most one IPv4 and one IPv6 prefix (prefix and prefixes
@@ -119,6 +121,7 @@ type Spec struct {
 	schedule scheduleSpec
 	vantages vantagesSpec
 	budget   budgetSpec
+	quality  qualitySpec // verdict.quality (quality.go)
 
 	// present records which required sections the file had.
 	present map[string]bool

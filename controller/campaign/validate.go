@@ -49,6 +49,9 @@ func (s *Spec) check() ([]Target, error) {
 	if err := s.validateSchedule(); err != nil {
 		return nil, err
 	}
+	if err := s.quality.validate(); err != nil {
+		return nil, err
+	}
 	targets, err := s.expandTargets()
 	if err != nil {
 		return nil, err

@@ -202,6 +202,30 @@ type TimelineQuery struct {
 	Limit    int
 }
 
+// SeriesQuery selects stored quality points (vantagev1.QualityPoint),
+// oldest round first. Empty fields match everything; From and To bound
+// the round start ([From, To)). With Limit > 0 the newest Limit points are
+// kept.
+type SeriesQuery struct {
+	Campaign string
+	Network  string
+	AgentID  string
+	From     time.Time
+	To       time.Time
+	Limit    int
+}
+
+// SeriesStore is implemented by stores that keep the verdict engine's
+// quality series: per campaign, network, vantage and round, one point.
+type SeriesStore interface {
+	// AddQualityPoints stores points, replacing any stored point of the
+	// same campaign, network, vantage and round (a re-evaluated round
+	// after a restart writes the same key again).
+	AddQualityPoints(ctx context.Context, ps []*vantagev1.QualityPoint) error
+	// Series returns the stored points q selects.
+	Series(ctx context.Context, q SeriesQuery) ([]*vantagev1.QualityPoint, error)
+}
+
 // AuditEntry is one line of the audit log.
 type AuditEntry struct {
 	ID      int64
@@ -344,7 +368,8 @@ type Store interface {
 	// the writer briefly; the caller loops until fewer than maxChunks went.
 	// It returns how many chunks and results it deleted. What was stored
 	// stays recorded for deduplication, so a pruned result sent again is a
-	// duplicate, not stored again. Gaps, transitions and audit are kept.
+	// duplicate, not stored again. Gaps, transitions and audit are kept; a
+	// SeriesStore prunes its quality series with the results.
 	PruneResults(ctx context.Context, sentBefore time.Time, maxChunks int) (chunks, results int64, err error)
 
 	// Transitions. AddTransitions assigns each transition its id.

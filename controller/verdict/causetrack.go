@@ -128,12 +128,11 @@ func (e *Engine) causeEvidence(s *subject, n int64) CauseEvidence {
 
 // qualityTrend is the hook for the loss and RTT series (quality*.go): per
 // round from..to, how many vantages had a quality sample toward s (its
-// hosts and border) and how many saw loss, and RTT, above s's baseline.
-// Until the series are wired it returns nil, and Cause never finds
+// hosts) and how many saw loss, and RTT, above s's baseline. Without
+// series (quality off, a target) it returns nil, and Cause never finds
 // ATTACK_OR_CONGESTION (the evidence says "no loss/RTT series").
 func (e *Engine) qualityTrend(s *subject, from, to int64) []QualityRound {
-	_, _, _ = s, from, to
-	return nil
+	return e.qualityRounds(s, from, to)
 }
 
 // annotate fills the transitions settleAll appended from index k (the

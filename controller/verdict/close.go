@@ -115,6 +115,7 @@ func (e *Engine) closeRound(n int64, now int64, out *[]*vantagev1.Transition) {
 	global := e.groups < e.cfg.Quorum
 	e.computeStates(healthy, global)
 	e.locateAll(n, healthy, e.provisionalLocation())
+	e.applyQuality(n, healthy)
 	e.explainAll(n)
 	k := len(*out)
 	e.settleAll(rb, n, now, out)

@@ -95,6 +95,9 @@ type Config struct {
 	// vantage sends per round. When > 0, a round closes as soon as every
 	// vantage expected in it has sent that many, without waiting for Grace.
 	ResultsPerRound int
+	// Quality: when a REACHABLE network or scope is DEGRADED for loss or
+	// latency (quality.go). Zero fields take the defaults.
+	Quality QualityConfig
 }
 
 // withDefaults fills zero fields.
@@ -109,6 +112,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.UnstableFlips, DefaultUnstableFlips)
 	orDefault(&c.UnstableCalm, DefaultUnstableCalm)
 	orDefault(&c.UncertainHold, DefaultUncertainHold)
+	c.Quality = c.Quality.withDefaults()
 	return c
 }
 
@@ -161,5 +165,5 @@ func (c Config) validate() error {
 	case len(c.Networks) == 0:
 		return cfgErr("Networks", "at least one network is required")
 	}
-	return nil
+	return c.Quality.validate()
 }

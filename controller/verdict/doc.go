@@ -1,6 +1,9 @@
 // API CHANGES (announced for the scenario suite and other callers; newest
 // first). The exported API below is stable from issue 4 on; changes are
 // listed here.
+//   - issue 11, quality: Config gains Quality (QualityConfig); new
+//     Engine.TakeQuality (QualityPoint series); Verdict and Transition
+//     carry a Reason (PARTIAL, LOSS, LATENCY).
 //   - issue 11: UNSTABLE is an episode (quick recoveries held, sustained
 //     outages end it); Classify reads PathEvidence.Stop (new field);
 //     provisional locations are LOCATING unless fresh evidence supports
@@ -185,6 +188,46 @@
 // only the live verdict, says where the path dies. A location not from
 // traces that changes emits nothing (not news), and refinements never
 // trigger traces.
+//
+// # Quality
+//
+// Per (vantage, network) and round the engine keeps the probes (scheduled
+// ICMP and TCP results that are evidence, i.e. not ERROR), the first-try
+// answers among them (an up outcome with Attempts <= 1: an answer only at
+// the adaptive retry, or none, is a first-try miss, so retries do not hide
+// loss), the RTTs of the answers and the answers per protocol (icmp, tcp,
+// and trace: completed traces). A (target, probe family) that no vantage
+// gets an answer from in the round (ICMP filtered, a closed port, a target
+// down) is left out of the probes: that is reachability, not loss. At
+// round close each (vantage, network) with data gives a QualityPoint
+// (loss = 1 - first-try answers / probes, RTT p50 and p90 by nearest
+// rank), taken by TakeQuality.
+//
+// A network's (and the scope's, over all networks) agreed loss and RTT p50
+// in a round: per healthy vantage group (QuorumLabel) the pooled loss and
+// the p50 of its RTTs, then the value that k groups reach or exceed, k =
+// max(Quorum, a strict majority of the groups with data); fewer than
+// Quorum groups with data is no evidence. One lossy vantage is outvoted.
+// Baselines: the loss baseline (from 0) and the RTT baseline (a plain mean
+// of the first 3 calm rounds, then) are EWMAs (weight 0.1) of calm
+// REACHABLE rounds outside an episode. A round is lossy when the agreed
+// loss > baseline + Quality.Loss (0.1), slow when the agreed p50 > baseline
+// x LatencyFactor (2.0) and > baseline + LatencyMin (20ms, after the
+// 3-round warm-up); calm when loss < baseline + LossClear (0.05) and the
+// p50 < baseline x LatencyClearFactor (1.5) (or within LatencyMin of
+// it). Rounds (2) lossy (or slow) rounds in a row start an episode
+// (REASON_LOSS before REASON_LATENCY), ClearRounds (2) calm rounds in a
+// row end it; rounds in between hold it (hysteresis). REACHABLE and
+// DEGRADED rounds are evidence; an UNREACHABLE round ends the episode (the
+// outage supersedes it); UNKNOWN changes nothing. During an episode a
+// REACHABLE network or scope is DEGRADED with reason LOSS (or LATENCY),
+// location UNSPECIFIED and a note with the figures; the scope is also
+// DEGRADED for a network's episode. A subject DEGRADED for reachability
+// (some children down) has REASON_PARTIAL, or the quality reason during an
+// episode; when it turns from PARTIAL to LOSS or LATENCY while DEGRADED, a
+// refinement (From == To, note "reason refined from PARTIAL to LOSS") is
+// emitted. Quality.Off keeps the points and drops the rule. When quality
+// is fine, states are exactly those of reachability.
 //
 // # Restore
 //

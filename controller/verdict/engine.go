@@ -47,6 +47,7 @@ type Engine struct {
 	gUp, gDown     []int32
 	gBits          []byte
 	stats          Stats
+	qual           *quality // quality.go
 }
 
 // NewEngine validates cfg, applies defaults and returns an engine with no

@@ -62,6 +62,7 @@ func (e *Engine) Observe(o Observation) {
 	}
 	if o.Kind == vantagev1.ProbeKind_PROBE_KIND_TRACE {
 		e.observeTrace(ti, o)
+		e.observeQuality(ti, -1, o)
 		return
 	}
 	rb := e.buffer(o.Round)
@@ -76,6 +77,7 @@ func (e *Engine) Observe(o Observation) {
 	r := e.rowOf(rb, ai)
 	r.results++
 	r.record(ti, o, e.isHost[ti])
+	e.observeQuality(ti, ai, o)
 	e.noteSentAt(rb, ai, ti, o)
 	rb.obs++
 	e.stats.Accepted++

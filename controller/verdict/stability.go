@@ -138,6 +138,8 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 		note := fmt.Sprintf("location refined from %s to %s by traces",
 			strings.TrimPrefix(s.pubLoc.String(), "LOCATION_"), strings.TrimPrefix(s.location.String(), "LOCATION_"))
 		*out = append(*out, e.transition(s, s.state, n, now, append([]string{note}, e.notes(s)...)))
+	case e.reasonRefined(s):
+		*out = append(*out, e.transition(s, s.state, n, now, append([]string{e.reasonNote(s)}, e.notes(s)...)))
 	}
 	s.lastMaxSent = hi
 }
@@ -251,6 +253,7 @@ func (e *Engine) transition(s *subject, from vantagev1.State, n, now int64, note
 		DetectedAt:    ts(now),
 		Round:         n,
 		Location:      s.location,
+		Reason:        e.publishReason(s),
 		VerdictId:     s.id,
 		UpChildren:    up,
 		DownChildren:  down,

@@ -153,6 +153,7 @@ func (e *Engine) verdict(s *subject, agents []*agent) *vantagev1.Verdict {
 		Location:          s.location,
 		LastResponsiveHop: s.lastHop,
 		Network:           s.network,
+		Reason:            e.reasonOf(s),
 	}
 	if s.state == vantagev1.State_STATE_UNSPECIFIED {
 		return v

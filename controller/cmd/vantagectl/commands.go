@@ -60,7 +60,7 @@ Errors print as "vantagectl: <code>: <message>" and exit 1; usage errors exit 2.
 	pf.StringVar(&a.caPath, "ca", "", "the controller's CA certificate, ca.pem (env "+envCA+")")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each unary call")
-	root.AddCommand(a.agentsCmd(), a.tokenCmd(), a.campaignCmd(), a.verdictsCmd(), a.timelineCmd(),
+	root.AddCommand(a.agentsCmd(), a.tokenCmd(), a.campaignCmd(), a.verdictsCmd(), a.timelineCmd(), a.seriesCmd(),
 		a.explainCmd(), a.replayCmd(), a.resultsCmd(), a.auditCmd())
 	return root
 }
@@ -400,6 +400,7 @@ func (a *app) timelineCmd() *cobra.Command {
 	var (
 		campaignName, level, since, until string
 		limit                             uint32
+		withSeries                        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "timeline",
@@ -414,10 +415,16 @@ func (a *app) timelineCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &vantagev1.GetTimelineRequest{Campaign: campaignName, Level: lvl, From: from, To: to, Limit: limit}
+			req := &vantagev1.GetTimelineRequest{Campaign: campaignName, Level: lvl, From: from, To: to, Limit: limit, IncludeSeries: withSeries}
 			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetTimeline, req,
 				func(p printer, w io.Writer, r *vantagev1.GetTimelineResponse) error {
-					return p.timeline(w, r.GetTransitions())
+					if err := p.timeline(w, r.GetTransitions()); err != nil || !withSeries {
+						return err
+					}
+					if _, err := fmt.Fprintln(w); err != nil {
+						return err
+					}
+					return p.series(w, r.GetSeries())
 				})
 		},
 	}
@@ -427,6 +434,7 @@ func (a *app) timelineCmd() *cobra.Command {
 	f.StringVar(&since, "since", "", "only transitions after this: a duration back from now (90m, 2d) or an RFC 3339 time")
 	f.StringVar(&until, "until", "", "only transitions before this; same forms as --since")
 	f.Uint32Var(&limit, "limit", 0, "at most this many transitions (0: the controller's default)")
+	f.BoolVar(&withSeries, "series", false, "also show the quality series (loss, RTT) over the same interval")
 	return cmd
 }
 

@@ -60,13 +60,25 @@ func (p printer) transitionFields(t *vantagev1.Transition) []string {
 // change is a transition's CHANGE cell; from == to is a refinement
 // (traces moved the location, or the cause, while the state held).
 func change(t *vantagev1.Transition) string {
-	if t.GetFrom() == t.GetTo() && len(t.GetNotes()) > 0 && strings.HasPrefix(t.GetNotes()[0], "cause refined") {
-		return stateName(t.GetTo()) + " (cause refined)"
+	why := ""
+	switch t.GetReason() {
+	case vantagev1.Reason_REASON_LOSS:
+		why = " (loss)"
+	case vantagev1.Reason_REASON_LATENCY:
+		why = " (latency)"
 	}
-	if t.GetFrom() == t.GetTo() {
-		return stateName(t.GetTo()) + " (location refined)"
+	refined := func(prefix string) bool {
+		return t.GetFrom() == t.GetTo() && len(t.GetNotes()) > 0 && strings.HasPrefix(t.GetNotes()[0], prefix)
 	}
-	return stateName(t.GetFrom()) + " -> " + stateName(t.GetTo())
+	switch {
+	case refined("cause refined"):
+		return stateName(t.GetTo()) + why + " (cause refined)"
+	case why != "" && refined("reason refined"):
+		return stateName(t.GetTo()) + why + " (reason refined)"
+	case t.GetFrom() == t.GetTo():
+		return stateName(t.GetTo()) + why + " (location refined)"
+	}
+	return stateName(t.GetFrom()) + " -> " + stateName(t.GetTo()) + why
 }
 
 // timeline renders `timeline`: one aligned line per transition. A CAMPAIGN

@@ -143,7 +143,11 @@ func (f *fakeOperator) GetVerdicts(_ context.Context, req *vantagev1.GetVerdicts
 
 func (f *fakeOperator) GetTimeline(_ context.Context, req *vantagev1.GetTimelineRequest) (*vantagev1.GetTimelineResponse, error) {
 	f.record(req)
-	return &vantagev1.GetTimelineResponse{Transitions: []*vantagev1.Transition{fixtureTransition()}}, nil
+	resp := &vantagev1.GetTimelineResponse{Transitions: []*vantagev1.Transition{fixtureTransition()}}
+	if req.GetIncludeSeries() {
+		resp.Series = fixturePoints()
+	}
+	return resp, nil
 }
 
 func (f *fakeOperator) Explain(_ context.Context, req *vantagev1.ExplainRequest) (*vantagev1.ExplainResponse, error) {

@@ -197,6 +197,20 @@ var migrations = []string{
 		name TEXT NOT NULL,
 		revoked_at INTEGER NOT NULL
 	) WITHOUT ROWID;`,
+	// 8: the verdict engine's quality series (series.go): one point per
+	// campaign, network, vantage and round, pruned with the results.
+	`CREATE TABLE quality_series (
+		id INTEGER PRIMARY KEY,
+		campaign TEXT NOT NULL,
+		network TEXT NOT NULL,
+		agent_id TEXT NOT NULL,
+		round INTEGER NOT NULL,
+		round_start INTEGER NOT NULL,
+		body BLOB NOT NULL,
+		UNIQUE (campaign, network, agent_id, round)
+	);
+	CREATE INDEX quality_series_start ON quality_series (campaign, round_start);
+	CREATE INDEX quality_series_prune ON quality_series (round_start);`,
 }
 
 // migrationSteps run in Go after the SQL of the migration with that number,

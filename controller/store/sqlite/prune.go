@@ -13,7 +13,9 @@ import (
 // store.Store. result_ranges is left alone: it is the dedupe record, and
 // dropping it would let a result re-sent after pruning be stored again.
 // A chunk goes only once all of its results are older than the cutoff, so
-// a chunk straddling it waits for a later pass.
+// a chunk straddling it waits for a later pass. The quality series follow
+// the same retention: up to maxChunks x seriesPerChunk points whose round
+// started before sentBefore go in the same transaction (series.go).
 func (db *DB) PruneResults(ctx context.Context, sentBefore time.Time, maxChunks int) (chunks, results int64, err error) {
 	if maxChunks <= 0 {
 		return 0, 0, fmt.Errorf("prune results: maxChunks: must be positive, got %d", maxChunks)
@@ -40,7 +42,9 @@ func (db *DB) PruneResults(ctx context.Context, sentBefore time.Time, maxChunks 
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("prune results: %w", err)
 		}
-		return nil
+		rows.Close()
+		_, err = pruneSeries(ctx, tx, sentBefore, maxChunks*seriesPerChunk)
+		return err
 	})
 	if err != nil {
 		return 0, 0, err

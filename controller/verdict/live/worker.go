@@ -239,7 +239,7 @@ func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdic
 	return verdict.Config{
 		Campaign: spec.Name(), Scope: spec.ScopeName(), Start: spec.Start(), Round: spec.Round(),
 		Grace: grace, Quorum: spec.Quorum(), FreshRounds: freshRounds, Targets: targets, Networks: spec.NetworkNames(),
-		ResultsPerRound: perRound,
+		ResultsPerRound: perRound, Quality: qualityFor(spec),
 	}
 }
 
@@ -431,14 +431,19 @@ func (w *Worker) Evaluate(ctx context.Context) error {
 	if err := w.checkRefusals(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
+	var points []*vantagev1.QualityPoint
 	for _, r := range w.all() {
 		r.mu.Lock()
 		if !r.building && r.catch == nil {
 			ts = append(ts, r.eng.Evaluate(now)...)
+			points = append(points, r.eng.TakeQuality()...)
 		}
 		r.mu.Unlock()
 	}
 	if err := w.publish(ctx, ts); err != nil {
+		errs = append(errs, err)
+	}
+	if err := w.storeSeries(ctx, points); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
