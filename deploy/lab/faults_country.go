@@ -69,7 +69,7 @@ func (l *Lab) setNetworkLink(network string, up bool) error {
 	if !up {
 		return nil
 	}
-	if err := l.waitNodesReady(network, f.peer); err != nil {
+	if err := l.waitLinksUp(ends(network, []iface{f})); err != nil {
 		return err
 	}
 	if err := l.flushNeighbours(f.peer, peerIface(f)); err != nil {
@@ -182,11 +182,7 @@ func (l *Lab) BorderUp(router string) error {
 	if err := l.setLinks(router, fs, true); err != nil {
 		return err
 	}
-	nodes := []string{router}
-	for _, f := range fs {
-		nodes = append(nodes, f.peer)
-	}
-	if err := l.waitNodesReady(nodes...); err != nil {
+	if err := l.waitLinksUp(ends(router, fs)); err != nil {
 		return err
 	}
 	for _, f := range fs {
@@ -209,21 +205,38 @@ func (l *Lab) BorderUp(router string) error {
 	return nil
 }
 
-// waitNodesReady waits until every link of the nodes is operationally up
-// (see waitReady).
-func (l *Lab) waitNodesReady(nodes ...string) error {
+// linkEnd is one end of a link: its node and its interface there.
+type linkEnd struct {
+	node string
+	f    iface
+}
+
+// ends returns both ends of node's links fs.
+func ends(node string, fs []iface) []linkEnd {
+	var out []linkEnd
+	for _, f := range fs {
+		out = append(out, linkEnd{node, f}, linkEnd{f.peer, peerIface(f)})
+	}
+	return out
+}
+
+// waitLinksUp waits until every given link end is operationally up and has
+// no tentative IPv6 address (see waitReady). Other links of the same nodes
+// may be down (another fault) and are not waited for.
+func (l *Lab) waitLinksUp(es []linkEnd) error {
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	for _, n := range nodes {
-		err := l.withNetlink(n, func(h *netlink.Handle) error {
+	for _, e := range es {
+		name := ifName(l.prefix, e.f.link, e.f.side)
+		err := l.withNetlink(e.node, func(h *netlink.Handle) error {
 			for {
-				waiting, err := notReady(h)
-				if err != nil || waiting == "" {
+				ok, err := linkReady(h, name)
+				if err != nil || ok {
 					return err
 				}
 				select {
 				case <-ctx.Done():
-					return fmt.Errorf("%s: %s not ready: %w", l.Namespace(n), waiting, ctx.Err())
+					return fmt.Errorf("%s: %s not ready: %w", l.Namespace(e.node), name, ctx.Err())
 				case <-time.After(5 * time.Millisecond):
 				}
 			}
@@ -233,6 +246,27 @@ func (l *Lab) waitNodesReady(nodes ...string) error {
 		}
 	}
 	return nil
+}
+
+// linkReady reports whether the named link is up with no tentative address.
+func linkReady(h *netlink.Handle, name string) (bool, error) {
+	lk, err := h.LinkByName(name)
+	if err != nil {
+		return false, fmt.Errorf("find %s: %w", name, err)
+	}
+	if lk.Attrs().OperState != netlink.OperUp {
+		return false, nil
+	}
+	addrs, err := h.AddrList(lk, netlink.FAMILY_V6)
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // WithdrawMode says how a router answers for a prefix it no longer routes.
