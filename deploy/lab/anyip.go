@@ -80,7 +80,7 @@ func (t *Topology) anyIPRoutes(network string, p netip.Prefix) []nodeRoute {
 			continue
 		}
 		for _, r := range n.routes {
-			if r.dst.Addr().Is4() == p.Addr().Is4() && slices.Contains(own, r.dst) {
+			if !r.src.IsValid() && r.dst.Addr().Is4() == p.Addr().Is4() && slices.Contains(own, r.dst) {
 				out = append(out, nodeRoute{name, route{dst: p, via: r.via}})
 				break
 			}

@@ -191,6 +191,10 @@ func (l *Lab) setSysctls(node *nodeInfo) error {
 		// detection; links come up after this, so "default" covers them.
 		{"net/ipv6/conf/all/accept_dad", "0"},
 		{"net/ipv6/conf/default/accept_dad", "0"},
+		// IPv6 addresses survive a link set down (CutInside, FailBorder),
+		// as IPv4 ones do, so setting it up again is a repair.
+		{"net/ipv6/conf/all/keep_addr_on_down", "1"},
+		{"net/ipv6/conf/default/keep_addr_on_down", "1"},
 		// Unprivileged datagram ICMP, so agents need no CAP_NET_RAW here.
 		{"net/ipv4/ping_group_range", "0 2147483647"},
 	}
@@ -303,11 +307,42 @@ func ipNet(p netip.Prefix) *net.IPNet {
 }
 
 func (r route) netlink() *netlink.Route {
-	nr := &netlink.Route{Dst: ipNet(r.dst.Masked()), Gw: r.via.AsSlice(), Family: unix.AF_INET6}
+	nr := &netlink.Route{Dst: ipNet(r.dst.Masked()), Gw: r.via.AsSlice(), Family: unix.AF_INET6, Table: r.table}
 	if r.via.Is4() {
 		nr.Family = unix.AF_INET
 	}
 	return nr
+}
+
+// sourceRules returns the policy rules a node's source routes need: per
+// family in use, "lookup main suppress_prefixlength 0" first (the main
+// table decides unless all it has is a default route), then one "from
+// <src> lookup <table>" per source prefix.
+func sourceRules(node *nodeInfo) []*netlink.Rule {
+	var out []*netlink.Rule
+	suppressed := map[int]bool{}
+	seen := map[int]bool{}
+	for _, r := range node.routes {
+		if !r.src.IsValid() || seen[r.table] {
+			continue
+		}
+		seen[r.table] = true
+		fam := unix.AF_INET6
+		if r.src.Addr().Is4() {
+			fam = unix.AF_INET
+		}
+		if !suppressed[fam] {
+			suppressed[fam] = true
+			main := netlink.NewRule()
+			main.Family, main.Table, main.Priority, main.SuppressPrefixlen = fam, unix.RT_TABLE_MAIN, suppressMainPriority, 0
+			out = append(out, main)
+		}
+		rule := netlink.NewRule()
+		rule.Family, rule.Src, rule.Table = fam, ipNet(r.src), r.table
+		rule.Priority = sourceRulePriority + r.table - firstSourceTable
+		out = append(out, rule)
+	}
+	return out
 }
 
 // withdrawnRoute is what a blacked-out prefix gets at the edge: a "throw"
@@ -339,15 +374,28 @@ func (l *Lab) addRoutes(ctx context.Context) error {
 				return fmt.Errorf("netlink in %s: %w", l.Namespace(name), err)
 			}
 			defer h.Close()
-			for _, r := range node.routes {
-				if err := h.RouteReplace(r.netlink()); err != nil {
-					return fmt.Errorf("node %s: route %s via %s: %w", name, r.dst, r.via, err)
+			for _, rule := range sourceRules(node) {
+				if err := h.RuleAdd(rule); err != nil {
+					return fmt.Errorf("node %s: rule %v: %w", name, rule, err)
 				}
 			}
-			return nil
+			return replaceRoutes(h, name, node.routes)
 		})
 	}
 	return g.Wait()
+}
+
+// replaceRoutes installs (or puts back) routes in node's namespace.
+func replaceRoutes(h *netlink.Handle, node string, rs []route) error {
+	for _, r := range rs {
+		if err := h.RouteReplace(r.netlink()); err != nil {
+			if r.src.IsValid() {
+				return fmt.Errorf("node %s: route %s via %s from %s: %w", node, r.dst, r.via, r.src, err)
+			}
+			return fmt.Errorf("node %s: route %s via %s: %w", node, r.dst, r.via, err)
+		}
+	}
+	return nil
 }
 
 // Chain names in the lab's nftables table. Every fault owns one chain that
@@ -356,7 +404,11 @@ func (l *Lab) addRoutes(ctx context.Context) error {
 // and can be changed from another process without any state but the
 // kernel's.
 const (
-	chainLoss   = "loss"
+	chainLoss = "loss"
+	chainStep = "step_loss"
+	// chainSilent drops what the router would forward to the prefixes in
+	// its sets silent4 and silent6 (Withdraw with WithdrawSilent).
+	chainSilent = "withdraw_silent"
 	chainICMP   = "filter_icmp"
 	chainIso    = "isolate_"
 	chainUplink = "uplink_"
@@ -365,7 +417,7 @@ const (
 func (l *Lab) installNftables(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, name := range l.topo.names(RoleRouter) {
-		chains := []string{chainLoss, chainICMP}
+		chains := []string{chainLoss, chainStep, chainICMP, chainSilent}
 		if name == l.topo.Faults.Edge {
 			for _, v := range l.topo.names(RoleVantage) {
 				f, _ := edgeIface(l.topo.byName[name], v)
@@ -377,6 +429,10 @@ func (l *Lab) installNftables(ctx context.Context) error {
 		for _, c := range chains {
 			fmt.Fprintf(&sb, "add chain %s %s\n", nftTable, c)
 		}
+		fmt.Fprintf(&sb, "add set %s %s { type ipv4_addr; flags interval; }\n", nftTable, silentSet4)
+		fmt.Fprintf(&sb, "add set %s %s { type ipv6_addr; flags interval; }\n", nftTable, silentSet6)
+		fmt.Fprintf(&sb, "add rule %s %s ip daddr @%s drop\n", nftTable, chainSilent, silentSet4)
+		fmt.Fprintf(&sb, "add rule %s %s ip6 daddr @%s drop\n", nftTable, chainSilent, silentSet6)
 		fmt.Fprintf(&sb, "add chain %s forward { type filter hook forward priority filter; policy accept; }\n", nftTable)
 		for _, c := range chains {
 			fmt.Fprintf(&sb, "add rule %s forward jump %s\n", nftTable, c)

@@ -228,17 +228,7 @@ func (l *Lab) Loss(node string, pct int) error {
 	}
 	var rules []string
 	if pct > 0 {
-		v4, v6 := l.targets()
-		match := fmt.Sprintf("numgen random mod 100 < %d ", pct)
-		if pct == 100 {
-			match = "" // nft rejects "< 100" for a 0-99 value
-		}
-		if len(v4) > 0 {
-			rules = append(rules, fmt.Sprintf("ip daddr { %s } %sdrop", strings.Join(v4, ", "), match))
-		}
-		if len(v6) > 0 {
-			rules = append(rules, fmt.Sprintf("ip6 daddr { %s } %sdrop", strings.Join(v6, ", "), match))
-		}
+		rules = l.targetRules(randomDrop(pct))
 	}
 	if err := l.setChain(node, chainLoss, rules); err != nil {
 		return err
@@ -417,7 +407,12 @@ func (l *Lab) Faults(ctx context.Context) ([]string, error) {
 			out = append(out, "blackout "+n)
 		}
 	}
-	label := map[string]string{chainLoss: "loss", chainICMP: "filter-icmp"}
+	country, err := l.countryFaults()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, country...)
+	label := map[string]string{chainLoss: "loss", chainStep: "step-loss", chainICMP: "filter-icmp"}
 	for _, v := range l.Vantages() {
 		_, link, _ := l.vantageIface(v)
 		label[chainIso+strconv.Itoa(link)] = "isolate " + v
@@ -437,7 +432,7 @@ func (l *Lab) Faults(ctx context.Context) ([]string, error) {
 				chain = strings.TrimSuffix(c, " {")
 				continue
 			}
-			if chain == "" || chain == "forward" || line == "}" || line == "" {
+			if chain == "" || chain == "forward" || chain == chainSilent || line == "}" || line == "" {
 				continue
 			}
 			out = append(out, fmt.Sprintf("%s at %s: %s", label[chain], r, line))

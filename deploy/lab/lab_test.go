@@ -206,7 +206,8 @@ func TestRealLab(t *testing.T) {
 			addr string
 			want []string
 		}{
-			{host3, []string{"198.51.100.1", "198.51.100.26", "198.51.100.42", "198.51.100.50", host3}},
+			// net3 prefers the second upstream (multi-homed topology)
+			{host3, []string{"198.51.100.1", "198.51.100.26", "198.51.100.58", "198.51.100.50", host3}},
 			{"2001:db8:18:1::11", []string{"2001:db8:1::1", "2001:db8:4::26", "2001:db8:6::42", "2001:db8:7::50", "2001:db8:18:1::11"}},
 		} {
 			t.Run(tc.addr, func(t *testing.T) {

@@ -56,10 +56,13 @@ type Node struct {
 	Routes []Route  `yaml:"routes"`
 }
 
-// Route is a static route: To is a prefix or "default", Via a gateway address.
+// Route is a static route: To is a prefix or "default", Via a gateway
+// address. From, if set, makes it a source route: it applies only to packets
+// from that prefix (a table and a rule of its own; see topology.yaml).
 type Route struct {
-	To  string `yaml:"to"`
-	Via string `yaml:"via"`
+	To   string `yaml:"to"`
+	Via  string `yaml:"via"`
+	From string `yaml:"from,omitempty"`
 }
 
 // Link is a veth pair between A (the router side) and B.
@@ -92,7 +95,20 @@ type nodeInfo struct {
 type route struct {
 	dst netip.Prefix // zero-bits prefix for default
 	via netip.Addr
+	// src and table are set for a source route ("from"): it lives in its
+	// own table, looked up for packets from src.
+	src   netip.Prefix
+	table int
 }
+
+// firstSourceTable is the table of a node's first distinct "from" prefix;
+// the next ones follow. Their rules have priority
+// sourceRulePriority+(table-firstSourceTable), after suppressMainPriority.
+const (
+	firstSourceTable     = 100
+	sourceRulePriority   = 1000
+	suppressMainPriority = 999
+)
 
 // iface is one end of a link as seen from its node.
 type iface struct {
@@ -229,10 +245,19 @@ func (t *Topology) parseNode(f string, n Node) (*nodeInfo, error) {
 		return nil, err
 	}
 	info := &nodeInfo{name: n.Name, role: n.Role, hosts: hosts, anyip: anyip, addrs: slices.Clone(hosts)}
+	var sources []netip.Prefix
 	for j, r := range n.Routes {
 		rt, err := parseRoute(fmt.Sprintf("%s.routes[%d]", f, j), r)
 		if err != nil {
 			return nil, err
+		}
+		if rt.src.IsValid() {
+			k := slices.Index(sources, rt.src)
+			if k < 0 {
+				k = len(sources)
+				sources = append(sources, rt.src)
+			}
+			rt.table = firstSourceTable + k
 		}
 		info.routes = append(info.routes, rt)
 	}
@@ -263,7 +288,22 @@ func parseRoute(rf string, r Route) (route, error) {
 	if dst.Addr().Is4() != via.Is4() {
 		return route{}, fmt.Errorf("%s: to %s and via %s are different address families", rf, r.To, r.Via)
 	}
-	return route{dst: dst, via: via}, nil
+	rt := route{dst: dst, via: via}
+	if r.From == "" {
+		return rt, nil
+	}
+	src, err := netip.ParsePrefix(r.From)
+	if err != nil {
+		return route{}, fmt.Errorf("%s.from: %q is not a prefix", rf, r.From)
+	}
+	if src != src.Masked() {
+		return route{}, fmt.Errorf("%s.from: %q has host bits set (want %s)", rf, r.From, src.Masked())
+	}
+	if src.Addr().Is4() != via.Is4() {
+		return route{}, fmt.Errorf("%s: from %s and via %s are different address families", rf, r.From, r.Via)
+	}
+	rt.src = src
+	return rt, nil
 }
 
 // validateLinks resolves every link's ends and gives both nodes their

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -36,6 +37,9 @@ func TestLoadTopologyErrors(t *testing.T) {
 		{"bad_vantage_off_edge.yaml", `invalid topology: faults.edge: vantage "v" is not linked to edge "r"`},
 		{"bad_no_target_space.yaml", `invalid topology: faults.target_space: at least one prefix is required`},
 		{"bad_target_host_bits.yaml", `invalid topology: faults.target_space[0]: 192.0.2.1/24 has host bits set (want 192.0.2.0/24)`},
+		{"bad_from_prefix.yaml", `invalid topology: nodes[1].routes[0].from: "ten/8" is not a prefix`},
+		{"bad_from_host_bits.yaml", `invalid topology: nodes[1].routes[0].from: "10.0.0.1/8" has host bits set (want 10.0.0.0/8)`},
+		{"bad_from_family.yaml", `invalid topology: nodes[1].routes[0]: from 2001:db8::/32 and via 10.0.1.1 are different address families`},
 		{"bad_two_documents.yaml", `invalid topology: more than one YAML document`},
 		{"bad_empty.yaml", `invalid topology: empty document`},
 		// AnyIP prefixes on networks.
@@ -102,6 +106,7 @@ func TestDefaultTopologyPlan(t *testing.T) {
 		{"controller", addr("198.51.100.34"), addr("2001:db8:5::34")},
 		{"upstream", addr("198.51.100.42"), addr("2001:db8:6::42")},
 		{"border", addr("198.51.100.50"), addr("2001:db8:7::50")},
+		{"upstream-b", addr("198.51.100.58"), addr("2001:db8:12::58")},
 		{"net2", addr("198.18.2.10"), addr("2001:db8:18:2::10")},
 		{"nope", netip.Addr{}, netip.Addr{}},
 	} {
@@ -147,6 +152,77 @@ func TestDefaultTopologyPlan(t *testing.T) {
 	}
 	if n != 6 {
 		t.Errorf("routes to net1 = %d, want 6 (ix, transit, upstream x v4, v6)", n)
+	}
+	if got, want := l.Routers(), []string{"ix", "transit", "upstream", "upstream-b", "border"}; !slices.Equal(got, want) {
+		t.Errorf("Routers() = %v, want %v", got, want)
+	}
+}
+
+// TestDefaultTopologyMultiHomed pins the second upstream: appended links
+// (nothing before them moved), per-prefix routes at transit, each upstream
+// routing only its networks, and the border's source routes back.
+func TestDefaultTopologyMultiHomed(t *testing.T) {
+	topo, err := DefaultTopology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links []string
+	for _, lk := range topo.Links {
+		links = append(links, lk.A+"-"+lk.B)
+	}
+	want := []string{"ix-vantage-a", "ix-vantage-b", "ix-vantage-c", "ix-transit", "ix-controller", "transit-upstream",
+		"upstream-border", "border-net0", "border-net1", "border-net2", "border-net3", "transit-upstream-b", "upstream-b-border"}
+	if !slices.Equal(links, want) {
+		t.Errorf("links %v\nwant %v", links, want)
+	}
+	describe := func(node string) []string {
+		var out []string
+		for _, r := range topo.byName[node].routes {
+			s := r.dst.String() + " via " + r.via.String()
+			if r.src.IsValid() {
+				s += fmt.Sprintf(" from %s table %d", r.src, r.table)
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		node string
+		want []string
+	}{
+		{"transit", []string{"198.18.0.0/24 via 198.51.100.42", "198.18.2.0/24 via 198.51.100.58", "2001:db8:18:3::/64 via 2001:db8:12::58"}},
+		{"upstream", []string{"198.18.1.0/24 via 198.51.100.50", "2001:db8:18:1::/64 via 2001:db8:7::50"}},
+		{"upstream-b", []string{"198.18.3.0/24 via 198.51.100.66", "2001:db8:18:2::/64 via 2001:db8:13::66", "0.0.0.0/0 via 198.51.100.57"}},
+		{"border", []string{"0.0.0.0/0 via 198.51.100.49", "0.0.0.0/0 via 198.51.100.65 from 198.18.2.0/24 table 100",
+			"0.0.0.0/0 via 198.51.100.65 from 198.18.3.0/24 table 101", "::/0 via 2001:db8:13::65 from 2001:db8:18:3::/64 table 103"}},
+	} {
+		got := describe(tc.node)
+		for _, w := range tc.want {
+			if !slices.Contains(got, w) {
+				t.Errorf("%s routes %q lack %q", tc.node, got, w)
+			}
+		}
+	}
+	for _, tc := range []struct{ node, net string }{{"upstream", "net2"}, {"upstream", "net3"}, {"upstream-b", "net0"}, {"upstream-b", "net1"}} {
+		for _, r := range topo.byName[tc.node].routes {
+			if slices.Contains(topo.networkPrefixes(tc.net), r.dst) {
+				t.Errorf("%s routes %s (%s), which the other upstream carries", tc.node, tc.net, r.dst)
+			}
+		}
+	}
+	rules := sourceRules(topo.byName["border"])
+	var got []string
+	for _, r := range rules {
+		got = append(got, fmt.Sprintf("%d: from %v lookup %d suppress %d", r.Priority, r.Src, r.Table, r.SuppressPrefixlen))
+	}
+	wantRules := []string{"999: from <nil> lookup 254 suppress 0", "1000: from 198.18.2.0/24 lookup 100 suppress -1",
+		"1001: from 198.18.3.0/24 lookup 101 suppress -1", "999: from <nil> lookup 254 suppress 0",
+		"1002: from 2001:db8:18:2::/64 lookup 102 suppress -1", "1003: from 2001:db8:18:3::/64 lookup 103 suppress -1"}
+	if !slices.Equal(got, wantRules) {
+		t.Errorf("border rules %q\nwant %q", got, wantRules)
+	}
+	if rules := sourceRules(topo.byName["transit"]); len(rules) != 0 {
+		t.Errorf("transit has %d rules, want none", len(rules))
 	}
 }
 

@@ -219,6 +219,7 @@ func downCmd(g *globals) *cobra.Command {
 }
 
 func faultCmd(g *globals) *cobra.Command {
+	var silent bool
 	cmd := &cobra.Command{
 		Use:   "fault <kind> [args]",
 		Short: "Inject or remove a fault in the running lab",
@@ -232,61 +233,158 @@ func faultCmd(g *globals) *cobra.Command {
   cut-uplink <vantage>       the vantage loses the controller but keeps probing
   restore-uplink <vantage>
   filter-icmp <router>       drop echo requests to the targets at the router (TCP passes)
-  unfilter-icmp <router>`,
+  unfilter-icmp <router>
+  cut-inside [net...]        the networks' links to the border go down (none = all):
+                             the border answers, the hosts behind it do not
+  repair-inside [net...]
+  withdraw <router> [net...] the router (an upstream) loses its routes to the networks
+                             (none = those it carries): paths through it die at it,
+                             answered net unreachable, or silently with --silent
+  reannounce <router> [net...]
+  border-down <router>       the router's links to other routers go down at once:
+                             it stops answering from everywhere
+  border-up <router>
+  step-loss <router> <pct> [rate]
+                             set the router's loss step: pct% random drop and, with
+                             rate, a capacity of rate packets/s (0 removes)
+  ramp-loss <router> <period> <pct>[/rate]...
+                             one step every period, the last held until Ctrl-C,
+                             then removed`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kind, rest := args[0], args[1:]
-			one := func(f func(string) error) error {
-				if len(rest) != 1 {
-					return fmt.Errorf("fault %s: want exactly one node argument, got %d", kind, len(rest))
-				}
-				return f(rest[0])
-			}
 			l, err := g.open()
 			if err != nil {
 				return err
 			}
-			switch kind {
-			case "blackout":
-				return l.Blackout(rest...)
-			case "restore":
-				return l.Restore(rest...)
-			case "flap":
-				if len(rest) < 1 {
-					return errors.New("fault flap: want <period> [net...]")
-				}
-				period, err := time.ParseDuration(rest[0])
-				if err != nil {
-					return fmt.Errorf("fault flap: period: %w", err)
-				}
-				return l.Flap(cmd.Context(), period, rest[1:]...)
-			case "loss":
-				if len(rest) != 2 {
-					return errors.New("fault loss: want <router> <pct>")
-				}
-				pct, err := strconv.Atoi(strings.TrimSuffix(rest[1], "%"))
-				if err != nil {
-					return fmt.Errorf("fault loss: pct %q is not an integer", rest[1])
-				}
-				return l.Loss(rest[0], pct)
-			case "isolate":
-				return one(l.Isolate)
-			case "unisolate":
-				return one(l.Unisolate)
-			case "cut-uplink":
-				return one(l.CutUplink)
-			case "restore-uplink":
-				return one(l.RestoreUplink)
-			case "filter-icmp":
-				return one(l.FilterICMP)
-			case "unfilter-icmp":
-				return one(l.UnfilterICMP)
-			default:
-				return fmt.Errorf("fault: unknown kind %q (see vantage-lab fault --help)", kind)
+			kinds := faultKinds(cmd.Context(), l, silent)
+			run, ok := kinds[args[0]]
+			if !ok {
+				return fmt.Errorf("fault: unknown kind %q (see vantage-lab fault --help)", args[0])
 			}
+			if err := run(args[1:]); err != nil {
+				return fmt.Errorf("fault %s: %w", args[0], err)
+			}
+			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&silent, "silent", false, "withdraw: the router drops instead of answering net unreachable")
 	return cmd
+}
+
+// faultKinds maps each fault kind to its handler, given the arguments after
+// the kind.
+func faultKinds(ctx context.Context, l *lab.Lab, silent bool) map[string]func([]string) error {
+	one := func(f func(string) error) func([]string) error {
+		return func(rest []string) error {
+			if len(rest) != 1 {
+				return fmt.Errorf("want exactly one node argument, got %d", len(rest))
+			}
+			return f(rest[0])
+		}
+	}
+	nets := func(f func(...string) error) func([]string) error {
+		return func(rest []string) error { return f(rest...) }
+	}
+	routerNets := func(f func(string, []string) error) func([]string) error {
+		return func(rest []string) error {
+			if len(rest) < 1 {
+				return errors.New("want <router> [net...]")
+			}
+			return f(rest[0], rest[1:])
+		}
+	}
+	mode := lab.WithdrawUnreachable
+	if silent {
+		mode = lab.WithdrawSilent
+	}
+	return map[string]func([]string) error{
+		"blackout":       nets(l.Blackout),
+		"restore":        nets(l.Restore),
+		"flap":           func(rest []string) error { return flap(ctx, l, rest) },
+		"loss":           func(rest []string) error { return loss(l, rest) },
+		"isolate":        one(l.Isolate),
+		"unisolate":      one(l.Unisolate),
+		"cut-uplink":     one(l.CutUplink),
+		"restore-uplink": one(l.RestoreUplink),
+		"filter-icmp":    one(l.FilterICMP),
+		"unfilter-icmp":  one(l.UnfilterICMP),
+		"cut-inside":     nets(l.CutInside),
+		"repair-inside":  nets(l.RepairInside),
+		"withdraw":       routerNets(func(r string, ns []string) error { return l.Withdraw(r, mode, ns...) }),
+		"reannounce":     routerNets(func(r string, ns []string) error { return l.Reannounce(r, ns...) }),
+		"border-down":    one(l.BorderDown),
+		"border-up":      one(l.BorderUp),
+		"step-loss":      func(rest []string) error { return stepLoss(l, rest) },
+		"ramp-loss":      func(rest []string) error { return rampLoss(ctx, l, rest) },
+	}
+}
+
+func flap(ctx context.Context, l *lab.Lab, rest []string) error {
+	if len(rest) < 1 {
+		return errors.New("want <period> [net...]")
+	}
+	period, err := time.ParseDuration(rest[0])
+	if err != nil {
+		return fmt.Errorf("period: %w", err)
+	}
+	return l.Flap(ctx, period, rest[1:]...)
+}
+
+func loss(l *lab.Lab, rest []string) error {
+	if len(rest) != 2 {
+		return errors.New("want <router> <pct>")
+	}
+	pct, err := strconv.Atoi(strings.TrimSuffix(rest[1], "%"))
+	if err != nil {
+		return fmt.Errorf("pct %q is not an integer", rest[1])
+	}
+	return l.Loss(rest[0], pct)
+}
+
+func stepLoss(l *lab.Lab, rest []string) error {
+	if len(rest) != 2 && len(rest) != 3 {
+		return errors.New("want <router> <pct> [rate]")
+	}
+	s, err := parseStep(strings.Join(rest[1:], "/"))
+	if err != nil {
+		return err
+	}
+	return l.StepLoss(rest[0], s)
+}
+
+func rampLoss(ctx context.Context, l *lab.Lab, rest []string) error {
+	if len(rest) < 3 {
+		return errors.New("want <router> <period> <pct>[/rate]...")
+	}
+	period, err := time.ParseDuration(rest[1])
+	if err != nil {
+		return fmt.Errorf("period: %w", err)
+	}
+	var steps []lab.LossStep
+	for _, a := range rest[2:] {
+		s, err := parseStep(a)
+		if err != nil {
+			return err
+		}
+		steps = append(steps, s)
+	}
+	return l.RampLoss(ctx, rest[0], period, steps...)
+}
+
+// parseStep reads "pct" or "pct/rate".
+func parseStep(a string) (lab.LossStep, error) {
+	pctS, rateS, hasRate := strings.Cut(a, "/")
+	var s lab.LossStep
+	var err error
+	if s.Pct, err = strconv.Atoi(strings.TrimSuffix(pctS, "%")); err != nil {
+		return s, fmt.Errorf("step %q: pct %q is not an integer", a, pctS)
+	}
+	if hasRate {
+		if s.Rate, err = strconv.Atoi(rateS); err != nil {
+			return s, fmt.Errorf("step %q: rate %q is not an integer", a, rateS)
+		}
+	}
+	return s, nil
 }
 
 func execCmd(g *globals) *cobra.Command {

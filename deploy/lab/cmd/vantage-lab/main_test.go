@@ -89,6 +89,36 @@ func TestRealCLI(t *testing.T) {
 	mustRun(t, "--prefix", prefix, "fault", "loss", "upstream", "0")
 	mustRun(t, "--prefix", prefix, "exec", "vantage-a", "--", "ping", "-c1", "-W1", "198.18.2.10")
 
+	// The faults of each cause, through the CLI.
+	mustRun(t, "--prefix", prefix, "fault", "cut-inside", "net0")
+	mustRun(t, "--prefix", prefix, "fault", "withdraw", "--silent", "upstream-b", "net2")
+	mustRun(t, "--prefix", prefix, "fault", "withdraw", "upstream-b", "net3")
+	mustRun(t, "--prefix", prefix, "fault", "step-loss", "border", "20", "50")
+	mustRun(t, "--prefix", prefix, "fault", "border-down", "upstream")
+	out = mustRun(t, "status", "--prefix", prefix)
+	for _, want := range []string{"fault: cut-inside net0", "fault: withdraw net2 at upstream-b (silent)",
+		"fault: withdraw net3 at upstream-b (unreachable)", "fault: border-down upstream",
+		"fault: step-loss at border: ip daddr 198.18.0.0/16 limit rate over 50/second burst 50 packets drop",
+		"fault: step-loss at border: ip daddr 198.18.0.0/16 numgen random mod 100 < 20 drop"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := run(t, "--prefix", prefix, "fault", "step-loss", "border", "x"); err == nil || !strings.Contains(out, `pct "x" is not an integer`) {
+		t.Errorf("step-loss x: %v\n%s", err, out)
+	}
+	mustRun(t, "--prefix", prefix, "fault", "border-up", "upstream")
+	mustRun(t, "--prefix", prefix, "fault", "step-loss", "border", "0")
+	mustRun(t, "--prefix", prefix, "fault", "reannounce", "upstream-b")
+	mustRun(t, "--prefix", prefix, "fault", "repair-inside")
+	out = mustRun(t, "status", "--prefix", prefix)
+	if !strings.Contains(out, "faults: none") {
+		t.Errorf("faults left:\n%s", out)
+	}
+	for _, a := range []string{"198.18.0.10", "198.18.2.10", "198.18.3.10"} {
+		mustRun(t, "--prefix", prefix, "exec", "vantage-a", "--", "ping", "-c1", "-W1", a)
+	}
+
 	mustRun(t, "down", "--prefix", prefix)
 	if err := syscall.Kill(pid, 0); err == nil {
 		// Not our child, so it cannot linger as a zombie of ours; give the
