@@ -69,7 +69,10 @@ func TestDiscoveryScenario(t *testing.T) {
 	if !slices.Equal(hosts, wantHosts) {
 		t.Errorf("hosts %q\nwant %q", hosts, wantHosts)
 	}
-	if want := []string{"198.51.100.42 UPSTREAM", "198.51.100.50 BORDER"}; !slices.Equal(routers, want) {
+	// The lab is multi-homed: net0 and net1 come in through upstream
+	// (.42), net2 and net3 through upstream-b (.58); both upstreams and the
+	// one border must be found.
+	if want := []string{"198.51.100.42 UPSTREAM", "198.51.100.58 UPSTREAM", "198.51.100.50 BORDER"}; !slices.Equal(routers, want) {
 		t.Errorf("routers %q, want %q", routers, want)
 	}
 	if d.GetAddressesSwept() != 4*254 || d.GetHostsResponsive() != 16 || d.GetHostsSelected() != 16 || d.GetTraces() == 0 {
