@@ -4,18 +4,20 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vantage-net/vantage/controller/verdict"
 )
 
-// Defaults of the verdict.quality section; they match controller/verdict's
-// DefaultQuality* constants (a test in controller/verdict/live checks).
+// Defaults of the verdict.quality section: the verdict engine's own, so
+// a campaign that says nothing gets what the engine does.
 const (
-	DefaultQualityLoss               = 0.1
-	DefaultQualityLossClear          = 0.05
-	DefaultQualityLatencyFactor      = 2.0
-	DefaultQualityLatencyClearFactor = 1.5
-	DefaultQualityLatencyMin         = 20 * time.Millisecond
-	DefaultQualityRounds             = 2
-	DefaultQualityClearRounds        = 2
+	DefaultQualityLoss               = verdict.DefaultQualityLoss
+	DefaultQualityLossClear          = verdict.DefaultQualityLossClear
+	DefaultQualityLatencyFactor      = verdict.DefaultQualityLatencyFactor
+	DefaultQualityLatencyClearFactor = verdict.DefaultQualityLatencyClearFactor
+	DefaultQualityLatencyMin         = verdict.DefaultQualityLatencyMin
+	DefaultQualityRounds             = verdict.DefaultQualityRounds
+	DefaultQualityClearRounds        = verdict.DefaultQualityClearRounds
 )
 
 // Quality is the campaign's verdict.quality section with the defaults in:
