@@ -92,6 +92,7 @@ type Options struct {
 	SyncInterval time.Duration
 	// MemoryBytes caps the results kept in memory while the disk refuses
 	// writes (fault.go); when zero, SegmentBytes capped at MaxMemoryBytes.
+	// Results sent and awaiting their ack may hold it up to twice that.
 	MemoryBytes int64
 	Logger      *slog.Logger
 }
@@ -194,6 +195,9 @@ type Disk struct {
 	memBytes     int64
 	gapsDirty    bool   // d.gaps changed but the gaps file could not be written
 	writeDropped uint64 // results dropped from memory into gaps since Open
+	// memSent is the highest memory-tail key Read handed out on the
+	// current stream (a Read from before it starts a new one).
+	memSent Key
 }
 
 var _ Store = (*Disk)(nil)

@@ -6,13 +6,14 @@ package spool
 // they are sent from memory like any other (so with a live uplink nothing
 // is lost), and written to disk, in order, once it takes writes again
 // (tried at most every faultRetry, at the next Append). When the tail is
-// full its oldest results are dropped into a gap (GapReasonWriteFailed),
-// counted like the spool-full drops. Results still only in memory when the
+// full its oldest results not yet sent on the stream are dropped into a
+// gap (GapReasonWriteFailed), counted like the spool-full drops. Results still only in memory when the
 // agent stops are lost without a gap, as a torn tail is.
 
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -138,26 +139,53 @@ func (d *Disk) recover(force bool) bool {
 	return true
 }
 
-// toMemory keeps a result the disk refused, dropping the oldest ones into
-// a gap while the tail would exceed MemoryBytes; the caller holds d.mu.
+// toMemory keeps a result the disk refused, dropping older ones into a gap
+// while the tail would exceed MemoryBytes; the caller holds d.mu. Results
+// Read handed out on the current stream (up to memSent) are kept while
+// their ack may come: dropping one that is then acked would report it both
+// delivered and lost. The oldest result not handed out goes instead, and
+// only past twice MemoryBytes (a stream that hands out much and acks
+// nothing) does the oldest go regardless.
 func (d *Disk) toMemory(k Key, r *vantagev1.ProbeResult, rec []byte) {
 	for len(d.mem) > 0 && d.memBytes+int64(len(rec)) > d.opts.MemoryBytes {
-		old := d.mem[0]
-		d.mem[0] = memRec{}
-		d.mem = d.mem[1:]
-		d.memBytes -= int64(len(old.rec))
-		d.addGap(&vantagev1.Gap{Epoch: old.key.Epoch, FirstSeq: old.key.Seq, LastSeq: old.key.Seq, Reason: GapReasonWriteFailed})
-		d.gapsDirty = true
-		d.stats.DroppedResults++
-		d.writeDropped++
-		if d.fault != nil && !d.fault.overflow {
-			d.fault.overflow = true
-			d.log.Warn("spool memory full while the disk refuses writes; oldest results dropped into a gap",
-				slog.Int64("memory_bytes", d.opts.MemoryBytes), slog.Int("memory_results", len(d.mem)))
+		i, _ := slices.BinarySearchFunc(d.mem, d.memSent, func(m memRec, k Key) int {
+			if m.key.Compare(k) <= 0 {
+				return -1
+			}
+			return 1
+		})
+		if i == len(d.mem) {
+			if d.memBytes+int64(len(rec)) <= 2*d.opts.MemoryBytes {
+				break
+			}
+			i = 0
 		}
+		d.dropMem(i)
 	}
 	d.mem = append(d.mem, memRec{key: k, res: r, rec: rec})
 	d.memBytes += int64(len(rec))
+}
+
+// dropMem drops the memory tail's i-th result into a gap; the caller holds
+// d.mu.
+func (d *Disk) dropMem(i int) {
+	old := d.mem[i]
+	if i == 0 {
+		d.mem[0] = memRec{}
+		d.mem = d.mem[1:]
+	} else {
+		d.mem = slices.Delete(d.mem, i, i+1)
+	}
+	d.memBytes -= int64(len(old.rec))
+	d.addGap(&vantagev1.Gap{Epoch: old.key.Epoch, FirstSeq: old.key.Seq, LastSeq: old.key.Seq, Reason: GapReasonWriteFailed})
+	d.gapsDirty = true
+	d.stats.DroppedResults++
+	d.writeDropped++
+	if d.fault != nil && !d.fault.overflow {
+		d.fault.overflow = true
+		d.log.Warn("spool memory full while the disk refuses writes; oldest unsent results dropped into a gap",
+			slog.Int64("memory_bytes", d.opts.MemoryBytes), slog.Int("memory_results", len(d.mem)))
+	}
 }
 
 // readMem appends to b the memory tail's results after `after` (and the
@@ -177,6 +205,9 @@ func (d *Disk) readMem(b *Batch, after, prev Key, maxResults int) {
 		b.Epoch = m.key.Epoch
 		b.Results = append(b.Results, m.res)
 		prev = m.key
+		if m.key.Compare(d.memSent) > 0 {
+			d.memSent = m.key
+		}
 	}
 }
 

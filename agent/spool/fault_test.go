@@ -198,3 +198,62 @@ func TestRealDiskFullAtOpen(t *testing.T) {
 		t.Fatalf("%d segment files, want 1", n)
 	}
 }
+
+// TestRealDiskFullKeepsSentResults: results of the memory tail that Read
+// handed out on the current stream are not dropped into a gap while their
+// ack may still come, so a result is never both delivered and reported
+// lost. Before, the oldest results were dropped even when in flight: once
+// acked, the controller stored them and ignored their gap, and
+// write_dropped_results counted more results than the stored gaps covered
+// (TestAgentDiskFull: 274 dropped, 272 in gaps).
+func TestRealDiskFullKeepsSentResults(t *testing.T) {
+	disk := smallDisk(t, "256k")
+	opts := Options{MaxBytes: 1 << 20, SegmentBytes: 16 << 10, MemoryBytes: 4 << 10}
+	d := openT(t, filepath.Join(disk, "spool"), 1, opts)
+	fillDisk(t, disk)
+	// Append until results stay in memory (a partial page may still take
+	// some), then ten more: all go out on the stream.
+	seq := uint64(0)
+	for d.State().GetMemoryResults() == 0 {
+		seq++
+		fill(t, d, seq, seq)
+	}
+	fill(t, d, seq+1, seq+10)
+	firstMem := seq
+	seq += 10
+	sent, err := d.Read(Key{}, 1000)
+	if err != nil || uint64(len(sent.Results)) != seq {
+		t.Fatalf("Read = %d results, %v; want %d", len(sent.Results), err, seq)
+	}
+	fill(t, d, seq+1, seq+200) // far past 4 KiB of memory
+	total := seq + 200
+	st := d.State()
+	keys, gaps := keysAndGaps(t, d)
+	for s := firstMem; s <= firstMem+10; s++ {
+		if inGaps(gaps, 1, s) {
+			t.Errorf("seq %d was handed out from memory and is unacked, but it is in a gap (%v)", s, gaps)
+		}
+	}
+	covered := uint64(0)
+	for _, g := range gaps {
+		covered += g.GetLastSeq() - g.GetFirstSeq() + 1
+	}
+	if st.GetWriteDroppedResults() == 0 || covered != st.GetWriteDroppedResults() {
+		t.Errorf("write_dropped_results %d, gaps cover %d: want equal and > 0", st.GetWriteDroppedResults(), covered)
+	}
+	if uint64(len(keys))+covered != total {
+		t.Errorf("%d results readable + %d in gaps, want %d", len(keys), covered, total)
+	}
+	if st.GetMemoryResults() > 2*uint64(opts.MemoryBytes)/20 {
+		t.Errorf("%d results in memory: the tail is not bounded", st.GetMemoryResults())
+	}
+	// Once acked they are gone; the oldest unsent results are dropped as
+	// before.
+	if err := d.Ack(sent.End(), nil); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, d, total+1, total+100)
+	if st2 := d.State(); st2.GetWriteDroppedResults() <= st.GetWriteDroppedResults() {
+		t.Errorf("after the ack and 100 more results: %v, want more dropped", st2)
+	}
+}

@@ -28,6 +28,9 @@ func (d *Disk) Read(after Key, maxResults int) (Batch, error) {
 	if err := d.syncActive(); err != nil {
 		d.failed(err)
 	}
+	if after.Compare(d.memSent) < 0 {
+		d.memSent = after // a new stream: what went out before may never be acked
+	}
 	var b Batch
 	for _, g := range d.gaps {
 		b.Gaps = append(b.Gaps, proto.CloneOf(g))
