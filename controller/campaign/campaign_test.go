@@ -272,9 +272,15 @@ func TestCountryExample(t *testing.T) {
 			})
 		}
 	}
-	for _, a := range []string{"198.51.100.42", "198.51.100.50"} {
-		want = append(want, Target{Addr: netip.MustParseAddr(a), Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM,
-			Name: RouterName(vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, netip.MustParseAddr(a))})
+	for _, r := range []struct {
+		addr, name string
+		role       vantagev1.TargetRole
+	}{
+		{"198.51.100.42", "unicom", vantagev1.TargetRole_TARGET_ROLE_UPSTREAM},
+		{"198.51.100.58", "satgate", vantagev1.TargetRole_TARGET_ROLE_UPSTREAM},
+		{"198.51.100.50", "border", vantagev1.TargetRole_TARGET_ROLE_BORDER},
+	} {
+		want = append(want, Target{Addr: netip.MustParseAddr(r.addr), Role: r.role, Name: r.name})
 	}
 	got := s.Targets()
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -403,8 +409,8 @@ func TestProto(t *testing.T) {
 	if len(c.GetNetworks()) != 4 || c.GetNetworks()[3].GetName() != "net3" || c.GetNetworks()[3].GetPrefix() != "198.18.3.0/24" {
 		t.Errorf("networks = %v", c.GetNetworks())
 	}
-	if len(c.GetTargets()) != 18 || c.GetTargets()[17].GetAddress() != "198.51.100.50" ||
-		c.GetTargets()[17].GetRole() != vantagev1.TargetRole_TARGET_ROLE_UPSTREAM {
+	if ts := c.GetTargets(); len(ts) != 19 || ts[17].GetAddress() != "198.51.100.58" || ts[17].GetName() != "satgate" ||
+		ts[17].GetRole() != vantagev1.TargetRole_TARGET_ROLE_UPSTREAM || ts[18].GetRole() != vantagev1.TargetRole_TARGET_ROLE_BORDER {
 		t.Errorf("targets = %v", c.GetTargets())
 	}
 }
