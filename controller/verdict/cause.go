@@ -21,6 +21,12 @@ const (
 	// causeMinKnown: at least this many of those rounds must have a
 	// verdict, or abruptness is not known.
 	causeMinKnown = 2
+	// CauseMaxEscalation: an abrupt loss reaches its state within this
+	// many rounds of the episode's first bad round (the fault's own partial
+	// first round, and one more for silence, weaker evidence than an
+	// explicit unreachable, to convince the beliefs); a slower one is a
+	// decline, not a failure.
+	CauseMaxEscalation = 2
 	// CauseRisingRounds and CauseRisingVantages: loss and RTT rose
 	// together at >= CauseRisingVantages vantages (and at least half of
 	// those with data) in >= CauseRisingRounds rounds, before or during
@@ -63,10 +69,13 @@ type CauseEvidence struct {
 	BordersUp, Borders     int
 	// Views: per upstream, from the traces (multi-homed scopes).
 	Views []UpstreamState
-	// Onset is the first round of the episode's current state; of the
-	// CauseHistoryRounds rounds before it, Known had a verdict and
-	// Degraded were DEGRADED (the subject or a border).
+	// Onset is the episode's first round (DEGRADED or UNREACHABLE since);
+	// of the CauseHistoryRounds rounds before it, Known had a verdict and
+	// Degraded were DEGRADED (the subject or a border). Escalation is how
+	// many rounds after Onset the current state began (0: the episode
+	// began in it; DEGRADED then UNREACHABLE two rounds later: 2).
 	Onset           int64
+	Escalation      int64
 	Known, Degraded int
 	// Quality is the loss/RTT trend from CauseHistoryRounds before the
 	// onset to now (nil until the quality series are wired: qualityTrend).
@@ -160,6 +169,8 @@ func Cause(ev CauseEvidence) *vantagev1.CauseFinding {
 			return why(vantagev1.Cause_CAUSE_UNDETERMINED, 0, fmt.Sprintf("undetermined: the border is silent, but only %d of the %d rounds before the onset have a verdict: abruptness unknown", ev.Known, CauseHistoryRounds))
 		case ev.Degraded > 0:
 			return why(vantagev1.Cause_CAUSE_UNDETERMINED, 0, "undetermined: the border is silent after a degradation (not the abrupt loss of a failure), and no joint loss/RTT rise says attack")
+		case ev.Escalation > CauseMaxEscalation:
+			return why(vantagev1.Cause_CAUSE_UNDETERMINED, 0, fmt.Sprintf("undetermined: the border went silent %d rounds into the episode (a decline, not the abrupt loss of a failure), and no joint loss/RTT rise says attack", ev.Escalation))
 		}
 		conf := 0.8
 		if !ev.Traced {
@@ -217,6 +228,9 @@ func (ev CauseEvidence) describe() []string {
 		}
 	}
 	out = append(out, fmt.Sprintf("before the onset (round %d): %d of %d rounds known, %d DEGRADED", ev.Onset, ev.Known, CauseHistoryRounds, ev.Degraded))
+	if ev.Escalation > 0 {
+		out = append(out, fmt.Sprintf("the episode reached %s %d round(s) after its onset", strings.TrimPrefix(ev.State.String(), "STATE_"), ev.Escalation))
+	}
 	if ev.Quality == nil {
 		out = append(out, "no loss/RTT series")
 	} else {

@@ -120,9 +120,12 @@ func TestCauseFailure(t *testing.T) {
 		{"abrupt, paths die past the upstream", silent(locTarget, nil), causeFailure, "failure:"},
 		{"abrupt, no traces yet (the border's own silence)", silent(locUpstream, func(ev *CauseEvidence) { ev.Traced = false }), causeFailure, "failure:"},
 		{"two of three rounds known is enough", silent(locTarget, func(ev *CauseEvidence) { ev.Known = causeMinKnown }), causeFailure, "failure:"},
+		{"UNREACHABLE two rounds after a partial first round", silent(locTarget, func(ev *CauseEvidence) { ev.Escalation = CauseMaxEscalation }), causeFailure, "failure:"},
 		// Borderline: must be UNDETERMINED.
 		{"degraded before the border went silent", silent(locTarget, func(ev *CauseEvidence) { ev.Degraded = 1 }),
 			causeUndetermined, "after a degradation"},
+		{"silent three rounds into the episode: a decline", silent(locTarget, func(ev *CauseEvidence) { ev.Escalation = CauseMaxEscalation + 1 }),
+			causeUndetermined, "a decline, not the abrupt loss"},
 		{"too little history to call it abrupt", silent(locTarget, func(ev *CauseEvidence) { ev.Known = causeMinKnown - 1 }),
 			causeUndetermined, "abruptness unknown"},
 		{"a vantage problem, not the border", silent(locVantage, nil), causeUndetermined, "only vantages' own paths fail"},

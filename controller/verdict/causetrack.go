@@ -21,8 +21,9 @@ type causeTrack struct {
 	recent          []histEntry
 	lastEval        int64
 	lastRaw         vantagev1.State
-	onset           int64
-	known, degraded int // of the CauseHistoryRounds known rounds before onset
+	onset           int64 // the first round of the current raw state
+	episode         int64 // the first round of the episode (DEGRADED or UNREACHABLE since)
+	known, degraded int   // of the CauseHistoryRounds known rounds before the episode
 	finding         *vantagev1.CauseFinding
 	hop             *vantagev1.Router
 	views           []*vantagev1.UpstreamView
@@ -66,21 +67,28 @@ func (e *Engine) explain(s *subject, n int64, borderDegraded bool) {
 }
 
 // observe records round n's raw state. A known state other than the last
-// known one is an onset: the CauseHistoryRounds known rounds before it
-// (rounds whose raw state was UNKNOWN, beliefs in flux as an outage
-// begins, are skipped) say whether the change was abrupt (none of them
-// DEGRADED, nor a border DEGRADED).
+// known one is an onset. An onset from REACHABLE (or the first) begins an
+// episode: the CauseHistoryRounds known rounds before it (rounds whose raw
+// state was UNKNOWN, beliefs in flux as an outage begins, are skipped) say
+// whether the change was abrupt (none of them DEGRADED, nor a border
+// DEGRADED). An onset from DEGRADED to UNREACHABLE (or back) escalates the
+// episode and keeps its history: the partial first round of a fault is
+// the fault's own, not a degradation before it.
 func (ct *causeTrack) observe(n int64, raw vantagev1.State, border bool) {
 	if n != ct.lastEval+1 {
 		ct.recent = ct.recent[:0] // a gap: what came before is not known
 	}
 	ct.lastEval = n
 	if known(raw) && raw != ct.lastRaw {
+		escalates := isBad(raw) && isBad(ct.lastRaw)
 		ct.lastRaw, ct.onset = raw, n
-		ct.known, ct.degraded = len(ct.recent), 0
-		for _, h := range ct.recent {
-			if h.raw == vantagev1.State_STATE_DEGRADED || h.border {
-				ct.degraded++
+		if !escalates {
+			ct.episode = n
+			ct.known, ct.degraded = len(ct.recent), 0
+			for _, h := range ct.recent {
+				if h.raw == vantagev1.State_STATE_DEGRADED || h.border {
+					ct.degraded++
+				}
 			}
 		}
 	}
@@ -95,11 +103,16 @@ func (ct *causeTrack) observe(n int64, raw vantagev1.State, border bool) {
 	}
 }
 
+// isBad: a raw state an episode is made of.
+func isBad(s vantagev1.State) bool {
+	return s == vantagev1.State_STATE_DEGRADED || s == vantagev1.State_STATE_UNREACHABLE
+}
+
 // causeEvidence gathers s's CauseEvidence for round n.
 func (e *Engine) causeEvidence(s *subject, n int64) CauseEvidence {
 	ct := s.cz
 	ev := CauseEvidence{State: s.raw, Location: s.location, Traced: s.locTraced, Hop: ct.hop,
-		Onset: ct.onset, Known: ct.known, Degraded: ct.degraded,
+		Onset: ct.episode, Escalation: ct.onset - ct.episode, Known: ct.known, Degraded: ct.degraded,
 		Quality: e.qualityTrend(s, ct.onset-CauseHistoryRounds, n)}
 	for _, u := range e.upstreams {
 		t := e.targets[u]

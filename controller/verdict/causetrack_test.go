@@ -201,7 +201,9 @@ func describeCauses(trs []*vantagev1.Transition) string {
 }
 
 // TestObserveHistory: the rounds before an onset skip UNKNOWN ones
-// (beliefs in flux as an outage begins) but not a gap in evaluation.
+// (beliefs in flux as an outage begins) but not a gap in evaluation; an
+// escalation (DEGRADED, then UNREACHABLE) keeps the episode's onset and
+// the history before it.
 func TestObserveHistory(t *testing.T) {
 	for _, c := range []struct {
 		name          string
@@ -209,14 +211,17 @@ func TestObserveHistory(t *testing.T) {
 		border        int               // round with a DEGRADED border, or 0
 		gapAt         int               // round skipped, or 0
 		known, degrad int
+		episode       int // the episode's first round (0: the onset)
 	}{
-		{"calm", []vantagev1.State{reachable, reachable, reachable, reachable, unreachable}, 0, 0, 3, 0},
+		{"calm", []vantagev1.State{reachable, reachable, reachable, reachable, unreachable}, 0, 0, 3, 0, 0},
 		{"UNKNOWN rounds before the onset are skipped", []vantagev1.State{reachable, reachable, reachable, unknown, unknown, unknown, unknown,
-			unknown, unknown, unknown, unreachable}, 0, 0, 3, 0},
-		{"a DEGRADED round", []vantagev1.State{reachable, degraded, reachable, unknown, unreachable}, 0, 0, 3, 1},
-		{"a DEGRADED border while UNKNOWN", []vantagev1.State{reachable, reachable, reachable, unknown, unreachable}, 13, 0, 3, 1},
-		{"too short a history", []vantagev1.State{reachable, unknown, unknown, unreachable}, 0, 0, 1, 0},
-		{"a gap", []vantagev1.State{reachable, reachable, reachable, reachable, unreachable}, 0, 13, 0, 0},
+			unknown, unknown, unknown, unreachable}, 0, 0, 3, 0, 0},
+		{"a DEGRADED round", []vantagev1.State{reachable, degraded, reachable, unknown, unreachable}, 0, 0, 3, 1, 0},
+		{"a DEGRADED border while UNKNOWN", []vantagev1.State{reachable, reachable, reachable, unknown, unreachable}, 13, 0, 3, 1, 0},
+		{"too short a history", []vantagev1.State{reachable, unknown, unknown, unreachable}, 0, 0, 1, 0, 0},
+		{"a gap", []vantagev1.State{reachable, reachable, reachable, reachable, unreachable}, 0, 13, 0, 0, 0},
+		{"a partial first round, then UNREACHABLE", []vantagev1.State{reachable, reachable, reachable, degraded, unreachable}, 0, 0, 3, 0, 13},
+		{"a long decline, then UNREACHABLE", []vantagev1.State{reachable, reachable, reachable, degraded, degraded, unknown, degraded, unreachable}, 0, 0, 3, 0, 13},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ct := &causeTrack{lastEval: 9}
@@ -227,8 +232,12 @@ func TestObserveHistory(t *testing.T) {
 				}
 				ct.observe(r, raw, r == int64(c.border))
 			}
-			if ct.known != c.known || ct.degraded != c.degrad || ct.onset != int64(10+len(c.raws)-1) {
-				t.Errorf("onset %d known %d degraded %d, want onset %d, %d %d", ct.onset, ct.known, ct.degraded, 10+len(c.raws)-1, c.known, c.degrad)
+			onset, episode := int64(10+len(c.raws)-1), int64(c.episode)
+			if episode == 0 {
+				episode = onset
+			}
+			if ct.known != c.known || ct.degraded != c.degrad || ct.onset != onset || ct.episode != episode {
+				t.Errorf("onset %d episode %d known %d degraded %d, want onset %d episode %d, %d %d", ct.onset, ct.episode, ct.known, ct.degraded, onset, episode, c.known, c.degrad)
 			}
 		})
 	}
