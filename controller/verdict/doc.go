@@ -1,6 +1,9 @@
 // API CHANGES (announced for the scenario suite and other callers; newest
 // first). The exported API below is stable from issue 4 on; changes are
 // listed here.
+//   - issue 11, the 2-round rule: a sustained outage inside an UNSTABLE
+//     episode is 2 rounds UNREACHABLE in a row, always (it was one round
+//     more than the episode's longest down stretch, up to 3).
 //   - issue 11, quality: Config gains Quality (QualityConfig); new
 //     Engine.TakeQuality (QualityPoint series); Verdict and Transition
 //     carry a Reason (PARTIAL, LOSS, LATENCY).
@@ -131,11 +134,12 @@
 // the last UnstableWindow (10) rounds is UNSTABLE too. An UNSTABLE subject
 // stays so, emitting nothing, until UnstableCalm (5) rounds pass without a
 // flip (it then takes its raw state, onset that of the last flip), or
-// until its raw state has been UNREACHABLE for one round longer than the
-// episode's longest down stretch (at least 2, at most 3 rounds in a row:
-// a sustained outage, published as UNREACHABLE within 2 rounds of its
-// onset, with that onset). Leaving clears the flip history, so re-entering
-// needs fresh flips. A raw UNKNOWN from quorum lost always wins. A raw
+// until its raw state has been UNREACHABLE for 2 rounds in a row
+// (sustained): a sustained outage, published as UNREACHABLE in its second
+// round, with its onset. So the flaps of an episode are one round down;
+// two rounds down is an outage, wherever it falls. Leaving clears the
+// flip history, so re-entering needs fresh flips. A raw UNKNOWN from
+// quorum lost always wins. A raw
 // UNKNOWN for lack of firm beliefs while the quorum of vantages holds
 // (routes changing mid-round leave every vantage's belief in flux) is no
 // evidence of a change: the subject keeps its published state and flip

@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -57,17 +58,13 @@ func readObservations(t *testing.T, path string, cfg Config) []Observation {
 	return out
 }
 
-// TestFlappingLabReplay replays the results a real controller stored during
-// the lab's flapping scenario. Routes changing mid-round leave rounds in
-// which no quorum of vantages holds a firm belief about a target (they are
-// all healthy): such a round is part of the UNSTABLE episode, not its end.
-// Before UncertainHold the scope went UNSTABLE -> UNKNOWN ("no child has a
-// verdict") ten rounds into the flapping and the episode was cut in two:
-// ten scope transitions where the suite allows five.
-// Since episodes (issue 11): three, UNSTABLE by round 8.
-func TestFlappingLabReplay(t *testing.T) {
+// replayLab replays a testdata file of stored lab results (see
+// readObservations) and returns the scope's transitions after its first
+// (UNSPECIFIED -> REACHABLE) one.
+func replayLab(t *testing.T, path string) []*vantagev1.Transition {
+	t.Helper()
 	cfg := scenarioConfig()
-	obs := readObservations(t, "testdata/flapping-lab.csv", cfg)
+	obs := readObservations(t, path, cfg)
 	rep, err := NewReplayer(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -82,11 +79,40 @@ func TestFlappingLabReplay(t *testing.T) {
 		last = max(last, o.Round)
 	}
 	trs := transitionsOf(rep.Finish(cfg.Start.Add(time.Duration(last+1)*cfg.Round)), "scenarios/scope/KP")
+	if len(trs) == 0 || trs[0].GetFrom() != vantagev1.State_STATE_UNSPECIFIED {
+		t.Fatalf("%s: scope transitions%s, want a first one from UNSPECIFIED", path, describeRounds(trs))
+	}
+	t.Logf("%s: %d observations, rounds 0..%d: scope%s", path, len(obs), last, describeRounds(trs[1:]))
+	return trs[1:]
+}
+
+// describeRounds is describe for rounds that start at 0.
+func describeRounds(trs []*vantagev1.Transition) string {
+	var b strings.Builder
+	for _, tr := range trs {
+		fmt.Fprintf(&b, " r%d:%s->%s", tr.GetRound(), shortState(tr.GetFrom()), shortState(tr.GetTo()))
+	}
+	return b.String()
+}
+
+// TestFlappingLabReplay replays results a real controller stored during
+// the lab's flapping scenario, with each flap one round long
+// (testdata/flapping-lab-1round.csv: the second round of each two-round
+// half-period dropped; since issue 11's 2-round rule a flap of interest
+// is one round down, two is an outage). Routes changing mid-round leave
+// rounds in which no quorum of vantages holds a firm belief about a target
+// (they are all healthy): such a round is part of the UNSTABLE episode,
+// not its end. Before UncertainHold the scope went UNSTABLE -> UNKNOWN
+// ("no child has a verdict") ten rounds into the flapping and the episode
+// was cut in two: ten scope transitions where the suite allows five.
+// Since episodes (issue 11): three, UNSTABLE within 3 rounds of the second
+// change.
+func TestFlappingLabReplay(t *testing.T) {
+	trs := replayLab(t, "testdata/flapping-lab-1round.csv")
 	var got []string
-	for _, tr := range trs[1:] { // after the first UNSPECIFIED -> REACHABLE
+	for _, tr := range trs {
 		got = append(got, shortState(tr.GetFrom())+"->"+shortState(tr.GetTo()))
 	}
-	t.Logf("%d observations, rounds 0..%d: scope %v", len(obs), last, got)
 	joined := strings.Join(got, " ")
 	// Issue 11: the first flap's transition (published at once, it may be
 	// a blackout), one into UNSTABLE within 3 rounds of the second change,
@@ -95,10 +121,31 @@ func TestFlappingLabReplay(t *testing.T) {
 	if len(got) > 3 || strings.Count(joined, "->UNSTABLE") != 1 || strings.Contains(joined, "UNKNOWN") {
 		t.Errorf("scope transitions %v; want one UNSTABLE episode in at most 3, none to or from UNKNOWN", got)
 	}
-	if len(got) >= 2 && len(trs) >= 3 {
-		// The flapping's first recovery is round 5 (rounds 3-4 down).
-		if at := trs[2].GetRound(); trs[2].GetTo() != unstable || at > 5+3 {
-			t.Errorf("second scope transition %s in round %d; want UNSTABLE by round 8", got[1], at)
+	if len(trs) >= 2 {
+		// The flapping's first recovery is round 4 (round 3 down).
+		if at := trs[1].GetRound(); trs[1].GetTo() != unstable || at > 4+3 {
+			t.Errorf("second scope transition %s in round %d; want UNSTABLE by round 7", got[1], at)
+		}
+	}
+}
+
+// TestFlappingLabReplayTwoRoundsDown replays the lab's flapping scenario
+// as stored (testdata/flapping-lab.csv: routes withdrawn for two rounds,
+// restored for two). Since issue 11's 2-round rule each withdrawal is a
+// sustained outage: inside an episode it is published as UNREACHABLE in
+// its second round. Before the rule the whole flapping was one episode
+// (3 scope transitions) and a blackout inside it took 3 rounds.
+func TestFlappingLabReplayTwoRoundsDown(t *testing.T) {
+	trs := replayLab(t, "testdata/flapping-lab.csv")
+	// Rounds 3-4, 7-8, 11-12, 15-16 (15 uncertain) and 19-20 are down.
+	for _, n := range []int64{4, 8, 12, 20} {
+		if st := stateAt(trs, n); st != unreachable {
+			t.Errorf("round %d, the second of a withdrawal: %s, want UNREACHABLE", n, shortState(st))
+		}
+	}
+	for _, tr := range trs {
+		if tr.GetFrom() == unstable && tr.GetTo() == unreachable && !hasNote(tr.GetNotes(), "unstable episode ended by a sustained outage") {
+			t.Errorf("round %d: UNSTABLE -> UNREACHABLE without the reason: %q", tr.GetRound(), tr.GetNotes())
 		}
 	}
 }
