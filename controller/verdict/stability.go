@@ -124,7 +124,13 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 		}
 		s.state, s.stateRound = next, n
 		s.onsetEarliest, s.onsetLatest = ob.earliest, ob.latest
-		*out = append(*out, e.transition(s, from, n, now, e.notes(s)))
+		notes, since := e.notes(s), int64(0)
+		if next == vantagev1.State_STATE_UNSTABLE {
+			from, since, notes = e.folds(s, from, notes)
+		}
+		tr := e.transition(s, from, n, now, notes)
+		tr.FoldsSinceRound = since
+		*out = append(*out, tr)
 	case e.refined(s, n):
 		// Same state, better location: traces arrived after the state
 		// changed (the transition carried the provisional location).
@@ -235,7 +241,7 @@ func (e *Engine) refined(s *subject, n int64) bool {
 func (e *Engine) transition(s *subject, from vantagev1.State, n, now int64, notes []string) *vantagev1.Transition {
 	s.pubLoc, s.candLoc = s.location, vantagev1.Location_LOCATION_UNSPECIFIED
 	up, down := e.children(s)
-	return &vantagev1.Transition{
+	t := &vantagev1.Transition{
 		Campaign:      e.cfg.Campaign,
 		Level:         s.level,
 		Subject:       s.name,
@@ -252,6 +258,8 @@ func (e *Engine) transition(s *subject, from vantagev1.State, n, now int64, note
 		DownChildren:  down,
 		Notes:         notes,
 	}
+	e.remember(s, t)
+	return t
 }
 
 // episodeNotes explains a held recovery or an episode's early end.
