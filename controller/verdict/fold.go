@@ -89,7 +89,8 @@ func foldNote(folded []pubEntry, since int64) string {
 // that precede it, latest first, while their round is in
 // [FoldsSinceRound, its round] and they were detected no earlier than its
 // OnsetEarliest (a campaign edit may renumber rounds; the clock is not
-// renumbered). The store applies the same rule (controller/store/sqlite).
+// renumbered; without an OnsetEarliest it folds nothing). The store
+// applies the same rule (controller/store/sqlite).
 // ts is not modified.
 func Fold(ts []*vantagev1.Transition) []*vantagev1.Transition {
 	by := foldedBy(ts)
@@ -146,7 +147,7 @@ func folds(f, t *vantagev1.Transition) bool {
 		return false
 	}
 	if f.GetOnsetEarliest() == nil || t.GetDetectedAt() == nil {
-		return true
+		return false // no onset to bound it by (the engine always sets both)
 	}
 	return !t.GetDetectedAt().AsTime().Before(f.GetOnsetEarliest().AsTime())
 }
