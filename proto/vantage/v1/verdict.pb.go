@@ -1098,7 +1098,9 @@ type Transition struct {
 	//
 	// folded_into: the id of the transition into UNSTABLE that folded this
 	// one; 0 = not folded. Set by the store when it stores the folding
-	// transition (engine output and live streams carry 0).
+	// transition (the engine's output carries 0, and so does a transition
+	// streamed live before it was folded), and by Replay on its numbered
+	// transitions.
 	FoldedInto int64 `protobuf:"varint,20,opt,name=folded_into,json=foldedInto,proto3" json:"folded_into,omitempty"`
 	// folds_since_round: set on a transition into UNSTABLE that folds
 	// earlier ones: the episode's first round (its first flap). The same
