@@ -532,32 +532,6 @@ func (s *Server) WatchVerdicts(req *vantagev1.WatchVerdictsRequest, stream vanta
 	}
 }
 
-// GetTimeline returns stored transitions, oldest first.
-func (s *Server) GetTimeline(ctx context.Context, req *vantagev1.GetTimelineRequest) (*vantagev1.GetTimelineResponse, error) {
-	limit, err := boundedLimit("limit", req.GetLimit(), DefaultTimelineLimit, MaxTimelineLimit)
-	if err != nil {
-		return nil, err
-	}
-	q := store.TimelineQuery{Campaign: req.GetCampaign(), Level: req.GetLevel(), Limit: limit}
-	if req.GetFrom() != nil {
-		q.From = req.GetFrom().AsTime()
-	}
-	if req.GetTo() != nil {
-		q.To = req.GetTo().AsTime()
-	}
-	out, err := s.cfg.Store.Timeline(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	resp := &vantagev1.GetTimelineResponse{Transitions: out}
-	if req.GetIncludeSeries() {
-		if resp.Series, err = s.timelineSeries(ctx, q); err != nil {
-			return nil, err
-		}
-	}
-	return resp, nil
-}
-
 // Explain returns a verdict and the stored results of its subject for the
 // last N rounds.
 func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*vantagev1.ExplainResponse, error) {
@@ -627,36 +601,6 @@ func (s *Server) Explain(ctx context.Context, req *vantagev1.ExplainRequest) (*v
 	}
 	s.withNames(ctx, []*vantagev1.Verdict{v})
 	return out, nil
-}
-
-// Replay recomputes a campaign's timeline from stored results with other
-// verdict parameters; the live timeline is not touched.
-func (s *Server) Replay(ctx context.Context, req *vantagev1.ReplayRequest) (*vantagev1.ReplayResponse, error) {
-	if req.GetCampaign() == "" {
-		return nil, fmt.Errorf("%w: campaign: required", rpcerr.ErrInvalid)
-	}
-	if err := s.checkCampaign(ctx, req.GetCampaign()); err != nil {
-		return nil, err
-	}
-	var from, to time.Time
-	for _, f := range []struct {
-		name string
-		ts   *timestamppb.Timestamp
-		dst  *time.Time
-	}{{"from", req.GetFrom(), &from}, {"to", req.GetTo(), &to}} {
-		if f.ts == nil {
-			return nil, fmt.Errorf("%w: %s: required", rpcerr.ErrInvalid, f.name)
-		}
-		if err := f.ts.CheckValid(); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", rpcerr.ErrInvalid, f.name, err)
-		}
-		*f.dst = f.ts.AsTime()
-	}
-	ts, err := s.cfg.Verdicts.Replay(ctx, req.GetCampaign(), from, to, req.GetParams())
-	if err != nil {
-		return nil, err
-	}
-	return &vantagev1.ReplayResponse{Transitions: ts}, nil
 }
 
 // ListAudit returns the newest audit entries, newest first.

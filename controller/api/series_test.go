@@ -17,6 +17,7 @@ import (
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/store/sqlite"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -31,10 +32,6 @@ func seriesServer(t *testing.T) (vantagev1.OperatorServiceClient, context.Contex
 	db, ca, _ := fixture.StoreAndCA(t)
 	ctx := context.Background()
 	fixture.PutCampaign(t, db, "kp", fixture.Campaign{Name: "kp"}.YAML(), seriesT0)
-	if err := db.PutOperatorToken(ctx, store.OperatorToken{Name: "viewer", Hash: fleet.HashSecret("viewer-secret"),
-		Role: store.RoleViewer, CreatedAt: seriesT0}); err != nil {
-		t.Fatal(err)
-	}
 	var ps []*vantagev1.QualityPoint
 	for n := int64(0); n < 3; n++ {
 		for _, nw := range []string{"net0", "net1"} {
@@ -51,6 +48,18 @@ func seriesServer(t *testing.T) (vantagev1.OperatorServiceClient, context.Contex
 	tr := &vantagev1.Transition{Campaign: "kp", Level: vantagev1.Level_LEVEL_SCOPE, VerdictId: "kp/scope/KP",
 		To: vantagev1.State_STATE_DEGRADED, Reason: vantagev1.Reason_REASON_LOSS, DetectedAt: timestamppb.New(seriesT0.Add(90 * time.Second))}
 	if err := db.AddTransitions(ctx, []*vantagev1.Transition{tr}); err != nil {
+		t.Fatal(err)
+	}
+	return serveOperator(t, db, ca)
+}
+
+// serveOperator serves OperatorService over db on loopback TLS, with a
+// viewer token, and returns a client and the context carrying the token.
+func serveOperator(t *testing.T, db *sqlite.DB, ca *fleet.CA) (vantagev1.OperatorServiceClient, context.Context) {
+	t.Helper()
+	ctx := context.Background()
+	if err := db.PutOperatorToken(ctx, store.OperatorToken{Name: "viewer", Hash: fleet.HashSecret("viewer-secret"),
+		Role: store.RoleViewer, CreatedAt: seriesT0}); err != nil {
 		t.Fatal(err)
 	}
 	s := New(Config{Store: db, Fleet: fleet.New(db, ca, fleet.Options{})})

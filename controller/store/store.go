@@ -193,13 +193,16 @@ type ResultQuery struct {
 	Limit       int
 }
 
-// TimelineQuery selects stored transitions, oldest first.
+// TimelineQuery selects stored transitions, oldest first. Transitions
+// folded into a later transition into UNSTABLE (folded_into set) are left
+// out unless IncludeFolded: the folded view is the one a reader quotes.
 type TimelineQuery struct {
-	Campaign string
-	Level    vantagev1.Level
-	From     time.Time
-	To       time.Time
-	Limit    int
+	Campaign      string
+	Level         vantagev1.Level
+	From          time.Time
+	To            time.Time
+	Limit         int
+	IncludeFolded bool
 }
 
 // SeriesQuery selects stored quality points (vantagev1.QualityPoint),
@@ -372,7 +375,9 @@ type Store interface {
 	// SeriesStore prunes its quality series with the results.
 	PruneResults(ctx context.Context, sentBefore time.Time, maxChunks int) (chunks, results int64, err error)
 
-	// Transitions. AddTransitions assigns each transition its id.
+	// Transitions. AddTransitions assigns each transition its id and, for
+	// a transition with folds_since_round set, marks the transitions it
+	// folds (folded_into), in the same transaction.
 	AddTransitions(ctx context.Context, ts []*vantagev1.Transition) error
 	Timeline(ctx context.Context, q TimelineQuery) ([]*vantagev1.Transition, error)
 

@@ -80,8 +80,12 @@ type Config struct {
 	MinAvailability float64
 	// UnstableWindow, UnstableFlips, UnstableCalm: a subject whose raw
 	// state crossed the REACHABLE boundary >= UnstableFlips times in the
-	// last UnstableWindow rounds is UNSTABLE until UnstableCalm rounds pass
-	// without a crossing. Defaults 10, 4, 5.
+	// last UnstableWindow rounds (or went down again while a quick recovery
+	// was held) is UNSTABLE until UnstableCalm rounds pass without a
+	// crossing, or until it is UNREACHABLE for 2 rounds in a row (a
+	// sustained outage, published at once). UnstableWindow also bounds the
+	// per-subject history of published transitions an episode folds.
+	// Defaults 10, 4, 5.
 	UnstableWindow, UnstableFlips, UnstableCalm int
 	// UncertainHold: a subject whose raw state is UNKNOWN for lack of firm
 	// beliefs while the fleet has quorum (every vantage's belief in flux as

@@ -1,6 +1,13 @@
 // API CHANGES (announced for the scenario suite and other callers; newest
 // first). The exported API below is stable from issue 4 on; changes are
 // listed here.
+//   - issue 11, folding: Transition carries folds_since_round (set on a
+//     transition into UNSTABLE, whose From is then the state before the
+//     transitions it folds) and folded_into (set by the store); new Fold
+//     and MarkFolded.
+//   - issue 11, the 2-round rule: a sustained outage inside an UNSTABLE
+//     episode is 2 rounds UNREACHABLE in a row, always (it was one round
+//     more than the episode's longest down stretch, up to 3).
 //   - issue 11, quality: Config gains Quality (QualityConfig); new
 //     Engine.TakeQuality (QualityPoint series); Verdict and Transition
 //     carry a Reason (PARTIAL, LOSS, LATENCY).
@@ -127,15 +134,17 @@
 // recovery is published with its own onset. So flapping is UNSTABLE within
 // 3 rounds of its second change, and an episode is at most three scope
 // transitions: the first flap's, into UNSTABLE (its onset the first
-// flap's) and out of it. A subject with >= UnstableFlips (4) flips within
+// flap's, the first flap's folded into it: see Folding) and out of it, two
+// on the folded view. A subject with >= UnstableFlips (4) flips within
 // the last UnstableWindow (10) rounds is UNSTABLE too. An UNSTABLE subject
 // stays so, emitting nothing, until UnstableCalm (5) rounds pass without a
 // flip (it then takes its raw state, onset that of the last flip), or
-// until its raw state has been UNREACHABLE for one round longer than the
-// episode's longest down stretch (at least 2, at most 3 rounds in a row:
-// a sustained outage, published as UNREACHABLE within 2 rounds of its
-// onset, with that onset). Leaving clears the flip history, so re-entering
-// needs fresh flips. A raw UNKNOWN from quorum lost always wins. A raw
+// until its raw state has been UNREACHABLE for 2 rounds in a row
+// (sustained): a sustained outage, published as UNREACHABLE in its second
+// round, with its onset. So the flaps of an episode are one round down;
+// two rounds down is an outage, wherever it falls. Leaving clears the
+// flip history, so re-entering needs fresh flips. A raw UNKNOWN from
+// quorum lost always wins. A raw
 // UNKNOWN for lack of firm beliefs while the quorum of vantages holds
 // (routes changing mid-round leave every vantage's belief in flux) is no
 // evidence of a change: the subject keeps its published state and flip
@@ -153,6 +162,22 @@
 // of the first flip in the window (when the flapping began); out of it,
 // that of the last flip (since when the state has held). SentAt values more
 // than a round outside their round are ignored. Ids are left 0.
+//
+// # Folding
+//
+// The first flap of an episode is published at once, since it may be a
+// blackout; the timeline a reader quotes should still show one episode.
+// So the transition into UNSTABLE folds the transitions its subject
+// published since the episode's onset round (st.since, the first flip in
+// the window; the engine keeps each subject's transitions of the last
+// UnstableWindow rounds): its From is the state published before the first
+// of them (so it reads REACHABLE -> UNSTABLE, onset at the first flap),
+// FoldsSinceRound is the onset round, and its first note names what it
+// folds ("folds the UNREACHABLE published at round 20: the episode's first
+// flap"). Nothing published since the onset: FoldsSinceRound 0, From the
+// state published. Nothing is deleted or rewritten: Fold gives the folded
+// view of a list of transitions, and the store marks the folded ones
+// (folded_into) and leaves them out of the timeline unless asked.
 //
 // # Location
 //
@@ -235,7 +260,9 @@
 // (Restore, before the first Observe): every subject takes the state,
 // onset, first round and location of its newest stored transitions, so its
 // next transition is a change from that state (never UNSPECIFIED -> the
-// same state) and an ongoing episode keeps its onset. Rounds before the
+// same state) and an ongoing episode keeps its onset; those transitions
+// are remembered for folding, so an episode entered after the restart
+// folds a first flap published before it. Rounds before the
 // resume round were evaluated by the previous engine: re-fed history
 // closes them as usual for beliefs, availability and flip history, but
 // they publish nothing and leave the published states alone. The caller
@@ -246,5 +273,7 @@
 // Observe is two map lookups and a few stores; closing a round is
 // O(vantages x targets). Memory is the open rounds plus, per vantage, its
 // latest round, its beliefs (12 bytes per target) and its latest trace per
-// traced target, bounded by vantages x targets.
+// traced target, bounded by vantages x targets, and, per subject, the
+// transitions it published in the last UnstableWindow rounds (at most one
+// a round, 24 bytes each) for folding.
 package verdict

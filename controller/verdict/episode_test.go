@@ -42,9 +42,10 @@ func flapEvery(d, u int64) func(int64) bool { return func(k int64) bool { return
 // TestFlappingEpisode: flapping is UNSTABLE within 3 rounds of its second
 // change, the onset is the first flap, and the episode is the first flap's
 // transition (published at once: it may be a blackout), one into UNSTABLE
-// and one out.
+// and one out. The flaps are one round down: two rounds down is a
+// sustained outage (TestTwoRoundsDownIsAnOutage).
 func TestFlappingEpisode(t *testing.T) {
-	for _, c := range []struct{ down, up int64 }{{1, 1}, {2, 2}, {1, 3}, {2, 3}, {2, 1}} {
+	for _, c := range []struct{ down, up int64 }{{1, 1}, {1, 2}, {1, 3}} {
 		t.Run(fmt.Sprintf("down %d up %d", c.down, c.up), func(t *testing.T) {
 			trs := pattern(t, 20, flapEvery(c.down, c.up))
 			second := c.down // the round of the second change (the first recovery)
@@ -68,20 +69,27 @@ func TestFlappingEpisode(t *testing.T) {
 }
 
 // TestOutageEndsEpisode: a blackout inside an UNSTABLE episode is
-// published as UNREACHABLE within 2 rounds of its onset (the episode's
-// down stretches were shorter), not after UnstableCalm calm rounds.
+// published as UNREACHABLE in its second round (2 rounds down in a row is
+// a sustained outage), not after UnstableCalm calm rounds. Before issue
+// 11's 2-round rule it took one round more than the episode's longest
+// down stretch: 3 rounds after a first flap 2 rounds long.
 func TestOutageEndsEpisode(t *testing.T) {
+	// firstLong: the first flap is 2 rounds down (its recovery held, the
+	// next flap the episode), then 1 down, 1 up.
+	firstLong := func(k int64) bool { return k < 2 || k%2 == 1 }
 	for _, c := range []struct {
-		down, up  int64
-		wantAfter int64 // rounds from the blackout's onset to UNREACHABLE
-	}{{1, 1, 1}, {2, 2, 2}, {1, 2, 1}} {
-		t.Run(fmt.Sprintf("down %d up %d", c.down, c.up), func(t *testing.T) {
-			const flapping = 12
-			onset := int64(flapping)
-			for onset%(c.down+c.up) != 0 {
-				onset++ // begin the blackout where a down stretch would
-			}
-			trs := pattern(t, onset+10, func(k int64) bool { return k >= onset || flapEvery(c.down, c.up)(k) })
+		name  string
+		flaps func(int64) bool
+		onset int64 // the blackout's first round, after an up round
+	}{
+		{"down 1 up 1", flapEvery(1, 1), 12},
+		{"down 1 up 2", flapEvery(1, 2), 12},
+		{"down 1 up 3", flapEvery(1, 3), 12},
+		{"first flap 2 rounds down, then down 1 up 1", firstLong, 13},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			onset := c.onset
+			trs := pattern(t, onset+10, func(k int64) bool { return k >= onset || c.flaps(k) })
 			t.Logf("blackout from round %d:%s", onset, describe(trs))
 			var got *vantagev1.Transition
 			for _, tr := range trs {
@@ -95,8 +103,8 @@ func TestOutageEndsEpisode(t *testing.T) {
 			}
 			after := got.GetRound() - warmup - onset
 			t.Logf("UNREACHABLE %d rounds after the blackout's onset", after)
-			if after != c.wantAfter {
-				t.Errorf("UNREACHABLE %d rounds after the onset, want %d (at most 2)", after, c.wantAfter)
+			if after != sustained-1 {
+				t.Errorf("UNREACHABLE %d rounds after the onset, want %d (published in its round %d)", after, sustained-1, sustained)
 			}
 			if !hasNote(got.GetNotes(), "unstable episode ended by a sustained outage") {
 				t.Errorf("notes %q lack the reason", got.GetNotes())
@@ -107,6 +115,40 @@ func TestOutageEndsEpisode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTwoRoundsDownIsAnOutage: flapping 2 rounds down is a series of
+// outages, each published as UNREACHABLE in its second round at the
+// latest; an episode it enters lasts one round. (Before issue 11's 2-round
+// rule these patterns were one episode, and a blackout inside it took 3
+// rounds.)
+func TestTwoRoundsDownIsAnOutage(t *testing.T) {
+	for _, c := range []struct{ down, up int64 }{{2, 1}, {2, 2}, {2, 3}} {
+		t.Run(fmt.Sprintf("down %d up %d", c.down, c.up), func(t *testing.T) {
+			flaps := flapEvery(c.down, c.up)
+			trs := pattern(t, 20, flaps)
+			t.Logf("%d scope transitions:%s", len(trs), describe(trs))
+			for k := int64(1); k < 20; k++ {
+				if !flaps(k) || !flaps(k-1) || (k >= 2 && flaps(k-2)) {
+					continue // not the second round of a down stretch
+				}
+				if st := stateAt(trs, warmup+k); st != unreachable {
+					t.Errorf("round %d, the second of a down stretch: %s, want UNREACHABLE", k, shortState(st))
+				}
+			}
+		})
+	}
+}
+
+// stateAt is the state trs (one subject's, in order) published for round n.
+func stateAt(trs []*vantagev1.Transition, n int64) vantagev1.State {
+	st := vantagev1.State_STATE_REACHABLE
+	for _, tr := range trs {
+		if tr.GetRound() <= n {
+			st = tr.GetTo()
+		}
+	}
+	return st
 }
 
 func hasNote(notes []string, prefix string) bool {

@@ -62,6 +62,13 @@ func (e *Engine) restoreSubject(s *subject, p Published) {
 	s.onsetEarliest = t.GetOnsetEarliest().AsTime().UnixNano()
 	s.onsetLatest = t.GetOnsetLatest().AsTime().UnixNano()
 	s.location, s.pubLoc = t.GetLocation(), t.GetLocation()
+	// What it published, so an episode entered after the restart folds
+	// the first flap the previous engine published.
+	s.pubs = s.pubs[:0]
+	if p.Changed != nil && p.Changed != t {
+		s.pubs = append(s.pubs, pubEntry{round: p.Changed.GetRound(), from: p.Changed.GetFrom(), to: p.Changed.GetTo()})
+	}
+	s.pubs = append(s.pubs, pubEntry{round: t.GetRound(), from: t.GetFrom(), to: t.GetTo()})
 	switch s.state {
 	case vantagev1.State_STATE_UNSTABLE:
 		// When the flapping began: re-fed history adds the recent flips.

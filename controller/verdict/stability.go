@@ -22,11 +22,11 @@ const (
 	// flapHold: a held recovery is published once it has lasted this many
 	// rounds; a crossing back before that makes the subject UNSTABLE.
 	flapHold = 3
-	// maxSustained: inside an UNSTABLE episode, raw UNREACHABLE for this
-	// many rounds in a row (fewer when the episode's down stretches are
-	// shorter, never fewer than 2) is a sustained outage: it ends the
-	// episode.
-	maxSustained = 3
+	// sustained: inside an UNSTABLE episode, raw UNREACHABLE for this many
+	// rounds in a row is a sustained outage: it ends the episode, so a
+	// blackout is published in its second round (issue 11). The flaps an
+	// episode is made of are one round down; two rounds down is an outage.
+	sustained = 2
 )
 
 // stability tracks a subject's raw-state crossings for UNSTABLE.
@@ -35,21 +35,14 @@ type stability struct {
 	flips   []flip          // within the window, oldest first
 	since   flip            // when the current UNSTABLE episode began
 	// downRun: rounds in a row with raw UNREACHABLE (UNKNOWN rounds
-	// skipped); longestDown: the longest finished run since the flip
-	// history was last cleared (the episode's down stretches).
-	downRun, longestDown int
+	// skipped).
+	downRun int
 	// pending: a recovery held to tell it from a flap (pending.round > 0:
 	// the round it began).
 	pending flip
 	// ended explains, for the round it happened only, why an episode
 	// ended early.
 	ended string
-}
-
-// sustainedAfter is how many raw UNREACHABLE rounds in a row end an
-// UNSTABLE episode: one more than its longest down stretch, in [2, 3].
-func (st *stability) sustainedAfter() int {
-	return min(max(st.longestDown+1, 2), maxSustained)
 }
 
 // quickRecovery reports whether round n crossed back to REACHABLE less
@@ -61,7 +54,7 @@ func (st *stability) quickRecovery(n int64) bool {
 
 // reset clears the flip history (episode over, or beliefs lost).
 func (st *stability) reset() {
-	st.flips, st.longestDown, st.pending = st.flips[:0], 0, flip{}
+	st.flips, st.pending = st.flips[:0], flip{}
 }
 
 // track records round n's raw state: a crossing of the REACHABLE
@@ -76,7 +69,7 @@ func (st *stability) track(raw vantagev1.State, n, window int64, f flip) {
 		if raw == vantagev1.State_STATE_UNREACHABLE {
 			st.downRun++
 		} else {
-			st.longestDown, st.downRun = max(st.longestDown, st.downRun), 0
+			st.downRun = 0
 		}
 	}
 	drop := 0
@@ -131,7 +124,13 @@ func (e *Engine) settle(s *subject, n, lo, hi, now int64, out *[]*vantagev1.Tran
 		}
 		s.state, s.stateRound = next, n
 		s.onsetEarliest, s.onsetLatest = ob.earliest, ob.latest
-		*out = append(*out, e.transition(s, from, n, now, e.notes(s)))
+		notes, since := e.notes(s), int64(0)
+		if next == vantagev1.State_STATE_UNSTABLE {
+			from, since, notes = e.folds(s, from, notes)
+		}
+		tr := e.transition(s, from, n, now, notes)
+		tr.FoldsSinceRound = since
+		*out = append(*out, tr)
 	case e.refined(s, n):
 		// Same state, better location: traces arrived after the state
 		// changed (the transition carried the provisional location).
@@ -194,8 +193,8 @@ func (e *Engine) enterEpisode(s *subject) (vantagev1.State, flip) {
 }
 
 // inEpisode is the state of an UNSTABLE subject in round n: UNREACHABLE
-// when its raw state has been UNREACHABLE long enough to be a sustained
-// outage (onset: the crossing that began it), its raw state once
+// when its raw state has been UNREACHABLE for sustained rounds in a row
+// (onset: the crossing that began it), its raw state once
 // UnstableCalm rounds pass without a crossing (onset: the last crossing),
 // UNSTABLE otherwise. Either way out, the flip history is cleared, so
 // re-entering needs fresh flips.
@@ -206,9 +205,9 @@ func (e *Engine) inEpisode(s *subject, n int64) (vantagev1.State, flip) {
 		last = st.flips[k-1]
 	}
 	switch {
-	case s.raw == vantagev1.State_STATE_UNREACHABLE && st.downRun >= st.sustainedAfter():
-		ended := fmt.Sprintf("unstable episode ended by a sustained outage: UNREACHABLE for %d rounds in a row (its down stretches lasted at most %d)",
-			st.downRun, st.longestDown)
+	case s.raw == vantagev1.State_STATE_UNREACHABLE && st.downRun >= sustained:
+		ended := fmt.Sprintf("unstable episode ended by a sustained outage: UNREACHABLE for %d rounds in a row (a flap is down for 1)",
+			st.downRun)
 		st.reset()
 		st.ended = ended
 		return s.raw, last
@@ -242,7 +241,7 @@ func (e *Engine) refined(s *subject, n int64) bool {
 func (e *Engine) transition(s *subject, from vantagev1.State, n, now int64, notes []string) *vantagev1.Transition {
 	s.pubLoc, s.candLoc = s.location, vantagev1.Location_LOCATION_UNSPECIFIED
 	up, down := e.children(s)
-	return &vantagev1.Transition{
+	t := &vantagev1.Transition{
 		Campaign:      e.cfg.Campaign,
 		Level:         s.level,
 		Subject:       s.name,
@@ -259,6 +258,8 @@ func (e *Engine) transition(s *subject, from vantagev1.State, n, now int64, note
 		DownChildren:  down,
 		Notes:         notes,
 	}
+	e.remember(s, t)
+	return t
 }
 
 // episodeNotes explains a held recovery or an episode's early end.
@@ -277,7 +278,7 @@ func (e *Engine) episodeNotes(s *subject) []string {
 // unstableNote describes an UNSTABLE subject's window.
 func (e *Engine) unstableNote(s *subject) string {
 	return fmt.Sprintf("unstable: %d crossings of the REACHABLE boundary in the last %d rounds (enter at %d, or when a quick recovery goes down again within %d rounds; leave after %d calm rounds, or on %d rounds UNREACHABLE in a row); flapping since round %d; now %s",
-		len(s.stab.flips), e.cfg.UnstableWindow, e.cfg.UnstableFlips, flapHold, e.cfg.UnstableCalm, s.stab.sustainedAfter(), s.stab.since.round, shortState(s.raw))
+		len(s.stab.flips), e.cfg.UnstableWindow, e.cfg.UnstableFlips, flapHold, e.cfg.UnstableCalm, sustained, s.stab.since.round, shortState(s.raw))
 }
 
 func shortState(s vantagev1.State) string {

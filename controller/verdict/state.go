@@ -66,7 +66,10 @@ type subject struct {
 	candRound int64
 	badSince  int64 // first round of the current non-REACHABLE raw run; -1
 	stab      stability
-	cz        *causeTrack // networks and the scope: router, upstreams, cause (causetrack.go)
+	// pubs: the transitions it published in the last UnstableWindow
+	// rounds, oldest first, for the episode that may fold them (fold.go).
+	pubs []pubEntry
+	cz   *causeTrack // networks and the scope: router, upstreams, cause (causetrack.go)
 
 	// sig: the story its traces last told (locate.go).
 	sig pathSig

@@ -400,12 +400,17 @@ func (a *app) timelineCmd() *cobra.Command {
 	var (
 		campaignName, level, since, until string
 		limit                             uint32
-		withSeries                        bool
+		withSeries, all                   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "timeline",
 		Short: "Show stored verdict transitions, oldest first",
-		Args:  cobra.NoArgs,
+		Long: "Show stored verdict transitions, oldest first: the folded view. A flapping episode's first\n" +
+			"transitions (the first flap is published at once: it may be a blackout) are folded into its\n" +
+			"transition into UNSTABLE, which reads REACHABLE -> UNSTABLE with the first flap's onset.\n" +
+			"--all shows the folded transitions too, each marked \"(folded into #ID)\", and the\n" +
+			"transitions that fold them marked with their id.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			lvl, err := parseLevel(level)
 			if err != nil {
@@ -415,7 +420,8 @@ func (a *app) timelineCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &vantagev1.GetTimelineRequest{Campaign: campaignName, Level: lvl, From: from, To: to, Limit: limit, IncludeSeries: withSeries}
+			req := &vantagev1.GetTimelineRequest{Campaign: campaignName, Level: lvl, From: from, To: to, Limit: limit,
+				IncludeSeries: withSeries, IncludeFolded: all}
 			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.GetTimeline, req,
 				func(p printer, w io.Writer, r *vantagev1.GetTimelineResponse) error {
 					if err := p.timeline(w, r.GetTransitions()); err != nil || !withSeries {
@@ -435,6 +441,7 @@ func (a *app) timelineCmd() *cobra.Command {
 	f.StringVar(&until, "until", "", "only transitions before this; same forms as --since")
 	f.Uint32Var(&limit, "limit", 0, "at most this many transitions (0: the controller's default)")
 	f.BoolVar(&withSeries, "series", false, "also show the quality series (loss, RTT) over the same interval")
+	f.BoolVar(&all, "all", false, "also show the transitions folded into a flapping episode's transition into UNSTABLE")
 	return cmd
 }
 
@@ -458,6 +465,7 @@ func (a *app) replayCmd() *cobra.Command {
 	var (
 		campaignName, from, to, level string
 		params                        []string
+		all                           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "replay --campaign NAME --from T1 --to T2 [--param k=v]...",
@@ -466,7 +474,8 @@ func (a *app) replayCmd() *cobra.Command {
 			"parameters. The live verdicts and timeline are not touched.\n" +
 			"Parameters: quorum, grace (e.g. 1.5s), fresh_rounds, quorum_label (or - for none),\n" +
 			"belief_up, belief_down, min_availability, unstable_window, unstable_flips,\n" +
-			"unstable_calm, results_per_round.",
+			"unstable_calm, results_per_round.\n" +
+			"Prints the folded view, as timeline does; --all shows the folded transitions too.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if campaignName == "" {
@@ -483,7 +492,7 @@ func (a *app) replayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &vantagev1.ReplayRequest{Campaign: campaignName, From: f, To: t}
+			req := &vantagev1.ReplayRequest{Campaign: campaignName, From: f, To: t, IncludeFolded: all}
 			for _, p := range params {
 				k, v, ok := strings.Cut(p, "=")
 				if !ok || k == "" {
@@ -516,6 +525,7 @@ func (a *app) replayCmd() *cobra.Command {
 	fl.StringVar(&to, "to", "", "end (exclusive); same forms as --from (required)")
 	fl.StringVar(&level, "level", "", "only print this level: scope, network or target")
 	fl.StringArrayVar(&params, "param", nil, "override a verdict parameter, key=value (repeatable)")
+	fl.BoolVar(&all, "all", false, "also show the transitions folded into a flapping episode's transition into UNSTABLE")
 	return cmd
 }
 

@@ -82,9 +82,31 @@ func change(t *vantagev1.Transition) string {
 }
 
 // timeline renders `timeline`: one aligned line per transition. A CAMPAIGN
-// column leads when the transitions span several campaigns.
+// column leads when the transitions span several campaigns. When folded
+// transitions are among them (--all), each is marked "(folded into #ID)"
+// and each transition into UNSTABLE that folds others is marked with its
+// id; the folded view (the default) has no marks.
 func (p printer) timeline(w io.Writer, ts []*vantagev1.Transition) error {
-	return campaignTable(w, "No transitions.", ts, (*vantagev1.Transition).GetCampaign, transitionHeader, p.transitionFields)
+	fields := p.transitionFields
+	if slices.ContainsFunc(ts, func(t *vantagev1.Transition) bool { return t.GetFoldedInto() != 0 }) {
+		fields = func(t *vantagev1.Transition) []string {
+			f := p.transitionFields(t)
+			f[3] += foldMark(t) // CHANGE
+			return f
+		}
+	}
+	return campaignTable(w, "No transitions.", ts, (*vantagev1.Transition).GetCampaign, transitionHeader, fields)
+}
+
+// foldMark marks a folded transition, or one that folds others.
+func foldMark(t *vantagev1.Transition) string {
+	switch {
+	case t.GetFoldedInto() != 0:
+		return fmt.Sprintf(" (folded into #%d)", t.GetFoldedInto())
+	case t.GetFoldsSinceRound() > 0:
+		return fmt.Sprintf(" (#%d, folds since round %d)", t.GetId(), t.GetFoldsSinceRound())
+	}
+	return ""
 }
 
 // transitionLine renders one transition as it arrives on --watch.

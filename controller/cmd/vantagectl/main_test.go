@@ -141,26 +141,9 @@ func (f *fakeOperator) GetVerdicts(_ context.Context, req *vantagev1.GetVerdicts
 	return &vantagev1.GetVerdictsResponse{Verdicts: fixtureVerdicts()}, nil
 }
 
-func (f *fakeOperator) GetTimeline(_ context.Context, req *vantagev1.GetTimelineRequest) (*vantagev1.GetTimelineResponse, error) {
-	f.record(req)
-	resp := &vantagev1.GetTimelineResponse{Transitions: []*vantagev1.Transition{fixtureTransition()}}
-	if req.GetIncludeSeries() {
-		resp.Series = fixturePoints()
-	}
-	return resp, nil
-}
-
 func (f *fakeOperator) Explain(_ context.Context, req *vantagev1.ExplainRequest) (*vantagev1.ExplainResponse, error) {
 	f.record(req)
 	return fixtureExplain(), nil
-}
-
-func (f *fakeOperator) Replay(_ context.Context, req *vantagev1.ReplayRequest) (*vantagev1.ReplayResponse, error) {
-	f.record(req)
-	if q := req.GetParams()["quorum"]; q == "0" {
-		return nil, status.Error(codes.InvalidArgument, `invalid replay request: verdict: invalid parameter: params["quorum"]: "0" is not an integer in [1, 65535]`)
-	}
-	return &vantagev1.ReplayResponse{Transitions: []*vantagev1.Transition{fixtureTransition()}}, nil
 }
 
 func (f *fakeOperator) ListAudit(_ context.Context, req *vantagev1.ListAuditRequest) (*vantagev1.ListAuditResponse, error) {

@@ -211,6 +211,9 @@ var migrations = []string{
 	);
 	CREATE INDEX quality_series_start ON quality_series (campaign, round_start);
 	CREATE INDEX quality_series_prune ON quality_series (round_start);`,
+	// 9: folding (transitions.go): the id of the transition into UNSTABLE
+	// that folded this one, 0 if none; also in the body (folded_into).
+	`ALTER TABLE transitions ADD COLUMN folded_into INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // migrationSteps run in Go after the SQL of the migration with that number,

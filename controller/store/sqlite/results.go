@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -323,90 +321,6 @@ func (h *resultHeap) Pop() any {
 	old[len(old)-1] = pendingResult{}
 	*h = old[:len(old)-1]
 	return x
-}
-
-// AddTransitions stores transitions in one transaction, setting each one's
-// Id to the autoincrement id the database gave it.
-func (db *DB) AddTransitions(ctx context.Context, ts []*vantagev1.Transition) error {
-	if len(ts) == 0 {
-		return nil
-	}
-	ids := make([]int64, len(ts))
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		for i, t := range ts {
-			res, err := tx.ExecContext(ctx, `INSERT INTO transitions (campaign, level, verdict_id, detected_at, body) VALUES (?, ?, ?, ?, x'')`,
-				t.GetCampaign(), int32(t.GetLevel()), t.GetVerdictId(), nanos(t.GetDetectedAt().AsTime()))
-			if err != nil {
-				return fmt.Errorf("insert transition: %w", err)
-			}
-			if ids[i], err = res.LastInsertId(); err != nil {
-				return fmt.Errorf("insert transition: %w", err)
-			}
-			c := proto.Clone(t).(*vantagev1.Transition)
-			c.Id = ids[i]
-			body, err := proto.Marshal(c)
-			if err != nil {
-				return fmt.Errorf("marshal transition: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE transitions SET body = ? WHERE id = ?`, body, ids[i]); err != nil {
-				return fmt.Errorf("insert transition: %w", err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for i, t := range ts {
-		t.Id = ids[i]
-	}
-	return nil
-}
-
-// Timeline returns stored transitions, oldest first.
-func (db *DB) Timeline(ctx context.Context, q store.TimelineQuery) ([]*vantagev1.Transition, error) {
-	var where []string
-	var args []any
-	if q.Campaign != "" {
-		where, args = append(where, "campaign = ?"), append(args, q.Campaign)
-	}
-	if q.Level != vantagev1.Level_LEVEL_UNSPECIFIED {
-		where, args = append(where, "level = ?"), append(args, int32(q.Level))
-	}
-	if !q.From.IsZero() {
-		where, args = append(where, "detected_at >= ?"), append(args, nanos(q.From))
-	}
-	if !q.To.IsZero() {
-		where, args = append(where, "detected_at < ?"), append(args, nanos(q.To))
-	}
-	// With a limit, the newest transitions are kept, still returned oldest first.
-	query := `SELECT id, body FROM transitions`
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	if q.Limit > 0 {
-		query = fmt.Sprintf("SELECT body FROM (%s ORDER BY id DESC LIMIT %d) ORDER BY id", query, q.Limit)
-	} else {
-		query = "SELECT body FROM (" + query + ") ORDER BY id"
-	}
-	rows, err := db.r.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("timeline: %w", err)
-	}
-	defer rows.Close()
-	var out []*vantagev1.Transition
-	for rows.Next() {
-		var body []byte
-		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("timeline: %w", err)
-		}
-		t := &vantagev1.Transition{}
-		if err := proto.Unmarshal(body, t); err != nil {
-			return nil, fmt.Errorf("timeline: %w", err)
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
 }
 
 // Gaps returns an agent's stored gaps (results it reported lost, and

@@ -1345,6 +1345,11 @@ type GetTimelineRequest struct {
 	Limit    uint32                 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Also return the quality series over the same interval.
 	IncludeSeries bool `protobuf:"varint,6,opt,name=include_series,json=includeSeries,proto3" json:"include_series,omitempty"`
+	// Also return the transitions folded into a later transition into
+	// UNSTABLE (Transition.folded_into set on each). Default false: the
+	// folded view, one transition into UNSTABLE per flapping episode, which
+	// is what a reader quotes.
+	IncludeFolded bool `protobuf:"varint,7,opt,name=include_folded,json=includeFolded,proto3" json:"include_folded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1417,6 +1422,13 @@ func (x *GetTimelineRequest) GetLimit() uint32 {
 func (x *GetTimelineRequest) GetIncludeSeries() bool {
 	if x != nil {
 		return x.IncludeSeries
+	}
+	return false
+}
+
+func (x *GetTimelineRequest) GetIncludeFolded() bool {
+	if x != nil {
+		return x.IncludeFolded
 	}
 	return false
 }
@@ -1715,7 +1727,11 @@ type ReplayRequest struct {
 	From     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
 	To       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
 	// Verdict parameters to override, e.g. quorum=1.
-	Params        map[string]string `protobuf:"bytes,4,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Params map[string]string `protobuf:"bytes,4,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Also return the transitions folded into a later transition into
+	// UNSTABLE, as GetTimelineRequest.include_folded does. Default false:
+	// the folded view.
+	IncludeFolded bool `protobuf:"varint,5,opt,name=include_folded,json=includeFolded,proto3" json:"include_folded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1778,6 +1794,15 @@ func (x *ReplayRequest) GetParams() map[string]string {
 	return nil
 }
 
+func (x *ReplayRequest) GetIncludeFolded() bool {
+	if x != nil {
+		return x.IncludeFolded
+	}
+	return false
+}
+
+// Transitions in order. Their ids number the replay's transitions from 1
+// (they are not stored), so that folded_into names one of them.
 type ReplayResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Transitions   []*Transition          `protobuf:"bytes,1,rep,name=transitions,proto3" json:"transitions,omitempty"`
@@ -2093,14 +2118,15 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\n" +
 	"transition\x18\x02 \x01(\v2\x16.vantage.v1.TransitionH\x00R\n" +
 	"transitionB\b\n" +
-	"\x06update\"\xf2\x01\n" +
+	"\x06update\"\x99\x02\n" +
 	"\x12GetTimelineRequest\x12\x1a\n" +
 	"\bcampaign\x18\x01 \x01(\tR\bcampaign\x12'\n" +
 	"\x05level\x18\x02 \x01(\x0e2\x11.vantage.v1.LevelR\x05level\x12.\n" +
 	"\x04from\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\rR\x05limit\x12%\n" +
-	"\x0einclude_series\x18\x06 \x01(\bR\rincludeSeries\"\x81\x01\n" +
+	"\x0einclude_series\x18\x06 \x01(\bR\rincludeSeries\x12%\n" +
+	"\x0einclude_folded\x18\a \x01(\bR\rincludeFolded\"\x81\x01\n" +
 	"\x13GetTimelineResponse\x128\n" +
 	"\vtransitions\x18\x01 \x03(\v2\x16.vantage.v1.TransitionR\vtransitions\x120\n" +
 	"\x06series\x18\x02 \x03(\v2\x18.vantage.v1.QualityPointR\x06series\"\xd5\x01\n" +
@@ -2119,12 +2145,13 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\x06rounds\x18\x02 \x01(\rR\x06rounds\"t\n" +
 	"\x0fExplainResponse\x12-\n" +
 	"\averdict\x18\x01 \x01(\v2\x13.vantage.v1.VerdictR\averdict\x122\n" +
-	"\aresults\x18\x02 \x03(\v2\x18.vantage.v1.StoredResultR\aresults\"\x81\x02\n" +
+	"\aresults\x18\x02 \x03(\v2\x18.vantage.v1.StoredResultR\aresults\"\xa8\x02\n" +
 	"\rReplayRequest\x12\x1a\n" +
 	"\bcampaign\x18\x01 \x01(\tR\bcampaign\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12=\n" +
-	"\x06params\x18\x04 \x03(\v2%.vantage.v1.ReplayRequest.ParamsEntryR\x06params\x1a9\n" +
+	"\x06params\x18\x04 \x03(\v2%.vantage.v1.ReplayRequest.ParamsEntryR\x06params\x12%\n" +
+	"\x0einclude_folded\x18\x05 \x01(\bR\rincludeFolded\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +

@@ -1079,18 +1079,38 @@ type Transition struct {
 	// When the controller decided.
 	DetectedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=detected_at,json=detectedAt,proto3" json:"detected_at,omitempty"`
 	// The first round in the new state.
-	Round         int64           `protobuf:"varint,10,opt,name=round,proto3" json:"round,omitempty"`
-	Location      Location        `protobuf:"varint,11,opt,name=location,proto3,enum=vantage.v1.Location" json:"location,omitempty"`
-	VerdictId     string          `protobuf:"bytes,12,opt,name=verdict_id,json=verdictId,proto3" json:"verdict_id,omitempty"`
-	UpChildren    []string        `protobuf:"bytes,13,rep,name=up_children,json=upChildren,proto3" json:"up_children,omitempty"`
-	DownChildren  []string        `protobuf:"bytes,14,rep,name=down_children,json=downChildren,proto3" json:"down_children,omitempty"`
-	Notes         []string        `protobuf:"bytes,15,rep,name=notes,proto3" json:"notes,omitempty"`
-	Reason        Reason          `protobuf:"varint,16,opt,name=reason,proto3,enum=vantage.v1.Reason" json:"reason,omitempty"`
-	LocationHop   *Router         `protobuf:"bytes,17,opt,name=location_hop,json=locationHop,proto3" json:"location_hop,omitempty"`
-	Cause         *CauseFinding   `protobuf:"bytes,18,opt,name=cause,proto3" json:"cause,omitempty"`
-	Upstreams     []*UpstreamView `protobuf:"bytes,19,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Round        int64           `protobuf:"varint,10,opt,name=round,proto3" json:"round,omitempty"`
+	Location     Location        `protobuf:"varint,11,opt,name=location,proto3,enum=vantage.v1.Location" json:"location,omitempty"`
+	VerdictId    string          `protobuf:"bytes,12,opt,name=verdict_id,json=verdictId,proto3" json:"verdict_id,omitempty"`
+	UpChildren   []string        `protobuf:"bytes,13,rep,name=up_children,json=upChildren,proto3" json:"up_children,omitempty"`
+	DownChildren []string        `protobuf:"bytes,14,rep,name=down_children,json=downChildren,proto3" json:"down_children,omitempty"`
+	Notes        []string        `protobuf:"bytes,15,rep,name=notes,proto3" json:"notes,omitempty"`
+	Reason       Reason          `protobuf:"varint,16,opt,name=reason,proto3,enum=vantage.v1.Reason" json:"reason,omitempty"`
+	LocationHop  *Router         `protobuf:"bytes,17,opt,name=location_hop,json=locationHop,proto3" json:"location_hop,omitempty"`
+	Cause        *CauseFinding   `protobuf:"bytes,18,opt,name=cause,proto3" json:"cause,omitempty"`
+	Upstreams    []*UpstreamView `protobuf:"bytes,19,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
+	// Folding (issue 11): the first flap of a flapping episode is published
+	// at once (it may be a blackout); when the subject then becomes UNSTABLE,
+	// the transition into UNSTABLE folds the ones it published since the
+	// episode's onset, so the timeline a reader quotes shows one episode.
+	// Nothing is deleted: a folded transition stays stored and is returned
+	// on request (GetTimelineRequest.include_folded).
+	//
+	// folded_into: the id of the transition into UNSTABLE that folded this
+	// one; 0 = not folded. Set by the store when it stores the folding
+	// transition (the engine's output carries 0, and so does a transition
+	// streamed live before it was folded), and by Replay on its numbered
+	// transitions.
+	FoldedInto int64 `protobuf:"varint,20,opt,name=folded_into,json=foldedInto,proto3" json:"folded_into,omitempty"`
+	// folds_since_round: set on a transition into UNSTABLE that folds
+	// earlier ones: the episode's first round (its first flap). The same
+	// subject's (verdict_id's) transitions with round >= it, before this one
+	// and detected no earlier than its onset_earliest, are folded into it;
+	// its from is the state published before the first of them, its onset
+	// the episode's. 0 = folds nothing.
+	FoldsSinceRound int64 `protobuf:"varint,21,opt,name=folds_since_round,json=foldsSinceRound,proto3" json:"folds_since_round,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Transition) Reset() {
@@ -1256,6 +1276,20 @@ func (x *Transition) GetUpstreams() []*UpstreamView {
 	return nil
 }
 
+func (x *Transition) GetFoldedInto() int64 {
+	if x != nil {
+		return x.FoldedInto
+	}
+	return 0
+}
+
+func (x *Transition) GetFoldsSinceRound() int64 {
+	if x != nil {
+		return x.FoldsSinceRound
+	}
+	return 0
+}
+
 var File_vantage_v1_verdict_proto protoreflect.FileDescriptor
 
 const file_vantage_v1_verdict_proto_rawDesc = "" +
@@ -1339,7 +1373,7 @@ const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\x06reason\x18\x17 \x01(\x0e2\x12.vantage.v1.ReasonR\x06reason\x125\n" +
 	"\flocation_hop\x18\x18 \x01(\v2\x12.vantage.v1.RouterR\vlocationHop\x12.\n" +
 	"\x05cause\x18\x19 \x01(\v2\x18.vantage.v1.CauseFindingR\x05cause\x126\n" +
-	"\tupstreams\x18\x1a \x03(\v2\x18.vantage.v1.UpstreamViewR\tupstreams\"\x92\x06\n" +
+	"\tupstreams\x18\x1a \x03(\v2\x18.vantage.v1.UpstreamViewR\tupstreams\"\xdf\x06\n" +
 	"\n" +
 	"Transition\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
@@ -1364,7 +1398,10 @@ const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\x06reason\x18\x10 \x01(\x0e2\x12.vantage.v1.ReasonR\x06reason\x125\n" +
 	"\flocation_hop\x18\x11 \x01(\v2\x12.vantage.v1.RouterR\vlocationHop\x12.\n" +
 	"\x05cause\x18\x12 \x01(\v2\x18.vantage.v1.CauseFindingR\x05cause\x126\n" +
-	"\tupstreams\x18\x13 \x03(\v2\x18.vantage.v1.UpstreamViewR\tupstreams*\x85\x01\n" +
+	"\tupstreams\x18\x13 \x03(\v2\x18.vantage.v1.UpstreamViewR\tupstreams\x12\x1f\n" +
+	"\vfolded_into\x18\x14 \x01(\x03R\n" +
+	"foldedInto\x12*\n" +
+	"\x11folds_since_round\x18\x15 \x01(\x03R\x0ffoldsSinceRound*\x85\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATE_REACHABLE\x10\x01\x12\x12\n" +
