@@ -48,7 +48,7 @@ test-e2e:
 # detection latency in rounds per scenario. Root; skips clearly without it.
 test-scenarios:
 	$(call deps_as_root,lab)
-	$(GO) test -count=1 -v -timeout 15m ./deploy/scenarios/
+	$(GO) test -count=1 -v -timeout 45m ./deploy/scenarios/
 
 # Reliability tests (deploy/reliability): processes SIGKILLed, links cut,
 # acks lost, spools filled, the controller's disk stalled (fsfreeze) and

@@ -1,10 +1,13 @@
 // Package scenarios is the verdict engine's acceptance suite in the namespace
 // lab (`make test-scenarios`, run by CI). Each scenario breaks the lab's
 // miniature internet in one way that matters for a country outage monitor -
-// a blackout at the upstream, a cut inside the border, flapping routes, a
-// partial restoration, one vantage isolated, ICMP filtered, vantages
-// leaving - and asserts what a trustworthy verdict must say: the state, the
-// location, and how many rounds it took.
+// loss at an upstream, a cut inside the border, a blackout at the
+// upstreams, one upstream withdrawing, the border failing, congestion at
+// the border, flapping routes (with a blackout in the middle), a partial
+// restoration, one vantage isolated, ICMP filtered, vantages leaving, ten
+// blackouts in a row - and asserts what a trustworthy verdict must say: the
+// state, the location, the upstream named, the cause, and how many rounds
+// it took.
 //
 // It exists because unit tests of the pure verdict logic cannot show that
 // real packets, real routes, real agents and a real controller add up to the
@@ -20,8 +23,8 @@
 // of "within k rounds" means closed rounds <= k: the verdict comes from the
 // k-th affected round's data at the latest.
 //
-// The steady scenario runs in two parts: a shorter stretch in the real lab
-// (one vantage behind 20% loss) and ten minutes of simulated rounds fed to
-// the same pure verdict engine the controller runs (TestSteadySimulated),
-// with the same loss, so the 10-minute target does not cost 10 minutes of CI.
+// The steady scenario runs ten minutes (300 rounds) in the real lab with one
+// vantage behind 20% loss, and ten more minutes of simulated rounds are fed
+// to the same pure verdict engine the controller runs (TestSteadySimulated)
+// with the same loss, where a failure is cheap to reproduce.
 package scenarios

@@ -191,7 +191,7 @@ func loc(l vantagev1.Location) string { return strings.TrimPrefix(l.String(), "L
 func describeTransitions(ts []*vantagev1.Transition) string {
 	var b strings.Builder
 	for i, tr := range ts {
-		if i == 12 {
+		if i == 40 {
 			fmt.Fprintf(&b, "\n  ... %d more", len(ts)-i)
 			break
 		}
@@ -212,13 +212,17 @@ func (s *suite) printTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nscenario results (round %s, grace %s; latency = fault to stored transition; closed = affected rounds closed by then)\n", s.round, s.grace)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tWANT\tGOT\tLOCATION\tLATENCY\tROUNDS\tCLOSED\tPASS\tNOTE")
+	fmt.Fprintln(tw, "SCENARIO\tWANT\tGOT\tLOCATION\tCAUSE\tLATENCY\tROUNDS\tCLOSED\tPASS\tNOTE")
 	for _, r := range s.results {
 		lat, rr, cl := "-", "-", "-"
 		if r.hasLatency {
 			lat, rr, cl = r.latency.Round(10*time.Millisecond).String(), s.rounds(r.latency), fmt.Sprint(r.closed)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", r.scenario, r.want, r.got, r.location, lat, rr, cl, r.pass, r.note)
+		cause := r.cause
+		if cause == "" {
+			cause = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", r.scenario, r.want, r.got, r.location, cause, lat, rr, cl, r.pass, r.note)
 	}
 	tw.Flush()
 }
