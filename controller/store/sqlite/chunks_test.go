@@ -217,18 +217,7 @@ func reference(ref map[refKey]*vantagev1.ProbeResult, q store.ResultQuery) []ref
 func TestMigrateResultsToChunks(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName)+"?"+url.Values{"_pragma": {"journal_mode(WAL)"}}.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		if _, err := raw.Exec(migrations[i]); err != nil {
-			t.Fatalf("migration %d: %v", i+1, err)
-		}
-	}
-	if _, err := raw.Exec(`PRAGMA user_version = 3`); err != nil {
-		t.Fatal(err)
-	}
+	raw := openAtSchema(t, dir, 3)
 	old := append(results(1, 5), results(8, 9)...)
 	for _, r := range old {
 		body, _ := proto.Marshal(r)
@@ -317,4 +306,23 @@ func TestGapsClaimSeqs(t *testing.T) {
 	if want := []seqRange{{6, 9}}; !slices.Equal(rows, want) {
 		t.Errorf("gap rows %v, want %v", rows, want)
 	}
+}
+
+// openAtSchema opens a raw database in dir with the first version
+// migrations applied, as an older controller left it.
+func openAtSchema(t *testing.T, dir string, version int) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName)+"?"+url.Values{"_pragma": {"journal_mode(WAL)"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range version {
+		if _, err := raw.Exec(migrations[i]); err != nil {
+			t.Fatalf("migration %d: %v", i+1, err)
+		}
+	}
+	if _, err := raw.Exec(fmt.Sprintf("PRAGMA user_version = %d", version)); err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }

@@ -2,9 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
-	"net/url"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -153,18 +150,7 @@ func TestFoldKeepsLatestVerdicts(t *testing.T) {
 func TestMigrateFoldedInto(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName)+"?"+url.Values{"_pragma": {"journal_mode(WAL)"}}.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 8 {
-		if _, err := raw.Exec(migrations[i]); err != nil {
-			t.Fatalf("migration %d: %v", i+1, err)
-		}
-	}
-	if _, err := raw.Exec(`PRAGMA user_version = 8`); err != nil {
-		t.Fatal(err)
-	}
+	raw := openAtSchema(t, dir, 8)
 	old := ftr(fScope, 20, fUp, fDown)
 	old.Id = 1
 	body, _ := proto.Marshal(old)
