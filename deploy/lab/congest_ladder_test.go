@@ -17,8 +17,8 @@ import (
 )
 
 // ladderEnv selects TestRealLabCongestionLadder's steps: "1" for the
-// default ladder, or capacity/flood pairs in kbit/s, comma-separated
-// ("512/256,512/768").
+// ladder the README recommends, or capacity/flood pairs in kbit/s,
+// comma-separated ("512/1920,512/2048").
 const ladderEnv = "VANTAGE_LAB_LADDER"
 
 // Probing as the agents do, in bursts: every round, each vantage sends an
@@ -110,7 +110,7 @@ func TestRealLabCongestionLadder(t *testing.T) {
 
 func parseLadder(v string) ([]LossStep, error) {
 	if v == "1" {
-		v = "512/256,512/768,512/1536"
+		v = "512/1920,512/2048,512/2304"
 	}
 	var out []LossStep
 	for _, p := range strings.Split(v, ",") {
