@@ -380,7 +380,8 @@ func (l *Lab) RestoreUplink(vantage string) error {
 }
 
 // Faults describes the faults currently in force, read back from the
-// kernel (routes and nftables), one human-readable line each.
+// kernel (routes, links, qdiscs and nftables), one human-readable line
+// each, and the flood if this Lab runs one.
 func (l *Lab) Faults(ctx context.Context) ([]string, error) {
 	var out []string
 	edge := l.topo.Faults.Edge
@@ -412,6 +413,11 @@ func (l *Lab) Faults(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	out = append(out, country...)
+	congestion, err := l.congestionFaults()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, congestion...)
 	label := map[string]string{chainLoss: "loss", chainStep: "step-loss", chainICMP: "filter-icmp"}
 	for _, v := range l.Vantages() {
 		_, link, _ := l.vantageIface(v)

@@ -10,7 +10,9 @@
 // netlink; sysctls are written from a thread inside each namespace; packet
 // filtering (loss, ICMP filtering, isolation) uses nftables through the nft
 // binary, because the kernels this runs on have no netem and no tc
-// classifiers. Blackouts and flaps are route withdrawals.
+// classifiers. Congestion is a tc tbf (a capacity) filled by a UDP flood
+// the lab sends to its own hosts. Blackouts and flaps are route
+// withdrawals.
 //
 // Everything needs root, or CAP_SYS_ADMIN (to create and enter namespaces)
 // plus CAP_NET_ADMIN (to configure them).
@@ -95,6 +97,7 @@ type Lab struct {
 	mu   sync.Mutex
 	ns   map[string]netns.NsHandle
 	svc  *services
+	fl   *flood // the running flood (LossStep.Flood), or nil
 	down bool
 }
 
@@ -239,8 +242,9 @@ func writeState(prefix string, raw []byte) error {
 	return nil
 }
 
-// Down stops the services and deletes the namespaces (and with them every
-// link, route and nftables rule) and the lab state. It is idempotent.
+// Down stops the flood (waiting for it) and the services and deletes the
+// namespaces (and with them every link, route, qdisc and nftables rule) and
+// the lab state. It is idempotent.
 func (l *Lab) Down() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -248,6 +252,7 @@ func (l *Lab) Down() error {
 		return nil
 	}
 	l.down = true
+	l.stopFloodLocked()
 	if l.svc != nil {
 		l.svc.close()
 		l.svc = nil

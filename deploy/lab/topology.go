@@ -440,3 +440,16 @@ func (t *Topology) networkPrefixes(network string) []netip.Prefix {
 	}
 	return out
 }
+
+// nodeWithAddr returns the node that has address a (on a link, or as a
+// host), or "".
+func (t *Topology) nodeWithAddr(a netip.Addr) string {
+	for _, n := range t.order {
+		for _, p := range t.byName[n].addrs {
+			if p.Addr() == a {
+				return n
+			}
+		}
+	}
+	return ""
+}

@@ -244,10 +244,14 @@ func faultCmd(g *globals) *cobra.Command {
   border-down <router>       the router's links to other routers go down at once:
                              it stops answering from everywhere
   border-up <router>
-  step-loss <router> <pct> [rate]
+  step-loss <router> <pct> [rate [capacity [flood]]]
                              set the router's loss step: pct% random drop and, with
-                             rate, a capacity of rate packets/s (0 removes)
-  ramp-loss <router> <period> <pct>[/rate]...
+                             rate, a limit of rate packets/s; with capacity, its links
+                             to the networks capped at capacity kbit/s (tbf, queue up
+                             to 300ms); with flood, flood kbit/s of UDP from transit
+                             to every host, held until Ctrl-C, then the step removed
+                             (the flood lives in this process). 0 removes
+  ramp-loss <router> <period> <pct>[/rate[/capacity[/flood]]]...
                              one step every period, the last held until Ctrl-C,
                              then removed`,
 		Args: cobra.MinimumNArgs(1),
@@ -314,7 +318,7 @@ func faultKinds(ctx context.Context, l *lab.Lab, silent bool) map[string]func([]
 		"reannounce":     routerNets(func(r string, ns []string) error { return l.Reannounce(r, ns...) }),
 		"border-down":    one(l.BorderDown),
 		"border-up":      one(l.BorderUp),
-		"step-loss":      func(rest []string) error { return stepLoss(l, rest) },
+		"step-loss":      func(rest []string) error { return stepLoss(ctx, l, rest) },
 		"ramp-loss":      func(rest []string) error { return rampLoss(ctx, l, rest) },
 	}
 }
@@ -341,20 +345,29 @@ func loss(l *lab.Lab, rest []string) error {
 	return l.Loss(rest[0], pct)
 }
 
-func stepLoss(l *lab.Lab, rest []string) error {
-	if len(rest) != 2 && len(rest) != 3 {
-		return errors.New("want <router> <pct> [rate]")
+func stepLoss(ctx context.Context, l *lab.Lab, rest []string) error {
+	if len(rest) < 2 || len(rest) > 5 {
+		return errors.New("want <router> <pct> [rate [capacity [flood]]]")
 	}
 	s, err := parseStep(strings.Join(rest[1:], "/"))
 	if err != nil {
 		return err
 	}
-	return l.StepLoss(rest[0], s)
+	if err := l.StepLoss(rest[0], s); err != nil {
+		return err
+	}
+	if s.Flood == 0 {
+		return nil
+	}
+	// The flood dies with this process: hold the step until Ctrl-C.
+	fmt.Fprintln(os.Stderr, "flooding; Ctrl-C removes the step")
+	<-ctx.Done()
+	return l.StepLoss(rest[0], lab.LossStep{})
 }
 
 func rampLoss(ctx context.Context, l *lab.Lab, rest []string) error {
 	if len(rest) < 3 {
-		return errors.New("want <router> <period> <pct>[/rate]...")
+		return errors.New("want <router> <period> <pct>[/rate[/capacity[/flood]]]...")
 	}
 	period, err := time.ParseDuration(rest[1])
 	if err != nil {
@@ -371,18 +384,21 @@ func rampLoss(ctx context.Context, l *lab.Lab, rest []string) error {
 	return l.RampLoss(ctx, rest[0], period, steps...)
 }
 
-// parseStep reads "pct" or "pct/rate".
+// parseStep reads "pct[/rate[/capacity[/flood]]]".
 func parseStep(a string) (lab.LossStep, error) {
-	pctS, rateS, hasRate := strings.Cut(a, "/")
 	var s lab.LossStep
-	var err error
-	if s.Pct, err = strconv.Atoi(strings.TrimSuffix(pctS, "%")); err != nil {
-		return s, fmt.Errorf("step %q: pct %q is not an integer", a, pctS)
+	fields := strings.Split(a, "/")
+	if len(fields) > 4 {
+		return s, fmt.Errorf("step %q: want pct[/rate[/capacity[/flood]]]", a)
 	}
-	if hasRate {
-		if s.Rate, err = strconv.Atoi(rateS); err != nil {
-			return s, fmt.Errorf("step %q: rate %q is not an integer", a, rateS)
+	names := []string{"pct", "rate", "capacity", "flood"}
+	dst := []*int{&s.Pct, &s.Rate, &s.Capacity, &s.Flood}
+	for i, f := range fields {
+		v, err := strconv.Atoi(strings.TrimSuffix(f, "%"))
+		if err != nil {
+			return s, fmt.Errorf("step %q: %s %q is not an integer", a, names[i], f)
 		}
+		*dst[i] = v
 	}
 	return s, nil
 }

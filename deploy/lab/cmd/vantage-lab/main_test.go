@@ -132,3 +132,29 @@ func TestRealCLI(t *testing.T) {
 		t.Errorf("status after down: %v\n%s", err, out)
 	}
 }
+
+func TestParseStep(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want lab.LossStep
+		err  string
+	}{
+		{in: "20", want: lab.LossStep{Pct: 20}},
+		{in: "20%/50", want: lab.LossStep{Pct: 20, Rate: 50}},
+		{in: "0/0/512/1536", want: lab.LossStep{Capacity: 512, Flood: 1536}},
+		{in: "x", err: `step "x": pct "x" is not an integer`},
+		{in: "0/0/fast", err: `step "0/0/fast": capacity "fast" is not an integer`},
+		{in: "1/2/3/4/5", err: `step "1/2/3/4/5": want pct[/rate[/capacity[/flood]]]`},
+	} {
+		got, err := parseStep(tc.in)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("parseStep(%q) = %v, want error %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parseStep(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
