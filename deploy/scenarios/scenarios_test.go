@@ -93,6 +93,7 @@ func TestScenarios(t *testing.T) {
 	t.Run("partial restoration: DEGRADED with net0 and net1 up", s.partial)
 	t.Run("one upstream withdraws: DEGRADED naming it, the other's networks up, cause UPSTREAM", s.withdrawOne)
 	t.Run("the border fails abruptly: UNREACHABLE, cause FAILURE", s.borderFails)
+	t.Run("loss and RTT rise at the border: cause ATTACK_OR_CONGESTION", s.congestion)
 	t.Run("flapping routes: one UNSTABLE episode, at most 2 transitions", s.flapping)
 	t.Run("a blackout during flapping: UNREACHABLE within 2 rounds", s.flapBlackout)
 	t.Run("ten upstream blackouts: the first location is final in at least 9", s.blackouts)
