@@ -2025,7 +2025,7 @@ var File_vantage_v1_operator_proto protoreflect.FileDescriptor
 const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\n" +
 	"\x19vantage/v1/operator.proto\x12\n" +
-	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vantage/v1/agent.proto\x1a\x19vantage/v1/campaign.proto\x1a\x16vantage/v1/probe.proto\x1a\x18vantage/v1/verdict.proto\"\x9d\x06\n" +
+	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vantage/v1/agent.proto\x1a\x19vantage/v1/campaign.proto\x1a\x16vantage/v1/probe.proto\x1a\x14vantage/v1/bgp.proto\x1a\x18vantage/v1/verdict.proto\"\x9d\x06\n" +
 	"\tAgentInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
@@ -2174,8 +2174,7 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AGENT_STATE_PENDING\x10\x01\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x02\x12\x17\n" +
-	"\x13AGENT_STATE_REVOKED\x10\x032\xef\n" +
-	"\n" +
+	"\x13AGENT_STATE_REVOKED\x10\x032\xb1\r\n" +
 	"\x0fOperatorService\x12K\n" +
 	"\n" +
 	"ListAgents\x12\x1d.vantage.v1.ListAgentsRequest\x1a\x1e.vantage.v1.ListAgentsResponse\x12F\n" +
@@ -2195,7 +2194,11 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\tGetSeries\x12\x1c.vantage.v1.GetSeriesRequest\x1a\x1d.vantage.v1.GetSeriesResponse\x12B\n" +
 	"\aExplain\x12\x1a.vantage.v1.ExplainRequest\x1a\x1b.vantage.v1.ExplainResponse\x12?\n" +
 	"\x06Replay\x12\x19.vantage.v1.ReplayRequest\x1a\x1a.vantage.v1.ReplayResponse\x12H\n" +
-	"\tListAudit\x12\x1c.vantage.v1.ListAuditRequest\x1a\x1d.vantage.v1.ListAuditResponseB;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
+	"\tListAudit\x12\x1c.vantage.v1.ListAuditRequest\x1a\x1d.vantage.v1.ListAuditResponse\x12Q\n" +
+	"\fGetBgpStatus\x12\x1f.vantage.v1.GetBgpStatusRequest\x1a .vantage.v1.GetBgpStatusResponse\x12L\n" +
+	"\x0eListBgpUpdates\x12!.vantage.v1.ListBgpUpdatesRequest\x1a\x15.vantage.v1.BgpUpdate0\x01\x12@\n" +
+	"\bWatchBgp\x12\x1b.vantage.v1.WatchBgpRequest\x1a\x15.vantage.v1.BgpUpdate0\x01\x12]\n" +
+	"\x10ImportBgpUpdates\x12#.vantage.v1.ImportBgpUpdatesRequest\x1a$.vantage.v1.ImportBgpUpdatesResponseB;Z9github.com/vantage-net/vantage/proto/vantage/v1;vantagev1b\x06proto3"
 
 var (
 	file_vantage_v1_operator_proto_rawDescOnce sync.Once
@@ -2212,51 +2215,58 @@ func file_vantage_v1_operator_proto_rawDescGZIP() []byte {
 var file_vantage_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_vantage_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_vantage_v1_operator_proto_goTypes = []any{
-	(AgentState)(0),                 // 0: vantage.v1.AgentState
-	(*AgentInfo)(nil),               // 1: vantage.v1.AgentInfo
-	(*ListAgentsRequest)(nil),       // 2: vantage.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),      // 3: vantage.v1.ListAgentsResponse
-	(*ApproveAgentRequest)(nil),     // 4: vantage.v1.ApproveAgentRequest
-	(*RevokeAgentRequest)(nil),      // 5: vantage.v1.RevokeAgentRequest
-	(*CreateJoinTokenRequest)(nil),  // 6: vantage.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 7: vantage.v1.CreateJoinTokenResponse
-	(*ApplyCampaignRequest)(nil),    // 8: vantage.v1.ApplyCampaignRequest
-	(*ListCampaignsRequest)(nil),    // 9: vantage.v1.ListCampaignsRequest
-	(*ListCampaignsResponse)(nil),   // 10: vantage.v1.ListCampaignsResponse
-	(*GetCampaignRequest)(nil),      // 11: vantage.v1.GetCampaignRequest
-	(*PauseCampaignRequest)(nil),    // 12: vantage.v1.PauseCampaignRequest
-	(*ResumeCampaignRequest)(nil),   // 13: vantage.v1.ResumeCampaignRequest
-	(*DeleteCampaignRequest)(nil),   // 14: vantage.v1.DeleteCampaignRequest
-	(*DeleteCampaignResponse)(nil),  // 15: vantage.v1.DeleteCampaignResponse
-	(*QueryResultsRequest)(nil),     // 16: vantage.v1.QueryResultsRequest
-	(*StoredResult)(nil),            // 17: vantage.v1.StoredResult
-	(*GetVerdictsRequest)(nil),      // 18: vantage.v1.GetVerdictsRequest
-	(*GetVerdictsResponse)(nil),     // 19: vantage.v1.GetVerdictsResponse
-	(*WatchVerdictsRequest)(nil),    // 20: vantage.v1.WatchVerdictsRequest
-	(*VerdictUpdate)(nil),           // 21: vantage.v1.VerdictUpdate
-	(*GetTimelineRequest)(nil),      // 22: vantage.v1.GetTimelineRequest
-	(*GetTimelineResponse)(nil),     // 23: vantage.v1.GetTimelineResponse
-	(*GetSeriesRequest)(nil),        // 24: vantage.v1.GetSeriesRequest
-	(*GetSeriesResponse)(nil),       // 25: vantage.v1.GetSeriesResponse
-	(*ExplainRequest)(nil),          // 26: vantage.v1.ExplainRequest
-	(*ExplainResponse)(nil),         // 27: vantage.v1.ExplainResponse
-	(*ReplayRequest)(nil),           // 28: vantage.v1.ReplayRequest
-	(*ReplayResponse)(nil),          // 29: vantage.v1.ReplayResponse
-	(*AuditEntry)(nil),              // 30: vantage.v1.AuditEntry
-	(*ListAuditRequest)(nil),        // 31: vantage.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 32: vantage.v1.ListAuditResponse
-	nil,                             // 33: vantage.v1.AgentInfo.LabelsEntry
-	nil,                             // 34: vantage.v1.CreateJoinTokenRequest.LabelsEntry
-	nil,                             // 35: vantage.v1.ReplayRequest.ParamsEntry
-	(*timestamppb.Timestamp)(nil),   // 36: google.protobuf.Timestamp
-	(*Capabilities)(nil),            // 37: vantage.v1.Capabilities
-	(*SpoolState)(nil),              // 38: vantage.v1.SpoolState
-	(*Campaign)(nil),                // 39: vantage.v1.Campaign
-	(*ProbeResult)(nil),             // 40: vantage.v1.ProbeResult
-	(Level)(0),                      // 41: vantage.v1.Level
-	(*Verdict)(nil),                 // 42: vantage.v1.Verdict
-	(*Transition)(nil),              // 43: vantage.v1.Transition
-	(*QualityPoint)(nil),            // 44: vantage.v1.QualityPoint
+	(AgentState)(0),                  // 0: vantage.v1.AgentState
+	(*AgentInfo)(nil),                // 1: vantage.v1.AgentInfo
+	(*ListAgentsRequest)(nil),        // 2: vantage.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),       // 3: vantage.v1.ListAgentsResponse
+	(*ApproveAgentRequest)(nil),      // 4: vantage.v1.ApproveAgentRequest
+	(*RevokeAgentRequest)(nil),       // 5: vantage.v1.RevokeAgentRequest
+	(*CreateJoinTokenRequest)(nil),   // 6: vantage.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),  // 7: vantage.v1.CreateJoinTokenResponse
+	(*ApplyCampaignRequest)(nil),     // 8: vantage.v1.ApplyCampaignRequest
+	(*ListCampaignsRequest)(nil),     // 9: vantage.v1.ListCampaignsRequest
+	(*ListCampaignsResponse)(nil),    // 10: vantage.v1.ListCampaignsResponse
+	(*GetCampaignRequest)(nil),       // 11: vantage.v1.GetCampaignRequest
+	(*PauseCampaignRequest)(nil),     // 12: vantage.v1.PauseCampaignRequest
+	(*ResumeCampaignRequest)(nil),    // 13: vantage.v1.ResumeCampaignRequest
+	(*DeleteCampaignRequest)(nil),    // 14: vantage.v1.DeleteCampaignRequest
+	(*DeleteCampaignResponse)(nil),   // 15: vantage.v1.DeleteCampaignResponse
+	(*QueryResultsRequest)(nil),      // 16: vantage.v1.QueryResultsRequest
+	(*StoredResult)(nil),             // 17: vantage.v1.StoredResult
+	(*GetVerdictsRequest)(nil),       // 18: vantage.v1.GetVerdictsRequest
+	(*GetVerdictsResponse)(nil),      // 19: vantage.v1.GetVerdictsResponse
+	(*WatchVerdictsRequest)(nil),     // 20: vantage.v1.WatchVerdictsRequest
+	(*VerdictUpdate)(nil),            // 21: vantage.v1.VerdictUpdate
+	(*GetTimelineRequest)(nil),       // 22: vantage.v1.GetTimelineRequest
+	(*GetTimelineResponse)(nil),      // 23: vantage.v1.GetTimelineResponse
+	(*GetSeriesRequest)(nil),         // 24: vantage.v1.GetSeriesRequest
+	(*GetSeriesResponse)(nil),        // 25: vantage.v1.GetSeriesResponse
+	(*ExplainRequest)(nil),           // 26: vantage.v1.ExplainRequest
+	(*ExplainResponse)(nil),          // 27: vantage.v1.ExplainResponse
+	(*ReplayRequest)(nil),            // 28: vantage.v1.ReplayRequest
+	(*ReplayResponse)(nil),           // 29: vantage.v1.ReplayResponse
+	(*AuditEntry)(nil),               // 30: vantage.v1.AuditEntry
+	(*ListAuditRequest)(nil),         // 31: vantage.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),        // 32: vantage.v1.ListAuditResponse
+	nil,                              // 33: vantage.v1.AgentInfo.LabelsEntry
+	nil,                              // 34: vantage.v1.CreateJoinTokenRequest.LabelsEntry
+	nil,                              // 35: vantage.v1.ReplayRequest.ParamsEntry
+	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(*Capabilities)(nil),             // 37: vantage.v1.Capabilities
+	(*SpoolState)(nil),               // 38: vantage.v1.SpoolState
+	(*Campaign)(nil),                 // 39: vantage.v1.Campaign
+	(*ProbeResult)(nil),              // 40: vantage.v1.ProbeResult
+	(Level)(0),                       // 41: vantage.v1.Level
+	(*Verdict)(nil),                  // 42: vantage.v1.Verdict
+	(*Transition)(nil),               // 43: vantage.v1.Transition
+	(*QualityPoint)(nil),             // 44: vantage.v1.QualityPoint
+	(*GetBgpStatusRequest)(nil),      // 45: vantage.v1.GetBgpStatusRequest
+	(*ListBgpUpdatesRequest)(nil),    // 46: vantage.v1.ListBgpUpdatesRequest
+	(*WatchBgpRequest)(nil),          // 47: vantage.v1.WatchBgpRequest
+	(*ImportBgpUpdatesRequest)(nil),  // 48: vantage.v1.ImportBgpUpdatesRequest
+	(*GetBgpStatusResponse)(nil),     // 49: vantage.v1.GetBgpStatusResponse
+	(*BgpUpdate)(nil),                // 50: vantage.v1.BgpUpdate
+	(*ImportBgpUpdatesResponse)(nil), // 51: vantage.v1.ImportBgpUpdatesResponse
 }
 var file_vantage_v1_operator_proto_depIdxs = []int32{
 	33, // 0: vantage.v1.AgentInfo.labels:type_name -> vantage.v1.AgentInfo.LabelsEntry
@@ -2312,26 +2322,34 @@ var file_vantage_v1_operator_proto_depIdxs = []int32{
 	26, // 50: vantage.v1.OperatorService.Explain:input_type -> vantage.v1.ExplainRequest
 	28, // 51: vantage.v1.OperatorService.Replay:input_type -> vantage.v1.ReplayRequest
 	31, // 52: vantage.v1.OperatorService.ListAudit:input_type -> vantage.v1.ListAuditRequest
-	3,  // 53: vantage.v1.OperatorService.ListAgents:output_type -> vantage.v1.ListAgentsResponse
-	1,  // 54: vantage.v1.OperatorService.ApproveAgent:output_type -> vantage.v1.AgentInfo
-	1,  // 55: vantage.v1.OperatorService.RevokeAgent:output_type -> vantage.v1.AgentInfo
-	7,  // 56: vantage.v1.OperatorService.CreateJoinToken:output_type -> vantage.v1.CreateJoinTokenResponse
-	39, // 57: vantage.v1.OperatorService.ApplyCampaign:output_type -> vantage.v1.Campaign
-	10, // 58: vantage.v1.OperatorService.ListCampaigns:output_type -> vantage.v1.ListCampaignsResponse
-	39, // 59: vantage.v1.OperatorService.GetCampaign:output_type -> vantage.v1.Campaign
-	39, // 60: vantage.v1.OperatorService.PauseCampaign:output_type -> vantage.v1.Campaign
-	39, // 61: vantage.v1.OperatorService.ResumeCampaign:output_type -> vantage.v1.Campaign
-	15, // 62: vantage.v1.OperatorService.DeleteCampaign:output_type -> vantage.v1.DeleteCampaignResponse
-	17, // 63: vantage.v1.OperatorService.QueryResults:output_type -> vantage.v1.StoredResult
-	19, // 64: vantage.v1.OperatorService.GetVerdicts:output_type -> vantage.v1.GetVerdictsResponse
-	21, // 65: vantage.v1.OperatorService.WatchVerdicts:output_type -> vantage.v1.VerdictUpdate
-	23, // 66: vantage.v1.OperatorService.GetTimeline:output_type -> vantage.v1.GetTimelineResponse
-	25, // 67: vantage.v1.OperatorService.GetSeries:output_type -> vantage.v1.GetSeriesResponse
-	27, // 68: vantage.v1.OperatorService.Explain:output_type -> vantage.v1.ExplainResponse
-	29, // 69: vantage.v1.OperatorService.Replay:output_type -> vantage.v1.ReplayResponse
-	32, // 70: vantage.v1.OperatorService.ListAudit:output_type -> vantage.v1.ListAuditResponse
-	53, // [53:71] is the sub-list for method output_type
-	35, // [35:53] is the sub-list for method input_type
+	45, // 53: vantage.v1.OperatorService.GetBgpStatus:input_type -> vantage.v1.GetBgpStatusRequest
+	46, // 54: vantage.v1.OperatorService.ListBgpUpdates:input_type -> vantage.v1.ListBgpUpdatesRequest
+	47, // 55: vantage.v1.OperatorService.WatchBgp:input_type -> vantage.v1.WatchBgpRequest
+	48, // 56: vantage.v1.OperatorService.ImportBgpUpdates:input_type -> vantage.v1.ImportBgpUpdatesRequest
+	3,  // 57: vantage.v1.OperatorService.ListAgents:output_type -> vantage.v1.ListAgentsResponse
+	1,  // 58: vantage.v1.OperatorService.ApproveAgent:output_type -> vantage.v1.AgentInfo
+	1,  // 59: vantage.v1.OperatorService.RevokeAgent:output_type -> vantage.v1.AgentInfo
+	7,  // 60: vantage.v1.OperatorService.CreateJoinToken:output_type -> vantage.v1.CreateJoinTokenResponse
+	39, // 61: vantage.v1.OperatorService.ApplyCampaign:output_type -> vantage.v1.Campaign
+	10, // 62: vantage.v1.OperatorService.ListCampaigns:output_type -> vantage.v1.ListCampaignsResponse
+	39, // 63: vantage.v1.OperatorService.GetCampaign:output_type -> vantage.v1.Campaign
+	39, // 64: vantage.v1.OperatorService.PauseCampaign:output_type -> vantage.v1.Campaign
+	39, // 65: vantage.v1.OperatorService.ResumeCampaign:output_type -> vantage.v1.Campaign
+	15, // 66: vantage.v1.OperatorService.DeleteCampaign:output_type -> vantage.v1.DeleteCampaignResponse
+	17, // 67: vantage.v1.OperatorService.QueryResults:output_type -> vantage.v1.StoredResult
+	19, // 68: vantage.v1.OperatorService.GetVerdicts:output_type -> vantage.v1.GetVerdictsResponse
+	21, // 69: vantage.v1.OperatorService.WatchVerdicts:output_type -> vantage.v1.VerdictUpdate
+	23, // 70: vantage.v1.OperatorService.GetTimeline:output_type -> vantage.v1.GetTimelineResponse
+	25, // 71: vantage.v1.OperatorService.GetSeries:output_type -> vantage.v1.GetSeriesResponse
+	27, // 72: vantage.v1.OperatorService.Explain:output_type -> vantage.v1.ExplainResponse
+	29, // 73: vantage.v1.OperatorService.Replay:output_type -> vantage.v1.ReplayResponse
+	32, // 74: vantage.v1.OperatorService.ListAudit:output_type -> vantage.v1.ListAuditResponse
+	49, // 75: vantage.v1.OperatorService.GetBgpStatus:output_type -> vantage.v1.GetBgpStatusResponse
+	50, // 76: vantage.v1.OperatorService.ListBgpUpdates:output_type -> vantage.v1.BgpUpdate
+	50, // 77: vantage.v1.OperatorService.WatchBgp:output_type -> vantage.v1.BgpUpdate
+	51, // 78: vantage.v1.OperatorService.ImportBgpUpdates:output_type -> vantage.v1.ImportBgpUpdatesResponse
+	57, // [57:79] is the sub-list for method output_type
+	35, // [35:57] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name
@@ -2345,6 +2363,7 @@ func file_vantage_v1_operator_proto_init() {
 	file_vantage_v1_agent_proto_init()
 	file_vantage_v1_campaign_proto_init()
 	file_vantage_v1_probe_proto_init()
+	file_vantage_v1_bgp_proto_init()
 	file_vantage_v1_verdict_proto_init()
 	file_vantage_v1_operator_proto_msgTypes[20].OneofWrappers = []any{
 		(*VerdictUpdate_Verdict)(nil),

@@ -19,24 +19,28 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OperatorService_ListAgents_FullMethodName      = "/vantage.v1.OperatorService/ListAgents"
-	OperatorService_ApproveAgent_FullMethodName    = "/vantage.v1.OperatorService/ApproveAgent"
-	OperatorService_RevokeAgent_FullMethodName     = "/vantage.v1.OperatorService/RevokeAgent"
-	OperatorService_CreateJoinToken_FullMethodName = "/vantage.v1.OperatorService/CreateJoinToken"
-	OperatorService_ApplyCampaign_FullMethodName   = "/vantage.v1.OperatorService/ApplyCampaign"
-	OperatorService_ListCampaigns_FullMethodName   = "/vantage.v1.OperatorService/ListCampaigns"
-	OperatorService_GetCampaign_FullMethodName     = "/vantage.v1.OperatorService/GetCampaign"
-	OperatorService_PauseCampaign_FullMethodName   = "/vantage.v1.OperatorService/PauseCampaign"
-	OperatorService_ResumeCampaign_FullMethodName  = "/vantage.v1.OperatorService/ResumeCampaign"
-	OperatorService_DeleteCampaign_FullMethodName  = "/vantage.v1.OperatorService/DeleteCampaign"
-	OperatorService_QueryResults_FullMethodName    = "/vantage.v1.OperatorService/QueryResults"
-	OperatorService_GetVerdicts_FullMethodName     = "/vantage.v1.OperatorService/GetVerdicts"
-	OperatorService_WatchVerdicts_FullMethodName   = "/vantage.v1.OperatorService/WatchVerdicts"
-	OperatorService_GetTimeline_FullMethodName     = "/vantage.v1.OperatorService/GetTimeline"
-	OperatorService_GetSeries_FullMethodName       = "/vantage.v1.OperatorService/GetSeries"
-	OperatorService_Explain_FullMethodName         = "/vantage.v1.OperatorService/Explain"
-	OperatorService_Replay_FullMethodName          = "/vantage.v1.OperatorService/Replay"
-	OperatorService_ListAudit_FullMethodName       = "/vantage.v1.OperatorService/ListAudit"
+	OperatorService_ListAgents_FullMethodName       = "/vantage.v1.OperatorService/ListAgents"
+	OperatorService_ApproveAgent_FullMethodName     = "/vantage.v1.OperatorService/ApproveAgent"
+	OperatorService_RevokeAgent_FullMethodName      = "/vantage.v1.OperatorService/RevokeAgent"
+	OperatorService_CreateJoinToken_FullMethodName  = "/vantage.v1.OperatorService/CreateJoinToken"
+	OperatorService_ApplyCampaign_FullMethodName    = "/vantage.v1.OperatorService/ApplyCampaign"
+	OperatorService_ListCampaigns_FullMethodName    = "/vantage.v1.OperatorService/ListCampaigns"
+	OperatorService_GetCampaign_FullMethodName      = "/vantage.v1.OperatorService/GetCampaign"
+	OperatorService_PauseCampaign_FullMethodName    = "/vantage.v1.OperatorService/PauseCampaign"
+	OperatorService_ResumeCampaign_FullMethodName   = "/vantage.v1.OperatorService/ResumeCampaign"
+	OperatorService_DeleteCampaign_FullMethodName   = "/vantage.v1.OperatorService/DeleteCampaign"
+	OperatorService_QueryResults_FullMethodName     = "/vantage.v1.OperatorService/QueryResults"
+	OperatorService_GetVerdicts_FullMethodName      = "/vantage.v1.OperatorService/GetVerdicts"
+	OperatorService_WatchVerdicts_FullMethodName    = "/vantage.v1.OperatorService/WatchVerdicts"
+	OperatorService_GetTimeline_FullMethodName      = "/vantage.v1.OperatorService/GetTimeline"
+	OperatorService_GetSeries_FullMethodName        = "/vantage.v1.OperatorService/GetSeries"
+	OperatorService_Explain_FullMethodName          = "/vantage.v1.OperatorService/Explain"
+	OperatorService_Replay_FullMethodName           = "/vantage.v1.OperatorService/Replay"
+	OperatorService_ListAudit_FullMethodName        = "/vantage.v1.OperatorService/ListAudit"
+	OperatorService_GetBgpStatus_FullMethodName     = "/vantage.v1.OperatorService/GetBgpStatus"
+	OperatorService_ListBgpUpdates_FullMethodName   = "/vantage.v1.OperatorService/ListBgpUpdates"
+	OperatorService_WatchBgp_FullMethodName         = "/vantage.v1.OperatorService/WatchBgp"
+	OperatorService_ImportBgpUpdates_FullMethodName = "/vantage.v1.OperatorService/ImportBgpUpdates"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -74,6 +78,13 @@ type OperatorServiceClient interface {
 	// live timeline is not touched.
 	Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (*ReplayResponse, error)
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// BGP: the collector's peers and the monitored prefixes' state now; the
+	// updates over a time range (stored); a stream of updates as they come;
+	// an import of updates read from MRT files (vantagectl bgp import).
+	GetBgpStatus(ctx context.Context, in *GetBgpStatusRequest, opts ...grpc.CallOption) (*GetBgpStatusResponse, error)
+	ListBgpUpdates(ctx context.Context, in *ListBgpUpdatesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BgpUpdate], error)
+	WatchBgp(ctx context.Context, in *WatchBgpRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BgpUpdate], error)
+	ImportBgpUpdates(ctx context.Context, in *ImportBgpUpdatesRequest, opts ...grpc.CallOption) (*ImportBgpUpdatesResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -282,6 +293,64 @@ func (c *operatorServiceClient) ListAudit(ctx context.Context, in *ListAuditRequ
 	return out, nil
 }
 
+func (c *operatorServiceClient) GetBgpStatus(ctx context.Context, in *GetBgpStatusRequest, opts ...grpc.CallOption) (*GetBgpStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBgpStatusResponse)
+	err := c.cc.Invoke(ctx, OperatorService_GetBgpStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) ListBgpUpdates(ctx context.Context, in *ListBgpUpdatesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BgpUpdate], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &OperatorService_ServiceDesc.Streams[2], OperatorService_ListBgpUpdates_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListBgpUpdatesRequest, BgpUpdate]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_ListBgpUpdatesClient = grpc.ServerStreamingClient[BgpUpdate]
+
+func (c *operatorServiceClient) WatchBgp(ctx context.Context, in *WatchBgpRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BgpUpdate], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &OperatorService_ServiceDesc.Streams[3], OperatorService_WatchBgp_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchBgpRequest, BgpUpdate]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_WatchBgpClient = grpc.ServerStreamingClient[BgpUpdate]
+
+func (c *operatorServiceClient) ImportBgpUpdates(ctx context.Context, in *ImportBgpUpdatesRequest, opts ...grpc.CallOption) (*ImportBgpUpdatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportBgpUpdatesResponse)
+	err := c.cc.Invoke(ctx, OperatorService_ImportBgpUpdates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
@@ -317,6 +386,13 @@ type OperatorServiceServer interface {
 	// live timeline is not touched.
 	Replay(context.Context, *ReplayRequest) (*ReplayResponse, error)
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// BGP: the collector's peers and the monitored prefixes' state now; the
+	// updates over a time range (stored); a stream of updates as they come;
+	// an import of updates read from MRT files (vantagectl bgp import).
+	GetBgpStatus(context.Context, *GetBgpStatusRequest) (*GetBgpStatusResponse, error)
+	ListBgpUpdates(*ListBgpUpdatesRequest, grpc.ServerStreamingServer[BgpUpdate]) error
+	WatchBgp(*WatchBgpRequest, grpc.ServerStreamingServer[BgpUpdate]) error
+	ImportBgpUpdates(context.Context, *ImportBgpUpdatesRequest) (*ImportBgpUpdatesResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -380,6 +456,18 @@ func (UnimplementedOperatorServiceServer) Replay(context.Context, *ReplayRequest
 }
 func (UnimplementedOperatorServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedOperatorServiceServer) GetBgpStatus(context.Context, *GetBgpStatusRequest) (*GetBgpStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBgpStatus not implemented")
+}
+func (UnimplementedOperatorServiceServer) ListBgpUpdates(*ListBgpUpdatesRequest, grpc.ServerStreamingServer[BgpUpdate]) error {
+	return status.Error(codes.Unimplemented, "method ListBgpUpdates not implemented")
+}
+func (UnimplementedOperatorServiceServer) WatchBgp(*WatchBgpRequest, grpc.ServerStreamingServer[BgpUpdate]) error {
+	return status.Error(codes.Unimplemented, "method WatchBgp not implemented")
+}
+func (UnimplementedOperatorServiceServer) ImportBgpUpdates(context.Context, *ImportBgpUpdatesRequest) (*ImportBgpUpdatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportBgpUpdates not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -712,6 +800,64 @@ func _OperatorService_ListAudit_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_GetBgpStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBgpStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).GetBgpStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_GetBgpStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).GetBgpStatus(ctx, req.(*GetBgpStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_ListBgpUpdates_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListBgpUpdatesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OperatorServiceServer).ListBgpUpdates(m, &grpc.GenericServerStream[ListBgpUpdatesRequest, BgpUpdate]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_ListBgpUpdatesServer = grpc.ServerStreamingServer[BgpUpdate]
+
+func _OperatorService_WatchBgp_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchBgpRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OperatorServiceServer).WatchBgp(m, &grpc.GenericServerStream[WatchBgpRequest, BgpUpdate]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_WatchBgpServer = grpc.ServerStreamingServer[BgpUpdate]
+
+func _OperatorService_ImportBgpUpdates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportBgpUpdatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).ImportBgpUpdates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_ImportBgpUpdates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).ImportBgpUpdates(ctx, req.(*ImportBgpUpdatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -783,6 +929,14 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListAudit",
 			Handler:    _OperatorService_ListAudit_Handler,
 		},
+		{
+			MethodName: "GetBgpStatus",
+			Handler:    _OperatorService_GetBgpStatus_Handler,
+		},
+		{
+			MethodName: "ImportBgpUpdates",
+			Handler:    _OperatorService_ImportBgpUpdates_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -793,6 +947,16 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchVerdicts",
 			Handler:       _OperatorService_WatchVerdicts_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ListBgpUpdates",
+			Handler:       _OperatorService_ListBgpUpdates_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchBgp",
+			Handler:       _OperatorService_WatchBgp_Handler,
 			ServerStreams: true,
 		},
 	},

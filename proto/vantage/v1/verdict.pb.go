@@ -353,7 +353,10 @@ type Router struct {
 	Role TargetRole `protobuf:"varint,2,opt,name=role,proto3,enum=vantage.v1.TargetRole" json:"role,omitempty"`
 	// The name the campaign gives the router (upstreams: [{name: ...}]) or a
 	// stable generated one for a discovered router; empty if unnamed.
-	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// The router's AS: the campaign's (upstreams: [{asn: ...}]) or, with
+	// BGP, the AS the routing evidence names; 0 unknown.
+	Asn           uint32 `protobuf:"varint,4,opt,name=asn,proto3" json:"asn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -409,6 +412,13 @@ func (x *Router) GetName() string {
 	return ""
 }
 
+func (x *Router) GetAsn() uint32 {
+	if x != nil {
+		return x.Asn
+	}
+	return 0
+}
+
 // CauseFinding is the cause an episode's evidence supports.
 type CauseFinding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -417,7 +427,9 @@ type CauseFinding struct {
 	Confidence float64 `protobuf:"fixed64,2,opt,name=confidence,proto3" json:"confidence,omitempty"`
 	// The observations behind it, in words ("border 198.18.0.1 answers from 3
 	// of 3 vantages", ...).
-	Evidence      []string `protobuf:"bytes,3,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	Evidence []string `protobuf:"bytes,3,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	// The routing evidence in the episode's window (with a BGP collector).
+	Bgp           *BgpEvidence `protobuf:"bytes,4,opt,name=bgp,proto3" json:"bgp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -469,6 +481,13 @@ func (x *CauseFinding) GetConfidence() float64 {
 func (x *CauseFinding) GetEvidence() []string {
 	if x != nil {
 		return x.Evidence
+	}
+	return nil
+}
+
+func (x *CauseFinding) GetBgp() *BgpEvidence {
+	if x != nil {
+		return x.Bgp
 	}
 	return nil
 }
@@ -1295,17 +1314,19 @@ var File_vantage_v1_verdict_proto protoreflect.FileDescriptor
 const file_vantage_v1_verdict_proto_rawDesc = "" +
 	"\n" +
 	"\x18vantage/v1/verdict.proto\x12\n" +
-	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16vantage/v1/probe.proto\"b\n" +
+	"vantage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14vantage/v1/bgp.proto\x1a\x16vantage/v1/probe.proto\"t\n" +
 	"\x06Router\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.vantage.v1.TargetRoleR\x04role\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\"s\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x10\n" +
+	"\x03asn\x18\x04 \x01(\rR\x03asn\"\x9e\x01\n" +
 	"\fCauseFinding\x12'\n" +
 	"\x05cause\x18\x01 \x01(\x0e2\x11.vantage.v1.CauseR\x05cause\x12\x1e\n" +
 	"\n" +
 	"confidence\x18\x02 \x01(\x01R\n" +
 	"confidence\x12\x1a\n" +
-	"\bevidence\x18\x03 \x03(\tR\bevidence\"\x9a\x01\n" +
+	"\bevidence\x18\x03 \x03(\tR\bevidence\x12)\n" +
+	"\x03bgp\x18\x04 \x01(\v2\x17.vantage.v1.BgpEvidenceR\x03bgp\"\x9a\x01\n" +
 	"\fUpstreamView\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\taddresses\x18\x02 \x03(\tR\taddresses\x12\x12\n" +
@@ -1467,43 +1488,45 @@ var file_vantage_v1_verdict_proto_goTypes = []any{
 	(*Transition)(nil),            // 11: vantage.v1.Transition
 	nil,                           // 12: vantage.v1.QualityPoint.AnswersEntry
 	(TargetRole)(0),               // 13: vantage.v1.TargetRole
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*BgpEvidence)(nil),           // 14: vantage.v1.BgpEvidence
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_vantage_v1_verdict_proto_depIdxs = []int32{
 	13, // 0: vantage.v1.Router.role:type_name -> vantage.v1.TargetRole
 	4,  // 1: vantage.v1.CauseFinding.cause:type_name -> vantage.v1.Cause
-	14, // 2: vantage.v1.QualityPoint.round_start:type_name -> google.protobuf.Timestamp
-	12, // 3: vantage.v1.QualityPoint.answers:type_name -> vantage.v1.QualityPoint.AnswersEntry
-	14, // 4: vantage.v1.VantageEvidence.last_result_at:type_name -> google.protobuf.Timestamp
-	0,  // 5: vantage.v1.VantageEvidence.state:type_name -> vantage.v1.State
-	1,  // 6: vantage.v1.Verdict.level:type_name -> vantage.v1.Level
-	0,  // 7: vantage.v1.Verdict.state:type_name -> vantage.v1.State
-	14, // 8: vantage.v1.Verdict.since:type_name -> google.protobuf.Timestamp
-	14, // 9: vantage.v1.Verdict.onset_earliest:type_name -> google.protobuf.Timestamp
-	14, // 10: vantage.v1.Verdict.onset_latest:type_name -> google.protobuf.Timestamp
-	14, // 11: vantage.v1.Verdict.evaluated_at:type_name -> google.protobuf.Timestamp
-	2,  // 12: vantage.v1.Verdict.location:type_name -> vantage.v1.Location
-	9,  // 13: vantage.v1.Verdict.evidence:type_name -> vantage.v1.VantageEvidence
-	3,  // 14: vantage.v1.Verdict.reason:type_name -> vantage.v1.Reason
-	5,  // 15: vantage.v1.Verdict.location_hop:type_name -> vantage.v1.Router
-	6,  // 16: vantage.v1.Verdict.cause:type_name -> vantage.v1.CauseFinding
-	7,  // 17: vantage.v1.Verdict.upstreams:type_name -> vantage.v1.UpstreamView
-	1,  // 18: vantage.v1.Transition.level:type_name -> vantage.v1.Level
-	0,  // 19: vantage.v1.Transition.from:type_name -> vantage.v1.State
-	0,  // 20: vantage.v1.Transition.to:type_name -> vantage.v1.State
-	14, // 21: vantage.v1.Transition.onset_earliest:type_name -> google.protobuf.Timestamp
-	14, // 22: vantage.v1.Transition.onset_latest:type_name -> google.protobuf.Timestamp
-	14, // 23: vantage.v1.Transition.detected_at:type_name -> google.protobuf.Timestamp
-	2,  // 24: vantage.v1.Transition.location:type_name -> vantage.v1.Location
-	3,  // 25: vantage.v1.Transition.reason:type_name -> vantage.v1.Reason
-	5,  // 26: vantage.v1.Transition.location_hop:type_name -> vantage.v1.Router
-	6,  // 27: vantage.v1.Transition.cause:type_name -> vantage.v1.CauseFinding
-	7,  // 28: vantage.v1.Transition.upstreams:type_name -> vantage.v1.UpstreamView
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	14, // 2: vantage.v1.CauseFinding.bgp:type_name -> vantage.v1.BgpEvidence
+	15, // 3: vantage.v1.QualityPoint.round_start:type_name -> google.protobuf.Timestamp
+	12, // 4: vantage.v1.QualityPoint.answers:type_name -> vantage.v1.QualityPoint.AnswersEntry
+	15, // 5: vantage.v1.VantageEvidence.last_result_at:type_name -> google.protobuf.Timestamp
+	0,  // 6: vantage.v1.VantageEvidence.state:type_name -> vantage.v1.State
+	1,  // 7: vantage.v1.Verdict.level:type_name -> vantage.v1.Level
+	0,  // 8: vantage.v1.Verdict.state:type_name -> vantage.v1.State
+	15, // 9: vantage.v1.Verdict.since:type_name -> google.protobuf.Timestamp
+	15, // 10: vantage.v1.Verdict.onset_earliest:type_name -> google.protobuf.Timestamp
+	15, // 11: vantage.v1.Verdict.onset_latest:type_name -> google.protobuf.Timestamp
+	15, // 12: vantage.v1.Verdict.evaluated_at:type_name -> google.protobuf.Timestamp
+	2,  // 13: vantage.v1.Verdict.location:type_name -> vantage.v1.Location
+	9,  // 14: vantage.v1.Verdict.evidence:type_name -> vantage.v1.VantageEvidence
+	3,  // 15: vantage.v1.Verdict.reason:type_name -> vantage.v1.Reason
+	5,  // 16: vantage.v1.Verdict.location_hop:type_name -> vantage.v1.Router
+	6,  // 17: vantage.v1.Verdict.cause:type_name -> vantage.v1.CauseFinding
+	7,  // 18: vantage.v1.Verdict.upstreams:type_name -> vantage.v1.UpstreamView
+	1,  // 19: vantage.v1.Transition.level:type_name -> vantage.v1.Level
+	0,  // 20: vantage.v1.Transition.from:type_name -> vantage.v1.State
+	0,  // 21: vantage.v1.Transition.to:type_name -> vantage.v1.State
+	15, // 22: vantage.v1.Transition.onset_earliest:type_name -> google.protobuf.Timestamp
+	15, // 23: vantage.v1.Transition.onset_latest:type_name -> google.protobuf.Timestamp
+	15, // 24: vantage.v1.Transition.detected_at:type_name -> google.protobuf.Timestamp
+	2,  // 25: vantage.v1.Transition.location:type_name -> vantage.v1.Location
+	3,  // 26: vantage.v1.Transition.reason:type_name -> vantage.v1.Reason
+	5,  // 27: vantage.v1.Transition.location_hop:type_name -> vantage.v1.Router
+	6,  // 28: vantage.v1.Transition.cause:type_name -> vantage.v1.CauseFinding
+	7,  // 29: vantage.v1.Transition.upstreams:type_name -> vantage.v1.UpstreamView
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_vantage_v1_verdict_proto_init() }
@@ -1511,6 +1534,7 @@ func file_vantage_v1_verdict_proto_init() {
 	if File_vantage_v1_verdict_proto != nil {
 		return
 	}
+	file_vantage_v1_bgp_proto_init()
 	file_vantage_v1_probe_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
