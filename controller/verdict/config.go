@@ -3,6 +3,7 @@ package verdict
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -102,6 +103,11 @@ type Config struct {
 	// Quality: when a REACHABLE network or scope is DEGRADED for loss or
 	// latency (quality.go). Zero fields take the defaults.
 	Quality QualityConfig
+	// Routing is the BGP view joined to the verdicts (routing.go); nil:
+	// no BGP evidence. Prefixes are each network's prefixes, which it
+	// reads.
+	Routing  Routing
+	Prefixes map[string][]netip.Prefix
 }
 
 // withDefaults fills zero fields.

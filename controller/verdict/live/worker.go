@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -82,6 +83,9 @@ type Options struct {
 	// transitions (ids assigned), e.g. to trigger localisation traces. It
 	// runs on the ticker goroutine and must not block.
 	OnTransitions func(ts []*vantagev1.Transition)
+	// Routing is the BGP view (the controller's bgp.RIB) joined to every
+	// engine's verdicts; nil: none.
+	Routing verdict.Routing
 }
 
 type running struct {
@@ -239,7 +243,7 @@ func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdic
 	return verdict.Config{
 		Campaign: spec.Name(), Scope: spec.ScopeName(), Start: spec.Start(), Round: spec.Round(),
 		Grace: grace, Quorum: spec.Quorum(), FreshRounds: freshRounds, Targets: targets, Networks: spec.NetworkNames(),
-		ResultsPerRound: perRound, Quality: qualityFor(spec),
+		ResultsPerRound: perRound, Quality: qualityFor(spec), Prefixes: networkPrefixes(spec),
 	}
 }
 
@@ -256,6 +260,7 @@ func (w *Worker) QuorumLabel() string {
 func (w *Worker) configFor(spec *campaign.Spec) verdict.Config {
 	cfg := ConfigFor(spec, w.opts.Grace, w.opts.FreshRounds)
 	cfg.QuorumLabel = w.opts.QuorumLabel
+	cfg.Routing = w.opts.Routing
 	return cfg
 }
 
@@ -545,4 +550,14 @@ func (w *Worker) AgentHealth(agentID string) (healthy bool, reason string, known
 	}
 	slices.Sort(reasons)
 	return healthy && known, strings.Join(slices.Compact(reasons), "; "), known
+}
+
+// networkPrefixes maps each network of spec to its prefixes (the BGP
+// evidence reads their routing state).
+func networkPrefixes(spec *campaign.Spec) map[string][]netip.Prefix {
+	out := map[string][]netip.Prefix{}
+	for _, nw := range spec.Networks() {
+		out[nw.Name] = nw.Prefixes
+	}
+	return out
 }
