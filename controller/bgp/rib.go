@@ -88,9 +88,6 @@ type prefixHist struct {
 	prefix netip.Prefix
 	byPeer map[peerKey][]entry // time order
 	times  []time.Time         // every update's time, for the rate
-	// last announcement seen (any peer), also after withdrawals
-	lastPath []uint32
-	lastAt   time.Time
 }
 
 // visChange is a monitored prefix's visibility crossing the 50% line.
@@ -228,9 +225,6 @@ func (r *RIB) Apply(u Update) bool {
 	e := entry{at: u.At, withdraw: u.Withdraw}
 	if !u.Withdraw {
 		e.path, e.nextHop = slices.Clone(u.ASPath), u.NextHop
-		if !u.At.Before(h.lastAt) {
-			h.lastPath, h.lastAt = e.path, u.At
-		}
 	}
 	h.byPeer[k] = insertEntry(h.byPeer[k], e, r.opts.MaxEntries)
 	h.times = insertTime(h.times, u.At, r.opts.MaxEntries)

@@ -153,11 +153,13 @@ func (r *RIB) lastPathLocked(m netip.Prefix, t time.Time) ([]uint32, time.Time) 
 	var path []uint32
 	var pathAt, last time.Time
 	pathBits := -1
+	peers := r.sortedPeersLocked() // ties go to the first peer, in a fixed order
 	for q, h := range r.prefixes {
 		if q.Bits() > m.Bits() || !q.Contains(m.Addr()) {
 			continue
 		}
-		for _, es := range h.byPeer {
+		for _, p := range peers {
+			es := h.byPeer[p.key]
 			i := sort.Search(len(es), func(i int) bool { return es[i].at.After(t) })
 			for j := i - 1; j >= 0; j-- {
 				e := es[j]
