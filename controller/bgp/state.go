@@ -22,16 +22,20 @@ type route struct {
 // routesLocked counts, at t, the full-feed peers with a session up and
 // those with a route to m (to m itself, or else to the most specific
 // prefix covering it: traffic follows a covering route), and returns the
-// routes.
+// routes of every peer up (partial ones too).
 func (r *RIB) routesLocked(m netip.Prefix, t time.Time) (peers, with int, routes []route) {
 	for _, p := range r.sortedPeersLocked() {
 		up, since := p.upAt(t)
-		if !p.fullFeed || !up {
+		if !up {
 			continue
 		}
-		peers++
+		if p.fullFeed {
+			peers++
+		}
 		if rt, ok := r.bestLocked(p, m, t, since); ok {
-			with++
+			if p.fullFeed {
+				with++
+			}
 			routes = append(routes, rt)
 		}
 	}
@@ -121,7 +125,8 @@ func (r *RIB) stateLocked(m netip.Prefix, t time.Time) *vantagev1.BgpPrefixState
 	}
 	for _, rt := range routes {
 		br := &vantagev1.BgpRoute{Peer: rt.peer.key.addr.String(), PeerAs: rt.peer.as, Prefix: rt.prefix.String(),
-			AsPath: slices.Clone(rt.e.path), Since: timestamppb.New(rt.e.at), Source: rt.peer.key.source}
+			AsPath: slices.Clone(rt.e.path), Since: timestamppb.New(rt.e.at), Source: rt.peer.key.source,
+			FullFeed: rt.peer.fullFeed}
 		if n := len(rt.e.path); n > 0 {
 			br.OriginAs = rt.e.path[n-1]
 		}

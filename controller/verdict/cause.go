@@ -80,6 +80,9 @@ type CauseEvidence struct {
 	// Quality is the loss/RTT trend from CauseHistoryRounds before the
 	// onset to now (nil until the quality series are wired: qualityTrend).
 	Quality []QualityRound
+	// BGP is what the routing shows of the subject's prefixes at the
+	// round's end (RoutingFinding); nil without a BGP view.
+	BGP *vantagev1.BgpEvidence
 }
 
 // rising counts the rounds in which loss and RTT rose together at enough
@@ -127,9 +130,14 @@ func (ev CauseEvidence) upstreamPattern() bool {
 
 // Cause applies the rules, in this order, and returns the finding with
 // its evidence in words:
+//   - BGP (RoutingFinding) says the origin withdrew: SELF; an upstream AS
+//     withdrew the paths through it: UPSTREAM; the origin or its sole
+//     upstream withdrew everything, and the traces do not place the fault
+//     at an upstream: UNDETERMINED, saying so;
 //   - loss and RTT rose together (rising >= CauseRisingRounds) and the
 //     paths die at an answering upstream: UNDETERMINED (congestion at the
-//     upstream or its withdrawal; the evidence does not separate them);
+//     upstream or its withdrawal; the evidence does not separate them),
+//     unless BGP says the routes stay announced;
 //   - loss and RTT rose together: ATTACK_OR_CONGESTION;
 //   - traces place the fault at an upstream (UPSTREAM, or PATH_SPECIFIC
 //     with one upstream's paths dead and another's alive), an upstream
@@ -137,11 +145,12 @@ func (ev CauseEvidence) upstreamPattern() bool {
 //   - traces place it inside the country (TARGET_NETWORK) and a border
 //     answers: SELF;
 //   - every border target is silent, the location is not VANTAGE, and the
-//     rounds before the onset were known and none DEGRADED: FAILURE; with
+//     rounds before the onset were known and none DEGRADED: FAILURE (more
+//     confident when BGP says the routes stay announced); with
 //     degradation before, or too little history: UNDETERMINED;
 //   - anything else: UNDETERMINED, saying what is missing.
 func Cause(ev CauseEvidence) *vantagev1.CauseFinding {
-	f := &vantagev1.CauseFinding{Cause: vantagev1.Cause_CAUSE_UNDETERMINED, Evidence: ev.describe()}
+	f := &vantagev1.CauseFinding{Cause: vantagev1.Cause_CAUSE_UNDETERMINED, Evidence: ev.describe(), Bgp: ev.BGP}
 	why := func(c vantagev1.Cause, conf float64, reason string) *vantagev1.CauseFinding {
 		f.Cause, f.Confidence = c, conf
 		f.Evidence = append(f.Evidence, reason)
@@ -150,7 +159,13 @@ func Cause(ev CauseEvidence) *vantagev1.CauseFinding {
 	rising := ev.rising()
 	bordersSilent := ev.Borders > 0 && ev.BordersUp == 0
 	switch {
-	case rising >= CauseRisingRounds && ev.upstreamPattern():
+	case ev.bgpIs(vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW):
+		return why(vantagev1.Cause_CAUSE_SELF, 0.9, fmt.Sprintf("self: the origin AS%d withdrew its routes", ev.BGP.GetOriginAs()))
+	case ev.bgpIs(vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW):
+		return why(vantagev1.Cause_CAUSE_UPSTREAM, 0.9, fmt.Sprintf("upstream: AS%d withdrew the paths through it, while the origin AS%d still announces", ev.BGP.GetWithdrawingAs(), ev.BGP.GetOriginAs()))
+	case ev.bgpIs(vantagev1.BgpFinding_BGP_FINDING_ORIGIN_OR_SOLE_UPSTREAM) && !ev.upstreamPattern():
+		return why(vantagev1.Cause_CAUSE_UNDETERMINED, 0, fmt.Sprintf("undetermined: every route of AS%d went, all through AS%d: the origin or its sole upstream withdrew them, and the traces do not say which", ev.BGP.GetOriginAs(), ev.BGP.GetWithdrawingAs()))
+	case rising >= CauseRisingRounds && ev.upstreamPattern() && !ev.bgpIs(vantagev1.BgpFinding_BGP_FINDING_ANNOUNCED):
 		return why(vantagev1.Cause_CAUSE_UNDETERMINED, 0, "undetermined: loss and RTT rose together, yet the paths die at an upstream that answers: congestion at the upstream or its withdrawal")
 	case rising >= CauseRisingRounds:
 		return why(vantagev1.Cause_CAUSE_ATTACK_OR_CONGESTION, min(0.6+0.05*float64(rising-CauseRisingRounds), 0.8),
@@ -176,9 +191,17 @@ func Cause(ev CauseEvidence) *vantagev1.CauseFinding {
 		if !ev.Traced {
 			conf = 0.65
 		}
+		if ev.bgpIs(vantagev1.BgpFinding_BGP_FINDING_ANNOUNCED) {
+			return why(vantagev1.Cause_CAUSE_FAILURE, conf+0.1, "failure: an abrupt loss, no degradation before it, the border itself stopped answering, and its routes stay announced: the data plane died, not the routing")
+		}
 		return why(vantagev1.Cause_CAUSE_FAILURE, conf, "failure: an abrupt loss, no degradation before it, and the border itself stopped answering")
 	}
 	return why(vantagev1.Cause_CAUSE_UNDETERMINED, 0, "undetermined: "+ev.missing())
+}
+
+// bgpIs: the routing evidence's finding is f.
+func (ev CauseEvidence) bgpIs(f vantagev1.BgpFinding) bool {
+	return ev.BGP != nil && ev.BGP.GetFinding() == f
 }
 
 // missing says why no rule applied.
@@ -230,6 +253,11 @@ func (ev CauseEvidence) describe() []string {
 	out = append(out, fmt.Sprintf("before the onset (round %d): %d of %d rounds known, %d DEGRADED", ev.Onset, ev.Known, CauseHistoryRounds, ev.Degraded))
 	if ev.Escalation > 0 {
 		out = append(out, fmt.Sprintf("the episode reached %s %d round(s) after its onset", strings.TrimPrefix(ev.State.String(), "STATE_"), ev.Escalation))
+	}
+	if ev.BGP != nil {
+		for _, line := range ev.BGP.GetSummary() {
+			out = append(out, "BGP: "+line)
+		}
 	}
 	if ev.Quality == nil {
 		out = append(out, "no loss/RTT series")

@@ -44,6 +44,7 @@ func (e *Engine) explainAll(n int64) {
 			borderDegraded = true
 		}
 	}
+	e.routing = nil
 	for _, s := range e.networks {
 		e.explain(s, n, borderDegraded)
 	}
@@ -113,7 +114,7 @@ func (e *Engine) causeEvidence(s *subject, n int64) CauseEvidence {
 	ct := s.cz
 	ev := CauseEvidence{State: s.raw, Location: s.location, Traced: s.locTraced, Hop: ct.hop,
 		Onset: ct.episode, Escalation: ct.onset - ct.episode, Known: ct.known, Degraded: ct.degraded,
-		Quality: e.qualityTrend(s, ct.onset-CauseHistoryRounds, n)}
+		Quality: e.qualityTrend(s, ct.onset-CauseHistoryRounds, n), BGP: e.routingEvidence(s, n)}
 	for _, u := range e.upstreams {
 		t := e.targets[u]
 		up := t.raw == vantagev1.State_STATE_REACHABLE || t.raw == vantagev1.State_STATE_DEGRADED

@@ -47,7 +47,8 @@ type Engine struct {
 	gUp, gDown     []int32
 	gBits          []byte
 	stats          Stats
-	qual           *quality // quality.go
+	qual           *quality      // quality.go
+	routing        *roundRouting // routing.go: this round's prefix states, fetched once
 }
 
 // NewEngine validates cfg, applies defaults and returns an engine with no

@@ -231,8 +231,13 @@ type BgpRoute struct {
 	NextHop  string                 `protobuf:"bytes,5,opt,name=next_hop,json=nextHop,proto3" json:"next_hop,omitempty"`
 	OriginAs uint32                 `protobuf:"varint,6,opt,name=origin_as,json=originAs,proto3" json:"origin_as,omitempty"`
 	// When this route was announced (its latest announcement).
-	Since         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
-	Source        string                 `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	Since  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Source string                 `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	// The peer counts in visibility. A partial peer (a monitor session
+	// with an upstream router, say) does not, but its routes are evidence:
+	// an upstream that still has the origin's route while the world lost
+	// it stopped exporting it.
+	FullFeed      bool `protobuf:"varint,9,opt,name=full_feed,json=fullFeed,proto3" json:"full_feed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -321,6 +326,13 @@ func (x *BgpRoute) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *BgpRoute) GetFullFeed() bool {
+	if x != nil {
+		return x.FullFeed
+	}
+	return false
 }
 
 // BgpPeer is one routing view the collector has.
@@ -435,7 +447,8 @@ type BgpPrefixState struct {
 	// peers_with_route / peers (0 with no peer); visible: over 50% (IODA).
 	Visibility float64 `protobuf:"fixed64,7,opt,name=visibility,proto3" json:"visibility,omitempty"`
 	Visible    bool    `protobuf:"varint,8,opt,name=visible,proto3" json:"visible,omitempty"`
-	// The routes of the peers that have one.
+	// The routes of the peers that have one: the full-feed peers counted
+	// above, and the partial peers with a session up.
 	Routes []*BgpRoute `protobuf:"bytes,9,rep,name=routes,proto3" json:"routes,omitempty"`
 	// The most recent AS path seen (also after a withdrawal: the last path
 	// before it) and its origin AS.
@@ -1039,7 +1052,7 @@ const file_vantage_v1_bgp_proto_rawDesc = "" +
 	"\bnext_hop\x18\b \x01(\tR\anextHop\x12\x1b\n" +
 	"\torigin_as\x18\t \x01(\rR\boriginAs\x12\x16\n" +
 	"\x06source\x18\n" +
-	" \x01(\tR\x06source\"\xea\x01\n" +
+	" \x01(\tR\x06source\"\x87\x02\n" +
 	"\bBgpRoute\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x17\n" +
 	"\apeer_as\x18\x02 \x01(\rR\x06peerAs\x12\x16\n" +
@@ -1048,7 +1061,8 @@ const file_vantage_v1_bgp_proto_rawDesc = "" +
 	"\bnext_hop\x18\x05 \x01(\tR\anextHop\x12\x1b\n" +
 	"\torigin_as\x18\x06 \x01(\rR\boriginAs\x120\n" +
 	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
-	"\x06source\x18\b \x01(\tR\x06source\"\xca\x01\n" +
+	"\x06source\x18\b \x01(\tR\x06source\x12\x1b\n" +
+	"\tfull_feed\x18\t \x01(\bR\bfullFeed\"\xca\x01\n" +
 	"\aBgpPeer\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
 	"\x02as\x18\x02 \x01(\rR\x02as\x12\x16\n" +
