@@ -17,6 +17,9 @@ type routerSpec struct {
 	addrs []netip.Addr
 	// named: the entry is the named form (its paths are .addrs[j]).
 	named bool
+	// asn: the router's AS (0 unknown): locations name it, and BGP
+	// evidence that an AS withdrew places the fault at its router.
+	asn int64
 }
 
 // maxRouterAddrs bounds addrs of one named router.
@@ -36,12 +39,13 @@ func decodeRouters(path string, n *yaml.Node, out *[]routerSpec) error {
 			*out = append(*out, routerSpec{addrs: []netip.Addr{a}})
 			return nil
 		default:
-			return fieldErr(p, "expected an IP address or {name, addrs}, got %s", kindName(v))
+			return fieldErr(p, "expected an IP address or {name, addrs[, asn]}, got %s", kindName(v))
 		}
 		r := routerSpec{named: true}
 		err := decodeMapping(p, v, []field{
 			{"name", func(p string, v *yaml.Node) error { return decodeString(p, v, &r.name) }},
 			{"addrs", func(p string, v *yaml.Node) error { return decodeAddrList(p, v, maxRouterAddrs, &r.addrs) }},
+			{"asn", func(p string, v *yaml.Node) error { return decodeInt(p, v, 1, 4294967294, &r.asn) }},
 		})
 		if err != nil {
 			return err
@@ -57,6 +61,21 @@ func decodeRouters(path string, n *yaml.Node, out *[]routerSpec) error {
 		*out = append(*out, r)
 		return nil
 	})
+}
+
+// RouterASNs maps the named upstreams' and borders' names to the AS
+// numbers the campaign gives them (asn:); routers without one are left
+// out.
+func (s *Spec) RouterASNs() map[string]uint32 {
+	out := map[string]uint32{}
+	for _, rs := range [][]routerSpec{s.targets.upstreams, s.targets.borders} {
+		for _, r := range rs {
+			if r.named && r.asn > 0 {
+				out[r.name] = uint32(r.asn)
+			}
+		}
+	}
+	return out
 }
 
 // routerCount is how many targets routers expand to.

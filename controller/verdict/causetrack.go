@@ -44,7 +44,6 @@ func (e *Engine) explainAll(n int64) {
 			borderDegraded = true
 		}
 	}
-	e.routing = nil
 	for _, s := range e.networks {
 		e.explain(s, n, borderDegraded)
 	}

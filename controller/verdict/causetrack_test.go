@@ -176,7 +176,11 @@ func routerString(r *vantagev1.Router) string {
 	if r == nil {
 		return ""
 	}
-	return fmt.Sprintf("%s %s %s", r.GetAddress(), strings.TrimPrefix(r.GetRole().String(), "TARGET_ROLE_"), r.GetName())
+	out := fmt.Sprintf("%s %s %s", r.GetAddress(), strings.TrimPrefix(r.GetRole().String(), "TARGET_ROLE_"), r.GetName())
+	if r.GetAsn() != 0 {
+		out += fmt.Sprintf(" AS%d", r.GetAsn())
+	}
+	return out
 }
 
 func viewStrings(vs []*vantagev1.UpstreamView) []string {

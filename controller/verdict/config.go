@@ -108,6 +108,10 @@ type Config struct {
 	// reads.
 	Routing  Routing
 	Prefixes map[string][]netip.Prefix
+	// RouterASNs: the named routers' AS numbers (campaign asn:), by
+	// name; locations name them, and BGP evidence that an AS withdrew
+	// places the fault at its router.
+	RouterASNs map[string]uint32
 }
 
 // withDefaults fills zero fields.

@@ -473,6 +473,7 @@ func (e *Engine) locateWithoutTraces(s *subject, n int64, prov provisional, unre
 		s.location = vantagev1.Location_LOCATION_UPSTREAM
 		s.locNotes = append(s.locNotes, "provisional location UPSTREAM: this upstream target does not answer; awaiting traces")
 	case s.level == vantagev1.Level_LEVEL_TARGET && s.role == vantagev1.TargetRole_TARGET_ROLE_CONTROL:
+	case s.level != vantagev1.Level_LEVEL_TARGET && e.placedByRouting(s, n):
 	case prov.loc == vantagev1.Location_LOCATION_UPSTREAM:
 		s.location = prov.loc
 		s.locNotes = append(s.locNotes, "provisional location UPSTREAM: upstream targets are down too; awaiting traces")
@@ -485,4 +486,21 @@ func (e *Engine) locateWithoutTraces(s *subject, n int64, prov provisional, unre
 		s.location = vantagev1.Location_LOCATION_LOCATING
 		s.locNotes = append(s.locNotes, "location LOCATING: awaiting traces (upstream targets answering do not say where the paths die)")
 	}
+}
+
+// placedByRouting sets a network's or the scope's location from the BGP
+// evidence (withdrawnAt), and reports whether it did.
+func (e *Engine) placedByRouting(s *subject, n int64) bool {
+	loc, addr := e.withdrawnAt(s, n)
+	if addr == "" {
+		return false
+	}
+	s.location, s.lastHop = loc, addr
+	r := e.router(addr)
+	what := "withdrew the paths through it"
+	if loc == vantagev1.Location_LOCATION_TARGET_NETWORK {
+		what = "the origin, withdrew its routes"
+	}
+	s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from BGP: AS%d (%s) %s", strings.TrimPrefix(loc.String(), "LOCATION_"), r.GetAsn(), r.GetName(), what))
+	return true
 }

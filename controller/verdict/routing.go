@@ -209,6 +209,7 @@ func pathWords(path []uint32) string {
 // roundRouting is one round's prefix states of every network, fetched
 // from Config.Routing once, when the first subject needs them.
 type roundRouting struct {
+	round     int64
 	all       []*vantagev1.BgpPrefixState
 	byNetwork map[string][]*vantagev1.BgpPrefixState
 }
@@ -220,7 +221,7 @@ func (e *Engine) routingEvidence(s *subject, n int64) *vantagev1.BgpEvidence {
 	if e.cfg.Routing == nil || len(e.cfg.Prefixes) == 0 {
 		return nil
 	}
-	if e.routing == nil {
+	if e.routing == nil || e.routing.round != n {
 		e.routing = e.fetchRouting(n)
 	}
 	subject := e.routing.all
@@ -239,11 +240,38 @@ func (e *Engine) fetchRouting(n int64) *roundRouting {
 		}
 	}
 	at := time.Unix(0, e.start+(n+1)*e.roundLen)
-	rr := &roundRouting{all: e.cfg.Routing.States(prefixes, at), byNetwork: map[string][]*vantagev1.BgpPrefixState{}}
+	rr := &roundRouting{round: n, all: e.cfg.Routing.States(prefixes, at), byNetwork: map[string][]*vantagev1.BgpPrefixState{}}
 	for i, st := range rr.all {
 		if i < len(owner) {
 			rr.byNetwork[owner[i]] = append(rr.byNetwork[owner[i]], st)
 		}
 	}
 	return rr
+}
+
+// withdrawnAt is where the routing places s's outage at round n's end:
+// an upstream AS withdrew the paths through it (UPSTREAM, at the campaign
+// upstream with that asn:), or the origin withdrew its routes
+// (TARGET_NETWORK, at the campaign border with the origin's asn:); ""
+// when it places nothing a campaign router names.
+func (e *Engine) withdrawnAt(s *subject, n int64) (vantagev1.Location, string) {
+	if len(e.cfg.RouterASNs) == 0 {
+		return vantagev1.Location_LOCATION_UNSPECIFIED, ""
+	}
+	ev := e.routingEvidence(s, n)
+	role, as, loc := vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, ev.GetWithdrawingAs(), vantagev1.Location_LOCATION_UPSTREAM
+	switch ev.GetFinding() {
+	case vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW:
+	case vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW:
+		role, as, loc = vantagev1.TargetRole_TARGET_ROLE_BORDER, ev.GetOriginAs(), vantagev1.Location_LOCATION_TARGET_NETWORK
+	default:
+		return vantagev1.Location_LOCATION_UNSPECIFIED, ""
+	}
+	for _, ti := range e.upstreams {
+		t := e.cfg.Targets[ti]
+		if t.Role == role && t.Name != "" && e.cfg.RouterASNs[t.Name] == as {
+			return loc, t.Addr
+		}
+	}
+	return vantagev1.Location_LOCATION_UNSPECIFIED, ""
 }

@@ -58,6 +58,7 @@ func routedLab() (*bgp.RIB, Config) {
 		}
 	}
 	cfg.Routing = rib
+	cfg.RouterASNs = map[string]uint32{"unicom": 64501, "rostelecom": 64502, "ryugyong": 64500}
 	return rib, cfg
 }
 
@@ -83,22 +84,24 @@ func TestEngineJoinsBGP(t *testing.T) {
 		wantCause vantagev1.Cause
 		wantBGP   vantagev1.BgpFinding
 		wantAS    uint32
+		wantLoc   vantagev1.Location
+		wantHop   string
 	}{
 		{"unicom withdraws net0 and net1", []string{"net0", "net1"}, nil, func(rib *bgp.RIB) {
 			for n := range 2 {
 				withdrawAt(rib, mid, ixPeer, netPrefix(n))
 				withdrawAt(rib, mid, transitPeer, netPrefix(n))
 			}
-		}, degraded, causeUpstream, vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW, 64501},
+		}, degraded, causeUpstream, vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW, 64501, locUpstream, unicom + " UPSTREAM unicom AS64501"},
 		{"the origin withdraws everything", allNets, nil, func(rib *bgp.RIB) {
 			for n := range 4 {
 				for _, p := range []bgp.PeerEvent{ixPeer, transitPeer, unicomPeer, rostelPeer} {
 					withdrawAt(rib, mid, p, netPrefix(n))
 				}
 			}
-		}, unreachable, causeSelf, vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW, 0},
+		}, unreachable, causeSelf, vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW, 0, locTarget, borderA + " BORDER ryugyong AS64500"},
 		{"the border drops packets, routes stay", allNets, []string{borderA}, func(*bgp.RIB) {},
-			unreachable, causeFailure, vantagev1.BgpFinding_BGP_FINDING_ANNOUNCED, 0},
+			unreachable, causeFailure, vantagev1.BgpFinding_BGP_FINDING_ANNOUNCED, 0, vantagev1.Location_LOCATION_LOCATING, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rib, cfg := routedLab()
@@ -115,6 +118,9 @@ func TestEngineJoinsBGP(t *testing.T) {
 			if f.GetCause() != c.wantCause || f.GetBgp().GetFinding() != c.wantBGP || f.GetBgp().GetWithdrawingAs() != c.wantAS {
 				t.Fatalf("cause %s, BGP %s AS%d; want %s, %s AS%d (evidence %q)", f.GetCause(), f.GetBgp().GetFinding(),
 					f.GetBgp().GetWithdrawingAs(), c.wantCause, c.wantBGP, c.wantAS, f.GetEvidence())
+			}
+			if hop := routerString(v.GetLocationHop()); v.GetLocation() != c.wantLoc || hop != c.wantHop {
+				t.Errorf("location %s hop %q; want %s %q (BGP places an upstream's withdrawal before any trace)", v.GetLocation(), hop, c.wantLoc, c.wantHop)
 			}
 			if first := scope[0].GetCause(); first.GetCause() != c.wantCause {
 				t.Errorf("the first transition's cause %s, want %s at once (BGP needs no traces)", first.GetCause(), c.wantCause)

@@ -23,6 +23,7 @@ func (e *Engine) router(addr string) *vantagev1.Router {
 	r := &vantagev1.Router{Address: addr}
 	if ti, ok := e.targetIdx[addr]; ok && isRouter(e.targets[ti].role) {
 		r.Role, r.Name = e.targets[ti].role, e.cfg.Targets[ti].Name
+		r.Asn = e.cfg.RouterASNs[r.Name]
 	}
 	return r
 }

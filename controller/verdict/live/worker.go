@@ -244,6 +244,7 @@ func ConfigFor(spec *campaign.Spec, grace time.Duration, freshRounds int) verdic
 		Campaign: spec.Name(), Scope: spec.ScopeName(), Start: spec.Start(), Round: spec.Round(),
 		Grace: grace, Quorum: spec.Quorum(), FreshRounds: freshRounds, Targets: targets, Networks: spec.NetworkNames(),
 		ResultsPerRound: perRound, Quality: qualityFor(spec), Prefixes: networkPrefixes(spec),
+		RouterASNs: spec.RouterASNs(),
 	}
 }
 
