@@ -90,14 +90,35 @@ func announced(ev *vantagev1.BgpEvidence, subject []*vantagev1.BgpPrefixState) *
 	for _, s := range subject {
 		ev.Summary = append(ev.Summary, fmt.Sprintf("%s announced by %d of %d peers; path %s", s.GetPrefix(),
 			s.GetPeersWithRoute(), s.GetPeers(), pathWords(s.GetLastPath())))
-		rate, base := s.GetUpdatesPerMinute(), s.GetBaselinePerMinute()
-		if rate >= RoutingUnstableRate && rate >= RoutingUnstableFactor*base {
+		if line := instability(s); line != "" {
 			ev.Finding = vantagev1.BgpFinding_BGP_FINDING_UNSTABLE
-			ev.Summary = append(ev.Summary, fmt.Sprintf("%s: %.0f updates a minute against a baseline of %.1f: routing instability",
-				s.GetPrefix(), rate, base))
+			ev.Summary = append(ev.Summary, line)
 		}
 	}
 	return ev
+}
+
+// instability describes s's update rate when it is far above its
+// baseline, and is "" otherwise.
+func instability(s *vantagev1.BgpPrefixState) string {
+	rate, base := s.GetUpdatesPerMinute(), s.GetBaselinePerMinute()
+	if rate < RoutingUnstableRate || rate < RoutingUnstableFactor*base {
+		return ""
+	}
+	return fmt.Sprintf("%s: %.0f updates a minute against a baseline of %.1f: routing instability", s.GetPrefix(), rate, base)
+}
+
+// Instability lists the prefixes of ev whose update rate is far above
+// their baseline, in words, whatever their visibility: a prefix that
+// flaps is withdrawn half the time.
+func Instability(ev *vantagev1.BgpEvidence) []string {
+	var out []string
+	for _, s := range ev.GetPrefixes() {
+		if line := instability(s); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // withdrawal applies the rules to the withdrawn prefixes gone of origin.

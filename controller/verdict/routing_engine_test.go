@@ -3,6 +3,7 @@ package verdict
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,48 @@ func TestEngineJoinsBGP(t *testing.T) {
 				t.Errorf("the first transition's cause %s, want %s at once (BGP needs no traces)", first.GetCause(), c.wantCause)
 			}
 		})
+	}
+}
+
+// TestRoutingInstability: net2 flaps in BGP (announced and withdrawn by
+// the transit every 2 s, so it stays visible through the IX) while every
+// probe answers: the scope and net2 are UNSTABLE at once, and calm again
+// once the update rate falls back.
+func TestRoutingInstability(t *testing.T) {
+	rib, cfg := routedLab()
+	e := warmed(t, cfg, agents3)
+	start := t0.Add(time.Duration(outageRound) * round)
+	for i := range 30 {
+		at := start.Add(time.Duration(i) * 2 * time.Second)
+		if i%2 == 0 {
+			withdrawAt(rib, at, transitPeer, netPrefix(2))
+		} else {
+			announceAt(rib, at, transitPeer, netPrefix(2), 64510, 64502, 64500)
+		}
+	}
+	byRound := run(t, e, cfg, steps(outageRound, outageRound+60, agents3, allUp))
+	for _, id := range []string{scopeID, "country/network/net2", "country/network/net0"} {
+		trs := transitionsOf(flat(byRound), id)
+		t.Logf("%s: %s", id, describeCauses(trs))
+		if id == "country/network/net0" {
+			if len(trs) != 0 {
+				t.Errorf("net0 never flapped, got %s", describeCauses(trs))
+			}
+			continue
+		}
+		// 6 updates a minute (RoutingUnstableRate) take 12 s: round 4 of
+		// the flapping.
+		if len(trs) != 2 || trs[0].GetTo() != vantagev1.State_STATE_UNSTABLE || trs[0].GetRound() > outageRound+4 ||
+			trs[1].GetTo() != vantagev1.State_STATE_REACHABLE {
+			t.Fatalf("%s: %s; want UNSTABLE by round %d, then REACHABLE", id, describeCauses(trs), outageRound+4)
+		}
+		if notes := strings.Join(trs[0].GetNotes(), "; "); !strings.Contains(notes, "BGP shows routing instability") {
+			t.Errorf("%s: the UNSTABLE transition's notes %q do not name the BGP instability", id, notes)
+		}
+		// The rate is over a minute: calm once the flapping (60 s) is a
+		// minute old, plus the engine's calm rounds.
+		if calm := trs[1].GetRound() - outageRound; calm < 20 || calm > 60 {
+			t.Errorf("%s: calm after %d rounds", id, calm)
+		}
 	}
 }

@@ -179,8 +179,19 @@ func (e *Engine) nextState(s *subject, n int64, ob flip) (vantagev1.State, flip)
 		// flapHold rounds, it may be the second flap of an episode.
 		st.pending = st.flips[len(st.flips)-1]
 		return s.state, ob
+	case raw != vantagev1.State_STATE_UNREACHABLE && s.state != vantagev1.State_STATE_UNREACHABLE && e.routingUnstable(s, n):
+		// Dyn's "steady beat of routing instability": the prefixes flap in
+		// BGP before (or without) the probes seeing loss.
+		st.since = flip{round: n, earliest: ob.earliest, latest: ob.latest}
+		return vantagev1.State_STATE_UNSTABLE, st.since
 	}
 	return raw, ob
+}
+
+// routingUnstable: the BGP evidence says s's prefixes' update rate is far
+// above their baseline (RoutingFinding: UNSTABLE) at round n's end.
+func (e *Engine) routingUnstable(s *subject, n int64) bool {
+	return s.level != vantagev1.Level_LEVEL_TARGET && len(Instability(e.routingEvidence(s, n))) > 0
 }
 
 // enterEpisode makes s UNSTABLE; the episode's onset is the first flip in
@@ -211,6 +222,9 @@ func (e *Engine) inEpisode(s *subject, n int64) (vantagev1.State, flip) {
 		st.reset()
 		st.ended = ended
 		return s.raw, last
+	case e.routingUnstable(s, n):
+		// The routing still flaps: the episode goes on, however calm the
+		// probes are.
 	case n-last.round >= int64(e.cfg.UnstableCalm):
 		st.reset()
 		return s.raw, last
@@ -277,6 +291,11 @@ func (e *Engine) episodeNotes(s *subject) []string {
 
 // unstableNote describes an UNSTABLE subject's window.
 func (e *Engine) unstableNote(s *subject) string {
+	if e.routingUnstable(s, s.stateRound) && len(s.stab.flips) < e.cfg.UnstableFlips {
+		why := Instability(e.routingEvidence(s, s.stateRound))
+		return fmt.Sprintf("unstable: BGP shows routing instability since round %d (%s); the probes see %s",
+			s.stab.since.round, strings.Join(why, "; "), shortState(s.raw))
+	}
 	return fmt.Sprintf("unstable: %d crossings of the REACHABLE boundary in the last %d rounds (enter at %d, or when a quick recovery goes down again within %d rounds; leave after %d calm rounds, or on %d rounds UNREACHABLE in a row); flapping since round %d; now %s",
 		len(s.stab.flips), e.cfg.UnstableWindow, e.cfg.UnstableFlips, flapHold, e.cfg.UnstableCalm, sustained, s.stab.since.round, shortState(s.raw))
 }
