@@ -33,8 +33,8 @@ func causeCell(c *vantagev1.CauseFinding) string {
 	return fmt.Sprintf("%s %.2f", name, c.GetConfidence())
 }
 
-// routerText is "upstream unicom 198.51.100.42" (role, name, address;
-// what is known of them).
+// routerText is "upstream unicom 198.51.100.42 AS64501" (role, name,
+// address, AS; what is known of them).
 func routerText(r *vantagev1.Router) string {
 	var parts []string
 	if r.GetRole() != vantagev1.TargetRole_TARGET_ROLE_UNSPECIFIED {
@@ -43,7 +43,52 @@ func routerText(r *vantagev1.Router) string {
 	if r.GetName() != "" {
 		parts = append(parts, r.GetName())
 	}
-	return strings.Join(append(parts, r.GetAddress()), " ")
+	parts = append(parts, r.GetAddress())
+	if r.GetAsn() != 0 {
+		parts = append(parts, fmt.Sprintf("AS%d", r.GetAsn()))
+	}
+	return strings.Join(parts, " ")
+}
+
+// bgpCell is the routing finding in a few words ("AS64501 withdrew 2/4",
+// "announced 4/4", "origin AS64500 withdrew"), "-" without BGP evidence.
+func bgpCell(b *vantagev1.BgpEvidence) string {
+	if b == nil {
+		return "-"
+	}
+	gone, total := 0, len(b.GetPrefixes())
+	for _, p := range b.GetPrefixes() {
+		if !p.GetVisible() {
+			gone++
+		}
+	}
+	switch b.GetFinding() {
+	case vantagev1.BgpFinding_BGP_FINDING_NO_DATA:
+		return "no data"
+	case vantagev1.BgpFinding_BGP_FINDING_ANNOUNCED:
+		return fmt.Sprintf("announced %d/%d", total-gone, total)
+	case vantagev1.BgpFinding_BGP_FINDING_UNSTABLE:
+		return "unstable"
+	case vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW:
+		return fmt.Sprintf("AS%d withdrew %d/%d", b.GetWithdrawingAs(), gone, total)
+	case vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW:
+		return fmt.Sprintf("origin AS%d withdrew %d/%d", b.GetOriginAs(), gone, total)
+	case vantagev1.BgpFinding_BGP_FINDING_ORIGIN_OR_SOLE_UPSTREAM:
+		return fmt.Sprintf("AS%d or AS%d withdrew %d/%d", b.GetOriginAs(), b.GetWithdrawingAs(), gone, total)
+	}
+	return "-"
+}
+
+// explainBGP adds explain's rows for the routing evidence: the finding,
+// then each prefix's visibility and path.
+func explainBGP(kv *table, b *vantagev1.BgpEvidence) {
+	if b == nil {
+		return
+	}
+	kv.row("bgp:", bgpCell(b))
+	for _, line := range b.GetSummary() {
+		kv.row(" ", "- "+line)
+	}
 }
 
 // upstreamText is one upstream view in words.
@@ -91,4 +136,5 @@ func explainCause(kv *table, v *vantagev1.Verdict) {
 		}
 		kv.row(label, "- "+e)
 	}
+	explainBGP(kv, c.GetBgp())
 }

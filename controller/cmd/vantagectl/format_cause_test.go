@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -54,10 +55,49 @@ notes:      -
 	if err := testPrinter.timeline(&tl, []*vantagev1.Transition{refined}); err != nil {
 		t.Fatal(err)
 	}
-	wantTL := `DETECTED              LEVEL  SUBJECT  CHANGE                       ONSET                                ROUND  LOCATION           CAUSE          CHILDREN
-2026-01-01T00:05:02Z  scope  KP       UNREACHABLE (cause refined)  2026-01-01T00:04:00Z..00:05:00 ±30s  5      upstream (unicom)  upstream 0.90  up=- down=net0,net1,net2,net3
+	wantTL := `DETECTED              LEVEL  SUBJECT  CHANGE                       ONSET                                ROUND  LOCATION           CAUSE          BGP  CHILDREN
+2026-01-01T00:05:02Z  scope  KP       UNREACHABLE (cause refined)  2026-01-01T00:04:00Z..00:05:00 ±30s  5      upstream (unicom)  upstream 0.90  -    up=- down=net0,net1,net2,net3
 `
 	if got := tl.String(); got != wantTL {
 		t.Errorf("timeline\n got:\n%s\nwant:\n%s", got, wantTL)
+	}
+}
+
+// The BGP cell and explain's bgp rows say what the routing shows.
+func TestFormatBGP(t *testing.T) {
+	gone := &vantagev1.BgpPrefixState{Prefix: "198.18.0.0/24", Peers: 2}
+	up := &vantagev1.BgpPrefixState{Prefix: "198.18.2.0/24", Peers: 2, PeersWithRoute: 2, Visible: true}
+	for _, c := range []struct {
+		ev   *vantagev1.BgpEvidence
+		want string
+	}{
+		{nil, "-"},
+		{&vantagev1.BgpEvidence{Finding: vantagev1.BgpFinding_BGP_FINDING_NO_DATA}, "no data"},
+		{&vantagev1.BgpEvidence{Finding: vantagev1.BgpFinding_BGP_FINDING_ANNOUNCED, Prefixes: []*vantagev1.BgpPrefixState{up}}, "announced 1/1"},
+		{&vantagev1.BgpEvidence{Finding: vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW, WithdrawingAs: 64501,
+			Prefixes: []*vantagev1.BgpPrefixState{gone, up}}, "AS64501 withdrew 1/2"},
+		{&vantagev1.BgpEvidence{Finding: vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW, OriginAs: 64500,
+			Prefixes: []*vantagev1.BgpPrefixState{gone}}, "origin AS64500 withdrew 1/1"},
+		{&vantagev1.BgpEvidence{Finding: vantagev1.BgpFinding_BGP_FINDING_ORIGIN_OR_SOLE_UPSTREAM, OriginAs: 64500, WithdrawingAs: 64501,
+			Prefixes: []*vantagev1.BgpPrefixState{gone}}, "AS64500 or AS64501 withdrew 1/1"},
+	} {
+		if got := bgpCell(c.ev); got != c.want {
+			t.Errorf("bgpCell(%v) = %q, want %q", c.ev.GetFinding(), got, c.want)
+		}
+	}
+	v := &vantagev1.Verdict{LocationHop: &vantagev1.Router{Address: "198.51.100.42", Role: vantagev1.TargetRole_TARGET_ROLE_UPSTREAM, Name: "unicom", Asn: 64501},
+		Cause: &vantagev1.CauseFinding{Cause: vantagev1.Cause_CAUSE_UPSTREAM, Confidence: 0.9, Evidence: []string{"upstream: AS64501 withdrew"},
+			Bgp: &vantagev1.BgpEvidence{Finding: vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW, WithdrawingAs: 64501,
+				Prefixes: []*vantagev1.BgpPrefixState{gone}, Summary: []string{"198.18.0.0/24 withdrawn by 2 of 2 peers at 16:15:02Z"}}}}
+	var b strings.Builder
+	kv := newTable(&b)
+	explainCause(kv, v)
+	if err := kv.flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"upstream unicom 198.51.100.42 AS64501", "AS64501 withdrew 1/1", "- 198.18.0.0/24 withdrawn by 2 of 2 peers at 16:15:02Z"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("explain lacks %q:\n%s", want, b.String())
+		}
 	}
 }

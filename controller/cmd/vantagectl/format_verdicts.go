@@ -48,13 +48,14 @@ func (p printer) verdictLine(v *vantagev1.Verdict) string {
 	return joinCells("verdict", f)
 }
 
-var transitionHeader = []string{"DETECTED", "LEVEL", "SUBJECT", "CHANGE", "ONSET", "ROUND", "LOCATION", "CAUSE", "CHILDREN"}
+var transitionHeader = []string{"DETECTED", "LEVEL", "SUBJECT", "CHANGE", "ONSET", "ROUND", "LOCATION", "CAUSE", "BGP", "CHILDREN"}
 
 func (p printer) transitionFields(t *vantagev1.Transition) []string {
 	return []string{p.at(t.GetDetectedAt()), levelName(t.GetLevel()), t.GetSubject(),
 		change(t),
 		p.onset(t.GetOnsetEarliest(), t.GetOnsetLatest()), strconv.FormatInt(t.GetRound(), 10),
-		locationCell(t.GetLocation(), t.GetLocationHop()), causeCell(t.GetCause()), children(t.GetUpChildren(), t.GetDownChildren())}
+		locationCell(t.GetLocation(), t.GetLocationHop()), causeCell(t.GetCause()), bgpCell(t.GetCause().GetBgp()),
+		children(t.GetUpChildren(), t.GetDownChildren())}
 }
 
 // change is a transition's CHANGE cell; from == to is a refinement

@@ -637,7 +637,7 @@ func TestWatch(t *testing.T) {
 			waitFor: "kp/KP  REACHABLE -> UNREACHABLE",
 			contains: []string{
 				"LEVEL    SUBJECT     STATE        SINCE   UP/TOTAL  VANTAGES  LOCATION       NOTES\nscope    KP ",
-				"\n2026-01-01T00:05:02Z  scope  kp/KP  REACHABLE -> UNREACHABLE  2026-01-01T00:04:00Z..00:05:00 ±30s  5  upstream (unicom)  upstream 0.90  up=- down=net0,net1,net2,net3\n",
+				"\n2026-01-01T00:05:02Z  scope  kp/KP  REACHABLE -> UNREACHABLE  2026-01-01T00:04:00Z..00:05:00 ±30s  5  upstream (unicom)  upstream 0.90  -  up=- down=net0,net1,net2,net3\n",
 			},
 		},
 		{
