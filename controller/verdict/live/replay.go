@@ -44,7 +44,8 @@ func (w *Worker) HealthyVantages(campaignName string) []string {
 // sent_at order (round order), so memory is the engine's, whatever the
 // window. Replay knows no session events: every vantage counts as
 // connected, and one that sent nothing is stale. DetectedAt is the replay's
-// clock (the stream's sent_at), not the wall clock.
+// clock (the stream's sent_at), not the wall clock. The BGP evidence comes
+// from Options.ReplayRouting (the stored updates of the window).
 func (w *Worker) Replay(ctx context.Context, name string, from, to time.Time, params map[string]string) ([]*vantagev1.Transition, error) {
 	switch {
 	case from.IsZero():
@@ -70,6 +71,11 @@ func (w *Worker) Replay(ctx context.Context, name string, from, to time.Time, pa
 	cfg, err := verdict.WithParams(w.configFor(spec), params)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrReplay, err)
+	}
+	if w.opts.ReplayRouting != nil {
+		if cfg.Routing, err = w.opts.ReplayRouting(ctx, spec, from, to); err != nil {
+			return nil, fmt.Errorf("replay routing: %w", err)
+		}
 	}
 	rep, err := verdict.NewReplayer(cfg)
 	if err != nil {

@@ -86,6 +86,11 @@ type Options struct {
 	// Routing is the BGP view (the controller's bgp.RIB) joined to every
 	// engine's verdicts; nil: none.
 	Routing verdict.Routing
+	// ReplayRouting, if set, gives Replay the BGP view of its window
+	// rebuilt from the stored updates (so a replay reads the routing as
+	// recorded, MRT imports included, not the live view's memory); nil:
+	// Replay uses Routing.
+	ReplayRouting func(ctx context.Context, spec *campaign.Spec, from, to time.Time) (verdict.Routing, error)
 }
 
 type running struct {
