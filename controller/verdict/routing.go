@@ -3,6 +3,7 @@ package verdict
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +81,7 @@ func RoutingFinding(subject, all []*vantagev1.BgpPrefixState) *vantagev1.BgpEvid
 	}
 	ev.OriginAs = gone[0].GetOriginAs()
 	ev.Finding, ev.WithdrawingAs = withdrawal(gone, all, ev.OriginAs)
-	ev.Summary = append(ev.Summary, findingWords(ev))
+	ev.Summary = append(ev.Summary, findingWords(ev, holders(gone)))
 	return ev
 }
 
@@ -123,7 +124,7 @@ func Instability(ev *vantagev1.BgpEvidence) []string {
 
 // withdrawal applies the rules to the withdrawn prefixes gone of origin.
 func withdrawal(gone, all []*vantagev1.BgpPrefixState, origin uint32) (vantagev1.BgpFinding, uint32) {
-	if as := holder(gone); as != 0 {
+	if as := smallest(holders(gone)); as != 0 {
 		return vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW, as
 	}
 	withdrawn := map[uint32]bool{}
@@ -161,10 +162,9 @@ func withdrawal(gone, all []*vantagev1.BgpPrefixState, origin uint32) (vantagev1
 	return vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW, first
 }
 
-// holder is the AS of a partial peer that still has a route to a
-// withdrawn prefix with itself on the path (it stopped exporting it), or
-// 0; with several, the smallest.
-func holder(gone []*vantagev1.BgpPrefixState) uint32 {
+// holders are the ASes of partial peers that still have a route to a
+// withdrawn prefix, learned from its origin (they stopped exporting it).
+func holders(gone []*vantagev1.BgpPrefixState) map[uint32]bool {
 	held := map[uint32]bool{}
 	for _, s := range gone {
 		for _, r := range s.GetRoutes() {
@@ -173,7 +173,7 @@ func holder(gone []*vantagev1.BgpPrefixState) uint32 {
 			}
 		}
 	}
-	return smallest(held)
+	return held
 }
 
 // pathUpstream is the AS next to the origin on a path (0 for a path of one
@@ -204,16 +204,39 @@ func describeWithdrawn(s *vantagev1.BgpPrefixState) string {
 		s.GetPeers()-s.GetPeersWithRoute(), s.GetPeers(), at, pathWords(s.GetLastPath()), s.GetOriginAs())
 }
 
-func findingWords(ev *vantagev1.BgpEvidence) string {
+func findingWords(ev *vantagev1.BgpEvidence, held map[uint32]bool) string {
 	switch ev.GetFinding() {
 	case vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW:
-		return fmt.Sprintf("AS%d withdrew the paths through it; the origin AS%d still announces", ev.GetWithdrawingAs(), ev.GetOriginAs())
+		if len(held) > 1 {
+			return fmt.Sprintf("%s withdrew the paths through them, still holding the origin AS%d's routes", asList(held), ev.GetOriginAs())
+		}
+		if len(held) == 1 {
+			return fmt.Sprintf("AS%d withdrew the paths through it, still holding the origin AS%d's routes", ev.GetWithdrawingAs(), ev.GetOriginAs())
+		}
+		return fmt.Sprintf("AS%d withdrew the paths through it; the origin AS%d still announces through others", ev.GetWithdrawingAs(), ev.GetOriginAs())
 	case vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW:
 		return fmt.Sprintf("the origin AS%d withdrew them", ev.GetOriginAs())
 	case vantagev1.BgpFinding_BGP_FINDING_ORIGIN_OR_SOLE_UPSTREAM:
 		return fmt.Sprintf("everything of AS%d went, all of it through AS%d: the origin or its sole upstream withdrew", ev.GetOriginAs(), ev.GetWithdrawingAs())
 	}
 	return ""
+}
+
+// asList is "AS64501 and AS64502" (sorted).
+func asList(set map[uint32]bool) string {
+	var as []int
+	for a := range set {
+		as = append(as, int(a))
+	}
+	sort.Ints(as)
+	w := make([]string, len(as))
+	for i, a := range as {
+		w[i] = "AS" + strconv.Itoa(a)
+	}
+	if len(w) <= 1 {
+		return strings.Join(w, "")
+	}
+	return strings.Join(w[:len(w)-1], ", ") + " and " + w[len(w)-1]
 }
 
 func pathWords(path []uint32) string {

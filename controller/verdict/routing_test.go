@@ -64,6 +64,8 @@ func TestRoutingFinding(t *testing.T) {
 			[]*vantagev1.BgpPrefixState{visible(net1, 64501), visible(net2, 64502)}, vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW, 0, "withdrawn"},
 		{"all gone through two upstreams", []*vantagev1.BgpPrefixState{withdrawn(net0, 64501), withdrawn(net2, 64502)},
 			nil, vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW, 0, "withdrawn"},
+		{"both upstreams still hold theirs", []*vantagev1.BgpPrefixState{withdrawn(net0, 64501, bgpRoute(64501, true, 64501, 64500)),
+			withdrawn(net2, 64502, bgpRoute(64502, true, 64502, 64500))}, nil, vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW, 64501, "withdrawn"},
 		{"all gone through one upstream (2014)", []*vantagev1.BgpPrefixState{withdrawn(net0, 64501), withdrawn(net1, 64501)},
 			nil, vantagev1.BgpFinding_BGP_FINDING_ORIGIN_OR_SOLE_UPSTREAM, 64501, "withdrawn"},
 	} {
@@ -72,6 +74,9 @@ func TestRoutingFinding(t *testing.T) {
 			ev := RoutingFinding(c.subject, all)
 			if ev.GetFinding() != c.want || ev.GetWithdrawingAs() != c.as || !strings.Contains(ev.GetSummary()[0], c.summary0) {
 				t.Fatalf("finding %s AS%d, summary %q; want %s AS%d with %q", ev.GetFinding(), ev.GetWithdrawingAs(), ev.GetSummary(), c.want, c.as, c.summary0)
+			}
+			if c.name == "both upstreams still hold theirs" && ev.GetSummary()[2] != "AS64501 and AS64502 withdrew the paths through them, still holding the origin AS64500's routes" {
+				t.Errorf("summary %q: want both upstreams named", ev.GetSummary())
 			}
 			if c.want == vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW && !ev.GetWithdrawnAt().AsTime().Equal(withdrawnAt) {
 				t.Errorf("withdrawn at %v, want %v", ev.GetWithdrawnAt().AsTime(), withdrawnAt)
