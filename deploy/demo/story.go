@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vantage-net/vantage/deploy/lab"
+	"github.com/vantage-net/vantage/internal/bgpwords"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -168,24 +169,47 @@ func shortState(s vantagev1.State) string {
 	return strings.TrimPrefix(s.String(), "STATE_")
 }
 
-// WriteTimeline prints the scope and network transitions relative to t0.
+// WriteTimeline prints the scope and network transitions relative to t0,
+// each with its cause and, with a BGP collector, the routing evidence
+// beside it (the finding, then one line per withdrawn prefix).
 func WriteTimeline(w io.Writer, t0 time.Time, timeline []*vantagev1.Transition) {
-	fmt.Fprintf(w, "%-7s %-8s %-8s %-25s %-17s %-15s %s\n", "T+", "LEVEL", "SUBJECT", "TRANSITION", "ONSET WINDOW (T+)", "LOCATION", "DOWN")
+	fmt.Fprintf(w, "%-7s %-8s %-8s %-25s %-17s %-15s %-14s %-22s %s\n", "T+", "LEVEL", "SUBJECT", "TRANSITION", "ONSET WINDOW (T+)", "LOCATION", "CAUSE", "BGP", "DOWN")
 	for _, tr := range timeline {
 		if tr.GetLevel() == vantagev1.Level_LEVEL_TARGET {
 			continue
 		}
 		rel := func(t time.Time) string { return fmt.Sprintf("%.1fs", t.Sub(t0).Seconds()) }
 		onset := rel(tr.GetOnsetEarliest().AsTime()) + ".." + rel(tr.GetOnsetLatest().AsTime())
-		fmt.Fprintf(w, "%-7s %-8s %-8s %-25s %-17s %-15s %s\n",
+		fmt.Fprintf(w, "%-7s %-8s %-8s %-25s %-17s %-15s %-14s %-22s %s\n",
 			rel(tr.GetDetectedAt().AsTime()),
 			strings.TrimPrefix(tr.GetLevel().String(), "LEVEL_"),
 			tr.GetSubject(),
 			change(tr),
 			onset,
 			strings.TrimPrefix(tr.GetLocation().String(), "LOCATION_"),
+			causeWords(tr.GetCause()),
+			bgpwords.Finding(tr.GetCause().GetBgp()),
 			strings.Join(tr.GetDownChildren(), ","))
+		if tr.GetLevel() == vantagev1.Level_LEVEL_SCOPE {
+			for _, line := range tr.GetCause().GetBgp().GetSummary() {
+				if !strings.Contains(line, " announced by ") {
+					fmt.Fprintf(w, "%-7s   bgp: %s\n", "", line)
+				}
+			}
+		}
 	}
+}
+
+// causeWords is "upstream 0.90", "" without a cause.
+func causeWords(c *vantagev1.CauseFinding) string {
+	if c.GetCause() == vantagev1.Cause_CAUSE_UNSPECIFIED {
+		return "-"
+	}
+	name := strings.ToLower(strings.TrimPrefix(c.GetCause().String(), "CAUSE_"))
+	if c.GetCause() == vantagev1.Cause_CAUSE_UNDETERMINED {
+		return name
+	}
+	return fmt.Sprintf("%s %.2f", name, c.GetConfidence())
 }
 
 // WriteDetections prints, per phase, how long detection took in seconds and

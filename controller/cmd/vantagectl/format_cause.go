@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/vantage-net/vantage/internal/bgpwords"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -50,42 +51,13 @@ func routerText(r *vantagev1.Router) string {
 	return strings.Join(parts, " ")
 }
 
-// bgpCell is the routing finding in a few words ("AS64501 withdrew 2/4",
-// "announced 4/4", "origin AS64500 withdrew"), "-" without BGP evidence.
-func bgpCell(b *vantagev1.BgpEvidence) string {
-	if b == nil {
-		return "-"
-	}
-	gone, total := 0, len(b.GetPrefixes())
-	for _, p := range b.GetPrefixes() {
-		if !p.GetVisible() {
-			gone++
-		}
-	}
-	switch b.GetFinding() {
-	case vantagev1.BgpFinding_BGP_FINDING_NO_DATA:
-		return "no data"
-	case vantagev1.BgpFinding_BGP_FINDING_ANNOUNCED:
-		return fmt.Sprintf("announced %d/%d", total-gone, total)
-	case vantagev1.BgpFinding_BGP_FINDING_UNSTABLE:
-		return "unstable"
-	case vantagev1.BgpFinding_BGP_FINDING_UPSTREAM_WITHDREW:
-		return fmt.Sprintf("AS%d withdrew %d/%d", b.GetWithdrawingAs(), gone, total)
-	case vantagev1.BgpFinding_BGP_FINDING_ORIGIN_WITHDREW:
-		return fmt.Sprintf("origin AS%d withdrew %d/%d", b.GetOriginAs(), gone, total)
-	case vantagev1.BgpFinding_BGP_FINDING_ORIGIN_OR_SOLE_UPSTREAM:
-		return fmt.Sprintf("AS%d or AS%d withdrew %d/%d", b.GetOriginAs(), b.GetWithdrawingAs(), gone, total)
-	}
-	return "-"
-}
-
 // explainBGP adds explain's rows for the routing evidence: the finding,
 // then each prefix's visibility and path.
 func explainBGP(kv *table, b *vantagev1.BgpEvidence) {
 	if b == nil {
 		return
 	}
-	kv.row("bgp:", bgpCell(b))
+	kv.row("bgp:", bgpwords.Finding(b))
 	for _, line := range b.GetSummary() {
 		kv.row(" ", "- "+line)
 	}

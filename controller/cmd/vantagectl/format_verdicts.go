@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vantage-net/vantage/internal/bgpwords"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -54,7 +55,7 @@ func (p printer) transitionFields(t *vantagev1.Transition) []string {
 	return []string{p.at(t.GetDetectedAt()), levelName(t.GetLevel()), t.GetSubject(),
 		change(t),
 		p.onset(t.GetOnsetEarliest(), t.GetOnsetLatest()), strconv.FormatInt(t.GetRound(), 10),
-		locationCell(t.GetLocation(), t.GetLocationHop()), causeCell(t.GetCause()), bgpCell(t.GetCause().GetBgp()),
+		locationCell(t.GetLocation(), t.GetLocationHop()), causeCell(t.GetCause()), bgpwords.Finding(t.GetCause().GetBgp()),
 		children(t.GetUpChildren(), t.GetDownChildren())}
 }
 
