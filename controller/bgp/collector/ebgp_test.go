@@ -2,7 +2,10 @@ package collector
 
 import (
 	"context"
+	"net"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,4 +83,60 @@ func checkNothingSent(t *testing.T, sp *gobgpSpeaker, collector netip.Addr) {
 			t.Errorf("the collector announced %d %s destinations", n, afi)
 		}
 	}
+}
+
+// TestRealRunStops: after Run returns, nothing the collector started runs
+// but GoBGP's Serve loop, which v3.37.0 cannot stop (see speaker). The
+// collector has a session up and a BMP connection open when it stops.
+func TestRealRunStops(t *testing.T) {
+	before := goroutines()
+	rec := newRecorder()
+	c, err := New(Config{LocalAS: 64496, RouterID: netip.MustParseAddr("127.0.0.1"), BGPListen: "127.0.0.1:0", BMPListen: "127.0.0.1:0",
+		Peers: []PeerConfig{{Addr: speakerAddr, AS: speakerAS}}}, rec, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.Ready()
+	sp := newSpeaker(t, speakerAS, speakerID, nil)
+	sp.peer(t, c.BGPAddr().Addr(), 64496, c.BGPAddr(), speakerAddr)
+	rec.waitEvent(t, "peer up", func(e bgp.PeerEvent) bool { return e.Up })
+	conn, err := net.Dial("tcp", c.BMPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	rec.waitEvent(t, "peer down on stop", func(e bgp.PeerEvent) bool { return !e.Up })
+	sp.stop()
+	var left []string
+	for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		left = left[:0]
+		for id, stack := range goroutines() {
+			if _, old := before[id]; !old && !strings.Contains(stack, "(*BgpServer).Serve") && !strings.Contains(stack, "TestRealRunStops") {
+				left = append(left, stack)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+	}
+	t.Errorf("%d goroutines left after Run:\n%s", len(left), strings.Join(left, "\n\n"))
+}
+
+// goroutines is every goroutine's stack by its id line.
+func goroutines() map[string]string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	out := map[string]string{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		id, _, _ := strings.Cut(g, " [")
+		out[id] = g
+	}
+	return out
 }
