@@ -214,12 +214,12 @@ func (r *bmpRouter) peerUp(ph bmp.BMPPeerHeader) {
 
 func (r *bmpRouter) peerDown(ph bmp.BMPPeerHeader, reason uint8) {
 	peer := ipAddr(ph.PeerAddress)
+	if !peer.IsValid() {
+		return
+	}
 	e, ok := r.up[peer]
 	if !ok {
 		e = bgp.PeerEvent{Peer: peer, PeerAS: ph.PeerAS, Source: r.source, FullFeed: true}
-	}
-	if !peer.IsValid() {
-		return
 	}
 	delete(r.up, peer)
 	e.At, e.Up = r.peerTime(ph), false

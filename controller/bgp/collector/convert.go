@@ -119,7 +119,7 @@ func nlriPrefix(n bgppkt.AddrPrefixInterface) (netip.Prefix, bool) {
 		a = a.Unmap()
 	}
 	p, err := a.Prefix(int(d.Length))
-	if err != nil || int(d.Length) > a.BitLen() {
+	if err != nil {
 		return netip.Prefix{}, false
 	}
 	return p, true
