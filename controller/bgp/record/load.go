@@ -121,4 +121,3 @@ func (l *loader) skip(err error) {
 	}
 	l.skipped++
 }
-
