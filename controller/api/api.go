@@ -4,7 +4,7 @@
 // table, every error is translated once, in the interceptors, by one table
 // (rpcerr.Operator), and every change writes an audit entry. The work
 // itself is done by store, fleet, the campaign catalogue, the live verdict
-// worker, discovery and ingest.
+// worker, discovery, ingest and the BGP view (bgp.go).
 package api
 
 import (
@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/api/rpcerr"
+	"github.com/vantage-net/vantage/controller/bgp"
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/discovery"
@@ -64,6 +65,12 @@ type Config struct {
 	// StreamLimits bound each token's queries and streams; zero fields
 	// take the defaults.
 	StreamLimits StreamLimits
+	// RIB is the routing view (the one the verdicts read); nil: an empty
+	// one of the server's own, so the BGP methods answer with nothing.
+	RIB *bgp.RIB
+	// BGP is the stored BGP evidence; nil: Store when it implements
+	// BGPRecords, else ListBgpUpdates and ImportBgpUpdates are refused.
+	BGP BGPRecords
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -77,6 +84,9 @@ type Server struct {
 	limits  StreamLimits
 	gate    *tokenGate
 	senders sync.WaitGroup // of pacedStream senders
+
+	rib      *bgp.RIB
+	bgpStore BGPRecords
 }
 
 // New returns a Server. Register its interceptors with the gRPC server,
@@ -89,6 +99,13 @@ func New(cfg Config) *Server {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.rib, s.bgpStore = cfg.RIB, cfg.BGP
+	if s.rib == nil {
+		s.rib = bgp.NewRIB(bgp.Options{})
+	}
+	if br, ok := cfg.Store.(BGPRecords); ok && s.bgpStore == nil {
+		s.bgpStore = br
 	}
 	return s
 }

@@ -30,11 +30,11 @@ type StreamLimits struct {
 	// SendIdle ends a stream (DeadlineExceeded) whose send has made no
 	// progress this long: the client stopped reading.
 	SendIdle time.Duration
-	// QueryMaxAge ends a QueryResults stream (DeadlineExceeded) this long
-	// after it began, however it is going.
+	// QueryMaxAge ends a QueryResults or ListBgpUpdates stream
+	// (DeadlineExceeded) this long after it began, however it is going.
 	QueryMaxAge time.Duration
-	// WatchMaxAge ends a WatchVerdicts stream cleanly this long after it
-	// began; clients reopen it (vantagectl watch does) and get the current
+	// WatchMaxAge ends a WatchVerdicts or WatchBgp stream cleanly this
+	// long after it began; clients reopen it (vantagectl watch does) and get the current
 	// verdicts again.
 	WatchMaxAge time.Duration
 }
@@ -58,10 +58,12 @@ func (l StreamLimits) withDefaults() StreamLimits {
 // queryMethods are the calls that read many results or stream, and count
 // against StreamLimits.QueriesPerToken.
 var queryMethods = map[string]bool{
-	"QueryResults":  true,
-	"WatchVerdicts": true,
-	"Explain":       true,
-	"Replay":        true,
+	"QueryResults":   true,
+	"WatchVerdicts":  true,
+	"Explain":        true,
+	"Replay":         true,
+	"ListBgpUpdates": true,
+	"WatchBgp":       true,
 }
 
 // tokenGate counts the gated calls each token has running.
@@ -76,7 +78,7 @@ func (g *tokenGate) enter(token, method string) (leave func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.running[token] >= g.most {
-		return nil, fmt.Errorf("%w: %s: token %q already has %d queries running (QueryResults, WatchVerdicts, Explain, Replay), the limit per token (--max-queries-per-token); end one first",
+		return nil, fmt.Errorf("%w: %s: token %q already has %d queries running (QueryResults, WatchVerdicts, Explain, Replay, ListBgpUpdates, WatchBgp), the limit per token (--max-queries-per-token); end one first",
 			rpcerr.ErrResourceExhausted, method, token, g.running[token])
 	}
 	g.running[token]++
@@ -92,9 +94,9 @@ func (g *tokenGate) enter(token, method string) (leave func(), err error) {
 // maxAge is a stream method's overall deadline (0: none).
 func (l StreamLimits) maxAge(method string) time.Duration {
 	switch method {
-	case "QueryResults":
+	case "QueryResults", "ListBgpUpdates":
 		return l.QueryMaxAge
-	case "WatchVerdicts":
+	case "WatchVerdicts", "WatchBgp":
 		return l.WatchMaxAge
 	}
 	return 0

@@ -42,3 +42,10 @@ type History interface {
 	Series(ctx context.Context, q store.SeriesQuery) ([]*vantagev1.QualityPoint, error)
 	ListAudit(ctx context.Context, limit int) ([]store.AuditEntry, error)
 }
+
+// BGPRecords is the stored BGP evidence: the updates ListBgpUpdates reads
+// and ImportBgpUpdates writes.
+type BGPRecords interface {
+	AddBGP(ctx context.Context, us []*vantagev1.BgpUpdate, es []store.BGPPeerEvent, audit store.AuditEntry) error
+	BGPUpdates(ctx context.Context, q store.BGPQuery) ([]*vantagev1.BgpUpdate, error)
+}

@@ -2,9 +2,10 @@
 // blackbox_exporter, Cloudprober and RIPE Atlas and alert from Prometheus:
 // on a blackout (a scope UNREACHABLE), on ingest falling behind, on agents
 // dropping away. Everything here is read from the state the controller
-// keeps anyway (ingest's counters, the verdict engines' current verdicts)
-// at scrape time, through collectors, so the hot paths carry no metric
-// calls of their own and a verdict series can never go stale. The package
+// keeps anyway (ingest's counters, the verdict engines' current verdicts,
+// the BGP view's prefixes) at scrape time, through collectors, so the hot
+// paths carry no metric calls of their own and a verdict series can never
+// go stale. The package
 // owns its own registry, not the global one, so nothing another library
 // registers leaks into /metrics and tests get a fresh one each.
 package metrics
@@ -40,7 +41,12 @@ type VerdictSource interface {
 type Config struct {
 	Ingest   IngestSource
 	Verdicts VerdictSource
-	Log      *slog.Logger
+	// BGP is the routing view, BGPRecorder what stores it (bgp.go).
+	BGP         BGPSource
+	BGPRecorder BGPRecorderSource
+	Log         *slog.Logger
+	// Now is the clock the BGP state is read at; time.Now when nil.
+	Now func() time.Time
 }
 
 // Metrics owns the controller's registry and the few metrics counted as
@@ -77,6 +83,13 @@ func New(cfg Config) *Metrics {
 	}
 	if cfg.Verdicts != nil {
 		m.reg.MustRegister(newVerdictCollector(cfg.Verdicts))
+	}
+	if cfg.BGP != nil || cfg.BGPRecorder != nil {
+		now := cfg.Now
+		if now == nil {
+			now = time.Now
+		}
+		m.reg.MustRegister(newBGPCollector(cfg.BGP, cfg.BGPRecorder, now))
 	}
 	return m
 }

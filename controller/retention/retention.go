@@ -5,7 +5,10 @@
 // Gap rows are small, but an agent can make many of them, so they age out
 // with the results they stand for (the agents' gap counters stay). Verdict
 // transitions and the audit log are what is read months later, and they are
-// kept. Without pruning the SQLite file grows without bound.
+// kept. BGP evidence (the updates of the monitored prefixes and the peers'
+// session events) has its own retention, usually the results' own: it is
+// joined to the results over the same windows. Without pruning the SQLite
+// file grows without bound.
 //
 // The policy (how old, how often, how much per transaction) lives here, in
 // one loop with one owner, apart from the store: the store only knows how to
@@ -32,19 +35,33 @@ const (
 	DefaultBatchChunks = 256
 	// GapRowsPerCall gap rows are deleted per store call.
 	GapRowsPerCall = 1024
+	// BGPRowsPerCall BGP updates (and as many peer events) are deleted
+	// per store call.
+	BGPRowsPerCall = 1024
 )
+
+// BGPPruner deletes old BGP updates and peer events; see
+// store.BGPStore's PruneBGP.
+type BGPPruner interface {
+	PruneBGP(ctx context.Context, before time.Time, maxRows int) (int64, error)
+}
 
 // ResultPruner deletes old raw results; see store.Store's PruneResults.
 type ResultPruner interface {
 	PruneResults(ctx context.Context, sentBefore time.Time, maxChunks int) (chunks, results int64, err error)
 }
 
-// Config configures a Pruner. Store and Keep are required.
+// Config configures a Pruner. Store and Keep are required, unless BGP
+// and BGPKeep are set (then Store may be nil: results are kept).
 type Config struct {
 	Store ResultPruner
 	// Keep is the retention period: results sent more than Keep before
 	// Now are deleted. It must be positive.
 	Keep time.Duration
+	// BGP deletes BGP updates and peer events older than BGPKeep before
+	// Now; nil: they are kept.
+	BGP     BGPPruner
+	BGPKeep time.Duration
 	// Every is the time between passes (0: DefaultEvery).
 	Every time.Duration
 	// BatchChunks bounds each store call (0: DefaultBatchChunks).
@@ -60,11 +77,14 @@ type Config struct {
 // validate checks the fields that have no default.
 func (c Config) validate() error {
 	var errs []error
-	if c.Store == nil {
+	switch {
+	case c.Store == nil && c.BGP == nil:
 		errs = append(errs, errors.New("retention: Store: must be set"))
-	}
-	if c.Keep <= 0 {
+	case c.Store != nil && c.Keep <= 0:
 		errs = append(errs, fmt.Errorf("retention: Keep: must be positive, got %v", c.Keep))
+	}
+	if c.BGP != nil && c.BGPKeep <= 0 {
+		errs = append(errs, fmt.Errorf("retention: BGPKeep: must be positive, got %v", c.BGPKeep))
 	}
 	if c.Every < 0 {
 		errs = append(errs, fmt.Errorf("retention: Every: must not be negative, got %v", c.Every))
@@ -136,19 +156,50 @@ func (p *Pruner) PruneOnce(ctx context.Context) (chunks, results int64, err erro
 		return 0, 0, p.err
 	}
 	start := time.Now()
-	cutoff := p.cfg.Now().Add(-p.cfg.Keep)
-	chunks, results, err = p.pruneResults(ctx, cutoff)
-	if err != nil {
-		return chunks, results, err
+	now := p.cfg.Now()
+	cutoff := now.Add(-p.cfg.Keep)
+	var gaps int64
+	attrs := []any{}
+	if p.cfg.Store != nil {
+		if chunks, results, err = p.pruneResults(ctx, cutoff); err != nil {
+			return chunks, results, err
+		}
+		if gaps, err = p.pruneGaps(ctx, cutoff); err != nil {
+			return chunks, results, err
+		}
+		attrs = append(attrs, slog.Int64("chunks", chunks), slog.Int64("results", results), slog.Int64("gaps", gaps),
+			slog.String("cutoff", cutoff.UTC().Format(time.RFC3339)), slog.Duration("keep", p.cfg.Keep))
 	}
-	gaps, err := p.pruneGaps(ctx, cutoff)
-	if err != nil {
-		return chunks, results, err
+	if p.cfg.BGP != nil {
+		bgpCutoff := now.Add(-p.cfg.BGPKeep)
+		rows, err := p.pruneBGP(ctx, bgpCutoff)
+		if err != nil {
+			return chunks, results, err
+		}
+		attrs = append(attrs, slog.Int64("bgp_rows", rows), slog.String("bgp_cutoff", bgpCutoff.UTC().Format(time.RFC3339)))
 	}
-	p.cfg.Logger.Info("results pruned", slog.Int64("chunks", chunks), slog.Int64("results", results),
-		slog.Int64("gaps", gaps), slog.String("cutoff", cutoff.UTC().Format(time.RFC3339)),
-		slog.Duration("keep", p.cfg.Keep), slog.Duration("took", time.Since(start).Round(time.Millisecond)))
+	attrs = append(attrs, slog.Duration("took", time.Since(start).Round(time.Millisecond)))
+	p.cfg.Logger.Info("results pruned", attrs...)
 	return chunks, results, nil
+}
+
+// pruneBGP deletes the BGP rows older than cutoff, BGPRowsPerCall per
+// table and store call, and returns how many went.
+func (p *Pruner) pruneBGP(ctx context.Context, cutoff time.Time) (int64, error) {
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("prune bgp: %w", err)
+		}
+		n, err := p.cfg.BGP.PruneBGP(ctx, cutoff, BGPRowsPerCall)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < BGPRowsPerCall {
+			return total, nil
+		}
+	}
 }
 
 func (p *Pruner) pruneResults(ctx context.Context, cutoff time.Time) (chunks, results int64, err error) {

@@ -1,6 +1,6 @@
 // Package store defines what the controller keeps durably: agents, join and
-// operator tokens, campaigns, probe results, verdict transitions and the
-// audit log. It exists so that the rest of the controller depends on these
+// operator tokens, campaigns, probe results, verdict transitions, BGP
+// evidence and the audit log. It exists so that the rest of the controller depends on these
 // types rather than on SQL; store/sqlite is the embedded implementation (a
 // PostgreSQL one can sit beside it).
 //
@@ -8,7 +8,8 @@
 // each consumer declares the few methods it uses next to the code that uses
 // them (api.Records, ingest.SessionStore, fleet.Registry,
 // catalogue.CampaignSource, discovery.Recorder, live.VerdictStore,
-// retention.ResultPruner, metrics.ResultPruner), so that a consumer's
+// retention.ResultPruner, metrics.ResultPruner, api.BGPRecords,
+// record.Store, retention.BGPPruner), so that a consumer's
 // dependence on the store reads in one place and a test fake implements only
 // that. vantage-controller, which opens the store, holds the *sqlite.DB.
 package store
@@ -16,6 +17,7 @@ package store
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -227,6 +229,56 @@ type SeriesStore interface {
 	AddQualityPoints(ctx context.Context, ps []*vantagev1.QualityPoint) error
 	// Series returns the stored points q selects.
 	Series(ctx context.Context, q SeriesQuery) ([]*vantagev1.QualityPoint, error)
+}
+
+// BGPPeerEvent is a routing view's session coming up or going down, as
+// stored (bgp.PeerEvent without the package: the store does not depend on
+// the BGP view).
+type BGPPeerEvent struct {
+	At       time.Time
+	Peer     string
+	PeerAS   uint32
+	Source   string
+	Up       bool
+	FullFeed bool
+}
+
+// BGPQuery selects stored BGP updates, in time order (then by id). Zero
+// fields do not filter. From and To bound the update's time, both
+// included.
+type BGPQuery struct {
+	// Prefixes: updates of a prefix overlapping any of these (the prefix
+	// itself, those covering it, those more specific than it).
+	Prefixes []netip.Prefix
+	From, To time.Time
+	// AfterAt and AfterID resume after the update (AfterAt, AfterID) of an
+	// earlier page; AfterID 0: from the start.
+	AfterAt time.Time
+	AfterID int64
+	Limit   int
+}
+
+// BGPStore is implemented by stores that keep BGP evidence: the updates
+// the controller's routing view kept and the peers' session events
+// (controller/bgp/record writes them, the API reads them).
+type BGPStore interface {
+	// AddBGP stores updates (assigning each its id) and peer events in one
+	// transaction, with audit when its Action is set. An invalid update
+	// (no time, peer or prefix) fails the call and stores nothing.
+	AddBGP(ctx context.Context, us []*vantagev1.BgpUpdate, es []BGPPeerEvent, audit AuditEntry) error
+	// BGPUpdates returns the stored updates q selects.
+	BGPUpdates(ctx context.Context, q BGPQuery) ([]*vantagev1.BgpUpdate, error)
+	// BGPPeerEvents returns the stored peer events in [from, to] (zero:
+	// unbounded), in time order, at most limit (0: all).
+	BGPPeerEvents(ctx context.Context, from, to time.Time, limit int) ([]BGPPeerEvent, error)
+	// BGPLatestBefore returns, of everything stored before t, the latest
+	// update per source, peer and prefix and the latest peer event per
+	// source and peer: the routing state at t, to start a replay from.
+	BGPLatestBefore(ctx context.Context, t time.Time) ([]*vantagev1.BgpUpdate, []BGPPeerEvent, error)
+	// PruneBGP deletes up to maxRows updates and up to maxRows peer events
+	// older than before, oldest first, in one transaction, and returns how
+	// many rows went; the caller loops until fewer than maxRows went.
+	PruneBGP(ctx context.Context, before time.Time, maxRows int) (int64, error)
 }
 
 // AuditEntry is one line of the audit log.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/vantage-net/vantage/controller/bgp"
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/discovery"
@@ -224,6 +225,8 @@ var operator = Table{
 	{Err: verdict.ErrParam, Code: codes.InvalidArgument, Msg: Prefixed, Prefix: ErrInvalid.Error()},
 	{Err: verdict.ErrConfig, Code: codes.InvalidArgument, Msg: Prefixed, Prefix: ErrInvalid.Error()},
 	{Err: discovery.ErrInvalid, Code: codes.InvalidArgument},
+	// ImportBgpUpdates: each update (wrapped in ErrInvalid with its index).
+	{Err: bgp.ErrInvalid, Code: codes.InvalidArgument, Msg: Prefixed, Prefix: ErrInvalid.Error()},
 	{Err: ErrNotFound, Code: codes.NotFound},
 	{Err: ErrUnimplemented, Code: codes.Unimplemented},
 	{Err: ErrUnavailable, Code: codes.Unavailable},

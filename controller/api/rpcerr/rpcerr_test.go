@@ -48,6 +48,6 @@ func TestStatus(t *testing.T) {
 // errors reach OperatorService has a row.
 func TestOperatorCovered(t *testing.T) {
 	rows := []rpcerrtest.Rows{{File: "rpcerr.go", Vars: []string{"Operator", "Identity", "operator", "Common"}}}
-	rpcerrtest.Covered(t, rows, ".", "../../store", "../../fleet", "../../campaign", "../../catalogue", "../../discovery",
+	rpcerrtest.Covered(t, rows, ".", "../../store", "../../bgp", "../../fleet", "../../campaign", "../../catalogue", "../../discovery",
 		"../../verdict", "../../verdict/live")
 }

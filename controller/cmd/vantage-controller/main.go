@@ -39,7 +39,7 @@ func parseLevel(s string) (slog.Level, error) {
 // (docs/OPERATIONS.md, "Operator API limits").
 func addLimitFlags(cmd *cobra.Command, cfg *Config) {
 	f := cmd.Flags()
-	f.IntVar(&cfg.Streams.QueriesPerToken, "max-queries-per-token", api.DefaultQueriesPerToken, "QueryResults, WatchVerdicts, Explain and Replay calls one operator token may have running at once; more get RESOURCE_EXHAUSTED")
+	f.IntVar(&cfg.Streams.QueriesPerToken, "max-queries-per-token", api.DefaultQueriesPerToken, "QueryResults, WatchVerdicts, Explain, Replay, ListBgpUpdates and WatchBgp calls one operator token may have running at once; more get RESOURCE_EXHAUSTED")
 	f.DurationVar(&cfg.Streams.SendIdle, "stream-send-idle", api.DefaultSendIdle, "end an operator stream (DEADLINE_EXCEEDED) whose client has read nothing for this long")
 	f.DurationVar(&cfg.Streams.QueryMaxAge, "query-max-age", api.DefaultQueryMaxAge, "end a QueryResults stream (DEADLINE_EXCEEDED) this long after it began")
 	f.DurationVar(&cfg.Streams.WatchMaxAge, "watch-max-age", api.DefaultWatchMaxAge, "end a WatchVerdicts stream cleanly this long after it began (vantagectl watch reopens it)")
@@ -95,7 +95,8 @@ func newRootCmd() *cobra.Command {
 	f.Float64Var(&cfg.MaxPerTargetPPS, "max-per-target-pps", 10, "highest budget.per_target_pps a campaign may ask (0: no cap)")
 	f.Float64Var(&cfg.MaxAgentPPS, "max-agent-pps", 10000, "highest budget.agent_pps a campaign may ask (0: no cap)")
 	f.DurationVar(&cfg.ResultsRetention, "results-retention", 720*time.Hour, "delete raw probe results sent, and gap records received, longer ago than this (verdicts, transitions and the audit log are kept); 0 keeps them forever")
-	f.DurationVar(&cfg.RetentionEvery, "retention-every", 10*time.Minute, "how often results older than --results-retention are deleted")
+	f.DurationVar(&cfg.BGPRetention, "bgp-retention", 720*time.Hour, "delete stored BGP updates and peer session events older than this; 0 keeps them forever")
+	f.DurationVar(&cfg.RetentionEvery, "retention-every", 10*time.Minute, "how often results older than --results-retention (and BGP updates older than --bgp-retention) are deleted")
 	f.StringVar(&cfg.StoreSync, "store-sync", string(sqlite.SyncFull), "full: fsync every commit, so an acked result survives a power cut; normal: fsync at checkpoints only, so it survives a controller crash but not a power cut")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics over plain HTTP, unauthenticated, on this address (e.g. 127.0.0.1:9464 or :9464); off when empty")

@@ -62,6 +62,9 @@ type Config struct {
 	// every RetentionEvery (0: kept forever).
 	ResultsRetention time.Duration
 	RetentionEvery   time.Duration
+	// BGPRetention: stored BGP updates and peer events older than this
+	// are deleted in the same passes (0: kept forever).
+	BGPRetention time.Duration
 	// StoreSync is "full" (fsync every commit: acks survive a power cut)
 	// or "normal" (acks survive a crash, not a power cut); "" is full.
 	StoreSync string
@@ -98,10 +101,11 @@ func Run(ctx context.Context, cfg Config) error {
 		c.openStore,      // SQLite in --data
 		c.loadLimits,     // --allow-special-ranges, --blocklist, --opt-out, rate caps
 		c.loadIdentity,   // the CA, the fleet, the admin token, the server certificate
-		c.loadCampaigns,  // the catalogue and the verdict engines of the ACTIVE campaigns
+		c.loadCampaigns,  // the catalogue, the BGP view of its networks, the verdict engines of the ACTIVE campaigns
 		c.wireIngest,     // AgentService, localisation, metrics, discovery
 		c.serveSidecars,  // --metrics-addr, --debug-addr
-		c.startLoops,     // verdict ticker, discovery, retention
+		c.startLoops,     // verdict ticker, discovery, retention, the BGP recorder
+		c.startBGP,       // the BGP sources feeding the recorder
 		c.buildOperators, // OperatorService
 	} {
 		if err := step(ctx); err != nil {
@@ -116,7 +120,10 @@ func (cfg Config) check() error {
 	if cfg.ResultsRetention < 0 {
 		return fmt.Errorf("--results-retention: must not be negative (0 keeps results forever), got %v", cfg.ResultsRetention)
 	}
-	if cfg.RetentionEvery < 0 || cfg.ResultsRetention > 0 && cfg.RetentionEvery == 0 {
+	if cfg.BGPRetention < 0 {
+		return fmt.Errorf("--bgp-retention: must not be negative (0 keeps BGP updates forever), got %v", cfg.BGPRetention)
+	}
+	if cfg.RetentionEvery < 0 || (cfg.ResultsRetention > 0 || cfg.BGPRetention > 0) && cfg.RetentionEvery == 0 {
 		return fmt.Errorf("--retention-every: must be positive, got %v", cfg.RetentionEvery)
 	}
 	if cfg.SessionRate < 0 || cfg.SessionBurst < 0 || cfg.SessionStarts < 0 || cfg.ShutdownGrace < 0 {

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vantage-net/vantage/controller/api"
+	"github.com/vantage-net/vantage/controller/bgp"
+	"github.com/vantage-net/vantage/controller/bgp/record"
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/discovery"
@@ -43,6 +46,11 @@ type controller struct {
 	cert         tls.Certificate
 	adminPath    string
 	adminCreated bool
+
+	// rib is the BGP view the verdicts, the API and the metrics read;
+	// bgpRec applies what the BGP sources see to it and stores it.
+	rib    *bgp.RIB
+	bgpRec *record.Recorder
 
 	campaigns *catalogue.Catalogue
 	verdicts  *live.Worker
@@ -129,16 +137,46 @@ func (c *controller) loadIdentity(ctx context.Context) error {
 	return err
 }
 
-// loadCampaigns loads the campaign catalogue and builds the verdict worker's
-// engines for its ACTIVE campaigns (restored from the stored timeline).
+// bgpReload is how much stored BGP evidence a start loads into the RIB
+// (after the state before it): the RIB's own retention.
+const bgpReload = 6 * time.Hour
+
+// loadCampaigns loads the campaign catalogue, the BGP view of its networks
+// (rebuilt from the store) and the verdict worker's engines for its ACTIVE
+// campaigns (restored from the stored timeline), which read that view.
 func (c *controller) loadCampaigns(ctx context.Context) error {
 	c.campaigns = catalogue.New(catalogue.Options{Store: c.store, Log: c.log})
+	c.rib = bgp.NewRIB(bgp.Options{})
+	c.bgpRec = record.New(record.Options{Store: c.store, RIB: c.rib, Log: c.log})
 	c.verdicts = live.New(live.Options{Store: c.store, Campaigns: c.campaigns, Log: c.log, EvaluateEvery: c.cfg.EvaluateEvery,
-		OnTransitions: c.transitions})
-	if err := errors.Join(c.campaigns.Reload(ctx), c.verdicts.Reload(ctx)); err != nil {
+		OnTransitions: c.transitions, Routing: c.rib})
+	err := c.campaigns.Reload(ctx)
+	c.monitorBGP(ctx) // before the engines' restore reads the view
+	if err := record.Load(ctx, c.store, c.rib, time.Now().Add(-bgpReload), time.Time{}); err != nil {
+		c.log.Warn("stored BGP evidence not fully loaded", slog.Any("error", err))
+	}
+	c.campaigns.OnChange(func(ctx context.Context) error { c.monitorBGP(ctx); return nil })
+	if err := errors.Join(err, c.verdicts.Reload(ctx)); err != nil {
 		c.log.Warn("some campaigns could not be loaded", slog.Any("error", err))
 	}
 	return nil
+}
+
+// monitorBGP makes the RIB monitor the ACTIVE campaigns' networks. A
+// prefix two campaigns share is the first one's (by name).
+func (c *controller) monitorBGP(context.Context) {
+	m := map[netip.Prefix]bgp.Monitor{}
+	for _, e := range c.campaigns.Entries() {
+		for _, nw := range e.Spec.Networks() {
+			for _, p := range nw.Prefixes {
+				if _, ok := m[p.Masked()]; !ok {
+					m[p.Masked()] = bgp.Monitor{Campaign: e.Campaign.Name, Network: nw.Name}
+				}
+			}
+		}
+	}
+	c.rib.SetMonitored(m)
+	c.log.Debug("BGP view monitors the campaigns' networks", slog.Int("prefixes", len(m)))
 }
 
 // transitions is what follows each stored batch of transitions:
@@ -167,7 +205,7 @@ func (c *controller) wireIngest(context.Context) error {
 		SessionRate:  sessionRate(cfg.SessionRate), SessionBurst: cfg.SessionBurst, SessionStarts: cfg.SessionStarts})
 	c.localiser = live.NewLocaliser(live.LocaliserConfig{Campaigns: c.campaigns, Health: c.verdicts, Triggers: c.ingest, Log: c.log})
 	// Metrics are counted whether served or not: they cost nothing unscraped.
-	c.metrics = metrics.New(metrics.Config{Ingest: c.ingest, Verdicts: c.verdicts, Log: c.log})
+	c.metrics = metrics.New(metrics.Config{Ingest: c.ingest, Verdicts: c.verdicts, BGP: c.rib, BGPRecorder: c.bgpRec, Log: c.log})
 	c.discovery = discovery.New(discovery.Options{Store: c.store, Sessions: c.ingest, Limits: c.limits, Log: c.log,
 		Changed: c.campaigns.Changed})
 	c.observers = append(c.observers, c.discovery) // before serving: no session reads it yet
@@ -199,7 +237,8 @@ func (c *controller) serveSidecars(context.Context) error {
 	return nil
 }
 
-// startLoops starts the verdict ticker, discovery and retention.
+// startLoops starts the verdict ticker, discovery, retention and the BGP
+// recorder's writer.
 func (c *controller) startLoops(ctx context.Context) error {
 	c.verdicts.Start(ctx)
 	c.onStop(func() { c.verdicts.Close() })
@@ -215,18 +254,39 @@ func (c *controller) startLoops(ctx context.Context) error {
 			c.log.Warn("background loop failed", slog.Any("error", err))
 		}
 	})
-	if c.cfg.ResultsRetention > 0 {
-		pruner := retention.New(retention.Config{Store: c.metrics.CountPruned(c.store), Gaps: c.store, Keep: c.cfg.ResultsRetention,
-			Every: c.cfg.RetentionEvery, Logger: c.log})
+	if c.cfg.ResultsRetention > 0 || c.cfg.BGPRetention > 0 {
+		rc := retention.Config{Every: c.cfg.RetentionEvery, Logger: c.log}
+		if c.cfg.ResultsRetention > 0 {
+			rc.Store, rc.Gaps, rc.Keep = c.metrics.CountPruned(c.store), c.store, c.cfg.ResultsRetention
+		}
+		if c.cfg.BGPRetention > 0 {
+			rc.BGP, rc.BGPKeep = c.store, c.cfg.BGPRetention
+		}
+		pruner := retention.New(rc)
 		bg.Go(func() error { return pruner.Run(bgCtx) })
 	}
+	// Stopped after the BGP sources (startBGP registers their stop
+	// later): it writes what they queued, then returns.
+	bg.Go(func() error { return c.bgpRec.Run(bgCtx) })
 	return nil
 }
+
+// startBGP starts the BGP sources, each feeding the recorder (a bgp.Sink:
+// it applies to the RIB at once and stores in batches). This is the one
+// hook for them: the collector (controller/bgp/collector: passive eBGP
+// sessions, a BMP station) is started here from its flags, with its own
+// errgroup stopped before the recorder's writer.
+func (c *controller) startBGP(ctx context.Context) error {
+	return c.startBGPSources(ctx, c.bgpRec)
+}
+
+// startBGPSources starts what feeds sink; none yet.
+func (c *controller) startBGPSources(context.Context, bgp.Sink) error { return nil }
 
 // buildOperators builds OperatorService.
 func (c *controller) buildOperators(context.Context) error {
 	c.ops = api.New(api.Config{Store: c.store, Fleet: c.fleet, Campaigns: c.campaigns, Verdicts: c.verdicts, Sessions: c.ingest,
-		Limits: c.limits, Discovery: c.discovery, Log: c.log, StreamLimits: c.cfg.Streams})
+		Limits: c.limits, Discovery: c.discovery, Log: c.log, StreamLimits: c.cfg.Streams, RIB: c.rib})
 	c.onStop(c.ops.Wait) // the stream senders end with their streams
 	return nil
 }

@@ -214,6 +214,37 @@ var migrations = []string{
 	// 9: folding (transitions.go): the id of the transition into UNSTABLE
 	// that folded this one, 0 if none; also in the body (folded_into).
 	`ALTER TABLE transitions ADD COLUMN folded_into INTEGER NOT NULL DEFAULT 0;`,
+	// 10: BGP evidence (bgp.go): the updates the routing view kept and the
+	// peers' session events. lo is the prefix's first address with its
+	// family (bgpKey), so that the prefixes more specific than P are a
+	// range of lo; those covering P are listed by name (prefix, at most
+	// one per length). as_path is the AS numbers separated by spaces.
+	`CREATE TABLE bgp_updates (
+		id INTEGER PRIMARY KEY,
+		at_ns INTEGER NOT NULL,
+		peer TEXT NOT NULL,
+		peer_as INTEGER NOT NULL,
+		prefix TEXT NOT NULL,
+		lo BLOB NOT NULL,
+		withdraw INTEGER NOT NULL,
+		as_path TEXT NOT NULL,
+		next_hop TEXT NOT NULL,
+		origin_as INTEGER NOT NULL,
+		source TEXT NOT NULL
+	);
+	CREATE INDEX bgp_updates_at ON bgp_updates (at_ns, id);
+	CREATE INDEX bgp_updates_prefix ON bgp_updates (prefix, at_ns);
+	CREATE INDEX bgp_updates_lo ON bgp_updates (lo, at_ns);
+	CREATE TABLE bgp_peer_events (
+		id INTEGER PRIMARY KEY,
+		at_ns INTEGER NOT NULL,
+		peer TEXT NOT NULL,
+		peer_as INTEGER NOT NULL,
+		source TEXT NOT NULL,
+		up INTEGER NOT NULL,
+		full_feed INTEGER NOT NULL
+	);
+	CREATE INDEX bgp_peer_events_at ON bgp_peer_events (at_ns, id);`,
 }
 
 // migrationSteps run in Go after the SQL of the migration with that number,
