@@ -169,6 +169,7 @@ func (r *RIB) relatedLocked(p netip.Prefix) bool {
 
 // PeerState records a session change. Going down drops the peer's routes.
 func (r *RIB) PeerState(e PeerEvent) {
+	e.At = e.At.Round(0) // wall clock only: see Apply
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.peerLocked(peerKey{e.Source, e.Peer}, e.PeerAS, e.At)
@@ -206,6 +207,11 @@ func (r *RIB) Apply(u Update) bool {
 	if u.Validate() != nil {
 		return false
 	}
+	// Compare wall clocks only: a time from time.Now carries a monotonic
+	// reading, one from the store or a file does not, and Go compares two
+	// times by their monotonic readings when both have one, so the same
+	// instant could fall on either side of a window's edge.
+	u.At = u.At.Round(0)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.relatedLocked(u.Prefix) {

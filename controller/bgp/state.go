@@ -85,7 +85,7 @@ func (r *RIB) sortedPeersLocked() []*peer {
 func (r *RIB) StateAt(m netip.Prefix, t time.Time) *vantagev1.BgpPrefixState {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.stateLocked(m.Masked(), t)
+	return r.stateLocked(m.Masked(), t.Round(0))
 }
 
 // States is StateAt for each prefix, in order: the engine's Routing.
@@ -93,6 +93,7 @@ func (r *RIB) States(prefixes []netip.Prefix, t time.Time) []*vantagev1.BgpPrefi
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]*vantagev1.BgpPrefixState, len(prefixes))
+	t = t.Round(0)
 	for i, p := range prefixes {
 		out[i] = r.stateLocked(p.Masked(), t)
 	}
@@ -103,6 +104,7 @@ func (r *RIB) States(prefixes []netip.Prefix, t time.Time) []*vantagev1.BgpPrefi
 // campaign only if it is not empty.
 func (r *RIB) AllStates(campaign string, t time.Time) []*vantagev1.BgpPrefixState {
 	var out []*vantagev1.BgpPrefixState
+	t = t.Round(0)
 	for _, p := range r.Monitored() {
 		r.mu.RLock()
 		mon := r.monitored[p]
@@ -212,6 +214,7 @@ func (r *RIB) Peers(t time.Time) []*vantagev1.BgpPeer {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var out []*vantagev1.BgpPeer
+	t = t.Round(0)
 	for _, p := range r.sortedPeersLocked() {
 		up, since := p.upAt(t)
 		state := "down"

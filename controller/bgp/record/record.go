@@ -193,7 +193,11 @@ func (r *Recorder) flush(ctx context.Context, batch []item) []item {
 			es = append(es, it.e)
 		}
 	}
-	if err := r.opts.Store.AddBGP(ctx, us, es, store.AuditEntry{}); err != nil {
+	// A batch taken from the queue is written even if Run's ctx ends
+	// meanwhile (a write cut short would lose it), within flushTimeout.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	if err := r.opts.Store.AddBGP(wctx, us, es, store.AuditEntry{}); err != nil {
 		r.failures.Add(1)
 		r.dropped.Add(uint64(len(batch)))
 		r.reported += uint64(len(batch)) // logged here
