@@ -251,7 +251,10 @@ func (l *Lab) missingBirdRoutes(node string, want []netip.Prefix) ([]netip.Prefi
 // birdc runs birdc against the node's BIRD and returns its reply without
 // the banner; a reply with an error code (8xxx, 9xxx) is an error.
 func (l *Lab) birdc(ctx context.Context, node string, args ...string) (string, error) {
-	if _, ok := l.topo.BGP.AS[node]; !ok || !l.bgp {
+	if err := l.needBGP("birdc"); err != nil {
+		return "", err
+	}
+	if _, ok := l.topo.BGP.AS[node]; !ok {
 		return "", fmt.Errorf("%w: %q runs no BIRD (have %s)", ErrUnknownNode, node, strings.Join(l.topo.bgpRouters(), ", "))
 	}
 	ctx, cancel := context.WithTimeout(ctx, faultTimeout)
