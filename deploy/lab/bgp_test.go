@@ -208,7 +208,10 @@ func testUpstreamWithdraw(t *testing.T, l *Lab) {
 	gone6 := waitRoute(t, l, "ix", "2001:db8:18::/64", false)
 	waitRoute(t, l, "ix", "198.18.1.0/24", false)
 	t.Logf("BGPWithdraw(upstream): call %v; net0 gone at ix after %v (v6 %v)", call, call+gone, call+gone6)
-	wantPing(t, l, "vantage-a", host0Addr, false)
+	out := wantPing(t, l, "vantage-a", host0Addr, false)
+	if !strings.Contains(out, "From 198.51.100.1 icmp_seq=1 Destination Net Unreachable") {
+		t.Errorf("ping net0 after BGPWithdraw: want net unreachable from ix:\n%s", out)
+	}
 	wantPing(t, l, "vantage-a", "198.18.2.10", true)
 	if !hasRoute(t, l, "upstream", "198.18.0.0/24") {
 		t.Error("upstream lost net0 itself: the border should still announce it")
@@ -221,10 +224,9 @@ func testUpstreamWithdraw(t *testing.T, l *Lab) {
 	if err := l.BGPAnnounce("upstream"); err != nil {
 		t.Fatal(err)
 	}
-	back := waitRoute(t, l, "ix", "198.18.0.0/24", true)
+	waitRoute(t, l, "ix", "198.18.0.0/24", true)
 	t.Logf("BGPAnnounce(upstream): net0 back at ix after %v, ping answered %v later", time.Since(start), waitPing(t, l, "vantage-a", host0Addr, true))
 	wantFault(t, l, "bgp-withdraw net0 at upstream", false)
-	_ = back
 }
 
 const host0Addr = "198.18.0.10"
