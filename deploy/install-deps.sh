@@ -10,7 +10,10 @@
 #   build  protoc and the well-known .proto files (make proto, make
 #          proto-check), git (fmt-check, proto-check), make
 #   lab    the namespace lab: ip and ss, nft, ping and traceroute (lab tests
-#          compare with them), sysctl
+#          compare with them), sysctl, and everything in bgp
+#   bgp    the lab's BGP mode (Options.BGP, vantage-lab up --bgp): BIRD 2
+#          (bird and birdc); its own group so it can be installed alone,
+#          and part of lab so the lab tests run their BGP cases too
 #   peers  the tools the probe bench and the trace lab tests compare vantage
 #          with: fping, zmap, scamper, and GNU time, which measures them all
 #   units  systemd-analyze, which verifies the hardened systemd units
@@ -44,10 +47,12 @@ declare -A probe=(
   [e2fsprogs]=mkfs.ext4
   [mount]=losetup
   [util-linux]=fsfreeze
+  [bird2]=/usr/sbin/bird
 )
 declare -A group=(
   [build]="protobuf-compiler libprotobuf-dev git make"
-  [lab]="iproute2 nftables iputils-ping traceroute procps"
+  [lab]="iproute2 nftables iputils-ping traceroute procps bird2"
+  [bgp]="bird2"
   [peers]="fping zmap scamper time"
   [units]="systemd"
   [faults]="e2fsprogs mount util-linux"
@@ -57,11 +62,11 @@ want=()
 [ $# -eq 0 ] && set -- lab
 for g in "$@"; do
   if [ "$g" = all ]; then
-    for k in build lab peers units faults; do want+=(${group[$k]}); done
+    for k in build lab bgp peers units faults; do want+=(${group[$k]}); done
   elif [ -n "${group[$g]:-}" ]; then
     want+=(${group[$g]})
   else
-    echo "install-deps: unknown group \"$g\" (build, lab, peers, units, faults, all)" >&2
+    echo "install-deps: unknown group \"$g\" (build, lab, bgp, peers, units, faults, all)" >&2
     exit 2
   fi
 done

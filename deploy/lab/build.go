@@ -43,7 +43,16 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := l.installNftables(ctx); err != nil {
 		return err
 	}
-	return l.waitReady(ctx)
+	if err := l.waitReady(ctx); err != nil {
+		return err
+	}
+	if !l.bgp {
+		return nil
+	}
+	if err := l.installDataPlaneChains(ctx); err != nil {
+		return err
+	}
+	return l.startBGP(ctx)
 }
 
 // readyTimeout bounds how long Up waits for links to come up.
@@ -379,10 +388,30 @@ func (l *Lab) addRoutes(ctx context.Context) error {
 					return fmt.Errorf("node %s: rule %v: %w", name, rule, err)
 				}
 			}
-			return replaceRoutes(h, name, node.routes)
+			return replaceRoutes(h, name, l.staticRoutes(name))
 		})
 	}
 	return g.Wait()
+}
+
+// staticRoutes returns the node's routes that are installed statically:
+// all of them, except in BGP mode, where a BGP router's routes to the
+// networks come from BIRD.
+func (l *Lab) staticRoutes(node string) []route {
+	rs := l.topo.byName[node].routes
+	if !l.bgp {
+		return rs
+	}
+	if _, ok := l.topo.BGP.AS[node]; !ok {
+		return rs
+	}
+	var out []route
+	for _, r := range rs {
+		if !l.topo.isNetworkPrefix(r.dst) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // replaceRoutes installs (or puts back) routes in node's namespace.

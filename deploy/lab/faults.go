@@ -37,6 +37,9 @@ func (l *Lab) resolveNetworks(nets []string) ([]string, error) {
 // and puts "throw" routes at the edge, so probes get an explicit ICMP net
 // unreachable (ICMPv6 no route) from there. No names means every network.
 func (l *Lab) Blackout(networks ...string) error {
+	if err := l.needStatic("Blackout (use BGPWithdraw or OriginWithdraw)"); err != nil {
+		return err
+	}
 	nets, err := l.resolveNetworks(networks)
 	if err != nil {
 		return err
@@ -53,6 +56,9 @@ func (l *Lab) Blackout(networks ...string) error {
 // Restore announces the networks' routes again (none = all). Restoring a
 // subset is a partial restoration.
 func (l *Lab) Restore(networks ...string) error {
+	if err := l.needStatic("Restore (use BGPAnnounce or OriginAnnounce)"); err != nil {
+		return err
+	}
 	nets, err := l.resolveNetworks(networks)
 	if err != nil {
 		return err
@@ -418,6 +424,11 @@ func (l *Lab) Faults(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	out = append(out, congestion...)
+	bgp, err := l.bgpFaults()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, bgp...)
 	label := map[string]string{chainLoss: "loss", chainStep: "step-loss", chainICMP: "filter-icmp"}
 	for _, v := range l.Vantages() {
 		_, link, _ := l.vantageIface(v)
@@ -438,7 +449,14 @@ func (l *Lab) Faults(ctx context.Context) ([]string, error) {
 				chain = strings.TrimSuffix(c, " {")
 				continue
 			}
-			if chain == "" || chain == "forward" || chain == chainSilent || line == "}" || line == "" {
+			if line == "}" || line == "" {
+				continue
+			}
+			switch chain {
+			case "", "forward", "input", "output", chainSilent, chainDataIn, chainDataOut:
+				continue
+			case chainDataFwd:
+				out = append(out, "dataplane-down "+r)
 				continue
 			}
 			out = append(out, fmt.Sprintf("%s at %s: %s", label[chain], r, line))

@@ -371,6 +371,9 @@ func (l *Lab) setSilent(router string, rs []route, silent bool) error {
 // carried returns the router's routes to the networks and the networks'
 // names; none means every network the router has a route to.
 func (l *Lab) carried(router string, networks []string) ([]route, []string, error) {
+	if err := l.needStatic("Withdraw and Reannounce (use BGPWithdraw and BGPAnnounce)"); err != nil {
+		return nil, nil, err
+	}
 	if err := l.router(router); err != nil {
 		return nil, nil, err
 	}

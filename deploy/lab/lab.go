@@ -85,6 +85,18 @@ type Options struct {
 	// the caller runs them (vantage-lab up hands them to a detached
 	// "vantage-lab serve" process, which calls StartServices).
 	NoServices bool
+	// BGP builds the lab in BGP mode: a BIRD in every router of the
+	// topology's bgp section, eBGP sessions on the links, and the routes
+	// to the networks learned over them instead of installed statically
+	// (see bird.go). Needs bird2 (bird, birdc).
+	BGP bool
+	// BGPCollector overrides the collector the BIRDs connect to (zero
+	// fields keep the topology's: the controller's IPv4 address, port
+	// bgp.collector.port, AS bgp.collector.as).
+	BGPCollector BGPCollector
+	// BGPCollectorWait makes Up also wait until the sessions to the
+	// collector are Established; by default nobody is expected to listen.
+	BGPCollectorWait bool
 }
 
 // Lab is a running lab. Its methods are safe for concurrent use.
@@ -99,6 +111,9 @@ type Lab struct {
 	svc  *services
 	fl   *flood // the running flood (LossStep.Flood), or nil
 	down bool
+
+	bgp   bool       // BGP mode: BIRDs route the networks
+	bgpMu sync.Mutex // serializes the rewrites of the BIRD policies
 }
 
 func (o Options) normalize() (Options, error) {
@@ -153,6 +168,11 @@ func Up(ctx context.Context, topo *Topology, opts Options) (*Lab, error) {
 			return nil, fmt.Errorf("prefix: %q with %d links gives %d-char interface names (max 15)", opts.Prefix, len(topo.Links), n)
 		}
 	}
+	if opts.BGP {
+		if err := checkBGP(topo); err != nil {
+			return nil, err
+		}
+	}
 	if err := Cleanup(opts.Prefix); err != nil {
 		return nil, fmt.Errorf("remove leftovers of prefix %q: %w", opts.Prefix, err)
 	}
@@ -188,6 +208,7 @@ func Open(topo *Topology, opts Options) (*Lab, error) {
 		return nil, err
 	}
 	l := newLab(topo, opts)
+	l.bgp = topo.BGP != nil && (opts.BGP || bgpStateExists(opts.Prefix))
 	for _, n := range topo.order {
 		h, err := netns.GetFromName(l.Namespace(n))
 		if err != nil {
@@ -229,6 +250,7 @@ func newLab(topo *Topology, opts Options) *Lab {
 		opts:   opts,
 		log:    opts.Logger.With("lab", opts.Prefix),
 		ns:     make(map[string]netns.NsHandle, len(topo.order)),
+		bgp:    opts.BGP,
 	}
 }
 
@@ -274,8 +296,9 @@ func (l *Lab) closeHandlesLocked() {
 	}
 }
 
-// Cleanup removes every namespace named "<prefix>-*", stops the prefix's
-// "vantage-lab serve" process if one is recorded, and removes the lab state.
+// Cleanup stops the prefix's BIRDs (BGP mode) and its "vantage-lab serve"
+// process if one is recorded, removes every namespace named "<prefix>-*",
+// and removes the lab state.
 // It is safe to call when nothing is there.
 func Cleanup(prefix string) error {
 	if err := checkPrefix(prefix); err != nil {
@@ -283,6 +306,9 @@ func Cleanup(prefix string) error {
 	}
 	var errs []error
 	if err := stopServe(prefix); err != nil {
+		errs = append(errs, err)
+	}
+	if err := stopBirds(prefix); err != nil {
 		errs = append(errs, err)
 	}
 	entries, err := os.ReadDir(netnsDir)

@@ -36,6 +36,8 @@ type Topology struct {
 	Nodes  []Node       `yaml:"nodes"`
 	Links  []Link       `yaml:"links"`
 	Faults FaultsConfig `yaml:"faults"`
+	// BGP is the AS plan for BGP mode (Options.BGP); optional.
+	BGP *BGPConfig `yaml:"bgp,omitempty"`
 
 	raw []byte
 	// resolved by validate
@@ -177,7 +179,8 @@ func parsePrefixes(field string, in []string) ([]netip.Prefix, error) {
 }
 
 // validate checks the decoded topology and resolves byName, order and target,
-// step by step in file order: nodes, links, what needs both, then faults.
+// step by step in file order: nodes, links, what needs both, faults, then
+// the AS plan.
 func (t *Topology) validate() error {
 	if len(t.Nodes) == 0 {
 		return errors.New("nodes: none defined")
@@ -191,7 +194,10 @@ func (t *Topology) validate() error {
 	if err := t.validateNodeLinks(); err != nil {
 		return err
 	}
-	return t.validateFaults()
+	if err := t.validateFaults(); err != nil {
+		return err
+	}
+	return t.validateBGP()
 }
 
 // validateNodes parses every node into byName and order and checks that there

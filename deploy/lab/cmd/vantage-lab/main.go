@@ -83,20 +83,25 @@ in network namespaces named <prefix>-<node>. It needs root, or CAP_SYS_ADMIN
 	}
 	root.PersistentFlags().StringVar(&g.prefix, "prefix", lab.DefaultPrefix, "namespace prefix of the lab")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log progress to stderr")
-	root.AddCommand(upCmd(g), serveCmd(g), downCmd(g), faultCmd(g), execCmd(g), statusCmd(g))
+	root.AddCommand(upCmd(g), serveCmd(g), downCmd(g), faultCmd(g), execCmd(g), statusCmd(g), birdCmd(g), mrtCmd(g))
 	return root
 }
 
 func upCmd(g *globals) *cobra.Command {
 	var topoFile string
-	var rateLimit bool
+	var rateLimit, bgp, collectorWait bool
+	var collectorPort int
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Build the lab (removing leftovers of the same prefix) and start its TCP services",
 		Long: `up builds the lab and starts a detached "vantage-lab serve --prefix P" process
 that holds the TCP services (port 80 in every network) until "down" stops it.
 Its pid is in /run/vantage-lab/<prefix>.pid and its output in
-/run/vantage-lab/<prefix>.log.`,
+/run/vantage-lab/<prefix>.log.
+
+With --bgp the routers run BIRD (bird2) and learn the routes to the networks
+over eBGP (the topology's bgp section); the BIRDs are daemons with their files
+in /run/vantage-lab/<prefix>-bird-<node>.*, and "down" stops them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			topo, err := lab.DefaultTopology()
@@ -109,6 +114,7 @@ Its pid is in /run/vantage-lab/<prefix>.pid and its output in
 			start := time.Now()
 			l, err := lab.Up(cmd.Context(), topo, lab.Options{
 				Prefix: g.prefix, ICMPRateLimit: rateLimit, Logger: g.logger(), NoServices: true,
+				BGP: bgp, BGPCollector: lab.BGPCollector{Port: collectorPort}, BGPCollectorWait: collectorWait,
 			})
 			if err != nil {
 				return err
@@ -126,6 +132,9 @@ Its pid is in /run/vantage-lab/<prefix>.pid and its output in
 	}
 	cmd.Flags().StringVar(&topoFile, "topology", "", "topology file (default: the embedded topology.yaml)")
 	cmd.Flags().BoolVar(&rateLimit, "icmp-ratelimit", false, "keep the kernel's ICMP rate limits in the routers (realistic, slower traceroutes)")
+	cmd.Flags().BoolVar(&bgp, "bgp", false, "route the networks with BGP: a BIRD in every router of the topology's bgp section")
+	cmd.Flags().IntVar(&collectorPort, "bgp-collector-port", 0, "with --bgp: the collector's port in the controller namespace (default: the topology's, 1179)")
+	cmd.Flags().BoolVar(&collectorWait, "bgp-collector-wait", false, "with --bgp: also wait until the sessions to the collector are up (it must be listening)")
 	return cmd
 }
 
@@ -253,7 +262,18 @@ func faultCmd(g *globals) *cobra.Command {
                              (the flood lives in this process). 0 removes
   ramp-loss <router> <period> <pct>[/rate[/capacity[/flood]]]...
                              one step every period, the last held until Ctrl-C,
-                             then removed`,
+                             then removed
+BGP mode (up --bgp):
+  bgp-withdraw <router> [net...]  the upstream stops exporting the networks toward
+                             transit (none = those the border announces to it)
+  bgp-announce <router> [net...]
+  bgp-flap <period> <router> [net...]  bgp-withdraw/bgp-announce every period
+                             until Ctrl-C, then announced
+  origin-withdraw [net...]   the border stops originating the networks (none = all)
+  origin-announce [net...]
+  dataplane-down <router>    the router drops what it forwards and answers nothing,
+                             its BGP sessions stay up (routes stay announced)
+  dataplane-up <router>`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := g.open()
@@ -302,24 +322,31 @@ func faultKinds(ctx context.Context, l *lab.Lab, silent bool) map[string]func([]
 		mode = lab.WithdrawSilent
 	}
 	return map[string]func([]string) error{
-		"blackout":       nets(l.Blackout),
-		"restore":        nets(l.Restore),
-		"flap":           func(rest []string) error { return flap(ctx, l, rest) },
-		"loss":           func(rest []string) error { return loss(l, rest) },
-		"isolate":        one(l.Isolate),
-		"unisolate":      one(l.Unisolate),
-		"cut-uplink":     one(l.CutUplink),
-		"restore-uplink": one(l.RestoreUplink),
-		"filter-icmp":    one(l.FilterICMP),
-		"unfilter-icmp":  one(l.UnfilterICMP),
-		"cut-inside":     nets(l.CutInside),
-		"repair-inside":  nets(l.RepairInside),
-		"withdraw":       routerNets(func(r string, ns []string) error { return l.Withdraw(r, mode, ns...) }),
-		"reannounce":     routerNets(func(r string, ns []string) error { return l.Reannounce(r, ns...) }),
-		"border-down":    one(l.BorderDown),
-		"border-up":      one(l.BorderUp),
-		"step-loss":      func(rest []string) error { return stepLoss(ctx, l, rest) },
-		"ramp-loss":      func(rest []string) error { return rampLoss(ctx, l, rest) },
+		"blackout":        nets(l.Blackout),
+		"restore":         nets(l.Restore),
+		"flap":            func(rest []string) error { return flap(ctx, l, rest) },
+		"loss":            func(rest []string) error { return loss(l, rest) },
+		"isolate":         one(l.Isolate),
+		"unisolate":       one(l.Unisolate),
+		"cut-uplink":      one(l.CutUplink),
+		"restore-uplink":  one(l.RestoreUplink),
+		"filter-icmp":     one(l.FilterICMP),
+		"unfilter-icmp":   one(l.UnfilterICMP),
+		"cut-inside":      nets(l.CutInside),
+		"repair-inside":   nets(l.RepairInside),
+		"withdraw":        routerNets(func(r string, ns []string) error { return l.Withdraw(r, mode, ns...) }),
+		"reannounce":      routerNets(func(r string, ns []string) error { return l.Reannounce(r, ns...) }),
+		"border-down":     one(l.BorderDown),
+		"border-up":       one(l.BorderUp),
+		"step-loss":       func(rest []string) error { return stepLoss(ctx, l, rest) },
+		"ramp-loss":       func(rest []string) error { return rampLoss(ctx, l, rest) },
+		"bgp-withdraw":    routerNets(func(r string, ns []string) error { return l.BGPWithdraw(r, ns...) }),
+		"bgp-announce":    routerNets(func(r string, ns []string) error { return l.BGPAnnounce(r, ns...) }),
+		"bgp-flap":        func(rest []string) error { return bgpFlap(ctx, l, rest) },
+		"origin-withdraw": nets(l.OriginWithdraw),
+		"origin-announce": nets(l.OriginAnnounce),
+		"dataplane-down":  one(l.DataPlaneDown),
+		"dataplane-up":    one(l.DataPlaneUp),
 	}
 }
 
@@ -332,6 +359,17 @@ func flap(ctx context.Context, l *lab.Lab, rest []string) error {
 		return fmt.Errorf("period: %w", err)
 	}
 	return l.Flap(ctx, period, rest[1:]...)
+}
+
+func bgpFlap(ctx context.Context, l *lab.Lab, rest []string) error {
+	if len(rest) < 2 {
+		return errors.New("want <period> <router> [net...]")
+	}
+	period, err := time.ParseDuration(rest[0])
+	if err != nil {
+		return fmt.Errorf("period: %w", err)
+	}
+	return l.BGPFlap(ctx, period, rest[1], rest[2:]...)
 }
 
 func loss(l *lab.Lab, rest []string) error {
@@ -439,6 +477,9 @@ func statusCmd(g *globals) *cobra.Command {
 			} else {
 				fmt.Fprintf(out, "lab %q up; services NOT running (no live serve process)\n", g.prefix)
 			}
+			if l.BGPMode() {
+				fmt.Fprintln(out, "routing: BGP (BIRD in every router of the AS plan)")
+			}
 			printNodes(out, l)
 			faults, err := l.Faults(cmd.Context())
 			if err != nil {
@@ -466,5 +507,59 @@ func printNodes(out io.Writer, l *lab.Lab) {
 			line += "  hosts " + strings.Join(hs, " ")
 		}
 		fmt.Fprintln(out, line)
+	}
+}
+
+func birdCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "bird <router> [show-args...]",
+		Short: "Show a router's BIRD state (birdc show ...; default: protocols) in a BGP lab",
+		Example: `  vantage-lab bird ix route
+  vantage-lab bird transit protocols all`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := g.open()
+			if err != nil {
+				return err
+			}
+			show := args[1:]
+			if len(show) == 0 {
+				show = []string{"protocols"}
+			}
+			out, err := l.BirdShow(args[0], show...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), out)
+			return nil
+		},
+	}
+}
+
+func mrtCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "mrt <router> <file>",
+		Short: "Dump a router's BIRD tables to an MRT TABLE_DUMP_V2 file in a BGP lab",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := g.open()
+			if err != nil {
+				return err
+			}
+			if err := l.DumpMRT(args[0], args[1]); err != nil {
+				return err
+			}
+			b, err := os.ReadFile(args[1])
+			if err != nil {
+				return fmt.Errorf("read dump: %w", err)
+			}
+			sum, err := lab.CheckMRT(b)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d bytes, %d records (%d peer tables, %d IPv4 and %d IPv6 prefixes)\n",
+				args[1], len(b), sum.Records, sum.PeerTables, sum.RIB4, sum.RIB6)
+			return nil
+		},
 	}
 }
