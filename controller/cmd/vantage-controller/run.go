@@ -65,6 +65,13 @@ type Config struct {
 	// BGPRetention: stored BGP updates and peer events older than this
 	// are deleted in the same passes (0: kept forever).
 	BGPRetention time.Duration
+	// BGP sources (steps_bgp.go): the collector's passive eBGP listener
+	// and peers, and its BMP station; off when both listens are empty.
+	BGPListen   string
+	BGPAS       uint32
+	BGPRouterID string
+	BGPPeers    []string
+	BMPListen   string
 	// StoreSync is "full" (fsync every commit: acks survive a power cut)
 	// or "normal" (acks survive a crash, not a power cut); "" is full.
 	StoreSync string
@@ -122,6 +129,9 @@ func (cfg Config) check() error {
 	}
 	if cfg.BGPRetention < 0 {
 		return fmt.Errorf("--bgp-retention: must not be negative (0 keeps BGP updates forever), got %v", cfg.BGPRetention)
+	}
+	if _, err := cfg.collectorConfig(); err != nil {
+		return err
 	}
 	if cfg.RetentionEvery < 0 || (cfg.ResultsRetention > 0 || cfg.BGPRetention > 0) && cfg.RetentionEvery == 0 {
 		return fmt.Errorf("--retention-every: must be positive, got %v", cfg.RetentionEvery)

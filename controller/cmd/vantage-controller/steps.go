@@ -149,7 +149,7 @@ func (c *controller) loadCampaigns(ctx context.Context) error {
 	c.rib = bgp.NewRIB(bgp.Options{})
 	c.bgpRec = record.New(record.Options{Store: c.store, RIB: c.rib, Log: c.log})
 	c.verdicts = live.New(live.Options{Store: c.store, Campaigns: c.campaigns, Log: c.log, EvaluateEvery: c.cfg.EvaluateEvery,
-		OnTransitions: c.transitions, Routing: c.rib})
+		OnTransitions: c.transitions, Routing: c.rib, ReplayRouting: c.replayRouting})
 	err := c.campaigns.Reload(ctx)
 	c.monitorBGP(ctx) // before the engines' restore reads the view
 	if err := record.Load(ctx, c.store, c.rib, time.Now().Add(-bgpReload), time.Time{}); err != nil {
@@ -279,9 +279,6 @@ func (c *controller) startLoops(ctx context.Context) error {
 func (c *controller) startBGP(ctx context.Context) error {
 	return c.startBGPSources(ctx, c.bgpRec)
 }
-
-// startBGPSources starts what feeds sink; none yet.
-func (c *controller) startBGPSources(context.Context, bgp.Sink) error { return nil }
 
 // buildOperators builds OperatorService.
 func (c *controller) buildOperators(context.Context) error {
