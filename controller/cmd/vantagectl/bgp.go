@@ -17,7 +17,7 @@ import (
 // constructor in its list.
 func (a *app) bgpCmd() *cobra.Command {
 	return group("bgp", "Show the controller's BGP view: peers, monitored prefixes, updates",
-		a.bgpStatusCmd(), a.bgpUpdatesCmd(), a.bgpWatchCmd())
+		a.bgpStatusCmd(), a.bgpUpdatesCmd(), a.bgpWatchCmd(), a.bgpImportCmd())
 }
 
 func (a *app) bgpStatusCmd() *cobra.Command {
@@ -38,8 +38,8 @@ func (a *app) bgpStatusCmd() *cobra.Command {
 
 func (a *app) bgpUpdatesCmd() *cobra.Command {
 	var (
-		campaignName, prefix, since, from, to string
-		limit                                 uint32
+		campaignName, prefix, since, from, to, mrt string
+		limit                                      uint32
 	)
 	cmd := &cobra.Command{
 		Use:   "updates",
@@ -67,6 +67,9 @@ func (a *app) bgpUpdatesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if mrt != "" {
+				return a.bgpUpdatesMRT(mrt, stream.Recv)
+			}
 			return a.bgpUpdates(stream.Recv)
 		},
 	}
@@ -77,6 +80,7 @@ func (a *app) bgpUpdatesCmd() *cobra.Command {
 	fl.StringVar(&from, "from", "", "same as --since")
 	fl.StringVar(&to, "to", "", "only updates before this; same forms as --since")
 	fl.Uint32Var(&limit, "limit", 0, "at most this many updates (0: the controller's default, 1000)")
+	fl.StringVar(&mrt, "mrt", "", "write the updates to this file as MRT (BGP4MP_ET MESSAGE_AS4, as RIS and RouteViews do) instead of printing them")
 	return cmd
 }
 

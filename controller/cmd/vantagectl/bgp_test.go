@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,7 +103,7 @@ PREFIX         NETWORK  VISIBILITY  VISIBLE  ORIGIN   LAST-PATH    UPDATES/MIN  
 		{name: "no updates", args: []string{"bgp", "updates", "--prefix", "203.0.113.0/24"}, stdout: "No BGP updates.\n"},
 		{name: "since and from", args: []string{"bgp", "updates", "--since", "1h", "--from", "2h"}, code: exitUsage,
 			stderr: "--since and --from: give only one"},
-		{name: "bgp alone", args: []string{"bgp"}, code: exitUsage, stderr: "bgp: missing subcommand, one of: status, updates, watch"},
+		{name: "bgp alone", args: []string{"bgp"}, code: exitUsage, stderr: "bgp: missing subcommand, one of: import, status, updates, watch"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := runSync(t, cliRun{args: tt.args, env: env})
@@ -154,5 +155,42 @@ func TestBGPWatch(t *testing.T) {
 	}
 	if !proto.Equal(f.lastReq(), &vantagev1.WatchBgpRequest{Prefix: "198.18.1.0/24"}) {
 		t.Errorf("request = %v", f.lastReq())
+	}
+}
+
+func (f *fakeOperator) ImportBgpUpdates(_ context.Context, req *vantagev1.ImportBgpUpdatesRequest) (*vantagev1.ImportBgpUpdatesResponse, error) {
+	f.record(req)
+	return &vantagev1.ImportBgpUpdatesResponse{Imported: uint32(len(req.GetUpdates())) - 1, Skipped: 1}, nil
+}
+
+// TestBGPMRTRoundTrip: `bgp updates --mrt` writes the stored updates as an
+// MRT file, and `bgp import` reads it back and sends the same updates.
+func TestBGPMRTRoundTrip(t *testing.T) {
+	f := &fakeOperator{}
+	addr, ca := startServer(t, f)
+	env := envFor(addr, ca)
+	file := filepath.Join(t.TempDir(), "feed.mrt")
+	got := runSync(t, cliRun{args: []string{"bgp", "updates", "--prefix", "198.18.1.0/24", "--mrt", file}, env: env})
+	if got.code != 0 || got.stdout != file+": 2 updates written as MRT\n" {
+		t.Fatalf("updates --mrt: exit %d, stdout %q, stderr %q", got.code, got.stdout, got.stderr)
+	}
+	got = runSync(t, cliRun{args: []string{"bgp", "import", file}, env: env})
+	want := file + ": 2 MRT records, 2 updates: 1 imported, 1 skipped (no monitored prefix), 0 invalid, 0 records of other types\n"
+	if got.code != 0 || got.stdout != want {
+		t.Fatalf("import: exit %d, stdout %q, want %q; stderr %q", got.code, got.stdout, want, got.stderr)
+	}
+	req, ok := f.lastReq().(*vantagev1.ImportBgpUpdatesRequest)
+	if !ok || req.GetSource() != "mrt:feed.mrt" || len(req.GetUpdates()) != 2 {
+		t.Fatalf("import request %v", f.lastReq())
+	}
+	for i, u := range fixtureBGPUpdates() {
+		u.Id, u.Source = 0, "mrt:feed.mrt"
+		if !proto.Equal(req.GetUpdates()[i], u) {
+			t.Errorf("update %d: sent %v, stored %v", i, req.GetUpdates()[i], u)
+		}
+	}
+	got = runSync(t, cliRun{args: []string{"bgp", "import", filepath.Join(t.TempDir(), "missing.mrt")}, env: env})
+	if got.code == 0 || !strings.Contains(got.stderr, "no such file") {
+		t.Errorf("a missing file: exit %d, stderr %q", got.code, got.stderr)
 	}
 }
