@@ -56,7 +56,7 @@ func TestDefaultTopologyBGP(t *testing.T) {
 			t.Errorf("AS of %s = %d, want %d", r, b.AS[r], as)
 		}
 	}
-	if b.Collector.AS != 64496 || b.Collector.Port != 1179 || !slices.Equal(b.Collector.Peers, []string{"ix", "transit"}) {
+	if b.Collector.AS != 64496 || b.Collector.Port != 1179 || !slices.Equal(b.Collector.Peers, []string{"ix", "transit", "upstream", "upstream-b"}) {
 		t.Errorf("collector = %+v", b.Collector)
 	}
 	var sessions []string
@@ -112,8 +112,13 @@ func TestBirdConfig(t *testing.T) {
 			t.Errorf("config of %s lacks %q:\n%s", tc.node, tc.want, confs[tc.node])
 		}
 	}
-	if strings.Contains(confs["upstream"], "collector") {
-		t.Error("upstream is not a collector peer but has a collector session")
+	// The upstreams' monitor sessions export everything, what BGPWithdraw
+	// keeps from transit included.
+	if want := "local 198.51.100.42 as 64501;\n\tneighbor 198.51.100.34 port 1179 as 64496;\n\tmultihop;\n\tipv4 { import none; export all; };"; !strings.Contains(confs["upstream"], want) {
+		t.Errorf("upstream's collector session lacks %q:\n%s", want, confs["upstream"])
+	}
+	if strings.Contains(confs["border"], "collector") {
+		t.Error("the border is not a collector peer but has a collector session")
 	}
 	if _, err := exec.LookPath(birdBin); err != nil {
 		t.Skip("bird not installed (bird2): configs not parsed")
