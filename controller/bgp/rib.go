@@ -87,7 +87,6 @@ type entry struct {
 type prefixHist struct {
 	prefix netip.Prefix
 	byPeer map[peerKey][]entry // time order
-	times  []time.Time         // every update's time, for the rate
 }
 
 // visChange is a monitored prefix's visibility crossing the 50% line.
@@ -233,7 +232,6 @@ func (r *RIB) Apply(u Update) bool {
 		e.path, e.nextHop = slices.Clone(u.ASPath), u.NextHop
 	}
 	h.byPeer[k] = insertEntry(h.byPeer[k], e, r.opts.MaxEntries)
-	h.times = insertTime(h.times, u.At, r.opts.MaxEntries)
 	r.noteLocked(u.At)
 	r.recheckLocked(u.Prefix, u.At)
 	r.watch.send(u)
@@ -249,15 +247,6 @@ func insertEntry(es []entry, e entry, max int) []entry {
 		es = slices.Delete(es, 0, len(es)-max)
 	}
 	return es
-}
-
-func insertTime(ts []time.Time, t time.Time, max int) []time.Time {
-	i := sort.Search(len(ts), func(i int) bool { return ts[i].After(t) })
-	ts = slices.Insert(ts, i, t)
-	if len(ts) > max {
-		ts = slices.Delete(ts, 0, len(ts)-max)
-	}
-	return ts
 }
 
 // noteLocked advances the latest time seen and prunes now and then.
@@ -311,8 +300,6 @@ func (r *RIB) pruneLocked(cutoff time.Time) {
 			}
 			h.byPeer[k] = slices.Delete(es, 0, max(i, 0))
 		}
-		i := sort.Search(len(h.times), func(i int) bool { return !h.times[i].Before(cutoff) })
-		h.times = slices.Delete(h.times, 0, i)
 	}
 	for _, p := range r.peers {
 		i := sort.Search(len(p.events), func(i int) bool { return !p.events[i].At.Before(cutoff) })

@@ -173,3 +173,23 @@ func equal(a, b []uint32) bool {
 	}
 	return true
 }
+
+// A partial peer (a monitor session) is not counted in visibility, but its
+// routes are listed; the last path is the full-feed peers'.
+func TestPartialPeer(t *testing.T) {
+	r := newTestRIB()
+	r.PeerState(up(0, "192.0.2.1", 64510, true))
+	mon := up(0, "198.51.100.42", 64501, true)
+	mon.FullFeed = false
+	r.PeerState(mon)
+	r.Update(announce(time.Second, "192.0.2.1", "198.18.0.0/24", 64510, 64501, 64500))
+	r.Update(announce(2*time.Second, "198.51.100.42", "198.18.0.0/24", 64501, 64500))
+	r.Update(withdraw(3*time.Second, "192.0.2.1", 64510, "198.18.0.0/24"))
+	s := r.StateAt(pfx("198.18.0.0/24"), t0.Add(4*time.Second))
+	if s.GetPeers() != 1 || s.GetPeersWithRoute() != 0 || s.GetVisible() || len(s.GetRoutes()) != 1 || s.GetRoutes()[0].GetFullFeed() {
+		t.Errorf("state %v: want 0 of 1 full-feed peers and the monitor's route listed", s)
+	}
+	if !equal(s.GetLastPath(), []uint32{64510, 64501, 64500}) {
+		t.Errorf("last path %v: want the full-feed peer's", s.GetLastPath())
+	}
+}

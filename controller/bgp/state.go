@@ -149,18 +149,40 @@ func (r *RIB) stateLocked(m netip.Prefix, t time.Time) *vantagev1.BgpPrefixState
 	if i := sort.Search(len(cs), func(i int) bool { return cs[i].at.After(t) }); i > 0 {
 		s.LastChange = timestamppb.New(cs[i-1].at)
 	}
-	s.UpdatesPerMinute, s.BaselinePerMinute = r.rateLocked(m, t)
+	s.UpdatesPerMinute, s.BaselinePerMinute = r.rateLocked(m, t, peers)
 	return s
 }
 
-// lastPathLocked is the latest AS path announced at or before t for m
-// (or, if m itself never was, a covering prefix), and the time of m's
-// latest update of any kind.
+// lastPathLocked is the latest AS path a full-feed peer announced at or
+// before t for m (or, if m itself never was, a covering prefix), the
+// partial peers' only when no full-feed peer ever announced one (the path
+// the world saw, not a monitor session's), and the time of m's latest
+// update of any kind.
 func (r *RIB) lastPathLocked(m netip.Prefix, t time.Time) ([]uint32, time.Time) {
+	var full, partial []*peer
+	for _, p := range r.sortedPeersLocked() { // ties go to the first peer, in a fixed order
+		if p.fullFeed {
+			full = append(full, p)
+		} else {
+			partial = append(partial, p)
+		}
+	}
+	path, last := r.lastPathOfLocked(m, t, full)
+	pPath, pLast := r.lastPathOfLocked(m, t, partial)
+	if path == nil {
+		path = pPath
+	}
+	if pLast.After(last) {
+		last = pLast
+	}
+	return path, last
+}
+
+// lastPathOfLocked is lastPathLocked over the given peers.
+func (r *RIB) lastPathOfLocked(m netip.Prefix, t time.Time, peers []*peer) ([]uint32, time.Time) {
 	var path []uint32
 	var pathAt, last time.Time
 	pathBits := -1
-	peers := r.sortedPeersLocked() // ties go to the first peer, in a fixed order
 	for q, h := range r.prefixes {
 		if q.Bits() > m.Bits() || !q.Contains(m.Addr()) {
 			continue
@@ -187,25 +209,38 @@ func (r *RIB) lastPathLocked(m netip.Prefix, t time.Time) ([]uint32, time.Time) 
 	return slices.Clone(path), last
 }
 
-// rateLocked: updates per minute of m and its more specific prefixes over
-// the RateWindow before t, and over the BaselineWindow before that.
-func (r *RIB) rateLocked(m netip.Prefix, t time.Time) (rate, baseline float64) {
+// rateLocked: updates per minute per full-feed peer (with a session up
+// at t) of m and its more specific prefixes, over the RateWindow before t
+// and over the BaselineWindow before that. Per peer, so that one event
+// (a withdrawal every peer passes on, sessions coming up) is one update,
+// however many peers the collector has; churn is one peer's route
+// changing again and again.
+func (r *RIB) rateLocked(m netip.Prefix, t time.Time, peers int) (rate, baseline float64) {
+	if peers == 0 {
+		return 0, 0
+	}
 	win, base := r.opts.RateWindow, r.opts.BaselineWindow
 	var recent, older int
 	for q, h := range r.prefixes {
 		if q.Bits() < m.Bits() || !m.Contains(q.Addr()) {
 			continue
 		}
-		recent += countIn(h.times, t.Add(-win), t)
-		older += countIn(h.times, t.Add(-win-base), t.Add(-win))
+		for k, es := range h.byPeer {
+			if p := r.peers[k]; p == nil || !p.fullFeed {
+				continue
+			}
+			recent += countIn(es, t.Add(-win), t)
+			older += countIn(es, t.Add(-win-base), t.Add(-win))
+		}
 	}
-	return float64(recent) / win.Minutes(), float64(older) / base.Minutes()
+	n := float64(peers)
+	return float64(recent) / n / win.Minutes(), float64(older) / n / base.Minutes()
 }
 
-// countIn counts the times in (from, to].
-func countIn(ts []time.Time, from, to time.Time) int {
-	i := sort.Search(len(ts), func(i int) bool { return ts[i].After(from) })
-	j := sort.Search(len(ts), func(i int) bool { return ts[i].After(to) })
+// countIn counts the entries in (from, to].
+func countIn(es []entry, from, to time.Time) int {
+	i := sort.Search(len(es), func(i int) bool { return es[i].at.After(from) })
+	j := sort.Search(len(es), func(i int) bool { return es[i].at.After(to) })
 	return j - i
 }
 

@@ -41,10 +41,10 @@ func TestBGPMetrics(t *testing.T) {
 	m := New(Config{BGP: rib, BGPRecorder: fakeRecorder{record.Stats{Updates: 8, Dropped: 2}},
 		Now: func() time.Time { return t0.Add(61 * time.Minute) }})
 	const want = `
-# HELP vantage_bgp_baseline_updates_per_minute The monitored prefix's own baseline: its BGP updates per minute over the hour before the last minute.
+# HELP vantage_bgp_baseline_updates_per_minute The monitored prefix's own baseline: its BGP updates per minute per full-feed peer over the hour before the last minute.
 # TYPE vantage_bgp_baseline_updates_per_minute gauge
-vantage_bgp_baseline_updates_per_minute{campaign="kp",network="net0",prefix="198.18.0.0/24"} 0.06666666666666667
-vantage_bgp_baseline_updates_per_minute{campaign="kp",network="net1",prefix="198.18.1.0/24"} 0.05
+vantage_bgp_baseline_updates_per_minute{campaign="kp",network="net0",prefix="198.18.0.0/24"} 0.03333333333333333
+vantage_bgp_baseline_updates_per_minute{campaign="kp",network="net1",prefix="198.18.1.0/24"} 0.025
 # HELP vantage_bgp_peers BGP routing views (collector peers, BMP-monitored peers, MRT peers) by session state: established or down.
 # TYPE vantage_bgp_peers gauge
 vantage_bgp_peers{state="down"} 1
@@ -52,9 +52,9 @@ vantage_bgp_peers{state="established"} 2
 # HELP vantage_bgp_updates_dropped_total BGP updates and peer events kept in the routing view but not stored (the recorder's queue was full, or the store refused the batch).
 # TYPE vantage_bgp_updates_dropped_total counter
 vantage_bgp_updates_dropped_total 2
-# HELP vantage_bgp_updates_per_minute BGP updates (announcements and withdrawals) of the monitored prefix and its more specifics per minute, over the last minute.
+# HELP vantage_bgp_updates_per_minute BGP updates (announcements and withdrawals) of the monitored prefix and its more specifics per minute per full-feed peer, over the last minute.
 # TYPE vantage_bgp_updates_per_minute gauge
-vantage_bgp_updates_per_minute{campaign="kp",network="net0",prefix="198.18.0.0/24"} 1
+vantage_bgp_updates_per_minute{campaign="kp",network="net0",prefix="198.18.0.0/24"} 0.5
 vantage_bgp_updates_per_minute{campaign="kp",network="net1",prefix="198.18.1.0/24"} 0
 # HELP vantage_bgp_updates_recorded_total BGP updates of monitored prefixes written to the store since the controller started.
 # TYPE vantage_bgp_updates_recorded_total counter

@@ -156,11 +156,12 @@ func TestRoutingInstability(t *testing.T) {
 			}
 			continue
 		}
-		// 6 updates a minute (RoutingUnstableRate) take 12 s: round 4 of
-		// the flapping.
-		if len(trs) != 2 || trs[0].GetTo() != vantagev1.State_STATE_UNSTABLE || trs[0].GetRound() > outageRound+4 ||
+		// 6 updates a minute per full-feed peer (RoutingUnstableRate),
+		// with one of the two flapping, take 12 of its updates: 24 s,
+		// round 8 of the flapping.
+		if len(trs) != 2 || trs[0].GetTo() != vantagev1.State_STATE_UNSTABLE || trs[0].GetRound() > outageRound+8 ||
 			trs[1].GetTo() != vantagev1.State_STATE_REACHABLE {
-			t.Fatalf("%s: %s; want UNSTABLE by round %d, then REACHABLE", id, describeCauses(trs), outageRound+4)
+			t.Fatalf("%s: %s; want UNSTABLE by round %d, then REACHABLE", id, describeCauses(trs), outageRound+8)
 		}
 		if notes := strings.Join(trs[0].GetNotes(), "; "); !strings.Contains(notes, "BGP shows routing instability") {
 			t.Errorf("%s: the UNSTABLE transition's notes %q do not name the BGP instability", id, notes)

@@ -51,6 +51,9 @@ type Config struct {
 	// Agents are the vantages Start starts an agent in; nil means every
 	// vantage. Others can be started later with StartAgent.
 	Agents []string
+	// BGP runs the lab in BGP mode (BIRD in every router) and the
+	// controller with its collector peering with the lab's routers.
+	BGP bool
 }
 
 // Harness is a running lab with a controller and agents.
@@ -95,7 +98,7 @@ func Start(ctx context.Context, cfg Config) (h *Harness, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load lab topology: %w", err)
 	}
-	l, err := lab.Up(ctx, topo, lab.Options{Prefix: cfg.Prefix, Logger: cfg.Logger})
+	l, err := lab.Up(ctx, topo, lab.Options{Prefix: cfg.Prefix, Logger: cfg.Logger, BGP: cfg.BGP})
 	if err != nil {
 		return nil, fmt.Errorf("lab up: %w", err)
 	}
@@ -250,7 +253,7 @@ func (h *Harness) startController(ctx context.Context) error {
 		// The lab's networks are benchmarking and documentation ranges.
 		"--allow-special-ranges",
 	}
-	args = append(args, h.cfg.ControllerArgs...)
+	args = append(append(args, h.collectorArgs()...), h.cfg.ControllerArgs...)
 	if err := h.startProcess(ctx, "controller", filepath.Join(h.cfg.BinDir, "vantage-controller"), args...); err != nil {
 		return err
 	}

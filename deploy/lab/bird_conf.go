@@ -295,3 +295,49 @@ func parsePolicy(b []byte) []string {
 	}
 	return strings.Fields(rest)
 }
+
+// CollectorPeer is one router's session to the collector, as the
+// collector must configure it.
+type CollectorPeer struct {
+	Router string
+	// Addr is the router's address the session comes from; AS its AS.
+	Addr netip.Addr
+	AS   uint32
+	// Multihop: the router is not on the collector's link.
+	Multihop bool
+	// Monitor: the router is a neighbour of the origin (an upstream) and
+	// its session a monitor session, not a full feed: it exports its whole
+	// table, withheld routes included.
+	Monitor bool
+}
+
+// CollectorEnd is where the collector listens (address, port) and its AS.
+type CollectorEnd struct {
+	Addr netip.Addr
+	Port int
+	AS   uint32
+}
+
+// Collector says where the BIRDs of a BGP lab look for the collector and
+// which sessions it gets, in bgp.collector.peers order; ok false for a
+// static lab.
+func (l *Lab) Collector() (CollectorEnd, []CollectorPeer, bool) {
+	if !l.bgp || l.topo.BGP == nil {
+		return CollectorEnd{}, nil, false
+	}
+	c := l.topo.collector(l.opts.BGPCollector)
+	var peers []CollectorPeer
+	for _, r := range c.peers {
+		v4, v6, direct, err := l.topo.sourceAddrs(r, c.addr)
+		if err != nil {
+			continue
+		}
+		a := v4
+		if c.addr.Is6() {
+			a = v6
+		}
+		_, monitor := l.topo.BGP.Origin.Announce[r]
+		peers = append(peers, CollectorPeer{Router: r, Addr: a, AS: l.topo.BGP.AS[r], Multihop: !direct, Monitor: monitor})
+	}
+	return CollectorEnd{Addr: c.addr, Port: c.port, AS: c.as}, peers, true
+}

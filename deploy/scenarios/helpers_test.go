@@ -141,25 +141,6 @@ func (s *suite) transitions(t *testing.T, level vantagev1.Level, from, to time.T
 	return out
 }
 
-// located is the location the timeline gives the scope's current episode
-// that began with tr: tr's own, or that of the latest refinement (a
-// timeline entry with from == to, published when traces moved the
-// location) detected after it.
-func (s *suite) located(t *testing.T, tr *vantagev1.Transition) vantagev1.Location {
-	t.Helper()
-	tl, err := s.h.Timeline(s.ctx, s.name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	where := tr.GetLocation()
-	for _, x := range tl {
-		if x.GetVerdictId() == tr.GetVerdictId() && x.GetFrom() == x.GetTo() && x.GetTo() == tr.GetTo() && x.GetId() > tr.GetId() {
-			where = x.GetLocation()
-		}
-	}
-	return where
-}
-
 // firstTo is the first scope transition into want detected at or after from.
 func (s *suite) firstTo(t *testing.T, from time.Time, want vantagev1.State) *vantagev1.Transition {
 	t.Helper()

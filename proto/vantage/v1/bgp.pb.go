@@ -457,8 +457,9 @@ type BgpPrefixState struct {
 	// When visibility last crossed the 50% line, and the last update.
 	LastChange *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_change,json=lastChange,proto3" json:"last_change,omitempty"`
 	LastUpdate *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_update,json=lastUpdate,proto3" json:"last_update,omitempty"`
-	// Updates per minute over the last minute, and the prefix's own
-	// baseline (its long-run rate, excluding the last minute).
+	// Updates per minute per full-feed peer over the last minute (so one
+	// event every peer passes on counts once), and the prefix's own
+	// baseline (its rate over the hour before that minute).
 	UpdatesPerMinute  float64 `protobuf:"fixed64,14,opt,name=updates_per_minute,json=updatesPerMinute,proto3" json:"updates_per_minute,omitempty"`
 	BaselinePerMinute float64 `protobuf:"fixed64,15,opt,name=baseline_per_minute,json=baselinePerMinute,proto3" json:"baseline_per_minute,omitempty"`
 	unknownFields     protoimpl.UnknownFields
