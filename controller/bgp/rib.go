@@ -277,9 +277,14 @@ func (r *RIB) recheckAllLocked(at time.Time) {
 }
 
 func (r *RIB) recheckOneLocked(m netip.Prefix, at time.Time) {
+	cs := r.vis[m]
+	if n := len(cs); n > 0 && at.Before(cs[n-1].at) {
+		// A late update (an MRT import out of order, a source's clock):
+		// the log stays in time order, so judge it at the last change.
+		at = cs[n-1].at
+	}
 	peers, with, _ := r.routesLocked(m, at)
 	visible := peers > 0 && float64(with) > VisibleShare*float64(peers)
-	cs := r.vis[m]
 	if n := len(cs); n > 0 && cs[n-1].visible == visible {
 		return
 	}

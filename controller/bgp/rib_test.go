@@ -193,3 +193,18 @@ func TestPartialPeer(t *testing.T) {
 		t.Errorf("last path %v: want the full-feed peer's", s.GetLastPath())
 	}
 }
+
+// An update stamped before the last visibility change (a late source)
+// keeps the change log in time order: last_change does not move back.
+func TestLateUpdateKeepsChangeOrder(t *testing.T) {
+	r := newTestRIB()
+	r.PeerState(up(0, "192.0.2.1", 64510, true))
+	r.Update(announce(time.Second, "192.0.2.1", "198.18.0.0/24", 64510, 64500))
+	r.Update(withdraw(5*time.Second, "192.0.2.1", 64510, "198.18.0.0/24"))
+	r.Update(announce(time.Second, "192.0.2.1", "198.18.2.0/24", 64510, 64500))   // late, another prefix
+	r.Update(announce(2*time.Second, "192.0.2.1", "198.18.0.0/16", 64510, 64499)) // late, covering
+	s := r.StateAt(pfx("198.18.0.0/24"), t0.Add(6*time.Second))
+	if got := s.GetLastChange().AsTime(); got.Before(t0.Add(5 * time.Second)) {
+		t.Errorf("last change %v: moved back before the withdrawal at +5s", got.Sub(t0))
+	}
+}

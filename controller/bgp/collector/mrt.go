@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"time"
 
 	bgppkt "github.com/osrg/gobgp/v3/pkg/packet/bgp"
@@ -36,6 +37,10 @@ type Stats struct {
 	// Skipped: records of types ReadMRT does not read (BGP4MP state
 	// changes, TABLE_DUMP (v1), multicast and ADD-PATH RIBs, OSPF…).
 	Skipped int
+	// FlagsFixed: RIB entries' attributes whose flags were set right
+	// before parsing (fixRIBFlags: BIRD 2.0's dumps write NEXT_HOP and
+	// LOCAL_PREF with no flags).
+	FlagsFixed int
 }
 
 // ReadMRT reads an MRT file (RFC 6396), plain, gzip- or bzip2-compressed
@@ -207,6 +212,8 @@ func (rd *mrtReader) rib(h mrt.MRTHeader, body []byte, at time.Time) error {
 	if rd.peers == nil {
 		return errors.New("RIB record before any PEER_INDEX_TABLE")
 	}
+	body = slices.Clone(body)
+	rd.st.FlagsFixed += fixRIBFlags(body, h.SubType == uint16(mrt.RIB_IPV4_UNICAST))
 	m, err := parse(h, body)
 	if err != nil {
 		return fmt.Errorf("RIB: %w", err)
@@ -337,4 +344,69 @@ func updateMessage(u bgp.Update) *bgppkt.BGPMessage {
 	}
 	pas = append(pas, bgppkt.NewPathAttributeMpReachNLRI(nh.String(), []bgppkt.AddrPrefixInterface{nlri}))
 	return bgppkt.NewBGPUpdateMessage(nil, pas, nil)
+}
+
+// Path attribute flags (RFC 4271 4.3).
+const (
+	attrOptional   = 0x80
+	attrTransitive = 0x40
+	attrExtended   = 0x10
+)
+
+// fixRIBFlags sets, in a RIB_IPV4/IPV6_UNICAST record's body, the flags
+// of the attributes whose flags are all zero to what RFC 4271 fixes for
+// their type: well-known (ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF,
+// ATOMIC_AGGREGATE) transitive, MULTI_EXIT_DISC optional. BIRD 2.0.12's
+// `mrt dump` writes NEXT_HOP and LOCAL_PREF with zero flags, which
+// GoBGP's parser refuses; no other flag is touched. It returns how many it
+// set; a body it cannot walk is left for the parser to refuse.
+func fixRIBFlags(body []byte, v4 bool) int {
+	if len(body) < 5 {
+		return 0
+	}
+	off := 5 + (int(body[4])+7)/8 // sequence number, prefix length and prefix
+	if !v4 && body[4] > 128 || v4 && body[4] > 32 || off+2 > len(body) {
+		return 0
+	}
+	count := int(body[off])<<8 | int(body[off+1])
+	off += 2
+	fixed := 0
+	for range count {
+		if off+8 > len(body) {
+			return fixed
+		}
+		alen := int(body[off+6])<<8 | int(body[off+7])
+		off += 8
+		if off+alen > len(body) {
+			return fixed
+		}
+		fixed += fixAttrFlags(body[off : off+alen])
+		off += alen
+	}
+	return fixed
+}
+
+// fixAttrFlags is fixRIBFlags for one entry's attributes.
+func fixAttrFlags(attrs []byte) int {
+	fixed := 0
+	for off := 0; off+3 <= len(attrs); {
+		flags, typ := attrs[off], attrs[off+1]
+		hdr, n := 3, int(attrs[off+2])
+		if flags&attrExtended != 0 {
+			if off+4 > len(attrs) {
+				return fixed
+			}
+			hdr, n = 4, int(attrs[off+2])<<8|int(attrs[off+3])
+		}
+		if flags == 0 {
+			switch typ {
+			case 1, 2, 3, 5, 6: // ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF, ATOMIC_AGGREGATE
+				attrs[off], fixed = attrTransitive, fixed+1
+			case 4: // MULTI_EXIT_DISC
+				attrs[off], fixed = attrOptional, fixed+1
+			}
+		}
+		off += hdr + n
+	}
+	return fixed
 }

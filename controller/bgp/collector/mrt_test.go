@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"errors"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,4 +224,29 @@ func FuzzReadMRT(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// TestReadBIRDDump reads a RIB dump the lab's own BIRD 2.0.12 wrote
+// (`birdc mrt dump table "master4"`, then master6, of the IX): its
+// NEXT_HOP and LOCAL_PREF attributes carry no flags, which ReadMRT sets
+// right before parsing.
+func TestReadBIRDDump(t *testing.T) {
+	f, err := os.Open("testdata/bird-2.0.12-ix.mrt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var got []bgp.Update
+	st, err := ReadMRT(f, "mrt:ix", func(u bgp.Update) error { got = append(got, u); return nil })
+	if err != nil {
+		t.Fatalf("ReadMRT: %v (stats %+v)", err, st)
+	}
+	if st.Records != 10 || st.Updates != 8 || st.FlagsFixed == 0 || len(got) != 8 {
+		t.Fatalf("stats %+v, %d updates; want 10 records, 8 updates (4 IPv4, 4 IPv6), flags fixed", st, len(got))
+	}
+	u := got[0]
+	if u.Prefix.String() != "198.18.0.0/24" || u.Peer.String() != "198.51.100.26" || u.PeerAS != 64510 ||
+		!slices.Equal(u.ASPath, []uint32{64510, 64501, 64500}) || u.NextHop.String() != "198.51.100.26" {
+		t.Errorf("first entry %+v: want 198.18.0.0/24 from transit 198.51.100.26 AS64510, path 64510 64501 64500", u)
+	}
 }

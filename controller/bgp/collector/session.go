@@ -241,10 +241,12 @@ func (sp *speaker) update(p *api.Path, peer netip.Addr) (bgp.Update, error) {
 	if err != nil && !p.GetIsWithdraw() {
 		return bgp.Update{}, fmt.Errorf("path attributes: %w", err)
 	}
+	// The time is the watch event's receipt, not the path's age: GoBGP's
+	// age has whole seconds, and a path re-advertised unchanged keeps its
+	// first age, so updates would arrive stamped out of order (seen in
+	// the lab: an upstream's re-advertisement after a withdrawal carried
+	// the time of the announcement before it).
 	f := from{at: sp.c.now(), peer: peer, peerAS: p.GetSourceAsn(), source: "bgp:" + peer.String()}
-	if age := p.GetAge(); age.IsValid() && age.GetSeconds() > 0 {
-		f.at = age.AsTime()
-	}
 	if f.peerAS == 0 {
 		f.peerAS = sp.c.peers[peer].AS
 	}
