@@ -294,7 +294,8 @@ func (s *bgpSuite) mrtReplay(t *testing.T, tr *vantagev1.Transition) {
 }
 
 // sameEvidence says how two BGP evidences differ ("" when they agree on
-// the finding, the ASes and each prefix's visibility and last path).
+// the finding, the ASes and each prefix's visibility, last path and last
+// change, to the microsecond: MRT's BGP4MP_ET precision).
 func sameEvidence(a, b *vantagev1.BgpEvidence) string {
 	if a.GetFinding() != b.GetFinding() || a.GetWithdrawingAs() != b.GetWithdrawingAs() || a.GetOriginAs() != b.GetOriginAs() {
 		return fmt.Sprintf("finding %s AS%d origin AS%d vs %s AS%d origin AS%d", a.GetFinding(), a.GetWithdrawingAs(), a.GetOriginAs(),
@@ -307,7 +308,7 @@ func sameEvidence(a, b *vantagev1.BgpEvidence) string {
 		q := b.GetPrefixes()[i]
 		if p.GetPrefix() != q.GetPrefix() || p.GetPeers() != q.GetPeers() || p.GetPeersWithRoute() != q.GetPeersWithRoute() ||
 			p.GetVisible() != q.GetVisible() || !slices.Equal(p.GetLastPath(), q.GetLastPath()) ||
-			!p.GetLastChange().AsTime().Equal(q.GetLastChange().AsTime()) {
+			!p.GetLastChange().AsTime().Truncate(time.Microsecond).Equal(q.GetLastChange().AsTime().Truncate(time.Microsecond)) {
 			return fmt.Sprintf("prefix %s: %d/%d visible %v path %v change %v vs %s %d/%d visible %v path %v change %v", p.GetPrefix(),
 				p.GetPeersWithRoute(), p.GetPeers(), p.GetVisible(), p.GetLastPath(), p.GetLastChange().AsTime(),
 				q.GetPrefix(), q.GetPeersWithRoute(), q.GetPeers(), q.GetVisible(), q.GetLastPath(), q.GetLastChange().AsTime())
