@@ -28,6 +28,10 @@ const (
 	// routing instability": a quiet prefix sees a few updates an hour).
 	RoutingUnstableRate   = 6.0
 	RoutingUnstableFactor = 4.0
+	// RoutingRateWindow is the window the rates are over (the bgp.RIB's
+	// default RateWindow). A subject must have been REACHABLE this long
+	// for BGP alone to make it UNSTABLE.
+	RoutingRateWindow = time.Minute
 )
 
 // RoutingFinding says what the routing shows of a subject whose prefixes

@@ -173,3 +173,37 @@ func TestRoutingInstability(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoveryIsNotInstability: net2's routes flap while it is down (the
+// probes time out), then they settle and it answers again: it is
+// REACHABLE, not UNSTABLE, although the minute's update rate still counts
+// the flapping.
+func TestRecoveryIsNotInstability(t *testing.T) {
+	rib, cfg := routedLab()
+	e := warmed(t, cfg, agents3)
+	start := t0.Add(time.Duration(outageRound) * round)
+	for i := range 16 {
+		at := start.Add(time.Duration(i) * 2 * time.Second)
+		for _, p := range []bgp.PeerEvent{ixPeer, transitPeer} {
+			if i%2 == 0 {
+				withdrawAt(rib, at, p, netPrefix(2))
+			} else {
+				announceAt(rib, at, p, netPrefix(2), p.PeerAS, 64502, 64500)
+			}
+		}
+	}
+	byRound := run(t, e, cfg, steps(outageRound, outageRound+10, agents3, netsDown("net2")))
+	for n, trs := range run(t, e, cfg, steps(outageRound+11, outageRound+25, agents3, allUp)) {
+		byRound[n] = trs
+	}
+	trs := transitionsOf(flat(byRound), "country/network/net2")
+	t.Logf("net2: %s", describeCauses(trs))
+	if len(trs) == 0 || trs[len(trs)-1].GetTo() != vantagev1.State_STATE_REACHABLE {
+		t.Fatalf("net2: %s; want it REACHABLE at the end", describeCauses(trs))
+	}
+	for _, tr := range trs {
+		if tr.GetTo() == vantagev1.State_STATE_UNSTABLE && tr.GetRound() > outageRound+10 {
+			t.Errorf("net2 UNSTABLE in round %d, after its recovery: the outage's updates read as instability", tr.GetRound())
+		}
+	}
+}

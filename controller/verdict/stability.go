@@ -179,13 +179,21 @@ func (e *Engine) nextState(s *subject, n int64, ob flip) (vantagev1.State, flip)
 		// flapHold rounds, it may be the second flap of an episode.
 		st.pending = st.flips[len(st.flips)-1]
 		return s.state, ob
-	case raw != vantagev1.State_STATE_UNREACHABLE && s.state != vantagev1.State_STATE_UNREACHABLE && e.routingUnstable(s, n):
+	case isGood(raw) && isGood(s.state) && n-s.stateRound >= e.routingRateRounds() && e.routingUnstable(s, n):
 		// Dyn's "steady beat of routing instability": the prefixes flap in
-		// BGP before (or without) the probes seeing loss.
+		// BGP before (or without) the probes seeing loss. Only from a
+		// REACHABLE that has held for the rate's window: the updates of an
+		// outage just ended (its withdrawal and re-announcement) are
+		// recovery, not instability.
 		st.since = flip{round: n, earliest: ob.earliest, latest: ob.latest}
 		return vantagev1.State_STATE_UNSTABLE, st.since
 	}
 	return raw, ob
+}
+
+// routingRateRounds is how many rounds RoutingRateWindow spans.
+func (e *Engine) routingRateRounds() int64 {
+	return (int64(RoutingRateWindow) + e.roundLen - 1) / e.roundLen
 }
 
 // routingUnstable: the BGP evidence says s's prefixes' update rate is far

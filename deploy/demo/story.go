@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -45,6 +46,61 @@ func Story2014() []Phase {
 		{Name: "full restoration", Expect: vantagev1.State_STATE_REACHABLE, Rounds: 4,
 			Apply: func(l *lab.Lab) error { return l.Restore() }},
 	}
+}
+
+// Story2014BGP is the 2014 story told in BGP (the lab in BGP mode, BIRD
+// in every router): instability is announce/withdraw flapping of net0 and
+// net1 at unicom (AS64501), the blackout both upstreams withdrawing every
+// prefix of the country, partial restoration unicom announcing again (net0
+// and net1 back, satgate's net2 and net3 still withdrawn) and full
+// restoration satgate too. Each step is a real BGP event the collector
+// sees, so the timeline's causes name the withdrawing AS.
+func Story2014BGP(round time.Duration) []Phase {
+	var flap flapper
+	return []Phase{
+		{Name: "steady", Expect: vantagev1.State_STATE_REACHABLE, Rounds: 4,
+			Apply: func(*lab.Lab) error { return nil }},
+		{Name: "instability: unicom flaps net0 and net1 in BGP", Expect: vantagev1.State_STATE_UNSTABLE, Rounds: 8,
+			Apply: func(l *lab.Lab) error { return flap.start(l, round, "upstream", "net0", "net1") }},
+		{Name: "blackout: both upstreams withdraw every route", Expect: vantagev1.State_STATE_UNREACHABLE, Rounds: 8,
+			Apply: func(l *lab.Lab) error {
+				if err := flap.stop(); err != nil {
+					return err
+				}
+				return errors.Join(l.BGPWithdraw("upstream"), l.BGPWithdraw("upstream-b"))
+			}},
+		{Name: "partial restoration: unicom announces net0 and net1 again", Expect: vantagev1.State_STATE_DEGRADED, Rounds: 6,
+			Apply: func(l *lab.Lab) error { return l.BGPAnnounce("upstream") }},
+		{Name: "full restoration: satgate announces net2 and net3", Expect: vantagev1.State_STATE_REACHABLE, Rounds: 5,
+			Apply: func(l *lab.Lab) error { return l.BGPAnnounce("upstream-b") }},
+	}
+}
+
+// flapper runs one lab.BGPFlap in a goroutine it owns, until stop.
+type flapper struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (f *flapper) start(l *lab.Lab, period time.Duration, router string, networks ...string) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel, f.done = cancel, make(chan error, 1)
+	go func() { f.done <- l.BGPFlap(ctx, period, router, networks...) }()
+	return nil
+}
+
+// stop ends the flapping (the routes are announced again) and waits for it.
+func (f *flapper) stop() error {
+	if f.cancel == nil {
+		return nil
+	}
+	f.cancel()
+	err := <-f.done
+	f.cancel = nil
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
 }
 
 // PhaseRecord is what happened when a phase was applied.

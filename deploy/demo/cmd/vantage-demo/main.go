@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vantage-net/vantage/deploy/demo"
+	"github.com/vantage-net/vantage/internal/bgpwords"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -40,15 +41,20 @@ func run() int {
 	prefix := flag.String("prefix", "vd", "namespace name prefix for the lab")
 	keep := flag.Bool("keep", false, "keep the work directory (logs, SQLite database) after the demo")
 	verbose := flag.Bool("v", false, "log the harness's own steps")
+	static := flag.Bool("static", false, "tell the story with static routes (no BGP: the lab's routers run no BIRD, the controller no collector)")
 	flag.Parse()
 
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, needRoot)
 		return 2
 	}
-	for _, tool := range []string{"ip", "nft"} {
+	tools := []string{"ip", "nft"}
+	if !*static {
+		tools = append(tools, "bird", "birdc")
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(os.Stderr, "vantage-demo needs %q on PATH (Debian packages iproute2 and nftables): %v\n", tool, err)
+			fmt.Fprintf(os.Stderr, "vantage-demo needs %q on PATH (Debian packages iproute2, nftables and bird2; or -static without BGP): %v\n", tool, err)
 			return 2
 		}
 	}
@@ -71,7 +77,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "vantage-demo: %v\n", err)
 		return 1
 	}
-	if err := play(ctx, demo.Config{BinDir: *bin, Prefix: *prefix, WorkDir: work, Logger: logger}, spec, os.Stdout); err != nil {
+	if err := play(ctx, demo.Config{BinDir: *bin, Prefix: *prefix, WorkDir: work, Logger: logger, BGP: !*static}, spec, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "vantage-demo: %v\n(logs kept in %s)\n", err, work)
 		return 1
 	}
@@ -88,6 +94,7 @@ func run() int {
 // campaign is applied.
 type show struct {
 	h        *demo.Harness
+	bgp      bool
 	binDir   string
 	t0       time.Time
 	out      io.Writer
@@ -96,8 +103,12 @@ type show struct {
 }
 
 func play(ctx context.Context, cfg demo.Config, spec []byte, out io.Writer) (err error) {
-	s := &show{binDir: cfg.BinDir, t0: time.Now(), out: out}
-	fmt.Fprintln(out, "vantage demo: building the lab (3 vantages, ix, transit, upstream, border, 4 target networks)")
+	s := &show{binDir: cfg.BinDir, t0: time.Now(), out: out, bgp: cfg.BGP}
+	routing := "static routes"
+	if cfg.BGP {
+		routing = "BGP: BIRD in every router, the controller's collector peering with them"
+	}
+	fmt.Fprintf(out, "vantage demo: building the lab (3 vantages, ix, transit, two upstreams, border, 4 target networks; %s)\n", routing)
 	h, err := demo.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -143,6 +154,13 @@ func (s *show) applySteady(ctx context.Context, spec []byte) error {
 	if err != nil {
 		return fmt.Errorf("waiting for a reachable scope seen by 3 vantages: %w", err)
 	}
+	if s.bgp {
+		st, err := h.WaitBGP(ctx, s.campaign, 30*time.Second)
+		if err != nil {
+			return fmt.Errorf("waiting for the collector's BGP view: %w", err)
+		}
+		fmt.Fprintf(out, "BGP: %d collector sessions established; %d monitored prefixes visible\n", len(st.GetPeers()), len(st.GetPrefixes()))
+	}
 	fmt.Fprintf(out, "scope %s reachable from 3 healthy vantages after %.1fs; the story begins\n\n", scopeID, time.Since(s.t0).Seconds())
 	return nil
 }
@@ -156,7 +174,11 @@ func (s *show) tell(ctx context.Context) ([]demo.PhaseRecord, error) {
 		defer close(watchDone)
 		watch(watchCtx, s.h, s.campaign, s.t0, s.out)
 	}()
-	records, err := s.h.Play(ctx, demo.Story2014(), s.round, s.out)
+	story := demo.Story2014()
+	if s.bgp {
+		story = demo.Story2014BGP(s.round)
+	}
+	records, err := s.h.Play(ctx, story, s.round, s.out)
 	// Let the last round close before reading the timeline.
 	if err == nil {
 		select {
@@ -192,6 +214,16 @@ func (s *show) summarise(ctx context.Context, records []demo.PhaseRecord) error 
 	if err := ctl.Run(); err != nil {
 		return fmt.Errorf("vantagectl timeline: %w", err)
 	}
+	if s.bgp {
+		fmt.Fprintln(out, "\nthe controller's BGP view at the end (vantagectl bgp status):")
+		ctl := h.Lab.Command(ctx, "controller", filepath.Join(s.binDir, "vantagectl"),
+			"--controller", h.ControllerAddr(), "--ca", filepath.Join(h.DataDir(), "ca.pem"),
+			"--token-file", filepath.Join(h.DataDir(), "admin.token"), "bgp", "status", "--campaign", s.campaign)
+		ctl.Stdout, ctl.Stderr = out, out
+		if err := ctl.Run(); err != nil {
+			return fmt.Errorf("vantagectl bgp status: %w", err)
+		}
+	}
 	var missing []string
 	for _, r := range records {
 		if r.Phase.Expect != vantagev1.State_STATE_UNSPECIFIED && r.Detected == nil {
@@ -225,10 +257,10 @@ func watch(ctx context.Context, h *demo.Harness, campaign string, t0 time.Time, 
 		if tr.GetFrom() == tr.GetTo() {
 			change = strings.TrimPrefix(tr.GetTo().String(), "STATE_") + " located"
 		}
-		fmt.Fprintf(out, "    T+%5.1fs  %-7s %-8s %s at %s  down=[%s]\n",
+		fmt.Fprintf(out, "    T+%5.1fs  %-7s %-8s %s at %s  down=[%s]  bgp: %s\n",
 			tr.GetDetectedAt().AsTime().Sub(t0).Seconds(),
 			strings.TrimPrefix(tr.GetLevel().String(), "LEVEL_"), tr.GetSubject(), change,
 			strings.TrimPrefix(tr.GetLocation().String(), "LOCATION_"),
-			strings.Join(tr.GetDownChildren(), ","))
+			strings.Join(tr.GetDownChildren(), ","), bgpwords.Finding(tr.GetCause().GetBgp()))
 	}
 }
