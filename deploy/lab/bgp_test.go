@@ -189,8 +189,17 @@ func testCollectorConnects(t *testing.T, l *Lab) {
 	select {
 	case from := <-done:
 		t.Logf("collector port: connection from %s", from)
-		if !strings.HasPrefix(from, "198.51.100.33:") && !strings.HasPrefix(from, "198.51.100.26:") {
-			t.Errorf("collector connection from %s, want ix (198.51.100.33) or transit (198.51.100.26)", from)
+		_, peers, ok := l.Collector()
+		var want []string
+		for _, p := range peers {
+			want = append(want, p.Addr.String())
+		}
+		host, _, _ := strings.Cut(from, ":")
+		if !ok || !slices.Contains(want, host) {
+			t.Errorf("collector connection from %s, want one of the collector peers %v", from, want)
+		}
+		if len(want) != 4 || !peers[2].Monitor || peers[0].Monitor || !peers[1].Multihop || peers[0].Multihop {
+			t.Errorf("collector peers %+v: want ix (direct), transit (multihop) and the two upstreams as monitors", peers)
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("no BIRD connected to the collector port within 10s")
