@@ -12,7 +12,11 @@
 // binary, because the kernels this runs on have no netem and no tc
 // classifiers. Congestion is a tc tbf (a capacity) filled by a UDP flood
 // the lab sends to its own hosts. Blackouts and flaps are route
-// withdrawals.
+// withdrawals: static routes by default, or, in BGP mode (Options.BGP),
+// real BGP: BIRD 2 in every router namespace, the border originating the
+// networks, and faults that are withdrawals, re-announcements and flaps in
+// BIRD's export policies, with a route collector (the controller) fed by
+// the IX, the transit and monitor sessions with the upstreams.
 //
 // Everything needs root, or CAP_SYS_ADMIN (to create and enter namespaces)
 // plus CAP_NET_ADMIN (to configure them).
