@@ -149,7 +149,7 @@ func (c *controller) loadCampaigns(ctx context.Context) error {
 	c.rib = bgp.NewRIB(bgp.Options{})
 	c.bgpRec = record.New(record.Options{Store: c.store, RIB: c.rib, Log: c.log})
 	c.verdicts = live.New(live.Options{Store: c.store, Campaigns: c.campaigns, Log: c.log, EvaluateEvery: c.cfg.EvaluateEvery,
-		OnTransitions: c.transitions, Routing: c.rib, ReplayRouting: c.replayRouting})
+		OnTransitions: c.transitions, Routing: seenRouting{c.rib}, ReplayRouting: c.replayRouting})
 	err := c.campaigns.Reload(ctx)
 	c.monitorBGP(ctx) // before the engines' restore reads the view
 	if err := record.Load(ctx, c.store, c.rib, time.Now().Add(-bgpReload), time.Time{}); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/vantage-net/vantage/controller/bgp/record"
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/verdict"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
 // collectorConfig is the collector the flags ask for (no listener when
@@ -109,5 +110,18 @@ func (c *controller) replayRouting(ctx context.Context, spec *campaign.Spec, fro
 	if err := record.Load(ctx, c.store, rib, from.Add(-replayBaseline), to); err != nil {
 		return nil, err
 	}
-	return rib, nil
+	return seenRouting{rib}, nil
+}
+
+// seenRouting is a RIB that says nothing (no prefix states, so no BGP
+// evidence) until it has had a peer: a controller without a collector or
+// imports would otherwise put "no BGP data" in every cause, while with
+// one, sessions all down is evidence worth saying.
+type seenRouting struct{ rib *bgp.RIB }
+
+func (r seenRouting) States(prefixes []netip.Prefix, t time.Time) []*vantagev1.BgpPrefixState {
+	if len(r.rib.Peers(t)) == 0 {
+		return nil
+	}
+	return r.rib.States(prefixes, t)
 }
