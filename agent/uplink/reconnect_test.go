@@ -66,7 +66,14 @@ func TestResourceExhaustedWhileSending(t *testing.T) {
 			})
 			defer stop()
 			submit(c, 20000)
-			waitFor(t, "a session after the exhausted ones", func() bool { return c.Sessions() > sessions })
+			// The client counts a session when it opens the stream, the
+			// server when the Hello arrives: wait for both (CI once read
+			// helloAt before the last Hello was recorded).
+			waitFor(t, "a session after the exhausted ones", func() bool {
+				srv.mu.Lock()
+				defer srv.mu.Unlock()
+				return c.Sessions() > sessions && len(srv.helloAt) > sessions
+			})
 			srv.mu.Lock()
 			defer srv.mu.Unlock()
 			for i := 1; i <= sessions; i++ {
