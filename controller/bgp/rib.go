@@ -171,7 +171,7 @@ func (r *RIB) PeerState(e PeerEvent) {
 	e.At = e.At.Round(0) // wall clock only: see Apply
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := r.peerLocked(peerKey{e.Source, e.Peer}, e.PeerAS, e.At)
+	p := r.peerLocked(peerKey{e.Source, e.Peer}, e.PeerAS)
 	p.fullFeed = e.FullFeed
 	if n := len(p.events); n > 0 && p.events[n-1].Up == e.Up {
 		return
@@ -181,9 +181,10 @@ func (r *RIB) PeerState(e PeerEvent) {
 	r.recheckAllLocked(e.At)
 }
 
-// peerLocked returns the peer, creating it up since at (an MRT peer, or a
-// source that reports no session events) if it is new.
-func (r *RIB) peerLocked(k peerKey, as uint32, at time.Time) *peer {
+// peerLocked returns the peer, creating it (full-feed, no session event
+// yet: Apply marks a peer first seen in an update up since then) if it is
+// new.
+func (r *RIB) peerLocked(k peerKey, as uint32) *peer {
 	p := r.peers[k]
 	if p == nil {
 		p = &peer{key: k, as: as, fullFeed: true}
@@ -196,9 +197,9 @@ func (r *RIB) peerLocked(k peerKey, as uint32, at time.Time) *peer {
 	return p
 }
 
-// Update records an announcement or withdrawal. Updates for prefixes
-// unrelated to any monitored prefix, and invalid ones, are dropped; it
-// reports whether u was kept.
+// Update records an announcement or withdrawal (Apply, without its
+// answer). Updates for prefixes unrelated to any monitored prefix, and
+// invalid ones, are dropped.
 func (r *RIB) Update(u Update) { r.Apply(u) }
 
 // Apply is Update reporting whether u was kept.
@@ -217,7 +218,7 @@ func (r *RIB) Apply(u Update) bool {
 		return false
 	}
 	k := peerKey{u.Source, u.Peer}
-	p := r.peerLocked(k, u.PeerAS, u.At)
+	p := r.peerLocked(k, u.PeerAS)
 	if len(p.events) == 0 {
 		p.events = append(p.events, PeerEvent{At: u.At, Peer: u.Peer, PeerAS: u.PeerAS, Source: u.Source, Up: true, FullFeed: p.fullFeed})
 	}

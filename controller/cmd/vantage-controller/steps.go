@@ -167,13 +167,7 @@ func (c *controller) loadCampaigns(ctx context.Context) error {
 func (c *controller) monitorBGP(context.Context) {
 	m := map[netip.Prefix]bgp.Monitor{}
 	for _, e := range c.campaigns.Entries() {
-		for _, nw := range e.Spec.Networks() {
-			for _, p := range nw.Prefixes {
-				if _, ok := m[p.Masked()]; !ok {
-					m[p.Masked()] = bgp.Monitor{Campaign: e.Campaign.Name, Network: nw.Name}
-				}
-			}
-		}
+		addMonitors(m, e.Campaign.Name, e.Spec)
 	}
 	c.rib.SetMonitored(m)
 	c.log.Debug("BGP view monitors the campaigns' networks", slog.Int("prefixes", len(m)))

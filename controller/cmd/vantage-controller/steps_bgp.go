@@ -101,11 +101,7 @@ const replayBaseline = time.Hour
 func (c *controller) replayRouting(ctx context.Context, spec *campaign.Spec, from, to time.Time) (verdict.Routing, error) {
 	rib := bgp.NewRIB(bgp.Options{Retain: to.Sub(from) + 2*replayBaseline})
 	m := map[netip.Prefix]bgp.Monitor{}
-	for _, nw := range spec.Networks() {
-		for _, p := range nw.Prefixes {
-			m[p.Masked()] = bgp.Monitor{Campaign: spec.Name(), Network: nw.Name}
-		}
-	}
+	addMonitors(m, spec.Name(), spec)
 	rib.SetMonitored(m)
 	if err := record.Load(ctx, c.store, rib, from.Add(-replayBaseline), to); err != nil {
 		return nil, err
@@ -124,4 +120,16 @@ func (r seenRouting) States(prefixes []netip.Prefix, t time.Time) []*vantagev1.B
 		return nil
 	}
 	return r.rib.States(prefixes, t)
+}
+
+// addMonitors adds spec's networks' prefixes to m as campaign name's,
+// keeping a prefix already there (two campaigns sharing one: the first's).
+func addMonitors(m map[netip.Prefix]bgp.Monitor, name string, spec *campaign.Spec) {
+	for _, nw := range spec.Networks() {
+		for _, p := range nw.Prefixes {
+			if _, ok := m[p.Masked()]; !ok {
+				m[p.Masked()] = bgp.Monitor{Campaign: name, Network: nw.Name}
+			}
+		}
+	}
 }
