@@ -86,13 +86,51 @@ func TestPeerDownDropsRoutes(t *testing.T) {
 		t.Errorf("after a peer went down: %d of %d", s.GetPeersWithRoute(), s.GetPeers())
 	}
 	r.PeerState(up(8*time.Second, "192.0.2.1", 64510, true))
-	if s := r.StateAt(pfx("198.18.0.0/24"), t0.Add(9*time.Second)); s.GetPeers() != 2 || s.GetPeersWithRoute() != 1 {
-		t.Errorf("back up, not re-announced: %d of %d, want 1 of 2", s.GetPeersWithRoute(), s.GetPeers())
+	if s := r.StateAt(pfx("198.18.0.0/24"), t0.Add(9*time.Second)); s.GetPeers() != 1 || s.GetPeersWithRoute() != 1 {
+		t.Errorf("back up, table not sent yet: %d of %d, want 1 of 1", s.GetPeersWithRoute(), s.GetPeers())
 	}
-	r.PeerState(up(10*time.Second, "192.0.2.2", 64511, false))
-	r.PeerState(up(10*time.Second, "192.0.2.1", 64510, false))
-	if s := r.StateAt(pfx("198.18.0.0/24"), t0.Add(11*time.Second)); s.GetPeers() != 0 || s.GetVisible() || s.GetVisibility() != 0 {
+	settled := 8*time.Second + 2*time.Minute
+	if s := r.StateAt(pfx("198.18.0.0/24"), t0.Add(settled)); s.GetPeers() != 2 || s.GetPeersWithRoute() != 1 {
+		t.Errorf("back up, not re-announced after the settle time: %d of %d, want 1 of 2", s.GetPeersWithRoute(), s.GetPeers())
+	}
+	r.PeerState(up(settled+time.Second, "192.0.2.2", 64511, false))
+	r.PeerState(up(settled+time.Second, "192.0.2.1", 64510, false))
+	if s := r.StateAt(pfx("198.18.0.0/24"), t0.Add(settled+2*time.Second)); s.GetPeers() != 0 || s.GetVisible() || s.GetVisibility() != 0 {
 		t.Errorf("no session up: %d peers, visible %v", s.GetPeers(), s.GetVisible())
+	}
+}
+
+// A session that has just come up counts towards visibility from its first
+// update, not before: a peer still sending its table must not pull the
+// prefix under the line. One that never sends anything counts once the
+// settle time has passed, and the change log has that instant.
+func TestSessionCountsFromItsTable(t *testing.T) {
+	r := newTestRIB()
+	m := pfx("198.18.0.0/24")
+	r.PeerState(up(0, "192.0.2.1", 64510, true))
+	r.Update(announce(time.Second, "192.0.2.1", "198.18.0.0/24", 64510, 64500))
+	r.PeerState(up(2*time.Second, "192.0.2.2", 64511, true))
+	if s := r.StateAt(m, t0.Add(3*time.Second)); s.GetPeers() != 1 || !s.GetVisible() {
+		t.Errorf("second session up, nothing sent: %d of %d visible %v, want 1 of 1 visible", s.GetPeersWithRoute(), s.GetPeers(), s.GetVisible())
+	}
+	r.Update(announce(4*time.Second, "192.0.2.2", "198.18.0.0/24", 64511, 64500))
+	s := r.StateAt(m, t0.Add(5*time.Second))
+	if s.GetPeers() != 2 || s.GetPeersWithRoute() != 2 || !s.GetLastChange().AsTime().Equal(t0.Add(time.Second)) {
+		t.Errorf("second peer's table: %d of %d, last change %v, want 2 of 2 and no change since +1s", s.GetPeersWithRoute(), s.GetPeers(), s.GetLastChange().AsTime())
+	}
+	// A third and a fourth peer come up and never carry the prefix: from
+	// the settle time on they count, and 2 of 4 is not visible.
+	r.PeerState(up(10*time.Second, "192.0.2.3", 64512, true))
+	r.PeerState(up(10*time.Second, "192.0.2.4", 64513, true))
+	settle := 10*time.Second + 2*time.Minute
+	if s := r.StateAt(m, t0.Add(settle-time.Second)); !s.GetVisible() || s.GetPeers() != 2 {
+		t.Errorf("before the settle time: %d of %d visible %v", s.GetPeersWithRoute(), s.GetPeers(), s.GetVisible())
+	}
+	r.Update(announce(settle+time.Minute, "192.0.2.1", "198.18.2.0/24", 64510, 64500)) // any later update: the log catches up
+	s = r.StateAt(m, t0.Add(settle+time.Minute))
+	if s.GetVisible() || s.GetPeers() != 4 || !s.GetLastChange().AsTime().Equal(t0.Add(settle)) {
+		t.Errorf("after the settle time: %d of %d visible %v last change %v, want 2 of 4, not visible, changed at +%v",
+			s.GetPeersWithRoute(), s.GetPeers(), s.GetVisible(), s.GetLastChange().AsTime(), settle)
 	}
 }
 

@@ -19,8 +19,8 @@ type route struct {
 	e      entry
 }
 
-// routesLocked counts, at t, the full-feed peers with a session up and
-// those with a route to m (to m itself, or else to the most specific
+// routesLocked counts, at t, the full-feed peers with a session up that
+// has sent its table (peer.countsAt) and those with a route to m (to m itself, or else to the most specific
 // prefix covering it: traffic follows a covering route), and returns the
 // routes of every peer up (partial ones too).
 func (r *RIB) routesLocked(m netip.Prefix, t time.Time) (peers, with int, routes []route) {
@@ -29,11 +29,12 @@ func (r *RIB) routesLocked(m netip.Prefix, t time.Time) (peers, with int, routes
 		if !up {
 			continue
 		}
-		if p.fullFeed {
+		counts := p.fullFeed && p.countsAt(t, r.opts.TableSettle)
+		if counts {
 			peers++
 		}
 		if rt, ok := r.bestLocked(p, m, t, since); ok {
-			if p.fullFeed {
+			if counts {
 				with++
 			}
 			routes = append(routes, rt)

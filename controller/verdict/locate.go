@@ -478,7 +478,7 @@ func (e *Engine) locateWithoutTraces(s *subject, n int64, prov provisional, unre
 		s.location = prov.loc
 		s.locNotes = append(s.locNotes, "provisional location UPSTREAM: upstream targets are down too; awaiting traces")
 	case s.state == vantagev1.State_STATE_UNSTABLE && sig.routers == prov.routers && sig.unreach == unreach &&
-		e.episodeLoc(s) != vantagev1.Location_LOCATION_UNSPECIFIED:
+		e.episodeLoc(s) != vantagev1.Location_LOCATION_UNSPECIFIED && !mixedFor(sig.loc, s.raw):
 		s.location, s.lastHop = sig.loc, sig.hop
 		s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from the path signature: traces in round %d of this unstable episode said so with the same routers answering and the same probe failures; awaiting fresh traces",
 			strings.TrimPrefix(sig.loc.String(), "LOCATION_"), sig.round))
@@ -486,6 +486,14 @@ func (e *Engine) locateWithoutTraces(s *subject, n int64, prov provisional, unre
 		s.location = vantagev1.Location_LOCATION_LOCATING
 		s.locNotes = append(s.locNotes, "location LOCATING: awaiting traces (upstream targets answering do not say where the paths die)")
 	}
+}
+
+// mixedFor: a path signature at loc cannot place an outage in state raw.
+// PATH_SPECIFIC traces (some paths fine, or paths dying in different
+// places) were taken across a flap's edge or describe a partial fault; an
+// outage in which nothing gets through waits for its own traces.
+func mixedFor(loc vantagev1.Location, raw vantagev1.State) bool {
+	return loc == vantagev1.Location_LOCATION_PATH_SPECIFIC && raw == vantagev1.State_STATE_UNREACHABLE
 }
 
 // placedByRouting sets a network's or the scope's location from the BGP

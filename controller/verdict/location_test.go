@@ -164,6 +164,37 @@ func TestPathSignature(t *testing.T) {
 				shortState(last.GetFrom()), shortState(last.GetTo()), last.GetLocation())
 		}
 	})
+	t.Run("mixed traces do not locate the outage that ends the episode", func(t *testing.T) {
+		// The lab's CI run: traces taken across a flap's edge, some
+		// reaching their targets and some dying (PATH_SPECIFIC), published
+		// the blackout that ended the episode at PATH_SPECIFIC, and fresh
+		// traces refined it to UPSTREAM.
+		e := warmed(t, cfg, agents3)
+		for i, ag := range agents3 {
+			for _, tg := range cfg.Targets[:16] {
+				if i == 0 {
+					e.Observe(traceObs(ag, tg.Addr, 20, stopCompleted, ix, tg.Addr))
+				} else {
+					e.Observe(traceObs(ag, tg.Addr, 20, stopUnreachable, ix))
+				}
+			}
+		}
+		var ss []step
+		for k := int64(0); k < 12; k++ {
+			w := world(allUp)
+			if k%2 == 0 {
+				w = unreachDown
+			}
+			ss = append(ss, step{20 + k, agents3, w})
+		}
+		ss = append(ss, steps(32, 34, agents3, unreachDown)...)
+		trs := transitionsOf(flat(run(t, e, cfg, ss)), scopeID)
+		last := trs[len(trs)-1]
+		if last.GetTo() != unreachable || last.GetLocation() != vantagev1.Location_LOCATION_LOCATING {
+			t.Errorf("last scope transition %s -> %s at %s, want UNREACHABLE at LOCATING (no trace of this outage yet)",
+				shortState(last.GetFrom()), shortState(last.GetTo()), last.GetLocation())
+		}
+	})
 	t.Run("a border cut does not locate the next outage", func(t *testing.T) {
 		e := warmed(t, cfg, agents3)
 		traces(e, 20, stopGap, ix, border) // TARGET_NETWORK

@@ -53,10 +53,11 @@ func feed(s bgp.Sink) {
 	for i := range peers {
 		s.PeerState(session(i, 0, true))
 	}
+	for i := range peers { // in time order, as a collector delivers
+		s.Update(announce(i, net0, 10+i, 64501+uint32(i), 64500))
+	}
 	for i := range peers {
-		as := 64501 + uint32(i)
-		s.Update(announce(i, net0, 10+i, as, 64500))
-		s.Update(announce(i, net1, 20+i, as, 64500))
+		s.Update(announce(i, net1, 20+i, 64501+uint32(i), 64500))
 	}
 	s.Update(announce(0, cover, 25, 64501, 64499))
 	s.Update(announce(0, netip.MustParsePrefix("203.0.113.0/24"), 30, 64501, 64496)) // not monitored
