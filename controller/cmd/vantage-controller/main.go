@@ -104,6 +104,8 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.BMPListen, "bmp-listen", "", "BMP station (RFC 7854) address routers export their Adj-RIB-In to (e.g. :11019); off when empty")
 	f.StringVar(&cfg.StoreSync, "store-sync", string(sqlite.SyncFull), "full: fsync every commit, so an acked result survives a power cut; normal: fsync at checkpoints only, so it survives a controller crash but not a power cut")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go pprof on this loopback address (e.g. 127.0.0.1:6060); off when empty")
+	f.StringVar(&cfg.WebAddr, "web-addr", "", "serve the dashboard on this address (e.g. :8443), HTTPS with the controller's certificate; off when empty")
+	f.BoolVar(&cfg.WebPlain, "web-plain", false, "serve the dashboard over plain HTTP instead (only on a loopback --web-addr, behind a proxy that terminates TLS)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics over plain HTTP, unauthenticated, on this address (e.g. 127.0.0.1:9464 or :9464); off when empty")
 	addLimitFlags(root, &cfg)
 	root.AddCommand(newTokenCmd(), newRotateCACmd(), newRevokeTokenCmd())

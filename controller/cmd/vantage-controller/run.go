@@ -85,8 +85,15 @@ type Config struct {
 	// "Operator API limits"). Zero fields take the defaults.
 	Streams   api.StreamLimits
 	Transport TransportLimits
-	// MetricsReady, if set, receives the bound metrics address (tests).
+	// WebAddr serves the dashboard when set: HTTPS with the controller's
+	// certificate, or plain HTTP with WebPlain (loopback only, behind a
+	// proxy that terminates TLS).
+	WebAddr  string
+	WebPlain bool
+	// MetricsReady, if set, receives the bound metrics address (tests);
+	// WebReady the dashboard's.
 	MetricsReady func(addr net.Addr)
+	WebReady     func(addr net.Addr)
 	Log          *slog.Logger
 	// Ready, if set, receives the bound listen address once serving (tests).
 	Ready func(addr net.Addr)

@@ -32,6 +32,14 @@ func (c *controller) serve(ctx context.Context) error {
 		slog.String("admin_token", c.adminPath), slog.Bool("admin_token_created", c.adminCreated),
 		slog.String("data", c.cfg.DataDir), slog.Bool("approve_agents", c.cfg.ApproveAgents),
 		slog.Duration("results_retention", c.cfg.ResultsRetention))
+	stopWeb := func() {}
+	if c.cfg.WebAddr != "" {
+		if stopWeb, err = c.serveWeb(lis.Addr()); err != nil {
+			lis.Close()
+			srv.Stop()
+			return err
+		}
+	}
 	if c.cfg.Ready != nil {
 		c.cfg.Ready(lis.Addr())
 	}
@@ -40,6 +48,7 @@ func (c *controller) serve(ctx context.Context) error {
 
 	select {
 	case err := <-serveErr:
+		stopWeb()
 		srv.Stop()
 		hs.Shutdown()
 		c.ingest.CloseAll()
@@ -47,6 +56,7 @@ func (c *controller) serve(ctx context.Context) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	stopWeb() // the pages' calls end before the API's shutdown
 	c.shutdown(srv, hs)
 	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve: %w", err)

@@ -1,0 +1,247 @@
+package web
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/vantage-net/vantage/controller/api"
+	"github.com/vantage-net/vantage/controller/catalogue"
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
+	"github.com/vantage-net/vantage/controller/store"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+var t0 = time.Date(2014, 12, 22, 16, 0, 0, 0, time.UTC)
+
+// dashboard is the web server in front of a real OperatorService over
+// gRPC and TLS, with a viewer's and an operator's token, and one campaign.
+func dashboard(t *testing.T) *httptest.Server {
+	t.Helper()
+	db, ca, _ := fixture.StoreAndCA(t)
+	ctx := context.Background()
+	fixture.PutCampaign(t, db, "kp", fixture.Campaign{Name: "kp", Networks: []string{"198.18.0.0/24"}}.YAML(), t0)
+	for _, tok := range []struct {
+		name string
+		role store.Role
+	}{{"viewer", store.RoleViewer}, {"operator", store.RoleOperator}} {
+		if err := db.PutOperatorToken(ctx, store.OperatorToken{Name: tok.name, Hash: fleet.HashSecret(tok.name + "-secret"),
+			Role: tok.role, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := api.New(api.Config{Store: db, Fleet: fleet.New(db, ca, fleet.Options{}), Campaigns: catalogue.New(catalogue.Options{Store: db}), Now: func() time.Time { return t0.Add(time.Minute) }})
+	addr := fixture.ServeTLS(t, ca, func(g *grpc.Server) { vantagev1.RegisterOperatorServiceServer(g, s) }, s.Wait,
+		grpc.UnaryInterceptor(s.UnaryInterceptor()), grpc.StreamInterceptor(s.StreamInterceptor()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	web := httptest.NewTLSServer(New(Config{Operator: vantagev1.NewOperatorServiceClient(conn), Logger: fixture.Log(t)}))
+	t.Cleanup(web.Close)
+	return web
+}
+
+// browser is a client of the dashboard with a cookie jar that does not
+// follow redirects (the tests look at them).
+func browser(t *testing.T, web *httptest.Server) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *web.Client() // a copy: the server hands out one client
+	c.Jar = jar
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &c
+}
+
+func login(t *testing.T, web *httptest.Server, c *http.Client, secret string) *http.Response {
+	t.Helper()
+	resp, err := c.PostForm(web.URL+"/login", url.Values{"token": {secret}, "next": {"/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+func csrf(t *testing.T, web *httptest.Server, c *http.Client) string {
+	t.Helper()
+	resp, err := c.Get(web.URL + "/api/session")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ CSRF string }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.CSRF == "" {
+		t.Fatalf("session info: %v (%d)", err, resp.StatusCode)
+	}
+	return v.CSRF
+}
+
+func post(t *testing.T, c *http.Client, u, csrf string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, nil)
+	if csrf != "" {
+		req.Header.Set("X-CSRF-Token", csrf)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+func TestNoCookieGoesToLogin(t *testing.T) {
+	web := dashboard(t)
+	c := browser(t, web)
+	resp, err := c.Get(web.URL + "/?from=2014-12-22T00:00:00Z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login?next=/") {
+		t.Errorf("page without a session: %d to %q, want 303 to /login?next=...", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, err = c.Get(web.URL + "/api/campaigns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("api without a session: %d, want 401", resp.StatusCode)
+	}
+	// A forged cookie is no session.
+	u, _ := url.Parse(web.URL)
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: CookieName, Value: randomToken()}})
+	if resp, err = c.Get(web.URL + "/api/campaigns"); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("api with a forged cookie: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestLoginRefusesABadToken(t *testing.T) {
+	web := dashboard(t)
+	c := browser(t, web)
+	for _, secret := range []string{"", "nobody-secret"} {
+		resp := login(t, web, c, secret)
+		if resp.StatusCode < 400 || len(resp.Cookies()) != 0 {
+			t.Errorf("login with %q: %d with %d cookies, want an error and no cookie", secret, resp.StatusCode, len(resp.Cookies()))
+		}
+	}
+}
+
+func TestCookieFlags(t *testing.T) {
+	web := dashboard(t)
+	c := browser(t, web)
+	resp := login(t, web, c, "viewer-secret")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("login: %d to %q, want 303 to /", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	cs := resp.Cookies()
+	if len(cs) != 1 {
+		t.Fatalf("login set %d cookies, want 1", len(cs))
+	}
+	k := cs[0]
+	if k.Name != CookieName || !k.HttpOnly || !k.Secure || k.SameSite != http.SameSiteStrictMode || k.Path != "/" || k.MaxAge <= 0 {
+		t.Errorf("session cookie %+v: want HttpOnly, Secure, SameSite=Strict, Path=/, a Max-Age", k)
+	}
+	if strings.Contains(k.Value, "viewer-secret") {
+		t.Error("the cookie carries the token")
+	}
+	resp, err := c.Get(web.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+		t.Errorf("overview after login: %d, CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+	}
+}
+
+func TestViewerCannotChangeState(t *testing.T) {
+	web := dashboard(t)
+	viewer, oper := browser(t, web), browser(t, web)
+	login(t, web, viewer, "viewer-secret")
+	login(t, web, oper, "operator-secret")
+	if resp := post(t, viewer, web.URL+"/api/campaigns/kp/pause", csrf(t, web, viewer)); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("viewer pausing with its CSRF token: %d, want 403 (the API's role table)", resp.StatusCode)
+	}
+	if resp := post(t, oper, web.URL+"/api/campaigns/kp/pause", csrf(t, web, oper)); resp.StatusCode != http.StatusOK {
+		t.Errorf("operator pausing: %d, want 200", resp.StatusCode)
+	}
+	if resp := post(t, oper, web.URL+"/api/campaigns/nope/resume", csrf(t, web, oper)); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("operator resuming an unknown campaign: %d, want 404", resp.StatusCode)
+	}
+}
+
+func TestCSRFEnforced(t *testing.T) {
+	web := dashboard(t)
+	oper, other := browser(t, web), browser(t, web)
+	login(t, web, oper, "operator-secret")
+	login(t, web, other, "operator-secret")
+	for _, c := range []struct {
+		name, token string
+	}{{"no token", ""}, {"a made-up token", randomToken()}, {"another session's token", csrf(t, web, other)}} {
+		if resp := post(t, oper, web.URL+"/api/campaigns/kp/pause", c.token); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("operator pausing with %s: %d, want 403", c.name, resp.StatusCode)
+		}
+	}
+	if resp := post(t, oper, web.URL+"/logout", ""); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("logout without a CSRF token: %d, want 403", resp.StatusCode)
+	}
+	if resp := post(t, oper, web.URL+"/logout", csrf(t, web, oper)); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("logout: %d, want 303", resp.StatusCode)
+	}
+	resp, err := oper.Get(web.URL + "/api/campaigns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("after logout: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestCheckPlain(t *testing.T) {
+	for addr, ok := range map[string]bool{"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:8080": true, "127.3.2.1:80": true,
+		"0.0.0.0:8080": false, ":8080": false, "192.0.2.1:8080": false, "[2001:db8::1]:80": false, "example.org:80": false, "nonsense": false} {
+		if err := CheckPlain(addr); (err == nil) != ok {
+			t.Errorf("CheckPlain(%q) = %v, want allowed %v", addr, err, ok)
+		}
+	}
+}
+
+func TestSessionsBounded(t *testing.T) {
+	clock := fixture.NewClock(t0)
+	s := newSessions(time.Hour, 3, clock.Now)
+	var ids []string
+	for range 5 {
+		ids = append(ids, s.create("x", "").id)
+		clock.Add(time.Second)
+	}
+	if len(s.byID) != 3 || s.get(ids[0]) != nil || s.get(ids[4]) == nil {
+		t.Errorf("%d sessions kept; first %v last %v: want 3, the oldest gone", len(s.byID), s.get(ids[0]) != nil, s.get(ids[4]) != nil)
+	}
+	clock.Add(time.Hour)
+	if s.get(ids[4]) != nil {
+		t.Error("a session outlived its TTL")
+	}
+}
