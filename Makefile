@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 PROTO   := proto/vantage/v1
 
-.PHONY: all build deps proto proto-check test test-unit test-e2e test-scenarios vet fmt-check demo lab-up lab-down clean
+.PHONY: all build deps proto proto-check web web-check test test-unit test-e2e test-scenarios vet fmt-check demo lab-up lab-down clean
 
 all: build
 
@@ -125,6 +125,18 @@ proto:
 proto-check: proto
 	@git diff --exit-code -- $(PROTO) || { echo "proto-check: generated code is stale; run 'make proto' and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- $(PROTO))" || { echo "proto-check: untracked generated files" >&2; git status --porcelain -- $(PROTO); exit 1; }
+
+# The dashboard's front end: npm ci installs exactly package-lock.json's
+# versions, esbuild bundles ui/src into controller/web/static, which is
+# checked in and embedded (go:embed) like the generated protos.
+WEB := controller/web/static
+web:
+	$(call deps_as_root,web)
+	cd controller/web/ui && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+web-check: web
+	@git diff --exit-code -- $(WEB) || { echo "web-check: the bundle is stale; run 'make web' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- $(WEB))" || { echo "web-check: untracked bundle files" >&2; git status --porcelain -- $(WEB); exit 1; }
 
 vet:
 	$(GO) vet ./...

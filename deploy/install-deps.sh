@@ -20,6 +20,9 @@
 #   faults the disk fault tests (make test-reliability): mkfs.ext4 for a
 #          small loop-mounted file system, losetup and mount to attach and
 #          mount it, fsfreeze to stall it
+#   web    the dashboard's front-end build (make web, make web-check):
+#          Node.js and npm, which fetch esbuild and the chart packages at
+#          the versions package-lock.json pins
 #   all    every group
 #
 # Each package is checked by the file it provides and vantage uses, so the
@@ -48,6 +51,8 @@ declare -A probe=(
   [mount]=losetup
   [util-linux]=fsfreeze
   [bird2]=/usr/sbin/bird
+  [nodejs]=node
+  [npm]=npm
 )
 declare -A group=(
   [build]="protobuf-compiler libprotobuf-dev git make"
@@ -56,17 +61,18 @@ declare -A group=(
   [peers]="fping zmap scamper time"
   [units]="systemd"
   [faults]="e2fsprogs mount util-linux"
+  [web]="nodejs npm"
 )
 
 want=()
 [ $# -eq 0 ] && set -- lab
 for g in "$@"; do
   if [ "$g" = all ]; then
-    for k in build lab bgp peers units faults; do want+=(${group[$k]}); done
+    for k in build lab bgp peers units faults web; do want+=(${group[$k]}); done
   elif [ -n "${group[$g]:-}" ]; then
     want+=(${group[$g]})
   else
-    echo "install-deps: unknown group \"$g\" (build, lab, bgp, peers, units, faults, all)" >&2
+    echo "install-deps: unknown group \"$g\" (build, lab, bgp, peers, units, faults, web, all)" >&2
     exit 2
   fi
 done

@@ -63,6 +63,7 @@ func New(cfg Config) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, sessions: newSessions(cfg.SessionTTL, cfg.MaxSessions, cfg.Now), mux: http.NewServeMux()}
+	s.mux.Handle("GET /static/", staticHandler())
 	s.mux.HandleFunc("GET /login", s.loginPage)
 	s.mux.HandleFunc("POST /login", s.login)
 	s.mux.HandleFunc("POST /logout", s.authed(s.mutating(s.logout)))
@@ -221,7 +222,7 @@ func writeProto(w http.ResponseWriter, m proto.Message) {
 }
 
 var pages = template.Must(template.New("").Parse(`
-{{define "head"}}<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{{.}} · vantage</title></head><body>{{end}}
+{{define "head"}}<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{{.}} · vantage</title><link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script></head><body>{{end}}
 {{define "login"}}{{template "head" "Log in"}}
 <main><h1>vantage</h1>
 <form method="post" action="/login">
@@ -235,7 +236,7 @@ var pages = template.Must(template.New("").Parse(`
 {{define "overview"}}{{template "head" "Overview"}}
 <main><h1>Campaigns</h1>
 <table id="campaigns"><thead><tr><th>Campaign</th><th>Scope</th><th>State</th></tr></thead><tbody>
-{{range .Campaigns}}<tr><td>{{.Name}}</td><td>{{.Scope}}</td><td>{{.State}}</td></tr>{{end}}
+{{range .Campaigns}}<tr><td>{{.Name}}</td><td>{{.Scope}}</td><td class="state state-{{.StateClass}}">{{.State}}</td></tr>{{end}}
 </tbody></table>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{.CSRF}}"><button type="submit">Log out</button></form>
 </main></body></html>{{end}}
@@ -307,7 +308,7 @@ func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(map[string]any{"csrf": ses.csrf, "expires": ses.expires.UTC().Format(time.RFC3339)})
 }
 
-type campaignRow struct{ Name, Scope, State string }
+type campaignRow struct{ Name, Scope, State, StateClass string }
 
 func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	ses := sessionOf(r)
@@ -320,7 +321,8 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	}
 	var rows []campaignRow
 	for _, c := range resp.GetCampaigns() {
-		rows = append(rows, campaignRow{Name: c.GetName(), Scope: c.GetScope(), State: strings.TrimPrefix(c.GetState().String(), "CAMPAIGN_STATE_")})
+		st := strings.TrimPrefix(c.GetState().String(), "CAMPAIGN_STATE_")
+		rows = append(rows, campaignRow{Name: c.GetName(), Scope: c.GetScope(), State: st, StateClass: strings.ToLower(st)})
 	}
 	render(w, http.StatusOK, "overview", struct {
 		Campaigns []campaignRow

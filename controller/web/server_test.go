@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -243,5 +244,32 @@ func TestSessionsBounded(t *testing.T) {
 	clock.Add(time.Hour)
 	if s.get(ids[4]) != nil {
 		t.Error("a session outlived its TTL")
+	}
+}
+
+// The bundle is served from the binary, to anyone (it holds no data), and
+// every page links it.
+func TestStaticBundle(t *testing.T) {
+	web := dashboard(t)
+	c := browser(t, web)
+	for path, ctype := range map[string]string{"/static/app.js": "text/javascript", "/static/app.css": "text/css"} {
+		resp, err := c.Get(web.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), ctype) || resp.ContentLength < 500 {
+			t.Errorf("%s: %d %q %d bytes", path, resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength)
+		}
+	}
+	resp, err := c.Get(web.URL + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	io.Copy(&b, resp.Body)
+	if !strings.Contains(b.String(), `src="/static/app.js"`) || !strings.Contains(b.String(), `href="/static/app.css"`) {
+		t.Errorf("login page does not link the bundle: %.300s", b.String())
 	}
 }
