@@ -27,10 +27,11 @@ type Options struct {
 	// bound). Default 10,000.
 	MaxEntries int
 	// TableSettle: a full-feed peer whose session has just come up counts
-	// towards visibility from its first update, or once this long has
-	// passed with none (a peer that does not carry the prefix at all). A
-	// session that is up but has not sent its table yet would otherwise
-	// pull every prefix under the 50% line for a moment. Default 2 min.
+	// towards a prefix's visibility from its first update of that prefix
+	// (or a covering one), or once this long has passed with none (a peer
+	// that does not carry it at all). A session still sending its table
+	// would otherwise pull prefixes under the 50% line for a moment, at
+	// instants that depend on the order of the table. Default 2 min.
 	TableSettle time.Duration
 }
 
@@ -71,17 +72,15 @@ type peer struct {
 	as       uint32
 	fullFeed bool
 	events   []PeerEvent // time order
-	// firstUpdate[i]: the first update at or after events[i] (an Up
-	// event), zero until one comes; settled[i]: visibility was rechecked
-	// at events[i].At+TableSettle.
-	firstUpdate []time.Time
-	settled     []bool
-	updates     uint64
+	// settled[i]: visibility was rechecked at events[i].At+TableSettle,
+	// when the session (an Up event) began to count for every prefix.
+	settled []bool
+	updates uint64
 }
 
 // upAt: the peer's session was up at t, and since when.
 func (p *peer) upAt(t time.Time) (bool, time.Time) {
-	i := p.eventAt(t)
+	i := sort.Search(len(p.events), func(i int) bool { return p.events[i].At.After(t) }) - 1
 	if i < 0 {
 		return false, time.Time{}
 	}
@@ -89,38 +88,10 @@ func (p *peer) upAt(t time.Time) (bool, time.Time) {
 	return e.Up, e.At
 }
 
-// eventAt is the index of the latest session event at or before t, -1 if
-// none.
-func (p *peer) eventAt(t time.Time) int {
-	return sort.Search(len(p.events), func(i int) bool { return p.events[i].At.After(t) }) - 1
-}
-
-// countsAt: the peer's session was up at t and had sent its table (an
-// update since it came up, or settle passed with none), so it is in the
-// denominator of visibility.
-func (p *peer) countsAt(t time.Time, settle time.Duration) bool {
-	i := p.eventAt(t)
-	if i < 0 || !p.events[i].Up {
-		return false
-	}
-	if f := p.firstUpdate[i]; !f.IsZero() && !f.After(t) {
-		return true
-	}
-	return !t.Before(p.events[i].At.Add(settle))
-}
-
 // addEvent appends a session event.
 func (p *peer) addEvent(e PeerEvent) {
 	p.events = append(p.events, e)
-	p.firstUpdate = append(p.firstUpdate, time.Time{})
 	p.settled = append(p.settled, false)
-}
-
-// noteUpdate marks the current session's first update.
-func (p *peer) noteUpdate(at time.Time) {
-	if n := len(p.events) - 1; n >= 0 && p.events[n].Up && p.firstUpdate[n].IsZero() && !at.Before(p.events[n].At) {
-		p.firstUpdate[n] = at
-	}
 }
 
 // entry is one update of one prefix by one peer.
@@ -272,7 +243,6 @@ func (r *RIB) Apply(u Update) bool {
 		p.addEvent(PeerEvent{At: u.At, Peer: u.Peer, PeerAS: u.PeerAS, Source: u.Source, Up: true, FullFeed: p.fullFeed})
 	}
 	r.settleLocked(u.At)
-	p.noteUpdate(u.At)
 	p.updates++
 	h := r.prefixes[u.Prefix]
 	if h == nil {
@@ -323,29 +293,22 @@ func (r *RIB) recheckLocked(p netip.Prefix, at time.Time) {
 }
 
 // settleLocked rechecks visibility at each instant before now when a
-// session that had sent nothing began to count (TableSettle after it came
-// up), in time order, so that the change log has the crossing at the
-// instant it happened rather than at the next update. Only a peer's
-// latest event can be pending: an earlier session ended before it would
-// have counted, or it was settled when the next event came.
+// session began to count for the prefixes it had said nothing of
+// (TableSettle after it came up), in time order, so that the change log
+// has the crossing at the instant it happened rather than at the next
+// update. Only a peer's latest event can be pending: an earlier session
+// ended before it would have counted, or was settled when the next event
+// came.
 func (r *RIB) settleLocked(now time.Time) {
 	for {
 		var next *peer
 		var nextAt time.Time
 		for _, p := range r.peers {
 			i := len(p.events) - 1
-			if i < 0 || !p.events[i].Up || p.settled[i] {
+			if i < 0 || !p.events[i].Up || p.settled[i] || !p.fullFeed {
 				continue
 			}
-			at := p.events[i].At.Add(r.opts.TableSettle)
-			if at.After(now) {
-				continue
-			}
-			if f := p.firstUpdate[i]; !f.IsZero() && !f.After(at) {
-				p.settled[i] = true // it counted from its first update
-				continue
-			}
-			if next == nil || at.Before(nextAt) {
+			if at := p.events[i].At.Add(r.opts.TableSettle); !at.After(now) && (next == nil || at.Before(nextAt)) {
 				next, nextAt = p, at
 			}
 		}
@@ -353,9 +316,7 @@ func (r *RIB) settleLocked(now time.Time) {
 			return
 		}
 		next.settled[len(next.events)-1] = true
-		if next.fullFeed {
-			r.recheckAllLocked(nextAt)
-		}
+		r.recheckAllLocked(nextAt)
 	}
 }
 
@@ -401,7 +362,6 @@ func (r *RIB) pruneLocked(cutoff time.Time) {
 			i = len(p.events) - 1
 		}
 		p.events = slices.Delete(p.events, 0, max(i, 0))
-		p.firstUpdate = slices.Delete(p.firstUpdate, 0, max(i, 0))
 		p.settled = slices.Delete(p.settled, 0, max(i, 0))
 	}
 	for m, cs := range r.vis {

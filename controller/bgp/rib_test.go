@@ -100,8 +100,8 @@ func TestPeerDownDropsRoutes(t *testing.T) {
 	}
 }
 
-// A session that has just come up counts towards visibility from its first
-// update, not before: a peer still sending its table must not pull the
+// A session that has just come up counts towards a prefix's visibility
+// from its first update of it, not before: a peer still sending its table must not pull the
 // prefix under the line. One that never sends anything counts once the
 // settle time has passed, and the change log has that instant.
 func TestSessionCountsFromItsTable(t *testing.T) {
@@ -112,6 +112,14 @@ func TestSessionCountsFromItsTable(t *testing.T) {
 	r.PeerState(up(2*time.Second, "192.0.2.2", 64511, true))
 	if s := r.StateAt(m, t0.Add(3*time.Second)); s.GetPeers() != 1 || !s.GetVisible() {
 		t.Errorf("second session up, nothing sent: %d of %d visible %v, want 1 of 1 visible", s.GetPeersWithRoute(), s.GetPeers(), s.GetVisible())
+	}
+	// Its table begins with another prefix (the lab's CI run: the IX's
+	// first update was of another network, and a partial peer's update in
+	// between made a crossing the MRT replay, without that peer, did not).
+	r.Update(announce(3*time.Second, "192.0.2.2", "198.18.2.0/24", 64511, 64500))
+	r.Update(announce(3500*time.Millisecond, "192.0.2.1", "198.18.0.0/24", 64510, 64500)) // a recheck in between
+	if s := r.StateAt(m, t0.Add(3700*time.Millisecond)); s.GetPeers() != 1 || !s.GetVisible() {
+		t.Errorf("second peer's table under way (another prefix first): %d of %d visible %v, want 1 of 1 visible", s.GetPeersWithRoute(), s.GetPeers(), s.GetVisible())
 	}
 	r.Update(announce(4*time.Second, "192.0.2.2", "198.18.0.0/24", 64511, 64500))
 	s := r.StateAt(m, t0.Add(5*time.Second))

@@ -20,20 +20,23 @@ type route struct {
 }
 
 // routesLocked counts, at t, the full-feed peers with a session up that
-// has sent its table (peer.countsAt) and those with a route to m (to m itself, or else to the most specific
-// prefix covering it: traffic follows a covering route), and returns the
-// routes of every peer up (partial ones too).
+// count for m (they have sent an update of m, or of a prefix covering it,
+// since the session came up, or TableSettle has passed) and those with a
+// route to m (to m itself, or else to the most specific prefix covering
+// it: traffic follows a covering route), and returns the routes of every
+// peer up (partial ones too).
 func (r *RIB) routesLocked(m netip.Prefix, t time.Time) (peers, with int, routes []route) {
 	for _, p := range r.sortedPeersLocked() {
 		up, since := p.upAt(t)
 		if !up {
 			continue
 		}
-		counts := p.fullFeed && p.countsAt(t, r.opts.TableSettle)
+		rt, ok, heard := r.bestLocked(p, m, t, since)
+		counts := p.fullFeed && (heard || !t.Before(since.Add(r.opts.TableSettle)))
 		if counts {
 			peers++
 		}
-		if rt, ok := r.bestLocked(p, m, t, since); ok {
+		if ok {
 			if counts {
 				with++
 			}
@@ -44,12 +47,11 @@ func (r *RIB) routesLocked(m netip.Prefix, t time.Time) (peers, with int, routes
 }
 
 // bestLocked is p's route at t to m or its most specific covering prefix,
-// announced after the session came up at since.
-func (r *RIB) bestLocked(p *peer, m netip.Prefix, t, since time.Time) (route, bool) {
-	var best route
-	found := false
+// announced after the session came up at since; heard: p has sent an
+// update (announcement or withdrawal) of m or a covering prefix since.
+func (r *RIB) bestLocked(p *peer, m netip.Prefix, t, since time.Time) (best route, found, heard bool) {
 	for q, h := range r.prefixes {
-		if q.Bits() > m.Bits() || !q.Contains(m.Addr()) || (found && q.Bits() <= best.prefix.Bits()) {
+		if q.Bits() > m.Bits() || !q.Contains(m.Addr()) {
 			continue
 		}
 		es := h.byPeer[p.key]
@@ -58,12 +60,16 @@ func (r *RIB) bestLocked(p *peer, m netip.Prefix, t, since time.Time) (route, bo
 			continue
 		}
 		e := es[i-1]
-		if e.withdraw || e.at.Before(since) {
+		if e.at.Before(since) {
+			continue
+		}
+		heard = true
+		if e.withdraw || (found && q.Bits() <= best.prefix.Bits()) {
 			continue
 		}
 		best, found = route{peer: p, prefix: q, e: e}, true
 	}
-	return best, found
+	return best, found, heard
 }
 
 func (r *RIB) sortedPeersLocked() []*peer {
