@@ -21,6 +21,7 @@ import (
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store"
+	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -42,7 +43,16 @@ func dashboard(t *testing.T) *httptest.Server {
 			t.Fatal(err)
 		}
 	}
-	s := api.New(api.Config{Store: db, Fleet: fleet.New(db, ca, fleet.Options{}), Campaigns: catalogue.New(catalogue.Options{Store: db}), Now: func() time.Time { return t0.Add(time.Minute) }})
+	cat := catalogue.New(catalogue.Options{Store: db})
+	if err := cat.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	worker := live.New(live.Options{Store: db, Campaigns: cat, Now: func() time.Time { return t0.Add(time.Minute) }})
+	t.Cleanup(func() { worker.Close() })
+	if err := worker.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := api.New(api.Config{Store: db, Fleet: fleet.New(db, ca, fleet.Options{}), Campaigns: cat, Verdicts: worker, Now: func() time.Time { return t0.Add(time.Minute) }})
 	addr := fixture.ServeTLS(t, ca, func(g *grpc.Server) { vantagev1.RegisterOperatorServiceServer(g, s) }, s.Wait,
 		grpc.UnaryInterceptor(s.UnaryInterceptor()), grpc.StreamInterceptor(s.StreamInterceptor()))
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13})))
