@@ -1,0 +1,236 @@
+package web
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+// Campaign view windows: the default, and the most one request may ask
+// (a link can say any range in between).
+const (
+	DefaultWindow = 6 * time.Hour
+	MaxWindow     = 31 * 24 * time.Hour
+)
+
+// campaignViewJSON is the campaign page's data, aggregated: state bands
+// per scope and network, the quality series per network and vantage, the
+// BGP view and the episodes. Targets are never in it (a country has tens
+// of thousands); the page asks for them by network, paged.
+type campaignViewJSON struct {
+	Campaign string                `json:"campaign"`
+	From     time.Time             `json:"from"`
+	To       time.Time             `json:"to"`
+	Scope    map[string][]bandJSON `json:"scope"`
+	Networks map[string][]bandJSON `json:"networks"`
+	Series   []seriesJSON          `json:"series"`
+	BGP      []bgpPrefixJSON       `json:"bgp"`
+	Episodes []episodeJSON         `json:"episodes"`
+}
+
+// seriesJSON is one network's quality seen from one vantage, as columns
+// (uPlot's shape): round starts in Unix seconds, loss 0..1, RTT p50 ms.
+type seriesJSON struct {
+	Network string    `json:"network"`
+	Agent   string    `json:"agent"`
+	T       []int64   `json:"t"`
+	Loss    []float64 `json:"loss"`
+	RTT     []float64 `json:"rtt_p50_ms"`
+}
+
+type bgpPrefixJSON struct {
+	Prefix           string   `json:"prefix"`
+	Network          string   `json:"network"`
+	Visibility       float64  `json:"visibility"`
+	Peers            uint32   `json:"peers"`
+	PeersWithRoute   uint32   `json:"peers_with_route"`
+	UpdatesPerMinute float64  `json:"updates_per_minute"`
+	Baseline         float64  `json:"baseline_per_minute"`
+	LastPath         []uint32 `json:"last_path,omitempty"`
+}
+
+// episodeJSON is one departure of the scope from REACHABLE and its
+// return (To nil while it lasts), with its worst state and the last
+// location, upstream and cause the verdicts gave it.
+type episodeJSON struct {
+	ID         string     `json:"id"` // "<first transition id>": the episode page's key
+	From       time.Time  `json:"from"`
+	FromEarly  time.Time  `json:"from_earliest"`
+	To         *time.Time `json:"to,omitempty"`
+	Worst      string     `json:"worst"`
+	Location   string     `json:"location"`
+	Upstream   string     `json:"upstream,omitempty"`
+	UpstreamAS uint32     `json:"upstream_as,omitempty"`
+	Cause      string     `json:"cause,omitempty"`
+	Confidence float64    `json:"confidence,omitempty"`
+}
+
+// window reads from and to (RFC 3339) from the query: to defaults to now,
+// from to DefaultWindow before it.
+func (s *Server) window(r *http.Request) (from, to time.Time, err error) {
+	to = s.cfg.Now().UTC()
+	if v := r.URL.Query().Get("to"); v != "" {
+		if to, err = time.Parse(time.RFC3339, v); err != nil {
+			return from, to, fmt.Errorf("to: %q is not an RFC 3339 time", v)
+		}
+	}
+	from = to.Add(-DefaultWindow)
+	if v := r.URL.Query().Get("from"); v != "" {
+		if from, err = time.Parse(time.RFC3339, v); err != nil {
+			return from, to, fmt.Errorf("from: %q is not an RFC 3339 time", v)
+		}
+	}
+	switch {
+	case !from.Before(to):
+		return from, to, fmt.Errorf("from: %s is not before to %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
+	case to.Sub(from) > MaxWindow:
+		return from, to, fmt.Errorf("from: the window is %s, at most %s", to.Sub(from), MaxWindow)
+	}
+	return from, to, nil
+}
+
+func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
+	from, to, err := s.window(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	name := r.PathValue("name")
+	ctx, cancel := s.call(r, sessionOf(r))
+	defer cancel()
+	out := campaignViewJSON{Campaign: name, From: from, To: to, Scope: map[string][]bandJSON{}, Networks: map[string][]bandJSON{},
+		Series: []seriesJSON{}, BGP: []bgpPrefixJSON{}, Episodes: []episodeJSON{}}
+	for _, lv := range []struct {
+		level vantagev1.Level
+		into  map[string][]bandJSON
+	}{{vantagev1.Level_LEVEL_SCOPE, out.Scope}, {vantagev1.Level_LEVEL_NETWORK, out.Networks}} {
+		tl, err := s.cfg.Operator.GetTimeline(ctx, &vantagev1.GetTimelineRequest{Campaign: name, Level: lv.level,
+			From: timestamppb.New(from), To: timestamppb.New(to)})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		bySubject := map[string][]*vantagev1.Transition{}
+		for _, tr := range tl.GetTransitions() {
+			bySubject[tr.GetSubject()] = append(bySubject[tr.GetSubject()], tr)
+		}
+		for subject, ts := range bySubject {
+			lv.into[subject] = bands(ts, from)
+			if lv.level == vantagev1.Level_LEVEL_SCOPE {
+				out.Episodes = append(out.Episodes, episodes(ts)...)
+			}
+		}
+	}
+	sr, err := s.cfg.Operator.GetSeries(ctx, &vantagev1.GetSeriesRequest{Campaign: name, From: timestamppb.New(from), To: timestamppb.New(to)})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out.Series = columns(sr.GetPoints())
+	bs, err := s.cfg.Operator.GetBgpStatus(ctx, &vantagev1.GetBgpStatusRequest{Campaign: name})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, p := range bs.GetPrefixes() {
+		out.BGP = append(out.BGP, bgpPrefixJSON{Prefix: p.GetPrefix(), Network: p.GetNetwork(), Visibility: p.GetVisibility(),
+			Peers: p.GetPeers(), PeersWithRoute: p.GetPeersWithRoute(), UpdatesPerMinute: p.GetUpdatesPerMinute(),
+			Baseline: p.GetBaselinePerMinute(), LastPath: p.GetLastPath()})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(out)
+}
+
+// columns groups quality points (any order) by network and vantage, in
+// round order.
+func columns(ps []*vantagev1.QualityPoint) []seriesJSON {
+	idx := map[[2]string]int{}
+	var out []seriesJSON
+	for _, p := range ps {
+		k := [2]string{p.GetNetwork(), p.GetAgentId()}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, seriesJSON{Network: k[0], Agent: k[1]})
+		}
+		sj := &out[i]
+		sj.T = append(sj.T, p.GetRoundStart().AsTime().Unix())
+		sj.Loss = append(sj.Loss, p.GetLoss())
+		sj.RTT = append(sj.RTT, p.GetRttP50Ms())
+	}
+	for i := range out {
+		sortColumns(&out[i])
+	}
+	if out == nil {
+		out = []seriesJSON{}
+	}
+	return out
+}
+
+// sortColumns orders a series by time (the API returns rounds in order;
+// this keeps the page right if it does not).
+func sortColumns(sj *seriesJSON) {
+	for i := 1; i < len(sj.T); i++ {
+		for j := i; j > 0 && sj.T[j] < sj.T[j-1]; j-- {
+			sj.T[j], sj.T[j-1] = sj.T[j-1], sj.T[j]
+			sj.Loss[j], sj.Loss[j-1] = sj.Loss[j-1], sj.Loss[j]
+			sj.RTT[j], sj.RTT[j-1] = sj.RTT[j-1], sj.RTT[j]
+		}
+	}
+}
+
+// severity orders the states an episode can reach.
+var severity = map[vantagev1.State]int{vantagev1.State_STATE_UNKNOWN: 1, vantagev1.State_STATE_DEGRADED: 2,
+	vantagev1.State_STATE_UNSTABLE: 3, vantagev1.State_STATE_UNREACHABLE: 4}
+
+// episodes cuts one subject's transitions (oldest first) into episodes:
+// each starts when it leaves REACHABLE and ends when it returns.
+func episodes(ts []*vantagev1.Transition) []episodeJSON {
+	var out []episodeJSON
+	var cur *episodeJSON
+	var worst vantagev1.State
+	for _, tr := range ts {
+		to := tr.GetTo()
+		if to == vantagev1.State_STATE_REACHABLE || to == vantagev1.State_STATE_UNSPECIFIED {
+			if cur != nil {
+				end := tr.GetOnsetLatest().AsTime()
+				cur.To = &end
+				out = append(out, *cur)
+				cur = nil
+			}
+			continue
+		}
+		if cur == nil {
+			cur = &episodeJSON{ID: fmt.Sprint(tr.GetId()), From: tr.GetOnsetLatest().AsTime(), FromEarly: tr.GetOnsetEarliest().AsTime()}
+			worst = vantagev1.State_STATE_UNSPECIFIED
+		}
+		if severity[to] > severity[worst] {
+			worst = to
+			cur.Worst = stateName(to)
+		}
+		if l := tr.GetLocation(); l != vantagev1.Location_LOCATION_UNSPECIFIED {
+			cur.Location = strings.TrimPrefix(l.String(), "LOCATION_")
+		}
+		if h := tr.GetLocationHop(); h.GetAddress() != "" {
+			cur.Upstream, cur.UpstreamAS = h.GetName(), h.GetAsn()
+			if cur.Upstream == "" {
+				cur.Upstream = h.GetAddress()
+			}
+		}
+		if c := tr.GetCause(); c.GetCause() != vantagev1.Cause_CAUSE_UNSPECIFIED {
+			cur.Cause, cur.Confidence = strings.TrimPrefix(c.GetCause().String(), "CAUSE_"), c.GetConfidence()
+		}
+	}
+	if cur != nil {
+		out = append(out, *cur)
+	}
+	return out
+}
