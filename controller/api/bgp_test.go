@@ -55,15 +55,7 @@ func bgpServer(t *testing.T, limits StreamLimits) bgpEnv {
 			rib.Update(bgpUpd(peer, p, 10+i, false))
 		}
 	}
-	for _, tok := range []struct {
-		name string
-		role store.Role
-	}{{"viewer", store.RoleViewer}, {"operator", store.RoleOperator}} {
-		if err := db.PutOperatorToken(ctx, store.OperatorToken{Name: tok.name, Hash: fleet.HashSecret(tok.name + "-secret"),
-			Role: tok.role, CreatedAt: bgpT0}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fixture.OperatorTokens(t, db, bgpT0)
 	s := New(Config{Store: db, Fleet: fleet.New(db, ca, fleet.Options{}), RIB: rib, StreamLimits: limits,
 		Now: func() time.Time { return bgpT0.Add(time.Minute) }})
 	addr := fixture.ServeTLS(t, ca, func(g *grpc.Server) { vantagev1.RegisterOperatorServiceServer(g, s) }, s.Wait,

@@ -124,6 +124,20 @@ func TestLocationWithoutTraces(t *testing.T) {
 	}
 }
 
+// flapsThenDown is rounds 20 to 34: down 1, up 1, for 12 rounds, then down
+// from round 32 on.
+func flapsThenDown() []step {
+	var ss []step
+	for k := int64(0); k < 12; k++ {
+		w := world(allUp)
+		if k%2 == 0 {
+			w = unreachDown
+		}
+		ss = append(ss, step{20 + k, agents3, w})
+	}
+	return append(ss, steps(32, 34, agents3, unreachDown)...)
+}
+
 // TestPathSignature: inside an UNSTABLE episode whose traces located it,
 // the sustained outage that ends it carries that location at once; a
 // border cut's traces do not locate a later outage that only looks the
@@ -144,16 +158,7 @@ func TestPathSignature(t *testing.T) {
 	t.Run("the episode's sustained outage", func(t *testing.T) {
 		e := warmed(t, cfg, agents3)
 		traces(e, 20, stopUnreachable, ix) // triggered by the first flap
-		var ss []step
-		for k := int64(0); k < 12; k++ { // down 1, up 1; down from round 32 on
-			w := world(allUp)
-			if k%2 == 0 {
-				w = unreachDown
-			}
-			ss = append(ss, step{20 + k, agents3, w})
-		}
-		ss = append(ss, steps(32, 34, agents3, unreachDown)...)
-		trs := transitionsOf(flat(run(t, e, cfg, ss)), scopeID)
+		trs := transitionsOf(flat(run(t, e, cfg, flapsThenDown())), scopeID)
 		if in := trs[1]; in.GetTo() != unstable || in.GetLocation() != vantagev1.Location_LOCATION_UPSTREAM {
 			t.Errorf("second scope transition to %s at %s, want UNSTABLE at UPSTREAM (the episode's traces)", shortState(in.GetTo()), in.GetLocation())
 		}
@@ -179,16 +184,7 @@ func TestPathSignature(t *testing.T) {
 				}
 			}
 		}
-		var ss []step
-		for k := int64(0); k < 12; k++ {
-			w := world(allUp)
-			if k%2 == 0 {
-				w = unreachDown
-			}
-			ss = append(ss, step{20 + k, agents3, w})
-		}
-		ss = append(ss, steps(32, 34, agents3, unreachDown)...)
-		trs := transitionsOf(flat(run(t, e, cfg, ss)), scopeID)
+		trs := transitionsOf(flat(run(t, e, cfg, flapsThenDown())), scopeID)
 		last := trs[len(trs)-1]
 		if last.GetTo() != unreachable || last.GetLocation() != vantagev1.Location_LOCATION_LOCATING {
 			t.Errorf("last scope transition %s -> %s at %s, want UNREACHABLE at LOCATING (no trace of this outage yet)",

@@ -20,7 +20,6 @@ import (
 	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/internal/fixture"
-	"github.com/vantage-net/vantage/controller/store"
 	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -34,15 +33,7 @@ func dashboard(t *testing.T) *httptest.Server {
 	db, ca, _ := fixture.StoreAndCA(t)
 	ctx := context.Background()
 	fixture.PutCampaign(t, db, "kp", fixture.Campaign{Name: "kp", Networks: []string{"198.18.0.0/24"}}.YAML(), t0)
-	for _, tok := range []struct {
-		name string
-		role store.Role
-	}{{"viewer", store.RoleViewer}, {"operator", store.RoleOperator}} {
-		if err := db.PutOperatorToken(ctx, store.OperatorToken{Name: tok.name, Hash: fleet.HashSecret(tok.name + "-secret"),
-			Role: tok.role, CreatedAt: t0}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fixture.OperatorTokens(t, db, t0)
 	cat := catalogue.New(catalogue.Options{Store: db})
 	if err := cat.Reload(ctx); err != nil {
 		t.Fatal(err)
