@@ -238,9 +238,11 @@ var pages = template.Must(template.New("").Parse(`
 </main></body></html>{{end}}
 {{define "overview"}}{{template "head" "Overview"}}
 <main><h1>Campaigns</h1>
-<table id="campaigns"><thead><tr><th>Campaign</th><th>Scope</th><th>State</th></tr></thead><tbody>
-{{range .Campaigns}}<tr><td>{{.Name}}</td><td>{{.Scope}}</td><td class="state state-{{.StateClass}}">{{.State}}</td></tr>{{end}}
+<table id="campaigns"><thead><tr><th>Campaign</th><th>Scope</th><th>State</th><th>Last day</th></tr></thead><tbody>
+{{range .Campaigns}}<tr><td>{{.Name}}</td><td>{{.Scope}}</td><td class="state state-{{.StateClass}}">{{.State}}</td><td></td></tr>{{end}}
 </tbody></table>
+<h2>Agents</h2>
+<table id="agents"><thead><tr><th>Agent</th><th>Session</th><th>Health</th><th>Last seen</th><th>Version</th></tr></thead><tbody></tbody></table>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{.CSRF}}"><button type="submit">Log out</button></form>
 </main></body></html>{{end}}
 `))

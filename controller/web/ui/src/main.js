@@ -3,6 +3,7 @@
 // the controller that served the page (the CSP allows nothing else).
 
 import { select } from "d3-selection";
+import { scaleTime } from "d3-scale";
 
 // api reads JSON from the dashboard server; a 401 means the session
 // ended, so the page goes back to the login.
@@ -23,22 +24,75 @@ export function stateWord(s) {
   return (s || "UNKNOWN").replace(/^(CAMPAIGN_STATE_|STATE_)/, "");
 }
 
-async function refreshCampaigns(table) {
-  const resp = await api("/api/campaigns");
+const SVG = "http://www.w3.org/2000/svg";
+
+// sparkline draws a day of a scope's state as coloured bands, each with
+// its state's name as a tooltip and a text summary beside it.
+export function sparkline(bands, from, to, width = 240, height = 18) {
+  const x = scaleTime().domain([from, to]).range([0, width]);
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("class", "sparkline");
+  svg.setAttribute("role", "img");
+  const words = [];
+  for (const b of bands) {
+    const start = new Date(b.from), end = b.to ? new Date(b.to) : to;
+    const r = document.createElementNS(SVG, "rect");
+    r.setAttribute("x", x(start));
+    r.setAttribute("width", Math.max(1, x(end) - x(start)));
+    r.setAttribute("height", height);
+    r.setAttribute("class", "band band-" + stateWord(b.state).toLowerCase());
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = `${stateWord(b.state)} from ${start.toISOString()}${b.to ? " to " + end.toISOString() : ""}`;
+    r.appendChild(title);
+    svg.appendChild(r);
+    words.push(stateWord(b.state));
+  }
+  svg.setAttribute("aria-label", words.length ? "last day: " + words.join(", then ") : "last day: no verdicts");
+  return svg;
+}
+
+async function refreshOverview(table, agents) {
+  const o = await api("/api/overview");
+  const from = new Date(o.from), to = new Date(o.at);
   const rows = select(table).select("tbody").selectAll("tr")
-    .data(resp.campaigns || [], (c) => c.name)
+    .data(o.campaigns, (c) => c.name)
     .join("tr");
-  rows.selectAll("td")
-    .data((c) => [c.name, c.scope, stateWord(c.state)])
-    .join("td")
-    .text((d) => d);
-  rows.select("td:last-child").attr("class", (c) => "state state-" + stateWord(c.state).toLowerCase());
+  rows.each(function (c) {
+    this.replaceChildren();
+    const name = document.createElement("td");
+    name.textContent = c.name;
+    const scope = document.createElement("td");
+    scope.textContent = c.scope;
+    const state = document.createElement("td");
+    const word = c.state ? stateWord(c.state) : c.status;
+    state.textContent = word;
+    state.className = "state state-" + word.toLowerCase();
+    const day = document.createElement("td");
+    day.appendChild(sparkline(c.bands, from, to));
+    this.append(name, scope, state, day);
+  });
+  if (agents) {
+    select(agents).select("tbody").selectAll("tr")
+      .data(o.agents, (a) => a.id)
+      .join("tr")
+      .each(function (a) {
+        this.replaceChildren();
+        const health = a.healthy ? "healthy" : "unhealthy" + (a.health_reason ? ": " + a.health_reason : "");
+        for (const text of [a.name, a.connected ? "connected" : "not connected", health, a.last_seen || "never", a.version || ""]) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          this.appendChild(td);
+        }
+      });
+  }
 }
 
 function main() {
   const table = document.getElementById("campaigns");
   if (table) {
-    const tick = () => refreshCampaigns(table).catch((e) => console.warn("campaigns:", e.message));
+    const agents = document.getElementById("agents");
+    const tick = () => refreshOverview(table, agents).catch((e) => console.warn("overview:", e.message));
     tick();
     setInterval(tick, 15000);
   }
