@@ -2,7 +2,9 @@ package web
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +73,30 @@ func TestCampaignViewWindow(t *testing.T) {
 		if want == http.StatusOK && (v["campaign"] != "kp" || v["episodes"] == nil || v["series"] == nil) {
 			t.Errorf("view%s: %v", q, v)
 		}
+	}
+}
+
+// The campaign page's shell names the campaign and keeps the URL's window
+// (a link shows the same view); a bad window is refused.
+func TestCampaignPage(t *testing.T) {
+	web := dashboard(t)
+	c := browser(t, web)
+	login(t, web, c, "viewer-secret")
+	resp, err := c.Get(web.URL + "/campaigns/kp?from=2014-12-22T00:00:00Z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	io.Copy(&b, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(b.String(), `data-campaign="kp"`) || !strings.Contains(b.String(), `value="2014-12-22T00:00:00Z"`) {
+		t.Errorf("campaign page: %d %.400s", resp.StatusCode, b.String())
+	}
+	if resp, err = c.Get(web.URL + "/campaigns/kp?from=soon"); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("campaign page with a bad window: %d, want 400", resp.StatusCode)
 	}
 }

@@ -68,6 +68,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("POST /login", s.login)
 	s.mux.HandleFunc("POST /logout", s.authed(s.mutating(s.logout)))
 	s.mux.HandleFunc("GET /{$}", s.authed(s.overview))
+	s.mux.HandleFunc("GET /campaigns/{name}", s.authed(s.campaignPage))
 	s.mux.HandleFunc("GET /api/session", s.authed(s.sessionInfo))
 	s.mux.HandleFunc("GET /api/campaigns", s.authed(s.campaigns))
 	s.mux.HandleFunc("GET /api/overview", s.authed(s.overviewData))
@@ -236,10 +237,19 @@ var pages = template.Must(template.New("").Parse(`
 </form>
 {{if .Error}}<p role="alert" id="login-error">{{.Error}}</p>{{end}}
 </main></body></html>{{end}}
+{{define "campaign"}}{{template "head" .Name}}
+<main id="campaign" data-campaign="{{.Name}}"><p><a href="/">All campaigns</a></p><h1>{{.Name}}</h1>
+<form id="window" method="get"><label>From <input name="from" value="{{.From}}" placeholder="RFC 3339"></label> <label>To <input name="to" value="{{.To}}" placeholder="now"></label> <button type="submit">Show</button></form>
+<p id="live" aria-live="polite"></p>
+<section><h2>State</h2><div id="bands"></div></section>
+<section><h2>Loss and RTT</h2><div id="charts"></div></section>
+<section><h2>BGP</h2><table id="bgp"><thead><tr><th>Prefix</th><th>Network</th><th>Visibility</th><th>Updates/min (baseline)</th><th>Last path</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Episodes</h2><table id="episodes"><thead><tr><th>From</th><th>To</th><th>Worst</th><th>Where</th><th>Upstream</th><th>Cause</th></tr></thead><tbody></tbody></table></section>
+</main></body></html>{{end}}
 {{define "overview"}}{{template "head" "Overview"}}
 <main><h1>Campaigns</h1>
 <table id="campaigns"><thead><tr><th>Campaign</th><th>Scope</th><th>State</th><th>Last day</th></tr></thead><tbody>
-{{range .Campaigns}}<tr><td>{{.Name}}</td><td>{{.Scope}}</td><td class="state state-{{.StateClass}}">{{.State}}</td><td></td></tr>{{end}}
+{{range .Campaigns}}<tr><td><a href="/campaigns/{{.Name}}">{{.Name}}</a></td><td>{{.Scope}}</td><td class="state state-{{.StateClass}}">{{.State}}</td><td></td></tr>{{end}}
 </tbody></table>
 <h2>Agents</h2>
 <table id="agents"><thead><tr><th>Agent</th><th>Session</th><th>Health</th><th>Last seen</th><th>Version</th></tr></thead><tbody></tbody></table>
@@ -311,6 +321,18 @@ func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	json.NewEncoder(w).Encode(map[string]any{"csrf": ses.csrf, "expires": ses.expires.UTC().Format(time.RFC3339)})
+}
+
+// campaignPage is the campaign page's shell; the script fills it from
+// /api/campaigns/NAME/view with the window in the page's URL, so a link
+// shows the same view.
+func (s *Server) campaignPage(w http.ResponseWriter, r *http.Request) {
+	if _, _, err := s.window(r); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	q := r.URL.Query()
+	render(w, http.StatusOK, "campaign", struct{ Name, From, To string }{r.PathValue("name"), q.Get("from"), q.Get("to")})
 }
 
 type campaignRow struct{ Name, Scope, State, StateClass string }
