@@ -82,7 +82,7 @@ func TestCampaignPage(t *testing.T) {
 	web := dashboard(t)
 	c := browser(t, web)
 	login(t, web, c, "viewer-secret")
-	resp, err := c.Get(web.URL + "/campaigns/kp?from=2014-12-22T00:00:00Z")
+	resp, err := c.Get(web.URL + "/campaigns/kp?from=2014-12-22T00:00:00Z&to=2014-12-23T00:00:00Z")
 	if err != nil {
 		t.Fatal(err)
 	}
