@@ -73,6 +73,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /api/campaigns", s.authed(s.campaigns))
 	s.mux.HandleFunc("GET /api/overview", s.authed(s.overviewData))
 	s.mux.HandleFunc("GET /api/campaigns/{name}/view", s.authed(s.campaignView))
+	s.mux.HandleFunc("GET /api/campaigns/{name}/episode", s.authed(s.episodeView))
 	s.mux.HandleFunc("GET /api/watch", s.authed(s.watch))
 	s.mux.HandleFunc("POST /api/campaigns/{name}/pause", s.authed(s.mutating(s.pause)))
 	s.mux.HandleFunc("POST /api/campaigns/{name}/resume", s.authed(s.mutating(s.resume)))
