@@ -166,7 +166,9 @@ func pathGraph(results []*vantagev1.StoredResult, routers map[string]*vantagev1.
 	for k := range newest {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i][0] < keys[j][0] || (keys[i][0] == keys[j][0] && keys[i][1] < keys[j][1]) })
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i][0] < keys[j][0] || (keys[i][0] == keys[j][0] && keys[i][1] < keys[j][1])
+	})
 	for _, k := range keys {
 		res := newest[k].GetResult()
 		p := pathJSON{Agent: k[0], Target: k[1], Hops: []string{}, Stop: strings.TrimPrefix(res.GetStopReason().String(), "TRACE_STOP_REASON_"),
