@@ -100,3 +100,19 @@ func TestCampaignPage(t *testing.T) {
 		t.Errorf("campaign page with a bad window: %d, want 400", resp.StatusCode)
 	}
 }
+
+func TestEpisodePage(t *testing.T) {
+	web := dashboard(t)
+	c := browser(t, web)
+	login(t, web, c, "viewer-secret")
+	resp, err := c.Get(web.URL + "/campaigns/kp/episode?from=2014-12-22T07:00:00Z&to=2014-12-22T17:00:00Z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	io.Copy(&b, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(b.String(), `id="episode" data-campaign="kp"`) || !strings.Contains(b.String(), `id="graph"`) {
+		t.Errorf("episode page: %d %.400s", resp.StatusCode, b.String())
+	}
+}

@@ -69,6 +69,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("POST /logout", s.authed(s.mutating(s.logout)))
 	s.mux.HandleFunc("GET /{$}", s.authed(s.overview))
 	s.mux.HandleFunc("GET /campaigns/{name}", s.authed(s.campaignPage))
+	s.mux.HandleFunc("GET /campaigns/{name}/episode", s.authed(s.episodePage))
 	s.mux.HandleFunc("GET /api/session", s.authed(s.sessionInfo))
 	s.mux.HandleFunc("GET /api/campaigns", s.authed(s.campaigns))
 	s.mux.HandleFunc("GET /api/overview", s.authed(s.overviewData))
@@ -247,6 +248,13 @@ var pages = template.Must(template.New("").Parse(`
 <section><h2>BGP</h2><table id="bgp"><thead><tr><th>Prefix</th><th>Network</th><th>Visibility</th><th>Updates/min (baseline)</th><th>Last path</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Episodes</h2><table id="episodes"><thead><tr><th>From</th><th>To</th><th>Worst</th><th>Where</th><th>Upstream</th><th>Cause</th></tr></thead><tbody></tbody></table></section>
 </main></body></html>{{end}}
+{{define "episode"}}{{template "head" "Episode"}}
+<main id="episode" data-campaign="{{.Name}}"><p><a href="/campaigns/{{.Name}}">{{.Name}}</a></p><h1>{{.Name}}: {{.From}} to {{.To}}</h1>
+<p id="live" aria-live="polite"></p>
+<section><h2>Verdicts and evidence</h2><table id="transitions"><thead><tr><th>Detected</th><th>Subject</th><th>Change</th><th>Where</th><th>Router</th><th>Cause</th><th>Evidence</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Traceroute paths</h2><div id="graph"></div></section>
+<section><h2>BGP updates</h2><table id="bgp-updates"><thead><tr><th>At</th><th>Peer</th><th>Prefix</th><th>Update</th><th>AS path</th></tr></thead><tbody></tbody></table></section>
+</main></body></html>{{end}}
 {{define "overview"}}{{template "head" "Overview"}}
 <main><h1>Campaigns</h1>
 <table id="campaigns"><thead><tr><th>Campaign</th><th>Scope</th><th>State</th><th>Last day</th></tr></thead><tbody>
@@ -334,6 +342,16 @@ func (s *Server) campaignPage(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	render(w, http.StatusOK, "campaign", struct{ Name, From, To string }{r.PathValue("name"), q.Get("from"), q.Get("to")})
+}
+
+// episodePage is the episode page's shell, for the window in the URL.
+func (s *Server) episodePage(w http.ResponseWriter, r *http.Request) {
+	from, to, err := s.window(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	render(w, http.StatusOK, "episode", struct{ Name, From, To string }{r.PathValue("name"), from.Format(time.RFC3339), to.Format(time.RFC3339)})
 }
 
 type campaignRow struct{ Name, Scope, State, StateClass string }

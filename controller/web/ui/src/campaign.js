@@ -84,7 +84,13 @@ function drawEpisodes(table, view) {
     const state = cell(worst);
     state.className = "state state-" + worst.toLowerCase();
     const onset = `${e.from} (±${Math.round((new Date(e.from) - new Date(e.from_earliest)) / 1000)} s)`;
-    tr.append(cell(onset), cell(e.to || "ongoing"), state, cell(e.location || ""),
+    const link = document.createElement("a");
+    const end = e.to ? new Date(new Date(e.to).getTime() + 60000) : new Date();
+    link.href = `/campaigns/${encodeURIComponent(view.campaign)}/episode?from=${new Date(new Date(e.from_earliest).getTime() - 300000).toISOString().replace(/\.\d+Z$/, "Z")}&to=${end.toISOString().replace(/\.\d+Z$/, "Z")}`;
+    link.textContent = onset;
+    const first = document.createElement("td");
+    first.appendChild(link);
+    tr.append(first, cell(e.to || "ongoing"), state, cell(e.location || ""),
       cell(e.upstream ? `${e.upstream}${e.upstream_as ? " AS" + e.upstream_as : ""}` : ""),
       cell(e.cause ? `${e.cause} ${e.confidence.toFixed(2)}` : ""));
     body.appendChild(tr);

@@ -5,6 +5,7 @@
 import { select } from "d3-selection";
 import { api, stateWord, sparkline } from "./common.js";
 import { campaignPage } from "./campaign.js";
+import { episodePage } from "./episode.js";
 
 async function refreshOverview(table, agents) {
   const o = await api("/api/overview");
@@ -45,6 +46,8 @@ async function refreshOverview(table, agents) {
 function main() {
   const campaign = document.getElementById("campaign");
   if (campaign) campaignPage(campaign);
+  const episode = document.getElementById("episode");
+  if (episode) episodePage(episode);
   const table = document.getElementById("campaigns");
   if (table) {
     const agents = document.getElementById("agents");
