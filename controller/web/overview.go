@@ -49,6 +49,49 @@ type agentJSON struct {
 	HealthReason string     `json:"health_reason,omitempty"`
 	LastSeen     *time.Time `json:"last_seen,omitempty"`
 	Version      string     `json:"version,omitempty"`
+	// The agents page's columns.
+	Labels        map[string]string `json:"labels,omitempty"`
+	Engines       []string          `json:"engines,omitempty"`
+	SpoolPending  uint64            `json:"spool_pending"`
+	SpoolDropped  uint64            `json:"spool_dropped"`
+	Gaps          uint64            `json:"gaps"`
+	ResultsStored uint64            `json:"results_stored"`
+	Tasks         uint32            `json:"tasks"`
+	RemoteAddr    string            `json:"remote_addr,omitempty"`
+}
+
+func agentOf(a *vantagev1.AgentInfo) agentJSON {
+	aj := agentJSON{ID: a.GetId(), Name: a.GetName(), State: strings.TrimPrefix(a.GetState().String(), "AGENT_STATE_"),
+		Connected: a.GetConnected(), Healthy: a.GetHealthy(), HealthReason: a.GetHealthReason(), Version: a.GetAgentVersion(),
+		Labels: a.GetLabels(), Engines: a.GetCapabilities().GetEngines(), SpoolPending: a.GetSpool().GetPendingResults(),
+		SpoolDropped: a.GetSpool().GetDroppedResults(), Gaps: a.GetGaps(), ResultsStored: a.GetResultsStored(), Tasks: a.GetTasks(),
+		RemoteAddr: a.GetRemoteAddr()}
+	if a.GetLastSeen() != nil {
+		t := a.GetLastSeen().AsTime()
+		aj.LastSeen = &t
+	}
+	return aj
+}
+
+// agentsData is every agent, paged by the API (page_token in, next_page_token out).
+func (s *Server) agentsData(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.call(r, sessionOf(r))
+	defer cancel()
+	as, err := s.cfg.Operator.ListAgents(ctx, &vantagev1.ListAgentsRequest{PageToken: r.URL.Query().Get("page_token")})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := struct {
+		Agents []agentJSON `json:"agents"`
+		Next   string      `json:"next_page_token,omitempty"`
+	}{Agents: []agentJSON{}, Next: as.GetNextPageToken()}
+	for _, a := range as.GetAgents() {
+		out.Agents = append(out.Agents, agentOf(a))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(out)
 }
 
 // OverviewWindow is how far back the overview's sparklines reach.
@@ -96,13 +139,7 @@ func (s *Server) overviewData(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, a := range as.GetAgents() {
-		aj := agentJSON{ID: a.GetId(), Name: a.GetName(), State: strings.TrimPrefix(a.GetState().String(), "AGENT_STATE_"),
-			Connected: a.GetConnected(), Healthy: a.GetHealthy(), HealthReason: a.GetHealthReason(), Version: a.GetAgentVersion()}
-		if a.GetLastSeen() != nil {
-			t := a.GetLastSeen().AsTime()
-			aj.LastSeen = &t
-		}
-		out.Agents = append(out.Agents, aj)
+		out.Agents = append(out.Agents, agentOf(a))
 	}
 	out.AgentsTruncated = as.GetNextPageToken() != ""
 	w.Header().Set("Content-Type", "application/json")

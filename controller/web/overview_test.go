@@ -126,3 +126,27 @@ func TestWatchStreamsVerdicts(t *testing.T) {
 		t.Errorf("first event %q, want a verdict of kp's scope", lines)
 	}
 }
+
+func TestAgentsJSON(t *testing.T) {
+	web := dashboard(t)
+	c := browser(t, web)
+	login(t, web, c, "viewer-secret")
+	for _, path := range []string{"/api/agents", "/agents"} {
+		resp, err := c.Get(web.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	resp, err := c.Get(web.URL + "/api/agents?page_token=garbage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a bad page token: %d, want 400 (the API's InvalidArgument)", resp.StatusCode)
+	}
+}

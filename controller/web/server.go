@@ -73,6 +73,8 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /api/session", s.authed(s.sessionInfo))
 	s.mux.HandleFunc("GET /api/campaigns", s.authed(s.campaigns))
 	s.mux.HandleFunc("GET /api/overview", s.authed(s.overviewData))
+	s.mux.HandleFunc("GET /api/agents", s.authed(s.agentsData))
+	s.mux.HandleFunc("GET /agents", s.authed(s.agentsPage))
 	s.mux.HandleFunc("GET /api/campaigns/{name}/view", s.authed(s.campaignView))
 	s.mux.HandleFunc("GET /api/campaigns/{name}/episode", s.authed(s.episodeView))
 	s.mux.HandleFunc("GET /api/watch", s.authed(s.watch))
@@ -255,12 +257,17 @@ var pages = template.Must(template.New("").Parse(`
 <section><h2>Traceroute paths</h2><div id="graph"></div></section>
 <section><h2>BGP updates</h2><table id="bgp-updates"><thead><tr><th>At</th><th>Peer</th><th>Prefix</th><th>Update</th><th>AS path</th></tr></thead><tbody></tbody></table></section>
 </main></body></html>{{end}}
+{{define "agents"}}{{template "head" "Agents"}}
+<main id="agents-page"><p><a href="/">All campaigns</a></p><h1>Agents</h1>
+<table id="agent-list"><thead><tr><th>Agent</th><th>State</th><th>Session</th><th>Health</th><th>Last seen</th><th>Spool pending</th><th>Dropped</th><th>Gaps</th><th>Results</th><th>Tasks</th><th>Engines</th><th>Version</th></tr></thead><tbody></tbody></table>
+<p><button id="more" hidden>More</button></p>
+</main></body></html>{{end}}
 {{define "overview"}}{{template "head" "Overview"}}
 <main><h1>Campaigns</h1>
 <table id="campaigns"><thead><tr><th>Campaign</th><th>Scope</th><th>State</th><th>Last day</th></tr></thead><tbody>
 {{range .Campaigns}}<tr><td><a href="/campaigns/{{.Name}}">{{.Name}}</a></td><td>{{.Scope}}</td><td class="state state-{{.StateClass}}">{{.State}}</td><td></td></tr>{{end}}
 </tbody></table>
-<h2>Agents</h2>
+<h2><a href="/agents">Agents</a></h2>
 <table id="agents"><thead><tr><th>Agent</th><th>Session</th><th>Health</th><th>Last seen</th><th>Version</th></tr></thead><tbody></tbody></table>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{.CSRF}}"><button type="submit">Log out</button></form>
 </main></body></html>{{end}}
@@ -342,6 +349,10 @@ func (s *Server) campaignPage(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	render(w, http.StatusOK, "campaign", struct{ Name, From, To string }{r.PathValue("name"), q.Get("from"), q.Get("to")})
+}
+
+func (s *Server) agentsPage(w http.ResponseWriter, r *http.Request) {
+	render(w, http.StatusOK, "agents", nil)
 }
 
 // episodePage is the episode page's shell, for the window in the URL.

@@ -6,6 +6,7 @@ import { select } from "d3-selection";
 import { api, stateWord, sparkline } from "./common.js";
 import { campaignPage } from "./campaign.js";
 import { episodePage } from "./episode.js";
+import { agentsPage } from "./agents.js";
 
 async function refreshOverview(table, agents) {
   const o = await api("/api/overview");
@@ -48,6 +49,8 @@ function main() {
   if (campaign) campaignPage(campaign);
   const episode = document.getElementById("episode");
   if (episode) episodePage(episode);
+  const agentList = document.getElementById("agents-page");
+  if (agentList) agentsPage(agentList);
   const table = document.getElementById("campaigns");
   if (table) {
     const agents = document.getElementById("agents");
