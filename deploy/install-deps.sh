@@ -22,7 +22,8 @@
 #          mount it, fsfreeze to stall it
 #   web    the dashboard's front-end build (make web, make web-check):
 #          Node.js and npm, which fetch esbuild and the chart packages at
-#          the versions package-lock.json pins
+#          the versions package-lock.json pins; Chromium, which the
+#          dashboard's browser tests drive (chromedp)
 #   all    every group
 #
 # Each package is checked by the file it provides and vantage uses, so the
@@ -53,6 +54,7 @@ declare -A probe=(
   [bird2]=/usr/sbin/bird
   [nodejs]=node
   [npm]=npm
+  [chromium]=/usr/bin/chromium
 )
 declare -A group=(
   [build]="protobuf-compiler libprotobuf-dev git make"
@@ -61,7 +63,7 @@ declare -A group=(
   [peers]="fping zmap scamper time"
   [units]="systemd"
   [faults]="e2fsprogs mount util-linux"
-  [web]="nodejs npm"
+  [web]="nodejs npm chromium"
 )
 
 want=()

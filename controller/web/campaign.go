@@ -192,7 +192,9 @@ var severity = map[vantagev1.State]int{vantagev1.State_STATE_UNKNOWN: 1, vantage
 	vantagev1.State_STATE_UNSTABLE: 3, vantagev1.State_STATE_UNREACHABLE: 4}
 
 // episodes cuts one subject's transitions (oldest first) into episodes:
-// each starts when it leaves REACHABLE and ends when it returns.
+// each starts when it becomes DEGRADED, UNSTABLE or UNREACHABLE and ends
+// when it is REACHABLE again. UNKNOWN (too few vantages) starts none, and
+// inside an episode it neither ends it nor makes it worse.
 func episodes(ts []*vantagev1.Transition) []episodeJSON {
 	var out []episodeJSON
 	var cur *episodeJSON
@@ -206,6 +208,9 @@ func episodes(ts []*vantagev1.Transition) []episodeJSON {
 				out = append(out, *cur)
 				cur = nil
 			}
+			continue
+		}
+		if cur == nil && severity[to] < severity[vantagev1.State_STATE_DEGRADED] {
 			continue
 		}
 		if cur == nil {

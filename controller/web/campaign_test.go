@@ -29,6 +29,7 @@ func TestEpisodes(t *testing.T) {
 		none     = vantagev1.Location_LOCATION_NONE
 	)
 	es := episodes([]*vantagev1.Transition{
+		tr(0, -10, vantagev1.State_STATE_UNKNOWN, vantagev1.Location_LOCATION_UNSPECIFIED, vantagev1.Cause_CAUSE_UNSPECIFIED), // starting: no episode
 		tr(1, 0, reach, none, vantagev1.Cause_CAUSE_UNSPECIFIED),
 		tr(2, 10, unstable, vantagev1.Location_LOCATION_UNSPECIFIED, vantagev1.Cause_CAUSE_UNDETERMINED),
 		tr(3, 20, down, up, vantagev1.Cause_CAUSE_UPSTREAM),

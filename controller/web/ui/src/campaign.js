@@ -68,7 +68,8 @@ function drawBGP(table, view) {
   body.replaceChildren();
   for (const p of view.bgp) {
     const tr = document.createElement("tr");
-    tr.append(cell(p.prefix), cell(p.network), cell(`${Math.round(p.visibility * 100)}% (${p.peers_with_route} of ${p.peers} peers)`),
+    const vis = p.peers ? `${Math.round(p.visibility * 100)}% (${p.peers_with_route} of ${p.peers} peers)` : "no full-feed peer up: no data";
+    tr.append(cell(p.prefix), cell(p.network), cell(vis),
       cell(`${p.updates_per_minute.toFixed(1)} (${p.baseline_per_minute.toFixed(1)})`), cell((p.last_path || []).join(" ")));
     body.appendChild(tr);
   }

@@ -12,12 +12,15 @@ async function refreshOverview(table, agents) {
   const o = await api("/api/overview");
   const from = new Date(o.from), to = new Date(o.at);
   const rows = select(table).select("tbody").selectAll("tr")
-    .data(o.campaigns, (c) => c.name)
+    .data(o.campaigns) // no key: the server-rendered rows carry no data
     .join("tr");
   rows.each(function (c) {
     this.replaceChildren();
     const name = document.createElement("td");
-    name.textContent = c.name;
+    const link = document.createElement("a");
+    link.href = "/campaigns/" + encodeURIComponent(c.name);
+    link.textContent = c.name;
+    name.appendChild(link);
     const scope = document.createElement("td");
     scope.textContent = c.scope;
     const state = document.createElement("td");
@@ -30,7 +33,7 @@ async function refreshOverview(table, agents) {
   });
   if (agents) {
     select(agents).select("tbody").selectAll("tr")
-      .data(o.agents, (a) => a.id)
+      .data(o.agents)
       .join("tr")
       .each(function (a) {
         this.replaceChildren();
