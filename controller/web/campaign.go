@@ -1,7 +1,6 @@
 package web
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -95,10 +94,19 @@ func (s *Server) window(r *http.Request) (from, to time.Time, err error) {
 	return from, to, nil
 }
 
-func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
+// windowOf is window, answering 400 when it is bad.
+func (s *Server) windowOf(w http.ResponseWriter, r *http.Request) (from, to time.Time, ok bool) {
 	from, to, err := s.window(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return from, to, false
+	}
+	return from, to, true
+}
+
+func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
+	from, to, ok := s.windowOf(w, r)
+	if !ok {
 		return
 	}
 	name := r.PathValue("name")
@@ -143,9 +151,7 @@ func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
 			Peers: p.GetPeers(), PeersWithRoute: p.GetPeersWithRoute(), UpdatesPerMinute: p.GetUpdatesPerMinute(),
 			Baseline: p.GetBaselinePerMinute(), LastPath: p.GetLastPath()})
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(out)
+	writeJSON(w, out)
 }
 
 // columns groups quality points (any order) by network and vantage, in

@@ -2,7 +2,6 @@ package web
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -83,22 +82,12 @@ func TestCampaignPage(t *testing.T) {
 	web := dashboard(t)
 	c := browser(t, web)
 	login(t, web, c, "viewer-secret")
-	resp, err := c.Get(web.URL + "/campaigns/kp?from=2014-12-22T00:00:00Z&to=2014-12-23T00:00:00Z")
-	if err != nil {
-		t.Fatal(err)
+	code, body := page(t, c, web.URL+"/campaigns/kp?from=2014-12-22T00:00:00Z&to=2014-12-23T00:00:00Z")
+	if code != http.StatusOK || !strings.Contains(body, `data-campaign="kp"`) || !strings.Contains(body, `value="2014-12-22T00:00:00Z"`) {
+		t.Errorf("campaign page: %d %.400s", code, body)
 	}
-	var b strings.Builder
-	io.Copy(&b, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(b.String(), `data-campaign="kp"`) || !strings.Contains(b.String(), `value="2014-12-22T00:00:00Z"`) {
-		t.Errorf("campaign page: %d %.400s", resp.StatusCode, b.String())
-	}
-	if resp, err = c.Get(web.URL + "/campaigns/kp?from=soon"); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("campaign page with a bad window: %d, want 400", resp.StatusCode)
+	if code, _ := page(t, c, web.URL+"/campaigns/kp?from=soon"); code != http.StatusBadRequest {
+		t.Errorf("campaign page with a bad window: %d, want 400", code)
 	}
 }
 
@@ -106,14 +95,8 @@ func TestEpisodePage(t *testing.T) {
 	web := dashboard(t)
 	c := browser(t, web)
 	login(t, web, c, "viewer-secret")
-	resp, err := c.Get(web.URL + "/campaigns/kp/episode?from=2014-12-22T07:00:00Z&to=2014-12-22T17:00:00Z")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	io.Copy(&b, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(b.String(), `id="episode" data-campaign="kp"`) || !strings.Contains(b.String(), `id="graph"`) {
-		t.Errorf("episode page: %d %.400s", resp.StatusCode, b.String())
+	code, body := page(t, c, web.URL+"/campaigns/kp/episode?from=2014-12-22T07:00:00Z&to=2014-12-22T17:00:00Z")
+	if code != http.StatusOK || !strings.Contains(body, `id="episode" data-campaign="kp"`) || !strings.Contains(body, `id="graph"`) {
+		t.Errorf("episode page: %d %.400s", code, body)
 	}
 }

@@ -59,9 +59,8 @@ type pathJSON struct {
 }
 
 func (s *Server) episodeView(w http.ResponseWriter, r *http.Request) {
-	from, to, err := s.window(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	from, to, ok := s.windowOf(w, r)
+	if !ok {
 		return
 	}
 	name := r.PathValue("name")
@@ -130,9 +129,7 @@ func (s *Server) episodeView(w http.ResponseWriter, r *http.Request) {
 	if len(out.BGPUpdates) >= 1000 {
 		out.Truncated = append(out.Truncated, "bgp")
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(out)
+	writeJSON(w, out)
 }
 
 // pathGraph keeps each vantage's newest trace to each target and builds

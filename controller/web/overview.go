@@ -1,7 +1,6 @@
 package web
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -89,9 +88,7 @@ func (s *Server) agentsData(w http.ResponseWriter, r *http.Request) {
 	for _, a := range as.GetAgents() {
 		out.Agents = append(out.Agents, agentOf(a))
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(out)
+	writeJSON(w, out)
 }
 
 // OverviewWindow is how far back the overview's sparklines reach.
@@ -142,9 +139,7 @@ func (s *Server) overviewData(w http.ResponseWriter, r *http.Request) {
 		out.Agents = append(out.Agents, agentOf(a))
 	}
 	out.AgentsTruncated = as.GetNextPageToken() != ""
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(out)
+	writeJSON(w, out)
 }
 
 // bands turns a subject's transitions (oldest first) into the spans of

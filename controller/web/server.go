@@ -211,6 +211,13 @@ func httpStatus(c codes.Code) int {
 	}
 }
 
+// writeJSON writes v as a JSON answer no cache keeps (it is a view of now).
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(v)
+}
+
 func writeError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -334,9 +341,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 // page cannot read it, and a CSRF token in it would prove nothing).
 func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request) {
 	ses := sessionOf(r)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(map[string]any{"csrf": ses.csrf, "expires": ses.expires.UTC().Format(time.RFC3339)})
+	writeJSON(w, map[string]any{"csrf": ses.csrf, "expires": ses.expires.UTC().Format(time.RFC3339)})
 }
 
 // campaignPage is the campaign page's shell; the script fills it from

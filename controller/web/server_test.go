@@ -94,6 +94,19 @@ func csrf(t *testing.T, web *httptest.Server, c *http.Client) string {
 	return v.CSRF
 }
 
+// page GETs u and returns the status and the body.
+func page(t *testing.T, c *http.Client, u string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	io.Copy(&b, resp.Body)
+	return resp.StatusCode, b.String()
+}
+
 func post(t *testing.T, c *http.Client, u, csrf string) *http.Response {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, u, nil)
