@@ -29,11 +29,7 @@ func (c *controller) serveWeb(grpcAddr net.Addr) (stop func(), err error) {
 			return nil, fmt.Errorf("--web-plain: %w", err)
 		}
 	}
-	port := 0
-	if ta, ok := grpcAddr.(*net.TCPAddr); ok {
-		port = ta.Port
-	}
-	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), grpc.WithTransportCredentials(
+	conn, err := grpc.NewClient(selfAddr(grpcAddr), grpc.WithTransportCredentials(
 		credentials.NewTLS(&tls.Config{RootCAs: c.ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13})))
 	if err != nil {
 		return nil, fmt.Errorf("--web-addr: dial the controller: %w", err)
@@ -63,4 +59,18 @@ func (c *controller) serveWeb(grpcAddr net.Addr) (stop func(), err error) {
 		c.cfg.WebReady(lis.Addr())
 	}
 	return func() { srv.Close(); <-done; conn.Close() }, nil
+}
+
+// selfAddr is where the controller dials its own gRPC listener: loopback
+// when it listens on every address, else the one address it listens on.
+func selfAddr(grpcAddr net.Addr) string {
+	ta, ok := grpcAddr.(*net.TCPAddr)
+	if !ok {
+		return grpcAddr.String()
+	}
+	host := "127.0.0.1"
+	if ta.IP != nil && !ta.IP.IsUnspecified() {
+		host = ta.IP.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(ta.Port))
 }

@@ -62,3 +62,23 @@ func TestWebPlainOnlyOnLoopback(t *testing.T) {
 		t.Fatalf("Run with --web-plain on 0.0.0.0 = %v; want an error naming --web-plain", err)
 	}
 }
+
+// The dashboard dials the controller's own gRPC listener: on loopback
+// when it listens everywhere, else on the one address it listens on (the
+// lab's controller listens on its namespace's address only).
+func TestSelfAddr(t *testing.T) {
+	for _, c := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.IPv4zero, Port: 7443}, "127.0.0.1:7443"},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 7443}, "127.0.0.1:7443"},
+		{&net.TCPAddr{Port: 7443}, "127.0.0.1:7443"},
+		{&net.TCPAddr{IP: net.ParseIP("198.51.100.34"), Port: 7443}, "198.51.100.34:7443"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:5::34"), Port: 7443}, "[2001:db8:5::34]:7443"},
+	} {
+		if got := selfAddr(c.addr); got != c.want {
+			t.Errorf("selfAddr(%v) = %s, want %s", c.addr, got, c.want)
+		}
+	}
+}
