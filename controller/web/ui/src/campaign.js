@@ -76,6 +76,9 @@ function drawBGP(table, view) {
   if (!view.bgp.length) body.appendChild(cell("No BGP view (no collector, or no prefix seen)."));
 }
 
+// rfc3339 is t to the second, as the server reads it.
+const rfc3339 = (t) => t.toISOString().replace(/\.\d+Z$/, "Z");
+
 function drawEpisodes(table, view) {
   const body = table.querySelector("tbody");
   body.replaceChildren();
@@ -86,14 +89,19 @@ function drawEpisodes(table, view) {
     state.className = "state state-" + worst.toLowerCase();
     const onset = `${e.from} (±${Math.round((new Date(e.from) - new Date(e.from_earliest)) / 1000)} s)`;
     const link = document.createElement("a");
-    const end = e.to ? new Date(new Date(e.to).getTime() + 60000) : new Date();
-    link.href = `/campaigns/${encodeURIComponent(view.campaign)}/episode?from=${new Date(new Date(e.from_earliest).getTime() - 300000).toISOString().replace(/\.\d+Z$/, "Z")}&to=${end.toISOString().replace(/\.\d+Z$/, "Z")}`;
+    // The episode's window: from 15 minutes before its onset (traces run
+    // every 10 minutes, so each path has one from before), to a minute
+    // after its end, or for one that lasts, to the next whole second (the
+    // link is a snapshot that holds every transition until now).
+    const end = e.to ? new Date(new Date(e.to).getTime() + 60000) : new Date(Date.now() + 1000);
+    const start = new Date(new Date(e.from_earliest).getTime() - 15 * 60000);
+    link.href = `/campaigns/${encodeURIComponent(view.campaign)}/episode?from=${rfc3339(start)}&to=${rfc3339(end)}`;
     link.textContent = onset;
     const first = document.createElement("td");
     first.appendChild(link);
     tr.append(first, cell(e.to || "ongoing"), state, cell(e.location || ""),
       cell(e.upstream ? `${e.upstream}${e.upstream_as ? " AS" + e.upstream_as : ""}` : ""),
-      cell(e.cause ? `${e.cause} ${e.confidence.toFixed(2)}` : ""));
+      cell(e.cause ? `${e.cause} ${(e.confidence || 0).toFixed(2)}` : ""));
     body.appendChild(tr);
   }
   if (!view.episodes.length) body.appendChild(cell("No episode in this window."));

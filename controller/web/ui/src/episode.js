@@ -14,9 +14,12 @@ function layout(graph) {
   let maxDepth = 1;
   for (const p of graph.paths) {
     depth.set("agent:" + p.agent, 0);
-    p.hops.forEach((h, i) => { depth.set(h, Math.max(depth.get(h) || 0, i + 1)); maxDepth = Math.max(maxDepth, i + 2); });
+    const seq = p.dies_at ? [...p.hops, p.dies_at] : p.hops;
+    seq.forEach((h, i) => { depth.set(h, Math.max(depth.get(h) || 0, i + 1)); maxDepth = Math.max(maxDepth, i + 2); });
   }
-  for (const p of graph.paths) depth.set(p.target, maxDepth);
+  // Targets go last, unless a target is also a hop (a router the campaign
+  // probes): it keeps its place on the paths through it.
+  for (const p of graph.paths) if (!depth.has(p.target)) depth.set(p.target, maxDepth);
   const cols = new Map();
   for (const n of graph.nodes) {
     const d = depth.get(n.id) ?? 0;
@@ -35,6 +38,7 @@ function layout(graph) {
 
 function label(n) {
   if (n.kind === "vantage") return n.name;
+  if (n.kind === "network") return `${n.name} (${n.targets} host${n.targets === 1 ? "" : "s"})`;
   let s = n.name || n.id;
   if (n.role) s += ` (${n.role.toLowerCase()})`;
   if (n.asn) s += ` AS${n.asn}`;
@@ -45,12 +49,16 @@ export function drawGraph(el, graph) {
   el.replaceChildren();
   if (!graph.paths.length) { el.textContent = "No traceroute in this window."; return; }
   const { pos, width, height } = layout(graph);
+  const traces = graph.paths.reduce((n, p) => n + (p.count || 1), 0);
   const svg = select(el).append("svg").attr("viewBox", `0 0 ${width} ${height}`).attr("class", "paths")
-    .attr("role", "img").attr("aria-label", `${graph.paths.length} traceroute paths`);
+    .attr("role", "img").attr("aria-label", `${traces} traceroutes along ${graph.paths.length} paths`);
   const ends = new Map(); // where failing paths end, and how many
   for (const p of graph.paths) {
+    // A dead path runs to the router that went silent (dies_at: the next
+    // hop of the vantage's trace before), else to its last answer.
     const seq = ["agent:" + p.agent, ...p.hops];
     if (p.reached) seq.push(p.target);
+    else if (p.dies_at) seq.push(p.dies_at);
     for (let i = 1; i < seq.length; i++) {
       const a = pos.get(seq[i - 1]), b = pos.get(seq[i]);
       svg.append("line").attr("x1", a.x).attr("y1", a.y).attr("x2", b.x).attr("y2", b.y)
@@ -58,7 +66,7 @@ export function drawGraph(el, graph) {
     }
     if (!p.reached) {
       const at = seq[seq.length - 1];
-      ends.set(at, (ends.get(at) || 0) + 1);
+      ends.set(at, (ends.get(at) || 0) + (p.count || 1));
     }
   }
   for (const n of graph.nodes) {
