@@ -54,6 +54,11 @@ type Config struct {
 	// BGP runs the lab in BGP mode (BIRD in every router) and the
 	// controller with its collector peering with the lab's routers.
 	BGP bool
+	// Web serves the dashboard (WebHTTPS or WebPlain; "" for none) on the
+	// controller namespace's loopback, forwarded to 127.0.0.1:WebHostPort
+	// on the host (0: any free port). See WebURL.
+	Web         string
+	WebHostPort int
 }
 
 // Harness is a running lab with a controller and agents.
@@ -70,6 +75,7 @@ type Harness struct {
 	caHash  string
 	join    string
 	dataDir string
+	web     *forward // nil unless Config.Web
 
 	mu    sync.Mutex
 	procs map[string]*proc // node -> process
@@ -122,6 +128,11 @@ func Start(ctx context.Context, cfg Config) (h *Harness, err error) {
 	}
 	if err := h.connect(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.Web != "" {
+		if err := h.startWebForward(cfg.WebHostPort); err != nil {
+			return nil, err
+		}
 	}
 	tok, err := h.Operator.CreateJoinToken(h.ctx(ctx), &vantagev1.CreateJoinTokenRequest{TtlS: 3600})
 	if err != nil {
@@ -253,7 +264,7 @@ func (h *Harness) startController(ctx context.Context) error {
 		// The lab's networks are benchmarking and documentation ranges.
 		"--allow-special-ranges",
 	}
-	args = append(append(args, h.collectorArgs()...), h.cfg.ControllerArgs...)
+	args = append(append(append(args, h.collectorArgs()...), h.webArgs()...), h.cfg.ControllerArgs...)
 	if err := h.startProcess(ctx, "controller", filepath.Join(h.cfg.BinDir, "vantage-controller"), args...); err != nil {
 		return err
 	}
@@ -496,6 +507,9 @@ func (h *Harness) Close() error {
 	}
 	if h.conn != nil {
 		errs = append(errs, h.conn.Close())
+	}
+	if h.web != nil {
+		errs = append(errs, h.web.Close())
 	}
 	errs = append(errs, h.stopProcess("controller"))
 	if h.Lab != nil {
