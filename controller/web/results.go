@@ -20,7 +20,9 @@ import (
 
 // The raw results page: the stored results behind a verdict, as the
 // agents sent them, so a reader can check the evidence row by row. The
-// query is in the URL, so a shared link shows the same results.
+// query is in the URL, so a shared link shows the same results; the
+// episode page links each vantage's evidence here with the transition's
+// rounds.
 
 // Results per answer: the default and the most one request may ask.
 const (
