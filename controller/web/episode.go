@@ -30,7 +30,10 @@ type episodeViewJSON struct {
 	Transitions []json.RawMessage `json:"transitions"`
 	Graph       pathGraphJSON     `json:"graph"`
 	BGPUpdates  []json.RawMessage `json:"bgp_updates"`
-	// Truncated names what was cut at its bound ("traces", "bgp").
+	// Evidence is each transition's evidence (evidence.go), by its id.
+	Evidence map[string]evidenceJSON `json:"evidence"`
+	// Truncated names what was cut at its bound ("traces", "bgp",
+	// "series").
 	Truncated []string `json:"truncated,omitempty"`
 }
 
@@ -84,6 +87,7 @@ func (s *Server) episodeView(w http.ResponseWriter, r *http.Request) {
 	out := episodeViewJSON{Campaign: name, From: from, To: to, Transitions: []json.RawMessage{}, BGPUpdates: []json.RawMessage{},
 		Graph: pathGraphJSON{Nodes: []pathNodeJSON{}, Paths: []pathJSON{}}}
 	routers := map[string]*vantagev1.Router{}
+	var ts []*vantagev1.Transition
 	for _, lv := range []vantagev1.Level{vantagev1.Level_LEVEL_SCOPE, vantagev1.Level_LEVEL_NETWORK} {
 		tl, err := s.cfg.Operator.GetTimeline(ctx, &vantagev1.GetTimelineRequest{Campaign: name, Level: lv,
 			From: timestamppb.New(from), To: timestamppb.New(to)})
@@ -101,7 +105,17 @@ func (s *Server) episodeView(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			out.Transitions = append(out.Transitions, b)
+			ts = append(ts, tr)
 		}
+	}
+	evidence, cut, err := s.transitionEvidence(ctx, name, ts)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out.Evidence = evidence
+	if cut {
+		out.Truncated = append(out.Truncated, "series")
 	}
 	// The campaign's own routers (upstreams, borders) give the graph's
 	// hops their role and name where no verdict named them.

@@ -83,7 +83,7 @@ func TestEpisodeView(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("episode view: %d %v", resp.StatusCode, err)
 	}
-	if v.Campaign != "kp" || v.Graph.Paths == nil || v.Transitions == nil || v.BGPUpdates == nil {
+	if v.Campaign != "kp" || v.Graph.Paths == nil || v.Transitions == nil || v.BGPUpdates == nil || v.Evidence == nil {
 		t.Errorf("episode view %+v", v)
 	}
 }

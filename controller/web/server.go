@@ -70,6 +70,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /{$}", s.authed(s.overview))
 	s.mux.HandleFunc("GET /campaigns/{name}", s.authed(s.campaignPage))
 	s.mux.HandleFunc("GET /campaigns/{name}/episode", s.authed(s.episodePage))
+	s.mux.HandleFunc("GET /campaigns/{name}/results", s.authed(s.resultsPage))
 	s.mux.HandleFunc("GET /api/session", s.authed(s.sessionInfo))
 	s.mux.HandleFunc("GET /api/campaigns", s.authed(s.campaigns))
 	s.mux.HandleFunc("GET /api/overview", s.authed(s.overviewData))
@@ -77,6 +78,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /agents", s.authed(s.agentsPage))
 	s.mux.HandleFunc("GET /api/campaigns/{name}/view", s.authed(s.campaignView))
 	s.mux.HandleFunc("GET /api/campaigns/{name}/episode", s.authed(s.episodeView))
+	s.mux.HandleFunc("GET /api/campaigns/{name}/results", s.authed(s.resultsData))
 	s.mux.HandleFunc("GET /api/watch", s.authed(s.watch))
 	s.mux.HandleFunc("POST /api/campaigns/{name}/pause", s.authed(s.mutating(s.pause)))
 	s.mux.HandleFunc("POST /api/campaigns/{name}/resume", s.authed(s.mutating(s.resume)))
@@ -261,8 +263,15 @@ var pages = template.Must(template.New("").Parse(`
 <main id="episode" data-campaign="{{.Name}}"><p><a href="/campaigns/{{.Name}}">{{.Name}}</a></p><h1>{{.Name}}: {{.From}} to {{.To}}</h1>
 <p id="live" aria-live="polite"></p>
 <section><h2>Verdicts and evidence</h2><table id="transitions"><thead><tr><th>Detected</th><th>Subject</th><th>Change</th><th>Where</th><th>Router</th><th>Cause</th><th>Evidence</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Evidence behind each verdict</h2><p>What <code>vantagectl explain</code> shows for each transition, with each vantage's raw results over its rounds.</p><div id="evidence"></div></section>
 <section><h2>Traceroute paths</h2><div id="graph"></div></section>
 <section><h2>BGP updates</h2><table id="bgp-updates"><thead><tr><th>At</th><th>Peer</th><th>Prefix</th><th>Update</th><th>AS path</th></tr></thead><tbody></tbody></table></section>
+</main></body></html>{{end}}
+{{define "results"}}{{template "head" "Raw results"}}
+<main id="results-page" data-campaign="{{.Name}}"><p><a href="/campaigns/{{.Name}}?from={{.Start}}&amp;to={{.End}}">{{.Name}}</a></p><h1>{{.Name}}: raw results, {{.Start}} to {{.End}}</h1>
+<form id="results-filter" method="get"><label>Vantage <input name="agent" value="{{.Agent}}" placeholder="agent id"></label> <label>Target <input name="target" value="{{.Target}}" placeholder="IP address"></label> <label>Network <input name="network" value="{{.Network}}"></label> <label>From <input name="from" value="{{.From}}" placeholder="RFC 3339"></label> <label>To <input name="to" value="{{.To}}" placeholder="now"></label> <label>Limit <input name="limit" value="{{.Limit}}" placeholder="200, at most 1000" inputmode="numeric"></label> <button type="submit">Show</button></form>
+<p id="results-status" aria-live="polite"></p>
+<table id="results"><thead><tr><th>Sent</th><th>Vantage</th><th>Round</th><th>Target</th><th>Kind</th><th>Outcome</th><th>RTT</th><th>From</th><th>Hops</th></tr></thead><tbody></tbody></table>
 </main></body></html>{{end}}
 {{define "agents"}}{{template "head" "Agents"}}
 <main id="agents-page"><p><a href="/">All campaigns</a></p><h1>Agents</h1>

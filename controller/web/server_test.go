@@ -19,7 +19,9 @@ import (
 	"github.com/vantage-net/vantage/controller/api"
 	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/internal/fixture"
+	"github.com/vantage-net/vantage/controller/store/sqlite"
 	"github.com/vantage-net/vantage/controller/verdict/live"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -30,20 +32,40 @@ var t0 = time.Date(2014, 12, 22, 16, 0, 0, 0, time.UTC)
 // gRPC and TLS, with a viewer's and an operator's token, and one campaign.
 func dashboard(t *testing.T) *httptest.Server {
 	t.Helper()
+	return newBed(t, fixture.Campaign{Name: "kp", Networks: []string{"198.18.0.0/24"}}.YAML(), t0.Add(time.Minute)).web
+}
+
+// bed is the dashboard and what stands behind it, for the tests that
+// store results and drive the verdicts themselves.
+type bed struct {
+	web    *httptest.Server
+	db     *sqlite.DB
+	worker *live.Worker
+	clock  *fixture.Clock
+}
+
+// newBed is dashboard's set-up with campaign "kp" as specYAML and every
+// clock at now (the bed's clock moves them all).
+func newBed(t *testing.T, specYAML string, now time.Time) *bed {
+	t.Helper()
 	db, ca, _ := fixture.StoreAndCA(t)
 	ctx := context.Background()
-	fixture.PutCampaign(t, db, "kp", fixture.Campaign{Name: "kp", Networks: []string{"198.18.0.0/24"}}.YAML(), t0)
+	fixture.PutCampaign(t, db, "kp", specYAML, t0)
 	fixture.OperatorTokens(t, db, t0)
+	clock := fixture.NewClock(now)
 	cat := catalogue.New(catalogue.Options{Store: db})
 	if err := cat.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	worker := live.New(live.Options{Store: db, Campaigns: cat, Now: func() time.Time { return t0.Add(time.Minute) }})
+	worker := live.New(live.Options{Store: db, Campaigns: cat, Now: clock.Now})
 	t.Cleanup(func() { worker.Close() })
 	if err := worker.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s := api.New(api.Config{Store: db, Fleet: fleet.New(db, ca, fleet.Options{}), Campaigns: cat, Verdicts: worker, Now: func() time.Time { return t0.Add(time.Minute) }})
+	fl := fleet.New(db, ca, fleet.Options{})
+	sessions := ingest.New(ingest.Config{Store: db, Fleet: fl, Campaigns: cat, Observer: worker, Log: fixture.Log(t), Now: clock.Now})
+	t.Cleanup(sessions.Wait)
+	s := api.New(api.Config{Store: db, Fleet: fl, Campaigns: cat, Verdicts: worker, Sessions: sessions, Now: clock.Now})
 	addr := fixture.ServeTLS(t, ca, func(g *grpc.Server) { vantagev1.RegisterOperatorServiceServer(g, s) }, s.Wait,
 		grpc.UnaryInterceptor(s.UnaryInterceptor()), grpc.StreamInterceptor(s.StreamInterceptor()))
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13})))
@@ -51,9 +73,9 @@ func dashboard(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	web := httptest.NewTLSServer(New(Config{Operator: vantagev1.NewOperatorServiceClient(conn), Logger: fixture.Log(t)}))
+	web := httptest.NewTLSServer(New(Config{Operator: vantagev1.NewOperatorServiceClient(conn), Logger: fixture.Log(t), Now: clock.Now}))
 	t.Cleanup(web.Close)
-	return web
+	return &bed{web: web, db: db, worker: worker, clock: clock}
 }
 
 // browser is a client of the dashboard with a cookie jar that does not

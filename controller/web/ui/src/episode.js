@@ -1,6 +1,8 @@
-// The episode page: the transitions and their evidence, the traceroute
-// paths from every vantage drawn as a graph that shows where each path
-// ends, and the BGP updates in the window.
+// The episode page: the transitions and the evidence behind each (its
+// cause, location, router and children, and every vantage's view with a
+// link to its raw results), the traceroute paths from every vantage drawn
+// as a graph that shows where each path ends, and the BGP updates in the
+// window.
 
 import { select } from "d3-selection";
 import { api, stateWord } from "./common.js";
@@ -90,6 +92,124 @@ function cell(text) {
   return td;
 }
 
+function el(tag, text, className) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (className) e.className = className;
+  return e;
+}
+
+function list(items, className) {
+  const ul = el("ul", undefined, className);
+  for (const i of items) ul.appendChild(el("li", i));
+  return ul;
+}
+
+// stateCell is a state's colour with its name beside it.
+function stateCell(tag, s) {
+  const w = stateWord(s);
+  return el(tag, w, "state state-" + w.toLowerCase());
+}
+
+function routerText(r) {
+  return [r.role && r.role.toLowerCase(), r.name, r.address, r.asn && "AS" + r.asn].filter(Boolean).join(" ");
+}
+
+function pct(x) { return (100 * x).toFixed(x > 0 && x < 0.01 ? 2 : 1) + "%"; }
+
+// healthCell is the verdict's view of a vantage: healthy or not, with its
+// reason, in words beside the colour; "not kept" once the verdict has
+// moved on (a past transition keeps no per-vantage health).
+function healthCell(v) {
+  if (!v.verdict) return el("td", "not kept", "state state-unknown health");
+  const h = v.verdict;
+  const word = h.healthy ? "healthy" : "unhealthy";
+  return el("td", word + (h.reason ? ": " + h.reason : ""), "state health state-" + (h.healthy ? "reachable" : "unreachable"));
+}
+
+function vantageRow(v) {
+  const tr = document.createElement("tr");
+  tr.dataset.agent = v.agent_id;
+  const name = el("td", v.agent_name && v.agent_name !== v.agent_id ? `${v.agent_name} (${v.agent_id})` : v.agent_id);
+  const h = v.verdict;
+  const q = v.quality;
+  tr.append(name, healthCell(v),
+    h ? stateCell("td", h.state) : el("td", "-"),
+    el("td", h ? `${h.targets_up} up, ${h.targets_down} down` : "-"),
+    el("td", h ? `${h.last_round}${h.last_result_at ? " (" + h.last_result_at + ")" : ""}` : "-"),
+    el("td", q ? `${pct(q.loss)} (${q.first_try_answers} of ${q.probes} first try, ${q.rounds} round${q.rounds === 1 ? "" : "s"})` : "none counted: no answer", "loss"),
+    el("td", q && q.rtt_p50_ms ? `${q.rtt_p50_ms.toFixed(1)} / ${q.rtt_p90_ms.toFixed(1)} ms` : "-", "rtt"));
+  const raw = el("td");
+  const a = el("a", "raw results", "results-link");
+  a.href = v.results_url;
+  raw.appendChild(a);
+  tr.appendChild(raw);
+  return tr;
+}
+
+// evidenceArticle is one transition's evidence: what `vantagectl explain`
+// prints for its verdict, as far as the transition keeps it, and each
+// vantage's row with a link to its raw results over the transition's
+// rounds.
+function evidenceArticle(tr, ev) {
+  const art = el("article", undefined, "evidence");
+  art.id = "evidence-" + ev.transition_id;
+  art.dataset.transition = ev.transition_id;
+  const h = el("h3", `${tr.detected_at} · ${ev.subject} (${ev.level.toLowerCase()}): `);
+  h.append(stateCell("span", tr.from), document.createTextNode(" → "), stateCell("span", tr.to));
+  art.appendChild(h);
+  const dl = el("dl", undefined, "evidence-facts");
+  const fact = (label, value, className) => {
+    dl.appendChild(el("dt", label));
+    const dd = el("dd", undefined, className);
+    if (typeof value === "string") dd.textContent = value; else dd.appendChild(value);
+    dl.appendChild(dd);
+  };
+  fact("Cause", ev.cause ? ev.cause.toLowerCase() + (ev.cause === "UNDETERMINED" ? "" : `, confidence ${ev.confidence.toFixed(2)}`) : "none", "evidence-cause");
+  if (ev.cause_evidence.length) fact("Cause evidence", list(ev.cause_evidence, "cause-evidence"));
+  if (ev.bgp) fact("BGP", ev.bgp, "evidence-bgp");
+  if (ev.bgp_summary && ev.bgp_summary.length) fact("BGP detail", list(ev.bgp_summary, "bgp-summary"));
+  fact("Location", ev.location ? ev.location.toLowerCase().replace(/_/g, " ") : "-", "evidence-location");
+  fact("Router", ev.router ? routerText(ev.router) : "none named", "evidence-router");
+  if (ev.reason) fact("Reason", ev.reason.toLowerCase(), "evidence-reason");
+  fact("Up", ev.up_children.length ? ev.up_children.join(", ") : "none", "evidence-up");
+  fact("Down", ev.down_children.length ? ev.down_children.join(", ") : "none", "evidence-down");
+  if (ev.upstreams && ev.upstreams.length) {
+    fact("Upstreams", list(ev.upstreams.map((u) => `${u.name} (${u.addresses.join(", ")}): ${u.dead ? "paths die" : "carries traffic"}; up ${(u.networks_up || []).join(", ") || "-"}, down ${(u.networks_down || []).join(", ") || "-"}`), "evidence-upstreams"));
+  }
+  if (ev.notes && ev.notes.length) fact("Notes", list(ev.notes, "evidence-notes"));
+  const all = el("a", `every vantage, ${ev.results_from} to ${ev.results_to}`, "results-link results-all");
+  all.href = ev.results_url;
+  fact("Raw results", all);
+  art.appendChild(dl);
+  art.appendChild(el("p", ev.health_as_of
+    ? `Health, state and targets as the verdict saw them at ${ev.health_as_of} (it is still in this state). Loss and RTT are the verdict engine's quality series over the transition's rounds: probes of targets some vantage got an answer from.`
+    : "The verdict has moved on since: a past transition keeps no per-vantage health. Loss and RTT are the verdict engine's quality series over the transition's rounds: probes of targets some vantage got an answer from.",
+  "evidence-note"));
+  const table = el("table", undefined, "vantage-evidence");
+  const head = el("tr");
+  for (const t of ["Vantage", "Health", "State", "Targets", "Last round", "Loss", "RTT p50 / p90", "Raw results"]) head.appendChild(el("th", t));
+  table.appendChild(el("thead")).appendChild(head);
+  const body = table.appendChild(el("tbody"));
+  for (const v of ev.vantages) body.appendChild(vantageRow(v));
+  if (!ev.vantages.length) {
+    const r = body.appendChild(el("tr"));
+    const c = r.appendChild(el("td", "No vantage reported in these rounds."));
+    c.colSpan = 8;
+  }
+  art.appendChild(table);
+  return art;
+}
+
+export function drawEvidence(container, v) {
+  container.replaceChildren();
+  for (const tr of v.transitions) {
+    const ev = (v.evidence || {})[tr.id];
+    if (ev) container.appendChild(evidenceArticle(tr, ev));
+  }
+  if (!container.children.length) container.textContent = "No transition in this window.";
+}
+
 export function episodePage(main) {
   const name = main.dataset.campaign;
   const params = new URLSearchParams(location.search);
@@ -110,6 +230,7 @@ export function episodePage(main) {
       row.appendChild(ev);
       tbody.appendChild(row);
     }
+    drawEvidence(document.getElementById("evidence"), v);
     drawGraph(document.getElementById("graph"), v.graph);
     const bgp = document.querySelector("#bgp-updates tbody");
     bgp.replaceChildren();

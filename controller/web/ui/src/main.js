@@ -7,6 +7,7 @@ import { api, stateWord, sparkline } from "./common.js";
 import { campaignPage } from "./campaign.js";
 import { episodePage } from "./episode.js";
 import { agentsPage } from "./agents.js";
+import { resultsPage } from "./results.js";
 
 async function refreshOverview(table, agents) {
   const o = await api("/api/overview");
@@ -52,6 +53,8 @@ function main() {
   if (campaign) campaignPage(campaign);
   const episode = document.getElementById("episode");
   if (episode) episodePage(episode);
+  const results = document.getElementById("results-page");
+  if (results) resultsPage(results);
   const agentList = document.getElementById("agents-page");
   if (agentList) agentsPage(agentList);
   const table = document.getElementById("campaigns");
