@@ -26,9 +26,12 @@ define deps_as_root
 endef
 
 # The main job: the 2014 story in the namespace lab, about two minutes.
+# DASHBOARD=1 also serves the dashboard on http://127.0.0.1:$(WEB_PORT)/
+# and keeps everything up after the story until Ctrl-C.
+WEB_PORT ?= 8080
 demo: build
 	$(call deps_as_root,lab)
-	$(BIN)/vantage-demo -bin $(BIN) -campaign deploy/examples/country.yaml
+	$(BIN)/vantage-demo -bin $(BIN) -campaign deploy/examples/country.yaml $(if $(DASHBOARD),-dashboard -web-port $(WEB_PORT))
 
 # Unit tests with the race detector (lab tests run here too when root), then
 # the end-to-end test in the lab (skips clearly without root).
@@ -47,7 +50,7 @@ test-e2e:
 # leaving, and a steady run with a lossy vantage; prints state, location and
 # detection latency in rounds per scenario. Root; skips clearly without it.
 test-scenarios:
-	$(call deps_as_root,lab)
+	$(call deps_as_root,lab web)
 	$(GO) test -count=1 -v -timeout 45m ./deploy/scenarios/
 
 # Reliability tests (deploy/reliability): processes SIGKILLed, links cut,

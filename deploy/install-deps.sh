@@ -23,7 +23,8 @@
 #   web    the dashboard's front-end build (make web, make web-check):
 #          Node.js and npm, which fetch esbuild and the chart packages at
 #          the versions package-lock.json pins; Chromium, which the
-#          dashboard's browser tests drive (chromedp)
+#          dashboard's browser test drives (chromedp; make test-scenarios
+#          installs this group with lab)
 #   all    every group
 #
 # Each package is checked by the file it provides and vantage uses, so the
@@ -86,6 +87,8 @@ present() {
   esac
 }
 
+# A package in two named groups (bird2 in lab and bgp) is wanted once.
+mapfile -t want < <(printf '%s\n' "${want[@]}" | awk '!seen[$0]++')
 missing=()
 for p in "${want[@]}"; do
   present "${probe[$p]}" || missing+=("$p")

@@ -42,6 +42,8 @@ func run() int {
 	keep := flag.Bool("keep", false, "keep the work directory (logs, SQLite database) after the demo")
 	verbose := flag.Bool("v", false, "log the harness's own steps")
 	static := flag.Bool("static", false, "tell the story with static routes (no BGP: the lab's routers run no BIRD, the controller no collector)")
+	dashboard := flag.Bool("dashboard", false, "serve the dashboard on 127.0.0.1 (-web-port), print its URL and a viewer token, and after the story keep the lab and the controller up until Ctrl-C")
+	webPort := flag.Int("web-port", 8080, "with -dashboard: the host loopback port the dashboard is forwarded to (0: any free port)")
 	flag.Parse()
 
 	if os.Geteuid() != 0 {
@@ -77,7 +79,13 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "vantage-demo: %v\n", err)
 		return 1
 	}
-	if err := play(ctx, demo.Config{BinDir: *bin, Prefix: *prefix, WorkDir: work, Logger: logger, BGP: !*static}, spec, os.Stdout); err != nil {
+	cfg := demo.Config{BinDir: *bin, Prefix: *prefix, WorkDir: work, Logger: logger, BGP: !*static}
+	if *dashboard {
+		// Plain HTTP on the controller namespace's loopback, forwarded to
+		// the host's: a browser here opens it without a certificate warning.
+		cfg.Web, cfg.WebHostPort = demo.WebPlain, *webPort
+	}
+	if err := play(ctx, cfg, spec, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "vantage-demo: %v\n(logs kept in %s)\n", err, work)
 		return 1
 	}
@@ -121,6 +129,13 @@ func play(ctx context.Context, cfg demo.Config, spec []byte, out io.Writer) (err
 	}()
 	s.h = h
 	fmt.Fprintf(out, "controller up at %s, 3 agents enrolled and connected (logs in %s)\n", h.ControllerAddr(), cfg.WorkDir)
+	viewer := ""
+	if cfg.Web != "" {
+		if viewer, err = h.OperatorToken(ctx, "dashboard", "viewer"); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "dashboard: %s/ (log in with the viewer token %s)\n", h.WebURL(), viewer)
+	}
 
 	if err := s.applySteady(ctx, spec); err != nil {
 		return err
@@ -129,7 +144,13 @@ func play(ctx context.Context, cfg demo.Config, spec []byte, out io.Writer) (err
 	if err != nil {
 		return err
 	}
-	return s.summarise(ctx, records)
+	if err := s.summarise(ctx, records); err != nil || cfg.Web == "" {
+		return err
+	}
+	fmt.Fprintf(out, "\nthe lab and the controller stay up for the dashboard: %s/campaigns/%s\nviewer token: %s\nCtrl-C to stop and clean up\n",
+		h.WebURL(), s.campaign, viewer)
+	<-ctx.Done()
+	return nil
 }
 
 // applySteady applies the campaign and waits until its scope is reachable
