@@ -262,9 +262,9 @@ var pages = template.Must(template.New("").Parse(`
 {{define "episode"}}{{template "head" "Episode"}}
 <main id="episode" data-campaign="{{.Name}}"><p><a href="/campaigns/{{.Name}}">{{.Name}}</a></p><h1>{{.Name}}: {{.From}} to {{.To}}</h1>
 <p id="live" aria-live="polite"></p>
-<section><h2>Verdicts and evidence</h2><table id="transitions"><thead><tr><th>Detected</th><th>Subject</th><th>Change</th><th>Where</th><th>Router</th><th>Cause</th><th>Evidence</th></tr></thead><tbody></tbody></table></section>
-<section><h2>Evidence behind each verdict</h2><p>What <code>vantagectl explain</code> shows for each transition, with each vantage's raw results over its rounds.</p><div id="evidence"></div></section>
-<section><h2>Traceroute paths</h2><div id="graph"></div></section>
+<section><h2>Traceroute paths</h2><p>Each vantage's newest trace to each target, a network's hosts merged; a ✕ marks where paths die.</p><div id="graph"></div></section>
+<section><h2>Verdicts</h2><table id="transitions"><thead><tr><th>Detected</th><th>Subject</th><th>Change</th><th>Where</th><th>Router</th><th>Cause</th><th>Evidence</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Evidence behind each verdict</h2><p>What <code>vantagectl explain</code> shows for each transition, with each vantage's raw results over its rounds. The scope's latest is open.</p><div id="evidence"></div></section>
 <section><h2>BGP updates</h2><table id="bgp-updates"><thead><tr><th>At</th><th>Peer</th><th>Prefix</th><th>Update</th><th>AS path</th></tr></thead><tbody></tbody></table></section>
 </main></body></html>{{end}}
 {{define "results"}}{{template "head" "Raw results"}}

@@ -220,7 +220,7 @@ func TestDashboard(t *testing.T) {
 	if !eval[bool](t, tab, `window.vantageNoReload === true`) {
 		t.Fatal("the campaign page was reloaded: it must update in place")
 	}
-	campaignShot := shot(t, tab, dir, "dashboard-campaign")
+	campaignShot := shot(t, tab, dir, "dashboard-campaign-blackout")
 
 	// The episode page, reached by its link.
 	eval[bool](t, tab, `(() => { `+episodeRow+`.querySelector('a').click(); return true; })()`)

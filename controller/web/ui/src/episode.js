@@ -29,13 +29,13 @@ function layout(graph) {
     cols.get(d).push(n);
   }
   const pos = new Map();
-  const colW = 150, rowH = 44;
+  const colW = 160, rowH = 58, left = 110; // left: room for a vantage's name
   let height = 0;
   for (const [d, ns] of cols) {
-    ns.forEach((n, i) => pos.set(n.id, { x: 60 + d * colW, y: 30 + i * rowH }));
+    ns.forEach((n, i) => pos.set(n.id, { x: left + d * colW, y: 30 + i * rowH }));
     height = Math.max(height, 30 + ns.length * rowH);
   }
-  return { pos, width: 120 + maxDepth * colW, height };
+  return { pos, width: 2 * left + maxDepth * colW, height };
 }
 
 function label(n) {
@@ -152,12 +152,14 @@ function vantageRow(v) {
 // vantage's row with a link to its raw results over the transition's
 // rounds.
 function evidenceArticle(tr, ev) {
-  const art = el("article", undefined, "evidence");
-  art.id = "evidence-" + ev.transition_id;
-  art.dataset.transition = ev.transition_id;
-  const h = el("h3", `${tr.detected_at} · ${ev.subject} (${ev.level.toLowerCase()}): `);
+  const outer = el("article", undefined, "evidence");
+  outer.id = "evidence-" + ev.transition_id;
+  outer.dataset.transition = ev.transition_id;
+  // Folded: an episode has a transition per network and refinement; the
+  // page opens the one a reader quotes (the scope's latest).
+  const art = outer.appendChild(el("details"));
+  const h = art.appendChild(el("summary")).appendChild(el("h3", `${tr.detected_at} · ${ev.subject} (${ev.level.toLowerCase()}): `));
   h.append(stateCell("span", tr.from), document.createTextNode(" → "), stateCell("span", tr.to));
-  art.appendChild(h);
   const dl = el("dl", undefined, "evidence-facts");
   const fact = (label, value, className) => {
     dl.appendChild(el("dt", label));
@@ -198,7 +200,7 @@ function evidenceArticle(tr, ev) {
     c.colSpan = 8;
   }
   art.appendChild(table);
-  return art;
+  return outer;
 }
 
 export function drawEvidence(container, v) {
@@ -207,7 +209,10 @@ export function drawEvidence(container, v) {
     const ev = (v.evidence || {})[tr.id];
     if (ev) container.appendChild(evidenceArticle(tr, ev));
   }
-  if (!container.children.length) container.textContent = "No transition in this window.";
+  if (!container.children.length) { container.textContent = "No transition in this window."; return; }
+  const scope = [...v.transitions].reverse().find((tr) => tr.level === "LEVEL_SCOPE" && (v.evidence || {})[tr.id]);
+  const open = document.getElementById("evidence-" + (scope || v.transitions[v.transitions.length - 1]).id);
+  if (open) open.querySelector("details").open = true;
 }
 
 export function episodePage(main) {
@@ -223,10 +228,15 @@ export function episodePage(main) {
       row.append(cell(tr.detected_at), cell(tr.subject), cell(`${stateWord(tr.from)} → ${stateWord(tr.to)}`),
         cell((tr.location || "").replace(/^LOCATION_/, "")), cell(hop.name ? `${hop.name} ${hop.address}${hop.asn ? " AS" + hop.asn : ""}` : ""),
         cell(c.cause ? `${c.cause.replace(/^CAUSE_/, "")} ${(c.confidence || 0).toFixed(2)}` : ""));
+      // The evidence itself is in its article below; the row links to it.
       const ev = cell("");
-      const ul = document.createElement("ul");
-      for (const e of c.evidence || []) { const li = document.createElement("li"); li.textContent = e; ul.appendChild(li); }
-      ev.appendChild(ul);
+      if ((v.evidence || {})[tr.id]) {
+        const a = document.createElement("a");
+        a.href = "#evidence-" + tr.id;
+        a.textContent = `${(c.evidence || []).length} line${(c.evidence || []).length === 1 ? "" : "s"}`;
+        a.addEventListener("click", () => { const d = document.querySelector(`#evidence-${tr.id} details`); if (d) d.open = true; });
+        ev.appendChild(a);
+      }
       row.appendChild(ev);
       tbody.appendChild(row);
     }
