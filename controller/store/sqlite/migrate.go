@@ -245,6 +245,10 @@ var migrations = []string{
 		full_feed INTEGER NOT NULL
 	);
 	CREATE INDEX bgp_peer_events_at ON bgp_peer_events (at_ns, id);`,
+	// 11: the timeline of a few subjects (TimelineQuery.Subjects: the
+	// dashboard's page of a network's targets) by verdict id, not by a
+	// scan of every transition of the campaign in the window.
+	`CREATE INDEX transitions_verdict_detected ON transitions (verdict_id, detected_at);`,
 }
 
 // migrationSteps run in Go after the SQL of the migration with that number,
