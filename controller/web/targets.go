@@ -65,21 +65,21 @@ func (s *Server) targets(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.call(r, sessionOf(r))
 	defer cancel()
-	vs, err := s.cfg.Operator.GetVerdicts(ctx, &vantagev1.GetVerdictsRequest{Campaign: name, Level: vantagev1.Level_LEVEL_NETWORK})
+	nets, err := s.networkVerdicts(ctx, name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(vs.GetVerdicts()) == 0 {
+	if len(nets) == 0 {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("network: campaign %q has no network verdicts (it is not active)", name))
 		return
 	}
-	i := slices.IndexFunc(vs.GetVerdicts(), func(v *vantagev1.Verdict) bool { return v.GetSubject() == network })
+	i := slices.IndexFunc(nets, func(v *vantagev1.Verdict) bool { return v.GetSubject() == network })
 	if i < 0 {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("network: %q is not a network of campaign %q", network, name))
 		return
 	}
-	v := vs.GetVerdicts()[i]
+	v := nets[i]
 	all := make([]targetJSON, 0, len(v.GetUpChildren())+len(v.GetDownChildren()))
 	for _, a := range v.GetUpChildren() {
 		all = append(all, targetJSON{Address: a, Now: "up"})
