@@ -233,7 +233,7 @@ function drawEpisodes(table, view) {
     first.appendChild(link);
     tr.append(first, cell(e.to || "ongoing"), state, cell(e.location || ""),
       cell(e.upstream ? `${e.upstream}${e.upstream_as ? " AS" + e.upstream_as : ""}` : ""),
-      cell(e.cause ? `${e.cause} ${e.confidence.toFixed(2)}` : ""));
+      cell(e.cause ? `${e.cause}${e.confidence ? " " + e.confidence.toFixed(2) : ""}` : "")); // no confidence (0) is left out of the JSON
     body.appendChild(tr);
   }
   if (!view.episodes.length) body.appendChild(cell("No episode in this window."));
