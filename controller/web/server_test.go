@@ -21,6 +21,7 @@ import (
 	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/ingest"
 	"github.com/vantage-net/vantage/controller/internal/fixture"
 	"github.com/vantage-net/vantage/controller/store/sqlite"
 	"github.com/vantage-net/vantage/controller/verdict/live"
@@ -77,7 +78,10 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err := worker.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s := api.New(api.Config{Store: db, Fleet: fleet.New(db, ca, fleet.Options{}), Campaigns: cat, Verdicts: worker, Now: clock.Now})
+	fl := fleet.New(db, ca, fleet.Options{})
+	sessions := ingest.New(ingest.Config{Store: db, Fleet: fl, Campaigns: cat, Observer: worker, Log: fixture.Log(t), Now: clock.Now})
+	t.Cleanup(sessions.Wait)
+	s := api.New(api.Config{Store: db, Fleet: fl, Campaigns: cat, Verdicts: worker, Sessions: sessions, Now: clock.Now})
 	addr := fixture.ServeTLS(t, ca, func(g *grpc.Server) { vantagev1.RegisterOperatorServiceServer(g, s) }, s.Wait,
 		grpc.UnaryInterceptor(s.UnaryInterceptor()), grpc.StreamInterceptor(s.StreamInterceptor()))
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13})))
@@ -119,7 +123,7 @@ func (e *env) round(t testing.TB, spec *campaign.Spec, n int64, agents []string,
 
 // browser is a client of the dashboard with a cookie jar that does not
 // follow redirects (the tests look at them).
-func browser(t *testing.T, web *httptest.Server) *http.Client {
+func browser(t testing.TB, web *httptest.Server) *http.Client {
 	t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
@@ -131,7 +135,7 @@ func browser(t *testing.T, web *httptest.Server) *http.Client {
 	return &c
 }
 
-func login(t *testing.T, web *httptest.Server, c *http.Client, secret string) *http.Response {
+func login(t testing.TB, web *httptest.Server, c *http.Client, secret string) *http.Response {
 	t.Helper()
 	resp, err := c.PostForm(web.URL+"/login", url.Values{"token": {secret}, "next": {"/"}})
 	if err != nil {
