@@ -249,6 +249,10 @@ var migrations = []string{
 	// dashboard's page of a network's targets) by verdict id, not by a
 	// scan of every transition of the campaign in the window.
 	`CREATE INDEX transitions_verdict_detected ON transitions (verdict_id, detected_at);`,
+	// 12: one network's quality series (SeriesQuery.Network: the
+	// dashboard draws a few networks of hundreds) by its rounds, not by a
+	// scan of every network's points in the window.
+	`CREATE INDEX quality_series_network ON quality_series (campaign, network, round_start, agent_id);`,
 }
 
 // migrationSteps run in Go after the SQL of the migration with that number,
