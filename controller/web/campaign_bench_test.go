@@ -171,6 +171,7 @@ func fillBlackout(b *testing.B, db *sqlite.DB, sp *campaign.Spec, start time.Tim
 			b.Fatal(err)
 		}
 	}
+	b.Logf("stored %d transitions, %d quality points", len(ts), len(ps))
 	// The last round's results, as the agents' batches (4,096 results).
 	last := int64(benchRounds - 1)
 	roundStart := start.Add(time.Duration(last) * sp.Round())

@@ -269,3 +269,16 @@ func wantPlan(t *testing.T, db *DB, query string, args []any, what string) {
 		t.Errorf("query plan %q: want %s", plan, what)
 	}
 }
+
+// TestTimelineLevelIndex: a campaign's timeline at one level, as the
+// dashboard reads its scope and network bands, goes through the
+// (campaign, level, detected_at) index, not every level's rows in the
+// window.
+func TestTimelineLevelIndex(t *testing.T) {
+	db, _ := openTest(t)
+	query, args, err := timelineSQL(store.TimelineQuery{Campaign: "kp", Level: vantagev1.Level_LEVEL_NETWORK, From: t0, To: t0.Add(time.Hour), Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPlan(t, db, query, args, "USING INDEX transitions_campaign_level_detected")
+}
