@@ -166,7 +166,7 @@ func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
 	for n := range out.Networks { // a campaign not running has no verdicts
 		names[n] = true
 	}
-	out.NetworkNames = slices.Sorted(maps.Keys(names))
+	out.NetworkNames = append([]string{}, slices.Sorted(maps.Keys(names))...)
 	out.SeriesNetworks, out.SeriesLeftOut = seriesNetworks(out.NetworkNames, out.Networks, MaxViewSeriesNetworks)
 	for _, n := range out.SeriesNetworks {
 		sr, err := s.cfg.Operator.GetSeries(ctx, &vantagev1.GetSeriesRequest{Campaign: name, Network: n,
@@ -227,14 +227,12 @@ func seriesNetworks(names []string, bands map[string][]bandJSON, most int) (pick
 		}
 		return 0 // names is sorted: by name
 	})
-	picked = order[:min(most, len(order))]
+	picked, left = []string{}, []string{} // JSON arrays, never null
+	picked = append(picked, order[:min(most, len(order))]...)
 	for _, n := range names {
 		if !slices.Contains(picked, n) {
 			left = append(left, n)
 		}
-	}
-	if left == nil {
-		left = []string{}
 	}
 	return picked, left
 }

@@ -128,6 +128,9 @@ func TestSeriesNetworks(t *testing.T) {
 			t.Errorf("at most %d: picked %v, left %v; want %s and %s", c.most, picked, left, c.picked, c.left)
 		}
 	}
+	if picked, left := seriesNetworks(nil, nil, 12); picked == nil || left == nil {
+		t.Errorf("no networks: picked %#v, left %#v; want empty lists (JSON [], not null)", picked, left)
+	}
 }
 
 // seriesEnv is campaign kp of 14 networks (net0..net13) whose store holds
