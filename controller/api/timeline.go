@@ -26,7 +26,11 @@ func (s *Server) GetTimeline(ctx context.Context, req *vantagev1.GetTimelineRequ
 	if err != nil {
 		return nil, err
 	}
-	q := store.TimelineQuery{Campaign: req.GetCampaign(), Level: req.GetLevel(), Limit: limit, IncludeFolded: req.GetIncludeFolded()}
+	if err := checkSubjects(req); err != nil {
+		return nil, err
+	}
+	q := store.TimelineQuery{Campaign: req.GetCampaign(), Level: req.GetLevel(), Subjects: req.GetSubjects(), Limit: limit,
+		IncludeFolded: req.GetIncludeFolded()}
 	if req.GetFrom() != nil {
 		q.From = req.GetFrom().AsTime()
 	}
@@ -44,6 +48,34 @@ func (s *Server) GetTimeline(ctx context.Context, req *vantagev1.GetTimelineRequ
 		}
 	}
 	return resp, nil
+}
+
+// MaxTimelineSubjects is the most subjects one GetTimeline may name.
+const MaxTimelineSubjects = 1000
+
+// checkSubjects checks GetTimeline's subjects: at most
+// MaxTimelineSubjects, none empty, and a campaign and a level to make
+// them verdict ids.
+func checkSubjects(req *vantagev1.GetTimelineRequest) error {
+	ss := req.GetSubjects()
+	if len(ss) == 0 {
+		return nil
+	}
+	if len(ss) > MaxTimelineSubjects {
+		return fmt.Errorf("%w: subjects: %d is more than %d", rpcerr.ErrInvalid, len(ss), MaxTimelineSubjects)
+	}
+	for i, subject := range ss {
+		if subject == "" {
+			return fmt.Errorf("%w: subjects[%d]: empty", rpcerr.ErrInvalid, i)
+		}
+	}
+	if req.GetCampaign() == "" {
+		return fmt.Errorf("%w: campaign: required with subjects", rpcerr.ErrInvalid)
+	}
+	if _, ok := verdict.ID(req.GetCampaign(), req.GetLevel(), ss[0]); !ok {
+		return fmt.Errorf("%w: level: required with subjects (LEVEL_SCOPE, LEVEL_NETWORK or LEVEL_TARGET), got %s", rpcerr.ErrInvalid, req.GetLevel())
+	}
+	return nil
 }
 
 // Replay recomputes a campaign's timeline from stored results with other

@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/internal/fixture"
@@ -98,5 +101,66 @@ func TestReplayView(t *testing.T) {
 	}
 	if len(all) != 5 || !slices.Equal(into, []int64{4, 0, 4, 0, 0}) || all[4].GetId() != 5 {
 		t.Errorf("include_folded: %d transitions folded into %v; want 5, [4 0 4 0 0]", len(all), into)
+	}
+}
+
+// TestGetTimelineSubjects: subjects keeps those subjects' transitions at
+// the level asked; a bad list is refused naming the field.
+func TestGetTimelineSubjects(t *testing.T) {
+	db, ca, _ := fixture.StoreAndCA(t)
+	fixture.PutCampaign(t, db, "kp", fixture.Campaign{Name: "kp"}.YAML(), seriesT0)
+	target := vantagev1.Level_LEVEL_TARGET
+	var ts []*vantagev1.Transition
+	for i, addr := range []string{"198.18.0.10", "198.18.0.11", "198.18.0.12", "198.18.0.10"} {
+		ts = append(ts, &vantagev1.Transition{Campaign: "kp", Level: target, Subject: addr, VerdictId: "kp/target/" + addr,
+			Round: int64(i), From: vantagev1.State_STATE_REACHABLE, To: vantagev1.State_STATE_UNREACHABLE,
+			DetectedAt: timestamppb.New(seriesT0.Add(time.Duration(i) * time.Minute))})
+	}
+	if err := db.AddTransitions(context.Background(), ts); err != nil {
+		t.Fatal(err)
+	}
+	c, ctx := serveOperator(t, db, ca)
+	for _, tc := range []struct {
+		name   string
+		req    *vantagev1.GetTimelineRequest
+		rounds []int64
+	}{
+		{"two targets", &vantagev1.GetTimelineRequest{Campaign: "kp", Level: target, Subjects: []string{"198.18.0.12", "198.18.0.10"}}, []int64{0, 2, 3}},
+		{"one target", &vantagev1.GetTimelineRequest{Campaign: "kp", Level: target, Subjects: []string{"198.18.0.11"}}, []int64{1}},
+		{"the same name as a network", &vantagev1.GetTimelineRequest{Campaign: "kp", Level: vantagev1.Level_LEVEL_NETWORK,
+			Subjects: []string{"198.18.0.11"}}, nil},
+		{"no subjects", &vantagev1.GetTimelineRequest{Campaign: "kp", Level: target}, []int64{0, 1, 2, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := c.GetTimeline(ctx, tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rounds(resp.GetTransitions()); !slices.Equal(got, tc.rounds) {
+				t.Errorf("rounds %v, want %v", got, tc.rounds)
+			}
+		})
+	}
+	tooMany := make([]string, MaxTimelineSubjects+1)
+	for i := range tooMany {
+		tooMany[i] = fmt.Sprintf("198.18.%d.%d", i/256, i%256)
+	}
+	for _, bad := range []struct {
+		name string
+		req  *vantagev1.GetTimelineRequest
+		msg  string
+	}{
+		{"too many", &vantagev1.GetTimelineRequest{Campaign: "kp", Level: target, Subjects: tooMany}, "subjects: 1001 is more than 1000"},
+		{"an empty one", &vantagev1.GetTimelineRequest{Campaign: "kp", Level: target, Subjects: []string{"198.18.0.10", ""}}, "subjects[1]: empty"},
+		{"no campaign", &vantagev1.GetTimelineRequest{Level: target, Subjects: []string{"198.18.0.10"}}, "campaign: required with subjects"},
+		{"no level", &vantagev1.GetTimelineRequest{Campaign: "kp", Subjects: []string{"198.18.0.10"}},
+			"level: required with subjects (LEVEL_SCOPE, LEVEL_NETWORK or LEVEL_TARGET), got LEVEL_UNSPECIFIED"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			_, err := c.GetTimeline(ctx, bad.req)
+			if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != "invalid argument: "+bad.msg {
+				t.Errorf("%v %q, want InvalidArgument %q", st.Code(), st.Message(), bad.msg)
+			}
+		})
 	}
 }

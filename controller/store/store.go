@@ -199,8 +199,12 @@ type ResultQuery struct {
 // folded into a later transition into UNSTABLE (folded_into set) are left
 // out unless IncludeFolded: the folded view is the one a reader quotes.
 type TimelineQuery struct {
-	Campaign      string
-	Level         vantagev1.Level
+	Campaign string
+	Level    vantagev1.Level
+	// Subjects, when set, keeps only the transitions of these subjects of
+	// Level (networks' names, targets' addresses): their verdict ids, so
+	// Campaign and Level are required with it.
+	Subjects      []string
 	From          time.Time
 	To            time.Time
 	Limit         int

@@ -77,7 +77,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		gBits:      make([]byte, nt),
 	}
 	netIdx := make(map[string]int, len(cfg.Networks))
-	e.scope = e.newSubject(vantagev1.Level_LEVEL_SCOPE, "scope", cfg.Scope)
+	e.scope = e.newSubject(vantagev1.Level_LEVEL_SCOPE, cfg.Scope)
 	for i, name := range cfg.Networks {
 		if name == "" || strings.Contains(name, "/") {
 			return nil, cfgErr(fmt.Sprintf("Networks[%d]", i), "%q must be non-empty without '/'", name)
@@ -86,7 +86,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, cfgErr(fmt.Sprintf("Networks[%d]", i), "%q is listed twice", name)
 		}
 		netIdx[name] = i
-		n := e.newSubject(vantagev1.Level_LEVEL_NETWORK, "network", name)
+		n := e.newSubject(vantagev1.Level_LEVEL_NETWORK, name)
 		e.networks = append(e.networks, n)
 		e.scope.children = append(e.scope.children, i)
 	}
@@ -101,7 +101,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, cfgErr(field+".Addr", "%s is listed twice", addr)
 		}
 		e.targetIdx[addr] = i
-		s := e.newSubject(vantagev1.Level_LEVEL_TARGET, "target", addr)
+		s := e.newSubject(vantagev1.Level_LEVEL_TARGET, addr)
 		s.network, s.role, s.target = t.Network, t.Role, i
 		switch t.Role {
 		case vantagev1.TargetRole_TARGET_ROLE_HOST:

@@ -82,9 +82,29 @@ var reasonNames = [...]string{
 	stSessionDown: "session down",
 }
 
-func (e *Engine) newSubject(level vantagev1.Level, levelName, name string) *subject {
+// levelNames are the levels as verdict ids spell them.
+var levelNames = map[vantagev1.Level]string{
+	vantagev1.Level_LEVEL_SCOPE:   "scope",
+	vantagev1.Level_LEVEL_NETWORK: "network",
+	vantagev1.Level_LEVEL_TARGET:  "target",
+}
+
+// ID is the id of the verdict on subject (the scope's name, a network's
+// name, a target's address) at level in campaign:
+// "<campaign>/<level>/<subject>", e.g. "kp/network/net0". ok is false for
+// a level that has no verdicts (UNSPECIFIED).
+func ID(campaign string, level vantagev1.Level, subject string) (id string, ok bool) {
+	name, ok := levelNames[level]
+	if !ok {
+		return "", false
+	}
+	return campaign + "/" + name + "/" + subject, true
+}
+
+func (e *Engine) newSubject(level vantagev1.Level, name string) *subject {
+	id, _ := ID(e.cfg.Campaign, level, name)
 	s := &subject{
-		id:         e.cfg.Campaign + "/" + levelName + "/" + name,
+		id:         id,
 		name:       name,
 		level:      level,
 		stateRound: -1,

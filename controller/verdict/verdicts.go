@@ -115,13 +115,32 @@ func (e *Engine) Healthy() []string {
 // the networks and the targets in configuration order. Before the first
 // round closes their state is UNSPECIFIED.
 func (e *Engine) Verdicts() []*vantagev1.Verdict {
-	agents := e.sortedAgents()
-	out := make([]*vantagev1.Verdict, 0, 1+len(e.networks)+len(e.targets))
-	out = append(out, e.verdict(e.scope, agents))
-	for _, s := range e.networks {
-		out = append(out, e.verdict(s, agents))
+	return e.LevelVerdicts(vantagev1.Level_LEVEL_UNSPECIFIED)
+}
+
+// LevelVerdicts returns the current verdicts of one level, in Verdicts'
+// order, building only those: a campaign of a country has one scope, a
+// few hundred networks and tens of thousands of targets, and a caller
+// after the scope (the agents' health, the overview) must not pay for
+// every target's evidence. UNSPECIFIED is every level (Verdicts); a level
+// the engine does not have gives none.
+func (e *Engine) LevelVerdicts(level vantagev1.Level) []*vantagev1.Verdict {
+	all := level == vantagev1.Level_LEVEL_UNSPECIFIED
+	var subjects []*subject
+	switch {
+	case all:
+		subjects = make([]*subject, 0, 1+len(e.networks)+len(e.targets))
+		subjects = append(append(append(subjects, e.scope), e.networks...), e.targets...)
+	case level == vantagev1.Level_LEVEL_SCOPE:
+		subjects = []*subject{e.scope}
+	case level == vantagev1.Level_LEVEL_NETWORK:
+		subjects = e.networks
+	case level == vantagev1.Level_LEVEL_TARGET:
+		subjects = e.targets
 	}
-	for _, s := range e.targets {
+	agents := e.sortedAgents()
+	out := make([]*vantagev1.Verdict, 0, len(subjects))
+	for _, s := range subjects {
 		out = append(out, e.verdict(s, agents))
 	}
 	return out

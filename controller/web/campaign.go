@@ -1,8 +1,11 @@
 package web
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,8 +22,8 @@ const (
 )
 
 // campaignViewJSON is the campaign page's data, aggregated: state bands
-// per scope and network, the quality series per network and vantage, the
-// BGP view and the episodes. Targets are never in it (a country has tens
+// per scope and network, the quality series per vantage of a few networks,
+// the BGP view and the episodes. Targets are never in it (a country has tens
 // of thousands); the page asks for them by network, paged.
 type campaignViewJSON struct {
 	Campaign string                `json:"campaign"`
@@ -28,10 +31,26 @@ type campaignViewJSON struct {
 	To       time.Time             `json:"to"`
 	Scope    map[string][]bandJSON `json:"scope"`
 	Networks map[string][]bandJSON `json:"networks"`
-	Series   []seriesJSON          `json:"series"`
-	BGP      []bgpPrefixJSON       `json:"bgp"`
-	Episodes []episodeJSON         `json:"episodes"`
+	// NetworkNames is every network of the campaign, by name (Networks
+	// has those with a transition in the window).
+	NetworkNames []string `json:"network_names"`
+	// Series is the quality of the SeriesNetworks only: at most
+	// MaxViewSeriesNetworks, those that left REACHABLE in the window
+	// first, then by name. SeriesLeftOut are the others, by name; the
+	// page gets one's at /api/campaigns/NAME/series?network=.
+	Series         []seriesJSON    `json:"series"`
+	SeriesNetworks []string        `json:"series_networks"`
+	SeriesLeftOut  []string        `json:"series_left_out"`
+	BGP            []bgpPrefixJSON `json:"bgp"`
+	Episodes       []episodeJSON   `json:"episodes"`
 }
+
+// MaxViewSeriesNetworks is the most networks whose quality series the
+// campaign view ships. One network seen from 3 vantages over 6 hours of
+// 1-minute rounds is 1,080 points; a country of 256 networks would be
+// 276,480, and the API's newest 5,000 across all networks are the last
+// 6 rounds.
+const MaxViewSeriesNetworks = 12
 
 // seriesJSON is one network's quality seen from one vantage, as columns
 // (uPlot's shape): round starts in Unix seconds, loss 0..1, RTT p50 ms.
@@ -135,12 +154,29 @@ func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	sr, err := s.cfg.Operator.GetSeries(ctx, &vantagev1.GetSeriesRequest{Campaign: name, From: timestamppb.New(from), To: timestamppb.New(to)})
+	nets, err := s.networkVerdicts(ctx, name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out.Series = columns(sr.GetPoints())
+	names := map[string]bool{}
+	for _, v := range nets {
+		names[v.GetSubject()] = true
+	}
+	for n := range out.Networks { // a campaign not running has no verdicts
+		names[n] = true
+	}
+	out.NetworkNames = append([]string{}, slices.Sorted(maps.Keys(names))...)
+	out.SeriesNetworks, out.SeriesLeftOut = seriesNetworks(out.NetworkNames, out.Networks, MaxViewSeriesNetworks)
+	for _, n := range out.SeriesNetworks {
+		sr, err := s.cfg.Operator.GetSeries(ctx, &vantagev1.GetSeriesRequest{Campaign: name, Network: n,
+			From: timestamppb.New(from), To: timestamppb.New(to)})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		out.Series = append(out.Series, columns(sr.GetPoints())...)
+	}
 	bs, err := s.cfg.Operator.GetBgpStatus(ctx, &vantagev1.GetBgpStatusRequest{Campaign: name})
 	if err != nil {
 		s.fail(w, r, err)
@@ -152,6 +188,94 @@ func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
 			Baseline: p.GetBaselinePerMinute(), LastPath: p.GetLastPath()})
 	}
 	writeJSON(w, out)
+}
+
+// networkVerdicts is the campaign's network verdicts (none when it is not
+// running).
+func (s *Server) networkVerdicts(ctx context.Context, name string) ([]*vantagev1.Verdict, error) {
+	vs, err := s.cfg.Operator.GetVerdicts(ctx, &vantagev1.GetVerdictsRequest{Campaign: name, Level: vantagev1.Level_LEVEL_NETWORK})
+	if err != nil {
+		return nil, err
+	}
+	return vs.GetVerdicts(), nil
+}
+
+// seriesNetworks picks, of names (sorted), at most most whose series the
+// view ships: those whose bands left REACHABLE in the window, earliest
+// first, then the others, by name. left are the rest, by name.
+func seriesNetworks(names []string, bands map[string][]bandJSON, most int) (picked, left []string) {
+	leftAt := map[string]time.Time{}
+	for _, n := range names {
+		for _, b := range bands[n] {
+			if b.State != stateName(vantagev1.State_STATE_REACHABLE) {
+				leftAt[n] = b.From
+				break
+			}
+		}
+	}
+	order := slices.Clone(names)
+	slices.SortStableFunc(order, func(a, b string) int {
+		ta, oka := leftAt[a]
+		tb, okb := leftAt[b]
+		switch {
+		case oka && okb:
+			return ta.Compare(tb)
+		case oka:
+			return -1
+		case okb:
+			return 1
+		}
+		return 0 // names is sorted: by name
+	})
+	picked, left = []string{}, []string{} // JSON arrays, never null
+	picked = append(picked, order[:min(most, len(order))]...)
+	for _, n := range names {
+		if !slices.Contains(picked, n) {
+			left = append(left, n)
+		}
+	}
+	return picked, left
+}
+
+// seriesView is GET /api/campaigns/NAME/series?network=N&from=&to=: one
+// network's quality series over the window, per vantage, for a network
+// the campaign view left out.
+func (s *Server) seriesView(w http.ResponseWriter, r *http.Request) {
+	from, to, ok := s.windowOf(w, r)
+	if !ok {
+		return
+	}
+	name, network := r.PathValue("name"), r.URL.Query().Get("network")
+	if network == "" {
+		writeError(w, http.StatusBadRequest, "network: required (a network's name)")
+		return
+	}
+	ctx, cancel := s.call(r, sessionOf(r))
+	defer cancel()
+	nets, err := s.networkVerdicts(ctx, name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// A campaign not running has no verdicts to check against, and its
+	// stored series are still worth seeing.
+	if len(nets) > 0 && !slices.ContainsFunc(nets, func(v *vantagev1.Verdict) bool { return v.GetSubject() == network }) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("network: %q is not a network of campaign %q", network, name))
+		return
+	}
+	sr, err := s.cfg.Operator.GetSeries(ctx, &vantagev1.GetSeriesRequest{Campaign: name, Network: network,
+		From: timestamppb.New(from), To: timestamppb.New(to)})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, struct {
+		Campaign string       `json:"campaign"`
+		Network  string       `json:"network"`
+		From     time.Time    `json:"from"`
+		To       time.Time    `json:"to"`
+		Series   []seriesJSON `json:"series"`
+	}{name, network, from, to, columns(sr.GetPoints())})
 }
 
 // columns groups quality points (any order) by network and vantage, in

@@ -15,7 +15,7 @@ import (
 )
 
 // episodeOf reads the episode view of window q ("from=...&to=...").
-func episodeOf(t *testing.T, b *bed, q string) episodeViewJSON {
+func episodeOf(t *testing.T, b *env, q string) episodeViewJSON {
 	t.Helper()
 	c := browser(t, b.web)
 	login(t, b.web, c, "viewer-secret")

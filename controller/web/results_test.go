@@ -28,11 +28,11 @@ var outageStart = time.Date(2014, 12, 22, 15, 0, 0, 0, time.UTC)
 
 // outageBed is the dashboard over a real verdict engine that has seen
 // rounds 0 to rounds-1 of that outage, every result stored.
-func outageBed(t *testing.T, rounds int64) *bed {
+func outageBed(t *testing.T, rounds int64) *env {
 	t.Helper()
 	spec := fixture.Campaign{Name: "kp", Networks: []string{"198.18.0.0/24", "198.18.1.0/24"}, Round: "60s",
 		Start: outageStart.Format(time.RFC3339)}.YAML()
-	b := newBed(t, spec, outageStart)
+	b := newEnv(t, envOptions{now: outageStart, campaigns: map[string]string{"kp": spec}})
 	sp := fixture.Spec(t, spec)
 	ctx := context.Background()
 	for _, id := range []string{agentA, agentB} {

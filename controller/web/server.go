@@ -79,6 +79,8 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /api/campaigns/{name}/view", s.authed(s.campaignView))
 	s.mux.HandleFunc("GET /api/campaigns/{name}/episode", s.authed(s.episodeView))
 	s.mux.HandleFunc("GET /api/campaigns/{name}/results", s.authed(s.resultsData))
+	s.mux.HandleFunc("GET /api/campaigns/{name}/targets", s.authed(s.targets))
+	s.mux.HandleFunc("GET /api/campaigns/{name}/series", s.authed(s.seriesView))
 	s.mux.HandleFunc("GET /api/watch", s.authed(s.watch))
 	s.mux.HandleFunc("POST /api/campaigns/{name}/pause", s.authed(s.mutating(s.pause)))
 	s.mux.HandleFunc("POST /api/campaigns/{name}/resume", s.authed(s.mutating(s.resume)))

@@ -15,8 +15,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/api"
+	"github.com/vantage-net/vantage/controller/campaign"
 	"github.com/vantage-net/vantage/controller/catalogue"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
@@ -32,31 +34,45 @@ var t0 = time.Date(2014, 12, 22, 16, 0, 0, 0, time.UTC)
 // gRPC and TLS, with a viewer's and an operator's token, and one campaign.
 func dashboard(t *testing.T) *httptest.Server {
 	t.Helper()
-	return newBed(t, fixture.Campaign{Name: "kp", Networks: []string{"198.18.0.0/24"}}.YAML(), t0.Add(time.Minute)).web
+	return newEnv(t, envOptions{now: t0.Add(time.Minute),
+		campaigns: map[string]string{"kp": fixture.Campaign{Name: "kp", Networks: []string{"198.18.0.0/24"}}.YAML()}}).web
 }
 
-// bed is the dashboard and what stands behind it, for the tests that
-// store results and drive the verdicts themselves.
-type bed struct {
+// env is a dashboard (web) in front of a real OperatorService over gRPC
+// and TLS, on a real SQLite store (db), with a viewer's and an operator's
+// token and a live verdict worker that evaluates when the test says so,
+// on the clock the API shares.
+type env struct {
 	web    *httptest.Server
 	db     *sqlite.DB
 	worker *live.Worker
 	clock  *fixture.Clock
 }
 
-// newBed is dashboard's set-up with campaign "kp" as specYAML and every
-// clock at now (the bed's clock moves them all).
-func newBed(t *testing.T, specYAML string, now time.Time) *bed {
+type envOptions struct {
+	now       time.Time
+	campaigns map[string]string // name -> spec YAML, stored at now
+	// fill, when set, writes what the store held before the controller
+	// started (its verdict worker restores from it).
+	fill func(db *sqlite.DB)
+}
+
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	db, ca, _ := fixture.StoreAndCA(t)
 	ctx := context.Background()
-	fixture.PutCampaign(t, db, "kp", specYAML, t0)
-	fixture.OperatorTokens(t, db, t0)
-	clock := fixture.NewClock(now)
+	for name, spec := range o.campaigns {
+		fixture.PutCampaign(t, db, name, spec, o.now)
+	}
+	fixture.OperatorTokens(t, db, o.now)
+	if o.fill != nil {
+		o.fill(db)
+	}
 	cat := catalogue.New(catalogue.Options{Store: db})
 	if err := cat.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
+	clock := fixture.NewClock(o.now)
 	worker := live.New(live.Options{Store: db, Campaigns: cat, Now: clock.Now})
 	t.Cleanup(func() { worker.Close() })
 	if err := worker.Reload(ctx); err != nil {
@@ -75,12 +91,39 @@ func newBed(t *testing.T, specYAML string, now time.Time) *bed {
 	t.Cleanup(func() { conn.Close() })
 	web := httptest.NewTLSServer(New(Config{Operator: vantagev1.NewOperatorServiceClient(conn), Logger: fixture.Log(t), Now: clock.Now}))
 	t.Cleanup(web.Close)
-	return &bed{web: web, db: db, worker: worker, clock: clock}
+	return &env{web: web, db: db, worker: worker, clock: clock}
+}
+
+// round feeds the worker round n of campaign spec from every agent, each
+// target's outcome as up says, and evaluates once the round has closed.
+func (e *env) round(t testing.TB, spec *campaign.Spec, n int64, agents []string, up func(agent string, target campaign.Target) bool) {
+	t.Helper()
+	start := spec.Start().Add(time.Duration(n) * spec.Round())
+	for _, a := range agents {
+		e.worker.SetAgentConnected(a, nil, true, start)
+	}
+	for ai, a := range agents {
+		rs := make([]*vantagev1.ProbeResult, 0, len(spec.Targets()))
+		for ti, tg := range spec.Targets() {
+			res := &vantagev1.ProbeResult{Seq: uint64(n)<<32 | uint64(ti), Campaign: spec.Name(), Target: tg.Addr.String(), Round: n,
+				Kind: vantagev1.ProbeKind_PROBE_KIND_ICMP_ECHO, Attempts: 1, Outcome: vantagev1.Outcome_OUTCOME_REPLY, RttUs: 20000,
+				SentAt: timestamppb.New(start.Add(time.Duration(ai)*100*time.Millisecond + time.Duration(ti%1000)*time.Millisecond))}
+			if !up(a, tg) {
+				res.Outcome, res.RttUs, res.Attempts = vantagev1.Outcome_OUTCOME_TIMEOUT, 0, 2
+			}
+			rs = append(rs, res)
+		}
+		e.worker.Feed(a, rs)
+	}
+	e.clock.Set(start.Add(spec.Round() + live.GraceFor(spec.Round()) + time.Second))
+	if err := e.worker.Evaluate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // browser is a client of the dashboard with a cookie jar that does not
 // follow redirects (the tests look at them).
-func browser(t *testing.T, web *httptest.Server) *http.Client {
+func browser(t testing.TB, web *httptest.Server) *http.Client {
 	t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
@@ -92,7 +135,7 @@ func browser(t *testing.T, web *httptest.Server) *http.Client {
 	return &c
 }
 
-func login(t *testing.T, web *httptest.Server, c *http.Client, secret string) *http.Response {
+func login(t testing.TB, web *httptest.Server, c *http.Client, secret string) *http.Response {
 	t.Helper()
 	resp, err := c.PostForm(web.URL+"/login", url.Values{"token": {secret}, "next": {"/"}})
 	if err != nil {

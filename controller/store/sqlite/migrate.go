@@ -245,6 +245,22 @@ var migrations = []string{
 		full_feed INTEGER NOT NULL
 	);
 	CREATE INDEX bgp_peer_events_at ON bgp_peer_events (at_ns, id);`,
+	// 11: the timeline of a few subjects (TimelineQuery.Subjects: the
+	// dashboard's page of a network's targets) by verdict id, not by a
+	// scan of every transition of the campaign in the window.
+	`CREATE INDEX transitions_verdict_detected ON transitions (verdict_id, detected_at);`,
+	// 12: one network's quality series (SeriesQuery.Network: the
+	// dashboard draws a few networks of hundreds) by its rounds, not by a
+	// scan of every network's points in the window.
+	`CREATE INDEX quality_series_network ON quality_series (campaign, network, round_start, agent_id);`,
+	// 13: a campaign's timeline at one level (TimelineQuery.Level: the
+	// dashboard's scope and network bands) by that level's rows, not by a
+	// scan of the window's rows of every level: a blackout of 65,536
+	// targets leaves 65,536 target rows for a few hundred network ones.
+	// folded_into is in it because the folded view (folded_into = 0) is
+	// the one read; without it SQLite keeps (campaign, detected_at) for
+	// Timeline's ORDER BY id.
+	`CREATE INDEX transitions_campaign_level_detected ON transitions (campaign, level, folded_into, detected_at);`,
 }
 
 // migrationSteps run in Go after the SQL of the migration with that number,

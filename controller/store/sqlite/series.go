@@ -50,29 +50,7 @@ func (db *DB) AddQualityPoints(ctx context.Context, ps []*vantagev1.QualityPoint
 // Series returns stored quality points, oldest round first (then by
 // network and vantage); see store.SeriesQuery.
 func (db *DB) Series(ctx context.Context, q store.SeriesQuery) ([]*vantagev1.QualityPoint, error) {
-	var where []string
-	var args []any
-	for _, f := range []struct{ col, v string }{{"campaign", q.Campaign}, {"network", q.Network}, {"agent_id", q.AgentID}} {
-		if f.v != "" {
-			where, args = append(where, f.col+" = ?"), append(args, f.v)
-		}
-	}
-	if !q.From.IsZero() {
-		where, args = append(where, "round_start >= ?"), append(args, nanos(q.From))
-	}
-	if !q.To.IsZero() {
-		where, args = append(where, "round_start < ?"), append(args, nanos(q.To))
-	}
-	query := `SELECT round_start, network, agent_id, body FROM quality_series`
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	const order = " ORDER BY round_start, network, agent_id"
-	if q.Limit > 0 {
-		query = fmt.Sprintf("SELECT body FROM (%s ORDER BY round_start DESC, network DESC, agent_id DESC LIMIT %d)%s", query, q.Limit, order)
-	} else {
-		query = "SELECT body FROM (" + query + ")" + order
-	}
+	query, args := seriesSQL(q)
 	rows, err := db.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("series: %w", err)
@@ -103,4 +81,35 @@ func pruneSeries(ctx context.Context, tx *sql.Tx, before time.Time, max int) (in
 		return 0, fmt.Errorf("prune series: %w", err)
 	}
 	return res.RowsAffected()
+}
+
+// seriesSQL is Series' query and its arguments. With a network, the
+// (campaign, network, round_start, agent_id) index serves both the filter
+// and the order, so it is the one used: one network's points, not a scan
+// of every network's in the window.
+func seriesSQL(q store.SeriesQuery) (string, []any) {
+	var where []string
+	var args []any
+	for _, f := range []struct{ col, v string }{{"campaign", q.Campaign}, {"network", q.Network}, {"agent_id", q.AgentID}} {
+		if f.v != "" {
+			where, args = append(where, f.col+" = ?"), append(args, f.v)
+		}
+	}
+	if !q.From.IsZero() {
+		where, args = append(where, "round_start >= ?"), append(args, nanos(q.From))
+	}
+	if !q.To.IsZero() {
+		where, args = append(where, "round_start < ?"), append(args, nanos(q.To))
+	}
+	query := `SELECT round_start, network, agent_id, body FROM quality_series`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	const order = " ORDER BY round_start, network, agent_id"
+	if q.Limit > 0 {
+		query = fmt.Sprintf("SELECT body FROM (%s ORDER BY round_start DESC, network DESC, agent_id DESC LIMIT %d)%s", query, q.Limit, order)
+	} else {
+		query = "SELECT body FROM (" + query + ")" + order
+	}
+	return query, args
 }

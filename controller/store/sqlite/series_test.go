@@ -98,3 +98,13 @@ func TestSeriesPrunedWithResults(t *testing.T) {
 		t.Errorf("after pruning at round 2.5: %s, want %s", keys(got), want)
 	}
 }
+
+// TestSeriesNetworkIndex: one network's series, newest first up to a
+// limit as the API asks, is read through the (campaign, network,
+// round_start, agent_id) index, not by scanning every network's points in
+// the window.
+func TestSeriesNetworkIndex(t *testing.T) {
+	db, _ := openTest(t)
+	query, args := seriesSQL(store.SeriesQuery{Campaign: "kp", Network: "net0", From: t0, To: t0.Add(time.Hour), Limit: 5000})
+	wantPlan(t, db, query, args, "USING INDEX quality_series_network")
+}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,4 +175,110 @@ func TestMigrateFoldedInto(t *testing.T) {
 	if err != nil || len(all) != 2 || all[0].GetFoldedInto() != all[1].GetId() {
 		t.Fatalf("Timeline with folded = %v, %v; want the old transition folded into the new", all, err)
 	}
+}
+
+// TestTimelineSubjects: Subjects keeps the transitions of those subjects
+// of the level, in this campaign and window, oldest first; without a
+// campaign or a level it is refused (they make the verdict ids).
+func TestTimelineSubjects(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	tr := func(campaign string, level vantagev1.Level, subject string, min int) *vantagev1.Transition {
+		id, _ := verdict.ID(campaign, level, subject)
+		return &vantagev1.Transition{Campaign: campaign, Level: level, Subject: subject, VerdictId: id, From: fUp, To: fDown,
+			DetectedAt: timestamppb.New(t0.Add(time.Duration(min) * time.Minute))}
+	}
+	target, network := vantagev1.Level_LEVEL_TARGET, vantagev1.Level_LEVEL_NETWORK
+	ts := []*vantagev1.Transition{
+		tr("kp", target, "198.18.0.1", 0),
+		tr("kp", target, "198.18.0.2", 1),
+		tr("kp", target, "198.18.0.3", 2), // not asked for
+		tr("kp", target, "198.18.0.1", 3),
+		tr("ir", target, "198.18.0.1", 4),   // another campaign
+		tr("kp", network, "198.18.0.1", 5),  // another level (a network so named)
+		tr("kp", target, "198.18.0.2", 600), // after the window
+	}
+	if err := db.AddTransitions(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	asked := []string{"198.18.0.1", "198.18.0.2", "198.18.9.9"}
+	for _, c := range []struct {
+		name string
+		q    store.TimelineQuery
+		want []int64 // indices into ts
+	}{
+		{"in the window", store.TimelineQuery{Campaign: "kp", Level: target, Subjects: asked, To: t0.Add(time.Hour)}, []int64{0, 1, 3}},
+		{"every time", store.TimelineQuery{Campaign: "kp", Level: target, Subjects: asked}, []int64{0, 1, 3, 6}},
+		{"the newest 2", store.TimelineQuery{Campaign: "kp", Level: target, Subjects: asked, Limit: 2}, []int64{3, 6}},
+		{"one subject from minute 1", store.TimelineQuery{Campaign: "kp", Level: target, Subjects: asked[1:2], From: t0.Add(time.Minute)}, []int64{1, 6}},
+		{"the network", store.TimelineQuery{Campaign: "kp", Level: network, Subjects: asked[:1]}, []int64{5}},
+		{"nobody's", store.TimelineQuery{Campaign: "kp", Level: target, Subjects: []string{"192.0.2.1"}}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := db.Timeline(ctx, c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []int64
+			for _, i := range c.want {
+				want = append(want, ts[i].GetId())
+			}
+			if !slices.Equal(ids(got), want) {
+				t.Errorf("Timeline %v, want %v", ids(got), want)
+			}
+		})
+	}
+	for _, q := range []store.TimelineQuery{{Level: target, Subjects: asked}, {Campaign: "kp", Subjects: asked}} {
+		if got, err := db.Timeline(ctx, q); err == nil {
+			t.Errorf("Timeline(%+v) = %v, want an error: subjects need a campaign and a level", q, ids(got))
+		}
+	}
+}
+
+// TestTimelineSubjectsIndex: Timeline reads a few subjects through the
+// (verdict_id, detected_at) index, not by scanning the campaign's window.
+func TestTimelineSubjectsIndex(t *testing.T) {
+	db, _ := openTest(t)
+	query, args, err := timelineSQL(store.TimelineQuery{Campaign: "kp", Level: vantagev1.Level_LEVEL_TARGET,
+		Subjects: []string{"198.18.0.1", "198.18.0.2"}, From: t0, To: t0.Add(time.Hour), Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPlan(t, db, query, args, "USING INDEX transitions_verdict_detected")
+}
+
+// wantPlan fails the test unless SQLite's plan for query uses what (an
+// index, say), as EXPLAIN QUERY PLAN words it.
+func wantPlan(t *testing.T, db *DB, query string, args []any, what string) {
+	t.Helper()
+	rows, err := db.r.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if !slices.ContainsFunc(plan, func(d string) bool { return strings.Contains(d, what) }) {
+		t.Errorf("query plan %q: want %s", plan, what)
+	}
+}
+
+// TestTimelineLevelIndex: a campaign's timeline at one level, as the
+// dashboard reads its scope and network bands, goes through the
+// (campaign, level, detected_at) index, not every level's rows in the
+// window.
+func TestTimelineLevelIndex(t *testing.T) {
+	db, _ := openTest(t)
+	query, args, err := timelineSQL(store.TimelineQuery{Campaign: "kp", Level: vantagev1.Level_LEVEL_NETWORK, From: t0, To: t0.Add(time.Hour), Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPlan(t, db, query, args, "USING INDEX transitions_campaign_level_detected")
 }

@@ -489,7 +489,8 @@ func levelMatches(want, got vantagev1.Level) bool {
 }
 
 // Verdicts returns the current verdicts of one campaign ("" for all) at
-// one level (UNSPECIFIED for all).
+// one level (UNSPECIFIED for all). Only that level's are built: the scope
+// of a campaign of 65,536 targets costs one verdict, not 65,793.
 func (w *Worker) Verdicts(campaignName string, level vantagev1.Level) []*vantagev1.Verdict {
 	var out []*vantagev1.Verdict
 	for _, r := range w.all() {
@@ -497,13 +498,9 @@ func (w *Worker) Verdicts(campaignName string, level vantagev1.Level) []*vantage
 			continue
 		}
 		r.mu.Lock()
-		vs := r.eng.Verdicts()
+		vs := r.eng.LevelVerdicts(level)
 		r.mu.Unlock()
-		for _, v := range vs {
-			if levelMatches(level, v.GetLevel()) {
-				out = append(out, v)
-			}
-		}
+		out = append(out, vs...)
 	}
 	return out
 }

@@ -1350,6 +1350,10 @@ type GetTimelineRequest struct {
 	// folded view, one transition into UNSTABLE per flapping episode, which
 	// is what a reader quotes.
 	IncludeFolded bool `protobuf:"varint,7,opt,name=include_folded,json=includeFolded,proto3" json:"include_folded,omitempty"`
+	// Only the transitions of these subjects (a network's name, a target's
+	// address; the verdict ids "<campaign>/<level>/<subject>"), at most
+	// 1,000; empty means every subject. Requires a campaign and a level.
+	Subjects      []string `protobuf:"bytes,8,rep,name=subjects,proto3" json:"subjects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1431,6 +1435,13 @@ func (x *GetTimelineRequest) GetIncludeFolded() bool {
 		return x.IncludeFolded
 	}
 	return false
+}
+
+func (x *GetTimelineRequest) GetSubjects() []string {
+	if x != nil {
+		return x.Subjects
+	}
+	return nil
 }
 
 type GetTimelineResponse struct {
@@ -2118,7 +2129,7 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\n" +
 	"transition\x18\x02 \x01(\v2\x16.vantage.v1.TransitionH\x00R\n" +
 	"transitionB\b\n" +
-	"\x06update\"\x99\x02\n" +
+	"\x06update\"\xb5\x02\n" +
 	"\x12GetTimelineRequest\x12\x1a\n" +
 	"\bcampaign\x18\x01 \x01(\tR\bcampaign\x12'\n" +
 	"\x05level\x18\x02 \x01(\x0e2\x11.vantage.v1.LevelR\x05level\x12.\n" +
@@ -2126,7 +2137,8 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\x02to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\rR\x05limit\x12%\n" +
 	"\x0einclude_series\x18\x06 \x01(\bR\rincludeSeries\x12%\n" +
-	"\x0einclude_folded\x18\a \x01(\bR\rincludeFolded\"\x81\x01\n" +
+	"\x0einclude_folded\x18\a \x01(\bR\rincludeFolded\x12\x1a\n" +
+	"\bsubjects\x18\b \x03(\tR\bsubjects\"\x81\x01\n" +
 	"\x13GetTimelineResponse\x128\n" +
 	"\vtransitions\x18\x01 \x03(\v2\x16.vantage.v1.TransitionR\vtransitions\x120\n" +
 	"\x06series\x18\x02 \x03(\v2\x18.vantage.v1.QualityPointR\x06series\"\xd5\x01\n" +
