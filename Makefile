@@ -70,6 +70,14 @@ test-reliability:
 # controller with SQLite; prints sustained results/s, batch send->ack p50/p99
 # and the controller's RSS over time. 5 minutes by default; options go in
 # INGEST_FLAGS (e.g. "-agents 100 -duration 60s").
+# The dashboard's campaign page for a 65,536-target campaign: the server's
+# load (shell, view, a targets page) and Chromium's, navigation to drawn;
+# each fails at 2 s or more.
+.PHONY: bench-dashboard
+bench-dashboard:
+	$(call deps_as_root,web)
+	$(GO) test -count=1 -run '^$$' -bench 'CampaignPage65536' -benchtime 5x ./controller/web/
+
 .PHONY: bench-ingest
 bench-ingest:
 	$(GO) build -o $(BIN)/ ./controller/cmd/vantage-controller ./deploy/loadtest/cmd/vantage-loadtest

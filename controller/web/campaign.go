@@ -54,12 +54,18 @@ const MaxViewSeriesNetworks = 12
 
 // seriesJSON is one network's quality seen from one vantage, as columns
 // (uPlot's shape): round starts in Unix seconds, loss 0..1, RTT p50 ms.
+//
+// Loss is null for a round in which no probe counted: the quality series
+// counts only targets some vantage got an answer from, so in a blackout
+// there is nothing to count, and 0 would read as "no loss". The state
+// bands say what happened then.
 type seriesJSON struct {
-	Network string    `json:"network"`
-	Agent   string    `json:"agent"`
-	T       []int64   `json:"t"`
-	Loss    []float64 `json:"loss"`
-	RTT     []float64 `json:"rtt_p50_ms"`
+	Network   string     `json:"network"`
+	Agent     string     `json:"agent"`
+	AgentName string     `json:"agent_name,omitempty"`
+	T         []int64    `json:"t"`
+	Loss      []*float64 `json:"loss"`
+	RTT       []float64  `json:"rtt_p50_ms"`
 }
 
 type bgpPrefixJSON struct {
@@ -168,6 +174,11 @@ func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
 	}
 	out.NetworkNames = append([]string{}, slices.Sorted(maps.Keys(names))...)
 	out.SeriesNetworks, out.SeriesLeftOut = seriesNetworks(out.NetworkNames, out.Networks, MaxViewSeriesNetworks)
+	agents, err := s.agentNames(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	for _, n := range out.SeriesNetworks {
 		sr, err := s.cfg.Operator.GetSeries(ctx, &vantagev1.GetSeriesRequest{Campaign: name, Network: n,
 			From: timestamppb.New(from), To: timestamppb.New(to)})
@@ -175,7 +186,7 @@ func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		out.Series = append(out.Series, columns(sr.GetPoints())...)
+		out.Series = append(out.Series, columns(sr.GetPoints(), agents)...)
 	}
 	bs, err := s.cfg.Operator.GetBgpStatus(ctx, &vantagev1.GetBgpStatusRequest{Campaign: name})
 	if err != nil {
@@ -269,18 +280,23 @@ func (s *Server) seriesView(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	agents, err := s.agentNames(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	writeJSON(w, struct {
 		Campaign string       `json:"campaign"`
 		Network  string       `json:"network"`
 		From     time.Time    `json:"from"`
 		To       time.Time    `json:"to"`
 		Series   []seriesJSON `json:"series"`
-	}{name, network, from, to, columns(sr.GetPoints())})
+	}{name, network, from, to, columns(sr.GetPoints(), agents)})
 }
 
 // columns groups quality points (any order) by network and vantage, in
 // round order.
-func columns(ps []*vantagev1.QualityPoint) []seriesJSON {
+func columns(ps []*vantagev1.QualityPoint, names map[string]string) []seriesJSON {
 	idx := map[[2]string]int{}
 	var out []seriesJSON
 	for _, p := range ps {
@@ -289,11 +305,16 @@ func columns(ps []*vantagev1.QualityPoint) []seriesJSON {
 		if !ok {
 			i = len(out)
 			idx[k] = i
-			out = append(out, seriesJSON{Network: k[0], Agent: k[1]})
+			out = append(out, seriesJSON{Network: k[0], Agent: k[1], AgentName: names[k[1]]})
 		}
 		sj := &out[i]
 		sj.T = append(sj.T, p.GetRoundStart().AsTime().Unix())
-		sj.Loss = append(sj.Loss, p.GetLoss())
+		var loss *float64
+		if p.GetProbes() > 0 {
+			l := p.GetLoss()
+			loss = &l
+		}
+		sj.Loss = append(sj.Loss, loss)
 		sj.RTT = append(sj.RTT, p.GetRttP50Ms())
 	}
 	for i := range out {

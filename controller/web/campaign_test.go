@@ -239,3 +239,28 @@ func TestSeriesView(t *testing.T) {
 		}
 	}
 }
+
+// A round with no probe counted (no target answered any vantage: a
+// blackout) has no loss, not 0% loss; series come in time order, named.
+func TestColumns(t *testing.T) {
+	point := func(agent string, sec int, probes, first uint32) *vantagev1.QualityPoint {
+		p := &vantagev1.QualityPoint{Network: "net0", AgentId: agent, RoundStart: timestamppb.New(t0.Add(time.Duration(sec) * time.Second)),
+			Probes: probes, FirstTryAnswers: first, RttP50Ms: 20}
+		if probes > 0 {
+			p.Loss = 1 - float64(first)/float64(probes)
+		}
+		return p
+	}
+	got := columns([]*vantagev1.QualityPoint{point("agt-a", 60, 0, 0), point("agt-a", 0, 4, 3), point("agt-b", 0, 4, 4)},
+		map[string]string{"agt-a": "vantage-a"})
+	if len(got) != 2 {
+		t.Fatalf("%d series, want one per vantage: %+v", len(got), got)
+	}
+	a, b := got[0], got[1]
+	if a.AgentName != "vantage-a" || b.AgentName != "" || len(a.T) != 2 || a.T[0] != t0.Unix() || a.T[1] != t0.Unix()+60 {
+		t.Errorf("a's series %+v (b named %q), want vantage-a's two rounds in time order, b unnamed", a, b.AgentName)
+	}
+	if a.Loss[0] == nil || *a.Loss[0] != 0.25 || a.Loss[1] != nil {
+		t.Errorf("a's loss %v, want 0.25 then none (no probe counted)", a.Loss)
+	}
+}

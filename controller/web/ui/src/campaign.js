@@ -115,6 +115,8 @@ function drawBands(el, view) {
   }
 }
 
+const VANTAGE_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000"];
+
 // chart draws one network's loss and RTT per vantage into el.
 function chart(el, network, series) {
   const width = Math.min(720, el.clientWidth || 720);
@@ -123,16 +125,24 @@ function chart(el, network, series) {
   const at = new Map(ts.map((t, i) => [t, i]));
   const data = [ts];
   const cols = [{}];
-  for (const s of series) {
+  let gaps = false;
+  series.forEach((s, k) => {
     const loss = new Array(ts.length).fill(null), rtt = new Array(ts.length).fill(null);
-    s.t.forEach((t, i) => { loss[at.get(t)] = s.loss[i] * 100; rtt[at.get(t)] = s.rtt_p50_ms[i] || null; });
+    s.t.forEach((t, i) => {
+      // null: no probe counted that round (no host answered any vantage)
+      if (s.loss[i] === null) gaps = true; else loss[at.get(t)] = s.loss[i] * 100;
+      rtt[at.get(t)] = s.rtt_p50_ms[i] || null;
+    });
     data.push(loss, rtt);
-    cols.push({ label: `${s.agent} loss %`, scale: "%", stroke: "#d55e00", width: 1 },
-      { label: `${s.agent} RTT p50 ms`, scale: "ms", stroke: "#0072b2", width: 1, dash: [4, 2] });
-  }
+    // A colour per vantage (Okabe and Ito's), loss solid, RTT dashed; the
+    // legend names each.
+    const name = s.agent_name || s.agent, colour = VANTAGE_COLOURS[k % VANTAGE_COLOURS.length];
+    cols.push({ label: `${name} loss %`, scale: "%", stroke: colour, width: 1.5 },
+      { label: `${name} RTT p50 ms`, scale: "ms", stroke: colour, width: 1, dash: [4, 2] });
+  });
   const box = document.createElement("figure");
   const caption = document.createElement("figcaption");
-  caption.textContent = network;
+  caption.textContent = network + (gaps ? " (gaps: rounds in which no host answered any vantage; the bands say why)" : "");
   box.appendChild(caption);
   el.appendChild(box);
   new uPlot({ width, height: 160, series: cols, scales: { "%": { range: [0, 100] } },
