@@ -149,11 +149,7 @@ func (s *Server) campaignView(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		bySubject := map[string][]*vantagev1.Transition{}
-		for _, tr := range tl.GetTransitions() {
-			bySubject[tr.GetSubject()] = append(bySubject[tr.GetSubject()], tr)
-		}
-		for subject, ts := range bySubject {
+		for subject, ts := range bySubject(tl.GetTransitions()) {
 			lv.into[subject] = bands(ts, from)
 			if lv.level == vantagev1.Level_LEVEL_SCOPE {
 				out.Episodes = append(out.Episodes, episodes(ts)...)
@@ -257,15 +253,10 @@ func (s *Server) seriesView(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, network := r.PathValue("name"), r.URL.Query().Get("network")
-	if network == "" {
-		writeError(w, http.StatusBadRequest, "network: required (a network's name)")
-		return
-	}
 	ctx, cancel := s.call(r, sessionOf(r))
 	defer cancel()
-	nets, err := s.networkVerdicts(ctx, name)
-	if err != nil {
-		s.fail(w, r, err)
+	nets, ok := s.networkOf(ctx, w, r, name, network)
+	if !ok {
 		return
 	}
 	// A campaign not running has no verdicts to check against, and its
@@ -389,4 +380,30 @@ func episodes(ts []*vantagev1.Transition) []episodeJSON {
 		out = append(out, *cur)
 	}
 	return out
+}
+
+// bySubject groups transitions (oldest first) by subject, keeping their
+// order.
+func bySubject(ts []*vantagev1.Transition) map[string][]*vantagev1.Transition {
+	out := map[string][]*vantagev1.Transition{}
+	for _, tr := range ts {
+		out[tr.GetSubject()] = append(out[tr.GetSubject()], tr)
+	}
+	return out
+}
+
+// networkOf checks the request's network parameter and returns the
+// campaign's network verdicts (none when the campaign is not running),
+// answering the error itself when it fails.
+func (s *Server) networkOf(ctx context.Context, w http.ResponseWriter, r *http.Request, name, network string) ([]*vantagev1.Verdict, bool) {
+	if network == "" {
+		writeError(w, http.StatusBadRequest, "network: required (a network's name)")
+		return nil, false
+	}
+	nets, err := s.networkVerdicts(ctx, name)
+	if err != nil {
+		s.fail(w, r, err)
+		return nil, false
+	}
+	return nets, true
 }

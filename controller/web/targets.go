@@ -59,15 +59,10 @@ func (s *Server) targets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, network := r.PathValue("name"), r.URL.Query().Get("network")
-	if network == "" {
-		writeError(w, http.StatusBadRequest, "network: required (a network's name)")
-		return
-	}
 	ctx, cancel := s.call(r, sessionOf(r))
 	defer cancel()
-	nets, err := s.networkVerdicts(ctx, name)
-	if err != nil {
-		s.fail(w, r, err)
+	nets, ok := s.networkOf(ctx, w, r, name, network)
+	if !ok {
 		return
 	}
 	if len(nets) == 0 {
@@ -109,12 +104,9 @@ func (s *Server) targets(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		bySubject := map[string][]*vantagev1.Transition{}
-		for _, tr := range tl.GetTransitions() {
-			bySubject[tr.GetSubject()] = append(bySubject[tr.GetSubject()], tr)
-		}
+		byTarget := bySubject(tl.GetTransitions())
 		for i := range page {
-			page[i].Bands = bands(bySubject[page[i].Address], from)
+			page[i].Bands = bands(byTarget[page[i].Address], from)
 		}
 	}
 	writeJSON(w, out)
