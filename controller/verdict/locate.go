@@ -425,21 +425,46 @@ func (e *Engine) locate(s *subject, n int64, healthy []*agent, prov provisional)
 		return
 	}
 	affected := e.affectedTargets(s)
+	// Nothing gets through an UNREACHABLE subject, so a trace that reached
+	// its target predates the outage (taken across a flap's edge). Such
+	// mixed evidence leaves out those traces and the others of the round
+	// before the outage, which may be as old; and it makes no path
+	// signature (a later outage waits for its own traces).
 	var paths []PathEvidence
+	var rounds []int64
+	stale := 0
 	for _, a := range healthy {
 		for _, t := range affected {
 			tr := a.traces[t]
 			if tr == nil || tr.round < s.badSince-1 {
 				continue
 			}
-			paths = append(paths, e.pathEvidence(a, t, tr))
+			pe := e.pathEvidence(a, t, tr)
+			if s.raw == vantagev1.State_STATE_UNREACHABLE && pe.Reached {
+				stale++
+				continue
+			}
+			paths, rounds = append(paths, pe), append(rounds, tr.round)
 		}
+	}
+	if stale > 0 {
+		kept := paths[:0]
+		for i, p := range paths {
+			if rounds[i] >= s.badSince {
+				kept = append(kept, p)
+			}
+		}
+		s.locNotes = append(s.locNotes, fmt.Sprintf("%d trace(s) reached their targets, so predate an outage nothing gets through: left out, with the other %d from before round %d",
+			stale, len(paths)-len(kept), s.badSince))
+		paths = kept
 	}
 	unreach := e.unreachAnswers(healthy, affected)
 	loc, hop, note := Classify(paths)
 	if loc != vantagev1.Location_LOCATION_UNSPECIFIED {
 		s.location, s.lastHop, s.locTraced = loc, hop, true
-		s.sig = pathSig{loc: loc, hop: hop, routers: prov.routers, unreach: unreach, round: n}
+		if stale == 0 {
+			s.sig = pathSig{loc: loc, hop: hop, routers: prov.routers, unreach: unreach, round: n}
+		}
 		s.locNotes = append(s.locNotes, fmt.Sprintf("location %s from %d traces since round %d: %s",
 			strings.TrimPrefix(loc.String(), "LOCATION_"), len(paths), s.badSince-1, note))
 		return

@@ -191,6 +191,34 @@ func TestPathSignature(t *testing.T) {
 				shortState(last.GetFrom()), shortState(last.GetTo()), last.GetLocation())
 		}
 	})
+	t.Run("traces that reached their targets do not place an outage nothing gets through", func(t *testing.T) {
+		// The lab's CI run again (blackout during flapping): the traces of
+		// the round before the outage, some reaching their targets (an
+		// up-flap) and some dying, counted as the outage's own and
+		// published it at PATH_SPECIFIC.
+		e := warmed(t, cfg, agents3)
+		ss := flapsThenDown()
+		run(t, e, cfg, ss[:len(ss)-3])
+		for i, ag := range agents3 {
+			for _, tg := range cfg.Targets[:16] {
+				if i == 0 {
+					e.Observe(traceObs(ag, tg.Addr, 31, stopCompleted, ix, tg.Addr))
+				} else {
+					e.Observe(traceObs(ag, tg.Addr, 31, stopUnreachable, ix))
+				}
+			}
+		}
+		trs := transitionsOf(flat(run(t, e, cfg, ss[len(ss)-3:])), scopeID)
+		if len(trs) == 0 {
+			t.Fatal("no scope transition for the outage")
+		}
+		for _, tr := range trs {
+			if tr.GetTo() == unreachable && tr.GetLocation() == vantagev1.Location_LOCATION_PATH_SPECIFIC {
+				t.Errorf("scope %s -> %s at PATH_SPECIFIC: a trace that reached its target cannot describe an outage nothing gets through",
+					shortState(tr.GetFrom()), shortState(tr.GetTo()))
+			}
+		}
+	})
 	t.Run("a border cut does not locate the next outage", func(t *testing.T) {
 		e := warmed(t, cfg, agents3)
 		traces(e, 20, stopGap, ix, border) // TARGET_NETWORK
