@@ -347,7 +347,7 @@ func (s *Server) checkQuorum(ctx context.Context, spec *campaign.Spec) error {
 		}
 	}
 	if err := spec.CheckQuorum(labels, s.cfg.Verdicts.QuorumLabel()); err != nil {
-		return fmt.Errorf("%w (enrol the agents first, or apply with allow_fewer_vantages)", err)
+		return fmt.Errorf("%w (enrol the agents first, or apply with vantagectl campaign apply --allow-fewer-vantages)", err)
 	}
 	return nil
 }
@@ -458,6 +458,11 @@ func (s *Server) QueryResults(req *vantagev1.QueryResultsRequest, stream vantage
 		if _, err := netip.ParseAddr(t); err != nil {
 			return fmt.Errorf("%w: target: %q is not an IP address", rpcerr.ErrInvalid, t)
 		}
+	}
+	// An unknown campaign is NotFound, as GetVerdicts and GetTimeline say,
+	// not an empty stream.
+	if err := s.checkCampaign(stream.Context(), req.GetCampaign()); err != nil {
+		return err
 	}
 	q := store.ResultQuery{Campaign: req.GetCampaign(), AgentID: req.GetAgentId(), Target: req.GetTarget(), Limit: limit}
 	if req.GetFrom() != nil {

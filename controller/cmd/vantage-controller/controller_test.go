@@ -273,6 +273,13 @@ func TestEnrolSessionAssignmentAndDedupe(t *testing.T) {
 	if _, err := recvOne(ops, c, 200000); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("QueryResults limit 200000 = %v; want InvalidArgument", err)
 	}
+	// An unknown campaign is NotFound, as GetVerdicts says, not an empty
+	// stream (issue 14: "results --campaign nope" said "No results.").
+	if st, err := ops.QueryResults(bearer(c.admin), &vantagev1.QueryResultsRequest{Campaign: "nope"}); err != nil {
+		t.Fatal(err)
+	} else if _, err := st.Recv(); status.Code(err) != codes.NotFound {
+		t.Fatalf("QueryResults campaign nope = %v; want NotFound", err)
+	}
 	ex, err := ops.Explain(bearer(c.admin), &vantagev1.ExplainRequest{VerdictId: "min/target/" + as.GetTasks()[0].GetTarget(), Rounds: 10})
 	if err != nil || ex.GetVerdict().GetSubject() != as.GetTasks()[0].GetTarget() {
 		t.Fatalf("Explain = %v, %v", ex, err)

@@ -246,7 +246,7 @@ func TestQuorumRefusedAtApply(t *testing.T) {
 	for _, dry := range []bool{false, true} {
 		_, err := ops.ApplyCampaign(bearer(c.admin), &vantagev1.ApplyCampaignRequest{SpecYaml: spec, DryRun: dry})
 		want := "rpc error: code = InvalidArgument desc = invalid argument: vantages.quorum: 2 is more than the 1 enrolled active agent(s) " +
-			"matching vantages.select {role=vps}; every verdict would be UNKNOWN (enrol the agents first, or apply with allow_fewer_vantages)"
+			"matching vantages.select {role=vps}; every verdict would be UNKNOWN (enrol the agents first, or apply with vantagectl campaign apply --allow-fewer-vantages)"
 		if err == nil || err.Error() != want {
 			t.Fatalf("dry_run=%v:\n got: %v\nwant: %s", dry, err, want)
 		}
