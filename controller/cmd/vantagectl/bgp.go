@@ -85,12 +85,12 @@ func (a *app) bgpUpdatesCmd() *cobra.Command {
 }
 
 // bgpUpdates prints what recv gives until the stream ends: a table, or
-// one JSON object a line.
+// one JSON array.
 func (a *app) bgpUpdates(recv func() (*vantagev1.BgpUpdate, error)) error {
-	var t *table
-	if !a.json() {
-		t = newTable(a.env.stdout, bgpUpdateHeader...)
+	if a.json() {
+		return streamJSONArray(a.env.stdout, recv)
 	}
+	t := newTable(a.env.stdout, bgpUpdateHeader...)
 	p, n := a.printer(), 0
 	for {
 		u, err := recv()
@@ -98,24 +98,15 @@ func (a *app) bgpUpdates(recv func() (*vantagev1.BgpUpdate, error)) error {
 			break
 		}
 		if err != nil {
-			if t != nil && n > 0 {
+			if n > 0 {
 				_ = t.flush()
 			}
 			return err
 		}
 		n++
-		if t == nil {
-			if err := writeJSON(a.env.stdout, u, false); err != nil {
-				return err
-			}
-			continue
-		}
 		t.row(p.bgpUpdateFields(u)...)
 	}
-	switch {
-	case t == nil:
-		return nil
-	case n == 0:
+	if n == 0 {
 		_, err := fmt.Fprintln(a.env.stdout, "No BGP updates.")
 		return err
 	}

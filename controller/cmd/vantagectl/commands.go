@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -36,7 +35,9 @@ Connection settings come from flags or the environment (flags win):
   --token       VANTAGE_TOKEN       bearer token (or --token-file <data>/admin.token)
   --ca          VANTAGE_CA          the controller's ca.pem
 
-Errors print as "vantagectl: <code>: <message>" and exit 1; usage errors exit 2.`,
+Errors print as one line, "vantagectl: <message>", on stderr.
+
+` + exitCodesHelp,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -537,7 +538,11 @@ func (a *app) resultsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "results",
 		Short: "Stream stored raw results, oldest first",
-		Args:  cobra.NoArgs,
+		Long: "Stream stored raw results, oldest first. The table prints each row as it arrives.\n" +
+			"-o json prints one JSON document, an array of results, written as they arrive.\n" +
+			"A query returns at most --limit results: 1000 by default, at most 100000 (the\n" +
+			"controller's cap); narrow --since/--until, --agent or --target for more.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			from, to, err := a.timeRange("since", since, "until", until)
 			if err != nil {
@@ -555,39 +560,7 @@ func (a *app) resultsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var rt *resultTable
-			if !a.json() {
-				rt = a.printer().newResultTable(a.env.stdout)
-			}
-			n := 0
-			for {
-				res, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					if rt != nil && n > 0 {
-						_ = rt.flush()
-					}
-					return err
-				}
-				n++
-				if rt != nil {
-					rt.add(res)
-					continue
-				}
-				if err := writeJSON(a.env.stdout, res, false); err != nil {
-					return err
-				}
-			}
-			if rt == nil {
-				return nil
-			}
-			if n == 0 {
-				_, err := fmt.Fprintln(a.env.stdout, "No results.")
-				return err
-			}
-			return rt.flush()
+			return a.streamResults(stream.Recv)
 		},
 	}
 	f := cmd.Flags()
@@ -596,7 +569,7 @@ func (a *app) resultsCmd() *cobra.Command {
 	f.StringVar(&target, "target", "", "only this target address")
 	f.StringVar(&since, "since", "", "only results after this: a duration back from now (90m, 2d) or an RFC 3339 time")
 	f.StringVar(&until, "until", "", "only results before this; same forms as --since")
-	f.Uint32Var(&limit, "limit", 0, "at most this many results (0: the controller's default, 1000)")
+	f.Uint32Var(&limit, "limit", 0, "at most this many results (0: the controller's default, 1000; at most 100000)")
 	return cmd
 }
 

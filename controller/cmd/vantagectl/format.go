@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -12,8 +10,6 @@ import (
 	"time"
 	"unicode"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
@@ -35,28 +31,6 @@ const maxChildren = 6
 type printer struct {
 	now time.Time
 	loc *time.Location
-}
-
-// writeJSON writes m as protojson: compact on one line for stream items, or
-// indented for unary responses. protojson's output is deliberately unstable
-// in its whitespace, so it is normalised through encoding/json.
-func writeJSON(w io.Writer, m proto.Message, indent bool) error {
-	raw, err := protojson.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
-	}
-	var buf bytes.Buffer
-	if indent {
-		err = json.Indent(&buf, raw, "", "  ")
-	} else {
-		err = json.Compact(&buf, raw)
-	}
-	if err != nil {
-		return fmt.Errorf("normalise JSON: %w", err)
-	}
-	buf.WriteByte('\n')
-	_, err = w.Write(buf.Bytes())
-	return err
 }
 
 // table is a tab-aligned writer whose cells are cleaned and never empty.

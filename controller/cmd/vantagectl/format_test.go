@@ -420,7 +420,7 @@ func TestWriteJSONIsStable(t *testing.T) {
 	if err := writeJSON(&indented, v, true); err != nil {
 		t.Fatal(err)
 	}
-	wantCompact := `{"id":"kp/network/star-jv","campaign":"kp","level":"LEVEL_NETWORK","subject":"star-jv","state":"STATE_UNREACHABLE","since":"2026-01-01T00:56:00Z","healthyVantages":3,"totalVantages":3,"total":8,"location":"LOCATION_UPSTREAM","notes":["upstream silent","traces stop at 10.0.0.1"]}` + "\n"
+	wantCompact := `{"id":"kp/network/star-jv","campaign":"kp","level":"network","subject":"star-jv","state":"unreachable","since":"2026-01-01T00:56:00Z","onset_earliest":null,"onset_latest":null,"evaluated_at":null,"round":0,"healthy_vantages":3,"total_vantages":3,"quorum":0,"up":0,"total":8,"location":"upstream","last_responsive_hop":"","up_children":[],"down_children":[],"evidence":[],"notes":["upstream silent","traces stop at 10.0.0.1"],"network":"","reason":"unspecified","location_hop":null,"cause":null,"upstreams":[]}` + "\n"
 	if compact.String() != wantCompact {
 		t.Errorf("compact:\n got %s\nwant %s", compact.String(), wantCompact)
 	}

@@ -194,9 +194,9 @@ func (p printer) explain(w io.Writer, r *vantagev1.ExplainResponse) error {
 	if len(others) == 0 {
 		return nil
 	}
-	rt := p.newResultTable(w)
+	rt := newTable(w, resultHeader...)
 	for _, res := range others {
-		rt.add(res)
+		rt.row(p.resultFields(res)...)
 	}
 	return rt.flush()
 }

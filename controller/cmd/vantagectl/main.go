@@ -20,16 +20,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
-)
-
-// Exit codes.
-const (
-	exitOK    = 0
-	exitError = 1 // the call failed (gRPC error, I/O, TLS)
-	exitUsage = 2 // the command line was wrong
 )
 
 // Environment variables that stand in for the global flags.
@@ -69,7 +61,7 @@ type env struct {
 	reconnectBase, reconnectMax, settle time.Duration
 }
 
-// usageError marks a wrong command line: it exits 2, not 1.
+// usageError marks a wrong command line: it exits exitUsage.
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
@@ -122,12 +114,9 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 		fmt.Fprintf(a.env.stderr, "vantagectl: %v\nRun '%s --help' for usage.\n", err, path)
 		return exitUsage
 	}
-	if st, ok := status.FromError(err); ok {
-		fmt.Fprintf(a.env.stderr, "vantagectl: %s: %s\n", st.Code(), st.Message())
-		return exitError
-	}
-	fmt.Fprintf(a.env.stderr, "vantagectl: %v\n", err)
-	return exitError
+	code, msg := classify(err)
+	fmt.Fprintf(a.env.stderr, "vantagectl: %s\n", msg)
+	return code
 }
 
 // app holds the merged global options and the lazily opened connection.

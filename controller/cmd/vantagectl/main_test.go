@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/vantage-net/vantage/controller/fleet"
@@ -310,8 +309,8 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 		{
 			name:       "campaign apply rejected by the controller",
 			run:        cliRun{args: []string{"campaign", "apply", "-f", "-"}, env: goodEnv, stdin: "scope: KP\n"},
-			wantCode:   exitError,
-			wantStderr: "vantagectl: InvalidArgument: name: required\n",
+			wantCode:   exitInvalid,
+			wantStderr: "vantagectl: invalid argument: name: required\n",
 		},
 		{
 			name:     "campaign get prints the spec",
@@ -368,7 +367,7 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 		{
 			name:     "results table",
 			run:      cliRun{args: []string{"results", "--campaign", "kp", "--agent", "agt-1", "--limit", "10"}, env: goodEnv},
-			contains: []string{"SENT                  AGENT", "198.18.0.1:443  unreachable  1.25ms"},
+			contains: []string{"SENT                  AGENT", "198.18.0.1:443   unreachable  1.25ms"},
 			wantReq:  &vantagev1.QueryResultsRequest{Campaign: "kp", AgentId: "agt-1", Limit: 10},
 		},
 		{
@@ -376,7 +375,7 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 			run:        cliRun{args: []string{"results", "--target", "fail"}, env: goodEnv},
 			wantCode:   exitError,
 			contains:   []string{"198.18.0.1:443"},
-			wantStderr: "vantagectl: Internal: store broke\n",
+			wantStderr: "vantagectl: internal: store broke\n",
 		},
 		{
 			name:     "audit",
@@ -388,26 +387,26 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 		{
 			name:       "not found maps to its code",
 			run:        cliRun{args: []string{"campaign", "get", "nope"}, env: goodEnv},
-			wantCode:   exitError,
-			wantStderr: "vantagectl: NotFound: campaign \"nope\" not found\n",
+			wantCode:   exitNotFound,
+			wantStderr: "vantagectl: campaign \"nope\" not found\n",
 		},
 		{
 			name:       "wrong token",
 			run:        cliRun{args: []string{"--token", "bad", "agents", "list"}, env: goodEnv},
-			wantCode:   exitError,
-			wantStderr: "vantagectl: Unauthenticated: unknown token\n",
+			wantCode:   exitPermission,
+			wantStderr: "vantagectl: unauthenticated: unknown token\n",
 		},
 		{
 			name:       "unimplemented",
 			run:        cliRun{args: []string{"campaign", "resume", "kp"}, env: goodEnv},
 			wantCode:   exitError,
-			wantStderr: "vantagectl: Unimplemented: method ResumeCampaign not implemented\n",
+			wantStderr: "vantagectl: not implemented by this controller: method ResumeCampaign not implemented\n",
 		},
 		{
 			name:       "CA that did not sign the server",
 			run:        cliRun{args: []string{"--ca", otherCA, "agents", "list"}, env: goodEnv},
-			wantCode:   exitError,
-			wantStderr: "vantagectl: Unavailable: ",
+			wantCode:   exitUnavailable,
+			wantStderr: "vantagectl: unavailable: ",
 		},
 		{
 			name:       "missing CA",
@@ -542,34 +541,42 @@ func TestJSONOutput(t *testing.T) {
 		if got.code != 0 {
 			t.Fatalf("exit %d: %s", got.code, got.stderr)
 		}
-		var resp vantagev1.ListAgentsResponse
-		if err := protojson.Unmarshal([]byte(got.stdout), &resp); err != nil {
-			t.Fatalf("stdout is not a ListAgentsResponse: %v\n%s", err, got.stdout)
+		var resp struct {
+			Agents []struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			} `json:"agents"`
 		}
-		if want := (&vantagev1.ListAgentsResponse{Agents: fixtureAgents()[:2]}); !proto.Equal(&resp, want) {
-			t.Errorf("got %v, want %v", &resp, want)
+		if err := json.Unmarshal([]byte(got.stdout), &resp); err != nil {
+			t.Fatalf("stdout is not one JSON object: %v\n%s", err, got.stdout)
+		}
+		if len(resp.Agents) != 2 || resp.Agents[0].ID != fixtureAgents()[0].GetId() || resp.Agents[1].State != "active" {
+			t.Errorf("got %+v", resp)
 		}
 	})
-	t.Run("stream is one object per line", func(t *testing.T) {
+	t.Run("stream is one array", func(t *testing.T) {
 		got := runSync(t, cliRun{args: []string{"--output", "json", "results"}, env: goodEnv})
 		if got.code != 0 {
 			t.Fatalf("exit %d: %s", got.code, got.stderr)
 		}
-		want := fixtureExplain().GetResults()
-		sc := bufio.NewScanner(strings.NewReader(got.stdout))
-		i := 0
-		for sc.Scan() {
-			var r vantagev1.StoredResult
-			if err := protojson.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("line %d: %v: %s", i+1, err, sc.Text())
-			}
-			if i >= len(want) || !proto.Equal(&r, want[i]) {
-				t.Fatalf("line %d: got %v", i+1, &r)
-			}
-			i++
+		var rs []struct {
+			AgentID string `json:"agent_id"`
+			Result  struct {
+				Target string `json:"target"`
+				Round  int64  `json:"round"`
+			} `json:"result"`
 		}
-		if i != len(want) {
-			t.Errorf("%d lines, want %d", i, len(want))
+		if err := json.Unmarshal([]byte(got.stdout), &rs); err != nil {
+			t.Fatalf("stdout is not one JSON array: %v\n%s", err, got.stdout)
+		}
+		want := fixtureExplain().GetResults()
+		if len(rs) != len(want) {
+			t.Fatalf("%d results, want %d", len(rs), len(want))
+		}
+		for i, r := range rs {
+			if r.AgentID != want[i].GetAgentId() || r.Result.Target != want[i].GetResult().GetTarget() || r.Result.Round != want[i].GetResult().GetRound() {
+				t.Errorf("result %d: got %+v, want %v", i, r, want[i])
+			}
 		}
 	})
 }
@@ -656,7 +663,7 @@ func TestWatch(t *testing.T) {
 			waitFor: `"transition":`,
 			contains: []string{
 				"{\"verdict\":{\"id\":\"kp/network/star-jv\",",
-				"\n{\"transition\":{\"id\":\"7\",\"campaign\":\"kp\",",
+				"\n{\"transition\":{\"id\":7,\"campaign\":\"kp\",",
 			},
 		},
 		{
@@ -689,7 +696,7 @@ func TestWatch(t *testing.T) {
 				"2026-01-01T00:40:00Z  scope  kp/KP  UNREACHABLE -> REACHABLE",
 			},
 			absent:     []string{"verdict  scope  kp/KP"},
-			wantStderr: "vantagectl: watch: stream lost (Unavailable: controller shutting down); reconnecting in 10ms\nvantagectl: watch: stream lost (watch: the controller ended the stream); reconnecting in 20ms\nvantagectl: watch: reconnected\n",
+			wantStderr: "vantagectl: watch: stream lost (unavailable: controller shutting down); reconnecting in 10ms\nvantagectl: watch: stream lost (watch: the controller ended the stream); reconnecting in 20ms\nvantagectl: watch: reconnected\n",
 		},
 		{
 			name: "reconnects after an empty stream that had stayed open",
@@ -708,7 +715,7 @@ func TestWatch(t *testing.T) {
 			},
 			waitFor:    "kp/KP  REACHABLE -> UNREACHABLE",
 			contains:   []string{"No verdicts yet; waiting for transitions.\n2026-01-01T00:05:02Z  scope  kp/KP"},
-			wantStderr: "vantagectl: watch: stream lost (Unavailable: verdict worker shutting down); reconnecting in 10ms\nvantagectl: watch: reconnected\n",
+			wantStderr: "vantagectl: watch: stream lost (unavailable: verdict worker shutting down); reconnecting in 10ms\nvantagectl: watch: reconnected\n",
 		},
 		{
 			name: "stream end without reconnect is an error",
@@ -726,8 +733,8 @@ func TestWatch(t *testing.T) {
 			watch: func(int, *vantagev1.WatchVerdictsRequest, grpc.ServerStreamingServer[vantagev1.VerdictUpdate]) error {
 				return status.Error(codes.PermissionDenied, "viewer role required")
 			},
-			wantCode:   exitError,
-			wantStderr: "vantagectl: PermissionDenied: viewer role required\n",
+			wantCode:   exitPermission,
+			wantStderr: "vantagectl: permission denied: viewer role required\n",
 		},
 	}
 	for _, tt := range tests {

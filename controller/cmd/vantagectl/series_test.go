@@ -45,7 +45,7 @@ func TestSeriesCommand(t *testing.T) {
 			stdout: table,
 			req:    &vantagev1.GetSeriesRequest{Campaign: "kp", Network: "net0", AgentId: "agt-a", From: tsAt("2026-01-01T00:00:00Z"), Limit: 10}},
 		{name: "json", args: []string{"series", "--campaign", "kp", "-o", "json"},
-			contains: []string{`"rttP90Ms": 3.5`, `"firstTryAnswers": 5`, `"trace": 1`},
+			contains: []string{`"rtt_p90_ms": 3.5`, `"first_try_answers": 5`, `"trace": 1`},
 			req:      &vantagev1.GetSeriesRequest{Campaign: "kp"}},
 		{name: "campaign required", args: []string{"series"}, code: exitUsage, stderr: "--campaign: required"},
 		{name: "bad since", args: []string{"series", "--campaign", "kp", "--since", "soon"}, code: exitUsage, stderr: "--since"},

@@ -78,7 +78,8 @@ func retryable(err error) bool {
 
 func describe(err error) string {
 	if st, ok := status.FromError(err); ok {
-		return st.Code().String() + ": " + st.Message()
+		_, msg := statusMessage(st)
+		return msg
 	}
 	return err.Error()
 }
