@@ -76,7 +76,7 @@ func (a *app) bgpUpdatesCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&campaignName, "campaign", "", "only the updates of this campaign's networks")
 	fl.StringVar(&prefix, "prefix", "", "only the updates of this prefix and those overlapping it")
-	fl.StringVar(&since, "since", "", "only updates after this: a duration back from now (90m, 2d) or an RFC 3339 time")
+	fl.StringVar(&since, "since", "", "only updates after this: "+timeForms)
 	fl.StringVar(&from, "from", "", "same as --since")
 	fl.StringVar(&to, "to", "", "only updates before this; same forms as --since")
 	fl.Uint32Var(&limit, "limit", 0, "at most this many updates (0: the controller's default, 1000)")

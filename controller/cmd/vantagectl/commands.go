@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
@@ -198,10 +199,18 @@ func (a *app) campaignCmd() *cobra.Command {
 		allowFewer bool
 	)
 	apply := &cobra.Command{
-		Use:   "apply -f FILE",
+		Use:   "apply FILE | -f FILE",
 		Short: "Validate and store a campaign file (FILE - reads stdin)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 1 && file != "":
+				return usageErrorf("campaign apply: give the file once, as an argument or with -f, not both")
+			case len(args) == 1:
+				file = args[0]
+			case file == "":
+				return usageErrorf("campaign apply: no campaign file: give it as an argument (vantagectl campaign apply country.yaml) or with -f; - reads stdin")
+			}
 			spec, err := a.readCampaign(file)
 			if err != nil {
 				return err
@@ -211,11 +220,10 @@ func (a *app) campaignCmd() *cobra.Command {
 				func(p printer, w io.Writer, c *vantagev1.Campaign) error { return p.campaignApplied(w, c, dryRun) })
 		},
 	}
-	apply.Flags().StringVarP(&file, "filename", "f", "", "campaign file (YAML); - for stdin")
+	apply.Flags().StringVarP(&file, "filename", "f", "", "campaign file (YAML); - for stdin; or give it as the argument")
 	apply.Flags().BoolVar(&dryRun, "dry-run", false, "validate only; store nothing")
 	apply.Flags().BoolVar(&allowFewer, "allow-fewer-vantages", false,
 		"apply even if fewer enrolled agents (quorum groups) match vantages.select than vantages.quorum needs, e.g. before they enrol")
-	_ = apply.MarkFlagRequired("filename")
 
 	list := unaryCmd(a, &cobra.Command{Use: "list", Short: "List campaigns", Args: cobra.NoArgs},
 		vantagev1.OperatorServiceClient.ListCampaigns,
@@ -324,40 +332,96 @@ func parseLevel(s string) (vantagev1.Level, error) {
 	return 0, usageErrorf("--level: want scope, network or target, got %q", s)
 }
 
-// parseSince reads a relative age ("90m", "2d") or an RFC 3339 instant;
-// empty means no bound.
-func parseSince(flag, s string, now time.Time) (*timestamppb.Timestamp, error) {
+// timeForms is the help text of every time flag.
+const timeForms = "now, a duration back from now (90m, 36h, 2d, 1w; 0s is now), a date (2026-12-01, midnight in the local zone), or an RFC 3339 time"
+
+// parseSince reads a time flag in timeForms' forms; empty means no bound.
+func parseSince(flag, s string, now time.Time, loc *time.Location) (*timestamppb.Timestamp, error) {
 	if s == "" {
 		return nil, nil
 	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d <= 0 {
-			return nil, usageErrorf("--%s: duration must be positive, got %q", flag, s)
+	if strings.EqualFold(s, "now") {
+		return timestamppb.New(now), nil
+	}
+	if d, ok := parseAge(s); ok {
+		if d < 0 {
+			return nil, usageErrorf("--%s: a duration back from now must not be negative, got %q", flag, s)
 		}
 		return timestamppb.New(now.Add(-d)), nil
-	}
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(days); err == nil && n > 0 {
-			return timestamppb.New(now.Add(-time.Duration(n) * 24 * time.Hour)), nil
-		}
 	}
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return timestamppb.New(t), nil
 	}
-	return nil, usageErrorf("--%s: want a duration such as 90m or 2d, or an RFC 3339 time, got %q", flag, s)
+	for _, layout := range []string{time.DateOnly, "2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02 15:04:05"} {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
+			return timestamppb.New(t), nil
+		}
+	}
+	return nil, usageErrorf("--%s: want %s; got %q", flag, timeForms, s)
+}
+
+// parseAge reads a Go duration, or a whole number of days (2d) or weeks
+// (1w), optionally followed by a Go duration (1d12h).
+func parseAge(s string) (time.Duration, bool) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return d, true
+	}
+	i := strings.IndexAny(s, "dw")
+	if i <= 0 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s[:i])
+	if err != nil || n < 0 || n > 100*52 {
+		return 0, false
+	}
+	unit := 24 * time.Hour
+	if s[i] == 'w' {
+		unit *= 7
+	}
+	d := time.Duration(n) * unit
+	if rest := s[i+1:]; rest != "" {
+		r, err := time.ParseDuration(rest)
+		if err != nil || r < 0 {
+			return 0, false
+		}
+		d += r
+	}
+	return d, true
 }
 
 // timeRange reads the two bounds of a time range (flags fromFlag and
-// toFlag, in parseSince's forms) against one now.
+// toFlag, in parseSince's forms) against one now. A range whose start is
+// not before its end would match nothing: it is refused, naming both flags.
 func (a *app) timeRange(fromFlag, from, toFlag, to string) (f, t *timestamppb.Timestamp, err error) {
 	now := a.env.now()
-	if f, err = parseSince(fromFlag, from, now); err != nil {
+	if f, err = parseSince(fromFlag, from, now, a.env.loc); err != nil {
 		return nil, nil, err
 	}
-	if t, err = parseSince(toFlag, to, now); err != nil {
+	if t, err = parseSince(toFlag, to, now, a.env.loc); err != nil {
 		return nil, nil, err
+	}
+	if f != nil && t != nil && !f.AsTime().Before(t.AsTime()) {
+		return nil, nil, usageErrorf("--%s %s is not before --%s %s: the range is empty (a duration counts back from now, so --%s 1h --%s 2h is inverted)",
+			fromFlag, f.AsTime().In(a.env.loc).Format(time.RFC3339), toFlag, t.AsTime().In(a.env.loc).Format(time.RFC3339), fromFlag, toFlag)
 	}
 	return f, t, nil
+}
+
+// sinceUntilFlags adds --since and --until (with --from and --to as their
+// other names) for what the command lists.
+func sinceUntilFlags(c *cobra.Command, since, until *string, what string) {
+	f := c.Flags()
+	f.StringVar(since, "since", "", "only "+what+" after this (--from is the same): "+timeForms)
+	f.StringVar(until, "until", "", "only "+what+" before this (--to is the same); same forms as --since")
+	f.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		switch name {
+		case "from":
+			name = "since"
+		case "to":
+			name = "until"
+		}
+		return pflag.NormalizedName(name)
+	})
 }
 
 func (a *app) verdictsCmd() *cobra.Command {
@@ -438,9 +502,8 @@ func (a *app) timelineCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&level, "level", "", "only this level: scope, network or target")
-	f.StringVar(&since, "since", "", "only transitions after this: a duration back from now (90m, 2d) or an RFC 3339 time")
-	f.StringVar(&until, "until", "", "only transitions before this; same forms as --since")
-	f.Uint32Var(&limit, "limit", 0, "at most this many transitions (0: the controller's default)")
+	sinceUntilFlags(cmd, &since, &until, "transitions")
+	f.Uint32Var(&limit, "limit", 0, "at most this many transitions (0: the controller's default, 1000; at most 10000)")
 	f.BoolVar(&withSeries, "series", false, "also show the quality series (loss, RTT) over the same interval")
 	f.BoolVar(&all, "all", false, "also show the transitions folded into a flapping episode's transition into UNSTABLE")
 	return cmd
@@ -522,7 +585,7 @@ func (a *app) replayCmd() *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&campaignName, "campaign", "", "the campaign to replay (required)")
-	fl.StringVar(&from, "from", "", "start: a duration back from now (90m, 2d) or an RFC 3339 time (required)")
+	fl.StringVar(&from, "from", "", "start (required): "+timeForms)
 	fl.StringVar(&to, "to", "", "end (exclusive); same forms as --from (required)")
 	fl.StringVar(&level, "level", "", "only print this level: scope, network or target")
 	fl.StringArrayVar(&params, "param", nil, "override a verdict parameter, key=value (repeatable)")
@@ -567,8 +630,7 @@ func (a *app) resultsCmd() *cobra.Command {
 	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&agent, "agent", "", "only this agent id")
 	f.StringVar(&target, "target", "", "only this target address")
-	f.StringVar(&since, "since", "", "only results after this: a duration back from now (90m, 2d) or an RFC 3339 time")
-	f.StringVar(&until, "until", "", "only results before this; same forms as --since")
+	sinceUntilFlags(cmd, &since, &until, "results")
 	f.Uint32Var(&limit, "limit", 0, "at most this many results (0: the controller's default, 1000; at most 100000)")
 	return cmd
 }

@@ -107,6 +107,9 @@ func (f *fakeOperator) ApplyCampaign(_ context.Context, req *vantagev1.ApplyCamp
 	if !strings.Contains(req.GetSpecYaml(), "name:") {
 		return nil, status.Error(codes.InvalidArgument, "name: required")
 	}
+	if strings.Contains(req.GetSpecYaml(), "bogus:") { // the controller's own wording
+		return nil, status.Error(codes.InvalidArgument, "invalid argument: campaign: line 2: field bogus not found in type campaign.Spec")
+	}
 	return fixtureCampaign(), nil
 }
 
@@ -137,6 +140,12 @@ func (f *fakeOperator) DeleteCampaign(_ context.Context, req *vantagev1.DeleteCa
 
 func (f *fakeOperator) GetVerdicts(_ context.Context, req *vantagev1.GetVerdictsRequest) (*vantagev1.GetVerdictsResponse, error) {
 	f.record(req)
+	switch req.GetCampaign() {
+	case "empty":
+		return &vantagev1.GetVerdictsResponse{}, nil
+	case "nope":
+		return nil, status.Error(codes.NotFound, `campaign "nope" not found`)
+	}
 	return &vantagev1.GetVerdictsResponse{Verdicts: fixtureVerdicts()}, nil
 }
 
@@ -152,6 +161,16 @@ func (f *fakeOperator) ListAudit(_ context.Context, req *vantagev1.ListAuditRequ
 
 func (f *fakeOperator) QueryResults(req *vantagev1.QueryResultsRequest, s grpc.ServerStreamingServer[vantagev1.StoredResult]) error {
 	f.record(req)
+	switch req.GetCampaign() {
+	case "nope": // as the controller answers since issue 14
+		return status.Error(codes.NotFound, `campaign "nope" not found`)
+	case "slow": // one result, then nothing until the client hangs up
+		if err := s.Send(fixtureExplain().GetResults()[0]); err != nil {
+			return err
+		}
+		<-s.Context().Done()
+		return nil
+	}
 	for _, r := range fixtureExplain().GetResults() {
 		if err := s.Send(r); err != nil {
 			return err
@@ -454,7 +473,7 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 			name:       "missing required flag",
 			run:        cliRun{args: []string{"campaign", "apply"}, env: goodEnv},
 			wantCode:   exitUsage,
-			wantStderr: `required flag(s) "filename" not set`,
+			wantStderr: "campaign apply: no campaign file: give it as an argument",
 		},
 		{
 			name:       "bad output format",
@@ -472,7 +491,7 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 			name:       "bad since",
 			run:        cliRun{args: []string{"timeline", "--since", "yesterday"}, env: goodEnv},
 			wantCode:   exitUsage,
-			wantStderr: `--since: want a duration`,
+			wantStderr: `--since: want now, a duration`,
 		},
 		{
 			name:       "bad label",

@@ -40,8 +40,7 @@ func (a *app) seriesCmd() *cobra.Command {
 	f.StringVar(&campaignName, "campaign", "", "the campaign (required)")
 	f.StringVar(&network, "network", "", "only this network")
 	f.StringVar(&agent, "agent", "", "only this vantage (agent id)")
-	f.StringVar(&since, "since", "", "only rounds that started after this: a duration back from now (1h, 2d) or an RFC 3339 time")
-	f.StringVar(&until, "until", "", "only rounds that started before this; same forms as --since")
+	sinceUntilFlags(cmd, &since, &until, "rounds that started")
 	f.Uint32Var(&limit, "limit", 0, "at most this many points, the newest (0: the controller's default)")
 	return cmd
 }
