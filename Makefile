@@ -3,6 +3,10 @@
 # missing (deploy/install-deps.sh holds the one list, by group).
 GO      ?= go
 BIN     := bin
+# --version of every binary: the tag or commit of this tree, stamped at
+# build (a plain go build says "dev" and the Go module version).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/vantage-net/vantage/internal/buildinfo.Version=$(VERSION)
 PROTO   := proto/vantage/v1
 
 .PHONY: all build deps proto proto-check web web-check test test-unit test-e2e test-scenarios vet fmt-check demo lab-up lab-down clean
@@ -10,7 +14,7 @@ PROTO   := proto/vantage/v1
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./agent/cmd/... ./controller/cmd/... ./deploy/lab/cmd/... ./deploy/demo/cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./agent/cmd/... ./controller/cmd/... ./deploy/lab/cmd/... ./deploy/demo/cmd/...
 
 # Every system package the build, the tests, the demo and the benches use
 # (deploy/install-deps.sh all: protoc and the well-known types, the lab's
@@ -80,7 +84,7 @@ bench-dashboard:
 
 .PHONY: bench-ingest
 bench-ingest:
-	$(GO) build -o $(BIN)/ ./controller/cmd/vantage-controller ./deploy/loadtest/cmd/vantage-loadtest
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./controller/cmd/vantage-controller ./deploy/loadtest/cmd/vantage-loadtest
 	$(BIN)/vantage-loadtest -bin $(BIN) $(INGEST_FLAGS)
 
 # The controller's fuzz targets (campaign files, prefix files, agent

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vantage-net/vantage/internal/buildinfo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vantage-net/vantage/agent/guard"
@@ -25,9 +27,6 @@ import (
 	"github.com/vantage-net/vantage/agent/spool"
 	"github.com/vantage-net/vantage/agent/uplink"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 type options struct {
 	controller         string
@@ -59,7 +58,7 @@ func newRootCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:           "vantage-agent",
 		Short:         "vantage measurement agent: probes targets and streams results to a controller",
-		Version:       version,
+		Version:       buildinfo.Version,
 		SilenceUsage:  true,
 		SilenceErrors: false,
 		Args:          cobra.NoArgs,
@@ -67,6 +66,7 @@ func newRootCmd() *cobra.Command {
 			return run(cmd.Context(), o)
 		},
 	}
+	cmd.SetVersionTemplate(buildinfo.String("vantage-agent") + "\n")
 	cmd.AddCommand(newProbeCmd())
 	f := cmd.Flags()
 	f.StringVar(&o.controller, "controller", "127.0.0.1:7443", "controller address host:port")
@@ -172,7 +172,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil || id == nil {
 		return err // nil when ctx ended while enrolling
 	}
-	log.Info("agent starting", slog.String("agent_id", id.AgentID), slog.String("version", version),
+	log.Info("agent starting", slog.String("agent_id", id.AgentID), slog.String("version", buildinfo.Version),
 		slog.Uint64("epoch", id.Epoch), slog.String("controller", o.controller))
 
 	disk, err := spool.OpenDisk(filepath.Join(o.stateDir, "spool"), id.Epoch, spool.Options{MaxBytes: o.spoolBytes, Logger: log})
@@ -190,7 +190,7 @@ func run(ctx context.Context, o options) error {
 	sched := schedule.New(schedule.Config{Prober: reg, Guard: g, Logger: log, Rounds: rounds,
 		Emit: out.Submit, Status: out.ReportStatus})
 	client, err := uplink.New(uplink.Config{
-		Controller: o.controller, Identity: id, AgentVersion: version, Labels: labels,
+		Controller: o.controller, Identity: id, AgentVersion: buildinfo.Version, Labels: labels,
 		Capabilities: reg.Capabilities(), Handler: sched, Counters: counters{g: g, r: reg}, Logger: log, Outbox: out,
 		AckTimeout: o.ackTimeout, StateDir: o.stateDir,
 	})

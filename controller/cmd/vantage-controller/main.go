@@ -14,6 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vantage-net/vantage/internal/buildinfo"
+
 	"github.com/vantage-net/vantage/controller/api"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/ingest"
@@ -57,6 +59,7 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "vantage-controller",
 		Short:         "The vantage controller: agents, campaigns, results, verdicts, operators",
+		Version:       buildinfo.Version,
 		SilenceUsage:  true,
 		SilenceErrors: false,
 		Args:          cobra.NoArgs,
@@ -108,6 +111,7 @@ func newRootCmd() *cobra.Command {
 	f.BoolVar(&cfg.WebPlain, "web-plain", false, "serve the dashboard over plain HTTP instead (only on a loopback --web-addr, behind a proxy that terminates TLS)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics over plain HTTP, unauthenticated, on this address (e.g. 127.0.0.1:9464 or :9464); off when empty")
 	addLimitFlags(root, &cfg)
+	root.SetVersionTemplate(buildinfo.String("vantage-controller") + "\n")
 	root.AddCommand(newTokenCmd(), newRotateCACmd(), newRevokeTokenCmd())
 	return root
 }

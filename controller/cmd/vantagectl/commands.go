@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vantage-net/vantage/controller/campaign"
+	"github.com/vantage-net/vantage/internal/buildinfo"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -39,6 +40,7 @@ Connection settings come from flags or the environment (flags win):
 Errors print as one line, "vantagectl: <message>", on stderr.
 
 ` + exitCodesHelp,
+		Version:       buildinfo.Version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -54,6 +56,7 @@ Errors print as one line, "vantagectl: <message>", on stderr.
 			return a.resolve(cmd)
 		},
 	}
+	root.SetVersionTemplate(buildinfo.String("vantagectl") + "\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.controller, "controller", defaultController, "controller address host[:port] (env "+envController+")")

@@ -204,6 +204,11 @@ func TestIssue14Faults(t *testing.T) {
 			run:      cliRun{args: []string{"timeline", "--help"}, env: goodEnv},
 			contains: []string{"at most 10000"},
 		},
+		{
+			fault:    "no binary has --version",
+			run:      cliRun{args: []string{"--version"}, env: goodEnv},
+			contains: []string{"vantagectl dev (module "},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {
