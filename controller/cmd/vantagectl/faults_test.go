@@ -209,6 +209,18 @@ func TestIssue14Faults(t *testing.T) {
 			run:      cliRun{args: []string{"--version"}, env: goodEnv},
 			contains: []string{"vantagectl dev (module "},
 		},
+		{
+			fault:    "explain on an unevaluated verdict shows round: -1",
+			run:      cliRun{args: []string{"explain", "kp/target/198.18.0.9"}, env: goodEnv},
+			contains: []string{"round:     not evaluated yet (no round has covered it)\n"},
+			absent:   []string{"-1"},
+		},
+		{
+			fault:    "the timeline's ROUND column shows raw round numbers, and times are RFC 3339 in tables",
+			run:      cliRun{args: []string{"timeline"}, env: goodEnv},
+			contains: []string{"DETECTED  LEVEL  SUBJECT  CHANGE                    ONSET          LATENCY", "00:05:02  scope  KP       REACHABLE -> UNREACHABLE  00:04:30 ±30s  2s "},
+			absent:   []string{"ROUND", "2026-01-01T"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {

@@ -214,6 +214,45 @@ func (p printer) at(ts *timestamppb.Timestamp) string {
 	return ts.AsTime().In(p.loc).Format(time.RFC3339)
 }
 
+// clock renders a timestamp for a table: the time of day when it is on
+// today's date (in the printer's zone), else the date too:
+// "16:15:02", "2025-12-31 16:15:02".
+func (p printer) clock(ts *timestamppb.Timestamp) string {
+	if !valid(ts) {
+		return "-"
+	}
+	t := ts.AsTime().In(p.loc)
+	if t.Format(time.DateOnly) == p.now.In(p.loc).Format(time.DateOnly) {
+		return t.Format(time.TimeOnly)
+	}
+	return t.Format(time.DateTime)
+}
+
+// onsetAround renders an onset interval for a table as its middle and half
+// its width: "16:15:02 ±1.5s". An open end falls back to onset's form.
+func (p printer) onsetAround(earliest, latest *timestamppb.Timestamp) string {
+	if !valid(earliest) || !valid(latest) {
+		return p.onset(earliest, latest)
+	}
+	e, l := earliest.AsTime(), latest.AsTime()
+	half := l.Sub(e) / 2
+	mid := timestamppb.New(e.Add(half))
+	return p.clock(mid) + " ±" + plusMinus(half)
+}
+
+// plusMinus renders an uncertainty or a latency: tenths of a second below
+// a minute ("1.5s", "0.2s", "30s"), else as exact does ("2m30s").
+func plusMinus(d time.Duration) string {
+	if d < 0 {
+		d = -d
+	}
+	if d >= time.Minute {
+		return exact(d)
+	}
+	d = d.Round(100 * time.Millisecond)
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+}
+
 // onset renders an onset interval "earliest..latest ±half"; the latest end
 // drops its date when both ends share it.
 func (p printer) onset(earliest, latest *timestamppb.Timestamp) string {

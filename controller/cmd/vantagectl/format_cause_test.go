@@ -55,8 +55,8 @@ notes:      -
 	if err := testPrinter.timeline(&tl, []*vantagev1.Transition{refined}); err != nil {
 		t.Fatal(err)
 	}
-	wantTL := `DETECTED              LEVEL  SUBJECT  CHANGE                       ONSET                                ROUND  LOCATION           CAUSE          BGP  CHILDREN
-2026-01-01T00:05:02Z  scope  KP       UNREACHABLE (cause refined)  2026-01-01T00:04:00Z..00:05:00 ±30s  5      upstream (unicom)  upstream 0.90  -    up=- down=net0,net1,net2,net3
+	wantTL := `DETECTED  LEVEL  SUBJECT  CHANGE                       ONSET          LATENCY  LOCATION           CAUSE          BGP  CHILDREN
+00:05:02  scope  KP       UNREACHABLE (cause refined)  00:04:30 ±30s  2s       upstream (unicom)  upstream 0.90  -    up=- down=net0,net1,net2,net3
 `
 	if got := tl.String(); got != wantTL {
 		t.Errorf("timeline\n got:\n%s\nwant:\n%s", got, wantTL)

@@ -49,12 +49,15 @@ func (p printer) verdictLine(v *vantagev1.Verdict) string {
 	return joinCells("verdict", f)
 }
 
-var transitionHeader = []string{"DETECTED", "LEVEL", "SUBJECT", "CHANGE", "ONSET", "ROUND", "LOCATION", "CAUSE", "BGP", "CHILDREN"}
+// transitionHeader: LATENCY is how long after the first round in the new
+// state (onset_latest) the transition was published; the round number
+// itself is in -o json.
+var transitionHeader = []string{"DETECTED", "LEVEL", "SUBJECT", "CHANGE", "ONSET", "LATENCY", "LOCATION", "CAUSE", "BGP", "CHILDREN"}
 
 func (p printer) transitionFields(t *vantagev1.Transition) []string {
-	return []string{p.at(t.GetDetectedAt()), levelName(t.GetLevel()), t.GetSubject(),
+	return []string{p.clock(t.GetDetectedAt()), levelName(t.GetLevel()), t.GetSubject(),
 		change(t),
-		p.onset(t.GetOnsetEarliest(), t.GetOnsetLatest()), strconv.FormatInt(t.GetRound(), 10),
+		p.onsetAround(t.GetOnsetEarliest(), t.GetOnsetLatest()), latency(t),
 		locationCell(t.GetLocation(), t.GetLocationHop()), causeCell(t.GetCause()), bgpwords.Finding(t.GetCause().GetBgp()),
 		children(t.GetUpChildren(), t.GetDownChildren())}
 }
@@ -118,6 +121,28 @@ func (p printer) transitionLine(t *vantagev1.Transition) string {
 	return joinCells("", f)
 }
 
+// roundCell is explain's round line: the round the verdict covers and when
+// it was evaluated, or that it has not been yet (the controller sends round
+// -1 for a subject no round has covered).
+func (p printer) roundCell(v *vantagev1.Verdict) string {
+	if v.GetRound() < 0 || !valid(v.GetEvaluatedAt()) {
+		return "not evaluated yet (no round has covered it)"
+	}
+	return strconv.FormatInt(v.GetRound(), 10) + " (evaluated " + p.at(v.GetEvaluatedAt()) + ")"
+}
+
+// latency is a transition's LATENCY cell.
+func latency(t *vantagev1.Transition) string {
+	if !valid(t.GetDetectedAt()) || !valid(t.GetOnsetLatest()) {
+		return "-"
+	}
+	d := t.GetDetectedAt().AsTime().Sub(t.GetOnsetLatest().AsTime())
+	if d < 0 {
+		return "-"
+	}
+	return plusMinus(d)
+}
+
 // explain renders `explain`: the verdict, each vantage's view, then the raw
 // results behind it.
 func (p printer) explain(w io.Writer, r *vantagev1.ExplainResponse) error {
@@ -135,7 +160,7 @@ func (p printer) explain(w io.Writer, r *vantagev1.ExplainResponse) error {
 	kv.row("state:", stateName(v.GetState()))
 	kv.row("since:", since)
 	kv.row("onset:", p.onset(v.GetOnsetEarliest(), v.GetOnsetLatest()))
-	kv.row("round:", strconv.FormatInt(v.GetRound(), 10)+" (evaluated "+p.at(v.GetEvaluatedAt())+")")
+	kv.row("round:", p.roundCell(v))
 	kv.row("vantages:", fmt.Sprintf("%d/%d healthy, quorum %d", v.GetHealthyVantages(), v.GetTotalVantages(), v.GetQuorum()))
 	kv.row("up/total:", fraction(v.GetUp(), v.GetTotal()))
 	kv.row("up:", strings.Join(v.GetUpChildren(), ","))

@@ -151,6 +151,10 @@ func (f *fakeOperator) GetVerdicts(_ context.Context, req *vantagev1.GetVerdicts
 
 func (f *fakeOperator) Explain(_ context.Context, req *vantagev1.ExplainRequest) (*vantagev1.ExplainResponse, error) {
 	f.record(req)
+	if req.GetVerdictId() == "kp/target/198.18.0.9" { // as the controller answers before a first round
+		return &vantagev1.ExplainResponse{Verdict: &vantagev1.Verdict{Id: req.GetVerdictId(), Campaign: "kp",
+			Level: vantagev1.Level_LEVEL_TARGET, Subject: "198.18.0.9", State: vantagev1.State_STATE_UNKNOWN, Round: -1}}, nil
+	}
 	return fixtureExplain(), nil
 }
 
@@ -362,7 +366,7 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 		{
 			name:     "timeline since a duration",
 			run:      cliRun{args: []string{"timeline", "--campaign", "kp", "--since", "90m", "--level", "scope"}, env: goodEnv},
-			contains: []string{"REACHABLE -> UNREACHABLE  2026-01-01T00:04:00Z..00:05:00 ±30s"},
+			contains: []string{"REACHABLE -> UNREACHABLE  00:04:30 ±30s"},
 			wantReq:  &vantagev1.GetTimelineRequest{Campaign: "kp", Level: vantagev1.Level_LEVEL_SCOPE, From: tsAt("2025-12-31T23:30:00Z")},
 		},
 		{
@@ -663,7 +667,7 @@ func TestWatch(t *testing.T) {
 			waitFor: "kp/KP  REACHABLE -> UNREACHABLE",
 			contains: []string{
 				"LEVEL    SUBJECT     STATE        SINCE   UP/TOTAL  VANTAGES  LOCATION       NOTES\nscope    KP ",
-				"\n2026-01-01T00:05:02Z  scope  kp/KP  REACHABLE -> UNREACHABLE  2026-01-01T00:04:00Z..00:05:00 ±30s  5  upstream (unicom)  upstream 0.90  -  up=- down=net0,net1,net2,net3\n",
+				"\n00:05:02  scope  kp/KP  REACHABLE -> UNREACHABLE  00:04:30 ±30s  2s  upstream (unicom)  upstream 0.90  -  up=- down=net0,net1,net2,net3\n",
 			},
 		},
 		{
@@ -712,7 +716,7 @@ func TestWatch(t *testing.T) {
 			waitFor: "UNREACHABLE -> REACHABLE",
 			contains: []string{
 				"\nverdict  network  kp/star-jv  REACHABLE  4m ago",
-				"2026-01-01T00:40:00Z  scope  kp/KP  UNREACHABLE -> REACHABLE",
+				"00:40:00  scope  kp/KP  UNREACHABLE -> REACHABLE",
 			},
 			absent:     []string{"verdict  scope  kp/KP"},
 			wantStderr: "vantagectl: watch: stream lost (unavailable: controller shutting down); reconnecting in 10ms\nvantagectl: watch: stream lost (watch: the controller ended the stream); reconnecting in 20ms\nvantagectl: watch: reconnected\n",
@@ -733,7 +737,7 @@ func TestWatch(t *testing.T) {
 				return nil
 			},
 			waitFor:    "kp/KP  REACHABLE -> UNREACHABLE",
-			contains:   []string{"No verdicts yet; waiting for transitions.\n2026-01-01T00:05:02Z  scope  kp/KP"},
+			contains:   []string{"No verdicts yet; waiting for transitions.\n00:05:02  scope  kp/KP"},
 			wantStderr: "vantagectl: watch: stream lost (unavailable: verdict worker shutting down); reconnecting in 10ms\nvantagectl: watch: reconnected\n",
 		},
 		{
