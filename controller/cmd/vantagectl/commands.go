@@ -165,7 +165,7 @@ func (a *app) tokenCmd() *cobra.Command {
 			req := &vantagev1.CreateJoinTokenRequest{TtlS: uint32(math.Ceil(ttl.Seconds())), MaxUses: maxUses, Labels: lm}
 			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.CreateJoinToken, req,
 				func(p printer, w io.Writer, r *vantagev1.CreateJoinTokenResponse) error {
-					return p.joinToken(w, r, a.controller)
+					return p.joinToken(w, r, a.controller, lm)
 				})
 		},
 	}

@@ -221,6 +221,18 @@ func TestIssue14Faults(t *testing.T) {
 			contains: []string{"DETECTED  LEVEL  SUBJECT  CHANGE                    ONSET          LATENCY", "00:05:02  scope  KP       REACHABLE -> UNREACHABLE  00:04:30 ±30s  2s "},
 			absent:   []string{"ROUND", "2026-01-01T"},
 		},
+		{
+			fault: "token create prints an agent command without --state, --name or --label provider=",
+			run:   cliRun{args: []string{"token", "create"}, env: goodEnv},
+			contains: []string{"vantage-agent --controller " + addr + " --ca-hash sha256:abcd \\\n    --state /var/lib/vantage-agent --name NAME --label provider=PROVIDER\n",
+				"Replace NAME"},
+		},
+		{
+			fault:    "token create: a token that gives the provider label needs no placeholder for it",
+			run:      cliRun{args: []string{"token", "create", "--label", "provider=hetzner"}, env: goodEnv},
+			contains: []string{"--state /var/lib/vantage-agent --name NAME\n"},
+			absent:   []string{"provider=PROVIDER"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {

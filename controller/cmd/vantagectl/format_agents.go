@@ -69,16 +69,37 @@ func (p printer) agentChanged(w io.Writer, a *vantagev1.AgentInfo) error {
 
 // joinToken renders `token create`, with the command line that enrols an
 // agent against controller.
-func (p printer) joinToken(w io.Writer, r *vantagev1.CreateJoinTokenResponse, controller string) error {
+func (p printer) joinToken(w io.Writer, r *vantagev1.CreateJoinTokenResponse, controller string, tokenLabels map[string]string) error {
 	expires := p.at(r.GetExpiresAt())
 	if valid(r.GetExpiresAt()) {
 		expires += " (" + p.ago(r.GetExpiresAt()) + ")"
 	}
-	// The token goes in the environment (or a file), not on the command
-	// line, where ps shows it to every local user.
-	_, err := fmt.Fprintf(w, "token:    %s\nexpires:  %s\nca hash:  %s\n\nEnrol an agent with:\n  VANTAGE_JOIN_TOKEN=%s vantage-agent --controller %s --ca-hash %s\n"+
+	// Every flag an agent needs is on the line, with placeholders: followed
+	// literally without --name every agent is named after its host, and
+	// without a provider label the verdict engine's quorum groups (one per
+	// provider) collapse into one. The token goes in the environment (or a
+	// file), not on the command line, where ps shows it to every local user.
+	label := ""
+	if _, ok := tokenLabels[quorumLabel]; !ok {
+		label = " --label " + quorumLabel + "=PROVIDER"
+	}
+	_, err := fmt.Fprintf(w, "token:    %s\nexpires:  %s\nca hash:  %s\n\nEnrol an agent with:\n"+
+		"  VANTAGE_JOIN_TOKEN=%s vantage-agent --controller %s --ca-hash %s \\\n"+
+		"    --state /var/lib/vantage-agent --name NAME%s\n"+
+		"Replace NAME with this vantage's own name (e.g. vps-fra1)"+placeholderHelp(label)+".\n"+
 		"(or write the token to a file only the agent reads and pass --join-token-file FILE; --join-token would show it in ps)\n",
 		clean(r.GetToken()), expires, clean(r.GetCaHash()),
-		clean(r.GetToken()), clean(controller), clean(r.GetCaHash()))
+		clean(r.GetToken()), clean(controller), clean(r.GetCaHash()), label)
 	return err
+}
+
+// quorumLabel is the label the verdict engine groups vantages by for its
+// quorum unless the controller is told otherwise (verdict.DefaultQuorumLabel).
+const quorumLabel = "provider"
+
+func placeholderHelp(label string) string {
+	if label == "" {
+		return ""
+	}
+	return " and PROVIDER with its hosting provider or network (e.g. hetzner): the quorum counts one vote per " + quorumLabel
 }

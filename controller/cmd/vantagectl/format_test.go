@@ -115,14 +115,16 @@ vps-ams1 (agt-00000000000000bb): spool disk refuses writes since 2026-01-01T00:5
 			render: func(b *bytes.Buffer) error {
 				return testPrinter.joinToken(b, &vantagev1.CreateJoinTokenResponse{
 					Token: "jt-abc", ExpiresAt: tsAt("2026-01-01T02:00:00Z"), CaHash: "sha256:00ff",
-				}, "ctl.example:7443")
+				}, "ctl.example:7443", nil)
 			},
 			want: `token:    jt-abc
 expires:  2026-01-01T02:00:00Z (in 60m)
 ca hash:  sha256:00ff
 
 Enrol an agent with:
-  VANTAGE_JOIN_TOKEN=jt-abc vantage-agent --controller ctl.example:7443 --ca-hash sha256:00ff
+  VANTAGE_JOIN_TOKEN=jt-abc vantage-agent --controller ctl.example:7443 --ca-hash sha256:00ff \
+    --state /var/lib/vantage-agent --name NAME --label provider=PROVIDER
+Replace NAME with this vantage's own name (e.g. vps-fra1) and PROVIDER with its hosting provider or network (e.g. hetzner): the quorum counts one vote per provider.
 (or write the token to a file only the agent reads and pass --join-token-file FILE; --join-token would show it in ps)
 `,
 		},

@@ -320,7 +320,7 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 		{
 			name:     "token create",
 			run:      cliRun{args: []string{"token", "create", "--ttl", "2h", "--max-uses", "3", "--label", "role=vps", "--label", "site=fra1"}, env: goodEnv},
-			contains: []string{"token:    jt-123\n", "ca hash:  sha256:abcd\n", "VANTAGE_JOIN_TOKEN=jt-123 vantage-agent --controller " + addr + " --ca-hash sha256:abcd\n"},
+			contains: []string{"token:    jt-123\n", "ca hash:  sha256:abcd\n", "VANTAGE_JOIN_TOKEN=jt-123 vantage-agent --controller " + addr + " --ca-hash sha256:abcd \\\n    --state /var/lib/vantage-agent --name NAME --label provider=PROVIDER\n"},
 			wantReq:  &vantagev1.CreateJoinTokenRequest{TtlS: 7200, MaxUses: 3, Labels: map[string]string{"role": "vps", "site": "fra1"}},
 		},
 		{
