@@ -46,9 +46,10 @@ func unaryCmd[Req any, Resp proto.Message](a *app, c *cobra.Command, method rpc[
 	return c
 }
 
-// nameCmd is a campaign subcommand "use NAME" taking exactly the name.
-func nameCmd(use, short string) *cobra.Command {
-	return &cobra.Command{Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1)}
+// nameCmd is a campaign subcommand "use NAME" taking exactly the name,
+// which completes to the controller's campaigns.
+func (a *app) nameCmd(use, short string) *cobra.Command {
+	return &cobra.Command{Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1), ValidArgsFunction: a.campaignArg}
 }
 
 // show prints m as indented JSON with -o json, else as render prints it.

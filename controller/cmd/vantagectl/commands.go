@@ -67,6 +67,7 @@ Errors print as one line, "vantagectl: <message>", on stderr.
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each unary call")
 	root.AddCommand(a.agentsCmd(), a.tokenCmd(), a.campaignCmd(), a.verdictsCmd(), a.timelineCmd(), a.seriesCmd(),
 		a.explainCmd(), a.replayCmd(), a.resultsCmd(), a.auditCmd(), a.bgpCmd())
+	a.completions(root)
 	return root
 }
 
@@ -234,23 +235,24 @@ func (a *app) campaignCmd() *cobra.Command {
 		func(p printer, w io.Writer, r *vantagev1.ListCampaignsResponse) error {
 			return p.campaigns(w, r.GetCampaigns())
 		})
-	get := unaryCmd(a, nameCmd("get", "Show a campaign and its spec"), vantagev1.OperatorServiceClient.GetCampaign,
+	get := unaryCmd(a, a.nameCmd("get", "Show a campaign and its spec"), vantagev1.OperatorServiceClient.GetCampaign,
 		func(args []string) *vantagev1.GetCampaignRequest { return &vantagev1.GetCampaignRequest{Name: args[0]} },
 		printer.campaign)
-	pause := unaryCmd(a, nameCmd("pause", "Stop scheduling a campaign"), vantagev1.OperatorServiceClient.PauseCampaign,
+	pause := unaryCmd(a, a.nameCmd("pause", "Stop scheduling a campaign"), vantagev1.OperatorServiceClient.PauseCampaign,
 		func(args []string) *vantagev1.PauseCampaignRequest {
 			return &vantagev1.PauseCampaignRequest{Name: args[0]}
 		},
 		printer.campaignState)
-	resume := unaryCmd(a, nameCmd("resume", "Schedule a paused campaign again"), vantagev1.OperatorServiceClient.ResumeCampaign,
+	resume := unaryCmd(a, a.nameCmd("resume", "Schedule a paused campaign again"), vantagev1.OperatorServiceClient.ResumeCampaign,
 		func(args []string) *vantagev1.ResumeCampaignRequest {
 			return &vantagev1.ResumeCampaignRequest{Name: args[0]}
 		},
 		printer.campaignState)
 	del := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a campaign",
-		Args:  cobra.ExactArgs(1),
+		Use:               "delete NAME",
+		Short:             "Delete a campaign",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.campaignArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return callAndShow(a, cmd, vantagev1.OperatorServiceClient.DeleteCampaign, &vantagev1.DeleteCampaignRequest{Name: args[0]},
 				func(_ printer, w io.Writer, _ *vantagev1.DeleteCampaignResponse) error {
@@ -515,10 +517,11 @@ func (a *app) timelineCmd() *cobra.Command {
 func (a *app) explainCmd() *cobra.Command {
 	var rounds uint32
 	cmd := unaryCmd(a, &cobra.Command{
-		Use:   "explain VERDICT_ID",
-		Short: "Show a verdict with each vantage's view and the raw results behind it",
-		Long:  "Show a verdict with each vantage's view and the raw results behind it.\nVerdict ids look like <campaign>/<level>/<subject>, e.g. kp/scope/KP.",
-		Args:  cobra.ExactArgs(1),
+		Use:               "explain VERDICT_ID",
+		Short:             "Show a verdict with each vantage's view and the raw results behind it",
+		Long:              "Show a verdict with each vantage's view and the raw results behind it.\nVerdict ids look like <campaign>/<level>/<subject>, e.g. kp/scope/KP.",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.verdictIDs,
 	}, vantagev1.OperatorServiceClient.Explain,
 		func(args []string) *vantagev1.ExplainRequest {
 			return &vantagev1.ExplainRequest{VerdictId: args[0], Rounds: rounds}

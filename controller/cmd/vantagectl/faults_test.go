@@ -233,6 +233,37 @@ func TestIssue14Faults(t *testing.T) {
 			contains: []string{"--state /var/lib/vantage-agent --name NAME\n"},
 			absent:   []string{"provider=PROVIDER"},
 		},
+		{
+			fault:    "completion is static: campaign names complete to nothing",
+			run:      cliRun{args: []string{"__complete", "campaign", "get", ""}, env: goodEnv},
+			contains: []string{"kp\n:4\n"},
+			stderr:   "Completion ended with directive: ShellCompDirectiveNoFileComp",
+		},
+		{
+			fault:    "completion is static: --campaign completes to nothing",
+			run:      cliRun{args: []string{"__complete", "results", "--campaign", "k"}, env: goodEnv},
+			contains: []string{"kp\n:4\n"},
+			stderr:   "Completion ended with directive",
+		},
+		{
+			fault:    "completion is static: verdict ids complete to nothing",
+			run:      cliRun{args: []string{"__complete", "explain", "kp/n"}, env: goodEnv},
+			contains: []string{"kp/network/star-jv\n:4\n"},
+			absent:   []string{"kp/scope/KP"},
+			stderr:   "Completion ended with directive",
+		},
+		{
+			fault:    "completion is static: --level completes to nothing",
+			run:      cliRun{args: []string{"__complete", "timeline", "--level", ""}, env: goodEnv},
+			contains: []string{"scope\nnetwork\ntarget\n:4\n"},
+			stderr:   "Completion ended with directive",
+		},
+		{
+			fault:    "completion is static: -o completes to nothing",
+			run:      cliRun{args: []string{"__complete", "agents", "list", "-o", ""}, env: goodEnv},
+			contains: []string{"table\njson\n:4\n"},
+			stderr:   "Completion ended with directive",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {
