@@ -264,6 +264,24 @@ func TestIssue14Faults(t *testing.T) {
 			contains: []string{"table\njson\n:4\n"},
 			stderr:   "Completion ended with directive",
 		},
+		{
+			fault:    "agents list shows CONNECTED=yes for ~40 s after a vantage's link dies, while HEALTHY says no fresh data",
+			run:      cliRun{args: []string{"agents", "list"}, env: goodEnv},
+			contains: []string{"vps-fra1  ACTIVE  yes        yes"}, // a heartbeat 3 s ago
+			check: func(t *testing.T, _ cliResult) {
+				// The session is open (keepalive has not given up yet),
+				// but no heartbeat came for 25 s.
+				a := &vantagev1.AgentInfo{Id: "agt-1", Name: "vps-sin1", State: vantagev1.AgentState_AGENT_STATE_ACTIVE,
+					Connected: true, HealthReason: "no fresh data", LastSeen: ago(25 * time.Second)}
+				var b strings.Builder
+				if err := testPrinter.agents(&b, []*vantagev1.AgentInfo{a}); err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(b.String(), "vps-sin1  ACTIVE  stale (25s)  no (no fresh data)  25s ago") {
+					t.Errorf("a silent session:\n%s", b.String())
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {

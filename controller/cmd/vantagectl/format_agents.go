@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
@@ -34,7 +35,7 @@ func (p printer) agents(w io.Writer, agents []*vantagev1.AgentInfo) error {
 				notes = append(notes, p.spoolFault(a))
 			}
 		}
-		t.row(a.GetId(), a.GetName(), agentStateName(a.GetState()), yesNo(a.GetConnected()), healthy,
+		t.row(a.GetId(), a.GetName(), agentStateName(a.GetState()), p.connected(a), healthy,
 			p.ago(a.GetLastSeen()), spool, dropped, strconv.FormatUint(a.GetGaps(), 10), labels(a.GetLabels()))
 	}
 	if err := t.flush(); err != nil {
@@ -46,6 +47,28 @@ func (p printer) agents(w io.Writer, agents []*vantagev1.AgentInfo) error {
 		}
 	}
 	return nil
+}
+
+// staleAfter is how long without a heartbeat makes a connected agent
+// "stale": three of the agent's default 5 s heartbeats. The controller
+// keeps the session until gRPC keepalive gives up on the link (a 30 s ping
+// and a 10 s timeout), so for up to 40 s after a vantage's link dies the
+// controller still says connected while no heartbeat comes, and HEALTHY
+// already says "no fresh data".
+const staleAfter = 15 * time.Second
+
+// connected is the CONNECTED cell: yes, no, or stale with the time since
+// the last heartbeat when the session is still open but silent.
+func (p printer) connected(a *vantagev1.AgentInfo) string {
+	if !a.GetConnected() {
+		return "no"
+	}
+	if valid(a.GetLastSeen()) {
+		if d := p.now.Sub(a.GetLastSeen().AsTime()); d > staleAfter {
+			return "stale (" + short(d) + ")"
+		}
+	}
+	return "yes"
 }
 
 // spoolFault is the line under `agents list` for an agent whose spool disk
