@@ -225,6 +225,53 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *vantagev1.CreateJoinT
 	return &vantagev1.CreateJoinTokenResponse{Token: tok, ExpiresAt: timestamppb.New(exp), CaHash: s.cfg.Fleet.CA().Hash()}, nil
 }
 
+func (s *Server) joinTokenInfo(t store.JoinToken) *vantagev1.JoinTokenInfo {
+	now := s.now()
+	return &vantagev1.JoinTokenInfo{Id: t.ID(), CreatedAt: ts(t.CreatedAt), CreatedBy: t.CreatedBy, ExpiresAt: ts(t.ExpiresAt),
+		MaxUses: t.MaxUses, Uses: t.Uses, Labels: t.Labels,
+		Usable: t.ExpiresAt.After(now) && (t.MaxUses == 0 || t.Uses < t.MaxUses)}
+}
+
+// ListJoinTokens lists the join tokens, newest first, by id.
+func (s *Server) ListJoinTokens(ctx context.Context, _ *vantagev1.ListJoinTokensRequest) (*vantagev1.ListJoinTokensResponse, error) {
+	toks, err := s.cfg.Store.ListJoinTokens(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &vantagev1.ListJoinTokensResponse{Tokens: make([]*vantagev1.JoinTokenInfo, 0, len(toks))}
+	for _, t := range toks {
+		resp.Tokens = append(resp.Tokens, s.joinTokenInfo(t))
+	}
+	return resp, nil
+}
+
+// RevokeJoinToken makes one join token expire now.
+func (s *Server) RevokeJoinToken(ctx context.Context, req *vantagev1.RevokeJoinTokenRequest) (*vantagev1.JoinTokenInfo, error) {
+	id := req.GetId()
+	if len(id) != store.JoinTokenIDLen || strings.Trim(id, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("%w: id: %q is not a join token id (%d hex characters, as token list shows)", rpcerr.ErrInvalid, id, store.JoinTokenIDLen)
+	}
+	t, err := s.cfg.Store.ExpireJoinToken(ctx, id, s.now(), s.audit(ctx, "token.join.revoke", id, ""))
+	if err != nil {
+		return nil, err
+	}
+	return s.joinTokenInfo(t), nil
+}
+
+// CreateOperatorToken mints an operator token; the caller is an admin
+// (methodRoles), whom the audit entry names.
+func (s *Server) CreateOperatorToken(ctx context.Context, req *vantagev1.CreateOperatorTokenRequest) (*vantagev1.CreateOperatorTokenResponse, error) {
+	role, err := store.ParseRole(req.GetRole())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", rpcerr.ErrInvalid, err)
+	}
+	tok, err := s.cfg.Fleet.CreateOperatorTokenAs(ctx, actor(ctx), req.GetName(), role)
+	if err != nil {
+		return nil, err
+	}
+	return &vantagev1.CreateOperatorTokenResponse{Token: tok, Name: req.GetName(), Role: role.String()}, nil
+}
+
 // ---- campaigns ----
 
 func (s *Server) campaignProto(ctx context.Context, c store.Campaign) (*vantagev1.Campaign, error) {

@@ -14,6 +14,13 @@ type Records interface {
 	AgentRecords
 	CampaignRecords
 	History
+	TokenRecords
+}
+
+// TokenRecords are the stored join tokens (created through Fleet).
+type TokenRecords interface {
+	ListJoinTokens(ctx context.Context) ([]store.JoinToken, error)
+	ExpireJoinToken(ctx context.Context, id string, now time.Time, audit store.AuditEntry) (store.JoinToken, error)
 }
 
 // AgentRecords are the enrolled agents and their task statuses.

@@ -300,8 +300,15 @@ func (f *Fleet) AgentFromCert(ctx context.Context, leaf *x509.Certificate) (stor
 	}
 }
 
-// CreateOperatorToken makes a random operator token with a name and role.
+// CreateOperatorToken makes a random operator token with a name and role,
+// on the controller's host (its audit actor is "controller").
 func (f *Fleet) CreateOperatorToken(ctx context.Context, name string, role store.Role) (string, error) {
+	return f.CreateOperatorTokenAs(ctx, "", name, role)
+}
+
+// CreateOperatorTokenAs is CreateOperatorToken by actor, an admin over the
+// API, whom the audit entry names.
+func (f *Fleet) CreateOperatorTokenAs(ctx context.Context, actor, name string, role store.Role) (string, error) {
 	if err := ValidateName("name", name); err != nil {
 		return "", err
 	}
@@ -309,7 +316,7 @@ func (f *Fleet) CreateOperatorToken(ctx context.Context, name string, role store
 		return "", fmt.Errorf("%w: role: %d unknown", ErrInvalid, role)
 	}
 	secret := newSecret()
-	t := store.OperatorToken{Name: name, Hash: HashSecret(secret), Role: role, CreatedAt: f.now()}
+	t := store.OperatorToken{Name: name, Hash: HashSecret(secret), Role: role, CreatedAt: f.now(), CreatedBy: actor}
 	if err := f.st.PutOperatorToken(ctx, t); err != nil {
 		return "", fmt.Errorf("create operator token: %w", err)
 	}

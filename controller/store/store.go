@@ -132,12 +132,23 @@ type JoinToken struct {
 	CreatedAt time.Time
 }
 
+// ID names a join token without its secret: the first JoinTokenIDLen hex
+// characters of its hash, as its audit entries do.
+func (t JoinToken) ID() string { return t.Hash[:min(len(t.Hash), JoinTokenIDLen)] }
+
+// JoinTokenIDLen is the length of a join token's ID.
+const JoinTokenIDLen = 12
+
 // OperatorToken is a stored operator bearer token (hashed).
 type OperatorToken struct {
 	Name      string
 	Hash      string
 	Role      Role
 	CreatedAt time.Time
+	// CreatedBy is the audit actor of its creation (not stored):
+	// "operator:<admin>" over the API, "controller" when empty (made on
+	// the controller's host).
+	CreatedBy string
 }
 
 // Campaign is a stored campaign: the YAML as applied plus bookkeeping. The
@@ -399,6 +410,12 @@ type Store interface {
 	// their audit entry (ExpireJoinTokens only when one expired).
 	DeleteOperatorToken(ctx context.Context, name string, audit AuditEntry) error
 	ExpireJoinTokens(ctx context.Context, now time.Time, audit AuditEntry) (int, error)
+	// ListJoinTokens returns every stored join token, newest first.
+	// ExpireJoinToken makes the unexpired join token whose ID is id expire
+	// at now, with its audit entry: ErrNotFound when no unexpired one has
+	// it.
+	ListJoinTokens(ctx context.Context) ([]JoinToken, error)
+	ExpireJoinToken(ctx context.Context, id string, now time.Time, audit AuditEntry) (JoinToken, error)
 
 	// Campaigns. PutCampaign inserts or replaces the spec; the version
 	// increases only when the YAML changed. changed reports that.

@@ -131,3 +131,74 @@ func TestListAgentsPages(t *testing.T) {
 		}
 	}
 }
+
+// TestTokensOverTheAPI: join tokens are listed and revoked one by one (a
+// revoked one no longer enrols, the other still does), and an admin mints
+// operator tokens over the API, audited with the admin as actor; an
+// operator may not (issue 14).
+func TestTokensOverTheAPI(t *testing.T) {
+	c := startController(t)
+	ops := c.ops(t)
+	first := joinToken(t, c, &vantagev1.CreateJoinTokenRequest{Labels: map[string]string{"provider": "p1"}})
+	second := joinToken(t, c, &vantagev1.CreateJoinTokenRequest{MaxUses: 2})
+	list, err := ops.ListJoinTokens(bearer(c.admin), &vantagev1.ListJoinTokensRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetTokens()) != 2 {
+		t.Fatalf("%d join tokens listed, want 2: %v", len(list.GetTokens()), list)
+	}
+	var firstID string
+	for _, tk := range list.GetTokens() {
+		if len(tk.GetId()) != 12 || !tk.GetUsable() || tk.GetCreatedBy() != "operator:admin" {
+			t.Errorf("listed token %v", tk)
+		}
+		if tk.GetLabels()["provider"] == "p1" {
+			firstID = tk.GetId()
+		}
+		if strings.Contains(first+second, tk.GetId()) {
+			t.Errorf("token id %s is part of a secret", tk.GetId())
+		}
+	}
+	revoked, err := ops.RevokeJoinToken(bearer(c.admin), &vantagev1.RevokeJoinTokenRequest{Id: firstID})
+	if err != nil || revoked.GetUsable() || revoked.GetId() != firstID {
+		t.Fatalf("RevokeJoinToken = %v, %v", revoked, err)
+	}
+	if _, err := enroll(t, c, first); err == nil {
+		t.Error("a revoked join token still enrols")
+	}
+	if _, err := enroll(t, c, second); err != nil {
+		t.Errorf("the other join token: %v", err)
+	}
+	if _, err := ops.RevokeJoinToken(bearer(c.admin), &vantagev1.RevokeJoinTokenRequest{Id: firstID}); status.Code(err) != codes.NotFound {
+		t.Errorf("revoking it again: %v, want NotFound", err)
+	}
+	if _, err := ops.RevokeJoinToken(bearer(c.admin), &vantagev1.RevokeJoinTokenRequest{Id: "nope"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a malformed id: %v, want InvalidArgument", err)
+	}
+
+	op, err := ops.CreateOperatorToken(bearer(c.admin), &vantagev1.CreateOperatorTokenRequest{Name: "alice", Role: "operator"})
+	if err != nil || op.GetToken() == "" || op.GetRole() != "operator" {
+		t.Fatalf("CreateOperatorToken = %v, %v", op, err)
+	}
+	// The new token works with its role: it may list join tokens, not
+	// mint operator tokens.
+	if _, err := ops.ListJoinTokens(bearer(op.GetToken()), &vantagev1.ListJoinTokensRequest{}); err != nil {
+		t.Errorf("the new operator token: %v", err)
+	}
+	if _, err := ops.CreateOperatorToken(bearer(op.GetToken()), &vantagev1.CreateOperatorTokenRequest{Name: "mallory", Role: "admin"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("an operator minting an admin token: %v, want PermissionDenied", err)
+	}
+	if _, err := ops.CreateOperatorToken(bearer(c.admin), &vantagev1.CreateOperatorTokenRequest{Name: "bob", Role: "root"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("role root: %v, want InvalidArgument", err)
+	}
+	if _, err := ops.CreateOperatorToken(bearer(c.admin), &vantagev1.CreateOperatorTokenRequest{Name: "alice", Role: "viewer"}); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("a second alice: %v, want AlreadyExists", err)
+	}
+	if n := countRows(t, c.dir, `SELECT count(*) FROM audit WHERE action = 'token.operator.create' AND actor = 'operator:admin' AND subject = 'alice'`); n != 1 {
+		t.Errorf("%d audit entries for alice's token by operator:admin, want 1", n)
+	}
+	if n := countRows(t, c.dir, `SELECT count(*) FROM audit WHERE action = 'token.join.revoke' AND actor = 'operator:admin' AND subject = ?`, firstID); n != 1 {
+		t.Errorf("%d audit entries for the join token's revocation, want 1", n)
+	}
+}

@@ -45,7 +45,11 @@ func (db *DB) PutOperatorToken(ctx context.Context, t store.OperatorToken) error
 			}
 			return fmt.Errorf("insert operator token: %w", err)
 		}
-		return insertAudit(ctx, tx, store.AuditEntry{At: t.CreatedAt, Actor: "controller", Action: "token.operator.create",
+		actor := t.CreatedBy
+		if actor == "" {
+			actor = "controller"
+		}
+		return insertAudit(ctx, tx, store.AuditEntry{At: t.CreatedAt, Actor: actor, Action: "token.operator.create",
 			Subject: t.Name, Detail: "role=" + t.Role.String()})
 	})
 }
@@ -101,4 +105,66 @@ func (db *DB) OperatorTokenByHash(ctx context.Context, hash string) (store.Opera
 	}
 	t.Role, t.CreatedAt = store.Role(role), fromNanos(created)
 	return t, nil
+}
+
+// ListJoinTokens returns every join token, newest first.
+func (db *DB) ListJoinTokens(ctx context.Context) ([]store.JoinToken, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT hash, expires_at, max_uses, uses, labels, created_by, created_at
+		FROM join_tokens ORDER BY created_at DESC, hash`)
+	if err != nil {
+		return nil, fmt.Errorf("list join tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []store.JoinToken
+	for rows.Next() {
+		t, err := scanJoinToken(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list join tokens: %w", err)
+	}
+	return out, nil
+}
+
+func scanJoinToken(row interface{ Scan(...any) error }) (store.JoinToken, error) {
+	var t store.JoinToken
+	var expires, created int64
+	var labels string
+	if err := row.Scan(&t.Hash, &expires, &t.MaxUses, &t.Uses, &labels, &t.CreatedBy, &created); err != nil {
+		return t, fmt.Errorf("read join token: %w", err)
+	}
+	l, err := parseLabels(labels)
+	if err != nil {
+		return t, fmt.Errorf("join token %s labels: %w", t.ID(), err)
+	}
+	t.Labels, t.ExpiresAt, t.CreatedAt = l, fromNanos(expires), fromNanos(created)
+	return t, nil
+}
+
+// ExpireJoinToken makes the unexpired join token with this ID expire at now.
+func (db *DB) ExpireJoinToken(ctx context.Context, id string, now time.Time, audit store.AuditEntry) (store.JoinToken, error) {
+	var t store.JoinToken
+	if len(id) != store.JoinTokenIDLen {
+		return t, fmt.Errorf("join token %q: %w", id, store.ErrNotFound)
+	}
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		t, err = scanJoinToken(tx.QueryRowContext(ctx, `SELECT hash, expires_at, max_uses, uses, labels, created_by, created_at
+			FROM join_tokens WHERE substr(hash, 1, ?) = ? AND expires_at > ?`, store.JoinTokenIDLen, id, nanos(now)))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("join token %s: no unexpired token has this id: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE join_tokens SET expires_at = ? WHERE hash = ?`, nanos(now), t.Hash); err != nil {
+			return fmt.Errorf("expire join token: %w", err)
+		}
+		t.ExpiresAt = now
+		return insertAudit(ctx, tx, audit)
+	})
+	return t, err
 }

@@ -593,6 +593,353 @@ func (x *CreateJoinTokenResponse) GetCaHash() string {
 	return ""
 }
 
+// JoinTokenInfo describes a stored join token, never its secret.
+type JoinTokenInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first 12 hex characters of the SHA-256 of the secret, as the audit
+	// log's token.join.create entries name it.
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// "operator:<name>" of the token that created it.
+	CreatedBy string                 `protobuf:"bytes,3,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// 0 means unlimited until expiry.
+	MaxUses uint32            `protobuf:"varint,5,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"`
+	Uses    uint32            `protobuf:"varint,6,opt,name=uses,proto3" json:"uses,omitempty"`
+	Labels  map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Whether it can still enrol an agent: unexpired with uses left.
+	Usable        bool `protobuf:"varint,8,opt,name=usable,proto3" json:"usable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinTokenInfo) Reset() {
+	*x = JoinTokenInfo{}
+	mi := &file_vantage_v1_operator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinTokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinTokenInfo) ProtoMessage() {}
+
+func (x *JoinTokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_operator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinTokenInfo.ProtoReflect.Descriptor instead.
+func (*JoinTokenInfo) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JoinTokenInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinTokenInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *JoinTokenInfo) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *JoinTokenInfo) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *JoinTokenInfo) GetMaxUses() uint32 {
+	if x != nil {
+		return x.MaxUses
+	}
+	return 0
+}
+
+func (x *JoinTokenInfo) GetUses() uint32 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *JoinTokenInfo) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *JoinTokenInfo) GetUsable() bool {
+	if x != nil {
+		return x.Usable
+	}
+	return false
+}
+
+type ListJoinTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensRequest) Reset() {
+	*x = ListJoinTokensRequest{}
+	mi := &file_vantage_v1_operator_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensRequest) ProtoMessage() {}
+
+func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_operator_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{8}
+}
+
+type ListJoinTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*JoinTokenInfo       `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinTokensResponse) Reset() {
+	*x = ListJoinTokensResponse{}
+	mi := &file_vantage_v1_operator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinTokensResponse) ProtoMessage() {}
+
+func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_operator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListJoinTokensResponse) GetTokens() []*JoinTokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeJoinTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A JoinTokenInfo.id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeJoinTokenRequest) Reset() {
+	*x = RevokeJoinTokenRequest{}
+	mi := &file_vantage_v1_operator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeJoinTokenRequest) ProtoMessage() {}
+
+func (x *RevokeJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_operator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RevokeJoinTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type CreateOperatorTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1..64 characters [a-zA-Z0-9._-], unique; the audit log shows the
+	// token's actions as operator:<name>.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// viewer, operator or admin.
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateOperatorTokenRequest) Reset() {
+	*x = CreateOperatorTokenRequest{}
+	mi := &file_vantage_v1_operator_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateOperatorTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateOperatorTokenRequest) ProtoMessage() {}
+
+func (x *CreateOperatorTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_operator_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateOperatorTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateOperatorTokenRequest) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateOperatorTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateOperatorTokenRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type CreateOperatorTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bearer secret; shown once, stored only hashed.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateOperatorTokenResponse) Reset() {
+	*x = CreateOperatorTokenResponse{}
+	mi := &file_vantage_v1_operator_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateOperatorTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateOperatorTokenResponse) ProtoMessage() {}
+
+func (x *CreateOperatorTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vantage_v1_operator_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateOperatorTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateOperatorTokenResponse) Descriptor() ([]byte, []int) {
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CreateOperatorTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateOperatorTokenResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateOperatorTokenResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
 type ApplyCampaignRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The campaign file, YAML.
@@ -609,7 +956,7 @@ type ApplyCampaignRequest struct {
 
 func (x *ApplyCampaignRequest) Reset() {
 	*x = ApplyCampaignRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[7]
+	mi := &file_vantage_v1_operator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +968,7 @@ func (x *ApplyCampaignRequest) String() string {
 func (*ApplyCampaignRequest) ProtoMessage() {}
 
 func (x *ApplyCampaignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[7]
+	mi := &file_vantage_v1_operator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +981,7 @@ func (x *ApplyCampaignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyCampaignRequest.ProtoReflect.Descriptor instead.
 func (*ApplyCampaignRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{7}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyCampaignRequest) GetSpecYaml() string {
@@ -666,7 +1013,7 @@ type ListCampaignsRequest struct {
 
 func (x *ListCampaignsRequest) Reset() {
 	*x = ListCampaignsRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[8]
+	mi := &file_vantage_v1_operator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +1025,7 @@ func (x *ListCampaignsRequest) String() string {
 func (*ListCampaignsRequest) ProtoMessage() {}
 
 func (x *ListCampaignsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[8]
+	mi := &file_vantage_v1_operator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +1038,7 @@ func (x *ListCampaignsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCampaignsRequest.ProtoReflect.Descriptor instead.
 func (*ListCampaignsRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{8}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{14}
 }
 
 type ListCampaignsResponse struct {
@@ -703,7 +1050,7 @@ type ListCampaignsResponse struct {
 
 func (x *ListCampaignsResponse) Reset() {
 	*x = ListCampaignsResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[9]
+	mi := &file_vantage_v1_operator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +1062,7 @@ func (x *ListCampaignsResponse) String() string {
 func (*ListCampaignsResponse) ProtoMessage() {}
 
 func (x *ListCampaignsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[9]
+	mi := &file_vantage_v1_operator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +1075,7 @@ func (x *ListCampaignsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCampaignsResponse.ProtoReflect.Descriptor instead.
 func (*ListCampaignsResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{9}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListCampaignsResponse) GetCampaigns() []*Campaign {
@@ -747,7 +1094,7 @@ type GetCampaignRequest struct {
 
 func (x *GetCampaignRequest) Reset() {
 	*x = GetCampaignRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[10]
+	mi := &file_vantage_v1_operator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +1106,7 @@ func (x *GetCampaignRequest) String() string {
 func (*GetCampaignRequest) ProtoMessage() {}
 
 func (x *GetCampaignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[10]
+	mi := &file_vantage_v1_operator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +1119,7 @@ func (x *GetCampaignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCampaignRequest.ProtoReflect.Descriptor instead.
 func (*GetCampaignRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{10}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetCampaignRequest) GetName() string {
@@ -791,7 +1138,7 @@ type PauseCampaignRequest struct {
 
 func (x *PauseCampaignRequest) Reset() {
 	*x = PauseCampaignRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[11]
+	mi := &file_vantage_v1_operator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +1150,7 @@ func (x *PauseCampaignRequest) String() string {
 func (*PauseCampaignRequest) ProtoMessage() {}
 
 func (x *PauseCampaignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[11]
+	mi := &file_vantage_v1_operator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +1163,7 @@ func (x *PauseCampaignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseCampaignRequest.ProtoReflect.Descriptor instead.
 func (*PauseCampaignRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{11}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PauseCampaignRequest) GetName() string {
@@ -835,7 +1182,7 @@ type ResumeCampaignRequest struct {
 
 func (x *ResumeCampaignRequest) Reset() {
 	*x = ResumeCampaignRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[12]
+	mi := &file_vantage_v1_operator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1194,7 @@ func (x *ResumeCampaignRequest) String() string {
 func (*ResumeCampaignRequest) ProtoMessage() {}
 
 func (x *ResumeCampaignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[12]
+	mi := &file_vantage_v1_operator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1207,7 @@ func (x *ResumeCampaignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeCampaignRequest.ProtoReflect.Descriptor instead.
 func (*ResumeCampaignRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{12}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResumeCampaignRequest) GetName() string {
@@ -879,7 +1226,7 @@ type DeleteCampaignRequest struct {
 
 func (x *DeleteCampaignRequest) Reset() {
 	*x = DeleteCampaignRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[13]
+	mi := &file_vantage_v1_operator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1238,7 @@ func (x *DeleteCampaignRequest) String() string {
 func (*DeleteCampaignRequest) ProtoMessage() {}
 
 func (x *DeleteCampaignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[13]
+	mi := &file_vantage_v1_operator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1251,7 @@ func (x *DeleteCampaignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCampaignRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCampaignRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{13}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteCampaignRequest) GetName() string {
@@ -922,7 +1269,7 @@ type DeleteCampaignResponse struct {
 
 func (x *DeleteCampaignResponse) Reset() {
 	*x = DeleteCampaignResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[14]
+	mi := &file_vantage_v1_operator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1281,7 @@ func (x *DeleteCampaignResponse) String() string {
 func (*DeleteCampaignResponse) ProtoMessage() {}
 
 func (x *DeleteCampaignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[14]
+	mi := &file_vantage_v1_operator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1294,7 @@ func (x *DeleteCampaignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCampaignResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCampaignResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{14}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{20}
 }
 
 type QueryResultsRequest struct {
@@ -965,7 +1312,7 @@ type QueryResultsRequest struct {
 
 func (x *QueryResultsRequest) Reset() {
 	*x = QueryResultsRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[15]
+	mi := &file_vantage_v1_operator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1324,7 @@ func (x *QueryResultsRequest) String() string {
 func (*QueryResultsRequest) ProtoMessage() {}
 
 func (x *QueryResultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[15]
+	mi := &file_vantage_v1_operator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1337,7 @@ func (x *QueryResultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResultsRequest.ProtoReflect.Descriptor instead.
 func (*QueryResultsRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{15}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *QueryResultsRequest) GetCampaign() string {
@@ -1048,7 +1395,7 @@ type StoredResult struct {
 
 func (x *StoredResult) Reset() {
 	*x = StoredResult{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[16]
+	mi := &file_vantage_v1_operator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1407,7 @@ func (x *StoredResult) String() string {
 func (*StoredResult) ProtoMessage() {}
 
 func (x *StoredResult) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[16]
+	mi := &file_vantage_v1_operator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1420,7 @@ func (x *StoredResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredResult.ProtoReflect.Descriptor instead.
 func (*StoredResult) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{16}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StoredResult) GetAgentId() string {
@@ -1115,7 +1462,7 @@ type GetVerdictsRequest struct {
 
 func (x *GetVerdictsRequest) Reset() {
 	*x = GetVerdictsRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[17]
+	mi := &file_vantage_v1_operator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1474,7 @@ func (x *GetVerdictsRequest) String() string {
 func (*GetVerdictsRequest) ProtoMessage() {}
 
 func (x *GetVerdictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[17]
+	mi := &file_vantage_v1_operator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1487,7 @@ func (x *GetVerdictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerdictsRequest.ProtoReflect.Descriptor instead.
 func (*GetVerdictsRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{17}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetVerdictsRequest) GetCampaign() string {
@@ -1166,7 +1513,7 @@ type GetVerdictsResponse struct {
 
 func (x *GetVerdictsResponse) Reset() {
 	*x = GetVerdictsResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[18]
+	mi := &file_vantage_v1_operator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1525,7 @@ func (x *GetVerdictsResponse) String() string {
 func (*GetVerdictsResponse) ProtoMessage() {}
 
 func (x *GetVerdictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[18]
+	mi := &file_vantage_v1_operator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1538,7 @@ func (x *GetVerdictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerdictsResponse.ProtoReflect.Descriptor instead.
 func (*GetVerdictsResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{18}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetVerdictsResponse) GetVerdicts() []*Verdict {
@@ -1211,7 +1558,7 @@ type WatchVerdictsRequest struct {
 
 func (x *WatchVerdictsRequest) Reset() {
 	*x = WatchVerdictsRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[19]
+	mi := &file_vantage_v1_operator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1570,7 @@ func (x *WatchVerdictsRequest) String() string {
 func (*WatchVerdictsRequest) ProtoMessage() {}
 
 func (x *WatchVerdictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[19]
+	mi := &file_vantage_v1_operator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1583,7 @@ func (x *WatchVerdictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchVerdictsRequest.ProtoReflect.Descriptor instead.
 func (*WatchVerdictsRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{19}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchVerdictsRequest) GetCampaign() string {
@@ -1266,7 +1613,7 @@ type VerdictUpdate struct {
 
 func (x *VerdictUpdate) Reset() {
 	*x = VerdictUpdate{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[20]
+	mi := &file_vantage_v1_operator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1625,7 @@ func (x *VerdictUpdate) String() string {
 func (*VerdictUpdate) ProtoMessage() {}
 
 func (x *VerdictUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[20]
+	mi := &file_vantage_v1_operator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1638,7 @@ func (x *VerdictUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerdictUpdate.ProtoReflect.Descriptor instead.
 func (*VerdictUpdate) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{20}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *VerdictUpdate) GetUpdate() isVerdictUpdate_Update {
@@ -1360,7 +1707,7 @@ type GetTimelineRequest struct {
 
 func (x *GetTimelineRequest) Reset() {
 	*x = GetTimelineRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[21]
+	mi := &file_vantage_v1_operator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1719,7 @@ func (x *GetTimelineRequest) String() string {
 func (*GetTimelineRequest) ProtoMessage() {}
 
 func (x *GetTimelineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[21]
+	mi := &file_vantage_v1_operator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1732,7 @@ func (x *GetTimelineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTimelineRequest.ProtoReflect.Descriptor instead.
 func (*GetTimelineRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{21}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetTimelineRequest) GetCampaign() string {
@@ -1454,7 +1801,7 @@ type GetTimelineResponse struct {
 
 func (x *GetTimelineResponse) Reset() {
 	*x = GetTimelineResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[22]
+	mi := &file_vantage_v1_operator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1813,7 @@ func (x *GetTimelineResponse) String() string {
 func (*GetTimelineResponse) ProtoMessage() {}
 
 func (x *GetTimelineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[22]
+	mi := &file_vantage_v1_operator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1826,7 @@ func (x *GetTimelineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTimelineResponse.ProtoReflect.Descriptor instead.
 func (*GetTimelineResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{22}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetTimelineResponse) GetTransitions() []*Transition {
@@ -1512,7 +1859,7 @@ type GetSeriesRequest struct {
 
 func (x *GetSeriesRequest) Reset() {
 	*x = GetSeriesRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[23]
+	mi := &file_vantage_v1_operator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1871,7 @@ func (x *GetSeriesRequest) String() string {
 func (*GetSeriesRequest) ProtoMessage() {}
 
 func (x *GetSeriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[23]
+	mi := &file_vantage_v1_operator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1884,7 @@ func (x *GetSeriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSeriesRequest.ProtoReflect.Descriptor instead.
 func (*GetSeriesRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{23}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetSeriesRequest) GetCampaign() string {
@@ -1591,7 +1938,7 @@ type GetSeriesResponse struct {
 
 func (x *GetSeriesResponse) Reset() {
 	*x = GetSeriesResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[24]
+	mi := &file_vantage_v1_operator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1950,7 @@ func (x *GetSeriesResponse) String() string {
 func (*GetSeriesResponse) ProtoMessage() {}
 
 func (x *GetSeriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[24]
+	mi := &file_vantage_v1_operator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1963,7 @@ func (x *GetSeriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSeriesResponse.ProtoReflect.Descriptor instead.
 func (*GetSeriesResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{24}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetSeriesResponse) GetPoints() []*QualityPoint {
@@ -1638,7 +1985,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[25]
+	mi := &file_vantage_v1_operator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1997,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[25]
+	mi := &file_vantage_v1_operator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +2010,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{25}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ExplainRequest) GetVerdictId() string {
@@ -1690,7 +2037,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[26]
+	mi := &file_vantage_v1_operator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +2049,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[26]
+	mi := &file_vantage_v1_operator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +2062,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{26}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ExplainResponse) GetVerdict() *Verdict {
@@ -1749,7 +2096,7 @@ type ReplayRequest struct {
 
 func (x *ReplayRequest) Reset() {
 	*x = ReplayRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[27]
+	mi := &file_vantage_v1_operator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +2108,7 @@ func (x *ReplayRequest) String() string {
 func (*ReplayRequest) ProtoMessage() {}
 
 func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[27]
+	mi := &file_vantage_v1_operator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +2121,7 @@ func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayRequest.ProtoReflect.Descriptor instead.
 func (*ReplayRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{27}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReplayRequest) GetCampaign() string {
@@ -1823,7 +2170,7 @@ type ReplayResponse struct {
 
 func (x *ReplayResponse) Reset() {
 	*x = ReplayResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[28]
+	mi := &file_vantage_v1_operator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2182,7 @@ func (x *ReplayResponse) String() string {
 func (*ReplayResponse) ProtoMessage() {}
 
 func (x *ReplayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[28]
+	mi := &file_vantage_v1_operator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2195,7 @@ func (x *ReplayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayResponse.ProtoReflect.Descriptor instead.
 func (*ReplayResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{28}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReplayResponse) GetTransitions() []*Transition {
@@ -1873,7 +2220,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[29]
+	mi := &file_vantage_v1_operator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2232,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[29]
+	mi := &file_vantage_v1_operator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2245,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{29}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AuditEntry) GetId() int64 {
@@ -1952,7 +2299,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[30]
+	mi := &file_vantage_v1_operator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2311,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[30]
+	mi := &file_vantage_v1_operator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2324,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{30}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListAuditRequest) GetLimit() uint32 {
@@ -1996,7 +2343,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_vantage_v1_operator_proto_msgTypes[31]
+	mi := &file_vantage_v1_operator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2355,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vantage_v1_operator_proto_msgTypes[31]
+	mi := &file_vantage_v1_operator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2368,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{31}
+	return file_vantage_v1_operator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -2086,7 +2433,34 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x17\n" +
-	"\aca_hash\x18\x03 \x01(\tR\x06caHash\"~\n" +
+	"\aca_hash\x18\x03 \x01(\tR\x06caHash\"\xf5\x02\n" +
+	"\rJoinTokenInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x03 \x01(\tR\tcreatedBy\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x19\n" +
+	"\bmax_uses\x18\x05 \x01(\rR\amaxUses\x12\x12\n" +
+	"\x04uses\x18\x06 \x01(\rR\x04uses\x12=\n" +
+	"\x06labels\x18\a \x03(\v2%.vantage.v1.JoinTokenInfo.LabelsEntryR\x06labels\x12\x16\n" +
+	"\x06usable\x18\b \x01(\bR\x06usable\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x17\n" +
+	"\x15ListJoinTokensRequest\"K\n" +
+	"\x16ListJoinTokensResponse\x121\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x19.vantage.v1.JoinTokenInfoR\x06tokens\"(\n" +
+	"\x16RevokeJoinTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
+	"\x1aCreateOperatorTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"[\n" +
+	"\x1bCreateOperatorTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\"~\n" +
 	"\x14ApplyCampaignRequest\x12\x1b\n" +
 	"\tspec_yaml\x18\x01 \x01(\tR\bspecYaml\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x120\n" +
@@ -2186,13 +2560,16 @@ const file_vantage_v1_operator_proto_rawDesc = "" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AGENT_STATE_PENDING\x10\x01\x12\x16\n" +
 	"\x12AGENT_STATE_ACTIVE\x10\x02\x12\x17\n" +
-	"\x13AGENT_STATE_REVOKED\x10\x032\xb1\r\n" +
+	"\x13AGENT_STATE_REVOKED\x10\x032\xc4\x0f\n" +
 	"\x0fOperatorService\x12K\n" +
 	"\n" +
 	"ListAgents\x12\x1d.vantage.v1.ListAgentsRequest\x1a\x1e.vantage.v1.ListAgentsResponse\x12F\n" +
 	"\fApproveAgent\x12\x1f.vantage.v1.ApproveAgentRequest\x1a\x15.vantage.v1.AgentInfo\x12D\n" +
 	"\vRevokeAgent\x12\x1e.vantage.v1.RevokeAgentRequest\x1a\x15.vantage.v1.AgentInfo\x12Z\n" +
-	"\x0fCreateJoinToken\x12\".vantage.v1.CreateJoinTokenRequest\x1a#.vantage.v1.CreateJoinTokenResponse\x12G\n" +
+	"\x0fCreateJoinToken\x12\".vantage.v1.CreateJoinTokenRequest\x1a#.vantage.v1.CreateJoinTokenResponse\x12W\n" +
+	"\x0eListJoinTokens\x12!.vantage.v1.ListJoinTokensRequest\x1a\".vantage.v1.ListJoinTokensResponse\x12P\n" +
+	"\x0fRevokeJoinToken\x12\".vantage.v1.RevokeJoinTokenRequest\x1a\x19.vantage.v1.JoinTokenInfo\x12f\n" +
+	"\x13CreateOperatorToken\x12&.vantage.v1.CreateOperatorTokenRequest\x1a'.vantage.v1.CreateOperatorTokenResponse\x12G\n" +
 	"\rApplyCampaign\x12 .vantage.v1.ApplyCampaignRequest\x1a\x14.vantage.v1.Campaign\x12T\n" +
 	"\rListCampaigns\x12 .vantage.v1.ListCampaignsRequest\x1a!.vantage.v1.ListCampaignsResponse\x12C\n" +
 	"\vGetCampaign\x12\x1e.vantage.v1.GetCampaignRequest\x1a\x14.vantage.v1.Campaign\x12G\n" +
@@ -2225,146 +2602,163 @@ func file_vantage_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_vantage_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_vantage_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_vantage_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_vantage_v1_operator_proto_goTypes = []any{
-	(AgentState)(0),                  // 0: vantage.v1.AgentState
-	(*AgentInfo)(nil),                // 1: vantage.v1.AgentInfo
-	(*ListAgentsRequest)(nil),        // 2: vantage.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),       // 3: vantage.v1.ListAgentsResponse
-	(*ApproveAgentRequest)(nil),      // 4: vantage.v1.ApproveAgentRequest
-	(*RevokeAgentRequest)(nil),       // 5: vantage.v1.RevokeAgentRequest
-	(*CreateJoinTokenRequest)(nil),   // 6: vantage.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),  // 7: vantage.v1.CreateJoinTokenResponse
-	(*ApplyCampaignRequest)(nil),     // 8: vantage.v1.ApplyCampaignRequest
-	(*ListCampaignsRequest)(nil),     // 9: vantage.v1.ListCampaignsRequest
-	(*ListCampaignsResponse)(nil),    // 10: vantage.v1.ListCampaignsResponse
-	(*GetCampaignRequest)(nil),       // 11: vantage.v1.GetCampaignRequest
-	(*PauseCampaignRequest)(nil),     // 12: vantage.v1.PauseCampaignRequest
-	(*ResumeCampaignRequest)(nil),    // 13: vantage.v1.ResumeCampaignRequest
-	(*DeleteCampaignRequest)(nil),    // 14: vantage.v1.DeleteCampaignRequest
-	(*DeleteCampaignResponse)(nil),   // 15: vantage.v1.DeleteCampaignResponse
-	(*QueryResultsRequest)(nil),      // 16: vantage.v1.QueryResultsRequest
-	(*StoredResult)(nil),             // 17: vantage.v1.StoredResult
-	(*GetVerdictsRequest)(nil),       // 18: vantage.v1.GetVerdictsRequest
-	(*GetVerdictsResponse)(nil),      // 19: vantage.v1.GetVerdictsResponse
-	(*WatchVerdictsRequest)(nil),     // 20: vantage.v1.WatchVerdictsRequest
-	(*VerdictUpdate)(nil),            // 21: vantage.v1.VerdictUpdate
-	(*GetTimelineRequest)(nil),       // 22: vantage.v1.GetTimelineRequest
-	(*GetTimelineResponse)(nil),      // 23: vantage.v1.GetTimelineResponse
-	(*GetSeriesRequest)(nil),         // 24: vantage.v1.GetSeriesRequest
-	(*GetSeriesResponse)(nil),        // 25: vantage.v1.GetSeriesResponse
-	(*ExplainRequest)(nil),           // 26: vantage.v1.ExplainRequest
-	(*ExplainResponse)(nil),          // 27: vantage.v1.ExplainResponse
-	(*ReplayRequest)(nil),            // 28: vantage.v1.ReplayRequest
-	(*ReplayResponse)(nil),           // 29: vantage.v1.ReplayResponse
-	(*AuditEntry)(nil),               // 30: vantage.v1.AuditEntry
-	(*ListAuditRequest)(nil),         // 31: vantage.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),        // 32: vantage.v1.ListAuditResponse
-	nil,                              // 33: vantage.v1.AgentInfo.LabelsEntry
-	nil,                              // 34: vantage.v1.CreateJoinTokenRequest.LabelsEntry
-	nil,                              // 35: vantage.v1.ReplayRequest.ParamsEntry
-	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
-	(*Capabilities)(nil),             // 37: vantage.v1.Capabilities
-	(*SpoolState)(nil),               // 38: vantage.v1.SpoolState
-	(*Campaign)(nil),                 // 39: vantage.v1.Campaign
-	(*ProbeResult)(nil),              // 40: vantage.v1.ProbeResult
-	(Level)(0),                       // 41: vantage.v1.Level
-	(*Verdict)(nil),                  // 42: vantage.v1.Verdict
-	(*Transition)(nil),               // 43: vantage.v1.Transition
-	(*QualityPoint)(nil),             // 44: vantage.v1.QualityPoint
-	(*GetBgpStatusRequest)(nil),      // 45: vantage.v1.GetBgpStatusRequest
-	(*ListBgpUpdatesRequest)(nil),    // 46: vantage.v1.ListBgpUpdatesRequest
-	(*WatchBgpRequest)(nil),          // 47: vantage.v1.WatchBgpRequest
-	(*ImportBgpUpdatesRequest)(nil),  // 48: vantage.v1.ImportBgpUpdatesRequest
-	(*GetBgpStatusResponse)(nil),     // 49: vantage.v1.GetBgpStatusResponse
-	(*BgpUpdate)(nil),                // 50: vantage.v1.BgpUpdate
-	(*ImportBgpUpdatesResponse)(nil), // 51: vantage.v1.ImportBgpUpdatesResponse
+	(AgentState)(0),                     // 0: vantage.v1.AgentState
+	(*AgentInfo)(nil),                   // 1: vantage.v1.AgentInfo
+	(*ListAgentsRequest)(nil),           // 2: vantage.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),          // 3: vantage.v1.ListAgentsResponse
+	(*ApproveAgentRequest)(nil),         // 4: vantage.v1.ApproveAgentRequest
+	(*RevokeAgentRequest)(nil),          // 5: vantage.v1.RevokeAgentRequest
+	(*CreateJoinTokenRequest)(nil),      // 6: vantage.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 7: vantage.v1.CreateJoinTokenResponse
+	(*JoinTokenInfo)(nil),               // 8: vantage.v1.JoinTokenInfo
+	(*ListJoinTokensRequest)(nil),       // 9: vantage.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),      // 10: vantage.v1.ListJoinTokensResponse
+	(*RevokeJoinTokenRequest)(nil),      // 11: vantage.v1.RevokeJoinTokenRequest
+	(*CreateOperatorTokenRequest)(nil),  // 12: vantage.v1.CreateOperatorTokenRequest
+	(*CreateOperatorTokenResponse)(nil), // 13: vantage.v1.CreateOperatorTokenResponse
+	(*ApplyCampaignRequest)(nil),        // 14: vantage.v1.ApplyCampaignRequest
+	(*ListCampaignsRequest)(nil),        // 15: vantage.v1.ListCampaignsRequest
+	(*ListCampaignsResponse)(nil),       // 16: vantage.v1.ListCampaignsResponse
+	(*GetCampaignRequest)(nil),          // 17: vantage.v1.GetCampaignRequest
+	(*PauseCampaignRequest)(nil),        // 18: vantage.v1.PauseCampaignRequest
+	(*ResumeCampaignRequest)(nil),       // 19: vantage.v1.ResumeCampaignRequest
+	(*DeleteCampaignRequest)(nil),       // 20: vantage.v1.DeleteCampaignRequest
+	(*DeleteCampaignResponse)(nil),      // 21: vantage.v1.DeleteCampaignResponse
+	(*QueryResultsRequest)(nil),         // 22: vantage.v1.QueryResultsRequest
+	(*StoredResult)(nil),                // 23: vantage.v1.StoredResult
+	(*GetVerdictsRequest)(nil),          // 24: vantage.v1.GetVerdictsRequest
+	(*GetVerdictsResponse)(nil),         // 25: vantage.v1.GetVerdictsResponse
+	(*WatchVerdictsRequest)(nil),        // 26: vantage.v1.WatchVerdictsRequest
+	(*VerdictUpdate)(nil),               // 27: vantage.v1.VerdictUpdate
+	(*GetTimelineRequest)(nil),          // 28: vantage.v1.GetTimelineRequest
+	(*GetTimelineResponse)(nil),         // 29: vantage.v1.GetTimelineResponse
+	(*GetSeriesRequest)(nil),            // 30: vantage.v1.GetSeriesRequest
+	(*GetSeriesResponse)(nil),           // 31: vantage.v1.GetSeriesResponse
+	(*ExplainRequest)(nil),              // 32: vantage.v1.ExplainRequest
+	(*ExplainResponse)(nil),             // 33: vantage.v1.ExplainResponse
+	(*ReplayRequest)(nil),               // 34: vantage.v1.ReplayRequest
+	(*ReplayResponse)(nil),              // 35: vantage.v1.ReplayResponse
+	(*AuditEntry)(nil),                  // 36: vantage.v1.AuditEntry
+	(*ListAuditRequest)(nil),            // 37: vantage.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),           // 38: vantage.v1.ListAuditResponse
+	nil,                                 // 39: vantage.v1.AgentInfo.LabelsEntry
+	nil,                                 // 40: vantage.v1.CreateJoinTokenRequest.LabelsEntry
+	nil,                                 // 41: vantage.v1.JoinTokenInfo.LabelsEntry
+	nil,                                 // 42: vantage.v1.ReplayRequest.ParamsEntry
+	(*timestamppb.Timestamp)(nil),       // 43: google.protobuf.Timestamp
+	(*Capabilities)(nil),                // 44: vantage.v1.Capabilities
+	(*SpoolState)(nil),                  // 45: vantage.v1.SpoolState
+	(*Campaign)(nil),                    // 46: vantage.v1.Campaign
+	(*ProbeResult)(nil),                 // 47: vantage.v1.ProbeResult
+	(Level)(0),                          // 48: vantage.v1.Level
+	(*Verdict)(nil),                     // 49: vantage.v1.Verdict
+	(*Transition)(nil),                  // 50: vantage.v1.Transition
+	(*QualityPoint)(nil),                // 51: vantage.v1.QualityPoint
+	(*GetBgpStatusRequest)(nil),         // 52: vantage.v1.GetBgpStatusRequest
+	(*ListBgpUpdatesRequest)(nil),       // 53: vantage.v1.ListBgpUpdatesRequest
+	(*WatchBgpRequest)(nil),             // 54: vantage.v1.WatchBgpRequest
+	(*ImportBgpUpdatesRequest)(nil),     // 55: vantage.v1.ImportBgpUpdatesRequest
+	(*GetBgpStatusResponse)(nil),        // 56: vantage.v1.GetBgpStatusResponse
+	(*BgpUpdate)(nil),                   // 57: vantage.v1.BgpUpdate
+	(*ImportBgpUpdatesResponse)(nil),    // 58: vantage.v1.ImportBgpUpdatesResponse
 }
 var file_vantage_v1_operator_proto_depIdxs = []int32{
-	33, // 0: vantage.v1.AgentInfo.labels:type_name -> vantage.v1.AgentInfo.LabelsEntry
+	39, // 0: vantage.v1.AgentInfo.labels:type_name -> vantage.v1.AgentInfo.LabelsEntry
 	0,  // 1: vantage.v1.AgentInfo.state:type_name -> vantage.v1.AgentState
-	36, // 2: vantage.v1.AgentInfo.enrolled_at:type_name -> google.protobuf.Timestamp
-	36, // 3: vantage.v1.AgentInfo.last_seen:type_name -> google.protobuf.Timestamp
-	37, // 4: vantage.v1.AgentInfo.capabilities:type_name -> vantage.v1.Capabilities
-	38, // 5: vantage.v1.AgentInfo.spool:type_name -> vantage.v1.SpoolState
+	43, // 2: vantage.v1.AgentInfo.enrolled_at:type_name -> google.protobuf.Timestamp
+	43, // 3: vantage.v1.AgentInfo.last_seen:type_name -> google.protobuf.Timestamp
+	44, // 4: vantage.v1.AgentInfo.capabilities:type_name -> vantage.v1.Capabilities
+	45, // 5: vantage.v1.AgentInfo.spool:type_name -> vantage.v1.SpoolState
 	1,  // 6: vantage.v1.ListAgentsResponse.agents:type_name -> vantage.v1.AgentInfo
-	34, // 7: vantage.v1.CreateJoinTokenRequest.labels:type_name -> vantage.v1.CreateJoinTokenRequest.LabelsEntry
-	36, // 8: vantage.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	39, // 9: vantage.v1.ListCampaignsResponse.campaigns:type_name -> vantage.v1.Campaign
-	36, // 10: vantage.v1.QueryResultsRequest.from:type_name -> google.protobuf.Timestamp
-	36, // 11: vantage.v1.QueryResultsRequest.to:type_name -> google.protobuf.Timestamp
-	40, // 12: vantage.v1.StoredResult.result:type_name -> vantage.v1.ProbeResult
-	36, // 13: vantage.v1.StoredResult.received_at:type_name -> google.protobuf.Timestamp
-	41, // 14: vantage.v1.GetVerdictsRequest.level:type_name -> vantage.v1.Level
-	42, // 15: vantage.v1.GetVerdictsResponse.verdicts:type_name -> vantage.v1.Verdict
-	41, // 16: vantage.v1.WatchVerdictsRequest.level:type_name -> vantage.v1.Level
-	42, // 17: vantage.v1.VerdictUpdate.verdict:type_name -> vantage.v1.Verdict
-	43, // 18: vantage.v1.VerdictUpdate.transition:type_name -> vantage.v1.Transition
-	41, // 19: vantage.v1.GetTimelineRequest.level:type_name -> vantage.v1.Level
-	36, // 20: vantage.v1.GetTimelineRequest.from:type_name -> google.protobuf.Timestamp
-	36, // 21: vantage.v1.GetTimelineRequest.to:type_name -> google.protobuf.Timestamp
-	43, // 22: vantage.v1.GetTimelineResponse.transitions:type_name -> vantage.v1.Transition
-	44, // 23: vantage.v1.GetTimelineResponse.series:type_name -> vantage.v1.QualityPoint
-	36, // 24: vantage.v1.GetSeriesRequest.from:type_name -> google.protobuf.Timestamp
-	36, // 25: vantage.v1.GetSeriesRequest.to:type_name -> google.protobuf.Timestamp
-	44, // 26: vantage.v1.GetSeriesResponse.points:type_name -> vantage.v1.QualityPoint
-	42, // 27: vantage.v1.ExplainResponse.verdict:type_name -> vantage.v1.Verdict
-	17, // 28: vantage.v1.ExplainResponse.results:type_name -> vantage.v1.StoredResult
-	36, // 29: vantage.v1.ReplayRequest.from:type_name -> google.protobuf.Timestamp
-	36, // 30: vantage.v1.ReplayRequest.to:type_name -> google.protobuf.Timestamp
-	35, // 31: vantage.v1.ReplayRequest.params:type_name -> vantage.v1.ReplayRequest.ParamsEntry
-	43, // 32: vantage.v1.ReplayResponse.transitions:type_name -> vantage.v1.Transition
-	36, // 33: vantage.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	30, // 34: vantage.v1.ListAuditResponse.entries:type_name -> vantage.v1.AuditEntry
-	2,  // 35: vantage.v1.OperatorService.ListAgents:input_type -> vantage.v1.ListAgentsRequest
-	4,  // 36: vantage.v1.OperatorService.ApproveAgent:input_type -> vantage.v1.ApproveAgentRequest
-	5,  // 37: vantage.v1.OperatorService.RevokeAgent:input_type -> vantage.v1.RevokeAgentRequest
-	6,  // 38: vantage.v1.OperatorService.CreateJoinToken:input_type -> vantage.v1.CreateJoinTokenRequest
-	8,  // 39: vantage.v1.OperatorService.ApplyCampaign:input_type -> vantage.v1.ApplyCampaignRequest
-	9,  // 40: vantage.v1.OperatorService.ListCampaigns:input_type -> vantage.v1.ListCampaignsRequest
-	11, // 41: vantage.v1.OperatorService.GetCampaign:input_type -> vantage.v1.GetCampaignRequest
-	12, // 42: vantage.v1.OperatorService.PauseCampaign:input_type -> vantage.v1.PauseCampaignRequest
-	13, // 43: vantage.v1.OperatorService.ResumeCampaign:input_type -> vantage.v1.ResumeCampaignRequest
-	14, // 44: vantage.v1.OperatorService.DeleteCampaign:input_type -> vantage.v1.DeleteCampaignRequest
-	16, // 45: vantage.v1.OperatorService.QueryResults:input_type -> vantage.v1.QueryResultsRequest
-	18, // 46: vantage.v1.OperatorService.GetVerdicts:input_type -> vantage.v1.GetVerdictsRequest
-	20, // 47: vantage.v1.OperatorService.WatchVerdicts:input_type -> vantage.v1.WatchVerdictsRequest
-	22, // 48: vantage.v1.OperatorService.GetTimeline:input_type -> vantage.v1.GetTimelineRequest
-	24, // 49: vantage.v1.OperatorService.GetSeries:input_type -> vantage.v1.GetSeriesRequest
-	26, // 50: vantage.v1.OperatorService.Explain:input_type -> vantage.v1.ExplainRequest
-	28, // 51: vantage.v1.OperatorService.Replay:input_type -> vantage.v1.ReplayRequest
-	31, // 52: vantage.v1.OperatorService.ListAudit:input_type -> vantage.v1.ListAuditRequest
-	45, // 53: vantage.v1.OperatorService.GetBgpStatus:input_type -> vantage.v1.GetBgpStatusRequest
-	46, // 54: vantage.v1.OperatorService.ListBgpUpdates:input_type -> vantage.v1.ListBgpUpdatesRequest
-	47, // 55: vantage.v1.OperatorService.WatchBgp:input_type -> vantage.v1.WatchBgpRequest
-	48, // 56: vantage.v1.OperatorService.ImportBgpUpdates:input_type -> vantage.v1.ImportBgpUpdatesRequest
-	3,  // 57: vantage.v1.OperatorService.ListAgents:output_type -> vantage.v1.ListAgentsResponse
-	1,  // 58: vantage.v1.OperatorService.ApproveAgent:output_type -> vantage.v1.AgentInfo
-	1,  // 59: vantage.v1.OperatorService.RevokeAgent:output_type -> vantage.v1.AgentInfo
-	7,  // 60: vantage.v1.OperatorService.CreateJoinToken:output_type -> vantage.v1.CreateJoinTokenResponse
-	39, // 61: vantage.v1.OperatorService.ApplyCampaign:output_type -> vantage.v1.Campaign
-	10, // 62: vantage.v1.OperatorService.ListCampaigns:output_type -> vantage.v1.ListCampaignsResponse
-	39, // 63: vantage.v1.OperatorService.GetCampaign:output_type -> vantage.v1.Campaign
-	39, // 64: vantage.v1.OperatorService.PauseCampaign:output_type -> vantage.v1.Campaign
-	39, // 65: vantage.v1.OperatorService.ResumeCampaign:output_type -> vantage.v1.Campaign
-	15, // 66: vantage.v1.OperatorService.DeleteCampaign:output_type -> vantage.v1.DeleteCampaignResponse
-	17, // 67: vantage.v1.OperatorService.QueryResults:output_type -> vantage.v1.StoredResult
-	19, // 68: vantage.v1.OperatorService.GetVerdicts:output_type -> vantage.v1.GetVerdictsResponse
-	21, // 69: vantage.v1.OperatorService.WatchVerdicts:output_type -> vantage.v1.VerdictUpdate
-	23, // 70: vantage.v1.OperatorService.GetTimeline:output_type -> vantage.v1.GetTimelineResponse
-	25, // 71: vantage.v1.OperatorService.GetSeries:output_type -> vantage.v1.GetSeriesResponse
-	27, // 72: vantage.v1.OperatorService.Explain:output_type -> vantage.v1.ExplainResponse
-	29, // 73: vantage.v1.OperatorService.Replay:output_type -> vantage.v1.ReplayResponse
-	32, // 74: vantage.v1.OperatorService.ListAudit:output_type -> vantage.v1.ListAuditResponse
-	49, // 75: vantage.v1.OperatorService.GetBgpStatus:output_type -> vantage.v1.GetBgpStatusResponse
-	50, // 76: vantage.v1.OperatorService.ListBgpUpdates:output_type -> vantage.v1.BgpUpdate
-	50, // 77: vantage.v1.OperatorService.WatchBgp:output_type -> vantage.v1.BgpUpdate
-	51, // 78: vantage.v1.OperatorService.ImportBgpUpdates:output_type -> vantage.v1.ImportBgpUpdatesResponse
-	57, // [57:79] is the sub-list for method output_type
-	35, // [35:57] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	40, // 7: vantage.v1.CreateJoinTokenRequest.labels:type_name -> vantage.v1.CreateJoinTokenRequest.LabelsEntry
+	43, // 8: vantage.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	43, // 9: vantage.v1.JoinTokenInfo.created_at:type_name -> google.protobuf.Timestamp
+	43, // 10: vantage.v1.JoinTokenInfo.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 11: vantage.v1.JoinTokenInfo.labels:type_name -> vantage.v1.JoinTokenInfo.LabelsEntry
+	8,  // 12: vantage.v1.ListJoinTokensResponse.tokens:type_name -> vantage.v1.JoinTokenInfo
+	46, // 13: vantage.v1.ListCampaignsResponse.campaigns:type_name -> vantage.v1.Campaign
+	43, // 14: vantage.v1.QueryResultsRequest.from:type_name -> google.protobuf.Timestamp
+	43, // 15: vantage.v1.QueryResultsRequest.to:type_name -> google.protobuf.Timestamp
+	47, // 16: vantage.v1.StoredResult.result:type_name -> vantage.v1.ProbeResult
+	43, // 17: vantage.v1.StoredResult.received_at:type_name -> google.protobuf.Timestamp
+	48, // 18: vantage.v1.GetVerdictsRequest.level:type_name -> vantage.v1.Level
+	49, // 19: vantage.v1.GetVerdictsResponse.verdicts:type_name -> vantage.v1.Verdict
+	48, // 20: vantage.v1.WatchVerdictsRequest.level:type_name -> vantage.v1.Level
+	49, // 21: vantage.v1.VerdictUpdate.verdict:type_name -> vantage.v1.Verdict
+	50, // 22: vantage.v1.VerdictUpdate.transition:type_name -> vantage.v1.Transition
+	48, // 23: vantage.v1.GetTimelineRequest.level:type_name -> vantage.v1.Level
+	43, // 24: vantage.v1.GetTimelineRequest.from:type_name -> google.protobuf.Timestamp
+	43, // 25: vantage.v1.GetTimelineRequest.to:type_name -> google.protobuf.Timestamp
+	50, // 26: vantage.v1.GetTimelineResponse.transitions:type_name -> vantage.v1.Transition
+	51, // 27: vantage.v1.GetTimelineResponse.series:type_name -> vantage.v1.QualityPoint
+	43, // 28: vantage.v1.GetSeriesRequest.from:type_name -> google.protobuf.Timestamp
+	43, // 29: vantage.v1.GetSeriesRequest.to:type_name -> google.protobuf.Timestamp
+	51, // 30: vantage.v1.GetSeriesResponse.points:type_name -> vantage.v1.QualityPoint
+	49, // 31: vantage.v1.ExplainResponse.verdict:type_name -> vantage.v1.Verdict
+	23, // 32: vantage.v1.ExplainResponse.results:type_name -> vantage.v1.StoredResult
+	43, // 33: vantage.v1.ReplayRequest.from:type_name -> google.protobuf.Timestamp
+	43, // 34: vantage.v1.ReplayRequest.to:type_name -> google.protobuf.Timestamp
+	42, // 35: vantage.v1.ReplayRequest.params:type_name -> vantage.v1.ReplayRequest.ParamsEntry
+	50, // 36: vantage.v1.ReplayResponse.transitions:type_name -> vantage.v1.Transition
+	43, // 37: vantage.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	36, // 38: vantage.v1.ListAuditResponse.entries:type_name -> vantage.v1.AuditEntry
+	2,  // 39: vantage.v1.OperatorService.ListAgents:input_type -> vantage.v1.ListAgentsRequest
+	4,  // 40: vantage.v1.OperatorService.ApproveAgent:input_type -> vantage.v1.ApproveAgentRequest
+	5,  // 41: vantage.v1.OperatorService.RevokeAgent:input_type -> vantage.v1.RevokeAgentRequest
+	6,  // 42: vantage.v1.OperatorService.CreateJoinToken:input_type -> vantage.v1.CreateJoinTokenRequest
+	9,  // 43: vantage.v1.OperatorService.ListJoinTokens:input_type -> vantage.v1.ListJoinTokensRequest
+	11, // 44: vantage.v1.OperatorService.RevokeJoinToken:input_type -> vantage.v1.RevokeJoinTokenRequest
+	12, // 45: vantage.v1.OperatorService.CreateOperatorToken:input_type -> vantage.v1.CreateOperatorTokenRequest
+	14, // 46: vantage.v1.OperatorService.ApplyCampaign:input_type -> vantage.v1.ApplyCampaignRequest
+	15, // 47: vantage.v1.OperatorService.ListCampaigns:input_type -> vantage.v1.ListCampaignsRequest
+	17, // 48: vantage.v1.OperatorService.GetCampaign:input_type -> vantage.v1.GetCampaignRequest
+	18, // 49: vantage.v1.OperatorService.PauseCampaign:input_type -> vantage.v1.PauseCampaignRequest
+	19, // 50: vantage.v1.OperatorService.ResumeCampaign:input_type -> vantage.v1.ResumeCampaignRequest
+	20, // 51: vantage.v1.OperatorService.DeleteCampaign:input_type -> vantage.v1.DeleteCampaignRequest
+	22, // 52: vantage.v1.OperatorService.QueryResults:input_type -> vantage.v1.QueryResultsRequest
+	24, // 53: vantage.v1.OperatorService.GetVerdicts:input_type -> vantage.v1.GetVerdictsRequest
+	26, // 54: vantage.v1.OperatorService.WatchVerdicts:input_type -> vantage.v1.WatchVerdictsRequest
+	28, // 55: vantage.v1.OperatorService.GetTimeline:input_type -> vantage.v1.GetTimelineRequest
+	30, // 56: vantage.v1.OperatorService.GetSeries:input_type -> vantage.v1.GetSeriesRequest
+	32, // 57: vantage.v1.OperatorService.Explain:input_type -> vantage.v1.ExplainRequest
+	34, // 58: vantage.v1.OperatorService.Replay:input_type -> vantage.v1.ReplayRequest
+	37, // 59: vantage.v1.OperatorService.ListAudit:input_type -> vantage.v1.ListAuditRequest
+	52, // 60: vantage.v1.OperatorService.GetBgpStatus:input_type -> vantage.v1.GetBgpStatusRequest
+	53, // 61: vantage.v1.OperatorService.ListBgpUpdates:input_type -> vantage.v1.ListBgpUpdatesRequest
+	54, // 62: vantage.v1.OperatorService.WatchBgp:input_type -> vantage.v1.WatchBgpRequest
+	55, // 63: vantage.v1.OperatorService.ImportBgpUpdates:input_type -> vantage.v1.ImportBgpUpdatesRequest
+	3,  // 64: vantage.v1.OperatorService.ListAgents:output_type -> vantage.v1.ListAgentsResponse
+	1,  // 65: vantage.v1.OperatorService.ApproveAgent:output_type -> vantage.v1.AgentInfo
+	1,  // 66: vantage.v1.OperatorService.RevokeAgent:output_type -> vantage.v1.AgentInfo
+	7,  // 67: vantage.v1.OperatorService.CreateJoinToken:output_type -> vantage.v1.CreateJoinTokenResponse
+	10, // 68: vantage.v1.OperatorService.ListJoinTokens:output_type -> vantage.v1.ListJoinTokensResponse
+	8,  // 69: vantage.v1.OperatorService.RevokeJoinToken:output_type -> vantage.v1.JoinTokenInfo
+	13, // 70: vantage.v1.OperatorService.CreateOperatorToken:output_type -> vantage.v1.CreateOperatorTokenResponse
+	46, // 71: vantage.v1.OperatorService.ApplyCampaign:output_type -> vantage.v1.Campaign
+	16, // 72: vantage.v1.OperatorService.ListCampaigns:output_type -> vantage.v1.ListCampaignsResponse
+	46, // 73: vantage.v1.OperatorService.GetCampaign:output_type -> vantage.v1.Campaign
+	46, // 74: vantage.v1.OperatorService.PauseCampaign:output_type -> vantage.v1.Campaign
+	46, // 75: vantage.v1.OperatorService.ResumeCampaign:output_type -> vantage.v1.Campaign
+	21, // 76: vantage.v1.OperatorService.DeleteCampaign:output_type -> vantage.v1.DeleteCampaignResponse
+	23, // 77: vantage.v1.OperatorService.QueryResults:output_type -> vantage.v1.StoredResult
+	25, // 78: vantage.v1.OperatorService.GetVerdicts:output_type -> vantage.v1.GetVerdictsResponse
+	27, // 79: vantage.v1.OperatorService.WatchVerdicts:output_type -> vantage.v1.VerdictUpdate
+	29, // 80: vantage.v1.OperatorService.GetTimeline:output_type -> vantage.v1.GetTimelineResponse
+	31, // 81: vantage.v1.OperatorService.GetSeries:output_type -> vantage.v1.GetSeriesResponse
+	33, // 82: vantage.v1.OperatorService.Explain:output_type -> vantage.v1.ExplainResponse
+	35, // 83: vantage.v1.OperatorService.Replay:output_type -> vantage.v1.ReplayResponse
+	38, // 84: vantage.v1.OperatorService.ListAudit:output_type -> vantage.v1.ListAuditResponse
+	56, // 85: vantage.v1.OperatorService.GetBgpStatus:output_type -> vantage.v1.GetBgpStatusResponse
+	57, // 86: vantage.v1.OperatorService.ListBgpUpdates:output_type -> vantage.v1.BgpUpdate
+	57, // 87: vantage.v1.OperatorService.WatchBgp:output_type -> vantage.v1.BgpUpdate
+	58, // 88: vantage.v1.OperatorService.ImportBgpUpdates:output_type -> vantage.v1.ImportBgpUpdatesResponse
+	64, // [64:89] is the sub-list for method output_type
+	39, // [39:64] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_vantage_v1_operator_proto_init() }
@@ -2377,7 +2771,7 @@ func file_vantage_v1_operator_proto_init() {
 	file_vantage_v1_probe_proto_init()
 	file_vantage_v1_bgp_proto_init()
 	file_vantage_v1_verdict_proto_init()
-	file_vantage_v1_operator_proto_msgTypes[20].OneofWrappers = []any{
+	file_vantage_v1_operator_proto_msgTypes[26].OneofWrappers = []any{
 		(*VerdictUpdate_Verdict)(nil),
 		(*VerdictUpdate_Transition)(nil),
 	}
@@ -2387,7 +2781,7 @@ func file_vantage_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vantage_v1_operator_proto_rawDesc), len(file_vantage_v1_operator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,28 +19,31 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OperatorService_ListAgents_FullMethodName       = "/vantage.v1.OperatorService/ListAgents"
-	OperatorService_ApproveAgent_FullMethodName     = "/vantage.v1.OperatorService/ApproveAgent"
-	OperatorService_RevokeAgent_FullMethodName      = "/vantage.v1.OperatorService/RevokeAgent"
-	OperatorService_CreateJoinToken_FullMethodName  = "/vantage.v1.OperatorService/CreateJoinToken"
-	OperatorService_ApplyCampaign_FullMethodName    = "/vantage.v1.OperatorService/ApplyCampaign"
-	OperatorService_ListCampaigns_FullMethodName    = "/vantage.v1.OperatorService/ListCampaigns"
-	OperatorService_GetCampaign_FullMethodName      = "/vantage.v1.OperatorService/GetCampaign"
-	OperatorService_PauseCampaign_FullMethodName    = "/vantage.v1.OperatorService/PauseCampaign"
-	OperatorService_ResumeCampaign_FullMethodName   = "/vantage.v1.OperatorService/ResumeCampaign"
-	OperatorService_DeleteCampaign_FullMethodName   = "/vantage.v1.OperatorService/DeleteCampaign"
-	OperatorService_QueryResults_FullMethodName     = "/vantage.v1.OperatorService/QueryResults"
-	OperatorService_GetVerdicts_FullMethodName      = "/vantage.v1.OperatorService/GetVerdicts"
-	OperatorService_WatchVerdicts_FullMethodName    = "/vantage.v1.OperatorService/WatchVerdicts"
-	OperatorService_GetTimeline_FullMethodName      = "/vantage.v1.OperatorService/GetTimeline"
-	OperatorService_GetSeries_FullMethodName        = "/vantage.v1.OperatorService/GetSeries"
-	OperatorService_Explain_FullMethodName          = "/vantage.v1.OperatorService/Explain"
-	OperatorService_Replay_FullMethodName           = "/vantage.v1.OperatorService/Replay"
-	OperatorService_ListAudit_FullMethodName        = "/vantage.v1.OperatorService/ListAudit"
-	OperatorService_GetBgpStatus_FullMethodName     = "/vantage.v1.OperatorService/GetBgpStatus"
-	OperatorService_ListBgpUpdates_FullMethodName   = "/vantage.v1.OperatorService/ListBgpUpdates"
-	OperatorService_WatchBgp_FullMethodName         = "/vantage.v1.OperatorService/WatchBgp"
-	OperatorService_ImportBgpUpdates_FullMethodName = "/vantage.v1.OperatorService/ImportBgpUpdates"
+	OperatorService_ListAgents_FullMethodName          = "/vantage.v1.OperatorService/ListAgents"
+	OperatorService_ApproveAgent_FullMethodName        = "/vantage.v1.OperatorService/ApproveAgent"
+	OperatorService_RevokeAgent_FullMethodName         = "/vantage.v1.OperatorService/RevokeAgent"
+	OperatorService_CreateJoinToken_FullMethodName     = "/vantage.v1.OperatorService/CreateJoinToken"
+	OperatorService_ListJoinTokens_FullMethodName      = "/vantage.v1.OperatorService/ListJoinTokens"
+	OperatorService_RevokeJoinToken_FullMethodName     = "/vantage.v1.OperatorService/RevokeJoinToken"
+	OperatorService_CreateOperatorToken_FullMethodName = "/vantage.v1.OperatorService/CreateOperatorToken"
+	OperatorService_ApplyCampaign_FullMethodName       = "/vantage.v1.OperatorService/ApplyCampaign"
+	OperatorService_ListCampaigns_FullMethodName       = "/vantage.v1.OperatorService/ListCampaigns"
+	OperatorService_GetCampaign_FullMethodName         = "/vantage.v1.OperatorService/GetCampaign"
+	OperatorService_PauseCampaign_FullMethodName       = "/vantage.v1.OperatorService/PauseCampaign"
+	OperatorService_ResumeCampaign_FullMethodName      = "/vantage.v1.OperatorService/ResumeCampaign"
+	OperatorService_DeleteCampaign_FullMethodName      = "/vantage.v1.OperatorService/DeleteCampaign"
+	OperatorService_QueryResults_FullMethodName        = "/vantage.v1.OperatorService/QueryResults"
+	OperatorService_GetVerdicts_FullMethodName         = "/vantage.v1.OperatorService/GetVerdicts"
+	OperatorService_WatchVerdicts_FullMethodName       = "/vantage.v1.OperatorService/WatchVerdicts"
+	OperatorService_GetTimeline_FullMethodName         = "/vantage.v1.OperatorService/GetTimeline"
+	OperatorService_GetSeries_FullMethodName           = "/vantage.v1.OperatorService/GetSeries"
+	OperatorService_Explain_FullMethodName             = "/vantage.v1.OperatorService/Explain"
+	OperatorService_Replay_FullMethodName              = "/vantage.v1.OperatorService/Replay"
+	OperatorService_ListAudit_FullMethodName           = "/vantage.v1.OperatorService/ListAudit"
+	OperatorService_GetBgpStatus_FullMethodName        = "/vantage.v1.OperatorService/GetBgpStatus"
+	OperatorService_ListBgpUpdates_FullMethodName      = "/vantage.v1.OperatorService/ListBgpUpdates"
+	OperatorService_WatchBgp_FullMethodName            = "/vantage.v1.OperatorService/WatchBgp"
+	OperatorService_ImportBgpUpdates_FullMethodName    = "/vantage.v1.OperatorService/ImportBgpUpdates"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -55,6 +58,14 @@ type OperatorServiceClient interface {
 	ApproveAgent(ctx context.Context, in *ApproveAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error)
 	RevokeAgent(ctx context.Context, in *RevokeAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error)
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	// Join tokens, newest first, expired ones included (role operator); the
+	// secrets are never stored, so only their ids are listed.
+	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
+	// Make one join token expire now (role operator); audited.
+	RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*JoinTokenInfo, error)
+	// Mint an operator bearer token (role admin); audited with the admin as
+	// actor. The secret is in the response only.
+	CreateOperatorToken(ctx context.Context, in *CreateOperatorTokenRequest, opts ...grpc.CallOption) (*CreateOperatorTokenResponse, error)
 	// Validate and store a campaign file; an invalid file changes nothing.
 	ApplyCampaign(ctx context.Context, in *ApplyCampaignRequest, opts ...grpc.CallOption) (*Campaign, error)
 	ListCampaigns(ctx context.Context, in *ListCampaignsRequest, opts ...grpc.CallOption) (*ListCampaignsResponse, error)
@@ -129,6 +140,36 @@ func (c *operatorServiceClient) CreateJoinToken(ctx context.Context, in *CreateJ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateJoinTokenResponse)
 	err := c.cc.Invoke(ctx, OperatorService_CreateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJoinTokensResponse)
+	err := c.cc.Invoke(ctx, OperatorService_ListJoinTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) RevokeJoinToken(ctx context.Context, in *RevokeJoinTokenRequest, opts ...grpc.CallOption) (*JoinTokenInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinTokenInfo)
+	err := c.cc.Invoke(ctx, OperatorService_RevokeJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) CreateOperatorToken(ctx context.Context, in *CreateOperatorTokenRequest, opts ...grpc.CallOption) (*CreateOperatorTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateOperatorTokenResponse)
+	err := c.cc.Invoke(ctx, OperatorService_CreateOperatorToken_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +404,14 @@ type OperatorServiceServer interface {
 	ApproveAgent(context.Context, *ApproveAgentRequest) (*AgentInfo, error)
 	RevokeAgent(context.Context, *RevokeAgentRequest) (*AgentInfo, error)
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	// Join tokens, newest first, expired ones included (role operator); the
+	// secrets are never stored, so only their ids are listed.
+	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
+	// Make one join token expire now (role operator); audited.
+	RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*JoinTokenInfo, error)
+	// Mint an operator bearer token (role admin); audited with the admin as
+	// actor. The secret is in the response only.
+	CreateOperatorToken(context.Context, *CreateOperatorTokenRequest) (*CreateOperatorTokenResponse, error)
 	// Validate and store a campaign file; an invalid file changes nothing.
 	ApplyCampaign(context.Context, *ApplyCampaignRequest) (*Campaign, error)
 	ListCampaigns(context.Context, *ListCampaignsRequest) (*ListCampaignsResponse, error)
@@ -414,6 +463,15 @@ func (UnimplementedOperatorServiceServer) RevokeAgent(context.Context, *RevokeAg
 }
 func (UnimplementedOperatorServiceServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedOperatorServiceServer) ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJoinTokens not implemented")
+}
+func (UnimplementedOperatorServiceServer) RevokeJoinToken(context.Context, *RevokeJoinTokenRequest) (*JoinTokenInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeJoinToken not implemented")
+}
+func (UnimplementedOperatorServiceServer) CreateOperatorToken(context.Context, *CreateOperatorTokenRequest) (*CreateOperatorTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateOperatorToken not implemented")
 }
 func (UnimplementedOperatorServiceServer) ApplyCampaign(context.Context, *ApplyCampaignRequest) (*Campaign, error) {
 	return nil, status.Error(codes.Unimplemented, "method ApplyCampaign not implemented")
@@ -558,6 +616,60 @@ func _OperatorService_CreateJoinToken_Handler(srv interface{}, ctx context.Conte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(OperatorServiceServer).CreateJoinToken(ctx, req.(*CreateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_ListJoinTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJoinTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).ListJoinTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_ListJoinTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).ListJoinTokens(ctx, req.(*ListJoinTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_RevokeJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).RevokeJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_RevokeJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).RevokeJoinToken(ctx, req.(*RevokeJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_CreateOperatorToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateOperatorTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).CreateOperatorToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_CreateOperatorToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).CreateOperatorToken(ctx, req.(*CreateOperatorTokenRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -880,6 +992,18 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateJoinToken",
 			Handler:    _OperatorService_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "ListJoinTokens",
+			Handler:    _OperatorService_ListJoinTokens_Handler,
+		},
+		{
+			MethodName: "RevokeJoinToken",
+			Handler:    _OperatorService_RevokeJoinToken_Handler,
+		},
+		{
+			MethodName: "CreateOperatorToken",
+			Handler:    _OperatorService_CreateOperatorToken_Handler,
 		},
 		{
 			MethodName: "ApplyCampaign",
