@@ -147,15 +147,37 @@ func (a *app) agentsCmd() *cobra.Command {
 
 func (a *app) tokenCmd() *cobra.Command {
 	var (
-		ttl      time.Duration
-		maxUses  uint32
-		labelKVs []string
+		ttl            time.Duration
+		maxUses        uint32
+		labelKVs       []string
+		operator, role string
 	)
 	create := &cobra.Command{
-		Use:   "create",
-		Short: "Create a join token for enrolling agents",
-		Args:  cobra.NoArgs,
+		Use:   "create [--operator NAME --role ROLE]",
+		Short: "Create a join token for enrolling agents, or with --operator an operator bearer token (admin)",
+		Long: "Create a join token for enrolling agents (role operator), and print the agent command that uses it.\n" +
+			"With --operator NAME, create an operator bearer token instead (role admin): --role viewer, operator\n" +
+			"or admin; the secret is printed once and stored only hashed. Both are in the audit log.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			fl := cmd.Flags()
+			if operator != "" || fl.Changed("role") {
+				if operator == "" {
+					return usageErrorf("--role: only with --operator NAME (an operator token); a join token's agents get --label")
+				}
+				for _, f := range []string{"ttl", "max-uses", "label"} {
+					if fl.Changed(f) {
+						return usageErrorf("--%s: only for join tokens, not with --operator", f)
+					}
+				}
+				switch role {
+				case "viewer", "operator", "admin":
+				default:
+					return usageErrorf("--role: want viewer, operator or admin, got %q", role)
+				}
+				return callAndShow(a, cmd, vantagev1.OperatorServiceClient.CreateOperatorToken,
+					&vantagev1.CreateOperatorTokenRequest{Name: operator, Role: role}, printer.operatorToken)
+			}
 			if ttl <= 0 || ttl > maxTokenTTL {
 				return usageErrorf("--ttl: must be between 1s and %s, got %s", maxTokenTTL, ttl)
 			}
@@ -171,10 +193,30 @@ func (a *app) tokenCmd() *cobra.Command {
 		},
 	}
 	f := create.Flags()
-	f.DurationVar(&ttl, "ttl", time.Hour, "lifetime of the token (at most 720h)")
+	f.DurationVar(&ttl, "ttl", time.Hour, "lifetime of the join token (at most 720h)")
 	f.Uint32Var(&maxUses, "max-uses", 0, "enrolments allowed; 0 means unlimited until expiry")
 	f.StringArrayVar(&labelKVs, "label", nil, "label k=v every agent enrolled with this token receives (repeatable)")
-	return group("token", "Manage join tokens", create)
+	f.StringVar(&operator, "operator", "", "create an operator bearer token with this name instead (admin only)")
+	f.StringVar(&role, "role", "viewer", "with --operator: viewer, operator or admin")
+	_ = create.RegisterFlagCompletionFunc("role", fixed("viewer", "operator", "admin"))
+
+	list := unaryCmd(a, &cobra.Command{Use: "list", Short: "List join tokens, newest first (ids only: secrets are not stored)", Args: cobra.NoArgs},
+		vantagev1.OperatorServiceClient.ListJoinTokens,
+		func([]string) *vantagev1.ListJoinTokensRequest { return &vantagev1.ListJoinTokensRequest{} },
+		func(p printer, w io.Writer, r *vantagev1.ListJoinTokensResponse) error {
+			return p.joinTokens(w, r.GetTokens())
+		})
+	revoke := unaryCmd(a, &cobra.Command{Use: "revoke ID", Short: "Make one join token expire now (its id from token list)", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: a.joinTokenIDs},
+		vantagev1.OperatorServiceClient.RevokeJoinToken,
+		func(args []string) *vantagev1.RevokeJoinTokenRequest {
+			return &vantagev1.RevokeJoinTokenRequest{Id: args[0]}
+		},
+		func(_ printer, w io.Writer, t *vantagev1.JoinTokenInfo) error {
+			_, err := fmt.Fprintf(w, "join token %s revoked\n", clean(t.GetId()))
+			return err
+		})
+	return group("token", "Manage join tokens and operator tokens", create, list, revoke)
 }
 
 // parseLabels turns repeated --label k=v into a map.

@@ -97,3 +97,21 @@ func (a *app) completions(root *cobra.Command) {
 	}
 	walk(root)
 }
+
+// joinTokenIDs completes token revoke's ID with the usable join tokens.
+func (a *app) joinTokenIDs(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 || !a.completing(cmd) {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	r, err := call(a, cmd, vantagev1.OperatorServiceClient.ListJoinTokens, &vantagev1.ListJoinTokensRequest{})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+	}
+	var out []string
+	for _, t := range r.GetTokens() {
+		if t.GetUsable() && strings.HasPrefix(t.GetId(), toComplete) {
+			out = append(out, t.GetId())
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}

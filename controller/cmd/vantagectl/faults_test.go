@@ -282,6 +282,50 @@ func TestIssue14Faults(t *testing.T) {
 				}
 			},
 		},
+		{
+			fault: "join tokens cannot be listed",
+			run:   cliRun{args: []string{"token", "list"}, env: goodEnv},
+			contains: []string{
+				"ID            CREATED              BY              EXPIRES          USES  USABLE  LABELS\n",
+				"0123456789ab  00:30:00             operator:admin  in 30m           1/3   yes     provider=hetzner\n",
+				"ba9876543210  2025-12-31 10:00:00  operator:alice  expired 14h ago  0     no      -\n"},
+			wantReq: &vantagev1.ListJoinTokensRequest{},
+		},
+		{
+			fault:    "join tokens cannot be revoked one by one",
+			run:      cliRun{args: []string{"token", "revoke", "0123456789ab"}, env: goodEnv},
+			contains: []string{"join token 0123456789ab revoked\n"},
+			wantReq:  &vantagev1.RevokeJoinTokenRequest{Id: "0123456789ab"},
+		},
+		{
+			fault:    "token revoke of an unknown id: not found",
+			run:      cliRun{args: []string{"token", "revoke", "ffffffffffff"}, env: goodEnv},
+			wantCode: exitNotFound,
+			stderr:   "vantagectl: join token ffffffffffff: no unexpired token has this id: not found\n",
+		},
+		{
+			fault:    "operator tokens can only be made on the controller host",
+			run:      cliRun{args: []string{"token", "create", "--operator", "alice", "--role", "operator"}, env: goodEnv},
+			contains: []string{"operator token alice (role operator):\nop-secret\n"},
+			wantReq:  &vantagev1.CreateOperatorTokenRequest{Name: "alice", Role: "operator"},
+		},
+		{
+			fault:    "operator tokens over the API: only for admins",
+			run:      cliRun{args: []string{"token", "create", "--operator", "mallory", "--role", "admin"}, env: goodEnv},
+			wantCode: exitPermission,
+			stderr:   "vantagectl: permission denied: CreateOperatorToken needs role admin",
+		},
+		{
+			fault:    "operator tokens: a bad --role is named",
+			run:      cliRun{args: []string{"token", "create", "--operator", "bob", "--role", "root"}, env: goodEnv},
+			wantCode: exitUsage,
+			stderr:   `vantagectl: --role: want viewer, operator or admin, got "root"`,
+		},
+		{
+			fault:    "the quorum refusal names --allow-fewer-vantages (the controller's text: TestQuorumRefusedAtApply); the flag it names exists",
+			run:      cliRun{args: []string{"campaign", "apply", "--help"}, env: goodEnv},
+			contains: []string{"--allow-fewer-vantages"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {

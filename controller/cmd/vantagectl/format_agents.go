@@ -126,3 +126,33 @@ func placeholderHelp(label string) string {
 	}
 	return " and PROVIDER with its hosting provider or network (e.g. hetzner): the quorum counts one vote per " + quorumLabel
 }
+
+// joinTokens renders `token list`.
+func (p printer) joinTokens(w io.Writer, ts []*vantagev1.JoinTokenInfo) error {
+	if len(ts) == 0 {
+		_, err := fmt.Fprintln(w, "No join tokens.")
+		return err
+	}
+	t := newTable(w, "ID", "CREATED", "BY", "EXPIRES", "USES", "USABLE", "LABELS")
+	for _, tk := range ts {
+		uses := strconv.FormatUint(uint64(tk.GetUses()), 10)
+		if tk.GetMaxUses() > 0 {
+			uses += "/" + strconv.FormatUint(uint64(tk.GetMaxUses()), 10)
+		}
+		expires := p.ago(tk.GetExpiresAt())
+		if valid(tk.GetExpiresAt()) && !tk.GetExpiresAt().AsTime().After(p.now) {
+			expires = "expired " + expires
+		}
+		t.row(tk.GetId(), p.clock(tk.GetCreatedAt()), tk.GetCreatedBy(), expires, uses, yesNo(tk.GetUsable()), labels(tk.GetLabels()))
+	}
+	return t.flush()
+}
+
+// operatorToken renders `token create --operator`.
+func (p printer) operatorToken(w io.Writer, r *vantagev1.CreateOperatorTokenResponse) error {
+	_, err := fmt.Fprintf(w, "operator token %s (role %s):\n%s\n"+
+		"It is shown only this once. Give it to its user to pass as --token-file FILE or VANTAGE_TOKEN;\n"+
+		"its actions show in the audit log as operator:%s.\n",
+		clean(r.GetName()), clean(r.GetRole()), clean(r.GetToken()), clean(r.GetName()))
+	return err
+}

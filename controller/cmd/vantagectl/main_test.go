@@ -793,3 +793,28 @@ func TestWatch(t *testing.T) {
 		})
 	}
 }
+
+func (f *fakeOperator) ListJoinTokens(_ context.Context, req *vantagev1.ListJoinTokensRequest) (*vantagev1.ListJoinTokensResponse, error) {
+	f.record(req)
+	return &vantagev1.ListJoinTokensResponse{Tokens: []*vantagev1.JoinTokenInfo{
+		{Id: "0123456789ab", CreatedAt: tsAt("2026-01-01T00:30:00Z"), CreatedBy: "operator:admin", ExpiresAt: tsAt("2026-01-01T01:30:00Z"),
+			MaxUses: 3, Uses: 1, Labels: map[string]string{"provider": "hetzner"}, Usable: true},
+		{Id: "ba9876543210", CreatedAt: tsAt("2025-12-31T10:00:00Z"), CreatedBy: "operator:alice", ExpiresAt: tsAt("2025-12-31T11:00:00Z")},
+	}}, nil
+}
+
+func (f *fakeOperator) RevokeJoinToken(_ context.Context, req *vantagev1.RevokeJoinTokenRequest) (*vantagev1.JoinTokenInfo, error) {
+	f.record(req)
+	if req.GetId() != "0123456789ab" {
+		return nil, status.Errorf(codes.NotFound, "join token %s: no unexpired token has this id: not found", req.GetId())
+	}
+	return &vantagev1.JoinTokenInfo{Id: req.GetId()}, nil
+}
+
+func (f *fakeOperator) CreateOperatorToken(_ context.Context, req *vantagev1.CreateOperatorTokenRequest) (*vantagev1.CreateOperatorTokenResponse, error) {
+	f.record(req)
+	if req.GetName() == "mallory" { // as the controller answers a token without role admin
+		return nil, status.Error(codes.PermissionDenied, `permission denied: CreateOperatorToken needs role admin, token "ops" has operator`)
+	}
+	return &vantagev1.CreateOperatorTokenResponse{Token: "op-secret", Name: req.GetName(), Role: req.GetRole()}, nil
+}
