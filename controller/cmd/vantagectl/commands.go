@@ -37,6 +37,10 @@ Connection settings come from flags or the environment (flags win):
   --token       VANTAGE_TOKEN       bearer token (or --token-file <data>/admin.token)
   --ca          VANTAGE_CA          the controller's ca.pem
 
+-o json prints one JSON document per command: snake_case keys, every field present
+([] for an empty list), enums by name ("scope"), 64-bit integers as numbers, RFC 3339
+times. Only the endless streams (verdicts --watch, bgp watch) print one object a line.
+
 Errors print as one line, "vantagectl: <message>", on stderr.
 
 ` + exitCodesHelp,
@@ -503,7 +507,7 @@ func (a *app) verdictsCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&campaignName, "campaign", "", "only this campaign")
 	f.StringVar(&level, "level", "", "only this level: scope, network or target")
-	f.BoolVarP(&watch, "watch", "w", false, "print the current verdicts, then every transition as it happens")
+	f.BoolVarP(&watch, "watch", "w", false, "print the current verdicts, then every transition as it happens (-o json: one object a line, JSON Lines)")
 	f.BoolVar(&noRetry, "no-reconnect", false, "with --watch: exit when the stream breaks instead of reconnecting")
 	return cmd
 }
