@@ -326,6 +326,12 @@ func TestIssue14Faults(t *testing.T) {
 			run:      cliRun{args: []string{"campaign", "apply", "--help"}, env: goodEnv},
 			contains: []string{"--allow-fewer-vantages"},
 		},
+		{
+			fault:    "results and audit tables show RFC 3339 stamps, not times of day",
+			run:      cliRun{args: []string{"results"}, env: goodEnv},
+			contains: []string{"00:59:01  agt-1"},
+			absent:   []string{"2026-01-01T"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {

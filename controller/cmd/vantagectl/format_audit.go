@@ -16,7 +16,7 @@ func (p printer) audit(w io.Writer, es []*vantagev1.AuditEntry) error {
 	}
 	t := newTable(w, "ID", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL")
 	for _, e := range es {
-		t.row(strconv.FormatInt(e.GetId(), 10), p.at(e.GetAt()), e.GetActor(), e.GetAction(), e.GetSubject(), e.GetDetail())
+		t.row(strconv.FormatInt(e.GetId(), 10), p.clock(e.GetAt()), e.GetActor(), e.GetAction(), e.GetSubject(), e.GetDetail())
 	}
 	return t.flush()
 }

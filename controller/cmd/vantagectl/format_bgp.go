@@ -16,7 +16,7 @@ func (p printer) bgpUpdateFields(u *vantagev1.BgpUpdate) []string {
 	if u.GetWithdraw() {
 		kind = "W"
 	}
-	return []string{p.at(u.GetAt()), u.GetPeer(), asn(u.GetPeerAs()), kind, u.GetPrefix(), asPath(u.GetAsPath())}
+	return []string{p.clock(u.GetAt()), u.GetPeer(), asn(u.GetPeerAs()), kind, u.GetPrefix(), asPath(u.GetAsPath())}
 }
 
 func asn(as uint32) string {

@@ -26,9 +26,9 @@ type resultTable struct {
 }
 
 func (p printer) newResultTable(w io.Writer) *resultTable {
-	// SENT in RFC 3339 UTC, the longest kind, an IPv4 address, the longest
+	// SENT as a time of day, the longest kind, an IPv4 address, the longest
 	// outcome, an RTT such as 123.45ms.
-	return &resultTable{p: p, t: newStreamTable(w, resultHeader, []int{20, 0, 0, 5, 15, 11, 7, 0, 0})}
+	return &resultTable{p: p, t: newStreamTable(w, resultHeader, []int{8, 0, 0, 5, 15, 11, 7, 0, 0})}
 }
 
 func (rt *resultTable) add(s *vantagev1.StoredResult) error {
@@ -46,7 +46,7 @@ func (p printer) resultFields(s *vantagev1.StoredResult) []string {
 	if r.GetRttUs() != 0 {
 		rtt = fmt.Sprintf("%.2fms", float64(r.GetRttUs())/1000)
 	}
-	return []string{p.at(r.GetSentAt()), s.GetAgentId(), strconv.FormatInt(r.GetRound(), 10), kindName(r.GetKind()),
+	return []string{p.clock(r.GetSentAt()), s.GetAgentId(), strconv.FormatInt(r.GetRound(), 10), kindName(r.GetKind()),
 		target, outcomeName(r.GetOutcome()), rtt, r.GetReplyFrom(), resultDetail(r)}
 }
 

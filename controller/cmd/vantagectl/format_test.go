@@ -280,13 +280,13 @@ agt-1  a     yes      UNREACHABLE  0   8     56          5s ago       -
 agt-2  b     no       UNKNOWN      0   0     40          16m ago      no fresh data
 
 1 traces (localisation evidence):
-SENT                  AGENT  ROUND  TARGET      TRIGGER  PATH
-2026-01-01T00:59:03Z  agt-1  56     198.18.0.1  trg-1    10.9.0.1 > 10.0.0.1 > * > * [gap-limit]
+SENT      AGENT  ROUND  TARGET      TRIGGER  PATH
+00:59:03  agt-1  56     198.18.0.1  trg-1    10.9.0.1 > 10.0.0.1 > * > * [gap-limit]
 
 2 results:
-SENT                  AGENT  ROUND  KIND  TARGET          OUTCOME      RTT     FROM      DETAIL
-2026-01-01T00:59:01Z  agt-1  56     icmp  198.18.0.1      timeout      -       -         -
-2026-01-01T00:59:02Z  agt-1  56     tcp   198.18.0.1:443  unreachable  1.25ms  10.0.0.1  code 1
+SENT      AGENT  ROUND  KIND  TARGET          OUTCOME      RTT     FROM      DETAIL
+00:59:01  agt-1  56     icmp  198.18.0.1      timeout      -       -         -
+00:59:02  agt-1  56     tcp   198.18.0.1:443  unreachable  1.25ms  10.0.0.1  code 1
 `,
 		},
 		{
@@ -297,9 +297,9 @@ SENT                  AGENT  ROUND  KIND  TARGET          OUTCOME      RTT     F
 					{Id: 2, At: tsAt("2026-01-01T00:01:00Z"), Actor: "operator:admin", Action: "agent.approve", Subject: "agt-1"},
 				})
 			},
-			want: `ID  AT                    ACTOR           ACTION          SUBJECT  DETAIL
-1   2026-01-01T00:00:00Z  operator:admin  campaign.apply  kp       version 1
-2   2026-01-01T00:01:00Z  operator:admin  agent.approve   agt-1    -
+			want: `ID  AT        ACTOR           ACTION          SUBJECT  DETAIL
+1   00:00:00  operator:admin  campaign.apply  kp       version 1
+2   00:01:00  operator:admin  agent.approve   agt-1    -
 `,
 		},
 	}

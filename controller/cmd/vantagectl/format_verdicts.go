@@ -207,7 +207,7 @@ func (p printer) explain(w io.Writer, r *vantagev1.ExplainResponse) error {
 			if trig == "" {
 				trig = "scheduled"
 			}
-			t.row(p.at(res.GetSentAt()), s.GetAgentId(), strconv.FormatInt(res.GetRound(), 10), res.GetTarget(), trig, resultDetail(res))
+			t.row(p.clock(res.GetSentAt()), s.GetAgentId(), strconv.FormatInt(res.GetRound(), 10), res.GetTarget(), trig, resultDetail(res))
 		}
 		if err := t.flush(); err != nil {
 			return err

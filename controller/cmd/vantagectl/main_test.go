@@ -390,7 +390,7 @@ agt-fedcba9876543210  vps-sin1  ACTIVE  no         no (no fresh data)  5m ago   
 		{
 			name:     "results table",
 			run:      cliRun{args: []string{"results", "--campaign", "kp", "--agent", "agt-1", "--limit", "10"}, env: goodEnv},
-			contains: []string{"SENT                  AGENT", "198.18.0.1:443   unreachable  1.25ms"},
+			contains: []string{"SENT      AGENT", "00:59:02  agt-1  56     tcp    198.18.0.1:443   unreachable  1.25ms"},
 			wantReq:  &vantagev1.QueryResultsRequest{Campaign: "kp", AgentId: "agt-1", Limit: 10},
 		},
 		{
