@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/vantage-net/vantage/internal/syncbuf"
@@ -331,6 +332,34 @@ func TestIssue14Faults(t *testing.T) {
 			run:      cliRun{args: []string{"results"}, env: goodEnv},
 			contains: []string{"00:59:01  agt-1"},
 			absent:   []string{"2026-01-01T"},
+		},
+		{
+			fault: "results -o json keys are not those of vantage-agent probe -o json (protojson with proto names)",
+			run:   cliRun{args: []string{"results", "-o", "json"}, env: goodEnv},
+			check: func(t *testing.T, got cliResult) {
+				var rs []struct {
+					Result map[string]any `json:"result"`
+				}
+				if err := json.Unmarshal([]byte(got.stdout), &rs); err != nil || len(rs) == 0 {
+					t.Fatalf("%v: %s", err, got.stdout)
+				}
+				agent, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(fixtureExplain().GetResults()[0].GetResult())
+				if err != nil {
+					t.Fatal(err)
+				}
+				var want map[string]any
+				if err := json.Unmarshal(agent, &want); err != nil {
+					t.Fatal(err)
+				}
+				for k := range want {
+					if _, ok := rs[0].Result[k]; !ok {
+						t.Errorf("the agent's key %q is missing", k)
+					}
+				}
+				if len(rs[0].Result) != len(want) {
+					t.Errorf("%d keys, the agent has %d", len(rs[0].Result), len(want))
+				}
+			},
 		},
 	}
 	for _, tt := range tests {
