@@ -193,6 +193,23 @@ type ResultQuery struct {
 	MinRound    int64
 	HasMinRound bool
 	Limit       int
+	// After, when set, keeps only the results after it in this order:
+	// a stream resumed from the key of the last result it delivered.
+	After *ResultKey
+}
+
+// ResultKey is a result's place in the order of results: (sent_at, agent,
+// epoch, seq), unique per stored result.
+type ResultKey struct {
+	SentAt  time.Time
+	AgentID string
+	Epoch   uint64
+	Seq     uint64
+}
+
+// KeyOf is a stored result's ResultKey.
+func KeyOf(sr StoredResult) ResultKey {
+	return ResultKey{SentAt: sr.Result.GetSentAt().AsTime(), AgentID: sr.AgentID, Epoch: sr.Epoch, Seq: sr.Result.GetSeq()}
 }
 
 // TimelineQuery selects stored transitions, oldest first. Transitions
