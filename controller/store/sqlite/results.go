@@ -210,7 +210,7 @@ type resultMerge struct {
 	after    resultKey
 	hasAfter bool
 	pending  resultHeap
-	emitted int
+	emitted  int
 	// bound, once set, is a key with at least the results still to emit
 	// at or below it in pending: a result above it can never be emitted.
 	bound    resultKey
