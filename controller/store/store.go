@@ -228,6 +228,22 @@ type TimelineQuery struct {
 	IncludeFolded bool
 }
 
+// VerdictPageQuery selects one page of a campaign's unfolded transitions
+// in verdict order: by verdict id, then detection time, then id, so that
+// each verdict's transitions come together, oldest first (an export cuts
+// them into episodes holding one verdict's state at a time). From and To
+// bound detected_at ([From, To)); Level zero: every level. After resumes
+// after the transition at that place (AfterVerdictID "": from the start).
+type VerdictPageQuery struct {
+	Campaign        string
+	Level           vantagev1.Level
+	From, To        time.Time
+	AfterVerdictID  string
+	AfterDetectedAt time.Time
+	AfterID         int64
+	Limit           int
+}
+
 // SeriesQuery selects stored quality points (vantagev1.QualityPoint),
 // oldest round first. Empty fields match everything; From and To bound
 // the round start ([From, To)). With Limit > 0 the newest Limit points are
