@@ -62,6 +62,7 @@ Errors print as "vantagectl: <code>: <message>" and exit 1; usage errors exit 2.
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each unary call")
 	root.AddCommand(a.agentsCmd(), a.tokenCmd(), a.campaignCmd(), a.verdictsCmd(), a.timelineCmd(), a.seriesCmd(),
 		a.explainCmd(), a.replayCmd(), a.resultsCmd(), a.auditCmd(), a.bgpCmd())
+	root.AddCommand(a.exportCmd())
 	return root
 }
 

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"google.golang.org/grpc"
+
+	"github.com/vantage-net/vantage/controller/api"
+	"github.com/vantage-net/vantage/controller/export"
+	"github.com/vantage-net/vantage/controller/fleet"
+	"github.com/vantage-net/vantage/controller/internal/fixture"
+	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
+)
+
+var exportT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// exportServer serves the real OperatorService and ExportService, as the
+// controller registers them, over TLS on loopback from a real store
+// holding fixture.StoreEvidence's 10 rounds; it returns the CLI's
+// environment (a viewer's token) and the evidence.
+func exportServer(t *testing.T) (map[string]string, fixture.Evidence) {
+	t.Helper()
+	db, ca, dir := fixture.StoreAndCA(t)
+	ev := fixture.StoreEvidence(t, db, exportT0, 10)
+	fixture.OperatorTokens(t, db, exportT0)
+	s := api.New(api.Config{Store: db, Fleet: fleet.New(db, ca, fleet.Options{})})
+	addr := fixture.ServeTLS(t, ca, func(g *grpc.Server) {
+		vantagev1.RegisterOperatorServiceServer(g, s)
+		vantagev1.RegisterExportServiceServer(g, s.Exporter())
+	}, s.Wait, grpc.UnaryInterceptor(s.UnaryInterceptor()), grpc.StreamInterceptor(s.StreamInterceptor()))
+	return map[string]string{envController: addr, envToken: "viewer-secret", envCA: filepath.Join(dir, fleet.CACertFile)}, ev
+}
+
+// schema compiles a published record schema from docs/schema, asserting
+// formats (date-time) too.
+func schema(t *testing.T, name string) *jsonschema.Schema {
+	t.Helper()
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	s, err := c.Compile(filepath.Join("..", "..", "..", "docs", "schema", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func exportArgs(kind string, ev fixture.Evidence, extra ...string) []string {
+	return append([]string{"export", kind, "--campaign", "kp", "--from", ev.From.Format(time.RFC3339), "--to", ev.To.Format(time.RFC3339)}, extra...)
+}
+
+// lines splits JSON lines output, checking each line against the schema.
+func jsonLines(t *testing.T, out string, s *jsonschema.Schema) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for i, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		inst, err := jsonschema.UnmarshalJSON(strings.NewReader(line))
+		if err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		if err := s.Validate(inst); err != nil {
+			t.Fatalf("line %d does not follow the schema: %v\n%s", i+1, err, line)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, m)
+	}
+	return recs
+}
+
+// TestExportJSONLines exports each kind over the real API, checks every
+// record against its published JSON Schema (an independent validator),
+// checks what the records say, and resumes after a record in the middle:
+// the rest, byte for byte.
+func TestExportJSONLines(t *testing.T) {
+	env, ev := exportServer(t)
+	wantResults := 0
+	for _, n := range ev.Results {
+		wantResults += n
+	}
+	for _, tc := range []struct {
+		kind, schema string
+		n            int
+		check        func(t *testing.T, recs []map[string]any)
+	}{
+		{"results", "export-result-v1.json", wantResults, func(t *testing.T, recs []map[string]any) {
+			kinds := map[any]int{}
+			for _, r := range recs {
+				kinds[r["kind"]]++
+				if r["kind"] == "trace" {
+					hops := r["hops"].([]any)
+					if len(hops) != 3 || hops[1].(map[string]any)["addr"] != "" || hops[1].(map[string]any)["rtt_ms"] != nil ||
+						hops[2].(map[string]any)["rtt_ms"] != 45.0 {
+						t.Fatalf("trace hops = %v", hops)
+					}
+				}
+				if r["outcome"] == "timeout" && r["rtt_ms"] != nil {
+					t.Fatalf("a timeout with rtt_ms %v", r["rtt_ms"])
+				}
+				if r["agent_name"] != "vantage-"+r["agent_id"].(string) {
+					t.Fatalf("agent_name %v of %v", r["agent_name"], r["agent_id"])
+				}
+			}
+			if kinds["icmp_echo"] != 20 || kinds["tcp"] != 20 || kinds["trace"] != 20 {
+				t.Errorf("kinds = %v, want 20 each", kinds)
+			}
+		}},
+		{"episodes", "export-episode-v1.json", 3, func(t *testing.T, recs []map[string]any) {
+			var got []string
+			for _, r := range recs {
+				got = append(got, strings.Join([]string{r["subject"].(string), r["start"].(string), str(r["end"]), r["state"].(string),
+					r["location"].(string), r["upstream"].(string), r["cause"].(string)}, " "))
+			}
+			want := []string{
+				"net0 2026-03-01T12:00:20Z 2026-03-01T12:00:50Z unreachable upstream upstream-a upstream",
+				"KP 2026-03-01T12:00:30Z 2026-03-01T12:01:00Z unreachable target_network  ",
+				"KP 2026-03-01T12:01:20Z <nil> degraded   ",
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("episodes:\n got %q\nwant %q", got, want)
+			}
+		}},
+		{"bgp", "export-bgp-v1.json", 3, func(t *testing.T, recs []map[string]any) {
+			if recs[0]["type"] != "withdraw" || recs[1]["type"] != "announce" || len(recs[1]["as_path"].([]any)) != 2 {
+				t.Errorf("updates = %v", recs)
+			}
+		}},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			res := runSync(t, cliRun{args: exportArgs(tc.kind, ev), env: env})
+			if res.code != 0 {
+				t.Fatalf("exit %d: %s", res.code, res.stderr)
+			}
+			if res.stderr != "" { // stderr is no terminal: no progress
+				t.Errorf("stderr = %q", res.stderr)
+			}
+			recs := jsonLines(t, res.stdout, schema(t, tc.schema))
+			if len(recs) != tc.n {
+				t.Fatalf("%d records, want %d", len(recs), tc.n)
+			}
+			tc.check(t, recs)
+			lines := strings.SplitAfter(res.stdout, "\n")
+			mid := len(recs) / 2
+			rest := runSync(t, cliRun{args: exportArgs(tc.kind, ev, "--after", recs[mid]["cursor"].(string)), env: env})
+			if rest.code != 0 {
+				t.Fatalf("resumed: exit %d: %s", rest.code, rest.stderr)
+			}
+			if want := strings.Join(lines[mid+1:], ""); rest.stdout != want {
+				t.Errorf("resumed after record %d of %d: got %d bytes, want the %d bytes after it", mid+1, len(recs), len(rest.stdout), len(want))
+			}
+		})
+	}
+}
+
+func str(v any) string {
+	if v == nil {
+		return "<nil>"
+	}
+	return v.(string)
+}
+
+// TestExportCSV reads each kind's CSV back with encoding/csv: a header of
+// the record's fields, then the same records as the JSON lines, field for
+// field where a field is a plain value.
+func TestExportCSV(t *testing.T) {
+	env, ev := exportServer(t)
+	for _, tc := range []struct {
+		kind   string
+		header []string
+	}{{"results", export.ResultColumns}, {"episodes", export.EpisodeColumns}, {"bgp", export.BGPColumns}} {
+		t.Run(tc.kind, func(t *testing.T) {
+			res := runSync(t, cliRun{args: exportArgs(tc.kind, ev, "--format", "csv"), env: env})
+			if res.code != 0 {
+				t.Fatalf("exit %d: %s", res.code, res.stderr)
+			}
+			rows, err := csv.NewReader(strings.NewReader(res.stdout)).ReadAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rows[0], tc.header) {
+				t.Fatalf("header = %v", rows[0])
+			}
+			js := runSync(t, cliRun{args: exportArgs(tc.kind, ev), env: env})
+			var recs []map[string]any
+			dec := json.NewDecoder(strings.NewReader(js.stdout))
+			dec.UseNumber()
+			for dec.More() {
+				var m map[string]any
+				if err := dec.Decode(&m); err != nil {
+					t.Fatal(err)
+				}
+				recs = append(recs, m)
+			}
+			if len(rows)-1 != len(recs) {
+				t.Fatalf("%d rows, %d JSON records", len(rows)-1, len(recs))
+			}
+			for i, row := range rows[1:] {
+				for j, col := range tc.header {
+					var want string
+					switch v := recs[i][col].(type) {
+					case nil:
+						want = ""
+					case string:
+						want = v
+					case json.Number:
+						want = v.String()
+					case bool:
+						want = map[bool]string{true: "true", false: "false"}[v]
+					case []any:
+						if col == "as_path" { // numbers separated by spaces
+							var ns []string
+							for _, n := range v {
+								ns = append(ns, n.(json.Number).String())
+							}
+							want = strings.Join(ns, " ")
+							break
+						}
+						// hops: the same JSON array in one cell
+						dec := json.NewDecoder(strings.NewReader(row[j]))
+						dec.UseNumber()
+						var cell any
+						if err := dec.Decode(&cell); err != nil || !reflect.DeepEqual(cell, v) {
+							t.Fatalf("row %d %s = %s (%v), JSON says %v", i+1, col, row[j], err, v)
+						}
+						continue
+					default:
+						t.Fatalf("row %d %s: unexpected JSON %T", i+1, col, v)
+					}
+					if row[j] != want {
+						t.Fatalf("row %d %s = %q, JSON says %q", i+1, col, row[j], want)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestExportRefuses(t *testing.T) {
+	env, ev := exportServer(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"no campaign", []string{"export", "results", "--from", "1h", "--to", "0s"}, exitUsage, "--campaign: required"},
+		{"no window", []string{"export", "results", "--campaign", "kp"}, exitUsage, "--from and --to: required"},
+		{"inverted window", exportArgs("results", fixture.Evidence{From: ev.To, To: ev.From}), exitUsage, "is not after --from"},
+		{"bad format", exportArgs("results", ev, "--format", "xml"), exitUsage, `--format: want jsonl or csv, got "xml"`},
+		{"unknown campaign", []string{"export", "bgp", "--campaign", "nope", "--from", "2d", "--to", "1d"}, exitError, "NotFound"},
+		{"bad cursor", exportArgs("episodes", ev, "--after", "r1.xyz"), exitError, "after: not a cursor of this export"},
+		{"no kind", []string{"export"}, exitUsage, "missing subcommand, one of: bgp, episodes, results"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := runSync(t, cliRun{args: tc.args, env: env})
+			if res.code != tc.code || !strings.Contains(res.stderr, tc.msg) {
+				t.Errorf("exit %d, stderr %q; want %d containing %q", res.code, res.stderr, tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+// TestSchemasRefuse: the published schemas are strict enough to fail a
+// record that is not one (a camelCase key, a missing field, a wrong enum
+// word, a time that is not RFC 3339), so the tests above can fail.
+func TestSchemasRefuse(t *testing.T) {
+	env, ev := exportServer(t)
+	res := runSync(t, cliRun{args: exportArgs("episodes", ev), env: env})
+	first := strings.SplitN(res.stdout, "\n", 2)[0]
+	s := schema(t, "export-episode-v1.json")
+	for _, tc := range []struct{ name, from, to string }{
+		{"camelCase key", `"verdict_id":`, `"verdictId":`},
+		{"enum word", `"state":"unreachable"`, `"state":"UNREACHABLE"`},
+		{"time", `"start":"2026-03-01T12:00:20Z"`, `"start":"2026-03-01 12:00:20"`},
+		{"version", `"schema_version":1`, `"schema_version":2`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := strings.Replace(first, tc.from, tc.to, 1)
+			if bad == first {
+				t.Fatalf("%q not in %s", tc.from, first)
+			}
+			inst, err := jsonschema.UnmarshalJSON(strings.NewReader(bad))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Validate(inst); err == nil {
+				t.Errorf("the schema accepts %s", bad)
+			}
+		})
+	}
+}
