@@ -229,7 +229,8 @@ type Writer struct {
 var Formats = []string{"jsonl", "csv"}
 
 // NewWriter returns a Writer of format (jsonl or csv) to w; a CSV one
-// starts with header, the record's fields in order.
+// starts with header, the record's fields in order (none when nil: a
+// resumed export appending to an earlier one's rows).
 func NewWriter(w io.Writer, format string, header []string) (*Writer, error) {
 	switch format {
 	case "jsonl":

@@ -41,7 +41,7 @@ func (a *app) exportCmd() *cobra.Command {
 		fl.StringVar(&o.from, "from", "", "start: a duration back from now (90m, 2d) or an RFC 3339 time (required)")
 		fl.StringVar(&o.to, "to", "", "end (exclusive); same forms as --from (required)")
 		fl.StringVar(&o.format, "format", "jsonl", "jsonl (one JSON record a line) or csv (a header row, then one row a record)")
-		fl.StringVar(&o.after, "after", "", "resume after this cursor (a record's cursor field, or the one a stopped export printed)")
+		fl.StringVar(&o.after, "after", "", "resume after this cursor (a record's cursor field, or the one a stopped export printed); csv then writes no header, so the output appends to the first")
 		if use == "episodes" {
 			fl.StringVar(&o.level, "level", "", "only this level: scope, network or target (default: all)")
 		}
@@ -83,6 +83,9 @@ func (a *app) runExport(cmd *cobra.Command, what string, o exportOptions, header
 	lvl, err := parseLevel(o.level)
 	if err != nil {
 		return err
+	}
+	if o.after != "" {
+		header = nil // a resumed CSV export appends to the first one's rows
 	}
 	out := bufio.NewWriterSize(a.env.stdout, 64<<10)
 	w, err := export.NewWriter(out, o.format, header)

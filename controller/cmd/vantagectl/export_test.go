@@ -189,6 +189,16 @@ func TestExportCSV(t *testing.T) {
 			if !slices.Equal(rows[0], tc.header) {
 				t.Fatalf("header = %v", rows[0])
 			}
+			// Resumed after the middle row: no header, the rows after it.
+			mid := len(rows) / 2
+			rest := runSync(t, cliRun{args: exportArgs(tc.kind, ev, "--format", "csv", "--after", rows[mid][2]), env: env})
+			restRows, err := csv.NewReader(strings.NewReader(rest.stdout)).ReadAll()
+			if err != nil || rest.code != 0 {
+				t.Fatalf("resumed: exit %d, %v: %s", rest.code, err, rest.stderr)
+			}
+			if !reflect.DeepEqual(restRows, rows[mid+1:]) {
+				t.Errorf("resumed after row %d: %d rows, want the %d after it", mid, len(restRows), len(rows)-mid-1)
+			}
 			js := runSync(t, cliRun{args: exportArgs(tc.kind, ev), env: env})
 			var recs []map[string]any
 			dec := json.NewDecoder(strings.NewReader(js.stdout))
