@@ -220,28 +220,33 @@ func BGP(m *vantagev1.ExportedBgpUpdate) BGPRecord {
 // Writer writes records as JSON lines or CSV.
 type Writer struct {
 	jsonl *json.Encoder
+	atlas bool
 	csv   *csv.Writer
 	// header is written before the first CSV row.
 	header []string
 }
 
-// Formats are the export formats a Writer writes.
-var Formats = []string{"jsonl", "csv"}
+// Formats are the export formats a Writer writes: atlas is JSON lines of
+// RIPE Atlas's result format (results only; see Atlas).
+var Formats = []string{"jsonl", "csv", "atlas"}
 
 // NewWriter returns a Writer of format (jsonl or csv) to w; a CSV one
 // starts with header, the record's fields in order (none when nil: a
 // resumed export appending to an earlier one's rows).
 func NewWriter(w io.Writer, format string, header []string) (*Writer, error) {
 	switch format {
-	case "jsonl":
+	case "jsonl", "atlas":
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
-		return &Writer{jsonl: enc}, nil
+		return &Writer{jsonl: enc, atlas: format == "atlas"}, nil
 	case "csv":
 		return &Writer{csv: csv.NewWriter(w), header: header}, nil
 	}
-	return nil, fmt.Errorf("format: want %s, got %q", strings.Join(Formats, " or "), format)
+	return nil, fmt.Errorf("format: want %s, got %q", strings.Join(Formats, ", "), format)
 }
+
+// Atlas reports whether the Writer writes RIPE Atlas records.
+func (w *Writer) Atlas() bool { return w.atlas }
 
 // Write writes one record: rec is a *Record of this package; row is its
 // CSV row.

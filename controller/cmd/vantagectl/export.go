@@ -40,7 +40,7 @@ func (a *app) exportCmd() *cobra.Command {
 		fl.StringVar(&o.campaign, "campaign", "", "the campaign to export (required)")
 		fl.StringVar(&o.from, "from", "", "start: a duration back from now (90m, 2d) or an RFC 3339 time (required)")
 		fl.StringVar(&o.to, "to", "", "end (exclusive); same forms as --from (required)")
-		fl.StringVar(&o.format, "format", "jsonl", "jsonl (one JSON record a line) or csv (a header row, then one row a record)")
+		fl.StringVar(&o.format, "format", "jsonl", "jsonl (one JSON record a line), csv (a header row, then one row a record), or for results atlas (RIPE Atlas's ping and traceroute result format, one a line; tcp results left out)")
 		fl.StringVar(&o.after, "after", "", "resume after this cursor (a record's cursor field, or the one a stopped export printed); csv then writes no header, so the output appends to the first")
 		if use == "episodes" {
 			fl.StringVar(&o.level, "level", "", "only this level: scope, network or target (default: all)")
@@ -79,6 +79,9 @@ func (a *app) runExport(cmd *cobra.Command, what string, o exportOptions, header
 	}
 	if !f.AsTime().Before(t.AsTime()) {
 		return usageErrorf("--to: %s is not after --from %s", t.AsTime().Format(time.RFC3339), f.AsTime().Format(time.RFC3339))
+	}
+	if o.format == "atlas" && what != "results" {
+		return usageErrorf("--format: atlas is RIPE Atlas's ping and traceroute result format, for results only; %s take jsonl or csv", what)
 	}
 	lvl, err := parseLevel(o.level)
 	if err != nil {
@@ -182,7 +185,22 @@ func (a *app) exportClient() vantagev1.ExportServiceClient {
 
 func (a *app) exportResults(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer) (int, string, error) {
 	stream, err := a.exportClient().ExportResults(cmd.Context(), req)
+	skipped := 0
+	defer func() {
+		if skipped > 0 {
+			fmt.Fprintf(a.env.stderr, "export results: %d tcp results left out of the atlas format (RIPE Atlas's ping is ICMP)\n", skipped)
+		}
+	}()
 	return drainExport(stream, err, newProgress(a.env.stderr, "results"), func(m *vantagev1.ExportedResult) (string, time.Time, error) {
+		at := m.GetResult().GetResult().GetSentAt().AsTime()
+		if w.Atlas() {
+			rec, ok := export.Atlas(m)
+			if !ok {
+				skipped++
+				return m.GetCursor(), at, nil
+			}
+			return m.GetCursor(), at, w.Write(rec, nil)
+		}
 		rec := export.Result(m)
 		return m.GetCursor(), m.GetResult().GetResult().GetSentAt().AsTime(), w.Write(&rec, rec.Row)
 	})

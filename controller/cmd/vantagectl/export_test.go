@@ -265,9 +265,10 @@ func TestExportRefuses(t *testing.T) {
 		{"no campaign", []string{"export", "results", "--from", "1h", "--to", "0s"}, exitUsage, "--campaign: required"},
 		{"no window", []string{"export", "results", "--campaign", "kp"}, exitUsage, "--from and --to: required"},
 		{"inverted window", exportArgs("results", fixture.Evidence{From: ev.To, To: ev.From}), exitUsage, "is not after --from"},
-		{"bad format", exportArgs("results", ev, "--format", "xml"), exitUsage, `--format: want jsonl or csv, got "xml"`},
+		{"bad format", exportArgs("results", ev, "--format", "xml"), exitUsage, `--format: want jsonl, csv, atlas, got "xml"`},
 		{"unknown campaign", []string{"export", "bgp", "--campaign", "nope", "--from", "2d", "--to", "1d"}, exitError, "NotFound"},
 		{"bad cursor", exportArgs("episodes", ev, "--after", "r1.xyz"), exitError, "after: not a cursor of this export"},
+		{"atlas of episodes", exportArgs("episodes", ev, "--format", "atlas"), exitUsage, "--format: atlas is RIPE Atlas's ping and traceroute result format, for results only"},
 		{"no kind", []string{"export"}, exitUsage, "missing subcommand, one of: bgp, episodes, results"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -306,5 +307,112 @@ func TestSchemasRefuse(t *testing.T) {
 				t.Errorf("the schema accepts %s", bad)
 			}
 		})
+	}
+}
+
+// Atlas's documented keys (measurement result format, version 4750 and
+// 5000): ping's and traceroute's top level, and a hop reply's.
+var (
+	atlasPingKeys  = []string{"af", "avg", "dst_addr", "dst_name", "dup", "from", "fw", "lts", "max", "min", "msm_id", "msm_name", "prb_id", "proto", "rcvd", "result", "sent", "size", "src_addr", "timestamp", "ttl", "type"}
+	atlasTraceKeys = []string{"af", "dst_addr", "dst_name", "endtime", "from", "fw", "lts", "msm_id", "msm_name", "paris_id", "prb_id", "proto", "result", "size", "src_addr", "timestamp", "type"}
+	atlasReplyKeys = []string{"x", "error", "from", "rtt", "ttl", "err", "ittl", "icmpext", "size"}
+)
+
+// onlyKeys fails unless every key of m but "vantage" is one of allowed,
+// and every one of need is there.
+func onlyKeys(t *testing.T, what string, m map[string]any, allowed, need []string) {
+	t.Helper()
+	for k := range m {
+		if k != "vantage" && !slices.Contains(allowed, k) {
+			t.Fatalf("%s: key %q is not in Atlas's format", what, k)
+		}
+	}
+	for _, k := range need {
+		if _, ok := m[k]; !ok {
+			t.Fatalf("%s: no %q", what, k)
+		}
+	}
+}
+
+// TestExportAtlas exports results in RIPE Atlas's format and checks the
+// pings and traceroutes key for key against the documented lists, with
+// the values the stored results give, TCP results left out (and said so),
+// and a resume after a record in the middle.
+func TestExportAtlas(t *testing.T) {
+	env, ev := exportServer(t)
+	res := runSync(t, cliRun{args: exportArgs("results", ev, "--format", "atlas"), env: env})
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "20 tcp results left out of the atlas format") {
+		t.Errorf("stderr = %q", res.stderr)
+	}
+	lines := strings.SplitAfter(strings.TrimSuffix(res.stdout, "\n"), "\n")
+	var pings, traces, timeouts int
+	for i, line := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		if m["fw"] != 5000.0 || m["lts"] != -1.0 {
+			t.Fatalf("line %d: fw %v lts %v", i+1, m["fw"], m["lts"])
+		}
+		switch m["type"] {
+		case "ping":
+			pings++
+			onlyKeys(t, "ping", m, atlasPingKeys, slices.DeleteFunc(slices.Clone(atlasPingKeys), func(k string) bool { return k == "ttl" }))
+			rs := m["result"].([]any)
+			if int(m["sent"].(float64)) != len(rs) {
+				t.Fatalf("ping: sent %v, %d results", m["sent"], len(rs))
+			}
+			if m["rcvd"] == 0.0 {
+				timeouts++
+				if m["avg"] != -1.0 || rs[0].(map[string]any)["x"] != "*" {
+					t.Fatalf("a ping with no reply: %s", line)
+				}
+			} else if rtt := rs[len(rs)-1].(map[string]any)["rtt"].(float64); rtt != m["avg"] || rtt < 20 || m["proto"] != "ICMP" {
+				t.Fatalf("a ping with a reply: %s", line)
+			}
+		case "traceroute":
+			traces++
+			onlyKeys(t, "traceroute", m, atlasTraceKeys, atlasTraceKeys)
+			if m["proto"] != "ICMP" || m["paris_id"] != 1.0 || m["endtime"].(float64) < m["timestamp"].(float64) {
+				t.Fatalf("traceroute: %s", line)
+			}
+			hops := m["result"].([]any)
+			if len(hops) != 3 {
+				t.Fatalf("traceroute: %d hops", len(hops))
+			}
+			for j, h := range hops {
+				hop := h.(map[string]any)
+				if hop["hop"] != float64(j+1) {
+					t.Fatalf("hop %d numbered %v", j+1, hop["hop"])
+				}
+				for _, r := range hop["result"].([]any) {
+					onlyKeys(t, "hop reply", r.(map[string]any), atlasReplyKeys, nil)
+				}
+			}
+			if hops[1].(map[string]any)["result"].([]any)[0].(map[string]any)["x"] != "*" {
+				t.Fatalf("hop 2 answered nothing: %v", hops[1])
+			}
+			last := hops[2].(map[string]any)["result"].([]any)[0].(map[string]any)
+			mpls := last["icmpext"].(map[string]any)["obj"].([]any)[0].(map[string]any)["mpls"].([]any)[0].(map[string]any)
+			if last["from"] != "198.18.1.10" || last["rtt"] != 45.0 || mpls["label"] != 16004.0 || mpls["s"] != 1.0 {
+				t.Fatalf("hop 3: %v", last)
+			}
+		default:
+			t.Fatalf("line %d: type %v", i+1, m["type"])
+		}
+	}
+	if pings != 20 || traces != 20 || timeouts != 6 {
+		t.Errorf("%d pings (%d without reply), %d traceroutes; want 20 (6), 20", pings, timeouts, traces)
+	}
+	var mid map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)/2]), &mid); err != nil {
+		t.Fatal(err)
+	}
+	rest := runSync(t, cliRun{args: exportArgs("results", ev, "--format", "atlas", "--after", mid["vantage"].(map[string]any)["cursor"].(string)), env: env})
+	if want := strings.Join(lines[len(lines)/2+1:], "") + "\n"; rest.code != 0 || rest.stdout != want {
+		t.Errorf("resumed: exit %d, %d bytes; want the %d after record %d", rest.code, len(rest.stdout), len(want), len(lines)/2+1)
 	}
 }
