@@ -17,6 +17,7 @@ import (
 
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/internal/fixture"
+	"github.com/vantage-net/vantage/controller/store"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -236,4 +237,29 @@ func TestExportRefuses(t *testing.T) {
 	// A result cursor is not an episode cursor either.
 	_, err = drain(e.client.ExportEpisodes(e.viewer, e.req(results[0].GetCursor())))
 	wantCode(t, err, codes.InvalidArgument, `want one beginning "e1."`)
+}
+
+// TestRoleTableCoversServices: every OperatorService and ExportService
+// method has a row in the one role table (a missing one is refused to
+// everybody), and the export methods are a viewer's.
+func TestRoleTableCoversServices(t *testing.T) {
+	for _, sd := range []grpc.ServiceDesc{vantagev1.OperatorService_ServiceDesc, vantagev1.ExportService_ServiceDesc} {
+		var names []string
+		for _, m := range sd.Methods {
+			names = append(names, m.MethodName)
+		}
+		for _, s := range sd.Streams {
+			names = append(names, s.StreamName)
+		}
+		for _, n := range names {
+			if _, ok := methodRoles[n]; !ok {
+				t.Errorf("%s/%s is not in methodRoles", sd.ServiceName, n)
+			}
+		}
+	}
+	for _, n := range []string{"ExportResults", "ExportEpisodes", "ExportBgp"} {
+		if methodRoles[n] != store.RoleViewer || !queryMethods[n] {
+			t.Errorf("%s: role %v, counted %v; want viewer, counted", n, methodRoles[n], queryMethods[n])
+		}
+	}
 }
