@@ -260,7 +260,13 @@ func (w *Writer) Write(rec any, row func() []string) error {
 		}
 		w.header = nil
 	}
-	return w.csv.Write(row())
+	if err := w.csv.Write(row()); err != nil {
+		return err
+	}
+	// Each row leaves csv's own buffer at once, so that what is under
+	// the Writer sees where every record ends.
+	w.csv.Flush()
+	return w.csv.Error()
 }
 
 // Flush writes out what is buffered (CSV) and reports a write error.

@@ -26,7 +26,7 @@ type exportOptions struct {
 
 func (a *app) exportCmd() *cobra.Command {
 	var o exportOptions
-	sub := func(use, short string, run func(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer) (int, string, error),
+	sub := func(use, short string, run func(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer, mark func(cursor string)) (int, string, error),
 		header []string) *cobra.Command {
 		cmd := &cobra.Command{
 			Use:   use,
@@ -66,7 +66,7 @@ Progress goes to stderr when stderr is a terminal.`
 // stdout; on an error after some records it names the cursor to resume
 // from.
 func (a *app) runExport(cmd *cobra.Command, what string, o exportOptions, header []string,
-	run func(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer) (int, string, error)) error {
+	run func(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer, mark func(cursor string)) (int, string, error)) error {
 	if o.campaign == "" {
 		return usageErrorf("--campaign: required")
 	}
@@ -90,8 +90,9 @@ func (a *app) runExport(cmd *cobra.Command, what string, o exportOptions, header
 	if o.after != "" {
 		header = nil // a resumed CSV export appends to the first one's rows
 	}
-	out := bufio.NewWriterSize(a.env.stdout, 64<<10)
-	w, err := export.NewWriter(out, o.format, header)
+	sk := &sink{out: a.env.stdout}
+	out := bufio.NewWriterSize(sk, 64<<10)
+	w, err := export.NewWriter(&counter{w: out, n: &sk.queued}, o.format, header)
 	if err != nil {
 		return usageErrorf("--%v", err)
 	}
@@ -99,17 +100,72 @@ func (a *app) runExport(cmd *cobra.Command, what string, o exportOptions, header
 		return err
 	}
 	req := &vantagev1.ExportRequest{Campaign: o.campaign, From: f, To: t, After: o.after, Level: lvl}
-	n, last, err := run(cmd, req, w)
-	if ferr := w.Flush(); err == nil {
-		err = ferr
+	_, _, err = run(cmd, req, w, sk.mark)
+	if ferr := w.Flush(); err == nil && ferr != nil {
+		err = fmt.Errorf("write: %w", ferr)
 	}
 	if ferr := out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("write: %w", ferr)
 	}
-	if err != nil && last != "" {
-		return fmt.Errorf("export %s stopped after %d records; resume with --after %s: %w", what, n, last, err)
+	if err != nil && sk.last != "" {
+		return fmt.Errorf("export %s stopped after %d records; resume with --after %s: %w", what, sk.n, sk.last, err)
 	}
 	return err
+}
+
+// sink is stdout under the export's buffer. It knows which records stdout
+// has wholly taken: a record is marked with the offset its last byte has
+// in the output (counter counts what enters the buffer), and it is done
+// once stdout has accepted that many bytes. When a write fails (a full
+// disk, a closed pipe), the cursor to resume from is the last record that
+// is wholly out, not the last one buffered. pending holds the records in
+// the buffer, at most its size in records.
+type sink struct {
+	out     io.Writer
+	queued  int64 // bytes handed to the buffer
+	done    int64 // bytes out accepted
+	pending []mark
+	last    string // cursor of the last record wholly out
+	n       int    // records wholly out
+}
+
+type mark struct {
+	end    int64
+	cursor string
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	n, err := s.out.Write(p)
+	s.done += int64(n)
+	s.settle()
+	return n, err
+}
+
+func (s *sink) settle() {
+	i := 0
+	for ; i < len(s.pending) && s.pending[i].end <= s.done; i++ {
+		s.last = s.pending[i].cursor
+		s.n++
+	}
+	s.pending = s.pending[:copy(s.pending, s.pending[i:])]
+}
+
+// mark notes that the record with this cursor is wholly in the buffer.
+func (s *sink) mark(cursor string) {
+	s.pending = append(s.pending, mark{end: s.queued, cursor: cursor})
+	s.settle()
+}
+
+// counter counts the bytes written through it into *n.
+type counter struct {
+	w io.Writer
+	n *int64
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	*c.n += int64(n)
+	return n, err
 }
 
 // progress writes a line to stderr, when it is a terminal, at most every
@@ -151,7 +207,7 @@ func (p *progress) done() {
 
 // drainExport writes every message of stream with write, returning how
 // many it wrote and the last one's cursor.
-func drainExport[T any](stream grpc.ServerStreamingClient[T], err error, p *progress,
+func drainExport[T any](stream grpc.ServerStreamingClient[T], err error, p *progress, mark func(cursor string),
 	write func(m *T) (cursor string, at time.Time, err error)) (int, string, error) {
 	if err != nil {
 		return 0, "", err
@@ -173,6 +229,7 @@ func drainExport[T any](stream grpc.ServerStreamingClient[T], err error, p *prog
 		if err != nil {
 			return n, last, fmt.Errorf("write: %w", err)
 		}
+		mark(cursor)
 		n++
 		last = cursor
 		p.record(at)
@@ -183,7 +240,7 @@ func (a *app) exportClient() vantagev1.ExportServiceClient {
 	return vantagev1.NewExportServiceClient(a.conn)
 }
 
-func (a *app) exportResults(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer) (int, string, error) {
+func (a *app) exportResults(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer, mark func(string)) (int, string, error) {
 	stream, err := a.exportClient().ExportResults(cmd.Context(), req)
 	skipped := 0
 	defer func() {
@@ -191,7 +248,7 @@ func (a *app) exportResults(cmd *cobra.Command, req *vantagev1.ExportRequest, w 
 			fmt.Fprintf(a.env.stderr, "export results: %d tcp results left out of the atlas format (RIPE Atlas's ping is ICMP)\n", skipped)
 		}
 	}()
-	return drainExport(stream, err, newProgress(a.env.stderr, "results"), func(m *vantagev1.ExportedResult) (string, time.Time, error) {
+	return drainExport(stream, err, newProgress(a.env.stderr, "results"), mark, func(m *vantagev1.ExportedResult) (string, time.Time, error) {
 		at := m.GetResult().GetResult().GetSentAt().AsTime()
 		if w.Atlas() {
 			rec, ok := export.Atlas(m)
@@ -206,17 +263,17 @@ func (a *app) exportResults(cmd *cobra.Command, req *vantagev1.ExportRequest, w 
 	})
 }
 
-func (a *app) exportEpisodes(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer) (int, string, error) {
+func (a *app) exportEpisodes(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer, mark func(string)) (int, string, error) {
 	stream, err := a.exportClient().ExportEpisodes(cmd.Context(), req)
-	return drainExport(stream, err, newProgress(a.env.stderr, "episodes"), func(m *vantagev1.ExportedEpisode) (string, time.Time, error) {
+	return drainExport(stream, err, newProgress(a.env.stderr, "episodes"), mark, func(m *vantagev1.ExportedEpisode) (string, time.Time, error) {
 		rec := export.Episode(m)
 		return m.GetCursor(), m.GetEpisode().GetStartLatest().AsTime(), w.Write(&rec, rec.Row)
 	})
 }
 
-func (a *app) exportBGP(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer) (int, string, error) {
+func (a *app) exportBGP(cmd *cobra.Command, req *vantagev1.ExportRequest, w *export.Writer, mark func(string)) (int, string, error) {
 	stream, err := a.exportClient().ExportBgp(cmd.Context(), req)
-	return drainExport(stream, err, newProgress(a.env.stderr, "bgp"), func(m *vantagev1.ExportedBgpUpdate) (string, time.Time, error) {
+	return drainExport(stream, err, newProgress(a.env.stderr, "bgp"), mark, func(m *vantagev1.ExportedBgpUpdate) (string, time.Time, error) {
 		rec := export.BGP(m)
 		return m.GetCursor(), m.GetUpdate().GetAt().AsTime(), w.Write(&rec, rec.Row)
 	})

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -17,6 +21,7 @@ import (
 	"github.com/vantage-net/vantage/controller/export"
 	"github.com/vantage-net/vantage/controller/fleet"
 	"github.com/vantage-net/vantage/controller/internal/fixture"
+	"github.com/vantage-net/vantage/internal/syncbuf"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -414,5 +419,67 @@ func TestExportAtlas(t *testing.T) {
 	rest := runSync(t, cliRun{args: exportArgs("results", ev, "--format", "atlas", "--after", mid["vantage"].(map[string]any)["cursor"].(string)), env: env})
 	if want := strings.Join(lines[len(lines)/2+1:], "") + "\n"; rest.code != 0 || rest.stdout != want {
 		t.Errorf("resumed: exit %d, %d bytes; want the %d after record %d", rest.code, len(rest.stdout), len(want), len(lines)/2+1)
+	}
+}
+
+// failingWriter takes the first room bytes, then fails every write, as a
+// full disk does.
+type failingWriter struct {
+	bytes.Buffer
+	room int
+}
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	n := min(len(p), f.room-f.Len())
+	f.Buffer.Write(p[:n])
+	if n < len(p) {
+		return n, errors.New("no space left on device")
+	}
+	return n, nil
+}
+
+// TestExportStoppedResumes fails stdout partway through an export: the
+// CLI names the cursor of the last record stdout wholly took, and the
+// whole lines written, followed by what --after that cursor exports, are
+// the full export, byte for byte.
+func TestExportStoppedResumes(t *testing.T) {
+	cliEnv, ev := exportServer(t)
+	full := runSync(t, cliRun{args: exportArgs("results", ev), env: cliEnv})
+	if full.code != 0 {
+		t.Fatalf("exit %d: %s", full.code, full.stderr)
+	}
+	for _, room := range []int{1, 10000, len(full.stdout) / 2, len(full.stdout) - 1} {
+		t.Run(fmt.Sprintf("room %d of %d", room, len(full.stdout)), func(t *testing.T) {
+			out := &failingWriter{room: room}
+			var errb syncbuf.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			code := run(ctx, exportArgs("results", ev), env{stdin: strings.NewReader(""), stdout: out, stderr: &errb,
+				getenv: func(k string) string { return cliEnv[k] }, now: func() time.Time { return testNow }, loc: time.UTC})
+			msg := errb.String()
+			if code != exitError || !strings.Contains(msg, "no space left on device") {
+				t.Fatalf("exit %d, stderr %q", code, msg)
+			}
+			written := out.String()
+			kept := written[:strings.LastIndex(written, "\n")+1] // the whole lines
+			_, after, ok := strings.Cut(msg, "resume with --after ")
+			if !ok {
+				if kept != "" {
+					t.Fatalf("%d whole lines written, and no cursor to resume from: %q", strings.Count(kept, "\n"), msg)
+				}
+				return // nothing out: run it again from the start
+			}
+			cursor, _, _ := strings.Cut(after, ":")
+			if n := strings.Count(kept, "\n"); !strings.Contains(msg, fmt.Sprintf("stopped after %d records", n)) {
+				t.Errorf("stderr %q; want it to count the %d whole lines", msg, n)
+			}
+			rest := runSync(t, cliRun{args: exportArgs("results", ev, "--after", cursor), env: cliEnv})
+			if rest.code != 0 {
+				t.Fatalf("resumed: exit %d: %s", rest.code, rest.stderr)
+			}
+			if kept+rest.stdout != full.stdout {
+				t.Errorf("whole lines (%d bytes) + resumed (%d bytes) != the full export (%d bytes)", len(kept), len(rest.stdout), len(full.stdout))
+			}
+		})
 	}
 }
