@@ -20,8 +20,9 @@ import (
 // ServicePrefix is the prefix of every OperatorService full method name.
 const ServicePrefix = "/vantage.v1.OperatorService/"
 
-// methodRoles is the one table of the least role each method needs.
-// A method missing here is refused.
+// methodRoles is the one table of the least role each method needs, of
+// OperatorService and ExportService (whose method names differ). A method
+// missing here is refused.
 var methodRoles = map[string]store.Role{
 	"ListAgents":          store.RoleViewer,
 	"ListCampaigns":       store.RoleViewer,
@@ -37,6 +38,9 @@ var methodRoles = map[string]store.Role{
 	"GetBgpStatus":        store.RoleViewer,
 	"ListBgpUpdates":      store.RoleViewer,
 	"WatchBgp":            store.RoleViewer,
+	"ExportResults":       store.RoleViewer, // ExportService
+	"ExportEpisodes":      store.RoleViewer,
+	"ExportBgp":           store.RoleViewer,
 	"ImportBgpUpdates":    store.RoleOperator,
 	"ApplyCampaign":       store.RoleOperator,
 	"PauseCampaign":       store.RoleOperator,
@@ -102,6 +106,15 @@ func hasClientCert(ctx context.Context) bool {
 	return ok && len(ti.State.VerifiedChains) > 0
 }
 
+// operatorMethod returns the method name of an OperatorService or
+// ExportService full method name; ok is false for other services.
+func operatorMethod(full string) (string, bool) {
+	if m, ok := strings.CutPrefix(full, ServicePrefix); ok {
+		return m, true
+	}
+	return strings.CutPrefix(full, ExportPrefix)
+}
+
 // DeadlineInterceptor bounds every unary call, whatever deadline the
 // client sets (or not): a handler stuck on the store cannot pin a
 // goroutine and a connection forever.
@@ -117,13 +130,13 @@ func DeadlineInterceptor(d time.Duration) grpc.UnaryServerInterceptor {
 }
 
 // UnaryInterceptor authenticates and authorizes unary OperatorService
-// calls, counts the query methods against the token's limit, and converts
+// (and ExportService) calls, counts the query methods against the token's limit, and converts
 // the call's error, once, through OperatorService's table (the handlers
 // return sentinels). Other services (AgentService, health, reflection)
 // pass through.
 func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		method, ok := strings.CutPrefix(info.FullMethod, ServicePrefix)
+		method, ok := operatorMethod(info.FullMethod)
 		if !ok {
 			return handler(ctx, req)
 		}
@@ -140,7 +153,7 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 // under the StreamLimits.
 func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		method, ok := strings.CutPrefix(info.FullMethod, ServicePrefix)
+		method, ok := operatorMethod(info.FullMethod)
 		if !ok {
 			return handler(srv, ss)
 		}

@@ -64,6 +64,9 @@ var queryMethods = map[string]bool{
 	"Replay":         true,
 	"ListBgpUpdates": true,
 	"WatchBgp":       true,
+	"ExportResults":  true,
+	"ExportEpisodes": true,
+	"ExportBgp":      true,
 }
 
 // tokenGate counts the gated calls each token has running.
@@ -78,7 +81,7 @@ func (g *tokenGate) enter(token, method string) (leave func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.running[token] >= g.most {
-		return nil, fmt.Errorf("%w: %s: token %q already has %d queries running (QueryResults, WatchVerdicts, Explain, Replay, ListBgpUpdates, WatchBgp), the limit per token (--max-queries-per-token); end one first",
+		return nil, fmt.Errorf("%w: %s: token %q already has %d queries running (QueryResults, WatchVerdicts, Explain, Replay, ListBgpUpdates, WatchBgp, Export*), the limit per token (--max-queries-per-token); end one first",
 			rpcerr.ErrResourceExhausted, method, token, g.running[token])
 	}
 	g.running[token]++
@@ -91,7 +94,8 @@ func (g *tokenGate) enter(token, method string) (leave func(), err error) {
 	}, nil
 }
 
-// maxAge is a stream method's overall deadline (0: none).
+// maxAge is a stream method's overall deadline (0: none: the export
+// streams, which take as long as the data takes, bounded by SendIdle).
 func (l StreamLimits) maxAge(method string) time.Duration {
 	switch method {
 	case "QueryResults", "ListBgpUpdates":

@@ -204,6 +204,23 @@ type ResultQuery struct {
 	MinRound    int64
 	HasMinRound bool
 	Limit       int
+	// After, when set, keeps only the results after it in this order:
+	// a stream resumed from the key of the last result it delivered.
+	After *ResultKey
+}
+
+// ResultKey is a result's place in the order of results: (sent_at, agent,
+// epoch, seq), unique per stored result.
+type ResultKey struct {
+	SentAt  time.Time
+	AgentID string
+	Epoch   uint64
+	Seq     uint64
+}
+
+// KeyOf is a stored result's ResultKey.
+func KeyOf(sr StoredResult) ResultKey {
+	return ResultKey{SentAt: sr.Result.GetSentAt().AsTime(), AgentID: sr.AgentID, Epoch: sr.Epoch, Seq: sr.Result.GetSeq()}
 }
 
 // TimelineQuery selects stored transitions, oldest first. Transitions
@@ -220,6 +237,22 @@ type TimelineQuery struct {
 	To            time.Time
 	Limit         int
 	IncludeFolded bool
+}
+
+// VerdictPageQuery selects one page of a campaign's unfolded transitions
+// in verdict order: by verdict id, then detection time, then id, so that
+// each verdict's transitions come together, oldest first (an export cuts
+// them into episodes holding one verdict's state at a time). From and To
+// bound detected_at ([From, To)); Level zero: every level. After resumes
+// after the transition at that place (AfterVerdictID "": from the start).
+type VerdictPageQuery struct {
+	Campaign        string
+	Level           vantagev1.Level
+	From, To        time.Time
+	AfterVerdictID  string
+	AfterDetectedAt time.Time
+	AfterID         int64
+	Limit           int
 }
 
 // SeriesQuery selects stored quality points (vantagev1.QualityPoint),

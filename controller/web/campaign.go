@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vantage-net/vantage/controller/export"
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
@@ -329,55 +330,33 @@ func sortColumns(sj *seriesJSON) {
 	}
 }
 
-// severity orders the states an episode can reach.
-var severity = map[vantagev1.State]int{vantagev1.State_STATE_UNKNOWN: 1, vantagev1.State_STATE_DEGRADED: 2,
-	vantagev1.State_STATE_UNSTABLE: 3, vantagev1.State_STATE_UNREACHABLE: 4}
-
-// episodes cuts one subject's transitions (oldest first) into episodes:
-// each starts when it becomes DEGRADED, UNSTABLE or UNREACHABLE and ends
-// when it is REACHABLE again. UNKNOWN (too few vantages) starts none, and
-// inside an episode it neither ends it nor makes it worse.
+// episodes cuts one subject's transitions (oldest first) into episodes,
+// as an export does (export.Episodes): each starts when it becomes
+// DEGRADED, UNSTABLE or UNREACHABLE and ends when it is REACHABLE again.
+// UNKNOWN (too few vantages) starts none, and inside an episode it
+// neither ends it nor makes it worse.
 func episodes(ts []*vantagev1.Transition) []episodeJSON {
 	var out []episodeJSON
-	var cur *episodeJSON
-	var worst vantagev1.State
-	for _, tr := range ts {
-		to := tr.GetTo()
-		if to == vantagev1.State_STATE_REACHABLE || to == vantagev1.State_STATE_UNSPECIFIED {
-			if cur != nil {
-				end := tr.GetOnsetLatest().AsTime()
-				cur.To = &end
-				out = append(out, *cur)
-				cur = nil
-			}
-			continue
+	for _, ep := range export.Episodes(ts) {
+		e := episodeJSON{ID: fmt.Sprint(ep.GetFirstTransitionId()), From: ep.GetStartLatest().AsTime(),
+			FromEarly: ep.GetStartEarliest().AsTime(), Worst: stateName(ep.GetState())}
+		if ep.GetEndLatest() != nil {
+			end := ep.GetEndLatest().AsTime()
+			e.To = &end
 		}
-		if cur == nil && severity[to] < severity[vantagev1.State_STATE_DEGRADED] {
-			continue
+		if l := ep.GetLocation(); l != vantagev1.Location_LOCATION_UNSPECIFIED {
+			e.Location = strings.TrimPrefix(l.String(), "LOCATION_")
 		}
-		if cur == nil {
-			cur = &episodeJSON{ID: fmt.Sprint(tr.GetId()), From: tr.GetOnsetLatest().AsTime(), FromEarly: tr.GetOnsetEarliest().AsTime()}
-			worst = vantagev1.State_STATE_UNSPECIFIED
-		}
-		if severity[to] > severity[worst] {
-			worst = to
-			cur.Worst = stateName(to)
-		}
-		if l := tr.GetLocation(); l != vantagev1.Location_LOCATION_UNSPECIFIED {
-			cur.Location = strings.TrimPrefix(l.String(), "LOCATION_")
-		}
-		if h := tr.GetLocationHop(); h.GetAddress() != "" {
-			cur.Upstream, cur.UpstreamAS = h.GetName(), h.GetAsn()
-			if cur.Upstream == "" {
-				cur.Upstream = h.GetAddress()
+		if h := ep.GetUpstream(); h.GetAddress() != "" {
+			e.Upstream, e.UpstreamAS = h.GetName(), h.GetAsn()
+			if e.Upstream == "" {
+				e.Upstream = h.GetAddress()
 			}
 		}
-		if c := tr.GetCause(); c.GetCause() != vantagev1.Cause_CAUSE_UNSPECIFIED {
-			cur.Cause, cur.Confidence = strings.TrimPrefix(c.GetCause().String(), "CAUSE_"), c.GetConfidence()
+		if c := ep.GetCause(); c.GetCause() != vantagev1.Cause_CAUSE_UNSPECIFIED {
+			e.Cause, e.Confidence = strings.TrimPrefix(c.GetCause().String(), "CAUSE_"), c.GetConfidence()
 		}
-	}
-	if cur != nil {
-		out = append(out, *cur)
+		out = append(out, e)
 	}
 	return out
 }

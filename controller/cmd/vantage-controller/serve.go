@@ -65,8 +65,8 @@ func (c *controller) serve(ctx context.Context) error {
 	return nil
 }
 
-// grpcServer is the gRPC server of AgentService, OperatorService, health
-// and reflection, with mTLS for agents and bearer tokens for operators on
+// grpcServer is the gRPC server of AgentService, OperatorService,
+// ExportService, health and reflection, with mTLS for agents and bearer tokens for operators on
 // one port (VerifyClientCertIfGiven).
 func (c *controller) grpcServer(transport TransportLimits) (*grpc.Server, *health.Server) {
 	tlsCfg := &tls.Config{
@@ -85,9 +85,11 @@ func (c *controller) grpcServer(transport TransportLimits) (*grpc.Server, *healt
 	)...)
 	vantagev1.RegisterAgentServiceServer(srv, c.ingest)
 	vantagev1.RegisterOperatorServiceServer(srv, c.ops)
+	vantagev1.RegisterExportServiceServer(srv, c.ops.Exporter())
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
-	for _, name := range []string{"", vantagev1.AgentService_ServiceDesc.ServiceName, vantagev1.OperatorService_ServiceDesc.ServiceName} {
+	for _, name := range []string{"", vantagev1.AgentService_ServiceDesc.ServiceName, vantagev1.OperatorService_ServiceDesc.ServiceName,
+		vantagev1.ExportService_ServiceDesc.ServiceName} {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	reflection.Register(srv)

@@ -71,7 +71,8 @@ Errors print as one line, "vantagectl: <message>", on stderr.
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each unary call")
 	root.AddCommand(a.agentsCmd(), a.tokenCmd(), a.campaignCmd(), a.verdictsCmd(), a.timelineCmd(), a.seriesCmd(),
 		a.explainCmd(), a.replayCmd(), a.resultsCmd(), a.auditCmd(), a.bgpCmd())
-	a.completions(root)
+	root.AddCommand(a.exportCmd())
+	a.completions(root) // last: it walks every command's flags
 	return root
 }
 

@@ -56,7 +56,13 @@ func (db *DB) CommitBatchFresh(ctx context.Context, agentID string, epoch uint64
 // may or may not be seen. A query with a Limit keeps at most about twice
 // the results it still has to emit and stops reading as soon as no further
 // chunk can hold one of them.
+//
+// With q.After, the scan starts at the chunks that can hold its sent_at
+// (as a From would) and skips every result at or before it.
 func (db *DB) QueryResults(ctx context.Context, q store.ResultQuery, fn func(store.StoredResult) error) error {
+	if q.After != nil && q.After.SentAt.After(q.From) {
+		q.From = q.After.SentAt
+	}
 	where, args := resultConds(q)
 	var start *chunkRow
 	// With a lower bound on time or round, find the earliest chunk that
@@ -200,8 +206,11 @@ type resultMerge struct {
 	q       store.ResultQuery
 	fn      func(store.StoredResult) error
 	targets map[string]bool
-	pending resultHeap
-	emitted int
+	// after is q.After as a key (hasAfter: set).
+	after    resultKey
+	hasAfter bool
+	pending  resultHeap
+	emitted  int
 	// bound, once set, is a key with at least the results still to emit
 	// at or below it in pending: a result above it can never be emitted.
 	bound    resultKey
@@ -215,6 +224,9 @@ func newResultMerge(q store.ResultQuery, fn func(store.StoredResult) error) *res
 	}
 	for _, t := range q.Targets {
 		m.targets[t] = true
+	}
+	if a := q.After; a != nil {
+		m.after, m.hasAfter = resultKey{sent: nanos(a.SentAt), agent: a.AgentID, epoch: a.Epoch, seq: a.Seq}, true
 	}
 	return m
 }
@@ -242,7 +254,7 @@ func (m *resultMerge) chunk(c *chunkRow) (stop bool, err error) {
 			continue
 		}
 		k := resultKey{sent: sent, agent: c.low.agent, epoch: c.low.epoch, seq: r.GetSeq()}
-		if m.hasBound && m.bound.less(k) {
+		if m.hasBound && m.bound.less(k) || m.hasAfter && !m.after.less(k) {
 			continue
 		}
 		heap.Push(&m.pending, pendingResult{key: k, sr: store.StoredResult{AgentID: c.low.agent, Epoch: c.low.epoch, Result: r, ReceivedAt: fromNanos(c.recv)}})

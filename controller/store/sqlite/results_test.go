@@ -226,3 +226,53 @@ func TestDatabaseFilesPrivate(t *testing.T) {
 }
 
 func setUmask(m int) int { return syscall.Umask(m) }
+
+// TestQueryResultsAfter resumes a query after each of many results
+// (chunks overlapping in time, several results sharing a sent_at across
+// agents) and checks that it yields exactly the rest of the full order.
+func TestQueryResultsAfter(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	agents := []string{"agt-000000000000000a", "agt-000000000000000b", "agt-000000000000000c"}
+	for _, a := range agents {
+		enroll(t, db, a)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	next := map[string]uint64{}
+	for range 40 {
+		agent := agents[rng.IntN(len(agents))]
+		b := backdated(agent, next[agent]+1, 1+rng.IntN(20), t0.Add(time.Duration(rng.IntN(30))*time.Second))
+		next[agent] += uint64(len(b.Results))
+		if _, err := db.CommitBatches(ctx, []store.Batch{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	collect := func(q store.ResultQuery) []store.ResultKey {
+		var out []store.ResultKey
+		if err := db.QueryResults(ctx, q, func(sr store.StoredResult) error {
+			out = append(out, store.KeyOf(sr))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, page := range []int{1, queryPageChunks} {
+		db.pageChunks = page
+		for _, base := range []store.ResultQuery{{}, {From: t0.Add(5 * time.Second), To: t0.Add(25 * time.Second)}} {
+			all := collect(base)
+			if len(all) < 50 {
+				t.Fatalf("only %d results to resume in", len(all))
+			}
+			for i := 0; i < len(all); i += 1 + len(all)/40 {
+				t.Run(fmt.Sprintf("page %d from %v after %d of %d", page, !base.From.IsZero(), i, len(all)), func(t *testing.T) {
+					q := base
+					q.After = &all[i]
+					if got, want := collect(q), all[i+1:]; !slices.Equal(got, want) {
+						t.Errorf("got %d results, want %d", len(got), len(want))
+					}
+				})
+			}
+		}
+	}
+}
