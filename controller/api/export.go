@@ -59,7 +59,7 @@ func (x *Exporter) window(ctx context.Context, req *vantagev1.ExportRequest) (fr
 		return from, to, fmt.Errorf("%w: to: %s is not after from %s", rpcerr.ErrInvalid, to.Format(timeFormat), from.Format(timeFormat))
 	}
 	if _, err := x.s.cfg.Store.GetCampaign(ctx, req.GetCampaign()); err != nil {
-		return from, to, fmt.Errorf("campaign %q: %w", req.GetCampaign(), err)
+		return from, to, err // it names the campaign
 	}
 	return from, to, nil
 }

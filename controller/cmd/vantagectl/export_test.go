@@ -269,10 +269,10 @@ func TestExportRefuses(t *testing.T) {
 	}{
 		{"no campaign", []string{"export", "results", "--from", "1h", "--to", "0s"}, exitUsage, "--campaign: required"},
 		{"no window", []string{"export", "results", "--campaign", "kp"}, exitUsage, "--from and --to: required"},
-		{"inverted window", exportArgs("results", fixture.Evidence{From: ev.To, To: ev.From}), exitUsage, "is not after --from"},
+		{"inverted window", exportArgs("results", fixture.Evidence{From: ev.To, To: ev.From}), exitUsage, "is not before --to"},
 		{"bad format", exportArgs("results", ev, "--format", "xml"), exitUsage, `--format: want jsonl, csv, atlas, got "xml"`},
-		{"unknown campaign", []string{"export", "bgp", "--campaign", "nope", "--from", "2d", "--to", "1d"}, exitError, "NotFound"},
-		{"bad cursor", exportArgs("episodes", ev, "--after", "r1.xyz"), exitError, "after: not a cursor of this export"},
+		{"unknown campaign", []string{"export", "bgp", "--campaign", "nope", "--from", "2d", "--to", "1d"}, exitNotFound, `campaign "nope": not found`},
+		{"bad cursor", exportArgs("episodes", ev, "--after", "r1.xyz"), exitInvalid, "after: not a cursor of this export"},
 		{"atlas of episodes", exportArgs("episodes", ev, "--format", "atlas"), exitUsage, "--format: atlas is RIPE Atlas's ping and traceroute result format, for results only"},
 		{"no kind", []string{"export"}, exitUsage, "missing subcommand, one of: bgp, episodes, results"},
 	} {
