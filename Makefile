@@ -82,6 +82,12 @@ bench-dashboard:
 	$(call deps_as_root,web)
 	$(GO) test -count=1 -run '^$$' -bench 'CampaignPage65536' -benchtime 5x ./controller/web/
 
+# vantagectl export of 1M stored results: the client's RSS and the
+# controller's heap growth, against 100k (constant memory), and results/s.
+.PHONY: bench-export
+bench-export:
+	$(GO) test -count=1 -run '^$$' -bench 'Export1MResults' -benchtime 1x ./controller/cmd/vantagectl/
+
 .PHONY: bench-ingest
 bench-ingest:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./controller/cmd/vantage-controller ./deploy/loadtest/cmd/vantage-loadtest
