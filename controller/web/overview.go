@@ -32,11 +32,14 @@ type campaignJSON struct {
 	Bands  []bandJSON `json:"bands"`
 }
 
-// bandJSON is a span of one state; To is nil while it lasts.
+// bandJSON is a span of one state; To is nil while it lasts. FromEarliest
+// is the onset's error bar: the state changed between it and From (the
+// last round in the old state and the first in the new one).
 type bandJSON struct {
-	From  time.Time  `json:"from"`
-	To    *time.Time `json:"to,omitempty"`
-	State string     `json:"state"`
+	From         time.Time  `json:"from"`
+	FromEarliest *time.Time `json:"from_earliest,omitempty"`
+	To           *time.Time `json:"to,omitempty"`
+	State        string     `json:"state"`
 }
 
 type agentJSON struct {
@@ -162,7 +165,12 @@ func bands(ts []*vantagev1.Transition, from time.Time) []bandJSON {
 			end := at
 			out = append(out, bandJSON{From: from, To: &end, State: stateName(tr.GetFrom())})
 		}
-		out = append(out, bandJSON{From: at, State: stateName(tr.GetTo())})
+		b := bandJSON{From: at, State: stateName(tr.GetTo())}
+		if e := tr.GetOnsetEarliest(); e != nil && tr.GetFrom() != tr.GetTo() && e.AsTime().Before(at) && !e.AsTime().Before(from) {
+			t := e.AsTime()
+			b.FromEarliest = &t
+		}
+		out = append(out, b)
 	}
 	return out
 }

@@ -13,6 +13,11 @@ import (
 	vantagev1 "github.com/vantage-net/vantage/proto/vantage/v1"
 )
 
+func withEarliest(tr *vantagev1.Transition, min int) *vantagev1.Transition {
+	tr.OnsetEarliest = timestamppb.New(t0.Add(time.Duration(min) * time.Minute))
+	return tr
+}
+
 func TestBands(t *testing.T) {
 	from := t0
 	tr := func(min int, a, b vantagev1.State) *vantagev1.Transition {
@@ -32,11 +37,15 @@ func TestBands(t *testing.T) {
 		{"from the start", []*vantagev1.Transition{tr(0, none, reach), tr(30, reach, down)}, "0-30 REACHABLE, 30- UNREACHABLE"},
 		{"before the window: the state it left", []*vantagev1.Transition{tr(20, reach, down), tr(50, down, reach)}, "0-20 REACHABLE, 20-50 UNREACHABLE, 50- REACHABLE"},
 		{"onset before the window", []*vantagev1.Transition{tr(-5, reach, down), tr(10, down, reach)}, "0-10 UNREACHABLE, 10- REACHABLE"},
+		{"the onset's error bar", []*vantagev1.Transition{tr(0, none, reach), withEarliest(tr(30, reach, down), 29)}, "0-30 REACHABLE, (29)30- UNREACHABLE"},
 	} {
 		got := ""
 		for i, b := range bands(c.ts, from) {
 			if i > 0 {
 				got += ", "
+			}
+			if b.FromEarliest != nil {
+				got += "(" + minute(*b.FromEarliest) + ")"
 			}
 			got += minute(b.From) + "-"
 			if b.To != nil {

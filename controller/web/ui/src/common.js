@@ -44,6 +44,20 @@ export function sparkline(bands, from, to, width = 240, height = 18) {
     r.appendChild(title);
     svg.appendChild(r);
     words.push(stateWord(b.state));
+    if (b.from_earliest) {
+      // The onset's error bar: the change happened between the last round
+      // in the old state and the first in the new one. An I-beam across the
+      // top, at least 3 px wide so a short one still shows.
+      const early = new Date(b.from_earliest);
+      const x0 = x(early), x1 = Math.max(x(start), x0 + 3);
+      const bar = document.createElementNS(SVG, "path");
+      bar.setAttribute("d", `M${x0},1 H${x1} M${x0},0 V${height / 2} M${x1},0 V${height / 2}`);
+      bar.setAttribute("class", "onset-bar");
+      const t = document.createElementNS(SVG, "title");
+      t.textContent = `onset between ${early.toISOString()} and ${start.toISOString()} (±${((start - early) / 2000).toFixed(1)} s)`;
+      bar.appendChild(t);
+      svg.appendChild(bar);
+    }
   }
   svg.setAttribute("aria-label", words.length ? "last day: " + words.join(", then ") : "last day: no verdicts");
   return svg;
