@@ -115,17 +115,33 @@ function drawBands(el, view) {
   }
 }
 
+// withGaps adds a time between two rounds further apart than 1.5 of the
+// usual step (the rounds that have no point: nothing was counted), so the
+// chart breaks its lines there instead of drawing across the outage.
+function withGaps(ts) {
+  if (ts.length < 3) return ts;
+  const steps = ts.slice(1).map((t, i) => t - ts[i]).sort((a, b) => a - b);
+  const step = steps[Math.floor(steps.length / 2)];
+  const out = [ts[0]];
+  for (let i = 1; i < ts.length; i++) {
+    if (ts[i] - ts[i - 1] > 1.5 * step) out.push(ts[i - 1] + step);
+    out.push(ts[i]);
+  }
+  return out;
+}
+
 const VANTAGE_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000"];
 
 // chart draws one network's loss and RTT per vantage into el.
 function chart(el, network, series) {
   const width = Math.min(720, el.clientWidth || 720);
   // One x axis for the network: the union of round starts.
-  const ts = [...new Set(series.flatMap((s) => s.t))].sort((a, b) => a - b);
+  const rounds = [...new Set(series.flatMap((s) => s.t))].sort((a, b) => a - b);
+  const ts = withGaps(rounds);
   const at = new Map(ts.map((t, i) => [t, i]));
   const data = [ts];
   const cols = [{}];
-  let gaps = false;
+  let gaps = ts.length > rounds.length;
   series.forEach((s, k) => {
     const loss = new Array(ts.length).fill(null), rtt = new Array(ts.length).fill(null);
     s.t.forEach((t, i) => {
