@@ -61,7 +61,7 @@ func Story2014BGP(round time.Duration) []Phase {
 		{Name: "steady", Expect: vantagev1.State_STATE_REACHABLE, Rounds: 4,
 			Apply: func(*lab.Lab) error { return nil }},
 		{Name: "instability: unicom flaps net0 and net1 in BGP", Expect: vantagev1.State_STATE_UNSTABLE, Rounds: 8,
-			Apply: func(l *lab.Lab) error { return flap.start(l, round, "upstream", "net0", "net1") }},
+			Apply: func(l *lab.Lab) error { return flap.start(l, 2*round, "upstream", "net0", "net1") }},
 		{Name: "blackout: both upstreams withdraw every route", Expect: vantagev1.State_STATE_UNREACHABLE, Rounds: 8,
 			Apply: func(l *lab.Lab) error {
 				if err := flap.stop(); err != nil {
