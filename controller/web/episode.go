@@ -108,7 +108,14 @@ func (s *Server) episodeView(w http.ResponseWriter, r *http.Request) {
 			ts = append(ts, tr)
 		}
 	}
-	evidence, cut, err := s.transitionEvidence(ctx, name, ts)
+	// One read of the campaign serves the evidence (its round) and the
+	// graph (its routers, its networks' hosts).
+	c, err := s.cfg.Operator.GetCampaign(ctx, &vantagev1.GetCampaignRequest{Name: name})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	evidence, cut, err := s.transitionEvidence(ctx, c, ts)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -119,11 +126,6 @@ func (s *Server) episodeView(w http.ResponseWriter, r *http.Request) {
 	}
 	// The campaign's own routers (upstreams, borders) give the graph's
 	// hops their role and name where no verdict named them.
-	c, err := s.cfg.Operator.GetCampaign(ctx, &vantagev1.GetCampaignRequest{Name: name})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	for _, t := range c.GetTargets() {
 		if t.GetRole() == vantagev1.TargetRole_TARGET_ROLE_UPSTREAM || t.GetRole() == vantagev1.TargetRole_TARGET_ROLE_BORDER {
 			if routers[t.GetAddress()] == nil {

@@ -377,20 +377,18 @@ func spans(ws [][2]time.Time) [][2]time.Time {
 	return out
 }
 
-// transitionEvidence builds the evidence of ts (campaign name's): the
+// transitionEvidence builds the evidence of ts (campaign c's): the
 // campaign's round, its current scope and network verdicts, the agents'
 // names and the quality series over the transitions' rounds. truncated:
 // a series read was cut at EpisodeSeries. Its errors are the API's, as
 // they came (fail turns their status into the answer's).
-func (s *Server) transitionEvidence(ctx context.Context, name string, ts []*vantagev1.Transition) (map[string]evidenceJSON, bool, error) {
+func (s *Server) transitionEvidence(ctx context.Context, c *vantagev1.Campaign, ts []*vantagev1.Transition) (map[string]evidenceJSON, bool, error) {
 	out := make(map[string]evidenceJSON, len(ts))
 	if len(ts) == 0 {
 		return out, false, nil
 	}
-	c, err := s.cfg.Operator.GetCampaign(ctx, &vantagev1.GetCampaignRequest{Name: name})
-	if err != nil {
-		return nil, false, err
-	}
+	name := c.GetName()
+	var err error
 	in := evidenceInput{campaign: name, round: time.Duration(c.GetRoundMs()) * time.Millisecond, verdicts: map[string]*vantagev1.Verdict{}}
 	for _, lv := range []vantagev1.Level{vantagev1.Level_LEVEL_SCOPE, vantagev1.Level_LEVEL_NETWORK} {
 		vs, err := s.cfg.Operator.GetVerdicts(ctx, &vantagev1.GetVerdictsRequest{Campaign: name, Level: lv})
